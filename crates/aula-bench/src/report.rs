@@ -1,0 +1,228 @@
+use crate::run::{BenchConfig, Sample};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Microseconds, auto-resizing, 3 significant digits.
+#[allow(clippy::expect_used)] // constant arguments that hdrhistogram documents as valid
+fn hist() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is a valid precision")
+}
+
+fn summarize(h: &Histogram<u64>) -> Summary {
+    if h.is_empty() {
+        return Summary::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Summary {
+        count: h.len(),
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p95_ms: ms(h.value_at_quantile(0.95)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+    }
+}
+
+fn rec(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_micros() as u64).max(1));
+}
+
+struct PerUser {
+    ok: u64,
+    errors: u64,
+    completion_tokens: u64,
+    ttft: Histogram<u64>,
+    e2e: Histogram<u64>,
+}
+
+pub struct Recorder {
+    ttft: Histogram<u64>,
+    itl: Histogram<u64>,
+    e2e: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    users: Vec<PerUser>,
+}
+
+impl Recorder {
+    pub fn new(users: usize) -> Self {
+        Recorder {
+            ttft: hist(),
+            itl: hist(),
+            e2e: hist(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            users: (0..users)
+                .map(|_| PerUser {
+                    ok: 0,
+                    errors: 0,
+                    completion_tokens: 0,
+                    ttft: hist(),
+                    e2e: hist(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn add(&mut self, s: &Sample) {
+        let Some(u) = self.users.get_mut(s.user) else {
+            return;
+        };
+        if !s.ok {
+            *self
+                .errors
+                .entry(s.error_kind.clone().unwrap_or_else(|| "unknown".into()))
+                .or_default() += 1;
+            u.errors += 1;
+            return;
+        }
+        self.ok += 1;
+        u.ok += 1;
+        self.prompt_tokens += s.prompt_tokens;
+        self.completion_tokens += s.completion_tokens;
+        u.completion_tokens += s.completion_tokens;
+        if let Some(t) = s.ttft {
+            rec(&mut self.ttft, t);
+            rec(&mut u.ttft, t);
+        }
+        for d in &s.itl {
+            rec(&mut self.itl, *d);
+        }
+        rec(&mut self.e2e, s.e2e);
+        rec(&mut u.e2e, s.e2e);
+    }
+
+    pub fn report(&self, elapsed: Duration, cfg: &BenchConfig) -> Report {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Report {
+            url: cfg.url.clone(),
+            model: cfg.model.clone(),
+            stream: cfg.stream,
+            users: cfg.users,
+            concurrency: cfg.concurrency,
+            duration_s: secs,
+            requests_ok: self.ok,
+            requests_failed: self.errors.values().sum(),
+            errors: self.errors.clone(),
+            requests_per_s: self.ok as f64 / secs,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            output_tokens_per_s: self.completion_tokens as f64 / secs,
+            ttft: summarize(&self.ttft),
+            itl: summarize(&self.itl),
+            e2e: summarize(&self.e2e),
+            per_user: self
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| UserReport {
+                    user: i,
+                    requests_ok: u.ok,
+                    requests_failed: u.errors,
+                    completion_tokens: u.completion_tokens,
+                    ttft: summarize(&u.ttft),
+                    e2e: summarize(&u.e2e),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserReport {
+    pub user: usize,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub completion_tokens: u64,
+    pub ttft: Summary,
+    pub e2e: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub url: String,
+    pub model: String,
+    pub stream: bool,
+    pub users: usize,
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub requests_per_s: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub output_tokens_per_s: f64,
+    /// Time to first token (for non-streaming requests: the whole response).
+    pub ttft: Summary,
+    /// Time between streamed chunks that carry text.
+    pub itl: Summary,
+    pub e2e: Summary,
+    pub per_user: Vec<UserReport>,
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let line = |name: &str, m: &Summary| {
+            format!(
+                "  {name:<22} p50 {:>9.2}  p95 {:>9.2}  p99 {:>9.2}  max {:>9.2}  (n={})\n",
+                m.p50_ms, m.p95_ms, m.p99_ms, m.max_ms, m.count
+            )
+        };
+        s.push_str(&format!(
+            "aula bench: {} model={} users={} concurrency={} stream={}\n",
+            self.url, self.model, self.users, self.concurrency, self.stream
+        ));
+        s.push_str(&format!(
+            "  {} ok, {} failed in {:.2}s: {:.1} requests/s, {:.1} output tokens/s ({} prompt, {} completion tokens)\n",
+            self.requests_ok, self.requests_failed, self.duration_s, self.requests_per_s, self.output_tokens_per_s,
+            self.prompt_tokens, self.completion_tokens
+        ));
+        s.push_str("  latency (ms):\n");
+        s.push_str(&line("time to first token", &self.ttft));
+        if self.stream {
+            s.push_str(&line("inter-token", &self.itl));
+        }
+        s.push_str(&line("end to end", &self.e2e));
+        if !self.errors.is_empty() {
+            s.push_str("  errors:\n");
+            for (k, v) in &self.errors {
+                s.push_str(&format!("    {k:<20} {v}\n"));
+            }
+        }
+        if self.per_user.len() > 1 {
+            s.push_str("  per user:   ok  failed  tokens   ttft p50   ttft p95    e2e p95 (ms)\n");
+            for u in &self.per_user {
+                s.push_str(&format!(
+                    "    {:>4} {:>6} {:>7} {:>7} {:>10.2} {:>10.2} {:>10.2}\n",
+                    u.user,
+                    u.requests_ok,
+                    u.requests_failed,
+                    u.completion_tokens,
+                    u.ttft.p50_ms,
+                    u.ttft.p95_ms,
+                    u.e2e.p95_ms
+                ));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,318 @@
+use crate::report::{Recorder, Report};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Requests(u64),
+    Duration(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Base URL of the server (`http://127.0.0.1:8080` or `.../v1`).
+    pub url: String,
+    pub model: String,
+    pub users: usize,
+    pub concurrency: usize,
+    pub limit: Limit,
+    /// Approximate prompt length in tokens (one common English word each).
+    pub prompt_tokens: usize,
+    pub max_tokens: u32,
+    pub stream: bool,
+    /// One key per simulated user; one key for all; or none.
+    pub keys: Vec<String>,
+    /// Sampling temperature sent with each request.
+    pub temperature: f32,
+    pub progress: bool,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const WORDS: &[&str] = &[
+    "the",
+    "student",
+    "asked",
+    "about",
+    "a",
+    "model",
+    "that",
+    "can",
+    "answer",
+    "questions",
+    "on",
+    "history",
+    "and",
+    "science",
+    "in",
+    "one",
+    "short",
+    "paragraph",
+    "with",
+    "clear",
+    "words",
+    "for",
+    "every",
+    "class",
+];
+
+pub fn prompt_of(n: usize, salt: usize) -> String {
+    let mut s = String::with_capacity(n * 7);
+    for i in 0..n.max(1) {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(WORDS[(i * 7 + salt) % WORDS.len()]);
+    }
+    s
+}
+
+fn body_for(cfg: &BenchConfig, salt: usize) -> Bytes {
+    let mut v = serde_json::json!({
+        "model": cfg.model,
+        "messages": [{"role": "user", "content": prompt_of(cfg.prompt_tokens, salt)}],
+        "max_tokens": cfg.max_tokens,
+        "temperature": cfg.temperature,
+        "stream": cfg.stream,
+    });
+    if cfg.stream {
+        v["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    Bytes::from(v.to_string())
+}
+
+/// What one request measured.
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    pub user: usize,
+    pub ok: bool,
+    pub error_kind: Option<String>,
+    pub ttft: Option<Duration>,
+    pub itl: Vec<Duration>,
+    pub e2e: Duration,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+async fn one(
+    client: &HttpClient,
+    url: &str,
+    key: Option<&str>,
+    body: Bytes,
+    stream: bool,
+    user: usize,
+) -> Sample {
+    let mut s = Sample {
+        user,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut req = Request::post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let Ok(req) = req.body(Full::new(body)) else {
+        s.error_kind = Some("bad request".into());
+        return s;
+    };
+    let resp = match client.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            s.error_kind = Some(if e.is_connect() {
+                "connect".into()
+            } else {
+                "transport".into()
+            });
+            s.e2e = start.elapsed();
+            return s;
+        }
+    };
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let _ = body.collect().await;
+        s.error_kind = Some(format!("http {}", status.as_u16()));
+        s.e2e = start.elapsed();
+        return s;
+    }
+    if !stream {
+        match body.collect().await {
+            Ok(b) => {
+                s.e2e = start.elapsed();
+                let v: serde_json::Value =
+                    serde_json::from_slice(&b.to_bytes()).unwrap_or_default();
+                s.prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+                s.completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                s.ttft = Some(s.e2e);
+                s.ok = v["choices"].is_array();
+                if !s.ok {
+                    s.error_kind = Some("bad body".into());
+                }
+            }
+            Err(_) => {
+                s.e2e = start.elapsed();
+                s.error_kind = Some("body".into());
+            }
+        }
+        return s;
+    }
+    // Streaming: split SSE events; time the ones that carry text.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut last: Option<Instant> = None;
+    let mut chunks = 0u64;
+    let mut done = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            s.error_kind = Some("stream broken".into());
+            s.e2e = start.elapsed();
+            return s;
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(data);
+        while let Some(pos) = find_event_end(&buf) {
+            let event: Vec<u8> = buf.drain(..pos).collect();
+            let now = Instant::now();
+            for line in String::from_utf8_lossy(&event).lines() {
+                let Some(payload) = line.strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if payload == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+                if v.get("error").is_some() {
+                    s.error_kind = Some("error event".into());
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+                    s.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+                }
+                let text = v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .or(v["choices"][0]["text"].as_str());
+                if text.is_some_and(|t| !t.is_empty()) {
+                    chunks += 1;
+                    match last {
+                        None => s.ttft = Some(now - start),
+                        Some(prev) => s.itl.push(now - prev),
+                    }
+                    last = Some(now);
+                }
+            }
+        }
+    }
+    s.e2e = start.elapsed();
+    if s.completion_tokens == 0 {
+        s.completion_tokens = chunks;
+    }
+    if s.error_kind.is_none() && !done {
+        s.error_kind = Some("no [DONE]".into());
+    }
+    s.ok = s.error_kind.is_none();
+    s
+}
+
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
+}
+
+/// Run the benchmark and return its report.
+pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
+    if cfg.users == 0 || cfg.concurrency == 0 {
+        bail!("--users and --concurrency must be at least 1");
+    }
+    if let Limit::Requests(0) = cfg.limit {
+        bail!("--requests must be at least 1");
+    }
+    let base = cfg.url.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    let url = format!("{base}/v1/chat/completions");
+    let _: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("{url} is not a valid URL"))?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(cfg.concurrency)
+        .build(connector);
+    let cfg = Arc::new(cfg);
+    let issued = Arc::new(AtomicU64::new(0));
+    let recorder = Arc::new(std::sync::Mutex::new(Recorder::new(cfg.users)));
+    let total = match cfg.limit {
+        Limit::Requests(n) => n,
+        Limit::Duration(d) => d.as_secs().max(1),
+    };
+    let bar = if cfg.progress {
+        let b = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let start = Instant::now();
+    let deadline = match cfg.limit {
+        Limit::Duration(d) => Some(start + d),
+        Limit::Requests(_) => None,
+    };
+    let mut workers = Vec::with_capacity(cfg.concurrency);
+    for w in 0..cfg.concurrency {
+        let (cfg, client, issued, recorder, url, bar) = (
+            cfg.clone(),
+            client.clone(),
+            issued.clone(),
+            recorder.clone(),
+            url.clone(),
+            bar.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let user = w % cfg.users;
+            let key = match cfg.keys.len() {
+                0 => None,
+                1 => Some(cfg.keys[0].clone()),
+                n => Some(cfg.keys[user % n].clone()),
+            };
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                match (cfg.limit, deadline) {
+                    (Limit::Requests(max), _) if n >= max => break,
+                    (_, Some(d)) if Instant::now() >= d => break,
+                    _ => {}
+                }
+                let body = body_for(&cfg, n as usize);
+                let sample = one(&client, &url, key.as_deref(), body, cfg.stream, user).await;
+                if let Ok(mut r) = recorder.lock() {
+                    r.add(&sample);
+                }
+                if let Limit::Requests(_) = cfg.limit {
+                    bar.inc(1);
+                } else {
+                    bar.set_position(start.elapsed().as_secs().min(total));
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed();
+    let r = recorder
+        .lock()
+        .map_err(|_| anyhow::anyhow!("recorder poisoned"))?;
+    Ok(r.report(elapsed, &cfg))
+}

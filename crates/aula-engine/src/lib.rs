@@ -1,0 +1,225 @@
+//! `aula engine`: one GGUF model in its own process, served over the OpenAI
+//! HTTP API with llama.cpp (through `llama-cpp-2`) and continuous batching.
+//!
+//! * [`scheduler`] — the batching loop on the llama.cpp context;
+//! * [`server`] — HTTP handlers;
+//! * [`template`] — chat templates (minijinja);
+//! * [`output`] — UTF-8 assembly and stop sequences;
+//! * [`memory`] — what llama.cpp allocated, for `/health`.
+
+pub mod memory;
+pub mod output;
+pub mod scheduler;
+pub mod server;
+pub mod template;
+
+use anyhow::{Context, anyhow, bail};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model: PathBuf,
+    /// The name clients use in `model`; defaults to the file stem.
+    pub name: Option<String>,
+    /// Sequences decoded together (slots).
+    pub parallel: usize,
+    /// Tokens each sequence may use, prompt and completion together.
+    pub context: Option<u32>,
+    pub threads: Option<usize>,
+    /// Requests that may wait for a slot before new ones get 503.
+    pub queue: usize,
+    /// Most tokens in one decode step (generation tokens plus prefill chunks).
+    pub batch: usize,
+    /// Echo llama.cpp's own log to stderr.
+    pub verbose: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            model: PathBuf::new(),
+            name: None,
+            parallel: 4,
+            context: None,
+            threads: None,
+            queue: 64,
+            batch: 512,
+            verbose: false,
+        }
+    }
+}
+
+/// A loaded model with its scheduler thread running.
+pub struct Engine {
+    pub state: Arc<server::EngineState>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+fn backend() -> anyhow::Result<&'static LlamaBackend> {
+    static BACKEND: std::sync::OnceLock<LlamaBackend> = std::sync::OnceLock::new();
+    if let Some(b) = BACKEND.get() {
+        return Ok(b);
+    }
+    let b = LlamaBackend::init().map_err(|e| anyhow!("llama.cpp backend: {e}"))?;
+    Ok(BACKEND.get_or_init(|| b))
+}
+
+/// Check the file before llama.cpp sees it, so a wrong path or a file that is
+/// not GGUF gets a plain message.
+fn check_gguf(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open model file {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+        bail!(
+            "{} is not a GGUF model file (it does not start with the GGUF magic)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Load the model and start the scheduler. Blocking: call from a blocking context.
+pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
+    if cfg.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    check_gguf(&cfg.model)?;
+    memory::install_log_capture(cfg.verbose);
+    let backend = backend()?;
+    let _ = memory::take_log();
+    let model = LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default())
+        .map_err(|e| {
+            anyhow!(
+                "llama.cpp could not load {}: {e} (the file may be truncated or corrupt)",
+                cfg.model.display()
+            )
+        })?;
+    let model = Arc::new(model);
+    let train_ctx = model.n_ctx_train();
+    let context = cfg.context.unwrap_or_else(|| train_ctx.min(4096));
+    if context < 16 {
+        bail!("--context must be at least 16 tokens");
+    }
+    if context > train_ctx {
+        bail!(
+            "--context {context} is larger than the {train_ctx} tokens this model was trained for"
+        );
+    }
+    let threads = cfg.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let n_ctx = context
+        .checked_mul(cfg.parallel as u32)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| anyhow!("--context x --parallel is too large"))?;
+    let batch = cfg.batch.max(cfg.parallel).max(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(Some(n_ctx))
+        .with_n_batch(batch as u32)
+        .with_n_ubatch(batch as u32)
+        .with_n_seq_max(cfg.parallel as u32)
+        .with_kv_unified(true)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => cfg
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let vocab = model.vocab();
+    let bos_text =
+        String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
+    let eos_text =
+        String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
+    let add_bos = vocab.should_add_bos();
+    let arch = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    let template = template::ChatTemplate::new(
+        model.meta_val_str("tokenizer.chat_template").ok(),
+        &arch,
+        bos_text.clone(),
+        eos_text,
+    )
+    .map_err(|e| anyhow!("the model's chat template does not compile: {e}"))?;
+
+    let stats = Arc::new(scheduler::Stats::default());
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let thread_model = model.clone();
+    let parallel = cfg.parallel;
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("aula-batcher".into())
+        .spawn(move || {
+            let ctx = match thread_model.new_context(backend, params) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow!(
+                        "llama.cpp could not create a context of {n_ctx} tokens: {e}"
+                    )));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            let sched = scheduler::Scheduler {
+                model: thread_model.clone(),
+                ctx,
+                parallel,
+                n_batch: batch,
+                stats: thread_stats,
+            };
+            sched.run(jobs_rx);
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the batching thread died while creating the context"))??;
+    let memory = memory::parse_load_log(&memory::take_log(), model.size());
+    let state = Arc::new(server::EngineState {
+        name,
+        model,
+        template,
+        jobs: jobs_tx,
+        stats,
+        memory,
+        parallel: cfg.parallel,
+        context,
+        threads,
+        max_queue: cfg.queue,
+        inflight: AtomicUsize::new(0),
+        add_bos,
+        bos_text,
+    });
+    Ok(Engine {
+        state,
+        _thread: thread,
+    })
+}
+
+/// Serve the engine's API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: &Engine,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = server::router(engine.state.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

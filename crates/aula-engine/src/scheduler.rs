@@ -1,0 +1,290 @@
+//! Continuous batching on one llama.cpp context.
+//!
+//! One OS thread owns the context. Each step it builds one batch holding the
+//! next token of every sequence that is generating plus as much pending
+//! prompt prefill as still fits (prompts are fed in chunks, so a long prompt
+//! cannot stall the others), decodes it, and samples one token for every
+//! sequence whose logits were computed. Up to `parallel` sequences are active;
+//! the rest wait in a FIFO. A client that has gone away (its receiver was
+//! dropped) frees its slot before the next step.
+
+use crate::output::{Pushed, TextAssembler};
+use aula_protocol::{FinishReason, SamplingParams, Usage};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What the scheduler sends back to the request handler.
+#[derive(Debug)]
+pub enum Event {
+    /// The first event: the request got a slot and its prompt is being processed.
+    Started,
+    Text(String),
+    Done {
+        finish: FinishReason,
+        usage: Usage,
+    },
+    Error(String),
+}
+
+pub struct Job {
+    pub tokens: Vec<LlamaToken>,
+    /// Already resolved against the context: prompt + max_tokens fits.
+    pub max_tokens: u32,
+    pub params: SamplingParams,
+    pub tx: UnboundedSender<Event>,
+}
+
+/// Counters shared with the HTTP side (for `/health` and admission).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub busy: AtomicUsize,
+    pub queued: AtomicUsize,
+}
+
+struct Slot {
+    seq: i32,
+    job: Job,
+    /// Prompt tokens already fed to the context.
+    fed: usize,
+    /// Next position in this sequence.
+    pos: i32,
+    /// Token sampled last step, to be fed this step.
+    next: Option<LlamaToken>,
+    sampler: LlamaSampler,
+    generated: u32,
+    text: TextAssembler,
+    /// Index of this sequence's logits in the current batch.
+    logits_at: Option<i32>,
+}
+
+pub struct Scheduler<'m> {
+    pub model: Arc<LlamaModel>,
+    pub ctx: LlamaContext<'m>,
+    pub parallel: usize,
+    pub n_batch: usize,
+    pub stats: Arc<Stats>,
+}
+
+fn sampler_for(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+        // Penalise over the whole generation so far, as OpenAI does.
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            i32::MAX,
+            1.0,
+            p.frequency_penalty,
+            p.presence_penalty,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            chain.push(LlamaSampler::top_k(p.top_k as i32));
+        }
+        if p.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        chain.push(LlamaSampler::temp(p.temperature));
+        let seed = p.seed.unwrap_or_else(rand::random);
+        chain.push(LlamaSampler::dist(seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+impl Scheduler<'_> {
+    /// Run until every sender of `jobs` is gone.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut slots: Vec<Option<Slot>> = (0..self.parallel).map(|_| None).collect();
+        let mut batch = LlamaBatch::new(self.n_batch, self.parallel as i32);
+        let n_vocab = self.model.n_vocab();
+        loop {
+            // 1. Take new work; block only when there is nothing to do.
+            let idle = slots.iter().all(Option::is_none) && waiting.is_empty();
+            if idle {
+                match jobs.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Ok(j) => waiting.push_back(j),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(j) => waiting.push_back(j),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if slots.iter().all(Option::is_none) && waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            // 2. Free slots whose client left; drop queued requests whose client left.
+            for slot in slots.iter_mut() {
+                if slot.as_ref().is_some_and(|s| s.job.tx.is_closed()) {
+                    if let Some(s) = slot.take() {
+                        self.release(s.seq);
+                    }
+                }
+            }
+            waiting.retain(|j| !j.tx.is_closed());
+            // 3. Admit waiting requests into free slots.
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if slot.is_none() {
+                    let Some(job) = waiting.pop_front() else {
+                        break;
+                    };
+                    let _ = job.tx.send(Event::Started);
+                    let seq = i as i32;
+                    self.release(seq);
+                    *slot = Some(Slot {
+                        seq,
+                        sampler: sampler_for(&job.params, n_vocab),
+                        text: TextAssembler::new(job.params.stop.clone()),
+                        job,
+                        fed: 0,
+                        pos: 0,
+                        next: None,
+                        generated: 0,
+                        logits_at: None,
+                    });
+                }
+            }
+            let busy = slots.iter().filter(|s| s.is_some()).count();
+            self.stats.busy.store(busy, Ordering::Relaxed);
+            self.stats.queued.store(waiting.len(), Ordering::Relaxed);
+            if busy == 0 {
+                continue;
+            }
+            // 4. Build the batch: generating sequences first, then prefill chunks.
+            batch.clear();
+            let mut failed: Vec<(usize, String)> = Vec::new();
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let Some(s) = slot else { continue };
+                s.logits_at = None;
+                if let Some(tok) = s.next {
+                    let at = batch.n_tokens();
+                    if let Err(e) = batch.add(tok, s.pos, &[s.seq], true) {
+                        failed.push((i, format!("batch: {e}")));
+                        continue;
+                    }
+                    s.logits_at = Some(at);
+                }
+            }
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let Some(s) = slot else { continue };
+                if s.next.is_some() || s.fed >= s.job.tokens.len() {
+                    continue;
+                }
+                let room = self.n_batch.saturating_sub(batch.n_tokens() as usize);
+                if room == 0 {
+                    break;
+                }
+                let end = (s.fed + room).min(s.job.tokens.len());
+                for k in s.fed..end {
+                    let last = k + 1 == s.job.tokens.len();
+                    let at = batch.n_tokens();
+                    if let Err(e) = batch.add(s.job.tokens[k], k as i32, &[s.seq], last) {
+                        failed.push((i, format!("batch: {e}")));
+                        break;
+                    }
+                    if last {
+                        s.logits_at = Some(at);
+                    }
+                }
+                s.pos = end as i32;
+                s.fed = end;
+            }
+            for (i, msg) in failed {
+                self.fail(&mut slots[i], &msg);
+            }
+            if batch.n_tokens() == 0 {
+                continue;
+            }
+            // 5. Decode.
+            if let Err(e) = self.ctx.decode(&mut batch) {
+                let msg = format!("llama.cpp decode failed: {e}");
+                tracing::error!("{msg}");
+                for slot in slots.iter_mut() {
+                    if slot
+                        .as_ref()
+                        .is_some_and(|s| s.logits_at.is_some() || s.next.is_some() || s.fed > 0)
+                    {
+                        self.fail(slot, &msg);
+                    }
+                }
+                continue;
+            }
+            // 6. Sample one token per sequence that has logits.
+            for slot in slots.iter_mut() {
+                let Some(s) = slot else { continue };
+                let Some(at) = s.logits_at else { continue };
+                if s.next.take().is_some() {
+                    s.pos += 1;
+                }
+                let tok = s.sampler.sample(&self.ctx, at);
+                let vocab = self.model.vocab();
+                let finish = if vocab.is_eog(tok) {
+                    Some(FinishReason::Stop)
+                } else {
+                    s.generated += 1;
+                    let piece = vocab.token_to_piece(tok, false, None);
+                    match s.text.push(&piece) {
+                        Pushed::Text(t) => {
+                            if !t.is_empty() {
+                                let _ = s.job.tx.send(Event::Text(t));
+                            }
+                            (s.generated >= s.job.max_tokens).then_some(FinishReason::Length)
+                        }
+                        Pushed::Stopped(t) => {
+                            if !t.is_empty() {
+                                let _ = s.job.tx.send(Event::Text(t));
+                            }
+                            Some(FinishReason::Stop)
+                        }
+                    }
+                };
+                match finish {
+                    None => s.next = Some(tok),
+                    Some(finish) => {
+                        let rest = if finish == FinishReason::Length {
+                            s.text.finish()
+                        } else {
+                            String::new()
+                        };
+                        if !rest.is_empty() {
+                            let _ = s.job.tx.send(Event::Text(rest));
+                        }
+                        let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
+                        let _ = s.job.tx.send(Event::Done { finish, usage });
+                        let seq = s.seq;
+                        *slot = None;
+                        self.release(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, seq: i32) {
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+    }
+
+    fn fail(&mut self, slot: &mut Option<Slot>, msg: &str) {
+        if let Some(s) = slot.take() {
+            let _ = s.job.tx.send(Event::Error(msg.to_string()));
+            self.release(s.seq);
+        }
+    }
+}

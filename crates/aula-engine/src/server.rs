@@ -1,0 +1,275 @@
+//! The engine's HTTP API: OpenAI chat and text completions, `/v1/models`,
+//! `/health`. Handlers validate, template and tokenize, then hand a job to
+//! the scheduler thread and relay its events (as SSE when streaming).
+
+use crate::memory::MemoryReport;
+use crate::scheduler::{Event, Job, Stats};
+use crate::template::ChatTemplate;
+use aula_protocol::{
+    ApiError, Endpoint, FinishReason, GenerateRequest, Prompt, ResponseBuilder, Usage,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use llama_cpp_2::model::LlamaModel;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+pub struct EngineState {
+    pub name: String,
+    pub model: Arc<LlamaModel>,
+    pub template: ChatTemplate,
+    pub jobs: std::sync::mpsc::Sender<Job>,
+    pub stats: Arc<Stats>,
+    pub memory: MemoryReport,
+    pub parallel: usize,
+    /// Tokens one sequence may use (prompt + completion).
+    pub context: u32,
+    pub threads: usize,
+    pub max_queue: usize,
+    pub inflight: AtomicUsize,
+    pub add_bos: bool,
+    pub bos_text: String,
+}
+
+pub fn router(state: Arc<EngineState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+async fn models(State(st): State<Arc<EngineState>>) -> Response {
+    axum::Json(aula_protocol::model_list(
+        std::slice::from_ref(&st.name),
+        "aula-engine",
+    ))
+    .into_response()
+}
+
+async fn health(State(st): State<Arc<EngineState>>) -> Response {
+    let busy = st.stats.busy.load(Ordering::Relaxed);
+    axum::Json(json!({
+        "status": "ok",
+        "model": st.name,
+        "slots": {"total": st.parallel, "busy": busy, "free": st.parallel.saturating_sub(busy)},
+        "queue": {"length": st.stats.queued.load(Ordering::Relaxed), "capacity": st.max_queue},
+        "context_per_sequence": st.context,
+        "n_ctx": st.context as usize * st.parallel,
+        "threads": st.threads,
+        "chat_template": st.template.source.as_str(),
+        "memory": st.memory,
+    }))
+    .into_response()
+}
+
+async fn chat(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
+    match aula_protocol::parse_chat(&body) {
+        Ok(req) => generate(st, req, Endpoint::Chat).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
+    match aula_protocol::parse_completion(&body) {
+        Ok(req) => generate(st, req, Endpoint::Completion).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Decrements the in-flight count when the request is over, however it ends.
+struct Inflight(Arc<EngineState>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint) -> Response {
+    match start(st, &req) {
+        Ok((rx, guard)) => {
+            let builder = ResponseBuilder::new(endpoint, &req.model);
+            if req.stream {
+                stream_response(rx, guard, builder, req.include_usage).into_response()
+            } else {
+                whole_response(rx, guard, builder).await
+            }
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn start(
+    st: Arc<EngineState>,
+    req: &GenerateRequest,
+) -> Result<(UnboundedReceiver<Event>, Inflight), ApiError> {
+    if req.model != st.name {
+        return Err(ApiError::ModelNotFound(format!(
+            "the model `{}` does not exist; this engine serves: {}",
+            req.model, st.name
+        )));
+    }
+    let (text, add_special) = match &req.prompt {
+        Prompt::Chat(messages) => {
+            let text = st.template.render(messages)?;
+            let add = st.add_bos && !(!st.bos_text.is_empty() && text.starts_with(&st.bos_text));
+            (text, add)
+        }
+        Prompt::Text(t) => (t.clone(), st.add_bos),
+    };
+    let tokens = st
+        .model
+        .vocab()
+        .tokenize(text.as_bytes(), add_special, true);
+    let n_prompt = tokens.len() as u64;
+    let ctx = u64::from(st.context);
+    if n_prompt == 0 {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "the prompt is empty after tokenization",
+        ));
+    }
+    let max_tokens = match req.params.max_tokens {
+        Some(m) if n_prompt + u64::from(m) > ctx => {
+            return Err(ApiError::context_exceeded(format!(
+                "this model's context is {ctx} tokens per request; the prompt is {n_prompt} tokens and max_tokens is {m} \
+                 ({} in all). Shorten the prompt or lower max_tokens to at most {}.",
+                n_prompt + u64::from(m),
+                ctx.saturating_sub(n_prompt)
+            )));
+        }
+        Some(m) => m,
+        None if n_prompt >= ctx => {
+            return Err(ApiError::context_exceeded(format!(
+                "this model's context is {ctx} tokens per request; the prompt alone is {n_prompt} tokens"
+            )));
+        }
+        None => (ctx - n_prompt) as u32,
+    };
+    let limit = st.parallel + st.max_queue;
+    let before = st.inflight.fetch_add(1, Ordering::Relaxed);
+    let guard = Inflight(st.clone());
+    if before >= limit {
+        return Err(ApiError::Overloaded(format!(
+            "all {} slots are busy and {} requests are already waiting; try again shortly",
+            st.parallel, st.max_queue
+        )));
+    }
+    let (tx, rx) = unbounded_channel();
+    let job = Job {
+        tokens,
+        max_tokens,
+        params: req.params.clone(),
+        tx,
+    };
+    st.jobs
+        .send(job)
+        .map_err(|_| ApiError::Unavailable("the engine is shutting down".into()))?;
+    Ok((rx, guard))
+}
+
+async fn whole_response(
+    mut rx: UnboundedReceiver<Event>,
+    _guard: Inflight,
+    b: ResponseBuilder,
+) -> Response {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Started => {}
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { finish, usage } => {
+                return axum::Json(b.full(&text, finish, usage)).into_response();
+            }
+            Event::Error(e) => return ApiError::Internal(e).into_response(),
+        }
+    }
+    ApiError::Internal("the engine stopped before the request finished".into()).into_response()
+}
+
+struct StreamState {
+    rx: UnboundedReceiver<Event>,
+    _guard: Inflight,
+    b: ResponseBuilder,
+    include_usage: bool,
+    first: bool,
+    /// Events still to send after the generation is over.
+    tail: std::collections::VecDeque<String>,
+    done: bool,
+}
+
+fn stream_response(
+    rx: UnboundedReceiver<Event>,
+    guard: Inflight,
+    b: ResponseBuilder,
+    include_usage: bool,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let state = StreamState {
+        rx,
+        _guard: guard,
+        b,
+        include_usage,
+        first: true,
+        tail: Default::default(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(data) = s.tail.pop_front() {
+                return Some((Ok(SseEvent::default().data(data)), s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.rx.recv().await {
+                Some(Event::Started) => {}
+                Some(Event::Text(t)) => {
+                    let data = s.b.chunk(&t, s.first, None).to_string();
+                    s.first = false;
+                    return Some((Ok(SseEvent::default().data(data)), s));
+                }
+                Some(Event::Done { finish, usage }) => {
+                    finish_stream(&mut s, finish, usage);
+                }
+                Some(Event::Error(e)) => {
+                    s.tail.push_back(ApiError::Internal(e).body().to_string());
+                    s.tail.push_back("[DONE]".into());
+                    s.done = true;
+                }
+                None => {
+                    s.tail.push_back(
+                        ApiError::Internal("the engine stopped".into())
+                            .body()
+                            .to_string(),
+                    );
+                    s.done = true;
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
+    if s.first && s.b.endpoint == Endpoint::Chat {
+        s.tail.push_back(s.b.chunk("", true, None).to_string());
+    }
+    s.tail
+        .push_back(s.b.chunk("", false, Some(finish)).to_string());
+    if s.include_usage {
+        s.tail.push_back(s.b.usage_chunk(usage).to_string());
+    }
+    s.tail.push_back("[DONE]".into());
+    s.done = true;
+}

@@ -1,0 +1,100 @@
+//! The seam between the API and the engines. Every engine Aula talks to —
+//! its own `aula engine` children, vLLM, llama-server, SGLang, another Aula —
+//! speaks the OpenAI HTTP API, so one HTTP implementation serves them all;
+//! the trait is where other kinds of backends plug in.
+
+use aula_protocol::ApiError;
+use axum::body::Body;
+use axum::http::{Request, Response, header};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::RwLock;
+
+pub trait Backend: Send + Sync {
+    /// Send an API request (`path` like `/v1/chat/completions`) and return the
+    /// engine's response with its body still streaming.
+    fn forward(
+        &self,
+        path: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<Response<Body>, ApiError>>;
+    /// Where the engine is now, if it is up.
+    fn address(&self) -> Option<String>;
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector)
+}
+
+/// An engine reached over HTTP. Its base URL is `None` while it is (re)starting.
+pub struct HttpBackend {
+    pub model: String,
+    base: RwLock<Option<String>>,
+    client: HttpClient,
+}
+
+impl HttpBackend {
+    pub fn new(model: &str, base: Option<String>, client: HttpClient) -> Self {
+        HttpBackend {
+            model: model.to_string(),
+            base: RwLock::new(base),
+            client,
+        }
+    }
+
+    pub fn set_base(&self, base: Option<String>) {
+        if let Ok(mut b) = self.base.write() {
+            *b = base;
+        }
+    }
+}
+
+impl Backend for HttpBackend {
+    fn address(&self) -> Option<String> {
+        self.base.read().ok().and_then(|b| b.clone())
+    }
+
+    fn forward(
+        &self,
+        path: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
+        Box::pin(async move {
+            let Some(base) = self.address() else {
+                return Err(ApiError::Unavailable(format!(
+                    "the engine for model `{}` is starting or restarting; try again in a moment",
+                    self.model
+                )));
+            };
+            let req = Request::post(format!("{base}{path}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body))
+                .map_err(|e| ApiError::Internal(format!("building the engine request: {e}")))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    ApiError::Unavailable(format!(
+                        "the engine for model `{}` is not reachable; try again in a moment",
+                        self.model
+                    ))
+                } else {
+                    ApiError::BadGateway(format!(
+                        "the engine for model `{}` failed: {e}",
+                        self.model
+                    ))
+                }
+            })?;
+            Ok(resp.map(Body::new))
+        })
+    }
+}

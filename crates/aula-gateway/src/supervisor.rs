@@ -1,0 +1,201 @@
+//! Engine child processes: `aula engine` started on a free loopback port,
+//! waited for until healthy, restarted with backoff when it dies, and stopped
+//! with the gateway. Children are also tied to the gateway's life by
+//! `PR_SET_PDEATHSIG`, so even a SIGKILLed gateway leaves no orphan.
+
+use crate::backend::HttpBackend;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub name: String,
+    pub gguf: PathBuf,
+    pub parallel: Option<usize>,
+    pub context: Option<u32>,
+    pub threads: Option<usize>,
+}
+
+pub struct Supervisor {
+    /// The `aula` executable that runs `aula engine`.
+    pub exe: PathBuf,
+    pub logs: PathBuf,
+    pub shutdown: watch::Receiver<bool>,
+    pub ready_timeout: Duration,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Supervisor {
+    fn spawn(&self, spec: &EngineSpec, port: u16) -> std::io::Result<Child> {
+        std::fs::create_dir_all(&self.logs)?;
+        let log_path = self.logs.join(format!("engine-{}.log", spec.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("engine")
+            .arg("--model")
+            .arg(&spec.gguf)
+            .arg("--name")
+            .arg(&spec.name)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--port")
+            .arg(port.to_string());
+        if let Some(p) = spec.parallel {
+            cmd.arg("--parallel").arg(p.to_string());
+        }
+        if let Some(c) = spec.context {
+            cmd.arg("--context").arg(c.to_string());
+        }
+        if let Some(t) = spec.threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    }
+
+    /// Keep one engine running until shutdown: start, wait healthy, publish
+    /// its address on `backend`, and restart it with backoff when it exits.
+    pub async fn keep_running(self: Arc<Self>, spec: EngineSpec, backend: Arc<HttpBackend>) {
+        let client = crate::backend::http_client();
+        let mut backoff = Duration::from_millis(250);
+        let mut shutdown = self.shutdown.clone();
+        let mut port = None;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let p = match port.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+                Some(p) => p,
+                None => match free_port() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(model = %spec.name, "no free port: {e}");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                },
+            };
+            port = Some(p);
+            let started = Instant::now();
+            let mut child = match self.spawn(&spec, p) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(model = %spec.name, "cannot start engine {}: {e}", self.exe.display());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let base = format!("http://127.0.0.1:{p}");
+            tracing::info!(model = %spec.name, pid = child.id().unwrap_or(0), "engine starting on {base}");
+            let ready = tokio::select! {
+                r = wait_healthy(&client, &base, &mut child, self.ready_timeout) => r,
+                _ = shutdown.changed() => { stop_child(&mut child).await; return; }
+            };
+            match ready {
+                Ok(()) => {
+                    tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
+                    backend.set_base(Some(base));
+                    let status = tokio::select! {
+                        s = child.wait() => s,
+                        _ = shutdown.changed() => {
+                            backend.set_base(None);
+                            stop_child(&mut child).await;
+                            return;
+                        }
+                    };
+                    backend.set_base(None);
+                    let log = self.logs.join(format!("engine-{}.log", spec.name));
+                    tracing::warn!(model = %spec.name, "engine exited ({}); restarting in {:?}; its log is {}",
+                        status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()), backoff, log.display());
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Duration::from_millis(250);
+                    }
+                }
+                Err(why) => {
+                    stop_child(&mut child).await;
+                    let log = self.logs.join(format!("engine-{}.log", spec.name));
+                    tracing::error!(model = %spec.name, "engine did not become ready: {why}; see {}", log.display());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+async fn wait_healthy(
+    client: &crate::backend::HttpClient,
+    base: &str,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("it exited during start-up ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not healthy after {}s", timeout.as_secs()));
+        }
+        let req = axum::http::Request::get(format!("{base}/health"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()));
+        if let Ok(req) = req {
+            if let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(2), client.request(req)).await
+            {
+                if resp.status().is_success() {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM, a grace period, then SIGKILL; always reaps the child.
+pub async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}

@@ -1,0 +1,131 @@
+//! The one error enum of Aula's request path, and its single mapping to HTTP
+//! status codes and OpenAI-style error bodies.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Every way a request can fail, in the engine or in the gateway.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or asks for something that is not supported.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    /// No model of that name is served here.
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// Route does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// All slots are busy and the wait queue is full.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The engine behind a model is not (yet) available.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine answered with something that is not a valid response, or died.
+    #[error("{0}")]
+    BadGateway(String),
+    /// A bug or an unexpected failure inside Aula.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_string()),
+            code: None,
+        }
+    }
+
+    pub fn context_exceeded(message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some("messages".to_string()),
+            code: Some("context_length_exceeded"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ApiError::InvalidRequest { code, .. } => ("invalid_request_error", *code),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::Overloaded(_) => ("server_error", Some("overloaded")),
+            ApiError::Unavailable(_) => ("server_error", Some("engine_unavailable")),
+            ApiError::BadGateway(_) => ("server_error", Some("bad_gateway")),
+            ApiError::Internal(_) => ("server_error", Some("internal_error")),
+        }
+    }
+
+    /// The OpenAI-style body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        let param = match self {
+            ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::ModelNotFound(_) => Some("model".to_string()),
+            _ => None,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_bodies() {
+        let e = ApiError::invalid_param("max_tokens", "bad");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.body()["error"]["param"], "max_tokens");
+        assert_eq!(e.body()["error"]["type"], "invalid_request_error");
+        let e = ApiError::ModelNotFound("no such model".into());
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.body()["error"]["code"], "model_not_found");
+        assert_eq!(
+            ApiError::Overloaded("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::BadGateway("x".into()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! Aula's OpenAI protocol: request parsing and validation, response shapes,
+//! and the one error type of the request path (mapped to HTTP in one place).
+
+mod error;
+mod request;
+mod response;
+
+pub use error::ApiError;
+pub use request::{
+    ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion, peek_route,
+};
+pub use response::*;

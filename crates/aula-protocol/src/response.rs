@@ -1,0 +1,194 @@
+//! Response shapes of the OpenAI API, built with `serde_json` so the field
+//! names are visible in one place.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// Which endpoint a response is for: it decides the object names and the
+/// shape of each choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+/// Builds the bodies of one response (whole or streamed) with a shared id.
+#[derive(Debug, Clone)]
+pub struct ResponseBuilder {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl ResponseBuilder {
+    pub fn new(endpoint: Endpoint, model: &str) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let prefix = match endpoint {
+            Endpoint::Chat => "chatcmpl",
+            Endpoint::Completion => "cmpl",
+        };
+        let id = format!("{prefix}-{:016x}{:08x}", rand_u64(), created as u32);
+        ResponseBuilder {
+            endpoint,
+            id,
+            model: model.to_string(),
+            created,
+        }
+    }
+
+    /// The whole (non-streaming) response.
+    pub fn full(&self, text: &str, finish: FinishReason, usage: Usage) -> Value {
+        let choice = match self.endpoint {
+            Endpoint::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": finish.as_str(),
+            }),
+            Endpoint::Completion => json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": finish.as_str(),
+            }),
+        };
+        json!({
+            "id": self.id,
+            "object": self.object(false),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage,
+        })
+    }
+
+    /// One streamed chunk carrying text (and, on the last one, the finish reason).
+    /// For chat, `first` adds the assistant role to the delta.
+    pub fn chunk(&self, text: &str, first: bool, finish: Option<FinishReason>) -> Value {
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                let delta = if first {
+                    json!({"role": "assistant", "content": text})
+                } else if finish.is_some() && text.is_empty() {
+                    json!({})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish.map(FinishReason::as_str)})
+            }
+            Endpoint::Completion => json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": finish.map(FinishReason::as_str),
+            }),
+        };
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    /// The final usage chunk of a stream (`stream_options.include_usage`).
+    pub fn usage_chunk(&self, usage: Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        })
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.endpoint, chunk) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completion, _) => "text_completion",
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// The model list of `GET /v1/models`.
+pub fn model_list(names: &[String], owned_by: &str) -> Value {
+    let data: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": owned_by}))
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let b = ResponseBuilder::new(Endpoint::Chat, "m");
+        let full = b.full("hi", FinishReason::Length, Usage::new(3, 2));
+        assert_eq!(full["object"], "chat.completion");
+        assert_eq!(full["choices"][0]["message"]["content"], "hi");
+        assert_eq!(full["choices"][0]["finish_reason"], "length");
+        assert_eq!(full["usage"]["total_tokens"], 5);
+        let c = b.chunk("a", true, None);
+        assert_eq!(c["choices"][0]["delta"]["role"], "assistant");
+        assert!(c["choices"][0]["finish_reason"].is_null());
+        let u = b.usage_chunk(Usage::new(1, 1));
+        assert_eq!(u["choices"].as_array().map(Vec::len), Some(0));
+        let t = ResponseBuilder::new(Endpoint::Completion, "m").full(
+            "x",
+            FinishReason::Stop,
+            Usage::default(),
+        );
+        assert_eq!(t["object"], "text_completion");
+        assert_eq!(t["choices"][0]["text"], "x");
+        assert!(b.id.starts_with("chatcmpl-"));
+    }
+}

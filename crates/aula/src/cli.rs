@@ -1,0 +1,111 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const HOME_HELP: &str = "\
+Aula keeps its models, database, logs and default config (aula.toml) in one data
+directory: $AULA_HOME if set, else $XDG_DATA_HOME/aula, else ~/.local/share/aula.";
+
+#[derive(Debug, Parser)]
+#[command(name = "aula", version, about = "One GPU workstation as a fair, shared LLM service for a whole class", after_help = HOME_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: the OpenAI-compatible API in front of every model.
+    Serve(ServeArgs),
+    /// Run one GGUF model as an OpenAI-compatible engine (llama.cpp, continuous batching).
+    Engine(EngineArgs),
+    /// Load-test an OpenAI-compatible server and report latency and throughput.
+    Bench(BenchArgs),
+    /// Show the data directory and the models in it.
+    Home,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: aula.toml in the data directory, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1, or [server] host].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8080, or [server] port].
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Name clients use in `model` (default: the file name without .gguf, lower-cased).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port; 0 picks a free one.
+    #[arg(long, default_value_t = 8081)]
+    pub port: u16,
+    /// Sequences decoded together in one batch (slots).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Tokens one request may use, prompt and completion together [default: min(4096, trained context)].
+    #[arg(long)]
+    pub context: Option<u32>,
+    /// CPU threads for llama.cpp [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Requests that may wait for a free slot; beyond that, 503.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Most tokens decoded in one step (generation plus prompt chunks).
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Echo llama.cpp's own log.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8080 (a trailing /v1 is fine).
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub model: String,
+    /// Simulated users (requests are spread over them round-robin).
+    #[arg(long, default_value_t = 1)]
+    pub users: usize,
+    /// Requests in flight at once [default: --users].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Total requests to send [default: 100 when --duration is not given].
+    #[arg(long, conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// Run for this long instead: 30s, 2m, 500ms.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Approximate prompt length in tokens.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Stream responses (needed for time to first token and inter-token latency).
+    #[arg(long)]
+    pub stream: bool,
+    /// API key sent as a bearer token by every user.
+    #[arg(long, conflicts_with = "keys")]
+    pub api_key: Option<String>,
+    /// File with one API key per line, one per simulated user.
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
