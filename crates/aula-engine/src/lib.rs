@@ -130,7 +130,8 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .with_n_batch(batch as u32)
         .with_n_ubatch(batch as u32)
         .with_n_seq_max(cfg.parallel as u32)
-        .with_kv_unified(true)
+        // One KV stream per slot: batched greedy decoding then matches single-sequence decoding.
+        .with_kv_unified(false)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
 

@@ -50,8 +50,13 @@ pub fn take_log() -> String {
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct MemoryReport {
-    /// Weights as llama.cpp placed them (sum of "model buffer size" lines).
+    /// Weights as llama.cpp placed them (sum of "model buffer size" lines
+    /// other than the CPU repack one).
     pub model_buffer_bytes: u64,
+    /// Copies of some weights that llama.cpp's CPU backend re-lays out for
+    /// faster kernels ("CPU_REPACK model buffer"); the mapped originals stay
+    /// in the page cache, so this is memory on top of the weights.
+    pub repack_buffer_bytes: u64,
     /// Exact byte size of all weight tensors (`llama_model_size`).
     pub model_tensor_bytes: u64,
     /// KV cache (sum of "KV buffer size" lines; two for sliding-window models).
@@ -82,7 +87,11 @@ pub fn parse_load_log(log: &str, model_tensor_bytes: u64) -> MemoryReport {
     };
     for line in log.lines() {
         if let Some(b) = mib_after(line, "model buffer size") {
-            r.model_buffer_bytes += b;
+            if line.contains("REPACK") {
+                r.repack_buffer_bytes += b;
+            } else {
+                r.model_buffer_bytes += b;
+            }
         } else if let Some(b) = mib_after(line, "KV buffer size") {
             r.kv_cache_bytes += b;
         } else if let Some(b) = mib_after(line, "compute buffer size") {
@@ -103,6 +112,7 @@ mod tests {
     #[test]
     fn parses_llama_cpp_lines() {
         let log = "load_tensors:   CPU_Mapped model buffer size =    98.35 MiB\n\
+                   load_tensors:   CPU_REPACK model buffer size =    12.66 MiB\n\
                    llama_context:        CPU  output buffer size =     0.19 MiB\n\
                    llama_kv_cache:        CPU KV buffer size =    90.00 MiB\n\
                    llama_kv_cache_iswa: creating SWA KV cache, size = 1024 cells\n\

@@ -1,0 +1,271 @@
+//! Helpers for the end-to-end tests: they run the real `aula` binary on
+//! free loopback ports, against the real models that set-up installed.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SMOL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+pub const SMOL: &str = "smollm2-135m-instruct.q4_1";
+pub const GEMMA: &str = "gemma-3-270m-q4_k_m";
+
+pub fn aula_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_aula"))
+}
+
+/// The directory with the two built-in models (placed by scripts/setup.sh).
+pub fn models_dir() -> PathBuf {
+    let dir = aula_gateway::home::models_dir();
+    for f in [SMOL_FILE, GEMMA_FILE] {
+        assert!(
+            dir.join(f).exists(),
+            "{} is missing: run `bash scripts/setup.sh` (or set AULA_HOME to where the models are)",
+            dir.join(f).display()
+        );
+    }
+    dir
+}
+
+pub fn model_path(file: &str) -> PathBuf {
+    models_dir().join(file)
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Proc {
+    pub child: Child,
+    pub url: String,
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so `aula serve` can stop its engines, then make sure.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn output(&self) -> String {
+        self.output.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Start `aula ARGS` and wait for the line that announces its URL.
+pub fn spawn_aula(args: &[&str], home: Option<&std::path::Path>) -> Proc {
+    let mut cmd = Command::new(aula_exe());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(h) = home {
+        cmd.env("AULA_HOME", h);
+    }
+    let mut child = cmd.spawn().expect("start aula");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out2 = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("listening on http://") {
+                let url: String = line[i + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let _ = tx.send(url);
+            }
+            out2.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let out3 = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            out3.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(url) => Proc { child, url, output },
+        Err(_) => {
+            let _ = child.kill();
+            panic!("aula {args:?} did not start: {}", output.lock().unwrap());
+        }
+    }
+}
+
+pub fn spawn_engine(file: &str, extra: &[&str]) -> Proc {
+    let path = model_path(file);
+    let mut args = vec!["engine", "--model", path.to_str().unwrap(), "--port", "0"];
+    args.extend_from_slice(extra);
+    spawn_aula(&args, None)
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(300))
+        .build()
+}
+
+pub fn post_raw(url: &str, body: &str) -> Resp {
+    let r = agent()
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(body);
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("POST {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    Resp {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+pub fn post(url: &str, body: &Value) -> Resp {
+    post_raw(url, &body.to_string())
+}
+
+pub fn get(url: &str) -> Resp {
+    let resp = match agent().get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    Resp {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
+}
+
+pub fn chat_body(model: &str, content: &str, max_tokens: u32) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0})
+}
+
+/// A streamed response: the text of every content chunk, and each parsed event.
+pub struct Streamed {
+    pub text: String,
+    pub events: Vec<Value>,
+    pub done: bool,
+}
+
+pub fn stream(url: &str, body: &Value) -> Streamed {
+    let resp = agent()
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+        .unwrap_or_else(|e| panic!("stream POST {url}: {e}"));
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let mut out = Streamed {
+        text: String::new(),
+        events: Vec::new(),
+        done: false,
+    };
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        assert!(!out.done, "data after [DONE]: {data}");
+        if data == "[DONE]" {
+            out.done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        let choice = &v["choices"][0];
+        if let Some(t) = choice["delta"]["content"]
+            .as_str()
+            .or(choice["text"].as_str())
+        {
+            out.text.push_str(t);
+        }
+        out.events.push(v);
+    }
+    out
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                // pid (comm) state ppid ...
+                if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+                    let ppid: u32 = rest
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let state = rest.split_whitespace().next().unwrap_or("");
+                    if ppid == pid && state != "Z" {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, r)| !r.starts_with('Z'))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+pub fn temp_home(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("aula-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    dir
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what Aula needs on a fresh Debian 12 machine, fetch the two built-in
+# models from PyPI, and build. Safe to run again: it skips what is done.
+# Reaches only Debian's packages, PyPI and the Rust crate registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v clang >/dev/null 2>&1 || need+=(clang)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+# bindgen (llama-cpp-sys-2) loads libclang at build time.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "aula setup: installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# A private Python environment for the model fetcher and the test client.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python scripts/fetch_models.py
+
+cargo build --release --locked --bins
+echo "aula setup: done ($(./target/release/aula --version))"
