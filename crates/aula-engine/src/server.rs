@@ -123,7 +123,9 @@ fn start(
     let (text, add_special) = match &req.prompt {
         Prompt::Chat(messages) => {
             let text = st.template.render(messages)?;
-            let add = st.add_bos && !(!st.bos_text.is_empty() && text.starts_with(&st.bos_text));
+            // Templates that write the BOS token themselves must not get a second one.
+            let has_bos = !st.bos_text.is_empty() && text.starts_with(&st.bos_text);
+            let add = st.add_bos && !has_bos;
             (text, add)
         }
         Prompt::Text(t) => (t.clone(), st.add_bos),

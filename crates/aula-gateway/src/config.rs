@@ -166,14 +166,13 @@ impl Config {
                     )));
                 }
             }
-            if let Some(c) = &m.context {
-                if *c.get_ref() < 16 {
+            if let Some(c) = &m.context
+                && *c.get_ref() < 16 {
                     return Err(invalid(format!(
                         "line {}: key `context` must be at least 16 tokens",
                         line_of(text, c.span().start)
                     )));
                 }
-            }
         }
         Ok(cfg)
     }
@@ -248,7 +247,7 @@ fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
                 .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
         })
         .collect();
-    files.sort();
+    files.sort_by_key(|p| name_for_file(p));
     if files.is_empty() {
         return Err(format!(
             "no .gguf model in {}; run the set-up (see README) or pass --config",

@@ -170,15 +170,12 @@ async fn wait_healthy(
         }
         let req = axum::http::Request::get(format!("{base}/health"))
             .body(http_body_util::Full::new(bytes::Bytes::new()));
-        if let Ok(req) = req {
-            if let Ok(Ok(resp)) =
+        if let Ok(req) = req
+            && let Ok(Ok(resp)) =
                 tokio::time::timeout(Duration::from_secs(2), client.request(req)).await
-            {
-                if resp.status().is_success() {
+                && resp.status().is_success() {
                     return Ok(());
                 }
-            }
-        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,5 +1,7 @@
 //! `aula engine` with the real models: decoding, streaming, batching, bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 use common::*;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests: they run the real `aula` binary on
 //! free loopback ports, against the real models that set-up installed.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,215 @@
+//! `aula serve` end to end: real engine children, routing, restarts, shutdown,
+//! configuration, and the official `openai` Python client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// A data directory whose model folder holds both built-in models.
+fn home_with_both_models(tag: &str) -> std::path::PathBuf {
+    let home = temp_home(tag);
+    for f in [SMOL_FILE, GEMMA_FILE] {
+        std::os::unix::fs::symlink(model_path(f), home.join("models").join(f)).unwrap();
+    }
+    home
+}
+
+fn wait_ready(url: &str) {
+    wait_for("every model to be ready", Duration::from_secs(120), || get(&format!("{url}/readyz")).status == 200);
+}
+
+#[test]
+fn serves_both_models_routes_restarts_and_leaves_no_child() {
+    let home = home_with_both_models("serve");
+    let cfg = home.join("aula.toml");
+    // Small contexts keep the test light; every other setting is the default.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[models]]\nname = \"{SMOL}\"\ngguf = \"{SMOL_FILE}\"\ncontext = 512\nparallel = 2\n\n\
+             [[models]]\nname = \"{GEMMA}\"\ngguf = \"{GEMMA_FILE}\"\ncontext = 512\nparallel = 2\n"
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    wait_for("the banner with a curl and an openai example", Duration::from_secs(5), || {
+        let out = s.output();
+        out.contains("curl ") && out.contains("from openai import OpenAI")
+    });
+    wait_ready(&s.url);
+    let models = get(&format!("{}/v1/models", s.url)).body;
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![SMOL, GEMMA]);
+    assert_eq!(get(&format!("{}/healthz", s.url)).status, 200);
+
+    let chat = format!("{}/v1/chat/completions", s.url);
+    // Both architectures, both template paths, through the gateway; same as direct.
+    for (model, prompt) in [(SMOL, "Name a fruit."), (GEMMA, "Name a fruit.")] {
+        let a = post(&chat, &chat_body(model, prompt, 8));
+        assert_eq!(a.status, 200, "{model}: {}", a.text);
+        assert_eq!(a.body["model"], model);
+        let mut body = chat_body(model, prompt, 8);
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let st = stream(&chat, &body);
+        assert!(st.done);
+        assert_eq!(st.text, a.body["choices"][0]["message"]["content"].as_str().unwrap());
+        assert_eq!(st.events.last().unwrap()["usage"], a.body["usage"]);
+    }
+    let c = post(&format!("{}/v1/completions", s.url), &json!({"model": GEMMA, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}));
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(c.body["usage"]["completion_tokens"], 4);
+
+    // Unknown model: 404 listing the models; malformed JSON: 400; engine errors pass through.
+    let r = post(&chat, &chat_body("nope", "hi", 4));
+    assert_eq!(r.status, 404);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(SMOL) && msg.contains(GEMMA), "{msg}");
+    let r = post_raw(&chat, "{\"model\": ");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["type"], "invalid_request_error");
+    let r = post(&chat, &json!({"model": SMOL, "messages": []}));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(get(&format!("{}/v2/nothing", s.url)).status, 404);
+
+    // SIGKILL one engine: the gateway restarts it and serves again.
+    let kids = children_of(s.pid());
+    assert_eq!(kids.len(), 2, "one engine child per model: {kids:?}");
+    let victim = kids[0];
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    wait_for("the killed engine to be replaced", Duration::from_secs(60), || {
+        let now = children_of(s.pid());
+        now.len() == 2 && !now.contains(&victim)
+    });
+    wait_ready(&s.url);
+    for model in [SMOL, GEMMA] {
+        assert_eq!(post(&chat, &chat_body(model, "hi", 2)).status, 200);
+    }
+
+    // Stopping the gateway stops every engine.
+    let kids = children_of(s.pid());
+    drop(s);
+    wait_for("engines to exit with the gateway", Duration::from_secs(15), || kids.iter().all(|k| !alive(*k)));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn sigkilled_gateway_leaves_no_orphans_and_defaults_discover_models() {
+    let home = home_with_both_models("orphans");
+    // No config: every GGUF in the model directory is served.
+    let mut s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    wait_for("both engines to start", Duration::from_secs(60), || children_of(s.pid()).len() == 2);
+    let kids = children_of(s.pid());
+    let ids: Vec<String> = get(&format!("{}/v1/models", s.url)).body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![GEMMA.to_string(), SMOL.to_string()]);
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    wait_for("engines to die with a SIGKILLed gateway", Duration::from_secs(10), || kids.iter().all(|k| !alive(*k)));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn url_models_are_proxied() {
+    let engine = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "256", "--name", "remote-smol"]);
+    let home = temp_home("url");
+    let cfg = home.join("aula.toml");
+    std::fs::write(&cfg, format!("[[models]]\nname = \"remote-smol\"\nurl = \"{}/v1\"\n", engine.url)).unwrap();
+    let s = spawn_aula(&["serve", "--port", "0", "--config", cfg.to_str().unwrap()], Some(&home));
+    wait_ready(&s.url);
+    let r = post(&format!("{}/v1/chat/completions", s.url), &chat_body("remote-smol", "hi", 3));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["usage"]["completion_tokens"], 3);
+    assert!(children_of(s.pid()).is_empty(), "url models start no engine");
+    // The remote engine goes away: a clean 503, and the gateway keeps running.
+    drop(engine);
+    let r = post(&format!("{}/v1/chat/completions", s.url), &chat_body("remote-smol", "hi", 3));
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("remote-smol"));
+    assert_eq!(get(&format!("{}/healthz", s.url)).status, 200);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_key_and_line() {
+    let home = temp_home("badcfg");
+    let cfg = home.join("aula.toml");
+    std::fs::write(&cfg, "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[models]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n").unwrap();
+    let out = std::process::Command::new(aula_exe())
+        .args(["serve", "--port", "0", "--config", cfg.to_str().unwrap()])
+        .env("AULA_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 6") && err.contains("`name`") && err.contains("unique"), "{err}");
+    std::fs::write(&cfg, "[server]\nprot = 8080\n").unwrap();
+    let out = std::process::Command::new(aula_exe())
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("AULA_HOME", &home)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("line 2") && err.contains("prot"), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn official_openai_python_client() {
+    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_openai = std::process::Command::new(&python).args(["-c", "import openai"]).output().map(|o| o.status.success());
+    assert!(
+        matches!(has_openai, Ok(true)),
+        "the `openai` Python package is needed: run `bash scripts/test.sh` (or set AULA_TEST_PYTHON)"
+    );
+    let home = temp_home("openai");
+    std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    wait_ready(&s.url);
+    let script = r#"
+import sys, openai
+from openai import OpenAI
+c = OpenAI(base_url=sys.argv[1] + "/v1", api_key="none", max_retries=0)
+m = sys.argv[2]
+r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Say hi."}], max_tokens=6, temperature=0)
+assert r.choices[0].message.role == "assistant"
+text = r.choices[0].message.content
+assert r.usage.completion_tokens <= 6 and r.usage.prompt_tokens > 0, r.usage
+parts = []
+usage = None
+for chunk in c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Say hi."}], max_tokens=6,
+                                       temperature=0, stream=True, stream_options={"include_usage": True}):
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+    if chunk.usage:
+        usage = chunk.usage
+assert "".join(parts) == text, (parts, text)
+assert usage.completion_tokens == r.usage.completion_tokens
+t = c.completions.create(model=m, prompt="One, two,", max_tokens=3, temperature=0)
+assert t.usage.completion_tokens == 3
+try:
+    c.chat.completions.create(model=m, messages=[], max_tokens=3)
+    raise SystemExit("expected BadRequestError")
+except openai.BadRequestError as e:
+    assert "at least one message" in str(e), e
+try:
+    c.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    raise SystemExit("expected NotFoundError")
+except openai.NotFoundError as e:
+    assert m in str(e), e
+print("OPENAI-CLIENT-OK")
+"#;
+    let out = std::process::Command::new(&python).args(["-c", script, &s.url, SMOL]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OPENAI-CLIENT-OK"), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&home);
+}
