@@ -56,6 +56,7 @@ pub struct Recorder {
     errors: BTreeMap<String, u64>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    retries: u64,
     users: Vec<PerUser>,
 }
 
@@ -69,6 +70,7 @@ impl Recorder {
             errors: BTreeMap::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            retries: 0,
             users: (0..users)
                 .map(|_| PerUser {
                     ok: 0,
@@ -121,6 +123,7 @@ impl Recorder {
             requests_ok: self.ok,
             requests_failed: self.errors.values().sum(),
             errors: self.errors.clone(),
+            retries: self.retries,
             requests_per_s: self.ok as f64 / secs,
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
@@ -166,6 +169,8 @@ pub struct Report {
     pub requests_ok: u64,
     pub requests_failed: u64,
     pub errors: BTreeMap<String, u64>,
+    /// Requests re-sent once because the server closed a kept-alive connection under them.
+    pub retries: u64,
     pub requests_per_s: f64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -202,6 +207,9 @@ impl Report {
             s.push_str(&line("inter-token", &self.itl));
         }
         s.push_str(&line("end to end", &self.e2e));
+        if self.retries > 0 {
+            s.push_str(&format!("  {} requests were re-sent once: the server had closed the kept-alive connection\n", self.retries));
+        }
         if !self.errors.is_empty() {
             s.push_str("  errors:\n");
             for (k, v) in &self.errors {

@@ -100,6 +100,8 @@ pub struct Sample {
     pub e2e: Duration,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The first attempt hit a connection the server had just closed.
+    pub retried: bool,
 }
 
 async fn one(
@@ -115,24 +117,37 @@ async fn one(
         ..Default::default()
     };
     let start = Instant::now();
-    let mut req = Request::post(url).header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let Ok(req) = req.body(Full::new(body)) else {
-        s.error_kind = Some("bad request".into());
-        return s;
-    };
-    let resp = match client.request(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.error_kind = Some(if e.is_connect() {
-                "connect".into()
-            } else {
-                "transport".into()
-            });
-            s.e2e = start.elapsed();
+    // A server may close an idle keep-alive connection just as a request is
+    // sent on it (llama-server does); like the OpenAI clients, retry that
+    // once on a new connection, and count it.
+    let mut attempt = 0;
+    let resp = loop {
+        attempt += 1;
+        let mut req = Request::post(url).header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let Ok(req) = req.body(Full::new(body.clone())) else {
+            s.error_kind = Some("bad request".into());
             return s;
+        };
+        match client.request(req).await {
+            Ok(r) => break r,
+            Err(e) if attempt == 1 && closed_before_reply(&e) => {
+                s.retried = true;
+            }
+            Err(e) => {
+                if std::env::var_os("AULA_BENCH_DEBUG").is_some() {
+                    eprintln!("aula bench: transport error: {e:?}");
+                }
+                s.error_kind = Some(if e.is_connect() {
+                    "connect".into()
+                } else {
+                    "transport".into()
+                });
+                s.e2e = start.elapsed();
+                return s;
+            }
         }
     };
     let status = resp.status();
@@ -221,6 +236,14 @@ async fn one(
     }
     s.ok = s.error_kind.is_none();
     s
+}
+
+/// The connection was closed before any response came back.
+fn closed_before_reply(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error;
+    e.source()
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
 }
 
 fn find_event_end(buf: &[u8]) -> Option<usize> {

@@ -14,6 +14,7 @@ pub mod server;
 pub mod template;
 
 use anyhow::{Context, anyhow, bail};
+use axum::serve::ListenerExt;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
@@ -132,6 +133,8 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .with_n_seq_max(cfg.parallel as u32)
         // One KV stream per slot: batched greedy decoding then matches single-sequence decoding.
         .with_kv_unified(false)
+        // Sliding-window layers keep only their window (plus one batch), as llama-server does.
+        .with_swa_full(false)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
 
@@ -220,7 +223,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = server::router(engine.state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -23,9 +23,10 @@ unsafe extern "C" fn log_callback(
     // SAFETY: llama.cpp passes a NUL-terminated string that lives for the call.
     let s = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     if let Ok(mut log) = LOG.lock()
-        && log.len() < 4 << 20 {
-            log.push_str(&s);
-        }
+        && log.len() < 4 << 20
+    {
+        log.push_str(&s);
+    }
     let important = level == llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR
         || level == llama_cpp_sys_2::GGML_LOG_LEVEL_WARN;
     if important || VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {

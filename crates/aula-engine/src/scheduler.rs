@@ -133,9 +133,10 @@ impl Scheduler<'_> {
             // 2. Free slots whose client left; drop queued requests whose client left.
             for slot in slots.iter_mut() {
                 if slot.as_ref().is_some_and(|s| s.job.tx.is_closed())
-                    && let Some(s) = slot.take() {
-                        self.release(s.seq);
-                    }
+                    && let Some(s) = slot.take()
+                {
+                    self.release(s.seq);
+                }
             }
             waiting.retain(|j| !j.tx.is_closed());
             // 3. Admit waiting requests into free slots.

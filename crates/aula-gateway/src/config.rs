@@ -167,12 +167,13 @@ impl Config {
                 }
             }
             if let Some(c) = &m.context
-                && *c.get_ref() < 16 {
-                    return Err(invalid(format!(
-                        "line {}: key `context` must be at least 16 tokens",
-                        line_of(text, c.span().start)
-                    )));
-                }
+                && *c.get_ref() < 16
+            {
+                return Err(invalid(format!(
+                    "line {}: key `context` must be at least 16 tokens",
+                    line_of(text, c.span().start)
+                )));
+            }
         }
         Ok(cfg)
     }

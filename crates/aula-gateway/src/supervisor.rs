@@ -173,9 +173,10 @@ async fn wait_healthy(
         if let Ok(req) = req
             && let Ok(Ok(resp)) =
                 tokio::time::timeout(Duration::from_secs(2), client.request(req)).await
-                && resp.status().is_success() {
-                    return Ok(());
-                }
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

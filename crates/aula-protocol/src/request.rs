@@ -116,26 +116,29 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
         }
     }
     if let Some(tools) = opt(&obj, "tools")
-        && !tools.as_array().is_some_and(Vec::is_empty) {
-            return Err(ApiError::invalid_param(
-                "tools",
-                "tools / function calling are not supported",
-            ));
-        }
+        && !tools.as_array().is_some_and(Vec::is_empty)
+    {
+        return Err(ApiError::invalid_param(
+            "tools",
+            "tools / function calling are not supported",
+        ));
+    }
     if let Some(tc) = opt(&obj, "tool_choice")
-        && tc.as_str() != Some("none") {
-            return Err(ApiError::invalid_param(
-                "tool_choice",
-                "tools / function calling are not supported",
-            ));
-        }
+        && tc.as_str() != Some("none")
+    {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "tools / function calling are not supported",
+        ));
+    }
     if let Some(store) = opt(&obj, "store")
-        && store.as_bool() == Some(true) {
-            return Err(ApiError::invalid_param(
-                "store",
-                "store=true is not supported",
-            ));
-        }
+        && store.as_bool() == Some(true)
+    {
+        return Err(ApiError::invalid_param(
+            "store",
+            "store=true is not supported",
+        ));
+    }
     Ok(req)
 }
 
@@ -181,12 +184,13 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerateRequest, ApiError> {
         ));
     }
     if let Some(v) = opt(&obj, "best_of")
-        && v.as_u64() != Some(1) {
-            return Err(ApiError::invalid_param(
-                "best_of",
-                "only best_of=1 is supported",
-            ));
-        }
+        && v.as_u64() != Some(1)
+    {
+        return Err(ApiError::invalid_param(
+            "best_of",
+            "only best_of=1 is supported",
+        ));
+    }
     Ok(req)
 }
 
@@ -400,19 +404,21 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         }
     }
     if let Some(n) = opt(obj, "n")
-        && n.as_u64() != Some(1) {
-            return Err(ApiError::invalid_param(
-                "n",
-                "only n=1 is supported: send one request per completion",
-            ));
-        }
+        && n.as_u64() != Some(1)
+    {
+        return Err(ApiError::invalid_param(
+            "n",
+            "only n=1 is supported: send one request per completion",
+        ));
+    }
     if let Some(lb) = opt(obj, "logit_bias")
-        && !lb.as_object().is_some_and(Map::is_empty) {
-            return Err(ApiError::invalid_param(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
+        && !lb.as_object().is_some_and(Map::is_empty)
+    {
+        return Err(ApiError::invalid_param(
+            "logit_bias",
+            "logit_bias is not supported",
+        ));
+    }
     if opt(obj, "logprobs").is_some_and(|v| v.as_bool() != Some(false))
         || opt(obj, "top_logprobs").is_some()
     {
@@ -422,9 +428,10 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         ));
     }
     if let Some(u) = opt(obj, "user")
-        && !u.is_string() {
-            return Err(ApiError::invalid_param("user", "`user` must be a string"));
-        }
+        && !u.is_string()
+    {
+        return Err(ApiError::invalid_param("user", "`user` must be a string"));
+    }
     Ok(GenerateRequest {
         model,
         prompt,

@@ -20,6 +20,8 @@ pub enum Command {
     Engine(EngineArgs),
     /// Load-test an OpenAI-compatible server and report latency and throughput.
     Bench(BenchArgs),
+    /// Estimate what a GGUF model needs in llama.cpp at given settings (first slice of the planner).
+    Plan(PlanArgs),
     /// Show the data directory and the models in it.
     Home,
 }
@@ -106,6 +108,25 @@ pub struct BenchArgs {
     #[arg(long)]
     pub keys: Option<PathBuf>,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// GGUF model files.
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Tokens per request (prompt + completion).
+    #[arg(long, default_value_t = 4096)]
+    pub context: u32,
+    /// Concurrent sequences (slots).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: u32,
+    /// llama.cpp micro-batch (Aula's `engine --batch`).
+    #[arg(long, default_value_t = 512)]
+    pub batch: u32,
+    /// Print the full breakdown as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,6 +1,6 @@
 //! What each subcommand does; the work itself lives in the library crates.
 
-use crate::cli::{BenchArgs, Cli, Command, EngineArgs, ServeArgs};
+use crate::cli::{BenchArgs, Cli, Command, EngineArgs, PlanArgs, ServeArgs};
 use anyhow::{Context, anyhow, bail};
 use aula_gateway::config::Config;
 use aula_gateway::home;
@@ -12,6 +12,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Engine(a) => engine(a).await,
         Command::Bench(a) => bench(a).await,
+        Command::Plan(a) => plan(a),
         Command::Home => show_home(),
     }
 }
@@ -171,11 +172,66 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         progress: !a.json,
     };
     let report = aula_bench::run(cfg).await?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.to_text());
+        report.to_text()
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+fn plan(a: PlanArgs) -> anyhow::Result<()> {
+    let settings = aula_planner::llamacpp::EngineSettings {
+        context: a.context,
+        parallel: a.parallel,
+        n_ubatch: a.batch,
+        ..Default::default()
+    };
+    if a.context == 0 || a.parallel == 0 || a.batch == 0 {
+        bail!("--context, --parallel and --batch must be at least 1");
     }
+    let mut rows = Vec::new();
+    for path in &a.models {
+        let gguf = aula_planner::gguf::GgufFile::open(path)?;
+        let id = aula_gateway::config::name_for_file(path);
+        let shape = aula_planner::shape::ModelShape::from_gguf(&id, &gguf)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mem = aula_planner::llamacpp::memory(&shape, &settings);
+        rows.push(serde_json::json!({"model": id, "shape": shape, "settings": {
+            "context": a.context, "parallel": a.parallel, "n_ubatch": a.batch, "engine": "embedded (llama.cpp)"},
+            "memory": mem}));
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / 1048576.0;
+    let _ = writeln!(
+        out,
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "model", "weights", "KV cache", "compute", "output", "total"
+    );
+    for r in &rows {
+        let m = &r["memory"];
+        let _ = writeln!(
+            out,
+            "{:<34} {:>6.1} MiB {:>6.1} MiB {:>6.1} MiB {:>6.2} MiB {:>6.1} MiB",
+            r["model"].as_str().unwrap_or(""),
+            mib(&m["weights_bytes"]),
+            mib(&m["kv_cache_bytes"]),
+            mib(&m["compute_buffer_bytes"]),
+            mib(&m["output_buffer_bytes"]),
+            mib(&m["total_bytes"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(aula engine with --context {} --parallel {} --batch {}; CPU buffers as llama.cpp allocates them)",
+        a.context, a.parallel, a.batch
+    );
     Ok(())
 }
 

@@ -18,7 +18,9 @@ fn home_with_both_models(tag: &str) -> std::path::PathBuf {
 }
 
 fn wait_ready(url: &str) {
-    wait_for("every model to be ready", Duration::from_secs(120), || get(&format!("{url}/readyz")).status == 200);
+    wait_for("every model to be ready", Duration::from_secs(120), || {
+        get(&format!("{url}/readyz")).status == 200
+    });
 }
 
 #[test]
@@ -35,13 +37,22 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
     )
     .unwrap();
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    wait_for("the banner with a curl and an openai example", Duration::from_secs(5), || {
-        let out = s.output();
-        out.contains("curl ") && out.contains("from openai import OpenAI")
-    });
+    wait_for(
+        "the banner with a curl and an openai example",
+        Duration::from_secs(5),
+        || {
+            let out = s.output();
+            out.contains("curl ") && out.contains("from openai import OpenAI")
+        },
+    );
     wait_ready(&s.url);
     let models = get(&format!("{}/v1/models", s.url)).body;
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![SMOL, GEMMA]);
     assert_eq!(get(&format!("{}/healthz", s.url)).status, 200);
 
@@ -56,10 +67,16 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
         body["stream_options"] = json!({"include_usage": true});
         let st = stream(&chat, &body);
         assert!(st.done);
-        assert_eq!(st.text, a.body["choices"][0]["message"]["content"].as_str().unwrap());
+        assert_eq!(
+            st.text,
+            a.body["choices"][0]["message"]["content"].as_str().unwrap()
+        );
         assert_eq!(st.events.last().unwrap()["usage"], a.body["usage"]);
     }
-    let c = post(&format!("{}/v1/completions", s.url), &json!({"model": GEMMA, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}));
+    let c = post(
+        &format!("{}/v1/completions", s.url),
+        &json!({"model": GEMMA, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}),
+    );
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.body["usage"]["completion_tokens"], 4);
 
@@ -82,10 +99,14 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
-    wait_for("the killed engine to be replaced", Duration::from_secs(60), || {
-        let now = children_of(s.pid());
-        now.len() == 2 && !now.contains(&victim)
-    });
+    wait_for(
+        "the killed engine to be replaced",
+        Duration::from_secs(60),
+        || {
+            let now = children_of(s.pid());
+            now.len() == 2 && !now.contains(&victim)
+        },
+    );
     wait_ready(&s.url);
     for model in [SMOL, GEMMA] {
         assert_eq!(post(&chat, &chat_body(model, "hi", 2)).status, 200);
@@ -94,7 +115,11 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
     // Stopping the gateway stops every engine.
     let kids = children_of(s.pid());
     drop(s);
-    wait_for("engines to exit with the gateway", Duration::from_secs(15), || kids.iter().all(|k| !alive(*k)));
+    wait_for(
+        "engines to exit with the gateway",
+        Duration::from_secs(15),
+        || kids.iter().all(|k| !alive(*k)),
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -103,7 +128,9 @@ fn sigkilled_gateway_leaves_no_orphans_and_defaults_discover_models() {
     let home = home_with_both_models("orphans");
     // No config: every GGUF in the model directory is served.
     let mut s = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    wait_for("both engines to start", Duration::from_secs(60), || children_of(s.pid()).len() == 2);
+    wait_for("both engines to start", Duration::from_secs(60), || {
+        children_of(s.pid()).len() == 2
+    });
     let kids = children_of(s.pid());
     let ids: Vec<String> = get(&format!("{}/v1/models", s.url)).body["data"]
         .as_array()
@@ -114,27 +141,65 @@ fn sigkilled_gateway_leaves_no_orphans_and_defaults_discover_models() {
     assert_eq!(ids, vec![GEMMA.to_string(), SMOL.to_string()]);
     s.child.kill().unwrap();
     let _ = s.child.wait();
-    wait_for("engines to die with a SIGKILLed gateway", Duration::from_secs(10), || kids.iter().all(|k| !alive(*k)));
+    wait_for(
+        "engines to die with a SIGKILLed gateway",
+        Duration::from_secs(10),
+        || kids.iter().all(|k| !alive(*k)),
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
 fn url_models_are_proxied() {
-    let engine = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "256", "--name", "remote-smol"]);
+    let engine = spawn_engine(
+        SMOL_FILE,
+        &[
+            "--parallel",
+            "2",
+            "--context",
+            "256",
+            "--name",
+            "remote-smol",
+        ],
+    );
     let home = temp_home("url");
     let cfg = home.join("aula.toml");
-    std::fs::write(&cfg, format!("[[models]]\nname = \"remote-smol\"\nurl = \"{}/v1\"\n", engine.url)).unwrap();
-    let s = spawn_aula(&["serve", "--port", "0", "--config", cfg.to_str().unwrap()], Some(&home));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[models]]\nname = \"remote-smol\"\nurl = \"{}/v1\"\n",
+            engine.url
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(
+        &["serve", "--port", "0", "--config", cfg.to_str().unwrap()],
+        Some(&home),
+    );
     wait_ready(&s.url);
-    let r = post(&format!("{}/v1/chat/completions", s.url), &chat_body("remote-smol", "hi", 3));
+    let r = post(
+        &format!("{}/v1/chat/completions", s.url),
+        &chat_body("remote-smol", "hi", 3),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["usage"]["completion_tokens"], 3);
-    assert!(children_of(s.pid()).is_empty(), "url models start no engine");
+    assert!(
+        children_of(s.pid()).is_empty(),
+        "url models start no engine"
+    );
     // The remote engine goes away: a clean 503, and the gateway keeps running.
     drop(engine);
-    let r = post(&format!("{}/v1/chat/completions", s.url), &chat_body("remote-smol", "hi", 3));
+    let r = post(
+        &format!("{}/v1/chat/completions", s.url),
+        &chat_body("remote-smol", "hi", 3),
+    );
     assert_eq!(r.status, 503, "{}", r.text);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("remote-smol"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("remote-smol")
+    );
     assert_eq!(get(&format!("{}/healthz", s.url)).status, 200);
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -151,7 +216,10 @@ fn bad_config_stops_start_up_naming_key_and_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 6") && err.contains("`name`") && err.contains("unique"), "{err}");
+    assert!(
+        err.contains("line 6") && err.contains("`name`") && err.contains("unique"),
+        "{err}"
+    );
     std::fs::write(&cfg, "[server]\nprot = 8080\n").unwrap();
     let out = std::process::Command::new(aula_exe())
         .args(["serve", "--config", cfg.to_str().unwrap()])
@@ -159,14 +227,20 @@ fn bad_config_stops_start_up_naming_key_and_line() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("line 2") && err.contains("prot"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("line 2") && err.contains("prot"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
 fn official_openai_python_client() {
     let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_openai = std::process::Command::new(&python).args(["-c", "import openai"]).output().map(|o| o.status.success());
+    let has_openai = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .map(|o| o.status.success());
     assert!(
         matches!(has_openai, Ok(true)),
         "the `openai` Python package is needed: run `bash scripts/test.sh` (or set AULA_TEST_PYTHON)"
@@ -208,8 +282,15 @@ except openai.NotFoundError as e:
     assert m in str(e), e
 print("OPENAI-CLIENT-OK")
 "#;
-    let out = std::process::Command::new(&python).args(["-c", script, &s.url, SMOL]).output().unwrap();
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &s.url, SMOL])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("OPENAI-CLIENT-OK"), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("OPENAI-CLIENT-OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -1,0 +1,4 @@
+pub mod ggml;
+pub mod gguf;
+pub mod llamacpp;
+pub mod shape;

@@ -1,0 +1,103 @@
+//! The planner's llama.cpp memory estimate against what llama.cpp really
+//! allocated (the engine's `/health`), for both built-in models at several
+//! context/parallel settings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+
+fn plan(file: &str, ctx: u32, par: u32) -> serde_json::Value {
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "plan",
+            model_path(file).to_str().unwrap(),
+            "--context",
+            &ctx.to_string(),
+            "--parallel",
+            &par.to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["memory"].clone()
+}
+
+fn within(pred: u64, real: u64, frac: f64, what: &str) {
+    let err = (pred as f64 - real as f64).abs() / real as f64;
+    assert!(
+        err <= frac,
+        "{what}: predicted {pred}, llama.cpp allocated {real} ({:.2}% off)",
+        err * 100.0
+    );
+}
+
+#[test]
+fn plan_matches_llama_cpp_allocations() {
+    for file in [SMOL_FILE, GEMMA_FILE] {
+        for (ctx, par) in [(256u32, 1u32), (512, 2), (1024, 4), (4096, 2)] {
+            let e = spawn_engine(
+                file,
+                &[
+                    "--context",
+                    &ctx.to_string(),
+                    "--parallel",
+                    &par.to_string(),
+                ],
+            );
+            let real = get(&format!("{}/health", e.url)).body["memory"].clone();
+            drop(e);
+            let p = plan(file, ctx, par);
+            let what = format!("{file} ctx={ctx} parallel={par}");
+            // Weights: the GGUF's tensors, exactly.
+            assert_eq!(p["weights_bytes"], real["model_tensor_bytes"], "{what}");
+            within(
+                p["weights_bytes"].as_u64().unwrap(),
+                real["model_buffer_bytes"].as_u64().unwrap(),
+                0.02,
+                &format!("{what} model buffer"),
+            );
+            within(
+                p["kv_cache_bytes"].as_u64().unwrap(),
+                real["kv_cache_bytes"].as_u64().unwrap(),
+                0.02,
+                &format!("{what} KV cache"),
+            );
+            within(
+                p["total_bytes"].as_u64().unwrap(),
+                real["total_bytes"].as_u64().unwrap(),
+                0.10,
+                &format!("{what} total"),
+            );
+        }
+    }
+}
+
+#[test]
+fn plan_refuses_bad_files_in_one_line() {
+    let dir = temp_home("plan-bad");
+    let bad = dir.join("bad.gguf");
+    let full = std::fs::read(model_path(GEMMA_FILE)).unwrap();
+    std::fs::write(&bad, &full[..200_000]).unwrap();
+    let out = std::process::Command::new(aula_exe())
+        .args(["plan", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    std::fs::write(&bad, b"hello").unwrap();
+    let out = std::process::Command::new(aula_exe())
+        .args(["plan", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a GGUF"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
