@@ -131,15 +131,11 @@ fn agent() -> ureq::Agent {
         .build()
 }
 
-pub fn post_raw(url: &str, body: &str) -> Resp {
-    let r = agent()
-        .post(url)
-        .set("Content-Type", "application/json")
-        .send_string(body);
+/// Any HTTP status is a response to look at; only transport failures panic.
+fn read(what: &str, r: Result<ureq::Response, ureq::Error>) -> Resp {
     let resp = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("POST {url}: {e}"),
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{what}: {e}"),
     };
     let status = resp.status();
     let text = resp.into_string().unwrap_or_default();
@@ -148,6 +144,16 @@ pub fn post_raw(url: &str, body: &str) -> Resp {
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
         text,
     }
+}
+
+pub fn post_raw(url: &str, body: &str) -> Resp {
+    read(
+        &format!("POST {url}"),
+        agent()
+            .post(url)
+            .set("Content-Type", "application/json")
+            .send_string(body),
+    )
 }
 
 pub fn post(url: &str, body: &Value) -> Resp {
@@ -155,18 +161,7 @@ pub fn post(url: &str, body: &Value) -> Resp {
 }
 
 pub fn get(url: &str) -> Resp {
-    let resp = match agent().get(url).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {url}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    Resp {
-        status,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
+    read(&format!("GET {url}"), agent().get(url).call())
 }
 
 pub fn chat_body(model: &str, content: &str, max_tokens: u32) -> Value {
