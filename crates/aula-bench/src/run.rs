@@ -64,12 +64,14 @@ const WORDS: &[&str] = &[
     "class",
 ];
 
+/// About `n` words; every request number gets its own prompt (it starts
+/// with the number), so a server's prompt cache can reuse only what real
+/// requests share (the chat template's system prefix), never a whole prompt.
 pub fn prompt_of(n: usize, salt: usize) -> String {
-    let mut s = String::with_capacity(n * 7);
-    for i in 0..n.max(1) {
-        if i > 0 {
-            s.push(' ');
-        }
+    let mut s = String::with_capacity(n * 8 + 8);
+    s.push_str(&salt.to_string());
+    for i in 1..n.max(1) {
+        s.push(' ');
         s.push_str(WORDS[(i * 7 + salt) % WORDS.len()]);
     }
     s
@@ -244,6 +246,19 @@ fn closed_before_reply(e: &hyper_util::client::legacy::Error) -> bool {
     e.source()
         .and_then(|s| s.downcast_ref::<hyper::Error>())
         .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prompts_differ_per_request_and_have_n_words() {
+        let a = super::prompt_of(32, 3);
+        assert_eq!(a.split(' ').count(), 32);
+        assert!(a.starts_with("3 "));
+        let all: std::collections::HashSet<String> =
+            (0..500).map(|i| super::prompt_of(32, i)).collect();
+        assert_eq!(all.len(), 500);
+    }
 }
 
 fn find_event_end(buf: &[u8]) -> Option<usize> {

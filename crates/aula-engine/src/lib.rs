@@ -166,6 +166,9 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let stats = Arc::new(scheduler::Stats::default());
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let reuse_prefix = model
+        .meta_val_str(&format!("{arch}.attention.sliding_window"))
+        .is_err();
     let thread_model = model.clone();
     let parallel = cfg.parallel;
     let thread_stats = stats.clone();
@@ -183,6 +186,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
             };
             let _ = ready_tx.send(Ok(()));
             let sched = scheduler::Scheduler {
+                reuse_prefix,
                 model: thread_model.clone(),
                 ctx,
                 parallel,

@@ -47,6 +47,8 @@ pub struct Job {
 pub struct Stats {
     pub busy: AtomicUsize,
     pub queued: AtomicUsize,
+    /// Prompt tokens whose KV was reused from the slot's previous request.
+    pub reused_tokens: std::sync::atomic::AtomicU64,
 }
 
 struct Slot {
@@ -63,6 +65,21 @@ struct Slot {
     text: TextAssembler,
     /// Index of this sequence's logits in the current batch.
     logits_at: Option<i32>,
+    /// Generated tokens already in the KV cache.
+    fed_generated: Vec<LlamaToken>,
+}
+
+impl Slot {
+    /// The tokens whose KV this sequence holds, in order.
+    fn kv_tokens(&self) -> Vec<LlamaToken> {
+        let mut t = self.job.tokens[..self.fed].to_vec();
+        t.extend_from_slice(&self.fed_generated);
+        t
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 pub struct Scheduler<'m> {
@@ -71,6 +88,10 @@ pub struct Scheduler<'m> {
     pub parallel: usize,
     pub n_batch: usize,
     pub stats: Arc<Stats>,
+    /// Keep each slot's KV after a request and reuse its longest common
+    /// prefix with the next prompt (off for sliding-window models, whose
+    /// caches drop old positions).
+    pub reuse_prefix: bool,
 }
 
 fn sampler_for(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
@@ -106,6 +127,8 @@ impl Scheduler<'_> {
     pub fn run(mut self, jobs: Receiver<Job>) {
         let mut waiting: VecDeque<Job> = VecDeque::new();
         let mut slots: Vec<Option<Slot>> = (0..self.parallel).map(|_| None).collect();
+        // What each slot's KV stream holds while the slot is free.
+        let mut cached: Vec<Vec<LlamaToken>> = vec![Vec::new(); self.parallel];
         let mut batch = LlamaBatch::new(self.n_batch, self.parallel as i32);
         let n_vocab = self.model.n_vocab();
         loop {
@@ -139,27 +162,48 @@ impl Scheduler<'_> {
                 }
             }
             waiting.retain(|j| !j.tx.is_closed());
-            // 3. Admit waiting requests into free slots.
-            for (i, slot) in slots.iter_mut().enumerate() {
-                if slot.is_none() {
-                    let Some(job) = waiting.pop_front() else {
-                        break;
-                    };
-                    let _ = job.tx.send(Event::Started);
-                    let seq = i as i32;
-                    self.release(seq);
-                    *slot = Some(Slot {
-                        seq,
-                        sampler: sampler_for(&job.params, n_vocab),
-                        text: TextAssembler::new(job.params.stop.clone()),
-                        job,
-                        fed: 0,
-                        pos: 0,
-                        next: None,
-                        generated: 0,
-                        logits_at: None,
-                    });
+            // 3. Admit waiting requests into free slots, each into the free
+            //    slot whose cached tokens share the longest prefix with it.
+            while let Some(job) = waiting.front() {
+                let best = (0..slots.len())
+                    .filter(|i| slots[*i].is_none())
+                    .max_by_key(|i| common_prefix(&cached[*i], &job.tokens));
+                let Some(i) = best else { break };
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
+                let seq = i as i32;
+                // At least the last prompt token is decoded again, for its logits.
+                let mut reuse = common_prefix(&cached[i], &job.tokens).min(job.tokens.len() - 1);
+                if !self.reuse_prefix {
+                    reuse = 0;
                 }
+                if reuse == 0
+                    || self
+                        .ctx
+                        .kv_cache_seq_rm(seq, Some(reuse as u32), None)
+                        .is_err()
+                {
+                    reuse = 0;
+                    self.release(seq);
+                }
+                cached[i].clear();
+                self.stats
+                    .reused_tokens
+                    .fetch_add(reuse as u64, Ordering::Relaxed);
+                let _ = job.tx.send(Event::Started);
+                slots[i] = Some(Slot {
+                    seq,
+                    sampler: sampler_for(&job.params, n_vocab),
+                    text: TextAssembler::new(job.params.stop.clone()),
+                    job,
+                    fed: reuse,
+                    pos: reuse as i32,
+                    next: None,
+                    generated: 0,
+                    logits_at: None,
+                    fed_generated: Vec::new(),
+                });
             }
             let busy = slots.iter().filter(|s| s.is_some()).count();
             self.stats.busy.store(busy, Ordering::Relaxed);
@@ -179,6 +223,7 @@ impl Scheduler<'_> {
                         failed.push((i, format!("batch: {e}")));
                         continue;
                     }
+                    s.fed_generated.push(tok);
                     s.logits_at = Some(at);
                 }
             }
@@ -268,9 +313,8 @@ impl Scheduler<'_> {
                         }
                         let usage = Usage::new(s.job.tokens.len() as u32, s.generated);
                         let _ = s.job.tx.send(Event::Done { finish, usage });
-                        let seq = s.seq;
+                        cached[s.seq as usize] = s.kv_tokens();
                         *slot = None;
-                        self.release(seq);
                     }
                 }
             }

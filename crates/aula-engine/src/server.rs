@@ -64,6 +64,7 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "model": st.name,
         "slots": {"total": st.parallel, "busy": busy, "free": st.parallel.saturating_sub(busy)},
         "queue": {"length": st.stats.queued.load(Ordering::Relaxed), "capacity": st.max_queue},
+        "prompt_tokens_reused": st.stats.reused_tokens.load(Ordering::Relaxed),
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,
         "threads": st.threads,

@@ -14,10 +14,23 @@ fn smollm2_greedy_stop_stream_usage() {
     let url = format!("{}/v1/chat/completions", e.url);
     let body = chat_body(SMOL, "Write one sentence about the sea.", 24);
 
-    // Greedy decoding is deterministic.
+    // Greedy decoding is deterministic, also when the second request reuses
+    // the first one's cached prompt (all but its last token).
     let a = post(&url, &body);
     assert_eq!(a.status, 200, "{}", a.text);
+    let reused_before = get(&format!("{}/health", e.url)).body["prompt_tokens_reused"]
+        .as_u64()
+        .unwrap();
     let b = post(&url, &body);
+    let reused = get(&format!("{}/health", e.url)).body["prompt_tokens_reused"]
+        .as_u64()
+        .unwrap()
+        - reused_before;
+    assert_eq!(
+        reused,
+        a.body["usage"]["prompt_tokens"].as_u64().unwrap() - 1,
+        "the repeated prompt is reused"
+    );
     let text = a.body["choices"][0]["message"]["content"]
         .as_str()
         .unwrap()
