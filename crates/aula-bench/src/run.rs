@@ -248,19 +248,6 @@ fn closed_before_reply(e: &hyper_util::client::legacy::Error) -> bool {
         .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn prompts_differ_per_request_and_have_n_words() {
-        let a = super::prompt_of(32, 3);
-        assert_eq!(a.split(' ').count(), 32);
-        assert!(a.starts_with("3 "));
-        let all: std::collections::HashSet<String> =
-            (0..500).map(|i| super::prompt_of(32, i)).collect();
-        assert_eq!(all.len(), 500);
-    }
-}
-
 fn find_event_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
 }
@@ -353,4 +340,17 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         .lock()
         .map_err(|_| anyhow::anyhow!("recorder poisoned"))?;
     Ok(r.report(elapsed, &cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prompts_differ_per_request_and_have_n_words() {
+        let a = super::prompt_of(32, 3);
+        assert_eq!(a.split(' ').count(), 32);
+        assert!(a.starts_with("3 "));
+        let all: std::collections::HashSet<String> =
+            (0..500).map(|i| super::prompt_of(32, i)).collect();
+        assert_eq!(all.len(), 500);
+    }
 }
