@@ -94,13 +94,14 @@ pub struct Scheduler<'m> {
     pub reuse_prefix: bool,
 }
 
-fn sampler_for(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+/// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
+fn sampler_for(p: &SamplingParams, n_vocab: i32, max_tokens: u32) -> LlamaSampler {
     let mut chain = Vec::new();
     if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
         // Penalise over the whole generation so far, as OpenAI does.
         chain.push(LlamaSampler::penalties(
             n_vocab,
-            i32::MAX,
+            i32::try_from(max_tokens).unwrap_or(i32::MAX),
             1.0,
             p.frequency_penalty,
             p.presence_penalty,
@@ -194,7 +195,7 @@ impl Scheduler<'_> {
                 let _ = job.tx.send(Event::Started);
                 slots[i] = Some(Slot {
                     seq,
-                    sampler: sampler_for(&job.params, n_vocab),
+                    sampler: sampler_for(&job.params, n_vocab, job.max_tokens),
                     text: TextAssembler::new(job.params.stop.clone()),
                     job,
                     fed: reuse,
