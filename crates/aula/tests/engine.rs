@@ -433,3 +433,43 @@ fn engine_refuses_a_file_that_is_not_gguf() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_long_prompt_does_not_stall_a_running_stream() {
+    // --batch 256: a prompt of ~1,500 tokens needs several decode steps, and
+    // every one of them also carries the next token of the running stream.
+    let e = spawn_engine(
+        SMOL_FILE,
+        &["--parallel", "2", "--context", "2048", "--batch", "256"],
+    );
+    let url = format!("{}/v1/chat/completions", e.url);
+    let mut body = chat_body(SMOL, "Write a very long essay about the sea.", 1900);
+    body["stream"] = json!(true);
+    let resp = ureq::post(&url).send_string(&body.to_string()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<std::time::Instant>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(resp.into_reader()).lines() {
+            let line = line.unwrap();
+            if line.starts_with("data: {") && line.contains("\"content\"") {
+                let _ = tx.send(std::time::Instant::now());
+            }
+        }
+    });
+    // Wait until the stream is running, then send the long prompt.
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let sent = std::time::Instant::now();
+    let long = "the history of the sea and the ships that sailed on it ".repeat(120);
+    let r = post(&url, &chat_body(SMOL, &long, 1));
+    let answered = std::time::Instant::now();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let prompt_tokens = r.body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 3 * 256, "{prompt_tokens}");
+    let during = rx.try_iter().filter(|t| *t > sent && *t < answered).count();
+    // The prompt took at least ceil(prompt / 256) steps; the stream got a token in each.
+    assert!(
+        during as u64 >= prompt_tokens / 256,
+        "only {during} stream tokens while a {prompt_tokens}-token prompt was prefilled"
+    );
+    drop(e);
+    let _ = reader.join();
+}
