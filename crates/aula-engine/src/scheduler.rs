@@ -24,13 +24,8 @@ use tokio::sync::mpsc::UnboundedSender;
 /// What the scheduler sends back to the request handler.
 #[derive(Debug)]
 pub enum Event {
-    /// The first event: the request got a slot and its prompt is being processed.
-    Started,
     Text(String),
-    Done {
-        finish: FinishReason,
-        usage: Usage,
-    },
+    Done { finish: FinishReason, usage: Usage },
     Error(String),
 }
 
@@ -192,7 +187,6 @@ impl Scheduler<'_> {
                 self.stats
                     .reused_tokens
                     .fetch_add(reuse as u64, Ordering::Relaxed);
-                let _ = job.tx.send(Event::Started);
                 slots[i] = Some(Slot {
                     seq,
                     sampler: sampler_for(&job.params, n_vocab, job.max_tokens),

@@ -190,7 +190,6 @@ async fn whole_response(
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Started => {}
             Event::Text(t) => text.push_str(&t),
             Event::Done { finish, usage } => {
                 return axum::Json(b.full(&text, finish, usage)).into_response();
@@ -236,7 +235,6 @@ fn stream_response(
                 return None;
             }
             match s.rx.recv().await {
-                Some(Event::Started) => {}
                 Some(Event::Text(t)) => {
                     let data = s.b.chunk(&t, s.first, None).to_string();
                     s.first = false;
