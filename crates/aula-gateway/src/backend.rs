@@ -37,32 +37,53 @@ pub fn http_client() -> HttpClient {
         .build(connector)
 }
 
-/// An engine reached over HTTP. Its base URL is `None` while it is (re)starting.
+/// Where an engine stands, as far as requests are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Being started (or restarted); no address yet.
+    Starting,
+    /// Serving at this base URL.
+    Ready(String),
+    /// The last start failed, for this reason; a new attempt follows.
+    Failed(String),
+}
+
+/// An engine reached over HTTP.
 pub struct HttpBackend {
     pub model: String,
-    base: RwLock<Option<String>>,
+    upstream: RwLock<Upstream>,
     client: HttpClient,
 }
 
 impl HttpBackend {
-    pub fn new(model: &str, base: Option<String>, client: HttpClient) -> Self {
+    pub fn new(model: &str, upstream: Upstream, client: HttpClient) -> Self {
         HttpBackend {
             model: model.to_string(),
-            base: RwLock::new(base),
+            upstream: RwLock::new(upstream),
             client,
         }
     }
 
-    pub fn set_base(&self, base: Option<String>) {
-        if let Ok(mut b) = self.base.write() {
-            *b = base;
+    pub fn set(&self, upstream: Upstream) {
+        if let Ok(mut u) = self.upstream.write() {
+            *u = upstream;
         }
+    }
+
+    fn upstream(&self) -> Upstream {
+        self.upstream
+            .read()
+            .map(|u| u.clone())
+            .unwrap_or(Upstream::Starting)
     }
 }
 
 impl Backend for HttpBackend {
     fn address(&self) -> Option<String> {
-        self.base.read().ok().and_then(|b| b.clone())
+        match self.upstream() {
+            Upstream::Ready(base) => Some(base),
+            _ => None,
+        }
     }
 
     fn forward(
@@ -71,11 +92,20 @@ impl Backend for HttpBackend {
         body: Bytes,
     ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
         Box::pin(async move {
-            let Some(base) = self.address() else {
-                return Err(ApiError::Unavailable(format!(
-                    "the engine for model `{}` is starting or restarting; try again in a moment",
-                    self.model
-                )));
+            let base = match self.upstream() {
+                Upstream::Ready(base) => base,
+                Upstream::Starting => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the engine for model `{}` is starting or restarting; try again in a moment",
+                        self.model
+                    )));
+                }
+                Upstream::Failed(why) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the engine for model `{}` could not start: {why}; Aula keeps retrying",
+                        self.model
+                    )));
+                }
             };
             let req = Request::post(format!("{base}{path}"))
                 .header(header::CONTENT_TYPE, "application/json")

@@ -12,7 +12,7 @@ pub mod router;
 pub mod server;
 pub mod supervisor;
 
-use backend::HttpBackend;
+use backend::{HttpBackend, Upstream};
 use config::{ModelSource, ModelSpec};
 use router::ModelRouter;
 use std::path::PathBuf;
@@ -46,7 +46,11 @@ impl Fleet {
                 ModelSource::Url { base } => {
                     router.add(
                         &spec.name,
-                        Arc::new(HttpBackend::new(&spec.name, Some(base), client.clone())),
+                        Arc::new(HttpBackend::new(
+                            &spec.name,
+                            Upstream::Ready(base),
+                            client.clone(),
+                        )),
                     );
                 }
                 ModelSource::Embedded {
@@ -55,7 +59,11 @@ impl Fleet {
                     context,
                     threads,
                 } => {
-                    let b = Arc::new(HttpBackend::new(&spec.name, None, client.clone()));
+                    let b = Arc::new(HttpBackend::new(
+                        &spec.name,
+                        Upstream::Starting,
+                        client.clone(),
+                    ));
                     router.add(&spec.name, b.clone());
                     let es = supervisor::EngineSpec {
                         name: spec.name.clone(),

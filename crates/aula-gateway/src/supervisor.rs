@@ -3,7 +3,7 @@
 //! with the gateway. Children are also tied to the gateway's life by
 //! `PR_SET_PDEATHSIG`, so even a SIGKILLed gateway leaves no orphan.
 
-use crate::backend::HttpBackend;
+use crate::backend::{HttpBackend, Upstream};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -122,16 +122,16 @@ impl Supervisor {
             match ready {
                 Ok(()) => {
                     tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
-                    backend.set_base(Some(base));
+                    backend.set(Upstream::Ready(base));
                     let status = tokio::select! {
                         s = child.wait() => s,
                         _ = shutdown.changed() => {
-                            backend.set_base(None);
+                            backend.set(Upstream::Starting);
                             stop_child(&mut child).await;
                             return;
                         }
                     };
-                    backend.set_base(None);
+                    backend.set(Upstream::Starting);
                     let log = self.logs.join(format!("engine-{}.log", spec.name));
                     tracing::warn!(model = %spec.name, "engine exited ({}); restarting in {:?}; its log is {}",
                         status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()), backoff, log.display());
@@ -142,7 +142,12 @@ impl Supervisor {
                 Err(why) => {
                     stop_child(&mut child).await;
                     let log = self.logs.join(format!("engine-{}.log", spec.name));
+                    let why = match last_error_line(&log) {
+                        Some(line) => format!("{why}: {line}"),
+                        None => why,
+                    };
                     tracing::error!(model = %spec.name, "engine did not become ready: {why}; see {}", log.display());
+                    backend.set(Upstream::Failed(why));
                 }
             }
             tokio::select! {
@@ -179,6 +184,16 @@ async fn wait_healthy(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The engine's own last error message, from the end of its log.
+fn last_error_line(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(8192)..]).into_owned();
+    tail.lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .map(|l| l.trim().trim_start_matches("aula: error: ").to_string())
 }
 
 /// SIGTERM, a grace period, then SIGKILL; always reaps the child.

@@ -294,3 +294,38 @@ print("OPENAI-CLIENT-OK")
     );
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn a_model_that_cannot_load_gets_a_clear_503_and_the_others_keep_serving() {
+    let home = temp_home("broken");
+    std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
+    std::fs::write(
+        home.join("models").join("broken.gguf"),
+        b"definitely not a model",
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let chat = format!("{}/v1/chat/completions", s.url);
+    wait_for(
+        "the broken model's start to fail",
+        Duration::from_secs(60),
+        || {
+            let r = post(&chat, &chat_body("broken", "hi", 2));
+            r.status == 503
+                && r.body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("not a GGUF")
+        },
+    );
+    let r = post(&chat, &chat_body("broken", "hi", 2));
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`broken`") && msg.contains("could not start"),
+        "{msg}"
+    );
+    wait_for("the good model", Duration::from_secs(60), || {
+        post(&chat, &chat_body(SMOL, "hi", 2)).status == 200
+    });
+    let _ = std::fs::remove_dir_all(&home);
+}
