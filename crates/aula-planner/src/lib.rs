@@ -1,3 +1,4 @@
+pub mod catalog;
 pub mod ggml;
 pub mod gguf;
 pub mod llamacpp;

@@ -114,9 +114,12 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// GGUF model files.
+    /// GGUF model files, or ids from the built-in catalog (e.g. llama-3.1-8b).
     #[arg(required = true)]
     pub models: Vec<PathBuf>,
+    /// Weight type for catalog models (a ggml type: f16, bf16, q8_0, q4_0, q4_k, ...); GGUF files use their own.
+    #[arg(long, default_value = "f16")]
+    pub precision: String,
     /// Tokens per request (prompt + completion).
     #[arg(long, default_value_t = 4096)]
     pub context: u32,

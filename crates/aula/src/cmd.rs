@@ -192,12 +192,29 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if a.context == 0 || a.parallel == 0 || a.batch == 0 {
         bail!("--context, --parallel and --batch must be at least 1");
     }
+    let precision = aula_planner::ggml::GgmlType::from_name(&a.precision).ok_or_else(|| {
+        anyhow!(
+            "--precision `{}` is not a ggml type (try f16, bf16, q8_0, q4_0, q4_k)",
+            a.precision
+        )
+    })?;
     let mut rows = Vec::new();
     for path in &a.models {
-        let gguf = aula_planner::gguf::GgufFile::open(path)?;
-        let id = aula_gateway::config::name_for_file(path);
-        let shape = aula_planner::shape::ModelShape::from_gguf(&id, &gguf)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let (id, shape) = if path.exists() || path.extension().is_some_and(|x| x == "gguf") {
+            let gguf = aula_planner::gguf::GgufFile::open(path)?;
+            let id = aula_gateway::config::name_for_file(path);
+            let shape = aula_planner::shape::ModelShape::from_gguf(&id, &gguf)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            (id, shape)
+        } else {
+            let id = path.to_string_lossy().into_owned();
+            let mut shape = aula_planner::catalog::find(&id).map_err(|e| anyhow!(e))?;
+            shape.weight_bytes = Some(aula_planner::llamacpp::weight_bytes(
+                &shape,
+                precision.bits_per_weight(),
+            ));
+            (id, shape)
+        };
         let mem = aula_planner::llamacpp::memory(&shape, &settings);
         rows.push(serde_json::json!({"model": id, "shape": shape, "settings": {
             "context": a.context, "parallel": a.parallel, "n_ubatch": a.batch, "engine": "embedded (llama.cpp)"},
