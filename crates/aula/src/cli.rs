@@ -114,10 +114,10 @@ pub struct BenchArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// GGUF model files, or ids from the built-in catalog (e.g. llama-3.1-8b).
+    /// GGUF model files, Hugging Face config.json files, or ids from the built-in catalog (e.g. llama-3.1-8b).
     #[arg(required = true)]
     pub models: Vec<PathBuf>,
-    /// Weight type for catalog models (a ggml type: f16, bf16, q8_0, q4_0, q4_k, ...); GGUF files use their own.
+    /// Weight type for catalog and config.json models (a ggml type: f16, bf16, q8_0, q4_0, q4_k, ...); GGUF files use their own.
     #[arg(long, default_value = "f16")]
     pub precision: String,
     /// Tokens per request (prompt + completion).

@@ -200,7 +200,14 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     })?;
     let mut rows = Vec::new();
     for path in &a.models {
-        let (id, shape) = if path.exists() || path.extension().is_some_and(|x| x == "gguf") {
+        let (id, shape) = if path.extension().is_some_and(|x| x == "json") {
+            let mut shape = aula_planner::hf::read(path).map_err(|e| anyhow!(e))?;
+            shape.weight_bytes = Some(aula_planner::llamacpp::weight_bytes(
+                &shape,
+                precision.bits_per_weight(),
+            ));
+            (shape.id.clone(), shape)
+        } else if path.exists() || path.extension().is_some_and(|x| x == "gguf") {
             let gguf = aula_planner::gguf::GgufFile::open(path)?;
             let id = aula_gateway::config::name_for_file(path);
             let shape = aula_planner::shape::ModelShape::from_gguf(&id, &gguf)
