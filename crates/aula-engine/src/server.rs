@@ -127,9 +127,9 @@ fn start(
             // Templates that write the BOS token themselves must not get a second one.
             let has_bos = !st.bos_text.is_empty() && text.starts_with(&st.bos_text);
             let add = st.add_bos && !has_bos;
-            (text, add)
+            (std::borrow::Cow::Owned(text), add)
         }
-        Prompt::Text(t) => (t.clone(), st.add_bos),
+        Prompt::Text(t) => (std::borrow::Cow::Borrowed(t.as_str()), st.add_bos),
     };
     let tokens = st
         .model

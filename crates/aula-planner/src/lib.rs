@@ -1,6 +1,33 @@
+//! Aula's capacity planner: model shapes from GGUF files, Hugging Face
+//! config.json files or the built-in catalog, and what an engine needs for
+//! them. A library; `aula plan` is a thin CLI over it.
+
 pub mod catalog;
 pub mod ggml;
 pub mod gguf;
 pub mod hf;
 pub mod llamacpp;
 pub mod shape;
+
+use std::path::Path;
+
+/// A model named on the command line: a `.json` config, a GGUF file, or a
+/// catalog id. Models without a tensor table get weights at `precision`.
+pub fn resolve_model(arg: &Path, precision: ggml::GgmlType) -> Result<shape::ModelShape, String> {
+    let mut shape = if arg.extension().is_some_and(|x| x == "json") {
+        hf::read(arg)?
+    } else if arg.exists() || arg.extension().is_some_and(|x| x == "gguf") {
+        let file = gguf::GgufFile::open(arg).map_err(|e| e.to_string())?;
+        let id = arg
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        shape::ModelShape::from_gguf(&id, &file).map_err(|e| format!("{}: {e}", arg.display()))?
+    } else {
+        catalog::find(&arg.to_string_lossy())?
+    };
+    if shape.weight_bytes.is_none() {
+        shape.weight_bytes = Some(llamacpp::weight_bytes(&shape, precision.bits_per_weight()));
+    }
+    Ok(shape)
+}

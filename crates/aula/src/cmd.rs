@@ -200,28 +200,8 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     })?;
     let mut rows = Vec::new();
     for path in &a.models {
-        let (id, shape) = if path.extension().is_some_and(|x| x == "json") {
-            let mut shape = aula_planner::hf::read(path).map_err(|e| anyhow!(e))?;
-            shape.weight_bytes = Some(aula_planner::llamacpp::weight_bytes(
-                &shape,
-                precision.bits_per_weight(),
-            ));
-            (shape.id.clone(), shape)
-        } else if path.exists() || path.extension().is_some_and(|x| x == "gguf") {
-            let gguf = aula_planner::gguf::GgufFile::open(path)?;
-            let id = aula_gateway::config::name_for_file(path);
-            let shape = aula_planner::shape::ModelShape::from_gguf(&id, &gguf)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            (id, shape)
-        } else {
-            let id = path.to_string_lossy().into_owned();
-            let mut shape = aula_planner::catalog::find(&id).map_err(|e| anyhow!(e))?;
-            shape.weight_bytes = Some(aula_planner::llamacpp::weight_bytes(
-                &shape,
-                precision.bits_per_weight(),
-            ));
-            (id, shape)
-        };
+        let shape = aula_planner::resolve_model(path, precision).map_err(|e| anyhow!(e))?;
+        let id = shape.id.clone();
         let mem = aula_planner::llamacpp::memory(&shape, &settings);
         rows.push(serde_json::json!({"model": id, "shape": shape, "settings": {
             "context": a.context, "parallel": a.parallel, "n_ubatch": a.batch, "engine": "embedded (llama.cpp)"},
