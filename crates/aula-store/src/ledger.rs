@@ -1,0 +1,341 @@
+//! The usage ledger: one row per admitted request, written when it is
+//! admitted (status `unfinished`) and finalized when it ends. One writer task
+//! groups whatever is waiting into a single transaction (group commit), and
+//! every caller waits for the commit that holds its row: when a client has
+//! its answer, the record of it is in the database.
+
+use crate::db::{Store, StoreError};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub id: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub model: String,
+    pub admitted_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    pub id: String,
+    /// `ok`, `cancelled` (the client left), or `error:STATUS`.
+    pub status: String,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub queue_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub duration_ms: f64,
+}
+
+enum Op {
+    Begin(RequestRecord),
+    Finish(Finish),
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+/// Handle to the ledger writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
+}
+
+impl Ledger {
+    /// Start the writer task on the current runtime.
+    pub fn start(store: Store) -> Ledger {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(store, rx));
+        Ledger { tx }
+    }
+
+    async fn send(&self, op: Op) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send((op, Some(ack)))
+            .map_err(|_| "the ledger writer has stopped".to_string())?;
+        done.await
+            .map_err(|_| "the ledger writer has stopped".to_string())?
+    }
+
+    /// Record an admitted request; returns once it is committed.
+    pub async fn begin(&self, rec: RequestRecord) -> Result<(), String> {
+        self.send(Op::Begin(rec)).await
+    }
+
+    /// Finalize a request; returns once it is committed.
+    pub async fn finish(&self, f: Finish) -> Result<(), String> {
+        self.send(Op::Finish(f)).await
+    }
+
+    /// Finalize without waiting (for requests whose client is gone).
+    pub fn finish_detached(&self, f: Finish) {
+        let _ = self.tx.send((Op::Finish(f), None));
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let result = write_batch(&store, &batch).await.map_err(|e| {
+            tracing::error!("ledger write failed: {e}");
+            format!("the usage ledger cannot be written: {e}")
+        });
+        for (_, ack) in batch.drain(..) {
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+async fn write_batch(store: &Store, batch: &[(Op, Option<Ack>)]) -> Result<(), StoreError> {
+    let mut tx = store.pool.begin().await?;
+    for (op, _) in batch {
+        match op {
+            Op::Begin(r) => {
+                sqlx::query(
+                    "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) \
+                     VALUES ($1, $2, $3, $4, $5, 'unfinished')",
+                )
+                .bind(&r.id)
+                .bind(&r.user)
+                .bind(r.groups.join(","))
+                .bind(&r.model)
+                .bind(r.admitted_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::Finish(f) => {
+                sqlx::query(
+                    "UPDATE requests SET status = $1, prompt_tokens = $2, completion_tokens = $3, \
+                     queue_ms = $4, ttft_ms = $5, duration_ms = $6 WHERE id = $7",
+                )
+                .bind(&f.status)
+                .bind(f.prompt_tokens)
+                .bind(f.completion_tokens)
+                .bind(f.queue_ms)
+                .bind(f.ttft_ms)
+                .bind(f.duration_ms)
+                .bind(&f.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageBy {
+    User,
+    Group,
+    Model,
+}
+
+impl std::str::FromStr for UsageBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "user" => Ok(UsageBy::User),
+            "group" => Ok(UsageBy::Group),
+            "model" => Ok(UsageBy::Model),
+            _ => Err(format!("`{s}`: use user, group or model")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UsageRow {
+    pub key: String,
+    pub requests: i64,
+    pub ok: i64,
+    pub errors: i64,
+    pub cancelled: i64,
+    pub unfinished: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// Mean over requests that have the figure.
+    pub mean_queue_ms: f64,
+    pub mean_ttft_ms: f64,
+    #[serde(skip)]
+    queue_sum: f64,
+    #[serde(skip)]
+    queue_n: i64,
+    #[serde(skip)]
+    ttft_sum: f64,
+    #[serde(skip)]
+    ttft_n: i64,
+}
+
+impl Store {
+    /// Usage since `since_ms`, summed by user, group (a request counts for
+    /// each group its user was in) or model, sorted by key.
+    pub async fn usage(&self, by: UsageBy, since_ms: i64) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_name, groups, model, status, COUNT(*), \
+             CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT), \
+             SUM(queue_ms), COUNT(queue_ms), SUM(ttft_ms), COUNT(ttft_ms) \
+             FROM requests WHERE admitted_ms >= $1 GROUP BY user_name, groups, model, status",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: BTreeMap<String, UsageRow> = BTreeMap::new();
+        for r in rows {
+            let user: String = r.try_get(0)?;
+            let groups: String = r.try_get(1)?;
+            let model: String = r.try_get(2)?;
+            let status: String = r.try_get(3)?;
+            let n: i64 = r.try_get(4)?;
+            let prompt: Option<i64> = r.try_get(5)?;
+            let completion: Option<i64> = r.try_get(6)?;
+            let qsum: Option<f64> = r.try_get(7)?;
+            let qn: i64 = r.try_get(8)?;
+            let tsum: Option<f64> = r.try_get(9)?;
+            let tn: i64 = r.try_get(10)?;
+            let keys: Vec<String> = match by {
+                UsageBy::User => vec![user],
+                UsageBy::Model => vec![model],
+                UsageBy::Group if groups.is_empty() => vec!["(no group)".into()],
+                UsageBy::Group => groups.split(',').map(String::from).collect(),
+            };
+            for k in keys {
+                let row = out.entry(k.clone()).or_insert_with(|| UsageRow {
+                    key: k,
+                    ..Default::default()
+                });
+                row.requests += n;
+                match status.as_str() {
+                    "ok" => row.ok += n,
+                    "unfinished" => row.unfinished += n,
+                    "cancelled" => row.cancelled += n,
+                    _ => row.errors += n,
+                }
+                row.prompt_tokens += prompt.unwrap_or(0);
+                row.completion_tokens += completion.unwrap_or(0);
+                row.queue_sum += qsum.unwrap_or(0.0);
+                row.queue_n += qn;
+                row.ttft_sum += tsum.unwrap_or(0.0);
+                row.ttft_n += tn;
+            }
+        }
+        Ok(out
+            .into_values()
+            .map(|mut r| {
+                r.mean_queue_ms = if r.queue_n > 0 { r.queue_sum / r.queue_n as f64 } else { 0.0 };
+                r.mean_ttft_ms = if r.ttft_n > 0 { r.ttft_sum / r.ttft_n as f64 } else { 0.0 };
+                r
+            })
+            .collect())
+    }
+
+    /// Tokens (prompt + completion) each user has used since `since_ms`.
+    pub async fn tokens_by_user_since(&self, since_ms: i64) -> Result<BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_name, CAST(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)) AS BIGINT) \
+             FROM requests WHERE admitted_ms >= $1 GROUP BY user_name",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            out.insert(r.try_get(0)?, r.try_get::<Option<i64>, _>(1)?.unwrap_or(0));
+        }
+        Ok(out)
+    }
+
+    /// Rows still marked unfinished (after a crash, the requests that were in flight).
+    pub async fn unfinished_count(&self) -> Result<i64, StoreError> {
+        let r = sqlx::query("SELECT COUNT(*) FROM requests WHERE status = 'unfinished'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Role, User};
+
+    async fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("aula-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Store::open_in(&dir).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn ledger_round_trip() {
+        let (store, dir) = temp_store("ledger").await;
+        let ledger = Ledger::start(store.clone());
+        for i in 0..3 {
+            ledger
+                .begin(RequestRecord {
+                    id: format!("r{i}"),
+                    user: if i == 2 { "bo".into() } else { "al".into() },
+                    groups: vec!["cs101".into(), "lab".into()],
+                    model: "m".into(),
+                    admitted_ms: 1000 + i,
+                })
+                .await
+                .unwrap();
+        }
+        for i in 0..2 {
+            ledger
+                .finish(Finish {
+                    id: format!("r{i}"),
+                    status: "ok".into(),
+                    prompt_tokens: Some(10),
+                    completion_tokens: Some(5),
+                    queue_ms: 2.0,
+                    ttft_ms: Some(4.0),
+                    duration_ms: 9.0,
+                })
+                .await
+                .unwrap();
+        }
+        let by_user = store.usage(UsageBy::User, 0).await.unwrap();
+        assert_eq!(by_user.len(), 2);
+        assert_eq!((by_user[0].requests, by_user[0].ok, by_user[0].prompt_tokens), (2, 2, 20));
+        assert_eq!((by_user[1].key.as_str(), by_user[1].unfinished), ("bo", 1));
+        let by_group = store.usage(UsageBy::Group, 0).await.unwrap();
+        assert_eq!(by_group.iter().map(|r| r.requests).collect::<Vec<_>>(), vec![3, 3]);
+        assert_eq!(store.usage(UsageBy::Model, 1002).await.unwrap()[0].requests, 1);
+        assert_eq!(store.tokens_by_user_since(0).await.unwrap()["al"], 30);
+        assert_eq!(store.unfinished_count().await.unwrap(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn keys_and_users() {
+        let (store, dir) = temp_store("keys").await;
+        let g0 = store.auth_generation().await.unwrap();
+        let ada = User { name: "ada".into(), role: Role::Teacher, groups: vec!["cs101".into()] };
+        store.put_user(&ada, false).await.unwrap();
+        assert!(store.put_user(&ada, false).await.is_err());
+        assert!(store.create_key("nobody", None).await.is_err());
+        let (info, secret) = store.create_key("ada", None).await.unwrap();
+        assert!(secret.starts_with("aula-") && secret.len() == 45);
+        let (k, u) = store.check_key(&secret).await.unwrap().unwrap();
+        assert_eq!((k.id.as_str(), u), (info.id.as_str(), ada.clone()));
+        assert_eq!(store.check_key("aula-nope").await.unwrap().unwrap_err(), crate::identity::KeyProblem::Unknown);
+        store.revoke(&info.id).await.unwrap();
+        assert_eq!(store.check_key(&secret).await.unwrap().unwrap_err(), crate::identity::KeyProblem::Revoked);
+        let (_, s2) = store.create_key("ada", Some(0.000_000_01)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(store.check_key(&s2).await.unwrap().unwrap_err(), crate::identity::KeyProblem::Expired);
+        assert!(store.auth_generation().await.unwrap() > g0);
+        // The secret itself is nowhere in the database.
+        let raw = std::fs::read(dir.join("aula.db")).unwrap();
+        let wal = std::fs::read(dir.join("aula.db-wal")).unwrap_or_default();
+        for bytes in [raw, wal] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,23 @@
+//! Aula's state: who may use the box (users, roles, groups, API keys) and
+//! what they used (the request ledger). SQLite in the data directory by
+//! default, PostgreSQL when a `postgres://` URL is configured; both run the
+//! same migrations through sqlx's `Any` driver.
+//!
+//! [`db`] opens the database; [`identity`] is users, groups and keys;
+//! [`ledger`] writes and sums request records.
+
+pub mod db;
+pub mod identity;
+pub mod ledger;
+
+pub use db::{Store, StoreError};
+pub use identity::{KeyInfo, Role, User};
+pub use ledger::{Finish, Ledger, RequestRecord, UsageBy, UsageRow};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
