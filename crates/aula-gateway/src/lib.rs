@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod fair;
 pub mod home;
 pub mod router;
 pub mod server;

@@ -33,6 +33,24 @@ pub enum ApiError {
     /// A bug or an unexpected failure inside Aula.
     #[error("{0}")]
     Internal(String),
+    /// No valid credentials. The message never says whether a user or key exists.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A rate or concurrency limit, or a full queue: try again later (429).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        code: &'static str,
+        retry_after_s: u64,
+    },
+    /// A quota is spent or the request is not allowed for this user (403).
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        code: &'static str,
+        /// When the quota resets (Unix seconds), if it does.
+        resets_at: Option<i64>,
+    },
 }
 
 impl ApiError {
@@ -67,6 +85,9 @@ impl ApiError {
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -79,6 +100,9 @@ impl ApiError {
             ApiError::Unavailable(_) => ("server_error", Some("engine_unavailable")),
             ApiError::BadGateway(_) => ("server_error", Some("bad_gateway")),
             ApiError::Internal(_) => ("server_error", Some("internal_error")),
+            ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::RateLimited { code, .. } => ("rate_limit_error", Some(*code)),
+            ApiError::Forbidden { code, .. } => ("insufficient_quota", Some(*code)),
         }
     }
 
@@ -90,7 +114,19 @@ impl ApiError {
             ApiError::ModelNotFound(_) => Some("model".to_string()),
             _ => None,
         };
-        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+        let mut body = json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}});
+        match self {
+            ApiError::RateLimited { retry_after_s, .. } => {
+                body["error"]["retry_after_seconds"] = json!(retry_after_s);
+            }
+            ApiError::Forbidden {
+                resets_at: Some(t), ..
+            } => {
+                body["error"]["resets_at"] = json!(t);
+            }
+            _ => {}
+        }
+        body
     }
 }
 
@@ -98,9 +134,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut resp = (status, axum::Json(self.body())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { retry_after_s, .. } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"aula\""),
+                );
+            }
+            _ => {}
         }
         resp
     }
@@ -127,5 +176,22 @@ mod tests {
             ApiError::BadGateway("x".into()).status(),
             StatusCode::BAD_GATEWAY
         );
+        let e = ApiError::RateLimited {
+            message: "slow down".into(),
+            code: "rate_limit_requests",
+            retry_after_s: 7,
+        };
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.body()["error"]["code"], "rate_limit_requests");
+        let r = e.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let e = ApiError::Forbidden {
+            message: "spent".into(),
+            code: "quota_tokens_day",
+            resets_at: Some(86400),
+        };
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.body()["error"]["resets_at"], 86400);
+        assert_eq!(ApiError::Unauthorized("no".into()).status(), StatusCode::UNAUTHORIZED);
     }
 }

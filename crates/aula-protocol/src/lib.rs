@@ -7,6 +7,6 @@ mod response;
 
 pub use error::ApiError;
 pub use request::{
-    ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion, peek_route,
+    ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion, peek_route, peek_admission, Admission,
 };
 pub use response::*;

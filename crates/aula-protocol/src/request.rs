@@ -651,3 +651,104 @@ mod tests {
         assert!(peek_route(b"not json").is_err());
     }
 }
+
+/// What the gateway needs to know about a request before it admits it. The
+/// gateway forwards requests to engines that may accept more than Aula's own
+/// engine does (tools, JSON mode...), so this reads only what admission
+/// needs and leaves the rest to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub model: String,
+    pub stream: bool,
+    /// `max_tokens` or `max_completion_tokens`, if given.
+    pub max_tokens: Option<u64>,
+    /// The client asked for the final usage chunk of a stream.
+    pub include_usage: bool,
+    /// An upper bound on the prompt's tokens: byte-level tokenizers never
+    /// make more tokens than bytes, plus a few template tokens per message.
+    pub prompt_tokens_bound: u64,
+}
+
+/// Read the admission facts of a chat or text completion request.
+pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), ApiError> {
+    let obj = parse_object(body)?;
+    let model = match obj.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(ApiError::invalid_param("model", "`model` is required"));
+        }
+        Some(_) => return Err(ApiError::invalid_param("model", "`model` must be a string")),
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_param("stream", "`stream` must be a boolean"));
+        }
+    };
+    let mut max_tokens = None;
+    for key in ["max_tokens", "max_completion_tokens"] {
+        match obj.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => max_tokens = Some(n),
+                _ => {
+                    return Err(ApiError::invalid_param(
+                        key,
+                        format!("`{key}` must be a positive integer"),
+                    ));
+                }
+            },
+        }
+    }
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    fn text_bytes(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.len() as u64,
+            Value::Array(a) => a.iter().map(text_bytes).sum(),
+            Value::Object(o) => o.values().map(text_bytes).sum(),
+            _ => 0,
+        }
+    }
+    let (bytes, parts) = match (obj.get("messages"), obj.get("prompt")) {
+        (Some(Value::Array(m)), _) => (text_bytes(&Value::Array(m.clone())), m.len() as u64),
+        (_, Some(p)) => (text_bytes(p), 1),
+        _ => (0, 0),
+    };
+    Ok((
+        Admission {
+            model,
+            stream,
+            max_tokens,
+            include_usage,
+            prompt_tokens_bound: bytes + 8 * parts + 8,
+        },
+        obj,
+    ))
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    #[test]
+    fn peeks() {
+        let (a, _) = peek_admission(
+            br#"{"model":"m","messages":[{"role":"user","content":"hello"}],"max_tokens":9,"stream":true,"stream_options":{"include_usage":true},"tools":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(a.model, "m");
+        assert!(a.stream && a.include_usage);
+        assert_eq!(a.max_tokens, Some(9));
+        assert_eq!(a.prompt_tokens_bound, 4 + 5 + 8 + 8);
+        let (a, _) = peek_admission(br#"{"model":"m","prompt":"abc","max_completion_tokens":3}"#).unwrap();
+        assert_eq!((a.max_tokens, a.stream), (Some(3), false));
+        assert!(peek_admission(br#"{"model":"m","max_tokens":-1}"#).is_err());
+        assert!(peek_admission(br#"{"messages":[]}"#).is_err());
+        assert!(peek_admission(b"[1]").is_err());
+    }
+}
