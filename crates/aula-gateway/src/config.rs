@@ -12,6 +12,14 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub models: Vec<ModelEntry>,
+    #[serde(default)]
+    pub fairness: FairnessConfig,
+    pub term: Option<TermConfig>,
+    #[serde(default)]
+    pub limits: Vec<LimitEntry>,
+    pub jupyterhub: Option<JupyterHubConfig>,
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,6 +27,80 @@ pub struct Config {
 pub struct ServerConfig {
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// `postgres://user:password@host/db` or `sqlite://PATH`; default: aula.db
+    /// (SQLite) in the data directory.
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessConfig {
+    pub input_weight: Option<f64>,
+    pub output_weight: Option<f64>,
+    pub max_queued_per_user: Option<usize>,
+    pub max_queued: Option<usize>,
+}
+
+impl FairnessConfig {
+    pub fn resolve(&self) -> crate::fair::FairConfig {
+        let d = crate::fair::FairConfig::default();
+        crate::fair::FairConfig {
+            input_weight: self.input_weight.unwrap_or(d.input_weight),
+            output_weight: self.output_weight.unwrap_or(d.output_weight),
+            max_queued_per_user: self.max_queued_per_user.unwrap_or(d.max_queued_per_user),
+            max_queued: self.max_queued.unwrap_or(d.max_queued),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermConfig {
+    /// First day of the term, `YYYY-MM-DD` (UTC).
+    pub start: Spanned<String>,
+}
+
+/// One `[[limits]]` entry: for everyone, or one `role`, `group` or `user`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitEntry {
+    pub role: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub tokens_per_week: Option<u64>,
+    pub tokens_per_term: Option<u64>,
+    pub concurrent_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub models: Option<Vec<String>>,
+    pub weight: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JupyterHubConfig {
+    /// The Hub's address, e.g. `http://127.0.0.1:8081` (its REST API is under /hub/api).
+    pub url: Spanned<String>,
+    /// Aula's service token at the Hub (or `api_token_env`: the variable that holds it).
+    pub api_token: Option<String>,
+    pub api_token_env: Option<String>,
+    /// Aula's service name at the Hub [default: aula].
+    pub service: Option<String>,
+    /// How long a checked token is trusted without asking again [default: 60].
+    pub cache_seconds: Option<u64>,
+    /// How long to wait for the Hub [default: 5].
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Aula users (front ends such as Open WebUI) whose keys may act for
+    /// the user named in `X-OpenWebUI-User-Email`/`-Id`/`-Name`.
+    #[serde(default)]
+    pub trusted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +128,8 @@ pub enum ModelSource {
     },
     Url {
         base: String,
+        /// Requests Aula lets the server run at once.
+        parallel: Option<usize>,
     },
 }
 
@@ -175,7 +259,114 @@ impl Config {
                 )));
             }
         }
+        for l in &cfg.limits {
+            let scopes = [&l.role, &l.group, &l.user].iter().filter(|s| s.is_some()).count();
+            let at = [&l.role, &l.group, &l.user]
+                .iter()
+                .find_map(|s| s.as_ref().map(|s| line_of(text, s.span().start)));
+            if scopes > 1 {
+                return Err(invalid(format!(
+                    "line {}: a [[limits]] entry applies to one of `role`, `group` or `user` (or, with none, to everyone)",
+                    at.unwrap_or(0)
+                )));
+            }
+            if let Some(r) = &l.role
+                && let Err(e) = r.get_ref().parse::<aula_store::Role>()
+            {
+                return Err(invalid(format!("line {}: key `role`: {e}", line_of(text, r.span().start))));
+            }
+            if let Some(w) = &l.weight
+                && !(*w.get_ref() > 0.0 && w.get_ref().is_finite())
+            {
+                return Err(invalid(format!(
+                    "line {}: key `weight` must be a positive number",
+                    line_of(text, w.span().start)
+                )));
+            }
+        }
+        if let Some(t) = &cfg.term
+            && parse_date_ms(t.start.get_ref()).is_none()
+        {
+            return Err(invalid(format!(
+                "line {}: key `start`: `{}` is not a date like 2026-09-01",
+                line_of(text, t.start.span().start),
+                t.start.get_ref()
+            )));
+        }
+        if let Some(h) = &cfg.jupyterhub {
+            let u = h.url.get_ref();
+            if !u.starts_with("http://") {
+                return Err(invalid(format!(
+                    "line {}: key `url`: the Hub must be reached over http:// (loopback or a private network)",
+                    line_of(text, h.url.span().start)
+                )));
+            }
+            if h.api_token.is_none() && h.api_token_env.is_none() {
+                return Err(invalid(format!(
+                    "line {}: [jupyterhub] needs `api_token` or `api_token_env` (Aula's service token at the Hub)",
+                    line_of(text, h.url.span().start)
+                )));
+            }
+        }
         Ok(cfg)
+    }
+
+    /// The `[[limits]]` rules.
+    pub fn limit_rules(&self) -> Vec<crate::limits::LimitRule> {
+        use crate::limits::{LimitFields, LimitRule, Scope};
+        self.limits
+            .iter()
+            .map(|l| LimitRule {
+                scope: if let Some(r) = &l.role {
+                    r.get_ref()
+                        .parse()
+                        .map(Scope::Role)
+                        .unwrap_or(Scope::Everyone)
+                } else if let Some(g) = &l.group {
+                    Scope::Group(g.get_ref().clone())
+                } else if let Some(u) = &l.user {
+                    Scope::User(u.get_ref().clone())
+                } else {
+                    Scope::Everyone
+                },
+                fields: LimitFields {
+                    requests_per_minute: l.requests_per_minute,
+                    tokens_per_minute: l.tokens_per_minute,
+                    tokens_per_day: l.tokens_per_day,
+                    tokens_per_week: l.tokens_per_week,
+                    tokens_per_term: l.tokens_per_term,
+                    concurrent_requests: l.concurrent_requests,
+                    max_tokens: l.max_tokens,
+                    models: l.models.clone(),
+                    weight: l.weight.as_ref().map(|w| *w.get_ref()),
+                },
+            })
+            .collect()
+    }
+
+    pub fn term_start_ms(&self) -> Option<i64> {
+        self.term.as_ref().and_then(|t| parse_date_ms(t.start.get_ref()))
+    }
+
+    /// The Hub settings, with the token read from the environment if so configured.
+    pub fn hub(&self) -> Result<Option<crate::auth::HubConfig>, String> {
+        let Some(h) = &self.jupyterhub else {
+            return Ok(None);
+        };
+        let api_token = match (&h.api_token, &h.api_token_env) {
+            (Some(t), _) => t.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                format!("[jupyterhub] api_token_env names `{var}`, which is not set")
+            })?,
+            (None, None) => return Err("[jupyterhub] needs api_token or api_token_env".into()),
+        };
+        Ok(Some(crate::auth::HubConfig {
+            url: h.url.get_ref().trim_end_matches('/').to_string(),
+            api_token,
+            service: h.service.clone().unwrap_or_else(|| "aula".into()),
+            cache: std::time::Duration::from_secs(h.cache_seconds.unwrap_or(60)),
+            timeout: std::time::Duration::from_secs_f64(h.timeout_seconds.unwrap_or(5.0).max(0.1)),
+        }))
     }
 
     /// The models to serve. With none configured, every GGUF in `models_dir`.
@@ -204,9 +395,11 @@ impl Config {
                     }
                     (None, Some(u)) => ModelSource::Url {
                         base: normalize_base(u.get_ref()),
+                        parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
                     },
                     (None, None) => ModelSource::Url {
                         base: String::new(),
+                        parallel: None,
                     },
                 };
                 ModelSpec {
@@ -216,6 +409,25 @@ impl Config {
             })
             .collect())
     }
+}
+
+/// `YYYY-MM-DD` -> Unix milliseconds at 00:00 UTC.
+pub fn parse_date_ms(s: &str) -> Option<i64> {
+    let mut it = s.trim().split('-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400_000)
 }
 
 /// `http://h:p/v1/` -> `http://h:p`: requests keep their `/v1/...` path.
@@ -298,7 +510,8 @@ mod tests {
         assert_eq!(
             specs[1].source,
             ModelSource::Url {
-                base: "http://127.0.0.1:8000".into()
+                base: "http://127.0.0.1:8000".into(),
+                parallel: None
             }
         );
     }
@@ -324,6 +537,31 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = err("[[models]]\nname = \"a\"\ngguf = \"x\"\nparallel = 0\n");
         assert!(e.contains("line 4") && e.contains("parallel"), "{e}");
+    }
+
+    #[test]
+    fn access_sections() {
+        let c = Config::parse(
+            "[term]\nstart = \"2026-09-01\"\n\n[[limits]]\nrole = \"student\"\ntokens_per_day = 1000\n\n[[limits]]\ngroup = \"demo\"\nweight = 4.0\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.term_start_ms(), Some(1_788_220_800_000));
+        let r = c.limit_rules();
+        assert_eq!(r[0].scope, crate::limits::Scope::Role(aula_store::Role::Student));
+        assert_eq!(r[1].fields.weight, Some(4.0));
+        let e = err("[[limits]]\nrole = \"wizard\"\n");
+        assert!(e.contains("line 2") && e.contains("role"), "{e}");
+        let e = err("[[limits]]\nrole = \"student\"\nuser = \"x\"\n");
+        assert!(e.contains("one of"), "{e}");
+        let e = err("[[limits]]\ntokens_per_dya = 5\n");
+        assert!(e.contains("tokens_per_dya"), "{e}");
+        let e = err("[term]\nstart = \"Sept 1\"\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[jupyterhub]\nurl = \"http://127.0.0.1:8081\"\n");
+        assert!(e.contains("api_token"), "{e}");
+        assert_eq!(parse_date_ms("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_date_ms("2026-13-01"), None);
     }
 
     #[test]

@@ -85,11 +85,13 @@ pub struct Permit {
 impl Permit {
     /// Charge the real usage once known: output tokens, and the difference
     /// between the real prompt and the estimate charged at dispatch.
-    pub fn charge(&mut self, prompt_tokens: u64, completion_tokens: u64) {
+    /// With `prompt_tokens` unknown (None), the estimate stands.
+    pub fn charge(&mut self, prompt_tokens: Option<u64>, completion_tokens: u64) {
         let cfg = self.queue.cfg;
-        let extra = cfg.input_weight * (prompt_tokens as f64 - self.charged_prompt)
+        let prompt = prompt_tokens.map(|p| p as f64).unwrap_or(self.charged_prompt);
+        let extra = cfg.input_weight * (prompt - self.charged_prompt)
             + cfg.output_weight * completion_tokens as f64;
-        self.charged_prompt = prompt_tokens as f64;
+        self.charged_prompt = prompt;
         let mut g = self.queue.lock();
         if let Some(u) = g.users.get_mut(&self.user) {
             u.counter += extra / self.weight;
@@ -349,7 +351,7 @@ mod tests {
         let q = FairQueue::new(1, cfg());
         let mut heavy: Vec<Ticket> = (0..10).map(|_| q.enqueue("heavy", 1.0, 100).unwrap()).collect();
         let mut first = granted(&mut heavy[0]).unwrap();
-        first.charge(100, 50);
+        first.charge(Some(100), 50);
         let mut light = q.enqueue("light", 1.0, 100).unwrap();
         drop(first);
         // The light user was lifted to the heavy user's counter, and wins the
@@ -377,7 +379,7 @@ mod tests {
                 panic!("no grant; order so far {order}");
             };
             order.push(who);
-            p.charge(10, 5);
+            p.charge(Some(10), 5);
         }
         let na = order.matches('a').count();
         assert!((9..=11).contains(&na), "{order}");
@@ -398,7 +400,7 @@ mod tests {
             let mut tk = t.remove(i).unwrap();
             let mut p = granted(&mut tk).unwrap();
             *served.entry(if p.weight == 3.0 { "teacher" } else { "student" }).or_default() += 1;
-            p.charge(10, 10);
+            p.charge(Some(10), 10);
         }
         assert!(served["teacher"] >= 2 * served["student"], "{served:?}");
     }

@@ -1,14 +1,22 @@
 //! Aula's gateway: the OpenAI-compatible front door of a shared LLM box.
 //!
-//! Request path: [`server`] (HTTP API) -> [`router`] (model name -> backend)
-//! -> [`backend`] (engine client). Engines are processes: embedded ones are
-//! started and watched by [`supervisor`]; `url` ones are already running.
-//! [`config`] reads `aula.toml`; [`home`] knows where Aula keeps its files.
+//! Request path: [`server`] (HTTP API) -> [`pipeline`]: [`auth`]
+//! (who is asking) -> [`limits`] (quotas, reservations) -> [`fair`] (the
+//! model's token-fair queue) -> [`router`] / [`backend`] (engine client),
+//! with every request in the ledger (`aula-store`) and in [`metrics`].
+//! Engines are processes: embedded ones are started and watched by
+//! [`supervisor`]; `url` ones are already running. [`config`] reads
+//! `aula.toml`; [`home`] knows where Aula keeps its files.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod fair;
 pub mod home;
+pub mod identity;
+pub mod limits;
+pub mod metrics;
+pub mod pipeline;
 pub mod router;
 pub mod server;
 pub mod supervisor;
@@ -21,6 +29,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Slots Aula gives a `url` engine whose entry sets no `parallel`.
+pub const URL_DEFAULT_SLOTS: usize = 16;
+/// Slots of an embedded engine whose entry sets no `parallel` (`aula engine`'s default).
+pub const EMBEDDED_DEFAULT_SLOTS: usize = 4;
+
+/// The access side of the gateway: who may ask, how much, and the record.
+pub struct Access {
+    pub auth: auth::Authenticator,
+    pub limiter: limits::Limiter,
+    pub ledger: aula_store::Ledger,
+    pub fair: fair::FairConfig,
+    pub reload: Option<server::Reload>,
+}
+
 /// Everything `aula serve` starts besides the listener.
 pub struct Fleet {
     pub state: Arc<server::GatewayState>,
@@ -31,7 +53,7 @@ pub struct Fleet {
 impl Fleet {
     /// Build the router and start one supervised engine per embedded model.
     /// `exe` is the `aula` binary used for `aula engine` children.
-    pub fn start(specs: Vec<ModelSpec>, exe: PathBuf, logs: PathBuf) -> Fleet {
+    pub fn start(specs: Vec<ModelSpec>, exe: PathBuf, logs: PathBuf, access: Access) -> Fleet {
         let (tx, rx) = watch::channel(false);
         let sup = Arc::new(supervisor::Supervisor {
             exe,
@@ -44,7 +66,7 @@ impl Fleet {
         let mut tasks = Vec::new();
         for spec in specs {
             match spec.source {
-                ModelSource::Url { base } => {
+                ModelSource::Url { base, parallel } => {
                     router.add(
                         &spec.name,
                         Arc::new(HttpBackend::new(
@@ -52,6 +74,7 @@ impl Fleet {
                             Upstream::Ready(base),
                             client.clone(),
                         )),
+                        fair::FairQueue::new(parallel.unwrap_or(URL_DEFAULT_SLOTS), access.fair),
                     );
                 }
                 ModelSource::Embedded {
@@ -65,7 +88,11 @@ impl Fleet {
                         Upstream::Starting,
                         client.clone(),
                     ));
-                    router.add(&spec.name, b.clone());
+                    router.add(
+                        &spec.name,
+                        b.clone(),
+                        fair::FairQueue::new(parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS), access.fair),
+                    );
                     let es = supervisor::EngineSpec {
                         name: spec.name.clone(),
                         gguf,
@@ -78,7 +105,13 @@ impl Fleet {
             }
         }
         Fleet {
-            state: Arc::new(server::GatewayState { router }),
+            state: Arc::new(server::GatewayState {
+                router,
+                auth: access.auth,
+                limiter: access.limiter,
+                ledger: access.ledger,
+                reload: access.reload,
+            }),
             shutdown: tx,
             tasks,
         }

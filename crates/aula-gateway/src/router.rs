@@ -1,19 +1,31 @@
-//! Which backend serves which model name.
+//! Which backend serves which model name, and the fair queue in front of it.
 
 use crate::backend::Backend;
+use crate::fair::FairQueue;
 use aula_protocol::ApiError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// One model: its engine and the queue that admits requests to it.
+#[derive(Clone)]
+pub struct Route {
+    pub backend: Arc<dyn Backend>,
+    pub queue: Arc<FairQueue>,
+}
+
 #[derive(Clone, Default)]
 pub struct ModelRouter {
     names: Vec<String>,
-    backends: HashMap<String, Arc<dyn Backend>>,
+    routes: HashMap<String, Route>,
 }
 
 impl ModelRouter {
-    pub fn add(&mut self, name: &str, backend: Arc<dyn Backend>) {
-        if self.backends.insert(name.to_string(), backend).is_none() {
+    pub fn add(&mut self, name: &str, backend: Arc<dyn Backend>, queue: Arc<FairQueue>) {
+        if self
+            .routes
+            .insert(name.to_string(), Route { backend, queue })
+            .is_none()
+        {
             self.names.push(name.to_string());
         }
     }
@@ -22,8 +34,8 @@ impl ModelRouter {
         &self.names
     }
 
-    pub fn get(&self, name: &str) -> Result<&Arc<dyn Backend>, ApiError> {
-        self.backends.get(name).ok_or_else(|| {
+    pub fn get(&self, name: &str) -> Result<&Route, ApiError> {
+        self.routes.get(name).ok_or_else(|| {
             ApiError::ModelNotFound(format!(
                 "the model `{name}` does not exist; available models: {}",
                 self.names.join(", ")
@@ -31,9 +43,9 @@ impl ModelRouter {
         })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Backend>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Route)> {
         self.names
             .iter()
-            .filter_map(|n| self.backends.get(n).map(|b| (n, b)))
+            .filter_map(|n| self.routes.get(n).map(|r| (n, r)))
     }
 }

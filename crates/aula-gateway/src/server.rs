@@ -1,12 +1,17 @@
-//! The gateway's HTTP API: the request path is
-//! handler -> (peek model) -> router -> backend (engine client).
+//! The gateway's HTTP API. The request path of a completion is in
+//! [`crate::pipeline`]: authentication -> limits -> fair queue -> router's
+//! backend (engine client). Errors become HTTP responses in one place,
+//! [`aula_protocol::ApiError`].
 
+use crate::auth::Authenticator;
+use crate::limits::{LimitRule, Limiter};
 use crate::router::ModelRouter;
 use aula_protocol::ApiError;
+use aula_store::{Ledger, Role};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -14,8 +19,28 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Re-reads the limits from the configuration file (run-time changes).
+pub type Reload = Box<dyn Fn() -> Result<Vec<LimitRule>, String> + Send + Sync>;
+
 pub struct GatewayState {
     pub router: ModelRouter,
+    pub auth: Authenticator,
+    pub limiter: Limiter,
+    pub ledger: Ledger,
+    pub reload: Option<Reload>,
+}
+
+impl GatewayState {
+    /// Apply the limits in the configuration file again.
+    pub fn reload_limits(&self) -> Result<usize, String> {
+        let Some(reload) = &self.reload else {
+            return Err("this gateway has no configuration file to reload".into());
+        };
+        let rules = reload()?;
+        let n = rules.len();
+        self.limiter.set_rules(rules);
+        Ok(n)
+    }
 }
 
 pub fn app(state: Arc<GatewayState>) -> Router {
@@ -25,6 +50,8 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
         .fallback(|| async { ApiError::NotFound("no such route; the API is under /v1".into()) })
         .with_state(state)
 }
@@ -35,6 +62,11 @@ pub async fn run(
     state: Arc<GatewayState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    crate::metrics::handle();
+    crate::metrics::describe();
+    for (name, route) in state.router.iter() {
+        metrics::gauge!("aula_slots", "model" => name.clone()).set(route.queue.stats().slots as f64);
+    }
     // No Nagle delay: streamed tokens leave as soon as they arrive.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -44,33 +76,63 @@ pub async fn run(
         .await
 }
 
-async fn chat(State(st): State<Arc<GatewayState>>, body: Bytes) -> Response {
-    forward(&st, "/v1/chat/completions", body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+async fn chat(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Bytes) -> Response {
+    crate::pipeline::handle(st, "/v1/chat/completions", headers, body).await
 }
 
-async fn completions(State(st): State<Arc<GatewayState>>, body: Bytes) -> Response {
-    forward(&st, "/v1/completions", body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+async fn completions(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    crate::pipeline::handle(st, "/v1/completions", headers, body).await
 }
 
-async fn forward(st: &GatewayState, path: &'static str, body: Bytes) -> Result<Response, ApiError> {
-    let (model, _stream) = aula_protocol::peek_route(&body)?;
-    let backend = st.router.get(&model)?;
-    backend.forward(path, body).await
+async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    match st.auth.authenticate(&headers).await {
+        Ok(id) => {
+            let names = crate::pipeline::visible_models(&st, &id);
+            axum::Json(aula_protocol::model_list(&names, "aula")).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn models(State(st): State<Arc<GatewayState>>) -> Response {
-    axum::Json(aula_protocol::model_list(st.router.names(), "aula")).into_response()
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    match st.auth.authenticate(&headers).await {
+        Ok(id) if id.role == Role::Admin => match st.reload_limits() {
+            Ok(n) => axum::Json(json!({"reloaded": true, "limit_rules": n})).into_response(),
+            Err(e) => ApiError::invalid(e).into_response(),
+        },
+        Ok(_) => ApiError::Forbidden {
+            message: "only an admin may reload the configuration".into(),
+            code: "admin_only",
+            resets_at: None,
+        }
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn readyz(State(st): State<Arc<GatewayState>>) -> Response {
     let models: serde_json::Map<String, serde_json::Value> = st
         .router
         .iter()
-        .map(|(name, b)| (name.clone(), json!({"ready": b.address().is_some()})))
+        .map(|(name, r)| {
+            let q = r.queue.stats();
+            (
+                name.clone(),
+                json!({"ready": r.backend.address().is_some(), "slots": q.slots, "busy": q.busy, "queued": q.queued}),
+            )
+        })
         .collect();
     let ready = models.values().all(|v| v["ready"] == true);
     let status = if ready {

@@ -24,6 +24,101 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show the data directory and the models in it.
     Home,
+    /// Manage users: their role (admin, teacher, student) and groups.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API keys (shown once, stored only as a hash).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Report usage from the ledger.
+    Usage(UsageArgs),
+}
+
+/// Where the database is: `[server] database` in the config, else aula.db in the data directory.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Configuration file (default: aula.toml in the data directory, if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user.
+    Add {
+        name: String,
+        #[arg(long, default_value = "student")]
+        role: String,
+        /// A group (a class, a course); repeat for several.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Replace the role and groups of an existing user instead of failing.
+        #[arg(long)]
+        update: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Add or update users from a CSV file: name,role,groups (groups separated by ; or spaces).
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Remove a user and their keys (their usage records stay).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key for USER and print it, alone, on standard output.
+    Create {
+        user: String,
+        /// Days until the key stops working (fractions allowed).
+        #[arg(long)]
+        expires: Option<f64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke one key (by its id) or every key of a user.
+    Revoke {
+        id_or_user: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List keys (ids and dates, never the keys themselves).
+    List {
+        user: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Sum by user, group or model.
+    #[arg(long, default_value = "user")]
+    pub by: String,
+    /// Since a date (2026-09-01) or for a past span (24h, 7d) [default: everything].
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print CSV.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +132,9 @@ pub struct ServeArgs {
     /// Port to listen on; 0 picks a free one [default: 8080, or [server] port].
     #[arg(long)]
     pub port: Option<u16>,
+    /// Serve a non-loopback address with no authentication configured (anyone who can reach it may use it).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,9 @@
 //! What each subcommand does; the work itself lives in the library crates.
 
-use crate::cli::{BenchArgs, Cli, Command, EngineArgs, PlanArgs, ServeArgs};
+use crate::cli::{
+    BenchArgs, Cli, Command, DbArgs, EngineArgs, KeysCommand, PlanArgs, ServeArgs, UsageArgs,
+    UsersCommand,
+};
 use anyhow::{Context, anyhow, bail};
 use aula_gateway::config::Config;
 use aula_gateway::home;
@@ -14,7 +17,51 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench(a).await,
         Command::Plan(a) => plan(a),
         Command::Home => show_home(),
+        Command::Users(c) => users(c).await,
+        Command::Keys(c) => keys(c).await,
+        Command::Usage(a) => usage(a).await,
     }
+}
+
+/// The config file given, else aula.toml in the data directory if present.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(Config, Option<std::path::PathBuf>)> {
+    Ok(match path {
+        Some(p) => (Config::load(p)?, Some(p.to_path_buf())),
+        None if home::default_config().exists() => {
+            let p = home::default_config();
+            (Config::load(&p)?, Some(p))
+        }
+        None => (Config::default(), None),
+    })
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<aula_store::Store> {
+    let store = match &config.server.database {
+        Some(url) => aula_store::Store::open(url).await,
+        None => aula_store::Store::open_in(&home::aula_home()).await,
+    };
+    store.map_err(|e| {
+        let at = config
+            .server
+            .database
+            .as_deref()
+            .map(aula_store::db::redact)
+            .unwrap_or_else(|| home::aula_home().join("aula.db").display().to_string());
+        anyhow!("cannot open the database {at}: {e}")
+    })
+}
+
+async fn db_store(db: &DbArgs) -> anyhow::Result<aula_store::Store> {
+    let (config, _) = load_config(db.config.as_deref())?;
+    open_store(&config).await
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -34,11 +81,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let config = match &a.config {
-        Some(path) => Config::load(path)?,
-        None if home::default_config().exists() => Config::load(&home::default_config())?,
-        None => Config::default(),
-    };
+    let (config, config_path) = load_config(a.config.as_deref())?;
     let specs = config
         .model_specs(&home::models_dir())
         .map_err(|e| anyhow!(e))?;
@@ -47,19 +90,89 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .or(config.server.host.clone())
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = a.port.or(config.server.port).unwrap_or(8080);
+    let loopback = is_loopback(&host);
+
+    let store = open_store(&config).await?;
+    let hub = config.hub().map_err(|e| anyhow!(e))?;
+    let client = aula_gateway::backend::http_client();
+    let auth = aula_gateway::auth::Authenticator::new(
+        store.clone(),
+        hub,
+        config.auth.trusted.clone(),
+        loopback || a.insecure_no_auth,
+        client,
+    )
+    .await
+    .map_err(|e| anyhow!("cannot read users and keys: {e}"))?;
+    if !loopback && !auth.auth_configured() && !a.insecure_no_auth {
+        bail!(
+            "refusing to serve {host} with no authentication configured: anyone who can reach it could use it.\n\
+             Add a user and a key (`aula users add NAME --role admin`, `aula keys create NAME`), \
+             configure [jupyterhub], or pass --insecure-no-auth"
+        );
+    }
+    let term_start = config.term_start_ms();
+    let now = aula_store::now_ms();
+    let day = now - now.rem_euclid(86_400_000);
+    let week = day - ((day / 86_400_000 + 3).rem_euclid(7)) * 86_400_000;
+    let prior = aula_gateway::limits::PriorUsage {
+        day: store.tokens_by_user_since(day).await?,
+        week: store.tokens_by_user_since(week).await?,
+        term: store.tokens_by_user_since(term_start.unwrap_or(0)).await?,
+    };
+    let unfinished = store.unfinished_count().await.unwrap_or(0);
+    if unfinished > 0 {
+        tracing::warn!("the ledger holds {unfinished} requests marked unfinished (in flight when a gateway stopped abruptly)");
+    }
+    let limiter = aula_gateway::limits::Limiter::new(config.limit_rules(), term_start, prior);
+    let reload: Option<aula_gateway::server::Reload> = config_path.clone().map(|p| {
+        Box::new(move || {
+            Config::load(&p)
+                .map(|c| c.limit_rules())
+                .map_err(|e| e.to_string())
+        }) as aula_gateway::server::Reload
+    });
+    let access = aula_gateway::Access {
+        auth,
+        limiter,
+        ledger: aula_store::Ledger::start(store.clone()),
+        fair: config.fairness.resolve(),
+        reload,
+    };
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe().context("cannot find the aula executable")?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let fleet = aula_gateway::Fleet::start(specs, exe, home::logs_dir());
+    let fleet = aula_gateway::Fleet::start(specs, exe, home::logs_dir(), access);
+    // SIGHUP: apply the limits in the config file again.
+    let state = fleet.state.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.reload_limits() {
+                Ok(n) => tracing::info!("reloaded the limits: {n} rules"),
+                Err(e) => tracing::error!("reload failed, the old limits stay: {e}"),
+            }
+        }
+    });
+    let auth_line = if fleet.state.auth.auth_configured() {
+        "aula: authentication: on (API keys; see `aula users` and `aula keys`)".to_string()
+    } else {
+        "aula: authentication: off (no users yet; loopback only)".to_string()
+    };
     let url = format!("http://{addr}");
     let first = names.first().cloned().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
         "aula: listening on {url}\n\
+         {auth_line}\n\
          aula: models: {}\n\
          aula: engine logs in {}\n\n\
          Try it (models answer 503 for a few seconds while they load):\n\n  \
@@ -75,6 +188,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let served = aula_gateway::server::run(listener, fleet.state.clone(), shutdown_signal()).await;
     tracing::info!("stopping engines");
     fleet.stop().await;
+    store.close().await;
     served.context("the HTTP server failed")
 }
 
@@ -270,6 +384,154 @@ fn show_home() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn users(c: UsersCommand) -> anyhow::Result<()> {
+    use aula_store::User;
+    match c {
+        UsersCommand::Add {
+            name,
+            role,
+            groups,
+            update,
+            db,
+        } => {
+            let role = role.parse().map_err(|e: String| anyhow!(e))?;
+            let store = db_store(&db).await?;
+            store
+                .put_user(&User { name: name.clone(), role, groups }, update)
+                .await?;
+            eprintln!("aula: user `{name}` saved; make a key with `aula keys create {name}`");
+        }
+        UsersCommand::Import { file, db } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let list = aula_store::identity::parse_users_csv(&text)
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let store = db_store(&db).await?;
+            for u in &list {
+                store.put_user(u, true).await?;
+            }
+            eprintln!("aula: {} users imported", list.len());
+        }
+        UsersCommand::List { json, db } => {
+            let list = db_store(&db).await?.users().await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let _ = writeln!(out, "{:<24} {:<8} groups", "name", "role");
+                for u in list {
+                    let _ = writeln!(out, "{:<24} {:<8} {}", u.name, u.role, u.groups.join(","));
+                }
+            }
+        }
+        UsersCommand::Remove { name, db } => {
+            db_store(&db).await?.remove_user(&name).await?;
+            eprintln!("aula: user `{name}` and their keys removed");
+        }
+    }
+    Ok(())
+}
+
+fn date_of(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    // Civil date from days (Howard Hinnant's algorithm), UTC.
+    let z = ms.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let secs = ms.rem_euclid(86_400_000) / 1000;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs / 60 % 60)
+}
+
+async fn keys(c: KeysCommand) -> anyhow::Result<()> {
+    match c {
+        KeysCommand::Create { user, expires, db } => {
+            let (info, secret) = db_store(&db).await?.create_key(&user, expires).await?;
+            // The key alone on stdout, so `KEY=$(aula keys create ada)` works.
+            println!("{secret}");
+            eprintln!(
+                "aula: key {} for `{user}` (expires {}); it is shown only now",
+                info.id,
+                date_of(info.expires_ms)
+            );
+        }
+        KeysCommand::Revoke { id_or_user, db } => {
+            let n = db_store(&db).await?.revoke(&id_or_user).await?;
+            eprintln!("aula: {n} key(s) revoked; running gateways stop accepting them within a second");
+        }
+        KeysCommand::List { user, db } => {
+            let list = db_store(&db).await?.keys(user.as_deref()).await?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{:<12} {:<24} {:<17} {:<17} revoked", "id", "user", "created", "expires");
+            for k in list {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<24} {:<17} {:<17} {}",
+                    k.id,
+                    k.user,
+                    date_of(Some(k.created_ms)),
+                    date_of(k.expires_ms),
+                    date_of(k.revoked_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `2026-09-01`, or a span back from now: `24h`, `7d`, `30m`.
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Some(ms) = aula_gateway::config::parse_date_ms(s) {
+        return Ok(ms);
+    }
+    let span = if let Some(d) = s.strip_suffix('d') {
+        let n: f64 = d.parse().map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?;
+        Duration::from_secs_f64(n * 86_400.0)
+    } else {
+        parse_duration(s).map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?
+    };
+    Ok(aula_store::now_ms() - span.as_millis() as i64)
+}
+
+async fn usage(a: UsageArgs) -> anyhow::Result<()> {
+    let by: aula_store::UsageBy = a.by.parse().map_err(|e: String| anyhow!("--by {e}"))?;
+    let since = a.since.as_deref().map(parse_since).transpose()?.unwrap_or(i64::MIN);
+    let rows = db_store(&a.db).await?.usage(by, since).await?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&rows)?);
+    } else if a.csv {
+        let _ = writeln!(out, "{},requests,ok,errors,cancelled,unfinished,prompt_tokens,completion_tokens,mean_queue_ms,mean_ttft_ms", a.by);
+        for r in rows {
+            let key = if r.key.contains([',', '"']) { format!("\"{}\"", r.key.replace('"', "\"\"")) } else { r.key.clone() };
+            let _ = writeln!(
+                out,
+                "{key},{},{},{},{},{},{},{},{:.1},{:.1}",
+                r.requests, r.ok, r.errors, r.cancelled, r.unfinished, r.prompt_tokens, r.completion_tokens, r.mean_queue_ms, r.mean_ttft_ms
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>10} {:>10}",
+            a.by, "requests", "ok", "errors", "unfinished", "prompt tok", "output tok", "queue ms", "ttft ms"
+        );
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "{:<24} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>10.1} {:>10.1}",
+                r.key, r.requests, r.ok, r.errors + r.cancelled, r.unfinished, r.prompt_tokens, r.completion_tokens, r.mean_queue_ms, r.mean_ttft_ms
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_duration;
@@ -284,5 +546,8 @@ mod tests {
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(super::date_of(Some(1_795_694_400_000)), "2026-11-26 12:00");
+        assert!(super::parse_since("7d").is_ok() && super::parse_since("7y").is_err());
+        assert_eq!(super::parse_since("2026-09-01").unwrap(), 1_788_220_800_000);
     }
 }

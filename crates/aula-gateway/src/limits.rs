@@ -1,0 +1,504 @@
+//! Quotas and limits per user, group or role: requests and tokens per
+//! minute, tokens per day / week / term, concurrent requests, a `max_tokens`
+//! ceiling, the models allowed, and the fair-share weight.
+//!
+//! Which rule applies, field by field: the user's own rule; else the most
+//! generous of the user's groups' rules that set the field (models: the union);
+//! else the role's rule; else the rule for everyone. Token budgets are
+//! reserved when a request is admitted (a bound on its prompt + `max_tokens`)
+//! under one lock, and reconciled with the real usage when it ends, so many
+//! concurrent requests cannot overshoot a budget by more than one reservation.
+//! Days and weeks are UTC; weeks start on Monday; the term starts on
+//! `[term] start` (or, without one, counts all recorded usage).
+
+use crate::identity::Identity;
+use aula_protocol::ApiError;
+use aula_store::Role;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitFields {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub tokens_per_week: Option<u64>,
+    pub tokens_per_term: Option<u64>,
+    pub concurrent_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub models: Option<Vec<String>>,
+    /// Share of the machine relative to others (default 1): a weight of 4
+    /// is served as if each of its tokens cost a quarter.
+    pub weight: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    Everyone,
+    Role(Role),
+    Group(String),
+    User(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitRule {
+    pub scope: Scope,
+    pub fields: LimitFields,
+}
+
+/// Tokens assumed for a request without `max_tokens` when a token budget applies.
+pub const DEFAULT_RESERVED_COMPLETION: u64 = 2048;
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+fn pick<T: Clone>(
+    rules: &[&LimitRule],
+    id: &Identity,
+    get: impl Fn(&LimitFields) -> Option<T>,
+    most_generous: impl Fn(T, T) -> T,
+) -> Option<T> {
+    let user = rules
+        .iter()
+        .filter(|r| r.scope == Scope::User(id.name.clone()))
+        .find_map(|r| get(&r.fields));
+    if user.is_some() {
+        return user;
+    }
+    let group = rules
+        .iter()
+        .filter(|r| matches!(&r.scope, Scope::Group(g) if id.groups.contains(g)))
+        .filter_map(|r| get(&r.fields))
+        .reduce(&most_generous);
+    if group.is_some() {
+        return group;
+    }
+    let role = rules
+        .iter()
+        .filter(|r| r.scope == Scope::Role(id.role))
+        .find_map(|r| get(&r.fields));
+    if role.is_some() {
+        return role;
+    }
+    rules
+        .iter()
+        .filter(|r| r.scope == Scope::Everyone)
+        .find_map(|r| get(&r.fields))
+}
+
+/// The limits that apply to one identity.
+pub fn effective(rules: &[LimitRule], id: &Identity) -> LimitFields {
+    let rules: Vec<&LimitRule> = rules.iter().collect();
+    let max = |a: u64, b: u64| a.max(b);
+    LimitFields {
+        requests_per_minute: pick(&rules, id, |f| f.requests_per_minute, max),
+        tokens_per_minute: pick(&rules, id, |f| f.tokens_per_minute, max),
+        tokens_per_day: pick(&rules, id, |f| f.tokens_per_day, max),
+        tokens_per_week: pick(&rules, id, |f| f.tokens_per_week, max),
+        tokens_per_term: pick(&rules, id, |f| f.tokens_per_term, max),
+        concurrent_requests: pick(&rules, id, |f| f.concurrent_requests, max),
+        max_tokens: pick(&rules, id, |f| f.max_tokens, max),
+        models: pick(&rules, id, |f| f.models.clone(), |mut a, b| {
+            for m in b {
+                if !a.contains(&m) {
+                    a.push(m);
+                }
+            }
+            a
+        }),
+        weight: pick(&rules, id, |f| f.weight, f64::max),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Period {
+    Day,
+    Week,
+    Term,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    start_ms: i64,
+    used: i64,
+    reserved: i64,
+}
+
+#[derive(Debug, Default)]
+struct UserUsage {
+    minute_requests: VecDeque<i64>,
+    /// (admitted at, tokens charged to the minute, reservation id)
+    minute_tokens: VecDeque<(i64, i64, u64)>,
+    windows: [Window; 3],
+    active: u64,
+}
+
+/// Start of the period that holds `now_ms`.
+fn period_start(p: Period, now_ms: i64, term_start_ms: i64) -> i64 {
+    match p {
+        Period::Day => now_ms.div_euclid(DAY_MS) * DAY_MS,
+        // 1970-01-01 was a Thursday: shift by 3 days so weeks start on Monday.
+        Period::Week => (now_ms + 3 * DAY_MS).div_euclid(7 * DAY_MS) * 7 * DAY_MS - 3 * DAY_MS,
+        Period::Term => term_start_ms,
+    }
+}
+
+fn period_end(p: Period, start_ms: i64) -> Option<i64> {
+    match p {
+        Period::Day => Some(start_ms + DAY_MS),
+        Period::Week => Some(start_ms + 7 * DAY_MS),
+        Period::Term => None,
+    }
+}
+
+const PERIODS: [Period; 3] = [Period::Day, Period::Week, Period::Term];
+
+/// Usage already recorded before this gateway started, per user and period.
+#[derive(Debug, Default, Clone)]
+pub struct PriorUsage {
+    pub day: BTreeMap<String, i64>,
+    pub week: BTreeMap<String, i64>,
+    pub term: BTreeMap<String, i64>,
+}
+
+pub struct Limiter {
+    rules: RwLock<Arc<Vec<LimitRule>>>,
+    term_start_ms: i64,
+    state: Mutex<LimiterState>,
+}
+
+struct LimiterState {
+    users: HashMap<String, UserUsage>,
+    prior: PriorUsage,
+    next_id: u64,
+}
+
+/// What admission granted; give it back with [`Limiter::finish`].
+#[derive(Debug)]
+pub struct Reservation {
+    pub user: String,
+    pub id: u64,
+    pub tokens: i64,
+    pub admitted_ms: i64,
+    /// `max_tokens` to send to the engine (the ceiling when the request had none).
+    pub max_tokens: Option<u64>,
+    pub weight: f64,
+}
+
+impl Limiter {
+    pub fn new(rules: Vec<LimitRule>, term_start_ms: Option<i64>, prior: PriorUsage) -> Limiter {
+        Limiter {
+            rules: RwLock::new(Arc::new(rules)),
+            term_start_ms: term_start_ms.unwrap_or(0),
+            state: Mutex::new(LimiterState {
+                users: HashMap::new(),
+                prior,
+                next_id: 0,
+            }),
+        }
+    }
+
+    pub fn term_start_ms(&self) -> i64 {
+        self.term_start_ms
+    }
+
+    /// Replace the rules (run-time change); counters are kept.
+    pub fn set_rules(&self, rules: Vec<LimitRule>) {
+        if let Ok(mut r) = self.rules.write() {
+            *r = Arc::new(rules);
+        }
+    }
+
+    pub fn rules(&self) -> Arc<Vec<LimitRule>> {
+        self.rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Check every limit for one request and reserve what it may use.
+    pub fn admit(
+        &self,
+        id: &Identity,
+        model: &str,
+        prompt_tokens_bound: u64,
+        max_tokens: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Reservation, ApiError> {
+        let lim = effective(&self.rules(), id);
+        if let Some(models) = &lim.models
+            && !models.iter().any(|m| m == model)
+        {
+            return Err(ApiError::Forbidden {
+                message: format!(
+                    "you may not use the model `{model}`; models allowed for you: {}",
+                    if models.is_empty() { "none".to_string() } else { models.join(", ") }
+                ),
+                code: "model_not_allowed",
+                resets_at: None,
+            });
+        }
+        if let (Some(ceiling), Some(asked)) = (lim.max_tokens, max_tokens)
+            && asked > ceiling
+        {
+            return Err(ApiError::Forbidden {
+                message: format!("max_tokens is {asked}; the most you may ask for is {ceiling}"),
+                code: "max_tokens_limit",
+                resets_at: None,
+            });
+        }
+        let budgets = [lim.tokens_per_day, lim.tokens_per_week, lim.tokens_per_term];
+        let token_limited = lim.tokens_per_minute.is_some() || budgets.iter().any(Option::is_some);
+        let send_max = max_tokens.or(lim.max_tokens).or(if token_limited {
+            Some(DEFAULT_RESERVED_COMPLETION)
+        } else {
+            None
+        });
+        let reserve = (prompt_tokens_bound + send_max.unwrap_or(0)) as i64;
+
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let term_start = self.term_start_ms;
+        let st = &mut *st;
+        let u = st.users.entry(id.name.clone()).or_insert_with(|| {
+            let mut u = UserUsage::default();
+            for (i, p) in PERIODS.iter().enumerate() {
+                let prior = match p {
+                    Period::Day => &st.prior.day,
+                    Period::Week => &st.prior.week,
+                    Period::Term => &st.prior.term,
+                };
+                u.windows[i] = Window {
+                    start_ms: period_start(*p, now_ms, term_start),
+                    used: prior.get(&id.name).copied().unwrap_or(0),
+                    reserved: 0,
+                };
+            }
+            u
+        });
+        // Roll periods over.
+        for (i, p) in PERIODS.iter().enumerate() {
+            let start = period_start(*p, now_ms, term_start);
+            if u.windows[i].start_ms != start {
+                u.windows[i].start_ms = start;
+                u.windows[i].used = 0;
+            }
+        }
+        while u.minute_requests.front().is_some_and(|t| *t <= now_ms - MINUTE_MS) {
+            u.minute_requests.pop_front();
+        }
+        while u.minute_tokens.front().is_some_and(|t| t.0 <= now_ms - MINUTE_MS) {
+            u.minute_tokens.pop_front();
+        }
+        let retry = |oldest: Option<i64>| -> u64 {
+            oldest
+                .map(|t| ((t + MINUTE_MS - now_ms).max(0) as u64).div_ceil(1000).max(1))
+                .unwrap_or(1)
+        };
+        if let Some(c) = lim.concurrent_requests
+            && u.active >= c
+        {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "you already have {} requests running or waiting; the limit is {c}",
+                    u.active
+                ),
+                code: "concurrency_limit",
+                retry_after_s: 1,
+            });
+        }
+        if let Some(rpm) = lim.requests_per_minute
+            && u.minute_requests.len() as u64 >= rpm
+        {
+            return Err(ApiError::RateLimited {
+                message: format!("you may send {rpm} requests per minute"),
+                code: "rate_limit_requests",
+                retry_after_s: retry(u.minute_requests.front().copied()),
+            });
+        }
+        if let Some(tpm) = lim.tokens_per_minute {
+            let in_minute: i64 = u.minute_tokens.iter().map(|t| t.1).sum();
+            if in_minute + reserve > tpm as i64 {
+                return Err(ApiError::RateLimited {
+                    message: format!(
+                        "you may use {tpm} tokens per minute; {in_minute} are used or reserved and this request may need {reserve}"
+                    ),
+                    code: "rate_limit_tokens",
+                    retry_after_s: retry(u.minute_tokens.front().map(|t| t.0)),
+                });
+            }
+        }
+        for (i, (p, budget)) in PERIODS.iter().zip(budgets).enumerate() {
+            let Some(budget) = budget else { continue };
+            let w = &u.windows[i];
+            if w.used + w.reserved + reserve > budget as i64 {
+                let (what, code) = match p {
+                    Period::Day => ("today", "quota_tokens_day"),
+                    Period::Week => ("this week", "quota_tokens_week"),
+                    Period::Term => ("this term", "quota_tokens_term"),
+                };
+                let resets_at = period_end(*p, w.start_ms).map(|ms| ms / 1000);
+                return Err(ApiError::Forbidden {
+                    message: format!(
+                        "your token quota for {what} is {budget}; {} are used, {} reserved by running requests, and this request may need {reserve}{}",
+                        w.used,
+                        w.reserved,
+                        resets_at.map(|t| format!("; it resets at {t} (Unix time, UTC)")).unwrap_or_default()
+                    ),
+                    code,
+                    resets_at,
+                });
+            }
+        }
+        st.next_id += 1;
+        let rid = st.next_id;
+        let u = st.users.entry(id.name.clone()).or_default();
+        u.active += 1;
+        u.minute_requests.push_back(now_ms);
+        u.minute_tokens.push_back((now_ms, reserve, rid));
+        for w in &mut u.windows {
+            w.reserved += reserve;
+        }
+        Ok(Reservation {
+            user: id.name.clone(),
+            id: rid,
+            tokens: reserve,
+            admitted_ms: now_ms,
+            max_tokens: send_max,
+            weight: lim.weight.filter(|w| *w > 0.0).unwrap_or(1.0),
+        })
+    }
+
+    /// Replace a reservation by the tokens really used.
+    pub fn finish(&self, r: &Reservation, used_tokens: i64) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(u) = st.users.get_mut(&r.user) else {
+            return;
+        };
+        u.active = u.active.saturating_sub(1);
+        for w in &mut u.windows {
+            w.reserved -= r.tokens;
+            if r.admitted_ms >= w.start_ms {
+                w.used += used_tokens;
+            }
+        }
+        if let Some(t) = u.minute_tokens.iter_mut().find(|t| t.2 == r.id) {
+            t.1 = used_tokens;
+        }
+    }
+
+    /// Tokens used and reserved by a user in the current day, week and term.
+    pub fn usage_of(&self, user: &str) -> Option<[(i64, i64); 3]> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.users
+            .get(user)
+            .map(|u| std::array::from_fn(|i| (u.windows[i].used, u.windows[i].reserved)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Via;
+
+    fn id(name: &str, role: Role, groups: &[&str]) -> Identity {
+        Identity {
+            name: name.into(),
+            role,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            via: Via::Key,
+        }
+    }
+
+    fn rule(scope: Scope, f: LimitFields) -> LimitRule {
+        LimitRule { scope, fields: f }
+    }
+
+    #[test]
+    fn precedence() {
+        let rules = vec![
+            rule(Scope::Everyone, LimitFields { requests_per_minute: Some(10), max_tokens: Some(100), ..Default::default() }),
+            rule(Scope::Role(Role::Student), LimitFields { requests_per_minute: Some(5), ..Default::default() }),
+            rule(Scope::Group("a".into()), LimitFields { requests_per_minute: Some(7), models: Some(vec!["x".into()]), ..Default::default() }),
+            rule(Scope::Group("b".into()), LimitFields { requests_per_minute: Some(9), models: Some(vec!["y".into()]), ..Default::default() }),
+            rule(Scope::User("ada".into()), LimitFields { requests_per_minute: Some(1), ..Default::default() }),
+        ];
+        let e = effective(&rules, &id("bob", Role::Student, &[]));
+        assert_eq!((e.requests_per_minute, e.max_tokens), (Some(5), Some(100)));
+        let e = effective(&rules, &id("bob", Role::Student, &["a", "b"]));
+        assert_eq!(e.requests_per_minute, Some(9));
+        assert_eq!(e.models, Some(vec!["x".to_string(), "y".to_string()]));
+        assert_eq!(effective(&rules, &id("ada", Role::Student, &["a"])).requests_per_minute, Some(1));
+        assert_eq!(effective(&rules, &id("t", Role::Teacher, &[])).requests_per_minute, Some(10));
+    }
+
+    #[test]
+    fn refusals() {
+        let l = Limiter::new(
+            vec![rule(Scope::Everyone, LimitFields {
+                requests_per_minute: Some(2),
+                concurrent_requests: Some(5),
+                max_tokens: Some(50),
+                models: Some(vec!["m".into()]),
+                ..Default::default()
+            })],
+            None,
+            PriorUsage::default(),
+        );
+        let u = id("u", Role::Student, &[]);
+        let code = |e: ApiError| e.body()["error"]["code"].as_str().unwrap_or("").to_string();
+        assert_eq!(code(l.admit(&u, "other", 1, None, 0).unwrap_err()), "model_not_allowed");
+        assert_eq!(code(l.admit(&u, "m", 1, Some(51), 0).unwrap_err()), "max_tokens_limit");
+        let r = l.admit(&u, "m", 1, None, 0).unwrap();
+        assert_eq!(r.max_tokens, Some(50));
+        l.admit(&u, "m", 1, None, 10).unwrap();
+        let e = l.admit(&u, "m", 1, None, 30_000).unwrap_err();
+        assert_eq!(code(e.clone()), "rate_limit_requests");
+        assert_eq!(e.body()["error"]["retry_after_seconds"], 30);
+        assert!(l.admit(&u, "m", 1, None, 60_001).is_ok());
+    }
+
+    #[test]
+    fn token_budget_reserves_and_reconciles() {
+        let l = Limiter::new(
+            vec![rule(Scope::Everyone, LimitFields { tokens_per_day: Some(1000), ..Default::default() })],
+            None,
+            PriorUsage::default(),
+        );
+        let u = id("u", Role::Student, &[]);
+        let a = l.admit(&u, "m", 100, Some(300), 5).unwrap();
+        let b = l.admit(&u, "m", 100, Some(300), 5).unwrap();
+        // 800 reserved: a third 400 does not fit.
+        let e = l.admit(&u, "m", 100, Some(300), 5).unwrap_err();
+        assert_eq!(e.body()["error"]["code"], "quota_tokens_day");
+        assert_eq!(e.body()["error"]["resets_at"], 86_400);
+        l.finish(&a, 50);
+        l.finish(&b, 50);
+        assert_eq!(l.usage_of("u").unwrap()[0], (100, 0));
+        assert!(l.admit(&u, "m", 100, Some(300), 5).is_ok());
+        // A new day starts from zero used (the running reservation of 400 still counts).
+        assert!(l.admit(&u, "m", 100, Some(500), DAY_MS + 1).is_ok());
+    }
+
+    #[test]
+    fn periods() {
+        // 2026-11-26 (a Thursday) 12:00 UTC; the week started Monday 2026-11-23.
+        let t = 1_795_694_400_000;
+        assert_eq!(period_start(Period::Day, t, 0), 1_795_651_200_000);
+        assert_eq!(period_start(Period::Week, t, 0), 1_795_392_000_000);
+    }
+
+    #[test]
+    fn prior_usage_counts() {
+        let mut prior = PriorUsage::default();
+        prior.week.insert("u".into(), 990);
+        let l = Limiter::new(
+            vec![rule(Scope::Everyone, LimitFields { tokens_per_week: Some(1000), ..Default::default() })],
+            None,
+            prior,
+        );
+        let e = l.admit(&id("u", Role::Student, &[]), "m", 5, Some(10), 0).unwrap_err();
+        assert_eq!(e.body()["error"]["code"], "quota_tokens_week");
+    }
+}
