@@ -164,6 +164,12 @@ async fn run(
     let (mut parts, upstream) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
+    if let Some(rid) = fl.record.as_deref()
+        && let Ok(v) = header::HeaderValue::from_str(rid)
+    {
+        // The ledger row of this request, for support questions.
+        parts.headers.insert("x-aula-request-id", v);
+    }
     if !(adm.stream && parts.status.is_success()) {
         let bytes = match upstream.collect().await {
             Ok(b) => b.to_bytes(),

@@ -1,7 +1,10 @@
-//! A trivial OpenAI-compatible server for measuring the gateway alone:
-//! every chat or text completion answers at once with a fixed text (or a
-//! few SSE chunks when streaming). Usage: `openai-mock [PORT]` (0 = any free
-//! port); it prints `listening on http://...`.
+//! A trivial OpenAI-compatible server for measuring and testing the gateway
+//! alone: every chat or text completion answers with a fixed text (or a few
+//! SSE chunks when streaming). Usage:
+//! `openai-mock [PORT] [--token-ms MS]` (0 = any free port; with --token-ms,
+//! each of the 4 tokens takes that long, like a real engine). It prints
+//! `listening on http://...`; `GET /stats` tells how many requests it served
+//! and the most it ever had in flight at once.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,10 +13,32 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const WORDS: [&str; 4] = ["Hello", " from", " the", " mock"];
 
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static SERVED: AtomicUsize = AtomicUsize::new(0);
+static TOKEN_MS: AtomicU64 = AtomicU64::new(0);
+
+struct Busy;
+impl Busy {
+    fn new() -> Busy {
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+        Busy
+    }
+}
+impl Drop for Busy {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn complete(body: Bytes) -> Response {
+    let busy = Busy::new();
+    let token_ms = TOKEN_MS.load(Ordering::Relaxed);
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -27,6 +52,31 @@ async fn complete(body: Bytes) -> Response {
     let model = v["model"].as_str().unwrap_or("mock").to_string();
     let usage = json!({"prompt_tokens": 8, "completion_tokens": WORDS.len(), "total_tokens": 8 + WORDS.len()});
     if v["stream"].as_bool() == Some(true) {
+        if token_ms > 0 {
+            // Paced: one chunk per token, the slot held until the last one.
+            let model2 = model.clone();
+            let s = futures::stream::unfold((0usize, Some(busy)), move |(i, busy)| {
+                let model = model2.clone();
+                async move {
+                    let busy = busy?;
+                    tokio::time::sleep(std::time::Duration::from_millis(token_ms)).await;
+                    let chunk = if i < WORDS.len() {
+                        let c = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
+                            "choices": [{"index": 0, "delta": {"content": WORDS[i]}, "finish_reason": null}]});
+                        format!("data: {c}\n\n")
+                    } else {
+                        let u = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
+                            "usage": {"prompt_tokens": 8, "completion_tokens": WORDS.len(), "total_tokens": 8 + WORDS.len()}});
+                        SERVED.fetch_add(1, Ordering::SeqCst);
+                        drop(busy);
+                        return Some((Ok::<_, std::io::Error>(format!("data: {u}\n\ndata: [DONE]\n\n")), (i + 1, None)));
+                    };
+                    Some((Ok(chunk), (i + 1, Some(busy))))
+                }
+            });
+            return ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(s)).into_response();
+        }
+        SERVED.fetch_add(1, Ordering::SeqCst);
         let mut out = String::new();
         for (i, w) in WORDS.iter().enumerate() {
             let delta = if i == 0 {
@@ -45,6 +95,11 @@ async fn complete(body: Bytes) -> Response {
         out.push_str(&format!("data: {u}\n\ndata: [DONE]\n\n"));
         return ([(header::CONTENT_TYPE, "text/event-stream")], out).into_response();
     }
+    if token_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(token_ms * WORDS.len() as u64)).await;
+    }
+    SERVED.fetch_add(1, Ordering::SeqCst);
+    drop(busy);
     axum::Json(json!({
         "id": "mock", "object": "chat.completion", "created": 0, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": WORDS.concat()}, "finish_reason": "stop"}],
@@ -55,10 +110,12 @@ async fn complete(body: Bytes) -> Response {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port: u16 = args.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+    if let Some(i) = args.iter().position(|a| a == "--token-ms") {
+        let ms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        TOKEN_MS.store(ms, Ordering::Relaxed);
+    }
     let app = Router::new()
         .route("/v1/chat/completions", post(complete))
         .route("/v1/completions", post(complete))
@@ -68,7 +125,17 @@ async fn main() -> std::io::Result<()> {
                 axum::Json(json!({"object": "list", "data": [{"id": "mock", "object": "model"}]}))
             }),
         )
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/stats",
+            get(|| async {
+                axum::Json(json!({
+                    "served": SERVED.load(Ordering::SeqCst),
+                    "in_flight": IN_FLIGHT.load(Ordering::SeqCst),
+                    "max_in_flight": MAX_IN_FLIGHT.load(Ordering::SeqCst),
+                }))
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "openai-mock: listening on http://{}",

@@ -70,7 +70,61 @@ impl Proc {
 
 /// Start `aula ARGS` and wait for the line that announces its URL.
 pub fn spawn_aula(args: &[&str], home: Option<&std::path::Path>) -> Proc {
-    let mut cmd = Command::new(aula_exe());
+    spawn_exe(&aula_exe(), args, home)
+}
+
+/// The OpenAI stand-in built beside `aula` (scripts/setup.sh builds every binary).
+pub fn mock_exe() -> PathBuf {
+    let p = aula_exe().with_file_name("openai-mock");
+    assert!(p.exists(), "{} is missing: run `cargo build --release --bins`", p.display());
+    p
+}
+
+/// Start the mock engine; `token_ms` paces its 4 tokens like a real engine.
+pub fn spawn_mock(token_ms: u64) -> Proc {
+    spawn_exe(&mock_exe(), &["0", "--token-ms", &token_ms.to_string()], None)
+}
+
+/// Run `aula ARGS` to completion: (success, stdout, stderr).
+pub fn run_aula(args: &[&str], home: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(aula_exe())
+        .args(args)
+        .env("AULA_HOME", home)
+        .output()
+        .expect("run aula");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn post_auth(url: &str, key: Option<&str>, body: &Value) -> Resp {
+    let mut req = agent().post(url).set("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    read(&format!("POST {url}"), req.send_string(&body.to_string()))
+}
+
+pub fn post_headers(url: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+    let mut req = agent().post(url).set("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    read(&format!("POST {url}"), req.send_string(&body.to_string()))
+}
+
+pub fn get_auth(url: &str, key: Option<&str>) -> Resp {
+    let mut req = agent().get(url);
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    read(&format!("GET {url}"), req.call())
+}
+
+pub fn spawn_exe(exe: &std::path::Path, args: &[&str], home: Option<&std::path::Path>) -> Proc {
+    let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,7 +161,7 @@ pub fn spawn_aula(args: &[&str], home: Option<&std::path::Path>) -> Proc {
         Ok(url) => Proc { child, url, output },
         Err(_) => {
             let _ = child.kill();
-            panic!("aula {args:?} did not start: {}", output.lock().unwrap());
+            panic!("{} {args:?} did not start: {}", exe.display(), output.lock().unwrap());
         }
     }
 }

@@ -1,0 +1,342 @@
+//! A class sharing one box: API keys, trusted front ends, token-fair
+//! queueing, quotas, the usage ledger (including after SIGKILL), metrics.
+//! The engine is the `openai-mock` stand-in, paced like a real one, so these
+//! tests are about the gateway, not the model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn body() -> Value {
+    json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+}
+
+fn config(home: &Path, mock: &Proc, parallel: usize, extra: &str) {
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[[models]]\nname = \"mock\"\nurl = \"{}\"\nparallel = {parallel}\n\n{extra}",
+            mock.url
+        ),
+    )
+    .unwrap();
+}
+
+fn add_user(home: &Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["users", "add", name];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = run_aula(&args, home);
+    assert!(ok, "users add {name}: {err}");
+    let (ok, out, err) = run_aula(&["keys", "create", name], home);
+    assert!(ok, "keys create {name}: {err}");
+    assert_eq!(out.lines().count(), 1, "the key alone on stdout: {out:?}");
+    out.trim().to_string()
+}
+
+fn usage_json(home: &Path, by: &str) -> Vec<Value> {
+    let (ok, out, err) = run_aula(&["usage", "--by", by, "--json"], home);
+    assert!(ok, "{err}");
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn row<'a>(rows: &'a [Value], key: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["key"] == key)
+        .unwrap_or_else(|| panic!("no usage row for {key}: {rows:?}"))
+}
+
+#[test]
+fn keys_guard_every_route_and_never_leak() {
+    let mock = spawn_mock(0);
+    let home = temp_home("keys");
+    config(&home, &mock, 4, "");
+    let key = add_user(&home, "ada", &["--role", "teacher", "--group", "cs101"]);
+    assert!(key.starts_with("aula-"));
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    assert!(s.output().contains("authentication: on"), "{}", s.output());
+    let url = format!("{}/v1/chat/completions", s.url);
+
+    let none = post_auth(&url, None, &body());
+    let wrong = post_auth(&url, Some("aula-wrongwrongwrongwrongwrongwrongwrongwron"), &body());
+    let hubless = post_auth(&url, Some("some-other-token"), &body());
+    for r in [&none, &wrong, &hubless] {
+        assert_eq!(r.status, 401, "{}", r.text);
+        // The same answer whatever was wrong, and never the token itself.
+        assert_eq!(r.body, none.body);
+        assert!(!r.text.contains("wrongwrong") && !r.text.contains("some-other-token"));
+    }
+    assert_eq!(get_auth(&format!("{}/v1/models", s.url), None).status, 401);
+    let models = get_auth(&format!("{}/v1/models", s.url), Some(&key));
+    assert_eq!(models.body["data"][0]["id"], "mock", "{}", models.text);
+    let ok = post_auth(&url, Some(&key), &body());
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["usage"]["completion_tokens"], 4);
+
+    // An expiring key works, then stops working.
+    let (_, short, _) = run_aula(&["keys", "create", "ada", "--expires", "0.00003"], &home);
+    let short = short.trim().to_string();
+    assert_eq!(post_auth(&url, Some(&short), &body()).status, 200);
+    std::thread::sleep(Duration::from_millis(2700));
+    assert_eq!(post_auth(&url, Some(&short), &body()).status, 401);
+
+    // Revoking takes effect on the running gateway within a second or so.
+    let (ok_revoke, _, err) = run_aula(&["keys", "revoke", "ada"], &home);
+    assert!(ok_revoke, "{err}");
+    wait_for("the revoked key to be refused", Duration::from_secs(5), || {
+        post_auth(&url, Some(&key), &body()).status == 401
+    });
+
+    // Nothing secret in the gateway's output, the listing or the database.
+    let (_, list, _) = run_aula(&["keys", "list"], &home);
+    for text in [s.output(), list, std::fs::read_to_string(home.join("aula.db")).unwrap_or_default()] {
+        assert!(!text.contains(&key) && !text.contains(&short));
+    }
+    let rows = usage_json(&home, "user");
+    assert!(row(&rows, "ada")["ok"].as_i64().unwrap() >= 2, "{rows:?}");
+    let groups = usage_json(&home, "group");
+    assert!(row(&groups, "cs101")["requests"].as_i64().unwrap() >= 2);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn open_only_on_loopback_and_trusted_front_ends() {
+    let mock = spawn_mock(0);
+    let home = temp_home("open");
+    config(&home, &mock, 4, "[auth]\ntrusted = [\"webui\"]\n");
+    // No users: loopback serves anonymously; any other address refuses to start.
+    let (ok, _, err) = run_aula(&["serve", "--host", "0.0.0.0", "--port", "0"], &home);
+    assert!(!ok && err.contains("refusing") && err.contains("--insecure-no-auth"), "{err}");
+    {
+        let s = spawn_aula(&["serve", "--host", "0.0.0.0", "--port", "0", "--insecure-no-auth"], Some(&home));
+        let port = s.url.rsplit(':').next().unwrap().to_string();
+        let r = post_auth(&format!("http://127.0.0.1:{port}/v1/chat/completions"), None, &body());
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let webui = add_user(&home, "webui", &["--group", "chat"]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let r = post_headers(
+        &url,
+        &[("Authorization", &format!("Bearer {webui}")), ("X-OpenWebUI-User-Email", "bob@uni.edu")],
+        &body(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The header alone, without the front end's key, is nothing.
+    let r = post_headers(&url, &[("X-OpenWebUI-User-Email", "bob@uni.edu")], &body());
+    assert_eq!(r.status, 401);
+    let rows = usage_json(&home, "user");
+    assert_eq!(row(&rows, "bob@uni.edu")["ok"], 1, "{rows:?}");
+    assert_eq!(row(&usage_json(&home, "group"), "chat")["ok"], 1);
+    assert_eq!(row(&rows, "anonymous")["ok"], 1);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
+    // 4 tokens x 25 ms: each request holds a slot for about 100 ms.
+    let mock = spawn_mock(25);
+    let home = temp_home("fair");
+    config(&home, &mock, 2, "");
+    let heavy = add_user(&home, "heavy", &[]);
+    let light = add_user(&home, "light", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    assert_eq!(post_auth(&url, Some(&light), &body()).status, 200);
+
+    let start = Instant::now();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, key, done) = (url.clone(), heavy.clone(), done.clone());
+            std::thread::spawn(move || {
+                let r = post_auth(&url, Some(&key), &body());
+                done.lock().unwrap().push((r.status, start.elapsed()));
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    let r = post_auth(&url, Some(&light), &body());
+    let light_latency = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let done = done.lock().unwrap();
+    let last = done.iter().map(|d| d.1).max().unwrap();
+    assert!(done.iter().all(|d| d.0 == 200));
+    // First come, first served, the light request would wait for the whole
+    // backlog (16 x 100 ms / 2 slots = 800 ms); fair, it waits about one
+    // slot turnover (50 ms) plus its own 100 ms.
+    assert!(
+        light_latency < Duration::from_millis(400),
+        "light user waited {light_latency:?} behind a backlog that ended at {last:?}"
+    );
+    assert!(last >= Duration::from_millis(750), "{last:?}");
+    // Work-conserving: 17 requests on 2 slots take about 850 ms, not more.
+    assert!(last < Duration::from_millis(1600), "{last:?}");
+    let stats = get(&format!("{}/stats", mock.url));
+    assert_eq!(stats.body["max_in_flight"], 2, "the engine got more than its slots: {}", stats.text);
+    let metrics = get(&format!("{}/metrics", s.url)).text;
+    assert!(metrics.contains("aula_queue_wait_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("aula_requests_total{model=\"mock\",status=\"200\"} 18"), "{metrics}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
+    let mock = spawn_mock(2);
+    let home = temp_home("quota");
+    let budget = 500;
+    config(&home, &mock, 8, &format!("[[limits]]\nrole = \"student\"\ntokens_per_day = {budget}\n"));
+    let key = add_user(&home, "sam", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let barrier = Arc::new(std::sync::Barrier::new(200));
+    let codes: Vec<u16> = (0..200)
+        .map(|_| {
+            let (url, key, barrier) = (url.clone(), key.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                post_auth(&url, Some(&key), &body()).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    let refused = codes.iter().filter(|c| **c == 403).count();
+    assert_eq!(ok + refused, 200, "{codes:?}");
+    // Reservations held back requests that, settled, would have fitted: the
+    // rest of the budget is still there, then it is gone.
+    let mut r = post_auth(&url, Some(&key), &body());
+    for _ in 0..50 {
+        if r.status != 200 {
+            break;
+        }
+        r = post_auth(&url, Some(&key), &body());
+    }
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["error"]["code"], "quota_tokens_day", "{}", r.text);
+    assert!(r.body["error"]["resets_at"].as_i64().unwrap() > 0);
+    let rows = usage_json(&home, "user");
+    let used = row(&rows, "sam")["prompt_tokens"].as_i64().unwrap() + row(&rows, "sam")["completion_tokens"].as_i64().unwrap();
+    // One reservation: a bound on the prompt ("hi": 2 bytes + 16) + max_tokens 4.
+    let reservation = 2 + 16 + 4;
+    assert!(used <= budget + reservation, "used {used} of {budget}");
+    assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
+    assert!(used > budget - reservation, "the budget was not used up: {used}");
+    let metrics = get(&format!("{}/metrics", s.url)).text;
+    assert!(metrics.contains("aula_limit_refusals_total{kind=\"quota_tokens_day\"}"), "{metrics}");
+
+    // Run-time change: a bigger budget, but the model is no longer allowed.
+    config(&home, &mock, 8, "[[limits]]\nrole = \"student\"\ntokens_per_day = 100000\nmodels = []\n");
+    unsafe {
+        libc::kill(s.pid() as i32, libc::SIGHUP);
+    }
+    wait_for("the new limits", Duration::from_secs(5), || {
+        post_auth(&url, Some(&key), &body()).body["error"]["code"] == "model_not_allowed"
+    });
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn sigkill_under_load_loses_no_finished_request() {
+    let mock = spawn_mock(20);
+    let home = temp_home("kill");
+    config(&home, &mock, 4, "");
+    let key = add_user(&home, "kim", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let completed = Arc::new(Mutex::new(0usize));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, key, completed, stop) = (url.clone(), key.clone(), completed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut b = body();
+                    b["stream"] = json!(true);
+                    // Transport errors after the kill end the loop.
+                    let Ok(resp) = ureq::post(&url)
+                        .set("Authorization", &format!("Bearer {key}"))
+                        .send_string(&b.to_string())
+                    else {
+                        return;
+                    };
+                    let text = resp.into_string().unwrap_or_default();
+                    if text.contains("data: [DONE]") {
+                        *completed.lock().unwrap() += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe {
+        libc::kill(s.pid() as i32, libc::SIGKILL);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        let _ = t.join();
+    }
+    let completed = *completed.lock().unwrap() as i64;
+    let rows = usage_json(&home, "user");
+    let r = row(&rows, "kim");
+    assert!(completed >= 8, "load did not run: {completed}");
+    // Every answer a client finished is in the ledger, finalized; the ones
+    // in flight at the kill are there, marked unfinished.
+    assert!(r["ok"].as_i64().unwrap() >= completed, "{r} vs {completed} completed");
+    assert!(r["unfinished"].as_i64().unwrap() >= 1, "{r}");
+    assert_eq!(r["requests"].as_i64().unwrap(), r["ok"].as_i64().unwrap() + r["unfinished"].as_i64().unwrap() + r["cancelled"].as_i64().unwrap() + r["errors"].as_i64().unwrap());
+    // And a new gateway starts on the same database.
+    let s2 = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    assert_eq!(post_auth(&format!("{}/v1/chat/completions", s2.url), Some(&key), &body()).status, 200);
+    drop(s2);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_locked_ledger_refuses_requests_cleanly() {
+    let mock = spawn_mock(0);
+    let home = temp_home("locked");
+    config(&home, &mock, 4, "");
+    let key = add_user(&home, "lee", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
+    let db = home.join("aula.db");
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\n",
+            db.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    let r = post_auth(&url, Some(&key), &body());
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("ledger"), "{}", r.text);
+    let served_before = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
+    assert_eq!(served_before, 1, "a request the ledger could not record must not run");
+    locker.wait().unwrap();
+    assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
+    let rows = usage_json(&home, "user");
+    assert_eq!(row(&rows, "lee")["requests"], 2, "{rows:?}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
