@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Set up (see setup.sh), install the test-only Python client, run every test.
+# Set up (see setup.sh), install what only the tests need, run every test.
+#   - the official `openai` Python client and JupyterHub (PyPI, into .venv)
+#   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
+#   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
+# The tests start their own JupyterHub and PostgreSQL on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40'
+.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4'
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+fi
+CHP=.cache/chp/node_modules/.bin/configurable-http-proxy
+if [ ! -x "$CHP" ]; then
+    npm install --silent --no-audit --no-fund --prefix .cache/chp configurable-http-proxy
+fi
 export AULA_TEST_PYTHON="$PWD/.venv/bin/python"
+export AULA_TEST_CHP="$PWD/$CHP"
 cargo test --release --locked --workspace -- --test-threads=2
