@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One line from an `aula bench --json` report on stdin: bench_summary.py LABEL [engine|gateway]."""
+"""One line from an `aula bench --json` report on stdin: bench_summary.py LABEL [engine|gateway|fairness]."""
 import json
 import sys
 
@@ -7,7 +7,15 @@ r = json.load(sys.stdin)
 label = sys.argv[1]
 kind = sys.argv[2] if len(sys.argv) > 2 else "engine"
 errors = sum(r["errors"].values())
-if kind == "gateway":
+if kind == "fairness":
+    light = r.get("other_users_ttft") or r["ttft"]
+    heavy = r.get("heavy_user_ttft")
+    per = r["per_user"]
+    heavy_tokens = per[0]["completion_tokens"] if heavy else 0
+    print(f"{label:<42} light ttft p50 {light['p50_ms']:>8.0f} ms  p95 {light['p95_ms']:>8.0f} ms  "
+          f"heavy ttft p95 {(heavy or {}).get('p95_ms', 0):>8.0f} ms  out tok/s {r['output_tokens_per_s']:>6.1f}  "
+          f"heavy share {heavy_tokens / max(1, r['completion_tokens']):>4.0%}  e2e p50 {r['e2e']['p50_ms']:>6.0f} ms  errors {errors}")
+elif kind == "gateway":
     e = r["e2e"]
     print(f"{label:<30} {r['requests_per_s']:>9.0f} req/s  p50 {e['p50_ms'] * 1000:>6.0f} us  "
           f"p99 {e['p99_ms'] * 1000:>6.0f} us  errors {errors}")

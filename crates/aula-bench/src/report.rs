@@ -50,6 +50,8 @@ struct PerUser {
 
 pub struct Recorder {
     ttft: Histogram<u64>,
+    /// Time to first token of every user but user 0 (the fairness scenario).
+    others_ttft: Histogram<u64>,
     itl: Histogram<u64>,
     e2e: Histogram<u64>,
     ok: u64,
@@ -64,6 +66,7 @@ impl Recorder {
     pub fn new(users: usize) -> Self {
         Recorder {
             ttft: hist(),
+            others_ttft: hist(),
             itl: hist(),
             e2e: hist(),
             ok: 0,
@@ -103,6 +106,9 @@ impl Recorder {
         if let Some(t) = s.ttft {
             rec(&mut self.ttft, t);
             rec(&mut u.ttft, t);
+            if s.user != 0 {
+                rec(&mut self.others_ttft, t);
+            }
         }
         for d in &s.itl {
             rec(&mut self.itl, *d);
@@ -129,6 +135,8 @@ impl Recorder {
             completion_tokens: self.completion_tokens,
             output_tokens_per_s: self.completion_tokens as f64 / secs,
             ttft: summarize(&self.ttft),
+            heavy_user_ttft: cfg.heavy.and_then(|_| self.users.first()).map(|u| summarize(&u.ttft)),
+            other_users_ttft: cfg.heavy.map(|_| summarize(&self.others_ttft)),
             itl: summarize(&self.itl),
             e2e: summarize(&self.e2e),
             per_user: self
@@ -177,6 +185,11 @@ pub struct Report {
     pub output_tokens_per_s: f64,
     /// Time to first token (for non-streaming requests: the whole response).
     pub ttft: Summary,
+    /// With --heavy: user 0's time to first token, and everyone else's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heavy_user_ttft: Option<Summary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_users_ttft: Option<Summary>,
     /// Time between streamed chunks that carry text.
     pub itl: Summary,
     pub e2e: Summary,
@@ -203,6 +216,10 @@ impl Report {
         ));
         s.push_str("  latency (ms):\n");
         s.push_str(&line("time to first token", &self.ttft));
+        if let (Some(h), Some(o)) = (&self.heavy_user_ttft, &self.other_users_ttft) {
+            s.push_str(&line("  heavy user (0)", h));
+            s.push_str(&line("  other users", o));
+        }
         if self.stream {
             s.push_str(&line("inter-token", &self.itl));
         }

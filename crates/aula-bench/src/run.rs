@@ -33,6 +33,9 @@ pub struct BenchConfig {
     /// Sampling temperature sent with each request.
     pub temperature: f32,
     pub progress: bool,
+    /// Fairness scenario: user 0 keeps this many requests in flight while
+    /// every other user sends one at a time (concurrency = heavy + users - 1).
+    pub heavy: Option<usize>,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -257,6 +260,13 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     if cfg.users == 0 || cfg.concurrency == 0 {
         bail!("--users and --concurrency must be at least 1");
     }
+    let mut cfg = cfg;
+    if let Some(h) = cfg.heavy {
+        if h == 0 || cfg.users < 2 {
+            bail!("--heavy needs at least 1 request and --users of 2 or more (user 0 is the heavy one)");
+        }
+        cfg.concurrency = h + cfg.users - 1;
+    }
     if let Limit::Requests(0) = cfg.limit {
         bail!("--requests must be at least 1");
     }
@@ -305,7 +315,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
             bar.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let user = w % cfg.users;
+            let user = match cfg.heavy {
+                Some(h) if w < h => 0,
+                Some(h) => 1 + (w - h) % (cfg.users - 1),
+                None => w % cfg.users,
+            };
             let key = match cfg.keys.len() {
                 0 => None,
                 1 => Some(cfg.keys[0].clone()),

@@ -139,23 +139,19 @@ async fn run(
     metrics::histogram!("aula_queue_wait_seconds", "model" => fl.model.clone())
         .record(fl.queue_ms / 1000.0);
 
-    let rid = request_id();
-    if let Err(e) = st
-        .ledger
-        .begin(RequestRecord {
-            id: rid.clone(),
-            user: id.name.clone(),
-            groups: id.groups.clone(),
-            model: adm.model.clone(),
-            admitted_ms: now_ms(),
-        })
-        .await
-    {
+    let record = RequestRecord {
+        id: request_id(),
+        user: id.name.clone(),
+        groups: id.groups.clone(),
+        model: adm.model.clone(),
+        admitted_ms: now_ms(),
+    };
+    if let Err(e) = st.ledger.begin(record.clone()).await {
         return Err(fl
             .fail(ApiError::Unavailable(format!("{e}; the request was not run")))
             .await);
     }
-    fl.record = Some(rid);
+    fl.record = Some(record);
 
     let resp = match route.backend.forward(path, body).await {
         Ok(r) => r,
@@ -164,8 +160,8 @@ async fn run(
     let (mut parts, upstream) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
-    if let Some(rid) = fl.record.as_deref()
-        && let Ok(v) = header::HeaderValue::from_str(rid)
+    if let Some(rec) = fl.record.as_ref()
+        && let Ok(v) = header::HeaderValue::from_str(&rec.id)
     {
         // The ledger row of this request, for support questions.
         parts.headers.insert("x-aula-request-id", v);
@@ -252,7 +248,7 @@ struct InFlight {
     model: String,
     resv: Option<crate::limits::Reservation>,
     permit: Option<crate::fair::Permit>,
-    record: Option<String>,
+    record: Option<RequestRecord>,
     arrived: Instant,
     queue_ms: f64,
     ttft: Option<Duration>,
@@ -311,9 +307,9 @@ impl InFlight {
         }
         let duration = self.arrived.elapsed();
         metrics::histogram!("aula_request_duration_seconds", "model" => model).record(duration.as_secs_f64());
-        let id = self.record.take()?;
+        let record = self.record.take()?;
         Some(Finish {
-            id,
+            record,
             status: status.to_string(),
             prompt_tokens: self.prompt_tokens.map(|p| p as i64),
             completion_tokens: completion.map(|c| c as i64),

@@ -9,7 +9,7 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestRecord {
     pub id: String,
     pub user: String,
@@ -20,7 +20,8 @@ pub struct RequestRecord {
 
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
-    pub id: String,
+    /// The row as admitted (so finalizing never depends on the order of writes).
+    pub record: RequestRecord,
     /// `ok`, `cancelled` (the client left), or `error:STATUS`.
     pub status: String,
     pub prompt_tokens: Option<i64>,
@@ -91,42 +92,94 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
     }
 }
 
+/// A batch is at most two statements, each atomic on its own: one
+/// multi-row INSERT of the admitted requests, one multi-row upsert of the
+/// finished ones. Few round trips to the database whatever the load.
 async fn write_batch(store: &Store, batch: &[(Op, Option<Ack>)]) -> Result<(), StoreError> {
-    let mut tx = store.pool.begin().await?;
-    for (op, _) in batch {
-        match op {
-            Op::Begin(r) => {
-                sqlx::query(
-                    "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) \
-                     VALUES ($1, $2, $3, $4, $5, 'unfinished')",
-                )
+    let begins: Vec<&RequestRecord> = batch
+        .iter()
+        .filter_map(|(op, _)| match op {
+            Op::Begin(r) => Some(r),
+            Op::Finish(_) => None,
+        })
+        .collect();
+    let finishes: Vec<&Finish> = batch
+        .iter()
+        .filter_map(|(op, _)| match op {
+            Op::Finish(f) => Some(f),
+            Op::Begin(_) => None,
+        })
+        .collect();
+    if !begins.is_empty() {
+        let sql = format!(
+            "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) VALUES {}",
+            placeholders(begins.len(), 5, "'unfinished'")
+        );
+        let mut q = sqlx::query(&sql);
+        for r in &begins {
+            q = q
+                .bind(&r.id)
+                .bind(&r.user)
+                .bind(r.groups.join(","))
+                .bind(&r.model)
+                .bind(r.admitted_ms);
+        }
+        q.execute(&store.pool).await?;
+    }
+    if !finishes.is_empty() {
+        let sql = format!(
+            "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status, prompt_tokens, \
+             completion_tokens, queue_ms, ttft_ms, duration_ms) VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, prompt_tokens = excluded.prompt_tokens, \
+             completion_tokens = excluded.completion_tokens, queue_ms = excluded.queue_ms, \
+             ttft_ms = excluded.ttft_ms, duration_ms = excluded.duration_ms",
+            placeholders(finishes.len(), 11, "")
+        );
+        let mut q = sqlx::query(&sql);
+        for f in &finishes {
+            let r = &f.record;
+            q = q
                 .bind(&r.id)
                 .bind(&r.user)
                 .bind(r.groups.join(","))
                 .bind(&r.model)
                 .bind(r.admitted_ms)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Op::Finish(f) => {
-                sqlx::query(
-                    "UPDATE requests SET status = $1, prompt_tokens = $2, completion_tokens = $3, \
-                     queue_ms = $4, ttft_ms = $5, duration_ms = $6 WHERE id = $7",
-                )
                 .bind(&f.status)
                 .bind(f.prompt_tokens)
                 .bind(f.completion_tokens)
                 .bind(f.queue_ms)
                 .bind(f.ttft_ms)
-                .bind(f.duration_ms)
-                .bind(&f.id)
-                .execute(&mut *tx)
-                .await?;
-            }
+                .bind(f.duration_ms);
         }
+        q.execute(&store.pool).await?;
     }
-    tx.commit().await?;
     Ok(())
+}
+
+/// `($1, $2, ..., EXTRA), (...)` for `rows` rows of `cols` parameters.
+fn placeholders(rows: usize, cols: usize, extra: &str) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            n += 1;
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&n.to_string());
+        }
+        if !extra.is_empty() {
+            out.push_str(", ");
+            out.push_str(extra);
+        }
+        out.push(')');
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,7 +341,13 @@ mod tests {
         for i in 0..2 {
             ledger
                 .finish(Finish {
-                    id: format!("r{i}"),
+                    record: RequestRecord {
+                        id: format!("r{i}"),
+                        user: "al".into(),
+                        groups: vec!["cs101".into(), "lab".into()],
+                        model: "m".into(),
+                        admitted_ms: 1000 + i,
+                    },
                     status: "ok".into(),
                     prompt_tokens: Some(10),
                     completion_tokens: Some(5),

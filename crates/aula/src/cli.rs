@@ -208,6 +208,11 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Fairness scenario: user 0 keeps this many requests in flight while each
+    /// other user (--users - 1 of them) sends one at a time; the report splits
+    /// time to first token between user 0 and the others.
+    #[arg(long)]
+    pub heavy: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -284,6 +284,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         keys,
         temperature: a.temperature,
         progress: !a.json,
+        heavy: a.heavy,
     };
     let report = aula_bench::run(cfg).await?;
     let text = if a.json {
