@@ -27,6 +27,41 @@ pub struct CatalogEntry {
     pub n_experts_active: u32,
     #[serde(default)]
     pub qkv_bias: bool,
+    /// `decoder` (generates text) or `embedding` (an encoder).
+    #[serde(default = "decoder")]
+    pub kind: String,
+    /// `gated` (SwiGLU/GeGLU: gate, up, down) or `plain` (up, down).
+    #[serde(default = "gated")]
+    pub mlp: String,
+    #[serde(default)]
+    pub attn_out_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default)]
+    pub router_bias: bool,
+    /// One learned attention-sink logit per head and layer (gpt-oss).
+    #[serde(default)]
+    pub attn_sinks: bool,
+    /// RMSNorm of q and k per head (Gemma 3, Qwen 3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    #[serde(default = "two")]
+    pub norms_per_layer: u32,
+    /// LayerNorm with a bias (BERT, Falcon) rather than RMSNorm.
+    #[serde(default)]
+    pub norm_bias: bool,
+    /// Learned absolute positions (BERT), and token-type embeddings.
+    #[serde(default)]
+    pub position_embeddings: u32,
+    #[serde(default)]
+    pub type_vocab: u32,
+    #[serde(default)]
+    pub embedding_norm: bool,
+    #[serde(default = "yes")]
+    pub final_norm: bool,
+    /// BERT's pooler (a dense layer over the first token).
+    #[serde(default)]
+    pub pooler: bool,
     #[serde(default)]
     pub sliding_window: Option<u32>,
     #[serde(default)]
@@ -35,34 +70,127 @@ pub struct CatalogEntry {
     pub source: String,
 }
 
+impl Default for CatalogEntry {
+    fn default() -> Self {
+        CatalogEntry {
+            id: String::new(),
+            architecture: String::new(),
+            n_layers: 0,
+            hidden: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            head_dim: 0,
+            ffn: 0,
+            vocab: 0,
+            max_context: 0,
+            tied_embeddings: false,
+            n_experts: 0,
+            n_experts_active: 0,
+            qkv_bias: false,
+            kind: decoder(),
+            mlp: gated(),
+            attn_out_bias: false,
+            mlp_bias: false,
+            router_bias: false,
+            attn_sinks: false,
+            qk_norm: false,
+            norms_per_layer: 2,
+            norm_bias: false,
+            position_embeddings: 0,
+            type_vocab: 0,
+            embedding_norm: false,
+            final_norm: true,
+            pooler: false,
+            sliding_window: None,
+            n_swa_layers: 0,
+            published_params: 0,
+            source: String::new(),
+        }
+    }
+}
+
+/// BERT-style encoders (embedding models) as the catalog describes them.
+pub fn bert_like(mut e: CatalogEntry, max_positions: u32, type_vocab: u32) -> CatalogEntry {
+    e.kind = "embedding".into();
+    e.architecture = "bert".into();
+    e.mlp = "plain".into();
+    e.tied_embeddings = true;
+    e.qkv_bias = true;
+    e.attn_out_bias = true;
+    e.mlp_bias = true;
+    e.norm_bias = true;
+    e.position_embeddings = max_positions;
+    e.type_vocab = type_vocab;
+    e.embedding_norm = true;
+    e.final_norm = false;
+    e.pooler = true;
+    e
+}
+
+fn decoder() -> String {
+    "decoder".into()
+}
+fn gated() -> String {
+    "gated".into()
+}
+fn two() -> u32 {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
 #[derive(Deserialize)]
 struct File {
     model: Vec<CatalogEntry>,
 }
 
-/// Parameters of a decoder with gated (SwiGLU) MLPs, counted matrix by
-/// matrix: embeddings, per layer q/k/v/o (+ biases), gate/up/down per
-/// expert (+ router), two norms, the final norm and the output head.
+/// Parameters counted matrix by matrix: embeddings (tokens, positions,
+/// token types, their norm), per layer q/k/v/o with their biases and sinks,
+/// the MLP of each expert (gated: gate, up, down; plain: up, down) with
+/// biases, the router, the norms; the final norm, the output head unless tied,
+/// and BERT's pooler. Returns (total, active per token).
 pub fn count_params(e: &CatalogEntry) -> (u64, u64) {
     let h = u64::from(e.hidden);
-    let q = u64::from(e.n_heads) * u64::from(e.head_dim);
-    let kv = u64::from(e.n_kv_heads) * u64::from(e.head_dim);
+    let hd = u64::from(e.head_dim);
+    let q = u64::from(e.n_heads) * hd;
+    let kv = u64::from(e.n_kv_heads) * hd;
     let experts = u64::from(e.n_experts.max(1));
     let active = if e.n_experts > 0 {
         u64::from(e.n_experts_active)
     } else {
         1
     };
-    let attn = h * q + 2 * h * kv + q * h + if e.qkv_bias { q + 2 * kv } else { 0 };
-    let mlp_one = 3 * h * u64::from(e.ffn);
-    let router = if e.n_experts > 0 { h * experts } else { 0 };
-    let layer = |n_mlp: u64| attn + n_mlp * mlp_one + router + 2 * h;
-    let embed = u64::from(e.vocab) * h;
-    let head = if e.tied_embeddings { 0 } else { embed };
+    let norm = |width: u64| if e.norm_bias { 2 * width } else { width };
+    let attn = h * q
+        + 2 * h * kv
+        + q * h
+        + if e.qkv_bias { q + 2 * kv } else { 0 }
+        + if e.attn_out_bias { h } else { 0 }
+        + if e.attn_sinks { u64::from(e.n_heads) } else { 0 }
+        + if e.qk_norm { 2 * hd } else { 0 };
+    let ffn = u64::from(e.ffn);
+    let gated = e.mlp != "plain";
+    let mlp_one = if gated { 3 * h * ffn } else { 2 * h * ffn }
+        + if e.mlp_bias {
+            if gated { 2 * ffn + h } else { ffn + h }
+        } else {
+            0
+        };
+    let router = if e.n_experts > 0 {
+        h * experts + if e.router_bias { experts } else { 0 }
+    } else {
+        0
+    };
+    let layer = |n_mlp: u64| attn + n_mlp * mlp_one + router + u64::from(e.norms_per_layer) * norm(h);
+    let embed = (u64::from(e.vocab) + u64::from(e.position_embeddings) + u64::from(e.type_vocab)) * h
+        + if e.embedding_norm { norm(h) } else { 0 };
+    let head = if e.tied_embeddings { 0 } else { u64::from(e.vocab) * h };
+    let tail = if e.final_norm { norm(h) } else { 0 } + if e.pooler { h * h + h } else { 0 };
     let n = u64::from(e.n_layers);
     (
-        embed + n * layer(experts) + h + head,
-        embed + n * layer(active) + h + head,
+        embed + n * layer(experts) + tail + head,
+        embed + n * layer(active) + tail + head,
     )
 }
 

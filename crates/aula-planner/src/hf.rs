@@ -63,10 +63,15 @@ pub fn shape_from_config(
             || v.get("attention_bias")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-        sliding_window: None,
-        n_swa_layers: 0,
-        published_params: 0,
         source: "config.json".into(),
+        ..Default::default()
+    };
+    let entry = if matches!(model_type.as_str(), "bert" | "roberta" | "xlm-roberta") {
+        let positions = entry.max_context;
+        let types = field(v, &["type_vocab_size"]).unwrap_or(2) as u32;
+        crate::catalog::bert_like(entry, positions, types)
+    } else {
+        entry
     };
     let mut shape = crate::catalog::shape(&entry);
     if let Some(index) = index {

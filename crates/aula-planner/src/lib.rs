@@ -3,10 +3,13 @@
 //! them. A library; `aula plan` is a thin CLI over it.
 
 pub mod catalog;
+pub mod estimate;
 pub mod ggml;
 pub mod gguf;
+pub mod hardware;
 pub mod hf;
 pub mod llamacpp;
+pub mod placement;
 pub mod shape;
 
 use std::path::Path;
@@ -14,6 +17,11 @@ use std::path::Path;
 /// A model named on the command line: a `.json` config, a GGUF file, or a
 /// catalog id. Models without a tensor table get weights at `precision`.
 pub fn resolve_model(arg: &Path, precision: ggml::GgmlType) -> Result<shape::ModelShape, String> {
+    resolve_model_bits(arg, precision.bits_per_weight())
+}
+
+/// As [`resolve_model`], with the weights' bits per parameter given directly.
+pub fn resolve_model_bits(arg: &Path, bits_per_weight: f64) -> Result<shape::ModelShape, String> {
     let mut shape = if arg.extension().is_some_and(|x| x == "json") {
         hf::read(arg)?
     } else if arg.exists() || arg.extension().is_some_and(|x| x == "gguf") {
@@ -27,7 +35,7 @@ pub fn resolve_model(arg: &Path, precision: ggml::GgmlType) -> Result<shape::Mod
         catalog::find(&arg.to_string_lossy())?
     };
     if shape.weight_bytes.is_none() {
-        shape.weight_bytes = Some(llamacpp::weight_bytes(&shape, precision.bits_per_weight()));
+        shape.weight_bytes = Some(llamacpp::weight_bytes(&shape, bits_per_weight));
     }
     Ok(shape)
 }

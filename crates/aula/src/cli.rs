@@ -218,21 +218,42 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// GGUF model files, Hugging Face config.json files, or ids from the built-in catalog (e.g. llama-3.1-8b).
-    #[arg(required = true)]
+    #[arg(required_unless_present_any = ["list", "explain"])]
     pub models: Vec<PathBuf>,
-    /// Weight type for catalog and config.json models (a ggml type: f16, bf16, q8_0, q4_0, q4_k, ...); GGUF files use their own.
+    /// Hardware profile: gb10 (DGX Spark), h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l40s, rtx-4090, rtx-3090, m2-ultra, m3-max, m4-max.
+    #[arg(long, default_value = "gb10", conflicts_with = "detect")]
+    pub hardware: String,
+    /// Use this machine: memory and cores from the OS, an NVIDIA GPU through NVML.
+    #[arg(long)]
+    pub detect: bool,
+    /// Weights for catalog and config.json models: bf16, fp16, fp8, int8, int4, nf4, or a ggml type (q8_0, q4_k, ...). GGUF files use their own.
     #[arg(long, default_value = "f16")]
     pub precision: String,
-    /// Tokens per request (prompt + completion).
+    /// Tokens per request (prompt + completion); vLLM's --max-model-len.
     #[arg(long, default_value_t = 4096)]
     pub context: u32,
-    /// Concurrent sequences (slots).
-    #[arg(long, default_value_t = 4)]
-    pub parallel: u32,
+    /// Requests served at once (slots, max-num-seqs).
+    #[arg(long, visible_alias = "parallel", default_value_t = 4)]
+    pub users: u32,
+    /// embedded (aula engine, llama.cpp), llama-server, vllm or sglang.
+    #[arg(long, default_value = "embedded")]
+    pub engine: String,
+    /// vLLM's --gpu-memory-utilization (SGLang's --mem-fraction-static).
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+    /// Prompt length for the time-to-first-token estimate.
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: u32,
     /// llama.cpp micro-batch (Aula's `engine --batch`).
     #[arg(long, default_value_t = 512)]
     pub batch: u32,
     /// Print the full breakdown as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print every formula the figures come from.
+    #[arg(long)]
+    pub explain: bool,
+    /// List the catalog's models and the hardware profiles.
+    #[arg(long)]
+    pub list: bool,
 }

@@ -298,59 +298,135 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn plan(a: PlanArgs) -> anyhow::Result<()> {
-    let settings = aula_planner::llamacpp::EngineSettings {
-        context: a.context,
-        parallel: a.parallel,
-        n_ubatch: a.batch,
-        ..Default::default()
-    };
-    if a.context == 0 || a.parallel == 0 || a.batch == 0 {
-        bail!("--context, --parallel and --batch must be at least 1");
-    }
-    let precision = aula_planner::ggml::GgmlType::from_name(&a.precision).ok_or_else(|| {
-        anyhow!(
-            "--precision `{}` is not a ggml type (try f16, bf16, q8_0, q4_0, q4_k)",
-            a.precision
-        )
-    })?;
-    let mut rows = Vec::new();
-    for path in &a.models {
-        let shape = aula_planner::resolve_model(path, precision).map_err(|e| anyhow!(e))?;
-        let id = shape.id.clone();
-        let mem = aula_planner::llamacpp::memory(&shape, &settings);
-        rows.push(serde_json::json!({"model": id, "shape": shape, "settings": {
-            "context": a.context, "parallel": a.parallel, "n_ubatch": a.batch, "engine": "embedded (llama.cpp)"},
-            "memory": mem}));
-    }
+    use aula_planner::estimate::{Engine, PlanRequest, Precision, VerdictKind};
     let mut out = std::io::stdout().lock();
-    if a.json {
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&rows)?);
+    if a.explain {
+        for (name, f) in aula_planner::estimate::FORMULAS {
+            let _ = writeln!(out, "{name}:\n    {f}");
+        }
+        if a.models.is_empty() {
+            return Ok(());
+        }
+    }
+    if a.list {
+        let _ = writeln!(out, "catalog models:");
+        for e in aula_planner::catalog::entries().map_err(|e| anyhow!(e))? {
+            let (p, _) = aula_planner::catalog::count_params(&e);
+            let _ = writeln!(out, "  {:<20} {:>8.2}B  {:<10} {}", e.id, p as f64 / 1e9, e.kind, e.source);
+        }
+        let _ = writeln!(out, "hardware profiles:");
+        for h in aula_planner::hardware::profiles().map_err(|e| anyhow!(e))? {
+            let _ = writeln!(out, "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s", h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs);
+        }
         return Ok(());
     }
-    let mib = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / 1048576.0;
+    if a.context == 0 || a.users == 0 || a.batch == 0 {
+        bail!("--context, --users and --batch must be at least 1");
+    }
+    if !(a.gpu_memory_utilization > 0.0 && a.gpu_memory_utilization <= 1.0) {
+        bail!("--gpu-memory-utilization must be in (0, 1]");
+    }
+    let hw = if a.detect {
+        aula_planner::hardware::detect()
+    } else {
+        aula_planner::hardware::find(&a.hardware).map_err(|e| anyhow!(e))?
+    };
+    let engine: Engine = a.engine.parse().map_err(|e: String| anyhow!(e))?;
+    let precision = Precision::parse(&a.precision).map_err(|e| anyhow!(e))?;
+    let ggml_bits = aula_planner::ggml::GgmlType::from_name(&a.precision)
+        .map(|t| t.bits_per_weight())
+        .unwrap_or(precision.bits_per_weight);
+    let request = PlanRequest {
+        engine,
+        precision: precision.clone(),
+        context: a.context,
+        users: a.users,
+        n_ubatch: a.batch,
+        gpu_memory_utilization: a.gpu_memory_utilization,
+        prompt_tokens: a.prompt_tokens,
+        ..Default::default()
+    };
+    let mut wants = Vec::new();
+    for path in &a.models {
+        let shape = aula_planner::resolve_model_bits(path, ggml_bits).map_err(|e| anyhow!(e))?;
+        let mut request = request.clone();
+        if shape.source.starts_with("GGUF") {
+            // A GGUF's weights are what its tensor table says.
+            request.precision.name = "gguf".into();
+        }
+        wants.push(aula_planner::placement::Want { shape, request });
+    }
+    let estimates: Vec<_> = wants
+        .iter()
+        .map(|w| aula_planner::estimate::estimate(&w.shape, &hw, &w.request))
+        .collect();
+    let placement = (wants.len() > 1).then(|| aula_planner::placement::place(&wants, &hw));
+    if a.json {
+        let v = serde_json::json!({"hardware": hw, "estimates": estimates, "placement": placement});
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let gb = |b: u64| b as f64 / 1e9;
     let _ = writeln!(
         out,
-        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "model", "weights", "KV cache", "compute", "output", "total"
+        "{} — {:.1} GB usable, {:.0} GB/s peak ({}; efficiencies {})",
+        hw.name, hw.usable_gb, hw.peak_bandwidth_gbs, hw.source, hw.efficiency_source
     );
-    for r in &rows {
-        let m = &r["memory"];
+    let _ = writeln!(
+        out,
+        "engine {}, {} tokens per request, {} at once\n",
+        a.engine, a.context, a.users
+    );
+    let _ = writeln!(
+        out,
+        "{:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>10} {:>7}",
+        "model", "precision", "weights", "KV", "other", "total", "fits", "1 stream", "all users", "TTFT"
+    );
+    for e in &estimates {
+        let m = &e.memory;
+        let (one, all, ttft) = match &e.speed {
+            Some(s) => (
+                format!("{:.1} t/s", s.single_stream_tokens_per_s),
+                format!("{:.0} t/s", s.aggregate_tokens_per_s),
+                format!("{:.2} s", s.time_to_first_token_s),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let fits = if e.max_sequences == u64::MAX { "any".to_string() } else { e.max_sequences.to_string() };
         let _ = writeln!(
             out,
-            "{:<34} {:>6.1} MiB {:>6.1} MiB {:>6.1} MiB {:>6.2} MiB {:>6.1} MiB",
-            r["model"].as_str().unwrap_or(""),
-            mib(&m["weights_bytes"]),
-            mib(&m["kv_cache_bytes"]),
-            mib(&m["compute_buffer_bytes"]),
-            mib(&m["output_buffer_bytes"]),
-            mib(&m["total_bytes"])
+            "{:<26} {:>9} {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>6} {:>9} {:>10} {:>7}",
+            e.model, e.precision, gb(m.weights_bytes), gb(m.kv_cache_bytes), gb(m.overhead_bytes), gb(m.total_bytes), fits, one, all, ttft
         );
+        let verdict = match e.verdict.kind {
+            VerdictKind::Runs => "runs",
+            VerdictKind::RunsWithQuantization => "runs with quantization",
+            VerdictKind::NeedsOffload => "needs offload",
+            VerdictKind::DoesNotFit => "does not fit",
+        };
+        let _ = writeln!(out, "    {verdict}: {}", e.verdict.reason);
+        if let Some(v) = &e.vllm {
+            let _ = writeln!(
+                out,
+                "    vLLM: budget {:.1} GB, activation peak {:.1} GB, KV cache {:.1} GB = {} blocks of 16 tokens, maximum concurrency {:.2}x at {} tokens",
+                gb(v.budget_bytes), gb(v.activation_peak_bytes), v.kv_cache_bytes as f64 / 1e9, v.kv_blocks, v.max_concurrency, e.context
+            );
+        }
     }
-    let _ = writeln!(
-        out,
-        "(aula engine with --context {} --parallel {} --batch {}; CPU buffers as llama.cpp allocates them)",
-        a.context, a.parallel, a.batch
-    );
+    if let Some(p) = &placement {
+        let _ = writeln!(
+            out,
+            "\ntogether: {:.1} GB of {:.1} GB usable — {} (headroom {:.1} GB)",
+            gb(p.total_bytes), gb(p.usable_bytes), if p.fits { "they fit" } else { "they do not fit" }, p.headroom_bytes as f64 / 1e9
+        );
+        for m in &p.models {
+            let _ = writeln!(out, "  {:<26} {:>6.1} GB  {}", m.model, gb(m.bytes), m.settings);
+        }
+        for f in &p.fix {
+            let _ = writeln!(out, "  to make them fit: {f}");
+        }
+    }
+    let _ = writeln!(out, "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)");
     Ok(())
 }
 

@@ -25,7 +25,7 @@ fn plan(file: &str, ctx: u32, par: u32) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["memory"].clone()
+    v["estimates"][0]["memory"]["llama_cpp"].clone()
 }
 
 fn within(pred: u64, real: u64, frac: f64, what: &str) {

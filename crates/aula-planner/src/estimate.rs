@@ -1,0 +1,605 @@
+//! Estimates for one model x precision x engine x context x concurrency on
+//! one hardware profile: memory, how many sequences fit, speed, and a
+//! verdict. Every figure follows from the model's shape and the profile's
+//! numbers by the formulas in [`FORMULAS`], which `aula plan` prints.
+
+use crate::hardware::Hardware;
+use crate::llamacpp::{self, EngineSettings};
+use crate::shape::ModelShape;
+use serde::Serialize;
+
+/// The formulas, spelled out once (printed by `aula plan --explain`).
+pub const FORMULAS: &[(&str, &str)] = &[
+    ("weights", "GGUF: the tensor table, byte for byte; otherwise parameters x bits per weight / 8 (bits include the quantization scales: q8_0 8.5, q4_k 4.5, int4 (group 128) 4.25, nf4 4.13)"),
+    ("KV per token", "layers x KV heads x (K head dim + V head dim) x bytes per element; sliding-window layers hold at most window + batch tokens"),
+    ("KV per sequence", "KV per token x context (full-attention layers) + KV per token x min(context, window) (sliding-window layers)"),
+    ("embedded / llama-server overhead", "llama.cpp's compute buffer (logits of one micro-batch + activations + attention mask) and output buffer, plus 0.5 GB CUDA context on a GPU (assumed)"),
+    ("vLLM", "budget = gpu_memory_utilization x device memory; KV cache = budget - weights - activation peak - 1 GB (CUDA context, CUDA graphs: assumed); blocks of 16 tokens; maximum concurrency = KV tokens / max_model_len, as vLLM prints it at start-up"),
+    ("vLLM activation peak", "profiled by vLLM with max_num_batched_tokens (8192): tokens x (4 x hidden + 2 x FFN) x 2 bytes + max_num_seqs x vocab x 4 bytes of logits (an estimate of what vLLM measures)"),
+    ("SGLang", "mem_fraction_static x device memory holds weights and the KV pool; activations outside it"),
+    ("decode step", "time = max(bytes read / achievable bandwidth, 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV per token x context / 2 (sequences half full on average); a mixture of experts touches shared weights + experts x (1 - (1 - k/E)^batch)"),
+    ("single-stream decode", "1 / decode step at batch 1"),
+    ("aggregate decode", "batch / decode step at that batch"),
+    ("prefill", "achievable FLOPS / (2 x active parameters) tokens/s; time to first token = prompt / prefill + one decode step"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    Embedded,
+    LlamaServer,
+    Vllm,
+    Sglang,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Engine, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "embedded" | "aula" | "llama.cpp" => Ok(Engine::Embedded),
+            "llama-server" => Ok(Engine::LlamaServer),
+            "vllm" => Ok(Engine::Vllm),
+            "sglang" => Ok(Engine::Sglang),
+            _ => Err(format!("unknown engine `{s}`; use embedded, llama-server, vllm or sglang")),
+        }
+    }
+}
+
+/// Weight precision: a ggml type (for llama.cpp engines) or what vLLM and
+/// SGLang load (bf16, fp16, fp8, int8, int4, nf4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Precision {
+    pub name: String,
+    pub bits_per_weight: f64,
+    /// Matrix products run at the 8-bit tensor rate.
+    pub eight_bit_compute: bool,
+}
+
+impl Precision {
+    pub fn parse(name: &str) -> Result<Precision, String> {
+        let n = name.to_ascii_lowercase();
+        let (bits, eight) = match n.as_str() {
+            "fp16" | "f16" | "bf16" | "float16" | "bfloat16" => (16.0, false),
+            "fp8" => (8.0, true),
+            "int8" => (8.0, true),
+            "int4" | "awq" | "gptq" => (4.25, false),
+            "nf4" => (4.127, false),
+            other => match crate::ggml::GgmlType::from_name(other) {
+                Some(t) => (t.bits_per_weight(), t.bits_per_weight() <= 9.0),
+                None => {
+                    return Err(format!(
+                        "unknown precision `{name}`; use bf16, fp16, fp8, int8, int4, nf4 or a ggml type (f16, q8_0, q4_k, q4_0, ...)"
+                    ));
+                }
+            },
+        };
+        Ok(Precision {
+            name: n,
+            bits_per_weight: bits,
+            eight_bit_compute: eight,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRequest {
+    pub engine: Engine,
+    pub precision: Precision,
+    /// Tokens per sequence (prompt + completion): max_model_len for vLLM.
+    pub context: u32,
+    /// Sequences served at once (slots, max_num_seqs).
+    pub users: u32,
+    /// llama.cpp micro-batch.
+    pub n_ubatch: u32,
+    /// Bytes per KV element: 2 for 16-bit, about 1.06 for q8_0.
+    pub kv_bytes_per_elem: f64,
+    /// vLLM `--gpu-memory-utilization` (SGLang `--mem-fraction-static`).
+    pub gpu_memory_utilization: f64,
+    /// Prompt length for time to first token.
+    pub prompt_tokens: u32,
+}
+
+impl Default for PlanRequest {
+    fn default() -> Self {
+        PlanRequest {
+            engine: Engine::Embedded,
+            precision: Precision {
+                name: "f16".into(),
+                bits_per_weight: 16.0,
+                eight_bit_compute: false,
+            },
+            context: 4096,
+            users: 4,
+            n_ubatch: 512,
+            kv_bytes_per_elem: 2.0,
+            gpu_memory_utilization: 0.9,
+            prompt_tokens: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    pub weights_bytes: u64,
+    pub kv_bytes_per_token: f64,
+    pub kv_bytes_per_sequence: u64,
+    pub kv_cache_bytes: u64,
+    /// Compute and output buffers, activation peak, CUDA context.
+    pub overhead_bytes: u64,
+    pub total_bytes: u64,
+    pub usable_bytes: u64,
+    /// usable - total (negative: does not fit).
+    pub left_bytes: i64,
+    /// llama.cpp's own buffers, for the llama.cpp engines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llama_cpp: Option<llamacpp::LlamaCppMemory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VllmFigures {
+    pub budget_bytes: u64,
+    pub activation_peak_bytes: u64,
+    pub kv_cache_bytes: i64,
+    pub kv_blocks: u64,
+    /// What vLLM prints as "Maximum concurrency for N tokens per request".
+    pub max_concurrency: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Speed {
+    pub single_stream_tokens_per_s: f64,
+    pub aggregate_tokens_per_s: f64,
+    pub per_user_tokens_per_s: f64,
+    /// "bandwidth" or "compute": what limits decoding at `users`.
+    pub decode_bound: &'static str,
+    pub prefill_tokens_per_s: f64,
+    pub time_to_first_token_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Runs,
+    RunsWithQuantization,
+    NeedsOffload,
+    DoesNotFit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub kind: VerdictKind,
+    /// The precision that makes it fit, for `runs_with_quantization`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub model: String,
+    pub hardware: String,
+    pub engine: Engine,
+    pub precision: String,
+    pub context: u32,
+    pub users: u32,
+    pub memory: Memory,
+    /// The most sequences of `context` tokens that fit beside the weights.
+    pub max_sequences: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm: Option<VllmFigures>,
+    /// None where the profile has no bandwidth figure (a detected CPU).
+    pub speed: Option<Speed>,
+    pub verdict: Verdict,
+}
+
+const GB: f64 = 1e9;
+const CUDA_CONTEXT: u64 = 500_000_000;
+const VLLM_FIXED: u64 = 1_000_000_000;
+const VLLM_BATCHED_TOKENS: u64 = 8192;
+const VLLM_BLOCK: u64 = 16;
+
+/// KV bytes of one sequence of `context` tokens (sliding-window layers capped).
+pub fn kv_per_sequence(shape: &ModelShape, context: u32, bytes_per_elem: f64) -> f64 {
+    if shape.architecture == "bert" {
+        return 0.0;
+    }
+    let per_layer = shape.kv_bytes_per_token_layer(bytes_per_elem);
+    let swa_tokens = shape
+        .sliding_window
+        .map(|w| w.min(context))
+        .unwrap_or(context);
+    per_layer
+        * (f64::from(shape.n_full_layers()) * f64::from(context)
+            + f64::from(shape.n_swa_layers) * f64::from(swa_tokens))
+}
+
+fn weights_at(shape: &ModelShape, p: &Precision) -> u64 {
+    shape
+        .weight_bytes
+        .unwrap_or_else(|| (shape.params as f64 * p.bits_per_weight / 8.0).round() as u64)
+}
+
+/// Memory for the request on the hardware.
+fn memory(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> (Memory, Option<VllmFigures>, u64) {
+    let weights = weights_at(shape, &r.precision);
+    let kv_tok = if shape.architecture == "bert" {
+        0.0
+    } else {
+        shape.kv_bytes_per_token(r.kv_bytes_per_elem)
+    };
+    let kv_seq = kv_per_sequence(shape, r.context, r.kv_bytes_per_elem);
+    let usable = hw.usable_bytes();
+    let gpu = hw.peak_tflops_16bit > 0.0 && !hw.id.starts_with("detected-cpu");
+    if shape.architecture == "bert" {
+        // An encoder keeps nothing between requests: weights plus the
+        // activations of one batch of `users` inputs of `context` tokens.
+        let activation = u64::from(r.users)
+            * u64::from(r.context.min(shape.max_context.max(1)))
+            * (4 * u64::from(shape.hidden) + u64::from(shape.ffn))
+            * 4;
+        let overhead = activation + if gpu { CUDA_CONTEXT } else { 0 };
+        let total = weights + overhead;
+        return (
+            Memory {
+                weights_bytes: weights,
+                kv_bytes_per_token: 0.0,
+                kv_bytes_per_sequence: 0,
+                kv_cache_bytes: 0,
+                overhead_bytes: overhead,
+                total_bytes: total,
+                usable_bytes: usable,
+                left_bytes: usable as i64 - total as i64,
+                llama_cpp: None,
+            },
+            None,
+            u64::MAX,
+        );
+    }
+    match r.engine {
+        Engine::Embedded | Engine::LlamaServer => {
+            let mut s = shape.clone();
+            s.weight_bytes = Some(weights);
+            let lc = llamacpp::memory(
+                &s,
+                &EngineSettings {
+                    context: r.context,
+                    parallel: r.users,
+                    n_ubatch: r.n_ubatch,
+                    kv_bytes_per_elem: r.kv_bytes_per_elem,
+                },
+            );
+            let overhead = lc.compute_buffer_bytes + lc.output_buffer_bytes + if gpu { CUDA_CONTEXT } else { 0 };
+            let total = lc.weights_bytes + lc.kv_cache_bytes + overhead;
+            let fixed = weights + overhead;
+            let max_seq = if kv_seq > 0.0 {
+                (usable.saturating_sub(fixed) as f64 / kv_seq).floor() as u64
+            } else {
+                u64::MAX
+            };
+            (
+                Memory {
+                    weights_bytes: weights,
+                    kv_bytes_per_token: kv_tok,
+                    kv_bytes_per_sequence: kv_seq.round() as u64,
+                    kv_cache_bytes: lc.kv_cache_bytes,
+                    overhead_bytes: overhead,
+                    total_bytes: total,
+                    usable_bytes: usable,
+                    left_bytes: usable as i64 - total as i64,
+                    llama_cpp: Some(lc),
+                },
+                None,
+                max_seq,
+            )
+        }
+        Engine::Vllm | Engine::Sglang => {
+            let device = (hw.memory_gb * GB) as u64;
+            let budget = (device as f64 * r.gpu_memory_utilization) as u64;
+            let ffn = u64::from(shape.ffn) * u64::from(shape.n_experts_active.max(1));
+            let activation = if r.engine == Engine::Vllm {
+                VLLM_BATCHED_TOKENS * (4 * u64::from(shape.hidden) + 2 * ffn) * 2
+                    + u64::from(r.users) * u64::from(shape.vocab) * 4
+            } else {
+                0
+            };
+            let kv_cache = budget as i64 - weights as i64 - activation as i64 - VLLM_FIXED as i64;
+            let block_bytes = kv_tok * VLLM_BLOCK as f64;
+            let blocks = if kv_cache > 0 && block_bytes > 0.0 {
+                (kv_cache as f64 / block_bytes).floor() as u64
+            } else {
+                0
+            };
+            let max_conc = (blocks * VLLM_BLOCK) as f64 / f64::from(r.context.max(1));
+            // vLLM (and SGLang's static fraction) takes its whole budget up front.
+            let total = budget.max(weights + activation + VLLM_FIXED);
+            let vllm = VllmFigures {
+                budget_bytes: budget,
+                activation_peak_bytes: activation,
+                kv_cache_bytes: kv_cache,
+                kv_blocks: blocks,
+                max_concurrency: max_conc,
+            };
+            (
+                Memory {
+                    weights_bytes: weights,
+                    kv_bytes_per_token: kv_tok,
+                    kv_bytes_per_sequence: kv_seq.round() as u64,
+                    kv_cache_bytes: kv_cache.max(0) as u64,
+                    overhead_bytes: activation + VLLM_FIXED,
+                    total_bytes: total,
+                    usable_bytes: usable,
+                    left_bytes: usable as i64 - total as i64,
+                    llama_cpp: None,
+                },
+                Some(vllm),
+                max_conc.floor() as u64,
+            )
+        }
+    }
+}
+
+/// Weight bytes touched by one decode step of `batch` sequences.
+fn weights_touched(shape: &ModelShape, weights: u64, batch: u32) -> f64 {
+    if shape.n_experts == 0 || shape.n_experts_active == 0 || shape.params == 0 {
+        return weights as f64;
+    }
+    let bytes_per_param = weights as f64 / shape.params as f64;
+    let k = f64::from(shape.n_experts_active);
+    let e = f64::from(shape.n_experts);
+    // Expert parameters: total minus active differ by (E - k) experts' worth.
+    let expert_params = (shape.params - shape.params_active) as f64 * e / (e - k);
+    let shared = shape.params as f64 - expert_params;
+    let touched = 1.0 - (1.0 - k / e).powf(f64::from(batch));
+    (shared + expert_params * touched) * bytes_per_param
+}
+
+fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, weights: u64) -> Option<Speed> {
+    if hw.peak_bandwidth_gbs <= 0.0 || shape.architecture == "bert" {
+        return None;
+    }
+    let bw = hw.achievable_bandwidth();
+    let flops = hw.achievable_flops(r.precision.eight_bit_compute);
+    let kv_tok = shape.kv_bytes_per_token(r.kv_bytes_per_elem);
+    let step = |b: u32| -> (f64, bool) {
+        let bytes = weights_touched(shape, weights, b) + f64::from(b) * kv_tok * f64::from(r.context) / 2.0;
+        let t_mem = bytes / bw;
+        let t_compute = if flops > 0.0 {
+            2.0 * shape.params_active as f64 * f64::from(b) / flops
+        } else {
+            0.0
+        };
+        (t_mem.max(t_compute), t_compute > t_mem)
+    };
+    let (t1, _) = step(1);
+    let users = r.users.max(1);
+    let (tb, compute_bound) = step(users);
+    let prefill = if flops > 0.0 {
+        flops / (2.0 * shape.params_active as f64)
+    } else {
+        0.0
+    };
+    let ttft = if prefill > 0.0 {
+        f64::from(r.prompt_tokens) / prefill + t1
+    } else {
+        t1
+    };
+    Some(Speed {
+        single_stream_tokens_per_s: 1.0 / t1,
+        aggregate_tokens_per_s: f64::from(users) / tb,
+        per_user_tokens_per_s: 1.0 / tb,
+        decode_bound: if compute_bound { "compute" } else { "bandwidth" },
+        prefill_tokens_per_s: prefill,
+        time_to_first_token_s: ttft,
+    })
+}
+
+/// Quantizations tried, from the least lossy, when a model does not fit.
+const LADDER: &[&str] = &["q8_0", "q6_k", "q5_k", "q4_k", "q3_k", "q2_k"];
+
+pub fn estimate(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Estimate {
+    let (mem, vllm, max_seq) = memory(shape, hw, r);
+    let speed = speed(shape, hw, r, mem.weights_bytes);
+    let gb = |b: u64| b as f64 / GB;
+    let fits_users = match &vllm {
+        Some(v) => v.kv_cache_bytes > 0 && v.max_concurrency >= f64::from(r.users),
+        None => mem.left_bytes >= 0,
+    };
+    let fits_budget = mem.total_bytes <= mem.usable_bytes;
+    let verdict = if fits_users && fits_budget {
+        Verdict {
+            kind: VerdictKind::Runs,
+            precision: None,
+            reason: format!(
+                "{:.1} GB of {:.1} GB usable: {} sequences of {} tokens at once (room for {})",
+                gb(mem.total_bytes),
+                gb(mem.usable_bytes),
+                r.users,
+                r.context,
+                if max_seq == u64::MAX { "any number".to_string() } else { max_seq.to_string() }
+            ),
+        }
+    } else {
+        // Would a smaller weight type do (files with their own types too)?
+        let mut found = None;
+        if shape.architecture != "bert" {
+            for q in LADDER {
+                let Ok(p) = Precision::parse(q) else { continue };
+                if p.bits_per_weight >= r.precision.bits_per_weight {
+                    continue;
+                }
+                let mut s = shape.clone();
+                s.weight_bytes = None;
+                let rq = PlanRequest {
+                    precision: p,
+                    ..r.clone()
+                };
+                let (m, v, _) = memory(&s, hw, &rq);
+                let ok = match &v {
+                    Some(v) => v.kv_cache_bytes > 0 && v.max_concurrency >= f64::from(r.users),
+                    None => m.left_bytes >= 0,
+                } && m.total_bytes <= m.usable_bytes;
+                if ok {
+                    found = Some((q.to_string(), m.total_bytes));
+                    break;
+                }
+            }
+        }
+        match found {
+            Some((q, total)) => Verdict {
+                kind: VerdictKind::RunsWithQuantization,
+                precision: Some(q.clone()),
+                reason: format!(
+                    "{:.1} GB needed at {}, {:.1} GB usable; at {q} it needs {:.1} GB",
+                    gb(mem.total_bytes),
+                    r.precision.name,
+                    gb(mem.usable_bytes),
+                    gb(total)
+                ),
+            },
+            None if !hw.unified && mem.weights_bytes as f64 > mem.usable_bytes as f64 * 0.5 => Verdict {
+                kind: VerdictKind::NeedsOffload,
+                precision: None,
+                reason: format!(
+                    "{:.1} GB needed, {:.1} GB of GPU memory even at 2-bit weights is too little: only with layers offloaded to the CPU (llama.cpp -ngl), at a fraction of the speed",
+                    gb(mem.total_bytes),
+                    gb(mem.usable_bytes)
+                ),
+            },
+            None => Verdict {
+                kind: VerdictKind::DoesNotFit,
+                precision: None,
+                reason: if mem.weights_bytes <= mem.usable_bytes {
+                    format!(
+                        "the weights ({:.1} GB) fit but {} sequences of {} tokens do not; at most {max_seq}",
+                        gb(mem.weights_bytes),
+                        r.users,
+                        r.context
+                    )
+                } else {
+                    format!(
+                        "{:.1} GB needed, {:.1} GB usable, and no quantization down to 2 bits is enough",
+                        gb(mem.total_bytes),
+                        gb(mem.usable_bytes)
+                    )
+                },
+            },
+        }
+    };
+    Estimate {
+        model: shape.id.clone(),
+        hardware: hw.name.clone(),
+        engine: r.engine,
+        precision: r.precision.name.clone(),
+        context: r.context,
+        users: r.users,
+        memory: mem,
+        max_sequences: max_seq,
+        vllm,
+        speed,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{catalog, hardware};
+
+    fn req(engine: Engine, precision: &str, context: u32, users: u32) -> PlanRequest {
+        PlanRequest {
+            engine,
+            precision: Precision::parse(precision).unwrap(),
+            context,
+            users,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_guides_marketing_figure_is_not_physics() {
+        // 7B at 16-bit on 273 GB/s: about 20 tokens/s for one stream, not 2,000.
+        let e = estimate(
+            &catalog::find("llama-2-7b").unwrap(),
+            &hardware::find("gb10").unwrap(),
+            &req(Engine::Embedded, "f16", 4096, 1),
+        );
+        let s = e.speed.unwrap();
+        let peak = 273e9 / (6_738_415_616.0 * 2.0);
+        assert!(s.single_stream_tokens_per_s < peak, "{s:?}");
+        assert!((13.0..21.0).contains(&s.single_stream_tokens_per_s), "{s:?}");
+        assert_eq!(e.verdict.kind, VerdictKind::Runs);
+    }
+
+    #[test]
+    fn batching_raises_aggregate_not_single_stream() {
+        let hw = hardware::find("h100-sxm").unwrap();
+        let m = catalog::find("llama-3.1-8b").unwrap();
+        let one = estimate(&m, &hw, &req(Engine::Vllm, "bf16", 4096, 1)).speed.unwrap();
+        let many = estimate(&m, &hw, &req(Engine::Vllm, "bf16", 4096, 64)).speed.unwrap();
+        assert!(many.aggregate_tokens_per_s > 10.0 * one.aggregate_tokens_per_s);
+        assert!(many.per_user_tokens_per_s < one.per_user_tokens_per_s);
+    }
+
+    #[test]
+    fn mixture_of_experts_reads_active_experts_at_batch_one() {
+        let hw = hardware::find("gb10").unwrap();
+        let mix = catalog::find("mixtral-8x7b").unwrap();
+        let s = estimate(&mix, &hw, &req(Engine::Embedded, "q4_k", 4096, 1)).speed.unwrap();
+        let dense_equiv = hw.achievable_bandwidth() / (mix.params as f64 * 4.5 / 8.0);
+        assert!(s.single_stream_tokens_per_s > 2.5 * dense_equiv, "{s:?}");
+    }
+
+    #[test]
+    fn verdicts() {
+        let hw = hardware::find("gb10").unwrap();
+        let big = catalog::find("llama-2-70b").unwrap();
+        let e = estimate(&big, &hw, &req(Engine::Embedded, "f16", 4096, 4));
+        assert_eq!(e.verdict.kind, VerdictKind::RunsWithQuantization, "{:?}", e.verdict);
+        assert_eq!(e.verdict.precision.as_deref(), Some("q8_0"));
+        let huge = catalog::find("qwen2.5-72b").unwrap();
+        let rtx = hardware::find("rtx-4090").unwrap();
+        let e = estimate(&huge, &rtx, &req(Engine::Embedded, "f16", 4096, 1));
+        assert_eq!(e.verdict.kind, VerdictKind::NeedsOffload, "{:?}", e.verdict);
+        let e = estimate(&catalog::find("gpt-oss-120b").unwrap(), &hardware::find("m3-max").unwrap(), &req(Engine::Embedded, "f16", 4096, 1));
+        assert_ne!(e.verdict.kind, VerdictKind::Runs);
+    }
+
+    #[test]
+    fn vllm_semantics() {
+        // Llama-3.1-8B bf16 on an 80 GB H100 at 0.9: about 72 GB budget, 16 GB
+        // weights, ~52 GB of KV at 128 KiB per token: ~400k tokens, ~100
+        // sequences of 4096.
+        let e = estimate(
+            &catalog::find("llama-3.1-8b").unwrap(),
+            &hardware::find("h100-sxm").unwrap(),
+            &req(Engine::Vllm, "bf16", 4096, 64),
+        );
+        let v = e.vllm.unwrap();
+        assert_eq!(v.budget_bytes, 72_000_000_000);
+        let tokens = v.kv_blocks * 16;
+        assert!((380_000..460_000).contains(&tokens), "{v:?}");
+        assert!((90.0..115.0).contains(&v.max_concurrency), "{v:?}");
+        assert_eq!(e.verdict.kind, VerdictKind::Runs);
+    }
+
+    #[test]
+    fn embedding_models_have_no_kv_cache() {
+        let e = estimate(
+            &catalog::find("bge-base-en-v1.5").unwrap(),
+            &hardware::find("gb10").unwrap(),
+            &req(Engine::Vllm, "f16", 512, 32),
+        );
+        assert_eq!(e.memory.kv_cache_bytes, 0);
+        assert_eq!(e.verdict.kind, VerdictKind::Runs);
+        assert!(e.vllm.is_none() && e.speed.is_none());
+        assert!((e.memory.weights_bytes as f64 - 109_482_240.0 * 2.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn sliding_window_caps_kv() {
+        let g = catalog::find("gemma-3-270m").unwrap();
+        let long = kv_per_sequence(&g, 32768, 2.0);
+        let full = g.kv_bytes_per_token(2.0) * 32768.0;
+        assert!(long < full / 4.0);
+    }
+}
