@@ -135,7 +135,10 @@ impl Recorder {
             completion_tokens: self.completion_tokens,
             output_tokens_per_s: self.completion_tokens as f64 / secs,
             ttft: summarize(&self.ttft),
-            heavy_user_ttft: cfg.heavy.and_then(|_| self.users.first()).map(|u| summarize(&u.ttft)),
+            heavy_user_ttft: cfg
+                .heavy
+                .and_then(|_| self.users.first())
+                .map(|u| summarize(&u.ttft)),
             other_users_ttft: cfg.heavy.map(|_| summarize(&self.others_ttft)),
             itl: summarize(&self.itl),
             e2e: summarize(&self.e2e),

@@ -263,7 +263,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     let mut cfg = cfg;
     if let Some(h) = cfg.heavy {
         if h == 0 || cfg.users < 2 {
-            bail!("--heavy needs at least 1 request and --users of 2 or more (user 0 is the heavy one)");
+            bail!(
+                "--heavy needs at least 1 request and --users of 2 or more (user 0 is the heavy one)"
+            );
         }
         cfg.concurrency = h + cfg.users - 1;
     }

@@ -45,8 +45,11 @@ pub struct Authenticator {
     allow_open: bool,
     open: AtomicBool,
     keys: Mutex<KeyCache>,
-    hub_cache: Mutex<HashMap<String, (Instant, Result<Identity, ()>)>>,
+    hub_cache: Mutex<HashMap<String, HubAnswer>>,
 }
+
+/// When the Hub answered for a token, and what (Err: refused).
+type HubAnswer = (Instant, Result<Identity, ()>);
 
 struct KeyCache {
     generation: i64,
@@ -61,7 +64,10 @@ fn refused() -> ApiError {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
         .then(|| token.trim())
@@ -70,12 +76,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The user a front end says it acts for (Open WebUI's forwarded headers).
 fn front_end_user(headers: &HeaderMap) -> Option<String> {
-    for h in ["x-openwebui-user-email", "x-openwebui-user-id", "x-openwebui-user-name"] {
+    for h in [
+        "x-openwebui-user-email",
+        "x-openwebui-user-id",
+        "x-openwebui-user-name",
+    ] {
         if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
             let name: String = v
                 .trim()
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .take(64)
                 .collect();
             if !name.is_empty() {
@@ -138,7 +154,8 @@ impl Authenticator {
         };
         if changed {
             let no_users = self.store.users().await?.is_empty();
-            self.open.store(no_users && self.hub.is_none(), Ordering::Relaxed);
+            self.open
+                .store(no_users && self.hub.is_none(), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -152,7 +169,11 @@ impl Authenticator {
         }
         let Some(token) = bearer(headers) else {
             if self.open.load(Ordering::Relaxed) {
-                return if self.allow_open { Ok(Identity::anonymous()) } else { Err(refused()) };
+                return if self.allow_open {
+                    Ok(Identity::anonymous())
+                } else {
+                    Err(refused())
+                };
             }
             return Err(refused());
         };
@@ -196,7 +217,8 @@ impl Authenticator {
                     Err(e) => {
                         tracing::error!("cannot check an API key: {e}");
                         return Err(ApiError::Unavailable(
-                            "Aula cannot read its user database right now; try again shortly".into(),
+                            "Aula cannot read its user database right now; try again shortly"
+                                .into(),
                         ));
                     }
                 };
@@ -266,7 +288,11 @@ impl Authenticator {
 
     /// Ok(Ok(identity)), Ok(Err(())) for a token the Hub refuses or that
     /// lacks access to this service, Err(503) when the Hub cannot answer.
-    async fn ask_hub(&self, hub: &HubConfig, token: &str) -> Result<Result<Identity, ()>, ApiError> {
+    async fn ask_hub(
+        &self,
+        hub: &HubConfig,
+        token: &str,
+    ) -> Result<Result<Identity, ()>, ApiError> {
         let unavailable = |why: String| {
             tracing::warn!("JupyterHub at {} cannot check a token: {why}", hub.url);
             ApiError::Unavailable(
@@ -289,22 +315,31 @@ impl Authenticator {
             return Ok(Err(()));
         }
         let wanted = format!("access:services!service={}", hub.service);
-        let allowed = v["scopes"]
-            .as_array()
-            .is_some_and(|s| s.iter().any(|s| s == "access:services" || s.as_str() == Some(&wanted)));
+        let allowed = v["scopes"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s == "access:services" || s.as_str() == Some(&wanted))
+        });
         let Some(name) = v["name"].as_str().filter(|_| allowed) else {
             return Ok(Err(()));
         };
         let mut groups: Vec<String> = match v["groups"].as_array() {
-            Some(g) => g.iter().filter_map(|g| g.as_str().map(String::from)).collect(),
+            Some(g) => g
+                .iter()
+                .filter_map(|g| g.as_str().map(String::from))
+                .collect(),
             None => {
                 // The token could not read its groups: ask with Aula's own token.
-                match self.hub_get(hub, &format!("/hub/api/users/{name}"), &hub.api_token).await {
+                match self
+                    .hub_get(hub, &format!("/hub/api/users/{name}"), &hub.api_token)
+                    .await
+                {
                     Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
                         .ok()
                         .and_then(|u| {
                             u["groups"].as_array().map(|g| {
-                                g.iter().filter_map(|g| g.as_str().map(String::from)).collect()
+                                g.iter()
+                                    .filter_map(|g| g.as_str().map(String::from))
+                                    .collect()
                             })
                         })
                         .unwrap_or_default(),
@@ -328,7 +363,12 @@ impl Authenticator {
         }))
     }
 
-    async fn hub_get(&self, hub: &HubConfig, path: &str, token: &str) -> Result<(u16, Bytes), String> {
+    async fn hub_get(
+        &self,
+        hub: &HubConfig,
+        path: &str,
+        token: &str,
+    ) -> Result<(u16, Bytes), String> {
         let req = axum::http::Request::get(format!("{}{path}", hub.url.trim_end_matches('/')))
             .header(axum::http::header::AUTHORIZATION, format!("token {token}"))
             .body(Full::new(Bytes::new()))
@@ -372,9 +412,15 @@ mod tests {
     #[test]
     fn front_end_names() {
         let mut h = HeaderMap::new();
-        h.insert("x-openwebui-user-name", HeaderValue::from_static("Ada Lovelace"));
+        h.insert(
+            "x-openwebui-user-name",
+            HeaderValue::from_static("Ada Lovelace"),
+        );
         assert_eq!(front_end_user(&h).as_deref(), Some("Ada_Lovelace"));
-        h.insert("x-openwebui-user-email", HeaderValue::from_static("ada@uni.edu"));
+        h.insert(
+            "x-openwebui-user-email",
+            HeaderValue::from_static("ada@uni.edu"),
+        );
         assert_eq!(front_end_user(&h).as_deref(), Some("ada@uni.edu"));
     }
 }

@@ -260,7 +260,10 @@ impl Config {
             }
         }
         for l in &cfg.limits {
-            let scopes = [&l.role, &l.group, &l.user].iter().filter(|s| s.is_some()).count();
+            let scopes = [&l.role, &l.group, &l.user]
+                .iter()
+                .filter(|s| s.is_some())
+                .count();
             let at = [&l.role, &l.group, &l.user]
                 .iter()
                 .find_map(|s| s.as_ref().map(|s| line_of(text, s.span().start)));
@@ -273,7 +276,10 @@ impl Config {
             if let Some(r) = &l.role
                 && let Err(e) = r.get_ref().parse::<aula_store::Role>()
             {
-                return Err(invalid(format!("line {}: key `role`: {e}", line_of(text, r.span().start))));
+                return Err(invalid(format!(
+                    "line {}: key `role`: {e}",
+                    line_of(text, r.span().start)
+                )));
             }
             if let Some(w) = &l.weight
                 && !(*w.get_ref() > 0.0 && w.get_ref().is_finite())
@@ -345,7 +351,9 @@ impl Config {
     }
 
     pub fn term_start_ms(&self) -> Option<i64> {
-        self.term.as_ref().and_then(|t| parse_date_ms(t.start.get_ref()))
+        self.term
+            .as_ref()
+            .and_then(|t| parse_date_ms(t.start.get_ref()))
     }
 
     /// The Hub settings, with the token read from the environment if so configured.
@@ -417,7 +425,11 @@ pub fn parse_date_ms(s: &str) -> Option<i64> {
     let y: i64 = it.next()?.parse().ok()?;
     let m: i64 = it.next()?.parse().ok()?;
     let d: i64 = it.next()?.parse().ok()?;
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+    if it.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || !(1970..=9999).contains(&y)
+    {
         return None;
     }
     // Days from civil (Howard Hinnant's algorithm).
@@ -548,7 +560,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.term_start_ms(), Some(1_788_220_800_000));
         let r = c.limit_rules();
-        assert_eq!(r[0].scope, crate::limits::Scope::Role(aula_store::Role::Student));
+        assert_eq!(
+            r[0].scope,
+            crate::limits::Scope::Role(aula_store::Role::Student)
+        );
         assert_eq!(r[1].fields.weight, Some(4.0));
         let e = err("[[limits]]\nrole = \"wizard\"\n");
         assert!(e.contains("line 2") && e.contains("role"), "{e}");

@@ -88,7 +88,9 @@ impl Permit {
     /// With `prompt_tokens` unknown (None), the estimate stands.
     pub fn charge(&mut self, prompt_tokens: Option<u64>, completion_tokens: u64) {
         let cfg = self.queue.cfg;
-        let prompt = prompt_tokens.map(|p| p as f64).unwrap_or(self.charged_prompt);
+        let prompt = prompt_tokens
+            .map(|p| p as f64)
+            .unwrap_or(self.charged_prompt);
         let extra = cfg.input_weight * (prompt - self.charged_prompt)
             + cfg.output_weight * completion_tokens as f64;
         self.charged_prompt = prompt;
@@ -201,7 +203,11 @@ impl FairQueue {
 
     /// This user's counter (for tests and the admin view).
     pub fn counter(&self, user: &str) -> f64 {
-        self.lock().users.get(user).map(|u| u.counter).unwrap_or(0.0)
+        self.lock()
+            .users
+            .get(user)
+            .map(|u| u.counter)
+            .unwrap_or(0.0)
     }
 
     /// Join the queue. `prompt_tokens` is the estimate charged at dispatch;
@@ -212,7 +218,11 @@ impl FairQueue {
         weight: f64,
         prompt_tokens: u64,
     ) -> Result<Ticket, QueueFull> {
-        let weight = if weight > 0.0 && weight.is_finite() { weight } else { 1.0 };
+        let weight = if weight > 0.0 && weight.is_finite() {
+            weight
+        } else {
+            1.0
+        };
         let mut g = self.lock();
         let waiting_now = g.users.get(user).map(|u| u.waiting.len()).unwrap_or(0);
         if waiting_now >= self.cfg.max_queued_per_user {
@@ -236,12 +246,16 @@ impl FairQueue {
         let id = g.next_id;
         g.next_id += 1;
         let (tx, rx) = oneshot::channel();
-        g.users.entry(user.to_string()).or_default().waiting.push_back(Waiter {
-            id,
-            prompt_tokens: prompt_tokens as f64,
-            weight,
-            tx,
-        });
+        g.users
+            .entry(user.to_string())
+            .or_default()
+            .waiting
+            .push_back(Waiter {
+                id,
+                prompt_tokens: prompt_tokens as f64,
+                weight,
+                tx,
+            });
         g.queued += 1;
         self.dispatch(&mut g);
         Ok(Ticket {
@@ -336,10 +350,19 @@ mod tests {
     #[test]
     fn work_conserving_and_bounded_slots() {
         let q = FairQueue::new(2, cfg());
-        let mut t: Vec<Ticket> = (0..5).map(|_| q.enqueue("heavy", 1.0, 10).unwrap()).collect();
+        let mut t: Vec<Ticket> = (0..5)
+            .map(|_| q.enqueue("heavy", 1.0, 10).unwrap())
+            .collect();
         let mut p: Vec<Permit> = t.iter_mut().filter_map(granted).collect();
         assert_eq!(p.len(), 2);
-        assert_eq!(q.stats(), QueueStats { slots: 2, busy: 2, queued: 3 });
+        assert_eq!(
+            q.stats(),
+            QueueStats {
+                slots: 2,
+                busy: 2,
+                queued: 3
+            }
+        );
         p.pop();
         // The freed slot went to the next waiter at once.
         assert_eq!(q.stats().busy, 2);
@@ -349,7 +372,9 @@ mod tests {
     #[test]
     fn light_user_goes_before_heavy_backlog() {
         let q = FairQueue::new(1, cfg());
-        let mut heavy: Vec<Ticket> = (0..10).map(|_| q.enqueue("heavy", 1.0, 100).unwrap()).collect();
+        let mut heavy: Vec<Ticket> = (0..10)
+            .map(|_| q.enqueue("heavy", 1.0, 100).unwrap())
+            .collect();
         let mut first = granted(&mut heavy[0]).unwrap();
         first.charge(Some(100), 50);
         let mut light = q.enqueue("light", 1.0, 100).unwrap();
@@ -396,10 +421,19 @@ mod tests {
         }
         let mut served = HashMap::<&str, usize>::new();
         for _ in 0..40 {
-            let i = t.iter_mut().position(|x| x.rx.as_mut().is_some_and(|r| !r.is_empty())).unwrap();
+            let i = t
+                .iter_mut()
+                .position(|x| x.rx.as_mut().is_some_and(|r| !r.is_empty()))
+                .unwrap();
             let mut tk = t.remove(i).unwrap();
             let mut p = granted(&mut tk).unwrap();
-            *served.entry(if p.weight == 3.0 { "teacher" } else { "student" }).or_default() += 1;
+            *served
+                .entry(if p.weight == 3.0 {
+                    "teacher"
+                } else {
+                    "student"
+                })
+                .or_default() += 1;
             p.charge(Some(10), 10);
         }
         assert!(served["teacher"] >= 2 * served["student"], "{served:?}");
@@ -407,7 +441,14 @@ mod tests {
 
     #[test]
     fn bounds_and_leaving() {
-        let q = FairQueue::new(1, FairConfig { max_queued_per_user: 2, max_queued: 3, ..cfg() });
+        let q = FairQueue::new(
+            1,
+            FairConfig {
+                max_queued_per_user: 2,
+                max_queued: 3,
+                ..cfg()
+            },
+        );
         let mut a1 = q.enqueue("a", 1.0, 1).unwrap();
         let _p = granted(&mut a1).unwrap();
         let a2 = q.enqueue("a", 1.0, 1).unwrap();

@@ -91,7 +91,10 @@ impl Fleet {
                     router.add(
                         &spec.name,
                         b.clone(),
-                        fair::FairQueue::new(parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS), access.fair),
+                        fair::FairQueue::new(
+                            parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS),
+                            access.fair,
+                        ),
                     );
                     let es = supervisor::EngineSpec {
                         name: spec.name.clone(),

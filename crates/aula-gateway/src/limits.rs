@@ -100,14 +100,19 @@ pub fn effective(rules: &[LimitRule], id: &Identity) -> LimitFields {
         tokens_per_term: pick(&rules, id, |f| f.tokens_per_term, max),
         concurrent_requests: pick(&rules, id, |f| f.concurrent_requests, max),
         max_tokens: pick(&rules, id, |f| f.max_tokens, max),
-        models: pick(&rules, id, |f| f.models.clone(), |mut a, b| {
-            for m in b {
-                if !a.contains(&m) {
-                    a.push(m);
+        models: pick(
+            &rules,
+            id,
+            |f| f.models.clone(),
+            |mut a, b| {
+                for m in b {
+                    if !a.contains(&m) {
+                        a.push(m);
+                    }
                 }
-            }
-            a
-        }),
+                a
+            },
+        ),
         weight: pick(&rules, id, |f| f.weight, f64::max),
     }
 }
@@ -234,7 +239,11 @@ impl Limiter {
             return Err(ApiError::Forbidden {
                 message: format!(
                     "you may not use the model `{model}`; models allowed for you: {}",
-                    if models.is_empty() { "none".to_string() } else { models.join(", ") }
+                    if models.is_empty() {
+                        "none".to_string()
+                    } else {
+                        models.join(", ")
+                    }
                 ),
                 code: "model_not_allowed",
                 resets_at: None,
@@ -285,15 +294,27 @@ impl Limiter {
                 u.windows[i].used = 0;
             }
         }
-        while u.minute_requests.front().is_some_and(|t| *t <= now_ms - MINUTE_MS) {
+        while u
+            .minute_requests
+            .front()
+            .is_some_and(|t| *t <= now_ms - MINUTE_MS)
+        {
             u.minute_requests.pop_front();
         }
-        while u.minute_tokens.front().is_some_and(|t| t.0 <= now_ms - MINUTE_MS) {
+        while u
+            .minute_tokens
+            .front()
+            .is_some_and(|t| t.0 <= now_ms - MINUTE_MS)
+        {
             u.minute_tokens.pop_front();
         }
         let retry = |oldest: Option<i64>| -> u64 {
             oldest
-                .map(|t| ((t + MINUTE_MS - now_ms).max(0) as u64).div_ceil(1000).max(1))
+                .map(|t| {
+                    ((t + MINUTE_MS - now_ms).max(0) as u64)
+                        .div_ceil(1000)
+                        .max(1)
+                })
                 .unwrap_or(1)
         };
         if let Some(c) = lim.concurrent_requests
@@ -344,7 +365,9 @@ impl Limiter {
                         "your token quota for {what} is {budget}; {} are used, {} reserved by running requests, and this request may need {reserve}{}",
                         w.used,
                         w.reserved,
-                        resets_at.map(|t| format!("; it resets at {t} (Unix time, UTC)")).unwrap_or_default()
+                        resets_at
+                            .map(|t| format!("; it resets at {t} (Unix time, UTC)"))
+                            .unwrap_or_default()
                     ),
                     code,
                     resets_at,
@@ -418,38 +441,86 @@ mod tests {
     #[test]
     fn precedence() {
         let rules = vec![
-            rule(Scope::Everyone, LimitFields { requests_per_minute: Some(10), max_tokens: Some(100), ..Default::default() }),
-            rule(Scope::Role(Role::Student), LimitFields { requests_per_minute: Some(5), ..Default::default() }),
-            rule(Scope::Group("a".into()), LimitFields { requests_per_minute: Some(7), models: Some(vec!["x".into()]), ..Default::default() }),
-            rule(Scope::Group("b".into()), LimitFields { requests_per_minute: Some(9), models: Some(vec!["y".into()]), ..Default::default() }),
-            rule(Scope::User("ada".into()), LimitFields { requests_per_minute: Some(1), ..Default::default() }),
+            rule(
+                Scope::Everyone,
+                LimitFields {
+                    requests_per_minute: Some(10),
+                    max_tokens: Some(100),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Role(Role::Student),
+                LimitFields {
+                    requests_per_minute: Some(5),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Group("a".into()),
+                LimitFields {
+                    requests_per_minute: Some(7),
+                    models: Some(vec!["x".into()]),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Group("b".into()),
+                LimitFields {
+                    requests_per_minute: Some(9),
+                    models: Some(vec!["y".into()]),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::User("ada".into()),
+                LimitFields {
+                    requests_per_minute: Some(1),
+                    ..Default::default()
+                },
+            ),
         ];
         let e = effective(&rules, &id("bob", Role::Student, &[]));
         assert_eq!((e.requests_per_minute, e.max_tokens), (Some(5), Some(100)));
         let e = effective(&rules, &id("bob", Role::Student, &["a", "b"]));
         assert_eq!(e.requests_per_minute, Some(9));
         assert_eq!(e.models, Some(vec!["x".to_string(), "y".to_string()]));
-        assert_eq!(effective(&rules, &id("ada", Role::Student, &["a"])).requests_per_minute, Some(1));
-        assert_eq!(effective(&rules, &id("t", Role::Teacher, &[])).requests_per_minute, Some(10));
+        assert_eq!(
+            effective(&rules, &id("ada", Role::Student, &["a"])).requests_per_minute,
+            Some(1)
+        );
+        assert_eq!(
+            effective(&rules, &id("t", Role::Teacher, &[])).requests_per_minute,
+            Some(10)
+        );
     }
 
     #[test]
     fn refusals() {
         let l = Limiter::new(
-            vec![rule(Scope::Everyone, LimitFields {
-                requests_per_minute: Some(2),
-                concurrent_requests: Some(5),
-                max_tokens: Some(50),
-                models: Some(vec!["m".into()]),
-                ..Default::default()
-            })],
+            vec![rule(
+                Scope::Everyone,
+                LimitFields {
+                    requests_per_minute: Some(2),
+                    concurrent_requests: Some(5),
+                    max_tokens: Some(50),
+                    models: Some(vec!["m".into()]),
+                    ..Default::default()
+                },
+            )],
             None,
             PriorUsage::default(),
         );
         let u = id("u", Role::Student, &[]);
         let code = |e: ApiError| e.body()["error"]["code"].as_str().unwrap_or("").to_string();
-        assert_eq!(code(l.admit(&u, "other", 1, None, 0).unwrap_err()), "model_not_allowed");
-        assert_eq!(code(l.admit(&u, "m", 1, Some(51), 0).unwrap_err()), "max_tokens_limit");
+        assert_eq!(
+            code(l.admit(&u, "other", 1, None, 0).unwrap_err()),
+            "model_not_allowed"
+        );
+        assert_eq!(
+            code(l.admit(&u, "m", 1, Some(51), 0).unwrap_err()),
+            "max_tokens_limit"
+        );
         let r = l.admit(&u, "m", 1, None, 0).unwrap();
         assert_eq!(r.max_tokens, Some(50));
         l.admit(&u, "m", 1, None, 10).unwrap();
@@ -462,7 +533,13 @@ mod tests {
     #[test]
     fn token_budget_reserves_and_reconciles() {
         let l = Limiter::new(
-            vec![rule(Scope::Everyone, LimitFields { tokens_per_day: Some(1000), ..Default::default() })],
+            vec![rule(
+                Scope::Everyone,
+                LimitFields {
+                    tokens_per_day: Some(1000),
+                    ..Default::default()
+                },
+            )],
             None,
             PriorUsage::default(),
         );
@@ -494,11 +571,19 @@ mod tests {
         let mut prior = PriorUsage::default();
         prior.week.insert("u".into(), 990);
         let l = Limiter::new(
-            vec![rule(Scope::Everyone, LimitFields { tokens_per_week: Some(1000), ..Default::default() })],
+            vec![rule(
+                Scope::Everyone,
+                LimitFields {
+                    tokens_per_week: Some(1000),
+                    ..Default::default()
+                },
+            )],
             None,
             prior,
         );
-        let e = l.admit(&id("u", Role::Student, &[]), "m", 5, Some(10), 0).unwrap_err();
+        let e = l
+            .admit(&id("u", Role::Student, &[]), "m", 5, Some(10), 0)
+            .unwrap_err();
         assert_eq!(e.body()["error"]["code"], "quota_tokens_week");
     }
 }

@@ -35,13 +35,31 @@ pub fn render() -> String {
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!("aula_requests_total", "Requests by model and final status");
-    describe_counter!("aula_tokens_total", "Tokens by model and kind (prompt, completion)");
+    describe_counter!(
+        "aula_tokens_total",
+        "Tokens by model and kind (prompt, completion)"
+    );
     describe_gauge!("aula_queue_depth", "Requests waiting for a slot, by model");
     describe_gauge!("aula_slots_busy", "Engine slots in use, by model");
     describe_gauge!("aula_slots", "Engine slots, by model");
-    describe_histogram!("aula_queue_wait_seconds", "Time from arrival to a free slot");
-    describe_histogram!("aula_time_to_first_token_seconds", "Time from arrival to the first token");
-    describe_histogram!("aula_request_duration_seconds", "Time from arrival to the last byte");
-    describe_counter!("aula_limit_refusals_total", "Requests refused by a limit or quota, by kind");
-    describe_counter!("aula_auth_failures_total", "Requests refused for lack of valid credentials");
+    describe_histogram!(
+        "aula_queue_wait_seconds",
+        "Time from arrival to a free slot"
+    );
+    describe_histogram!(
+        "aula_time_to_first_token_seconds",
+        "Time from arrival to the first token"
+    );
+    describe_histogram!(
+        "aula_request_duration_seconds",
+        "Time from arrival to the last byte"
+    );
+    describe_counter!(
+        "aula_limit_refusals_total",
+        "Requests refused by a limit or quota, by kind"
+    );
+    describe_counter!(
+        "aula_auth_failures_total",
+        "Requests refused for lack of valid credentials"
+    );
 }

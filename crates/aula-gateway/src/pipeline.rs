@@ -46,7 +46,9 @@ fn refusal_kind(e: &ApiError) -> Option<&'static str> {
 fn request_id() -> String {
     const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..20).map(|_| A[rng.gen_range(0..A.len())] as char).collect()
+    (0..20)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect()
 }
 
 async fn run(
@@ -65,7 +67,13 @@ async fn run(
     let route = st.router.get(&adm.model)?.clone();
     let resv = st
         .limiter
-        .admit(&id, &adm.model, adm.prompt_tokens_bound, adm.max_tokens, now_ms())
+        .admit(
+            &id,
+            &adm.model,
+            adm.prompt_tokens_bound,
+            adm.max_tokens,
+            now_ms(),
+        )
         .inspect_err(|e| {
             if let Some(kind) = refusal_kind(e) {
                 metrics::counter!("aula_limit_refusals_total", "kind" => kind).increment(1);
@@ -87,7 +95,10 @@ async fn run(
         rewritten = true;
     }
     let body = if rewritten {
-        Bytes::from(serde_json::to_vec(&Value::Object(obj)).map_err(|e| ApiError::Internal(e.to_string()))?)
+        Bytes::from(
+            serde_json::to_vec(&Value::Object(obj))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        )
     } else {
         body
     };
@@ -108,7 +119,10 @@ async fn run(
         chunks: 0,
         done: false,
     };
-    let ticket = match route.queue.enqueue(&id.name, weight, adm.prompt_tokens_bound) {
+    let ticket = match route
+        .queue
+        .enqueue(&id.name, weight, adm.prompt_tokens_bound)
+    {
         Ok(t) => t,
         Err(full) => {
             let e = ApiError::RateLimited {
@@ -117,10 +131,9 @@ async fn run(
                         "you have too many requests waiting for `{}`; wait for some to finish",
                         adm.model
                     ),
-                    crate::fair::QueueFull::Total => format!(
-                        "the queue for `{}` is full; try again shortly",
-                        adm.model
-                    ),
+                    crate::fair::QueueFull::Total => {
+                        format!("the queue for `{}` is full; try again shortly", adm.model)
+                    }
                 },
                 code: "queue_full",
                 retry_after_s: 1,
@@ -131,7 +144,9 @@ async fn run(
     };
     gauges(&fl.model, &fl.queue);
     let Some(permit) = ticket.ready().await else {
-        return Err(fl.fail(ApiError::Internal("the queue was closed".into())).await);
+        return Err(fl
+            .fail(ApiError::Internal("the queue was closed".into()))
+            .await);
     };
     fl.permit = Some(permit);
     fl.queue_ms = arrived.elapsed().as_secs_f64() * 1000.0;
@@ -148,7 +163,9 @@ async fn run(
     };
     if let Err(e) = st.ledger.begin(record.clone()).await {
         return Err(fl
-            .fail(ApiError::Unavailable(format!("{e}; the request was not run")))
+            .fail(ApiError::Unavailable(format!(
+                "{e}; the request was not run"
+            )))
             .await);
     }
     fl.record = Some(record);
@@ -262,7 +279,8 @@ struct InFlight {
 impl InFlight {
     /// Settle as failed with `e`'s status; returns `e` for the client.
     async fn fail(&mut self, e: ApiError) -> ApiError {
-        self.complete(&format!("error:{}", e.status().as_u16())).await;
+        self.complete(&format!("error:{}", e.status().as_u16()))
+            .await;
         e
     }
 
@@ -291,12 +309,16 @@ impl InFlight {
         if let Some(r) = self.resv.take() {
             self.st.limiter.finish(&r, used as i64);
         }
-        let label = status.strip_prefix("error:").unwrap_or(if status == "ok" { "200" } else { status });
+        let label =
+            status
+                .strip_prefix("error:")
+                .unwrap_or(if status == "ok" { "200" } else { status });
         let model = self.model.clone();
         metrics::counter!("aula_requests_total", "model" => model.clone(), "status" => label.to_string())
             .increment(1);
         if let Some(p) = self.prompt_tokens {
-            metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "prompt").increment(p);
+            metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "prompt")
+                .increment(p);
         }
         if let Some(c) = completion {
             metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "completion").increment(c);
@@ -306,7 +328,8 @@ impl InFlight {
                 .record(t.as_secs_f64());
         }
         let duration = self.arrived.elapsed();
-        metrics::histogram!("aula_request_duration_seconds", "model" => model).record(duration.as_secs_f64());
+        metrics::histogram!("aula_request_duration_seconds", "model" => model)
+            .record(duration.as_secs_f64());
         let record = self.record.take()?;
         Some(Finish {
             record,
@@ -427,9 +450,15 @@ pub fn visible_models(st: &GatewayState, id: &Identity) -> Vec<String> {
 mod tests {
     #[test]
     fn text_detection() {
-        assert!(super::has_text(br#"{"choices":[{"delta":{"content":"Hi"}}]}"#));
-        assert!(!super::has_text(br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#));
+        assert!(super::has_text(
+            br#"{"choices":[{"delta":{"content":"Hi"}}]}"#
+        ));
+        assert!(!super::has_text(
+            br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#
+        ));
         assert!(super::has_text(br#"{"choices":[{"text":" x","index":0}]}"#));
-        assert!(!super::has_text(br#"{"choices":[],"usage":{"prompt_tokens":3}}"#));
+        assert!(!super::has_text(
+            br#"{"choices":[],"usage":{"prompt_tokens":3}}"#
+        ));
     }
 }

@@ -65,7 +65,8 @@ pub async fn run(
     crate::metrics::handle();
     crate::metrics::describe();
     for (name, route) in state.router.iter() {
-        metrics::gauge!("aula_slots", "model" => name.clone()).set(route.queue.stats().slots as f64);
+        metrics::gauge!("aula_slots", "model" => name.clone())
+            .set(route.queue.stats().slots as f64);
     }
     // No Nagle delay: streamed tokens leave as soon as they arrive.
     let listener = listener.tap_io(|tcp| {

@@ -167,7 +167,11 @@ pub fn count_params(e: &CatalogEntry) -> (u64, u64) {
         + q * h
         + if e.qkv_bias { q + 2 * kv } else { 0 }
         + if e.attn_out_bias { h } else { 0 }
-        + if e.attn_sinks { u64::from(e.n_heads) } else { 0 }
+        + if e.attn_sinks {
+            u64::from(e.n_heads)
+        } else {
+            0
+        }
         + if e.qk_norm { 2 * hd } else { 0 };
     let ffn = u64::from(e.ffn);
     let gated = e.mlp != "plain";
@@ -182,10 +186,16 @@ pub fn count_params(e: &CatalogEntry) -> (u64, u64) {
     } else {
         0
     };
-    let layer = |n_mlp: u64| attn + n_mlp * mlp_one + router + u64::from(e.norms_per_layer) * norm(h);
-    let embed = (u64::from(e.vocab) + u64::from(e.position_embeddings) + u64::from(e.type_vocab)) * h
+    let layer =
+        |n_mlp: u64| attn + n_mlp * mlp_one + router + u64::from(e.norms_per_layer) * norm(h);
+    let embed = (u64::from(e.vocab) + u64::from(e.position_embeddings) + u64::from(e.type_vocab))
+        * h
         + if e.embedding_norm { norm(h) } else { 0 };
-    let head = if e.tied_embeddings { 0 } else { u64::from(e.vocab) * h };
+    let head = if e.tied_embeddings {
+        0
+    } else {
+        u64::from(e.vocab) * h
+    };
     let tail = if e.final_norm { norm(h) } else { 0 } + if e.pooler { h * h + h } else { 0 };
     let n = u64::from(e.n_layers);
     (

@@ -41,7 +41,11 @@ impl Hardware {
     }
     /// FLOP/s prefill actually reaches at 16-bit (8-bit weights: the 8-bit rate).
     pub fn achievable_flops(&self, eight_bit: bool) -> f64 {
-        let peak = if eight_bit { self.peak_tflops_8bit } else { self.peak_tflops_16bit };
+        let peak = if eight_bit {
+            self.peak_tflops_8bit
+        } else {
+            self.peak_tflops_16bit
+        };
         peak * 1e12 * self.compute_efficiency
     }
 }
@@ -62,11 +66,14 @@ pub fn find(name: &str) -> Result<Hardware, String> {
     let all = profiles()?;
     let n = name.to_ascii_lowercase();
     all.iter()
-        .find(|h| h.id == n || h.aliases.iter().any(|a| *a == n))
+        .find(|h| h.id == n || h.aliases.contains(&n))
         .cloned()
         .ok_or_else(|| {
             let ids: Vec<&str> = all.iter().map(|h| h.id.as_str()).collect();
-            format!("unknown hardware `{name}`; known: {} (or --detect)", ids.join(", "))
+            format!(
+                "unknown hardware `{name}`; known: {} (or --detect)",
+                ids.join(", ")
+            )
         })
 }
 
@@ -94,7 +101,9 @@ pub fn os_memory() -> Option<(u64, u64)> {
 /// the CPU and RAM, with bandwidth and FLOPS unknown (0): memory verdicts
 /// only.
 pub fn detect() -> Hardware {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let (total, available) = os_memory().unwrap_or((0, 0));
     if let Some(gpu) = nvml_gpu() {
         let lower = gpu.name.to_ascii_lowercase();
@@ -135,7 +144,10 @@ pub fn detect() -> Hardware {
             h.memory_gb = gpu.memory_total as f64 / 1e9;
             h.usable_gb = gpu.memory_free as f64 / 1e9;
         }
-        h.source = format!("detected through NVML; speeds from the `{}` profile: {}", h.id, h.source);
+        h.source = format!(
+            "detected through NVML; speeds from the `{}` profile: {}",
+            h.id, h.source
+        );
         return h;
     }
     Hardware {

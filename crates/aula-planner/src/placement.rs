@@ -51,15 +51,27 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, String, Estimate) {
         ),
         Engine::LlamaServer => (
             e.memory.total_bytes,
-            format!("llama-server -c {} -np {} -ngl 999", u64::from(r.context) * u64::from(r.users), r.users),
+            format!(
+                "llama-server -c {} -np {} -ngl 999",
+                u64::from(r.context) * u64::from(r.users),
+                r.users
+            ),
             e,
         ),
         Engine::Vllm | Engine::Sglang => {
             let kv = kv_per_sequence(&w.shape, r.context, r.kv_bytes_per_elem) * f64::from(r.users);
-            let act = e.vllm.as_ref().map(|v| v.activation_peak_bytes).unwrap_or(0);
+            let act = e
+                .vllm
+                .as_ref()
+                .map(|v| v.activation_peak_bytes)
+                .unwrap_or(0);
             let need = e.memory.weights_bytes as f64 + act as f64 + 1e9 + kv;
-            let device = hw.memory_gb * GB;
-            let share = if device > 0.0 { ((need / device) * 100.0).ceil() / 100.0 } else { 1.0 };
+            let device = hw.usable_gb * GB;
+            let share = if device > 0.0 {
+                ((need / device) * 100.0).ceil() / 100.0
+            } else {
+                1.0
+            };
             let bytes = (share * device) as u64;
             let settings = if r.engine == Engine::Vllm {
                 format!(
@@ -97,18 +109,40 @@ fn candidates(wants: &[Want]) -> Vec<(String, Vec<Want>)> {
         if r.users > 1 {
             let mut c = wants.to_vec();
             c[i].request.users = r.users / 2;
-            out.push((format!("serve {} to {} users at once instead of {}", w.shape.id, r.users / 2, r.users), c));
+            out.push((
+                format!(
+                    "serve {} to {} users at once instead of {}",
+                    w.shape.id,
+                    r.users / 2,
+                    r.users
+                ),
+                c,
+            ));
         }
         if r.context >= 2048 {
             let mut c = wants.to_vec();
             c[i].request.context = r.context / 2;
-            out.push((format!("give {} a context of {} tokens instead of {}", w.shape.id, r.context / 2, r.context), c));
+            out.push((
+                format!(
+                    "give {} a context of {} tokens instead of {}",
+                    w.shape.id,
+                    r.context / 2,
+                    r.context
+                ),
+                c,
+            ));
         }
         if let Some(p) = next_precision(&r.precision) {
             let mut c = wants.to_vec();
             c[i].shape.weight_bytes = None;
             c[i].request.precision = p.clone();
-            out.push((format!("quantize {} to {} (from {})", w.shape.id, p.name, r.precision.name), c));
+            out.push((
+                format!(
+                    "quantize {} to {} (from {})",
+                    w.shape.id, p.name, r.precision.name
+                ),
+                c,
+            ));
         }
     }
     out
@@ -206,7 +240,11 @@ mod tests {
         );
         // 13.5 + 26 + 73 GB of weights alone, plus 2 + 3.2 + 5.4 GB of KV: it does not fit.
         assert!(!p.fits, "{}", p.total_bytes);
-        assert!(!p.fix.is_empty() && !p.fix[0].contains("fewer models"), "{:?}", p.fix);
+        assert!(
+            !p.fix.is_empty() && !p.fix[0].contains("fewer models"),
+            "{:?}",
+            p.fix
+        );
         // With the 70B at 4 bits they do.
         let p = place(
             &[
@@ -218,7 +256,11 @@ mod tests {
         );
         assert!(p.fits, "{}", p.total_bytes);
         assert!(p.headroom_bytes > 0 && p.fix.is_empty());
-        assert!(p.models[2].settings.contains("context = 4096, parallel = 4"));
+        assert!(
+            p.models[2]
+                .settings
+                .contains("context = 4096, parallel = 4")
+        );
     }
 
     #[test]
@@ -232,15 +274,29 @@ mod tests {
             &hw,
         );
         assert!(p.fits && p.headroom_bytes > 0, "{p:?}");
-        assert!(p.models[0].settings.contains("--gpu-memory-utilization 0."), "{}", p.models[0].settings);
-        assert!(p.models[0].settings.contains("--max-num-seqs 16 --max-model-len 8192"));
+        assert!(
+            p.models[0].settings.contains("--gpu-memory-utilization 0."),
+            "{}",
+            p.models[0].settings
+        );
+        assert!(
+            p.models[0]
+                .settings
+                .contains("--max-num-seqs 16 --max-model-len 8192")
+        );
         assert!(p.fix.is_empty());
     }
 
     #[test]
     fn hopeless_is_said_plainly() {
         let hw = hardware::find("rtx-3090").unwrap();
-        let p = place(&[want("qwen2.5-72b", Engine::Embedded, "f16", 4096, 1), want("llama-2-70b", Engine::Embedded, "f16", 4096, 1)], &hw);
+        let p = place(
+            &[
+                want("qwen2.5-72b", Engine::Embedded, "f16", 4096, 1),
+                want("llama-2-70b", Engine::Embedded, "f16", 4096, 1),
+            ],
+            &hw,
+        );
         assert!(!p.fits);
         assert!(p.fix[0].contains("serve fewer models"), "{:?}", p.fix);
     }

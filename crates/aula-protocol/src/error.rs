@@ -192,6 +192,9 @@ mod tests {
         };
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
         assert_eq!(e.body()["error"]["resets_at"], 86400);
-        assert_eq!(ApiError::Unauthorized("no".into()).status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ApiError::Unauthorized("no".into()).status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -7,6 +7,7 @@ mod response;
 
 pub use error::ApiError;
 pub use request::{
-    ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion, peek_route, peek_admission, Admission,
+    Admission, ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion,
+    peek_admission, peek_route,
 };
 pub use response::*;

@@ -683,7 +683,10 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return Err(ApiError::invalid_param("stream", "`stream` must be a boolean"));
+            return Err(ApiError::invalid_param(
+                "stream",
+                "`stream` must be a boolean",
+            ));
         }
     };
     let mut max_tokens = None;
@@ -745,7 +748,8 @@ mod admission_tests {
         assert!(a.stream && a.include_usage);
         assert_eq!(a.max_tokens, Some(9));
         assert_eq!(a.prompt_tokens_bound, 4 + 5 + 8 + 8);
-        let (a, _) = peek_admission(br#"{"model":"m","prompt":"abc","max_completion_tokens":3}"#).unwrap();
+        let (a, _) =
+            peek_admission(br#"{"model":"m","prompt":"abc","max_completion_tokens":3}"#).unwrap();
         assert_eq!((a.max_tokens, a.stream), (Some(3), false));
         assert!(peek_admission(br#"{"model":"m","max_tokens":-1}"#).is_err());
         assert!(peek_admission(br#"{"messages":[]}"#).is_err());

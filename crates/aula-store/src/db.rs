@@ -30,7 +30,10 @@ impl Store {
     /// The default database: `aula.db` (SQLite, WAL) in the data directory.
     pub async fn open_in(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Invalid(format!("cannot create the data directory {}: {e}", dir.display()))
+            StoreError::Invalid(format!(
+                "cannot create the data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let path = dir.join("aula.db");
         Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await

@@ -11,7 +11,9 @@ use std::fmt;
 use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Student,
@@ -141,13 +143,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         } else {
-            sqlx::query("INSERT INTO users (name, role, source, created_ms) VALUES ($1, $2, $3, $4)")
-                .bind(&user.name)
-                .bind(user.role.as_str())
-                .bind("local")
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO users (name, role, source, created_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind("local")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         let mut groups = user.groups.clone();
         groups.sort();
@@ -222,10 +226,7 @@ impl Store {
         .await?;
         let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
         for m in memberships {
-            groups
-                .entry(m.try_get(0)?)
-                .or_default()
-                .push(m.try_get(1)?);
+            groups.entry(m.try_get(0)?).or_default().push(m.try_get(1)?);
         }
         rows.iter()
             .map(|r| {
@@ -253,7 +254,9 @@ impl Store {
         if let Some(d) = expires_days
             && !(d > 0.0 && d.is_finite())
         {
-            return Err(StoreError::Invalid("--expires must be a positive number of days".into()));
+            return Err(StoreError::Invalid(
+                "--expires must be a positive number of days".into(),
+            ));
         }
         let secret = format!("aula-{}", random_string(40));
         let now = now_ms();
@@ -325,7 +328,10 @@ impl Store {
     }
 
     /// The user a presented key belongs to, or why it is refused.
-    pub async fn check_key(&self, secret: &str) -> Result<Result<(KeyInfo, User), KeyProblem>, StoreError> {
+    pub async fn check_key(
+        &self,
+        secret: &str,
+    ) -> Result<Result<(KeyInfo, User), KeyProblem>, StoreError> {
         let hash = key_hash(secret);
         let Some(r) = sqlx::query(
             "SELECT id, user_name, created_ms, expires_ms, revoked_ms, hash FROM api_keys WHERE hash = $1",
@@ -395,7 +401,9 @@ pub fn parse_users_csv(text: &str) -> Result<Vec<User>, String> {
         }
         let bad = |m: String| format!("line {}: {m}", i + 1);
         if fields.len() > 3 {
-            return Err(bad("expected name,role,groups (groups separated by ; or spaces)".into()));
+            return Err(bad(
+                "expected name,role,groups (groups separated by ; or spaces)".into(),
+            ));
         }
         let name = fields[0].trim_matches('"').to_string();
         check_name("user", &name).map_err(|e| bad(e.to_string()))?;
@@ -427,13 +435,24 @@ mod tests {
 
     #[test]
     fn csv() {
-        let u = parse_users_csv("name,role,groups\nada,teacher,cs101;cs102\nbob,,\n\ncy,student,cs101 lab\n").unwrap();
+        let u = parse_users_csv(
+            "name,role,groups\nada,teacher,cs101;cs102\nbob,,\n\ncy,student,cs101 lab\n",
+        )
+        .unwrap();
         assert_eq!(u.len(), 3);
         assert_eq!(u[0].groups, vec!["cs101", "cs102"]);
         assert_eq!(u[1].role, Role::Student);
         assert_eq!(u[2].groups, vec!["cs101", "lab"]);
-        assert!(parse_users_csv("ada,wizard,x\n").unwrap_err().contains("line 1"));
-        assert!(parse_users_csv("ok,student\nbad name,student\n").unwrap_err().contains("line 2"));
+        assert!(
+            parse_users_csv("ada,wizard,x\n")
+                .unwrap_err()
+                .contains("line 1")
+        );
+        assert!(
+            parse_users_csv("ok,student\nbad name,student\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
     }
 
     #[test]

@@ -279,15 +279,26 @@ impl Store {
         Ok(out
             .into_values()
             .map(|mut r| {
-                r.mean_queue_ms = if r.queue_n > 0 { r.queue_sum / r.queue_n as f64 } else { 0.0 };
-                r.mean_ttft_ms = if r.ttft_n > 0 { r.ttft_sum / r.ttft_n as f64 } else { 0.0 };
+                r.mean_queue_ms = if r.queue_n > 0 {
+                    r.queue_sum / r.queue_n as f64
+                } else {
+                    0.0
+                };
+                r.mean_ttft_ms = if r.ttft_n > 0 {
+                    r.ttft_sum / r.ttft_n as f64
+                } else {
+                    0.0
+                };
                 r
             })
             .collect())
     }
 
     /// Tokens (prompt + completion) each user has used since `since_ms`.
-    pub async fn tokens_by_user_since(&self, since_ms: i64) -> Result<BTreeMap<String, i64>, StoreError> {
+    pub async fn tokens_by_user_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_name, CAST(SUM(COALESCE(prompt_tokens, 0) + COALESCE(completion_tokens, 0)) AS BIGINT) \
              FROM requests WHERE admitted_ms >= $1 GROUP BY user_name",
@@ -360,11 +371,20 @@ mod tests {
         }
         let by_user = store.usage(UsageBy::User, 0).await.unwrap();
         assert_eq!(by_user.len(), 2);
-        assert_eq!((by_user[0].requests, by_user[0].ok, by_user[0].prompt_tokens), (2, 2, 20));
+        assert_eq!(
+            (by_user[0].requests, by_user[0].ok, by_user[0].prompt_tokens),
+            (2, 2, 20)
+        );
         assert_eq!((by_user[1].key.as_str(), by_user[1].unfinished), ("bo", 1));
         let by_group = store.usage(UsageBy::Group, 0).await.unwrap();
-        assert_eq!(by_group.iter().map(|r| r.requests).collect::<Vec<_>>(), vec![3, 3]);
-        assert_eq!(store.usage(UsageBy::Model, 1002).await.unwrap()[0].requests, 1);
+        assert_eq!(
+            by_group.iter().map(|r| r.requests).collect::<Vec<_>>(),
+            vec![3, 3]
+        );
+        assert_eq!(
+            store.usage(UsageBy::Model, 1002).await.unwrap()[0].requests,
+            1
+        );
         assert_eq!(store.tokens_by_user_since(0).await.unwrap()["al"], 30);
         assert_eq!(store.unfinished_count().await.unwrap(), 1);
         let _ = std::fs::remove_dir_all(dir);
@@ -374,7 +394,11 @@ mod tests {
     async fn keys_and_users() {
         let (store, dir) = temp_store("keys").await;
         let g0 = store.auth_generation().await.unwrap();
-        let ada = User { name: "ada".into(), role: Role::Teacher, groups: vec!["cs101".into()] };
+        let ada = User {
+            name: "ada".into(),
+            role: Role::Teacher,
+            groups: vec!["cs101".into()],
+        };
         store.put_user(&ada, false).await.unwrap();
         assert!(store.put_user(&ada, false).await.is_err());
         assert!(store.create_key("nobody", None).await.is_err());
@@ -382,12 +406,21 @@ mod tests {
         assert!(secret.starts_with("aula-") && secret.len() == 45);
         let (k, u) = store.check_key(&secret).await.unwrap().unwrap();
         assert_eq!((k.id.as_str(), u), (info.id.as_str(), ada.clone()));
-        assert_eq!(store.check_key("aula-nope").await.unwrap().unwrap_err(), crate::identity::KeyProblem::Unknown);
+        assert_eq!(
+            store.check_key("aula-nope").await.unwrap().unwrap_err(),
+            crate::identity::KeyProblem::Unknown
+        );
         store.revoke(&info.id).await.unwrap();
-        assert_eq!(store.check_key(&secret).await.unwrap().unwrap_err(), crate::identity::KeyProblem::Revoked);
+        assert_eq!(
+            store.check_key(&secret).await.unwrap().unwrap_err(),
+            crate::identity::KeyProblem::Revoked
+        );
         let (_, s2) = store.create_key("ada", Some(0.000_000_01)).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(store.check_key(&s2).await.unwrap().unwrap_err(), crate::identity::KeyProblem::Expired);
+        assert_eq!(
+            store.check_key(&s2).await.unwrap().unwrap_err(),
+            crate::identity::KeyProblem::Expired
+        );
         assert!(store.auth_generation().await.unwrap() > g0);
         // The secret itself is nowhere in the database.
         let raw = std::fs::read(dir.join("aula.db")).unwrap();

@@ -247,6 +247,9 @@ pub struct PlanArgs {
     /// llama.cpp micro-batch (Aula's `engine --batch`).
     #[arg(long, default_value_t = 512)]
     pub batch: u32,
+    /// vLLM's --max-num-batched-tokens (sizes its activation profile).
+    #[arg(long, default_value_t = 8192)]
+    pub max_num_batched_tokens: u32,
     /// Print the full breakdown as JSON.
     #[arg(long)]
     pub json: bool,

@@ -24,7 +24,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The config file given, else aula.toml in the data directory if present.
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(Config, Option<std::path::PathBuf>)> {
+fn load_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(Config, Option<std::path::PathBuf>)> {
     Ok(match path {
         Some(p) => (Config::load(p)?, Some(p.to_path_buf())),
         None if home::default_config().exists() => {
@@ -122,7 +124,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     };
     let unfinished = store.unfinished_count().await.unwrap_or(0);
     if unfinished > 0 {
-        tracing::warn!("the ledger holds {unfinished} requests marked unfinished (in flight when a gateway stopped abruptly)");
+        tracing::warn!(
+            "the ledger holds {unfinished} requests marked unfinished (in flight when a gateway stopped abruptly)"
+        );
     }
     let limiter = aula_gateway::limits::Limiter::new(config.limit_rules(), term_start, prior);
     let reload: Option<aula_gateway::server::Reload> = config_path.clone().map(|p| {
@@ -149,8 +153,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // SIGHUP: apply the limits in the config file again.
     let state = fleet.state.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             return;
         };
@@ -312,11 +315,22 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "catalog models:");
         for e in aula_planner::catalog::entries().map_err(|e| anyhow!(e))? {
             let (p, _) = aula_planner::catalog::count_params(&e);
-            let _ = writeln!(out, "  {:<20} {:>8.2}B  {:<10} {}", e.id, p as f64 / 1e9, e.kind, e.source);
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>8.2}B  {:<10} {}",
+                e.id,
+                p as f64 / 1e9,
+                e.kind,
+                e.source
+            );
         }
         let _ = writeln!(out, "hardware profiles:");
         for h in aula_planner::hardware::profiles().map_err(|e| anyhow!(e))? {
-            let _ = writeln!(out, "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s", h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s",
+                h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs
+            );
         }
         return Ok(());
     }
@@ -344,6 +358,7 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         n_ubatch: a.batch,
         gpu_memory_utilization: a.gpu_memory_utilization,
         prompt_tokens: a.prompt_tokens,
+        max_num_batched_tokens: a.max_num_batched_tokens,
         ..Default::default()
     };
     let mut wants = Vec::new();
@@ -380,7 +395,16 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let _ = writeln!(
         out,
         "{:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>10} {:>7}",
-        "model", "precision", "weights", "KV", "other", "total", "fits", "1 stream", "all users", "TTFT"
+        "model",
+        "precision",
+        "weights",
+        "KV",
+        "other",
+        "total",
+        "fits",
+        "1 stream",
+        "all users",
+        "TTFT"
     );
     for e in &estimates {
         let m = &e.memory;
@@ -392,11 +416,24 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        let fits = if e.max_sequences == u64::MAX { "any".to_string() } else { e.max_sequences.to_string() };
+        let fits = if e.max_sequences == u64::MAX {
+            "any".to_string()
+        } else {
+            e.max_sequences.to_string()
+        };
         let _ = writeln!(
             out,
             "{:<26} {:>9} {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>6} {:>9} {:>10} {:>7}",
-            e.model, e.precision, gb(m.weights_bytes), gb(m.kv_cache_bytes), gb(m.overhead_bytes), gb(m.total_bytes), fits, one, all, ttft
+            e.model,
+            e.precision,
+            gb(m.weights_bytes),
+            gb(m.kv_cache_bytes),
+            gb(m.overhead_bytes),
+            gb(m.total_bytes),
+            fits,
+            one,
+            all,
+            ttft
         );
         let verdict = match e.verdict.kind {
             VerdictKind::Runs => "runs",
@@ -409,7 +446,12 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
             let _ = writeln!(
                 out,
                 "    vLLM: budget {:.1} GB, activation peak {:.1} GB, KV cache {:.1} GB = {} blocks of 16 tokens, maximum concurrency {:.2}x at {} tokens",
-                gb(v.budget_bytes), gb(v.activation_peak_bytes), v.kv_cache_bytes as f64 / 1e9, v.kv_blocks, v.max_concurrency, e.context
+                gb(v.budget_bytes),
+                gb(v.activation_peak_bytes),
+                v.kv_cache_bytes as f64 / 1e9,
+                v.kv_blocks,
+                v.max_concurrency,
+                e.context
             );
         }
     }
@@ -417,16 +459,32 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "\ntogether: {:.1} GB of {:.1} GB usable — {} (headroom {:.1} GB)",
-            gb(p.total_bytes), gb(p.usable_bytes), if p.fits { "they fit" } else { "they do not fit" }, p.headroom_bytes as f64 / 1e9
+            gb(p.total_bytes),
+            gb(p.usable_bytes),
+            if p.fits {
+                "they fit"
+            } else {
+                "they do not fit"
+            },
+            p.headroom_bytes as f64 / 1e9
         );
         for m in &p.models {
-            let _ = writeln!(out, "  {:<26} {:>6.1} GB  {}", m.model, gb(m.bytes), m.settings);
+            let _ = writeln!(
+                out,
+                "  {:<26} {:>6.1} GB  {}",
+                m.model,
+                gb(m.bytes),
+                m.settings
+            );
         }
         for f in &p.fix {
             let _ = writeln!(out, "  to make them fit: {f}");
         }
     }
-    let _ = writeln!(out, "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)");
+    let _ = writeln!(
+        out,
+        "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)"
+    );
     Ok(())
 }
 
@@ -474,7 +532,14 @@ async fn users(c: UsersCommand) -> anyhow::Result<()> {
             let role = role.parse().map_err(|e: String| anyhow!(e))?;
             let store = db_store(&db).await?;
             store
-                .put_user(&User { name: name.clone(), role, groups }, update)
+                .put_user(
+                    &User {
+                        name: name.clone(),
+                        role,
+                        groups,
+                    },
+                    update,
+                )
                 .await?;
             eprintln!("aula: user `{name}` saved; make a key with `aula keys create {name}`");
         }
@@ -522,7 +587,11 @@ fn date_of(ms: Option<i64>) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     let secs = ms.rem_euclid(86_400_000) / 1000;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs / 60 % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60
+    )
 }
 
 async fn keys(c: KeysCommand) -> anyhow::Result<()> {
@@ -539,12 +608,18 @@ async fn keys(c: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id_or_user, db } => {
             let n = db_store(&db).await?.revoke(&id_or_user).await?;
-            eprintln!("aula: {n} key(s) revoked; running gateways stop accepting them within a second");
+            eprintln!(
+                "aula: {n} key(s) revoked; running gateways stop accepting them within a second"
+            );
         }
         KeysCommand::List { user, db } => {
             let list = db_store(&db).await?.keys(user.as_deref()).await?;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{:<12} {:<24} {:<17} {:<17} revoked", "id", "user", "created", "expires");
+            let _ = writeln!(
+                out,
+                "{:<12} {:<24} {:<17} {:<17} revoked",
+                "id", "user", "created", "expires"
+            );
             for k in list {
                 let _ = writeln!(
                     out,
@@ -567,42 +642,82 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
         return Ok(ms);
     }
     let span = if let Some(d) = s.strip_suffix('d') {
-        let n: f64 = d.parse().map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?;
+        let n: f64 = d
+            .parse()
+            .map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?;
         Duration::from_secs_f64(n * 86_400.0)
     } else {
-        parse_duration(s).map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?
+        parse_duration(s)
+            .map_err(|_| anyhow!("`{s}`: use a date (2026-09-01) or a span (24h, 7d)"))?
     };
     Ok(aula_store::now_ms() - span.as_millis() as i64)
 }
 
 async fn usage(a: UsageArgs) -> anyhow::Result<()> {
     let by: aula_store::UsageBy = a.by.parse().map_err(|e: String| anyhow!("--by {e}"))?;
-    let since = a.since.as_deref().map(parse_since).transpose()?.unwrap_or(i64::MIN);
+    let since = a
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()?
+        .unwrap_or(i64::MIN);
     let rows = db_store(&a.db).await?.usage(by, since).await?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&rows)?);
     } else if a.csv {
-        let _ = writeln!(out, "{},requests,ok,errors,cancelled,unfinished,prompt_tokens,completion_tokens,mean_queue_ms,mean_ttft_ms", a.by);
+        let _ = writeln!(
+            out,
+            "{},requests,ok,errors,cancelled,unfinished,prompt_tokens,completion_tokens,mean_queue_ms,mean_ttft_ms",
+            a.by
+        );
         for r in rows {
-            let key = if r.key.contains([',', '"']) { format!("\"{}\"", r.key.replace('"', "\"\"")) } else { r.key.clone() };
+            let key = if r.key.contains([',', '"']) {
+                format!("\"{}\"", r.key.replace('"', "\"\""))
+            } else {
+                r.key.clone()
+            };
             let _ = writeln!(
                 out,
                 "{key},{},{},{},{},{},{},{},{:.1},{:.1}",
-                r.requests, r.ok, r.errors, r.cancelled, r.unfinished, r.prompt_tokens, r.completion_tokens, r.mean_queue_ms, r.mean_ttft_ms
+                r.requests,
+                r.ok,
+                r.errors,
+                r.cancelled,
+                r.unfinished,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.mean_queue_ms,
+                r.mean_ttft_ms
             );
         }
     } else {
         let _ = writeln!(
             out,
             "{:<24} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>10} {:>10}",
-            a.by, "requests", "ok", "errors", "unfinished", "prompt tok", "output tok", "queue ms", "ttft ms"
+            a.by,
+            "requests",
+            "ok",
+            "errors",
+            "unfinished",
+            "prompt tok",
+            "output tok",
+            "queue ms",
+            "ttft ms"
         );
         for r in rows {
             let _ = writeln!(
                 out,
                 "{:<24} {:>8} {:>8} {:>7} {:>10} {:>12} {:>12} {:>10.1} {:>10.1}",
-                r.key, r.requests, r.ok, r.errors + r.cancelled, r.unfinished, r.prompt_tokens, r.completion_tokens, r.mean_queue_ms, r.mean_ttft_ms
+                r.key,
+                r.requests,
+                r.ok,
+                r.errors + r.cancelled,
+                r.unfinished,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.mean_queue_ms,
+                r.mean_ttft_ms
             );
         }
     }

@@ -41,7 +41,11 @@ fn add_user(home: &Path, name: &str, extra: &[&str]) -> String {
 fn usage_json(home: &Path, by: &str) -> Vec<Value> {
     let (ok, out, err) = run_aula(&["usage", "--by", by, "--json"], home);
     assert!(ok, "{err}");
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn row<'a>(rows: &'a [Value], key: &str) -> &'a Value {
@@ -62,7 +66,11 @@ fn keys_guard_every_route_and_never_leak() {
     let url = format!("{}/v1/chat/completions", s.url);
 
     let none = post_auth(&url, None, &body());
-    let wrong = post_auth(&url, Some("aula-wrongwrongwrongwrongwrongwrongwrongwron"), &body());
+    let wrong = post_auth(
+        &url,
+        Some("aula-wrongwrongwrongwrongwrongwrongwrongwron"),
+        &body(),
+    );
     let hubless = post_auth(&url, Some("some-other-token"), &body());
     for r in [&none, &wrong, &hubless] {
         assert_eq!(r.status, 401, "{}", r.text);
@@ -87,13 +95,19 @@ fn keys_guard_every_route_and_never_leak() {
     // Revoking takes effect on the running gateway within a second or so.
     let (ok_revoke, _, err) = run_aula(&["keys", "revoke", "ada"], &home);
     assert!(ok_revoke, "{err}");
-    wait_for("the revoked key to be refused", Duration::from_secs(5), || {
-        post_auth(&url, Some(&key), &body()).status == 401
-    });
+    wait_for(
+        "the revoked key to be refused",
+        Duration::from_secs(5),
+        || post_auth(&url, Some(&key), &body()).status == 401,
+    );
 
     // Nothing secret in the gateway's output, the listing or the database.
     let (_, list, _) = run_aula(&["keys", "list"], &home);
-    for text in [s.output(), list, std::fs::read_to_string(home.join("aula.db")).unwrap_or_default()] {
+    for text in [
+        s.output(),
+        list,
+        std::fs::read_to_string(home.join("aula.db")).unwrap_or_default(),
+    ] {
         assert!(!text.contains(&key) && !text.contains(&short));
     }
     let rows = usage_json(&home, "user");
@@ -111,11 +125,28 @@ fn open_only_on_loopback_and_trusted_front_ends() {
     config(&home, &mock, 4, "[auth]\ntrusted = [\"webui\"]\n");
     // No users: loopback serves anonymously; any other address refuses to start.
     let (ok, _, err) = run_aula(&["serve", "--host", "0.0.0.0", "--port", "0"], &home);
-    assert!(!ok && err.contains("refusing") && err.contains("--insecure-no-auth"), "{err}");
+    assert!(
+        !ok && err.contains("refusing") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
     {
-        let s = spawn_aula(&["serve", "--host", "0.0.0.0", "--port", "0", "--insecure-no-auth"], Some(&home));
+        let s = spawn_aula(
+            &[
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--insecure-no-auth",
+            ],
+            Some(&home),
+        );
         let port = s.url.rsplit(':').next().unwrap().to_string();
-        let r = post_auth(&format!("http://127.0.0.1:{port}/v1/chat/completions"), None, &body());
+        let r = post_auth(
+            &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            None,
+            &body(),
+        );
         assert_eq!(r.status, 200, "{}", r.text);
     }
     let webui = add_user(&home, "webui", &["--group", "chat"]);
@@ -123,7 +154,10 @@ fn open_only_on_loopback_and_trusted_front_ends() {
     let url = format!("{}/v1/chat/completions", s.url);
     let r = post_headers(
         &url,
-        &[("Authorization", &format!("Bearer {webui}")), ("X-OpenWebUI-User-Email", "bob@uni.edu")],
+        &[
+            ("Authorization", &format!("Bearer {webui}")),
+            ("X-OpenWebUI-User-Email", "bob@uni.edu"),
+        ],
         &body(),
     );
     assert_eq!(r.status, 200, "{}", r.text);
@@ -183,10 +217,20 @@ fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
     // Work-conserving: 17 requests on 2 slots take about 850 ms, not more.
     assert!(last < Duration::from_millis(1600), "{last:?}");
     let stats = get(&format!("{}/stats", mock.url));
-    assert_eq!(stats.body["max_in_flight"], 2, "the engine got more than its slots: {}", stats.text);
+    assert_eq!(
+        stats.body["max_in_flight"], 2,
+        "the engine got more than its slots: {}",
+        stats.text
+    );
     let metrics = get(&format!("{}/metrics", s.url)).text;
-    assert!(metrics.contains("aula_queue_wait_seconds_bucket"), "{metrics}");
-    assert!(metrics.contains("aula_requests_total{model=\"mock\",status=\"200\"} 18"), "{metrics}");
+    assert!(
+        metrics.contains("aula_queue_wait_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aula_requests_total{model=\"mock\",status=\"200\"} 18"),
+        "{metrics}"
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -196,7 +240,12 @@ fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
     let mock = spawn_mock(2);
     let home = temp_home("quota");
     let budget = 500;
-    config(&home, &mock, 8, &format!("[[limits]]\nrole = \"student\"\ntokens_per_day = {budget}\n"));
+    config(
+        &home,
+        &mock,
+        8,
+        &format!("[[limits]]\nrole = \"student\"\ntokens_per_day = {budget}\n"),
+    );
     let key = add_user(&home, "sam", &[]);
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
@@ -229,17 +278,29 @@ fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
     assert_eq!(r.body["error"]["code"], "quota_tokens_day", "{}", r.text);
     assert!(r.body["error"]["resets_at"].as_i64().unwrap() > 0);
     let rows = usage_json(&home, "user");
-    let used = row(&rows, "sam")["prompt_tokens"].as_i64().unwrap() + row(&rows, "sam")["completion_tokens"].as_i64().unwrap();
+    let used = row(&rows, "sam")["prompt_tokens"].as_i64().unwrap()
+        + row(&rows, "sam")["completion_tokens"].as_i64().unwrap();
     // One reservation: a bound on the prompt ("hi": 2 bytes + 16) + max_tokens 4.
     let reservation = 2 + 16 + 4;
     assert!(used <= budget + reservation, "used {used} of {budget}");
     assert!(ok >= 1 && refused >= 1, "ok {ok}, refused {refused}");
-    assert!(used > budget - reservation, "the budget was not used up: {used}");
+    assert!(
+        used > budget - reservation,
+        "the budget was not used up: {used}"
+    );
     let metrics = get(&format!("{}/metrics", s.url)).text;
-    assert!(metrics.contains("aula_limit_refusals_total{kind=\"quota_tokens_day\"}"), "{metrics}");
+    assert!(
+        metrics.contains("aula_limit_refusals_total{kind=\"quota_tokens_day\"}"),
+        "{metrics}"
+    );
 
     // Run-time change: a bigger budget, but the model is no longer allowed.
-    config(&home, &mock, 8, "[[limits]]\nrole = \"student\"\ntokens_per_day = 100000\nmodels = []\n");
+    config(
+        &home,
+        &mock,
+        8,
+        "[[limits]]\nrole = \"student\"\ntokens_per_day = 100000\nmodels = []\n",
+    );
     unsafe {
         libc::kill(s.pid() as i32, libc::SIGHUP);
     }
@@ -262,7 +323,8 @@ fn sigkill_under_load_loses_no_finished_request() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = (0..8)
         .map(|_| {
-            let (url, key, completed, stop) = (url.clone(), key.clone(), completed.clone(), stop.clone());
+            let (url, key, completed, stop) =
+                (url.clone(), key.clone(), completed.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let mut b = body();
@@ -296,12 +358,29 @@ fn sigkill_under_load_loses_no_finished_request() {
     assert!(completed >= 8, "load did not run: {completed}");
     // Every answer a client finished is in the ledger, finalized; the ones
     // in flight at the kill are there, marked unfinished.
-    assert!(r["ok"].as_i64().unwrap() >= completed, "{r} vs {completed} completed");
+    assert!(
+        r["ok"].as_i64().unwrap() >= completed,
+        "{r} vs {completed} completed"
+    );
     assert!(r["unfinished"].as_i64().unwrap() >= 1, "{r}");
-    assert_eq!(r["requests"].as_i64().unwrap(), r["ok"].as_i64().unwrap() + r["unfinished"].as_i64().unwrap() + r["cancelled"].as_i64().unwrap() + r["errors"].as_i64().unwrap());
+    assert_eq!(
+        r["requests"].as_i64().unwrap(),
+        r["ok"].as_i64().unwrap()
+            + r["unfinished"].as_i64().unwrap()
+            + r["cancelled"].as_i64().unwrap()
+            + r["errors"].as_i64().unwrap()
+    );
     // And a new gateway starts on the same database.
     let s2 = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    assert_eq!(post_auth(&format!("{}/v1/chat/completions", s2.url), Some(&key), &body()).status, 200);
+    assert_eq!(
+        post_auth(
+            &format!("{}/v1/chat/completions", s2.url),
+            Some(&key),
+            &body()
+        )
+        .status,
+        200
+    );
     drop(s2);
     let _ = std::fs::remove_dir_all(&home);
 }
@@ -326,13 +405,22 @@ fn a_locked_ledger_refuses_requests_cleanly() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "locked");
     let r = post_auth(&url, Some(&key), &body());
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.text.contains("ledger"), "{}", r.text);
-    let served_before = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
-    assert_eq!(served_before, 1, "a request the ledger could not record must not run");
+    let served_before = get(&format!("{}/stats", mock.url)).body["served"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        served_before, 1,
+        "a request the ledger could not record must not run"
+    );
     locker.wait().unwrap();
     assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
     let rows = usage_json(&home, "user");

@@ -15,7 +15,11 @@ const AULA_SERVICE_TOKEN: &str = "aula-service-token-for-the-test-0123456789";
 const ADMIN_TOKEN: &str = "admin-bot-token-for-the-test-0123456789";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Hub {
@@ -133,14 +137,21 @@ c.JupyterHub.cookie_secret_file = "{dir}/cookie_secret"
         match r {
             Ok(r) => serde_json::from_str(&r.into_string().unwrap()).unwrap_or(Value::Null),
             Err(ureq::Error::Status(code, r)) => {
-                panic!("{method} {path}: {code} {}", r.into_string().unwrap_or_default())
+                panic!(
+                    "{method} {path}: {code} {}",
+                    r.into_string().unwrap_or_default()
+                )
             }
             Err(e) => panic!("{method} {path}: {e}"),
         }
     }
 
     fn token(&self, user: &str, scopes: &[&str]) -> String {
-        let v = self.admin("POST", &format!("/users/{user}/tokens"), json!({"scopes": scopes, "note": "aula test"}));
+        let v = self.admin(
+            "POST",
+            &format!("/users/{user}/tokens"),
+            json!({"scopes": scopes, "note": "aula test"}),
+        );
         v["token"].as_str().unwrap().to_string()
     }
 }
@@ -166,7 +177,8 @@ fn jupyterhub_tokens_are_accepted_only_with_access_to_the_service() {
     .unwrap();
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
-    let body = json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let body =
+        json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
 
     let r = post_auth(&url, Some(&good), &body);
     assert_eq!(r.status, 200, "{}", r.text);
@@ -179,7 +191,13 @@ fn jupyterhub_tokens_are_accepted_only_with_access_to_the_service() {
     let (ok, out, err) = run_aula(&["usage", "--by", "group", "--json"], &home);
     assert!(ok, "{err}");
     let rows: Value = serde_json::from_str(&out).unwrap();
-    assert!(rows.as_array().unwrap().iter().any(|r| r["key"] == "cs101" && r["ok"] == 1), "{rows}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "cs101" && r["ok"] == 1),
+        "{rows}"
+    );
 
     // The Hub goes down: a token Aula has not seen is never accepted; the
     // answer is a clear 503, not a 401 that would make a notebook give up.

@@ -12,7 +12,12 @@ use std::process::Command;
 
 fn pg_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|b| b.join("initdb").exists()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found.pop().unwrap_or_else(|| {
@@ -45,7 +50,14 @@ impl Pg {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         if unsafe { libc::geteuid() } == 0 {
-            assert!(Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().unwrap().success());
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(&dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         }
         let data = dir.join("data");
         let out = as_postgres(&bin, "initdb")
@@ -53,15 +65,26 @@ impl Pg {
             .arg(&data)
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let out = as_postgres(&bin, "pg_ctl")
             .arg("-D")
             .arg(&data)
             .arg("-l")
             .arg(dir.join("log"))
             .arg("-o")
-            .arg(format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display()))
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                dir.display()
+            ))
             .args(["-w", "start"])
             .output()
             .unwrap();
@@ -99,15 +122,24 @@ fn keys_ledger_and_usage_on_postgres() {
         ),
     )
     .unwrap();
-    let (ok, _, err) = run_aula(&["users", "add", "pat", "--role", "teacher", "--group", "db101"], &home);
+    let (ok, _, err) = run_aula(
+        &[
+            "users", "add", "pat", "--role", "teacher", "--group", "db101",
+        ],
+        &home,
+    );
     assert!(ok, "{err}");
     let (ok, key, err) = run_aula(&["keys", "create", "pat"], &home);
     assert!(ok, "{err}");
     let key = key.trim().to_string();
-    assert!(!home.join("aula.db").exists(), "with a postgres:// URL nothing goes to SQLite");
+    assert!(
+        !home.join("aula.db").exists(),
+        "with a postgres:// URL nothing goes to SQLite"
+    );
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
-    let body = json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let body =
+        json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
     for _ in 0..3 {
         let r = post_auth(&url, Some(&key), &body);
         assert_eq!(r.status, 200, "{}", r.text);

@@ -69,12 +69,19 @@ async fn complete(body: Bytes) -> Response {
                             "usage": {"prompt_tokens": 8, "completion_tokens": WORDS.len(), "total_tokens": 8 + WORDS.len()}});
                         SERVED.fetch_add(1, Ordering::SeqCst);
                         drop(busy);
-                        return Some((Ok::<_, std::io::Error>(format!("data: {u}\n\ndata: [DONE]\n\n")), (i + 1, None)));
+                        return Some((
+                            Ok::<_, std::io::Error>(format!("data: {u}\n\ndata: [DONE]\n\n")),
+                            (i + 1, None),
+                        ));
                     };
                     Some((Ok(chunk), (i + 1, Some(busy))))
                 }
             });
-            return ([(header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(s)).into_response();
+            return (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(s),
+            )
+                .into_response();
         }
         SERVED.fetch_add(1, Ordering::SeqCst);
         let mut out = String::new();
@@ -96,7 +103,10 @@ async fn complete(body: Bytes) -> Response {
         return ([(header::CONTENT_TYPE, "text/event-stream")], out).into_response();
     }
     if token_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(token_ms * WORDS.len() as u64)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(
+            token_ms * WORDS.len() as u64,
+        ))
+        .await;
     }
     SERVED.fetch_add(1, Ordering::SeqCst);
     drop(busy);

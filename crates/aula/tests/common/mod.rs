@@ -76,13 +76,21 @@ pub fn spawn_aula(args: &[&str], home: Option<&std::path::Path>) -> Proc {
 /// The OpenAI stand-in built beside `aula` (scripts/setup.sh builds every binary).
 pub fn mock_exe() -> PathBuf {
     let p = aula_exe().with_file_name("openai-mock");
-    assert!(p.exists(), "{} is missing: run `cargo build --release --bins`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release --bins`",
+        p.display()
+    );
     p
 }
 
 /// Start the mock engine; `token_ms` paces its 4 tokens like a real engine.
 pub fn spawn_mock(token_ms: u64) -> Proc {
-    spawn_exe(&mock_exe(), &["0", "--token-ms", &token_ms.to_string()], None)
+    spawn_exe(
+        &mock_exe(),
+        &["0", "--token-ms", &token_ms.to_string()],
+        None,
+    )
 }
 
 /// Run `aula ARGS` to completion: (success, stdout, stderr).
@@ -161,7 +169,11 @@ pub fn spawn_exe(exe: &std::path::Path, args: &[&str], home: Option<&std::path::
         Ok(url) => Proc { child, url, output },
         Err(_) => {
             let _ = child.kill();
-            panic!("{} {args:?} did not start: {}", exe.display(), output.lock().unwrap());
+            panic!(
+                "{} {args:?} did not start: {}",
+                exe.display(),
+                output.lock().unwrap()
+            );
         }
     }
 }
