@@ -4,12 +4,14 @@
 
 pub mod catalog;
 pub mod estimate;
+pub mod finetune;
 pub mod ggml;
 pub mod gguf;
 pub mod hardware;
 pub mod hf;
 pub mod llamacpp;
 pub mod placement;
+pub mod report;
 pub mod shape;
 
 use std::path::Path;

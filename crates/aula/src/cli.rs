@@ -218,7 +218,7 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// GGUF model files, Hugging Face config.json files, or ids from the built-in catalog (e.g. llama-3.1-8b).
-    #[arg(required_unless_present_any = ["list", "explain"])]
+    #[arg(required_unless_present_any = ["list", "explain", "report"])]
     pub models: Vec<PathBuf>,
     /// Hardware profile: gb10 (DGX Spark), h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l40s, rtx-4090, rtx-3090, m2-ultra, m3-max, m4-max.
     #[arg(long, default_value = "gb10", conflicts_with = "detect")]
@@ -259,4 +259,16 @@ pub struct PlanArgs {
     /// List the catalog's models and the hardware profiles.
     #[arg(long)]
     pub list: bool,
+    /// Write "what can you run on this machine" for the whole catalog: FILE.md (with FILE.svg beside it) or FILE.html.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Also estimate fine-tuning: full (AdamW), LoRA and QLoRA, with and without gradient checkpointing.
+    #[arg(long)]
+    pub finetune: bool,
+    /// Tokens per training sample (fine-tuning).
+    #[arg(long, default_value_t = 2048)]
+    pub train_tokens: u32,
+    /// LoRA rank (fine-tuning).
+    #[arg(long, default_value_t = 16)]
+    pub lora_rank: u32,
 }

@@ -346,6 +346,35 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         aula_planner::hardware::find(&a.hardware).map_err(|e| anyhow!(e))?
     };
     let engine: Engine = a.engine.parse().map_err(|e: String| anyhow!(e))?;
+    if let Some(file) = &a.report {
+        let rows =
+            aula_planner::report::rows(&hw, engine, a.context, a.users).map_err(|e| anyhow!(e))?;
+        let html = file.extension().is_some_and(|x| x == "html" || x == "htm");
+        if html {
+            let page = aula_planner::report::html(&rows, &hw, engine, a.context, a.users);
+            std::fs::write(file, page)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        } else {
+            let svg_path = file.with_extension("svg");
+            let svg_name = svg_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "chart.svg".into());
+            std::fs::write(&svg_path, aula_planner::report::svg(&rows, &hw))
+                .with_context(|| format!("cannot write {}", svg_path.display()))?;
+            let md =
+                aula_planner::report::markdown(&rows, &hw, engine, a.context, a.users, &svg_name);
+            std::fs::write(file, md).with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        let _ = writeln!(
+            out,
+            "wrote {} ({} models on {})",
+            file.display(),
+            rows.len(),
+            hw.name
+        );
+        return Ok(());
+    }
     let precision = Precision::parse(&a.precision).map_err(|e| anyhow!(e))?;
     let ggml_bits = aula_planner::ggml::GgmlType::from_name(&a.precision)
         .map(|t| t.bits_per_weight())
@@ -376,8 +405,24 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         .map(|w| aula_planner::estimate::estimate(&w.shape, &hw, &w.request))
         .collect();
     let placement = (wants.len() > 1).then(|| aula_planner::placement::place(&wants, &hw));
+    let finetune: Vec<_> = if a.finetune {
+        wants
+            .iter()
+            .map(|w| {
+                serde_json::json!({"model": w.shape.id,
+                    "train_tokens": a.train_tokens, "lora_rank": a.lora_rank,
+                    "estimates": aula_planner::finetune::all(&w.shape, &hw, a.train_tokens, a.lora_rank)})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if a.json {
-        let v = serde_json::json!({"hardware": hw, "estimates": estimates, "placement": placement});
+        let mut v =
+            serde_json::json!({"hardware": hw, "estimates": estimates, "placement": placement});
+        if a.finetune {
+            v["finetune"] = serde_json::json!(finetune);
+        }
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -479,6 +524,51 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         }
         for f in &p.fix {
             let _ = writeln!(out, "  to make them fit: {f}");
+        }
+    }
+    if a.finetune {
+        for w in &wants {
+            let _ = writeln!(
+                out,
+                "\nfine-tuning {} ({} tokens per sample, micro-batch 1, LoRA rank {}):",
+                w.shape.id, a.train_tokens, a.lora_rank
+            );
+            let _ = writeln!(
+                out,
+                "  {:<6} {:<13} {:>11} {:>9} {:>9} {:>9} {:>11} {:>9} {:>5} {:>19}",
+                "method",
+                "checkpointing",
+                "trainable",
+                "weights",
+                "grads",
+                "optimizer",
+                "activations",
+                "total",
+                "fits",
+                "hours / 10k samples"
+            );
+            for f in aula_planner::finetune::all(&w.shape, &hw, a.train_tokens, a.lora_rank) {
+                let _ = writeln!(
+                    out,
+                    "  {:<6} {:<13} {:>10.1}M {:>6.1} GB {:>6.1} GB {:>6.1} GB {:>8.1} GB {:>6.1} GB {:>5} {:>19}",
+                    format!("{:?}", f.method).to_lowercase(),
+                    if f.gradient_checkpointing {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    f.trainable_params as f64 / 1e6,
+                    gb(f.weights_bytes),
+                    gb(f.gradients_bytes),
+                    gb(f.optimizer_bytes),
+                    gb(f.activations_bytes),
+                    gb(f.total_bytes),
+                    if f.fits { "yes" } else { "no" },
+                    f.hours_per_10k_samples
+                        .map(|h| format!("{h:.2}"))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
         }
     }
     let _ = writeln!(

@@ -101,3 +101,91 @@ fn plan_refuses_bad_files_in_one_line() {
     assert!(!out.status.success() && err.contains("not a GGUF"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn plan_cli_estimates_places_reports_and_refuses_bad_names() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(aula_exe())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "plan",
+        "llama-2-7b",
+        "qwen2.5-7b",
+        "--hardware",
+        "h100",
+        "--engine",
+        "vllm",
+        "--precision",
+        "bf16",
+        "--users",
+        "16",
+        "--finetune",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hardware"]["id"], "h100-sxm");
+    assert_eq!(v["estimates"].as_array().unwrap().len(), 2);
+    assert!(v["estimates"][0]["vllm"]["kv_blocks"].as_u64().unwrap() > 0);
+    assert!(
+        v["estimates"][0]["speed"]["single_stream_tokens_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(v["placement"]["fits"], true, "{}", v["placement"]);
+    assert!(
+        v["placement"]["models"][0]["settings"]
+            .as_str()
+            .unwrap()
+            .contains("--max-num-seqs 16")
+    );
+    assert_eq!(v["finetune"][0]["estimates"].as_array().unwrap().len(), 6);
+    for (args, needle) in [
+        (
+            vec!["plan", "llama-2-7b", "--hardware", "tpu-v9"],
+            "unknown hardware",
+        ),
+        (vec!["plan", "gpt-9"], "not in the catalog"),
+        (
+            vec!["plan", "llama-2-7b", "--engine", "ollama"],
+            "unknown engine",
+        ),
+        (
+            vec!["plan", "llama-2-7b", "--precision", "int3"],
+            "unknown precision",
+        ),
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(
+            !ok && err.contains(needle) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let dir = temp_home("report");
+    let md = dir.join("spark.md");
+    let (ok, _, err) = run(&[
+        "plan",
+        "--report",
+        md.to_str().unwrap(),
+        "--hardware",
+        "gb10",
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("| llama-3.1-70b |") && text.contains("spark.svg"));
+    assert!(
+        std::fs::read_to_string(dir.join("spark.svg"))
+            .unwrap()
+            .starts_with("<svg")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
