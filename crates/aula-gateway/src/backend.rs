@@ -46,6 +46,8 @@ pub enum Upstream {
     Ready(String),
     /// The last start failed, for this reason; a new attempt follows.
     Failed(String),
+    /// Not running (not loaded yet, unloaded, or evicted).
+    Stopped,
 }
 
 /// An engine reached over HTTP.
@@ -53,6 +55,8 @@ pub struct HttpBackend {
     pub model: String,
     upstream: RwLock<Upstream>,
     client: HttpClient,
+    /// How long the last successful start took.
+    load_time: RwLock<Option<std::time::Duration>>,
 }
 
 impl HttpBackend {
@@ -61,7 +65,26 @@ impl HttpBackend {
             model: model.to_string(),
             upstream: RwLock::new(upstream),
             client,
+            load_time: RwLock::new(None),
         }
+    }
+
+    pub fn set_load_time(&self, d: std::time::Duration) {
+        if let Ok(mut t) = self.load_time.write() {
+            *t = Some(d);
+        }
+    }
+
+    pub fn load_time(&self) -> Option<std::time::Duration> {
+        self.load_time.read().ok().and_then(|t| *t)
+    }
+
+    pub fn state(&self) -> Upstream {
+        self.upstream()
+    }
+
+    pub fn client(&self) -> &HttpClient {
+        &self.client
     }
 
     pub fn set(&self, upstream: Upstream) {
@@ -103,6 +126,12 @@ impl Backend for HttpBackend {
                 Upstream::Failed(why) => {
                     return Err(ApiError::Unavailable(format!(
                         "the engine for model `{}` could not start: {why}; Aula keeps retrying",
+                        self.model
+                    )));
+                }
+                Upstream::Stopped => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the model `{}` is not loaded; try again in a moment",
                         self.model
                     )));
                 }

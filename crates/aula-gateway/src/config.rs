@@ -20,6 +20,18 @@ pub struct Config {
     pub jupyterhub: Option<JupyterHubConfig>,
     #[serde(default)]
     pub auth: AuthSection,
+    #[serde(default)]
+    pub machine: MachineConfig,
+}
+
+/// The memory the embedded models may use together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// Budget in GB (1e9 bytes) [default: the memory the OS says is available at start].
+    pub memory_gb: Option<Spanned<f64>>,
+    /// How long a request waits for its model to load [default: 300].
+    pub load_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -115,6 +127,12 @@ pub struct ModelEntry {
     pub parallel: Option<Spanned<usize>>,
     pub context: Option<Spanned<u32>>,
     pub threads: Option<Spanned<usize>>,
+    /// Never evicted or stopped for idleness; started with the gateway.
+    pub pinned: Option<bool>,
+    /// Start with the gateway if it fits [default: true]; else on first request.
+    pub preload: Option<bool>,
+    /// Stop after this long without requests ("30s", "10m", "2h").
+    pub keep_alive: Option<Spanned<String>>,
 }
 
 /// What one model is served by, after validation.
@@ -137,6 +155,27 @@ pub enum ModelSource {
 pub struct ModelSpec {
     pub name: String,
     pub source: ModelSource,
+    pub pinned: bool,
+    pub preload: bool,
+    pub keep_alive: Option<std::time::Duration>,
+}
+
+/// `30s`, `10m`, `2h`, `500ms`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs >= 0.0 && secs.is_finite()).then(|| std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +297,33 @@ impl Config {
                     line_of(text, c.span().start)
                 )));
             }
+        }
+        for m in &cfg.models {
+            if let Some(k) = &m.keep_alive
+                && parse_duration(k.get_ref()).is_none()
+            {
+                return Err(invalid(format!(
+                    "line {}: key `keep_alive`: `{}` is not a duration (30s, 10m, 2h)",
+                    line_of(text, k.span().start),
+                    k.get_ref()
+                )));
+            }
+            if m.url.is_some()
+                && (m.pinned.is_some() || m.keep_alive.is_some() || m.preload.is_some())
+            {
+                return Err(invalid(format!(
+                    "line {}: `pinned`, `preload` and `keep_alive` are for models Aula starts (`gguf`), not `url` servers",
+                    line_of(text, m.name.span().start)
+                )));
+            }
+        }
+        if let Some(g) = &cfg.machine.memory_gb
+            && !(*g.get_ref() > 0.0 && g.get_ref().is_finite())
+        {
+            return Err(invalid(format!(
+                "line {}: key `memory_gb` must be a positive number of GB",
+                line_of(text, g.span().start)
+            )));
         }
         for l in &cfg.limits {
             let scopes = [&l.role, &l.group, &l.user]
@@ -413,6 +479,12 @@ impl Config {
                 ModelSpec {
                     name: m.name.get_ref().clone(),
                     source,
+                    pinned: m.pinned.unwrap_or(false),
+                    preload: m.preload.unwrap_or(true),
+                    keep_alive: m
+                        .keep_alive
+                        .as_ref()
+                        .and_then(|k| parse_duration(k.get_ref())),
                 }
             })
             .collect())
@@ -489,6 +561,9 @@ fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
                 context: None,
                 threads: None,
             },
+            pinned: false,
+            preload: true,
+            keep_alive: None,
         })
         .collect())
 }

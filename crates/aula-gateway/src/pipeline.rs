@@ -118,7 +118,12 @@ async fn run(
         completion_tokens: None,
         chunks: 0,
         done: false,
+        in_use: st.lifecycle.enter(&adm.model),
     };
+    // A model that is not loaded starts now; this request waits for it.
+    if let Err(e) = st.lifecycle.ensure_loaded(&adm.model).await {
+        return Err(fl.fail(e).await);
+    }
     let ticket = match route
         .queue
         .enqueue(&id.name, weight, adm.prompt_tokens_bound)
@@ -274,6 +279,8 @@ struct InFlight {
     /// Content chunks seen (a stand-in for completion tokens without usage).
     chunks: u64,
     done: bool,
+    /// The model is in use until this request ends (no eviction meanwhile).
+    in_use: Option<crate::lifecycle::InUse>,
 }
 
 impl InFlight {
@@ -330,6 +337,7 @@ impl InFlight {
         let duration = self.arrived.elapsed();
         metrics::histogram!("aula_request_duration_seconds", "model" => model)
             .record(duration.as_secs_f64());
+        self.in_use = None;
         let record = self.record.take()?;
         Some(Finish {
             record,

@@ -28,6 +28,7 @@ pub struct GatewayState {
     pub limiter: Limiter,
     pub ledger: Ledger,
     pub reload: Option<Reload>,
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 impl GatewayState {
@@ -52,6 +53,9 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
+        .route("/admin/ps", get(ps))
+        .route("/admin/load/{model}", post(load))
+        .route("/admin/unload/{model}", post(unload))
         .fallback(|| async { ApiError::NotFound("no such route; the API is under /v1".into()) })
         .with_state(state)
 }
@@ -107,6 +111,76 @@ async fn metrics() -> Response {
         .into_response()
 }
 
+/// Admins only; with no authentication configured (loopback), anyone.
+async fn require_admin(st: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let id = st.auth.authenticate(headers).await?;
+    if id.role == Role::Admin || id.via == crate::identity::Via::Open {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            message: "only an admin may do this".into(),
+            code: "admin_only",
+            resets_at: None,
+        })
+    }
+}
+
+async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = require_admin(&st, &headers).await {
+        return e.into_response();
+    }
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for (name, r) in st.router.iter() {
+        if st.lifecycle.manages(name) {
+            continue;
+        }
+        let q = r.queue.stats();
+        rows.push(json!({"model": name, "state": if r.backend.address().is_some() {"ready"} else {"unreachable"},
+            "engine": "url", "slots": q.slots, "busy": q.busy, "queued": q.queued}));
+    }
+    let managed: Vec<serde_json::Value> = st
+        .lifecycle
+        .ps()
+        .into_iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .map(|mut v| {
+            v["engine"] = json!("embedded");
+            v
+        })
+        .collect();
+    let mut all = managed;
+    all.extend(rows);
+    axum::Json(json!({"budget_bytes": st.lifecycle.budget_bytes, "models": all})).into_response()
+}
+
+async fn load(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    axum::extract::Path(model): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = require_admin(&st, &headers).await {
+        return e.into_response();
+    }
+    match st.lifecycle.load(&model).await {
+        Ok(()) => axum::Json(json!({"model": model, "state": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn unload(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    axum::extract::Path(model): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = require_admin(&st, &headers).await {
+        return e.into_response();
+    }
+    match st.lifecycle.stop(&model).await {
+        Ok(()) => axum::Json(json!({"model": model, "state": "unloaded"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
     match st.auth.authenticate(&headers).await {
         Ok(id) if id.role == Role::Admin => match st.reload_limits() {
@@ -129,13 +203,20 @@ async fn readyz(State(st): State<Arc<GatewayState>>) -> Response {
         .iter()
         .map(|(name, r)| {
             let q = r.queue.stats();
+            // A model that is not loaded (on demand) is not a reason to be unready.
+            let unloaded = matches!(
+                st.lifecycle.ps().iter().find(|p| &p.model == name).map(|p| p.state.as_str()),
+                Some("unloaded")
+            );
             (
                 name.clone(),
-                json!({"ready": r.backend.address().is_some(), "slots": q.slots, "busy": q.busy, "queued": q.queued}),
+                json!({"ready": r.backend.address().is_some(), "loaded": !unloaded, "slots": q.slots, "busy": q.busy, "queued": q.queued}),
             )
         })
         .collect();
-    let ready = models.values().all(|v| v["ready"] == true);
+    let ready = models
+        .values()
+        .all(|v| v["ready"] == true || v["loaded"] == false);
     let status = if ready {
         StatusCode::OK
     } else {

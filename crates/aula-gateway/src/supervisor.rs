@@ -24,7 +24,6 @@ pub struct Supervisor {
     /// The `aula` executable that runs `aula engine`.
     pub exe: PathBuf,
     pub logs: PathBuf,
-    pub shutdown: watch::Receiver<bool>,
     pub ready_timeout: Duration,
 }
 
@@ -77,15 +76,22 @@ impl Supervisor {
         cmd.spawn()
     }
 
-    /// Keep one engine running until shutdown: start, wait healthy, publish
-    /// its address on `backend`, and restart it with backoff when it exits.
-    pub async fn keep_running(self: Arc<Self>, spec: EngineSpec, backend: Arc<HttpBackend>) {
+    /// Keep one engine running until `stop` says true: start, wait healthy,
+    /// publish its address on `backend`, and restart it with backoff when it
+    /// exits.
+    pub async fn keep_running(
+        self: Arc<Self>,
+        spec: EngineSpec,
+        backend: Arc<HttpBackend>,
+        stop: watch::Receiver<bool>,
+    ) {
         let client = crate::backend::http_client();
         let mut backoff = Duration::from_millis(250);
-        let mut shutdown = self.shutdown.clone();
+        let mut shutdown = stop;
         let mut port = None;
         loop {
             if *shutdown.borrow() {
+                backend.set(Upstream::Stopped);
                 return;
             }
             let p = match port.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
@@ -117,16 +123,17 @@ impl Supervisor {
             tracing::info!(model = %spec.name, pid = child.id().unwrap_or(0), "engine starting on {base}");
             let ready = tokio::select! {
                 r = wait_healthy(&client, &base, &mut child, self.ready_timeout) => r,
-                _ = shutdown.changed() => { stop_child(&mut child).await; return; }
+                _ = shutdown.changed() => { stop_child(&mut child).await; backend.set(Upstream::Stopped); return; }
             };
             match ready {
                 Ok(()) => {
                     tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
+                    backend.set_load_time(started.elapsed());
                     backend.set(Upstream::Ready(base));
                     let status = tokio::select! {
                         s = child.wait() => s,
                         _ = shutdown.changed() => {
-                            backend.set(Upstream::Starting);
+                            backend.set(Upstream::Stopped);
                             stop_child(&mut child).await;
                             return;
                         }
@@ -152,7 +159,7 @@ impl Supervisor {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => { backend.set(Upstream::Stopped); return; }
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }

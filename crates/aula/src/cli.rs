@@ -32,6 +32,38 @@ pub enum Command {
     Keys(KeysCommand),
     /// Report usage from the ledger.
     Usage(UsageArgs),
+    /// Show a running gateway's models: state, planned and actual memory, slots, queue, idle time.
+    Ps(PsArgs),
+    /// Load a model on a running gateway (evicting idle ones if memory is short).
+    Load(ModelOpArgs),
+    /// Unload a model on a running gateway.
+    Unload(ModelOpArgs),
+}
+
+/// How to reach a running gateway's admin API.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AULA_URL")]
+    pub url: String,
+    /// An admin's API key (not needed when the gateway has no users).
+    #[arg(long, env = "AULA_API_KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelOpArgs {
+    pub model: String,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 /// Where the database is: `[server] database` in the config, else aula.db in the data directory.

@@ -20,7 +20,109 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Users(c) => users(c).await,
         Command::Keys(c) => keys(c).await,
         Command::Usage(a) => usage(a).await,
+        Command::Ps(a) => ps(a).await,
+        Command::Load(a) => load_unload("load", a).await,
+        Command::Unload(a) => load_unload("unload", a).await,
     }
+}
+
+/// A call to a running gateway's admin API.
+async fn admin_call(
+    g: &crate::cli::GatewayArgs,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let base = g.url.trim_end_matches('/');
+    let mut req = ureq_like_request(method, &format!("{base}{path}"))?;
+    if let Some(k) = &g.api_key {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {k}")
+                .parse()
+                .map_err(|_| anyhow!("the API key is not a valid header value"))?,
+        );
+    }
+    let client = aula_gateway::backend::http_client();
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| anyhow!("cannot reach the gateway at {base}: {e}"))?;
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| anyhow!("reading the gateway's answer: {e}"))?
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{}",
+            v["error"]["message"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("HTTP {status}"))
+        );
+    }
+    Ok(v)
+}
+
+fn ureq_like_request(
+    method: &str,
+    url: &str,
+) -> anyhow::Result<hyper::Request<http_body_util::Full<bytes::Bytes>>> {
+    hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| anyhow!("bad gateway URL {url}: {e}"))
+}
+
+async fn ps(a: crate::cli::PsArgs) -> anyhow::Result<()> {
+    let v = admin_call(&a.gateway, "GET", "/admin/ps").await?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let gb = |x: &serde_json::Value| {
+        x.as_u64()
+            .map(|b| format!("{:.2} GB", b as f64 / 1e9))
+            .unwrap_or_else(|| "-".into())
+    };
+    let _ = writeln!(
+        out,
+        "{:<28} {:<9} {:<10} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+        "model", "engine", "state", "planned", "actual", "slots", "busy", "queued", "idle"
+    );
+    for m in v["models"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<9} {:<10} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+            m["model"].as_str().unwrap_or(""),
+            m["engine"].as_str().unwrap_or(""),
+            m["state"].as_str().unwrap_or(""),
+            gb(&m["planned_bytes"]),
+            gb(&m["actual_bytes"]),
+            m["slots"].to_string(),
+            m["busy"].to_string(),
+            m["queued"].to_string(),
+            m["idle_s"]
+                .as_f64()
+                .map(|s| format!("{s:.0}s"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let _ = writeln!(out, "memory budget: {}", gb(&v["budget_bytes"]));
+    Ok(())
+}
+
+async fn load_unload(what: &str, a: crate::cli::ModelOpArgs) -> anyhow::Result<()> {
+    let v = admin_call(&a.gateway, "POST", &format!("/admin/{what}/{}", a.model)).await?;
+    println!(
+        "{}: {}",
+        v["model"].as_str().unwrap_or(&a.model),
+        v["state"].as_str().unwrap_or("")
+    );
+    Ok(())
 }
 
 /// The config file given, else aula.toml in the data directory if present.
@@ -149,7 +251,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe().context("cannot find the aula executable")?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let fleet = aula_gateway::Fleet::start(specs, exe, home::logs_dir(), access);
+    let budget = match &config.machine.memory_gb {
+        Some(g) => (*g.get_ref() * 1e9) as u64,
+        // Available, not "free": on unified-memory machines caches count as usable.
+        None => aula_planner::hardware::os_memory()
+            .map(|(_, available)| available)
+            .unwrap_or(u64::MAX),
+    };
+    let load_timeout = Duration::from_secs(config.machine.load_timeout_seconds.unwrap_or(300));
+    let fleet =
+        aula_gateway::Fleet::start(specs, exe, home::logs_dir(), access, budget, load_timeout)
+            .map_err(|e| anyhow!(e))?;
     // SIGHUP: apply the limits in the config file again.
     let state = fleet.state.clone();
     tokio::spawn(async move {

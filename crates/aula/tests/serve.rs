@@ -321,7 +321,9 @@ fn a_model_that_cannot_load_gets_a_clear_503_and_the_others_keep_serving() {
     let r = post(&chat, &chat_body("broken", "hi", 2));
     let msg = r.body["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("`broken`") && msg.contains("could not start"),
+        msg.contains("`broken`")
+            && msg.contains("could not be loaded")
+            && msg.contains("not a GGUF"),
         "{msg}"
     );
     wait_for("the good model", Duration::from_secs(60), || {

@@ -1,0 +1,490 @@
+//! Which embedded models are loaded, within one memory budget.
+//!
+//! Each embedded model has a planned size (from the planner: its GGUF's
+//! weights, KV cache and buffers at its context and slots). Models marked
+//! `preload` start with the gateway while they fit; any other model starts
+//! on its first request, which waits (bounded) while other models keep
+//! serving. When memory is short, idle unpinned models are evicted — never
+//! one with a request running or waiting — cheapest first, by a cost that
+//! weighs recent demand, how long the model takes to load, and its size.
+//! A model idle past its `keep_alive` is stopped.
+
+use crate::backend::{HttpBackend, Upstream};
+use crate::fair::FairQueue;
+use crate::supervisor::{EngineSpec, Supervisor};
+use aula_protocol::ApiError;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Managed {
+    pub name: String,
+    pub spec: EngineSpec,
+    pub backend: Arc<HttpBackend>,
+    pub queue: Arc<FairQueue>,
+    pub pinned: bool,
+    pub preload: bool,
+    pub keep_alive: Option<Duration>,
+    pub planned_bytes: u64,
+    /// Requests between admission and their end (waiting for a load included).
+    active: AtomicUsize,
+    state: Mutex<ManagedState>,
+}
+
+#[derive(Default)]
+struct ManagedState {
+    running: Option<Running>,
+    last_used: Option<Instant>,
+    /// Arrival times of recent requests (the demand in the eviction cost).
+    recent: VecDeque<Instant>,
+    actual_bytes: Option<u64>,
+    /// Why the last load failed.
+    last_failure: Option<String>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Held by a request from admission to its end: its model is in use.
+pub struct InUse(Arc<Managed>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut st) = self.0.state.lock() {
+            st.last_used = Some(Instant::now());
+        }
+    }
+}
+
+pub struct Lifecycle {
+    models: HashMap<String, Arc<Managed>>,
+    order: Vec<String>,
+    sup: Arc<Supervisor>,
+    pub budget_bytes: u64,
+    pub load_timeout: Duration,
+    load_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PsRow {
+    pub model: String,
+    pub state: String,
+    pub pinned: bool,
+    pub keep_alive_s: Option<u64>,
+    pub planned_bytes: u64,
+    pub actual_bytes: Option<u64>,
+    pub slots: usize,
+    pub busy: usize,
+    pub queued: usize,
+    pub active_requests: usize,
+    pub idle_s: Option<f64>,
+    pub load_time_s: Option<f64>,
+}
+
+const DEMAND_WINDOW: Duration = Duration::from_secs(600);
+
+impl Lifecycle {
+    pub fn new(sup: Arc<Supervisor>, budget_bytes: u64, load_timeout: Duration) -> Lifecycle {
+        Lifecycle {
+            models: HashMap::new(),
+            order: Vec::new(),
+            sup,
+            budget_bytes,
+            load_timeout,
+            load_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        spec: EngineSpec,
+        backend: Arc<HttpBackend>,
+        queue: Arc<FairQueue>,
+        pinned: bool,
+        preload: bool,
+        keep_alive: Option<Duration>,
+        planned_bytes: u64,
+    ) {
+        let name = spec.name.clone();
+        self.order.push(name.clone());
+        self.models.insert(
+            name.clone(),
+            Arc::new(Managed {
+                name,
+                spec,
+                backend,
+                queue,
+                pinned,
+                preload,
+                keep_alive,
+                planned_bytes,
+                active: AtomicUsize::new(0),
+                state: Mutex::new(ManagedState::default()),
+            }),
+        );
+    }
+
+    pub fn manages(&self, name: &str) -> bool {
+        self.models.contains_key(name)
+    }
+
+    fn loaded_bytes(&self) -> u64 {
+        self.models
+            .values()
+            .filter(|m| m.is_running())
+            .map(|m| m.planned_bytes)
+            .sum()
+    }
+
+    /// Start the preloaded models that fit (pinned ones first). A pinned set
+    /// that can never fit is an error for start-up.
+    pub fn start_preloaded(&self) -> Result<(), String> {
+        let pinned: u64 = self
+            .models
+            .values()
+            .filter(|m| m.pinned)
+            .map(|m| m.planned_bytes)
+            .sum();
+        if pinned > self.budget_bytes {
+            let list: Vec<String> = self
+                .order
+                .iter()
+                .filter_map(|n| self.models.get(n))
+                .filter(|m| m.pinned)
+                .map(|m| format!("{} {:.2} GB", m.name, m.planned_bytes as f64 / 1e9))
+                .collect();
+            return Err(format!(
+                "the pinned models need {:.2} GB together ({}), more than the memory budget of {:.2} GB; \
+                 unpin one, give them smaller contexts or fewer slots, or raise [machine] memory_gb",
+                pinned as f64 / 1e9,
+                list.join(", "),
+                self.budget_bytes as f64 / 1e9
+            ));
+        }
+        let mut used = 0;
+        for pass_pinned in [true, false] {
+            for name in &self.order {
+                let Some(m) = self.models.get(name) else {
+                    continue;
+                };
+                if m.pinned != pass_pinned || !(m.preload || m.pinned) {
+                    continue;
+                }
+                if used + m.planned_bytes <= self.budget_bytes {
+                    used += m.planned_bytes;
+                    self.start(m);
+                } else {
+                    tracing::info!(model = %m.name, "not preloaded: the memory budget is taken; it loads on its first request");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, m: &Arc<Managed>) {
+        let Ok(mut st) = m.state.lock() else { return };
+        if st.running.is_some() {
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        m.backend.set(Upstream::Starting);
+        let task = tokio::spawn(self.sup.clone().keep_running(
+            m.spec.clone(),
+            m.backend.clone(),
+            rx,
+        ));
+        st.running = Some(Running { stop: tx, task });
+        st.last_used = Some(Instant::now());
+        st.actual_bytes = None;
+        st.last_failure = None;
+    }
+
+    /// Stop a model's engine and wait until it is gone.
+    pub async fn stop(&self, name: &str) -> Result<(), ApiError> {
+        let m = self.get(name)?;
+        let running = m.state.lock().ok().and_then(|mut st| st.running.take());
+        if let Some(r) = running {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+            tracing::info!(model = %name, "unloaded");
+        }
+        m.backend.set(Upstream::Stopped);
+        Ok(())
+    }
+
+    pub async fn stop_all(&self) {
+        for name in self.order.clone() {
+            let _ = self.stop(&name).await;
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Managed>, ApiError> {
+        self.models.get(name).cloned().ok_or_else(|| {
+            ApiError::ModelNotFound(format!("`{name}` is not a model this gateway starts"))
+        })
+    }
+
+    /// Mark the model in use for one request (admission to end).
+    pub fn enter(&self, name: &str) -> Option<InUse> {
+        let m = self.models.get(name)?.clone();
+        m.active.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut st) = m.state.lock() {
+            let now = Instant::now();
+            st.last_used = Some(now);
+            st.recent.push_back(now);
+            while st
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > DEMAND_WINDOW)
+            {
+                st.recent.pop_front();
+            }
+        }
+        Some(InUse(m))
+    }
+
+    /// Load the model if it is not loaded, and wait until it is ready.
+    pub async fn ensure_loaded(&self, name: &str) -> Result<(), ApiError> {
+        let Some(m) = self.models.get(name).cloned() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.load_timeout;
+        if !m.is_running() {
+            let _guard = self.load_lock.lock().await;
+            if !m.is_running() {
+                self.make_room(&m, deadline).await?;
+                tracing::info!(model = %name, "loading on demand");
+                self.start(&m);
+            }
+        }
+        loop {
+            match m.backend.state() {
+                Upstream::Ready(_) => {
+                    self.note_actual(&m).await;
+                    return Ok(());
+                }
+                Upstream::Failed(why) => {
+                    // Give its memory back; the next request tries again.
+                    if let Ok(mut st) = m.state.lock() {
+                        st.last_failure = Some(why.clone());
+                    }
+                    let _ = self.stop(name).await;
+                    return Err(ApiError::Unavailable(format!(
+                        "the model `{name}` could not be loaded: {why}"
+                    )));
+                }
+                Upstream::Stopped if !m.is_running() => {
+                    // Unloaded while we waited: a failed load, or an unload.
+                    let why = m
+                        .state
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.last_failure.clone())
+                        .unwrap_or_else(|| "it was unloaded while loading".into());
+                    return Err(ApiError::Unavailable(format!(
+                        "the model `{name}` could not be loaded: {why}"
+                    )));
+                }
+                Upstream::Starting | Upstream::Stopped => {}
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "the model `{name}` did not finish loading within {}s; try again shortly",
+                    self.load_timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Evict idle, unpinned models until `m` fits; wait (until `deadline`)
+    /// while the only candidates are busy.
+    async fn make_room(&self, m: &Arc<Managed>, deadline: Instant) -> Result<(), ApiError> {
+        if m.planned_bytes > self.budget_bytes {
+            return Err(ApiError::Unavailable(format!(
+                "the model `{}` needs {:.2} GB (planned), more than the whole memory budget of {:.2} GB",
+                m.name,
+                m.planned_bytes as f64 / 1e9,
+                self.budget_bytes as f64 / 1e9
+            )));
+        }
+        loop {
+            let loaded = self.loaded_bytes();
+            if loaded + m.planned_bytes <= self.budget_bytes {
+                return Ok(());
+            }
+            let victim = self
+                .models
+                .values()
+                .filter(|v| v.name != m.name && v.is_running() && !v.pinned)
+                .filter(|v| {
+                    v.active.load(Ordering::SeqCst) == 0 && {
+                        let q = v.queue.stats();
+                        q.busy == 0 && q.queued == 0
+                    }
+                })
+                .min_by(|a, b| a.eviction_cost().total_cmp(&b.eviction_cost()))
+                .cloned();
+            match victim {
+                Some(v) => {
+                    tracing::info!(model = %v.name, "evicted to make room for {}", m.name);
+                    self.stop(&v.name).await?;
+                }
+                None => {
+                    if Instant::now() > deadline {
+                        let busy: Vec<String> = self
+                            .models
+                            .values()
+                            .filter(|v| v.is_running())
+                            .map(|v| v.name.clone())
+                            .collect();
+                        return Err(ApiError::Unavailable(format!(
+                            "not enough memory to load `{}` ({:.2} GB planned; {:.2} GB of {:.2} GB in use by {}, all busy or pinned); try again later",
+                            m.name,
+                            m.planned_bytes as f64 / 1e9,
+                            loaded as f64 / 1e9,
+                            self.budget_bytes as f64 / 1e9,
+                            busy.join(", ")
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// What the engine really allocated, from its /health, against the plan.
+    async fn note_actual(&self, m: &Arc<Managed>) {
+        if m.state
+            .lock()
+            .map(|s| s.actual_bytes.is_some())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let Upstream::Ready(base) = m.backend.state() else {
+            return;
+        };
+        let Ok(req) = axum::http::Request::get(format!("{base}/health"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+        else {
+            return;
+        };
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), m.backend.client().request(req)).await
+        else {
+            return;
+        };
+        let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+            return;
+        };
+        let Some(actual) = v["memory"]["total_bytes"].as_u64() else {
+            return;
+        };
+        let gap = (actual as f64 - m.planned_bytes as f64).abs() / (m.planned_bytes.max(1) as f64);
+        if gap > 0.10 {
+            tracing::warn!(model = %m.name, "allocated {:.3} GB, planned {:.3} GB ({:+.0}%)",
+                actual as f64 / 1e9, m.planned_bytes as f64 / 1e9, gap * 100.0);
+        }
+        if let Ok(mut st) = m.state.lock() {
+            st.actual_bytes = Some(actual);
+        }
+    }
+
+    /// Stop models idle past their keep_alive.
+    pub async fn reap_idle(&self) {
+        let now = Instant::now();
+        let idle: Vec<String> = self
+            .models
+            .values()
+            .filter(|m| m.is_running() && !m.pinned && m.active.load(Ordering::SeqCst) == 0)
+            .filter(|m| {
+                let q = m.queue.stats();
+                q.busy == 0 && q.queued == 0
+            })
+            .filter(|m| {
+                let last = m.state.lock().ok().and_then(|s| s.last_used);
+                matches!((m.keep_alive, last), (Some(k), Some(t)) if now.duration_since(t) > k)
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        for name in idle {
+            tracing::info!(model = %name, "idle past its keep_alive: unloading");
+            let _ = self.stop(&name).await;
+        }
+    }
+
+    pub async fn load(&self, name: &str) -> Result<(), ApiError> {
+        let _in_use = self.enter(name);
+        self.get(name)?;
+        self.ensure_loaded(name).await
+    }
+
+    pub fn ps(&self) -> Vec<PsRow> {
+        self.order
+            .iter()
+            .filter_map(|n| self.models.get(n))
+            .map(|m| {
+                let q = m.queue.stats();
+                let (last, actual) = m
+                    .state
+                    .lock()
+                    .map(|s| (s.last_used, s.actual_bytes))
+                    .unwrap_or((None, None));
+                let state = match m.backend.state() {
+                    Upstream::Ready(_) => "ready".to_string(),
+                    Upstream::Starting => "loading".to_string(),
+                    Upstream::Failed(why) => format!("failed: {why}"),
+                    Upstream::Stopped => "unloaded".to_string(),
+                };
+                PsRow {
+                    model: m.name.clone(),
+                    state,
+                    pinned: m.pinned,
+                    keep_alive_s: m.keep_alive.map(|k| k.as_secs()),
+                    planned_bytes: m.planned_bytes,
+                    actual_bytes: actual,
+                    slots: q.slots,
+                    busy: q.busy,
+                    queued: q.queued,
+                    active_requests: m.active.load(Ordering::SeqCst),
+                    idle_s: last.map(|t| t.elapsed().as_secs_f64()),
+                    load_time_s: m.backend.load_time().map(|d| d.as_secs_f64()),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Managed {
+    fn is_running(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| s.running.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Lower is cheaper to evict: (requests in the last 10 minutes + 1) x
+    /// seconds to load again / GB freed.
+    fn eviction_cost(&self) -> f64 {
+        let demand = self.state.lock().map(|s| s.recent.len()).unwrap_or(0) as f64;
+        let load = self
+            .backend
+            .load_time()
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(1.0)
+            .max(0.1);
+        let gb = (self.planned_bytes as f64 / 1e9).max(0.001);
+        (demand + 1.0) * load / gb
+    }
+}

@@ -1,0 +1,179 @@
+//! Several embedded models in one memory budget: loaded on demand, evicted
+//! only when idle, stopped after keep_alive, operated with aula ps / load /
+//! unload. Real engines (Gemma 3 270M under two names).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Two names for the same Gemma file, each planned at about 0.8 GB
+/// (512 tokens, 1 slot); a budget of 1.2 GB holds one of them.
+fn two_gemmas(tag: &str, extra_b: &str, budget_gb: f64) -> std::path::PathBuf {
+    let home = temp_home(tag);
+    let g = model_path(GEMMA_FILE);
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[machine]\nmemory_gb = {budget_gb}\nload_timeout_seconds = 60\n\n\
+             [[models]]\nname = \"a\"\ngguf = \"{g}\"\ncontext = 512\nparallel = 1\n\n\
+             [[models]]\nname = \"b\"\ngguf = \"{g}\"\ncontext = 512\nparallel = 1\n{extra_b}\n",
+            g = g.display()
+        ),
+    )
+    .unwrap();
+    home
+}
+
+fn ps(home: &std::path::Path, url: &str) -> Value {
+    let (ok, out, err) = run_aula(&["ps", "--url", url, "--json"], home);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn state(v: &Value, model: &str) -> String {
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == model)
+        .map(|m| m["state"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+fn completion(model: &str, max_tokens: u32) -> Value {
+    json!({"model": model, "prompt": "Once upon a time", "max_tokens": max_tokens, "temperature": 0})
+}
+
+#[test]
+fn one_budget_two_models_evict_only_when_idle() {
+    let home = two_gemmas("fleet", "", 1.2);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/completions", s.url);
+    wait_for("a to load", Duration::from_secs(60), || {
+        state(&ps(&home, &s.url), "a") == "ready"
+    });
+    assert_eq!(
+        state(&ps(&home, &s.url), "b"),
+        "unloaded",
+        "b does not fit beside a"
+    );
+
+    // A long streamed request on a; b is asked for meanwhile. b must wait:
+    // a is not evicted while its request runs.
+    let a_stream = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut b = completion("a", 120);
+            b["stream"] = json!(true);
+            let t = Instant::now();
+            let r = stream(&url, &b);
+            (r.done, r.text, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let rb = post(&url, &completion("b", 4));
+    let b_waited = t.elapsed();
+    let (a_done, a_text, a_took) = a_stream.join().unwrap();
+    assert!(a_done && !a_text.is_empty(), "a's request was cut off");
+    assert_eq!(rb.status, 200, "{}", rb.text);
+    assert!(
+        b_waited + Duration::from_millis(300) >= a_took,
+        "b ({b_waited:?}) did not wait for a's request ({a_took:?})"
+    );
+    let v = ps(&home, &s.url);
+    assert_eq!(
+        (state(&v, "a").as_str(), state(&v, "b").as_str()),
+        ("unloaded", "ready"),
+        "{v}"
+    );
+
+    // Three requests for a at once while it loads: none fails because of the load.
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || post(&url, &completion("a", 3)).status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    // Operated by hand.
+    let (ok, out, err) = run_aula(&["unload", "a", "--url", &s.url], &home);
+    assert!(ok && out.contains("unloaded"), "{err}");
+    let (ok, out, err) = run_aula(&["load", "b", "--url", &s.url], &home);
+    assert!(ok && out.contains("ready"), "{err}");
+    let v = ps(&home, &s.url);
+    let b = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "b")
+        .unwrap()
+        .clone();
+    let planned = b["planned_bytes"].as_f64().unwrap();
+    let actual = b["actual_bytes"].as_f64().unwrap();
+    assert!(
+        (actual - planned).abs() / planned < 0.10,
+        "planned {planned} vs actual {actual}"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn keep_alive_failed_loads_and_impossible_pins() {
+    let home = two_gemmas("fleet2", "keep_alive = \"2s\"\npreload = false", 4.0);
+    // A third model whose file is not a model: its load fails with the reason.
+    let bad = home.join("models").join("broken.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00 not really").unwrap();
+    let mut cfg = std::fs::read_to_string(home.join("aula.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[[models]]\nname = \"broken\"\ngguf = \"{}\"\npreload = false\n",
+        bad.display()
+    ));
+    std::fs::write(home.join("aula.toml"), &cfg).unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/completions", s.url);
+    assert_eq!(
+        state(&ps(&home, &s.url), "b"),
+        "unloaded",
+        "preload = false"
+    );
+    assert_eq!(post(&url, &completion("b", 2)).status, 200);
+    wait_for(
+        "b to be stopped after its keep_alive",
+        Duration::from_secs(15),
+        || state(&ps(&home, &s.url), "b") == "unloaded",
+    );
+    let r = post(&url, &completion("broken", 2));
+    assert_eq!(r.status, 503, "{}", r.text);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("broken") && msg.contains("could not be loaded"),
+        "{msg}"
+    );
+    assert_eq!(
+        post(&url, &completion("a", 2)).status,
+        200,
+        "the others keep serving"
+    );
+    drop(s);
+
+    // Pinned models that can never fit stop start-up with the plan's figures.
+    let home2 = two_gemmas("fleet3", "pinned = true", 1.2);
+    let cfg = std::fs::read_to_string(home2.join("aula.toml"))
+        .unwrap()
+        .replace("name = \"a\"\n", "name = \"a\"\npinned = true\n");
+    std::fs::write(home2.join("aula.toml"), cfg).unwrap();
+    let (ok, _, err) = run_aula(&["serve", "--port", "0"], &home2);
+    assert!(
+        !ok && err.contains("pinned models need") && err.contains("memory_gb"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+    let _ = std::fs::remove_dir_all(&home2);
+}
