@@ -133,6 +133,28 @@ pub struct ModelEntry {
     pub preload: Option<bool>,
     /// Stop after this long without requests ("30s", "10m", "2h").
     pub keep_alive: Option<Spanned<String>>,
+    /// Who runs it: `embedded` (aula engine, the default for `gguf`),
+    /// `llama-server` (a `gguf`), `vllm` or `sglang` (a `model`).
+    pub engine: Option<Spanned<String>>,
+    /// For vLLM and SGLang: a Hugging Face model directory (or id).
+    pub model: Option<Spanned<String>>,
+    /// The program to run [default: vllm, llama-server, python3 -m sglang.launch_server].
+    pub command: Option<Spanned<String>>,
+    /// More arguments for the engine, after the planned ones.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Weight precision for the plan of a vLLM/SGLang model [default: bf16].
+    pub precision: Option<Spanned<String>>,
+    /// A catalog id to plan a vLLM/SGLang model by, when `model` has no local config.json.
+    pub plan_as: Option<Spanned<String>>,
+}
+
+/// External engines Aula starts and watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalKind {
+    LlamaServer,
+    Vllm,
+    Sglang,
 }
 
 /// What one model is served by, after validation.
@@ -148,6 +170,18 @@ pub enum ModelSource {
         base: String,
         /// Requests Aula lets the server run at once.
         parallel: Option<usize>,
+    },
+    /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
+    External {
+        kind: ExternalKind,
+        /// A GGUF (llama-server) or a model directory / id (vLLM, SGLang).
+        model: String,
+        command: Option<String>,
+        parallel: Option<usize>,
+        context: Option<u32>,
+        extra_args: Vec<String>,
+        precision: Option<String>,
+        plan_as: Option<String>,
     },
 }
 
@@ -237,11 +271,12 @@ impl Config {
                         line_of(text, u.span().start)
                     )));
                 }
-                (None, None) => {
+                (None, None) if m.model.is_none() => {
                     return Err(invalid(format!(
                         "line {line}: model `{name}` needs `gguf` (a model file) or `url` (a running server)"
                     )));
                 }
+                (None, None) => {}
                 (None, Some(u)) => {
                     let url = u.get_ref();
                     if !(url.starts_with("http://") || url.starts_with("https://"))
@@ -299,6 +334,38 @@ impl Config {
             }
         }
         for m in &cfg.models {
+            if let Some(e) = &m.engine {
+                let line = line_of(text, e.span().start);
+                match e.get_ref().as_str() {
+                    "embedded" | "llama-server" => {
+                        if m.gguf.is_none() {
+                            return Err(invalid(format!(
+                                "line {line}: engine `{}` needs `gguf` (the model file)",
+                                e.get_ref()
+                            )));
+                        }
+                    }
+                    "vllm" | "sglang" => {
+                        if m.model.is_none() || m.gguf.is_some() || m.url.is_some() {
+                            return Err(invalid(format!(
+                                "line {line}: engine `{}` needs `model` (a Hugging Face model directory or id), not `gguf` or `url`",
+                                e.get_ref()
+                            )));
+                        }
+                    }
+                    "url" => {}
+                    other => {
+                        return Err(invalid(format!(
+                            "line {line}: key `engine`: `{other}` is not an engine; use embedded, llama-server, vllm, sglang or url"
+                        )));
+                    }
+                }
+            } else if m.model.is_some() {
+                return Err(invalid(format!(
+                    "line {}: `model` is for engine = \"vllm\" or \"sglang\"; say which",
+                    line_of(text, m.name.span().start)
+                )));
+            }
             if let Some(k) = &m.keep_alive
                 && parse_duration(k.get_ref()).is_none()
             {
@@ -452,7 +519,41 @@ impl Config {
             .models
             .iter()
             .map(|m| {
+                let external = match m.engine.as_ref().map(|e| e.get_ref().as_str()) {
+                    Some("llama-server") => Some(ExternalKind::LlamaServer),
+                    Some("vllm") => Some(ExternalKind::Vllm),
+                    Some("sglang") => Some(ExternalKind::Sglang),
+                    _ => None,
+                };
+                let resolve = |p: &Path| {
+                    if p.is_absolute() {
+                        p.to_path_buf()
+                    } else {
+                        models_dir.join(p)
+                    }
+                };
                 let source = match (&m.gguf, &m.url) {
+                    _ if external.is_some() => ModelSource::External {
+                        kind: external.unwrap_or(ExternalKind::Vllm),
+                        model: match (&m.gguf, &m.model) {
+                            (Some(g), _) => resolve(g.get_ref()).display().to_string(),
+                            (None, Some(md)) => {
+                                let p = Path::new(md.get_ref());
+                                if models_dir.join(p).exists() {
+                                    models_dir.join(p).display().to_string()
+                                } else {
+                                    md.get_ref().clone()
+                                }
+                            }
+                            (None, None) => String::new(),
+                        },
+                        command: m.command.as_ref().map(|c| c.get_ref().clone()),
+                        parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
+                        context: m.context.as_ref().map(|s| *s.get_ref()),
+                        extra_args: m.extra_args.clone(),
+                        precision: m.precision.as_ref().map(|p| p.get_ref().clone()),
+                        plan_as: m.plan_as.as_ref().map(|p| p.get_ref().clone()),
+                    },
                     (Some(g), _) => {
                         let p = g.get_ref();
                         let gguf = if p.is_absolute() {

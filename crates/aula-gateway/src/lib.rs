@@ -73,6 +73,137 @@ pub fn planned_bytes(gguf: &std::path::Path, context: Option<u32>, parallel: Opt
     })
 }
 
+/// The planned size of an external engine and, for vLLM and SGLang, its
+/// share of the device (`--gpu-memory-utilization` / `--mem-fraction-static`).
+fn plan_external(
+    kind: config::ExternalKind,
+    model: &str,
+    precision: Option<&str>,
+    plan_as: Option<&str>,
+    context: u32,
+    slots: usize,
+    device_bytes: u64,
+) -> Result<(u64, f64), String> {
+    use aula_planner::estimate::{Engine, PlanRequest, Precision};
+    if kind == config::ExternalKind::LlamaServer {
+        return Ok((
+            planned_bytes(std::path::Path::new(model), Some(context), Some(slots)),
+            0.0,
+        ));
+    }
+    let local = std::path::Path::new(model).join("config.json");
+    let shape = if let Some(id) = plan_as {
+        aula_planner::catalog::find(id)?
+    } else if local.exists() {
+        aula_planner::hf::read(&local)?
+    } else {
+        return Err(format!(
+            "cannot plan `{model}`: there is no {} ; set `plan_as` to a catalog id (see `aula plan --list`)",
+            local.display()
+        ));
+    };
+    let precision = Precision::parse(precision.unwrap_or("bf16"))?;
+    let mut shape = shape;
+    shape.weight_bytes = None;
+    let mut hw = aula_planner::hardware::detect();
+    hw.usable_gb = device_bytes as f64 / 1e9;
+    hw.memory_gb = hw.memory_gb.max(hw.usable_gb);
+    let want = aula_planner::placement::Want {
+        shape,
+        request: PlanRequest {
+            engine: if kind == config::ExternalKind::Vllm {
+                Engine::Vllm
+            } else {
+                Engine::Sglang
+            },
+            precision,
+            context,
+            users: slots as u32,
+            ..Default::default()
+        },
+    };
+    let p = aula_planner::placement::place(&[want], &hw);
+    let bytes = p.models.first().map(|m| m.bytes).unwrap_or(0);
+    let share = (bytes as f64 / device_bytes.max(1) as f64 * 100.0).ceil() / 100.0;
+    Ok((bytes, share.min(1.0)))
+}
+
+/// The command line of an external engine, with `{port}` for Aula's port.
+#[allow(clippy::too_many_arguments)]
+fn external_command(
+    kind: config::ExternalKind,
+    name: &str,
+    model: &str,
+    command: Option<String>,
+    context: u32,
+    slots: usize,
+    share: f64,
+    extra: Vec<String>,
+) -> (String, Vec<String>) {
+    let s = |x: &str| x.to_string();
+    let (program, mut args) = match kind {
+        config::ExternalKind::Vllm => (
+            command.unwrap_or_else(|| s("vllm")),
+            vec![
+                s("serve"),
+                s(model),
+                s("--host"),
+                s("127.0.0.1"),
+                s("--port"),
+                s("{port}"),
+                s("--served-model-name"),
+                s(name),
+                s("--max-model-len"),
+                context.to_string(),
+                s("--max-num-seqs"),
+                slots.to_string(),
+                s("--gpu-memory-utilization"),
+                format!("{share:.2}"),
+            ],
+        ),
+        config::ExternalKind::LlamaServer => (
+            command.unwrap_or_else(|| s("llama-server")),
+            vec![
+                s("-m"),
+                s(model),
+                s("--host"),
+                s("127.0.0.1"),
+                s("--port"),
+                s("{port}"),
+                s("--alias"),
+                s(name),
+                s("-c"),
+                (u64::from(context) * slots as u64).to_string(),
+                s("-np"),
+                slots.to_string(),
+                s("-ngl"),
+                s("999"),
+            ],
+        ),
+        config::ExternalKind::Sglang => (
+            command.unwrap_or_else(|| s("python3 -m sglang.launch_server")),
+            vec![
+                s("--model-path"),
+                s(model),
+                s("--host"),
+                s("127.0.0.1"),
+                s("--port"),
+                s("{port}"),
+                s("--served-model-name"),
+                s(name),
+                s("--context-length"),
+                context.to_string(),
+                s("--max-running-requests"),
+                slots.to_string(),
+                s("--mem-fraction-static"),
+                format!("{share:.2}"),
+            ],
+        ),
+    };
+    args.extend(extra);
+    (program, args)
+}
+
 impl Fleet {
     /// Build the router and the lifecycle of the embedded models, and start
     /// those that are preloaded and fit `budget_bytes`. `exe` is the `aula`
@@ -129,6 +260,61 @@ impl Fleet {
                         parallel,
                         context,
                         threads,
+                        launch: None,
+                    };
+                    lifecycle.add(
+                        es,
+                        b,
+                        queue,
+                        spec.pinned,
+                        spec.preload,
+                        spec.keep_alive,
+                        planned,
+                    );
+                }
+                ModelSource::External {
+                    kind,
+                    model,
+                    command,
+                    parallel,
+                    context,
+                    extra_args,
+                    precision,
+                    plan_as,
+                } => {
+                    let n = parallel.unwrap_or(match kind {
+                        config::ExternalKind::LlamaServer => EMBEDDED_DEFAULT_SLOTS,
+                        _ => URL_DEFAULT_SLOTS,
+                    });
+                    let c = context.unwrap_or(4096);
+                    let (planned, share) = plan_external(
+                        kind,
+                        &model,
+                        precision.as_deref(),
+                        plan_as.as_deref(),
+                        c,
+                        n,
+                        budget_bytes,
+                    )
+                    .map_err(|e| format!("model `{}`: {e}", spec.name))?;
+                    let launch = external_command(
+                        kind, &spec.name, &model, command, c, n, share, extra_args,
+                    );
+                    tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, launch.1.join(" "));
+                    let b = Arc::new(HttpBackend::new(
+                        &spec.name,
+                        Upstream::Stopped,
+                        client.clone(),
+                    ));
+                    let queue = fair::FairQueue::new(n, access.fair);
+                    router.add(&spec.name, b.clone(), queue.clone());
+                    let es = supervisor::EngineSpec {
+                        name: spec.name.clone(),
+                        gguf: PathBuf::from(&model),
+                        parallel: Some(n),
+                        context: Some(c),
+                        threads: None,
+                        launch: Some(launch),
                     };
                     lifecycle.add(
                         es,

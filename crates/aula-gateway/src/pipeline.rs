@@ -154,6 +154,10 @@ async fn run(
             .await);
     };
     fl.permit = Some(permit);
+    // An engine restarting after a crash: queued requests wait for it.
+    if let Err(e) = st.lifecycle.ensure_loaded(&adm.model).await {
+        return Err(fl.fail(e).await);
+    }
     fl.queue_ms = arrived.elapsed().as_secs_f64() * 1000.0;
     gauges(&fl.model, &fl.queue);
     metrics::histogram!("aula_queue_wait_seconds", "model" => fl.model.clone())

@@ -18,7 +18,13 @@ pub struct EngineSpec {
     pub parallel: Option<usize>,
     pub context: Option<u32>,
     pub threads: Option<usize>,
+    /// Another engine's program and arguments (`{port}` is replaced by the
+    /// port Aula picked); None runs `aula engine`.
+    pub launch: Option<(String, Vec<String>)>,
 }
+
+/// Logs larger than this are moved to `.log.1` when their engine starts.
+const LOG_ROTATE_BYTES: u64 = 10 << 20;
 
 pub struct Supervisor {
     /// The `aula` executable that runs `aula engine`.
@@ -36,28 +42,42 @@ impl Supervisor {
     fn spawn(&self, spec: &EngineSpec, port: u16) -> std::io::Result<Child> {
         std::fs::create_dir_all(&self.logs)?;
         let log_path = self.logs.join(format!("engine-{}.log", spec.name));
+        if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+            let _ = std::fs::rename(&log_path, log_path.with_extension("log.1"));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("engine")
-            .arg("--model")
-            .arg(&spec.gguf)
-            .arg("--name")
-            .arg(&spec.name)
-            .arg("--host")
-            .arg("127.0.0.1")
-            .arg("--port")
-            .arg(port.to_string());
-        if let Some(p) = spec.parallel {
-            cmd.arg("--parallel").arg(p.to_string());
-        }
-        if let Some(c) = spec.context {
-            cmd.arg("--context").arg(c.to_string());
-        }
-        if let Some(t) = spec.threads {
-            cmd.arg("--threads").arg(t.to_string());
+        let mut cmd = if let Some((program, args)) = &spec.launch {
+            let mut words = program.split_whitespace();
+            let mut c = Command::new(words.next().unwrap_or(program.as_str()));
+            c.args(words);
+            c.args(args.iter().map(|a| a.replace("{port}", &port.to_string())));
+            c
+        } else {
+            let mut c = Command::new(&self.exe);
+            c.arg("engine");
+            c
+        };
+        if spec.launch.is_none() {
+            cmd.arg("--model")
+                .arg(&spec.gguf)
+                .arg("--name")
+                .arg(&spec.name)
+                .arg("--host")
+                .arg("127.0.0.1")
+                .arg("--port")
+                .arg(port.to_string());
+            if let Some(p) = spec.parallel {
+                cmd.arg("--parallel").arg(p.to_string());
+            }
+            if let Some(c) = spec.context {
+                cmd.arg("--context").arg(c.to_string());
+            }
+            if let Some(t) = spec.threads {
+                cmd.arg("--threads").arg(t.to_string());
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -177,3 +177,122 @@ fn keep_alive_failed_loads_and_impossible_pins() {
     let _ = std::fs::remove_dir_all(&home);
     let _ = std::fs::remove_dir_all(&home2);
 }
+
+/// A stand-in for an engine program: records its arguments, says something
+/// on stderr (for the log), then serves the OpenAI API with openai-mock on
+/// the port it was given.
+fn stand_in(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let args = dir.join(format!("{name}.args"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{args}'\necho \"stand-in {name} starting\" >&2\nport=''\nprev=''\nfor a in \"$@\"; do\n  if [ \"$prev\" = '--port' ]; then port=\"$a\"; fi\n  prev=\"$a\"\ndone\nexec '{mock}' \"$port\"\n",
+            args = args.display(),
+            mock = mock_exe().display()
+        ),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).unwrap();
+    path
+}
+
+#[test]
+fn external_engines_get_planned_arguments_restarts_and_logs() {
+    let home = temp_home("external");
+    let bin = home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vllm = stand_in(&bin, "vllm");
+    let llama_server = stand_in(&bin, "llama-server");
+    // A Hugging Face model directory: config.json only (the planner needs no weights).
+    let hf = home.join("models").join("Llama-3.2-1B");
+    std::fs::create_dir_all(&hf).unwrap();
+    std::fs::write(
+        hf.join("config.json"),
+        r#"{"model_type": "llama", "num_hidden_layers": 16, "hidden_size": 2048, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192, "vocab_size": 128256,
+            "max_position_embeddings": 131072, "tie_word_embeddings": true, "torch_dtype": "bfloat16"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[machine]\nmemory_gb = 24\n\n\
+             [[models]]\nname = \"fake-vllm\"\nengine = \"vllm\"\nmodel = \"Llama-3.2-1B\"\ncommand = \"{}\"\ncontext = 4096\nparallel = 8\n\n\
+             [[models]]\nname = \"fake-llama\"\nengine = \"llama-server\"\ngguf = \"{}\"\ncommand = \"{}\"\ncontext = 1024\nparallel = 2\n",
+            vllm.display(),
+            model_path(GEMMA_FILE).display(),
+            llama_server.display()
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    wait_for(
+        "both stand-ins to be ready",
+        Duration::from_secs(30),
+        || {
+            let v = ps(&home, &s.url);
+            state(&v, "fake-vllm") == "ready" && state(&v, "fake-llama") == "ready"
+        },
+    );
+    for m in ["fake-vllm", "fake-llama"] {
+        let r = post(&url, &chat_body(m, "hi", 4));
+        assert_eq!(r.status, 200, "{m}: {}", r.text);
+    }
+    let vargs = std::fs::read_to_string(bin.join("vllm.args")).unwrap();
+    assert!(
+        vargs.starts_with(&format!("serve {}", hf.display())),
+        "{vargs}"
+    );
+    for want in [
+        "--host 127.0.0.1",
+        "--served-model-name fake-vllm",
+        "--max-model-len 4096",
+        "--max-num-seqs 8",
+        "--gpu-memory-utilization 0.",
+    ] {
+        assert!(vargs.contains(want), "{want} not in {vargs}");
+    }
+    // Its share: 1.24B parameters at bf16 (2.5 GB) + KV for 8 x 4096 tokens
+    // (1.1 GB) + activations and overhead, of 24 GB: about 0.2.
+    let share: f64 = vargs
+        .split("--gpu-memory-utilization ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.15..0.30).contains(&share), "{share}");
+    let largs = std::fs::read_to_string(bin.join("llama-server.args")).unwrap();
+    for want in ["-m ", "--alias fake-llama", "-c 2048", "-np 2", "-ngl 999"] {
+        assert!(largs.contains(want), "{want} not in {largs}");
+    }
+    // The engine crashes: Aula restarts it with the same arguments.
+    let pids = children_of(s.pid());
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for p in &pids {
+        unsafe {
+            libc::kill(*p as i32, libc::SIGKILL);
+        }
+    }
+    wait_for("the restarted engines", Duration::from_secs(30), || {
+        post(&url, &chat_body("fake-vllm", "hi", 4)).status == 200
+            && post(&url, &chat_body("fake-llama", "hi", 4)).status == 200
+    });
+    assert_eq!(
+        std::fs::read_to_string(bin.join("vllm.args"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let log = std::fs::read_to_string(home.join("logs").join("engine-fake-vllm.log")).unwrap();
+    assert!(log.contains("stand-in vllm starting"), "{log}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
