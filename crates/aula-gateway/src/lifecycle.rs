@@ -43,6 +43,8 @@ struct ManagedState {
     actual_bytes: Option<u64>,
     /// Why the last load failed.
     last_failure: Option<String>,
+    /// The engine's /health was asked for its memory since it started.
+    actual_checked: bool,
 }
 
 struct Running {
@@ -203,6 +205,7 @@ impl Lifecycle {
         st.running = Some(Running { stop: tx, task });
         st.last_used = Some(Instant::now());
         st.actual_bytes = None;
+        st.actual_checked = false;
         st.last_failure = None;
     }
 
