@@ -7,7 +7,11 @@ r = json.load(sys.stdin)
 label = sys.argv[1]
 kind = sys.argv[2] if len(sys.argv) > 2 else "engine"
 errors = sum(r["errors"].values())
-if kind == "fairness":
+if kind == "fleet":
+    t, i = r["ttft"], r["itl"]
+    print(f"{label:<52} ttft p50 {t['p50_ms']:>7.1f}  p95 {t['p95_ms']:>7.1f}  max {t['max_ms']:>7.1f} ms  "
+          f"itl p50 {i['p50_ms']:>6.2f}  p99 {i['p99_ms']:>6.2f}  max {i['max_ms']:>7.2f} ms  out tok/s {r['output_tokens_per_s']:>5.1f}  errors {errors}")
+elif kind == "fairness":
     light = r.get("other_users_ttft") or r["ttft"]
     heavy = r.get("heavy_user_ttft")
     per = r["per_user"]
