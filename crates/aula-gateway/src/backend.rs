@@ -157,3 +157,148 @@ impl Backend for HttpBackend {
         })
     }
 }
+
+/// Several replicas of one model's server: each request goes to the healthy
+/// replica with the fewest requests outstanding; a health check marks them
+/// up and down.
+pub struct Replicas {
+    pub model: String,
+    members: Vec<Replica>,
+}
+
+struct Replica {
+    base: String,
+    backend: HttpBackend,
+    outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    healthy: std::sync::atomic::AtomicBool,
+}
+
+struct Outstanding(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Replicas {
+    pub fn new(model: &str, bases: &[String], client: HttpClient) -> Replicas {
+        Replicas {
+            model: model.to_string(),
+            members: bases
+                .iter()
+                .map(|b| Replica {
+                    base: b.clone(),
+                    backend: HttpBackend::new(model, Upstream::Ready(b.clone()), client.clone()),
+                    outstanding: Default::default(),
+                    healthy: std::sync::atomic::AtomicBool::new(true),
+                })
+                .collect(),
+        }
+    }
+
+    /// (base URL, healthy, outstanding) of each replica.
+    pub fn status(&self) -> Vec<(String, bool, usize)> {
+        use std::sync::atomic::Ordering;
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.base.clone(),
+                    m.healthy.load(Ordering::SeqCst),
+                    m.outstanding.load(Ordering::SeqCst),
+                )
+            })
+            .collect()
+    }
+
+    /// Check every replica's `/health` (or `/v1/models`) every `every`.
+    pub async fn health_loop(self: std::sync::Arc<Self>, every: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        loop {
+            for m in &self.members {
+                let mut ok = false;
+                for path in ["/health", "/v1/models"] {
+                    let Ok(req) =
+                        Request::get(format!("{}{path}", m.base)).body(Full::new(Bytes::new()))
+                    else {
+                        continue;
+                    };
+                    if let Ok(Ok(resp)) = tokio::time::timeout(
+                        std::time::Duration::from_secs(3),
+                        m.backend.client.request(req),
+                    )
+                    .await
+                        && resp.status().is_success()
+                    {
+                        ok = true;
+                        break;
+                    }
+                }
+                let was = m.healthy.swap(ok, Ordering::SeqCst);
+                if was != ok {
+                    if ok {
+                        tracing::info!(model = %self.model, "replica {} is healthy again", m.base);
+                    } else {
+                        tracing::warn!(model = %self.model, "replica {} fails its health check", m.base);
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+impl Backend for Replicas {
+    fn address(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        self.members
+            .iter()
+            .find(|m| m.healthy.load(Ordering::SeqCst))
+            .map(|m| m.base.clone())
+    }
+
+    fn forward(
+        &self,
+        path: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let healthy: Vec<&Replica> = self
+                .members
+                .iter()
+                .filter(|m| m.healthy.load(Ordering::SeqCst))
+                .collect();
+            // With none healthy, try them all: the check may be stale.
+            let pool = if healthy.is_empty() {
+                self.members.iter().collect()
+            } else {
+                healthy
+            };
+            let Some(r) = pool
+                .into_iter()
+                .min_by_key(|m| m.outstanding.load(Ordering::SeqCst))
+            else {
+                return Err(ApiError::Unavailable(format!(
+                    "the model `{}` has no server",
+                    self.model
+                )));
+            };
+            r.outstanding.fetch_add(1, Ordering::SeqCst);
+            let guard = Outstanding(r.outstanding.clone());
+            let resp = r.backend.forward(path, body).await.inspect_err(|e| {
+                if matches!(e, ApiError::Unavailable(_)) {
+                    r.healthy.store(false, Ordering::SeqCst);
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            use futures::StreamExt;
+            let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
+                let _held = &guard;
+                chunk
+            });
+            Ok(Response::from_parts(parts, Body::from_stream(stream)))
+        })
+    }
+}

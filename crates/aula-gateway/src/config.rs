@@ -123,7 +123,13 @@ pub struct ModelEntry {
     /// looked up in the model directory).
     pub gguf: Option<Spanned<PathBuf>>,
     /// An OpenAI-compatible server that is already running.
-    pub url: Option<Spanned<String>>,
+    pub url: Option<Spanned<Urls>>,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// For `url` servers: the name that server knows the model by, when it
+    /// differs from `name` (requests are rewritten on the way).
+    pub upstream_model: Option<String>,
     pub parallel: Option<Spanned<usize>>,
     pub context: Option<Spanned<u32>>,
     pub threads: Option<Spanned<usize>>,
@@ -149,6 +155,23 @@ pub struct ModelEntry {
     pub plan_as: Option<Spanned<String>>,
 }
 
+/// One server, or several replicas of it (balanced by least outstanding requests).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    pub fn list(&self) -> Vec<&String> {
+        match self {
+            Urls::One(u) => vec![u],
+            Urls::Many(v) => v.iter().collect(),
+        }
+    }
+}
+
 /// External engines Aula starts and watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExternalKind {
@@ -167,8 +190,11 @@ pub enum ModelSource {
         threads: Option<usize>,
     },
     Url {
-        base: String,
-        /// Requests Aula lets the server run at once.
+        /// One base URL per replica.
+        bases: Vec<String>,
+        /// The name the server knows the model by, if not `name`.
+        upstream_model: Option<String>,
+        /// Requests Aula lets each replica run at once.
         parallel: Option<usize>,
     },
     /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
@@ -188,6 +214,7 @@ pub enum ModelSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
     pub name: String,
+    pub aliases: Vec<String>,
     pub source: ModelSource,
     pub pinned: bool,
     pub preload: bool,
@@ -264,6 +291,19 @@ impl Config {
                 )));
             }
             seen.push((name, line));
+            for a in &m.aliases {
+                if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid(format!(
+                        "line {line}: key `aliases`: `{a}` is not a usable model name"
+                    )));
+                }
+                if let Some((_, first)) = seen.iter().find(|(n, _)| *n == a.as_str()) {
+                    return Err(invalid(format!(
+                        "line {line}: key `aliases`: `{a}` is already a model name or alias on line {first}"
+                    )));
+                }
+                seen.push((a.as_str(), line));
+            }
             match (&m.gguf, &m.url) {
                 (Some(_), Some(u)) => {
                     return Err(invalid(format!(
@@ -278,20 +318,28 @@ impl Config {
                 }
                 (None, None) => {}
                 (None, Some(u)) => {
-                    let url = u.get_ref();
-                    if !(url.starts_with("http://") || url.starts_with("https://"))
-                        || url.len() < 10
-                    {
+                    let urls = u.get_ref().list();
+                    if urls.is_empty() {
                         return Err(invalid(format!(
-                            "line {}: key `url`: `{url}` is not an http:// or https:// URL",
+                            "line {}: key `url`: give at least one URL",
                             line_of(text, u.span().start)
                         )));
                     }
-                    if url.starts_with("https://") {
-                        return Err(invalid(format!(
-                            "line {}: key `url`: https engines are not supported yet; put the engine on http (loopback or a private network)",
-                            line_of(text, u.span().start)
-                        )));
+                    for url in urls {
+                        if !(url.starts_with("http://") || url.starts_with("https://"))
+                            || url.len() < 10
+                        {
+                            return Err(invalid(format!(
+                                "line {}: key `url`: `{url}` is not an http:// or https:// URL",
+                                line_of(text, u.span().start)
+                            )));
+                        }
+                        if url.starts_with("https://") {
+                            return Err(invalid(format!(
+                                "line {}: key `url`: https engines are not supported yet; put the engine on http (loopback or a private network)",
+                                line_of(text, u.span().start)
+                            )));
+                        }
                     }
                     for (key, v) in [
                         ("context", m.context.as_ref().map(|s| s.span())),
@@ -569,16 +617,24 @@ impl Config {
                         }
                     }
                     (None, Some(u)) => ModelSource::Url {
-                        base: normalize_base(u.get_ref()),
+                        bases: u
+                            .get_ref()
+                            .list()
+                            .into_iter()
+                            .map(|b| normalize_base(b))
+                            .collect(),
+                        upstream_model: m.upstream_model.clone(),
                         parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
                     },
                     (None, None) => ModelSource::Url {
-                        base: String::new(),
+                        bases: Vec::new(),
+                        upstream_model: None,
                         parallel: None,
                     },
                 };
                 ModelSpec {
                     name: m.name.get_ref().clone(),
+                    aliases: m.aliases.clone(),
                     source,
                     pinned: m.pinned.unwrap_or(false),
                     preload: m.preload.unwrap_or(true),
@@ -656,6 +712,7 @@ fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
         .into_iter()
         .map(|gguf| ModelSpec {
             name: name_for_file(&gguf),
+            aliases: Vec::new(),
             source: ModelSource::Embedded {
                 gguf,
                 parallel: None,
@@ -698,7 +755,8 @@ mod tests {
         assert_eq!(
             specs[1].source,
             ModelSource::Url {
-                base: "http://127.0.0.1:8000".into(),
+                bases: vec!["http://127.0.0.1:8000".into()],
+                upstream_model: None,
                 parallel: None
             }
         );

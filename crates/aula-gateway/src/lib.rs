@@ -47,6 +47,7 @@ pub struct Access {
 pub struct Fleet {
     pub state: Arc<server::GatewayState>,
     reaper: tokio::task::JoinHandle<()>,
+    health: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What the planner says an embedded model will allocate at its settings
@@ -224,17 +225,29 @@ impl Fleet {
         let client = backend::http_client();
         let mut router = ModelRouter::default();
         let mut lifecycle = lifecycle::Lifecycle::new(sup, budget_bytes, load_timeout);
+        let mut health_checks = Vec::new();
+        let mut aliases = Vec::new();
         for spec in specs {
+            for a in &spec.aliases {
+                aliases.push((a.clone(), spec.name.clone()));
+            }
             match spec.source {
-                ModelSource::Url { base, parallel } => {
-                    router.add(
+                ModelSource::Url {
+                    bases,
+                    upstream_model,
+                    parallel,
+                } => {
+                    let replicas =
+                        Arc::new(backend::Replicas::new(&spec.name, &bases, client.clone()));
+                    health_checks.push(replicas.clone());
+                    router.add_as(
                         &spec.name,
-                        Arc::new(HttpBackend::new(
-                            &spec.name,
-                            Upstream::Ready(base),
-                            client.clone(),
-                        )),
-                        fair::FairQueue::new(parallel.unwrap_or(URL_DEFAULT_SLOTS), access.fair),
+                        upstream_model.as_deref().unwrap_or(&spec.name),
+                        replicas,
+                        fair::FairQueue::new(
+                            parallel.unwrap_or(URL_DEFAULT_SLOTS) * bases.len().max(1),
+                            access.fair,
+                        ),
                     );
                 }
                 ModelSource::Embedded {
@@ -328,7 +341,14 @@ impl Fleet {
                 }
             }
         }
+        for (a, n) in aliases {
+            router.alias(&a, &n);
+        }
         lifecycle.start_preloaded()?;
+        let health: Vec<tokio::task::JoinHandle<()>> = health_checks
+            .into_iter()
+            .map(|r| tokio::spawn(r.health_loop(Duration::from_secs(5))))
+            .collect();
         let state = Arc::new(server::GatewayState {
             router,
             auth: access.auth,
@@ -344,12 +364,19 @@ impl Fleet {
                 st.lifecycle.reap_idle().await;
             }
         });
-        Ok(Fleet { state, reaper })
+        Ok(Fleet {
+            state,
+            reaper,
+            health,
+        })
     }
 
     /// Stop every engine child and wait until they are gone.
     pub async fn stop(self) {
         self.reaper.abort();
+        for h in &self.health {
+            h.abort();
+        }
         self.state.lifecycle.stop_all().await;
     }
 }

@@ -246,6 +246,7 @@ impl Lifecycle {
                 .recent
                 .front()
                 .is_some_and(|t| now.duration_since(*t) > DEMAND_WINDOW)
+                || st.recent.len() > 10_000
             {
                 st.recent.pop_front();
             }

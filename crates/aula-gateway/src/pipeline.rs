@@ -65,6 +65,15 @@ async fn run(
     })?;
     let (adm, mut obj) = aula_protocol::peek_admission(&body)?;
     let route = st.router.get(&adm.model)?.clone();
+    // Aliases and renamed `url` models: the engine gets the name it knows;
+    // limits, the ledger and metrics use the configured name.
+    let mut adm = adm;
+    let mut rewritten = false;
+    if adm.model != route.upstream_model {
+        obj.insert("model".into(), json!(route.upstream_model));
+        rewritten = true;
+    }
+    adm.model = route.name.clone();
     let resv = st
         .limiter
         .admit(
@@ -83,7 +92,6 @@ async fn run(
     // What the engine is sent: the ceiling when the request set no
     // max_tokens, and the usage chunk of a stream (removed again on the way
     // back when the client did not ask for it).
-    let mut rewritten = false;
     if adm.max_tokens.is_none()
         && let Some(m) = resv.max_tokens
     {
@@ -451,10 +459,12 @@ impl SseTracker {
 pub fn visible_models(st: &GatewayState, id: &Identity) -> Vec<String> {
     let allowed = crate::limits::effective(&st.limiter.rules(), id).models;
     st.router
-        .names()
-        .iter()
-        .filter(|n| allowed.as_ref().is_none_or(|a| a.contains(n)))
-        .cloned()
+        .all_names()
+        .into_iter()
+        .filter(|n| {
+            let canonical = st.router.get(n).map(|r| r.name.clone()).unwrap_or_default();
+            allowed.as_ref().is_none_or(|a| a.contains(&canonical))
+        })
         .collect()
 }
 

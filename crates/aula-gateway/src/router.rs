@@ -1,4 +1,4 @@
-//! Which backend serves which model name, and the fair queue in front of it.
+//! Which backend serves which model name (or alias), and the fair queue in front of it.
 
 use crate::backend::Backend;
 use crate::fair::FairQueue;
@@ -9,6 +9,10 @@ use std::sync::Arc;
 /// One model: its engine and the queue that admits requests to it.
 #[derive(Clone)]
 pub struct Route {
+    /// The model's configured name (what the ledger and metrics use).
+    pub name: String,
+    /// The name to send to the engine, when it differs from what the client sent.
+    pub upstream_model: String,
     pub backend: Arc<dyn Backend>,
     pub queue: Arc<FairQueue>,
 }
@@ -17,28 +21,56 @@ pub struct Route {
 pub struct ModelRouter {
     names: Vec<String>,
     routes: HashMap<String, Route>,
+    aliases: HashMap<String, String>,
 }
 
 impl ModelRouter {
     pub fn add(&mut self, name: &str, backend: Arc<dyn Backend>, queue: Arc<FairQueue>) {
-        if self
-            .routes
-            .insert(name.to_string(), Route { backend, queue })
-            .is_none()
-        {
+        self.add_as(name, name, backend, queue);
+    }
+
+    /// A model whose engine knows it as `upstream_model`.
+    pub fn add_as(
+        &mut self,
+        name: &str,
+        upstream_model: &str,
+        backend: Arc<dyn Backend>,
+        queue: Arc<FairQueue>,
+    ) {
+        let route = Route {
+            name: name.to_string(),
+            upstream_model: upstream_model.to_string(),
+            backend,
+            queue,
+        };
+        if self.routes.insert(name.to_string(), route).is_none() {
             self.names.push(name.to_string());
         }
+    }
+
+    pub fn alias(&mut self, alias: &str, name: &str) {
+        self.aliases.insert(alias.to_string(), name.to_string());
     }
 
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
+    /// Every name a client may use: models, then aliases.
+    pub fn all_names(&self) -> Vec<String> {
+        let mut v = self.names.clone();
+        let mut a: Vec<String> = self.aliases.keys().cloned().collect();
+        a.sort();
+        v.extend(a);
+        v
+    }
+
     pub fn get(&self, name: &str) -> Result<&Route, ApiError> {
-        self.routes.get(name).ok_or_else(|| {
+        let canonical = self.aliases.get(name).map(String::as_str).unwrap_or(name);
+        self.routes.get(canonical).ok_or_else(|| {
             ApiError::ModelNotFound(format!(
                 "the model `{name}` does not exist; available models: {}",
-                self.names.join(", ")
+                self.all_names().join(", ")
             ))
         })
     }
