@@ -246,15 +246,24 @@ async fn run(
                         }
                     }
                     Some(Err(e)) => {
-                        t.fl.complete("error:stream").await;
-                        return Some((Err(std::io::Error::other(e)), None));
+                        // The engine failed mid-answer (it crashed, say): end
+                        // the stream with an error event the client can read.
+                        let mut out = t.flush();
+                        t.fl.complete("error:502").await;
+                        out.extend_from_slice(&error_event(&t.fl.model, &e.to_string()));
+                        return Some((Ok(Bytes::from(out)), None));
                     }
                     None => {
                         let mut out = t.flush();
-                        let status = if t.saw_done { "ok" } else { "error:incomplete" };
+                        let status = if t.saw_done { "ok" } else { "error:502" };
                         t.fl.complete(status).await;
                         if t.saw_done {
                             out.extend_from_slice(b"data: [DONE]\n\n");
+                        } else {
+                            out.extend_from_slice(&error_event(
+                                &t.fl.model,
+                                "the answer ended early",
+                            ));
                         }
                         return if out.is_empty() {
                             None
@@ -267,6 +276,14 @@ async fn run(
         },
     );
     Ok(Response::from_parts(parts, Body::from_stream(stream)))
+}
+
+/// An OpenAI-style error event for a stream that cannot finish.
+fn error_event(model: &str, why: &str) -> Vec<u8> {
+    let e = ApiError::BadGateway(format!(
+        "the engine for model `{model}` failed during the answer ({why}); the text above is incomplete"
+    ));
+    format!("data: {}\n\n", e.body()).into_bytes()
 }
 
 fn gauges(model: &str, queue: &crate::fair::FairQueue) {

@@ -428,3 +428,85 @@ fn a_locked_ledger_refuses_requests_cleanly() {
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn an_engine_dying_mid_stream_ends_the_stream_with_an_error_event() {
+    let mut mock = spawn_mock(300);
+    let home = temp_home("midstream");
+    config(&home, &mock, 4, "");
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let mut b = body();
+    b["stream"] = json!(true);
+    let reader = std::thread::spawn(move || {
+        ureq::post(&url)
+            .send_string(&b.to_string())
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_else(|e| format!("transport error: {e}"))
+    });
+    std::thread::sleep(Duration::from_millis(450));
+    let _ = mock.child.kill();
+    let _ = mock.child.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("data: {\"choices\""),
+        "some text came first: {text}"
+    );
+    assert!(
+        text.contains("\"code\":\"bad_gateway\"") && text.contains("incomplete"),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"), "{text}");
+    let rows = usage_json(&home, "model");
+    assert_eq!(row(&rows, "mock")["errors"], 1, "{rows:?}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_slow_jupyterhub_gets_a_clear_503_never_an_accept() {
+    let mock = spawn_mock(0);
+    let mut hub = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import http.server, time\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        time.sleep(10)\n        self.send_response(200); self.end_headers(); self.wfile.write(b'{\"kind\": \"user\", \"name\": \"x\", \"scopes\": [\"access:services\"]}')\n    def log_message(self, *a): pass\ns = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hub.stdout.as_mut().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let home = temp_home("slowhub");
+    config(
+        &home,
+        &mock,
+        4,
+        &format!(
+            "[jupyterhub]\nurl = \"http://127.0.0.1:{}\"\napi_token = \"svc\"\ntimeout_seconds = 1\n",
+            port.trim()
+        ),
+    );
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let t = Instant::now();
+    let r = post_auth(
+        &format!("{}/v1/chat/completions", s.url),
+        Some("a-notebook-token"),
+        &body(),
+    );
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(
+        r.text.contains("JupyterHub") && !r.text.contains("a-notebook-token"),
+        "{}",
+        r.text
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(get(&format!("{}/stats", mock.url)).body["served"], 0);
+    let _ = hub.kill();
+    let _ = hub.wait();
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -313,13 +313,23 @@ fn url_replicas_are_balanced_health_checked_and_aliased() {
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
     let models = get(&format!("{}/v1/models", s.url));
-    let ids: Vec<&str> = models.body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = models.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["chat", "default", "gpt-4o-mini"]);
     // Eight at once: both replicas get work.
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let url = url.clone();
-            std::thread::spawn(move || post(&url, &chat_body(if i % 2 == 0 { "chat" } else { "default" }, "hi", 4)))
+            std::thread::spawn(move || {
+                post(
+                    &url,
+                    &chat_body(if i % 2 == 0 { "chat" } else { "default" }, "hi", 4),
+                )
+            })
         })
         .collect();
     for t in threads {
@@ -328,17 +338,31 @@ fn url_replicas_are_balanced_health_checked_and_aliased() {
         // The engine was asked for the name it knows.
         assert_eq!(r.body["model"], "org/chat-model-v2");
     }
-    let served = |m: &Proc| get(&format!("{}/stats", m.url)).body["served"].as_u64().unwrap();
-    assert!(served(&one) >= 2 && served(&two) >= 2, "{} / {}", served(&one), served(&two));
+    let served = |m: &Proc| {
+        get(&format!("{}/stats", m.url)).body["served"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        served(&one) >= 2 && served(&two) >= 2,
+        "{} / {}",
+        served(&one),
+        served(&two)
+    );
     // One replica dies: at most one request notices, the rest go to the other.
     let _ = two.child.kill();
     let _ = two.child.wait();
-    let ok = (0..10).filter(|_| post(&url, &chat_body("gpt-4o-mini", "hi", 4)).status == 200).count();
+    let ok = (0..10)
+        .filter(|_| post(&url, &chat_body("gpt-4o-mini", "hi", 4)).status == 200)
+        .count();
     assert!(ok >= 9, "{ok} of 10 succeeded with one replica down");
     let (ok_usage, out, err) = run_aula(&["usage", "--by", "model", "--json"], &home);
     assert!(ok_usage, "{err}");
     let rows: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows[0]["key"], "chat", "aliases are recorded under the model's name: {rows}");
+    assert_eq!(
+        rows[0]["key"], "chat",
+        "aliases are recorded under the model's name: {rows}"
+    );
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
