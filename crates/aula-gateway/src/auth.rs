@@ -40,6 +40,8 @@ pub struct Authenticator {
     client: HttpClient,
     /// Aula users whose keys may act for the users of a front end.
     trusted: Vec<String>,
+    /// Secret of the signed user tokens (HS256) trusted front ends may send.
+    jwt_secret: Option<String>,
     /// With no users and no Hub, requests are served as `anonymous` — only
     /// where that was allowed (loopback, or --insecure-no-auth).
     allow_open: bool,
@@ -107,6 +109,7 @@ impl Authenticator {
         store: Store,
         hub: Option<HubConfig>,
         trusted: Vec<String>,
+        jwt_secret: Option<String>,
         allow_open: bool,
         client: HttpClient,
     ) -> Result<Authenticator, aula_store::StoreError> {
@@ -115,6 +118,7 @@ impl Authenticator {
             hub,
             client,
             trusted,
+            jwt_secret,
             allow_open,
             open: AtomicBool::new(false),
             keys: Mutex::new(KeyCache {
@@ -179,10 +183,20 @@ impl Authenticator {
         };
         if is_aula_key(token) {
             let id = self.check_key(token).await?;
-            if self.trusted.contains(&id.name)
-                && let Some(user) = front_end_user(headers)
-            {
-                return self.acting_for(&id, &user).await;
+            if self.trusted.contains(&id.name) {
+                if let Some(token) = headers.get("x-aula-user-token") {
+                    let (user, groups) = self.check_user_token(token.to_str().unwrap_or(""))?;
+                    let mut acting = self.acting_for(&id, &user).await?;
+                    for g in groups {
+                        if !acting.groups.contains(&g) {
+                            acting.groups.push(g);
+                        }
+                    }
+                    return Ok(acting);
+                }
+                if let Some(user) = front_end_user(headers) {
+                    return self.acting_for(&id, &user).await;
+                }
             }
             return Ok(id);
         }
@@ -236,6 +250,57 @@ impl Authenticator {
             tracing::debug!("API key refused ({problem:?})");
             refused()
         })
+    }
+
+    /// A trusted front end's signed statement of who its user is: an HS256
+    /// JWT with `sub` (the user), `exp`, and optionally `groups`.
+    fn check_user_token(&self, token: &str) -> Result<(String, Vec<String>), ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            sub: String,
+            #[serde(default)]
+            groups: Vec<String>,
+        }
+        let Some(secret) = &self.jwt_secret else {
+            tracing::warn!("a front end sent X-Aula-User-Token but [auth] jwt_secret is not set");
+            return Err(refused());
+        };
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            &v,
+        )
+        .map_err(|e| {
+            tracing::debug!("a front end's user token was refused: {e}");
+            refused()
+        })?;
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(64)
+                .collect()
+        };
+        let user = clean(&data.claims.sub);
+        if user.is_empty() {
+            return Err(refused());
+        }
+        Ok((
+            user,
+            data.claims
+                .groups
+                .iter()
+                .map(|g| clean(g))
+                .filter(|g| !g.is_empty())
+                .collect(),
+        ))
     }
 
     async fn acting_for(&self, front: &Identity, user: &str) -> Result<Identity, ApiError> {

@@ -113,6 +113,22 @@ pub struct AuthSection {
     /// the user named in `X-OpenWebUI-User-Email`/`-Id`/`-Name`.
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// Shared secret of signed user tokens (JWT, HS256) that trusted front
+    /// ends send in `X-Aula-User-Token` (or `jwt_secret_env`: the variable holding it).
+    pub jwt_secret: Option<String>,
+    pub jwt_secret_env: Option<String>,
+}
+
+impl AuthSection {
+    pub fn jwt_secret(&self) -> Result<Option<String>, String> {
+        match (&self.jwt_secret, &self.jwt_secret_env) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(var)) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("[auth] jwt_secret_env names `{var}`, which is not set")),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -203,6 +203,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         hub,
         config.auth.trusted.clone(),
+        config.auth.jwt_secret().map_err(|e| anyhow!(e))?,
         loopback || a.insecure_no_auth,
         client,
     )

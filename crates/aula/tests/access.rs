@@ -510,3 +510,75 @@ fn a_slow_jupyterhub_gets_a_clear_503_never_an_accept() {
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// An HS256 JWT, made with Python's standard library.
+fn jwt(secret: &str, claims: &Value) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import base64, hashlib, hmac, json, sys\n\
+             b = lambda d: base64.urlsafe_b64encode(d).rstrip(b'=')\n\
+             h = b(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())\n\
+             p = b(sys.argv[2].encode())\n\
+             s = b(hmac.new(sys.argv[1].encode(), h + b'.' + p, hashlib.sha256).digest())\n\
+             print((h + b'.' + p + b'.' + s).decode())",
+            secret,
+            &claims.to_string(),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn trusted_front_ends_may_send_signed_user_tokens() {
+    let mock = spawn_mock(0);
+    let home = temp_home("jwt");
+    config(
+        &home,
+        &mock,
+        4,
+        "[auth]\ntrusted = [\"portal\"]\njwt_secret = \"front-end-secret\"\n",
+    );
+    let portal = add_user(&home, "portal", &["--group", "web"]);
+    let outsider = add_user(&home, "eve", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let exp = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600) as i64;
+    let good = jwt(
+        "front-end-secret",
+        &json!({"sub": "carol", "groups": ["cs101"], "exp": exp}),
+    );
+    let send = |key: &str, token: &str| {
+        post_headers(
+            &url,
+            &[
+                ("Authorization", &format!("Bearer {key}")),
+                ("X-Aula-User-Token", token),
+            ],
+            &body(),
+        )
+    };
+    assert_eq!(send(&portal, &good).status, 200);
+    // Expired, wrongly signed, or sent with a key that is not trusted: refused.
+    let expired = jwt(
+        "front-end-secret",
+        &json!({"sub": "carol", "exp": exp - 3600}),
+    );
+    let forged = jwt("guess", &json!({"sub": "carol", "exp": exp}));
+    assert_eq!(send(&portal, &expired).status, 401);
+    assert_eq!(send(&portal, &forged).status, 401);
+    assert_eq!(send(&portal, "not.a.jwt").status, 401);
+    let r = send(&outsider, &good);
+    assert_eq!(r.status, 200, "an untrusted key is itself, not carol");
+    let rows = usage_json(&home, "user");
+    assert_eq!(row(&rows, "carol")["ok"], 1, "{rows:?}");
+    assert_eq!(row(&rows, "eve")["ok"], 1);
+    assert_eq!(row(&usage_json(&home, "group"), "cs101")["ok"], 1);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
