@@ -582,3 +582,58 @@ fn trusted_front_ends_may_send_signed_user_tokens() {
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
+    // One slot, each request holding it ~200 ms; at most 2 waiting per user.
+    let mock = spawn_mock(50);
+    let home = temp_home("bounds");
+    config(&home, &mock, 1, "[fairness]\nmax_queued_per_user = 2\n");
+    let key = add_user(&home, "pat", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let barrier = Arc::new(std::sync::Barrier::new(6));
+    let results: Vec<(u16, Option<String>)> = (0..6)
+        .map(|_| {
+            let (url, key, barrier) = (url.clone(), key.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = ureq::post(&url)
+                    .set("Authorization", &format!("Bearer {key}"))
+                    .send_string(&body().to_string());
+                match r {
+                    Ok(r) => (r.status(), None),
+                    Err(ureq::Error::Status(code, r)) => (code, r.header("retry-after").map(String::from)),
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let limited: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!((ok, limited.len()), (3, 3), "{results:?}");
+    assert!(limited.iter().all(|r| r.1.is_some()), "429 carries Retry-After: {results:?}");
+
+    // A client that gives up while queued: its request never reaches the engine.
+    let before = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
+    let holder = {
+        let (url, key) = (url.clone(), key.clone());
+        std::thread::spawn(move || post_auth(&url, Some(&key), &body()).status)
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let impatient = ureq::AgentBuilder::new().timeout(Duration::from_millis(80)).build();
+    let gave_up = impatient
+        .post(&url)
+        .set("Authorization", &format!("Bearer {key}"))
+        .send_string(&body().to_string());
+    assert!(gave_up.is_err(), "the request should have timed out while queued");
+    assert_eq!(holder.join().unwrap(), 200);
+    std::thread::sleep(Duration::from_millis(400));
+    let after = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
+    assert_eq!(after - before, 1, "only the request that waited was run");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
