@@ -59,7 +59,8 @@ impl Store {
                     if !postgres {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; \
+                             PRAGMA wal_autocheckpoint = 0;",
                         )
                         .await?;
                     }
@@ -70,6 +71,18 @@ impl Store {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool, postgres })
+    }
+
+    /// Move the WAL into the database file without blocking writers. Aula
+    /// checkpoints in the background (see `Ledger::start`) instead of inside
+    /// a request's commit.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if !self.postgres {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_all(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub fn is_postgres(&self) -> bool {

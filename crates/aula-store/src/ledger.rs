@@ -48,6 +48,17 @@ impl Ledger {
     /// Start the writer task on the current runtime.
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
+        if !store.is_postgres() {
+            let s = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Err(e) = s.checkpoint().await {
+                        tracing::debug!("ledger checkpoint: {e}");
+                    }
+                }
+            });
+        }
         tokio::spawn(writer(store, rx));
         Ledger { tx }
     }
@@ -79,8 +90,22 @@ impl Ledger {
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
     let mut batch = Vec::with_capacity(256);
+    // One connection kept for writing (no pool round trip per batch); a new
+    // one after any error.
+    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let result = write_batch(&store, &batch).await.map_err(|e| {
+        let result = async {
+            if conn.is_none() {
+                conn = Some(store.pool.acquire().await?);
+            }
+            match conn.as_mut() {
+                Some(c) => write_batch(c, &batch).await,
+                None => Ok(()),
+            }
+        }
+        .await
+        .map_err(|e| {
+            conn = None;
             tracing::error!("ledger write failed: {e}");
             format!("the usage ledger cannot be written: {e}")
         });
@@ -95,7 +120,10 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
 /// A batch is at most two statements, each atomic on its own: one
 /// multi-row INSERT of the admitted requests, one multi-row upsert of the
 /// finished ones. Few round trips to the database whatever the load.
-async fn write_batch(store: &Store, batch: &[(Op, Option<Ack>)]) -> Result<(), StoreError> {
+async fn write_batch(
+    conn: &mut sqlx::AnyConnection,
+    batch: &[(Op, Option<Ack>)],
+) -> Result<(), StoreError> {
     let begins: Vec<&RequestRecord> = batch
         .iter()
         .filter_map(|(op, _)| match op {
@@ -124,7 +152,7 @@ async fn write_batch(store: &Store, batch: &[(Op, Option<Ack>)]) -> Result<(), S
                 .bind(&r.model)
                 .bind(r.admitted_ms);
         }
-        q.execute(&store.pool).await?;
+        q.execute(&mut *conn).await?;
     }
     if !finishes.is_empty() {
         let sql = format!(
@@ -151,7 +179,7 @@ async fn write_batch(store: &Store, batch: &[(Op, Option<Ack>)]) -> Result<(), S
                 .bind(f.ttft_ms)
                 .bind(f.duration_ms);
         }
-        q.execute(&store.pool).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

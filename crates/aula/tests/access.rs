@@ -62,7 +62,9 @@ fn keys_guard_every_route_and_never_leak() {
     let key = add_user(&home, "ada", &["--role", "teacher", "--group", "cs101"]);
     assert!(key.starts_with("aula-"));
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    assert!(s.output().contains("authentication: on"), "{}", s.output());
+    wait_for("the start-up banner", Duration::from_secs(5), || {
+        s.output().contains("authentication: on")
+    });
     let url = format!("{}/v1/chat/completions", s.url);
 
     let none = post_auth(&url, None, &body());
@@ -603,7 +605,9 @@ fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
                     .send_string(&body().to_string());
                 match r {
                     Ok(r) => (r.status(), None),
-                    Err(ureq::Error::Status(code, r)) => (code, r.header("retry-after").map(String::from)),
+                    Err(ureq::Error::Status(code, r)) => {
+                        (code, r.header("retry-after").map(String::from))
+                    }
                     Err(e) => panic!("{e}"),
                 }
             })
@@ -615,24 +619,36 @@ fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let limited: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
     assert_eq!((ok, limited.len()), (3, 3), "{results:?}");
-    assert!(limited.iter().all(|r| r.1.is_some()), "429 carries Retry-After: {results:?}");
+    assert!(
+        limited.iter().all(|r| r.1.is_some()),
+        "429 carries Retry-After: {results:?}"
+    );
 
     // A client that gives up while queued: its request never reaches the engine.
-    let before = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
+    let before = get(&format!("{}/stats", mock.url)).body["served"]
+        .as_u64()
+        .unwrap();
     let holder = {
         let (url, key) = (url.clone(), key.clone());
         std::thread::spawn(move || post_auth(&url, Some(&key), &body()).status)
     };
     std::thread::sleep(Duration::from_millis(50));
-    let impatient = ureq::AgentBuilder::new().timeout(Duration::from_millis(80)).build();
+    let impatient = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(80))
+        .build();
     let gave_up = impatient
         .post(&url)
         .set("Authorization", &format!("Bearer {key}"))
         .send_string(&body().to_string());
-    assert!(gave_up.is_err(), "the request should have timed out while queued");
+    assert!(
+        gave_up.is_err(),
+        "the request should have timed out while queued"
+    );
     assert_eq!(holder.join().unwrap(), 200);
     std::thread::sleep(Duration::from_millis(400));
-    let after = get(&format!("{}/stats", mock.url)).body["served"].as_u64().unwrap();
+    let after = get(&format!("{}/stats", mock.url)).body["served"]
+        .as_u64()
+        .unwrap();
     assert_eq!(after - before, 1, "only the request that waited was run");
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
