@@ -22,6 +22,17 @@ pub struct Config {
     pub auth: AuthSection,
     #[serde(default)]
     pub machine: MachineConfig,
+    /// Load models at set times (before a lesson).
+    #[serde(default)]
+    pub preload: Vec<PreloadEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadEntry {
+    /// "Mon-Fri 08:50", "Tue,Thu 13:55" or "08:50", in the machine's local time.
+    pub at: Spanned<String>,
+    pub models: Vec<String>,
 }
 
 /// The memory the embedded models may use together.
@@ -448,6 +459,22 @@ impl Config {
                 )));
             }
         }
+        for p in &cfg.preload {
+            let line = line_of(text, p.at.span().start);
+            crate::timetable::parse_at(p.at.get_ref())
+                .map_err(|e| invalid(format!("line {line}: key `at`: {e}")))?;
+            for m in &p.models {
+                let known = cfg
+                    .models
+                    .iter()
+                    .any(|x| x.name.get_ref() == m && x.url.is_none());
+                if !known {
+                    return Err(invalid(format!(
+                        "line {line}: [[preload]] names `{m}`, which is not a model Aula starts (a `gguf` or engine entry)"
+                    )));
+                }
+            }
+        }
         if let Some(g) = &cfg.machine.memory_gb
             && !(*g.get_ref() > 0.0 && g.get_ref().is_finite())
         {
@@ -512,6 +539,22 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+
+    /// The `[[preload]]` timetable.
+    pub fn timetable(&self) -> Vec<crate::timetable::Slot> {
+        self.preload
+            .iter()
+            .filter_map(|p| {
+                crate::timetable::parse_at(p.at.get_ref())
+                    .ok()
+                    .map(|(days, time)| crate::timetable::Slot {
+                        days,
+                        time,
+                        models: p.models.clone(),
+                    })
+            })
+            .collect()
     }
 
     /// The `[[limits]]` rules.
@@ -825,6 +868,16 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = err("[jupyterhub]\nurl = \"http://127.0.0.1:8081\"\n");
         assert!(e.contains("api_token"), "{e}");
+        let e = err(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"Mon 25:00\"\nmodels = [\"a\"]\n",
+        );
+        assert!(e.contains("line 6") && e.contains("`at`"), "{e}");
+        let e = err(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"08:50\"\nmodels = [\"b\"]\n",
+        );
+        assert!(e.contains("`b`"), "{e}");
+        let c = Config::parse("[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"Mon-Fri 08:50\"\nmodels = [\"a\"]\n", "x").unwrap();
+        assert_eq!(c.timetable()[0].days.len(), 5);
         assert_eq!(parse_date_ms("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_date_ms("2026-13-01"), None);
     }

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod router;
 pub mod server;
 pub mod supervisor;
+pub mod timetable;
 
 use backend::{HttpBackend, Upstream};
 use config::{ModelSource, ModelSpec};

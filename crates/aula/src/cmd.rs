@@ -263,6 +263,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let fleet =
         aula_gateway::Fleet::start(specs, exe, home::logs_dir(), access, budget, load_timeout)
             .map_err(|e| anyhow!(e))?;
+    let timetable = config.timetable();
+    if !timetable.is_empty() {
+        tokio::spawn(aula_gateway::timetable::run(timetable, fleet.state.clone()));
+    }
     // SIGHUP: apply the limits in the config file again.
     let state = fleet.state.clone();
     tokio::spawn(async move {
