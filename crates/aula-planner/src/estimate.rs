@@ -731,6 +731,23 @@ mod tests {
     }
 
     #[test]
+    fn quantized_kv_cache_holds_more_sequences() {
+        let hw = hardware::find("gb10").unwrap();
+        let m = catalog::find("llama-2-13b").unwrap();
+        let f16 = estimate(&m, &hw, &req(Engine::Embedded, "q8_0", 8192, 4));
+        let q8 = estimate(
+            &m,
+            &hw,
+            &PlanRequest {
+                kv_bytes_per_elem: 34.0 / 32.0,
+                ..req(Engine::Embedded, "q8_0", 8192, 4)
+            },
+        );
+        assert!(q8.memory.kv_cache_bytes * 18 < f16.memory.kv_cache_bytes * 10);
+        assert!(q8.max_sequences > f16.max_sequences * 18 / 10);
+    }
+
+    #[test]
     fn sliding_window_caps_kv() {
         let g = catalog::find("gemma-3-270m").unwrap();
         let long = kv_per_sequence(&g, 32768, 2.0);

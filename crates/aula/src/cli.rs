@@ -273,6 +273,9 @@ pub struct PlanArgs {
     /// vLLM's --gpu-memory-utilization (SGLang's --mem-fraction-static).
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f64,
+    /// KV cache type: f16/bf16, fp8 (vLLM), q8_0 or q4_0 (llama.cpp).
+    #[arg(long, default_value = "f16")]
+    pub kv_cache: String,
     /// Prompt length for the time-to-first-token estimate.
     #[arg(long, default_value_t = 512)]
     pub prompt_tokens: u32,

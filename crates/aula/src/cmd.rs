@@ -493,6 +493,14 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let precision = Precision::parse(&a.precision).map_err(|e| anyhow!(e))?;
+    let kv_bytes = match a.kv_cache.to_ascii_lowercase().as_str() {
+        "fp8" | "fp8_e4m3" | "fp8_e5m2" => 1.0,
+        other => aula_planner::ggml::GgmlType::from_name(other)
+            .map(|t| t.bits_per_weight() / 8.0)
+            .ok_or_else(|| {
+                anyhow!("unknown --kv-cache `{other}`; use f16, bf16, fp8, q8_0 or q4_0")
+            })?,
+    };
     let ggml_bits = aula_planner::ggml::GgmlType::from_name(&a.precision)
         .map(|t| t.bits_per_weight())
         .unwrap_or(precision.bits_per_weight);
@@ -505,6 +513,7 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         gpu_memory_utilization: a.gpu_memory_utilization,
         prompt_tokens: a.prompt_tokens,
         max_num_batched_tokens: a.max_num_batched_tokens,
+        kv_bytes_per_elem: kv_bytes,
         ..Default::default()
     };
     let mut wants = Vec::new();
