@@ -514,7 +514,6 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         prompt_tokens: a.prompt_tokens,
         max_num_batched_tokens: a.max_num_batched_tokens,
         kv_bytes_per_elem: kv_bytes,
-        ..Default::default()
     };
     let mut wants = Vec::new();
     for path in &a.models {
