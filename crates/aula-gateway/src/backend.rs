@@ -302,3 +302,62 @@ impl Backend for Replicas {
         })
     }
 }
+
+/// Several engines Aula started for one model (`replicas`): each request
+/// goes to a ready one with the fewest requests outstanding.
+pub struct EnginePool {
+    pub model: String,
+    members: Vec<(
+        std::sync::Arc<HttpBackend>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    )>,
+}
+
+impl EnginePool {
+    pub fn new(model: &str, members: Vec<std::sync::Arc<HttpBackend>>) -> EnginePool {
+        EnginePool {
+            model: model.to_string(),
+            members: members
+                .into_iter()
+                .map(|b| (b, Default::default()))
+                .collect(),
+        }
+    }
+}
+
+impl Backend for EnginePool {
+    fn address(&self) -> Option<String> {
+        self.members.iter().find_map(|(b, _)| b.address())
+    }
+
+    fn forward(
+        &self,
+        path: &'static str,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let ready = self
+                .members
+                .iter()
+                .filter(|(b, _)| b.address().is_some())
+                .min_by_key(|(_, n)| n.load(Ordering::SeqCst));
+            let Some((b, n)) = ready.or(self.members.first()) else {
+                return Err(ApiError::Unavailable(format!(
+                    "the model `{}` has no engine",
+                    self.model
+                )));
+            };
+            n.fetch_add(1, Ordering::SeqCst);
+            let guard = Outstanding(n.clone());
+            let resp = b.forward(path, body).await?;
+            let (parts, body) = resp.into_parts();
+            use futures::StreamExt;
+            let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
+                let _held = &guard;
+                chunk
+            });
+            Ok(Response::from_parts(parts, Body::from_stream(stream)))
+        })
+    }
+}

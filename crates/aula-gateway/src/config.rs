@@ -180,6 +180,9 @@ pub struct ModelEntry {
     pub precision: Option<Spanned<String>>,
     /// A catalog id to plan a vLLM/SGLang model by, when `model` has no local config.json.
     pub plan_as: Option<Spanned<String>>,
+    /// Engines Aula starts for this model (each with `parallel` slots);
+    /// requests go to the one with the fewest outstanding.
+    pub replicas: Option<Spanned<usize>>,
 }
 
 /// One server, or several replicas of it (balanced by least outstanding requests).
@@ -242,6 +245,8 @@ pub enum ModelSource {
 pub struct ModelSpec {
     pub name: String,
     pub aliases: Vec<String>,
+    /// Engines to start (embedded and external engines; url models list their replicas).
+    pub replicas: usize,
     pub source: ModelSource,
     pub pinned: bool,
     pub preload: bool,
@@ -440,6 +445,19 @@ impl Config {
                     "line {}: `model` is for engine = \"vllm\" or \"sglang\"; say which",
                     line_of(text, m.name.span().start)
                 )));
+            }
+            if let Some(r) = &m.replicas {
+                let line = line_of(text, r.span().start);
+                if *r.get_ref() == 0 {
+                    return Err(invalid(format!(
+                        "line {line}: key `replicas` must be at least 1"
+                    )));
+                }
+                if m.url.is_some() {
+                    return Err(invalid(format!(
+                        "line {line}: key `replicas`: for a `url` model, list every replica's URL in `url`"
+                    )));
+                }
             }
             if let Some(k) = &m.keep_alive
                 && parse_duration(k.get_ref()).is_none()
@@ -694,6 +712,7 @@ impl Config {
                 ModelSpec {
                     name: m.name.get_ref().clone(),
                     aliases: m.aliases.clone(),
+                    replicas: m.replicas.as_ref().map(|r| *r.get_ref()).unwrap_or(1),
                     source,
                     pinned: m.pinned.unwrap_or(false),
                     preload: m.preload.unwrap_or(true),
@@ -772,6 +791,7 @@ fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
         .map(|gguf| ModelSpec {
             name: name_for_file(&gguf),
             aliases: Vec::new(),
+            replicas: 1,
             source: ModelSource::Embedded {
                 gguf,
                 parallel: None,

@@ -206,6 +206,20 @@ fn external_command(
     (program, args)
 }
 
+/// One engine's backend, or a pool over the replicas' backends.
+fn pool_backend(
+    name: &str,
+    engines: &[(supervisor::EngineSpec, Arc<HttpBackend>)],
+) -> Arc<dyn backend::Backend> {
+    match engines {
+        [(_, one)] => one.clone(),
+        _ => Arc::new(backend::EnginePool::new(
+            name,
+            engines.iter().map(|(_, b)| b.clone()).collect(),
+        )),
+    }
+}
+
 impl Fleet {
     /// Build the router and the lifecycle of the embedded models, and start
     /// those that are preloaded and fit `budget_bytes`. `exe` is the `aula`
@@ -257,28 +271,39 @@ impl Fleet {
                     context,
                     threads,
                 } => {
-                    let b = Arc::new(HttpBackend::new(
-                        &spec.name,
-                        Upstream::Stopped,
-                        client.clone(),
-                    ));
+                    let n = spec.replicas.max(1);
                     let queue = fair::FairQueue::new(
-                        parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS),
+                        parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS) * n,
                         access.fair,
                     );
-                    router.add(&spec.name, b.clone(), queue.clone());
-                    let planned = planned_bytes(&gguf, context, parallel);
-                    let es = supervisor::EngineSpec {
-                        name: spec.name.clone(),
-                        gguf,
-                        parallel,
-                        context,
-                        threads,
-                        launch: None,
-                    };
+                    let planned = planned_bytes(&gguf, context, parallel) * n as u64;
+                    let engines: Vec<(supervisor::EngineSpec, Arc<HttpBackend>)> = (0..n)
+                        .map(|replica| {
+                            (
+                                supervisor::EngineSpec {
+                                    name: spec.name.clone(),
+                                    gguf: gguf.clone(),
+                                    parallel,
+                                    context,
+                                    threads,
+                                    launch: None,
+                                    replica,
+                                },
+                                Arc::new(HttpBackend::new(
+                                    &spec.name,
+                                    Upstream::Stopped,
+                                    client.clone(),
+                                )),
+                            )
+                        })
+                        .collect();
+                    router.add(
+                        &spec.name,
+                        pool_backend(&spec.name, &engines),
+                        queue.clone(),
+                    );
                     lifecycle.add(
-                        es,
-                        b,
+                        engines,
                         queue,
                         spec.pinned,
                         spec.preload,
@@ -315,29 +340,40 @@ impl Fleet {
                         kind, &spec.name, &model, command, c, n, share, extra_args,
                     );
                     tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, launch.1.join(" "));
-                    let b = Arc::new(HttpBackend::new(
+                    let copies = spec.replicas.max(1);
+                    let queue = fair::FairQueue::new(n * copies, access.fair);
+                    let engines: Vec<(supervisor::EngineSpec, Arc<HttpBackend>)> = (0..copies)
+                        .map(|replica| {
+                            (
+                                supervisor::EngineSpec {
+                                    name: spec.name.clone(),
+                                    gguf: PathBuf::from(&model),
+                                    parallel: Some(n),
+                                    context: Some(c),
+                                    threads: None,
+                                    launch: Some(launch.clone()),
+                                    replica,
+                                },
+                                Arc::new(HttpBackend::new(
+                                    &spec.name,
+                                    Upstream::Stopped,
+                                    client.clone(),
+                                )),
+                            )
+                        })
+                        .collect();
+                    router.add(
                         &spec.name,
-                        Upstream::Stopped,
-                        client.clone(),
-                    ));
-                    let queue = fair::FairQueue::new(n, access.fair);
-                    router.add(&spec.name, b.clone(), queue.clone());
-                    let es = supervisor::EngineSpec {
-                        name: spec.name.clone(),
-                        gguf: PathBuf::from(&model),
-                        parallel: Some(n),
-                        context: Some(c),
-                        threads: None,
-                        launch: Some(launch),
-                    };
+                        pool_backend(&spec.name, &engines),
+                        queue.clone(),
+                    );
                     lifecycle.add(
-                        es,
-                        b,
+                        engines,
                         queue,
                         spec.pinned,
                         spec.preload,
                         spec.keep_alive,
-                        planned,
+                        planned * copies as u64,
                     );
                 }
             }

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 
 pub struct Managed {
     pub name: String,
-    pub spec: EngineSpec,
-    pub backend: Arc<HttpBackend>,
+    /// One engine per replica, each with its own backend.
+    pub engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
     pub queue: Arc<FairQueue>,
     pub pinned: bool,
     pub preload: bool,
@@ -36,7 +36,7 @@ pub struct Managed {
 
 #[derive(Default)]
 struct ManagedState {
-    running: Option<Running>,
+    running: Option<Vec<Running>>,
     last_used: Option<Instant>,
     /// Arrival times of recent requests (the demand in the eviction cost).
     recent: VecDeque<Instant>,
@@ -106,22 +106,22 @@ impl Lifecycle {
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
-        spec: EngineSpec,
-        backend: Arc<HttpBackend>,
+        engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
         queue: Arc<FairQueue>,
         pinned: bool,
         preload: bool,
         keep_alive: Option<Duration>,
         planned_bytes: u64,
     ) {
-        let name = spec.name.clone();
+        let Some(name) = engines.first().map(|(s, _)| s.name.clone()) else {
+            return;
+        };
         self.order.push(name.clone());
         self.models.insert(
             name.clone(),
             Arc::new(Managed {
                 name,
-                spec,
-                backend,
+                engines,
                 queue,
                 pinned,
                 preload,
@@ -195,14 +195,18 @@ impl Lifecycle {
         if st.running.is_some() {
             return;
         }
-        let (tx, rx) = watch::channel(false);
-        m.backend.set(Upstream::Starting);
-        let task = tokio::spawn(self.sup.clone().keep_running(
-            m.spec.clone(),
-            m.backend.clone(),
-            rx,
-        ));
-        st.running = Some(Running { stop: tx, task });
+        let mut running = Vec::new();
+        for (spec, backend) in &m.engines {
+            let (tx, rx) = watch::channel(false);
+            backend.set(Upstream::Starting);
+            let task = tokio::spawn(self.sup.clone().keep_running(
+                spec.clone(),
+                backend.clone(),
+                rx,
+            ));
+            running.push(Running { stop: tx, task });
+        }
+        st.running = Some(running);
         st.last_used = Some(Instant::now());
         st.actual_bytes = None;
         st.actual_checked = false;
@@ -213,12 +217,18 @@ impl Lifecycle {
     pub async fn stop(&self, name: &str) -> Result<(), ApiError> {
         let m = self.get(name)?;
         let running = m.state.lock().ok().and_then(|mut st| st.running.take());
-        if let Some(r) = running {
-            let _ = r.stop.send(true);
-            let _ = r.task.await;
+        if let Some(rs) = running {
+            for r in &rs {
+                let _ = r.stop.send(true);
+            }
+            for r in rs {
+                let _ = r.task.await;
+            }
             tracing::info!(model = %name, "unloaded");
         }
-        m.backend.set(Upstream::Stopped);
+        for (_, b) in &m.engines {
+            b.set(Upstream::Stopped);
+        }
         Ok(())
     }
 
@@ -269,7 +279,7 @@ impl Lifecycle {
             }
         }
         loop {
-            match m.backend.state() {
+            match m.upstream() {
                 Upstream::Ready(_) => {
                     self.note_actual(&m).await;
                     return Ok(());
@@ -366,35 +376,45 @@ impl Lifecycle {
 
     /// What the engine really allocated, from its /health, against the plan.
     async fn note_actual(&self, m: &Arc<Managed>) {
-        if m.state
-            .lock()
-            .map(|s| s.actual_bytes.is_some())
-            .unwrap_or(true)
+        // Once per start, when every replica is up.
+        let all_ready = m
+            .engines
+            .iter()
+            .all(|(_, b)| matches!(b.state(), Upstream::Ready(_)));
         {
-            return;
+            let Ok(mut st) = m.state.lock() else { return };
+            if st.actual_checked || !all_ready {
+                return;
+            }
+            st.actual_checked = true;
         }
-        let Upstream::Ready(base) = m.backend.state() else {
-            return;
-        };
-        let Ok(req) = axum::http::Request::get(format!("{base}/health"))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-        else {
-            return;
-        };
-        let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(2), m.backend.client().request(req)).await
-        else {
-            return;
-        };
-        let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-            return;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
-            return;
-        };
-        let Some(actual) = v["memory"]["total_bytes"].as_u64() else {
-            return;
-        };
+        let mut actual = 0u64;
+        for (_, b) in &m.engines {
+            let Upstream::Ready(base) = b.state() else {
+                return;
+            };
+            let Ok(req) = axum::http::Request::get(format!("{base}/health"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+            else {
+                return;
+            };
+            let Ok(Ok(resp)) =
+                tokio::time::timeout(Duration::from_secs(2), b.client().request(req)).await
+            else {
+                return;
+            };
+            let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
+                return;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+                return;
+            };
+            // Engines whose /health has no memory report (vLLM, llama-server) leave it unknown.
+            let Some(bytes) = v["memory"]["total_bytes"].as_u64() else {
+                return;
+            };
+            actual += bytes;
+        }
         let gap = (actual as f64 - m.planned_bytes as f64).abs() / (m.planned_bytes.max(1) as f64);
         if gap > 0.10 {
             tracing::warn!(model = %m.name, "allocated {:.3} GB, planned {:.3} GB ({:+.0}%)",
@@ -445,7 +465,7 @@ impl Lifecycle {
                     .lock()
                     .map(|s| (s.last_used, s.actual_bytes))
                     .unwrap_or((None, None));
-                let state = match m.backend.state() {
+                let state = match m.upstream() {
                     Upstream::Ready(_) => "ready".to_string(),
                     Upstream::Starting => "loading".to_string(),
                     Upstream::Failed(why) => format!("failed: {why}"),
@@ -463,7 +483,7 @@ impl Lifecycle {
                     queued: q.queued,
                     active_requests: m.active.load(Ordering::SeqCst),
                     idle_s: last.map(|t| t.elapsed().as_secs_f64()),
-                    load_time_s: m.backend.load_time().map(|d| d.as_secs_f64()),
+                    load_time_s: m.load_time().map(|d| d.as_secs_f64()),
                 }
             })
             .collect()
@@ -471,6 +491,28 @@ impl Lifecycle {
 }
 
 impl Managed {
+    /// The model's state across its replicas: ready when one is.
+    fn upstream(&self) -> Upstream {
+        let states: Vec<Upstream> = self.engines.iter().map(|(_, b)| b.state()).collect();
+        if let Some(r) = states.iter().find(|s| matches!(s, Upstream::Ready(_))) {
+            return r.clone();
+        }
+        if !states.is_empty() && states.iter().all(|s| matches!(s, Upstream::Failed(_))) {
+            return states[0].clone();
+        }
+        if states
+            .iter()
+            .any(|s| matches!(s, Upstream::Starting | Upstream::Failed(_)))
+        {
+            return Upstream::Starting;
+        }
+        Upstream::Stopped
+    }
+
+    fn load_time(&self) -> Option<Duration> {
+        self.engines.iter().filter_map(|(_, b)| b.load_time()).max()
+    }
+
     fn is_running(&self) -> bool {
         self.state
             .lock()
@@ -483,7 +525,6 @@ impl Managed {
     fn eviction_cost(&self) -> f64 {
         let demand = self.state.lock().map(|s| s.recent.len()).unwrap_or(0) as f64;
         let load = self
-            .backend
             .load_time()
             .map(|d| d.as_secs_f64())
             .unwrap_or(1.0)

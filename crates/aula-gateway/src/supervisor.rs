@@ -21,6 +21,19 @@ pub struct EngineSpec {
     /// Another engine's program and arguments (`{port}` is replaced by the
     /// port Aula picked); None runs `aula engine`.
     pub launch: Option<(String, Vec<String>)>,
+    /// Which replica of the model this is (0 for the first).
+    pub replica: usize,
+}
+
+impl EngineSpec {
+    /// `engine-NAME.log`, or `engine-NAME.rN.log` for replica N > 0.
+    pub fn log_file(&self) -> String {
+        if self.replica == 0 {
+            format!("engine-{}.log", self.name)
+        } else {
+            format!("engine-{}.r{}.log", self.name, self.replica)
+        }
+    }
 }
 
 /// Logs larger than this are moved to `.log.1` when their engine starts.
@@ -41,7 +54,7 @@ fn free_port() -> std::io::Result<u16> {
 impl Supervisor {
     fn spawn(&self, spec: &EngineSpec, port: u16) -> std::io::Result<Child> {
         std::fs::create_dir_all(&self.logs)?;
-        let log_path = self.logs.join(format!("engine-{}.log", spec.name));
+        let log_path = self.logs.join(spec.log_file());
         if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
             let _ = std::fs::rename(&log_path, log_path.with_extension("log.1"));
         }
@@ -159,7 +172,7 @@ impl Supervisor {
                         }
                     };
                     backend.set(Upstream::Starting);
-                    let log = self.logs.join(format!("engine-{}.log", spec.name));
+                    let log = self.logs.join(spec.log_file());
                     tracing::warn!(model = %spec.name, "engine exited ({}); restarting in {:?}; its log is {}",
                         status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()), backoff, log.display());
                     if started.elapsed() > Duration::from_secs(60) {
@@ -168,7 +181,7 @@ impl Supervisor {
                 }
                 Err(why) => {
                     stop_child(&mut child).await;
-                    let log = self.logs.join(format!("engine-{}.log", spec.name));
+                    let log = self.logs.join(spec.log_file());
                     let why = match last_error_line(&log) {
                         Some(line) => format!("{why}: {line}"),
                         None => why,

@@ -366,3 +366,56 @@ fn url_replicas_are_balanced_health_checked_and_aliased() {
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn replicas_of_a_started_engine_share_the_load() {
+    let home = temp_home("engine-replicas");
+    let g = model_path(GEMMA_FILE);
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[machine]\nmemory_gb = 8\n\n[[models]]\nname = \"g\"\ngguf = \"{}\"\ncontext = 256\nparallel = 1\nreplicas = 2\n",
+            g.display()
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/completions", s.url);
+    wait_for("g to load", Duration::from_secs(60), || {
+        state(&ps(&home, &s.url), "g") == "ready"
+    });
+    let engines = children_of(s.pid());
+    assert_eq!(engines.len(), 2, "two engine processes: {engines:?}");
+    let v = ps(&home, &s.url);
+    assert_eq!(v["models"][0]["slots"], 2, "{v}");
+    // CPU time of each engine process, from /proc (clock ticks).
+    let cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = stat.rsplit_once(") ").unwrap().1;
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    };
+    let before: Vec<u64> = engines.iter().map(|p| cpu(*p)).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || post(&url, &completion("g", 24)).status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    // Both engines worked (one slot each, four requests at once).
+    for (i, p) in engines.iter().enumerate() {
+        let used = cpu(*p) - before[i];
+        assert!(used >= 3, "engine {p} used {used} ticks: it served nothing");
+    }
+    for f in ["engine-g.log", "engine-g.r1.log"] {
+        assert!(home.join("logs").join(f).exists(), "{f}");
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
