@@ -57,6 +57,8 @@ pub struct HttpBackend {
     client: HttpClient,
     /// How long the last successful start took.
     load_time: RwLock<Option<std::time::Duration>>,
+    /// The engine process, for engines Aula started (0: none).
+    pid: std::sync::atomic::AtomicU32,
 }
 
 impl HttpBackend {
@@ -66,7 +68,17 @@ impl HttpBackend {
             upstream: RwLock::new(upstream),
             client,
             load_time: RwLock::new(None),
+            pid: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    pub fn set_pid(&self, pid: Option<u32>) {
+        self.pid
+            .store(pid.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(std::sync::atomic::Ordering::SeqCst)).filter(|p| *p != 0)
     }
 
     pub fn set_load_time(&self, d: std::time::Duration) {

@@ -398,19 +398,21 @@ impl Lifecycle {
             else {
                 return;
             };
-            let Ok(Ok(resp)) =
+            let mut v = serde_json::Value::Null;
+            if let Ok(Ok(resp)) =
                 tokio::time::timeout(Duration::from_secs(2), b.client().request(req)).await
-            else {
-                return;
-            };
-            let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await else {
-                return;
-            };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
-                return;
-            };
-            // Engines whose /health has no memory report (vLLM, llama-server) leave it unknown.
-            let Some(bytes) = v["memory"]["total_bytes"].as_u64() else {
+                && let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await
+            {
+                v = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
+                    .unwrap_or_default();
+            }
+            // Engines whose /health has no memory report (vLLM, llama-server):
+            // their processes' resident memory and, through NVML, GPU memory.
+            let bytes = v["memory"]["total_bytes"].as_u64().or_else(|| {
+                b.pid()
+                    .and_then(aula_planner::hardware::process_tree_memory)
+            });
+            let Some(bytes) = bytes else {
                 return;
             };
             actual += bytes;

@@ -153,6 +153,7 @@ impl Supervisor {
                 }
             };
             let base = format!("http://127.0.0.1:{p}");
+            backend.set_pid(child.id());
             tracing::info!(model = %spec.name, pid = child.id().unwrap_or(0), "engine starting on {base}");
             let ready = tokio::select! {
                 r = wait_healthy(&client, &base, &mut child, self.ready_timeout) => r,

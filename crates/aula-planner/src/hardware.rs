@@ -167,6 +167,72 @@ pub fn detect() -> Hardware {
     }
 }
 
+/// Memory a process tree uses: resident memory of `pid` and its
+/// descendants (from /proc), plus their GPU memory where NVML can tell
+/// (discrete NVIDIA GPUs). None if the process is gone.
+pub fn process_tree_memory(pid: u32) -> Option<u64> {
+    let mut pids = vec![pid];
+    // Descendants, breadth-first, from each process's parent id.
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                && let Some((_, rest)) = stat.rsplit_once(") ")
+                && let Some(ppid) = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<u32>().ok())
+            {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        pids.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    let rss = |p: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    let first = rss(pid)?;
+    let mut total = first + pids.iter().skip(1).filter_map(|p| rss(*p)).sum::<u64>();
+    if let Ok(nvml) = nvml_wrapper::Nvml::init() {
+        let count = nvml.device_count().unwrap_or(0);
+        for i in 0..count {
+            let Ok(dev) = nvml.device_by_index(i) else {
+                continue;
+            };
+            for proc_info in dev.running_compute_processes().unwrap_or_default() {
+                if pids.contains(&proc_info.pid)
+                    && let nvml_wrapper::enums::device::UsedGpuMemory::Used(b) =
+                        proc_info.used_gpu_memory
+                {
+                    total += b;
+                }
+            }
+        }
+    }
+    Some(total)
+}
+
 struct Gpu {
     name: String,
     memory_total: u64,
@@ -208,6 +274,13 @@ mod tests {
         }
         let e = find("tpu-v9").unwrap_err();
         assert!(e.contains("gb10") && e.contains("tpu-v9"), "{e}");
+    }
+
+    #[test]
+    fn process_memory_of_this_test() {
+        let bytes = process_tree_memory(std::process::id()).unwrap();
+        assert!(bytes > 1_000_000, "{bytes}");
+        assert!(process_tree_memory(u32::MAX - 1).is_none());
     }
 
     #[test]

@@ -254,10 +254,18 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let budget = match &config.machine.memory_gb {
         Some(g) => (*g.get_ref() * 1e9) as u64,
-        // Available, not "free": on unified-memory machines caches count as usable.
-        None => aula_planner::hardware::os_memory()
-            .map(|(_, available)| available)
-            .unwrap_or(u64::MAX),
+        // The planner's detection: a discrete NVIDIA GPU's free memory (NVML);
+        // otherwise (CPU, unified memory like the GB10) the memory the OS calls
+        // available, not "free": reclaimable caches count as usable.
+        None => {
+            let hw = aula_planner::hardware::detect();
+            tracing::info!("memory budget: {:.1} GB ({})", hw.usable_gb, hw.name);
+            if hw.usable_gb > 0.0 {
+                hw.usable_bytes()
+            } else {
+                u64::MAX
+            }
+        }
     };
     let load_timeout = Duration::from_secs(config.machine.load_timeout_seconds.unwrap_or(300));
     let fleet =

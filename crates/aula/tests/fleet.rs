@@ -242,6 +242,21 @@ fn external_engines_get_planned_arguments_restarts_and_logs() {
         let r = post(&url, &chat_body(m, "hi", 4));
         assert_eq!(r.status, 200, "{m}: {}", r.text);
     }
+    // What the engine process really uses (its resident memory, here a few MB
+    // for the stand-in) is measured and shown beside the plan.
+    let v = ps(&home, &s.url);
+    let fv = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "fake-vllm")
+        .unwrap()
+        .clone();
+    let actual = fv["actual_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        actual > 1_000_000 && actual < fv["planned_bytes"].as_u64().unwrap(),
+        "{fv}"
+    );
     let vargs = std::fs::read_to_string(bin.join("vllm.args")).unwrap();
     assert!(
         vargs.starts_with(&format!("serve {}", hf.display())),
