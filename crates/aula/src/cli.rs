@@ -20,7 +20,7 @@ pub enum Command {
     Engine(EngineArgs),
     /// Load-test an OpenAI-compatible server and report latency and throughput.
     Bench(BenchArgs),
-    /// Estimate what a GGUF model needs in llama.cpp at given settings (first slice of the planner).
+    /// Can this machine run these models, for how many users, how fast (memory, speed, placement, report).
     Plan(PlanArgs),
     /// Show the data directory and the models in it.
     Home,
