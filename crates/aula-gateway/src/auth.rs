@@ -76,32 +76,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A name from a front end, made safe for Aula (letters, digits, `._@-`; at most 64).
+fn clean_name(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
 /// The user a front end says it acts for (Open WebUI's forwarded headers).
 fn front_end_user(headers: &HeaderMap) -> Option<String> {
-    for h in [
+    [
         "x-openwebui-user-email",
         "x-openwebui-user-id",
         "x-openwebui-user-name",
-    ] {
-        if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
-            let name: String = v
-                .trim()
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .take(64)
-                .collect();
-            if !name.is_empty() {
-                return Some(name);
-            }
-        }
-    }
-    None
+    ]
+    .iter()
+    .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+    .map(clean_name)
+    .find(|n| !n.is_empty())
 }
 
 impl Authenticator {
@@ -276,19 +276,7 @@ impl Authenticator {
             tracing::debug!("a front end's user token was refused: {e}");
             refused()
         })?;
-        let clean = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .take(64)
-                .collect()
-        };
-        let user = clean(&data.claims.sub);
+        let user = clean_name(&data.claims.sub);
         if user.is_empty() {
             return Err(refused());
         }
@@ -297,7 +285,7 @@ impl Authenticator {
             data.claims
                 .groups
                 .iter()
-                .map(|g| clean(g))
+                .map(|g| clean_name(g))
                 .filter(|g| !g.is_empty())
                 .collect(),
         ))

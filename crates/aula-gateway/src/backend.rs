@@ -170,19 +170,28 @@ impl Backend for HttpBackend {
     }
 }
 
-/// Several replicas of one model's server: each request goes to the healthy
-/// replica with the fewest requests outstanding; a health check marks them
-/// up and down.
-pub struct Replicas {
+/// Several servers for one model — replicas Aula started, or the `url`s of
+/// servers run elsewhere: each request goes to an up member (its engine
+/// ready and, for `url` members, its health check passing) with the fewest
+/// requests outstanding.
+pub struct Pool {
     pub model: String,
-    members: Vec<Replica>,
+    members: Vec<Member>,
+    /// Members are health-checked (`url` servers): a failed request marks
+    /// one down until its next check passes.
+    checked: bool,
 }
 
-struct Replica {
-    base: String,
-    backend: HttpBackend,
+struct Member {
+    backend: std::sync::Arc<HttpBackend>,
     outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     healthy: std::sync::atomic::AtomicBool,
+}
+
+impl Member {
+    fn up(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::SeqCst) && self.backend.address().is_some()
+    }
 }
 
 struct Outstanding(std::sync::Arc<std::sync::atomic::AtomicUsize>);
@@ -193,15 +202,16 @@ impl Drop for Outstanding {
     }
 }
 
-impl Replicas {
-    pub fn new(model: &str, bases: &[String], client: HttpClient) -> Replicas {
-        Replicas {
+impl Pool {
+    /// Engines Aula started: up when their supervisor says they are ready.
+    pub fn new(model: &str, members: Vec<std::sync::Arc<HttpBackend>>) -> Pool {
+        Pool {
             model: model.to_string(),
-            members: bases
-                .iter()
-                .map(|b| Replica {
-                    base: b.clone(),
-                    backend: HttpBackend::new(model, Upstream::Ready(b.clone()), client.clone()),
+            checked: false,
+            members: members
+                .into_iter()
+                .map(|backend| Member {
+                    backend,
                     outstanding: Default::default(),
                     healthy: std::sync::atomic::AtomicBool::new(true),
                 })
@@ -209,30 +219,36 @@ impl Replicas {
         }
     }
 
-    /// (base URL, healthy, outstanding) of each replica.
-    pub fn status(&self) -> Vec<(String, bool, usize)> {
-        use std::sync::atomic::Ordering;
-        self.members
+    /// Servers run elsewhere, one per base URL.
+    pub fn of_urls(model: &str, bases: &[String], client: HttpClient) -> Pool {
+        let members = bases
             .iter()
-            .map(|m| {
-                (
-                    m.base.clone(),
-                    m.healthy.load(Ordering::SeqCst),
-                    m.outstanding.load(Ordering::SeqCst),
-                )
+            .map(|b| {
+                std::sync::Arc::new(HttpBackend::new(
+                    model,
+                    Upstream::Ready(b.clone()),
+                    client.clone(),
+                ))
             })
-            .collect()
+            .collect();
+        Pool {
+            checked: true,
+            ..Pool::new(model, members)
+        }
     }
 
-    /// Check every replica's `/health` (or `/v1/models`) every `every`.
+    /// Check every member's `/health` (or `/v1/models`) every `every`.
     pub async fn health_loop(self: std::sync::Arc<Self>, every: std::time::Duration) {
         use std::sync::atomic::Ordering;
         loop {
             for m in &self.members {
+                let Some(base) = m.backend.address() else {
+                    continue;
+                };
                 let mut ok = false;
                 for path in ["/health", "/v1/models"] {
                     let Ok(req) =
-                        Request::get(format!("{}{path}", m.base)).body(Full::new(Bytes::new()))
+                        Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))
                     else {
                         continue;
                     };
@@ -250,9 +266,9 @@ impl Replicas {
                 let was = m.healthy.swap(ok, Ordering::SeqCst);
                 if was != ok {
                     if ok {
-                        tracing::info!(model = %self.model, "replica {} is healthy again", m.base);
+                        tracing::info!(model = %self.model, "server {base} is healthy again");
                     } else {
-                        tracing::warn!(model = %self.model, "replica {} fails its health check", m.base);
+                        tracing::warn!(model = %self.model, "server {base} fails its health check");
                     }
                 }
             }
@@ -261,13 +277,12 @@ impl Replicas {
     }
 }
 
-impl Backend for Replicas {
+impl Backend for Pool {
     fn address(&self) -> Option<String> {
-        use std::sync::atomic::Ordering;
         self.members
             .iter()
-            .find(|m| m.healthy.load(Ordering::SeqCst))
-            .map(|m| m.base.clone())
+            .find(|m| m.up())
+            .and_then(|m| m.backend.address())
     }
 
     fn forward(
@@ -277,18 +292,15 @@ impl Backend for Replicas {
     ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
         use std::sync::atomic::Ordering;
         Box::pin(async move {
-            let healthy: Vec<&Replica> = self
-                .members
-                .iter()
-                .filter(|m| m.healthy.load(Ordering::SeqCst))
-                .collect();
-            // With none healthy, try them all: the check may be stale.
-            let pool = if healthy.is_empty() {
+            // With none up, try them all: a health check may be stale, and a
+            // starting engine answers with its own clear 503.
+            let up: Vec<&Member> = self.members.iter().filter(|m| m.up()).collect();
+            let pool = if up.is_empty() {
                 self.members.iter().collect()
             } else {
-                healthy
+                up
             };
-            let Some(r) = pool
+            let Some(m) = pool
                 .into_iter()
                 .min_by_key(|m| m.outstanding.load(Ordering::SeqCst))
             else {
@@ -297,72 +309,13 @@ impl Backend for Replicas {
                     self.model
                 )));
             };
-            r.outstanding.fetch_add(1, Ordering::SeqCst);
-            let guard = Outstanding(r.outstanding.clone());
-            let resp = r.backend.forward(path, body).await.inspect_err(|e| {
-                if matches!(e, ApiError::Unavailable(_)) {
-                    r.healthy.store(false, Ordering::SeqCst);
+            m.outstanding.fetch_add(1, Ordering::SeqCst);
+            let guard = Outstanding(m.outstanding.clone());
+            let resp = m.backend.forward(path, body).await.inspect_err(|e| {
+                if self.checked && matches!(e, ApiError::Unavailable(_)) {
+                    m.healthy.store(false, Ordering::SeqCst);
                 }
             })?;
-            let (parts, body) = resp.into_parts();
-            use futures::StreamExt;
-            let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
-                let _held = &guard;
-                chunk
-            });
-            Ok(Response::from_parts(parts, Body::from_stream(stream)))
-        })
-    }
-}
-
-/// Several engines Aula started for one model (`replicas`): each request
-/// goes to a ready one with the fewest requests outstanding.
-pub struct EnginePool {
-    pub model: String,
-    members: Vec<(
-        std::sync::Arc<HttpBackend>,
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    )>,
-}
-
-impl EnginePool {
-    pub fn new(model: &str, members: Vec<std::sync::Arc<HttpBackend>>) -> EnginePool {
-        EnginePool {
-            model: model.to_string(),
-            members: members
-                .into_iter()
-                .map(|b| (b, Default::default()))
-                .collect(),
-        }
-    }
-}
-
-impl Backend for EnginePool {
-    fn address(&self) -> Option<String> {
-        self.members.iter().find_map(|(b, _)| b.address())
-    }
-
-    fn forward(
-        &self,
-        path: &'static str,
-        body: Bytes,
-    ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
-        use std::sync::atomic::Ordering;
-        Box::pin(async move {
-            let ready = self
-                .members
-                .iter()
-                .filter(|(b, _)| b.address().is_some())
-                .min_by_key(|(_, n)| n.load(Ordering::SeqCst));
-            let Some((b, n)) = ready.or(self.members.first()) else {
-                return Err(ApiError::Unavailable(format!(
-                    "the model `{}` has no engine",
-                    self.model
-                )));
-            };
-            n.fetch_add(1, Ordering::SeqCst);
-            let guard = Outstanding(n.clone());
-            let resp = b.forward(path, body).await?;
             let (parts, body) = resp.into_parts();
             use futures::StreamExt;
             let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {

@@ -206,18 +206,54 @@ fn external_command(
     (program, args)
 }
 
-/// One engine's backend, or a pool over the replicas' backends.
-fn pool_backend(
-    name: &str,
-    engines: &[(supervisor::EngineSpec, Arc<HttpBackend>)],
-) -> Arc<dyn backend::Backend> {
-    match engines {
+/// Register a model whose engines Aula starts: `copies` engines from
+/// `template` (one per replica), behind one backend (a pool when several)
+/// and one queue of `slots` x `copies`, managed by the lifecycle at
+/// `planned_each` x `copies` bytes.
+#[allow(clippy::too_many_arguments)]
+fn add_started(
+    router: &mut ModelRouter,
+    lifecycle: &mut lifecycle::Lifecycle,
+    spec: &ModelSpec,
+    template: supervisor::EngineSpec,
+    slots: usize,
+    planned_each: u64,
+    fair: fair::FairConfig,
+    client: &backend::HttpClient,
+) {
+    let copies = spec.replicas.max(1);
+    let queue = fair::FairQueue::new(slots * copies, fair);
+    let engines: Vec<(supervisor::EngineSpec, Arc<HttpBackend>)> = (0..copies)
+        .map(|replica| {
+            (
+                supervisor::EngineSpec {
+                    replica,
+                    ..template.clone()
+                },
+                Arc::new(HttpBackend::new(
+                    &spec.name,
+                    Upstream::Stopped,
+                    client.clone(),
+                )),
+            )
+        })
+        .collect();
+    let backend: Arc<dyn backend::Backend> = match engines.as_slice() {
         [(_, one)] => one.clone(),
-        _ => Arc::new(backend::EnginePool::new(
-            name,
+        _ => Arc::new(backend::Pool::new(
+            &spec.name,
             engines.iter().map(|(_, b)| b.clone()).collect(),
         )),
-    }
+    };
+    router.add(&spec.name, backend, queue.clone());
+    lifecycle.add(
+        engines,
+        queue,
+        spec.pinned,
+        spec.preload,
+        spec.keep_alive,
+        planned_each * copies as u64,
+    );
 }
 
 impl Fleet {
@@ -246,14 +282,14 @@ impl Fleet {
             for a in &spec.aliases {
                 aliases.push((a.clone(), spec.name.clone()));
             }
-            match spec.source {
+            match spec.source.clone() {
                 ModelSource::Url {
                     bases,
                     upstream_model,
                     parallel,
                 } => {
                     let replicas =
-                        Arc::new(backend::Replicas::new(&spec.name, &bases, client.clone()));
+                        Arc::new(backend::Pool::of_urls(&spec.name, &bases, client.clone()));
                     health_checks.push(replicas.clone());
                     router.add_as(
                         &spec.name,
@@ -271,44 +307,25 @@ impl Fleet {
                     context,
                     threads,
                 } => {
-                    let n = spec.replicas.max(1);
-                    let queue = fair::FairQueue::new(
-                        parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS) * n,
-                        access.fair,
-                    );
-                    let planned = planned_bytes(&gguf, context, parallel) * n as u64;
-                    let engines: Vec<(supervisor::EngineSpec, Arc<HttpBackend>)> = (0..n)
-                        .map(|replica| {
-                            (
-                                supervisor::EngineSpec {
-                                    name: spec.name.clone(),
-                                    gguf: gguf.clone(),
-                                    parallel,
-                                    context,
-                                    threads,
-                                    launch: None,
-                                    replica,
-                                },
-                                Arc::new(HttpBackend::new(
-                                    &spec.name,
-                                    Upstream::Stopped,
-                                    client.clone(),
-                                )),
-                            )
-                        })
-                        .collect();
-                    router.add(
-                        &spec.name,
-                        pool_backend(&spec.name, &engines),
-                        queue.clone(),
-                    );
-                    lifecycle.add(
-                        engines,
-                        queue,
-                        spec.pinned,
-                        spec.preload,
-                        spec.keep_alive,
+                    let planned = planned_bytes(&gguf, context, parallel);
+                    let template = supervisor::EngineSpec {
+                        name: spec.name.clone(),
+                        gguf,
+                        parallel,
+                        context,
+                        threads,
+                        launch: None,
+                        replica: 0,
+                    };
+                    add_started(
+                        &mut router,
+                        &mut lifecycle,
+                        &spec,
+                        template,
+                        parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS),
                         planned,
+                        access.fair,
+                        &client,
                     );
                 }
                 ModelSource::External {
@@ -340,40 +357,24 @@ impl Fleet {
                         kind, &spec.name, &model, command, c, n, share, extra_args,
                     );
                     tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, launch.1.join(" "));
-                    let copies = spec.replicas.max(1);
-                    let queue = fair::FairQueue::new(n * copies, access.fair);
-                    let engines: Vec<(supervisor::EngineSpec, Arc<HttpBackend>)> = (0..copies)
-                        .map(|replica| {
-                            (
-                                supervisor::EngineSpec {
-                                    name: spec.name.clone(),
-                                    gguf: PathBuf::from(&model),
-                                    parallel: Some(n),
-                                    context: Some(c),
-                                    threads: None,
-                                    launch: Some(launch.clone()),
-                                    replica,
-                                },
-                                Arc::new(HttpBackend::new(
-                                    &spec.name,
-                                    Upstream::Stopped,
-                                    client.clone(),
-                                )),
-                            )
-                        })
-                        .collect();
-                    router.add(
-                        &spec.name,
-                        pool_backend(&spec.name, &engines),
-                        queue.clone(),
-                    );
-                    lifecycle.add(
-                        engines,
-                        queue,
-                        spec.pinned,
-                        spec.preload,
-                        spec.keep_alive,
-                        planned * copies as u64,
+                    let template = supervisor::EngineSpec {
+                        name: spec.name.clone(),
+                        gguf: PathBuf::from(&model),
+                        parallel: Some(n),
+                        context: Some(c),
+                        threads: None,
+                        launch: Some(launch),
+                        replica: 0,
+                    };
+                    add_started(
+                        &mut router,
+                        &mut lifecycle,
+                        &spec,
+                        template,
+                        n,
+                        planned,
+                        access.fair,
+                        &client,
                     );
                 }
             }

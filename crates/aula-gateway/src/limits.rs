@@ -140,6 +140,16 @@ struct UserUsage {
     active: u64,
 }
 
+/// Where the current day, week and term began (Unix ms): the windows the
+/// token budgets count in.
+pub fn window_starts(now_ms: i64, term_start_ms: i64) -> (i64, i64, i64) {
+    (
+        period_start(Period::Day, now_ms, term_start_ms),
+        period_start(Period::Week, now_ms, term_start_ms),
+        period_start(Period::Term, now_ms, term_start_ms),
+    )
+}
+
 /// Start of the period that holds `now_ms`.
 fn period_start(p: Period, now_ms: i64, term_start_ms: i64) -> i64 {
     match p {

@@ -218,12 +218,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let term_start = config.term_start_ms();
     let now = aula_store::now_ms();
-    let day = now - now.rem_euclid(86_400_000);
-    let week = day - ((day / 86_400_000 + 3).rem_euclid(7)) * 86_400_000;
+    let (day, week, term) = aula_gateway::limits::window_starts(now, term_start.unwrap_or(0));
     let prior = aula_gateway::limits::PriorUsage {
         day: store.tokens_by_user_since(day).await?,
         week: store.tokens_by_user_since(week).await?,
-        term: store.tokens_by_user_since(term_start.unwrap_or(0)).await?,
+        term: store.tokens_by_user_since(term).await?,
     };
     let unfinished = store.unfinished_count().await.unwrap_or(0);
     if unfinished > 0 {
@@ -355,25 +354,12 @@ async fn engine(a: EngineArgs) -> anyhow::Result<()> {
 
 /// `30s`, `2m`, `500ms`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow!("`{s}` is not a duration (try 30s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("`{s}` has an unknown unit (use ms, s, m or h)"),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
+    let d = aula_gateway::config::parse_duration(s)
+        .ok_or_else(|| anyhow!("`{s}` is not a duration (try 30s, 2m, 500ms)"))?;
+    if d.is_zero() {
         bail!("the duration must be positive");
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<()> {
