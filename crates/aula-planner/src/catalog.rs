@@ -151,6 +151,21 @@ struct File {
 /// biases, the router, the norms; the final norm, the output head unless tied,
 /// and BERT's pooler. Returns (total, active per token).
 pub fn count_params(e: &CatalogEntry) -> (u64, u64) {
+    let c = count(e);
+    (c.total, c.active)
+}
+
+/// Parameter counts of a catalog entry.
+pub struct Counts {
+    pub total: u64,
+    pub active: u64,
+    /// All routed experts' MLPs (0 for a dense model).
+    pub experts: u64,
+    /// A token-embedding table that is not also the output head.
+    pub lookup: u64,
+}
+
+pub fn count(e: &CatalogEntry) -> Counts {
     let h = u64::from(e.hidden);
     let hd = u64::from(e.head_dim);
     let q = u64::from(e.n_heads) * hd;
@@ -198,10 +213,20 @@ pub fn count_params(e: &CatalogEntry) -> (u64, u64) {
     };
     let tail = if e.final_norm { norm(h) } else { 0 } + if e.pooler { h * h + h } else { 0 };
     let n = u64::from(e.n_layers);
-    (
-        embed + n * layer(experts) + tail + head,
-        embed + n * layer(active) + tail + head,
-    )
+    Counts {
+        total: embed + n * layer(experts) + tail + head,
+        active: embed + n * layer(active) + tail + head,
+        experts: if e.n_experts > 0 {
+            n * experts * mlp_one
+        } else {
+            0
+        },
+        lookup: if e.tied_embeddings || e.kind == "embedding" {
+            0
+        } else {
+            u64::from(e.vocab) * h
+        },
+    }
 }
 
 pub fn entries() -> Result<Vec<CatalogEntry>, String> {
@@ -211,7 +236,8 @@ pub fn entries() -> Result<Vec<CatalogEntry>, String> {
 }
 
 pub fn shape(e: &CatalogEntry) -> ModelShape {
-    let (params, params_active) = count_params(e);
+    let c = count(e);
+    let (params, params_active) = (c.total, c.active);
     ModelShape {
         id: e.id.clone(),
         architecture: e.architecture.clone(),
@@ -231,7 +257,11 @@ pub fn shape(e: &CatalogEntry) -> ModelShape {
         max_context: e.max_context,
         params,
         params_active,
+        expert_params: c.experts,
+        lookup_params: c.lookup,
         weight_bytes: None,
+        expert_bytes: None,
+        lookup_bytes: None,
         source: e.source.clone(),
     }
 }

@@ -3,6 +3,7 @@
 //! verdict. Every figure follows from the model's shape and the profile's
 //! numbers by the formulas in [`FORMULAS`], which `aula plan` prints.
 
+use crate::ftype::FileType;
 use crate::hardware::Hardware;
 use crate::llamacpp::{self, EngineSettings};
 use crate::shape::ModelShape;
@@ -12,7 +13,7 @@ use serde::Serialize;
 pub const FORMULAS: &[(&str, &str)] = &[
     (
         "weights",
-        "GGUF: the tensor table, byte for byte; otherwise parameters x bits per weight / 8 (bits include the quantization scales: q8_0 8.5, q4_k 4.5, int4 (group 128) 4.25, nf4 4.13)",
+        "GGUF: the tensor table, byte for byte; a llama.cpp file type (q4_k_m, q8_0, ...): each tensor at the type llama-quantize gives it (output head Q6_K, more bits for some layers' attn_v and ffn_down in _M types) x its parameters; otherwise parameters x bits per weight / 8 (bits include the quantization scales: q8_0 8.5, q4_k 4.5, int4 (group 128) 4.25, nf4 4.13)",
     ),
     (
         "KV per token",
@@ -40,13 +41,13 @@ pub const FORMULAS: &[(&str, &str)] = &[
     ),
     (
         "decode step",
-        "time = max(bytes read / achievable bandwidth, 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV per token x context / 2 (sequences half full on average); a mixture of experts touches shared weights + experts x (1 - (1 - k/E)^batch)",
+        "time = max(bytes read / achievable bandwidth, 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV of a sequence of context / 2 tokens (half full on average; sliding-window layers read at most their window); weights touched = all but a token-embedding table that is only looked up (one row per token), and of a mixture of experts' routed experts the share (1 - (1 - k/E)^batch)",
     ),
     ("single-stream decode", "1 / decode step at batch 1"),
     ("aggregate decode", "batch / decode step at that batch"),
     (
         "prefill",
-        "achievable FLOPS / (2 x active parameters) tokens/s; time to first token = prompt / prefill + one decode step",
+        "achievable FLOPS / (2 x active parameters but a lookup-only embedding table) tokens/s; time to first token = prompt / prefill + one decode step",
     ),
 ];
 
@@ -74,38 +75,51 @@ impl std::str::FromStr for Engine {
     }
 }
 
-/// Weight precision: a ggml type (for llama.cpp engines) or what vLLM and
+/// Weight precision: a llama.cpp file type (q4_k_m, q8_0, ... : per-tensor
+/// types as llama-quantize picks them), a single ggml type, or what vLLM and
 /// SGLang load (bf16, fp16, fp8, int8, int4, nf4).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Precision {
     pub name: String,
+    /// Bits per weight of most weights (the file type's main type).
     pub bits_per_weight: f64,
     /// Matrix products run at the 8-bit tensor rate.
     pub eight_bit_compute: bool,
+    #[serde(skip)]
+    pub file_type: Option<FileType>,
 }
 
 impl Precision {
     pub fn parse(name: &str) -> Result<Precision, String> {
         let n = name.to_ascii_lowercase();
+        let mut file_type = None;
         let (bits, eight) = match n.as_str() {
-            "fp16" | "f16" | "bf16" | "float16" | "bfloat16" => (16.0, false),
+            "fp16" | "f16" | "bf16" | "float16" | "bfloat16" => {
+                file_type = FileType::parse(if n == "bf16" || n == "bfloat16" { "bf16" } else { "f16" });
+                (16.0, false)
+            }
             "fp8" => (8.0, true),
             "int8" => (8.0, true),
             "int4" | "awq" | "gptq" => (4.25, false),
             "nf4" => (4.127, false),
-            other => match crate::ggml::GgmlType::from_name(other) {
-                Some(t) => (t.bits_per_weight(), t.bits_per_weight() <= 9.0),
-                None => {
+            other => match (FileType::parse(other), crate::ggml::GgmlType::from_name(other)) {
+                (Some(f), _) => {
+                    file_type = Some(f);
+                    (f.base_bits(), f.base_bits() <= 9.0)
+                }
+                (None, Some(t)) => (t.bits_per_weight(), t.bits_per_weight() <= 9.0),
+                (None, None) => {
                     return Err(format!(
-                        "unknown precision `{name}`; use bf16, fp16, fp8, int8, int4, nf4 or a ggml type (f16, q8_0, q4_k, q4_0, ...)"
+                        "unknown precision `{name}`; use bf16, fp16, fp8, int8, int4, nf4, a llama.cpp file type (q8_0, q6_k, q5_k_m, q4_k_m, q4_0, q3_k_m, q2_k, mxfp4, ...) or a ggml type"
                     ));
                 }
             },
         };
         Ok(Precision {
-            name: n,
+            name: file_type.map_or(n, |f| f.name.to_string()),
             bits_per_weight: bits,
             eight_bit_compute: eight,
+            file_type,
         })
     }
 }
@@ -139,6 +153,7 @@ impl Default for PlanRequest {
                 name: "f16".into(),
                 bits_per_weight: 16.0,
                 eight_bit_compute: false,
+                file_type: FileType::parse("f16"),
             },
             context: 4096,
             users: 4,
@@ -245,10 +260,80 @@ pub fn kv_per_sequence(shape: &ModelShape, context: u32, bytes_per_elem: f64) ->
             + f64::from(shape.n_swa_layers) * f64::from(swa_tokens))
 }
 
-fn weights_at(shape: &ModelShape, p: &Precision) -> u64 {
-    shape
-        .weight_bytes
-        .unwrap_or_else(|| (shape.params as f64 * p.bits_per_weight / 8.0).round() as u64)
+/// Weight bytes of a model at a precision, split by how decoding reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub total: u64,
+    /// All routed experts (a step reads the chosen ones' share).
+    pub experts: u64,
+    /// A token-embedding table that is only looked up (one row per token).
+    pub lookup: u64,
+}
+
+impl Weights {
+    /// Bytes a decode step of `batch` sequences reads: everything but the
+    /// lookup table, with the experts that `batch` tokens route to — each
+    /// token picks k of E, so (1 - (1 - k/E)^batch) of them on average.
+    pub fn read_per_step(&self, shape: &ModelShape, batch: u32) -> f64 {
+        let dense = (self.total - self.experts - self.lookup) as f64;
+        if self.experts == 0 || shape.n_experts == 0 {
+            return dense + self.experts as f64;
+        }
+        let k = f64::from(shape.n_experts_active);
+        let e = f64::from(shape.n_experts);
+        dense + self.experts as f64 * (1.0 - (1.0 - k / e).powf(f64::from(batch)))
+    }
+}
+
+/// The weights: a GGUF's tensor table byte for byte, or parameters x bits.
+pub fn weights(shape: &ModelShape, p: &Precision, engine: Engine) -> Weights {
+    let share = |part: u64, total: u64| -> u64 {
+        if shape.params == 0 {
+            0
+        } else {
+            (part as f64 / shape.params as f64 * total as f64).round() as u64
+        }
+    };
+    if let Some(total) = shape.weight_bytes {
+        return Weights {
+            total,
+            experts: shape
+                .expert_bytes
+                .unwrap_or_else(|| share(shape.expert_params, total)),
+            lookup: shape
+                .lookup_bytes
+                .unwrap_or_else(|| share(shape.lookup_params, total)),
+        };
+    }
+    let llama_cpp = matches!(engine, Engine::Embedded | Engine::LlamaServer);
+    if let (true, Some(f)) = (llama_cpp, p.file_type) {
+        let (total, experts, lookup) = crate::ftype::weight_bytes(shape, &f);
+        return Weights {
+            total,
+            experts,
+            lookup,
+        };
+    }
+    let bytes = |params: u64, bits: f64| (params as f64 * bits / 8.0).round() as u64;
+    let expert_bits = p.bits_per_weight;
+    // MXFP4 experts: the released checkpoints that vLLM and SGLang load
+    // keep everything else at BF16 (llama.cpp's files: Q8_0, see ftype).
+    let rest_bits = if p.name == "mxfp4" && shape.expert_params > 0 {
+        16.0
+    } else {
+        p.bits_per_weight
+    };
+    let experts = bytes(shape.expert_params, expert_bits);
+    let lookup = bytes(shape.lookup_params, rest_bits);
+    let rest = bytes(
+        shape.params - shape.expert_params - shape.lookup_params,
+        rest_bits,
+    );
+    Weights {
+        total: experts + lookup + rest,
+        experts,
+        lookup,
+    }
 }
 
 /// Memory for the request on the hardware.
@@ -257,7 +342,7 @@ fn memory(
     hw: &Hardware,
     r: &PlanRequest,
 ) -> (Memory, Option<VllmFigures>, u64) {
-    let weights = weights_at(shape, &r.precision);
+    let weights = weights(shape, &r.precision, r.engine).total;
     let kv_tok = if shape.architecture == "bert" {
         0.0
     } else {
@@ -377,34 +462,22 @@ fn memory(
     }
 }
 
-/// Weight bytes touched by one decode step of `batch` sequences.
-fn weights_touched(shape: &ModelShape, weights: u64, batch: u32) -> f64 {
-    if shape.n_experts == 0 || shape.n_experts_active == 0 || shape.params == 0 {
-        return weights as f64;
-    }
-    let bytes_per_param = weights as f64 / shape.params as f64;
-    let k = f64::from(shape.n_experts_active);
-    let e = f64::from(shape.n_experts);
-    // Expert parameters: total minus active differ by (E - k) experts' worth.
-    let expert_params = (shape.params - shape.params_active) as f64 * e / (e - k);
-    let shared = shape.params as f64 - expert_params;
-    let touched = 1.0 - (1.0 - k / e).powf(f64::from(batch));
-    (shared + expert_params * touched) * bytes_per_param
-}
-
-fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, weights: u64) -> Option<Speed> {
+fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Option<Speed> {
     if hw.peak_bandwidth_gbs <= 0.0 || shape.architecture == "bert" {
         return None;
     }
     let bw = hw.achievable_bandwidth();
     let flops = hw.achievable_flops(r.precision.eight_bit_compute);
-    let kv_tok = shape.kv_bytes_per_token(r.kv_bytes_per_elem);
+    // Each sequence half full on average; sliding-window layers read at
+    // most their window.
+    let kv_half = kv_per_sequence(shape, r.context / 2, r.kv_bytes_per_elem);
+    // Matrix products per token: the active parameters but a lookup table.
+    let matmul_params = shape.params_active.saturating_sub(shape.lookup_params) as f64;
     let step = |b: u32| -> (f64, bool) {
-        let bytes =
-            weights_touched(shape, weights, b) + f64::from(b) * kv_tok * f64::from(r.context) / 2.0;
+        let bytes = w.read_per_step(shape, b) + f64::from(b) * kv_half;
         let t_mem = bytes / bw;
         let t_compute = if flops > 0.0 {
-            2.0 * shape.params_active as f64 * f64::from(b) / flops
+            2.0 * matmul_params * f64::from(b) / flops
         } else {
             0.0
         };
@@ -414,7 +487,7 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, weights: u64) -> Op
     let users = r.users.max(1);
     let (tb, compute_bound) = step(users);
     let prefill = if flops > 0.0 {
-        flops / (2.0 * shape.params_active as f64)
+        flops / (2.0 * matmul_params)
     } else {
         0.0
     };
@@ -442,7 +515,7 @@ const LADDER: &[&str] = &["q8_0", "q6_k", "q5_k", "q4_k", "q3_k", "q2_k"];
 
 pub fn estimate(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Estimate {
     let (mem, vllm, max_seq) = memory(shape, hw, r);
-    let speed = speed(shape, hw, r, mem.weights_bytes);
+    let speed = speed(shape, hw, r, &weights(shape, &r.precision, r.engine));
     let gb = |b: u64| b as f64 / GB;
     let fits_users = match &vllm {
         Some(v) => v.kv_cache_bytes > 0 && v.max_concurrency >= f64::from(r.users),
@@ -713,6 +786,43 @@ mod tests {
             assert!(
                 tg(p) > measured,
                 "{p}: the bandwidth bound is an upper bound"
+            );
+        }
+    }
+
+    /// Single-stream decode on a DGX Spark against llama.cpp's own published
+    /// figures (ggml-org/llama.cpp benches/dgx-spark.md, build 6918, tg32 at
+    /// depth 0). The GB10 profile's decode efficiency was set from the first
+    /// row (Qwen2.5-Coder-7B Q8_0); the other four were not fitted.
+    #[test]
+    fn gb10_decode_against_llama_cpp_on_a_dgx_spark() {
+        let hw = hardware::find("gb10").unwrap();
+        let gib = 1024f64.powi(3);
+        let mut gemma_qat = catalog::find("gemma-3-4b").unwrap();
+        // Google's QAT file keeps the (tied) embedding at higher precision
+        // than llama-quantize would: plan it from its size as a GGUF would be.
+        gemma_qat.weight_bytes = Some((2.35 * gib) as u64);
+        gemma_qat.expert_bytes = Some(0);
+        gemma_qat.lookup_bytes = Some(0);
+        let cases = [
+            (catalog::find("qwen2.5-7b").unwrap(), "q8_0", 29.30, true),
+            (gemma_qat, "q4_0", 78.97, false),
+            (catalog::find("gpt-oss-20b").unwrap(), "mxfp4", 84.10, false),
+            (catalog::find("gpt-oss-120b").unwrap(), "mxfp4", 59.02, false),
+            (catalog::find("qwen3-30b-a3b").unwrap(), "q8_0", 60.92, false),
+        ];
+        for (m, p, measured, calibration) in cases {
+            let tg = estimate(&m, &hw, &req(Engine::LlamaServer, p, 32, 1))
+                .speed
+                .unwrap()
+                .single_stream_tokens_per_s;
+            let err = (tg - measured) / measured;
+            let bound = if calibration { 0.01 } else { 0.25 };
+            assert!(
+                err.abs() < bound,
+                "{} {p}: {tg:.1} predicted, {measured} measured ({:+.1}%)",
+                m.id,
+                err * 100.0
             );
         }
     }

@@ -34,7 +34,12 @@ pub fn shape_from_config(
     let n_kv_heads =
         field(v, &["num_key_value_heads", "num_kv_heads"]).map_or(n_heads, |x| x as u32);
     let head_dim = field(v, &["head_dim"]).map_or(hidden / n_heads, |x| x as u32);
-    let ffn = need(&["intermediate_size", "ffn_dim", "n_inner"])? as u32;
+    // Mixture-of-experts configs that also have dense layers give the
+    // experts' width separately.
+    let ffn = match field(v, &["moe_intermediate_size"]) {
+        Some(w) if field(v, &["num_experts", "num_local_experts"]).unwrap_or(0) > 0 => w as u32,
+        _ => need(&["intermediate_size", "ffn_dim", "n_inner"])? as u32,
+    };
     let vocab = need(&["vocab_size"])? as u32;
     let model_type = v
         .get("model_type")
@@ -59,6 +64,7 @@ pub fn shape_from_config(
         n_experts: field(v, &["num_local_experts", "num_experts", "n_routed_experts"]).unwrap_or(0)
             as u32,
         n_experts_active: field(v, &["num_experts_per_tok"]).unwrap_or(0) as u32,
+        qk_norm: model_type.starts_with("qwen3") || model_type.starts_with("gemma3"),
         qkv_bias: model_type == "qwen2"
             || v.get("attention_bias")
                 .and_then(Value::as_bool)
@@ -95,6 +101,10 @@ pub fn shape_from_config(
         } else {
             exact
         };
+        if counted > 0 {
+            shape.expert_params =
+                (shape.expert_params as f64 * exact as f64 / counted as f64).round() as u64;
+        }
         shape.params = exact;
         shape.source = "config.json + model.safetensors.index.json".into();
     }

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod estimate;
 pub mod finetune;
+pub mod ftype;
 pub mod ggml;
 pub mod gguf;
 pub mod hardware;
@@ -17,27 +18,19 @@ pub mod shape;
 use std::path::Path;
 
 /// A model named on the command line: a `.json` config, a GGUF file, or a
-/// catalog id. Models without a tensor table get weights at `precision`.
-pub fn resolve_model(arg: &Path, precision: ggml::GgmlType) -> Result<shape::ModelShape, String> {
-    resolve_model_bits(arg, precision.bits_per_weight())
-}
-
-/// As [`resolve_model`], with the weights' bits per parameter given directly.
-pub fn resolve_model_bits(arg: &Path, bits_per_weight: f64) -> Result<shape::ModelShape, String> {
-    let mut shape = if arg.extension().is_some_and(|x| x == "json") {
-        hf::read(arg)?
+/// catalog id. A GGUF carries its weights' exact bytes; the others get them
+/// from the precision asked for when they are estimated.
+pub fn resolve_model(arg: &Path) -> Result<shape::ModelShape, String> {
+    if arg.extension().is_some_and(|x| x == "json") {
+        hf::read(arg)
     } else if arg.exists() || arg.extension().is_some_and(|x| x == "gguf") {
         let file = gguf::GgufFile::open(arg).map_err(|e| e.to_string())?;
         let id = arg
             .file_stem()
             .map(|s| s.to_string_lossy().to_lowercase())
             .unwrap_or_default();
-        shape::ModelShape::from_gguf(&id, &file).map_err(|e| format!("{}: {e}", arg.display()))?
+        shape::ModelShape::from_gguf(&id, &file).map_err(|e| format!("{}: {e}", arg.display()))
     } else {
-        catalog::find(&arg.to_string_lossy())?
-    };
-    if shape.weight_bytes.is_none() {
-        shape.weight_bytes = Some(llamacpp::weight_bytes(&shape, bits_per_weight));
+        catalog::find(&arg.to_string_lossy())
     }
-    Ok(shape)
 }

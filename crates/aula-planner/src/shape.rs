@@ -33,9 +33,23 @@ pub struct ModelShape {
     pub params: u64,
     /// Parameters used per token (differs from `params` for mixture-of-experts).
     pub params_active: u64,
+    /// Parameters of the routed experts' MLPs, all experts together (0 for a
+    /// dense model): decoding one token reads only the chosen experts' share.
+    #[serde(default)]
+    pub expert_params: u64,
+    /// Parameters of a token-embedding table that is not also the output
+    /// head: decoding looks up one row per token and never reads it whole.
+    #[serde(default)]
+    pub lookup_params: u64,
     /// Exact weight bytes, when read from a GGUF's tensor table.
     #[serde(default)]
     pub weight_bytes: Option<u64>,
+    /// Exact bytes of the experts and of the lookup-only embedding table,
+    /// from a GGUF's tensor table (their own quantization types).
+    #[serde(default)]
+    pub expert_bytes: Option<u64>,
+    #[serde(default)]
+    pub lookup_bytes: Option<u64>,
     /// Where the figures come from.
     pub source: String,
 }
@@ -123,17 +137,19 @@ impl ModelShape {
         };
         let tied_embeddings = !g.tensors.iter().any(|t| t.name == "output.weight");
         let params = g.parameter_count();
+        let experts = g.tensors.iter().filter(|t| t.name.contains("_exps"));
+        let expert_params: u64 = experts.clone().map(|t| t.elements()).sum();
+        let expert_bytes: u64 = experts.map(|t| t.bytes()).sum();
         let params_active = if n_experts > 0 && n_experts_active > 0 {
-            let expert: u64 = g
-                .tensors
-                .iter()
-                .filter(|t| t.name.contains("_exps"))
-                .map(|t| t.elements())
-                .sum();
-            params - expert + expert * u64::from(n_experts_active) / u64::from(n_experts)
+            params - expert_params
+                + expert_params * u64::from(n_experts_active) / u64::from(n_experts)
         } else {
             params
         };
+        let lookup = g
+            .tensors
+            .iter()
+            .find(|t| t.name == "token_embd.weight" && !tied_embeddings);
         Ok(ModelShape {
             id: id.to_string(),
             architecture: arch,
@@ -153,7 +169,11 @@ impl ModelShape {
             max_context: g.arch_u64("context_length").unwrap_or(0) as u32,
             params,
             params_active,
+            expert_params,
+            lookup_params: lookup.map_or(0, |t| t.elements()),
             weight_bytes: Some(g.weight_bytes()),
+            expert_bytes: Some(expert_bytes),
+            lookup_bytes: Some(lookup.map_or(0, |t| t.bytes())),
             source: "GGUF header and tensor table".into(),
         })
     }

@@ -495,9 +495,6 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
                 anyhow!("unknown --kv-cache `{other}`; use f16, bf16, fp8, q8_0 or q4_0")
             })?,
     };
-    let ggml_bits = aula_planner::ggml::GgmlType::from_name(&a.precision)
-        .map(|t| t.bits_per_weight())
-        .unwrap_or(precision.bits_per_weight);
     let request = PlanRequest {
         engine,
         precision: precision.clone(),
@@ -511,7 +508,7 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     };
     let mut wants = Vec::new();
     for path in &a.models {
-        let shape = aula_planner::resolve_model_bits(path, ggml_bits).map_err(|e| anyhow!(e))?;
+        let shape = aula_planner::resolve_model(path).map_err(|e| anyhow!(e))?;
         let mut request = request.clone();
         if shape.source.starts_with("GGUF") {
             // A GGUF's weights are what its tensor table says.
