@@ -95,14 +95,21 @@ impl Precision {
         let mut file_type = None;
         let (bits, eight) = match n.as_str() {
             "fp16" | "f16" | "bf16" | "float16" | "bfloat16" => {
-                file_type = FileType::parse(if n == "bf16" || n == "bfloat16" { "bf16" } else { "f16" });
+                file_type = FileType::parse(if n == "bf16" || n == "bfloat16" {
+                    "bf16"
+                } else {
+                    "f16"
+                });
                 (16.0, false)
             }
             "fp8" => (8.0, true),
             "int8" => (8.0, true),
             "int4" | "awq" | "gptq" => (4.25, false),
             "nf4" => (4.127, false),
-            other => match (FileType::parse(other), crate::ggml::GgmlType::from_name(other)) {
+            other => match (
+                FileType::parse(other),
+                crate::ggml::GgmlType::from_name(other),
+            ) {
                 (Some(f), _) => {
                     file_type = Some(f);
                     (f.base_bits(), f.base_bits() <= 9.0)
@@ -808,8 +815,18 @@ mod tests {
             (catalog::find("qwen2.5-7b").unwrap(), "q8_0", 29.30, true),
             (gemma_qat, "q4_0", 78.97, false),
             (catalog::find("gpt-oss-20b").unwrap(), "mxfp4", 84.10, false),
-            (catalog::find("gpt-oss-120b").unwrap(), "mxfp4", 59.02, false),
-            (catalog::find("qwen3-30b-a3b").unwrap(), "q8_0", 60.92, false),
+            (
+                catalog::find("gpt-oss-120b").unwrap(),
+                "mxfp4",
+                59.02,
+                false,
+            ),
+            (
+                catalog::find("qwen3-30b-a3b").unwrap(),
+                "q8_0",
+                60.92,
+                false,
+            ),
         ];
         for (m, p, measured, calibration) in cases {
             let tg = estimate(&m, &hw, &req(Engine::LlamaServer, p, 32, 1))

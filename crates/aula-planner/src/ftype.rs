@@ -17,24 +17,78 @@ pub struct FileType {
 }
 
 const FILE_TYPES: &[FileType] = &[
-    FileType { name: "f16", base: "F16" },
-    FileType { name: "bf16", base: "BF16" },
-    FileType { name: "q8_0", base: "Q8_0" },
-    FileType { name: "q6_k", base: "Q6_K" },
-    FileType { name: "q5_k_m", base: "Q5_K" },
-    FileType { name: "q5_k_s", base: "Q5_K" },
-    FileType { name: "q5_1", base: "Q5_1" },
-    FileType { name: "q5_0", base: "Q5_0" },
-    FileType { name: "q4_k_m", base: "Q4_K" },
-    FileType { name: "q4_k_s", base: "Q4_K" },
-    FileType { name: "q4_1", base: "Q4_1" },
-    FileType { name: "q4_0", base: "Q4_0" },
-    FileType { name: "iq4_xs", base: "IQ4_XS" },
-    FileType { name: "q3_k_l", base: "Q3_K" },
-    FileType { name: "q3_k_m", base: "Q3_K" },
-    FileType { name: "q3_k_s", base: "Q3_K" },
-    FileType { name: "q2_k", base: "Q2_K" },
-    FileType { name: "mxfp4", base: "MXFP4" },
+    FileType {
+        name: "f16",
+        base: "F16",
+    },
+    FileType {
+        name: "bf16",
+        base: "BF16",
+    },
+    FileType {
+        name: "q8_0",
+        base: "Q8_0",
+    },
+    FileType {
+        name: "q6_k",
+        base: "Q6_K",
+    },
+    FileType {
+        name: "q5_k_m",
+        base: "Q5_K",
+    },
+    FileType {
+        name: "q5_k_s",
+        base: "Q5_K",
+    },
+    FileType {
+        name: "q5_1",
+        base: "Q5_1",
+    },
+    FileType {
+        name: "q5_0",
+        base: "Q5_0",
+    },
+    FileType {
+        name: "q4_k_m",
+        base: "Q4_K",
+    },
+    FileType {
+        name: "q4_k_s",
+        base: "Q4_K",
+    },
+    FileType {
+        name: "q4_1",
+        base: "Q4_1",
+    },
+    FileType {
+        name: "q4_0",
+        base: "Q4_0",
+    },
+    FileType {
+        name: "iq4_xs",
+        base: "IQ4_XS",
+    },
+    FileType {
+        name: "q3_k_l",
+        base: "Q3_K",
+    },
+    FileType {
+        name: "q3_k_m",
+        base: "Q3_K",
+    },
+    FileType {
+        name: "q3_k_s",
+        base: "Q3_K",
+    },
+    FileType {
+        name: "q2_k",
+        base: "Q2_K",
+    },
+    FileType {
+        name: "mxfp4",
+        base: "MXFP4",
+    },
 ];
 
 impl FileType {
@@ -90,7 +144,7 @@ enum Tensor {
 /// llama.cpp gives every eighth-ish layer more bits: the first and last
 /// eighth, and every third layer between.
 fn use_more_bits(i: u32, n: u32) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// The ggml type llama-quantize picks for one tensor of layer `i` of `n`.
@@ -165,7 +219,7 @@ fn row_length(t: Tensor, shape: &ModelShape) -> u64 {
 /// K-quants need rows that are whole 256-element blocks; llama-quantize
 /// falls back to a 32-element type of about the same size otherwise.
 fn fallback(t: GgmlType, row: u64) -> GgmlType {
-    if t.block <= 32 || row % t.block == 0 {
+    if t.block <= 32 || row.is_multiple_of(t.block) {
         return t;
     }
     match t.name {
@@ -190,8 +244,7 @@ pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
     // A gated MLP (gate, up, down) unless the parameter total leaves room
     // only for a plain one (up, down).
     let heads = if shape.tied_embeddings { 1 } else { 2 };
-    let gated_total =
-        heads * embed + n * (h * q + h * kv_k + h * kv_v + o_in * h + 3 * h * ffn);
+    let gated_total = heads * embed + n * (h * q + h * kv_k + h * kv_v + o_in * h + 3 * h * ffn);
     let gated = shape.n_experts > 0 || gated_total <= shape.params + shape.params / 100;
     let mut total = 0u64;
     let mut expert_bytes = 0u64;
