@@ -104,9 +104,9 @@ fn plan_external(
             local.display()
         ));
     };
+    // A pre-quantized checkpoint's shape carries its files' size; others
+    // are sized at `precision`.
     let precision = Precision::parse(precision.unwrap_or("bf16"))?;
-    let mut shape = shape;
-    shape.weight_bytes = None;
     let mut hw = aula_planner::hardware::detect();
     hw.usable_gb = device_bytes as f64 / 1e9;
     hw.memory_gb = hw.memory_gb.max(hw.usable_gb);

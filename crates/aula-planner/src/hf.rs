@@ -20,6 +20,7 @@ pub fn shape_from_config(
 ) -> Result<ModelShape, String> {
     let v: Value =
         serde_json::from_str(config).map_err(|e| format!("config.json is not valid JSON: {e}"))?;
+    let root = &v;
     // Multimodal wrappers keep the language model under text_config.
     let v = v.get("text_config").filter(|t| t.is_object()).unwrap_or(&v);
     let need = |names: &[&str]| -> Result<u64, String> {
@@ -86,6 +87,19 @@ pub fn shape_from_config(
         let total = iv["metadata"]["total_size"]
             .as_u64()
             .ok_or("model.safetensors.index.json has no metadata.total_size")?;
+        // The root config (not text_config) says whether the checkpoint is
+        // pre-quantized (AWQ, GPTQ, FP8, MXFP4, bitsandbytes...): then the
+        // files' bytes are the weights vLLM loads, and the parameter count
+        // stays the one counted from the shape.
+        if root
+            .get("quantization_config")
+            .is_some_and(Value::is_object)
+        {
+            shape.weight_bytes = Some(total);
+            shape.source =
+                "config.json (pre-quantized: weights are the safetensors' total size)".into();
+            return Ok(shape);
+        }
         let bytes_per_param = match v
             .get("torch_dtype")
             .or(v.get("dtype"))
@@ -141,6 +155,23 @@ mod tests {
         let idx = r#"{"metadata": {"total_size": 16060522496}, "weight_map": {}}"#;
         let s = shape_from_config("x", LLAMA31_8B, Some(idx)).unwrap();
         assert_eq!(s.params, 8_030_261_248);
+    }
+
+    /// A pre-quantized checkpoint (here gpt-oss-20b's: MXFP4 experts, BF16
+    /// rest) is planned at its files' size, not at total size / 2 params.
+    #[test]
+    fn pre_quantized_checkpoints_keep_their_bytes() {
+        let cfg = r#"{"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880,
+            "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "num_hidden_layers": 24,
+            "num_local_experts": 32, "num_experts_per_tok": 4, "vocab_size": 201088,
+            "torch_dtype": "bfloat16", "quantization_config": {"quant_method": "mxfp4"}}"#;
+        let idx = r#"{"metadata": {"total_size": 13761264768}, "weight_map": {}}"#;
+        let s = shape_from_config("gpt-oss-20b", cfg, Some(idx)).unwrap();
+        assert_eq!(s.weight_bytes, Some(13_761_264_768));
+        assert!(s.params > 20_000_000_000, "{}", s.params);
+        let p = crate::estimate::Precision::parse("bf16").unwrap();
+        let w = crate::estimate::weights(&s, &p, crate::estimate::Engine::Vllm);
+        assert_eq!(w.total, 13_761_264_768);
     }
 
     #[test]
