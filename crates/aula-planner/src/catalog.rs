@@ -66,6 +66,10 @@ pub struct CatalogEntry {
     pub sliding_window: Option<u32>,
     #[serde(default)]
     pub n_swa_layers: u32,
+    /// The precision the weights were released in, when it is not 16-bit
+    /// (gpt-oss: MXFP4 experts); reports plan the model at it.
+    #[serde(default)]
+    pub released_as: Option<String>,
     pub published_params: u64,
     pub source: String,
 }
@@ -103,6 +107,7 @@ impl Default for CatalogEntry {
             pooler: false,
             sliding_window: None,
             n_swa_layers: 0,
+            released_as: None,
             published_params: 0,
             source: String::new(),
         }
@@ -262,6 +267,7 @@ pub fn shape(e: &CatalogEntry) -> ModelShape {
         weight_bytes: None,
         expert_bytes: None,
         lookup_bytes: None,
+        released_as: e.released_as.clone(),
         source: e.source.clone(),
     }
 }

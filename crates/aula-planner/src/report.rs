@@ -15,13 +15,21 @@ pub struct Row {
 }
 
 /// Each catalog model at the best precision that runs (f16, then q8_0, then
-/// q4_k), for `users` sequences of `context` tokens.
+/// q4_k_m; a model released quantized, at its own precision first), for
+/// `users` sequences of `context` tokens.
 pub fn rows(hw: &Hardware, engine: Engine, context: u32, users: u32) -> Result<Vec<Row>, String> {
     let mut out = Vec::new();
     for e in catalog::entries()? {
         let shape = catalog::shape(&e);
         let mut chosen = None;
-        for p in ["f16", "q8_0", "q4_k"] {
+        let ladder = ["f16", "q8_0", "q4_k_m"];
+        let tries: Vec<&str> = match &e.released_as {
+            Some(p) => std::iter::once(p.as_str())
+                .chain(ladder.iter().copied().skip(1))
+                .collect(),
+            None => ladder.to_vec(),
+        };
+        for p in tries {
             let req = PlanRequest {
                 engine,
                 precision: Precision::parse(p)?,
@@ -201,7 +209,7 @@ pub fn markdown(
 ) -> String {
     let mut s = format!(
         "# What can you actually run on {}?\n\n{:.1} GB usable memory, {:.0} GB/s peak memory bandwidth. \
-         Every model of Aula's catalog at the best precision that fits (16-bit, else 8-bit, else 4-bit), \
+         Every model of Aula's catalog at the best precision that fits (16-bit or the precision it was released in, else 8-bit, else 4-bit), \
          serving {users} users at once with {context} tokens each through the {engine:?} engine. \
          Figures are derived from each model's published shape and the hardware's published limits by the \
          formulas at the end; speeds assume the efficiencies stated ({}).\n\n![memory per model]({svg_file})\n\n",

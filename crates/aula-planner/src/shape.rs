@@ -50,6 +50,10 @@ pub struct ModelShape {
     pub expert_bytes: Option<u64>,
     #[serde(default)]
     pub lookup_bytes: Option<u64>,
+    /// The precision the weights were released in when it is not 16-bit
+    /// (a catalog fact: gpt-oss's MXFP4); what `aula plan` uses by default.
+    #[serde(default)]
+    pub released_as: Option<String>,
     /// Where the figures come from.
     pub source: String,
 }
@@ -174,6 +178,7 @@ impl ModelShape {
             weight_bytes: Some(g.weight_bytes()),
             expert_bytes: Some(expert_bytes),
             lookup_bytes: Some(lookup.map_or(0, |t| t.bytes())),
+            released_as: None,
             source: "GGUF header and tensor table".into(),
         })
     }

@@ -486,7 +486,8 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let precision = Precision::parse(&a.precision).map_err(|e| anyhow!(e))?;
+    let precision =
+        Precision::parse(a.precision.as_deref().unwrap_or("f16")).map_err(|e| anyhow!(e))?;
     let kv_bytes = match a.kv_cache.to_ascii_lowercase().as_str() {
         "fp8" | "fp8_e4m3" | "fp8_e5m2" => 1.0,
         other => aula_planner::ggml::GgmlType::from_name(other)
@@ -510,6 +511,9 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
     for path in &a.models {
         let shape = aula_planner::resolve_model(path).map_err(|e| anyhow!(e))?;
         let mut request = request.clone();
+        if let (None, Some(p)) = (&a.precision, &shape.released_as) {
+            request.precision = Precision::parse(p).map_err(|e| anyhow!(e))?;
+        }
         if shape.source.starts_with("GGUF") {
             // A GGUF's weights are what its tensor table says.
             request.precision.name = "gguf".into();
