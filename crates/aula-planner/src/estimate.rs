@@ -473,7 +473,10 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Opt
     if hw.peak_bandwidth_gbs <= 0.0 || shape.architecture == "bert" {
         return None;
     }
-    let bw = hw.achievable_bandwidth();
+    let bw = match r.engine {
+        Engine::Embedded | Engine::LlamaServer => hw.achievable_bandwidth(),
+        Engine::Vllm | Engine::Sglang => hw.achievable_bandwidth_vllm(),
+    };
     let flops = hw.achievable_flops(r.precision.eight_bit_compute);
     // Each sequence half full on average; sliding-window layers read at
     // most their window.
@@ -860,6 +863,29 @@ mod tests {
                 err * 100.0
             );
         }
+    }
+
+    /// vLLM on a DGX Spark (NVIDIA/dgx-spark-playbooks#79, vLLM 0.15):
+    /// the profile's vLLM efficiency was set from Llama-3.3-70B NVFP4
+    /// (4.0-4.2 tokens/s); gpt-oss-120b on the same image (33-34 tokens/s)
+    /// is the check.
+    #[test]
+    fn gb10_decode_against_vllm_on_a_dgx_spark() {
+        let hw = hardware::find("gb10").unwrap();
+        let tg = |id: &str, p: &str| {
+            estimate(
+                &catalog::find(id).unwrap(),
+                &hw,
+                &req(Engine::Vllm, p, 2048, 1),
+            )
+            .speed
+            .unwrap()
+            .single_stream_tokens_per_s
+        };
+        let llama = tg("llama-3.1-70b", "nvfp4");
+        assert!((llama - 4.1).abs() / 4.1 < 0.02, "{llama}");
+        let oss = tg("gpt-oss-120b", "mxfp4");
+        assert!((oss - 33.5).abs() / 33.5 < 0.25, "{oss}");
     }
 
     #[test]

@@ -22,8 +22,12 @@ pub struct Hardware {
     pub peak_bandwidth_gbs: f64,
     pub peak_tflops_16bit: f64,
     pub peak_tflops_8bit: f64,
-    /// Share of peak bandwidth that decoding reaches.
+    /// Share of peak bandwidth that decoding reaches (llama.cpp).
     pub decode_efficiency: f64,
+    /// The same for vLLM and SGLang where a measurement says it differs;
+    /// otherwise `decode_efficiency`.
+    #[serde(default)]
+    pub decode_efficiency_vllm: Option<f64>,
     /// Share of peak 16-bit FLOPS that prefill reaches.
     pub compute_efficiency: f64,
     pub source: String,
@@ -35,9 +39,17 @@ impl Hardware {
     pub fn usable_bytes(&self) -> u64 {
         (self.usable_gb * 1e9) as u64
     }
-    /// Bytes per second decoding actually reads.
+    /// Bytes per second decoding actually reads (llama.cpp engines).
     pub fn achievable_bandwidth(&self) -> f64 {
         self.peak_bandwidth_gbs * 1e9 * self.decode_efficiency
+    }
+    /// Bytes per second decoding reads in vLLM or SGLang.
+    pub fn achievable_bandwidth_vllm(&self) -> f64 {
+        self.peak_bandwidth_gbs
+            * 1e9
+            * self
+                .decode_efficiency_vllm
+                .unwrap_or(self.decode_efficiency)
     }
     /// FLOP/s prefill actually reaches at 16-bit (8-bit weights: the 8-bit rate).
     pub fn achievable_flops(&self, eight_bit: bool) -> f64 {
@@ -132,6 +144,7 @@ pub fn detect() -> Hardware {
             peak_tflops_16bit: 0.0,
             peak_tflops_8bit: 0.0,
             decode_efficiency: 0.75,
+            decode_efficiency_vllm: None,
             compute_efficiency: 0.5,
             source: "NVML (no profile matches this GPU: speeds unknown)".into(),
             efficiency_source: "assumed".into(),
@@ -161,6 +174,7 @@ pub fn detect() -> Hardware {
         peak_tflops_16bit: 0.0,
         peak_tflops_8bit: 0.0,
         decode_efficiency: 0.75,
+        decode_efficiency_vllm: None,
         compute_efficiency: 0.5,
         source: "/proc/meminfo (MemTotal, MemAvailable); CPU bandwidth is not detected, so speeds are not estimated".into(),
         efficiency_source: "assumed".into(),
