@@ -293,7 +293,14 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_published_totals() {
+        // Entries whose exact total could not be read are checked against
+        // published GGUF file sizes instead (ftype::tests).
+        const SIZE_CHECKED: &[&str] = &["falcon-40b"];
         for e in entries().unwrap() {
+            if e.published_params == 0 {
+                assert!(SIZE_CHECKED.contains(&e.id.as_str()), "{}: no check", e.id);
+                continue;
+            }
             let (total, active) = count_params(&e);
             let err = (total as f64 - e.published_params as f64).abs() / e.published_params as f64;
             assert!(

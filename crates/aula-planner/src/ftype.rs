@@ -157,8 +157,33 @@ fn tensor_type(ft: &FileType, t: Tensor, i: u32, shape: &ModelShape) -> GgmlType
     // Llama-architecture 80-layer models (Llama 2/3 70B): llama.cpp's
     // `LLM_TYPE_70B` rule.
     let is_70b = n == 80 && shape.architecture == "llama";
+    let falcon = shape.architecture == "falcon";
     let pick = match (t, name) {
         (_, "f16" | "bf16" | "q8_0") => base,
+        // Falcon's q, k and v are one fused `attn_qkv` tensor, with rules of
+        // its own; its `ffn_down` and `attn_output` have theirs too.
+        (Tensor::AttnQ | Tensor::AttnK | Tensor::AttnV, _) if falcon => match name {
+            "q3_k_m" | "q3_k_l" => ggml("Q4_K"),
+            "q4_k_m" => ggml("Q5_K"),
+            "q5_k_m" => ggml("Q6_K"),
+            _ => base,
+        },
+        (Tensor::FfnDown, "q3_k_m") if falcon => ggml(if i < n / 16 {
+            "Q5_K"
+        } else if use_more_bits(i, n) {
+            "Q4_K"
+        } else {
+            "Q3_K"
+        }),
+        (Tensor::FfnDown, "q3_k_l") if falcon => ggml("Q4_K"),
+        (Tensor::FfnDown, "q4_k_m") if falcon => ggml(if i < n / 16 {
+            "Q6_K"
+        } else if use_more_bits(i, n) {
+            "Q5_K"
+        } else {
+            "Q4_K"
+        }),
+        (Tensor::AttnOut, _) if falcon => base,
         (_, "mxfp4") => {
             if shape.n_experts > 0 && matches!(t, Tensor::FfnGate | Tensor::FfnUp | Tensor::FfnDown)
             {
@@ -167,6 +192,8 @@ fn tensor_type(ft: &FileType, t: Tensor, i: u32, shape: &ModelShape) -> GgmlType
                 ggml("Q8_0")
             }
         }
+        // Falcon's output head stays at Q8_0 in llama-quantize.
+        (Tensor::Output, _) if shape.architecture == "falcon" => ggml("Q8_0"),
         (Tensor::Output, _) => ggml("Q6_K"),
         (Tensor::TokenEmbd, _) => base,
         (Tensor::AttnV, _) => {
@@ -255,8 +282,10 @@ pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
         matrices += elements;
         b
     };
-    // The token table is the output head too when they are tied.
-    let lookup = if shape.tied_embeddings {
+    // The token table is the output head too when they are tied (llama.cpp's
+    // Falcon files carry a separate output head even then).
+    let tied = shape.tied_embeddings && shape.architecture != "falcon";
+    let lookup = if tied {
         add(Tensor::Output, 0, embed);
         0
     } else {
@@ -341,6 +370,32 @@ mod tests {
             assert!(
                 err.abs() < 0.01,
                 "{id} {ft}: {got:.2} GiB planned, {published} GiB published ({:+.2}%)",
+                err * 100.0
+            );
+        }
+    }
+
+    /// Hugging Face file listings (decimal GB, as the Hub shows them):
+    /// tensorblock/falcon-7b-GGUF and maddes8cht/tiiuae-falcon-40b.
+    #[test]
+    fn sizes_of_published_falcon_files() {
+        for (id, ft, published_gb) in [
+            ("falcon-7b", "q4_0", 4.21),
+            ("falcon-7b", "q5_0", 5.08),
+            ("falcon-7b", "q8_0", 7.67),
+            ("falcon-40b", "q4_0", 23.8),
+            ("falcon-40b", "q4_1", 26.4),
+            ("falcon-40b", "q5_0", 29.0),
+            ("falcon-40b", "q4_k_m", 25.5),
+            ("falcon-40b", "q3_k_m", 20.1),
+        ] {
+            let shape = catalog::find(id).unwrap();
+            let (total, _, _) = weight_bytes(&shape, &FileType::parse(ft).unwrap());
+            let got = total as f64 / 1e9;
+            let err = (got - published_gb) / published_gb;
+            assert!(
+                err.abs() < 0.01,
+                "{id} {ft}: {got:.2} GB planned, {published_gb} GB published ({:+.2}%)",
                 err * 100.0
             );
         }
