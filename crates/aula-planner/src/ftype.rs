@@ -376,7 +376,8 @@ mod tests {
     }
 
     /// Hugging Face file listings (decimal GB, as the Hub shows them):
-    /// tensorblock/falcon-7b-GGUF and maddes8cht/tiiuae-falcon-40b.
+    /// tensorblock/falcon-7b-GGUF, maddes8cht/tiiuae-falcon-40b, and
+    /// TheBloke/Falcon-180B-Chat-GGUF's Q8_0 (discussion #5).
     #[test]
     fn sizes_of_published_falcon_files() {
         for (id, ft, published_gb) in [
@@ -388,6 +389,8 @@ mod tests {
             ("falcon-40b", "q5_0", 29.0),
             ("falcon-40b", "q4_k_m", 25.5),
             ("falcon-40b", "q3_k_m", 20.1),
+            // 190,759,300,512 bytes, as its downloader measured it
+            ("falcon-180b", "q8_0", 190.759),
         ] {
             let shape = catalog::find(id).unwrap();
             let (total, _, _) = weight_bytes(&shape, &FileType::parse(ft).unwrap());
