@@ -282,7 +282,7 @@ impl Weights {
     /// lookup table, with the experts that `batch` tokens route to — each
     /// token picks k of E, so (1 - (1 - k/E)^batch) of them on average.
     pub fn read_per_step(&self, shape: &ModelShape, batch: u32) -> f64 {
-        let dense = (self.total - self.experts - self.lookup) as f64;
+        let dense = self.total.saturating_sub(self.experts + self.lookup) as f64;
         if self.experts == 0 || shape.n_experts == 0 {
             return dense + self.experts as f64;
         }
@@ -333,7 +333,9 @@ pub fn weights(shape: &ModelShape, p: &Precision, engine: Engine) -> Weights {
     let experts = bytes(shape.expert_params, expert_bits);
     let lookup = bytes(shape.lookup_params, rest_bits);
     let rest = bytes(
-        shape.params - shape.expert_params - shape.lookup_params,
+        shape
+            .params
+            .saturating_sub(shape.expert_params + shape.lookup_params),
         rest_bits,
     );
     Weights {
