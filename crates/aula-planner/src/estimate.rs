@@ -523,7 +523,17 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Opt
 }
 
 /// Quantizations tried, from the least lossy, when a model does not fit.
-const LADDER: &[&str] = &["q8_0", "q6_k", "q5_k", "q4_k", "q3_k", "q2_k"];
+const LADDER: &[&str] = &["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"];
+/// What vLLM and SGLang load instead, from the least lossy.
+const LADDER_VLLM: &[&str] = &["fp8", "int4"];
+
+/// The quantizations an engine can be given, from the least lossy.
+pub fn quantization_ladder(engine: Engine) -> &'static [&'static str] {
+    match engine {
+        Engine::Embedded | Engine::LlamaServer => LADDER,
+        Engine::Vllm | Engine::Sglang => LADDER_VLLM,
+    }
+}
 
 pub fn estimate(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Estimate {
     let (mem, vllm, max_seq) = memory(shape, hw, r);
@@ -555,7 +565,7 @@ pub fn estimate(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Estimate 
         // Would a smaller weight type do (files with their own types too)?
         let mut found = None;
         if shape.architecture != "bert" {
-            for q in LADDER {
+            for q in quantization_ladder(r.engine) {
                 let Ok(p) = Precision::parse(q) else { continue };
                 if p.bits_per_weight >= r.precision.bits_per_weight {
                     continue;

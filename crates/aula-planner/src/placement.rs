@@ -93,9 +93,9 @@ fn total(wants: &[Want], hw: &Hardware) -> u64 {
     wants.iter().map(|w| footprint(w, hw).0).sum()
 }
 
-/// One step down the quantization ladder from `p`, if there is one.
-fn next_precision(p: &Precision) -> Option<Precision> {
-    ["q8_0", "q6_k", "q5_k", "q4_k", "q3_k"]
+/// One step down the engine's quantization ladder from `p`, if there is one.
+fn next_precision(p: &Precision, engine: Engine) -> Option<Precision> {
+    crate::estimate::quantization_ladder(engine)
         .iter()
         .filter_map(|q| Precision::parse(q).ok())
         .find(|q| q.bits_per_weight < p.bits_per_weight - 0.1)
@@ -132,7 +132,7 @@ fn candidates(wants: &[Want]) -> Vec<(String, Vec<Want>)> {
                 c,
             ));
         }
-        if let Some(p) = next_precision(&r.precision) {
+        if let Some(p) = next_precision(&r.precision, r.engine) {
             let mut c = wants.to_vec();
             c[i].shape.weight_bytes = None;
             c[i].request.precision = p.clone();
