@@ -104,9 +104,10 @@ fn plan_external(
             local.display()
         ));
     };
-    // A pre-quantized checkpoint's shape carries its files' size; others
-    // are sized at `precision`.
-    let precision = Precision::parse(precision.unwrap_or("bf16"))?;
+    // A pre-quantized checkpoint's shape carries its files' size; others are
+    // sized at `precision`, or when it is unset at the precision the model
+    // was released in (gpt-oss: MXFP4), else bf16.
+    let precision = Precision::parse(precision.or(shape.released_as.as_deref()).unwrap_or("bf16"))?;
     let mut hw = aula_planner::hardware::detect();
     hw.usable_gb = device_bytes as f64 / 1e9;
     hw.memory_gb = hw.memory_gb.max(hw.usable_gb);
@@ -416,5 +417,37 @@ impl Fleet {
             h.abort();
         }
         self.state.lifecycle.stop_all().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vLLM engine for gpt-oss-120b with no `precision` is planned as
+    /// released (MXFP4 experts, about 65 GB of weights), not at BF16.
+    #[test]
+    fn external_engines_default_to_the_released_precision() {
+        let device = 119_600_000_000;
+        let plan = |precision| {
+            plan_external(
+                config::ExternalKind::Vllm,
+                "openai/gpt-oss-120b",
+                precision,
+                Some("gpt-oss-120b"),
+                8192,
+                16,
+                device,
+            )
+        };
+        let Ok((bytes, share)) = plan(None) else {
+            panic!("gpt-oss-120b could not be planned");
+        };
+        assert!(bytes > 65_000_000_000 && bytes < device, "{bytes}");
+        assert!(share > 0.5 && share < 1.0, "{share}");
+        let Ok((bf16, _)) = plan(Some("bf16")) else {
+            panic!("gpt-oss-120b at bf16 could not be planned");
+        };
+        assert!(bf16 > bytes, "{bf16} vs {bytes}");
     }
 }
