@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn parameter_counts_match_published_totals() {
         // Entries whose exact total could not be read are checked against
-        // published GGUF file sizes instead (ftype::tests).
+        // published GGUF file sizes instead (ftype::tests::sizes_of_published_files).
         const SIZE_CHECKED: &[&str] = &["falcon-40b", "falcon-180b"];
         for e in entries().unwrap() {
             if e.published_params == 0 {

@@ -339,11 +339,24 @@ mod tests {
     use super::*;
     use crate::catalog;
 
+    /// Planned bytes of `id` as file type `ft` within 0.5% of `published`
+    /// (in units of `unit` bytes).
+    fn check(id: &str, ft: &str, published: f64, unit: f64) {
+        let shape = catalog::find(id).unwrap();
+        let (total, _, _) = weight_bytes(&shape, &FileType::parse(ft).unwrap());
+        let got = total as f64 / unit;
+        let err = (got - published) / published;
+        assert!(
+            err.abs() < 0.005,
+            "{id} {ft}: {got:.2} planned, {published} published ({:+.2}%)",
+            err * 100.0
+        );
+    }
+
     /// Published GGUF sizes (llama-bench's `size` column, GiB) against the
     /// file types' rules applied to the catalog shapes.
     #[test]
     fn sizes_of_published_files() {
-        let gib = 1024f64.powi(3);
         for (id, ft, published) in [
             // llama.cpp benches/dgx-spark.md (ggml-org GGUFs)
             ("qwen2.5-7b", "q8_0", 7.54),
@@ -362,25 +375,13 @@ mod tests {
             ("qwen2.5-14b", "q4_k_m", 8.37),
             ("qwen3-30b-a3b", "q4_k_m", 17.35),
         ] {
-            let shape = catalog::find(id).unwrap();
-            let f = FileType::parse(ft).unwrap();
-            let (total, _, _) = weight_bytes(&shape, &f);
-            let got = total as f64 / gib;
-            let err = (got - published) / published;
-            assert!(
-                err.abs() < 0.01,
-                "{id} {ft}: {got:.2} GiB planned, {published} GiB published ({:+.2}%)",
-                err * 100.0
-            );
+            check(id, ft, published, 1024f64.powi(3));
         }
-    }
-
-    /// Hugging Face file listings (decimal GB, as the Hub shows them):
-    /// tensorblock/falcon-7b-GGUF, maddes8cht/tiiuae-falcon-40b, and
-    /// TheBloke/Falcon-180B-Chat-GGUF's Q8_0 (discussion #5).
-    #[test]
-    fn sizes_of_published_falcon_files() {
-        for (id, ft, published_gb) in [
+        // Hugging Face file listings (decimal GB, as the Hub shows them):
+        // tensorblock/falcon-7b-GGUF, maddes8cht/tiiuae-falcon-40b, and
+        // TheBloke/Falcon-180B-Chat-GGUF's Q8_0 (190,759,300,512 bytes, as
+        // its downloader gave it in discussion #5).
+        for (id, ft, published) in [
             ("falcon-7b", "q4_0", 4.21),
             ("falcon-7b", "q5_0", 5.08),
             ("falcon-7b", "q8_0", 7.67),
@@ -389,18 +390,9 @@ mod tests {
             ("falcon-40b", "q5_0", 29.0),
             ("falcon-40b", "q4_k_m", 25.5),
             ("falcon-40b", "q3_k_m", 20.1),
-            // 190,759,300,512 bytes, as its downloader measured it
             ("falcon-180b", "q8_0", 190.759),
         ] {
-            let shape = catalog::find(id).unwrap();
-            let (total, _, _) = weight_bytes(&shape, &FileType::parse(ft).unwrap());
-            let got = total as f64 / 1e9;
-            let err = (got - published_gb) / published_gb;
-            assert!(
-                err.abs() < 0.01,
-                "{id} {ft}: {got:.2} GB planned, {published_gb} GB published ({:+.2}%)",
-                err * 100.0
-            );
+            check(id, ft, published, 1e9);
         }
     }
 
