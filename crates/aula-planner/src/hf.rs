@@ -81,6 +81,7 @@ pub fn shape_from_config(
         entry
     };
     let mut shape = crate::catalog::shape(&entry);
+    shape.released_as = root.get("quantization_config").and_then(released_precision);
     if let Some(index) = index {
         let iv: Value = serde_json::from_str(index)
             .map_err(|e| format!("model.safetensors.index.json is not valid JSON: {e}"))?;
@@ -123,6 +124,25 @@ pub fn shape_from_config(
         shape.source = "config.json + model.safetensors.index.json".into();
     }
     Ok(shape)
+}
+
+/// The precision a pre-quantized checkpoint's `quantization_config` names,
+/// in `aula plan`'s words (vLLM/SGLang load it as it is).
+fn released_precision(q: &Value) -> Option<String> {
+    let method = q.get("quant_method").and_then(Value::as_str)?;
+    let bits = q.get("bits").and_then(Value::as_u64);
+    let flag = |k: &str| q.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let p = match method.to_ascii_lowercase().as_str() {
+        "awq" | "gptq" | "compressed-tensors" if bits == Some(8) => "int8",
+        "awq" | "gptq" => "int4",
+        "fp8" | "fbgemm_fp8" => "fp8",
+        "mxfp4" => "mxfp4",
+        "modelopt" | "nvfp4" => "nvfp4",
+        "bitsandbytes" if flag("load_in_4bit") => "nf4",
+        "bitsandbytes" if flag("load_in_8bit") => "int8",
+        _ => return None,
+    };
+    Some(p.to_string())
 }
 
 /// Read `config.json` (and its safetensors index, if present) from disk.
@@ -168,10 +188,19 @@ mod tests {
         let idx = r#"{"metadata": {"total_size": 13761264768}, "weight_map": {}}"#;
         let s = shape_from_config("gpt-oss-20b", cfg, Some(idx)).unwrap();
         assert_eq!(s.weight_bytes, Some(13_761_264_768));
+        assert_eq!(s.released_as.as_deref(), Some("mxfp4"));
         assert!(s.params > 20_000_000_000, "{}", s.params);
         let p = crate::estimate::Precision::parse("bf16").unwrap();
         let w = crate::estimate::weights(&s, &p, crate::estimate::Engine::Vllm);
         assert_eq!(w.total, 13_761_264_768);
+        // Without an index, the checkpoint's precision still says how big.
+        let s = shape_from_config("gpt-oss-20b", cfg, None).unwrap();
+        assert_eq!(s.weight_bytes, None);
+        assert_eq!(s.released_as.as_deref(), Some("mxfp4"));
+        let p = crate::estimate::Precision::parse("mxfp4").unwrap();
+        let w = crate::estimate::weights(&s, &p, crate::estimate::Engine::Vllm);
+        let gb = w.total as f64 / 1e9;
+        assert!((12.5..15.0).contains(&gb), "{gb}");
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub struct ModelShape {
     #[serde(default)]
     pub lookup_bytes: Option<u64>,
     /// The precision the weights were released in when it is not 16-bit
-    /// (a catalog fact: gpt-oss's MXFP4); what `aula plan` uses by default.
+    /// (the catalog's gpt-oss: MXFP4; a config.json's `quantization_config`:
+    /// AWQ/GPTQ int4, FP8, NF4...); what `aula plan` uses by default.
     #[serde(default)]
     pub released_as: Option<String>,
     /// Where the figures come from.
