@@ -134,8 +134,11 @@ struct Window {
 #[derive(Debug, Default)]
 struct UserUsage {
     minute_requests: VecDeque<i64>,
-    /// (admitted at, tokens charged to the minute, reservation id)
+    /// (admitted at, tokens charged to the minute, reservation id), in
+    /// admission order, so ordered by id too.
     minute_tokens: VecDeque<(i64, i64, u64)>,
+    /// The sum of `minute_tokens`' charges, kept as they change.
+    minute_token_sum: i64,
     windows: [Window; 3],
     active: u64,
 }
@@ -311,11 +314,12 @@ impl Limiter {
         {
             u.minute_requests.pop_front();
         }
-        while u
+        while let Some(t) = u
             .minute_tokens
             .front()
-            .is_some_and(|t| t.0 <= now_ms - MINUTE_MS)
+            .filter(|t| t.0 <= now_ms - MINUTE_MS)
         {
+            u.minute_token_sum -= t.1;
             u.minute_tokens.pop_front();
         }
         let retry = |oldest: Option<i64>| -> u64 {
@@ -349,7 +353,7 @@ impl Limiter {
             });
         }
         if let Some(tpm) = lim.tokens_per_minute {
-            let in_minute: i64 = u.minute_tokens.iter().map(|t| t.1).sum();
+            let in_minute = u.minute_token_sum;
             if in_minute + reserve > tpm as i64 {
                 return Err(ApiError::RateLimited {
                     message: format!(
@@ -390,6 +394,7 @@ impl Limiter {
         u.active += 1;
         u.minute_requests.push_back(now_ms);
         u.minute_tokens.push_back((now_ms, reserve, rid));
+        u.minute_token_sum += reserve;
         for w in &mut u.windows {
             w.reserved += reserve;
         }
@@ -416,7 +421,13 @@ impl Limiter {
                 w.used += used_tokens;
             }
         }
-        if let Some(t) = u.minute_tokens.iter_mut().find(|t| t.2 == r.id) {
+        // Still within the minute: charge what was used instead of the
+        // reservation (ids are in order: a binary search, not a scan of
+        // every request of the last minute).
+        if let Ok(i) = u.minute_tokens.binary_search_by_key(&r.id, |t| t.2)
+            && let Some(t) = u.minute_tokens.get_mut(i)
+        {
+            u.minute_token_sum += used_tokens - t.1;
             t.1 = used_tokens;
         }
     }
@@ -566,6 +577,38 @@ mod tests {
         assert!(l.admit(&u, "m", 100, Some(300), 5).is_ok());
         // A new day starts from zero used (the running reservation of 400 still counts).
         assert!(l.admit(&u, "m", 100, Some(500), DAY_MS + 1).is_ok());
+    }
+
+    #[test]
+    fn tokens_per_minute_reserve_reconcile_and_expire() {
+        let l = Limiter::new(
+            vec![rule(
+                Scope::Everyone,
+                LimitFields {
+                    tokens_per_minute: Some(1000),
+                    ..Default::default()
+                },
+            )],
+            None,
+            PriorUsage::default(),
+        );
+        let u = id("u", Role::Student, &[]);
+        // Many small finished requests first (the minute's ledger is long).
+        for t in 0..50 {
+            let r = l.admit(&u, "m", 1, Some(1), t).unwrap();
+            l.finish(&r, 2);
+        }
+        // 100 used; two reservations of 400 fit, a third does not.
+        let a = l.admit(&u, "m", 100, Some(300), 100).unwrap();
+        let _b = l.admit(&u, "m", 100, Some(300), 100).unwrap();
+        let e = l.admit(&u, "m", 100, Some(300), 100).unwrap_err();
+        assert_eq!(e.body()["error"]["code"], "rate_limit_tokens");
+        // `a` used 20 of its 400: now 100 + 20 + 400 are counted, room for 400.
+        l.finish(&a, 20);
+        assert!(l.admit(&u, "m", 100, Some(300), 200).is_ok());
+        assert!(l.admit(&u, "m", 1, Some(100), 200).is_err());
+        // A minute later everything has left the window.
+        assert!(l.admit(&u, "m", 100, Some(800), 60_201).is_ok());
     }
 
     #[test]
