@@ -24,6 +24,8 @@ pub enum StoreError {
 pub struct Store {
     pub(crate) pool: AnyPool,
     postgres: bool,
+    /// The SQLite database file (None for PostgreSQL or an in-memory one).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -70,7 +72,16 @@ impl Store {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, postgres })
+        Ok(Store {
+            pool,
+            postgres,
+            sqlite_path: if postgres { None } else { sqlite_file(url) },
+        })
+    }
+
+    /// The SQLite database file, for the ledger's own writer connection.
+    pub(crate) fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
     }
 
     /// Move the WAL into the database file without blocking writers. Aula
@@ -91,6 +102,19 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The file of a `sqlite://PATH?...` or `sqlite:PATH` URL (None in memory).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(std::path::PathBuf::from(path))
     }
 }
 
@@ -117,5 +141,20 @@ mod tests {
             "postgres://aula:***@localhost/aula"
         );
         assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn sqlite_files() {
+        use std::path::PathBuf;
+        assert_eq!(
+            super::sqlite_file("sqlite:///var/lib/aula/aula.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/aula/aula.db"))
+        );
+        assert_eq!(
+            super::sqlite_file("sqlite:x.db"),
+            Some(PathBuf::from("x.db"))
+        );
+        assert_eq!(super::sqlite_file("sqlite::memory:"), None);
+        assert_eq!(super::sqlite_file("postgres://a@b/c"), None);
     }
 }

@@ -59,7 +59,22 @@ impl Ledger {
                 }
             });
         }
-        tokio::spawn(writer(store, rx));
+        match store.sqlite_path().map(std::path::Path::to_path_buf) {
+            // SQLite: a thread of its own with its own connection, so a
+            // commit is one hop there and one back (no runtime task, no
+            // driver worker thread in between).
+            Some(path) => {
+                let spawned = std::thread::Builder::new()
+                    .name("aula-ledger".into())
+                    .spawn(move || sqlite_writer(&path, rx));
+                if let Err(e) = spawned {
+                    tracing::error!("cannot start the ledger writer: {e}");
+                }
+            }
+            None => {
+                tokio::spawn(writer(store, rx));
+            }
+        }
         Ledger { tx }
     }
 
@@ -115,6 +130,111 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
             }
         }
     }
+}
+
+/// The SQLite writer: waits for work, takes whatever else is waiting (up
+/// to 256), writes it in one transaction, answers everyone in it.
+fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
+    let mut conn: Option<rusqlite::Connection> = None;
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = (|| {
+            if conn.is_none() {
+                conn = Some(open_writer(path)?);
+            }
+            match conn.as_mut() {
+                Some(c) => write_batch_sqlite(c, &batch),
+                None => Ok(()),
+            }
+        })()
+        .map_err(|e| {
+            // A busy (locked) database keeps its connection; anything else
+            // gets a fresh one next time.
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            if !busy {
+                conn = None;
+            }
+            tracing::error!("ledger write failed: {e}");
+            format!("the usage ledger cannot be written: {e}")
+        });
+        for (_, ack) in batch.drain(..) {
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+fn open_writer(path: &std::path::Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let c = rusqlite::Connection::open(path)?;
+    // As the pool's connections (db.rs): WAL, no fsync per commit, wait up
+    // to 2 s for a lock, checkpoints left to the background task.
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 2000; PRAGMA wal_autocheckpoint = 0;",
+    )?;
+    Ok(c)
+}
+
+const INSERT_BEGIN: &str = "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) \
+     VALUES (?1, ?2, ?3, ?4, ?5, 'unfinished')";
+const UPSERT_FINISH: &str = "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status, \
+     prompt_tokens, completion_tokens, queue_ms, ttft_ms, duration_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, prompt_tokens = excluded.prompt_tokens, \
+     completion_tokens = excluded.completion_tokens, queue_ms = excluded.queue_ms, \
+     ttft_ms = excluded.ttft_ms, duration_ms = excluded.duration_ms";
+
+/// One transaction for the whole batch: all of it is written or none.
+fn write_batch_sqlite(
+    conn: &mut rusqlite::Connection,
+    batch: &[(Op, Option<Ack>)],
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    {
+        let mut begin = tx.prepare_cached(INSERT_BEGIN)?;
+        let mut finish = tx.prepare_cached(UPSERT_FINISH)?;
+        for (op, _) in batch {
+            match op {
+                Op::Begin(r) => {
+                    begin.execute(rusqlite::params![
+                        r.id,
+                        r.user,
+                        r.groups.join(","),
+                        r.model,
+                        r.admitted_ms
+                    ])?;
+                }
+                Op::Finish(f) => {
+                    let r = &f.record;
+                    finish.execute(rusqlite::params![
+                        r.id,
+                        r.user,
+                        r.groups.join(","),
+                        r.model,
+                        r.admitted_ms,
+                        f.status,
+                        f.prompt_tokens,
+                        f.completion_tokens,
+                        f.queue_ms,
+                        f.ttft_ms,
+                        f.duration_ms
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()
 }
 
 /// A batch is at most two statements, each atomic on its own: one
