@@ -3,7 +3,7 @@
 //! and the `_M`/`_L` types give some layers' `attn_v` and `ffn_down` more
 //! bits. Applying the same per-tensor rules to a model's shape gives the
 //! size of the file it would make, for models known only by their shape
-//! (catalog entries, config.json) — within 1% of published file sizes
+//! (catalog entries, config.json) — within 0.5% of published file sizes
 //! (tests below).
 
 use crate::ggml::GgmlType;
@@ -141,8 +141,8 @@ enum Tensor {
     FfnDown,
 }
 
-/// llama.cpp gives every eighth-ish layer more bits: the first and last
-/// eighth, and every third layer between.
+/// The layers llama.cpp gives more bits (about half of them): the first and
+/// last eighth, and every third layer between.
 fn use_more_bits(i: u32, n: u32) -> bool {
     i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
@@ -193,7 +193,7 @@ fn tensor_type(ft: &FileType, t: Tensor, i: u32, shape: &ModelShape) -> GgmlType
             }
         }
         // Falcon's output head stays at Q8_0 in llama-quantize.
-        (Tensor::Output, _) if shape.architecture == "falcon" => ggml("Q8_0"),
+        (Tensor::Output, _) if falcon => ggml("Q8_0"),
         (Tensor::Output, _) => ggml("Q6_K"),
         (Tensor::TokenEmbd, _) => base,
         (Tensor::AttnV, _) => {
@@ -319,10 +319,9 @@ pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
             add(Tensor::FfnDown, i, ffn * h);
         }
     }
-    // What is left (norms, biases, routers, sinks; a plain MLP's missing
-    // gate) is kept at F32 by llama-quantize, or is not there: count what
-    // the parameter total has beyond the matrices at 4 bytes, never less
-    // than nothing.
+    // What is left (norms, biases, routers, attention sinks) is kept at F32
+    // by llama-quantize: what the parameter total has beyond the matrices,
+    // at 4 bytes each (never less than nothing).
     let rest = shape.params.saturating_sub(matrices);
     let rest = if rest > shape.params / 50 {
         // The shape is not the standard layout (a plain MLP, fused QKV):
