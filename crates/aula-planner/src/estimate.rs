@@ -41,7 +41,7 @@ pub const FORMULAS: &[(&str, &str)] = &[
     ),
     (
         "decode step",
-        "time = max(bytes read / achievable bandwidth, 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV of a sequence of context / 2 tokens (half full on average; sliding-window layers read at most their window); weights touched = all but a token-embedding table that is only looked up (one row per token), and of a mixture of experts' routed experts the share (1 - (1 - k/E)^batch)",
+        "time = max(bytes read / achievable bandwidth (the profile's figure for llama.cpp, or for vLLM/SGLang where one was measured), 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV of a sequence of context / 2 tokens (half full on average; sliding-window layers read at most their window); weights touched = all but a token-embedding table that is only looked up (one row per token), and of a mixture of experts' routed experts the share (1 - (1 - k/E)^batch)",
     ),
     ("single-stream decode", "1 / decode step at batch 1"),
     ("aggregate decode", "batch / decode step at that batch"),
