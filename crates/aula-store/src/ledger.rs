@@ -1,6 +1,7 @@
 //! The usage ledger: one row per admitted request, written when it is
-//! admitted (status `unfinished`) and finalized when it ends. One writer task
-//! groups whatever is waiting into a single transaction (group commit), and
+//! admitted (status `unfinished`) and finalized when it ends. One writer (a
+//! thread with its own connection for SQLite, a task for PostgreSQL) groups
+//! whatever is waiting into one commit (group commit), and
 //! every caller waits for the commit that holds its row: when a client has
 //! its answer, the record of it is in the database.
 

@@ -258,7 +258,7 @@ pub struct PlanArgs {
     /// Use this machine: memory and cores from the OS, an NVIDIA GPU through NVML.
     #[arg(long)]
     pub detect: bool,
-    /// Weights for catalog and config.json models: bf16, fp16, fp8, int8, int4, nf4 (vLLM, SGLang), or a llama.cpp file type (q8_0, q6_k, q5_k_m, q4_k_m, q4_0, q3_k_m, q2_k, mxfp4, ...) sized tensor by tensor as llama-quantize makes it. GGUF files use their own. Default: f16, or the precision a catalog model was released in (gpt-oss: mxfp4).
+    /// Weights for catalog and config.json models: bf16, fp16, fp8, int8, int4, nf4 (vLLM, SGLang), or a llama.cpp file type (q8_0, q6_k, q5_k_m, q4_k_m, q4_0, q3_k_m, q2_k, mxfp4, ...) sized tensor by tensor as llama-quantize makes it. GGUF files use their own. Default: f16, or the precision the model was released in (gpt-oss: mxfp4; a pre-quantized config.json: its quantization_config).
     #[arg(long)]
     pub precision: Option<String>,
     /// Tokens per request (prompt + completion); vLLM's --max-model-len.
