@@ -19,6 +19,12 @@ pub enum StoreError {
     NotFound(String),
 }
 
+/// Every SQLite connection Aula opens (the pool's and the ledger writer's):
+/// WAL, no fsync per commit, up to 2 s waiting for a lock, checkpoints left
+/// to the ledger's background task (`Store::checkpoint`).
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
+
 /// A handle on Aula's database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -59,12 +65,7 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if !postgres {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; \
-                             PRAGMA wal_autocheckpoint = 0;",
-                        )
-                        .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })

@@ -125,10 +125,15 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
             tracing::error!("ledger write failed: {e}");
             format!("the usage ledger cannot be written: {e}")
         });
-        for (_, ack) in batch.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
-            }
+        answer(&mut batch, &result);
+    }
+}
+
+/// Tell everyone in the batch how its commit went, and empty it.
+fn answer(batch: &mut Vec<(Op, Option<Ack>)>, result: &Result<(), String>) {
+    for (_, ack) in batch.drain(..) {
+        if let Some(ack) = ack {
+            let _ = ack.send(result.clone());
         }
     }
 }
@@ -138,6 +143,8 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
 fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
     let mut conn: Option<rusqlite::Connection> = None;
     let mut batch = Vec::with_capacity(256);
+    // One-row statements, prepared once per connection (rusqlite's cache).
+    let sql = (begin_sql(1), finish_sql(1));
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < 256 {
@@ -151,7 +158,7 @@ fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Op
                 conn = Some(open_writer(path)?);
             }
             match conn.as_mut() {
-                Some(c) => write_batch_sqlite(c, &batch),
+                Some(c) => write_batch_sqlite(c, &sql, &batch),
                 None => Ok(()),
             }
         })()
@@ -168,43 +175,49 @@ fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Op
             tracing::error!("ledger write failed: {e}");
             format!("the usage ledger cannot be written: {e}")
         });
-        for (_, ack) in batch.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
-            }
-        }
+        answer(&mut batch, &result);
     }
 }
 
 fn open_writer(path: &std::path::Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     let c = rusqlite::Connection::open(path)?;
-    // As the pool's connections (db.rs): WAL, no fsync per commit, wait up
-    // to 2 s for a lock, checkpoints left to the background task.
-    c.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA busy_timeout = 2000; PRAGMA wal_autocheckpoint = 0;",
-    )?;
+    c.execute_batch(crate::db::SQLITE_PRAGMAS)?;
     Ok(c)
 }
 
-const INSERT_BEGIN: &str = "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) \
-     VALUES (?1, ?2, ?3, ?4, ?5, 'unfinished')";
-const UPSERT_FINISH: &str = "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status, \
-     prompt_tokens, completion_tokens, queue_ms, ttft_ms, duration_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-     ON CONFLICT (id) DO UPDATE SET status = excluded.status, prompt_tokens = excluded.prompt_tokens, \
-     completion_tokens = excluded.completion_tokens, queue_ms = excluded.queue_ms, \
-     ttft_ms = excluded.ttft_ms, duration_ms = excluded.duration_ms";
+/// INSERT of `rows` admitted requests (status `unfinished`).
+fn begin_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) VALUES {}",
+        placeholders(rows, 5, "'unfinished'")
+    )
+}
+
+/// Upsert of `rows` finished requests (a row written before its begin, or
+/// without one, is complete on its own).
+fn finish_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status, prompt_tokens, \
+         completion_tokens, queue_ms, ttft_ms, duration_ms) VALUES {} \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, prompt_tokens = excluded.prompt_tokens, \
+         completion_tokens = excluded.completion_tokens, queue_ms = excluded.queue_ms, \
+         ttft_ms = excluded.ttft_ms, duration_ms = excluded.duration_ms",
+        placeholders(rows, 11, "")
+    )
+}
 
 /// One transaction for the whole batch: all of it is written or none.
 fn write_batch_sqlite(
     conn: &mut rusqlite::Connection,
+    (begin_sql, finish_sql): &(String, String),
     batch: &[(Op, Option<Ack>)],
 ) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
-        let mut begin = tx.prepare_cached(INSERT_BEGIN)?;
-        let mut finish = tx.prepare_cached(UPSERT_FINISH)?;
+        // `$n` parameters are numbered in order of appearance, so the
+        // one-row statements bind by position as sqlx's do.
+        let mut begin = tx.prepare_cached(begin_sql)?;
+        let mut finish = tx.prepare_cached(finish_sql)?;
         for (op, _) in batch {
             match op {
                 Op::Begin(r) => {
@@ -260,10 +273,7 @@ async fn write_batch(
         })
         .collect();
     if !begins.is_empty() {
-        let sql = format!(
-            "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) VALUES {}",
-            placeholders(begins.len(), 5, "'unfinished'")
-        );
+        let sql = begin_sql(begins.len());
         let mut q = sqlx::query(&sql);
         for r in &begins {
             q = q
@@ -276,14 +286,7 @@ async fn write_batch(
         q.execute(&mut *conn).await?;
     }
     if !finishes.is_empty() {
-        let sql = format!(
-            "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status, prompt_tokens, \
-             completion_tokens, queue_ms, ttft_ms, duration_ms) VALUES {} \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, prompt_tokens = excluded.prompt_tokens, \
-             completion_tokens = excluded.completion_tokens, queue_ms = excluded.queue_ms, \
-             ttft_ms = excluded.ttft_ms, duration_ms = excluded.duration_ms",
-            placeholders(finishes.len(), 11, "")
-        );
+        let sql = finish_sql(finishes.len());
         let mut q = sqlx::query(&sql);
         for f in &finishes {
             let r = &f.record;
