@@ -5,8 +5,10 @@
 //! * [`server`] — HTTP handlers;
 //! * [`template`] — chat templates (minijinja);
 //! * [`output`] — UTF-8 assembly and stop sequences;
-//! * [`memory`] — what llama.cpp allocated, for `/health`.
+//! * [`memory`] — what llama.cpp allocated, for `/health`;
+//! * [`cpu`] — which CPU kernels llama.cpp runs, chosen at run time.
 
+pub mod cpu;
 pub mod memory;
 pub mod output;
 pub mod scheduler;
@@ -41,6 +43,8 @@ pub struct EngineConfig {
     pub batch: usize,
     /// Echo llama.cpp's own log to stderr.
     pub verbose: bool,
+    /// When set, every request must carry `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +58,7 @@ impl Default for EngineConfig {
             queue: 64,
             batch: 512,
             verbose: false,
+            api_key: None,
         }
     }
 }
@@ -69,8 +74,29 @@ fn backend() -> anyhow::Result<&'static LlamaBackend> {
     if let Some(b) = BACKEND.get() {
         return Ok(b);
     }
+    // The CPU variant first: llama_backend_init() loads ggml's own pick
+    // (which trusts cpuid about AMX) when no backend is loaded yet.
+    let cpu = cpu::load()?;
     let b = LlamaBackend::init().map_err(|e| anyhow!("llama.cpp backend: {e}"))?;
+    tracing::info!(
+        "llama.cpp CPU backend: {} ({}); AMX: {:?}; devices: {}",
+        cpu.variant,
+        cpu.features.join(" "),
+        cpu.amx,
+        cpu.devices.join(", ")
+    );
+    if let Some(h) = cpu.hint() {
+        tracing::warn!("{h}");
+    }
     Ok(BACKEND.get_or_init(|| b))
+}
+
+/// Load llama.cpp's backends as the engine does, and say what runs here.
+pub fn machine_report() -> anyhow::Result<&'static cpu::CpuReport> {
+    memory::install_log_capture(false);
+    backend()?;
+    let _ = memory::take_log();
+    cpu::load()
 }
 
 /// Check the file before llama.cpp sees it, so a wrong path or a file that is
@@ -213,6 +239,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         inflight: AtomicUsize::new(0),
         add_bos,
         bos_text,
+        api_key: cfg.api_key.clone(),
     });
     Ok(Engine {
         state,

@@ -37,6 +37,8 @@ pub struct EngineState {
     pub inflight: AtomicUsize,
     pub add_bos: bool,
     pub bos_text: String,
+    /// The key every request must carry, when the engine was given one.
+    pub api_key: Option<String>,
 }
 
 pub fn router(state: Arc<EngineState>) -> Router {
@@ -46,7 +48,45 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_key,
+        ))
         .with_state(state)
+}
+
+/// With a key configured, every route — `/health` too — answers 401 to a
+/// request without `Authorization: Bearer <key>`: on a box where students
+/// have shells, an engine's loopback port is reachable by all of them, and
+/// only the gateway may use it.
+async fn require_key(
+    State(st): State<Arc<EngineState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            return ApiError::Unauthorized(
+                "this engine serves only the Aula gateway that started it".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Equal byte strings, compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn models(State(st): State<Arc<EngineState>>) -> Response {
@@ -70,6 +110,7 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "threads": st.threads,
         "chat_template": st.template.source.as_str(),
         "memory": st.memory,
+        "cpu": crate::cpu::report(),
     }))
     .into_response()
 }

@@ -1,14 +1,26 @@
 //! Authentication, three ways: Aula API keys, JupyterHub tokens (resolved
 //! through the Hub's REST API), and trusted front ends acting for their
-//! users. Every failure reads the same to the client ("invalid or missing
-//! credentials"), so nobody learns whether a user or key exists, and no
-//! token ever goes into a log line or an error body.
+//! users. Every failure of a credential reads the same to the client
+//! ("invalid or missing credentials"), so nobody learns whether a user or
+//! key exists, and no token ever goes into a log line or an error body.
+//!
+//! Rules enforced here:
+//! - A key is refused once it expires, also while it is cached: each cached
+//!   key carries its expiry, checked on every use.
+//! - A trusted front end acts only for users whose Aula role is at most the
+//!   front end's own (its key's user's role): a front end that lets anyone
+//!   sign up as anyone (Open WebUI does not verify e-mail) cannot lend its
+//!   users a teacher's or an admin's role. Others are refused (403).
+//! - A user or group name a front end sends must already be a valid Aula
+//!   name (1 to 64 letters, digits or `._@-`); anything else is refused
+//!   (400), never rewritten, so `prof+x@uni.edu` cannot pass for
+//!   `prof_x@uni.edu`.
 
 use crate::backend::HttpClient;
 use crate::identity::{Identity, Via};
 use aula_protocol::ApiError;
-use aula_store::identity::{KeyProblem, is_aula_key, key_hash};
-use aula_store::{Role, Store};
+use aula_store::identity::{KeyProblem, check_name, is_aula_key, key_hash};
+use aula_store::{Role, Store, now_ms};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -56,7 +68,15 @@ type HubAnswer = (Instant, Result<Identity, ()>);
 struct KeyCache {
     generation: i64,
     checked: Option<Instant>,
-    entries: HashMap<String, Result<Identity, KeyProblem>>,
+    entries: HashMap<String, Result<CachedKey, KeyProblem>>,
+}
+
+/// A key found good: whose it is, and when it expires (Unix ms), checked
+/// again on every use of the cached entry.
+#[derive(Clone)]
+struct CachedKey {
+    identity: Identity,
+    expires_ms: Option<i64>,
 }
 
 const REFUSED: &str = "invalid or missing credentials: send `Authorization: Bearer KEY` with an Aula API key or your JupyterHub token";
@@ -76,32 +96,37 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A name from a front end, made safe for Aula (letters, digits, `._@-`; at most 64).
-fn clean_name(s: &str) -> String {
-    s.trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect()
+/// A user or group name from a front end, as it is: trimmed, and refused
+/// (400) unless it is a valid Aula name. Never rewritten: a rewritten name
+/// (`prof+x` as `prof_x`) could be somebody else's.
+fn front_end_name(what: &str, source: &str, raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    check_name(what, name).map_err(|_| {
+        ApiError::invalid(format!(
+            "the front end sent the {what} name `{name:.64}` in {source}; Aula accepts only \
+             names of 1 to 64 letters, digits or . _ @ - (names are not rewritten, so that \
+             one cannot pass for another)"
+        ))
+    })?;
+    Ok(name.to_string())
 }
 
-/// The user a front end says it acts for (Open WebUI's forwarded headers).
-fn front_end_user(headers: &HeaderMap) -> Option<String> {
-    [
+/// The user a front end says it acts for (Open WebUI's forwarded headers):
+/// the first of these headers that is present decides.
+fn front_end_user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    for h in [
         "x-openwebui-user-email",
         "x-openwebui-user-id",
         "x-openwebui-user-name",
-    ]
-    .iter()
-    .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-    .map(clean_name)
-    .find(|n| !n.is_empty())
+    ] {
+        let Some(v) = headers.get(h) else { continue };
+        let raw = v.to_str().unwrap_or("\u{fffd}");
+        if raw.trim().is_empty() {
+            continue;
+        }
+        return front_end_name("user", &format!("`{h}`"), raw).map(Some);
+    }
+    Ok(None)
 }
 
 impl Authenticator {
@@ -194,7 +219,7 @@ impl Authenticator {
                     }
                     return Ok(acting);
                 }
-                if let Some(user) = front_end_user(headers) {
+                if let Some(user) = front_end_user(headers)? {
                     return self.acting_for(&id, &user).await;
                 }
             }
@@ -221,11 +246,14 @@ impl Authenticator {
             Some(r) => r,
             None => {
                 let r = match self.store.check_key(token).await {
-                    Ok(Ok((_, user))) => Ok(Identity {
-                        name: user.name,
-                        role: user.role,
-                        groups: user.groups,
-                        via: Via::Key,
+                    Ok(Ok((key, user))) => Ok(CachedKey {
+                        identity: Identity {
+                            name: user.name,
+                            role: user.role,
+                            groups: user.groups,
+                            via: Via::Key,
+                        },
+                        expires_ms: key.expires_ms,
                     }),
                     Ok(Err(problem)) => Err(problem),
                     Err(e) => {
@@ -246,6 +274,12 @@ impl Authenticator {
                 r
             }
         };
+        // The expiry is checked on every use, cached or not: a key does not
+        // outlive its expiry by staying in the cache.
+        let result = result.and_then(|key| match key.expires_ms {
+            Some(e) if e <= now_ms() => Err(KeyProblem::Expired),
+            _ => Ok(key.identity),
+        });
         result.map_err(|problem| {
             tracing::debug!("API key refused ({problem:?})");
             refused()
@@ -276,23 +310,39 @@ impl Authenticator {
             tracing::debug!("a front end's user token was refused: {e}");
             refused()
         })?;
-        let user = clean_name(&data.claims.sub);
-        if user.is_empty() {
-            return Err(refused());
-        }
-        Ok((
-            user,
-            data.claims
-                .groups
-                .iter()
-                .map(|g| clean_name(g))
-                .filter(|g| !g.is_empty())
-                .collect(),
-        ))
+        let source = "the `sub` of X-Aula-User-Token";
+        let user = front_end_name("user", source, &data.claims.sub)?;
+        let groups = data
+            .claims
+            .groups
+            .iter()
+            .map(|g| front_end_name("group", "the `groups` of X-Aula-User-Token", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((user, groups))
     }
 
+    /// The identity a front end acts for: the Aula user of that name (only
+    /// if its role is at most the front end's), or a student new to Aula.
     async fn acting_for(&self, front: &Identity, user: &str) -> Result<Identity, ApiError> {
         match self.store.user(user).await {
+            Ok(Some(u)) if u.role > front.role => {
+                tracing::warn!(
+                    "the front end `{}` ({}) tried to act for `{}` ({}); refused",
+                    front.name,
+                    front.role,
+                    u.name,
+                    u.role
+                );
+                Err(ApiError::Forbidden {
+                    message: format!(
+                        "the front end `{}` has the role {} and may act only for users whose role \
+                         is at most that; `{user}` must use an own Aula key",
+                        front.name, front.role
+                    ),
+                    code: "front_end_role",
+                    resets_at: None,
+                })
+            }
             Ok(Some(u)) => Ok(Identity {
                 name: u.name,
                 role: u.role,
@@ -465,15 +515,194 @@ mod tests {
     #[test]
     fn front_end_names() {
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-openwebui-user-name",
-            HeaderValue::from_static("Ada Lovelace"),
-        );
-        assert_eq!(front_end_user(&h).as_deref(), Some("Ada_Lovelace"));
+        assert_eq!(front_end_user(&h).ok(), Some(None));
+        h.insert("x-openwebui-user-name", HeaderValue::from_static(" ada "));
+        assert_eq!(front_end_user(&h).ok().flatten().as_deref(), Some("ada"));
         h.insert(
             "x-openwebui-user-email",
             HeaderValue::from_static("ada@uni.edu"),
         );
-        assert_eq!(front_end_user(&h).as_deref(), Some("ada@uni.edu"));
+        assert_eq!(
+            front_end_user(&h).ok().flatten().as_deref(),
+            Some("ada@uni.edu")
+        );
+    }
+
+    /// Names are refused, not rewritten into somebody else's.
+    #[test]
+    fn front_end_names_with_bad_characters_are_refused() {
+        let long = "a".repeat(65);
+        for bad in ["prof+x@uni.edu", "Ada Lovelace", "a/b", long.as_str()] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "x-openwebui-user-email",
+                HeaderValue::from_str(bad).unwrap(),
+            );
+            // A valid name further down does not rescue a bad first one.
+            h.insert("x-openwebui-user-id", HeaderValue::from_static("ok"));
+            let e = front_end_user(&h).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.to_string().contains("x-openwebui-user-email"), "{e}");
+        }
+    }
+
+    static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// A fresh SQLite store in a temporary directory.
+    async fn temp_store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "aula-auth-test-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Store::open_in(&dir).await.unwrap(), dir)
+    }
+
+    async fn user(store: &Store, name: &str, role: Role) -> String {
+        store
+            .put_user(
+                &aula_store::User {
+                    name: name.into(),
+                    role,
+                    groups: vec![],
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        store.create_key(name, None).await.unwrap().1
+    }
+
+    async fn authenticator(store: &Store, jwt: Option<&str>) -> Authenticator {
+        Authenticator::new(
+            store.clone(),
+            None,
+            vec!["webui".into(), "webui-t".into()],
+            jwt.map(String::from),
+            false,
+            crate::backend::http_client(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn acting(key: &str, header: &'static str, user: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        h.insert(header, HeaderValue::from_str(user).unwrap());
+        h
+    }
+
+    /// A front end (a student, or a teacher) may not lend its users an
+    /// admin's or a teacher's role by naming them.
+    #[tokio::test]
+    async fn front_ends_act_only_for_users_of_at_most_their_role() {
+        let (store, dir) = temp_store().await;
+        let student_fe = user(&store, "webui", Role::Student).await;
+        let teacher_fe = user(&store, "webui-t", Role::Teacher).await;
+        user(&store, "prof@uni.edu", Role::Admin).await;
+        user(&store, "tea@uni.edu", Role::Teacher).await;
+        user(&store, "ada@uni.edu", Role::Student).await;
+        let a = authenticator(&store, None).await;
+        let email = "x-openwebui-user-email";
+        let status = |r: Result<Identity, ApiError>| r.map(|i| i.role).map_err(|e| e.status());
+
+        let forbidden = Err(axum::http::StatusCode::FORBIDDEN);
+        for (key, who, want) in [
+            (&student_fe, "prof@uni.edu", forbidden),
+            (&student_fe, "tea@uni.edu", forbidden),
+            (&student_fe, "ada@uni.edu", Ok(Role::Student)),
+            (&student_fe, "new@uni.edu", Ok(Role::Student)),
+            (&teacher_fe, "prof@uni.edu", forbidden),
+            (&teacher_fe, "tea@uni.edu", Ok(Role::Teacher)),
+            (&teacher_fe, "ada@uni.edu", Ok(Role::Student)),
+        ] {
+            let got = a.authenticate(&acting(key, email, who)).await;
+            if let Ok(id) = &got {
+                assert_eq!((id.name.as_str(), id.via), (who, Via::FrontEnd));
+            }
+            assert_eq!(status(got), want, "{who}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `prof+x@uni.edu`, whom a front end let sign up, is not the Aula
+    /// user `prof_x@uni.edu` (even for a front end allowed to act for admins).
+    #[tokio::test]
+    async fn front_ends_cannot_rewrite_a_name_into_another() {
+        let (store, dir) = temp_store().await;
+        let fe = user(&store, "webui", Role::Admin).await;
+        user(&store, "prof_x@uni.edu", Role::Admin).await;
+        let a = authenticator(&store, Some("s3cret")).await;
+        let e = a
+            .authenticate(&acting(&fe, "x-openwebui-user-email", "prof+x@uni.edu"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+
+        // The same through a signed user token.
+        let token = |sub: &str, groups: &[&str]| {
+            let exp = now_ms() / 1000 + 600;
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &serde_json::json!({"sub": sub, "exp": exp, "groups": groups}),
+                &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+            )
+            .unwrap()
+        };
+        let e = a
+            .authenticate(&acting(
+                &fe,
+                "x-aula-user-token",
+                &token("prof+x@uni.edu", &[]),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        let e = a
+            .authenticate(&acting(
+                &fe,
+                "x-aula-user-token",
+                &token("ada", &["cs+101"]),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        let id = a
+            .authenticate(&acting(&fe, "x-aula-user-token", &token("ada", &["cs101"])))
+            .await
+            .unwrap();
+        assert_eq!(
+            (id.name.as_str(), id.groups),
+            ("ada", vec!["cs101".to_string()])
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A key that expires is refused from then on, though it was cached.
+    #[tokio::test]
+    async fn cached_keys_expire() {
+        let (store, dir) = temp_store().await;
+        let forever = user(&store, "ada", Role::Student).await;
+        let (_, brief) = store.create_key("ada", Some(2.0 / 86_400.0)).await.unwrap();
+        let a = authenticator(&store, None).await;
+        let bearer = |k: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {k}")).unwrap(),
+            );
+            h
+        };
+        assert_eq!(a.authenticate(&bearer(&brief)).await.unwrap().name, "ada");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let e = a.authenticate(&bearer(&brief)).await.unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::UNAUTHORIZED);
+        assert!(a.authenticate(&bearer(&forever)).await.is_ok());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

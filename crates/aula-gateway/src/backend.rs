@@ -59,6 +59,9 @@ pub struct HttpBackend {
     load_time: RwLock<Option<std::time::Duration>>,
     /// The engine process, for engines Aula started (0: none).
     pid: std::sync::atomic::AtomicU32,
+    /// The key the engine requires (`Authorization: Bearer`), for engines
+    /// Aula started: a fresh random one for each start.
+    secret: RwLock<Option<String>>,
 }
 
 impl HttpBackend {
@@ -69,7 +72,30 @@ impl HttpBackend {
             client,
             load_time: RwLock::new(None),
             pid: std::sync::atomic::AtomicU32::new(0),
+            secret: RwLock::new(None),
         }
+    }
+
+    pub fn set_secret(&self, secret: Option<String>) {
+        if let Ok(mut s) = self.secret.write() {
+            *s = secret;
+        }
+    }
+
+    /// A request to the engine, carrying its key when it has one.
+    pub fn request(
+        &self,
+        method: axum::http::Method,
+        url: String,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, axum::http::Error> {
+        let mut b = Request::builder().method(method).uri(url);
+        if let Ok(s) = self.secret.read()
+            && let Some(key) = s.as_deref()
+        {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        b.body(Full::new(body))
     }
 
     pub fn set_pid(&self, pid: Option<u32>) {
@@ -148,10 +174,13 @@ impl Backend for HttpBackend {
                     )));
                 }
             };
-            let req = Request::post(format!("{base}{path}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(body))
+            let mut req = self
+                .request(axum::http::Method::POST, format!("{base}{path}"), body)
                 .map_err(|e| ApiError::Internal(format!("building the engine request: {e}")))?;
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
             let resp = self.client.request(req).await.map_err(|e| {
                 if e.is_connect() {
                     ApiError::Unavailable(format!(
@@ -247,9 +276,11 @@ impl Pool {
                 };
                 let mut ok = false;
                 for path in ["/health", "/v1/models"] {
-                    let Ok(req) =
-                        Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))
-                    else {
+                    let Ok(req) = m.backend.request(
+                        axum::http::Method::GET,
+                        format!("{base}{path}"),
+                        Bytes::new(),
+                    ) else {
                         continue;
                     };
                     if let Ok(Ok(resp)) = tokio::time::timeout(

@@ -121,7 +121,9 @@ pub struct JupyterHubConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// Aula users (front ends such as Open WebUI) whose keys may act for
-    /// the user named in `X-OpenWebUI-User-Email`/`-Id`/`-Name`.
+    /// the user named in `X-OpenWebUI-User-Email`/`-Id`/`-Name`: only for
+    /// users whose role is at most the front end's own, and only under
+    /// names that are valid Aula names (others are refused, not rewritten).
     #[serde(default)]
     pub trusted: Vec<String>,
     /// Shared secret of signed user tokens (JWT, HS256) that trusted front

@@ -328,6 +328,9 @@ impl Fleet {
                         access.fair,
                         &client,
                     );
+                    if let Some(c) = context {
+                        router.set_context(&spec.name, c);
+                    }
                 }
                 ModelSource::External {
                     kind,
@@ -357,7 +360,7 @@ impl Fleet {
                     let launch = external_command(
                         kind, &spec.name, &model, command, c, n, share, extra_args,
                     );
-                    tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, launch.1.join(" "));
+                    tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, supervisor::redact_args(&launch.1).join(" "));
                     let template = supervisor::EngineSpec {
                         name: spec.name.clone(),
                         gguf: PathBuf::from(&model),
@@ -377,6 +380,7 @@ impl Fleet {
                         access.fair,
                         &client,
                     );
+                    router.set_context(&spec.name, c);
                 }
             }
         }

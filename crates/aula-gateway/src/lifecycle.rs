@@ -393,9 +393,11 @@ impl Lifecycle {
             let Upstream::Ready(base) = b.state() else {
                 return;
             };
-            let Ok(req) = axum::http::Request::get(format!("{base}/health"))
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-            else {
+            let Ok(req) = b.request(
+                axum::http::Method::GET,
+                format!("{base}/health"),
+                bytes::Bytes::new(),
+            ) else {
                 return;
             };
             let mut v = serde_json::Value::Null;

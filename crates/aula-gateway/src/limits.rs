@@ -10,6 +10,11 @@
 //! concurrent requests cannot overshoot a budget by more than one reservation.
 //! Days and weeks are UTC; weeks start on Monday; the term starts on
 //! `[term] start` (or, without one, counts all recorded usage).
+//!
+//! Token arithmetic saturates and never wraps: a reservation is at least
+//! zero and at most `i64::MAX` whatever `max_tokens` a client sends (the
+//! gateway also refuses absurd ones before they get here), so no request can
+//! make a budget look less used than it is.
 
 use crate::identity::Identity;
 use aula_protocol::ApiError;
@@ -53,6 +58,12 @@ pub const DEFAULT_RESERVED_COMPLETION: u64 = 2048;
 
 const MINUTE_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
+
+/// A token count as the counters hold it: saturating at `i64::MAX`, never
+/// wrapped negative.
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 fn pick<T: Clone>(
     rules: &[&LimitRule],
@@ -278,7 +289,7 @@ impl Limiter {
         } else {
             None
         });
-        let reserve = (prompt_tokens_bound + send_max.unwrap_or(0)) as i64;
+        let reserve = tokens(prompt_tokens_bound.saturating_add(send_max.unwrap_or(0)));
 
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let term_start = self.term_start_ms;
@@ -319,7 +330,7 @@ impl Limiter {
             .front()
             .filter(|t| t.0 <= now_ms - MINUTE_MS)
         {
-            u.minute_token_sum -= t.1;
+            u.minute_token_sum = u.minute_token_sum.saturating_sub(t.1).max(0);
             u.minute_tokens.pop_front();
         }
         let retry = |oldest: Option<i64>| -> u64 {
@@ -354,7 +365,7 @@ impl Limiter {
         }
         if let Some(tpm) = lim.tokens_per_minute {
             let in_minute = u.minute_token_sum;
-            if in_minute + reserve > tpm as i64 {
+            if in_minute.saturating_add(reserve) > tokens(tpm) {
                 return Err(ApiError::RateLimited {
                     message: format!(
                         "you may use {tpm} tokens per minute; {in_minute} are used or reserved and this request may need {reserve}"
@@ -367,7 +378,7 @@ impl Limiter {
         for (i, (p, budget)) in PERIODS.iter().zip(budgets).enumerate() {
             let Some(budget) = budget else { continue };
             let w = &u.windows[i];
-            if w.used + w.reserved + reserve > budget as i64 {
+            if w.used.saturating_add(w.reserved).saturating_add(reserve) > tokens(budget) {
                 let (what, code) = match p {
                     Period::Day => ("today", "quota_tokens_day"),
                     Period::Week => ("this week", "quota_tokens_week"),
@@ -394,9 +405,9 @@ impl Limiter {
         u.active += 1;
         u.minute_requests.push_back(now_ms);
         u.minute_tokens.push_back((now_ms, reserve, rid));
-        u.minute_token_sum += reserve;
+        u.minute_token_sum = u.minute_token_sum.saturating_add(reserve);
         for w in &mut u.windows {
-            w.reserved += reserve;
+            w.reserved = w.reserved.saturating_add(reserve);
         }
         Ok(Reservation {
             user: id.name.clone(),
@@ -415,10 +426,11 @@ impl Limiter {
             return;
         };
         u.active = u.active.saturating_sub(1);
+        let used_tokens = used_tokens.max(0);
         for w in &mut u.windows {
-            w.reserved -= r.tokens;
+            w.reserved = w.reserved.saturating_sub(r.tokens).max(0);
             if r.admitted_ms >= w.start_ms {
-                w.used += used_tokens;
+                w.used = w.used.saturating_add(used_tokens);
             }
         }
         // Still within the minute: charge what was used instead of the
@@ -427,7 +439,10 @@ impl Limiter {
         if let Ok(i) = u.minute_tokens.binary_search_by_key(&r.id, |t| t.2)
             && let Some(t) = u.minute_tokens.get_mut(i)
         {
-            u.minute_token_sum += used_tokens - t.1;
+            u.minute_token_sum = u
+                .minute_token_sum
+                .saturating_add(used_tokens.saturating_sub(t.1))
+                .max(0);
             t.1 = used_tokens;
         }
     }
@@ -638,5 +653,43 @@ mod tests {
             .admit(&id("u", Role::Student, &[]), "m", 5, Some(10), 0)
             .unwrap_err();
         assert_eq!(e.body()["error"]["code"], "quota_tokens_week");
+    }
+
+    /// `max_tokens` of 2^63 and more once wrapped the reservation negative,
+    /// and while it ran the user's budgets were ignored.
+    #[test]
+    fn huge_max_tokens_never_make_a_negative_reservation() {
+        let budget = Limiter::new(
+            vec![rule(
+                Scope::Everyone,
+                LimitFields {
+                    tokens_per_day: Some(30),
+                    ..Default::default()
+                },
+            )],
+            None,
+            PriorUsage::default(),
+        );
+        let u = id("u", Role::Student, &[]);
+        let r = budget.admit(&u, "m", 2, Some(10), 0).unwrap();
+        budget.finish(&r, 12);
+        for huge in [1 << 63, u64::MAX, (1 << 63) - 2] {
+            let e = budget.admit(&u, "m", 2, Some(huge), 0).unwrap_err();
+            assert_eq!(e.body()["error"]["code"], "quota_tokens_day");
+        }
+        assert_eq!(budget.usage_of("u").unwrap()[0], (12, 0));
+        // Still refused at 12 used: nothing was reserved negative.
+        assert!(budget.admit(&u, "m", 2, Some(20), 0).is_err());
+
+        // Without budgets, the reservation saturates instead of wrapping.
+        let open = Limiter::new(Vec::new(), None, PriorUsage::default());
+        let r = open.admit(&u, "m", 100, Some(u64::MAX), 0).unwrap();
+        assert_eq!(r.tokens, i64::MAX);
+        let r2 = open.admit(&u, "m", 100, Some(1 << 63), 0).unwrap();
+        assert!(r2.tokens > 0);
+        assert!(open.usage_of("u").unwrap().iter().all(|(_, res)| *res >= 0));
+        open.finish(&r, 5);
+        open.finish(&r2, 5);
+        assert_eq!(open.usage_of("u").unwrap()[0], (10, 0));
     }
 }

@@ -8,10 +8,20 @@
 //! settles it as `cancelled`. The end of a stream (`data: [DONE]`) and the
 //! body of a non-streamed answer are released only after the ledger row is
 //! committed, so an answer a client has is never missing from the ledger.
+//!
+//! What a request is charged (quotas and the ledger): the prompt and
+//! completion tokens the engine reports. A request that reached an engine
+//! and did not fail there, but whose prompt the engine never reported (the
+//! client left before the usage arrived), is charged its prompt bound, the
+//! estimate its reservation was made with, plus the completion it received:
+//! leaving early does not make prompt processing free.
+//!
+//! `max_tokens` above the model's context (where Aula started the engine
+//! and so knows it) is refused (400) before anything is reserved.
 
 use crate::identity::Identity;
 use crate::server::GatewayState;
-use aula_protocol::ApiError;
+use aula_protocol::{Admission, ApiError};
 use aula_store::{Finish, RequestRecord, now_ms};
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
@@ -65,6 +75,7 @@ async fn run(
     })?;
     let (adm, mut obj) = aula_protocol::peek_admission(&body)?;
     let route = st.router.get(&adm.model)?.clone();
+    check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
     // limits, the ledger and metrics use the configured name.
     let mut adm = adm;
@@ -122,6 +133,8 @@ async fn run(
         arrived,
         queue_ms: 0.0,
         ttft: None,
+        prompt_bound: adm.prompt_tokens_bound,
+        reached_engine: false,
         prompt_tokens: None,
         completion_tokens: None,
         chunks: 0,
@@ -187,9 +200,15 @@ async fn run(
     }
     fl.record = Some(record);
 
+    // From here the engine may be working on the prompt, also if the
+    // client leaves before the answer starts.
+    fl.reached_engine = true;
     let resp = match route.backend.forward(path, body).await {
         Ok(r) => r,
-        Err(e) => return Err(fl.fail(e).await),
+        Err(e) => {
+            fl.reached_engine = false;
+            return Err(fl.fail(e).await);
+        }
     };
     let (mut parts, upstream) = resp.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -286,6 +305,26 @@ fn error_event(model: &str, why: &str) -> Vec<u8> {
     format!("data: {}\n\n", e.body()).into_bytes()
 }
 
+/// Refuse a `max_tokens` larger than the model's context (when known):
+/// no engine could produce it, and it would reserve a budget for nothing.
+fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiError> {
+    match (adm.max_tokens, context) {
+        (Some(m), Some(c)) if m > u64::from(c) => Err(ApiError::invalid_param(
+            adm.max_tokens_field,
+            format!(
+                "`{}` is {m}, more than the context of the model `{}`: {c} tokens per request",
+                adm.max_tokens_field, adm.model
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A token count for the limiter and the ledger (saturating, never negative).
+fn as_tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn gauges(model: &str, queue: &crate::fair::FairQueue) {
     let s = queue.stats();
     metrics::gauge!("aula_queue_depth", "model" => model.to_string()).set(s.queued as f64);
@@ -303,6 +342,11 @@ struct InFlight {
     arrived: Instant,
     queue_ms: f64,
     ttft: Option<Duration>,
+    /// The estimate of the prompt's tokens the reservation was made with.
+    prompt_bound: u64,
+    /// The request was sent to the engine (and the engine did not refuse
+    /// the connection).
+    reached_engine: bool,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     /// Content chunks seen (a stand-in for completion tokens without usage).
@@ -336,14 +380,22 @@ impl InFlight {
         let completion = self
             .completion_tokens
             .or((self.chunks > 0).then_some(self.chunks));
-        let used = self.prompt_tokens.unwrap_or(0) + completion.unwrap_or(0);
+        // The prompt as charged: reported by the engine, else its bound once
+        // the engine had it (unless the engine failed).
+        let charged_prompt =
+            self.prompt_tokens
+                .or((self.reached_engine && !status.starts_with("error:"))
+                    .then_some(self.prompt_bound));
+        let used = charged_prompt
+            .unwrap_or(0)
+            .saturating_add(completion.unwrap_or(0));
         if let Some(mut p) = self.permit.take() {
             p.charge(self.prompt_tokens, completion.unwrap_or(0));
             drop(p);
             gauges(&self.model, &self.queue);
         }
         if let Some(r) = self.resv.take() {
-            self.st.limiter.finish(&r, used as i64);
+            self.st.limiter.finish(&r, as_tokens(used));
         }
         let label =
             status
@@ -371,8 +423,8 @@ impl InFlight {
         Some(Finish {
             record,
             status: status.to_string(),
-            prompt_tokens: self.prompt_tokens.map(|p| p as i64),
-            completion_tokens: completion.map(|c| c as i64),
+            prompt_tokens: charged_prompt.map(as_tokens),
+            completion_tokens: completion.map(as_tokens),
             queue_ms: self.queue_ms,
             ttft_ms: self.ttft.map(|t| t.as_secs_f64() * 1000.0),
             duration_ms: duration.as_secs_f64() * 1000.0,
@@ -487,6 +539,9 @@ pub fn visible_models(st: &GatewayState, id: &Identity) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::limits::{LimitFields, LimitRule, Limiter, PriorUsage, Scope};
+
     #[test]
     fn text_detection() {
         assert!(super::has_text(
@@ -499,5 +554,127 @@ mod tests {
         assert!(!super::has_text(
             br#"{"choices":[],"usage":{"prompt_tokens":3}}"#
         ));
+    }
+
+    #[test]
+    fn max_tokens_above_the_context_are_refused() {
+        let (adm, _) = aula_protocol::peek_admission(
+            br#"{"model":"m","prompt":"x","max_completion_tokens":5000}"#,
+        )
+        .unwrap();
+        let e = check_max_tokens(&adm, Some(4096)).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.body()["error"]["param"], "max_completion_tokens");
+        assert!(check_max_tokens(&adm, Some(5000)).is_ok());
+        assert!(check_max_tokens(&adm, None).is_ok());
+    }
+
+    /// A gateway with no models, a database in a temporary directory and
+    /// a daily token budget of 10,000.
+    async fn gateway() -> (Arc<GatewayState>, std::path::PathBuf) {
+        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "aula-pipeline-test-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = aula_store::Store::open_in(&dir).await.unwrap();
+        let auth = crate::auth::Authenticator::new(
+            store.clone(),
+            None,
+            Vec::new(),
+            None,
+            true,
+            crate::backend::http_client(),
+        )
+        .await
+        .unwrap();
+        let sup = Arc::new(crate::supervisor::Supervisor {
+            exe: std::path::PathBuf::new(),
+            logs: dir.clone(),
+            ready_timeout: Duration::from_secs(1),
+        });
+        let st = GatewayState {
+            router: crate::router::ModelRouter::default(),
+            auth,
+            limiter: Limiter::new(
+                vec![LimitRule {
+                    scope: Scope::Everyone,
+                    fields: LimitFields {
+                        tokens_per_day: Some(10_000),
+                        ..Default::default()
+                    },
+                }],
+                None,
+                PriorUsage::default(),
+            ),
+            ledger: aula_store::Ledger::start(store),
+            reload: None,
+            lifecycle: crate::lifecycle::Lifecycle::new(sup, 0, Duration::from_secs(1)),
+        };
+        (Arc::new(st), dir)
+    }
+
+    /// A request of `user` admitted with a prompt bound of 500 and
+    /// `max_tokens` 100, which has seen `chunks` chunks of text.
+    fn in_flight(st: &Arc<GatewayState>, user: &str, reached: bool, chunks: u64) -> InFlight {
+        let id = Identity {
+            name: user.into(),
+            role: aula_store::Role::Student,
+            groups: Vec::new(),
+            via: crate::identity::Via::Key,
+        };
+        let resv = st
+            .limiter
+            .admit(&id, "m", 500, Some(100), now_ms())
+            .unwrap();
+        InFlight {
+            st: st.clone(),
+            queue: crate::fair::FairQueue::new(1, crate::fair::FairConfig::default()),
+            model: "m".into(),
+            resv: Some(resv),
+            permit: None,
+            record: None,
+            arrived: Instant::now(),
+            queue_ms: 0.0,
+            ttft: None,
+            prompt_bound: 500,
+            reached_engine: reached,
+            prompt_tokens: None,
+            completion_tokens: None,
+            chunks,
+            done: false,
+            in_use: None,
+        }
+    }
+
+    /// A client that leaves after two chunks is charged its prompt bound
+    /// and the two chunks, not the two chunks alone.
+    #[tokio::test]
+    async fn a_client_that_leaves_is_charged_its_prompt() {
+        let (st, dir) = gateway().await;
+        let used_today = |user: &str| st.limiter.usage_of(user).unwrap()[0];
+
+        drop(in_flight(&st, "gone", true, 2));
+        assert_eq!(used_today("gone"), (502, 0));
+
+        // The engine reported the prompt before the client left: that counts.
+        let mut fl = in_flight(&st, "reported", true, 2);
+        fl.prompt_tokens = Some(40);
+        drop(fl);
+        assert_eq!(used_today("reported"), (42, 0));
+
+        // Left while waiting in the queue: the engine never saw it.
+        drop(in_flight(&st, "queued", false, 0));
+        assert_eq!(used_today("queued"), (0, 0));
+
+        // The engine failed: the user is not charged for the prompt.
+        let mut fl = in_flight(&st, "failed", true, 3);
+        let finish = fl.settle("error:502");
+        assert!(finish.is_none());
+        drop(fl);
+        assert_eq!(used_today("failed"), (3, 0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -15,6 +15,9 @@ pub struct Route {
     pub upstream_model: String,
     pub backend: Arc<dyn Backend>,
     pub queue: Arc<FairQueue>,
+    /// Tokens per request the engine holds, when Aula knows it (it started
+    /// the engine with that context): `max_tokens` above it is refused.
+    pub context: Option<u32>,
 }
 
 #[derive(Clone, Default)]
@@ -42,9 +45,17 @@ impl ModelRouter {
             upstream_model: upstream_model.to_string(),
             backend,
             queue,
+            context: None,
         };
         if self.routes.insert(name.to_string(), route).is_none() {
             self.names.push(name.to_string());
+        }
+    }
+
+    /// The context per request of a model's engine, when Aula knows it.
+    pub fn set_context(&mut self, name: &str, context: u32) {
+        if let Some(r) = self.routes.get_mut(name) {
+            r.context = Some(context);
         }
     }
 

@@ -1,7 +1,17 @@
-//! Engine child processes: `aula engine` started on a free loopback port,
+//! Engine child processes: `aula engine` started on a loopback port,
 //! waited for until healthy, restarted with backoff when it dies, and stopped
 //! with the gateway. Children are also tied to the gateway's life by
 //! `PR_SET_PDEATHSIG`, so even a SIGKILLed gateway leaves no orphan.
+//!
+//! Only the gateway may talk to its engines (students may have shells on the
+//! box, and loopback is shared):
+//! * each start gets a fresh random key, passed in the child's environment
+//!   (`AULA_ENGINE_KEY`; for other engines `LLAMA_API_KEY` and
+//!   `VLLM_API_KEY`, or `{api_key}` in their arguments), never on a command
+//!   line; the engine requires it on every request, and the gateway sends it;
+//! * `aula engine` inherits a socket the gateway bound and never released
+//!   (file descriptor 3), so no other process can take its port first. Other
+//!   engines bind the port themselves after it was found free.
 
 use crate::backend::{HttpBackend, Upstream};
 use std::path::PathBuf;
@@ -26,12 +36,26 @@ pub struct EngineSpec {
 }
 
 impl EngineSpec {
-    /// `engine-NAME.log`, or `engine-NAME.rN.log` for replica N > 0.
+    /// `engine-NAME.log`, or `engine-NAME.rN.log` for replica N > 0. A model
+    /// name is not a path: every character but ASCII letters, digits, `-`,
+    /// `_` and `.` becomes `_` (`org/tiny` logs to `engine-org_tiny.log`),
+    /// so a name can never point outside the log directory.
     pub fn log_file(&self) -> String {
+        let safe: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         if self.replica == 0 {
-            format!("engine-{}.log", self.name)
+            format!("engine-{safe}.log")
         } else {
-            format!("engine-{}.r{}.log", self.name, self.replica)
+            format!("engine-{safe}.r{}.log", self.replica)
         }
     }
 }
@@ -51,8 +75,65 @@ fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A fresh key for one engine start: 32 random bytes, hex.
+fn engine_key() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Where a new engine will listen: a socket already bound (for `aula
+/// engine`, which inherits it), or a port found free (for other engines).
+enum Listen {
+    Socket(std::net::TcpListener),
+    Port(u16),
+}
+
+impl Listen {
+    fn port(&self) -> std::io::Result<u16> {
+        match self {
+            Listen::Socket(l) => Ok(l.local_addr()?.port()),
+            Listen::Port(p) => Ok(*p),
+        }
+    }
+}
+
+/// A command line fit for a log: the value after any option that names a
+/// key, token, secret or password is replaced by `***` (`--api-key X`,
+/// `--hf-token=X`).
+pub fn redact_args(args: &[String]) -> Vec<String> {
+    let secret = |opt: &str| {
+        let o = opt.to_ascii_lowercase();
+        o.starts_with('-')
+            && ["key", "token", "secret", "password", "passwd"]
+                .iter()
+                .any(|w| o.contains(w))
+    };
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push("***".to_string());
+            hide_next = false;
+        } else if let Some((opt, _)) = a.split_once('=')
+            && secret(opt)
+        {
+            out.push(format!("{opt}=***"));
+        } else {
+            hide_next = secret(a);
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// The file descriptor number the engine finds its socket at.
+const LISTEN_FD: i32 = 3;
+
 impl Supervisor {
-    fn spawn(&self, spec: &EngineSpec, port: u16) -> std::io::Result<Child> {
+    fn spawn(&self, spec: &EngineSpec, listen: &Listen, key: &str) -> std::io::Result<Child> {
+        let port = listen.port()?;
         std::fs::create_dir_all(&self.logs)?;
         let log_path = self.logs.join(spec.log_file());
         if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
@@ -66,7 +147,11 @@ impl Supervisor {
             let mut words = program.split_whitespace();
             let mut c = Command::new(words.next().unwrap_or(program.as_str()));
             c.args(words);
-            c.args(args.iter().map(|a| a.replace("{port}", &port.to_string())));
+            c.args(args.iter().map(|a| {
+                a.replace("{port}", &port.to_string())
+                    .replace("{api_key}", key)
+            }));
+            c.env("LLAMA_API_KEY", key).env("VLLM_API_KEY", key);
             c
         } else {
             let mut c = Command::new(&self.exe);
@@ -78,10 +163,15 @@ impl Supervisor {
                 .arg(&spec.gguf)
                 .arg("--name")
                 .arg(&spec.name)
-                .arg("--host")
-                .arg("127.0.0.1")
-                .arg("--port")
-                .arg(port.to_string());
+                .env("AULA_ENGINE_KEY", key);
+            if let Listen::Socket(_) = listen {
+                cmd.arg("--listen-fd").arg(LISTEN_FD.to_string());
+            } else {
+                cmd.arg("--host")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg(port.to_string());
+            }
             if let Some(p) = spec.parallel {
                 cmd.arg("--parallel").arg(p.to_string());
             }
@@ -96,11 +186,30 @@ impl Supervisor {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        let socket_fd = match listen {
+            Listen::Socket(l) => {
+                use std::os::fd::AsRawFd;
+                Some(l.as_raw_fd())
+            }
+            Listen::Port(_) => None,
+        };
         #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: prctl and dup2 are async-signal-safe; nothing else runs
+        // between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // A process group of its own, so stopping the engine stops
+                // the workers it starts (vLLM, SGLang) too.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // dup2 leaves the copy open across exec (no FD_CLOEXEC).
+                if let Some(fd) = socket_fd
+                    && libc::dup2(fd, LISTEN_FD) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -127,20 +236,35 @@ impl Supervisor {
                 backend.set(Upstream::Stopped);
                 return;
             }
-            let p = match port.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
-                Some(p) => p,
-                None => match free_port() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(model = %spec.name, "no free port: {e}");
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
-                },
+            // The same port as last time when it is still free, so a
+            // restarted engine keeps its address.
+            let listen = if spec.launch.is_none() {
+                port.and_then(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+                    .map(Ok)
+                    .unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0"))
+                    .map(Listen::Socket)
+            } else {
+                match port.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+                    Some(p) => Ok(Listen::Port(p)),
+                    None => free_port().map(Listen::Port),
+                }
+            };
+            let (listen, p) = match listen.and_then(|l| l.port().map(|p| (l, p))) {
+                Ok(lp) => lp,
+                Err(e) => {
+                    tracing::error!(model = %spec.name, "no free port: {e}");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
             };
             port = Some(p);
+            let key = engine_key();
+            backend.set_secret(Some(key.clone()));
             let started = Instant::now();
-            let mut child = match self.spawn(&spec, p) {
+            let spawned = self.spawn(&spec, &listen, &key);
+            // The child has its own copy of the socket now.
+            drop(listen);
+            let mut child = match spawned {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(model = %spec.name, "cannot start engine {}: {e}", self.exe.display());
@@ -156,7 +280,7 @@ impl Supervisor {
             backend.set_pid(child.id());
             tracing::info!(model = %spec.name, pid = child.id().unwrap_or(0), "engine starting on {base}");
             let ready = tokio::select! {
-                r = wait_healthy(&client, &base, &mut child, self.ready_timeout) => r,
+                r = wait_healthy(&client, &base, &key, &mut child, self.ready_timeout) => r,
                 _ = shutdown.changed() => { stop_child(&mut child).await; backend.set(Upstream::Stopped); return; }
             };
             match ready {
@@ -203,6 +327,7 @@ impl Supervisor {
 async fn wait_healthy(
     client: &crate::backend::HttpClient,
     base: &str,
+    key: &str,
     child: &mut Child,
     timeout: Duration,
 ) -> Result<(), String> {
@@ -215,6 +340,7 @@ async fn wait_healthy(
             return Err(format!("not healthy after {}s", timeout.as_secs()));
         }
         let req = axum::http::Request::get(format!("{base}/health"))
+            .header(axum::http::header::AUTHORIZATION, format!("Bearer {key}"))
             .body(http_body_util::Full::new(bytes::Bytes::new()));
         if let Ok(req) = req
             && let Ok(Ok(resp)) =
@@ -237,19 +363,77 @@ fn last_error_line(log: &std::path::Path) -> Option<String> {
         .map(|l| l.trim().trim_start_matches("aula: error: ").to_string())
 }
 
-/// SIGTERM, a grace period, then SIGKILL; always reaps the child.
+/// SIGTERM to the engine's process group, a grace period, then SIGKILL to
+/// the group; always reaps the child.
 pub async fn stop_child(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to our own child's pid.
+    let pid = child.id();
+    if let Some(pid) = pid {
+        // SAFETY: signalling the process group our child leads (setpgid in spawn).
         unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
+            libc::kill(-(pid as i32), libc::SIGTERM);
         }
         if tokio::time::timeout(Duration::from_secs(5), child.wait())
             .await
             .is_ok()
         {
+            // Workers that ignored SIGTERM go with their leader.
+            // SAFETY: as above; the group outlives its leader while members remain.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
             return;
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
         }
     }
     let _ = child.kill().await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn spec(name: &str, replica: usize) -> EngineSpec {
+        EngineSpec {
+            name: name.into(),
+            gguf: PathBuf::new(),
+            parallel: None,
+            context: None,
+            threads: None,
+            launch: None,
+            replica,
+        }
+    }
+
+    #[test]
+    fn log_files_stay_in_the_log_directory() {
+        assert_eq!(spec("smollm2", 0).log_file(), "engine-smollm2.log");
+        assert_eq!(spec("org/tiny", 1).log_file(), "engine-org_tiny.r1.log");
+        assert_eq!(spec("../../etc/x", 0).log_file(), "engine-.._.._etc_x.log");
+        for name in ["a/b", "../x", "..", "/abs", "a\\b"] {
+            let f = spec(name, 0).log_file();
+            assert!(!f.contains('/') && !f.contains('\\'), "{f}");
+            assert_eq!(std::path::Path::new(&f).components().count(), 1, "{f}");
+        }
+    }
+
+    #[test]
+    fn logged_command_lines_hide_secrets() {
+        let args: Vec<String> = ["serve", "m", "--api-key", "abc", "--hf-token=xyz", "--port", "8000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = redact_args(&args).join(" ");
+        assert_eq!(r, "serve m --api-key *** --hf-token=*** --port 8000");
+    }
+
+    #[test]
+    fn engine_keys_are_fresh_and_long() {
+        let (a, b) = (engine_key(), engine_key());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
 }

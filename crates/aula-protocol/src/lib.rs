@@ -7,7 +7,7 @@ mod response;
 
 pub use error::ApiError;
 pub use request::{
-    Admission, ChatMessage, GenerateRequest, Prompt, SamplingParams, parse_chat, parse_completion,
-    peek_admission, peek_route,
+    Admission, ChatMessage, GenerateRequest, MAX_TOKENS_BOUND, Prompt, SamplingParams, parse_chat,
+    parse_completion, peek_admission, peek_route,
 };
 pub use response::*;

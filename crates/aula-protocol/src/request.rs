@@ -652,16 +652,25 @@ mod tests {
     }
 }
 
+/// The largest `max_tokens` the gateway accepts when it does not know the
+/// model's context: far above any real context, far below where token
+/// arithmetic (reservations, quotas) could overflow.
+pub const MAX_TOKENS_BOUND: u64 = 1 << 31;
+
 /// What the gateway needs to know about a request before it admits it. The
 /// gateway forwards requests to engines that may accept more than Aula's own
 /// engine does (tools, JSON mode...), so this reads only what admission
-/// needs and leaves the rest to the engine.
+/// needs and leaves the rest to the engine. `max_tokens` is bounded here
+/// (at most [`MAX_TOKENS_BOUND`]), so no client-chosen number can make a
+/// reservation overflow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission {
     pub model: String,
     pub stream: bool,
     /// `max_tokens` or `max_completion_tokens`, if given.
     pub max_tokens: Option<u64>,
+    /// Which of the two fields gave `max_tokens` (for error messages).
+    pub max_tokens_field: &'static str,
     /// The client asked for the final usage chunk of a stream.
     pub include_usage: bool,
     /// An upper bound on the prompt's tokens: byte-level tokenizers never
@@ -690,11 +699,21 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
         }
     };
     let mut max_tokens = None;
+    let mut max_tokens_field = "max_tokens";
     for key in ["max_tokens", "max_completion_tokens"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
             Some(v) => match v.as_u64() {
-                Some(n) if n >= 1 => max_tokens = Some(n),
+                Some(n) if n > MAX_TOKENS_BOUND => {
+                    return Err(ApiError::invalid_param(
+                        key,
+                        format!("`{key}` is too large: {n}; at most {MAX_TOKENS_BOUND}"),
+                    ));
+                }
+                Some(n) if n >= 1 => {
+                    max_tokens = Some(n);
+                    max_tokens_field = key;
+                }
                 _ => {
                     return Err(ApiError::invalid_param(
                         key,
@@ -727,6 +746,7 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
             model,
             stream,
             max_tokens,
+            max_tokens_field,
             include_usage,
             prompt_tokens_bound: bytes + 8 * parts + 8,
         },
@@ -751,8 +771,30 @@ mod admission_tests {
         let (a, _) =
             peek_admission(br#"{"model":"m","prompt":"abc","max_completion_tokens":3}"#).unwrap();
         assert_eq!((a.max_tokens, a.stream), (Some(3), false));
+        assert_eq!(a.max_tokens_field, "max_completion_tokens");
         assert!(peek_admission(br#"{"model":"m","max_tokens":-1}"#).is_err());
         assert!(peek_admission(br#"{"messages":[]}"#).is_err());
         assert!(peek_admission(b"[1]").is_err());
+    }
+
+    /// 2^63 and more would wrap a reservation negative; anything above the
+    /// bound is refused, naming the field.
+    #[test]
+    fn absurd_max_tokens_are_refused() {
+        for (key, n) in [
+            ("max_tokens", "9223372036854775808"),
+            ("max_completion_tokens", "18446744073709551615"),
+            ("max_tokens", "2147483649"),
+        ] {
+            let body = format!(r#"{{"model":"m","prompt":"x","{key}":{n}}}"#);
+            let e = peek_admission(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.body()["error"]["param"], key);
+        }
+        let body = format!(r#"{{"model":"m","prompt":"x","max_tokens":{MAX_TOKENS_BOUND}}}"#);
+        assert_eq!(
+            peek_admission(body.as_bytes()).unwrap().0.max_tokens,
+            Some(MAX_TOKENS_BOUND)
+        );
     }
 }

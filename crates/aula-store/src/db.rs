@@ -43,8 +43,17 @@ impl Store {
                 dir.display()
             ))
         })?;
+        private(dir, 0o700);
         let path = dir.join("aula.db");
-        Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await
+        let store = Store::open(&format!("sqlite://{}?mode=rwc", path.display())).await?;
+        // Key hashes and the usage ledger: the service's user only, also for
+        // files an older version created readable by all.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = path.clone().into_os_string();
+            f.push(suffix);
+            private(Path::new(&f), 0o600);
+        }
+        Ok(store)
     }
 
     /// `sqlite://PATH?mode=rwc` or `postgres://user:pass@host/db`.
@@ -106,6 +115,22 @@ impl Store {
     }
 }
 
+/// Take away group and other permissions (best effort: a file that does not
+/// exist, or one owned by someone else, is left alone).
+fn private(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
 /// The file of a `sqlite://PATH?...` or `sqlite:PATH` URL (None in memory).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
@@ -135,6 +160,25 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_directory_and_database_are_private() {
+        #![allow(clippy::unwrap_used)]
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("aula-private-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("aula.db"), b"").unwrap();
+        std::fs::set_permissions(dir.join("aula.db"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let _store = super::Store::open_in(&dir).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("aula.db")), 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

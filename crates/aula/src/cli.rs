@@ -24,6 +24,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Show the data directory and the models in it.
     Home,
+    /// What this machine runs models on: the llama.cpp CPU variant chosen at run time, its features, AMX, devices.
+    Doctor(DoctorArgs),
     /// Manage users: their role (admin, teacher, student) and groups.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -38,6 +40,13 @@ pub enum Command {
     Load(ModelOpArgs),
     /// Unload a model on a running gateway.
     Unload(ModelOpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON (the same object `aula engine`'s /health has as `cpu`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to reach a running gateway's admin API.
@@ -200,6 +209,15 @@ pub struct EngineArgs {
     /// Echo llama.cpp's own log.
     #[arg(long)]
     pub verbose: bool,
+    /// Require `Authorization: Bearer <key>` on every request. Taken from the
+    /// environment, so that it never shows in the process list; `aula serve`
+    /// gives each engine it starts a fresh random one.
+    #[arg(long = "api-key", env = "AULA_ENGINE_KEY", hide_env_values = true, hide = true)]
+    pub api_key: Option<String>,
+    /// Serve on this inherited, already-listening socket instead of binding
+    /// --host/--port (how `aula serve` hands an engine a port it never released).
+    #[arg(long, hide = true)]
+    pub listen_fd: Option<i32>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench(a).await,
         Command::Plan(a) => plan(a),
         Command::Home => show_home(),
+        Command::Doctor(a) => doctor(a),
         Command::Users(c) => users(c).await,
         Command::Keys(c) => keys(c).await,
         Command::Usage(a) => usage(a).await,
@@ -185,6 +186,13 @@ async fn shutdown_signal() {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    // What the gateway and its engines write — the database and its WAL, key
+    // hashes, the ledger, engine logs — is readable by the service's user
+    // only (a shared box has students with shells).
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let (config, config_path) = load_config(a.config.as_deref())?;
     let specs = config
         .model_specs(&home::models_dir())
@@ -332,11 +340,17 @@ async fn engine(a: EngineArgs) -> anyhow::Result<()> {
         queue: a.queue,
         batch: a.batch,
         verbose: a.verbose,
+        api_key: a.api_key.filter(|k| !k.is_empty()),
+    };
+    // The socket first, the model second: a port is never left free while
+    // the model loads.
+    let listener = match a.listen_fd {
+        Some(fd) => inherited_listener(fd)?,
+        None => tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?,
     };
     let engine = tokio::task::spawn_blocking(move || aula_engine::load(&cfg)).await??;
-    let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
     let addr = listener.local_addr()?;
     let st = &engine.state;
     println!(
@@ -350,6 +364,22 @@ async fn engine(a: EngineArgs) -> anyhow::Result<()> {
     );
     aula_engine::serve(&engine, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// A listening TCP socket the parent passed down as file descriptor `fd`.
+fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        bail!("--listen-fd {fd}: not an inherited socket");
+    }
+    // SAFETY: `aula serve` passes a listening socket it created as this fd and
+    // closes its own copy; nothing else in this process uses the number.
+    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    std_listener
+        .local_addr()
+        .with_context(|| format!("--listen-fd {fd} is not a listening TCP socket"))?;
+    std_listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(std_listener)?)
 }
 
 /// `30s`, `2m`, `500ms`, `1h`, or plain seconds.
@@ -695,6 +725,48 @@ fn plan(a: PlanArgs) -> anyhow::Result<()> {
         out,
         "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)"
     );
+    Ok(())
+}
+
+/// Load llama.cpp's CPU backend as `aula engine` would, and say what it chose.
+fn doctor(a: crate::cli::DoctorArgs) -> anyhow::Result<()> {
+    let r = aula_engine::machine_report()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("cpu variant: {} ({})", r.variant, r.library);
+    println!("features:    {}", r.features.join(" "));
+    println!(
+        "amx:         {}",
+        match &r.amx {
+            aula_engine::cpu::AmxState::NotListed => "not listed by this CPU".to_string(),
+            aula_engine::cpu::AmxState::Works if r.features.iter().any(|f| f.starts_with("AMX")) =>
+                "listed, probe passed: used".to_string(),
+            aula_engine::cpu::AmxState::Works =>
+                "listed, probe passed (not used by this variant)".to_string(),
+            aula_engine::cpu::AmxState::ProbeFailed { reason } =>
+                format!("listed, probe FAILED: not used ({reason})"),
+            aula_engine::cpu::AmxState::Disabled { by } => format!("turned off by {by}"),
+        }
+    );
+    println!("devices:     {}", r.devices.join(", "));
+    println!("variants:");
+    for c in &r.candidates {
+        let note = if c.variant == r.variant {
+            "  <- in use".to_string()
+        } else if let Some(s) = &c.skipped {
+            format!("  ({s})")
+        } else if c.score <= 0 {
+            "  (needs instructions this CPU lacks)".to_string()
+        } else {
+            String::new()
+        };
+        println!("  {:<16} score {:>4}{note}", c.variant, c.score);
+    }
+    if let Some(h) = r.hint() {
+        println!("hint: {h}");
+    }
     Ok(())
 }
 

@@ -6,6 +6,10 @@ mod cmd;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `aula` re-run as the AMX probe child of an engine (see aula_engine::cpu).
+    if let Some(code) = aula_engine::cpu::run_probe_if_asked() {
+        return std::process::ExitCode::from(code as u8);
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -473,3 +473,106 @@ fn a_long_prompt_does_not_stall_a_running_stream() {
     drop(e);
     let _ = reader.join();
 }
+
+/// An engine given a key answers nothing, `/health` included, without it;
+/// its `/health` names the CPU kernels it runs on.
+#[test]
+fn a_keyed_engine_refuses_requests_without_its_key_and_names_its_cpu() {
+    let path = model_path(SMOL_FILE);
+    let e = spawn_aula_env(
+        &["engine", "--model", path.to_str().unwrap(), "--port", "0", "--parallel", "1", "--context", "256"],
+        None,
+        &[("AULA_ENGINE_KEY", "s3cret-engine-key")],
+    );
+    let health = format!("{}/health", e.url);
+    assert_eq!(get(&health).status, 401);
+    assert_eq!(get_auth(&health, Some("wrong")).status, 401);
+    let chat = format!("{}/v1/chat/completions", e.url);
+    assert_eq!(post(&chat, &chat_body(SMOL, "hi", 2)).status, 401);
+    assert_eq!(get(&format!("{}/v1/models", e.url)).status, 401);
+    let ok = post_auth(&chat, Some("s3cret-engine-key"), &chat_body(SMOL, "hi", 2));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+
+    let h = get_auth(&health, Some("s3cret-engine-key"));
+    assert_eq!(h.status, 200);
+    let cpu = &h.body["cpu"];
+    let variant = cpu["variant"].as_str().unwrap();
+    assert!(!variant.is_empty(), "{cpu}");
+    assert!(cpu["library"].as_str().unwrap().contains(&format!("libggml-cpu-{variant}")), "{cpu}");
+    let features: Vec<&str> = cpu["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    #[cfg(target_arch = "x86_64")]
+    assert!(features.contains(&"SSE3"), "{cpu}");
+    // The variant in use is the best one offered that was not skipped.
+    let cands = cpu["candidates"].as_array().unwrap();
+    let best = cands
+        .iter()
+        .find(|c| c["score"].as_i64().unwrap() > 0 && c["skipped"].is_null())
+        .unwrap();
+    assert_eq!(best["variant"], variant, "{cpu}");
+    assert!(e.output().contains(&format!("llama.cpp CPU backend: {variant}")), "{}", e.output());
+}
+
+/// A machine whose AMX faults (here forced: the probe child executes an
+/// illegal instruction) still decodes, on a variant without AMX, and says so.
+#[test]
+fn a_failed_amx_probe_is_survived_and_reported() {
+    let path = model_path(SMOL_FILE);
+    let e = spawn_aula_env(
+        &["engine", "--model", path.to_str().unwrap(), "--port", "0", "--parallel", "2", "--context", "256"],
+        None,
+        &[("AULA_AMX_PROBE", "force-fail")],
+    );
+    let r = post(&format!("{}/v1/chat/completions", e.url), &chat_body(SMOL, "Name a colour.", 8));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let h = get(&format!("{}/health", e.url));
+    let cpu = &h.body["cpu"];
+    let features = cpu["features"].to_string();
+    assert!(!features.contains("AMX"), "{cpu}");
+    if cpu_lists_amx() {
+        assert_eq!(cpu["amx"]["state"], "probe_failed", "{cpu}");
+        assert!(cpu["amx"]["reason"].as_str().unwrap().contains("SIGILL"), "{cpu}");
+        let skipped: Vec<&serde_json::Value> =
+            cpu["candidates"].as_array().unwrap().iter().filter(|c| !c["skipped"].is_null()).collect();
+        assert!(
+            skipped.iter().any(|c| c["skipped"].as_str().unwrap().contains("AMX")),
+            "an AMX variant was offered and skipped: {cpu}"
+        );
+        assert!(e.output().contains("failed its probe"), "{}", e.output());
+    } else {
+        assert_eq!(cpu["amx"]["state"], "not_listed", "{cpu}");
+    }
+}
+
+/// `aula doctor` loads the backends as the engine does and says what it chose.
+#[test]
+fn doctor_names_the_cpu_variant() {
+    let out = std::process::Command::new(aula_exe())
+        .args(["doctor", "--json"])
+        .env("AULA_AMX_PROBE", "force-fail")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!v["variant"].as_str().unwrap().is_empty(), "{v}");
+    let text = std::process::Command::new(aula_exe())
+        .args(["doctor"])
+        .env("AULA_AMX_PROBE", "force-fail")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains(&format!("cpu variant: {}", v["variant"].as_str().unwrap())), "{text}");
+    if cpu_lists_amx() {
+        assert!(text.contains("hint: ") && text.contains("AMX"), "{text}");
+    }
+}
+
+/// The probe child's fault ends the child, not the caller, and is named —
+/// on any x86-64 machine (the forced path executes an illegal instruction
+/// before the probe proper).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_faulting_probe_child_is_survived_and_named() {
+    let lib = aula_exe().with_file_name("libggml-cpu-x64.so");
+    let err = aula_engine::cpu::probe_variant(&aula_exe(), &lib, true).unwrap_err();
+    assert!(err.contains("SIGILL"), "{err}");
+}

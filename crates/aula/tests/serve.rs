@@ -92,6 +92,21 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(get(&format!("{}/v2/nothing", s.url)).status, 404);
 
+    // Engines answer only the gateway: a direct request without the key
+    // the gateway gave each engine is refused.
+    let kids = children_of(s.pid());
+    for k in &kids {
+        let ports = listening_ports(*k);
+        assert_eq!(ports.len(), 1, "engine {k} listens on one port: {ports:?}");
+        let direct = get(&format!("http://127.0.0.1:{}/health", ports[0]));
+        assert_eq!(direct.status, 401, "{}", direct.text);
+        let direct = post(
+            &format!("http://127.0.0.1:{}/v1/chat/completions", ports[0]),
+            &chat_body(SMOL, "hi", 2),
+        );
+        assert_eq!(direct.status, 401, "{}", direct.text);
+    }
+
     // SIGKILL one engine: the gateway restarts it and serves again.
     let kids = children_of(s.pid());
     assert_eq!(kids.len(), 2, "one engine child per model: {kids:?}");

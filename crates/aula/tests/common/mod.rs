@@ -132,7 +132,22 @@ pub fn get_auth(url: &str, key: Option<&str>) -> Resp {
 }
 
 pub fn spawn_exe(exe: &std::path::Path, args: &[&str], home: Option<&std::path::Path>) -> Proc {
+    spawn_exe_env(exe, args, home, &[])
+}
+
+/// `aula ARGS` with extra environment variables.
+pub fn spawn_aula_env(args: &[&str], home: Option<&std::path::Path>, env: &[(&str, &str)]) -> Proc {
+    spawn_exe_env(&aula_exe(), args, home, env)
+}
+
+pub fn spawn_exe_env(
+    exe: &std::path::Path,
+    args: &[&str],
+    home: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> Proc {
     let mut cmd = Command::new(exe);
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -312,6 +327,43 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// The TCP ports process `pid` listens on, from its file descriptors and
+/// /proc/net/tcp.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy().into_owned();
+                if let Some(ino) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.insert(ino.to_string());
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(port) = f[1].rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok()) {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// Does this CPU list AMX (as the engine's probe would see it)?
+pub fn cpu_lists_amx() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.contains(" amx_int8") && c.contains(" amx_tile"))
+        .unwrap_or(false)
 }
 
 pub fn alive(pid: u32) -> bool {
