@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up (see setup.sh), install what only the tests need, run every test.
-#   - the official `openai` Python client and JupyterHub (PyPI, into .venv)
+#   - the official `openai` Python client, langchain-openai with tiktoken, and
+#     JupyterHub (PyPI, into .venv)
 #   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
 #   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
 # The tests start their own JupyterHub and PostgreSQL on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4'
+.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4' 'langchain-openai>=0.3' 'tiktoken>=0.7'
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql

@@ -2,13 +2,16 @@
 //! HTTP API with llama.cpp (through `llama-cpp-2`) and continuous batching.
 //!
 //! * [`scheduler`] — the batching loop on the llama.cpp context;
+//! * [`embed`] — the batching loop of embedding models;
 //! * [`server`] — HTTP handlers;
 //! * [`template`] — chat templates (minijinja);
 //! * [`output`] — UTF-8 assembly and stop sequences;
 //! * [`memory`] — what llama.cpp allocated, for `/health`;
 //! * [`cpu`] — which CPU kernels llama.cpp runs, chosen at run time.
 
+pub mod cl100k;
 pub mod cpu;
+pub mod embed;
 pub mod memory;
 pub mod output;
 pub mod scheduler;
@@ -132,6 +135,27 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
             )
         })?;
     let model = Arc::new(model);
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => cfg
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let arch = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_default();
+    // A model that pools its token states into one vector is an embedding
+    // model: it gets /v1/embeddings and the embedding loop instead of chat.
+    let pooling = model
+        .meta_val_str(&format!("{arch}.pooling_type"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0);
+    if let Some(pooling) = pooling {
+        return load_embedding(cfg, backend, model, &arch, name, pooling);
+    }
     let train_ctx = model.n_ctx_train();
     let context = cfg.context.unwrap_or_else(|| train_ctx.min(4096));
     if context < 16 {
@@ -164,23 +188,12 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
 
-    let name = match &cfg.name {
-        Some(n) => n.clone(),
-        None => cfg
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
-    };
     let vocab = model.vocab();
     let bos_text =
         String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned();
     let eos_text =
         String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
     let add_bos = vocab.should_add_bos();
-    let arch = model
-        .meta_val_str("general.architecture")
-        .unwrap_or_default();
     let template = template::ChatTemplate::new(
         model.meta_val_str("tokenizer.chat_template").ok(),
         &arch,
@@ -240,6 +253,124 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         add_bos,
         bos_text,
         api_key: cfg.api_key.clone(),
+        embed: None,
+    });
+    Ok(Engine {
+        state,
+        _thread: thread,
+    })
+}
+
+/// An embedding model: a context with embeddings on and the model's pooling,
+/// and the [`embed`] loop on its own thread.
+fn load_embedding(
+    cfg: &EngineConfig,
+    backend: &'static LlamaBackend,
+    model: Arc<LlamaModel>,
+    arch: &str,
+    name: String,
+    pooling: i32,
+) -> anyhow::Result<Engine> {
+    use llama_cpp_2::context::params::LlamaPoolingType;
+    let train_ctx = model.n_ctx_train() as usize;
+    // A sentence-transformers model's own limit (MiniLM: 256 word pieces),
+    // written by Aula's converter; otherwise what the model was trained for.
+    let max_tokens = model
+        .meta_val_str("aula.embedding.max_seq_length")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(train_ctx)
+        .min(train_ctx.max(1));
+    let normalize = model
+        .meta_val_str("aula.embedding.normalize")
+        .map(|v| v.trim() != "false")
+        .unwrap_or(true);
+    let pooling_name = match pooling {
+        1 => "mean",
+        2 => "cls",
+        3 => "last",
+        4 => "rank",
+        _ => "other",
+    };
+    // Every input whole in one batch (non-causal attention), several inputs per batch.
+    let n_batch = cfg.batch.max(max_tokens).max(1);
+    let n_seq = (cfg.parallel * 16).clamp(1, 64);
+    let threads = cfg.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_batch as u32))
+        .with_n_batch(n_batch as u32)
+        .with_n_ubatch(n_batch as u32)
+        .with_n_seq_max(n_seq as u32)
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Unspecified)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    let info = embed::EmbeddingInfo {
+        dimensions: model.n_embd_out().max(0) as usize,
+        max_tokens,
+        pooling: pooling_name.into(),
+        normalize,
+    };
+    let stats = Arc::new(embed::EmbedStats::default());
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let thread_model = model.clone();
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("aula-embedder".into())
+        .spawn(move || {
+            let ctx = match thread_model.new_context(backend, params) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow!(
+                        "llama.cpp could not create an embedding context of {n_batch} tokens: {e}"
+                    )));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            embed::Embedder {
+                ctx,
+                n_batch,
+                n_seq,
+                normalize,
+                stats: thread_stats,
+            }
+            .run(jobs_rx);
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the embedding thread died while creating the context"))??;
+    let memory = memory::parse_load_log(&memory::take_log(), model.size());
+    // Chat requests never reach a scheduler: the handlers refuse them first.
+    let (chat_tx, _) = std::sync::mpsc::channel();
+    let template = template::ChatTemplate::new(None, arch, String::new(), String::new())
+        .map_err(|e| anyhow!("the built-in chat template does not compile: {e}"))?;
+    let state = Arc::new(server::EngineState {
+        name,
+        model,
+        template,
+        jobs: chat_tx,
+        stats: Arc::new(scheduler::Stats::default()),
+        memory,
+        parallel: n_seq,
+        context: max_tokens as u32,
+        threads,
+        max_queue: cfg.queue,
+        inflight: AtomicUsize::new(0),
+        add_bos: true,
+        bos_text: String::new(),
+        api_key: cfg.api_key.clone(),
+        embed: Some(server::EmbedState {
+            jobs: jobs_tx,
+            info,
+            stats,
+        }),
     });
     Ok(Engine {
         state,

@@ -39,12 +39,22 @@ pub struct EngineState {
     pub bos_text: String,
     /// The key every request must carry, when the engine was given one.
     pub api_key: Option<String>,
+    /// Set for an embedding model (which serves /v1/embeddings and no chat).
+    pub embed: Option<EmbedState>,
+}
+
+/// An embedding model's side of the engine.
+pub struct EmbedState {
+    pub jobs: std::sync::mpsc::Sender<crate::embed::EmbedJob>,
+    pub info: crate::embed::EmbeddingInfo,
+    pub stats: Arc<crate::embed::EmbedStats>,
 }
 
 pub fn router(state: Arc<EngineState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -98,12 +108,29 @@ async fn models(State(st): State<Arc<EngineState>>) -> Response {
 }
 
 async fn health(State(st): State<Arc<EngineState>>) -> Response {
+    if let Some(e) = &st.embed {
+        return axum::Json(json!({
+            "status": "ok",
+            "model": st.name,
+            "kind": "embedding",
+            "embedding": e.info,
+            "pending_inputs": e.stats.pending_inputs.load(Ordering::Relaxed),
+            "batches": e.stats.batches.load(Ordering::Relaxed),
+            "inputs_embedded": e.stats.inputs.load(Ordering::Relaxed),
+            "sequences_per_batch": st.parallel,
+            "threads": st.threads,
+            "memory": st.memory,
+            "cpu": crate::cpu::report(),
+        }))
+        .into_response();
+    }
     let busy = st.stats.busy.load(Ordering::Relaxed);
     axum::Json(json!({
         "status": "ok",
         "model": st.name,
         "slots": {"total": st.parallel, "busy": busy, "free": st.parallel.saturating_sub(busy)},
         "queue": {"length": st.stats.queued.load(Ordering::Relaxed), "capacity": st.max_queue},
+        "kind": "chat",
         "prompt_tokens_reused": st.stats.reused_tokens.load(Ordering::Relaxed),
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,
@@ -139,6 +166,20 @@ impl Drop for Inflight {
 }
 
 async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint) -> Response {
+    if st.embed.is_some() && req.model == st.name {
+        return ApiError::invalid_param(
+            "model",
+            format!(
+                "`{}` is an embedding model: it answers /v1/embeddings, not {}",
+                st.name,
+                match endpoint {
+                    Endpoint::Chat => "/v1/chat/completions",
+                    Endpoint::Completion => "/v1/completions",
+                }
+            ),
+        )
+        .into_response();
+    }
     match start(st, &req) {
         Ok((rx, guard)) => {
             let builder = ResponseBuilder::new(endpoint, &req.model);
@@ -314,4 +355,121 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
     }
     s.tail.push_back("[DONE]".into());
     s.done = true;
+}
+
+/// `/v1/embeddings`: validate, turn every input into the model's tokens
+/// (cl100k ids decoded to text first), check each against the model's
+/// limit, and wait for the embedding loop's vectors.
+async fn embeddings(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
+    match embed_request(st, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, ApiError> {
+    let req = aula_protocol::parse_embeddings(body)?;
+    if req.model != st.name {
+        return Err(ApiError::ModelNotFound(format!(
+            "the model `{}` does not exist; this engine serves: {}",
+            req.model, st.name
+        )));
+    }
+    let Some(e) = &st.embed else {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "`{}` is a chat model: it answers /v1/chat/completions and /v1/completions, not /v1/embeddings",
+                st.name
+            ),
+        ));
+    };
+    if let Some(d) = req.dimensions
+        && d as usize != e.info.dimensions
+    {
+        return Err(ApiError::invalid_param(
+            "dimensions",
+            format!(
+                "`{}` makes vectors of {} dimensions and cannot shorten them; \
+                 leave out `dimensions` or set it to {}",
+                st.name, e.info.dimensions, e.info.dimensions
+            ),
+        ));
+    }
+    let limit = e.info.max_tokens;
+    let cut = match req.truncate {
+        aula_protocol::Truncate::Refuse => None,
+        aula_protocol::Truncate::ModelLimit => Some(limit),
+        aula_protocol::Truncate::Tokens(n) => Some((n as usize).clamp(2, limit)),
+    };
+    let vocab = st.model.vocab();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut prompt_tokens = 0u64;
+    for (i, input) in req.inputs.iter().enumerate() {
+        let text = match input {
+            aula_protocol::EmbedInput::Text(t) => std::borrow::Cow::Borrowed(t.as_str()),
+            aula_protocol::EmbedInput::Tokens(ids) => {
+                std::borrow::Cow::Owned(crate::cl100k::decode(ids).map_err(|m| {
+                    ApiError::invalid_param("input", format!("input {i}: {m}"))
+                })?)
+            }
+        };
+        // Special tokens in user text are text, not control tokens.
+        let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
+        if tokens.is_empty() {
+            return Err(ApiError::invalid_param(
+                "input",
+                format!("input {i} is empty after tokenization"),
+            ));
+        }
+        match cut {
+            Some(n) if tokens.len() > n => {
+                // Keep the closing separator the model expects.
+                let last = tokens[tokens.len() - 1];
+                tokens.truncate(n - 1);
+                tokens.push(last);
+            }
+            None if tokens.len() > limit => {
+                return Err(ApiError::context_exceeded(format!(
+                    "input {i} is {} tokens; `{}` takes at most {limit} tokens per input. \
+                     Shorten it, or set \"truncate_prompt_tokens\": -1 to cut it to {limit}.",
+                    tokens.len(),
+                    st.name
+                )));
+            }
+            _ => {}
+        }
+        prompt_tokens += tokens.len() as u64;
+        inputs.push(tokens);
+    }
+    let n = inputs.len();
+    let queued = e.stats.pending_inputs.fetch_add(n, Ordering::Relaxed);
+    // The queue bound counts inputs: a full batch per allowed waiting request.
+    let cap = st.max_queue.saturating_mul(st.parallel).max(crate::embed::MIN_QUEUED_INPUTS);
+    if queued + n > cap && queued > 0 {
+        e.stats.pending_inputs.fetch_sub(n, Ordering::Relaxed);
+        return Err(ApiError::Overloaded(format!(
+            "{queued} inputs are already waiting to be embedded; try again shortly"
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if e
+        .jobs
+        .send(crate::embed::EmbedJob { inputs, reply: tx })
+        .is_err()
+    {
+        e.stats.pending_inputs.fetch_sub(n, Ordering::Relaxed);
+        return Err(ApiError::Unavailable("the engine is shutting down".into()));
+    }
+    let vectors = rx
+        .await
+        .map_err(|_| ApiError::Internal("the embedding loop stopped".into()))?
+        .map_err(ApiError::Internal)?;
+    Ok(axum::Json(aula_protocol::embeddings_response(
+        &st.name,
+        &vectors,
+        req.base64,
+        prompt_tokens,
+    ))
+    .into_response())
 }

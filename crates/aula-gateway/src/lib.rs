@@ -51,6 +51,30 @@ pub struct Fleet {
     health: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Most sequences an embedded embedding model batches together
+/// (`aula engine` uses 16 x `parallel`, at most this many).
+pub const EMBEDDING_MAX_SLOTS: usize = 64;
+
+/// Is this GGUF an embedding model (its architecture pools token states
+/// into one vector)? Such a model serves /v1/embeddings and no chat.
+pub fn is_embedding_model(gguf: &std::path::Path) -> bool {
+    aula_planner::gguf::GgufFile::open(gguf)
+        .ok()
+        .and_then(|f| f.arch_u64("pooling_type"))
+        .is_some_and(|p| p > 0)
+}
+
+/// The slots (requests at once) of an embedded engine: for an embedding
+/// model, the sequences its engine batches together.
+pub fn embedded_slots(gguf: &std::path::Path, parallel: Option<usize>) -> usize {
+    let p = parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS);
+    if is_embedding_model(gguf) {
+        (p * 16).clamp(1, EMBEDDING_MAX_SLOTS)
+    } else {
+        p
+    }
+}
+
 /// What the planner says an embedded model will allocate at its settings
 /// (the file's size when its header cannot be read: the engine will say why).
 pub fn planned_bytes(gguf: &std::path::Path, context: Option<u32>, parallel: Option<usize>) -> u64 {
@@ -309,6 +333,7 @@ impl Fleet {
                     threads,
                 } => {
                     let planned = planned_bytes(&gguf, context, parallel);
+                    let slots = embedded_slots(&gguf, parallel);
                     let template = supervisor::EngineSpec {
                         name: spec.name.clone(),
                         gguf,
@@ -323,7 +348,7 @@ impl Fleet {
                         &mut lifecycle,
                         &spec,
                         template,
-                        parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS),
+                        slots,
                         planned,
                         access.fair,
                         &client,

@@ -73,7 +73,18 @@ async fn run(
             metrics::counter!("aula_auth_failures_total").increment(1);
         }
     })?;
-    let (adm, mut obj) = aula_protocol::peek_admission(&body)?;
+    // Embeddings generate nothing: no completion budget, no max_tokens or
+    // stream options added on the way; the body is validated here, whatever
+    // engine serves the model.
+    let embeddings = path == "/v1/embeddings";
+    if embeddings {
+        aula_protocol::parse_embeddings(&body)?;
+    }
+    let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
+    if embeddings {
+        adm.max_tokens = Some(0);
+        adm.stream = false;
+    }
     let route = st.router.get(&adm.model)?.clone();
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
@@ -103,13 +114,14 @@ async fn run(
     // What the engine is sent: the ceiling when the request set no
     // max_tokens, and the usage chunk of a stream (removed again on the way
     // back when the client did not ask for it).
-    if adm.max_tokens.is_none()
+    if !embeddings
+        && adm.max_tokens.is_none()
         && let Some(m) = resv.max_tokens
     {
         obj.insert("max_tokens".into(), json!(m));
         rewritten = true;
     }
-    if adm.stream && !adm.include_usage {
+    if !embeddings && adm.stream && !adm.include_usage {
         obj.insert("stream_options".into(), json!({"include_usage": true}));
         rewritten = true;
     }

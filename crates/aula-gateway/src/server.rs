@@ -48,6 +48,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -91,6 +92,14 @@ async fn completions(
     body: Bytes,
 ) -> Response {
     crate::pipeline::handle(st, "/v1/completions", headers, body).await
+}
+
+async fn embeddings(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    crate::pipeline::handle(st, "/v1/embeddings", headers, body).await
 }
 
 async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {

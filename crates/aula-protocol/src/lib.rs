@@ -1,10 +1,14 @@
 //! Aula's OpenAI protocol: request parsing and validation, response shapes,
 //! and the one error type of the request path (mapped to HTTP in one place).
 
+mod embeddings;
 mod error;
 mod request;
 mod response;
 
+pub use embeddings::{
+    EmbedInput, EmbeddingRequest, MAX_EMBED_INPUTS, Truncate, embeddings_response, parse_embeddings,
+};
 pub use error::ApiError;
 pub use request::{
     Admission, ChatMessage, GenerateRequest, MAX_TOKENS_BOUND, Prompt, SamplingParams, parse_chat,

@@ -357,6 +357,17 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
                 "stop sequences must not be empty",
             ));
         }
+        // Every generated token is checked against every prefix of every
+        // stop sequence on the engine's one scheduler thread: bounded.
+        if let Some(long) = p.stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid_param(
+                "stop",
+                format!(
+                    "a stop sequence may be at most {MAX_STOP_BYTES} bytes; one has {}",
+                    long.len()
+                ),
+            ));
+        }
     }
     if let Some(v) = opt(obj, "presence_penalty") {
         p.presence_penalty = parse_f32(v, "presence_penalty", -2.0, 2.0)?;
@@ -678,6 +689,9 @@ pub struct Admission {
     pub prompt_tokens_bound: u64,
 }
 
+/// The longest stop sequence accepted, in bytes.
+pub const MAX_STOP_BYTES: usize = 256;
+
 /// Read the admission facts of a chat or text completion request.
 pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), ApiError> {
     let obj = parse_object(body)?;
@@ -736,9 +750,20 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
             _ => 0,
         }
     }
-    let (bytes, parts) = match (obj.get("messages"), obj.get("prompt")) {
-        (Some(Value::Array(m)), _) => (text_bytes(&Value::Array(m.clone())), m.len() as u64),
-        (_, Some(p)) => (text_bytes(p), 1),
+    /// Embedding inputs: text bytes, and token ids at a few bytes each (a
+    /// cl100k id decodes to text that the model's own tokenizer may split).
+    fn input_bound(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.len() as u64 + 2,
+            Value::Number(_) => 8,
+            Value::Array(a) => a.iter().map(input_bound).sum(),
+            _ => 0,
+        }
+    }
+    let (bytes, parts) = match (obj.get("messages"), obj.get("prompt"), obj.get("input")) {
+        (Some(Value::Array(m)), _, _) => (text_bytes(&Value::Array(m.clone())), m.len() as u64),
+        (_, Some(p), _) => (text_bytes(p), 1),
+        (_, _, Some(i)) => (input_bound(i), 0),
         _ => (0, 0),
     };
     Ok((

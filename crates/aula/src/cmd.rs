@@ -259,6 +259,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let exe = std::env::current_exe().context("cannot find the aula executable")?;
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    // Which models are embedded embedding models (for the example below).
+    let embedding_models: Vec<String> = specs
+        .iter()
+        .filter(|s| {
+            matches!(&s.source, aula_gateway::config::ModelSource::Embedded { gguf, .. }
+                if aula_gateway::is_embedding_model(gguf))
+        })
+        .map(|s| s.name.clone())
+        .collect();
     let budget = match &config.machine.memory_gb {
         Some(g) => (*g.get_ref() * 1e9) as u64,
         // The planner's detection: a discrete NVIDIA GPU's free memory (NVML);
@@ -302,7 +311,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "aula: authentication: off (no users yet; loopback only)".to_string()
     };
     let url = format!("http://{addr}");
-    let first = names.first().cloned().unwrap_or_default();
+    // The example asks a chat model (an embedding model cannot chat).
+    let first = names
+        .iter()
+        .find(|n| !embedding_models.contains(n))
+        .or(names.first())
+        .cloned()
+        .unwrap_or_default();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
