@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}"
 B=./target/release/aula
-MODELS=$($B home | awk '/\.gguf$/ {print $NF}')
+MODELS=$($B home | awk '/\.gguf$/ && $2 == "chat" {print $NF}')
 THREADS=${THREADS:-2}
 CTX=${CTX:-1024}          # tokens per sequence
 PAR=4

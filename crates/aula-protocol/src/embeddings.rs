@@ -67,7 +67,12 @@ pub struct EmbeddingRequest {
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::invalid_param("input", msg)
+    let msg = msg.into();
+    if msg.contains("input") {
+        ApiError::invalid_param("input", msg)
+    } else {
+        ApiError::invalid_param("input", format!("`input`: {msg}"))
+    }
 }
 
 fn token_id(v: &Value) -> Result<u32, ApiError> {

@@ -800,9 +800,15 @@ fn show_home() -> anyhow::Result<()> {
             println!("models ({}):", dir.display());
             for f in files {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                let kind = if aula_gateway::is_embedding_model(&f) {
+                    "embedding"
+                } else {
+                    "chat"
+                };
                 println!(
-                    "  {:<40} {:>8.1} MiB  {}",
+                    "  {:<40} {:<9} {:>8.1} MiB  {}",
                     aula_gateway::config::name_for_file(&f),
+                    kind,
                     size as f64 / 1048576.0,
                     f.display()
                 );
