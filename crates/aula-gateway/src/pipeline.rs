@@ -1,4 +1,5 @@
-//! One API call through the gateway: authenticate -> read what admission
+//! One API call through the gateway: authenticate -> read the body (only
+//! now: bounded in size and time) -> read what admission
 //! needs -> limits and quotas (reserve tokens) -> the model's fair queue
 //! (wait for a slot) -> ledger row -> engine -> watch the answer go by for
 //! usage and time to first token -> settle (reconcile the reservation, charge
@@ -34,15 +35,47 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The largest request body accepted (OpenAI-style JSON; 2,048 embedding
+/// inputs of a few hundred characters fit).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+/// How long a client may take to send its request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
 pub async fn handle(
     st: Arc<GatewayState>,
     path: &'static str,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     match run(st, path, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Read a request body within [`BODY_TIMEOUT`] and [`MAX_BODY_BYTES`];
+/// called only after the caller is authenticated, so an anonymous client
+/// cannot make the gateway hold megabytes or wait on a dripping upload.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is larger than {} MiB",
+                    MAX_BODY_BYTES >> 20
+                )))
+            } else {
+                Err(ApiError::invalid(format!("the request body could not be read: {e}")))
+            }
+        }
+        Ok(Ok(b)) => Ok(b),
     }
 }
 
@@ -65,7 +98,7 @@ async fn run(
     st: Arc<GatewayState>,
     path: &'static str,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let id = st.auth.authenticate(headers).await.inspect_err(|e| {
@@ -73,6 +106,7 @@ async fn run(
             metrics::counter!("aula_auth_failures_total").increment(1);
         }
     })?;
+    let body = read_body(body).await?;
     // Embeddings generate nothing: no completion budget, no max_tokens or
     // stream options added on the way; the body is validated here, whatever
     // engine serves the model.

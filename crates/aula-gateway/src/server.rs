@@ -9,12 +9,11 @@ use crate::router::ModelRouter;
 use aula_protocol::ApiError;
 use aula_store::{Ledger, Role};
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -73,23 +72,74 @@ pub async fn run(
         metrics::gauge!("aula_slots", "model" => name.clone())
             .set(route.queue.stats().slots as f64);
     }
-    // No Nagle delay: streamed tokens leave as soon as they arrive.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_connections(listener, app(state), shutdown).await
 }
 
-async fn chat(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// Most client connections open at once; more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The accept loop: at most [`MAX_CONNECTIONS`] connections, each given
+/// [`HEADER_TIMEOUT`] to send its headers (a client dripping them is cut
+/// off), no Nagle delay (streamed tokens leave as they arrive); on
+/// `shutdown`, stop accepting and let open requests finish (up to 30 s).
+pub async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("aula_connections_refused_total").increment(1);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown()).await;
+    Ok(())
+}
+
+async fn chat(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Response {
     crate::pipeline::handle(st, "/v1/chat/completions", headers, body).await
 }
 
 async fn completions(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     crate::pipeline::handle(st, "/v1/completions", headers, body).await
 }
@@ -97,7 +147,7 @@ async fn completions(
 async fn embeddings(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     crate::pipeline::handle(st, "/v1/embeddings", headers, body).await
 }

@@ -43,6 +43,12 @@ pub enum ApiError {
         code: &'static str,
         retry_after_s: u64,
     },
+    /// The request body is larger than the gateway accepts (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The client did not send its request body in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A quota is spent or the request is not allowed for this user (403).
     #[error("{message}")]
     Forbidden {
@@ -88,6 +94,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -103,6 +111,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             ApiError::RateLimited { code, .. } => ("rate_limit_error", Some(*code)),
             ApiError::Forbidden { code, .. } => ("insufficient_quota", Some(*code)),
+            ApiError::PayloadTooLarge(_) => ("invalid_request_error", Some("payload_too_large")),
+            ApiError::RequestTimeout(_) => ("invalid_request_error", Some("request_timeout")),
         }
     }
 
@@ -195,6 +205,14 @@ mod tests {
         assert_eq!(
             ApiError::Unauthorized("no".into()).status(),
             StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            ApiError::PayloadTooLarge("big".into()).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ApiError::RequestTimeout("slow".into()).status(),
+            StatusCode::REQUEST_TIMEOUT
         );
     }
 }

@@ -1,0 +1,136 @@
+//! The gateway against clients that misbehave on purpose: dripping headers,
+//! dripping or oversized bodies, anonymous uploads. Raw sockets on loopback,
+//! the `openai-mock` stand-in as the engine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn gateway_with_a_key(tag: &str) -> (Proc, Proc, String, std::path::PathBuf) {
+    let mock = spawn_mock(0);
+    let home = temp_home(tag);
+    std::fs::write(
+        home.join("aula.toml"),
+        format!("[[models]]\nname = \"mock\"\nurl = \"{}\"\n", mock.url),
+    )
+    .unwrap();
+    let (ok, _, err) = run_aula(&["users", "add", "ada"], &home);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_aula(&["keys", "create", "ada"], &home);
+    assert!(ok, "{err}");
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    (s, mock, out.trim().to_string(), home)
+}
+
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+/// Read until the server closes the connection (or `limit` passes); the
+/// bytes read and how long it took.
+fn read_all(mut s: TcpStream, limit: Duration) -> (String, Duration) {
+    let t = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    (String::from_utf8_lossy(&buf).into_owned(), t.elapsed())
+}
+
+/// A client that sends its headers a byte at a time, forever, is cut off
+/// after the header timeout (10 s), not held open.
+#[test]
+fn dripping_headers_are_cut_off() {
+    let (s, _mock, _key, home) = gateway_with_a_key("drip-headers");
+    let mut c = TcpStream::connect(addr(&s.url)).unwrap();
+    let started = Instant::now();
+    c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(25) {
+        std::thread::sleep(Duration::from_millis(500));
+        if c.write_all(b"X-Slow: a\r\n").is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "the connection was still open after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    let _ = std::fs::remove_dir_all(Path::new(&home));
+}
+
+/// An anonymous client's body is never read: a request without a key that
+/// announces 1.9 MB gets its 401 at once, before sending any of it.
+#[test]
+fn anonymous_bodies_are_not_read() {
+    let (s, _mock, _key, home) = gateway_with_a_key("anon-body");
+    let mut c = TcpStream::connect(addr(&s.url)).unwrap();
+    c.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1900000\r\n\r\n{\"model\": ",
+    )
+    .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 512];
+    let t = Instant::now();
+    let n = c.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let _ = std::fs::remove_dir_all(Path::new(&home));
+}
+
+/// With a key: a body over 2 MiB is a 413, and one that drips is a 408
+/// after the body timeout (20 s).
+#[test]
+fn oversized_and_dripping_bodies_are_refused() {
+    let (s, _mock, key, home) = gateway_with_a_key("big-body");
+    let big = format!(
+        "{{\"model\": \"mock\", \"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "a".repeat(2 << 20)
+    );
+    let mut c = TcpStream::connect(addr(&s.url)).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let _ = c.write_all(big.as_bytes());
+    let (resp, _) = read_all(c, Duration::from_secs(10));
+    assert!(resp.starts_with("HTTP/1.1 413"), "{}", &resp[..resp.len().min(300)]);
+    assert!(resp.contains("payload_too_large"), "{resp}");
+
+    let mut c = TcpStream::connect(addr(&s.url)).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{{"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let writer = c.try_clone().unwrap();
+    let dripping = std::thread::spawn(move || {
+        let mut w = writer;
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(500));
+            if w.write_all(b" ").is_err() {
+                break;
+            }
+        }
+    });
+    let (resp, took) = read_all(c, Duration::from_secs(40));
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let _ = dripping.join();
+    // And the gateway still serves.
+    let ok = post_auth(
+        &format!("{}/v1/chat/completions", s.url),
+        Some(&key),
+        &chat_body("mock", "hi", 2),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let _ = std::fs::remove_dir_all(Path::new(&home));
+}
