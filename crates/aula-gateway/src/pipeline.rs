@@ -119,7 +119,17 @@ async fn run(
         adm.max_tokens = Some(0);
         adm.stream = false;
     }
-    let route = st.router.get(&adm.model)?.clone();
+    // An unknown model's error lists only the models this user may use.
+    let route = match st.router.get(&adm.model) {
+        Ok(r) => r.clone(),
+        Err(_) => {
+            return Err(ApiError::ModelNotFound(format!(
+                "the model `{}` does not exist; models you may use: {}",
+                adm.model,
+                visible_models(&st, &id).join(", ")
+            )));
+        }
+    };
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
     // limits, the ledger and metrics use the configured name.

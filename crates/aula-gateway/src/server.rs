@@ -162,12 +162,35 @@ async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn metrics() -> Response {
+/// Prometheus metrics name every model and count every refusal: with
+/// authentication on, only staff (teachers and admins) may read them —
+/// Prometheus sends a teacher's key as `authorization: {credentials: KEY}`.
+async fn metrics(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = require_staff(&st, &headers).await {
+        return e.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
     )
         .into_response()
+}
+
+/// Teachers and admins; with no authentication configured (loopback), anyone.
+async fn require_staff(st: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !st.auth.auth_configured() {
+        return Ok(());
+    }
+    let id = st.auth.authenticate(headers).await?;
+    if matches!(id.role, Role::Admin | Role::Teacher) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            message: "only a teacher or an admin may read this".into(),
+            code: "staff_only",
+            resets_at: None,
+        })
+    }
 }
 
 /// Admins only; with no authentication configured (loopback), anyone.
@@ -256,7 +279,11 @@ async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn readyz(State(st): State<Arc<GatewayState>>) -> Response {
+/// Ready when every loaded model's engine is up. Anyone may ask (load
+/// balancers do, without keys); the per-model detail — which names every
+/// model, group-restricted ones too — only staff see when authentication is on.
+async fn readyz(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let detail = require_staff(&st, &headers).await.is_ok();
     let models: serde_json::Map<String, serde_json::Value> = st
         .router
         .iter()
@@ -281,9 +308,10 @@ async fn readyz(State(st): State<Arc<GatewayState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({"ready": ready, "models": models})),
-    )
-        .into_response()
+    let body = if detail {
+        json!({"ready": ready, "models": models})
+    } else {
+        json!({"ready": ready})
+    };
+    (status, axum::Json(body)).into_response()
 }

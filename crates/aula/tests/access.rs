@@ -83,6 +83,12 @@ fn keys_guard_every_route_and_never_leak() {
     assert_eq!(get_auth(&format!("{}/v1/models", s.url), None).status, 401);
     let models = get_auth(&format!("{}/v1/models", s.url), Some(&key));
     assert_eq!(models.body["data"][0]["id"], "mock", "{}", models.text);
+    // Readiness for anyone, the per-model detail for staff only.
+    let ready = get(&format!("{}/readyz", s.url));
+    assert!(ready.body["ready"].is_boolean(), "{}", ready.text);
+    assert!(ready.body.get("models").is_none(), "{}", ready.text);
+    let ready = get_auth(&format!("{}/readyz", s.url), Some(&key));
+    assert!(ready.body["models"]["mock"].is_object(), "{}", ready.text);
     let ok = post_auth(&url, Some(&key), &body());
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_eq!(ok.body["usage"]["completion_tokens"], 4);
@@ -182,6 +188,7 @@ fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
     config(&home, &mock, 2, "");
     let heavy = add_user(&home, "heavy", &[]);
     let light = add_user(&home, "light", &[]);
+    let prof = add_user(&home, "prof", &["--role", "teacher"]);
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
     assert_eq!(post_auth(&url, Some(&light), &body()).status, 200);
@@ -224,7 +231,10 @@ fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
         "the engine got more than its slots: {}",
         stats.text
     );
-    let metrics = get(&format!("{}/metrics", s.url)).text;
+    // Metrics are for staff: a student gets 403, no key 401, a teacher the text.
+    assert_eq!(get_auth(&format!("{}/metrics", s.url), Some(&light)).status, 403);
+    assert_eq!(get(&format!("{}/metrics", s.url)).status, 401);
+    let metrics = get_auth(&format!("{}/metrics", s.url), Some(&prof)).text;
     assert!(
         metrics.contains("aula_queue_wait_seconds_bucket"),
         "{metrics}"
@@ -249,6 +259,7 @@ fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
         &format!("[[limits]]\nrole = \"student\"\ntokens_per_day = {budget}\n"),
     );
     let key = add_user(&home, "sam", &[]);
+    let admin = add_user(&home, "root", &["--role", "admin"]);
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let url = format!("{}/v1/chat/completions", s.url);
     let barrier = Arc::new(std::sync::Barrier::new(200));
@@ -290,7 +301,7 @@ fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
         used > budget - reservation,
         "the budget was not used up: {used}"
     );
-    let metrics = get(&format!("{}/metrics", s.url)).text;
+    let metrics = get_auth(&format!("{}/metrics", s.url), Some(&admin)).text;
     assert!(
         metrics.contains("aula_limit_refusals_total{kind=\"quota_tokens_day\"}"),
         "{metrics}"
