@@ -34,6 +34,9 @@ pub struct Job {
     /// Already resolved against the context: prompt + max_tokens fits.
     pub max_tokens: u32,
     pub params: SamplingParams,
+    /// A GBNF grammar the output must follow (`response_format`), already
+    /// checked to compile.
+    pub grammar: Option<String>,
     pub tx: UnboundedSender<Event>,
 }
 
@@ -90,8 +93,20 @@ pub struct Scheduler<'m> {
 }
 
 /// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
-fn sampler_for(p: &SamplingParams, n_vocab: i32, max_tokens: u32) -> LlamaSampler {
+fn sampler_for(
+    model: &LlamaModel,
+    p: &SamplingParams,
+    grammar: Option<&str>,
+    n_vocab: i32,
+    max_tokens: u32,
+) -> LlamaSampler {
     let mut chain = Vec::new();
+    // The grammar first: every later step picks among the tokens it allows.
+    if let Some(g) = grammar
+        && let Ok(s) = LlamaSampler::grammar(model, g, "root")
+    {
+        chain.push(s);
+    }
     if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
         // Penalise over the whole generation so far, as OpenAI does.
         chain.push(LlamaSampler::penalties(
@@ -189,7 +204,13 @@ impl Scheduler<'_> {
                     .fetch_add(reuse as u64, Ordering::Relaxed);
                 slots[i] = Some(Slot {
                     seq,
-                    sampler: sampler_for(&job.params, n_vocab, job.max_tokens),
+                    sampler: sampler_for(
+                        &self.model,
+                        &job.params,
+                        job.grammar.as_deref(),
+                        n_vocab,
+                        job.max_tokens,
+                    ),
                     text: TextAssembler::new(job.params.stop.clone()),
                     job,
                     fed: reuse,

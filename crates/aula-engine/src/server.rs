@@ -242,6 +242,7 @@ fn start(
         }
         None => (ctx - n_prompt) as u32,
     };
+    let grammar = grammar_for(&st.model, &req.response_format)?;
     let limit = st.parallel + st.max_queue;
     let before = st.inflight.fetch_add(1, Ordering::Relaxed);
     let guard = Inflight(st.clone());
@@ -256,6 +257,7 @@ fn start(
         tokens,
         max_tokens,
         params: req.params.clone(),
+        grammar,
         tx,
     };
     st.jobs
@@ -472,4 +474,34 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
         prompt_tokens,
     ))
     .into_response())
+}
+
+/// The grammar a `response_format` asks for: JSON Schema turned into GBNF by
+/// llama.cpp's own converter (what llama-server uses), checked to compile.
+/// A schema the converter cannot express is a 400 that says so.
+fn grammar_for(
+    model: &LlamaModel,
+    format: &aula_protocol::ResponseFormat,
+) -> Result<Option<String>, ApiError> {
+    let schema = match format {
+        aula_protocol::ResponseFormat::Text => return Ok(None),
+        aula_protocol::ResponseFormat::JsonObject => json!({"type": "object"}),
+        aula_protocol::ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
+    };
+    let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+        ApiError::invalid_param(
+            "response_format",
+            format!(
+                "this JSON schema uses something the grammar converter cannot express \
+                 (llama.cpp's json_schema_to_grammar failed: {e}); simplify the schema"
+            ),
+        )
+    })?;
+    llama_cpp_2::sampling::LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
+        ApiError::invalid_param(
+            "response_format",
+            format!("the grammar made from this JSON schema does not compile: {e}"),
+        )
+    })?;
+    Ok(Some(gbnf))
 }

@@ -11,7 +11,8 @@ pub use embeddings::{
 };
 pub use error::ApiError;
 pub use request::{
-    Admission, ChatMessage, GenerateRequest, MAX_TOKENS_BOUND, Prompt, SamplingParams, parse_chat,
+    Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt, ResponseFormat,
+    SamplingParams, parse_chat,
     parse_completion, peek_admission, peek_route,
 };
 pub use response::*;

@@ -50,6 +50,18 @@ impl Default for SamplingParams {
     }
 }
 
+/// What shape the output must have (`response_format`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ResponseFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// Any JSON object (`{"type": "json_object"}`).
+    JsonObject,
+    /// JSON valid against this schema (`{"type": "json_schema", ...}`).
+    JsonSchema { name: String, schema: Value },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateRequest {
     pub model: String,
@@ -57,6 +69,50 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
     pub stream: bool,
     pub include_usage: bool,
+    pub response_format: ResponseFormat,
+}
+
+/// The most bytes of a JSON schema accepted in `response_format`.
+pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
+
+/// Parse `response_format`: `text`, `json_object`, or `json_schema` with
+/// `json_schema: {name, schema, strict}`.
+fn parse_response_format(v: &Value) -> Result<ResponseFormat, ApiError> {
+    let bad = |m: &str| ApiError::invalid_param("response_format", m);
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`response_format` must be an object with a `type`"))?;
+    match kind {
+        "text" => Ok(ResponseFormat::Text),
+        "json_object" => Ok(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let js = v.get("json_schema").filter(|j| j.is_object()).ok_or_else(|| {
+                bad("`response_format.json_schema` is required for type json_schema, with `name` and `schema`")
+            })?;
+            let name = match js.get("name") {
+                Some(Value::String(n)) if !n.is_empty() => n.clone(),
+                None | Some(Value::Null) => "response".into(),
+                _ => return Err(bad("`response_format.json_schema.name` must be a string")),
+            };
+            let schema = match js.get("schema") {
+                Some(s @ Value::Object(_)) => s.clone(),
+                None | Some(Value::Null) => serde_json::json!({}),
+                _ => return Err(bad("`response_format.json_schema.schema` must be a JSON Schema object")),
+            };
+            if schema.to_string().len() > MAX_SCHEMA_BYTES {
+                return Err(bad("`response_format.json_schema.schema` is larger than 64 KiB"));
+            }
+            match js.get("strict") {
+                None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+                _ => return Err(bad("`response_format.json_schema.strict` must be a boolean")),
+            }
+            Ok(ResponseFormat::JsonSchema { name, schema })
+        }
+        other => Err(bad(&format!(
+            "response_format type `{other}` is not supported; use text, json_object or json_schema"
+        ))),
+    }
 }
 
 const COMMON_FIELDS: &[&str] = &[
@@ -88,7 +144,7 @@ const CHAT_FIELDS: &[&str] = &[
     "parallel_tool_calls",
     "service_tier",
 ];
-const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "suffix", "best_of"];
+const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "suffix", "best_of", "response_format"];
 
 /// Parse the body of `POST /v1/chat/completions`.
 pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
@@ -107,13 +163,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
         req.params.max_tokens = Some(n);
     }
     if let Some(rf) = opt(&obj, "response_format") {
-        let kind = rf.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::invalid_param(
-                "response_format",
-                "only response_format {\"type\": \"text\"} is supported",
-            ));
-        }
+        req.response_format = parse_response_format(rf)?;
     }
     if let Some(tools) = opt(&obj, "tools")
         && !tools.as_array().is_some_and(Vec::is_empty)
@@ -173,7 +223,10 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerateRequest, ApiError> {
             "`prompt` must not be empty",
         ));
     }
-    let req = parse_common(&obj, Prompt::Text(prompt))?;
+    let mut req = parse_common(&obj, Prompt::Text(prompt))?;
+    if let Some(rf) = opt(&obj, "response_format") {
+        req.response_format = parse_response_format(rf)?;
+    }
     if opt(&obj, "echo").is_some_and(|v| v.as_bool() != Some(false)) {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));
     }
@@ -449,6 +502,7 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         params: p,
         stream,
         include_usage,
+        response_format: ResponseFormat::Text,
     })
 }
 

@@ -576,3 +576,81 @@ fn a_faulting_probe_child_is_survived_and_named() {
     let err = aula_engine::cpu::probe_variant(&aula_exe(), &lib, true).unwrap_err();
     assert!(err.contains("SIGILL"), "{err}");
 }
+
+/// `response_format`: JSON that always parses, and with a schema always
+/// validates (unless cut by max_tokens: then finish_reason is "length"),
+/// streamed or not, on chat and text completions; a schema the converter
+/// cannot express is a 400.
+#[test]
+fn response_format_constrains_the_output() {
+    let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "512"]);
+    let chat = format!("{}/v1/chat/completions", e.url);
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+        "required": ["name", "age", "tags"],
+        "additionalProperties": false
+    });
+    let rf = json!({"type": "json_schema", "json_schema": {"name": "person", "strict": true, "schema": schema}});
+    for (i, prompt) in ["Describe a person.", "Who wrote Hamlet?", "Say hello.", "What is 2+2?"].iter().enumerate() {
+        let mut body = chat_body(SMOL, prompt, 120);
+        body["response_format"] = rf.clone();
+        body["temperature"] = json!(if i % 2 == 0 { 0.0 } else { 0.8 });
+        let r = post(&chat, &body);
+        assert_eq!(r.status, 200, "{}", r.text);
+        if r.body["choices"][0]["finish_reason"] == "length" {
+            continue;
+        }
+        let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{prompt}: {e}: {text}"));
+        let o = v.as_object().unwrap();
+        assert!(o["name"].is_string() && o["age"].is_i64() && o["tags"].is_array(), "{text}");
+        assert!(o["tags"].as_array().unwrap().len() <= 3, "{text}");
+        assert_eq!(o.len(), 3, "no other keys: {text}");
+    }
+    // Streaming: the pieces join into the same kind of JSON.
+    let mut body = chat_body(SMOL, "Describe a person.", 120);
+    body["response_format"] = rf.clone();
+    body["stream"] = json!(true);
+    let s = stream(&chat, &body);
+    assert!(s.done);
+    let v: serde_json::Value = serde_json::from_str(&s.text).unwrap_or_else(|e| panic!("{e}: {}", s.text));
+    assert!(v["age"].is_i64(), "{}", s.text);
+    // json_object: any object.
+    let mut body = chat_body(SMOL, "List three colours.", 80);
+    body["response_format"] = json!({"type": "json_object"});
+    let r = post(&chat, &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    if r.body["choices"][0]["finish_reason"] == "stop" {
+        let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(text).unwrap().is_object(), "{text}");
+    }
+    // Text completions too; cut short, finish_reason says so.
+    let comp = format!("{}/v1/completions", e.url);
+    let arr = json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 4}}});
+    let r = post(&comp, &json!({"model": SMOL, "prompt": "Four numbers:", "max_tokens": 40, "temperature": 0, "response_format": arr}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = r.body["choices"][0]["text"].as_str().unwrap();
+    if r.body["choices"][0]["finish_reason"] == "stop" {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!((1..=4).contains(&v.as_array().unwrap().len()), "{text}");
+    }
+    let r = post(&comp, &json!({"model": SMOL, "prompt": "x", "max_tokens": 3, "response_format": {"type": "json_object"}}));
+    assert_eq!(r.body["choices"][0]["finish_reason"], "length", "{}", r.text);
+    // What cannot be expressed, or is not a format, is a 400 naming the field.
+    for rf in [
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/definitions/missing"}}}),
+        json!({"type": "yaml"}),
+        json!({"type": "json_schema"}),
+        json!("json"),
+    ] {
+        let mut body = chat_body(SMOL, "x", 8);
+        body["response_format"] = rf.clone();
+        let r = post(&chat, &body);
+        assert_eq!(r.status, 400, "{rf}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], "response_format", "{}", r.text);
+    }
+    // Free requests are unaffected beside constrained ones.
+    let r = post(&chat, &chat_body(SMOL, "Say hi.", 8));
+    assert_eq!(r.status, 200);
+}

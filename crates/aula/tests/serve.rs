@@ -295,6 +295,19 @@ try:
     raise SystemExit("expected NotFoundError")
 except openai.NotFoundError as e:
     assert m in str(e), e
+# Structured outputs: the client's parse() with a Pydantic model sends a strict
+# json_schema; the answer always parses into the model (unless cut short).
+from pydantic import BaseModel
+class City(BaseModel):
+    name: str
+    country: str
+    population: int
+for q in ["Tell me about Paris.", "Name a big city in Japan.", "Describe a city."]:
+    p = c.chat.completions.parse(model=m, messages=[{"role": "user", "content": q}], max_tokens=120,
+                                 temperature=0, response_format=City)
+    ch = p.choices[0]
+    if ch.finish_reason == "stop":
+        assert isinstance(ch.message.parsed, City), ch.message
 print("OPENAI-CLIENT-OK")
 "#;
     let out = std::process::Command::new(&python)
