@@ -180,13 +180,14 @@ async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint
         )
         .into_response();
     }
+    let tools = req.tools.clone().filter(|t| t.active());
     match start(st, &req) {
         Ok((rx, guard)) => {
             let builder = ResponseBuilder::new(endpoint, &req.model);
             if req.stream {
-                stream_response(rx, guard, builder, req.include_usage).into_response()
+                stream_response(rx, guard, builder, req.include_usage, tools).into_response()
             } else {
-                whole_response(rx, guard, builder).await
+                whole_response(rx, guard, builder, tools).await
             }
         }
         Err(e) => e.into_response(),
@@ -205,6 +206,29 @@ fn start(
     }
     let (text, add_special) = match &req.prompt {
         Prompt::Chat(messages) => {
+            // Offered tools are described in the system message.
+            let with_tools;
+            let messages = match req.tools.as_ref().filter(|t| t.active()) {
+                Some(t) => {
+                    let mut m = messages.clone();
+                    let prompt = t.system_prompt();
+                    match m.first_mut() {
+                        Some(first) if first.role == "system" => {
+                            first.content = format!("{}\n\n{prompt}", first.content);
+                        }
+                        _ => m.insert(
+                            0,
+                            aula_protocol::ChatMessage {
+                                role: "system".into(),
+                                content: prompt,
+                            },
+                        ),
+                    }
+                    with_tools = m;
+                    &with_tools
+                }
+                None => messages,
+            };
             let text = st.template.render(messages)?;
             // Templates that write the BOS token themselves must not get a second one.
             let has_bos = !st.bos_text.is_empty() && text.starts_with(&st.bos_text);
@@ -242,7 +266,24 @@ fn start(
         }
         None => (ctx - n_prompt) as u32,
     };
-    let grammar = grammar_for(&st.model, &req.response_format)?;
+    // A required call is decoded under its schema; otherwise response_format's.
+    let call_schema = req.tools.as_ref().and_then(|t| t.required_call_schema());
+    let grammar = match call_schema {
+        Some(schema) => grammar_for(
+            &st.model,
+            &aula_protocol::ResponseFormat::JsonSchema {
+                name: "tool_call".into(),
+                schema,
+            },
+        )
+        .map_err(|_| {
+            ApiError::invalid_param(
+                "tools",
+                "a tool's `parameters` schema uses something the grammar converter cannot express",
+            )
+        })?,
+        None => grammar_for(&st.model, &req.response_format)?,
+    };
     let limit = st.parallel + st.max_queue;
     let before = st.inflight.fetch_add(1, Ordering::Relaxed);
     let guard = Inflight(st.clone());
@@ -270,12 +311,16 @@ async fn whole_response(
     mut rx: UnboundedReceiver<Event>,
     _guard: Inflight,
     b: ResponseBuilder,
+    tools: Option<aula_protocol::ToolSpec>,
 ) -> Response {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Text(t) => text.push_str(&t),
             Event::Done { finish, usage } => {
+                if let Some((name, args)) = tools.as_ref().and_then(|t| t.parse_call(&text)) {
+                    return axum::Json(b.full_tool_call(&name, &args, usage)).into_response();
+                }
                 return axum::Json(b.full(&text, finish, usage)).into_response();
             }
             Event::Error(e) => return ApiError::Internal(e).into_response(),
@@ -293,6 +338,10 @@ struct StreamState {
     /// Events still to send after the generation is over.
     tail: std::collections::VecDeque<String>,
     done: bool,
+    /// With tools offered, the answer is held back until it is known to be
+    /// a call or text (a call is sent as one whole `tool_calls` delta).
+    tools: Option<aula_protocol::ToolSpec>,
+    held: String,
 }
 
 fn stream_response(
@@ -300,6 +349,7 @@ fn stream_response(
     guard: Inflight,
     b: ResponseBuilder,
     include_usage: bool,
+    tools: Option<aula_protocol::ToolSpec>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = StreamState {
         rx,
@@ -309,6 +359,8 @@ fn stream_response(
         first: true,
         tail: Default::default(),
         done: false,
+        tools,
+        held: String::new(),
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -319,6 +371,7 @@ fn stream_response(
                 return None;
             }
             match s.rx.recv().await {
+                Some(Event::Text(t)) if s.tools.is_some() => s.held.push_str(&t),
                 Some(Event::Text(t)) => {
                     let data = s.b.chunk(&t, s.first, None).to_string();
                     s.first = false;
@@ -347,6 +400,18 @@ fn stream_response(
 }
 
 fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
+    let mut finish = finish;
+    if let Some(tools) = s.tools.take() {
+        let held = std::mem::take(&mut s.held);
+        if let Some((name, args)) = tools.parse_call(&held) {
+            s.tail.push_back(s.b.tool_call_chunk(&name, &args).to_string());
+            s.first = false;
+            finish = FinishReason::ToolCalls;
+        } else if !held.is_empty() {
+            s.tail.push_back(s.b.chunk(&held, s.first, None).to_string());
+            s.first = false;
+        }
+    }
     if s.first && s.b.endpoint == Endpoint::Chat {
         s.tail.push_back(s.b.chunk("", true, None).to_string());
     }

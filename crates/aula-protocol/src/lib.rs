@@ -5,6 +5,7 @@ mod embeddings;
 mod error;
 mod request;
 mod response;
+mod tools;
 
 pub use embeddings::{
     EmbedInput, EmbeddingRequest, MAX_EMBED_INPUTS, Truncate, embeddings_response, parse_embeddings,
@@ -16,3 +17,4 @@ pub use request::{
     parse_completion, peek_admission, peek_route,
 };
 pub use response::*;
+pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, calls_as_text, parse_tools};

@@ -70,6 +70,8 @@ pub struct GenerateRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub response_format: ResponseFormat,
+    /// Tools offered (chat only); at most one call per answer.
+    pub tools: Option<crate::tools::ToolSpec>,
 }
 
 /// The most bytes of a JSON schema accepted in `response_format`.
@@ -165,21 +167,23 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
     if let Some(rf) = opt(&obj, "response_format") {
         req.response_format = parse_response_format(rf)?;
     }
-    if let Some(tools) = opt(&obj, "tools")
-        && !tools.as_array().is_some_and(Vec::is_empty)
+    req.tools = crate::tools::parse_tools(&obj)?;
+    if req.tools.as_ref().is_some_and(|t| t.active())
+        && req.response_format != ResponseFormat::Text
     {
         return Err(ApiError::invalid_param(
-            "tools",
-            "tools / function calling are not supported",
+            "response_format",
+            "`response_format` and `tools` cannot be combined; give the tool's arguments a schema instead",
         ));
     }
-    if let Some(tc) = opt(&obj, "tool_choice")
-        && tc.as_str() != Some("none")
-    {
-        return Err(ApiError::invalid_param(
-            "tool_choice",
-            "tools / function calling are not supported",
-        ));
+    match opt(&obj, "parallel_tool_calls") {
+        None | Some(Value::Bool(_)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "parallel_tool_calls",
+                "`parallel_tool_calls` must be a boolean",
+            ));
+        }
     }
     if let Some(store) = opt(&obj, "store")
         && store.as_bool() == Some(true)
@@ -503,6 +507,7 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         stream,
         include_usage,
         response_format: ResponseFormat::Text,
+        tools: None,
     })
 }
 
@@ -546,10 +551,37 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<ChatMessage>, ApiError> {
         let role = match role {
             "system" | "user" | "assistant" => role.to_string(),
             "developer" => "system".to_string(),
-            "tool" | "function" => {
+            // A function's result, written as a user turn the model can read.
+            "tool" => {
+                let content = match obj.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v @ Value::Array(_)) => v
+                        .as_array()
+                        .map(|parts| {
+                            parts
+                                .iter()
+                                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                                .collect::<String>()
+                        })
+                        .unwrap_or_default(),
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            &param,
+                            format!("{param}.content must be the tool's result as a string"),
+                        ));
+                    }
+                };
+                let id = obj.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                out.push(ChatMessage {
+                    role: "user".into(),
+                    content: format!("Result of function call {id}:\n{content}"),
+                });
+                continue;
+            }
+            "function" => {
                 return Err(ApiError::invalid_param(
                     &param,
-                    format!("{param}: tool messages are not supported"),
+                    format!("{param}: the deprecated `function` role is not supported; use `tool`"),
                 ));
             }
             other => {
@@ -561,8 +593,24 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<ChatMessage>, ApiError> {
                 ));
             }
         };
+        // An assistant turn that called tools: the calls as the JSON the model writes.
+        if role == "assistant"
+            && let Some(calls) = obj.get("tool_calls").filter(|c| !c.is_null())
+        {
+            let text = crate::tools::calls_as_text(calls)
+                .map_err(|m| ApiError::invalid_param(&param, format!("{param}.{m}")))?;
+            let before = match obj.get("content") {
+                Some(Value::String(s)) if !s.is_empty() => format!("{s}\n"),
+                _ => String::new(),
+            };
+            out.push(ChatMessage {
+                role,
+                content: before + &text,
+            });
+            continue;
+        }
         for key in obj.keys() {
-            if !matches!(key.as_str(), "role" | "content" | "name") {
+            if !matches!(key.as_str(), "role" | "content" | "name" | "tool_calls") {
                 return Err(ApiError::invalid_param(
                     &param,
                     format!("{param}.{key} is not supported"),

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 pub enum FinishReason {
     Stop,
     Length,
+    /// The answer is a function call (`tools`).
+    #[serde(rename = "tool_calls")]
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -16,6 +19,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -120,6 +124,53 @@ impl ResponseBuilder {
             "created": self.created,
             "model": self.model,
             "choices": [choice],
+        })
+    }
+
+    fn tool_call(&self, name: &str, arguments: &str, index: Option<usize>) -> Value {
+        let mut call = json!({
+            "id": format!("call_{:016x}", rand_u64()),
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        });
+        if let Some(i) = index {
+            call["index"] = json!(i);
+        }
+        call
+    }
+
+    /// The whole response of a chat answer that is a function call.
+    pub fn full_tool_call(&self, name: &str, arguments: &str, usage: Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(false),
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": null,
+                            "tool_calls": [self.tool_call(name, arguments, None)]},
+                "logprobs": null,
+                "finish_reason": "tool_calls",
+            }],
+            "usage": usage,
+        })
+    }
+
+    /// The streamed chunk carrying a whole function call.
+    pub fn tool_call_chunk(&self, name: &str, arguments: &str) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "delta": {"role": "assistant", "content": null,
+                          "tool_calls": [self.tool_call(name, arguments, Some(0))]},
+                "logprobs": null,
+                "finish_reason": null,
+            }],
         })
     }
 

@@ -654,3 +654,100 @@ fn response_format_constrains_the_output() {
     let r = post(&chat, &chat_body(SMOL, "Say hi.", 8));
     assert_eq!(r.status, 200);
 }
+
+/// Function calling: with `required` or a named tool the answer is always a
+/// call whose arguments match the tool's schema (streamed as one
+/// `tool_calls` delta); earlier calls and their results in the history are
+/// understood; bad tools are 400s naming the field.
+#[test]
+fn tools_calls_are_returned_as_tool_calls() {
+    let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "1024"]);
+    let chat = format!("{}/v1/chat/completions", e.url);
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}}, "required": ["city", "unit"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "add", "description": "Add two integers",
+         "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": false}}}
+    ]);
+    for (q, choice) in [
+        ("What is the weather in Oslo?", json!("required")),
+        ("What is 2 plus 3?", json!({"type": "function", "function": {"name": "add"}})),
+        ("Weather in Lima, in Fahrenheit?", json!({"type": "function", "function": {"name": "get_weather"}})),
+    ] {
+        let mut body = chat_body(SMOL, q, 80);
+        body["tools"] = tools.clone();
+        body["tool_choice"] = choice.clone();
+        let r = post(&chat, &body);
+        assert_eq!(r.status, 200, "{}", r.text);
+        let c = &r.body["choices"][0];
+        if c["finish_reason"] == "length" {
+            continue;
+        }
+        assert_eq!(c["finish_reason"], "tool_calls", "{}", r.text);
+        assert!(c["message"]["content"].is_null());
+        let call = &c["message"]["tool_calls"][0];
+        assert_eq!(call["type"], "function");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        let name = call["function"]["name"].as_str().unwrap();
+        if let Some(n) = choice["function"]["name"].as_str() {
+            assert_eq!(name, n);
+        }
+        let args: serde_json::Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        match name {
+            "add" => assert!(args["a"].is_i64() && args["b"].is_i64(), "{args}"),
+            "get_weather" => {
+                assert!(args["city"].is_string(), "{args}");
+                assert!(args["unit"] == "C" || args["unit"] == "F", "{args}");
+            }
+            other => panic!("unknown tool {other}"),
+        }
+    }
+    // Streamed: one delta with the whole call, then finish_reason tool_calls.
+    let mut body = chat_body(SMOL, "Weather in Rome?", 80);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!("required");
+    body["stream"] = json!(true);
+    let resp = ureq::post(&chat).send_json(&body).unwrap().into_string().unwrap();
+    let events: Vec<serde_json::Value> = resp
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let call = events.iter().find(|e| !e["choices"][0]["delta"]["tool_calls"].is_null()).unwrap();
+    assert_eq!(call["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "tool_calls"), "{resp}");
+    assert!(resp.trim_end().ends_with("data: [DONE]"));
+    // History with a call and its result.
+    let mut body = chat_body(SMOL, "What is the weather in Oslo?", 30);
+    body["messages"] = json!([
+        {"role": "user", "content": "What is the weather in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\", \"unit\": \"C\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"}
+    ]);
+    body["tools"] = tools.clone();
+    let r = post(&chat, &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // tool_choice none: the tools are not offered, plain text comes back.
+    let mut body = chat_body(SMOL, "Say hi.", 8);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!("none");
+    let r = post(&chat, &body);
+    assert_eq!(r.body["choices"][0]["finish_reason"], "length", "{}", r.text);
+    assert!(r.body["choices"][0]["message"]["content"].is_string());
+    // Bad tools.
+    for (tools_v, choice, param) in [
+        (json!([{"type": "function", "function": {"name": "bad name"}}]), json!("auto"), "tools"),
+        (tools.clone(), json!({"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+        (json!([]), json!("required"), "tool_choice"),
+    ] {
+        let mut body = chat_body(SMOL, "x", 8);
+        body["tools"] = tools_v;
+        body["tool_choice"] = choice;
+        let r = post(&chat, &body);
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.body["error"]["param"], param, "{}", r.text);
+    }
+}

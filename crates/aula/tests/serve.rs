@@ -308,6 +308,25 @@ for q in ["Tell me about Paris.", "Name a big city in Japan.", "Describe a city.
     ch = p.choices[0]
     if ch.finish_reason == "stop":
         assert isinstance(ch.message.parsed, City), ch.message
+# Function calling with the client's own types, and LangChain's bind_tools.
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+r = c.chat.completions.create(model=m, messages=[{"role": "user", "content": "Weather in Oslo?"}],
+                              tools=tools, tool_choice="required", max_tokens=60, temperature=0)
+call = r.choices[0].message.tool_calls[0]
+assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather", r
+import json
+assert isinstance(json.loads(call.function.arguments)["city"], str)
+from langchain_openai import ChatOpenAI
+from langchain_core.tools import tool
+@tool
+def get_weather(city: str) -> str:
+    """Weather in a city."""
+    return "sunny"
+llm = ChatOpenAI(model=m, base_url=sys.argv[1] + "/v1", api_key="none", max_retries=0, temperature=0, max_tokens=60)
+msg = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
+assert msg.tool_calls and msg.tool_calls[0]["name"] == "get_weather", msg
+assert isinstance(msg.tool_calls[0]["args"].get("city"), str), msg.tool_calls
 print("OPENAI-CLIENT-OK")
 "#;
     let out = std::process::Command::new(&python)

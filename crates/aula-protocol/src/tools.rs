@@ -1,0 +1,330 @@
+//! Function calling: `tools` and `tool_choice` as OpenAI defines them.
+//!
+//! The rules:
+//! * A tool is `{"type": "function", "function": {"name", "description",
+//!   "parameters"}}`; names are 1-64 of `a-z A-Z 0-9 _ -`, unique; at most
+//!   [`MAX_TOOLS`] tools.
+//! * `tool_choice` is `none` (the tools are not offered), `auto` (the model
+//!   may call one; the default when tools are given), `required` (it must
+//!   call one), or `{"type": "function", "function": {"name"}}` (it must call
+//!   that one).
+//! * The model is told about the tools in a system message and answers a
+//!   call as one JSON object `{"name": ..., "arguments": {...}}`. With
+//!   `required` or a named tool, decoding is constrained to exactly that
+//!   shape, the arguments to the tool's own `parameters` schema; with `auto`
+//!   an answer that is such an object naming a tool becomes a call, any
+//!   other answer is text.
+//! * Conversation history may hold the assistant's earlier `tool_calls` and
+//!   `tool` results; they are written into the prompt as text the model can
+//!   read (the built-in templates know no tool roles).
+
+use crate::ApiError;
+use serde_json::{Map, Value, json};
+
+/// The most tools one request may offer.
+pub const MAX_TOOLS: usize = 128;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// The arguments' JSON Schema (`{"type": "object"}` when not given).
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub tools: Vec<Tool>,
+    pub choice: ToolChoice,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Read `tools` and `tool_choice` (None when no tools are offered).
+pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiError> {
+    let bad = |m: String| ApiError::invalid_param("tools", m);
+    let items = match obj.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(bad("`tools` must be a list".into())),
+    };
+    if items.len() > MAX_TOOLS {
+        return Err(bad(format!("at most {MAX_TOOLS} tools, got {}", items.len())));
+    }
+    let mut tools: Vec<Tool> = Vec::with_capacity(items.len());
+    for (i, t) in items.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad(format!("tools[{i}].type must be \"function\"")));
+        }
+        let f = t
+            .get("function")
+            .filter(|f| f.is_object())
+            .ok_or_else(|| bad(format!("tools[{i}].function is required")))?;
+        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+        if !valid_name(name) {
+            return Err(bad(format!(
+                "tools[{i}].function.name must be 1-64 letters, digits, _ or -; got {name:?}"
+            )));
+        }
+        if tools.iter().any(|x| x.name == name) {
+            return Err(bad(format!("two tools are named `{name}`")));
+        }
+        let description = match f.get("description") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(d)) => d.clone(),
+            Some(_) => return Err(bad(format!("tools[{i}].function.description must be a string"))),
+        };
+        let parameters = match f.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                return Err(bad(format!(
+                    "tools[{i}].function.parameters must be a JSON Schema object"
+                )));
+            }
+        };
+        tools.push(Tool {
+            name: name.to_string(),
+            description,
+            parameters,
+        });
+    }
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!("`tool_choice` must be none, auto, required or a function, got `{other}`"),
+                ));
+            }
+        },
+        Some(v @ Value::Object(_)) => {
+            let name = v
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "tool_choice",
+                        "`tool_choice` must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    )
+                })?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!("`tool_choice` names `{name}`, which is not among the tools"),
+                ));
+            }
+            ToolChoice::Named(name.to_string())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice` must be a string or an object",
+            ));
+        }
+    };
+    if tools.is_empty() {
+        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
+            return Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice` asks for a tool call but no tools were given",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(ToolSpec { tools, choice }))
+}
+
+impl ToolSpec {
+    /// Whether the model is offered the tools at all.
+    pub fn active(&self) -> bool {
+        self.choice != ToolChoice::None
+    }
+
+    fn offered(&self) -> Vec<&Tool> {
+        match &self.choice {
+            ToolChoice::Named(n) => self.tools.iter().filter(|t| &t.name == n).collect(),
+            ToolChoice::None => Vec::new(),
+            _ => self.tools.iter().collect(),
+        }
+    }
+
+    /// The system text that tells the model about its tools.
+    pub fn system_prompt(&self) -> String {
+        let mut s = String::from(
+            "You can call functions. To call one, answer with only a JSON object of the form \
+             {\"name\": \"<function name>\", \"arguments\": {<arguments>}} and nothing else.",
+        );
+        match &self.choice {
+            ToolChoice::Auto => s.push_str(" If no function is needed, answer normally."),
+            ToolChoice::Required => s.push_str(" You must call one of the functions."),
+            ToolChoice::Named(n) => s.push_str(&format!(" You must call `{n}`.")),
+            ToolChoice::None => {}
+        }
+        s.push_str("\nFunctions:\n");
+        for t in self.offered() {
+            s.push_str(&format!(
+                "- {}: {} Arguments (JSON Schema): {}\n",
+                t.name,
+                if t.description.is_empty() {
+                    "(no description)"
+                } else {
+                    t.description.as_str()
+                },
+                t.parameters
+            ));
+        }
+        s
+    }
+
+    /// The JSON Schema a call must match, when a call is required.
+    pub fn required_call_schema(&self) -> Option<Value> {
+        if !matches!(self.choice, ToolChoice::Required | ToolChoice::Named(_)) {
+            return None;
+        }
+        let variants: Vec<Value> = self
+            .offered()
+            .iter()
+            .map(|t| {
+                json!({
+                    "type": "object",
+                    "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        Some(if variants.len() == 1 {
+            variants.into_iter().next().unwrap_or_default()
+        } else {
+            json!({"anyOf": variants})
+        })
+    }
+
+    /// The call in a model's answer, if the answer is one: a JSON object
+    /// whose `name` is an offered tool and whose `arguments` is an object.
+    /// Returns the name and the arguments as a JSON string.
+    pub fn parse_call(&self, text: &str) -> Option<(String, String)> {
+        let v: Value = serde_json::from_str(text.trim()).ok()?;
+        let name = v.get("name")?.as_str()?;
+        if !self.offered().iter().any(|t| t.name == name) {
+            return None;
+        }
+        let args = match v.get("arguments") {
+            Some(a @ Value::Object(_)) => a.clone(),
+            None | Some(Value::Null) => json!({}),
+            _ => return None,
+        };
+        Some((name.to_string(), args.to_string()))
+    }
+}
+
+/// The text an earlier assistant turn's `tool_calls` is written as in the
+/// prompt: the same JSON objects the model is asked to produce.
+pub fn calls_as_text(calls: &Value) -> Result<String, String> {
+    let list = calls.as_array().ok_or("tool_calls must be a list")?;
+    let mut out = Vec::new();
+    for c in list {
+        let f = c.get("function").ok_or("a tool call needs `function`")?;
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("a tool call needs `function.name`")?;
+        let args = match f.get("arguments") {
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(json!(s)),
+            Some(v) => v.clone(),
+            None => json!({}),
+        };
+        out.push(json!({"name": name, "arguments": args}).to_string());
+    }
+    Ok(out.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn weather() -> Value {
+        json!({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+    }
+
+    #[test]
+    fn parses_tools_and_choices() {
+        let t = parse_tools(&obj(json!({"tools": [weather()]}))).unwrap().unwrap();
+        assert_eq!(t.choice, ToolChoice::Auto);
+        assert_eq!(t.tools[0].name, "get_weather");
+        assert!(t.required_call_schema().is_none());
+        let t = parse_tools(&obj(json!({"tools": [weather()], "tool_choice": "required"})))
+            .unwrap()
+            .unwrap();
+        let s = t.required_call_schema().unwrap();
+        assert_eq!(s["properties"]["name"]["const"], "get_weather");
+        let t = parse_tools(&obj(json!({"tools": [weather()],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})))
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.choice, ToolChoice::Named("get_weather".into()));
+        assert!(parse_tools(&obj(json!({"tools": []}))).unwrap().is_none());
+        assert!(parse_tools(&obj(json!({}))).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_tools_are_named() {
+        for (body, param) in [
+            (json!({"tools": {}}), "tools"),
+            (json!({"tools": [{"type": "code"}]}), "tools"),
+            (json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}), "tools"),
+            (json!({"tools": [weather(), weather()]}), "tools"),
+            (json!({"tools": [weather()], "tool_choice": "maybe"}), "tool_choice"),
+            (json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "x"}}}), "tool_choice"),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+        ] {
+            let e = parse_tools(&obj(body.clone())).unwrap_err();
+            assert_eq!(e.body()["error"]["param"], param, "{body}");
+        }
+    }
+
+    #[test]
+    fn calls_are_recognised_only_for_offered_tools() {
+        let t = parse_tools(&obj(json!({"tools": [weather()]}))).unwrap().unwrap();
+        let (n, a) = t
+            .parse_call(" {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}} ")
+            .unwrap();
+        assert_eq!(n, "get_weather");
+        assert_eq!(serde_json::from_str::<Value>(&a).unwrap()["city"], "Oslo");
+        assert!(t.parse_call("{\"name\": \"rm_rf\", \"arguments\": {}}").is_none());
+        assert!(t.parse_call("It is sunny.").is_none());
+        assert!(t.parse_call("{\"name\": \"get_weather\", \"arguments\": 3}").is_none());
+        let text = calls_as_text(&json!([{"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]))
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap()["arguments"]["city"],
+            "Oslo"
+        );
+    }
+}
