@@ -19,7 +19,7 @@ MODELS_DIR=$($B home | awk -F'[()]' '/^models \(/ {print $2}')
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
 wait_up() { for _ in $(seq 300); do curl -sf "$1/health" > /dev/null && return 0; sleep 0.1; done; echo "server at $1 did not come up" >&2; return 1; }
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, threads $THREADS, $(date -u +%F)"
-$B doctor | head -3
+$B doctor 2>/dev/null | head -3
 configs=()
 for v in $VARIANTS; do configs+=("variant:$v"); done
 [ -n "${NATIVE_AULA:-}" ] && configs+=("native:$NATIVE_AULA")
@@ -40,11 +40,7 @@ for file in SmolLM2-135M-Instruct.Q4_1.gguf gemma-3-270m-q4_k_m.gguf; do
       pid=$!
       wait_up http://127.0.0.1:19150
       $B bench --url http://127.0.0.1:19150 --model "$name" --requests 6 --max-tokens 1 --prompt-tokens 480 \
-        --stream --json | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-print(f"{sys.argv[1]:<44} prefill {r[\"prompt_tokens\"] / max(1, r[\"requests_ok\"]) / (r[\"ttft\"][\"p50_ms\"] / 1000):>8.1f} tok/s (ttft p50 {r[\"ttft\"][\"p50_ms\"]:.1f} ms)")
-' "$name $label rep $rep"
+        --stream --json | python3 scripts/bench_summary.py "$name $label rep $rep" prefill
       $B bench --url http://127.0.0.1:19150 --model "$name" --requests 4 --max-tokens 128 --prompt-tokens 32 \
         --stream --json | python3 scripts/bench_summary.py "$name $label rep $rep decode"
       kill $pid; wait $pid 2>/dev/null || true

@@ -19,6 +19,12 @@ elif kind == "fairness":
     print(f"{label:<42} light ttft p50 {light['p50_ms']:>8.0f} ms  p95 {light['p95_ms']:>8.0f} ms  "
           f"heavy ttft p95 {(heavy or {}).get('p95_ms', 0):>8.0f} ms  out tok/s {r['output_tokens_per_s']:>6.1f}  "
           f"heavy share {heavy_tokens / max(1, r['completion_tokens']):>4.0%}  e2e p50 {r['e2e']['p50_ms']:>6.0f} ms  errors {errors}")
+elif kind == "prefill":
+    # Prompt tokens per second of time to first token (requests sent one at a time).
+    t = r["ttft"]
+    per_req = r["prompt_tokens"] / max(1, r["requests_ok"])
+    print(f"{label:<44} prefill {per_req / (t['p50_ms'] / 1000):>8.1f} tok/s  "
+          f"({per_req:.0f}-token prompt, ttft p50 {t['p50_ms']:.1f} ms)  errors {errors}")
 elif kind == "gateway":
     e = r["e2e"]
     print(f"{label:<30} {r['requests_per_s']:>9.0f} req/s  p50 {e['p50_ms'] * 1000:>6.0f} us  "

@@ -28,6 +28,13 @@ pub trait Backend: Send + Sync {
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// How long an engine may take to start answering (its response headers; a
+/// non-streamed answer's whole generation): a wedged engine must not hold a
+/// slot forever.
+pub const ENGINE_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest silence allowed between two chunks of a streamed answer.
+pub const ENGINE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -181,7 +188,16 @@ impl Backend for HttpBackend {
                 header::CONTENT_TYPE,
                 axum::http::HeaderValue::from_static("application/json"),
             );
-            let resp = self.client.request(req).await.map_err(|e| {
+            let resp = tokio::time::timeout(ENGINE_ANSWER_TIMEOUT, self.client.request(req))
+                .await
+                .map_err(|_| {
+                    ApiError::BadGateway(format!(
+                        "the engine for model `{}` did not answer within {} s",
+                        self.model,
+                        ENGINE_ANSWER_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(|e| {
                 if e.is_connect() {
                     ApiError::Unavailable(format!(
                         "the engine for model `{}` is not reachable; try again in a moment",
@@ -348,12 +364,43 @@ impl Backend for Pool {
                 }
             })?;
             let (parts, body) = resp.into_parts();
-            use futures::StreamExt;
-            let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
-                let _held = &guard;
-                chunk
-            });
+            let stream = idle_limited(
+                http_body_util::BodyExt::into_data_stream(body),
+                ENGINE_IDLE_TIMEOUT,
+                guard,
+            );
             Ok(Response::from_parts(parts, Body::from_stream(stream)))
         })
     }
+}
+
+/// An engine's answer body that ends with an error when the engine goes
+/// quiet for longer than `idle` (a stream the gateway would otherwise wait
+/// on forever), holding `guard` until the body is done.
+fn idle_limited<S, E, G>(
+    body: S,
+    idle: std::time::Duration,
+    guard: G,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    G: Send + 'static,
+{
+    futures::stream::unfold(Some((body, guard)), move |state| async move {
+        let (mut body, guard) = state?;
+        use futures::StreamExt;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, guard)))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the engine sent nothing for {} s", idle.as_secs()),
+                )),
+                None,
+            )),
+        }
+    })
 }

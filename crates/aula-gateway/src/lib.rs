@@ -297,6 +297,13 @@ impl Fleet {
             exe,
             logs,
             ready_timeout: Duration::from_secs(300),
+            // AULA_ENGINE_LIVENESS_S shortens it (tests) or lengthens it.
+            liveness: std::env::var("AULA_ENGINE_LIVENESS_S")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| *s >= 0.3)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(supervisor::LIVENESS_INTERVAL),
         });
         let client = backend::http_client();
         let mut router = ModelRouter::default();

@@ -650,6 +650,7 @@ mod tests {
             exe: std::path::PathBuf::new(),
             logs: dir.clone(),
             ready_timeout: Duration::from_secs(1),
+            liveness: crate::supervisor::LIVENESS_INTERVAL,
         });
         let st = GatewayState {
             router: crate::router::ModelRouter::default(),

@@ -68,6 +68,35 @@ pub struct Supervisor {
     pub exe: PathBuf,
     pub logs: PathBuf,
     pub ready_timeout: Duration,
+    /// How often a running engine's `/health` is checked; three failures in
+    /// a row (each allowed a third of this) and it is restarted.
+    pub liveness: Duration,
+}
+
+/// The liveness check's default interval.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Resolves when the engine at `base` has failed its health check three
+/// times in a row (never, while it answers).
+async fn wedged(client: &crate::backend::HttpClient, base: &str, key: &str, every: Duration) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(every).await;
+        let req = axum::http::Request::get(format!("{base}/health"))
+            .header(axum::http::header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()));
+        let ok = match req {
+            Ok(req) => matches!(
+                tokio::time::timeout(every / 3, client.request(req)).await,
+                Ok(Ok(resp)) if resp.status().is_success()
+            ),
+            Err(_) => true,
+        };
+        failures = if ok { 0 } else { failures + 1 };
+        if failures >= 3 {
+            return;
+        }
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -287,9 +316,16 @@ impl Supervisor {
                 Ok(()) => {
                     tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
                     backend.set_load_time(started.elapsed());
-                    backend.set(Upstream::Ready(base));
+                    backend.set(Upstream::Ready(base.clone()));
                     let status = tokio::select! {
                         s = child.wait() => s,
+                        _ = wedged(&client, &base, &key, self.liveness) => {
+                            // Alive but not answering: stop it, and restart as after a crash.
+                            tracing::error!(model = %spec.name, "engine stopped answering its health check; restarting it");
+                            backend.set(Upstream::Starting);
+                            stop_child(&mut child).await;
+                            child.wait().await
+                        }
                         _ = shutdown.changed() => {
                             backend.set(Upstream::Stopped);
                             stop_child(&mut child).await;

@@ -378,3 +378,33 @@ fn a_model_that_cannot_load_gets_a_clear_503_and_the_others_keep_serving() {
     });
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// An engine that is alive but no longer answers (here: stopped with
+/// SIGSTOP) fails its health checks and is replaced; the model serves again.
+#[test]
+fn a_wedged_engine_is_restarted() {
+    let home = temp_home("wedged");
+    std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
+    let s = spawn_aula_env(
+        &["serve", "--port", "0"],
+        Some(&home),
+        &[("AULA_ENGINE_LIVENESS_S", "1")],
+    );
+    wait_ready(&s.url);
+    let kids = children_of(s.pid());
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let victim = kids[0];
+    unsafe {
+        libc::kill(victim as i32, libc::SIGSTOP);
+    }
+    wait_for("the wedged engine to be replaced", Duration::from_secs(60), || {
+        let now = children_of(s.pid());
+        now.len() == 1 && !now.contains(&victim)
+    });
+    assert!(s.output().contains("stopped answering its health check"), "{}", s.output());
+    wait_ready(&s.url);
+    let chat = format!("{}/v1/chat/completions", s.url);
+    assert_eq!(post(&chat, &chat_body(SMOL, "hi", 2)).status, 200);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
