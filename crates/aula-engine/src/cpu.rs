@@ -446,7 +446,17 @@ fn amx_state(listed: bool, library: Option<&Path>) -> AmxState {
         Ok(()) => AmxState::Works,
         Err(reason) => AmxState::ProbeFailed { reason },
     };
-    if !force_fail {
+    // Cached only as a definitive answer: it worked, or the kernel itself
+    // faulted, computed wrongly or refused. A probe that could not start or
+    // hung is tried again next time.
+    let definitive = match &state {
+        AmxState::Works => true,
+        AmxState::ProbeFailed { reason } => {
+            reason.contains("signal") || reason.contains("wrong") || reason.contains("no AMX buffer")
+        }
+        _ => false,
+    };
+    if !force_fail && definitive {
         cache::write(library, &state);
     }
     state
@@ -476,6 +486,15 @@ pub fn probe_variant(exe: &Path, library: &Path, force_fail: bool) -> Result<(),
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the probe {}: {e}", exe.display()))?;
+    // Read what it says while it runs (a full pipe must not block it).
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            let _ = e.by_ref().take(1 << 20).read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
         match child.try_wait() {
@@ -489,11 +508,7 @@ pub fn probe_variant(exe: &Path, library: &Path, force_fail: bool) -> Result<(),
             Err(e) => return Err(format!("waiting for the probe failed: {e}")),
         }
     };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     let detail = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {

@@ -56,6 +56,8 @@ struct Pending {
     /// Inputs not yet packed into a batch.
     next: usize,
     done: usize,
+    /// Answered with an error; its remaining sequences are ignored.
+    failed: bool,
 }
 
 pub struct Embedder<'m> {
@@ -145,6 +147,9 @@ impl Embedder<'_> {
         if packed.is_empty() {
             // Cannot happen (inputs are checked against n_batch), but never spin.
             if let Some(p) = queue.pop_front() {
+                self.stats
+                    .pending_inputs
+                    .fetch_sub(p.job.inputs.len() - p.done, Ordering::Relaxed);
                 let _ = p.job.reply.send(Err("an input does not fit in one batch".into()));
             }
             return;
@@ -153,6 +158,9 @@ impl Embedder<'_> {
         let result = self.ctx.decode(&mut batch).map_err(|e| e.to_string());
         for (seq, (qi, ii)) in packed.iter().enumerate() {
             let p = &mut queue[*qi];
+            if p.failed {
+                continue;
+            }
             let v = match &result {
                 Ok(()) => match self.ctx.embeddings_seq_ith(seq as i32) {
                     Ok(v) => {
@@ -169,20 +177,23 @@ impl Embedder<'_> {
             match v {
                 Ok(v) => p.vectors[*ii] = Some(v),
                 Err(e) => {
-                    // Fail the whole request; its other inputs are skipped.
+                    // Fail the whole request; its other inputs are skipped
+                    // (and no longer counted as waiting).
                     let (tx, _) = oneshot::channel();
                     let reply = std::mem::replace(&mut p.job.reply, tx);
                     let _ = reply.send(Err(e));
+                    self.stats
+                        .pending_inputs
+                        .fetch_sub(p.job.inputs.len() - p.done, Ordering::Relaxed);
+                    p.failed = true;
                     p.next = p.job.inputs.len();
                     p.done = p.job.inputs.len();
                     continue;
                 }
             }
             p.done += 1;
+            self.stats.pending_inputs.fetch_sub(1, Ordering::Relaxed);
         }
-        self.stats
-            .pending_inputs
-            .fetch_sub(packed.len(), Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.inputs.fetch_add(packed.len(), Ordering::Relaxed);
     }
@@ -196,6 +207,7 @@ impl Pending {
             vectors: vec![None; n],
             next: 0,
             done: 0,
+            failed: false,
         }
     }
 }

@@ -266,6 +266,15 @@ fn start(
         }
         None => (ctx - n_prompt) as u32,
     };
+    let limit = st.parallel + st.max_queue;
+    let before = st.inflight.fetch_add(1, Ordering::Relaxed);
+    let guard = Inflight(st.clone());
+    if before >= limit {
+        return Err(ApiError::Overloaded(format!(
+            "all {} slots are busy and {} requests are already waiting; try again shortly",
+            st.parallel, st.max_queue
+        )));
+    }
     // A required call is decoded under its schema; otherwise response_format's.
     let call_schema = req.tools.as_ref().and_then(|t| t.required_call_schema());
     let grammar = match call_schema {
@@ -284,15 +293,6 @@ fn start(
         })?,
         None => grammar_for(&st.model, &req.response_format)?,
     };
-    let limit = st.parallel + st.max_queue;
-    let before = st.inflight.fetch_add(1, Ordering::Relaxed);
-    let guard = Inflight(st.clone());
-    if before >= limit {
-        return Err(ApiError::Overloaded(format!(
-            "all {} slots are busy and {} requests are already waiting; try again shortly",
-            st.parallel, st.max_queue
-        )));
-    }
     let (tx, rx) = unbounded_channel();
     let job = Job {
         tokens,

@@ -191,7 +191,7 @@ impl Backend for HttpBackend {
             let resp = tokio::time::timeout(ENGINE_ANSWER_TIMEOUT, self.client.request(req))
                 .await
                 .map_err(|_| {
-                    ApiError::BadGateway(format!(
+                    ApiError::EngineTimeout(format!(
                         "the engine for model `{}` did not answer within {} s",
                         self.model,
                         ENGINE_ANSWER_TIMEOUT.as_secs()
@@ -210,7 +210,13 @@ impl Backend for HttpBackend {
                     ))
                 }
             })?;
-            Ok(resp.map(Body::new))
+            let (parts, body) = resp.into_parts();
+            let body = idle_limited(
+                http_body_util::BodyExt::into_data_stream(body),
+                ENGINE_IDLE_TIMEOUT,
+                (),
+            );
+            Ok(Response::from_parts(parts, Body::from_stream(body)))
         })
     }
 }
@@ -364,11 +370,11 @@ impl Backend for Pool {
                 }
             })?;
             let (parts, body) = resp.into_parts();
-            let stream = idle_limited(
-                http_body_util::BodyExt::into_data_stream(body),
-                ENGINE_IDLE_TIMEOUT,
-                guard,
-            );
+            use futures::StreamExt;
+            let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {
+                let _held = &guard;
+                chunk
+            });
             Ok(Response::from_parts(parts, Body::from_stream(stream)))
         })
     }

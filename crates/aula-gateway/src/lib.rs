@@ -393,6 +393,14 @@ impl Fleet {
                         kind, &spec.name, &model, command, c, n, share, extra_args,
                     );
                     tracing::info!(model = %spec.name, "planned {:.2} GB: {} {}", planned as f64 / 1e9, launch.0, supervisor::redact_args(&launch.1).join(" "));
+                    if kind == config::ExternalKind::Sglang
+                        && !launch.1.iter().any(|a| a.contains("{api_key}"))
+                    {
+                        tracing::warn!(model = %spec.name,
+                            "SGLang reads its API key only from its command line, where Aula puts no secrets: \
+                             this engine's loopback port answers anyone on this machine (add \"--api-key\", \"{{api_key}}\" \
+                             to extra_args to require the key, at the price of showing it in the process list)");
+                    }
                     let template = supervisor::EngineSpec {
                         name: spec.name.clone(),
                         gguf: PathBuf::from(&model),

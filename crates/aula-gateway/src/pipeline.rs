@@ -261,6 +261,12 @@ async fn run(
     fl.reached_engine = true;
     let resp = match route.backend.forward(path, body).await {
         Ok(r) => r,
+        // The engine had the request all that time: charged like a client
+        // that left (its prompt bound), not free.
+        Err(e @ ApiError::EngineTimeout(_)) => {
+            fl.complete("timeout").await;
+            return Err(e);
+        }
         Err(e) => {
             fl.reached_engine = false;
             return Err(fl.fail(e).await);

@@ -80,7 +80,37 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The accept loop: at most [`MAX_CONNECTIONS`] connections, each given
+/// The connections the gateway lets clients hold: [`MAX_CONNECTIONS`], or
+/// half the file descriptors this process may open (raised to the hard
+/// limit first), so that engines, logs and the database always find one.
+pub fn connection_cap() -> usize {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: get/setrlimit with a valid struct only affect this process.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                if lim.rlim_cur < lim.rlim_max {
+                    let raised = libc::rlimit {
+                        rlim_cur: lim.rlim_max,
+                        rlim_max: lim.rlim_max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                        lim = raised;
+                    }
+                }
+                let half = usize::try_from(lim.rlim_cur / 2).unwrap_or(MAX_CONNECTIONS);
+                return MAX_CONNECTIONS.min(half.max(16));
+            }
+        }
+    }
+    MAX_CONNECTIONS
+}
+
+/// The accept loop: at most [`connection_cap`] connections, each given
 /// [`HEADER_TIMEOUT`] to send its headers (a client dripping them is cut
 /// off), no Nagle delay (streamed tokens leave as they arrive); on
 /// `shutdown`, stop accepting and let open requests finish (up to 30 s).
@@ -90,9 +120,11 @@ pub async fn serve_connections(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: its header timer also closes idle keep-alive connections,
+    // which an HTTP/2 connection (no such timer) could hold open forever.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

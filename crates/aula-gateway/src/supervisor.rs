@@ -235,11 +235,17 @@ impl Supervisor {
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // dup2 leaves the copy open across exec (no FD_CLOEXEC).
-                if let Some(fd) = socket_fd
-                    && libc::dup2(fd, LISTEN_FD) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
+                // dup2 leaves the copy open across exec (no FD_CLOEXEC); a
+                // socket that already is fd 3 only needs the flag cleared.
+                if let Some(fd) = socket_fd {
+                    let r = if fd == LISTEN_FD {
+                        libc::fcntl(fd, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, LISTEN_FD)
+                    };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

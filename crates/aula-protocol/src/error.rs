@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The engine answered with something that is not a valid response, or died.
     #[error("{0}")]
     BadGateway(String),
+    /// The engine took longer than allowed to answer (504).
+    #[error("{0}")]
+    EngineTimeout(String),
     /// A bug or an unexpected failure inside Aula.
     #[error("{0}")]
     Internal(String),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::EngineTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::Overloaded(_) => ("server_error", Some("overloaded")),
             ApiError::Unavailable(_) => ("server_error", Some("engine_unavailable")),
             ApiError::BadGateway(_) => ("server_error", Some("bad_gateway")),
+            ApiError::EngineTimeout(_) => ("server_error", Some("engine_timeout")),
             ApiError::Internal(_) => ("server_error", Some("internal_error")),
             ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             ApiError::RateLimited { code, .. } => ("rate_limit_error", Some(*code)),

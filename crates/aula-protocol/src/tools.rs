@@ -89,6 +89,12 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
         };
         let parameters = match f.get("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) if p.to_string().len() > crate::MAX_SCHEMA_BYTES => {
+                return Err(bad(format!(
+                    "tools[{i}].function.parameters is larger than {} KiB",
+                    crate::MAX_SCHEMA_BYTES >> 10
+                )));
+            }
             Some(p @ Value::Object(_)) => p.clone(),
             Some(_) => {
                 return Err(bad(format!(

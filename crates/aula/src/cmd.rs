@@ -390,6 +390,11 @@ fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
     // SAFETY: `aula serve` passes a listening socket it created as this fd and
     // closes its own copy; nothing else in this process uses the number.
     let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    // Not passed on to processes the engine starts (its AMX probe).
+    // SAFETY: setting a flag on a descriptor this process owns.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
     std_listener
         .local_addr()
         .with_context(|| format!("--listen-fd {fd} is not a listening TCP socket"))?;
