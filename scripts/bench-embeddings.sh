@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 B=./target/release/aula
 THREADS=${THREADS:-2}
 SECONDS_PER_POINT=${SECONDS_PER_POINT:-8}
+BATCH=${BATCH:-512}        # tokens per batch, both servers (Aula's default)
 MODELS_DIR=$($B home | awk -F'[()]' '/^models \(/ {print $2}')
 MODEL="$MODELS_DIR/all-minilm-l6-v2.gguf"
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
@@ -19,10 +20,10 @@ wait_up() { for _ in $(seq 300); do curl -sf "$1/health" > /dev/null && return 0
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, threads $THREADS, $(date -u +%F)"
 for server in aula llama-server; do
   if [ $server = aula ]; then
-    $B engine --model "$MODEL" --name all-minilm-l6-v2 --port 19200 --threads "$THREADS" --batch 2048 --parallel 4 > /dev/null 2>&1 &
+    $B engine --model "$MODEL" --name all-minilm-l6-v2 --port 19200 --threads "$THREADS" --batch "$BATCH" --parallel 4 > /dev/null 2>&1 &
   else
     "$LLAMA_SERVER" -m "$MODEL" --alias all-minilm-l6-v2 --port 19200 --embeddings --pooling mean \
-      -c 16384 -b 2048 -ub 2048 -np 32 --threads "$THREADS" --threads-batch "$THREADS" > /dev/null 2>&1 &
+      -c 16384 -b "$BATCH" -ub "$BATCH" -np 32 --threads "$THREADS" --threads-batch "$THREADS" > /dev/null 2>&1 &
   fi
   pid=$!
   wait_up http://127.0.0.1:19200
