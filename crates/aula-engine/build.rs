@@ -25,7 +25,10 @@ fn main() {
         for lib_dir in [llama_out.join("lib"), llama_out.join("lib64")] {
             placed += place(&lib_dir, &profile_dir, |name| {
                 // The names the binaries ask for: libX.so.N (the soname).
-                name.starts_with("lib") && name.rsplit_once(".so.").is_some_and(|(_, v)| !v.contains('.'))
+                name.starts_with("lib")
+                    && name
+                        .rsplit_once(".so.")
+                        .is_some_and(|(_, v)| !v.contains('.'))
             });
         }
     }
@@ -59,9 +62,8 @@ fn place(from: &Path, to: &Path, want: impl Fn(&str) -> bool) -> usize {
         };
         let dst = to.join(&name);
         // A dangling link (llama-cpp-sys-2 hard-links symlinks) is replaced.
-        let same = std::fs::metadata(&dst).is_ok_and(|d| {
-            d.len() == meta.len() && d.modified().ok() >= meta.modified().ok()
-        });
+        let same = std::fs::metadata(&dst)
+            .is_ok_and(|d| d.len() == meta.len() && d.modified().ok() >= meta.modified().ok());
         if !same {
             let _ = std::fs::remove_file(&dst);
             let tmp = to.join(format!(".{name}.tmp"));

@@ -252,7 +252,9 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
                 .join(", ")
         );
     };
-    let forced = std::env::var("AULA_CPU_VARIANT").ok().filter(|v| !v.is_empty());
+    let forced = std::env::var("AULA_CPU_VARIANT")
+        .ok()
+        .filter(|v| !v.is_empty());
     let mut candidates: Vec<(Candidate, PathBuf)> = Vec::new();
     for p in modules.iter() {
         let Some(variant) = variant_name(p) else {
@@ -268,7 +270,11 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
             p.clone(),
         ));
     }
-    candidates.sort_by(|a, b| b.0.score.cmp(&a.0.score).then(a.0.variant.cmp(&b.0.variant)));
+    candidates.sort_by(|a, b| {
+        b.0.score
+            .cmp(&a.0.score)
+            .then(a.0.variant.cmp(&b.0.variant))
+    });
     if let Some(f) = &forced
         && !candidates.iter().any(|(c, _)| &c.variant == f)
     {
@@ -286,8 +292,7 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
     let listed = amx_listed();
     let mut amx: Option<AmxState> = None;
     let mut chosen: Option<(usize, Vec<String>)> = None;
-    for i in 0..candidates.len() {
-        let (cand, path) = &mut candidates[i];
+    for (i, (cand, path)) in candidates.iter_mut().enumerate() {
         if cand.score <= 0 {
             continue;
         }
@@ -306,12 +311,16 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
         };
         let features = reg_features(reg);
         if features.iter().any(|f| f.starts_with("AMX")) {
-            let state = amx.get_or_insert_with(|| amx_state(listed, Some(path))).clone();
+            let state = amx
+                .get_or_insert_with(|| amx_state(listed, Some(path)))
+                .clone();
             if state != AmxState::Works {
                 // SAFETY: `reg` came from ggml_backend_load and nothing uses it yet.
                 unsafe { llama_cpp_sys_2::ggml_backend_unload(reg) };
                 cand.skipped = Some(match state {
-                    AmxState::ProbeFailed { reason } => format!("uses AMX, which failed its probe: {reason}"),
+                    AmxState::ProbeFailed { reason } => {
+                        format!("uses AMX, which failed its probe: {reason}")
+                    }
                     AmxState::Disabled { by } => format!("uses AMX, turned off by {by}"),
                     _ => "uses AMX, which this CPU does not list".into(),
                 });
@@ -355,10 +364,10 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
         if name == "libggml-base.so" || name == "libggml.so" {
             continue;
         }
-        if module_score(p).unwrap_or(0) > 0 {
-            if let Err(e) = load_module(p) {
-                tracing::warn!("{e:#}");
-            }
+        if module_score(p).unwrap_or(0) > 0
+            && let Err(e) = load_module(p)
+        {
+            tracing::warn!("{e:#}");
         }
     }
 
@@ -452,7 +461,9 @@ fn amx_state(listed: bool, library: Option<&Path>) -> AmxState {
     let definitive = match &state {
         AmxState::Works => true,
         AmxState::ProbeFailed { reason } => {
-            reason.contains("signal") || reason.contains("wrong") || reason.contains("no AMX buffer")
+            reason.contains("signal")
+                || reason.contains("wrong")
+                || reason.contains("no AMX buffer")
         }
         _ => false,
     };
@@ -509,7 +520,13 @@ pub fn probe_variant(exe: &Path, library: &Path, force_fail: bool) -> Result<(),
         }
     };
     let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
-    let detail = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let detail = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {
         let name = match sig {
@@ -518,7 +535,9 @@ pub fn probe_variant(exe: &Path, library: &Path, force_fail: bool) -> Result<(),
             libc::SIGABRT => "SIGABRT",
             _ => "a signal",
         };
-        return Err(format!("ggml's AMX kernel was killed by signal {sig} ({name})"));
+        return Err(format!(
+            "ggml's AMX kernel was killed by signal {sig} ({name})"
+        ));
     }
     match status.code() {
         Some(code::OK) => Ok(()),
@@ -748,9 +767,11 @@ mod cache {
         if answer == "works" {
             Some(AmxState::Works)
         } else {
-            answer.strip_prefix("failed ").map(|r| AmxState::ProbeFailed {
-                reason: format!("{r} (cached for this boot)"),
-            })
+            answer
+                .strip_prefix("failed ")
+                .map(|r| AmxState::ProbeFailed {
+                    reason: format!("{r} (cached for this boot)"),
+                })
         }
     }
 

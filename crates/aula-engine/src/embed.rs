@@ -69,7 +69,11 @@ pub struct Embedder<'m> {
 }
 
 fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         for x in v.iter_mut() {
             *x = (f64::from(*x) / norm) as f32;
@@ -111,7 +115,11 @@ impl Embedder<'_> {
             while i < queue.len() {
                 if queue[i].done == queue[i].job.inputs.len() {
                     if let Some(p) = queue.remove(i) {
-                        let vectors = p.vectors.into_iter().map(Option::unwrap_or_default).collect();
+                        let vectors = p
+                            .vectors
+                            .into_iter()
+                            .map(Option::unwrap_or_default)
+                            .collect();
                         let _ = p.job.reply.send(Ok(vectors));
                     }
                 } else {
@@ -150,7 +158,10 @@ impl Embedder<'_> {
                 self.stats
                     .pending_inputs
                     .fetch_sub(p.job.inputs.len() - p.done, Ordering::Relaxed);
-                let _ = p.job.reply.send(Err("an input does not fit in one batch".into()));
+                let _ = p
+                    .job
+                    .reply
+                    .send(Err("an input does not fit in one batch".into()));
             }
             return;
         }

@@ -404,11 +404,13 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
     if let Some(tools) = s.tools.take() {
         let held = std::mem::take(&mut s.held);
         if let Some((name, args)) = tools.parse_call(&held) {
-            s.tail.push_back(s.b.tool_call_chunk(&name, &args).to_string());
+            s.tail
+                .push_back(s.b.tool_call_chunk(&name, &args).to_string());
             s.first = false;
             finish = FinishReason::ToolCalls;
         } else if !held.is_empty() {
-            s.tail.push_back(s.b.chunk(&held, s.first, None).to_string());
+            s.tail
+                .push_back(s.b.chunk(&held, s.first, None).to_string());
             s.first = false;
         }
     }
@@ -475,11 +477,10 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
     for (i, input) in req.inputs.iter().enumerate() {
         let text = match input {
             aula_protocol::EmbedInput::Text(t) => std::borrow::Cow::Borrowed(t.as_str()),
-            aula_protocol::EmbedInput::Tokens(ids) => {
-                std::borrow::Cow::Owned(crate::cl100k::decode(ids).map_err(|m| {
-                    ApiError::invalid_param("input", format!("input {i}: {m}"))
-                })?)
-            }
+            aula_protocol::EmbedInput::Tokens(ids) => std::borrow::Cow::Owned(
+                crate::cl100k::decode(ids)
+                    .map_err(|m| ApiError::invalid_param("input", format!("input {i}: {m}")))?,
+            ),
         };
         // Special tokens in user text are text, not control tokens.
         let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
@@ -512,7 +513,10 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
     let n = inputs.len();
     let queued = e.stats.pending_inputs.fetch_add(n, Ordering::Relaxed);
     // The queue bound counts inputs: a full batch per allowed waiting request.
-    let cap = st.max_queue.saturating_mul(st.parallel).max(crate::embed::MIN_QUEUED_INPUTS);
+    let cap = st
+        .max_queue
+        .saturating_mul(st.parallel)
+        .max(crate::embed::MIN_QUEUED_INPUTS);
     if queued + n > cap && queued > 0 {
         e.stats.pending_inputs.fetch_sub(n, Ordering::Relaxed);
         return Err(ApiError::Overloaded(format!(
@@ -520,8 +524,7 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
         )));
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if e
-        .jobs
+    if e.jobs
         .send(crate::embed::EmbedJob { inputs, reply: tx })
         .is_err()
     {

@@ -198,18 +198,18 @@ impl Backend for HttpBackend {
                     ))
                 })?
                 .map_err(|e| {
-                if e.is_connect() {
-                    ApiError::Unavailable(format!(
-                        "the engine for model `{}` is not reachable; try again in a moment",
-                        self.model
-                    ))
-                } else {
-                    ApiError::BadGateway(format!(
-                        "the engine for model `{}` failed: {e}",
-                        self.model
-                    ))
-                }
-            })?;
+                    if e.is_connect() {
+                        ApiError::Unavailable(format!(
+                            "the engine for model `{}` is not reachable; try again in a moment",
+                            self.model
+                        ))
+                    } else {
+                        ApiError::BadGateway(format!(
+                            "the engine for model `{}` failed: {e}",
+                            self.model
+                        ))
+                    }
+                })?;
             let (parts, body) = resp.into_parts();
             let body = idle_limited(
                 http_body_util::BodyExt::into_data_stream(body),

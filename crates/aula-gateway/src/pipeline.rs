@@ -72,7 +72,9 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
                     MAX_BODY_BYTES >> 20
                 )))
             } else {
-                Err(ApiError::invalid(format!("the request body could not be read: {e}")))
+                Err(ApiError::invalid(format!(
+                    "the request body could not be read: {e}"
+                )))
             }
         }
         Ok(Ok(b)) => Ok(b),
@@ -133,7 +135,6 @@ async fn run(
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
     // limits, the ledger and metrics use the configured name.
-    let mut adm = adm;
     let mut rewritten = false;
     if adm.model != route.upstream_model {
         obj.insert("model".into(), json!(route.upstream_model));

@@ -124,7 +124,8 @@ pub async fn serve_connections(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // HTTP/1 only: its header timer also closes idle keep-alive connections,
     // which an HTTP/2 connection (no such timer) could hold open forever.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -464,10 +464,18 @@ mod tests {
 
     #[test]
     fn logged_command_lines_hide_secrets() {
-        let args: Vec<String> = ["serve", "m", "--api-key", "abc", "--hf-token=xyz", "--port", "8000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "serve",
+            "m",
+            "--api-key",
+            "abc",
+            "--hf-token=xyz",
+            "--port",
+            "8000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let r = redact_args(&args).join(" ");
         assert_eq!(r, "serve m --api-key *** --hf-token=*** --port 8000");
     }

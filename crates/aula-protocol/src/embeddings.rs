@@ -92,34 +92,32 @@ fn parse_input(v: Option<&Value>) -> Result<Vec<EmbedInput>, ApiError> {
     let inputs = match v {
         None | Some(Value::Null) => return Err(bad("`input` is required")),
         Some(Value::String(s)) => vec![EmbedInput::Text(s.clone())],
-        Some(Value::Array(items)) => {
-            match items.first() {
-                None => return Err(bad("`input` must not be an empty array")),
-                Some(Value::String(_)) => items
-                    .iter()
-                    .map(|i| match i {
-                        Value::String(s) => Ok(EmbedInput::Text(s.clone())),
-                        _ => Err(bad("an array of strings must hold only strings")),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(Value::Number(_)) => vec![EmbedInput::Tokens(token_array(items)?)],
-                Some(Value::Array(_)) => items
-                    .iter()
-                    .map(|i| match i {
-                        Value::Array(t) => token_array(t).map(EmbedInput::Tokens),
-                        _ => Err(bad(
-                            "an array of token arrays must hold only arrays of integers",
-                        )),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(_) => {
-                    return Err(bad(
-                        "`input` must be a string, an array of strings, an array of token ids, \
+        Some(Value::Array(items)) => match items.first() {
+            None => return Err(bad("`input` must not be an empty array")),
+            Some(Value::String(_)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(EmbedInput::Text(s.clone())),
+                    _ => Err(bad("an array of strings must hold only strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(Value::Number(_)) => vec![EmbedInput::Tokens(token_array(items)?)],
+            Some(Value::Array(_)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::Array(t) => token_array(t).map(EmbedInput::Tokens),
+                    _ => Err(bad(
+                        "an array of token arrays must hold only arrays of integers",
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => {
+                return Err(bad(
+                    "`input` must be a string, an array of strings, an array of token ids, \
                          or an array of arrays of token ids",
-                    ));
-                }
+                ));
             }
-        }
+        },
         Some(_) => {
             return Err(bad(
                 "`input` must be a string, an array of strings, an array of token ids, \

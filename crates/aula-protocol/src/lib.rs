@@ -12,9 +12,8 @@ pub use embeddings::{
 };
 pub use error::ApiError;
 pub use request::{
-    Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt, ResponseFormat,
-    SamplingParams, parse_chat,
-    parse_completion, peek_admission, peek_route,
+    Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt,
+    ResponseFormat, SamplingParams, parse_chat, parse_completion, peek_admission, peek_route,
 };
 pub use response::*;
 pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, calls_as_text, parse_tools};

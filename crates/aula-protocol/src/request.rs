@@ -100,14 +100,24 @@ fn parse_response_format(v: &Value) -> Result<ResponseFormat, ApiError> {
             let schema = match js.get("schema") {
                 Some(s @ Value::Object(_)) => s.clone(),
                 None | Some(Value::Null) => serde_json::json!({}),
-                _ => return Err(bad("`response_format.json_schema.schema` must be a JSON Schema object")),
+                _ => {
+                    return Err(bad(
+                        "`response_format.json_schema.schema` must be a JSON Schema object",
+                    ));
+                }
             };
             if schema.to_string().len() > MAX_SCHEMA_BYTES {
-                return Err(bad("`response_format.json_schema.schema` is larger than 64 KiB"));
+                return Err(bad(
+                    "`response_format.json_schema.schema` is larger than 64 KiB",
+                ));
             }
             match js.get("strict") {
                 None | Some(Value::Null) | Some(Value::Bool(_)) => {}
-                _ => return Err(bad("`response_format.json_schema.strict` must be a boolean")),
+                _ => {
+                    return Err(bad(
+                        "`response_format.json_schema.strict` must be a boolean",
+                    ));
+                }
             }
             Ok(ResponseFormat::JsonSchema { name, schema })
         }
@@ -168,8 +178,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
         req.response_format = parse_response_format(rf)?;
     }
     req.tools = crate::tools::parse_tools(&obj)?;
-    if req.tools.as_ref().is_some_and(|t| t.active())
-        && req.response_format != ResponseFormat::Text
+    if req.tools.as_ref().is_some_and(|t| t.active()) && req.response_format != ResponseFormat::Text
     {
         return Err(ApiError::invalid_param(
             "response_format",
@@ -571,7 +580,10 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<ChatMessage>, ApiError> {
                         ));
                     }
                 };
-                let id = obj.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
+                let id = obj
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 out.push(ChatMessage {
                     role: "user".into(),
                     content: format!("Result of function call {id}:\n{content}"),

@@ -62,7 +62,10 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
         Some(_) => return Err(bad("`tools` must be a list".into())),
     };
     if items.len() > MAX_TOOLS {
-        return Err(bad(format!("at most {MAX_TOOLS} tools, got {}", items.len())));
+        return Err(bad(format!(
+            "at most {MAX_TOOLS} tools, got {}",
+            items.len()
+        )));
     }
     let mut tools: Vec<Tool> = Vec::with_capacity(items.len());
     for (i, t) in items.iter().enumerate() {
@@ -85,7 +88,11 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
         let description = match f.get("description") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(d)) => d.clone(),
-            Some(_) => return Err(bad(format!("tools[{i}].function.description must be a string"))),
+            Some(_) => {
+                return Err(bad(format!(
+                    "tools[{i}].function.description must be a string"
+                )));
+            }
         };
         let parameters = match f.get("parameters") {
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
@@ -117,7 +124,9 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
             other => {
                 return Err(ApiError::invalid_param(
                     "tool_choice",
-                    format!("`tool_choice` must be none, auto, required or a function, got `{other}`"),
+                    format!(
+                        "`tool_choice` must be none, auto, required or a function, got `{other}`"
+                    ),
                 ));
             }
         },
@@ -280,13 +289,17 @@ mod tests {
 
     #[test]
     fn parses_tools_and_choices() {
-        let t = parse_tools(&obj(json!({"tools": [weather()]}))).unwrap().unwrap();
+        let t = parse_tools(&obj(json!({"tools": [weather()]})))
+            .unwrap()
+            .unwrap();
         assert_eq!(t.choice, ToolChoice::Auto);
         assert_eq!(t.tools[0].name, "get_weather");
         assert!(t.required_call_schema().is_none());
-        let t = parse_tools(&obj(json!({"tools": [weather()], "tool_choice": "required"})))
-            .unwrap()
-            .unwrap();
+        let t = parse_tools(&obj(
+            json!({"tools": [weather()], "tool_choice": "required"}),
+        ))
+        .unwrap()
+        .unwrap();
         let s = t.required_call_schema().unwrap();
         assert_eq!(s["properties"]["name"]["const"], "get_weather");
         let t = parse_tools(&obj(json!({"tools": [weather()],
@@ -303,10 +316,19 @@ mod tests {
         for (body, param) in [
             (json!({"tools": {}}), "tools"),
             (json!({"tools": [{"type": "code"}]}), "tools"),
-            (json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}), "tools"),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "a b"}}]}),
+                "tools",
+            ),
             (json!({"tools": [weather(), weather()]}), "tools"),
-            (json!({"tools": [weather()], "tool_choice": "maybe"}), "tool_choice"),
-            (json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "x"}}}), "tool_choice"),
+            (
+                json!({"tools": [weather()], "tool_choice": "maybe"}),
+                "tool_choice",
+            ),
+            (
+                json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "x"}}}),
+                "tool_choice",
+            ),
             (json!({"tool_choice": "required"}), "tool_choice"),
         ] {
             let e = parse_tools(&obj(body.clone())).unwrap_err();
@@ -316,15 +338,23 @@ mod tests {
 
     #[test]
     fn calls_are_recognised_only_for_offered_tools() {
-        let t = parse_tools(&obj(json!({"tools": [weather()]}))).unwrap().unwrap();
+        let t = parse_tools(&obj(json!({"tools": [weather()]})))
+            .unwrap()
+            .unwrap();
         let (n, a) = t
             .parse_call(" {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}} ")
             .unwrap();
         assert_eq!(n, "get_weather");
         assert_eq!(serde_json::from_str::<Value>(&a).unwrap()["city"], "Oslo");
-        assert!(t.parse_call("{\"name\": \"rm_rf\", \"arguments\": {}}").is_none());
+        assert!(
+            t.parse_call("{\"name\": \"rm_rf\", \"arguments\": {}}")
+                .is_none()
+        );
         assert!(t.parse_call("It is sunny.").is_none());
-        assert!(t.parse_call("{\"name\": \"get_weather\", \"arguments\": 3}").is_none());
+        assert!(
+            t.parse_call("{\"name\": \"get_weather\", \"arguments\": 3}")
+                .is_none()
+        );
         let text = calls_as_text(&json!([{"id": "c1", "type": "function",
             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]))
         .unwrap();

@@ -212,7 +212,12 @@ pub struct EngineArgs {
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.
-    #[arg(long = "api-key", env = "AULA_ENGINE_KEY", hide_env_values = true, hide = true)]
+    #[arg(
+        long = "api-key",
+        env = "AULA_ENGINE_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
     pub api_key: Option<String>,
     /// Serve on this inherited, already-listening socket instead of binding
     /// --host/--port (how `aula serve` hands an engine a port it never released).

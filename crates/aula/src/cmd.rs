@@ -761,7 +761,8 @@ fn doctor(a: crate::cli::DoctorArgs) -> anyhow::Result<()> {
         "amx:         {}",
         match &r.amx {
             aula_engine::cpu::AmxState::NotListed => "not listed by this CPU".to_string(),
-            aula_engine::cpu::AmxState::Works if r.features.iter().any(|f| f.starts_with("AMX")) =>
+            aula_engine::cpu::AmxState::Works
+                if r.features.iter().any(|f| f.starts_with("AMX")) =>
                 "listed, probe passed: used".to_string(),
             aula_engine::cpu::AmxState::Works =>
                 "listed, probe passed (not used by this variant)".to_string(),

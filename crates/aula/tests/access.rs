@@ -232,7 +232,10 @@ fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
         stats.text
     );
     // Metrics are for staff: a student gets 403, no key 401, a teacher the text.
-    assert_eq!(get_auth(&format!("{}/metrics", s.url), Some(&light)).status, 403);
+    assert_eq!(
+        get_auth(&format!("{}/metrics", s.url), Some(&light)).status,
+        403
+    );
     assert_eq!(get(&format!("{}/metrics", s.url)).status, 401);
     let metrics = get_auth(&format!("{}/metrics", s.url), Some(&prof)).text;
     assert!(

@@ -32,7 +32,11 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn embed(url: &str, body: &Value) -> Resp {
@@ -86,7 +90,12 @@ fn minilm_matches_sentence_transformers() {
                 continue;
             }
             let cos = cosine(v, &floats(&c["vector"]));
-            assert!(cos >= 0.999, "case {} ({}): cosine {cos}", c["id"], c["kind"]);
+            assert!(
+                cos >= 0.999,
+                "case {} ({}): cosine {cos}",
+                c["id"],
+                c["kind"]
+            );
             tokens += c["n_tokens"].as_u64().unwrap().min(256);
             checked += 1;
         }
@@ -164,10 +173,14 @@ fn concurrent_requests_share_batches_and_match_each_alone() {
         assert!(cos > 0.99999, "batched vector differs: cosine {cos}");
     }
     let after = get(&format!("{}/health", e.url)).body;
-    let inputs = after["inputs_embedded"].as_u64().unwrap() - before["inputs_embedded"].as_u64().unwrap();
+    let inputs =
+        after["inputs_embedded"].as_u64().unwrap() - before["inputs_embedded"].as_u64().unwrap();
     let batches = after["batches"].as_u64().unwrap() - before["batches"].as_u64().unwrap();
     assert_eq!(inputs, 64);
-    assert!(batches < 64, "64 concurrent inputs ran in {batches} batches: not batched");
+    assert!(
+        batches < 64,
+        "64 concurrent inputs ran in {batches} batches: not batched"
+    );
     assert_eq!(after["pending_inputs"], 0);
 }
 
@@ -190,7 +203,10 @@ fn input_shapes_and_bad_requests() {
         assert_eq!(v.len(), 1);
         assert!(cosine(&v[0], &one[0]) > 0.99999, "{body}");
     }
-    let two = vectors(&embed(&e.url, &json!({"model": MINILM, "input": [ids, ids]})));
+    let two = vectors(&embed(
+        &e.url,
+        &json!({"model": MINILM, "input": [ids, ids]}),
+    ));
     assert_eq!(two.len(), 2);
 
     let bad = |body: Value, status: u16, param: &str| {
@@ -207,12 +223,32 @@ fn input_shapes_and_bad_requests() {
     bad(json!({"model": MINILM, "input": [[]]}), 400, "input");
     bad(json!({"model": MINILM, "input": [[[1]]]}), 400, "input");
     bad(json!({"model": MINILM, "input": ["a", 5]}), 400, "input");
-    bad(json!({"model": MINILM, "input": {"text": "a"}}), 400, "input");
+    bad(
+        json!({"model": MINILM, "input": {"text": "a"}}),
+        400,
+        "input",
+    );
     bad(json!({"model": MINILM, "input": [5_000_000]}), 400, "input");
-    bad(json!({"model": MINILM, "input": vec!["a"; 2049]}), 400, "input");
-    bad(json!({"model": MINILM, "input": "a", "encoding_format": "hex"}), 400, "encoding_format");
-    bad(json!({"model": MINILM, "input": "a", "dimensions": 128}), 400, "dimensions");
-    bad(json!({"model": MINILM, "input": "a", "temperature": 0}), 400, "temperature");
+    bad(
+        json!({"model": MINILM, "input": vec!["a"; 2049]}),
+        400,
+        "input",
+    );
+    bad(
+        json!({"model": MINILM, "input": "a", "encoding_format": "hex"}),
+        400,
+        "encoding_format",
+    );
+    bad(
+        json!({"model": MINILM, "input": "a", "dimensions": 128}),
+        400,
+        "dimensions",
+    );
+    bad(
+        json!({"model": MINILM, "input": "a", "temperature": 0}),
+        400,
+        "temperature",
+    );
     bad(json!({"model": "nope", "input": "a"}), 404, "");
     let r = post_raw(&format!("{}/v1/embeddings", e.url), "{\"model\": ");
     assert_eq!(r.status, 400);
@@ -255,7 +291,11 @@ fn served_by_the_gateway_next_to_a_chat_model() {
         .collect();
     assert!(models.contains(&MINILM.to_string()) && models.contains(&SMOL.to_string()));
     // The printed example asks the chat model, not the embedding model.
-    assert!(s.output().contains(&format!("\"model\": \"{SMOL}\"")), "{}", s.output());
+    assert!(
+        s.output().contains(&format!("\"model\": \"{SMOL}\"")),
+        "{}",
+        s.output()
+    );
 
     let texts = json!(["Students share one GPU.", "Fair queues keep it fair."]);
     let f = embed(&s.url, &json!({"model": MINILM, "input": texts}));

@@ -32,7 +32,11 @@ fn cl100k_asset() -> PathBuf {
     let src = cargo_home.join("registry").join("src");
     let mut found = Vec::new();
     for index in std::fs::read_dir(&src).into_iter().flatten().flatten() {
-        for krate in std::fs::read_dir(index.path()).into_iter().flatten().flatten() {
+        for krate in std::fs::read_dir(index.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = krate.file_name().to_string_lossy().into_owned();
             let asset = krate.path().join("assets").join("cl100k_base.tiktoken");
             if name.starts_with("tiktoken-rs-") && asset.is_file() {

@@ -480,7 +480,17 @@ fn a_long_prompt_does_not_stall_a_running_stream() {
 fn a_keyed_engine_refuses_requests_without_its_key_and_names_its_cpu() {
     let path = model_path(SMOL_FILE);
     let e = spawn_aula_env(
-        &["engine", "--model", path.to_str().unwrap(), "--port", "0", "--parallel", "1", "--context", "256"],
+        &[
+            "engine",
+            "--model",
+            path.to_str().unwrap(),
+            "--port",
+            "0",
+            "--parallel",
+            "1",
+            "--context",
+            "256",
+        ],
         None,
         &[("AULA_ENGINE_KEY", "s3cret-engine-key")],
     );
@@ -498,8 +508,19 @@ fn a_keyed_engine_refuses_requests_without_its_key_and_names_its_cpu() {
     let cpu = &h.body["cpu"];
     let variant = cpu["variant"].as_str().unwrap();
     assert!(!variant.is_empty(), "{cpu}");
-    assert!(cpu["library"].as_str().unwrap().contains(&format!("libggml-cpu-{variant}")), "{cpu}");
-    let features: Vec<&str> = cpu["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(
+        cpu["library"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("libggml-cpu-{variant}")),
+        "{cpu}"
+    );
+    let features: Vec<&str> = cpu["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
     #[cfg(target_arch = "x86_64")]
     assert!(features.contains(&"SSE3"), "{cpu}");
     // The variant in use is the best one offered that was not skipped.
@@ -509,7 +530,12 @@ fn a_keyed_engine_refuses_requests_without_its_key_and_names_its_cpu() {
         .find(|c| c["score"].as_i64().unwrap() > 0 && c["skipped"].is_null())
         .unwrap();
     assert_eq!(best["variant"], variant, "{cpu}");
-    assert!(e.output().contains(&format!("llama.cpp CPU backend: {variant}")), "{}", e.output());
+    assert!(
+        e.output()
+            .contains(&format!("llama.cpp CPU backend: {variant}")),
+        "{}",
+        e.output()
+    );
 }
 
 /// A machine whose AMX faults (here forced: the probe child executes an
@@ -518,11 +544,24 @@ fn a_keyed_engine_refuses_requests_without_its_key_and_names_its_cpu() {
 fn a_failed_amx_probe_is_survived_and_reported() {
     let path = model_path(SMOL_FILE);
     let e = spawn_aula_env(
-        &["engine", "--model", path.to_str().unwrap(), "--port", "0", "--parallel", "2", "--context", "256"],
+        &[
+            "engine",
+            "--model",
+            path.to_str().unwrap(),
+            "--port",
+            "0",
+            "--parallel",
+            "2",
+            "--context",
+            "256",
+        ],
         None,
         &[("AULA_AMX_PROBE", "force-fail")],
     );
-    let r = post(&format!("{}/v1/chat/completions", e.url), &chat_body(SMOL, "Name a colour.", 8));
+    let r = post(
+        &format!("{}/v1/chat/completions", e.url),
+        &chat_body(SMOL, "Name a colour.", 8),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     let h = get(&format!("{}/health", e.url));
     let cpu = &h.body["cpu"];
@@ -530,11 +569,20 @@ fn a_failed_amx_probe_is_survived_and_reported() {
     assert!(!features.contains("AMX"), "{cpu}");
     if cpu_lists_amx() {
         assert_eq!(cpu["amx"]["state"], "probe_failed", "{cpu}");
-        assert!(cpu["amx"]["reason"].as_str().unwrap().contains("SIGILL"), "{cpu}");
-        let skipped: Vec<&serde_json::Value> =
-            cpu["candidates"].as_array().unwrap().iter().filter(|c| !c["skipped"].is_null()).collect();
         assert!(
-            skipped.iter().any(|c| c["skipped"].as_str().unwrap().contains("AMX")),
+            cpu["amx"]["reason"].as_str().unwrap().contains("SIGILL"),
+            "{cpu}"
+        );
+        let skipped: Vec<&serde_json::Value> = cpu["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| !c["skipped"].is_null())
+            .collect();
+        assert!(
+            skipped
+                .iter()
+                .any(|c| c["skipped"].as_str().unwrap().contains("AMX")),
             "an AMX variant was offered and skipped: {cpu}"
         );
         assert!(e.output().contains("failed its probe"), "{}", e.output());
@@ -551,7 +599,11 @@ fn doctor_names_the_cpu_variant() {
         .env("AULA_AMX_PROBE", "force-fail")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!v["variant"].as_str().unwrap().is_empty(), "{v}");
     let text = std::process::Command::new(aula_exe())
@@ -560,7 +612,10 @@ fn doctor_names_the_cpu_variant() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    assert!(text.contains(&format!("cpu variant: {}", v["variant"].as_str().unwrap())), "{text}");
+    assert!(
+        text.contains(&format!("cpu variant: {}", v["variant"].as_str().unwrap())),
+        "{text}"
+    );
     if cpu_lists_amx() {
         assert!(text.contains("hint: ") && text.contains("AMX"), "{text}");
     }
@@ -592,7 +647,15 @@ fn response_format_constrains_the_output() {
         "additionalProperties": false
     });
     let rf = json!({"type": "json_schema", "json_schema": {"name": "person", "strict": true, "schema": schema}});
-    for (i, prompt) in ["Describe a person.", "Who wrote Hamlet?", "Say hello.", "What is 2+2?"].iter().enumerate() {
+    for (i, prompt) in [
+        "Describe a person.",
+        "Who wrote Hamlet?",
+        "Say hello.",
+        "What is 2+2?",
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut body = chat_body(SMOL, prompt, 120);
         body["response_format"] = rf.clone();
         body["temperature"] = json!(if i % 2 == 0 { 0.0 } else { 0.8 });
@@ -602,9 +665,13 @@ fn response_format_constrains_the_output() {
             continue;
         }
         let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
-        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{prompt}: {e}: {text}"));
+        let v: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{prompt}: {e}: {text}"));
         let o = v.as_object().unwrap();
-        assert!(o["name"].is_string() && o["age"].is_i64() && o["tags"].is_array(), "{text}");
+        assert!(
+            o["name"].is_string() && o["age"].is_i64() && o["tags"].is_array(),
+            "{text}"
+        );
         assert!(o["tags"].as_array().unwrap().len() <= 3, "{text}");
         assert_eq!(o.len(), 3, "no other keys: {text}");
     }
@@ -614,7 +681,8 @@ fn response_format_constrains_the_output() {
     body["stream"] = json!(true);
     let s = stream(&chat, &body);
     assert!(s.done);
-    let v: serde_json::Value = serde_json::from_str(&s.text).unwrap_or_else(|e| panic!("{e}: {}", s.text));
+    let v: serde_json::Value =
+        serde_json::from_str(&s.text).unwrap_or_else(|e| panic!("{e}: {}", s.text));
     assert!(v["age"].is_i64(), "{}", s.text);
     // json_object: any object.
     let mut body = chat_body(SMOL, "List three colours.", 80);
@@ -623,20 +691,36 @@ fn response_format_constrains_the_output() {
     assert_eq!(r.status, 200, "{}", r.text);
     if r.body["choices"][0]["finish_reason"] == "stop" {
         let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
-        assert!(serde_json::from_str::<serde_json::Value>(text).unwrap().is_object(), "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(text)
+                .unwrap()
+                .is_object(),
+            "{text}"
+        );
     }
     // Text completions too; cut short, finish_reason says so.
     let comp = format!("{}/v1/completions", e.url);
     let arr = json!({"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 4}}});
-    let r = post(&comp, &json!({"model": SMOL, "prompt": "Four numbers:", "max_tokens": 40, "temperature": 0, "response_format": arr}));
+    let r = post(
+        &comp,
+        &json!({"model": SMOL, "prompt": "Four numbers:", "max_tokens": 40, "temperature": 0, "response_format": arr}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     let text = r.body["choices"][0]["text"].as_str().unwrap();
     if r.body["choices"][0]["finish_reason"] == "stop" {
-        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let v: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert!((1..=4).contains(&v.as_array().unwrap().len()), "{text}");
     }
-    let r = post(&comp, &json!({"model": SMOL, "prompt": "x", "max_tokens": 3, "response_format": {"type": "json_object"}}));
-    assert_eq!(r.body["choices"][0]["finish_reason"], "length", "{}", r.text);
+    let r = post(
+        &comp,
+        &json!({"model": SMOL, "prompt": "x", "max_tokens": 3, "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(
+        r.body["choices"][0]["finish_reason"], "length",
+        "{}",
+        r.text
+    );
     // What cannot be expressed, or is not a format, is a 400 naming the field.
     for rf in [
         json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/definitions/missing"}}}),
@@ -671,8 +755,14 @@ fn tools_calls_are_returned_as_tool_calls() {
     ]);
     for (q, choice) in [
         ("What is the weather in Oslo?", json!("required")),
-        ("What is 2 plus 3?", json!({"type": "function", "function": {"name": "add"}})),
-        ("Weather in Lima, in Fahrenheit?", json!({"type": "function", "function": {"name": "get_weather"}})),
+        (
+            "What is 2 plus 3?",
+            json!({"type": "function", "function": {"name": "add"}}),
+        ),
+        (
+            "Weather in Lima, in Fahrenheit?",
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+        ),
     ] {
         let mut body = chat_body(SMOL, q, 80);
         body["tools"] = tools.clone();
@@ -708,16 +798,28 @@ fn tools_calls_are_returned_as_tool_calls() {
     body["tools"] = tools.clone();
     body["tool_choice"] = json!("required");
     body["stream"] = json!(true);
-    let resp = ureq::post(&chat).send_json(&body).unwrap().into_string().unwrap();
+    let resp = ureq::post(&chat)
+        .send_json(&body)
+        .unwrap()
+        .into_string()
+        .unwrap();
     let events: Vec<serde_json::Value> = resp
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|d| *d != "[DONE]")
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    let call = events.iter().find(|e| !e["choices"][0]["delta"]["tool_calls"].is_null()).unwrap();
+    let call = events
+        .iter()
+        .find(|e| !e["choices"][0]["delta"]["tool_calls"].is_null())
+        .unwrap();
     assert_eq!(call["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
-    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "tool_calls"), "{resp}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"),
+        "{resp}"
+    );
     assert!(resp.trim_end().ends_with("data: [DONE]"));
     // History with a call and its result.
     let mut body = chat_body(SMOL, "What is the weather in Oslo?", 30);
@@ -735,12 +837,24 @@ fn tools_calls_are_returned_as_tool_calls() {
     body["tools"] = tools.clone();
     body["tool_choice"] = json!("none");
     let r = post(&chat, &body);
-    assert_eq!(r.body["choices"][0]["finish_reason"], "length", "{}", r.text);
+    assert_eq!(
+        r.body["choices"][0]["finish_reason"], "length",
+        "{}",
+        r.text
+    );
     assert!(r.body["choices"][0]["message"]["content"].is_string());
     // Bad tools.
     for (tools_v, choice, param) in [
-        (json!([{"type": "function", "function": {"name": "bad name"}}]), json!("auto"), "tools"),
-        (tools.clone(), json!({"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+        (
+            json!([{"type": "function", "function": {"name": "bad name"}}]),
+            json!("auto"),
+            "tools",
+        ),
+        (
+            tools.clone(),
+            json!({"type": "function", "function": {"name": "nope"}}),
+            "tool_choice",
+        ),
         (json!([]), json!("required"), "tool_choice"),
     ] {
         let mut body = chat_body(SMOL, "x", 8);

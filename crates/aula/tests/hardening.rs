@@ -48,7 +48,8 @@ fn dripping_headers_are_cut_off() {
     let (s, _mock, _key, home) = gateway_with_a_key("drip-headers");
     let mut c = TcpStream::connect(addr(&s.url)).unwrap();
     let started = Instant::now();
-    c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let mut closed = false;
     while started.elapsed() < Duration::from_secs(25) {
         std::thread::sleep(Duration::from_millis(500));
@@ -102,7 +103,11 @@ fn oversized_and_dripping_bodies_are_refused() {
     c.write_all(head.as_bytes()).unwrap();
     let _ = c.write_all(big.as_bytes());
     let (resp, _) = read_all(c, Duration::from_secs(10));
-    assert!(resp.starts_with("HTTP/1.1 413"), "{}", &resp[..resp.len().min(300)]);
+    assert!(
+        resp.starts_with("HTTP/1.1 413"),
+        "{}",
+        &resp[..resp.len().min(300)]
+    );
     assert!(resp.contains("payload_too_large"), "{resp}");
 
     let mut c = TcpStream::connect(addr(&s.url)).unwrap();

@@ -397,11 +397,19 @@ fn a_wedged_engine_is_restarted() {
     unsafe {
         libc::kill(victim as i32, libc::SIGSTOP);
     }
-    wait_for("the wedged engine to be replaced", Duration::from_secs(60), || {
-        let now = children_of(s.pid());
-        now.len() == 1 && !now.contains(&victim)
-    });
-    assert!(s.output().contains("stopped answering its health check"), "{}", s.output());
+    wait_for(
+        "the wedged engine to be replaced",
+        Duration::from_secs(60),
+        || {
+            let now = children_of(s.pid());
+            now.len() == 1 && !now.contains(&victim)
+        },
+    );
+    assert!(
+        s.output().contains("stopped answering its health check"),
+        "{}",
+        s.output()
+    );
     wait_ready(&s.url);
     let chat = format!("{}/v1/chat/completions", s.url);
     assert_eq!(post(&chat, &chat_body(SMOL, "hi", 2)).status, 200);
