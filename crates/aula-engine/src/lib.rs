@@ -48,6 +48,29 @@ pub struct EngineConfig {
     pub verbose: bool,
     /// When set, every request must carry `Authorization: Bearer <api_key>`.
     pub api_key: Option<String>,
+    /// Pool token states into one vector this way instead of the model's own
+    /// (`{arch}.pooling_type`); given for a model without one, it makes the
+    /// model an embedding model (as llama-server's `--embeddings --pooling`).
+    pub pooling: Option<Pooling>,
+}
+
+/// How an embedding model turns its token states into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+    Last,
+}
+
+impl Pooling {
+    /// llama.cpp's number for it (`LLAMA_POOLING_TYPE_*`).
+    fn code(self) -> i32 {
+        match self {
+            Pooling::Mean => 1,
+            Pooling::Cls => 2,
+            Pooling::Last => 3,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -62,6 +85,7 @@ impl Default for EngineConfig {
             batch: 512,
             verbose: false,
             api_key: None,
+            pooling: None,
         }
     }
 }
@@ -153,6 +177,8 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok())
         .filter(|p| *p > 0);
+    // `--pooling` wins over the model's own, and makes any model an embedding model.
+    let pooling = cfg.pooling.map(Pooling::code).or(pooling);
     if let Some(pooling) = pooling {
         return load_embedding(cfg, backend, model, &arch, name, pooling);
     }
@@ -307,7 +333,12 @@ fn load_embedding(
         .with_n_ubatch(n_batch as u32)
         .with_n_seq_max(n_seq as u32)
         .with_embeddings(true)
-        .with_pooling_type(LlamaPoolingType::Unspecified)
+        .with_pooling_type(match pooling {
+            1 => LlamaPoolingType::Mean,
+            2 => LlamaPoolingType::Cls,
+            3 => LlamaPoolingType::Last,
+            _ => LlamaPoolingType::Unspecified,
+        })
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
     let info = embed::EmbeddingInfo {

@@ -734,7 +734,7 @@ mod tests {
             err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"frobnicate":1}"#)
                 .contains("unrecognized")
         );
-        assert!(err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#).contains("not supported"));
+        assert!(err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#).contains("function is required"));
         assert!(
             err(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#)
                 .contains("logprobs")

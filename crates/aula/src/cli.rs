@@ -42,6 +42,16 @@ pub enum Command {
     Unload(ModelOpArgs),
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PoolingArg {
+    /// The mean of the token states (sentence-transformers' usual).
+    Mean,
+    /// The first token's state ([CLS]).
+    Cls,
+    /// The last token's state (decoder embedding models).
+    Last,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print the report as JSON (the same object `aula engine`'s /health has as `cpu`).
@@ -209,6 +219,10 @@ pub struct EngineArgs {
     /// Echo llama.cpp's own log.
     #[arg(long)]
     pub verbose: bool,
+    /// Embedding models: pool token states this way instead of the model's
+    /// own; for a model without pooling, serve it as an embedding model.
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.

@@ -356,6 +356,11 @@ async fn engine(a: EngineArgs) -> anyhow::Result<()> {
         batch: a.batch,
         verbose: a.verbose,
         api_key: a.api_key.filter(|k| !k.is_empty()),
+        pooling: a.pooling.map(|p| match p {
+            crate::cli::PoolingArg::Mean => aula_engine::Pooling::Mean,
+            crate::cli::PoolingArg::Cls => aula_engine::Pooling::Cls,
+            crate::cli::PoolingArg::Last => aula_engine::Pooling::Last,
+        }),
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.

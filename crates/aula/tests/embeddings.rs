@@ -362,3 +362,47 @@ fn decode_base64(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Pooling variants, against sentence-transformers with the same pooling
+/// (no second embedding family is carried by any PyPI package that
+/// llama.cpp can load, so the pooling code is checked this way): MiniLM
+/// pooled by its [CLS] token and by its last token, via `--pooling`.
+#[test]
+fn pooling_variants_match_sentence_transformers() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/minilm_pooling_refs.json"
+    );
+    let refs: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let sentences = refs["sentences"].clone();
+    for pooling in ["cls", "last", "mean"] {
+        let e = minilm_engine(&["--pooling", pooling]);
+        assert_eq!(
+            get(&format!("{}/health", e.url)).body["embedding"]["pooling"],
+            pooling
+        );
+        let got = vectors(&embed(
+            &e.url,
+            &json!({"model": MINILM, "input": sentences}),
+        ));
+        for (i, (v, r)) in got
+            .iter()
+            .zip(refs["poolings"][pooling].as_array().unwrap())
+            .enumerate()
+        {
+            let cos = cosine(v, &floats(r));
+            assert!(
+                cos >= 0.999,
+                "{pooling} pooling, sentence {i}: cosine {cos}"
+            );
+        }
+        // And the poolings really differ from each other.
+        if pooling != "mean" {
+            let mean = floats(&refs["poolings"]["mean"][0]);
+            assert!(
+                cosine(&got[0], &mean) < 0.99,
+                "{pooling} looks like mean pooling"
+            );
+        }
+    }
+}
