@@ -406,3 +406,37 @@ fn pooling_variants_match_sentence_transformers() {
         }
     }
 }
+
+/// A `url` engine (any OpenAI-compatible server: vLLM, llama-server
+/// --embeddings, TEI — here an `aula engine` started by hand) serves
+/// embeddings through the gateway under another name, validated there.
+#[test]
+fn url_engines_pass_embeddings_through() {
+    let e = minilm_engine(&[]);
+    let home = temp_home("embeddings-url");
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[[models]]\nname = \"course-embed\"\nurl = \"{}\"\nupstream_model = \"{MINILM}\"\n",
+            e.url
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let direct = vectors(&embed(
+        &e.url,
+        &json!({"model": MINILM, "input": "Office hours are on Monday."}),
+    ));
+    let r = embed(
+        &s.url,
+        &json!({"model": "course-embed", "input": "Office hours are on Monday."}),
+    );
+    let via = vectors(&r);
+    assert_eq!(via, direct);
+    assert!(r.body["usage"]["prompt_tokens"].as_u64().unwrap() > 2);
+    // The gateway validates before forwarding.
+    let r = embed(&s.url, &json!({"model": "course-embed", "input": [[]]}));
+    assert_eq!(r.status, 400, "{}", r.text);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
