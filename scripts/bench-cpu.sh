@@ -6,12 +6,13 @@
 #
 #   bash scripts/bench-cpu.sh                      # the automatic choice vs forced variants
 #   NATIVE_AULA=/path/to/aula bash scripts/bench-cpu.sh   # ... and another build (e.g. -C target-cpu=native)
+#   AULA=/path/to/aula ...                          # bench that build instead of ./target/release/aula
 #
 # VARIANTS (default "auto haswell") names what to compare: `auto` is the
 # engine's own choice, any other word is forced with AULA_CPU_VARIANT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=./target/release/aula
+B=${AULA:-./target/release/aula}
 THREADS=${THREADS:-2}
 REPS=${REPS:-3}
 VARIANTS=${VARIANTS:-"auto haswell"}

@@ -21,6 +21,17 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+# clang 16 and its OpenMP runtime, for llama.cpp's AMX kernels (see
+# scripts/toolchain.sh); optional: without them the default compiler is used.
+if ! command -v clang-16 >/dev/null 2>&1 || ! ls /usr/lib/llvm-16/lib/libomp.so* >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    ($SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q \
+      --no-install-recommends clang-16 libomp-16-dev) \
+      || echo "aula setup: clang-16 is not available; building with the default compiler (no AMX kernels)"
+  fi
+fi
+. scripts/toolchain.sh
+echo "aula setup: C/C++ compiler for llama.cpp: ${CC:-default}"
 
 # A private Python environment for the model fetcher and the test client.
 if [ ! -x .venv/bin/python ]; then

@@ -17,6 +17,8 @@ CHP=.cache/chp/node_modules/.bin/configurable-http-proxy
 if [ ! -x "$CHP" ]; then
     npm install --silent --no-audit --no-fund --prefix .cache/chp configurable-http-proxy
 fi
+# The same compiler as set-up (a different one would rebuild llama.cpp).
+. scripts/toolchain.sh
 export AULA_TEST_PYTHON="$PWD/.venv/bin/python"
 export AULA_TEST_CHP="$PWD/$CHP"
 cargo test --release --locked --workspace -- --test-threads=2

@@ -21,15 +21,25 @@ fn main() {
         return;
     };
     let mut placed = 0;
+    // The names the binaries ask for: libX.so.N (the soname).
+    let soname = |name: &str| {
+        name.starts_with("lib")
+            && name
+                .rsplit_once(".so.")
+                .is_some_and(|(_, v)| !v.contains('.'))
+    };
     if let Some(llama_out) = backends.parent() {
         for lib_dir in [llama_out.join("lib"), llama_out.join("lib64")] {
-            placed += place(&lib_dir, &profile_dir, |name| {
-                // The names the binaries ask for: libX.so.N (the soname).
-                name.starts_with("lib")
-                    && name
-                        .rsplit_once(".so.")
-                        .is_some_and(|(_, v)| !v.contains('.'))
-            });
+            placed += place(&lib_dir, &profile_dir, soname);
+            // Also into deps/ and examples/: llama-cpp-sys-2 hard-links its
+            // `libX.so` symlinks (-> libX.so.N) there too, and a later
+            // rebuild of it (another compiler, other features) panics on
+            // such a link left dangling ("File exists").
+            for sub in ["deps", "examples"] {
+                if profile_dir.join(sub).is_dir() {
+                    place(&lib_dir, &profile_dir.join(sub), soname);
+                }
+            }
         }
     }
     placed += place(&backends, &profile_dir, |name| name.ends_with(".so"));

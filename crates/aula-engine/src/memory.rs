@@ -54,7 +54,8 @@ pub struct MemoryReport {
     /// other than the CPU repack one).
     pub model_buffer_bytes: u64,
     /// Copies of some weights that llama.cpp's CPU backend re-lays out for
-    /// faster kernels ("CPU_REPACK model buffer"); the mapped originals stay
+    /// faster kernels ("CPU_REPACK model buffer", and with Intel AMX the
+    /// "AMX model buffer"); the mapped originals stay
     /// in the page cache, so this is memory on top of the weights.
     pub repack_buffer_bytes: u64,
     /// Exact byte size of all weight tensors (`llama_model_size`).
@@ -87,7 +88,9 @@ pub fn parse_load_log(log: &str, model_tensor_bytes: u64) -> MemoryReport {
     };
     for line in log.lines() {
         if let Some(b) = mib_after(line, "model buffer size") {
-            if line.contains("REPACK") {
+            // CPU_REPACK and AMX buffers hold re-laid-out copies of weights
+            // whose mapped originals stay: memory on top of the weights.
+            if line.contains("REPACK") || line.contains("AMX model buffer") {
                 r.repack_buffer_bytes += b;
             } else {
                 r.model_buffer_bytes += b;

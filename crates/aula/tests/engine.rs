@@ -366,9 +366,11 @@ fn gemma_uses_builtin_template_and_reports_memory() {
     // The mapped buffer holds every tensor (to llama.cpp's two-decimal MiB).
     let placed = mem["model_buffer_bytes"].as_u64().unwrap();
     assert!(placed.abs_diff(tensors) <= 5_300, "{placed} vs {tensors}");
-    // On x86 CPUs, Q4_K matrices are repacked into a second buffer.
+    // On x86 CPUs, Q4_K matrices are repacked into a second buffer (with
+    // AMX kernels in use, most weights are: AMX's own layout).
     let repack = mem["repack_buffer_bytes"].as_u64().unwrap();
-    assert!(repack < tensors / 5, "{repack}");
+    let amx = h["cpu"]["features"].to_string().contains("AMX");
+    assert!(repack < if amx { tensors } else { tensors / 5 }, "{repack}");
     assert!(mem["kv_cache_bytes"].as_u64().unwrap() > 0);
     assert!(mem["compute_buffer_bytes"].as_u64().unwrap() > 0);
     let url = format!("{}/v1/chat/completions", e.url);
