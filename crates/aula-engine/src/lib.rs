@@ -118,6 +118,40 @@ fn backend() -> anyhow::Result<&'static LlamaBackend> {
     Ok(BACKEND.get_or_init(|| b))
 }
 
+/// Start the thread that owns a llama.cpp context: it creates the context
+/// (`what` names it in the error), says whether that worked, and then runs
+/// `run` on it until `run` returns. Returns once the context exists.
+fn spawn_on_context<F>(
+    name: &str,
+    backend: &'static LlamaBackend,
+    model: Arc<LlamaModel>,
+    params: LlamaContextParams,
+    what: String,
+    run: F,
+) -> anyhow::Result<std::thread::JoinHandle<()>>
+where
+    F: for<'m> FnOnce(llama_cpp_2::context::LlamaContext<'m>) + Send + 'static,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let ctx = match model.new_context(backend, params) {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(anyhow!("llama.cpp could not create {what}: {e}")));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            run(ctx);
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the {name} thread died while creating its context"))??;
+    Ok(thread)
+}
+
 /// Load llama.cpp's backends as the engine does, and say what runs here.
 pub fn machine_report() -> anyhow::Result<&'static cpu::CpuReport> {
     memory::install_log_capture(false);
@@ -230,39 +264,30 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
 
     let stats = Arc::new(scheduler::Stats::default());
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let reuse_prefix = model
         .meta_val_str(&format!("{arch}.attention.sliding_window"))
         .is_err();
     let thread_model = model.clone();
     let parallel = cfg.parallel;
     let thread_stats = stats.clone();
-    let thread = std::thread::Builder::new()
-        .name("aula-batcher".into())
-        .spawn(move || {
-            let ctx = match thread_model.new_context(backend, params) {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!(
-                        "llama.cpp could not create a context of {n_ctx} tokens: {e}"
-                    )));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            let sched = scheduler::Scheduler {
+    let thread = spawn_on_context(
+        "aula-batcher",
+        backend,
+        model.clone(),
+        params,
+        format!("a context of {n_ctx} tokens"),
+        move |ctx| {
+            scheduler::Scheduler {
                 reuse_prefix,
-                model: thread_model.clone(),
+                model: thread_model,
                 ctx,
                 parallel,
                 n_batch: batch,
                 stats: thread_stats,
-            };
-            sched.run(jobs_rx);
-        })?;
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow!("the batching thread died while creating the context"))??;
+            }
+            .run(jobs_rx)
+        },
+    )?;
     let memory = memory::parse_load_log(&memory::take_log(), model.size());
     let state = Arc::new(server::EngineState {
         name,
@@ -349,22 +374,14 @@ fn load_embedding(
     };
     let stats = Arc::new(embed::EmbedStats::default());
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
-    let thread_model = model.clone();
     let thread_stats = stats.clone();
-    let thread = std::thread::Builder::new()
-        .name("aula-embedder".into())
-        .spawn(move || {
-            let ctx = match thread_model.new_context(backend, params) {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!(
-                        "llama.cpp could not create an embedding context of {n_batch} tokens: {e}"
-                    )));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
+    let thread = spawn_on_context(
+        "aula-embedder",
+        backend,
+        model.clone(),
+        params,
+        format!("an embedding context of {n_batch} tokens"),
+        move |ctx| {
             embed::Embedder {
                 ctx,
                 n_batch,
@@ -372,11 +389,9 @@ fn load_embedding(
                 normalize,
                 stats: thread_stats,
             }
-            .run(jobs_rx);
-        })?;
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow!("the embedding thread died while creating the context"))??;
+            .run(jobs_rx)
+        },
+    )?;
     let memory = memory::parse_load_log(&memory::take_log(), model.size());
     // Chat requests never reach a scheduler: the handlers refuse them first.
     let (chat_tx, _) = std::sync::mpsc::channel();
