@@ -220,6 +220,17 @@ impl Authenticator {
                     return Ok(acting);
                 }
                 if let Some(user) = front_end_user(headers)? {
+                    // With a jwt_secret configured, only the signed token
+                    // names a user: plain headers would make it pointless.
+                    if self.jwt_secret.is_some() {
+                        tracing::warn!(
+                            "the front end `{}` sent X-OpenWebUI-* headers, but this gateway takes users only from a signed X-Aula-User-Token",
+                            id.name
+                        );
+                        return Err(ApiError::Unauthorized(
+                            "this gateway takes a front end's users only as a signed X-Aula-User-Token".into(),
+                        ));
+                    }
                     return self.acting_for(&id, &user).await;
                 }
             }
@@ -637,12 +648,19 @@ mod tests {
         let (store, dir) = temp_store().await;
         let fe = user(&store, "webui", Role::Admin).await;
         user(&store, "prof_x@uni.edu", Role::Admin).await;
-        let a = authenticator(&store, Some("s3cret")).await;
-        let e = a
+        let e = authenticator(&store, None)
+            .await
             .authenticate(&acting(&fe, "x-openwebui-user-email", "prof+x@uni.edu"))
             .await
             .unwrap_err();
         assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        let a = authenticator(&store, Some("s3cret")).await;
+        // With a jwt_secret, plain headers name nobody: only the token does.
+        let e = a
+            .authenticate(&acting(&fe, "x-openwebui-user-email", "ada@uni.edu"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::UNAUTHORIZED);
 
         // The same through a signed user token.
         let token = |sub: &str, groups: &[&str]| {
