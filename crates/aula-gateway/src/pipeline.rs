@@ -112,9 +112,15 @@ async fn run(
     // Embeddings generate nothing: no completion budget, no max_tokens or
     // stream options added on the way; the body is validated here, whatever
     // engine serves the model.
+    // One validation for every engine kind (url, vLLM, SGLang and
+    // llama-server too): what Aula's own engine would refuse (`n` > 1,
+    // `best_of`, token-id prompts, unknown fields...) is refused here.
     let embeddings = path == "/v1/embeddings";
-    if embeddings {
-        aula_protocol::parse_embeddings(&body)?;
+    match path {
+        "/v1/embeddings" => drop(aula_protocol::parse_embeddings(&body)?),
+        "/v1/chat/completions" => drop(aula_protocol::parse_chat(&body)?),
+        "/v1/completions" => drop(aula_protocol::parse_completion(&body)?),
+        _ => {}
     }
     let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
     if embeddings {

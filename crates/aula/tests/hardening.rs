@@ -139,3 +139,45 @@ fn oversized_and_dripping_bodies_are_refused() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     let _ = std::fs::remove_dir_all(Path::new(&home));
 }
+
+/// Requests to a `url` engine (here the mock, which would accept anything)
+/// get the same validation as Aula's own engine: `n` > 1, vendor extras,
+/// token-id prompts are refused at the gateway and never forwarded.
+#[test]
+fn every_engine_kind_gets_the_same_validation() {
+    let (s, mock, key, home) = gateway_with_a_key("validate");
+    let before = get(&format!("{}/stats", mock.url)).body;
+    let chat = format!("{}/v1/chat/completions", s.url);
+    let comp = format!("{}/v1/completions", s.url);
+    for (url, body, param) in [
+        (
+            &chat,
+            serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "n": 64}),
+            "n",
+        ),
+        (
+            &chat,
+            serde_json::json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "ignore_eos": true}),
+            "ignore_eos",
+        ),
+        (
+            &comp,
+            serde_json::json!({"model": "mock", "prompt": [1, 2, 3]}),
+            "prompt",
+        ),
+        (
+            &comp,
+            serde_json::json!({"model": "mock", "prompt": "hi", "best_of": 64}),
+            "best_of",
+        ),
+    ] {
+        let r = post_auth(url, Some(&key), &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], param, "{}", r.text);
+    }
+    let after = get(&format!("{}/stats", mock.url)).body;
+    assert_eq!(before, after, "nothing reached the engine");
+    let ok = post_auth(&chat, Some(&key), &chat_body("mock", "hi", 2));
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let _ = std::fs::remove_dir_all(Path::new(&home));
+}
