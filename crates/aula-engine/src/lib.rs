@@ -90,6 +90,17 @@ impl Default for EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// `threads`, or every core this process may use.
+    fn threads_or_all(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
 /// A loaded model with its scheduler thread running.
 pub struct Engine {
     pub state: Arc<server::EngineState>,
@@ -226,11 +237,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
             "--context {context} is larger than the {train_ctx} tokens this model was trained for"
         );
     }
-    let threads = cfg.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = cfg.threads_or_all();
     let n_ctx = context
         .checked_mul(cfg.parallel as u32)
         .and_then(NonZeroU32::new)
@@ -347,11 +354,7 @@ fn load_embedding(
     // Every input whole in one batch (non-causal attention), several inputs per batch.
     let n_batch = cfg.batch.max(max_tokens).max(1);
     let n_seq = (cfg.parallel * 16).clamp(1, 64);
-    let threads = cfg.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = cfg.threads_or_all();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_batch as u32))
         .with_n_batch(n_batch as u32)

@@ -115,14 +115,15 @@ async fn run(
     // One validation for every engine kind (url, vLLM, SGLang and
     // llama-server too): what Aula's own engine would refuse (`n` > 1,
     // `best_of`, token-id prompts, unknown fields...) is refused here.
+    // The body is parsed once; the checks run on the parsed object.
     let embeddings = path == "/v1/embeddings";
+    let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
     match path {
-        "/v1/embeddings" => drop(aula_protocol::parse_embeddings(&body)?),
-        "/v1/chat/completions" => drop(aula_protocol::parse_chat(&body)?),
-        "/v1/completions" => drop(aula_protocol::parse_completion(&body)?),
+        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
+        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
+        "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
         _ => {}
     }
-    let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
     if embeddings {
         adm.max_tokens = Some(0);
         adm.stream = false;

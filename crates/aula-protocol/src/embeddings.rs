@@ -142,18 +142,11 @@ fn parse_input(v: Option<&Value>) -> Result<Vec<EmbedInput>, ApiError> {
 
 /// Parse and validate an embeddings request body.
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingRequest, ApiError> {
-    let obj: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(ApiError::invalid("the request body must be a JSON object")),
-        Err(e) if e.is_data() => {
-            return Err(ApiError::invalid("the request body must be a JSON object"));
-        }
-        Err(e) => {
-            return Err(ApiError::invalid(format!(
-                "the request body is not valid JSON: {e}"
-            )));
-        }
-    };
+    parse_embeddings_object(&crate::request::parse_object(body)?)
+}
+
+/// [`parse_embeddings`] on a body already parsed (the gateway's).
+pub fn parse_embeddings_object(obj: &Map<String, Value>) -> Result<EmbeddingRequest, ApiError> {
     for key in obj.keys() {
         if !FIELDS.contains(&key.as_str()) {
             return Err(ApiError::invalid_param(

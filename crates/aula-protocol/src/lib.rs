@@ -8,12 +8,14 @@ mod response;
 mod tools;
 
 pub use embeddings::{
-    EmbedInput, EmbeddingRequest, MAX_EMBED_INPUTS, Truncate, embeddings_response, parse_embeddings,
+    EmbedInput, EmbeddingRequest, MAX_EMBED_INPUTS, Truncate, embeddings_response,
+    parse_embeddings, parse_embeddings_object,
 };
 pub use error::ApiError;
 pub use request::{
     Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt,
-    ResponseFormat, SamplingParams, parse_chat, parse_completion, peek_admission, peek_route,
+    ResponseFormat, SamplingParams, parse_chat, parse_chat_object, parse_completion,
+    parse_completion_object, peek_admission, peek_route,
 };
 pub use response::*;
 pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, calls_as_text, parse_tools};

@@ -160,11 +160,15 @@ const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "suffix", "best_of", "res
 
 /// Parse the body of `POST /v1/chat/completions`.
 pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
-    let obj = parse_object(body)?;
-    check_fields(&obj, CHAT_FIELDS)?;
+    parse_chat_object(&parse_object(body)?)
+}
+
+/// [`parse_chat`] on a body already parsed (the gateway's, from [`peek_admission`]).
+pub fn parse_chat_object(obj: &Map<String, Value>) -> Result<GenerateRequest, ApiError> {
+    check_fields(obj, CHAT_FIELDS)?;
     let messages = parse_messages(obj.get("messages"))?;
-    let mut req = parse_common(&obj, Prompt::Chat(messages))?;
-    if let Some(v) = opt(&obj, "max_completion_tokens") {
+    let mut req = parse_common(obj, Prompt::Chat(messages))?;
+    if let Some(v) = opt(obj, "max_completion_tokens") {
         let n = parse_u32(v, "max_completion_tokens")?;
         if req.params.max_tokens.is_some_and(|m| m != n) {
             return Err(ApiError::invalid_param(
@@ -174,10 +178,10 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
         }
         req.params.max_tokens = Some(n);
     }
-    if let Some(rf) = opt(&obj, "response_format") {
+    if let Some(rf) = opt(obj, "response_format") {
         req.response_format = parse_response_format(rf)?;
     }
-    req.tools = crate::tools::parse_tools(&obj)?;
+    req.tools = crate::tools::parse_tools(obj)?;
     if req.tools.as_ref().is_some_and(|t| t.active()) && req.response_format != ResponseFormat::Text
     {
         return Err(ApiError::invalid_param(
@@ -185,7 +189,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
             "`response_format` and `tools` cannot be combined; give the tool's arguments a schema instead",
         ));
     }
-    match opt(&obj, "parallel_tool_calls") {
+    match opt(obj, "parallel_tool_calls") {
         None | Some(Value::Bool(_)) => {}
         Some(_) => {
             return Err(ApiError::invalid_param(
@@ -194,7 +198,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
             ));
         }
     }
-    if let Some(store) = opt(&obj, "store")
+    if let Some(store) = opt(obj, "store")
         && store.as_bool() == Some(true)
     {
         return Err(ApiError::invalid_param(
@@ -207,8 +211,12 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerateRequest, ApiError> {
 
 /// Parse the body of `POST /v1/completions`.
 pub fn parse_completion(body: &[u8]) -> Result<GenerateRequest, ApiError> {
-    let obj = parse_object(body)?;
-    check_fields(&obj, COMPLETION_FIELDS)?;
+    parse_completion_object(&parse_object(body)?)
+}
+
+/// [`parse_completion`] on a body already parsed.
+pub fn parse_completion_object(obj: &Map<String, Value>) -> Result<GenerateRequest, ApiError> {
+    check_fields(obj, COMPLETION_FIELDS)?;
     let prompt = match obj.get("prompt") {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid_param("prompt", "`prompt` is required"));
@@ -236,20 +244,20 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerateRequest, ApiError> {
             "`prompt` must not be empty",
         ));
     }
-    let mut req = parse_common(&obj, Prompt::Text(prompt))?;
-    if let Some(rf) = opt(&obj, "response_format") {
+    let mut req = parse_common(obj, Prompt::Text(prompt))?;
+    if let Some(rf) = opt(obj, "response_format") {
         req.response_format = parse_response_format(rf)?;
     }
-    if opt(&obj, "echo").is_some_and(|v| v.as_bool() != Some(false)) {
+    if opt(obj, "echo").is_some_and(|v| v.as_bool() != Some(false)) {
         return Err(ApiError::invalid_param("echo", "echo is not supported"));
     }
-    if opt(&obj, "suffix").is_some() {
+    if opt(obj, "suffix").is_some() {
         return Err(ApiError::invalid_param(
             "suffix",
             "suffix (insertion) is not supported",
         ));
     }
-    if let Some(v) = opt(&obj, "best_of")
+    if let Some(v) = opt(obj, "best_of")
         && v.as_u64() != Some(1)
     {
         return Err(ApiError::invalid_param(
@@ -296,7 +304,7 @@ fn json_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::invalid("the request body must be a JSON object")),
