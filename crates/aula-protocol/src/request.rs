@@ -77,6 +77,44 @@ pub struct GenerateRequest {
 /// The most bytes of a JSON schema accepted in `response_format`.
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 
+/// The largest repetition count a schema may ask for (`minItems`,
+/// `maxLength`, ...): the grammar made from a schema spells repetitions out,
+/// so `{"minItems": 1000000}` would make a grammar of millions of rules.
+pub const MAX_SCHEMA_REPEAT: u64 = 1024;
+
+/// Refuse a schema whose repetition bounds exceed [`MAX_SCHEMA_REPEAT`],
+/// naming the keyword (`param` is the field the schema came in).
+pub fn check_schema_bounds(schema: &Value, param: &str) -> Result<(), ApiError> {
+    const KEYS: [&str; 6] = [
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "minProperties",
+        "maxProperties",
+    ];
+    match schema {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if KEYS.contains(&k.as_str())
+                    && v.as_f64().is_some_and(|n| n > MAX_SCHEMA_REPEAT as f64)
+                {
+                    return Err(ApiError::invalid_param(
+                        param,
+                        format!(
+                            "`{k}: {v}` in the schema is more than the {MAX_SCHEMA_REPEAT} repetitions a grammar may spell out"
+                        ),
+                    ));
+                }
+                check_schema_bounds(v, param)?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter().try_for_each(|v| check_schema_bounds(v, param)),
+        _ => Ok(()),
+    }
+}
+
 /// Parse `response_format`: `text`, `json_object`, or `json_schema` with
 /// `json_schema: {name, schema, strict}`.
 fn parse_response_format(v: &Value) -> Result<ResponseFormat, ApiError> {
@@ -111,6 +149,7 @@ fn parse_response_format(v: &Value) -> Result<ResponseFormat, ApiError> {
                     "`response_format.json_schema.schema` is larger than 64 KiB",
                 ));
             }
+            check_schema_bounds(&schema, "response_format")?;
             match js.get("strict") {
                 None | Some(Value::Null) | Some(Value::Bool(_)) => {}
                 _ => {

@@ -102,7 +102,10 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
                     crate::MAX_SCHEMA_BYTES >> 10
                 )));
             }
-            Some(p @ Value::Object(_)) => p.clone(),
+            Some(p @ Value::Object(_)) => {
+                crate::request::check_schema_bounds(p, "tools")?;
+                p.clone()
+            }
             Some(_) => {
                 return Err(bad(format!(
                     "tools[{i}].function.parameters must be a JSON Schema object"
@@ -321,6 +324,11 @@ mod tests {
                 "tools",
             ),
             (json!({"tools": [weather(), weather()]}), "tools"),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f", "parameters":
+                {"type": "object", "properties": {"x": {"type": "array", "minItems": 1000000}}}}}]}),
+                "tools",
+            ),
             (
                 json!({"tools": [weather()], "tool_choice": "maybe"}),
                 "tool_choice",

@@ -726,6 +726,8 @@ fn response_format_constrains_the_output() {
     // What cannot be expressed, or is not a format, is a 400 naming the field.
     for rf in [
         json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/definitions/missing"}}}),
+        // A grammar that would spell out a million repetitions.
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 1000000}}}),
         json!({"type": "yaml"}),
         json!({"type": "json_schema"}),
         json!("json"),
