@@ -16,7 +16,7 @@ pub mod memory;
 pub mod output;
 pub mod scheduler;
 pub mod server;
-pub mod template;
+pub use aula_protocol::template;
 
 use anyhow::{Context, anyhow, bail};
 use axum::serve::ListenerExt;

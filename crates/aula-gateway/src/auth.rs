@@ -15,6 +15,17 @@
 //!   name (1 to 64 letters, digits or `._@-`); anything else is refused
 //!   (400), never rewritten, so `prof+x@uni.edu` cannot pass for
 //!   `prof_x@uni.edu`.
+//! - With `jwt_audience` / `jwt_issuer` configured, a front end's signed
+//!   user token must name them (`aud`, `iss`).
+//! - JupyterHub is asked about a token at most once at a time (concurrent
+//!   requests with the same unknown token wait for one answer), by at most
+//!   `HUB_ASKING` requests at once; answers are cached for `cache_seconds`,
+//!   accepted and refused tokens apart and each bounded, so a flood of
+//!   made-up tokens neither floods the Hub nor pushes out working users.
+//! - The local admin token (a file in the data directory, readable only by
+//!   the service's own account) makes its bearer an admin: it grants
+//!   nothing that account cannot already do with `aula keys create`, and it
+//!   is how `aula ps|load|unload` administer a gateway that has no users.
 
 use crate::backend::HttpClient;
 use crate::identity::{Identity, Via};
@@ -25,14 +36,20 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a running gateway learns about new and revoked keys: it re-reads the
 /// database's change counter at most this often.
 const KEY_REFRESH: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 100_000;
+/// Tokens the Hub refused, remembered for the cache time: at most this many.
+const HUB_REFUSED_MAX: u64 = 10_000;
+/// Questions to the Hub in flight at once; more wait (within the Hub's timeout).
+pub const HUB_ASKING: usize = 16;
+/// The largest answer read from the Hub.
+const HUB_ANSWER_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -46,24 +63,57 @@ pub struct HubConfig {
     pub timeout: Duration,
 }
 
+/// What a front end's signed user tokens (HS256 JWTs) must satisfy.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub secret: String,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+}
+
+/// How a gateway authenticates (from its config and command line).
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub hub: Option<HubConfig>,
+    /// Aula users whose keys may act for the users of a front end.
+    pub trusted: Vec<String>,
+    pub jwt: Option<JwtConfig>,
+    /// With no users and no Hub, requests are served as `anonymous` — only
+    /// where that was allowed (loopback, or --insecure-no-auth).
+    pub allow_open: bool,
+    /// The local admin token (see the module doc), if the gateway has one.
+    pub local_admin: Option<String>,
+}
+
 pub struct Authenticator {
     store: Store,
     hub: Option<HubConfig>,
     client: HttpClient,
-    /// Aula users whose keys may act for the users of a front end.
     trusted: Vec<String>,
-    /// Secret of the signed user tokens (HS256) trusted front ends may send.
-    jwt_secret: Option<String>,
-    /// With no users and no Hub, requests are served as `anonymous` — only
-    /// where that was allowed (loopback, or --insecure-no-auth).
+    jwt: Option<JwtConfig>,
     allow_open: bool,
+    /// SHA-256 of the local admin token.
+    local_admin: Option<String>,
     open: AtomicBool,
     keys: Mutex<KeyCache>,
-    hub_cache: Mutex<HashMap<String, HubAnswer>>,
+    hub_answers: HubAnswers,
 }
 
-/// When the Hub answered for a token, and what (Err: refused).
-type HubAnswer = (Instant, Result<Identity, ()>);
+/// What the Hub said of tokens (keyed by the token's SHA-256).
+struct HubAnswers {
+    accepted: moka::future::Cache<String, Identity>,
+    refused: moka::future::Cache<String, ()>,
+    asking: tokio::sync::Semaphore,
+}
+
+/// Why asking the Hub gave no identity.
+#[derive(Debug)]
+enum HubRefusal {
+    Refused,
+    Unavailable(ApiError),
+}
 
 struct KeyCache {
     generation: i64,
@@ -132,26 +182,40 @@ fn front_end_user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 impl Authenticator {
     pub async fn new(
         store: Store,
-        hub: Option<HubConfig>,
-        trusted: Vec<String>,
-        jwt_secret: Option<String>,
-        allow_open: bool,
+        settings: AuthSettings,
         client: HttpClient,
     ) -> Result<Authenticator, aula_store::StoreError> {
+        let ttl = settings
+            .hub
+            .as_ref()
+            .map(|h| h.cache)
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_millis(1));
         let a = Authenticator {
             store,
-            hub,
+            hub: settings.hub,
             client,
-            trusted,
-            jwt_secret,
-            allow_open,
+            trusted: settings.trusted,
+            jwt: settings.jwt,
+            allow_open: settings.allow_open,
+            local_admin: settings.local_admin.as_deref().map(key_hash),
             open: AtomicBool::new(false),
             keys: Mutex::new(KeyCache {
                 generation: -1,
                 checked: None,
                 entries: HashMap::new(),
             }),
-            hub_cache: Mutex::new(HashMap::new()),
+            hub_answers: HubAnswers {
+                accepted: moka::future::Cache::builder()
+                    .max_capacity(CACHE_MAX as u64)
+                    .time_to_live(ttl)
+                    .build(),
+                refused: moka::future::Cache::builder()
+                    .max_capacity(HUB_REFUSED_MAX)
+                    .time_to_live(ttl)
+                    .build(),
+                asking: tokio::sync::Semaphore::new(HUB_ASKING),
+            },
         };
         a.refresh(true).await?;
         Ok(a)
@@ -206,6 +270,11 @@ impl Authenticator {
             }
             return Err(refused());
         };
+        if let Some(local) = &self.local_admin
+            && key_hash(token) == *local
+        {
+            return Ok(Identity::local_admin());
+        }
         if is_aula_key(token) {
             let id = self.check_key(token).await?;
             if self.trusted.contains(&id.name) {
@@ -222,7 +291,7 @@ impl Authenticator {
                 if let Some(user) = front_end_user(headers)? {
                     // With a jwt_secret configured, only the signed token
                     // names a user: plain headers would make it pointless.
-                    if self.jwt_secret.is_some() {
+                    if self.jwt.is_some() {
                         tracing::warn!(
                             "the front end `{}` sent X-OpenWebUI-* headers, but this gateway takes users only from a signed X-Aula-User-Token",
                             id.name
@@ -306,15 +375,27 @@ impl Authenticator {
             #[serde(default)]
             groups: Vec<String>,
         }
-        let Some(secret) = &self.jwt_secret else {
+        let Some(jwt) = &self.jwt else {
             tracing::warn!("a front end sent X-Aula-User-Token but [auth] jwt_secret is not set");
             return Err(refused());
         };
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        v.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        match &jwt.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        if let Some(iss) = &jwt.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(
             token,
-            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            &jsonwebtoken::DecodingKey::from_secret(jwt.secret.as_bytes()),
             &v,
         )
         .map_err(|e| {
@@ -380,24 +461,42 @@ impl Authenticator {
             return Err(refused());
         };
         let hash = key_hash(token);
-        let cached = {
-            let c = self.hub_cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.get(&hash).cloned()
-        };
-        if let Some((at, r)) = cached
-            && at.elapsed() < hub.cache
-        {
-            return r.map_err(|_| refused());
+        let answers = &self.hub_answers;
+        if answers.refused.contains_key(&hash) {
+            return Err(refused());
         }
-        let r = self.ask_hub(hub, token).await?;
-        {
-            let mut c = self.hub_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() >= CACHE_MAX {
-                c.clear();
-            }
-            c.insert(hash, (Instant::now(), r.clone()));
+        // One question per token at a time: concurrent requests with the
+        // same token wait for the first one's answer.
+        let asked = answers
+            .accepted
+            .try_get_with(hash.clone(), async {
+                let _turn = tokio::time::timeout(hub.timeout, answers.asking.acquire())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| {
+                        HubRefusal::Unavailable(ApiError::Unavailable(
+                            "too many JupyterHub tokens are being checked at once; try again shortly"
+                                .into(),
+                        ))
+                    })?;
+                match self.ask_hub(hub, token).await {
+                    Ok(Ok(id)) => Ok(id),
+                    Ok(Err(())) => Err(HubRefusal::Refused),
+                    Err(e) => Err(HubRefusal::Unavailable(e)),
+                }
+            })
+            .await;
+        match asked {
+            Ok(id) => Ok(id),
+            Err(e) => match Arc::as_ref(&e) {
+                HubRefusal::Refused => {
+                    answers.refused.insert(hash, ()).await;
+                    Err(refused())
+                }
+                HubRefusal::Unavailable(e) => Err(e.clone()),
+            },
         }
-        r.map_err(|_| refused())
     }
 
     /// Ok(Ok(identity)), Ok(Err(())) for a token the Hub refuses or that
@@ -490,8 +589,7 @@ impl Authenticator {
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
+            let body = http_body_util::Limited::new(resp.into_body(), HUB_ANSWER_MAX)
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?
@@ -588,10 +686,15 @@ mod tests {
     async fn authenticator(store: &Store, jwt: Option<&str>) -> Authenticator {
         Authenticator::new(
             store.clone(),
-            None,
-            vec!["webui".into(), "webui-t".into()],
-            jwt.map(String::from),
-            false,
+            AuthSettings {
+                trusted: vec!["webui".into(), "webui-t".into()],
+                jwt: jwt.map(|s| JwtConfig {
+                    secret: s.into(),
+                    audience: None,
+                    issuer: None,
+                }),
+                ..AuthSettings::default()
+            },
             crate::backend::http_client(),
         )
         .await
@@ -698,6 +801,108 @@ mod tests {
             (id.name.as_str(), id.groups),
             ("ada", vec!["cs101".to_string()])
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With `jwt_audience` and `jwt_issuer` set, a user token must carry
+    /// both, with those values; without them, `aud`/`iss` are not needed.
+    #[tokio::test]
+    async fn signed_user_tokens_name_the_configured_audience_and_issuer() {
+        let (store, dir) = temp_store().await;
+        let fe = user(&store, "webui", Role::Student).await;
+        let strict = Authenticator::new(
+            store.clone(),
+            AuthSettings {
+                trusted: vec!["webui".into()],
+                jwt: Some(JwtConfig {
+                    secret: "s3cret".into(),
+                    audience: Some("aula".into()),
+                    issuer: Some("https://chat.uni.edu".into()),
+                }),
+                ..AuthSettings::default()
+            },
+            crate::backend::http_client(),
+        )
+        .await
+        .unwrap();
+        let lax = authenticator(&store, Some("s3cret")).await;
+        let token = |extra: serde_json::Value| {
+            let mut claims = serde_json::json!({"sub": "ada", "exp": now_ms() / 1000 + 600});
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            let t = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+            )
+            .unwrap();
+            acting(&fe, "x-aula-user-token", &t)
+        };
+        let ok = serde_json::json!({"aud": "aula", "iss": "https://chat.uni.edu"});
+        for (claims, strict_ok) in [
+            (serde_json::json!({}), false),
+            (serde_json::json!({"aud": "aula"}), false),
+            (serde_json::json!({"iss": "https://chat.uni.edu"}), false),
+            (
+                serde_json::json!({"aud": "other", "iss": "https://chat.uni.edu"}),
+                false,
+            ),
+            (
+                serde_json::json!({"aud": "aula", "iss": "https://evil.example"}),
+                false,
+            ),
+            (ok.clone(), true),
+        ] {
+            let got = strict.authenticate(&token(claims.clone())).await;
+            assert_eq!(got.is_ok(), strict_ok, "{claims}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.status(), axum::http::StatusCode::UNAUTHORIZED);
+            }
+            // Without audience and issuer configured, any (or none) is accepted.
+            let got = lax.authenticate(&token(claims.clone())).await;
+            assert_eq!(got.map(|i| i.name).ok().as_deref(), Some("ada"), "{claims}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The local admin token makes an admin, also where no users exist.
+    #[tokio::test]
+    async fn the_local_admin_token_is_an_admin() {
+        let (store, dir) = temp_store().await;
+        let a = Authenticator::new(
+            store.clone(),
+            AuthSettings {
+                allow_open: true,
+                local_admin: Some("aula-local-abcdefghijklmnopqrstuvwxyz0123456789".into()),
+                ..AuthSettings::default()
+            },
+            crate::backend::http_client(),
+        )
+        .await
+        .unwrap();
+        let with = |k: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {k}")).unwrap(),
+            );
+            h
+        };
+        let id = a
+            .authenticate(&with("aula-local-abcdefghijklmnopqrstuvwxyz0123456789"))
+            .await
+            .unwrap();
+        assert_eq!((id.role, id.via), (Role::Admin, Via::Local));
+        // Open mode: anyone else is an anonymous student, never an admin.
+        let id = a.authenticate(&HeaderMap::new()).await.unwrap();
+        assert_eq!((id.role, id.via), (Role::Student, Via::Open));
+        // A wrong token of that shape is an unknown key.
+        let e = a
+            .authenticate(&with("aula-local-abcdefghijklmnopqrstuvwxyz012345678X"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::UNAUTHORIZED);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -130,17 +130,33 @@ pub struct AuthSection {
     /// ends send in `X-Aula-User-Token` (or `jwt_secret_env`: the variable holding it).
     pub jwt_secret: Option<String>,
     pub jwt_secret_env: Option<String>,
+    /// When set, a signed user token must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// When set, a signed user token must carry this `iss`.
+    pub jwt_issuer: Option<String>,
 }
 
 impl AuthSection {
-    pub fn jwt_secret(&self) -> Result<Option<String>, String> {
-        match (&self.jwt_secret, &self.jwt_secret_env) {
-            (Some(s), _) => Ok(Some(s.clone())),
+    pub fn jwt(&self) -> Result<Option<crate::auth::JwtConfig>, String> {
+        let secret = match (&self.jwt_secret, &self.jwt_secret_env) {
+            (Some(s), _) => s.clone(),
             (None, Some(var)) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("[auth] jwt_secret_env names `{var}`, which is not set")),
-            (None, None) => Ok(None),
-        }
+                .map_err(|_| format!("[auth] jwt_secret_env names `{var}`, which is not set"))?,
+            (None, None) => {
+                if self.jwt_audience.is_some() || self.jwt_issuer.is_some() {
+                    return Err(
+                        "[auth] jwt_audience and jwt_issuer need jwt_secret (or jwt_secret_env)"
+                            .into(),
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(crate::auth::JwtConfig {
+            secret,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        }))
     }
 }
 

@@ -10,6 +10,9 @@
 //! of the last user to leave the queue when nobody waits), so idling banks no
 //! credit. No slot idles while anyone waits (work-conserving), the queue is
 //! bounded per user and in total, and a waiter whose client leaves is removed.
+//! The default bounds let a whole class (`CLASS_SIZE` users) each queue
+//! their per-user bound without filling the queue: a few busy users cannot
+//! lock the rest of the class out with 429s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,14 +26,17 @@ pub struct FairConfig {
     pub max_queued: usize,
 }
 
+/// The most users the default queue bounds are sized for.
+pub const CLASS_SIZE: usize = 256;
+
 impl Default for FairConfig {
     fn default() -> Self {
         // The paper's weights: an output token costs twice an input token.
         FairConfig {
             input_weight: 1.0,
             output_weight: 2.0,
-            max_queued_per_user: 256,
-            max_queued: 4096,
+            max_queued_per_user: 16,
+            max_queued: 16 * CLASS_SIZE,
         }
     }
 }
@@ -341,6 +347,27 @@ mod tests {
             max_queued_per_user: 100,
             max_queued: 1000,
         }
+    }
+
+    /// With the default bounds, a whole class can each queue as much as one
+    /// user may, and the next user still gets in.
+    #[test]
+    fn default_bounds_leave_room_for_the_whole_class() {
+        let q = FairQueue::new(1, FairConfig::default());
+        let mut held = Vec::new();
+        for u in 0..CLASS_SIZE - 1 {
+            // Each user queues until their own bound stops them.
+            loop {
+                match q.enqueue(&format!("u{u}"), 1.0, 1) {
+                    Ok(t) => held.push(t),
+                    Err(e) => {
+                        assert_eq!(e, QueueFull::User, "user {u}");
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(q.enqueue("last", 1.0, 1).is_ok());
     }
 
     fn granted(t: &mut Ticket) -> Option<Permit> {

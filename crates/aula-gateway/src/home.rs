@@ -28,3 +28,41 @@ pub fn logs_dir() -> PathBuf {
 pub fn default_config() -> PathBuf {
     aula_home().join("aula.toml")
 }
+
+/// The local admin token's file: it makes its bearer an admin of the
+/// gateway serving this data directory (`aula ps|load|unload` send it).
+pub fn local_admin_token_path() -> PathBuf {
+    aula_home().join("admin-token")
+}
+
+/// The local admin token, made (readable by this account only) if there is
+/// none yet.
+pub fn ensure_local_admin_token() -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(t) = read_local_admin_token() {
+        return Ok(t);
+    }
+    let path = local_admin_token_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let token = format!("aula-local-{}", aula_store::identity::random_string(40));
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
+
+/// The local admin token, if this account can read one.
+pub fn read_local_admin_token() -> Option<String> {
+    let t = std::fs::read_to_string(local_admin_token_path()).ok()?;
+    let t = t.trim();
+    (t.starts_with("aula-local-") && t.len() > 20).then(|| t.to_string())
+}

@@ -12,6 +12,8 @@ pub enum Via {
     FrontEnd,
     /// No authentication is configured (loopback only, or --insecure-no-auth).
     Open,
+    /// The local admin token from the data directory (`aula ps|load|unload`).
+    Local,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,16 @@ impl Identity {
             role: Role::Student,
             groups: Vec::new(),
             via: Via::Open,
+        }
+    }
+
+    /// The bearer of the local admin token: the account that runs Aula.
+    pub fn local_admin() -> Identity {
+        Identity {
+            name: "local-admin".into(),
+            role: Role::Admin,
+            groups: Vec::new(),
+            via: Via::Local,
         }
     }
 }

@@ -447,6 +447,16 @@ impl Limiter {
         }
     }
 
+    /// Across all users: requests admitted and not yet finished, and the
+    /// tokens they hold reserved (in the day window). Both are 0 when the
+    /// gateway is idle — anything else is a leaked reservation.
+    pub fn in_flight(&self) -> (u64, i64) {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.users.values().fold((0, 0), |(n, t), u| {
+            (n + u.active, t + u.windows[0].reserved)
+        })
+    }
+
     /// Tokens used and reserved by a user in the current day, week and term.
     pub fn usage_of(&self, user: &str) -> Option<[(i64, i64); 3]> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -652,10 +652,10 @@ mod tests {
         let store = aula_store::Store::open_in(&dir).await.unwrap();
         let auth = crate::auth::Authenticator::new(
             store.clone(),
-            None,
-            Vec::new(),
-            None,
-            true,
+            crate::auth::AuthSettings {
+                allow_open: true,
+                ..Default::default()
+            },
             crate::backend::http_client(),
         )
         .await

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -43,21 +43,45 @@ impl GatewayState {
     }
 }
 
+/// The OpenAPI 3.1 description of every route below, served at `/openapi.json`.
+/// Aula parses request bodies by hand (for exact, OpenAI-style errors), so
+/// the wire shapes are described here as data rather than derived from
+/// Rust types; `routes()` and this document are checked against each other.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+type Route = (&'static str, &'static str, MethodRouter<Arc<GatewayState>>);
+
+/// Every route, once: (method, path, handler). The router is built from
+/// this table, and a test holds it equal to [`OPENAPI`]'s paths.
+fn routes() -> Vec<Route> {
+    vec![
+        ("POST", "/v1/chat/completions", post(chat)),
+        ("POST", "/v1/completions", post(completions)),
+        ("POST", "/v1/embeddings", post(embeddings)),
+        ("GET", "/v1/models", get(models)),
+        ("GET", "/healthz", get(|| async { "ok" })),
+        ("GET", "/readyz", get(readyz)),
+        ("GET", "/metrics", get(metrics)),
+        ("GET", "/openapi.json", get(openapi)),
+        ("POST", "/admin/reload", post(reload)),
+        ("GET", "/admin/ps", get(ps)),
+        ("POST", "/admin/load/{model}", post(load)),
+        ("POST", "/admin/unload/{model}", post(unload)),
+    ]
+}
+
 pub fn app(state: Arc<GatewayState>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/models", get(models))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/admin/reload", post(reload))
-        .route("/admin/ps", get(ps))
-        .route("/admin/load/{model}", post(load))
-        .route("/admin/unload/{model}", post(unload))
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(|| async { ApiError::NotFound("no such route; the API is under /v1".into()) })
         .with_state(state)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Serve on `listener` until `shutdown` resolves.
@@ -226,10 +250,12 @@ async fn require_staff(st: &GatewayState, headers: &HeaderMap) -> Result<(), Api
     }
 }
 
-/// Admins only; with no authentication configured (loopback), anyone.
+/// Admins only: an admin's key, or the local admin token (`aula ps|load|
+/// unload` send it) — also with no authentication configured, where every
+/// local account would otherwise be an admin.
 async fn require_admin(st: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
     let id = st.auth.authenticate(headers).await?;
-    if id.role == Role::Admin || id.via == crate::identity::Via::Open {
+    if id.role == Role::Admin {
         Ok(())
     } else {
         Err(ApiError::Forbidden {
@@ -265,7 +291,12 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
         .collect();
     let mut all = managed;
     all.extend(rows);
-    axum::Json(json!({"budget_bytes": st.lifecycle.budget_bytes, "models": all})).into_response()
+    let (requests, reserved) = st.limiter.in_flight();
+    axum::Json(
+        json!({"budget_bytes": st.lifecycle.budget_bytes, "models": all,
+        "requests_in_flight": requests, "reserved_tokens": reserved}),
+    )
+    .into_response()
 }
 
 async fn load(
@@ -297,18 +328,12 @@ async fn unload(
 }
 
 async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
-    match st.auth.authenticate(&headers).await {
-        Ok(id) if id.role == Role::Admin => match st.reload_limits() {
-            Ok(n) => axum::Json(json!({"reloaded": true, "limit_rules": n})).into_response(),
-            Err(e) => ApiError::invalid(e).into_response(),
-        },
-        Ok(_) => ApiError::Forbidden {
-            message: "only an admin may reload the configuration".into(),
-            code: "admin_only",
-            resets_at: None,
-        }
-        .into_response(),
-        Err(e) => e.into_response(),
+    if let Err(e) = require_admin(&st, &headers).await {
+        return e.into_response();
+    }
+    match st.reload_limits() {
+        Ok(n) => axum::Json(json!({"reloaded": true, "limit_rules": n})).into_response(),
+        Err(e) => ApiError::invalid(e).into_response(),
     }
 }
 
@@ -347,4 +372,35 @@ async fn readyz(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
         json!({"ready": ready})
     };
     (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The description names exactly the routes that exist, with their methods.
+    #[test]
+    fn the_openapi_description_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut described: Vec<(String, String)> = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                described.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        let mut served: Vec<(String, String)> = routes()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        described.sort();
+        served.sort();
+        assert_eq!(described, served);
+        // Every reference resolves.
+        let text = OPENAPI;
+        for r in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
+            let name = r.split('"').next().unwrap();
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{name}");
+        }
+    }
 }

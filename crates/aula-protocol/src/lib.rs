@@ -5,6 +5,7 @@ mod embeddings;
 mod error;
 mod request;
 mod response;
+pub mod template;
 mod tools;
 
 pub use embeddings::{

@@ -101,7 +101,8 @@ pub fn key_hash(secret: &str) -> String {
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-fn random_string(n: usize) -> String {
+/// `n` random letters and digits from the operating system's generator.
+pub fn random_string(n: usize) -> String {
     let mut rng = rand::rngs::OsRng;
     (0..n)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)

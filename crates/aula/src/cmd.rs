@@ -35,7 +35,13 @@ async fn admin_call(
 ) -> anyhow::Result<serde_json::Value> {
     let base = g.url.trim_end_matches('/');
     let mut req = ureq_like_request(method, &format!("{base}{path}"))?;
-    if let Some(k) = &g.api_key {
+    // Without --api-key, the local admin token of this data directory.
+    let key = g
+        .api_key
+        .clone()
+        .filter(|k| !k.is_empty())
+        .or_else(aula_gateway::home::read_local_admin_token);
+    if let Some(k) = &key {
         req.headers_mut().insert(
             "authorization",
             format!("Bearer {k}")
@@ -207,12 +213,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let hub = config.hub().map_err(|e| anyhow!(e))?;
     let client = aula_gateway::backend::http_client();
+    let local_admin = aula_gateway::home::ensure_local_admin_token().map_err(|e| {
+        anyhow!(
+            "cannot write the local admin token {}: {e}",
+            aula_gateway::home::local_admin_token_path().display()
+        )
+    })?;
     let auth = aula_gateway::auth::Authenticator::new(
         store.clone(),
-        hub,
-        config.auth.trusted.clone(),
-        config.auth.jwt_secret().map_err(|e| anyhow!(e))?,
-        loopback || a.insecure_no_auth,
+        aula_gateway::auth::AuthSettings {
+            hub,
+            trusted: config.auth.trusted.clone(),
+            jwt: config.auth.jwt().map_err(|e| anyhow!(e))?,
+            allow_open: loopback || a.insecure_no_auth,
+            local_admin: Some(local_admin),
+        },
         client,
     )
     .await

@@ -181,3 +181,131 @@ fn every_engine_kind_gets_the_same_validation() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     let _ = std::fs::remove_dir_all(Path::new(&home));
 }
+
+/// Send `tokens` to `GET {url}/v1/models` all at once; their statuses.
+fn all_at_once(url: &str, tokens: Vec<String>) -> Vec<u16> {
+    let threads: Vec<_> = tokens
+        .into_iter()
+        .map(|t| {
+            let u = format!("{url}/v1/models");
+            std::thread::spawn(move || get_auth(&u, Some(&t)).status)
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Hardening 9: JupyterHub is asked once per token however many requests
+/// carry it at once, by a bounded number of requests at a time, and a flood
+/// of made-up tokens does not push a working user out of the cache.
+#[test]
+fn jupyterhub_lookups_are_deduplicated_and_bounded() {
+    let mock = spawn_mock(0);
+    let (_hub, hub_url) = counting_hub(300);
+    let home = temp_home("hubflood");
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[[models]]\nname = \"mock\"\nurl = \"{}\"\n\n[jupyterhub]\nurl = \"{hub_url}\"\napi_token = \"svc\"\ntimeout_seconds = 30\n",
+            mock.url
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+
+    // 40 requests with one token the gateway has not seen: one Hub question.
+    let statuses = all_at_once(&s.url, vec!["good-ada".to_string(); 40]);
+    assert!(statuses.iter().all(|&c| c == 200), "{statuses:?}");
+    let stats = get(&format!("{hub_url}/stats")).body;
+    assert_eq!(stats["asked"]["good-ada"], 1, "{stats}");
+
+    // 120 made-up tokens at once: all refused, the Hub never asked more than
+    // the bound at a time; the same tokens again are answered from the cache.
+    let bogus: Vec<String> = (0..120).map(|i| format!("made-up-{i}")).collect();
+    let statuses = all_at_once(&s.url, bogus.clone());
+    assert!(statuses.iter().all(|&c| c == 401), "{statuses:?}");
+    let stats = get(&format!("{hub_url}/stats")).body;
+    let peak = stats["peak"].as_u64().unwrap();
+    assert!(
+        (2..=16).contains(&peak),
+        "at most 16 Hub questions at once: {stats}"
+    );
+    let statuses = all_at_once(&s.url, bogus);
+    assert!(statuses.iter().all(|&c| c == 401), "{statuses:?}");
+    let stats = get(&format!("{hub_url}/stats")).body;
+    let asked: u64 = stats["asked"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t.starts_with("made-up-"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(asked, 120, "refused tokens are cached: {stats}");
+    // The working user is still cached.
+    assert_eq!(
+        get_auth(&format!("{}/v1/models", s.url), Some("good-ada")).status,
+        200
+    );
+    assert_eq!(
+        get(&format!("{hub_url}/stats")).body["asked"]["good-ada"],
+        1
+    );
+
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Hardening 15: with no users (open mode on loopback), the admin API is
+/// not everyone's: only the local admin token — a file only the service's
+/// account can read, which `aula ps|load|unload` send — opens it, and every
+/// admin route agrees.
+#[test]
+fn open_mode_admin_routes_need_the_local_admin_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = spawn_mock(0);
+    let home = temp_home("open-admin");
+    std::fs::write(
+        home.join("aula.toml"),
+        format!("[[models]]\nname = \"mock\"\nurl = \"{}\"\n", mock.url),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let token_file = home.join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+
+    // Open mode still serves the API to anyone on loopback...
+    let chat = post_auth(
+        &format!("{}/v1/chat/completions", s.url),
+        None,
+        &chat_body("mock", "hi", 2),
+    );
+    assert_eq!(chat.status, 200, "{}", chat.text);
+    // ...but no admin route, with no key or any other key.
+    // (Anonymous users are students: 403; a wrong Aula-style key: 401.)
+    for (key, want) in [
+        (None, 403),
+        (Some("none"), 403),
+        (Some("aula-local-not-the-token-0123456789abcdef"), 401),
+    ] {
+        let r = get_auth(&format!("{}/admin/ps", s.url), key);
+        assert_eq!(r.status, want, "{key:?}: {}", r.text);
+        for path in ["/admin/reload", "/admin/unload/mock", "/admin/load/mock"] {
+            let r = post_auth(&format!("{}{path}", s.url), key, &serde_json::json!({}));
+            assert_eq!(r.status, want, "{path} {key:?}: {}", r.text);
+        }
+    }
+    // The token opens them; the CLI finds it on its own.
+    let r = get_auth(&format!("{}/admin/ps", s.url), Some(token.trim()));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post_auth(
+        &format!("{}/admin/reload", s.url),
+        Some(token.trim()),
+        &serde_json::json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (ok, out, err) = run_aula(&["ps", "--url", &s.url, "--json"], &home);
+    assert!(ok, "{out}{err}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -36,6 +36,19 @@ impl Drop for Busy {
     }
 }
 
+/// A fixed 4-dimensional vector per input, in OpenAI's shape.
+async fn embed(body: Bytes) -> Response {
+    SERVED.fetch_add(1, Ordering::SeqCst);
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = v["input"].as_array().map(Vec::len).unwrap_or(1);
+    let data: Vec<Value> = (0..n)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.5, 0.5, 0.5, 0.5]}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": "mock",
+        "usage": {"prompt_tokens": n, "total_tokens": n}}))
+    .into_response()
+}
+
 async fn complete(body: Bytes) -> Response {
     let busy = Busy::new();
     let token_ms = TOKEN_MS.load(Ordering::Relaxed);
@@ -129,6 +142,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(complete))
         .route("/v1/completions", post(complete))
+        .route("/v1/embeddings", post(embed))
         .route(
             "/v1/models",
             get(|| async {

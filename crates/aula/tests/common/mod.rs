@@ -389,3 +389,65 @@ pub fn temp_home(tag: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("models")).unwrap();
     dir
 }
+
+/// A stand-in JupyterHub that answers `/hub/api/user` after `delay_ms`:
+/// tokens starting with `good-` are users with access, others are refused.
+/// `GET /stats` reports how many token checks it got, per token and at most
+/// at once.
+/// A child process killed when dropped (also when a test fails).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn counting_hub(delay_ms: u64) -> (Killed, String) {
+    let script = format!(
+        r#"
+import http.server, json, threading, time
+lock = threading.Lock()
+state = {{"now": 0, "peak": 0, "asked": {{}}}}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/stats":
+            with lock:
+                body = json.dumps(state).encode()
+            self.send_response(200); self.end_headers(); self.wfile.write(body); return
+        token = self.headers.get("Authorization", "").split(" ", 1)[-1]
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            state["asked"][token] = state["asked"].get(token, 0) + 1
+        time.sleep({delay})
+        with lock:
+            state["now"] -= 1
+        if token.startswith("good-"):
+            body = json.dumps({{"kind": "user", "name": token[5:], "groups": [], "scopes": ["access:services"]}}).encode()
+            self.send_response(200); self.end_headers(); self.wfile.write(body)
+        else:
+            self.send_response(403); self.end_headers(); self.wfile.write(b"{{}}")
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.daemon_threads = True
+s.request_queue_size = 1024
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+        delay = delay_ms as f64 / 1000.0
+    );
+    let mut hub = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hub.stdout.as_mut().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    (Killed(hub), format!("http://127.0.0.1:{}", port.trim()))
+}

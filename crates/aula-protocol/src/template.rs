@@ -2,7 +2,7 @@
 //! minijinja, or, where a model has none, a built-in one chosen by its
 //! architecture.
 
-use aula_protocol::{ApiError, ChatMessage};
+use crate::{ApiError, ChatMessage};
 use minijinja::{Environment, ErrorKind, Value, context};
 
 const TEMPLATE_NAME: &str = "chat";

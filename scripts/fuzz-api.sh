@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Fuzz the whole HTTP API from its OpenAPI description (/openapi.json) with
+# schemathesis, against a running `aula serve` on loopback: once in open
+# mode, once with keys (an admin's, so that the admin routes are exercised
+# too). Fails on any 5xx other than the documented overload answers (503;
+# 429 is a 4xx), on a response that does not match the description, on a
+# crash, and on a hang (every request has a timeout).
+#
+#   bash scripts/fuzz-api.sh            # SECONDS=60 per mode (CI)
+#   FUZZ_SECONDS=600 bash scripts/fuzz-api.sh
+#
+# The engine is the `openai-mock` stand-in (a `url` model), so the run
+# measures the gateway — validation, authentication, limits, routing — not a
+# model's speed. Needs a release build and .venv (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${FUZZ_SECONDS:-60}"
+AULA="$PWD/target/release/aula"
+MOCK="$PWD/target/release/openai-mock"
+PY="$PWD/.venv/bin/python"
+[ -x "$AULA" ] && [ -x "$MOCK" ] || { echo "fuzz-api: build first (cargo build --release --bins)"; exit 2; }
+"$PY" -c 'import schemathesis' 2>/dev/null \
+  || "$PY" -m pip install -q --disable-pip-version-check 'schemathesis>=4.3,<5'
+ST="$PWD/.venv/bin/schemathesis"
+
+WORK="$(mktemp -d /tmp/aula-fuzz.XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A port line from a child's output.
+port_of() { # FILE WHAT
+  for _ in $(seq 1 200); do
+    if p=$(grep -oE "$2" "$1" | grep -oE '[0-9]+$' | head -1) && [ -n "$p" ]; then echo "$p"; return; fi
+    sleep 0.1
+  done
+  echo "fuzz-api: no port in $1:" >&2; cat "$1" >&2; exit 1
+}
+
+"$MOCK" --port 0 > "$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+MOCK_PORT=$(port_of "$WORK/mock.log" '127\.0\.0\.1:[0-9]+')
+
+cat > "$WORK/schemathesis.toml" <<'EOF'
+[checks.not_a_server_error]
+expected-statuses = ["2xx", "3xx", "4xx", "503"]
+EOF
+
+run_mode() { # NAME [KEY]
+  local name=$1 key=${2:-}
+  local home="$WORK/$name"
+  mkdir -p "$home"
+  cat > "$home/aula.toml" <<EOF
+[[models]]
+name = "mock"
+url = "http://127.0.0.1:$MOCK_PORT"
+
+[[limits]]
+max_tokens = 16
+EOF
+  if [ -n "$key" ]; then
+    AULA_HOME="$home" "$AULA" users add fuzzer --role admin >/dev/null
+    key=$(AULA_HOME="$home" "$AULA" keys create fuzzer)
+  fi
+  AULA_HOME="$home" "$AULA" serve --port 0 > "$home/serve.log" 2>&1 &
+  local pid=$!
+  PIDS+=($pid)
+  local port
+  port=$(port_of "$home/serve.log" 'http://127\.0\.0\.1:[0-9]+')
+  local auth=()
+  [ -n "$key" ] && auth=(-H "Authorization: Bearer $key")
+  echo "fuzz-api: $name mode, ${SECS}s against 127.0.0.1:$port"
+  local t0=$SECONDS rc=0
+  (cd "$WORK" && "$ST" --no-color --config-file "$WORK/schemathesis.toml" run \
+      "http://127.0.0.1:$port/openapi.json" "${auth[@]}" \
+      --checks all --exclude-checks ignored_auth \
+      --max-time "$SECS" --seed 20261201 -w 2 --request-timeout 20 \
+      --generation-database none) || rc=$?
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "fuzz-api: the gateway died during the $name run:"; tail -20 "$home/serve.log"; exit 1
+  fi
+  echo "fuzz-api: $name mode done in $((SECONDS - t0))s (rc=$rc)"
+  [ "$rc" -eq 0 ] || { echo "fuzz-api: gateway log tail:"; tail -20 "$home/serve.log"; exit "$rc"; }
+  kill "$pid"
+}
+
+run_mode open
+run_mode keys with-key
+echo "fuzz-api: passed"

@@ -1,0 +1,211 @@
+"""Aula's OpenAPI 3.1 description, as data: prints the JSON that
+crates/aula-gateway/src/openapi.json holds (served at /openapi.json).
+
+    python3 scripts/openapi.py > crates/aula-gateway/src/openapi.json
+
+Aula parses request bodies by hand (for OpenAI's exact error shapes), so the
+wire shapes are written here; scripts/test.sh checks the JSON is this
+script's output, a unit test checks it names exactly the gateway's routes,
+and scripts/fuzz-api.sh (schemathesis, in CI) checks the gateway against it.
+"""
+import json
+E = {"$ref": "#/components/schemas/Error"}
+def err(desc): return {"description": desc, "content": {"application/json": {"schema": E}}}
+ERRS = {
+ "400": err("The request is malformed or asks for something not supported (`error.param` names the field)."),
+ "401": err("No valid credentials (the same answer whatever was wrong)."),
+ "403": err("Not allowed for this user, or a quota is spent (`error.code`, `error.resets_at`)."),
+ "404": err("No such model (or one this user may not use)."),
+ "408": err("The request body did not arrive in time."),
+ "413": err("The request body is larger than 2 MiB."),
+ "429": {**err("A rate or concurrency limit, or a full queue: retry after `Retry-After` seconds."),
+         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}},
+ "502": err("The engine answered with something invalid, or died."),
+ "503": err("Overloaded, or the engine (or the user database, or JupyterHub) is not available right now."),
+ "504": err("The engine took longer than allowed to answer."),
+}
+def errs(*codes): return {c: ERRS[c] for c in codes}
+AUTH_ERRS = ("401", "403", "503")
+GEN_ERRS = ("400", "401", "403", "404", "408", "413", "429", "502", "503", "504")
+
+nonneg = {"type": "integer", "minimum": 1, "maximum": 4294967295}
+common_props = {
+ "model": {"type": "string", "minLength": 1, "description": "A model name from `GET /v1/models`."},
+ "max_tokens": {**nonneg, "description": "Most tokens to generate (at most the user's ceiling)."},
+ "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+ "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+ "top_k": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+ "seed": {"type": "integer"},
+ "stop": {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256},
+                     {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1, "maxLength": 256}}]},
+ "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+ "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+ "stream": {"type": "boolean"},
+ "stream_options": {"type": "object", "additionalProperties": False, "properties": {"include_usage": {"type": "boolean"}},
+   "description": "Only with `stream: true`."},
+ "n": {"type": "integer", "const": 1, "description": "Only one choice per request."},
+ "user": {"type": "string"},
+ "logit_bias": {"type": "object", "maxProperties": 0, "description": "Not supported: only an empty object."},
+ "logprobs": {"type": "boolean", "const": False, "description": "Not supported."},
+}
+message = {"type": "object", "required": ["role"], "properties": {
+  "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+  "content": {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "array", "items": {"type": "object",
+      "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]},
+  "name": {"type": "string"},
+  "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}},
+  "tool_call_id": {"type": "string"}}}
+response_format = {"oneOf": [
+  {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}},
+  {"type": "object", "required": ["type"], "properties": {"type": {"const": "json_object"}}},
+  {"type": "object", "required": ["type", "json_schema"], "properties": {"type": {"const": "json_schema"},
+     "json_schema": {"type": "object", "required": ["name", "schema"], "properties": {"name": {"type": "string"},
+        "schema": {"type": "object"}, "strict": {"type": "boolean"}, "description": {"type": "string"}}}}}]}
+tool = {"type": "object", "required": ["type", "function"], "properties": {"type": {"const": "function"},
+  "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+     "description": {"type": "string"}, "parameters": {"type": "object"}, "strict": {"type": "boolean"}}}}}
+chat_req = {"type": "object", "required": ["model", "messages"], "additionalProperties": False,
+ "dependentRequired": {"stream_options": ["stream"]},
+ "properties": {**common_props,
+  "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}},
+  "max_completion_tokens": nonneg,
+  "metadata": {"type": "object"},
+  "store": {"type": "boolean", "const": False},
+  "response_format": {"$ref": "#/components/schemas/ResponseFormat"},
+  "tools": {"type": "array", "items": {"$ref": "#/components/schemas/Tool"}},
+  "tool_choice": {"oneOf": [{"type": "string", "enum": ["none", "auto", "required"]},
+      {"type": "object", "required": ["type", "function"], "properties": {"type": {"const": "function"},
+        "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}]},
+  "parallel_tool_calls": {"type": "boolean"},
+  "service_tier": {"type": "string"}}}
+comp_req = {"type": "object", "required": ["model", "prompt"], "additionalProperties": False,
+ "dependentRequired": {"stream_options": ["stream"]},
+ "properties": {**common_props,
+  "prompt": {"oneOf": [{"type": "string", "minLength": 1},
+                       {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string", "minLength": 1}}]},
+  "echo": {"type": "boolean", "const": False},
+  "best_of": {"type": "integer", "const": 1},
+  "response_format": {"$ref": "#/components/schemas/ResponseFormat"}}}
+usage = {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+  "prompt_tokens": {"type": "integer", "minimum": 0}, "completion_tokens": {"type": "integer", "minimum": 0},
+  "total_tokens": {"type": "integer", "minimum": 0}}}
+tool_call = {"type": "object", "required": ["id", "type", "function"], "properties": {"id": {"type": "string"},
+  "type": {"const": "function"}, "function": {"type": "object", "required": ["name", "arguments"],
+  "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}}}}
+finish = {"type": ["string", "null"], "enum": ["stop", "length", "tool_calls", "content_filter", None]}
+chat_resp = {"type": "object", "required": ["id", "object", "created", "model", "choices"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
+  "model": {"type": "string"}, "system_fingerprint": {"type": ["string", "null"]},
+  "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
+     "index": {"type": "integer"}, "finish_reason": finish,
+     "message": {"type": "object", "required": ["role"], "properties": {"role": {"const": "assistant"},
+        "content": {"type": ["string", "null"]}, "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}}}}}}},
+  "usage": {"$ref": "#/components/schemas/Usage"}}}
+comp_resp = {"type": "object", "required": ["id", "object", "created", "model", "choices"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
+  "model": {"type": "string"},
+  "choices": {"type": "array", "items": {"type": "object", "required": ["index", "text", "finish_reason"], "properties": {
+     "index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": finish}}},
+  "usage": {"$ref": "#/components/schemas/Usage"}}}
+emb_req = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
+  "model": common_props["model"],
+  "input": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string"}},
+      {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+      {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}]},
+  "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+  "dimensions": {"type": "integer", "minimum": 1},
+  "user": {"type": "string"},
+  "truncate_prompt_tokens": {"oneOf": [{"const": -1}, {"type": "integer", "minimum": 1}],
+     "description": "Cut each input to this many tokens (-1: the model's limit) instead of refusing longer ones."}}}
+emb_resp = {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+  "object": {"const": "list"}, "model": {"type": "string"},
+  "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+     "object": {"const": "embedding"}, "index": {"type": "integer"},
+     "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string", "contentEncoding": "base64"}]}}}},
+  "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+     "prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}}
+model_list = {"type": "object", "required": ["object", "data"], "properties": {"object": {"const": "list"},
+  "data": {"type": "array", "items": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+    "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"}, "owned_by": {"type": "string"}}}}}}
+error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+  "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]},
+  "retry_after_seconds": {"type": "integer"}, "resets_at": {"type": "integer"}}}}}
+ps_row = {"type": "object", "required": ["model", "state", "engine"], "properties": {
+  "model": {"type": "string"}, "state": {"type": "string"}, "engine": {"type": "string"},
+  "slots": {"type": "integer"}, "busy": {"type": "integer"}, "queued": {"type": "integer"}}}
+ps = {"type": "object", "required": ["budget_bytes", "models", "requests_in_flight", "reserved_tokens"], "properties": {"budget_bytes": {"type": "integer"},
+  "requests_in_flight": {"type": "integer", "minimum": 0, "description": "Admitted requests not yet finished (all models)."},
+  "reserved_tokens": {"type": "integer", "minimum": 0, "description": "Tokens those requests hold reserved against quotas."},
+  "models": {"type": "array", "items": {"$ref": "#/components/schemas/PsRow"}}}}
+readyz = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"},
+  "models": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+     "ready": {"type": "boolean"}, "loaded": {"type": "boolean"}, "slots": {"type": "integer"},
+     "busy": {"type": "integer"}, "queued": {"type": "integer"}}}}}}
+
+# The parser takes an optional field sent as null as absent: say so.
+REQUIRED = {"model", "messages", "prompt", "input"}
+for schema in (chat_req, comp_req, emb_req):
+    for k, v in list(schema["properties"].items()):
+        if k not in REQUIRED:
+            schema["properties"][k] = {"anyOf": [v, {"type": "null"}]}
+
+def json_body(ref): return {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
+def ok(ref, desc, sse=False):
+    c = {"application/json": {"schema": {"$ref": ref}}}
+    if sse:
+        c["text/event-stream"] = {"schema": {"type": "string"}, "description": "With `stream: true`: `data: {chunk}` events, then `data: [DONE]`."}
+    return {"description": desc, "content": c}
+SEC = [{"bearer": []}, {}]
+model_param = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+doc = {
+ "openapi": "3.1.0",
+ "info": {"title": "Aula", "version": "0.1.0",
+   "description": "Aula's HTTP API: the OpenAI API a class's clients speak (`/v1`), the admin API (`/admin`), health and metrics. Authentication: `Authorization: Bearer KEY` with an Aula API key or a JupyterHub token; with no users and no Hub (loopback), no key is needed for `/v1`."},
+ "servers": [{"url": "http://127.0.0.1:8080"}],
+ "components": {
+   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+   "schemas": {"Error": error, "ChatMessage": message, "ToolCall": tool_call, "Tool": tool,
+     "ResponseFormat": response_format, "Usage": usage,
+     "ChatCompletionRequest": chat_req, "ChatCompletion": chat_resp,
+     "CompletionRequest": comp_req, "Completion": comp_resp,
+     "EmbeddingRequest": emb_req, "EmbeddingList": emb_resp, "ModelList": model_list,
+     "PsRow": ps_row, "Ps": ps, "Ready": readyz}},
+ "paths": {
+  "/v1/chat/completions": {"post": {"operationId": "createChatCompletion", "summary": "A chat completion, whole or streamed.",
+     "security": SEC, "requestBody": json_body("#/components/schemas/ChatCompletionRequest"),
+     "responses": {"200": ok("#/components/schemas/ChatCompletion", "The completion.", sse=True), **errs(*GEN_ERRS)}}},
+  "/v1/completions": {"post": {"operationId": "createCompletion", "summary": "A text completion, whole or streamed.",
+     "security": SEC, "requestBody": json_body("#/components/schemas/CompletionRequest"),
+     "responses": {"200": ok("#/components/schemas/Completion", "The completion.", sse=True), **errs(*GEN_ERRS)}}},
+  "/v1/embeddings": {"post": {"operationId": "createEmbedding", "summary": "Embeddings of one or more inputs.",
+     "security": SEC, "requestBody": json_body("#/components/schemas/EmbeddingRequest"),
+     "responses": {"200": ok("#/components/schemas/EmbeddingList", "The embeddings."), **errs(*GEN_ERRS)}}},
+  "/v1/models": {"get": {"operationId": "listModels", "summary": "The models this user may use.", "security": SEC,
+     "responses": {"200": ok("#/components/schemas/ModelList", "The models."), **errs(*AUTH_ERRS)}}},
+  "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness: the gateway answers.", "security": [{}],
+     "responses": {"200": {"description": "Alive.", "content": {"text/plain": {"schema": {"const": "ok"}}}}}}},
+  "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: every loaded model's engine is up (per-model detail for staff).",
+     "security": SEC,
+     "responses": {"200": ok("#/components/schemas/Ready", "Ready."), "503": ok("#/components/schemas/Ready", "Not ready.")}}},
+  "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (staff only when authentication is on).", "security": SEC,
+     "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}, **errs(*AUTH_ERRS)}}},
+  "/openapi.json": {"get": {"operationId": "openapi", "summary": "This description.", "security": [{}],
+     "responses": {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+  "/admin/ps": {"get": {"operationId": "adminPs", "summary": "Every model: state, memory, slots, queue (admins).", "security": SEC,
+     "responses": {"200": ok("#/components/schemas/Ps", "The fleet."), **errs(*AUTH_ERRS)}}},
+  "/admin/reload": {"post": {"operationId": "adminReload", "summary": "Apply the configuration file's limits again (admins).", "security": SEC,
+     "responses": {"200": {"description": "Reloaded.", "content": {"application/json": {"schema": {"type": "object",
+         "required": ["reloaded", "limit_rules"], "properties": {"reloaded": {"const": True}, "limit_rules": {"type": "integer"}}}}}},
+       **errs("400", *AUTH_ERRS)}}},
+  "/admin/load/{model}": {"post": {"operationId": "adminLoad", "summary": "Load a managed model now (admins).", "security": SEC,
+     "parameters": model_param,
+     "responses": {"200": {"description": "Loaded.", "content": {"application/json": {"schema": {"type": "object",
+         "required": ["model", "state"], "properties": {"model": {"type": "string"}, "state": {"const": "ready"}}}}}},
+       **errs("400", "404", "429", *AUTH_ERRS)}}},
+  "/admin/unload/{model}": {"post": {"operationId": "adminUnload", "summary": "Stop a managed model's engine (admins).", "security": SEC,
+     "parameters": model_param,
+     "responses": {"200": {"description": "Unloaded.", "content": {"application/json": {"schema": {"type": "object",
+         "required": ["model", "state"], "properties": {"model": {"type": "string"}, "state": {"const": "unloaded"}}}}}},
+       **errs("400", "404", *AUTH_ERRS)}}},
+ }}
+print(json.dumps(doc, indent=1))

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Soak test (not CI): SOAK_MINUTES (default 30) of mixed load against
+# `aula serve` with the built-in SmolLM2 model as an embedded engine:
+#   - `aula bench`, 8 users streaming and 4 users not, with API keys;
+#   - a client that cancels streams half-way and sends bad requests;
+#   - a key revoked a third of the way in (its user's requests turn to 401);
+#   - the engine killed (SIGKILL) half-way (the fleet starts it again).
+# At the end it reports the gateway's memory (RSS at start and end), checks
+# that nothing leaked (the admin view: zero busy slots, zero queued, zero
+# requests in flight, zero reserved tokens), and that every admitted request
+# is in the ledger (ledger rows = requests the gateway counted as admitted).
+#   bash scripts/soak.sh            (after scripts/setup.sh)
+#   SOAK_MINUTES=5 bash scripts/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B="$PWD/target/release/aula"
+MIN=${SOAK_MINUTES:-30}
+PORT=${PORT:-19301}
+URL="http://127.0.0.1:$PORT"
+MODEL_FILE=$($B home | awk '/smollm2-135m-instruct.q4_1/ {print $NF}')
+[ -f "$MODEL_FILE" ] || { echo "soak: run scripts/setup.sh first (no SmolLM2)"; exit 2; }
+home=$(mktemp -d /tmp/aula-soak.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$home"' EXIT
+export AULA_HOME="$home"
+cat > "$home/aula.toml" <<EOF
+[[models]]
+name = "smol"
+gguf = "$MODEL_FILE"
+parallel = 4
+context = 1024
+
+[[limits]]
+max_tokens = 64
+EOF
+$B users add admin --role admin > /dev/null
+ADMIN=$($B keys create admin)
+: > "$home/keys"
+for u in $(seq 1 12); do
+  $B users add "s$u" > /dev/null
+  $B keys create "s$u" >> "$home/keys"
+done
+$B users add victim > /dev/null
+VICTIM=$($B keys create victim)
+head -n 8 "$home/keys" > "$home/stream-keys"
+{ tail -n 4 "$home/keys"; echo "$VICTIM"; } > "$home/plain-keys"
+
+$B serve --port "$PORT" > "$home/serve.log" 2>&1 &
+GW=$!
+for _ in $(seq 1 240); do curl -sf "$URL/readyz" > /dev/null && break; sleep 0.5; done
+curl -sf "$URL/readyz" > /dev/null || { echo "soak: the gateway did not become ready"; tail "$home/serve.log"; exit 1; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$GW/status"; }
+# One request first, so that start-up allocations are not counted as growth.
+curl -sf "$URL/v1/chat/completions" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' \
+  -d '{"model": "smol", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}' > /dev/null
+RSS0=$(rss)
+echo "soak: $MIN min against $URL; gateway pid $GW, RSS ${RSS0} kB"
+
+common=(--url "$URL" --model smol --prompt-tokens 48 --max-tokens 48 --duration "${MIN}m" --json)
+$B bench "${common[@]}" --users 8 --stream --keys "$home/stream-keys" > "$home/stream.json" 2> "$home/stream.err" &
+B1=$!
+$B bench "${common[@]}" --users 5 --keys "$home/plain-keys" > "$home/plain.json" 2> "$home/plain.err" &
+B2=$!
+
+# Cancellations and bad requests, until the benches end.
+KEY1=$(head -n 1 "$home/keys")
+(
+  while kill -0 $B1 2>/dev/null; do
+    curl -s -m 0.7 -N "$URL/v1/chat/completions" -H "Authorization: Bearer $KEY1" -H 'Content-Type: application/json' \
+      -d '{"model": "smol", "stream": true, "messages": [{"role": "user", "content": "Count to one hundred."}], "max_tokens": 64}' > /dev/null || true
+    for bad in '{"model": "smol", "messages": [' '{"model": "smol", "messages": [], "n": 64}' \
+               '{"model": "smol", "messages": [{"role": "user", "content": "x"}], "max_tokens": 9223372036854775808}' \
+               '{"model": "nope", "messages": [{"role": "user", "content": "x"}]}' '[]'; do
+      curl -s -m 5 "$URL/v1/chat/completions" -H "Authorization: Bearer $KEY1" -H 'Content-Type: application/json' -d "$bad" > /dev/null || true
+    done
+    curl -s -m 5 "$URL/v1/chat/completions" -H 'Content-Type: application/json' -d '{}' > /dev/null || true
+    sleep 1
+  done
+) &
+T=$((MIN * 60))
+sleep $((T / 3))
+$B keys revoke victim > /dev/null && echo "soak: revoked the victim's key at $((T / 3))s"
+sleep $((T / 2 - T / 3))
+ENGINE=$(pgrep -P "$GW" | head -1 || true)
+if [ -n "$ENGINE" ]; then kill -9 "$ENGINE" && echo "soak: killed the engine (pid $ENGINE) at $((T / 2))s"; fi
+wait $B1 $B2 || true
+sleep 5
+RSS1=$(rss)
+PS=$(curl -sf "$URL/admin/ps" -H "Authorization: Bearer $ADMIN")
+METRICS=$(curl -sf "$URL/metrics" -H "Authorization: Bearer $ADMIN")
+kill "$GW"; wait "$GW" 2>/dev/null || true
+USAGE=$($B usage --by user --json)
+python3 - "$RSS0" "$RSS1" "$PS" "$METRICS" "$USAGE" "$home/stream.json" "$home/plain.json" <<'EOF'
+import json, sys
+rss0, rss1, ps, metrics, usage = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
+benches = [json.load(open(p)) for p in sys.argv[6:8]]
+ok = True
+print(f"soak: gateway RSS {rss0} kB at start, {rss1} kB at end ({(rss1 - rss0) / max(rss0, 1) * 100:+.1f}%)")
+for m in ps["models"]:
+    print(f"soak: {m['model']}: state {m['state']}, busy {m.get('busy')}, queued {m.get('queued')}")
+    ok &= m.get("busy", 0) == 0 and m.get("queued", 0) == 0
+print(f"soak: requests in flight {ps['requests_in_flight']}, reserved tokens {ps['reserved_tokens']}")
+ok &= ps["requests_in_flight"] == 0 and ps["reserved_tokens"] == 0
+admitted = sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
+               if l.startswith("aula_requests_total{"))
+rows = sum(r.get("requests", 0) for r in usage)
+print(f"soak: requests counted by the gateway {admitted:.0f}, ledger rows {rows}")
+ok &= rows == round(admitted)
+for b in benches:
+    print("soak: bench", {k: b.get(k) for k in ("requests", "errors", "duration_s") if k in b})
+print("soak:", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+EOF
