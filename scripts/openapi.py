@@ -48,24 +48,32 @@ common_props = {
  "logit_bias": {"type": "object", "maxProperties": 0, "description": "Not supported: only an empty object."},
  "logprobs": {"type": "boolean", "const": False, "description": "Not supported."},
 }
-message = {"type": "object", "required": ["role"], "properties": {
-  "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-  "content": {"oneOf": [{"type": "string"}, {"type": "null"}, {"type": "array", "items": {"type": "object",
-      "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]},
-  "name": {"type": "string"},
-  "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}},
-  "tool_call_id": {"type": "string"}}}
+text_content = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object",
+      "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}]}
+# One schema per kind of turn, as the parser takes them.
+message = {"anyOf": [
+  {"type": "object", "required": ["role", "content"], "additionalProperties": False, "properties": {
+     "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
+     "content": text_content, "name": {"type": "string"}}},
+  {"type": "object", "required": ["role", "tool_calls"], "properties": {
+     "role": {"const": "assistant"}, "content": {"type": ["string", "null"]}, "name": {"type": "string"},
+     "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCallIn"}}}},
+  {"type": "object", "required": ["role", "content"], "properties": {
+     "role": {"const": "tool"}, "content": text_content, "tool_call_id": {"type": "string"}}}]}
 response_format = {"oneOf": [
   {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}},
   {"type": "object", "required": ["type"], "properties": {"type": {"const": "json_object"}}},
   {"type": "object", "required": ["type", "json_schema"], "properties": {"type": {"const": "json_schema"},
-     "json_schema": {"type": "object", "required": ["name", "schema"], "properties": {"name": {"type": "string"},
-        "schema": {"type": "object"}, "strict": {"type": "boolean"}, "description": {"type": "string"}}}}}]}
+     "json_schema": {"type": "object", "properties": {
+        "name": {"type": ["string", "null"], "minLength": 1, "description": "Default: `response`."},
+        "schema": {"type": ["object", "null"], "description": "A JSON Schema (at most 64 KiB; repetition bounds at most 1024). Default: any JSON."},
+        "strict": {"type": ["boolean", "null"]}, "description": {}}}}}]}
 tool = {"type": "object", "required": ["type", "function"], "properties": {"type": {"const": "function"},
   "function": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
      "description": {"type": "string"}, "parameters": {"type": "object"}, "strict": {"type": "boolean"}}}}}
 chat_req = {"type": "object", "required": ["model", "messages"], "additionalProperties": False,
- "dependentRequired": {"stream_options": ["stream"]},
+ "if": {"required": ["stream_options"], "properties": {"stream_options": {"type": "object"}}},
+ "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
  "properties": {**common_props,
   "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/ChatMessage"}},
   "max_completion_tokens": nonneg,
@@ -79,7 +87,8 @@ chat_req = {"type": "object", "required": ["model", "messages"], "additionalProp
   "parallel_tool_calls": {"type": "boolean"},
   "service_tier": {"type": "string"}}}
 comp_req = {"type": "object", "required": ["model", "prompt"], "additionalProperties": False,
- "dependentRequired": {"stream_options": ["stream"]},
+ "if": {"required": ["stream_options"], "properties": {"stream_options": {"type": "object"}}},
+ "then": {"required": ["stream"], "properties": {"stream": {"const": True}}},
  "properties": {**common_props,
   "prompt": {"oneOf": [{"type": "string", "minLength": 1},
                        {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "string", "minLength": 1}}]},
@@ -92,6 +101,10 @@ usage = {"type": "object", "required": ["prompt_tokens", "total_tokens"], "prope
 tool_call = {"type": "object", "required": ["id", "type", "function"], "properties": {"id": {"type": "string"},
   "type": {"const": "function"}, "function": {"type": "object", "required": ["name", "arguments"],
   "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}}}}
+# An earlier call in the history, as the parser takes it.
+tool_call_in = {"type": "object", "required": ["function"], "properties": {"id": {"type": "string"},
+  "type": {"const": "function"}, "function": {"type": "object", "required": ["name"],
+  "properties": {"name": {"type": "string"}, "arguments": {}}}}}
 finish = {"type": ["string", "null"], "enum": ["stop", "length", "tool_calls", "content_filter", None]}
 chat_resp = {"type": "object", "required": ["id", "object", "created", "model", "choices"], "properties": {
   "id": {"type": "string"}, "object": {"const": "chat.completion"}, "created": {"type": "integer"},
@@ -109,9 +122,9 @@ comp_resp = {"type": "object", "required": ["id", "object", "created", "model", 
   "usage": {"$ref": "#/components/schemas/Usage"}}}
 emb_req = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
   "model": common_props["model"],
-  "input": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string"}},
-      {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-      {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}]},
+  "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
+      {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 4294967295}},
+      {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0, "maximum": 4294967295}}}]},
   "encoding_format": {"type": "string", "enum": ["float", "base64"]},
   "dimensions": {"type": "integer", "minimum": 1},
   "user": {"type": "string"},
@@ -153,7 +166,8 @@ def json_body(ref): return {"required": True, "content": {"application/json": {"
 def ok(ref, desc, sse=False):
     c = {"application/json": {"schema": {"$ref": ref}}}
     if sse:
-        c["text/event-stream"] = {"schema": {"type": "string"}, "description": "With `stream: true`: `data: {chunk}` events, then `data: [DONE]`."}
+        c["text/event-stream"] = {"schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}},
+            "description": "With `stream: true`: one event per chunk (`data: {chunk JSON}`), then `data: [DONE]`."}
     return {"description": desc, "content": c}
 SEC = [{"bearer": []}, {}]
 model_param = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
@@ -164,7 +178,7 @@ doc = {
  "servers": [{"url": "http://127.0.0.1:8080"}],
  "components": {
    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-   "schemas": {"Error": error, "ChatMessage": message, "ToolCall": tool_call, "Tool": tool,
+   "schemas": {"Error": error, "ChatMessage": message, "ToolCall": tool_call, "ToolCallIn": tool_call_in, "Tool": tool,
      "ResponseFormat": response_format, "Usage": usage,
      "ChatCompletionRequest": chat_req, "ChatCompletion": chat_resp,
      "CompletionRequest": comp_req, "Completion": comp_resp,

@@ -4,11 +4,12 @@
 #     JupyterHub (PyPI, into .venv)
 #   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
 #   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
+#   - schemathesis (PyPI, into .venv), for the API fuzzing run at the end
 # The tests start their own JupyterHub and PostgreSQL on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4' 'langchain-openai>=0.3' 'tiktoken>=0.7'
+.venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4' 'langchain-openai>=0.3' 'tiktoken>=0.7' 'schemathesis>=4.3,<5'
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
@@ -21,4 +22,11 @@ fi
 . scripts/toolchain.sh
 export AULA_TEST_PYTHON="$PWD/.venv/bin/python"
 export AULA_TEST_CHP="$PWD/$CHP"
+# The OpenAPI description is scripts/openapi.py's output, as committed.
+if ! python3 scripts/openapi.py | cmp -s - crates/aula-gateway/src/openapi.json; then
+    echo "crates/aula-gateway/src/openapi.json is not scripts/openapi.py's output: run python3 scripts/openapi.py > crates/aula-gateway/src/openapi.json"
+    exit 1
+fi
 cargo test --release --locked --workspace -- --test-threads=2
+# The whole HTTP API fuzzed from that description (a minute per mode).
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash scripts/fuzz-api.sh

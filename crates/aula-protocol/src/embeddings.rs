@@ -76,7 +76,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn token_id(v: &Value) -> Result<u32, ApiError> {
-    v.as_u64()
+    crate::request::whole_u64(v)
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| bad(format!("token ids must be non-negative integers, got {v}")))
 }
@@ -177,7 +177,7 @@ pub fn parse_embeddings_object(obj: &Map<String, Value>) -> Result<EmbeddingRequ
     let dimensions = match obj.get("dimensions") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            v.as_u64()
+            crate::request::whole_u64(v)
                 .filter(|n| *n >= 1)
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| {
@@ -191,7 +191,7 @@ pub fn parse_embeddings_object(obj: &Map<String, Value>) -> Result<EmbeddingRequ
     }
     let truncate = match obj.get("truncate_prompt_tokens") {
         None | Some(Value::Null) => Truncate::Refuse,
-        Some(v) => match v.as_i64() {
+        Some(v) => match crate::request::whole_i64(v) {
             Some(-1) => Truncate::ModelLimit,
             Some(n) if n >= 1 => Truncate::Tokens(u32::try_from(n).unwrap_or(u32::MAX)),
             _ => {

@@ -297,7 +297,7 @@ pub fn parse_completion_object(obj: &Map<String, Value>) -> Result<GenerateReque
         ));
     }
     if let Some(v) = opt(obj, "best_of")
-        && v.as_u64() != Some(1)
+        && whole_u64(v) != Some(1)
     {
         return Err(ApiError::invalid_param(
             "best_of",
@@ -363,13 +363,32 @@ fn check_fields(obj: &Map<String, Value>, extra: &[&str]) -> Result<(), ApiError
     Ok(())
 }
 
+/// A JSON number that is a whole number, as u64: `5` and `5.0` alike (JSON
+/// does not tell them apart; Python clients send floats such as `256.0`).
+pub(crate) fn whole_u64(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 18_446_744_073_709_551_616.0)
+            .map(|x| x as u64)
+    })
+}
+
+/// [`whole_u64`] for signed values.
+pub(crate) fn whole_i64(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(x))
+            .map(|x| x as i64)
+    })
+}
+
 /// A field that is present and not null.
 fn opt<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
 fn parse_u32(v: &Value, name: &str) -> Result<u32, ApiError> {
-    let n = v.as_u64().ok_or_else(|| {
+    let n = whole_u64(v).ok_or_else(|| {
         ApiError::invalid_param(name, format!("`{name}` must be a positive integer"))
     })?;
     if n == 0 {
@@ -412,23 +431,24 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
     }
     if let Some(v) = opt(obj, "top_p") {
         p.top_p = parse_f32(v, "top_p", 0.0, 1.0)?;
-        if p.top_p == 0.0 {
+        if v.as_f64().is_some_and(|x| x <= 0.0) {
             return Err(ApiError::invalid_param(
                 "top_p",
                 "`top_p` must be greater than 0",
             ));
         }
+        // A positive value too small for an f32 is still positive.
+        p.top_p = p.top_p.max(f32::MIN_POSITIVE);
     }
     if let Some(v) = opt(obj, "top_k") {
-        let k = v.as_u64().ok_or_else(|| {
+        let k = whole_u64(v).ok_or_else(|| {
             ApiError::invalid_param("top_k", "`top_k` must be a non-negative integer")
         })?;
         p.top_k = u32::try_from(k)
             .map_err(|_| ApiError::invalid_param("top_k", "`top_k` is too large"))?;
     }
     if let Some(v) = opt(obj, "seed") {
-        let s = v
-            .as_i64()
+        let s = whole_i64(v)
             .ok_or_else(|| ApiError::invalid_param("seed", "`seed` must be an integer"))?;
         // Any 64-bit seed is accepted; llama.cpp takes 32 bits, so fold it.
         p.seed = Some((s as u64 ^ ((s as u64) >> 32)) as u32);
@@ -528,7 +548,7 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         }
     }
     if let Some(n) = opt(obj, "n")
-        && n.as_u64() != Some(1)
+        && whole_u64(n) != Some(1)
     {
         return Err(ApiError::invalid_param(
             "n",
@@ -801,6 +821,16 @@ mod tests {
         );
     }
 
+    /// Found by schemathesis: a positive `top_p` below f32's range was
+    /// refused as "must be greater than 0".
+    #[test]
+    fn a_tiny_positive_top_p_is_positive() {
+        let r = parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":5e-324}"#)
+            .unwrap();
+        assert!(r.params.top_p > 0.0);
+        assert!(err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#).contains("greater than 0"));
+    }
+
     #[test]
     fn completion_requests() {
         let r = parse_completion(br#"{"model":"m","prompt":["hello"],"max_tokens":3}"#);
@@ -878,7 +908,7 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
     for key in ["max_tokens", "max_completion_tokens"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
-            Some(v) => match v.as_u64() {
+            Some(v) => match whole_u64(v) {
                 Some(n) if n > MAX_TOKENS_BOUND => {
                     return Err(ApiError::invalid_param(
                         key,

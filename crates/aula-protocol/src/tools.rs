@@ -261,6 +261,12 @@ pub fn calls_as_text(calls: &Value) -> Result<String, String> {
     let list = calls.as_array().ok_or("tool_calls must be a list")?;
     let mut out = Vec::new();
     for c in list {
+        if c.get("type").is_some_and(|t| t != "function") {
+            return Err("a tool call's `type` must be \"function\"".into());
+        }
+        if c.get("id").is_some_and(|id| !id.is_string()) {
+            return Err("a tool call's `id` must be a string".into());
+        }
         let f = c.get("function").ok_or("a tool call needs `function`")?;
         let name = f
             .get("name")

@@ -49,7 +49,9 @@ async fn embed(body: Bytes) -> Response {
     .into_response()
 }
 
-async fn complete(body: Bytes) -> Response {
+/// A chat completion, or with `text` a text completion (whole answers only;
+/// streams are chat chunks either way).
+async fn complete(body: Bytes, text: bool) -> Response {
     let busy = Busy::new();
     let token_ms = TOKEN_MS.load(Ordering::Relaxed);
     let v: Value = match serde_json::from_slice(&body) {
@@ -123,6 +125,14 @@ async fn complete(body: Bytes) -> Response {
     }
     SERVED.fetch_add(1, Ordering::SeqCst);
     drop(busy);
+    if text {
+        return axum::Json(json!({
+            "id": "mock", "object": "text_completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "text": WORDS.concat(), "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
     axum::Json(json!({
         "id": "mock", "object": "chat.completion", "created": 0, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": WORDS.concat()}, "finish_reason": "stop"}],
@@ -140,8 +150,8 @@ async fn main() -> std::io::Result<()> {
         TOKEN_MS.store(ms, Ordering::Relaxed);
     }
     let app = Router::new()
-        .route("/v1/chat/completions", post(complete))
-        .route("/v1/completions", post(complete))
+        .route("/v1/chat/completions", post(|b| complete(b, false)))
+        .route("/v1/completions", post(|b| complete(b, true)))
         .route("/v1/embeddings", post(embed))
         .route(
             "/v1/models",
