@@ -74,8 +74,12 @@ impl GgmlType {
     }
 
     /// Bytes of a tensor of `elements` values (rows are whole blocks).
+    /// Bytes of `elements` values (saturating: a corrupt file's sizes
+    /// never wrap around to something small).
     pub fn bytes_for(&self, elements: u64) -> u64 {
-        elements.div_ceil(self.block) * self.block_bytes
+        elements
+            .div_ceil(self.block)
+            .saturating_mul(self.block_bytes)
     }
 
     pub fn bits_per_weight(&self) -> f64 {

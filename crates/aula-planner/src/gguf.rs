@@ -53,8 +53,10 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The number of values (saturating; the reader refuses tensors whose
+    /// size does not fit the file, so this is exact for a file it read).
     pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |n, d| n.saturating_mul(*d))
     }
     pub fn bytes(&self) -> u64 {
         self.ggml_type.bytes_for(self.elements())
@@ -215,6 +217,12 @@ impl GgufFile {
             let ggml_type = GgmlType::from_id(ty)
                 .ok_or_else(|| format!("tensor `{name}` has unknown ggml type {ty}"))?;
             let offset = r.u64(&name)?;
+            let elements = dims.iter().try_fold(1u64, |n, d| n.checked_mul(*d));
+            if elements.is_none_or(|n| ggml_type.bytes_for(n) > len) {
+                return Err(format!(
+                    "corrupt: tensor `{name}` has dimensions {dims:?}, more data than the whole file"
+                ));
+            }
             let t = TensorInfo {
                 name,
                 dims,
@@ -332,5 +340,33 @@ mod tests {
                 .unwrap_err()
                 .contains("corrupt")
         );
+    }
+
+    /// Found by `scripts/fuzz.sh gguf`: tensor dimensions whose product
+    /// overflows u64 panicked (debug) or wrapped to a small size (release).
+    #[test]
+    fn tensor_sizes_that_overflow_are_corrupt() {
+        let found: String = [
+            "474755460200000006000000000000000400000000000000000000000000000000000000003a00000000000000000025",
+            "000000000047475546000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "000000000000040000000000000000000000000000000000000000000000000000000000000000000000000000000800",
+            "0000000420000000000000000000000000fffe0000000000000000000000000000000000000000000000770000000000",
+            "fdfdfdfdfdfdfdfdfdfdfd00000000000000000000000200000000000000000000000000000000000000000000000000",
+            "000000",
+        ]
+        .concat();
+        let bytes: Vec<u8> = (0..found.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&found[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(GgufFile::read(&bytes[..], bytes.len() as u64).is_err());
+        // The tiny file's tensor made 2^40 x 2^40.
+        let mut b = tiny();
+        let dims: Vec<u8> = [256u64.to_le_bytes(), 4u64.to_le_bytes()].concat();
+        let at = b.windows(16).position(|w| w == dims).unwrap();
+        b[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        b[at + 8..at + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let e = GgufFile::read(&b[..], b.len() as u64).unwrap_err();
+        assert!(e.contains("corrupt: tensor `w`"), "{e}");
     }
 }
