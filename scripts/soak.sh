@@ -103,10 +103,12 @@ ok &= ps["requests_in_flight"] == 0 and ps["reserved_tokens"] == 0
 admitted = sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
                if l.startswith("aula_requests_total{"))
 rows = sum(r.get("requests", 0) for r in usage)
-print(f"soak: requests counted by the gateway {admitted:.0f}, ledger rows {rows}")
-ok &= rows == round(admitted)
-for b in benches:
-    print("soak: bench", {k: b.get(k) for k in ("requests", "errors", "duration_s") if k in b})
+unfinished = sum(r.get("unfinished", 0) for r in usage)
+print(f"soak: requests counted by the gateway {admitted:.0f}, ledger rows {rows} ({unfinished} unfinished)")
+ok &= rows == round(admitted) and unfinished == 0
+for name, b in zip(("streaming", "whole"), benches):
+    print(f"soak: bench {name}: {b['requests_ok']} ok, {b['requests_failed']} failed {dict(b['errors'])}, "
+          f"{b['requests_per_s']:.1f} req/s over {b['duration_s']:.0f} s")
 print("soak:", "PASS" if ok else "FAIL")
 sys.exit(0 if ok else 1)
 EOF

@@ -9,13 +9,23 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (template, message) = text.split_once('\0').unwrap_or((&text, "hello"));
-    let Ok(t) = ChatTemplate::new(Some(template.to_string()), "llama", "<s>".into(), "</s>".into())
-    else {
+    let Ok(t) = ChatTemplate::new(
+        Some(template.to_string()),
+        "llama",
+        "<s>".into(),
+        "</s>".into(),
+    ) else {
         return;
     };
     let messages = [
-        ChatMessage { role: "system".into(), content: "Be brief.".into() },
-        ChatMessage { role: "user".into(), content: message.to_string() },
+        ChatMessage {
+            role: "system".into(),
+            content: "Be brief.".into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: message.to_string(),
+        },
     ];
     let _ = t.render(&messages);
 });

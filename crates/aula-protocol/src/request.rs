@@ -377,7 +377,10 @@ pub(crate) fn whole_u64(v: &Value) -> Option<u64> {
 pub(crate) fn whole_i64(v: &Value) -> Option<i64> {
     v.as_i64().or_else(|| {
         v.as_f64()
-            .filter(|x| x.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(x))
+            .filter(|x| {
+                x.fract() == 0.0
+                    && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(x)
+            })
             .map(|x| x as i64)
     })
 }
@@ -825,10 +828,15 @@ mod tests {
     /// refused as "must be greater than 0".
     #[test]
     fn a_tiny_positive_top_p_is_positive() {
-        let r = parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":5e-324}"#)
-            .unwrap();
+        let r = parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":5e-324}"#,
+        )
+        .unwrap();
         assert!(r.params.top_p > 0.0);
-        assert!(err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#).contains("greater than 0"));
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#)
+                .contains("greater than 0")
+        );
     }
 
     #[test]
