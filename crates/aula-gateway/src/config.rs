@@ -228,6 +228,17 @@ pub enum ExternalKind {
     Sglang,
 }
 
+impl ExternalKind {
+    /// The name `engine = "..."` uses, and `aula ps` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExternalKind::LlamaServer => "llama-server",
+            ExternalKind::Vllm => "vllm",
+            ExternalKind::Sglang => "sglang",
+        }
+    }
+}
+
 /// What one model is served by, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {

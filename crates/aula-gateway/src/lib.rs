@@ -348,6 +348,7 @@ impl Fleet {
                         context,
                         threads,
                         launch: None,
+                        kind: "embedded",
                         replica: 0,
                     };
                     add_started(
@@ -408,6 +409,7 @@ impl Fleet {
                         context: Some(c),
                         threads: None,
                         launch: Some(launch),
+                        kind: kind.as_str(),
                         replica: 0,
                     };
                     add_started(

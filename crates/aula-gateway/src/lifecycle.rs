@@ -76,6 +76,8 @@ pub struct Lifecycle {
 #[derive(Debug, Clone, Serialize)]
 pub struct PsRow {
     pub model: String,
+    /// `embedded`, `vllm`, `llama-server` or `sglang`.
+    pub engine: String,
     pub state: String,
     pub pinned: bool,
     pub keep_alive_s: Option<u64>,
@@ -477,6 +479,12 @@ impl Lifecycle {
                 };
                 PsRow {
                     model: m.name.clone(),
+                    engine: m
+                        .engines
+                        .first()
+                        .map(|(s, _)| s.kind)
+                        .unwrap_or("embedded")
+                        .to_string(),
                     state,
                     pinned: m.pinned,
                     keep_alive_s: m.keep_alive.map(|k| k.as_secs()),

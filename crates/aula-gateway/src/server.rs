@@ -284,10 +284,6 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
         .ps()
         .into_iter()
         .filter_map(|r| serde_json::to_value(r).ok())
-        .map(|mut v| {
-            v["engine"] = json!("embedded");
-            v
-        })
         .collect();
     let mut all = managed;
     all.extend(rows);

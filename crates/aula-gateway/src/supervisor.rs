@@ -31,6 +31,8 @@ pub struct EngineSpec {
     /// Another engine's program and arguments (`{port}` is replaced by the
     /// port Aula picked); None runs `aula engine`.
     pub launch: Option<(String, Vec<String>)>,
+    /// The engine's kind as `aula ps` names it: `embedded`, `vllm`, ...
+    pub kind: &'static str,
     /// Which replica of the model this is (0 for the first).
     pub replica: usize,
 }
@@ -446,6 +448,7 @@ mod tests {
             context: None,
             threads: None,
             launch: None,
+            kind: "embedded",
             replica,
         }
     }

@@ -252,6 +252,12 @@ fn external_engines_get_planned_arguments_restarts_and_logs() {
         .find(|m| m["model"] == "fake-vllm")
         .unwrap()
         .clone();
+    // `aula ps --json` names each model's real engine kind.
+    let kind = |m: &str| {
+        v["models"].as_array().unwrap().iter().find(|r| r["model"] == m).unwrap()["engine"].clone()
+    };
+    assert_eq!(kind("fake-vllm"), "vllm", "{v}");
+    assert_eq!(kind("fake-llama"), "llama-server", "{v}");
     let actual = fv["actual_bytes"].as_u64().unwrap_or(0);
     assert!(
         actual > 1_000_000 && actual < fv["planned_bytes"].as_u64().unwrap(),
