@@ -21,7 +21,7 @@ URL="http://127.0.0.1:$PORT"
 MODEL_FILE=$($B home | awk '/smollm2-135m-instruct.q4_1/ {print $NF}')
 [ -f "$MODEL_FILE" ] || { echo "soak: run scripts/setup.sh first (no SmolLM2)"; exit 2; }
 home=$(mktemp -d /tmp/aula-soak.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$home"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$home"' EXIT
 export AULA_HOME="$home"
 cat > "$home/aula.toml" <<EOF
 [[models]]

@@ -254,7 +254,13 @@ fn external_engines_get_planned_arguments_restarts_and_logs() {
         .clone();
     // `aula ps --json` names each model's real engine kind.
     let kind = |m: &str| {
-        v["models"].as_array().unwrap().iter().find(|r| r["model"] == m).unwrap()["engine"].clone()
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .unwrap()["engine"]
+            .clone()
     };
     assert_eq!(kind("fake-vllm"), "vllm", "{v}");
     assert_eq!(kind("fake-llama"), "llama-server", "{v}");
