@@ -35,12 +35,14 @@ async fn admin_call(
 ) -> anyhow::Result<serde_json::Value> {
     let base = g.url.trim_end_matches('/');
     let mut req = ureq_like_request(method, &format!("{base}{path}"))?;
-    // Without --api-key, the local admin token of this data directory.
-    let key = g
-        .api_key
-        .clone()
-        .filter(|k| !k.is_empty())
-        .or_else(aula_gateway::home::read_local_admin_token);
+    // Without --api-key, the local admin token of this data directory — only
+    // to a gateway on this machine: it is never sent anywhere else.
+    let local = is_local_url(base);
+    let key = g.api_key.clone().filter(|k| !k.is_empty()).or_else(|| {
+        local
+            .then(aula_gateway::home::read_local_admin_token)
+            .flatten()
+    });
     if let Some(k) = &key {
         req.headers_mut().insert(
             "authorization",
@@ -165,6 +167,19 @@ async fn open_store(config: &Config) -> anyhow::Result<aula_store::Store> {
 async fn db_store(db: &DbArgs) -> anyhow::Result<aula_store::Store> {
     let (config, _) = load_config(db.config.as_deref())?;
     open_store(&config).await
+}
+
+/// Does this URL point at this machine (a loopback host)?
+fn is_local_url(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    is_loopback(host)
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -1055,8 +1070,29 @@ async fn usage(a: UsageArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{is_local_url, parse_duration};
     use std::time::Duration;
+
+    /// The local admin token goes only to gateways on this machine.
+    #[test]
+    fn local_urls() {
+        for u in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:8080",
+            "http://127.0.0.2",
+        ] {
+            assert!(is_local_url(u), "{u}");
+        }
+        for u in [
+            "http://10.0.0.5:8080",
+            "http://aula.example.lan:8080",
+            "http://127.0.0.1.evil.com",
+            "not a url",
+        ] {
+            assert!(!is_local_url(u), "{u}");
+        }
+    }
 
     #[test]
     fn durations() {
