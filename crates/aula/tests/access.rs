@@ -411,22 +411,12 @@ fn a_locked_ledger_refuses_requests_cleanly() {
     let url = format!("{}/v1/chat/completions", s.url);
     assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
     let db = home.join("aula.db");
-    let mut locker = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\n",
-            db.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "locked");
+    let (mut locker, line) = python_child(&[
+        "-c",
+        "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\n",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(line, "locked");
     let r = post_auth(&url, Some(&key), &body());
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.text.contains("ledger"), "{}", r.text);
@@ -437,7 +427,7 @@ fn a_locked_ledger_refuses_requests_cleanly() {
         served_before, 1,
         "a request the ledger could not record must not run"
     );
-    locker.wait().unwrap();
+    locker.0.wait().unwrap();
     assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
     let rows = usage_json(&home, "user");
     assert_eq!(row(&rows, "lee")["requests"], 2, "{rows:?}");
@@ -482,29 +472,14 @@ fn an_engine_dying_mid_stream_ends_the_stream_with_an_error_event() {
 #[test]
 fn a_slow_jupyterhub_gets_a_clear_503_never_an_accept() {
     let mock = spawn_mock(0);
-    let mut hub = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import http.server, time\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        time.sleep(10)\n        self.send_response(200); self.end_headers(); self.wfile.write(b'{\"kind\": \"user\", \"name\": \"x\", \"scopes\": [\"access:services\"]}')\n    def log_message(self, *a): pass\ns = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hub.stdout.as_mut().unwrap()),
-        &mut port,
-    )
-    .unwrap();
+    // A Hub that takes 10 s to answer anything.
+    let (_hub, hub_url) = counting_hub(10_000);
     let home = temp_home("slowhub");
     config(
         &home,
         &mock,
         4,
-        &format!(
-            "[jupyterhub]\nurl = \"http://127.0.0.1:{}\"\napi_token = \"svc\"\ntimeout_seconds = 1\n",
-            port.trim()
-        ),
+        &format!("[jupyterhub]\nurl = \"{hub_url}\"\napi_token = \"svc\"\ntimeout_seconds = 1\n"),
     );
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     let t = Instant::now();
@@ -521,8 +496,6 @@ fn a_slow_jupyterhub_gets_a_clear_503_never_an_accept() {
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(get(&format!("{}/stats", mock.url)).body["served"], 0);
-    let _ = hub.kill();
-    let _ = hub.wait();
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -438,16 +438,22 @@ s.serve_forever()
 "#,
         delay = delay_ms as f64 / 1000.0
     );
-    let mut hub = std::process::Command::new("python3")
-        .args(["-c", &script])
+    let (hub, port) = python_child(&["-c", &script]);
+    (hub, format!("http://127.0.0.1:{port}"))
+}
+
+/// `python3 ARGS`, killed when dropped, and the first line it prints.
+pub fn python_child(args: &[&str]) -> (Killed, String) {
+    let mut child = std::process::Command::new("python3")
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut port = String::new();
+    let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hub.stdout.as_mut().unwrap()),
-        &mut port,
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
     )
     .unwrap();
-    (Killed(hub), format!("http://127.0.0.1:{}", port.trim()))
+    (Killed(child), line.trim().to_string())
 }
