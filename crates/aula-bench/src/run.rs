@@ -339,6 +339,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 if let Ok(mut r) = recorder.lock() {
                     r.add(&sample);
                 }
+                // Refused credentials do not change by asking again: this
+                // client stops, as a real one would (its refusal is counted).
+                if matches!(sample.error_kind.as_deref(), Some("http 401" | "http 403")) {
+                    break;
+                }
                 if let Limit::Requests(_) = cfg.limit {
                     bar.inc(1);
                 } else {
