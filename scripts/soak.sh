@@ -3,7 +3,8 @@
 # `aula serve` with the built-in SmolLM2 model as an embedded engine:
 #   - `aula bench`, 8 users streaming and 4 users not, with API keys;
 #   - a client that cancels streams half-way and sends bad requests;
-#   - a key revoked a third of the way in (its user's requests turn to 401);
+#   - a key revoked a third of the way in (its user's bench client gets 401
+#     and stops);
 #   - the engine killed (SIGKILL) half-way (the fleet starts it again).
 # At the end it reports the gateway's memory (RSS at start and end), checks
 # that nothing leaked (the admin view: zero busy slots, zero queued, zero
