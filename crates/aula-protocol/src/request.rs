@@ -833,6 +833,16 @@ mod tests {
         )
         .unwrap();
         assert!(r.params.top_p > 0.0);
+        // Whole numbers sent as floats (Python clients do) are integers.
+        let r = parse_chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5.0,"n":1.0,"seed":-3.0}"#,
+        )
+        .unwrap();
+        assert_eq!(r.params.max_tokens, Some(5));
+        assert!(
+            err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5.5}"#)
+                .contains("max_tokens")
+        );
         assert!(
             err(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"top_p":0}"#)
                 .contains("greater than 0")
