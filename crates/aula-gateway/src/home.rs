@@ -29,6 +29,9 @@ pub fn default_config() -> PathBuf {
     aula_home().join("aula.toml")
 }
 
+/// How every local admin token begins.
+pub const LOCAL_ADMIN_PREFIX: &str = "aula-local-";
+
 /// The local admin token's file: it makes its bearer an admin of the
 /// gateway serving this data directory (`aula ps|load|unload` send it).
 pub fn local_admin_token_path() -> PathBuf {
@@ -47,7 +50,10 @@ pub fn ensure_local_admin_token() -> std::io::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let token = format!("aula-local-{}", aula_store::identity::random_string(40));
+    let token = format!(
+        "{LOCAL_ADMIN_PREFIX}{}",
+        aula_store::identity::random_string(40)
+    );
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -64,5 +70,5 @@ pub fn ensure_local_admin_token() -> std::io::Result<String> {
 pub fn read_local_admin_token() -> Option<String> {
     let t = std::fs::read_to_string(local_admin_token_path()).ok()?;
     let t = t.trim();
-    (t.starts_with("aula-local-") && t.len() > 20).then(|| t.to_string())
+    (t.starts_with(LOCAL_ADMIN_PREFIX) && t.len() > 20).then(|| t.to_string())
 }
