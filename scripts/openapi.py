@@ -143,9 +143,17 @@ model_list = {"type": "object", "required": ["object", "data"], "properties": {"
 error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
   "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]},
   "retry_after_seconds": {"type": "integer"}, "resets_at": {"type": "integer"}}}}}
-ps_row = {"type": "object", "required": ["model", "state", "engine"], "properties": {
-  "model": {"type": "string"}, "state": {"type": "string"}, "engine": {"type": "string"},
-  "slots": {"type": "integer"}, "busy": {"type": "integer"}, "queued": {"type": "integer"}}}
+MODEL_STATES = ["ready", "loading", "unloaded", "failed", "unreachable"]
+ps_row = {"type": "object", "required": ["model", "state", "engine", "slots", "busy", "queued"], "properties": {
+  "model": {"type": "string"},
+  "state": {"enum": MODEL_STATES},
+  "reason": {"type": "string", "description": "Why the last start failed (state `failed`)."},
+  "engine": {"enum": ["embedded", "llama-server", "vllm", "sglang", "url"]},
+  "pinned": {"type": "boolean"}, "keep_alive_s": {"type": ["integer", "null"]},
+  "planned_bytes": {"type": ["integer", "null"]}, "actual_bytes": {"type": ["integer", "null"]},
+  "slots": {"type": "integer"}, "busy": {"type": "integer"}, "queued": {"type": "integer"},
+  "active_requests": {"type": "integer"}, "idle_s": {"type": ["number", "null"]},
+  "load_time_s": {"type": ["number", "null"]}}}
 ps = {"type": "object", "required": ["budget_bytes", "models", "requests_in_flight", "reserved_tokens"], "properties": {"budget_bytes": {"type": "integer"},
   "requests_in_flight": {"type": "integer", "minimum": 0, "description": "Admitted requests not yet finished (all models)."},
   "reserved_tokens": {"type": "integer", "minimum": 0, "description": "Tokens those requests hold reserved against quotas."},

@@ -206,11 +206,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let model = Arc::new(model);
     let name = match &cfg.name {
         Some(n) => n.clone(),
-        None => cfg
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
+        None => aula_protocol::model_name_for_file(&cfg.model),
     };
     let arch = model
         .meta_val_str("general.architecture")

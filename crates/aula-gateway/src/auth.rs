@@ -27,8 +27,8 @@
 //!   nothing that account cannot already do with `aula keys create`, and it
 //!   is how `aula ps|load|unload` administer a gateway that has no users.
 
-use crate::backend::HttpClient;
 use crate::identity::{Identity, Via};
+use aula_fleet::backend::HttpClient;
 use aula_protocol::ApiError;
 use aula_store::identity::{KeyProblem, check_name, is_aula_key, key_hash};
 use aula_store::{Role, Store, now_ms};
@@ -698,7 +698,7 @@ mod tests {
                 }),
                 ..AuthSettings::default()
             },
-            crate::backend::http_client(),
+            aula_fleet::backend::http_client(),
         )
         .await
         .unwrap()
@@ -824,7 +824,7 @@ mod tests {
                 }),
                 ..AuthSettings::default()
             },
-            crate::backend::http_client(),
+            aula_fleet::backend::http_client(),
         )
         .await
         .unwrap();
@@ -880,7 +880,7 @@ mod tests {
                 local_admin: Some("aula-local-abcdefghijklmnopqrstuvwxyz0123456789".into()),
                 ..AuthSettings::default()
             },
-            crate::backend::http_client(),
+            aula_fleet::backend::http_client(),
         )
         .await
         .unwrap();

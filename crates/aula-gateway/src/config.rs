@@ -220,67 +220,7 @@ impl Urls {
     }
 }
 
-/// External engines Aula starts and watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExternalKind {
-    LlamaServer,
-    Vllm,
-    Sglang,
-}
-
-impl ExternalKind {
-    /// The name `engine = "..."` uses, and `aula ps` shows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExternalKind::LlamaServer => "llama-server",
-            ExternalKind::Vllm => "vllm",
-            ExternalKind::Sglang => "sglang",
-        }
-    }
-}
-
-/// What one model is served by, after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSource {
-    Embedded {
-        gguf: PathBuf,
-        parallel: Option<usize>,
-        context: Option<u32>,
-        threads: Option<usize>,
-    },
-    Url {
-        /// One base URL per replica.
-        bases: Vec<String>,
-        /// The name the server knows the model by, if not `name`.
-        upstream_model: Option<String>,
-        /// Requests Aula lets each replica run at once.
-        parallel: Option<usize>,
-    },
-    /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
-    External {
-        kind: ExternalKind,
-        /// A GGUF (llama-server) or a model directory / id (vLLM, SGLang).
-        model: String,
-        command: Option<String>,
-        parallel: Option<usize>,
-        context: Option<u32>,
-        extra_args: Vec<String>,
-        precision: Option<String>,
-        plan_as: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSpec {
-    pub name: String,
-    pub aliases: Vec<String>,
-    /// Engines to start (embedded and external engines; url models list their replicas).
-    pub replicas: usize,
-    pub source: ModelSource,
-    pub pinned: bool,
-    pub preload: bool,
-    pub keep_alive: Option<std::time::Duration>,
-}
+pub use aula_fleet::spec::{ExternalKind, ModelSource, ModelSpec};
 
 /// `30s`, `10m`, `2h`, `500ms`, or a number of seconds.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
@@ -508,7 +448,7 @@ impl Config {
         }
         for p in &cfg.preload {
             let line = line_of(text, p.at.span().start);
-            crate::timetable::parse_at(p.at.get_ref())
+            aula_fleet::timetable::parse_at(p.at.get_ref())
                 .map_err(|e| invalid(format!("line {line}: key `at`: {e}")))?;
             for m in &p.models {
                 let known = cfg
@@ -589,13 +529,13 @@ impl Config {
     }
 
     /// The `[[preload]]` timetable.
-    pub fn timetable(&self) -> Vec<crate::timetable::Slot> {
+    pub fn timetable(&self) -> Vec<aula_fleet::timetable::Slot> {
         self.preload
             .iter()
             .filter_map(|p| {
-                crate::timetable::parse_at(p.at.get_ref())
+                aula_fleet::timetable::parse_at(p.at.get_ref())
                     .ok()
-                    .map(|(days, time)| crate::timetable::Slot {
+                    .map(|(days, time)| aula_fleet::timetable::Slot {
                         days,
                         time,
                         models: p.models.clone(),
@@ -757,25 +697,11 @@ impl Config {
 
 /// `YYYY-MM-DD` -> Unix milliseconds at 00:00 UTC.
 pub fn parse_date_ms(s: &str) -> Option<i64> {
-    let mut it = s.trim().split('-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if it.next().is_some()
-        || !(1..=12).contains(&m)
-        || !(1..=31).contains(&d)
-        || !(1970..=9999).contains(&y)
-    {
+    let d = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
+    if !(1970..=9999).contains(&chrono::Datelike::year(&d)) {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400_000)
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
 /// `http://h:p/v1/` -> `http://h:p`: requests keep their `/v1/...` path.
@@ -786,11 +712,7 @@ pub fn normalize_base(url: &str) -> String {
 
 /// The model name for a GGUF file found in the model directory: its stem, lower-cased.
 pub fn name_for_file(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    stem.to_lowercase()
+    aula_protocol::model_name_for_file(path)
 }
 
 fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {

@@ -171,11 +171,13 @@ impl Inner {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueStats {
-    pub slots: usize,
-    pub busy: usize,
-    pub queued: usize,
+pub use aula_fleet::QueueStats;
+
+/// The fleet reads a queue's load (it never evicts a busy model).
+impl aula_fleet::Queue for FairQueue {
+    fn stats(&self) -> QueueStats {
+        FairQueue::stats(self)
+    }
 }
 
 impl FairQueue {

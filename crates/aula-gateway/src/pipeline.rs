@@ -203,10 +203,10 @@ async fn run(
         completion_tokens: None,
         chunks: 0,
         done: false,
-        in_use: st.lifecycle.enter(&adm.model),
+        in_use: st.fleet.enter(&adm.model),
     };
     // A model that is not loaded starts now; this request waits for it.
-    if let Err(e) = st.lifecycle.ensure_loaded(&adm.model).await {
+    if let Err(e) = st.fleet.ensure_loaded(&adm.model).await {
         return Err(fl.fail(e).await);
     }
     let ticket = match route
@@ -240,7 +240,7 @@ async fn run(
     };
     fl.permit = Some(permit);
     // An engine restarting after a crash: queued requests wait for it.
-    if let Err(e) = st.lifecycle.ensure_loaded(&adm.model).await {
+    if let Err(e) = st.fleet.ensure_loaded(&adm.model).await {
         return Err(fl.fail(e).await);
     }
     fl.queue_ms = arrived.elapsed().as_secs_f64() * 1000.0;
@@ -423,7 +423,7 @@ struct InFlight {
     chunks: u64,
     done: bool,
     /// The model is in use until this request ends (no eviction meanwhile).
-    in_use: Option<crate::lifecycle::InUse>,
+    in_use: Option<aula_fleet::lifecycle::InUse>,
 }
 
 impl InFlight {
@@ -656,16 +656,18 @@ mod tests {
                 allow_open: true,
                 ..Default::default()
             },
-            crate::backend::http_client(),
+            aula_fleet::backend::http_client(),
         )
         .await
         .unwrap();
-        let sup = Arc::new(crate::supervisor::Supervisor {
+        let fleet = aula_fleet::FleetBuilder::new(aula_fleet::Settings {
             exe: std::path::PathBuf::new(),
             logs: dir.clone(),
-            ready_timeout: Duration::from_secs(1),
-            liveness: crate::supervisor::LIVENESS_INTERVAL,
-        });
+            budget_bytes: 0,
+            load_timeout: Duration::from_secs(1),
+        })
+        .start(&aula_fleet::tasks::Tasks::new())
+        .unwrap();
         let st = GatewayState {
             router: crate::router::ModelRouter::default(),
             auth,
@@ -682,7 +684,7 @@ mod tests {
             ),
             ledger: aula_store::Ledger::start(store),
             reload: None,
-            lifecycle: crate::lifecycle::Lifecycle::new(sup, 0, Duration::from_secs(1)),
+            fleet,
         };
         (Arc::new(st), dir)
     }

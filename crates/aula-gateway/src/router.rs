@@ -1,7 +1,7 @@
 //! Which backend serves which model name (or alias), and the fair queue in front of it.
 
-use crate::backend::Backend;
 use crate::fair::FairQueue;
+use aula_fleet::backend::Backend;
 use aula_protocol::ApiError;
 use std::collections::HashMap;
 use std::sync::Arc;

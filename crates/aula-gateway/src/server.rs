@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::limits::{LimitRule, Limiter};
 use crate::router::ModelRouter;
 use aula_protocol::ApiError;
+use aula_protocol::admin::{ModelAnswer, ModelState, Ps};
 use aula_store::{Ledger, Role};
 use axum::Router;
 use axum::body::Body;
@@ -27,7 +28,7 @@ pub struct GatewayState {
     pub limiter: Limiter,
     pub ledger: Ledger,
     pub reload: Option<Reload>,
-    pub lifecycle: crate::lifecycle::Lifecycle,
+    pub fleet: Arc<aula_fleet::Fleet>,
 }
 
 impl GatewayState {
@@ -270,28 +271,13 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
     if let Err(e) = require_admin(&st, &headers).await {
         return e.into_response();
     }
-    let mut rows: Vec<serde_json::Value> = Vec::new();
-    for (name, r) in st.router.iter() {
-        if st.lifecycle.manages(name) {
-            continue;
-        }
-        let q = r.queue.stats();
-        rows.push(json!({"model": name, "state": if r.backend.address().is_some() {"ready"} else {"unreachable"},
-            "engine": "url", "slots": q.slots, "busy": q.busy, "queued": q.queued}));
-    }
-    let managed: Vec<serde_json::Value> = st
-        .lifecycle
-        .ps()
-        .into_iter()
-        .filter_map(|r| serde_json::to_value(r).ok())
-        .collect();
-    let mut all = managed;
-    all.extend(rows);
-    let (requests, reserved) = st.limiter.in_flight();
-    axum::Json(
-        json!({"budget_bytes": st.lifecycle.budget_bytes, "models": all,
-        "requests_in_flight": requests, "reserved_tokens": reserved}),
-    )
+    let (requests_in_flight, reserved_tokens) = st.limiter.in_flight();
+    axum::Json(Ps {
+        budget_bytes: st.fleet.budget_bytes(),
+        models: st.fleet.ps(),
+        requests_in_flight,
+        reserved_tokens,
+    })
     .into_response()
 }
 
@@ -303,8 +289,12 @@ async fn load(
     if let Err(e) = require_admin(&st, &headers).await {
         return e.into_response();
     }
-    match st.lifecycle.load(&model).await {
-        Ok(()) => axum::Json(json!({"model": model, "state": "ready"})).into_response(),
+    match st.fleet.load(&model).await {
+        Ok(()) => axum::Json(ModelAnswer {
+            model,
+            state: ModelState::Ready,
+        })
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -317,8 +307,12 @@ async fn unload(
     if let Err(e) = require_admin(&st, &headers).await {
         return e.into_response();
     }
-    match st.lifecycle.stop(&model).await {
-        Ok(()) => axum::Json(json!({"model": model, "state": "unloaded"})).into_response(),
+    match st.fleet.unload(&model).await {
+        Ok(()) => axum::Json(ModelAnswer {
+            model,
+            state: ModelState::Unloaded,
+        })
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -338,19 +332,24 @@ async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
 /// model, group-restricted ones too — only staff see when authentication is on.
 async fn readyz(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
     let detail = require_staff(&st, &headers).await.is_ok();
+    // One snapshot of the fleet; a model that is not loaded (on demand) is
+    // not a reason to be unready.
+    let unloaded: std::collections::HashSet<String> = st
+        .fleet
+        .ps()
+        .into_iter()
+        .filter(|p| p.state == ModelState::Unloaded)
+        .map(|p| p.model)
+        .collect();
     let models: serde_json::Map<String, serde_json::Value> = st
         .router
         .iter()
         .map(|(name, r)| {
             let q = r.queue.stats();
-            // A model that is not loaded (on demand) is not a reason to be unready.
-            let unloaded = matches!(
-                st.lifecycle.ps().iter().find(|p| &p.model == name).map(|p| p.state.as_str()),
-                Some("unloaded")
-            );
+            let loaded = !unloaded.contains(name);
             (
                 name.clone(),
-                json!({"ready": r.backend.address().is_some(), "loaded": !unloaded, "slots": q.slots, "busy": q.busy, "queued": q.queued}),
+                json!({"ready": r.backend.address().is_some(), "loaded": loaded, "slots": q.slots, "busy": q.busy, "queued": q.queued}),
             )
         })
         .collect();

@@ -249,7 +249,9 @@ pub struct Estimate {
 
 const GB: f64 = 1e9;
 const CUDA_CONTEXT: u64 = 500_000_000;
-const VLLM_FIXED: u64 = 1_000_000_000;
+/// What vLLM and SGLang hold outside weights, activations and the KV pool
+/// (CUDA context, graphs, allocator slack).
+pub const VLLM_FIXED: u64 = 1_000_000_000;
 const VLLM_BLOCK: u64 = 16;
 
 /// KV bytes of one sequence of `context` tokens (sliding-window layers capped).

@@ -14,6 +14,7 @@ pub mod llamacpp;
 pub mod placement;
 pub mod report;
 pub mod shape;
+pub mod summary;
 
 use std::path::Path;
 
@@ -25,10 +26,7 @@ pub fn resolve_model(arg: &Path) -> Result<shape::ModelShape, String> {
         hf::read(arg)
     } else if arg.exists() || arg.extension().is_some_and(|x| x == "gguf") {
         let file = gguf::GgufFile::open(arg).map_err(|e| e.to_string())?;
-        let id = arg
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
+        let id = aula_protocol::model_name_for_file(arg);
         shape::ModelShape::from_gguf(&id, &file).map_err(|e| format!("{}: {e}", arg.display()))
     } else {
         catalog::find(&arg.to_string_lossy())

@@ -2,7 +2,9 @@
 //! headroom, with which engine settings each; and when they do not, the
 //! cheapest change that makes them fit. A pure function: no I/O.
 
-use crate::estimate::{Engine, Estimate, PlanRequest, Precision, estimate, kv_per_sequence};
+use crate::estimate::{
+    Engine, Estimate, PlanRequest, Precision, VLLM_FIXED, estimate, kv_per_sequence,
+};
 use crate::hardware::Hardware;
 use crate::shape::ModelShape;
 use serde::Serialize;
@@ -19,9 +21,23 @@ pub struct Placed {
     pub engine: Engine,
     /// What this model takes from the budget.
     pub bytes: u64,
-    /// The engine's own settings, as command-line arguments or config keys.
-    pub settings: String,
+    /// The engine's settings as decided here; `aula_fleet::launch` turns
+    /// them into the engine's arguments (for `aula plan` and for the engine
+    /// Aula starts alike).
+    pub settings: Settings,
     pub estimate: Estimate,
+}
+
+/// What the plan decides for one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Settings {
+    /// Tokens per sequence.
+    pub context: u32,
+    /// Sequences at once.
+    pub slots: u32,
+    /// vLLM and SGLang: the share of the device they may take
+    /// (`--gpu-memory-utilization`, `--mem-fraction-static`), in hundredths.
+    pub share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,24 +56,16 @@ const GB: f64 = 1e9;
 
 /// Bytes one model takes in a shared budget, and its engine settings. vLLM
 /// and SGLang are given exactly what they need as their share of the device.
-fn footprint(w: &Want, hw: &Hardware) -> (u64, String, Estimate) {
+fn footprint(w: &Want, hw: &Hardware) -> (u64, Settings, Estimate) {
     let e = estimate(&w.shape, hw, &w.request);
     let r = &w.request;
+    let mut settings = Settings {
+        context: r.context,
+        slots: r.users,
+        share: None,
+    };
     match r.engine {
-        Engine::Embedded => (
-            e.memory.total_bytes,
-            format!("aula.toml: context = {}, parallel = {}", r.context, r.users),
-            e,
-        ),
-        Engine::LlamaServer => (
-            e.memory.total_bytes,
-            format!(
-                "llama-server -c {} -np {} -ngl 999",
-                u64::from(r.context) * u64::from(r.users),
-                r.users
-            ),
-            e,
-        ),
+        Engine::Embedded | Engine::LlamaServer => (e.memory.total_bytes, settings, e),
         Engine::Vllm | Engine::Sglang => {
             let kv = kv_per_sequence(&w.shape, r.context, r.kv_bytes_per_elem) * f64::from(r.users);
             let act = e
@@ -65,28 +73,70 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, String, Estimate) {
                 .as_ref()
                 .map(|v| v.activation_peak_bytes)
                 .unwrap_or(0);
-            let need = e.memory.weights_bytes as f64 + act as f64 + 1e9 + kv;
+            let need = e.memory.weights_bytes as f64 + act as f64 + VLLM_FIXED as f64 + kv;
             let device = hw.usable_gb * GB;
             let share = if device > 0.0 {
                 ((need / device) * 100.0).ceil() / 100.0
             } else {
                 1.0
             };
-            let bytes = (share * device) as u64;
-            let settings = if r.engine == Engine::Vllm {
-                format!(
-                    "vllm serve --gpu-memory-utilization {share:.2} --max-num-seqs {} --max-model-len {}",
-                    r.users, r.context
-                )
-            } else {
-                format!(
-                    "sglang --mem-fraction-static {share:.2} --max-running-requests {} --context-length {}",
-                    r.users, r.context
-                )
-            };
-            (bytes, settings, e)
+            settings.share = Some(share);
+            ((share * device) as u64, settings, e)
         }
     }
+}
+
+/// The one translation of the planner's settings into an engine's
+/// arguments (`aula plan` prints them; `aula_fleet::launch` starts engines with them).
+pub fn planned_args(engine: Engine, s: &Settings) -> Vec<String> {
+    let share = format!("{:.2}", s.share.unwrap_or(1.0));
+    let v = |x: &[&str]| x.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    match engine {
+        Engine::Embedded => vec![
+            "--context".into(),
+            s.context.to_string(),
+            "--parallel".into(),
+            s.slots.to_string(),
+        ],
+        Engine::LlamaServer => vec![
+            "-c".into(),
+            (u64::from(s.context) * u64::from(s.slots)).to_string(),
+            "-np".into(),
+            s.slots.to_string(),
+            "-ngl".into(),
+            "999".into(),
+        ],
+        Engine::Vllm => {
+            let mut a = v(&["--max-model-len"]);
+            a.push(s.context.to_string());
+            a.push("--max-num-seqs".into());
+            a.push(s.slots.to_string());
+            a.push("--gpu-memory-utilization".into());
+            a.push(share);
+            a
+        }
+        Engine::Sglang => {
+            let mut a = v(&["--context-length"]);
+            a.push(s.context.to_string());
+            a.push("--max-running-requests".into());
+            a.push(s.slots.to_string());
+            a.push("--mem-fraction-static".into());
+            a.push(share);
+            a
+        }
+    }
+}
+
+/// How `aula plan` shows an engine's settings: the program and the planned
+/// arguments Aula would start it with.
+pub fn display_settings(engine: Engine, s: &Settings) -> String {
+    let program = match engine {
+        Engine::Embedded => "aula engine",
+        Engine::LlamaServer => "llama-server",
+        Engine::Vllm => "vllm serve",
+        Engine::Sglang => "python3 -m sglang.launch_server",
+    };
+    format!("{program} {}", planned_args(engine, s).join(" "))
 }
 
 fn total(wants: &[Want], hw: &Hardware) -> u64 {
@@ -256,10 +306,13 @@ mod tests {
         );
         assert!(p.fits, "{}", p.total_bytes);
         assert!(p.headroom_bytes > 0 && p.fix.is_empty());
-        assert!(
-            p.models[2]
-                .settings
-                .contains("context = 4096, parallel = 4")
+        assert_eq!(
+            p.models[2].settings,
+            Settings {
+                context: 4096,
+                slots: 4,
+                share: None
+            }
         );
     }
 
@@ -274,16 +327,9 @@ mod tests {
             &hw,
         );
         assert!(p.fits && p.headroom_bytes > 0, "{p:?}");
-        assert!(
-            p.models[0].settings.contains("--gpu-memory-utilization 0."),
-            "{}",
-            p.models[0].settings
-        );
-        assert!(
-            p.models[0]
-                .settings
-                .contains("--max-num-seqs 16 --max-model-len 8192")
-        );
+        let s = p.models[0].settings;
+        assert!(s.share.is_some_and(|x| x > 0.0 && x < 1.0), "{s:?}");
+        assert_eq!((s.slots, s.context), (16, 8192));
         assert!(p.fix.is_empty());
     }
 

@@ -1,6 +1,7 @@
 //! Aula's OpenAI protocol: request parsing and validation, response shapes,
 //! and the one error type of the request path (mapped to HTTP in one place).
 
+pub mod admin;
 mod embeddings;
 mod error;
 mod request;
@@ -20,3 +21,12 @@ pub use request::{
 };
 pub use response::*;
 pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, calls_as_text, parse_tools};
+
+/// The one rule for naming a model after its file: the file name without
+/// its extension, in lower case (`SmolLM2-135M.Q4_1.gguf` is
+/// `smollm2-135m.q4_1`).
+pub fn model_name_for_file(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "model".into())
+}

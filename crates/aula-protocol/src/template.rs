@@ -80,18 +80,14 @@ impl ChatTemplate {
             },
         );
         env.add_function("strftime_now", |fmt: String| -> String {
-            // Templates use it for "today's date" lines; a fixed clock-free answer would lie.
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let days = secs / 86_400;
-            let (y, m, d) = civil_from_days(days as i64);
-            fmt.replace("%Y", &format!("{y:04}"))
-                .replace("%m", &format!("{m:02}"))
-                .replace("%d", &format!("{d:02}"))
-                .replace("%B", MONTHS[(m - 1) as usize])
-                .replace("%b", &MONTHS[(m - 1) as usize][..3])
+            // Templates use it for "today's date" lines; a fixed clock-free
+            // answer would lie. A format chrono cannot read is left as it is.
+            match chrono::format::StrftimeItems::new(&fmt).parse() {
+                Ok(items) => chrono::Utc::now()
+                    .format_with_items(items.into_iter())
+                    .to_string(),
+                Err(_) => fmt,
+            }
         });
         env.add_template_owned(TEMPLATE_NAME, text)?;
         Ok(ChatTemplate {
@@ -129,35 +125,6 @@ impl ChatTemplate {
             ),
         })
     }
-}
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
@@ -214,7 +181,19 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        let t = ChatTemplate::new(
+            Some(
+                "{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%d %B %Y') }}|{{ strftime_now('%Q bad') }}"
+                    .into(),
+            ),
+            "llama",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
+        let out = t.render(&msgs(&[("user", "Hi")])).unwrap();
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        assert!(out.starts_with(&today), "{out}");
+        assert!(out.ends_with("|%Q bad"), "{out}");
     }
 }

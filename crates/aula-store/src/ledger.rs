@@ -35,6 +35,8 @@ pub struct Finish {
 enum Op {
     Begin(RequestRecord),
     Finish(Finish),
+    /// Nothing to write: answered once everything sent before it is committed.
+    Flush,
 }
 
 type Ack = oneshot::Sender<Result<(), String>>;
@@ -43,22 +45,25 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
+    /// The SQLite checkpoint loop, stopped by [`Ledger::close`].
+    checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Ledger {
     /// Start the writer task on the current runtime.
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut checkpoint = None;
         if !store.is_postgres() {
             let s = store.clone();
-            tokio::spawn(async move {
+            checkpoint = Some(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     if let Err(e) = s.checkpoint().await {
                         tracing::debug!("ledger checkpoint: {e}");
                     }
                 }
-            });
+            }));
         }
         match store.sqlite_path().map(std::path::Path::to_path_buf) {
             // SQLite: a thread of its own with its own connection, so a
@@ -76,7 +81,26 @@ impl Ledger {
                 tokio::spawn(writer(store, rx));
             }
         }
-        Ledger { tx }
+        Ledger {
+            tx,
+            checkpoint: std::sync::Arc::new(std::sync::Mutex::new(checkpoint)),
+        }
+    }
+
+    /// Returns once everything recorded before it is committed.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.send(Op::Flush).await
+    }
+
+    /// At shutdown, once no request is left: commit what is waiting and stop
+    /// the checkpoint loop (the store can be closed after this).
+    pub async fn close(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::error!("the ledger could not be written at shutdown: {e}");
+        }
+        if let Some(h) = self.checkpoint.lock().ok().and_then(|mut c| c.take()) {
+            h.abort();
+        }
     }
 
     async fn send(&self, op: Op) -> Result<(), String> {
@@ -245,6 +269,7 @@ fn write_batch_sqlite(
                         f.duration_ms
                     ])?;
                 }
+                Op::Flush => {}
             }
         }
     }
@@ -262,14 +287,14 @@ async fn write_batch(
         .iter()
         .filter_map(|(op, _)| match op {
             Op::Begin(r) => Some(r),
-            Op::Finish(_) => None,
+            Op::Finish(_) | Op::Flush => None,
         })
         .collect();
     let finishes: Vec<&Finish> = batch
         .iter()
         .filter_map(|(op, _)| match op {
             Op::Finish(f) => Some(f),
-            Op::Begin(_) => None,
+            Op::Begin(_) | Op::Flush => None,
         })
         .collect();
     if !begins.is_empty() {

@@ -9,6 +9,7 @@
 pub mod db;
 pub mod identity;
 pub mod ledger;
+pub mod tables;
 
 pub use db::{Store, StoreError};
 pub use identity::{KeyInfo, Role, User};

@@ -416,3 +416,64 @@ fn a_wedged_engine_is_restarted() {
     drop(s);
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// SIGTERM while a request is being answered: the gateway stops accepting,
+/// the request finishes with its whole answer, its ledger row is final
+/// (not `unfinished`), and the gateway exits cleanly.
+#[test]
+fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
+    // Four tokens, 700 ms apart: the answer takes about 2.8 s.
+    let mock = spawn_mock(700);
+    let home = temp_home("sigterm");
+    let cfg = home.join("aula.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[models]]\nname = \"mock\"\nurl = \"{}/v1\"\n", mock.url),
+    )
+    .unwrap();
+    let mut s = spawn_aula(
+        &["serve", "--port", "0", "--config", cfg.to_str().unwrap()],
+        Some(&home),
+    );
+    wait_ready(&s.url);
+    let url = s.url.clone();
+    let request = std::thread::spawn(move || {
+        post(
+            &format!("{url}/v1/chat/completions"),
+            &chat_body("mock", "hi", 4),
+        )
+    });
+    wait_for("the request to be in flight", Duration::from_secs(10), || {
+        let (ok, out, _) = run_aula(&["ps", "--json", "--url", &s.url], &home);
+        ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["requests_in_flight"] == 1
+    });
+    unsafe {
+        libc::kill(s.pid() as i32, libc::SIGTERM);
+    }
+    // New connections are refused once shutdown has begun.
+    wait_for("the listener to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(s.url.trim_start_matches("http://")).is_err()
+    });
+    let r = request.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["usage"]["completion_tokens"], 4, "{}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", s.output());
+    let (ok, out, err) = run_aula(&["usage", "--json", "--by", "model"], &home);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["key"], "mock", "{out}");
+    assert_eq!(row["requests"], 1, "{out}");
+    assert_eq!(row["ok"], 1, "{out}");
+    assert_eq!(row["unfinished"], 0, "{out}");
+    assert_eq!(row["completion_tokens"], 4, "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -1,6 +1,6 @@
-//! Engine child processes: `aula engine` started on a loopback port,
-//! waited for until healthy, restarted with backoff when it dies, and stopped
-//! with the gateway. Children are also tied to the gateway's life by
+//! Engine child processes — `aula engine`, llama-server, vLLM, SGLang —
+//! started on a loopback port, waited for until healthy, restarted with
+//! backoff when they die or stop answering, and stopped with the gateway. Children are also tied to the gateway's life by
 //! `PR_SET_PDEATHSIG`, so even a SIGKILLed gateway leaves no orphan.
 //!
 //! Only the gateway may talk to its engines (students may have shells on the
@@ -13,7 +13,9 @@
 //!   (file descriptor 3), so no other process can take its port first. Other
 //!   engines bind the port themselves after it was found free.
 
-use crate::backend::{HttpBackend, Upstream};
+use crate::backend::{HttpBackend, Upstream, probe};
+use crate::launch::Launch;
+use aula_protocol::admin::EngineKind;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -21,18 +23,12 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+/// One engine process to keep running.
 #[derive(Debug, Clone)]
 pub struct EngineSpec {
     pub name: String,
-    pub gguf: PathBuf,
-    pub parallel: Option<usize>,
-    pub context: Option<u32>,
-    pub threads: Option<usize>,
-    /// Another engine's program and arguments (`{port}` is replaced by the
-    /// port Aula picked); None runs `aula engine`.
-    pub launch: Option<(String, Vec<String>)>,
-    /// The engine's kind as `aula ps` names it: `embedded`, `vllm`, ...
-    pub kind: &'static str,
+    pub launch: Launch,
+    pub kind: EngineKind,
     /// Which replica of the model this is (0 for the first).
     pub replica: usize,
 }
@@ -81,19 +77,11 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(15);
 /// Resolves when the engine at `base` has failed its health check three
 /// times in a row (never, while it answers).
 async fn wedged(client: &crate::backend::HttpClient, base: &str, key: &str, every: Duration) {
+    let url = format!("{base}/health");
     let mut failures = 0;
     loop {
         tokio::time::sleep(every).await;
-        let req = axum::http::Request::get(format!("{base}/health"))
-            .header(axum::http::header::AUTHORIZATION, format!("Bearer {key}"))
-            .body(http_body_util::Full::new(bytes::Bytes::new()));
-        let ok = match req {
-            Ok(req) => matches!(
-                tokio::time::timeout(every / 3, client.request(req)).await,
-                Ok(Ok(resp)) if resp.status().is_success()
-            ),
-            Err(_) => true,
-        };
+        let ok = probe(client, &url, Some(key), every / 3).await.is_some();
         failures = if ok { 0 } else { failures + 1 };
         if failures >= 3 {
             return;
@@ -174,45 +162,33 @@ impl Supervisor {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut cmd = if let Some((program, args)) = &spec.launch {
-            let mut words = program.split_whitespace();
-            let mut c = Command::new(words.next().unwrap_or(program.as_str()));
-            c.args(words);
-            c.args(args.iter().map(|a| {
-                a.replace("{port}", &port.to_string())
-                    .replace("{api_key}", key)
-            }));
-            c.env("LLAMA_API_KEY", key).env("VLLM_API_KEY", key);
-            c
-        } else {
-            let mut c = Command::new(&self.exe);
-            c.arg("engine");
-            c
+        let mut cmd = match &spec.launch {
+            Launch::External { program, args } => {
+                let mut words = program.split_whitespace();
+                let mut c = Command::new(words.next().unwrap_or(program.as_str()));
+                c.args(words);
+                c.args(args.iter().map(|a| {
+                    a.replace("{port}", &port.to_string())
+                        .replace("{api_key}", key)
+                }));
+                c.env("LLAMA_API_KEY", key).env("VLLM_API_KEY", key);
+                c
+            }
+            Launch::Embedded { .. } => {
+                let mut c = Command::new(&self.exe);
+                c.args(spec.launch.embedded_args(&spec.name))
+                    .env("AULA_ENGINE_KEY", key);
+                if let Listen::Socket(_) = listen {
+                    c.arg("--listen-fd").arg(LISTEN_FD.to_string());
+                } else {
+                    c.arg("--host")
+                        .arg("127.0.0.1")
+                        .arg("--port")
+                        .arg(port.to_string());
+                }
+                c
+            }
         };
-        if spec.launch.is_none() {
-            cmd.arg("--model")
-                .arg(&spec.gguf)
-                .arg("--name")
-                .arg(&spec.name)
-                .env("AULA_ENGINE_KEY", key);
-            if let Listen::Socket(_) = listen {
-                cmd.arg("--listen-fd").arg(LISTEN_FD.to_string());
-            } else {
-                cmd.arg("--host")
-                    .arg("127.0.0.1")
-                    .arg("--port")
-                    .arg(port.to_string());
-            }
-            if let Some(p) = spec.parallel {
-                cmd.arg("--parallel").arg(p.to_string());
-            }
-            if let Some(c) = spec.context {
-                cmd.arg("--context").arg(c.to_string());
-            }
-            if let Some(t) = spec.threads {
-                cmd.arg("--threads").arg(t.to_string());
-            }
-        }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -275,7 +251,7 @@ impl Supervisor {
             }
             // The same port as last time when it is still free, so a
             // restarted engine keeps its address.
-            let listen = if spec.launch.is_none() {
+            let listen = if matches!(spec.launch, Launch::Embedded { .. }) {
                 port.and_then(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
                     .map(Ok)
                     .unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -383,13 +359,10 @@ async fn wait_healthy(
         if Instant::now() > deadline {
             return Err(format!("not healthy after {}s", timeout.as_secs()));
         }
-        let req = axum::http::Request::get(format!("{base}/health"))
-            .header(axum::http::header::AUTHORIZATION, format!("Bearer {key}"))
-            .body(http_body_util::Full::new(bytes::Bytes::new()));
-        if let Ok(req) = req
-            && let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(2), client.request(req)).await
-            && resp.status().is_success()
+        let url = format!("{base}/health");
+        if probe(client, &url, Some(key), Duration::from_secs(2))
+            .await
+            .is_some()
         {
             return Ok(());
         }
@@ -443,12 +416,13 @@ mod tests {
     fn spec(name: &str, replica: usize) -> EngineSpec {
         EngineSpec {
             name: name.into(),
-            gguf: PathBuf::new(),
-            parallel: None,
-            context: None,
-            threads: None,
-            launch: None,
-            kind: "embedded",
+            launch: Launch::Embedded {
+                gguf: PathBuf::new(),
+                parallel: None,
+                context: None,
+                threads: None,
+            },
+            kind: EngineKind::Embedded,
             replica,
         }
     }

@@ -1,7 +1,8 @@
-//! Which embedded models are loaded, within one memory budget.
+//! Which engines Aula starts are loaded, within one memory budget.
 //!
-//! Each embedded model has a planned size (from the planner: its GGUF's
-//! weights, KV cache and buffers at its context and slots). Models marked
+//! Each model Aula starts (embedded, llama-server, vLLM, SGLang) has a
+//! planned size (from the planner: weights, KV cache and buffers at its
+//! context and slots, or vLLM's share of the device). Models marked
 //! `preload` start with the gateway while they fit; any other model starts
 //! on its first request, which waits (bounded) while other models keep
 //! serving. When memory is short, idle unpinned models are evicted — never
@@ -9,11 +10,11 @@
 //! weighs recent demand, how long the model takes to load, and its size.
 //! A model idle past its `keep_alive` is stopped.
 
+use crate::Queue;
 use crate::backend::{HttpBackend, Upstream};
-use crate::fair::FairQueue;
 use crate::supervisor::{EngineSpec, Supervisor};
 use aula_protocol::ApiError;
-use serde::Serialize;
+use aula_protocol::admin::{EngineKind, ModelState, PsRow};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ pub struct Managed {
     pub name: String,
     /// One engine per replica, each with its own backend.
     pub engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
-    pub queue: Arc<FairQueue>,
+    pub queue: Arc<dyn Queue>,
     pub pinned: bool,
     pub preload: bool,
     pub keep_alive: Option<Duration>,
@@ -53,15 +54,31 @@ struct Running {
 }
 
 /// Held by a request from admission to its end: its model is in use.
-pub struct InUse(Arc<Managed>);
+pub struct InUse(Arc<Managed>, Arc<watch::Sender<()>>);
 
 impl Drop for InUse {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        let was = self.0.active.fetch_sub(1, Ordering::SeqCst);
         if let Ok(mut st) = self.0.state.lock() {
             st.last_used = Some(Instant::now());
         }
+        if was == 1 {
+            // Idle now: a load waiting for room may evict it.
+            self.1.send_replace(());
+        }
     }
+}
+
+/// A model to manage: its engines (one per replica), the queue in front of
+/// them, and how it is kept.
+pub struct Member {
+    pub engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
+    pub queue: Arc<dyn Queue>,
+    pub pinned: bool,
+    pub preload: bool,
+    pub keep_alive: Option<Duration>,
+    /// Planned bytes of all its engines together.
+    pub planned_bytes: u64,
 }
 
 pub struct Lifecycle {
@@ -71,24 +88,9 @@ pub struct Lifecycle {
     pub budget_bytes: u64,
     pub load_timeout: Duration,
     load_lock: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PsRow {
-    pub model: String,
-    /// `embedded`, `vllm`, `llama-server` or `sglang`.
-    pub engine: String,
-    pub state: String,
-    pub pinned: bool,
-    pub keep_alive_s: Option<u64>,
-    pub planned_bytes: u64,
-    pub actual_bytes: Option<u64>,
-    pub slots: usize,
-    pub busy: usize,
-    pub queued: usize,
-    pub active_requests: usize,
-    pub idle_s: Option<f64>,
-    pub load_time_s: Option<f64>,
+    /// Signalled on every change of an engine's state and whenever a model
+    /// falls idle: loads wait on it instead of polling.
+    changes: Arc<watch::Sender<()>>,
 }
 
 const DEMAND_WINDOW: Duration = Duration::from_secs(600);
@@ -102,20 +104,17 @@ impl Lifecycle {
             budget_bytes,
             load_timeout,
             load_lock: tokio::sync::Mutex::new(()),
+            changes: Arc::new(watch::channel(()).0),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn add(
-        &mut self,
-        engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
-        queue: Arc<FairQueue>,
-        pinned: bool,
-        preload: bool,
-        keep_alive: Option<Duration>,
-        planned_bytes: u64,
-    ) {
-        let Some(name) = engines.first().map(|(s, _)| s.name.clone()) else {
+    /// The change signal to give each engine's backend.
+    pub fn changes(&self) -> Arc<watch::Sender<()>> {
+        self.changes.clone()
+    }
+
+    pub fn add(&mut self, m: Member) {
+        let Some(name) = m.engines.first().map(|(s, _)| s.name.clone()) else {
             return;
         };
         self.order.push(name.clone());
@@ -123,12 +122,12 @@ impl Lifecycle {
             name.clone(),
             Arc::new(Managed {
                 name,
-                engines,
-                queue,
-                pinned,
-                preload,
-                keep_alive,
-                planned_bytes,
+                engines: m.engines,
+                queue: m.queue,
+                pinned: m.pinned,
+                preload: m.preload,
+                keep_alive: m.keep_alive,
+                planned_bytes: m.planned_bytes,
                 active: AtomicUsize::new(0),
                 state: Mutex::new(ManagedState::default()),
             }),
@@ -263,7 +262,7 @@ impl Lifecycle {
                 st.recent.pop_front();
             }
         }
-        Some(InUse(m))
+        Some(InUse(m, self.changes.clone()))
     }
 
     /// Load the model if it is not loaded, and wait until it is ready.
@@ -272,6 +271,7 @@ impl Lifecycle {
             return Ok(());
         };
         let deadline = Instant::now() + self.load_timeout;
+        let mut changes = self.changes.subscribe();
         if !m.is_running() {
             let _guard = self.load_lock.lock().await;
             if !m.is_running() {
@@ -310,13 +310,12 @@ impl Lifecycle {
                 }
                 Upstream::Starting | Upstream::Stopped => {}
             }
-            if Instant::now() > deadline {
+            if !wait_change(&mut changes, deadline).await {
                 return Err(ApiError::Unavailable(format!(
                     "the model `{name}` did not finish loading within {}s; try again shortly",
                     self.load_timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -331,6 +330,7 @@ impl Lifecycle {
                 self.budget_bytes as f64 / 1e9
             )));
         }
+        let mut changes = self.changes.subscribe();
         loop {
             let loaded = self.loaded_bytes();
             if loaded + m.planned_bytes <= self.budget_bytes {
@@ -354,7 +354,7 @@ impl Lifecycle {
                     self.stop(&v.name).await?;
                 }
                 None => {
-                    if Instant::now() > deadline {
+                    if !wait_change(&mut changes, deadline).await {
                         let busy: Vec<String> = self
                             .models
                             .values()
@@ -370,7 +370,6 @@ impl Lifecycle {
                             busy.join(", ")
                         )));
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
@@ -395,27 +394,21 @@ impl Lifecycle {
             let Upstream::Ready(base) = b.state() else {
                 return;
             };
-            let Ok(req) = b.request(
-                axum::http::Method::GET,
-                format!("{base}/health"),
-                bytes::Bytes::new(),
-            ) else {
-                return;
-            };
-            let mut v = serde_json::Value::Null;
-            if let Ok(Ok(resp)) =
-                tokio::time::timeout(Duration::from_secs(2), b.client().request(req)).await
-                && let Ok(body) = http_body_util::BodyExt::collect(resp.into_body()).await
-            {
-                v = serde_json::from_slice::<serde_json::Value>(&body.to_bytes())
-                    .unwrap_or_default();
-            }
+            let health = crate::backend::probe(
+                b.client(),
+                &format!("{base}/health"),
+                b.secret().as_deref(),
+                Duration::from_secs(2),
+            )
+            .await;
+            let v: serde_json::Value = health
+                .and_then(|body| serde_json::from_slice(&body).ok())
+                .unwrap_or_default();
             // Engines whose /health has no memory report (vLLM, llama-server):
             // their processes' resident memory and, through NVML, GPU memory.
-            let bytes = v["memory"]["total_bytes"].as_u64().or_else(|| {
-                b.pid()
-                    .and_then(aula_planner::hardware::process_tree_memory)
-            });
+            let bytes = v["memory"]["total_bytes"]
+                .as_u64()
+                .or_else(|| b.pid().and_then(crate::host::process_tree_memory));
             let Some(bytes) = bytes else {
                 return;
             };
@@ -471,24 +464,13 @@ impl Lifecycle {
                     .lock()
                     .map(|s| (s.last_used, s.actual_bytes))
                     .unwrap_or((None, None));
-                let state = match m.upstream() {
-                    Upstream::Ready(_) => "ready".to_string(),
-                    Upstream::Starting => "loading".to_string(),
-                    Upstream::Failed(why) => format!("failed: {why}"),
-                    Upstream::Stopped => "unloaded".to_string(),
-                };
                 PsRow {
                     model: m.name.clone(),
-                    engine: m
-                        .engines
-                        .first()
-                        .map(|(s, _)| s.kind)
-                        .unwrap_or("embedded")
-                        .to_string(),
-                    state,
+                    engine: m.kind(),
+                    state: m.state(),
                     pinned: m.pinned,
                     keep_alive_s: m.keep_alive.map(|k| k.as_secs()),
-                    planned_bytes: m.planned_bytes,
+                    planned_bytes: Some(m.planned_bytes),
                     actual_bytes: actual,
                     slots: q.slots,
                     busy: q.busy,
@@ -502,7 +484,34 @@ impl Lifecycle {
     }
 }
 
+/// Wait for the next change, until `deadline`; false when it passed.
+async fn wait_change(changes: &mut watch::Receiver<()>, deadline: Instant) -> bool {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    // A closed channel cannot be: the lifecycle holds the sender.
+    matches!(
+        tokio::time::timeout_at(deadline, changes.changed()).await,
+        Ok(Ok(()))
+    )
+}
+
 impl Managed {
+    fn kind(&self) -> EngineKind {
+        self.engines
+            .first()
+            .map(|(s, _)| s.kind)
+            .unwrap_or(EngineKind::Embedded)
+    }
+
+    /// The model's state as the admin API shows it.
+    fn state(&self) -> ModelState {
+        match self.upstream() {
+            Upstream::Ready(_) => ModelState::Ready,
+            Upstream::Starting => ModelState::Loading,
+            Upstream::Failed(reason) => ModelState::Failed { reason },
+            Upstream::Stopped => ModelState::Unloaded,
+        }
+    }
+
     /// The model's state across its replicas: ready when one is.
     fn upstream(&self) -> Upstream {
         let states: Vec<Upstream> = self.engines.iter().map(|(_, b)| b.state()).collect();

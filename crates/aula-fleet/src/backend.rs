@@ -44,6 +44,36 @@ pub fn http_client() -> HttpClient {
         .build(connector)
 }
 
+/// The one health probe: GET `url` (with the engine's key, if any) within
+/// `timeout`; the body of a successful answer, else None.
+pub async fn probe(
+    client: &HttpClient,
+    url: &str,
+    key: Option<&str>,
+    timeout: std::time::Duration,
+) -> Option<Bytes> {
+    let mut req = Request::get(url);
+    if let Some(k) = key {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    let req = req.body(Full::new(Bytes::new())).ok()?;
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = tokio::time::timeout(
+        timeout,
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(resp.into_body(), 1 << 20)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(body.to_bytes())
+}
+
 /// Where an engine stands, as far as requests are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
@@ -69,6 +99,8 @@ pub struct HttpBackend {
     /// The key the engine requires (`Authorization: Bearer`), for engines
     /// Aula started: a fresh random one for each start.
     secret: RwLock<Option<String>>,
+    /// Told of every change of state (the fleet's change signal).
+    changes: Option<std::sync::Arc<tokio::sync::watch::Sender<()>>>,
 }
 
 impl HttpBackend {
@@ -80,13 +112,25 @@ impl HttpBackend {
             load_time: RwLock::new(None),
             pid: std::sync::atomic::AtomicU32::new(0),
             secret: RwLock::new(None),
+            changes: None,
         }
+    }
+
+    /// Signal `changes` whenever this engine's state changes.
+    pub fn notifying(mut self, changes: std::sync::Arc<tokio::sync::watch::Sender<()>>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     pub fn set_secret(&self, secret: Option<String>) {
         if let Ok(mut s) = self.secret.write() {
             *s = secret;
         }
+    }
+
+    /// The key the engine requires, when it has one.
+    pub fn secret(&self) -> Option<String> {
+        self.secret.read().ok().and_then(|s| s.clone())
     }
 
     /// A request to the engine, carrying its key when it has one.
@@ -135,6 +179,9 @@ impl HttpBackend {
     pub fn set(&self, upstream: Upstream) {
         if let Ok(mut u) = self.upstream.write() {
             *u = upstream;
+        }
+        if let Some(c) = &self.changes {
+            c.send_replace(());
         }
     }
 
@@ -296,21 +343,14 @@ impl Pool {
                 let Some(base) = m.backend.address() else {
                     continue;
                 };
+                let key = m.backend.secret();
                 let mut ok = false;
                 for path in ["/health", "/v1/models"] {
-                    let Ok(req) = m.backend.request(
-                        axum::http::Method::GET,
-                        format!("{base}{path}"),
-                        Bytes::new(),
-                    ) else {
-                        continue;
-                    };
-                    if let Ok(Ok(resp)) = tokio::time::timeout(
-                        std::time::Duration::from_secs(3),
-                        m.backend.client.request(req),
-                    )
-                    .await
-                        && resp.status().is_success()
+                    let url = format!("{base}{path}");
+                    let timeout = std::time::Duration::from_secs(3);
+                    if probe(&m.backend.client, &url, key.as_deref(), timeout)
+                        .await
+                        .is_some()
                     {
                         ok = true;
                         break;

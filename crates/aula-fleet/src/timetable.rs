@@ -77,8 +77,13 @@ impl Slot {
     }
 }
 
-/// Check the timetable twice a minute; load what is due (once per minute).
-pub async fn run(slots: Vec<Slot>, state: std::sync::Arc<crate::server::GatewayState>) {
+/// Check the timetable twice a minute; load what is due (once per minute),
+/// each load a task of `tasks`.
+pub async fn run(
+    slots: Vec<Slot>,
+    fleet: std::sync::Arc<crate::Fleet>,
+    tasks: crate::tasks::Tasks,
+) {
     let mut fired: Option<(u32, u32, u32)> = None;
     loop {
         let now = chrono::Local::now();
@@ -90,11 +95,11 @@ pub async fn run(slots: Vec<Slot>, state: std::sync::Arc<crate::server::GatewayS
             {
                 fired = Some(key);
                 for m in &s.models {
-                    let st = state.clone();
+                    let fleet = fleet.clone();
                     let m = m.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn("timetable preload", async move {
                         tracing::info!(model = %m, "preloading (timetable)");
-                        if let Err(e) = st.lifecycle.load(&m).await {
+                        if let Err(e) = fleet.load(&m).await {
                             tracing::warn!(model = %m, "timetable preload failed: {e}");
                         }
                     });

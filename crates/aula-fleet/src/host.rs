@@ -1,0 +1,207 @@
+//! The machine Aula runs on, read from the OS: memory and cores from
+//! `/proc`, NVIDIA GPUs through NVML (loaded at run time, so the binary works
+//! where there is none), and the memory of an engine's process tree. The
+//! planner never reads the host; it is given a [`Hardware`] made here.
+
+use aula_planner::hardware::{Hardware, profiles};
+
+/// What the OS says about this machine's memory: (total, available) bytes
+/// from /proc/meminfo. `MemAvailable` is what a new process can really get,
+/// which on unified-memory machines is the figure that matters ("free"
+/// leaves out reclaimable caches).
+pub fn os_memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |key: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// The machine this runs on. An NVIDIA GPU found through NVML is matched to
+/// a profile by name for its bandwidth and FLOPS, with the memory NVML
+/// reports; a GB10 (unified) gets the OS's available memory. Without a GPU,
+/// the CPU and RAM, with bandwidth and FLOPS unknown (0): memory verdicts
+/// only.
+pub fn detect() -> Hardware {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (total, available) = os_memory().unwrap_or((0, 0));
+    if let Some(gpu) = nvml_gpu() {
+        let lower = gpu.name.to_ascii_lowercase();
+        let matched = profiles().ok().and_then(|all| {
+            all.into_iter().find(|h| {
+                let key = h.id.replace('-', " ");
+                lower.contains(&key)
+                    || lower.contains(&h.id)
+                    || (h.id == "gb10" && lower.contains("gb10"))
+                    || (h.id == "h100-sxm" && lower.contains("h100") && !lower.contains("pcie"))
+                    || (h.id == "h100-pcie" && lower.contains("h100") && lower.contains("pcie"))
+                    || (h.id.starts_with("a100") && lower.contains("a100") && {
+                        let big = gpu.memory_total > 50_000_000_000;
+                        (h.id == "a100-80gb") == big
+                    })
+            })
+        });
+        let mut h = matched.unwrap_or_else(|| Hardware {
+            id: "detected-gpu".into(),
+            name: gpu.name.clone(),
+            aliases: vec![],
+            memory_gb: 0.0,
+            usable_gb: 0.0,
+            unified: false,
+            peak_bandwidth_gbs: 0.0,
+            peak_tflops_16bit: 0.0,
+            peak_tflops_8bit: 0.0,
+            decode_efficiency: 0.75,
+            decode_efficiency_vllm: None,
+            compute_efficiency: 0.5,
+            source: "NVML (no profile matches this GPU: speeds unknown)".into(),
+            efficiency_source: "assumed".into(),
+        });
+        h.name = format!("{} (detected)", gpu.name);
+        if h.unified {
+            h.memory_gb = total as f64 / 1e9;
+            h.usable_gb = available as f64 / 1e9;
+        } else {
+            h.memory_gb = gpu.memory_total as f64 / 1e9;
+            h.usable_gb = gpu.memory_free as f64 / 1e9;
+        }
+        h.source = format!(
+            "detected through NVML; speeds from the `{}` profile: {}",
+            h.id, h.source
+        );
+        return h;
+    }
+    Hardware {
+        id: "detected-cpu".into(),
+        name: format!("this machine: {cores} CPU cores, {:.1} GB RAM (no NVIDIA GPU found)", total as f64 / 1e9),
+        aliases: vec![],
+        memory_gb: total as f64 / 1e9,
+        usable_gb: available as f64 / 1e9,
+        unified: true,
+        peak_bandwidth_gbs: 0.0,
+        peak_tflops_16bit: 0.0,
+        peak_tflops_8bit: 0.0,
+        decode_efficiency: 0.75,
+        decode_efficiency_vllm: None,
+        compute_efficiency: 0.5,
+        source: "/proc/meminfo (MemTotal, MemAvailable); CPU bandwidth is not detected, so speeds are not estimated".into(),
+        efficiency_source: "assumed".into(),
+    }
+}
+
+/// Memory a process tree uses: resident memory of `pid` and its
+/// descendants (from /proc), plus their GPU memory where NVML can tell
+/// (discrete NVIDIA GPUs). None if the process is gone.
+pub fn process_tree_memory(pid: u32) -> Option<u64> {
+    let mut pids = vec![pid];
+    // Descendants, breadth-first, from each process's parent id.
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                && let Some((_, rest)) = stat.rsplit_once(") ")
+                && let Some(ppid) = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse::<u32>().ok())
+            {
+                parents.push((p, ppid));
+            }
+        }
+    }
+    let mut i = 0;
+    while i < pids.len() {
+        let parent = pids[i];
+        pids.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    let rss = |p: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    let first = rss(pid)?;
+    let mut total = first + pids.iter().skip(1).filter_map(|p| rss(*p)).sum::<u64>();
+    if let Ok(nvml) = nvml_wrapper::Nvml::init() {
+        let count = nvml.device_count().unwrap_or(0);
+        for i in 0..count {
+            let Ok(dev) = nvml.device_by_index(i) else {
+                continue;
+            };
+            for proc_info in dev.running_compute_processes().unwrap_or_default() {
+                if pids.contains(&proc_info.pid)
+                    && let nvml_wrapper::enums::device::UsedGpuMemory::Used(b) =
+                        proc_info.used_gpu_memory
+                {
+                    total += b;
+                }
+            }
+        }
+    }
+    Some(total)
+}
+
+struct Gpu {
+    name: String,
+    memory_total: u64,
+    memory_free: u64,
+}
+
+/// The first NVIDIA GPU, if NVML (libnvidia-ml) can be loaded.
+fn nvml_gpu() -> Option<Gpu> {
+    let nvml = nvml_wrapper::Nvml::init().ok()?;
+    let dev = nvml.device_by_index(0).ok()?;
+    let name = dev.name().ok()?;
+    // GB10 reports no dedicated memory: use the unified pool (the caller does).
+    let (memory_total, memory_free) = dev
+        .memory_info()
+        .map(|m| (m.total, m.free))
+        .unwrap_or((0, 0));
+    Some(Gpu {
+        name,
+        memory_total,
+        memory_free,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn process_memory_of_this_test() {
+        let bytes = process_tree_memory(std::process::id()).unwrap();
+        assert!(bytes > 1_000_000, "{bytes}");
+        assert!(process_tree_memory(u32::MAX - 1).is_none());
+    }
+
+    #[test]
+    fn detection_works_without_a_gpu() {
+        let h = detect();
+        assert!(h.memory_gb > 0.0, "{h:?}");
+        assert!(h.usable_gb > 0.0 && h.usable_gb <= h.memory_gb);
+    }
+}

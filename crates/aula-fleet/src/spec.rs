@@ -1,0 +1,71 @@
+//! What the fleet is asked to serve: one typed spec per model, made from
+//! `aula.toml` by the gateway's configuration (which checks every key).
+
+use aula_protocol::admin::EngineKind;
+use std::path::PathBuf;
+
+/// External engines Aula starts and watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalKind {
+    LlamaServer,
+    Vllm,
+    Sglang,
+}
+
+impl ExternalKind {
+    /// The name `engine = "..."` uses, and `aula ps` shows.
+    pub fn as_str(self) -> &'static str {
+        self.engine_kind().as_str()
+    }
+
+    pub fn engine_kind(self) -> EngineKind {
+        match self {
+            ExternalKind::LlamaServer => EngineKind::LlamaServer,
+            ExternalKind::Vllm => EngineKind::Vllm,
+            ExternalKind::Sglang => EngineKind::Sglang,
+        }
+    }
+}
+
+/// What one model is served by, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    Embedded {
+        gguf: PathBuf,
+        parallel: Option<usize>,
+        context: Option<u32>,
+        threads: Option<usize>,
+    },
+    Url {
+        /// One base URL per replica.
+        bases: Vec<String>,
+        /// The name the server knows the model by, if not `name`.
+        upstream_model: Option<String>,
+        /// Requests Aula lets each replica run at once.
+        parallel: Option<usize>,
+    },
+    /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
+    External {
+        kind: ExternalKind,
+        /// A GGUF (llama-server) or a model directory / id (vLLM, SGLang).
+        model: String,
+        command: Option<String>,
+        parallel: Option<usize>,
+        context: Option<u32>,
+        extra_args: Vec<String>,
+        precision: Option<String>,
+        plan_as: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// Engines to start (embedded and external engines; url models list their replicas).
+    pub replicas: usize,
+    pub source: ModelSource,
+    pub pinned: bool,
+    pub preload: bool,
+    pub keep_alive: Option<std::time::Duration>,
+}

@@ -1,0 +1,192 @@
+//! What `aula plan` found, as one value: printed as a table by
+//! [`PlanSummary::to_text`], or as JSON (the same value serialised).
+
+use crate::estimate::{Estimate, VerdictKind};
+use crate::finetune::FineTune;
+use crate::hardware::Hardware;
+use crate::placement::Placement;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Fine-tuning estimates of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetunePlan {
+    pub model: String,
+    pub train_tokens: u32,
+    pub lora_rank: u32,
+    pub estimates: Vec<FineTune>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSummary {
+    pub hardware: Hardware,
+    pub estimates: Vec<Estimate>,
+    /// Several models: do they fit together.
+    pub placement: Option<Placement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<Vec<FinetunePlan>>,
+    /// What was asked (shown in the text's heading).
+    #[serde(skip)]
+    pub engine: String,
+    #[serde(skip)]
+    pub context: u32,
+    #[serde(skip)]
+    pub users: u32,
+}
+
+impl PlanSummary {
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let hw = &self.hardware;
+        let gb = |b: u64| b as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{} — {:.1} GB usable, {:.0} GB/s peak ({}; efficiencies {})",
+            hw.name, hw.usable_gb, hw.peak_bandwidth_gbs, hw.source, hw.efficiency_source
+        );
+        let _ = writeln!(
+            out,
+            "engine {}, {} tokens per request, {} at once\n",
+            self.engine, self.context, self.users
+        );
+        let _ = writeln!(
+            out,
+            "{:<26} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>10} {:>7}",
+            "model",
+            "precision",
+            "weights",
+            "KV",
+            "other",
+            "total",
+            "fits",
+            "1 stream",
+            "all users",
+            "TTFT"
+        );
+        for e in &self.estimates {
+            let m = &e.memory;
+            let (one, all, ttft) = match &e.speed {
+                Some(s) => (
+                    format!("{:.1} t/s", s.single_stream_tokens_per_s),
+                    format!("{:.0} t/s", s.aggregate_tokens_per_s),
+                    format!("{:.2} s", s.time_to_first_token_s),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let fits = if e.max_sequences == u64::MAX {
+                "any".to_string()
+            } else {
+                e.max_sequences.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{:<26} {:>9} {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>5.1} GB {:>6} {:>9} {:>10} {:>7}",
+                e.model,
+                e.precision,
+                gb(m.weights_bytes),
+                gb(m.kv_cache_bytes),
+                gb(m.overhead_bytes),
+                gb(m.total_bytes),
+                fits,
+                one,
+                all,
+                ttft
+            );
+            let verdict = match e.verdict.kind {
+                VerdictKind::Runs => "runs",
+                VerdictKind::RunsWithQuantization => "runs with quantization",
+                VerdictKind::NeedsOffload => "needs offload",
+                VerdictKind::DoesNotFit => "does not fit",
+            };
+            let _ = writeln!(out, "    {verdict}: {}", e.verdict.reason);
+            if let Some(v) = &e.vllm {
+                let _ = writeln!(
+                    out,
+                    "    vLLM: budget {:.1} GB, activation peak {:.1} GB, KV cache {:.1} GB = {} blocks of 16 tokens, maximum concurrency {:.2}x at {} tokens",
+                    gb(v.budget_bytes),
+                    gb(v.activation_peak_bytes),
+                    v.kv_cache_bytes as f64 / 1e9,
+                    v.kv_blocks,
+                    v.max_concurrency,
+                    e.context
+                );
+            }
+        }
+        if let Some(p) = &self.placement {
+            let _ = writeln!(
+                out,
+                "\ntogether: {:.1} GB of {:.1} GB usable — {} (headroom {:.1} GB)",
+                gb(p.total_bytes),
+                gb(p.usable_bytes),
+                if p.fits {
+                    "they fit"
+                } else {
+                    "they do not fit"
+                },
+                p.headroom_bytes as f64 / 1e9
+            );
+            for m in &p.models {
+                let _ = writeln!(
+                    out,
+                    "  {:<26} {:>6.1} GB  {}",
+                    m.model,
+                    gb(m.bytes),
+                    crate::placement::display_settings(m.engine, &m.settings)
+                );
+            }
+            for f in &p.fix {
+                let _ = writeln!(out, "  to make them fit: {f}");
+            }
+        }
+        for ft in self.finetune.iter().flatten() {
+            {
+                let _ = writeln!(
+                    out,
+                    "\nfine-tuning {} ({} tokens per sample, micro-batch 1, LoRA rank {}):",
+                    ft.model, ft.train_tokens, ft.lora_rank
+                );
+                let _ = writeln!(
+                    out,
+                    "  {:<6} {:<13} {:>11} {:>9} {:>9} {:>9} {:>11} {:>9} {:>5} {:>19}",
+                    "method",
+                    "checkpointing",
+                    "trainable",
+                    "weights",
+                    "grads",
+                    "optimizer",
+                    "activations",
+                    "total",
+                    "fits",
+                    "hours / 10k samples"
+                );
+                for f in &ft.estimates {
+                    let _ = writeln!(
+                        out,
+                        "  {:<6} {:<13} {:>10.1}M {:>6.1} GB {:>6.1} GB {:>6.1} GB {:>8.1} GB {:>6.1} GB {:>5} {:>19}",
+                        format!("{:?}", f.method).to_lowercase(),
+                        if f.gradient_checkpointing {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                        f.trainable_params as f64 / 1e6,
+                        gb(f.weights_bytes),
+                        gb(f.gradients_bytes),
+                        gb(f.optimizer_bytes),
+                        gb(f.activations_bytes),
+                        gb(f.total_bytes),
+                        if f.fits { "yes" } else { "no" },
+                        f.hours_per_10k_samples
+                            .map(|h| format!("{h:.2}"))
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)"
+        );
+        out
+    }
+}

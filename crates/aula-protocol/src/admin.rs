@@ -1,0 +1,213 @@
+//! The admin API's wire types (`/admin/ps`, `/admin/load`, `/admin/unload`):
+//! the gateway serialises them and `aula ps|load|unload` deserialises the
+//! same types, so the two can never disagree on a field or a state's name.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Who runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// `aula engine` (llama.cpp), started by Aula.
+    Embedded,
+    /// llama.cpp's `llama-server`, started by Aula.
+    LlamaServer,
+    /// vLLM, started by Aula.
+    Vllm,
+    /// SGLang, started by Aula.
+    Sglang,
+    /// A server run elsewhere, reached at its `url`.
+    Url,
+}
+
+impl EngineKind {
+    /// The name `engine = "..."` uses in `aula.toml`, and `aula ps` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Embedded => "embedded",
+            EngineKind::LlamaServer => "llama-server",
+            EngineKind::Vllm => "vllm",
+            EngineKind::Sglang => "sglang",
+            EngineKind::Url => "url",
+        }
+    }
+
+    /// Parse `engine = "..."`: the kinds Aula can start.
+    pub fn parse_started(s: &str) -> Option<EngineKind> {
+        match s {
+            "embedded" => Some(EngineKind::Embedded),
+            "llama-server" => Some(EngineKind::LlamaServer),
+            "vllm" => Some(EngineKind::Vllm),
+            "sglang" => Some(EngineKind::Sglang),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a model stands. On the wire: `"state": "ready"`, or
+/// `"state": "failed", "reason": "..."`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ModelState {
+    /// Serving (at least one replica is up).
+    Ready,
+    /// Being started or restarted.
+    Loading,
+    /// Not running: not loaded yet, unloaded, or evicted.
+    Unloaded,
+    /// The last start failed; Aula tries again on the next request.
+    Failed { reason: String },
+    /// A `url` server that fails its health check.
+    Unreachable,
+}
+
+impl ModelState {
+    /// The state's name, as `aula ps` prints it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelState::Ready => "ready",
+            ModelState::Loading => "loading",
+            ModelState::Unloaded => "unloaded",
+            ModelState::Failed { .. } => "failed",
+            ModelState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One model in `/admin/ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PsRow {
+    pub model: String,
+    pub engine: EngineKind,
+    #[serde(flatten)]
+    pub state: ModelState,
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// What the planner says its engines allocate (managed models).
+    #[serde(default)]
+    pub planned_bytes: Option<u64>,
+    /// What they really allocated, once measured.
+    #[serde(default)]
+    pub actual_bytes: Option<u64>,
+    pub slots: usize,
+    pub busy: usize,
+    pub queued: usize,
+    /// Requests between admission and their end (waiting for a load included).
+    #[serde(default)]
+    pub active_requests: usize,
+    #[serde(default)]
+    pub idle_s: Option<f64>,
+    #[serde(default)]
+    pub load_time_s: Option<f64>,
+}
+
+/// `/admin/ps`: the fleet and the admission totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ps {
+    pub budget_bytes: u64,
+    pub models: Vec<PsRow>,
+    pub requests_in_flight: u64,
+    pub reserved_tokens: i64,
+}
+
+/// The answer of `/admin/load/{model}` and `/admin/unload/{model}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelAnswer {
+    pub model: String,
+    #[serde(flatten)]
+    pub state: ModelState,
+}
+
+fn gb(b: Option<u64>) -> String {
+    b.map(|b| format!("{:.2} GB", b as f64 / 1e9))
+        .unwrap_or_else(|| "-".into())
+}
+
+impl Ps {
+    /// The table `aula ps` prints.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+            "model", "engine", "state", "planned", "actual", "slots", "busy", "queued", "idle"
+        );
+        for m in &self.models {
+            let _ = writeln!(
+                out,
+                "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+                m.model,
+                m.engine.as_str(),
+                m.state.name(),
+                gb(m.planned_bytes),
+                gb(m.actual_bytes),
+                m.slots,
+                m.busy,
+                m.queued,
+                m.idle_s
+                    .map(|s| format!("{s:.0}s"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        for m in &self.models {
+            if let ModelState::Failed { reason } = &m.state {
+                let _ = writeln!(out, "{}: failed: {reason}", m.model);
+            }
+        }
+        let _ = writeln!(out, "memory budget: {}", gb(Some(self.budget_bytes)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_keep_their_wire_names() {
+        let row = PsRow {
+            model: "m".into(),
+            engine: EngineKind::LlamaServer,
+            state: ModelState::Failed {
+                reason: "no GPU".into(),
+            },
+            pinned: false,
+            keep_alive_s: None,
+            planned_bytes: Some(1),
+            actual_bytes: None,
+            slots: 4,
+            busy: 0,
+            queued: 0,
+            active_requests: 0,
+            idle_s: None,
+            load_time_s: None,
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["state"], "failed");
+        assert_eq!(v["reason"], "no GPU");
+        assert_eq!(v["engine"], "llama-server");
+        let back: PsRow = serde_json::from_value(v).unwrap();
+        assert_eq!(back, row);
+        let a: ModelAnswer =
+            serde_json::from_str(r#"{"model": "m", "state": "unloaded"}"#).unwrap();
+        assert_eq!(a.state, ModelState::Unloaded);
+        for k in [
+            EngineKind::Embedded,
+            EngineKind::LlamaServer,
+            EngineKind::Vllm,
+            EngineKind::Sglang,
+        ] {
+            assert_eq!(EngineKind::parse_started(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

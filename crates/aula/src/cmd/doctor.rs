@@ -1,0 +1,85 @@
+//! `aula doctor` (what llama.cpp chose on this CPU) and `aula home` (where
+//! Aula keeps its files, and the models it found).
+
+use crate::cli::DoctorArgs;
+use aula_gateway::home;
+
+/// Load llama.cpp's CPU backend as `aula engine` would, and say what it chose.
+pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
+    let r = aula_engine::machine_report()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("cpu variant: {} ({})", r.variant, r.library);
+    println!("features:    {}", r.features.join(" "));
+    println!(
+        "amx:         {}",
+        match &r.amx {
+            aula_engine::cpu::AmxState::NotListed => "not listed by this CPU".to_string(),
+            aula_engine::cpu::AmxState::Works
+                if r.features.iter().any(|f| f.starts_with("AMX")) =>
+                "listed, probe passed: used".to_string(),
+            aula_engine::cpu::AmxState::Works =>
+                "listed, probe passed (not used by this variant)".to_string(),
+            aula_engine::cpu::AmxState::ProbeFailed { reason } =>
+                format!("listed, probe FAILED: not used ({reason})"),
+            aula_engine::cpu::AmxState::Disabled { by } => format!("turned off by {by}"),
+        }
+    );
+    println!("devices:     {}", r.devices.join(", "));
+    println!("variants:");
+    for c in &r.candidates {
+        let note = if c.variant == r.variant {
+            "  <- in use".to_string()
+        } else if let Some(s) = &c.skipped {
+            format!("  ({s})")
+        } else if c.score <= 0 {
+            "  (needs instructions this CPU lacks)".to_string()
+        } else {
+            String::new()
+        };
+        println!("  {:<16} score {:>4}{note}", c.variant, c.score);
+    }
+    if let Some(h) = r.hint() {
+        println!("hint: {h}");
+    }
+    Ok(())
+}
+
+pub fn show_home() -> anyhow::Result<()> {
+    let h = home::aula_home();
+    println!("data directory: {}", h.display());
+    let dir = home::models_dir();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            let mut files: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                .collect();
+            files.sort();
+            println!("models ({}):", dir.display());
+            for f in files {
+                let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                let kind = if aula_fleet::launch::is_embedding_model(&f) {
+                    "embedding"
+                } else {
+                    "chat"
+                };
+                println!(
+                    "  {:<40} {:<9} {:>8.1} MiB  {}",
+                    aula_gateway::config::name_for_file(&f),
+                    kind,
+                    size as f64 / 1048576.0,
+                    f.display()
+                );
+            }
+        }
+        Err(_) => println!(
+            "no model directory yet ({}); run the set-up in the README",
+            dir.display()
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! `aula plan`: will these models fit this machine, how fast, with which
+//! settings — one [`PlanSummary`], printed as text or JSON.
+
+use super::{json, print};
+use crate::cli::PlanArgs;
+use anyhow::{Context, anyhow, bail};
+use aula_planner::estimate::{Engine, PlanRequest, Precision};
+use aula_planner::summary::{FinetunePlan, PlanSummary};
+use std::io::Write;
+
+pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if a.explain {
+        for (name, f) in aula_planner::estimate::FORMULAS {
+            let _ = writeln!(out, "{name}:\n    {f}");
+        }
+        if a.models.is_empty() {
+            return Ok(());
+        }
+    }
+    if a.list {
+        let _ = writeln!(out, "catalog models:");
+        for e in aula_planner::catalog::entries().map_err(|e| anyhow!(e))? {
+            let (p, _) = aula_planner::catalog::count_params(&e);
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>8.2}B  {:<10} {}",
+                e.id,
+                p as f64 / 1e9,
+                e.kind,
+                e.source
+            );
+        }
+        let _ = writeln!(out, "hardware profiles:");
+        for h in aula_planner::hardware::profiles().map_err(|e| anyhow!(e))? {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s",
+                h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs
+            );
+        }
+        return Ok(());
+    }
+    if a.context == 0 || a.users == 0 || a.batch == 0 {
+        bail!("--context, --users and --batch must be at least 1");
+    }
+    if !(a.gpu_memory_utilization > 0.0 && a.gpu_memory_utilization <= 1.0) {
+        bail!("--gpu-memory-utilization must be in (0, 1]");
+    }
+    let hw = if a.detect {
+        aula_fleet::host::detect()
+    } else {
+        aula_planner::hardware::find(&a.hardware).map_err(|e| anyhow!(e))?
+    };
+    let engine: Engine = a.engine.parse().map_err(|e: String| anyhow!(e))?;
+    if let Some(file) = &a.report {
+        let rows =
+            aula_planner::report::rows(&hw, engine, a.context, a.users).map_err(|e| anyhow!(e))?;
+        let html = file.extension().is_some_and(|x| x == "html" || x == "htm");
+        if html {
+            let page = aula_planner::report::html(&rows, &hw, engine, a.context, a.users);
+            std::fs::write(file, page)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        } else {
+            let svg_path = file.with_extension("svg");
+            let svg_name = svg_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "chart.svg".into());
+            std::fs::write(&svg_path, aula_planner::report::svg(&rows, &hw))
+                .with_context(|| format!("cannot write {}", svg_path.display()))?;
+            let md =
+                aula_planner::report::markdown(&rows, &hw, engine, a.context, a.users, &svg_name);
+            std::fs::write(file, md).with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        let _ = writeln!(
+            out,
+            "wrote {} ({} models on {})",
+            file.display(),
+            rows.len(),
+            hw.name
+        );
+        return Ok(());
+    }
+    let precision =
+        Precision::parse(a.precision.as_deref().unwrap_or("f16")).map_err(|e| anyhow!(e))?;
+    let kv_bytes = match a.kv_cache.to_ascii_lowercase().as_str() {
+        "fp8" | "fp8_e4m3" | "fp8_e5m2" => 1.0,
+        other => aula_planner::ggml::GgmlType::from_name(other)
+            .map(|t| t.bits_per_weight() / 8.0)
+            .ok_or_else(|| {
+                anyhow!("unknown --kv-cache `{other}`; use f16, bf16, fp8, q8_0 or q4_0")
+            })?,
+    };
+    let request = PlanRequest {
+        engine,
+        precision: precision.clone(),
+        context: a.context,
+        users: a.users,
+        n_ubatch: a.batch,
+        gpu_memory_utilization: a.gpu_memory_utilization,
+        prompt_tokens: a.prompt_tokens,
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        kv_bytes_per_elem: kv_bytes,
+    };
+    let mut wants = Vec::new();
+    for path in &a.models {
+        let shape = aula_planner::resolve_model(path).map_err(|e| anyhow!(e))?;
+        let mut request = request.clone();
+        if let (None, Some(p)) = (&a.precision, &shape.released_as) {
+            request.precision = Precision::parse(p).map_err(|e| anyhow!(e))?;
+        }
+        if shape.source.starts_with("GGUF") {
+            // A GGUF's weights are what its tensor table says.
+            request.precision.name = "gguf".into();
+        }
+        wants.push(aula_planner::placement::Want { shape, request });
+    }
+    let estimates: Vec<_> = wants
+        .iter()
+        .map(|w| aula_planner::estimate::estimate(&w.shape, &hw, &w.request))
+        .collect();
+    let placement = (wants.len() > 1).then(|| aula_planner::placement::place(&wants, &hw));
+    let finetune = a.finetune.then(|| {
+        wants
+            .iter()
+            .map(|w| FinetunePlan {
+                model: w.shape.id.clone(),
+                train_tokens: a.train_tokens,
+                lora_rank: a.lora_rank,
+                estimates: aula_planner::finetune::all(&w.shape, &hw, a.train_tokens, a.lora_rank),
+            })
+            .collect()
+    });
+    let summary = PlanSummary {
+        hardware: hw,
+        estimates,
+        placement,
+        finetune,
+        engine: a.engine.clone(),
+        context: a.context,
+        users: a.users,
+    };
+    print(&if a.json {
+        json(&summary)?
+    } else {
+        summary.to_text()
+    });
+    Ok(())
+}
