@@ -47,6 +47,22 @@ pub enum QueueFull {
     Total,
 }
 
+impl From<QueueFull> for aula_protocol::ApiError {
+    fn from(full: QueueFull) -> Self {
+        aula_protocol::ApiError::RateLimited {
+            message: match full {
+                QueueFull::User => {
+                    "you have too many requests waiting for this model; wait for some to finish"
+                        .into()
+                }
+                QueueFull::Total => "this model's queue is full; try again shortly".into(),
+            },
+            code: "queue_full",
+            retry_after_s: 1,
+        }
+    }
+}
+
 struct Waiter {
     id: u64,
     prompt_tokens: f64,

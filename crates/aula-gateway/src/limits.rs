@@ -257,158 +257,21 @@ impl Limiter {
         now_ms: i64,
     ) -> Result<Reservation, ApiError> {
         let lim = effective(&self.rules(), id);
-        if let Some(models) = &lim.models
-            && !models.iter().any(|m| m == model)
-        {
-            return Err(ApiError::Forbidden {
-                message: format!(
-                    "you may not use the model `{model}`; models allowed for you: {}",
-                    if models.is_empty() {
-                        "none".to_string()
-                    } else {
-                        models.join(", ")
-                    }
-                ),
-                code: "model_not_allowed",
-                resets_at: None,
-            });
-        }
-        if let (Some(ceiling), Some(asked)) = (lim.max_tokens, max_tokens)
-            && asked > ceiling
-        {
-            return Err(ApiError::Forbidden {
-                message: format!("max_tokens is {asked}; the most you may ask for is {ceiling}"),
-                code: "max_tokens_limit",
-                resets_at: None,
-            });
-        }
-        let budgets = [lim.tokens_per_day, lim.tokens_per_week, lim.tokens_per_term];
-        let token_limited = lim.tokens_per_minute.is_some() || budgets.iter().any(Option::is_some);
-        let send_max = max_tokens.or(lim.max_tokens).or(if token_limited {
-            Some(DEFAULT_RESERVED_COMPLETION)
-        } else {
-            None
-        });
-        let reserve = tokens(prompt_tokens_bound.saturating_add(send_max.unwrap_or(0)));
-
+        check_request(&lim, model, max_tokens)?;
+        let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let term_start = self.term_start_ms;
         let st = &mut *st;
-        let u = st.users.entry(id.name.clone()).or_insert_with(|| {
-            let mut u = UserUsage::default();
-            for (i, p) in PERIODS.iter().enumerate() {
-                let prior = match p {
-                    Period::Day => &st.prior.day,
-                    Period::Week => &st.prior.week,
-                    Period::Term => &st.prior.term,
-                };
-                u.windows[i] = Window {
-                    start_ms: period_start(*p, now_ms, term_start),
-                    used: prior.get(&id.name).copied().unwrap_or(0),
-                    reserved: 0,
-                };
-            }
-            u
-        });
-        // Roll periods over.
-        for (i, p) in PERIODS.iter().enumerate() {
-            let start = period_start(*p, now_ms, term_start);
-            if u.windows[i].start_ms != start {
-                u.windows[i].start_ms = start;
-                u.windows[i].used = 0;
-            }
-        }
-        while u
-            .minute_requests
-            .front()
-            .is_some_and(|t| *t <= now_ms - MINUTE_MS)
-        {
-            u.minute_requests.pop_front();
-        }
-        while let Some(t) = u
-            .minute_tokens
-            .front()
-            .filter(|t| t.0 <= now_ms - MINUTE_MS)
-        {
-            u.minute_token_sum = u.minute_token_sum.saturating_sub(t.1).max(0);
-            u.minute_tokens.pop_front();
-        }
-        let retry = |oldest: Option<i64>| -> u64 {
-            oldest
-                .map(|t| {
-                    ((t + MINUTE_MS - now_ms).max(0) as u64)
-                        .div_ceil(1000)
-                        .max(1)
-                })
-                .unwrap_or(1)
-        };
-        if let Some(c) = lim.concurrent_requests
-            && u.active >= c
-        {
-            return Err(ApiError::RateLimited {
-                message: format!(
-                    "you already have {} requests running or waiting; the limit is {c}",
-                    u.active
-                ),
-                code: "concurrency_limit",
-                retry_after_s: 1,
-            });
-        }
-        if let Some(rpm) = lim.requests_per_minute
-            && u.minute_requests.len() as u64 >= rpm
-        {
-            return Err(ApiError::RateLimited {
-                message: format!("you may send {rpm} requests per minute"),
-                code: "rate_limit_requests",
-                retry_after_s: retry(u.minute_requests.front().copied()),
-            });
-        }
-        if let Some(tpm) = lim.tokens_per_minute {
-            let in_minute = u.minute_token_sum;
-            if in_minute.saturating_add(reserve) > tokens(tpm) {
-                return Err(ApiError::RateLimited {
-                    message: format!(
-                        "you may use {tpm} tokens per minute; {in_minute} are used or reserved and this request may need {reserve}"
-                    ),
-                    code: "rate_limit_tokens",
-                    retry_after_s: retry(u.minute_tokens.front().map(|t| t.0)),
-                });
-            }
-        }
-        for (i, (p, budget)) in PERIODS.iter().zip(budgets).enumerate() {
-            let Some(budget) = budget else { continue };
-            let w = &u.windows[i];
-            if w.used.saturating_add(w.reserved).saturating_add(reserve) > tokens(budget) {
-                let (what, code) = match p {
-                    Period::Day => ("today", "quota_tokens_day"),
-                    Period::Week => ("this week", "quota_tokens_week"),
-                    Period::Term => ("this term", "quota_tokens_term"),
-                };
-                let resets_at = period_end(*p, w.start_ms).map(|ms| ms / 1000);
-                return Err(ApiError::Forbidden {
-                    message: format!(
-                        "your token quota for {what} is {budget}; {} are used, {} reserved by running requests, and this request may need {reserve}{}",
-                        w.used,
-                        w.reserved,
-                        resets_at
-                            .map(|t| format!("; it resets at {t} (Unix time, UTC)"))
-                            .unwrap_or_default()
-                    ),
-                    code,
-                    resets_at,
-                });
-            }
-        }
+        let prior = &st.prior;
+        let u = st
+            .users
+            .entry(id.name.clone())
+            .or_insert_with(|| UserUsage::starting(&id.name, prior, now_ms, term_start));
+        u.refresh(now_ms, term_start);
+        u.check(&lim, reserve, now_ms)?;
         st.next_id += 1;
         let rid = st.next_id;
-        let u = st.users.entry(id.name.clone()).or_default();
-        u.active += 1;
-        u.minute_requests.push_back(now_ms);
-        u.minute_tokens.push_back((now_ms, reserve, rid));
-        u.minute_token_sum = u.minute_token_sum.saturating_add(reserve);
-        for w in &mut u.windows {
-            w.reserved = w.reserved.saturating_add(reserve);
-        }
+        u.reserve(rid, reserve, now_ms);
         Ok(Reservation {
             user: id.name.clone(),
             id: rid,
@@ -463,6 +326,190 @@ impl Limiter {
         st.users
             .get(user)
             .map(|u| std::array::from_fn(|i| (u.windows[i].used, u.windows[i].reserved)))
+    }
+}
+
+/// What is refused whatever the user's usage: a model they may not use, a
+/// `max_tokens` above their ceiling.
+fn check_request(lim: &LimitFields, model: &str, max_tokens: Option<u64>) -> Result<(), ApiError> {
+    if let Some(models) = &lim.models
+        && !models.iter().any(|m| m == model)
+    {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "you may not use the model `{model}`; models allowed for you: {}",
+                if models.is_empty() {
+                    "none".to_string()
+                } else {
+                    models.join(", ")
+                }
+            ),
+            code: "model_not_allowed",
+            resets_at: None,
+        });
+    }
+    if let (Some(ceiling), Some(asked)) = (lim.max_tokens, max_tokens)
+        && asked > ceiling
+    {
+        return Err(ApiError::Forbidden {
+            message: format!("max_tokens is {asked}; the most you may ask for is {ceiling}"),
+            code: "max_tokens_limit",
+            resets_at: None,
+        });
+    }
+    Ok(())
+}
+
+/// The completion ceiling sent to the engine (None: the engine's own) and
+/// the tokens reserved: the prompt bound plus that ceiling.
+fn reservation_size(
+    lim: &LimitFields,
+    prompt_tokens_bound: u64,
+    max_tokens: Option<u64>,
+) -> (Option<u64>, i64) {
+    let budgets = [lim.tokens_per_day, lim.tokens_per_week, lim.tokens_per_term];
+    let token_limited = lim.tokens_per_minute.is_some() || budgets.iter().any(Option::is_some);
+    let send_max = max_tokens.or(lim.max_tokens).or(if token_limited {
+        Some(DEFAULT_RESERVED_COMPLETION)
+    } else {
+        None
+    });
+    let reserve = tokens(prompt_tokens_bound.saturating_add(send_max.unwrap_or(0)));
+    (send_max, reserve)
+}
+
+impl UserUsage {
+    /// A user first seen since start-up, with the usage the ledger had.
+    fn starting(name: &str, prior: &PriorUsage, now_ms: i64, term_start: i64) -> UserUsage {
+        let mut u = UserUsage::default();
+        for (i, p) in PERIODS.iter().enumerate() {
+            let prior = match p {
+                Period::Day => &prior.day,
+                Period::Week => &prior.week,
+                Period::Term => &prior.term,
+            };
+            u.windows[i] = Window {
+                start_ms: period_start(*p, now_ms, term_start),
+                used: prior.get(name).copied().unwrap_or(0),
+                reserved: 0,
+            };
+        }
+        u
+    }
+
+    /// Roll periods over and forget what left the last minute.
+    fn refresh(&mut self, now_ms: i64, term_start: i64) {
+        for (i, p) in PERIODS.iter().enumerate() {
+            let start = period_start(*p, now_ms, term_start);
+            if self.windows[i].start_ms != start {
+                self.windows[i].start_ms = start;
+                self.windows[i].used = 0;
+            }
+        }
+        while self
+            .minute_requests
+            .front()
+            .is_some_and(|t| *t <= now_ms - MINUTE_MS)
+        {
+            self.minute_requests.pop_front();
+        }
+        while let Some(t) = self
+            .minute_tokens
+            .front()
+            .filter(|t| t.0 <= now_ms - MINUTE_MS)
+        {
+            self.minute_token_sum = self.minute_token_sum.saturating_sub(t.1).max(0);
+            self.minute_tokens.pop_front();
+        }
+    }
+
+    /// Refuse when one more request of `reserve` tokens would pass a limit:
+    /// concurrency, requests or tokens per minute, a period's quota.
+    fn check(&self, lim: &LimitFields, reserve: i64, now_ms: i64) -> Result<(), ApiError> {
+        let retry = |oldest: Option<i64>| -> u64 {
+            oldest
+                .map(|t| {
+                    ((t + MINUTE_MS - now_ms).max(0) as u64)
+                        .div_ceil(1000)
+                        .max(1)
+                })
+                .unwrap_or(1)
+        };
+        if let Some(c) = lim.concurrent_requests
+            && self.active >= c
+        {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "you already have {} requests running or waiting; the limit is {c}",
+                    self.active
+                ),
+                code: "concurrency_limit",
+                retry_after_s: 1,
+            });
+        }
+        if let Some(rpm) = lim.requests_per_minute
+            && self.minute_requests.len() as u64 >= rpm
+        {
+            return Err(ApiError::RateLimited {
+                message: format!("you may send {rpm} requests per minute"),
+                code: "rate_limit_requests",
+                retry_after_s: retry(self.minute_requests.front().copied()),
+            });
+        }
+        if let Some(tpm) = lim.tokens_per_minute {
+            let in_minute = self.minute_token_sum;
+            if in_minute.saturating_add(reserve) > tokens(tpm) {
+                return Err(ApiError::RateLimited {
+                    message: format!(
+                        "you may use {tpm} tokens per minute; {in_minute} are used or reserved and this request may need {reserve}"
+                    ),
+                    code: "rate_limit_tokens",
+                    retry_after_s: retry(self.minute_tokens.front().map(|t| t.0)),
+                });
+            }
+        }
+        let budgets = [lim.tokens_per_day, lim.tokens_per_week, lim.tokens_per_term];
+        for (i, (p, budget)) in PERIODS.iter().zip(budgets).enumerate() {
+            let Some(budget) = budget else { continue };
+            let w = &self.windows[i];
+            if w.used.saturating_add(w.reserved).saturating_add(reserve) > tokens(budget) {
+                return Err(quota_refusal(*p, w, budget, reserve));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hold one more request of `reserve` tokens.
+    fn reserve(&mut self, rid: u64, reserve: i64, now_ms: i64) {
+        self.active += 1;
+        self.minute_requests.push_back(now_ms);
+        self.minute_tokens.push_back((now_ms, reserve, rid));
+        self.minute_token_sum = self.minute_token_sum.saturating_add(reserve);
+        for w in &mut self.windows {
+            w.reserved = w.reserved.saturating_add(reserve);
+        }
+    }
+}
+
+/// The refusal of a request that would pass a period's token quota.
+fn quota_refusal(p: Period, w: &Window, budget: u64, reserve: i64) -> ApiError {
+    let (what, code) = match p {
+        Period::Day => ("today", "quota_tokens_day"),
+        Period::Week => ("this week", "quota_tokens_week"),
+        Period::Term => ("this term", "quota_tokens_term"),
+    };
+    let resets_at = period_end(p, w.start_ms).map(|ms| ms / 1000);
+    ApiError::Forbidden {
+        message: format!(
+            "your token quota for {what} is {budget}; {} are used, {} reserved by running requests, and this request may need {reserve}{}",
+            w.used,
+            w.reserved,
+            resets_at
+                .map(|t| format!("; it resets at {t} (Unix time, UTC)"))
+                .unwrap_or_default()
+        ),
+        code,
+        resets_at,
     }
 }
 

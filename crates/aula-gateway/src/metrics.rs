@@ -63,3 +63,67 @@ pub fn describe() {
         "Requests refused for lack of valid credentials"
     );
 }
+
+/// A request refused for lack of valid credentials.
+pub fn auth_refused(e: &aula_protocol::ApiError) {
+    if matches!(e, aula_protocol::ApiError::Unauthorized(_)) {
+        metrics::counter!("aula_auth_failures_total").increment(1);
+    }
+}
+
+/// A request refused by a limit, a quota or a full queue (by its code).
+pub fn limit_refused(e: &aula_protocol::ApiError) {
+    use aula_protocol::ApiError;
+    if let ApiError::RateLimited { code, .. } | ApiError::Forbidden { code, .. } = e {
+        metrics::counter!("aula_limit_refusals_total", "kind" => *code).increment(1);
+    }
+}
+
+/// A model's queue: waiting requests and busy slots.
+pub fn queue_gauges(model: &str, s: &crate::fair::QueueStats) {
+    metrics::gauge!("aula_queue_depth", "model" => model.to_string()).set(s.queued as f64);
+    metrics::gauge!("aula_slots_busy", "model" => model.to_string()).set(s.busy as f64);
+}
+
+/// How long a request waited for its slot.
+pub fn queue_wait(model: &str, seconds: f64) {
+    metrics::histogram!("aula_queue_wait_seconds", "model" => model.to_string()).record(seconds);
+}
+
+/// A model's slots (at start-up).
+pub fn slots(model: &str, slots: usize) {
+    metrics::gauge!("aula_slots", "model" => model.to_string()).set(slots as f64);
+}
+
+/// A settled request: its status (`ok`, `cancelled`, `timeout` or
+/// `error:STATUS`), tokens, time to first token and duration.
+pub fn request_done(
+    model: &str,
+    status: &str,
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    ttft: Option<std::time::Duration>,
+    duration: std::time::Duration,
+) {
+    let label =
+        status
+            .strip_prefix("error:")
+            .unwrap_or(if status == "ok" { "200" } else { status });
+    let model = model.to_string();
+    metrics::counter!("aula_requests_total", "model" => model.clone(), "status" => label.to_string())
+        .increment(1);
+    if let Some(p) = prompt {
+        metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "prompt")
+            .increment(p);
+    }
+    if let Some(c) = completion {
+        metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "completion")
+            .increment(c);
+    }
+    if let Some(t) = ttft {
+        metrics::histogram!("aula_time_to_first_token_seconds", "model" => model.clone())
+            .record(t.as_secs_f64());
+    }
+    metrics::histogram!("aula_request_duration_seconds", "model" => model)
+        .record(duration.as_secs_f64());
+}

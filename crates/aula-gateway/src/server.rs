@@ -94,8 +94,7 @@ pub async fn run(
     crate::metrics::handle();
     crate::metrics::describe();
     for (name, route) in state.router.iter() {
-        metrics::gauge!("aula_slots", "model" => name.clone())
-            .set(route.queue.stats().slots as f64);
+        crate::metrics::slots(name, route.queue.stats().slots);
     }
     serve_connections(listener, app(state), shutdown).await
 }

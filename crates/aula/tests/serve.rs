@@ -443,10 +443,15 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
             &chat_body("mock", "hi", 4),
         )
     });
-    wait_for("the request to be in flight", Duration::from_secs(10), || {
-        let (ok, out, _) = run_aula(&["ps", "--json", "--url", &s.url], &home);
-        ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["requests_in_flight"] == 1
-    });
+    wait_for(
+        "the request to be in flight",
+        Duration::from_secs(10),
+        || {
+            let (ok, out, _) = run_aula(&["ps", "--json", "--url", &s.url], &home);
+            ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["requests_in_flight"]
+                == 1
+        },
+    );
     unsafe {
         libc::kill(s.pid() as i32, libc::SIGTERM);
     }
@@ -462,7 +467,10 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st;
         }
-        assert!(std::time::Instant::now() < deadline, "the gateway did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not exit"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}: {}", s.output());

@@ -1,0 +1,516 @@
+//! One API call through the gateway: authenticate -> read the body (only
+//! now: bounded in size and time) -> read what admission
+//! needs -> limits and quotas (reserve tokens) -> the model's fair queue
+//! (wait for a slot) -> ledger row -> engine -> watch the answer go by for
+//! usage and time to first token -> settle (reconcile the reservation, charge
+//! the fair-queue counter, free the slot, finalize the ledger row).
+//!
+//! A client that leaves at any point drops the request's [`InFlight`], which
+//! settles it as `cancelled`. The end of a stream (`data: [DONE]`) and the
+//! body of a non-streamed answer are released only after the ledger row is
+//! committed, so an answer a client has is never missing from the ledger.
+//!
+//! What a request is charged (quotas and the ledger): the prompt and
+//! completion tokens the engine reports. A request that reached an engine
+//! and did not fail there, but whose prompt the engine never reported (the
+//! client left before the usage arrived), is charged its prompt bound, the
+//! estimate its reservation was made with, plus the completion it received:
+//! leaving early does not make prompt processing free.
+//!
+//! `max_tokens` above the model's context (where Aula started the engine
+//! and so knows it) is refused (400) before anything is reserved.
+
+mod settle;
+mod stream;
+
+use crate::identity::Identity;
+use crate::server::GatewayState;
+use aula_protocol::{Admission, ApiError};
+use aula_store::{RequestRecord, now_ms};
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use rand::Rng;
+use serde_json::{Value, json};
+use settle::InFlight;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The largest request body accepted (OpenAI-style JSON; 2,048 embedding
+/// inputs of a few hundred characters fit).
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+/// How long a client may take to send its request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub async fn handle(
+    st: Arc<GatewayState>,
+    path: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match run(st, path, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Read a request body within [`BODY_TIMEOUT`] and [`MAX_BODY_BYTES`];
+/// called only after the caller is authenticated, so an anonymous client
+/// cannot make the gateway hold megabytes or wait on a dripping upload.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            BODY_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "the request body is larger than {} MiB",
+                    MAX_BODY_BYTES >> 20
+                )))
+            } else {
+                Err(ApiError::invalid(format!(
+                    "the request body could not be read: {e}"
+                )))
+            }
+        }
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+fn request_id() -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect()
+}
+
+/// The stages of one call, in order; each stage is a function below.
+async fn run(
+    st: Arc<GatewayState>,
+    path: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let id = st
+        .auth
+        .authenticate(headers)
+        .await
+        .inspect_err(crate::metrics::auth_refused)?;
+    let body = read_body(body).await?;
+    let (call, reservation) = admit(&st, path, &id, body)?;
+    let mut fl = InFlight::new(&st, &call, reservation, arrived);
+    acquire_slot(&st, &mut fl, &call, &id.name).await?;
+    record(&st, &mut fl, &id).await?;
+    let resp = forward(&mut fl, &call, path).await?;
+    if call.adm.stream && resp.status().is_success() {
+        Ok(stream::respond(fl, resp, !call.adm.include_usage))
+    } else {
+        respond_whole(fl, resp, &call.adm.model).await
+    }
+}
+
+/// A call admitted by the limits: what it asked, where it goes, its weight
+/// in the fair queue, and the body the engine is sent.
+pub(crate) struct Admitted {
+    pub(crate) adm: Admission,
+    pub(crate) route: crate::router::Route,
+    pub(crate) weight: f64,
+    pub(crate) body: Bytes,
+}
+
+/// Parse and validate the body once (one validation for every engine kind:
+/// what Aula's own engine would refuse — `n` > 1, `best_of`, token-id
+/// prompts, unknown fields — is refused here), find the model, check
+/// `max_tokens` against its context, pass the limits (reserving tokens),
+/// and rewrite the body for the engine.
+fn admit(
+    st: &GatewayState,
+    path: &'static str,
+    id: &Identity,
+    body: Bytes,
+) -> Result<(Admitted, crate::limits::Reservation), ApiError> {
+    // Embeddings generate nothing: no completion budget, no max_tokens or
+    // stream options added on the way.
+    let embeddings = path == "/v1/embeddings";
+    let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
+    match path {
+        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
+        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
+        "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
+        _ => {}
+    }
+    if embeddings {
+        adm.max_tokens = Some(0);
+        adm.stream = false;
+    }
+    // An unknown model's error lists only the models this user may use.
+    let route = st.router.get(&adm.model).cloned().map_err(|_| {
+        ApiError::ModelNotFound(format!(
+            "the model `{}` does not exist; models you may use: {}",
+            adm.model,
+            visible_models(st, id).join(", ")
+        ))
+    })?;
+    check_max_tokens(&adm, route.context)?;
+    // Aliases and renamed `url` models: the engine gets the name it knows;
+    // limits, the ledger and metrics use the configured name.
+    let mut rewritten = false;
+    if adm.model != route.upstream_model {
+        obj.insert("model".into(), json!(route.upstream_model));
+        rewritten = true;
+    }
+    adm.model = route.name.clone();
+    let resv = st
+        .limiter
+        .admit(
+            id,
+            &adm.model,
+            adm.prompt_tokens_bound,
+            adm.max_tokens,
+            now_ms(),
+        )
+        .inspect_err(crate::metrics::limit_refused)?;
+    // What the engine is sent: the ceiling when the request set no
+    // max_tokens, and the usage chunk of a stream (removed again on the way
+    // back when the client did not ask for it).
+    if !embeddings
+        && adm.max_tokens.is_none()
+        && let Some(m) = resv.max_tokens
+    {
+        obj.insert("max_tokens".into(), json!(m));
+        rewritten = true;
+    }
+    if !embeddings && adm.stream && !adm.include_usage {
+        obj.insert("stream_options".into(), json!({"include_usage": true}));
+        rewritten = true;
+    }
+    let body = if rewritten {
+        Bytes::from(
+            serde_json::to_vec(&Value::Object(obj))
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        )
+    } else {
+        body
+    };
+    let weight = resv.weight;
+    Ok((
+        Admitted {
+            adm,
+            route,
+            weight,
+            body,
+        },
+        resv,
+    ))
+}
+
+/// Load the model if it is not loaded, wait in its fair queue for a slot,
+/// and make sure its engine is still up (an engine restarting after a
+/// crash: queued requests wait for it).
+async fn acquire_slot(
+    st: &GatewayState,
+    fl: &mut InFlight,
+    call: &Admitted,
+    user: &str,
+) -> Result<(), ApiError> {
+    if let Err(e) = st.fleet.ensure_loaded(&call.adm.model).await {
+        return Err(fl.fail(e).await);
+    }
+    let ticket = match call
+        .route
+        .queue
+        .enqueue(user, call.weight, call.adm.prompt_tokens_bound)
+    {
+        Ok(t) => t,
+        Err(full) => {
+            let e = ApiError::from(full);
+            crate::metrics::limit_refused(&e);
+            return Err(fl.fail(e).await);
+        }
+    };
+    crate::metrics::queue_gauges(&fl.model, &fl.queue.stats());
+    let Some(permit) = ticket.ready().await else {
+        return Err(fl
+            .fail(ApiError::Internal("the queue was closed".into()))
+            .await);
+    };
+    fl.permit = Some(permit);
+    if let Err(e) = st.fleet.ensure_loaded(&call.adm.model).await {
+        return Err(fl.fail(e).await);
+    }
+    fl.queue_ms = fl.arrived.elapsed().as_secs_f64() * 1000.0;
+    crate::metrics::queue_gauges(&fl.model, &fl.queue.stats());
+    crate::metrics::queue_wait(&fl.model, fl.queue_ms / 1000.0);
+    Ok(())
+}
+
+/// The ledger row, committed before the engine sees the request: a request
+/// that cannot be recorded is not run.
+async fn record(st: &GatewayState, fl: &mut InFlight, id: &Identity) -> Result<(), ApiError> {
+    let record = RequestRecord {
+        id: request_id(),
+        user: id.name.clone(),
+        groups: id.groups.clone(),
+        model: fl.model.clone(),
+        admitted_ms: now_ms(),
+    };
+    if let Err(e) = st.ledger.begin(record.clone()).await {
+        return Err(fl
+            .fail(ApiError::Unavailable(format!(
+                "{e}; the request was not run"
+            )))
+            .await);
+    }
+    fl.record = Some(record);
+    Ok(())
+}
+
+/// Send the call to the engine; the answer's headers, its body still coming.
+async fn forward(
+    fl: &mut InFlight,
+    call: &Admitted,
+    path: &'static str,
+) -> Result<Response<Body>, ApiError> {
+    // From here the engine may be working on the prompt, also if the
+    // client leaves before the answer starts.
+    fl.reached_engine = true;
+    let resp = match call.route.backend.forward(path, call.body.clone()).await {
+        Ok(r) => r,
+        // The engine had the request all that time: charged like a client
+        // that left (its prompt bound), not free.
+        Err(e @ ApiError::EngineTimeout(_)) => {
+            fl.complete("timeout").await;
+            return Err(e);
+        }
+        Err(e) => {
+            fl.reached_engine = false;
+            return Err(fl.fail(e).await);
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if let Some(rec) = fl.record.as_ref()
+        && let Ok(v) = header::HeaderValue::from_str(&rec.id)
+    {
+        // The ledger row of this request, for support questions.
+        parts.headers.insert("x-aula-request-id", v);
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A whole (not streamed) answer, or an engine's error: read it, settle the
+/// request with the usage it reports, and only then hand it to the client.
+async fn respond_whole(
+    mut fl: InFlight,
+    resp: Response<Body>,
+    model: &str,
+) -> Result<Response, ApiError> {
+    let (parts, upstream) = resp.into_parts();
+    let bytes = match upstream.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(fl
+                .fail(ApiError::BadGateway(format!(
+                    "the engine for model `{model}` failed while answering: {e}"
+                )))
+                .await);
+        }
+    };
+    let status = if parts.status.is_success() {
+        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
+            fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
+        }
+        fl.ttft = Some(fl.arrived.elapsed());
+        "ok".to_string()
+    } else {
+        format!("error:{}", parts.status.as_u16())
+    };
+    fl.complete(&status).await;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Refuse a `max_tokens` larger than the model's context (when known):
+/// no engine could produce it, and it would reserve a budget for nothing.
+fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiError> {
+    match (adm.max_tokens, context) {
+        (Some(m), Some(c)) if m > u64::from(c) => Err(ApiError::invalid_param(
+            adm.max_tokens_field,
+            format!(
+                "`{}` is {m}, more than the context of the model `{}`: {c} tokens per request",
+                adm.max_tokens_field, adm.model
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `Identity` as the `/v1/models` list sees it: only the models allowed.
+pub fn visible_models(st: &GatewayState, id: &Identity) -> Vec<String> {
+    let allowed = crate::limits::effective(&st.limiter.rules(), id).models;
+    st.router
+        .all_names()
+        .into_iter()
+        .filter(|n| {
+            let canonical = st.router.get(n).map(|r| r.name.clone()).unwrap_or_default();
+            allowed.as_ref().is_none_or(|a| a.contains(&canonical))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{LimitFields, LimitRule, Limiter, PriorUsage, Scope};
+
+    #[test]
+    fn text_detection() {
+        assert!(stream::has_text(
+            br#"{"choices":[{"delta":{"content":"Hi"}}]}"#
+        ));
+        assert!(!stream::has_text(
+            br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#
+        ));
+        assert!(stream::has_text(
+            br#"{"choices":[{"text":" x","index":0}]}"#
+        ));
+        assert!(!stream::has_text(
+            br#"{"choices":[],"usage":{"prompt_tokens":3}}"#
+        ));
+    }
+
+    #[test]
+    fn max_tokens_above_the_context_are_refused() {
+        let (adm, _) = aula_protocol::peek_admission(
+            br#"{"model":"m","prompt":"x","max_completion_tokens":5000}"#,
+        )
+        .unwrap();
+        let e = check_max_tokens(&adm, Some(4096)).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.body()["error"]["param"], "max_completion_tokens");
+        assert!(check_max_tokens(&adm, Some(5000)).is_ok());
+        assert!(check_max_tokens(&adm, None).is_ok());
+    }
+
+    /// A gateway with no models, a database in a temporary directory and
+    /// a daily token budget of 10,000.
+    async fn gateway() -> (Arc<GatewayState>, std::path::PathBuf) {
+        static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "aula-pipeline-test-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = aula_store::Store::open_in(&dir).await.unwrap();
+        let auth = crate::auth::Authenticator::new(
+            store.clone(),
+            crate::auth::AuthSettings {
+                allow_open: true,
+                ..Default::default()
+            },
+            aula_fleet::backend::http_client(),
+        )
+        .await
+        .unwrap();
+        let fleet = aula_fleet::FleetBuilder::new(aula_fleet::Settings {
+            exe: std::path::PathBuf::new(),
+            logs: dir.clone(),
+            budget_bytes: 0,
+            load_timeout: Duration::from_secs(1),
+        })
+        .start(&aula_fleet::tasks::Tasks::new())
+        .unwrap();
+        let st = GatewayState {
+            router: crate::router::ModelRouter::default(),
+            auth,
+            limiter: Limiter::new(
+                vec![LimitRule {
+                    scope: Scope::Everyone,
+                    fields: LimitFields {
+                        tokens_per_day: Some(10_000),
+                        ..Default::default()
+                    },
+                }],
+                None,
+                PriorUsage::default(),
+            ),
+            ledger: aula_store::Ledger::start(store),
+            reload: None,
+            fleet,
+        };
+        (Arc::new(st), dir)
+    }
+
+    /// A request of `user` admitted with a prompt bound of 500 and
+    /// `max_tokens` 100, which has seen `chunks` chunks of text.
+    fn in_flight(st: &Arc<GatewayState>, user: &str, reached: bool, chunks: u64) -> InFlight {
+        let id = Identity {
+            name: user.into(),
+            role: aula_store::Role::Student,
+            groups: Vec::new(),
+            via: crate::identity::Via::Key,
+        };
+        let resv = st
+            .limiter
+            .admit(&id, "m", 500, Some(100), now_ms())
+            .unwrap();
+        InFlight {
+            st: st.clone(),
+            queue: crate::fair::FairQueue::new(1, crate::fair::FairConfig::default()),
+            model: "m".into(),
+            resv: Some(resv),
+            permit: None,
+            record: None,
+            arrived: Instant::now(),
+            queue_ms: 0.0,
+            ttft: None,
+            prompt_bound: 500,
+            reached_engine: reached,
+            prompt_tokens: None,
+            completion_tokens: None,
+            chunks,
+            done: false,
+            in_use: None,
+        }
+    }
+
+    /// A client that leaves after two chunks is charged its prompt bound
+    /// and the two chunks, not the two chunks alone.
+    #[tokio::test]
+    async fn a_client_that_leaves_is_charged_its_prompt() {
+        let (st, dir) = gateway().await;
+        let used_today = |user: &str| st.limiter.usage_of(user).unwrap()[0];
+
+        drop(in_flight(&st, "gone", true, 2));
+        assert_eq!(used_today("gone"), (502, 0));
+
+        // The engine reported the prompt before the client left: that counts.
+        let mut fl = in_flight(&st, "reported", true, 2);
+        fl.prompt_tokens = Some(40);
+        drop(fl);
+        assert_eq!(used_today("reported"), (42, 0));
+
+        // Left while waiting in the queue: the engine never saw it.
+        drop(in_flight(&st, "queued", false, 0));
+        assert_eq!(used_today("queued"), (0, 0));
+
+        // The engine failed: the user is not charged for the prompt.
+        let mut fl = in_flight(&st, "failed", true, 3);
+        let finish = fl.settle("error:502");
+        assert!(finish.is_none());
+        drop(fl);
+        assert_eq!(used_today("failed"), (3, 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,159 @@
+//! A streamed answer on its way to the client: server-sent events are
+//! watched for usage and the first token, the usage chunk the client did
+//! not ask for is removed, and `data: [DONE]` is held back until the
+//! request is settled (its ledger row committed).
+
+use super::settle::InFlight;
+use aula_protocol::ApiError;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+
+/// The client's answer: the engine's stream, watched and settled at its end.
+pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> Response {
+    let (parts, upstream) = resp.into_parts();
+    let tracker = SseTracker {
+        fl,
+        strip_usage,
+        buf: Vec::new(),
+        saw_done: false,
+        dropped: false,
+    };
+    let stream = futures::stream::unfold(
+        Some((upstream.into_data_stream(), tracker)),
+        |state| async move {
+            let (mut up, mut t) = state?;
+            loop {
+                match up.next().await {
+                    Some(Ok(chunk)) => {
+                        let out = t.observe(&chunk);
+                        if !out.is_empty() {
+                            return Some((Ok::<Bytes, std::io::Error>(out), Some((up, t))));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // The engine failed mid-answer (it crashed, say): end
+                        // the stream with an error event the client can read.
+                        let mut out = t.flush();
+                        t.fl.complete("error:502").await;
+                        out.extend_from_slice(&error_event(&t.fl.model, &e.to_string()));
+                        return Some((Ok(Bytes::from(out)), None));
+                    }
+                    None => {
+                        let mut out = t.flush();
+                        let status = if t.saw_done { "ok" } else { "error:502" };
+                        t.fl.complete(status).await;
+                        if t.saw_done {
+                            out.extend_from_slice(b"data: [DONE]\n\n");
+                        } else {
+                            out.extend_from_slice(&error_event(
+                                &t.fl.model,
+                                "the answer ended early",
+                            ));
+                        }
+                        return if out.is_empty() {
+                            None
+                        } else {
+                            Some((Ok(Bytes::from(out)), None))
+                        };
+                    }
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// An OpenAI-style error event for a stream that cannot finish.
+fn error_event(model: &str, why: &str) -> Vec<u8> {
+    let e = ApiError::BadGateway(format!(
+        "the engine for model `{model}` failed during the answer ({why}); the text above is incomplete"
+    ));
+    format!("data: {}\n\n", e.body()).into_bytes()
+}
+
+/// Watches a stream of server-sent events on its way to the client.
+struct SseTracker {
+    fl: InFlight,
+    strip_usage: bool,
+    buf: Vec<u8>,
+    saw_done: bool,
+    /// The event just dropped: its blank separator line goes too.
+    dropped: bool,
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Does this chunk carry generated text (`"content":"x` or `"text":"x`)?
+pub(super) fn has_text(data: &[u8]) -> bool {
+    for key in [&b"\"content\":\""[..], &b"\"text\":\""[..]] {
+        let mut rest = data;
+        while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
+            let after = &rest[i + key.len()..];
+            if after.first().is_some_and(|c| *c != b'"') {
+                return true;
+            }
+            rest = after;
+        }
+    }
+    false
+}
+
+impl SseTracker {
+    fn observe(&mut self, chunk: &[u8]) -> Bytes {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(chunk.len());
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            self.line(&line, &mut out);
+        }
+        Bytes::from(out)
+    }
+
+    fn flush(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.buf);
+        let mut out = Vec::new();
+        if !rest.is_empty() {
+            self.line(&rest, &mut out);
+        }
+        out
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        let text = line.trim_ascii_end();
+        if std::mem::take(&mut self.dropped) && text.is_empty() {
+            return;
+        }
+        if let Some(data) = text.strip_prefix(b"data:") {
+            let data = data.trim_ascii_start();
+            if data == b"[DONE]" {
+                // Held back until the ledger has the record.
+                self.saw_done = true;
+                self.dropped = true;
+                return;
+            }
+            if has_text(data) {
+                self.fl.chunks += 1;
+                if self.fl.ttft.is_none() {
+                    self.fl.ttft = Some(self.fl.arrived.elapsed());
+                }
+            }
+            if contains(data, b"\"usage\"")
+                && let Ok(v) = serde_json::from_slice::<Value>(data)
+                && v["usage"].is_object()
+            {
+                self.fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
+                self.fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
+                if self.strip_usage && v["choices"].as_array().is_some_and(Vec::is_empty) {
+                    self.dropped = true;
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(line);
+    }
+}
