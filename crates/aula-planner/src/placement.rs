@@ -25,6 +25,8 @@ pub struct Placed {
     /// them into the engine's arguments (for `aula plan` and for the engine
     /// Aula starts alike).
     pub settings: Settings,
+    /// The engine with those settings, as `aula plan` shows it ([`display_settings`]).
+    pub command: String,
     pub estimate: Estimate,
 }
 
@@ -209,6 +211,7 @@ pub fn place(wants: &[Want], hw: &Hardware) -> Placement {
                 engine: w.request.engine,
                 bytes,
                 settings,
+                command: display_settings(w.request.engine, &settings),
                 estimate,
             }
         })

@@ -131,7 +131,7 @@ impl PlanSummary {
                     "  {:<26} {:>6.1} GB  {}",
                     m.model,
                     gb(m.bytes),
-                    crate::placement::display_settings(m.engine, &m.settings)
+                    m.command
                 );
             }
             for f in &p.fix {

@@ -123,7 +123,6 @@ fn keys_guard_every_route_and_never_leak() {
     let groups = usage_json(&home, "group");
     assert!(row(&groups, "cs101")["requests"].as_i64().unwrap() >= 2);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -177,7 +176,6 @@ fn open_only_on_loopback_and_trusted_front_ends() {
     assert_eq!(row(&usage_json(&home, "group"), "chat")["ok"], 1);
     assert_eq!(row(&rows, "anonymous")["ok"], 1);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -247,7 +245,6 @@ fn fair_queue_keeps_engine_slots_and_lets_a_light_user_through() {
         "{metrics}"
     );
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -324,7 +321,6 @@ fn quota_holds_under_200_concurrent_requests_and_changes_at_run_time() {
         post_auth(&url, Some(&key), &body()).body["error"]["code"] == "model_not_allowed"
     });
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -398,7 +394,6 @@ fn sigkill_under_load_loses_no_finished_request() {
         200
     );
     drop(s2);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -432,7 +427,6 @@ fn a_locked_ledger_refuses_requests_cleanly() {
     let rows = usage_json(&home, "user");
     assert_eq!(row(&rows, "lee")["requests"], 2, "{rows:?}");
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -466,7 +460,6 @@ fn an_engine_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let rows = usage_json(&home, "model");
     assert_eq!(row(&rows, "mock")["errors"], 1, "{rows:?}");
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -497,7 +490,6 @@ fn a_slow_jupyterhub_gets_a_clear_503_never_an_accept() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(get(&format!("{}/stats", mock.url)).body["served"], 0);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// An HS256 JWT, made with Python's standard library.
@@ -569,7 +561,6 @@ fn trusted_front_ends_may_send_signed_user_tokens() {
     assert_eq!(row(&rows, "eve")["ok"], 1);
     assert_eq!(row(&usage_json(&home, "group"), "cs101")["ok"], 1);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -638,5 +629,4 @@ fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
         .unwrap();
     assert_eq!(after - before, 1, "only the request that waited was run");
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

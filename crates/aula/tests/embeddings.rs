@@ -333,7 +333,6 @@ fn served_by_the_gateway_next_to_a_chat_model() {
     );
     assert_eq!(r.status, 200, "{}", r.text);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// Standard base64 (the test's own decoder, so the server's encoder is
@@ -438,5 +437,4 @@ fn url_engines_pass_embeddings_through() {
     let r = embed(&s.url, &json!({"model": "course-embed", "input": [[]]}));
     assert_eq!(r.status, 400, "{}", r.text);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

@@ -106,5 +106,4 @@ fn openai_and_langchain_clients_get_matching_embeddings() {
         s.output()
     );
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

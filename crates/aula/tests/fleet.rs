@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Two names for the same Gemma file, each planned at about 0.8 GB
 /// (512 tokens, 1 slot); a budget of 1.2 GB holds one of them.
-fn two_gemmas(tag: &str, extra_b: &str, budget_gb: f64) -> std::path::PathBuf {
+fn two_gemmas(tag: &str, extra_b: &str, budget_gb: f64) -> TempHome {
     let home = temp_home(tag);
     let g = model_path(GEMMA_FILE);
     std::fs::write(
@@ -121,7 +121,6 @@ fn one_budget_two_models_evict_only_when_idle() {
         "planned {planned} vs actual {actual}"
     );
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -174,8 +173,6 @@ fn keep_alive_failed_loads_and_impossible_pins() {
         !ok && err.contains("pinned models need") && err.contains("memory_gb"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&home);
-    let _ = std::fs::remove_dir_all(&home2);
 }
 
 /// A stand-in for an engine program: records its arguments, says something
@@ -321,7 +318,6 @@ fn external_engines_get_planned_arguments_restarts_and_logs() {
     let log = std::fs::read_to_string(home.join("logs").join("engine-fake-vllm.log")).unwrap();
     assert!(log.contains("stand-in vllm starting"), "{log}");
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -391,7 +387,6 @@ fn url_replicas_are_balanced_health_checked_and_aliased() {
         "aliases are recorded under the model's name: {rows}"
     );
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -444,5 +439,4 @@ fn replicas_of_a_started_engine_share_the_load() {
         assert!(home.join("logs").join(f).exists(), "{f}");
     }
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

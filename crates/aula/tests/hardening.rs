@@ -8,10 +8,10 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn gateway_with_a_key(tag: &str) -> (Proc, Proc, String, std::path::PathBuf) {
+/// (home, gateway, mock engine, key): bound in this order, the home goes last.
+fn gateway_with_a_key(tag: &str) -> (TempHome, Proc, Proc, String) {
     let mock = spawn_mock(0);
     let home = temp_home(tag);
     std::fs::write(
@@ -24,7 +24,7 @@ fn gateway_with_a_key(tag: &str) -> (Proc, Proc, String, std::path::PathBuf) {
     let (ok, out, err) = run_aula(&["keys", "create", "ada"], &home);
     assert!(ok, "{err}");
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    (s, mock, out.trim().to_string(), home)
+    (home, s, mock, out.trim().to_string())
 }
 
 fn addr(url: &str) -> String {
@@ -45,7 +45,7 @@ fn read_all(mut s: TcpStream, limit: Duration) -> (String, Duration) {
 /// after the header timeout (10 s), not held open.
 #[test]
 fn dripping_headers_are_cut_off() {
-    let (s, _mock, _key, home) = gateway_with_a_key("drip-headers");
+    let (_home, s, _mock, _key) = gateway_with_a_key("drip-headers");
     let mut c = TcpStream::connect(addr(&s.url)).unwrap();
     let started = Instant::now();
     c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
@@ -61,14 +61,13 @@ fn dripping_headers_are_cut_off() {
     let elapsed = started.elapsed();
     assert!(closed, "the connection was still open after {elapsed:?}");
     assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
-    let _ = std::fs::remove_dir_all(Path::new(&home));
 }
 
 /// An anonymous client's body is never read: a request without a key that
 /// announces 1.9 MB gets its 401 at once, before sending any of it.
 #[test]
 fn anonymous_bodies_are_not_read() {
-    let (s, _mock, _key, home) = gateway_with_a_key("anon-body");
+    let (_home, s, _mock, _key) = gateway_with_a_key("anon-body");
     let mut c = TcpStream::connect(addr(&s.url)).unwrap();
     c.write_all(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -82,14 +81,13 @@ fn anonymous_bodies_are_not_read() {
     let head = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    let _ = std::fs::remove_dir_all(Path::new(&home));
 }
 
 /// With a key: a body over 2 MiB is a 413, and one that drips is a 408
 /// after the body timeout (20 s).
 #[test]
 fn oversized_and_dripping_bodies_are_refused() {
-    let (s, _mock, key, home) = gateway_with_a_key("big-body");
+    let (_home, s, _mock, key) = gateway_with_a_key("big-body");
     let big = format!(
         "{{\"model\": \"mock\", \"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
         "a".repeat(2 << 20)
@@ -137,7 +135,6 @@ fn oversized_and_dripping_bodies_are_refused() {
         &chat_body("mock", "hi", 2),
     );
     assert_eq!(ok.status, 200, "{}", ok.text);
-    let _ = std::fs::remove_dir_all(Path::new(&home));
 }
 
 /// Requests to a `url` engine (here the mock, which would accept anything)
@@ -145,7 +142,7 @@ fn oversized_and_dripping_bodies_are_refused() {
 /// token-id prompts are refused at the gateway and never forwarded.
 #[test]
 fn every_engine_kind_gets_the_same_validation() {
-    let (s, mock, key, home) = gateway_with_a_key("validate");
+    let (_home, s, mock, key) = gateway_with_a_key("validate");
     let before = get(&format!("{}/stats", mock.url)).body;
     let chat = format!("{}/v1/chat/completions", s.url);
     let comp = format!("{}/v1/completions", s.url);
@@ -179,7 +176,6 @@ fn every_engine_kind_gets_the_same_validation() {
     assert_eq!(before, after, "nothing reached the engine");
     let ok = post_auth(&chat, Some(&key), &chat_body("mock", "hi", 2));
     assert_eq!(ok.status, 200, "{}", ok.text);
-    let _ = std::fs::remove_dir_all(Path::new(&home));
 }
 
 /// Send `tokens` to `GET {url}/v1/models` all at once; their statuses.
@@ -251,7 +247,6 @@ fn jupyterhub_lookups_are_deduplicated_and_bounded() {
     );
 
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// Hardening 15: with no users (open mode on loopback), the admin API is
@@ -307,5 +302,4 @@ fn open_mode_admin_routes_need_the_local_admin_token() {
     let (ok, out, err) = run_aula(&["ps", "--url", &s.url, "--json"], &home);
     assert!(ok, "{out}{err}");
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

@@ -142,8 +142,9 @@ fn plan_cli_estimates_places_reports_and_refuses_bad_names() {
             > 0.0
     );
     assert_eq!(v["placement"]["fits"], true, "{}", v["placement"]);
+    assert_eq!(v["placement"]["models"][0]["settings"]["slots"], 16);
     assert!(
-        v["placement"]["models"][0]["settings"]
+        v["placement"]["models"][0]["command"]
             .as_str()
             .unwrap()
             .contains("--max-num-seqs 16")

@@ -160,5 +160,4 @@ fn keys_ledger_and_usage_on_postgres() {
         post_auth(&url, Some(&key), &body).status == 401
     });
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }

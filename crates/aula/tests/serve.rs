@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// A data directory whose model folder holds both built-in models.
-fn home_with_both_models(tag: &str) -> std::path::PathBuf {
+fn home_with_both_models(tag: &str) -> TempHome {
     let home = temp_home(tag);
     for f in [SMOL_FILE, GEMMA_FILE] {
         std::os::unix::fs::symlink(model_path(f), home.join("models").join(f)).unwrap();
@@ -135,7 +135,6 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
         Duration::from_secs(15),
         || kids.iter().all(|k| !alive(*k)),
     );
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -161,7 +160,6 @@ fn sigkilled_gateway_leaves_no_orphans_and_defaults_discover_models() {
         Duration::from_secs(10),
         || kids.iter().all(|k| !alive(*k)),
     );
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -216,7 +214,6 @@ fn url_models_are_proxied() {
             .contains("remote-smol")
     );
     assert_eq!(get(&format!("{}/healthz", s.url)).status, 200);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -246,7 +243,6 @@ fn bad_config_stops_start_up_naming_key_and_line() {
         !out.status.success() && err.contains("line 2") && err.contains("prot"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -339,7 +335,6 @@ print("OPENAI-CLIENT-OK")
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 #[test]
@@ -376,7 +371,6 @@ fn a_model_that_cannot_load_gets_a_clear_503_and_the_others_keep_serving() {
     wait_for("the good model", Duration::from_secs(60), || {
         post(&chat, &chat_body(SMOL, "hi", 2)).status == 200
     });
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// An engine that is alive but no longer answers (here: stopped with
@@ -414,7 +408,6 @@ fn a_wedged_engine_is_restarted() {
     let chat = format!("{}/v1/chat/completions", s.url);
     assert_eq!(post(&chat, &chat_body(SMOL, "hi", 2)).status, 200);
     drop(s);
-    let _ = std::fs::remove_dir_all(&home);
 }
 
 /// SIGTERM while a request is being answered: the gateway stops accepting,
@@ -483,5 +476,4 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
     assert_eq!(row["ok"], 1, "{out}");
     assert_eq!(row["unfinished"], 0, "{out}");
     assert_eq!(row["completion_tokens"], 4, "{out}");
-    let _ = std::fs::remove_dir_all(&home);
 }

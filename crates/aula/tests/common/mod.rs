@@ -383,11 +383,40 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-pub fn temp_home(tag: &str) -> PathBuf {
+/// A data directory for one test (with an empty `models/`), removed when
+/// the test ends, also when it fails.
+pub fn temp_home(tag: &str) -> TempHome {
     let dir = std::env::temp_dir().join(format!("aula-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("models")).unwrap();
-    dir
+    TempHome(dir)
+}
+
+pub struct TempHome(PathBuf);
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TempHome {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempHome {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl AsRef<std::path::Path> for TempHome {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
 /// A stand-in JupyterHub that answers `/hub/api/user` after `delay_ms`:

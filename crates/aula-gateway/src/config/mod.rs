@@ -1,0 +1,561 @@
+//! `aula.toml`: one file, every key optional. A mistake stops start-up with a
+//! message naming the key and the line.
+
+use serde::Deserialize;
+use std::path::Path;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub models: Vec<ModelEntry>,
+    #[serde(default)]
+    pub fairness: FairnessConfig,
+    pub term: Option<TermConfig>,
+    #[serde(default)]
+    pub limits: Vec<LimitEntry>,
+    pub jupyterhub: Option<JupyterHubConfig>,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub machine: MachineConfig,
+    /// Load models at set times (before a lesson).
+    #[serde(default)]
+    pub preload: Vec<PreloadEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadEntry {
+    /// "Mon-Fri 08:50", "Tue,Thu 13:55" or "08:50", in the machine's local time.
+    pub at: Spanned<String>,
+    pub models: Vec<String>,
+}
+
+/// The memory the embedded models may use together.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// Budget in GB (1e9 bytes) [default: the memory the OS says is available at start].
+    pub memory_gb: Option<Spanned<f64>>,
+    /// How long a request waits for its model to load [default: 300].
+    pub load_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `postgres://user:password@host/db` or `sqlite://PATH`; default: aula.db
+    /// (SQLite) in the data directory.
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FairnessConfig {
+    pub input_weight: Option<f64>,
+    pub output_weight: Option<f64>,
+    pub max_queued_per_user: Option<usize>,
+    pub max_queued: Option<usize>,
+}
+
+impl FairnessConfig {
+    pub fn resolve(&self) -> crate::fair::FairConfig {
+        let d = crate::fair::FairConfig::default();
+        crate::fair::FairConfig {
+            input_weight: self.input_weight.unwrap_or(d.input_weight),
+            output_weight: self.output_weight.unwrap_or(d.output_weight),
+            max_queued_per_user: self.max_queued_per_user.unwrap_or(d.max_queued_per_user),
+            max_queued: self.max_queued.unwrap_or(d.max_queued),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermConfig {
+    /// First day of the term, `YYYY-MM-DD` (UTC).
+    pub start: Spanned<String>,
+}
+
+/// One `[[limits]]` entry: for everyone, or one `role`, `group` or `user`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitEntry {
+    pub role: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub tokens_per_week: Option<u64>,
+    pub tokens_per_term: Option<u64>,
+    pub concurrent_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub models: Option<Vec<String>>,
+    pub weight: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JupyterHubConfig {
+    /// The Hub's address, e.g. `http://127.0.0.1:8081` (its REST API is under /hub/api).
+    pub url: Spanned<String>,
+    /// Aula's service token at the Hub (or `api_token_env`: the variable that holds it).
+    pub api_token: Option<String>,
+    pub api_token_env: Option<String>,
+    /// Aula's service name at the Hub [default: aula].
+    pub service: Option<String>,
+    /// How long a checked token is trusted without asking again [default: 60].
+    pub cache_seconds: Option<u64>,
+    /// How long to wait for the Hub [default: 5].
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Aula users (front ends such as Open WebUI) whose keys may act for
+    /// the user named in `X-OpenWebUI-User-Email`/`-Id`/`-Name`: only for
+    /// users whose role is at most the front end's own, and only under
+    /// names that are valid Aula names (others are refused, not rewritten).
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// Shared secret of signed user tokens (JWT, HS256) that trusted front
+    /// ends send in `X-Aula-User-Token` (or `jwt_secret_env`: the variable holding it).
+    pub jwt_secret: Option<String>,
+    pub jwt_secret_env: Option<String>,
+    /// When set, a signed user token must carry this `aud`.
+    pub jwt_audience: Option<String>,
+    /// When set, a signed user token must carry this `iss`.
+    pub jwt_issuer: Option<String>,
+}
+
+impl AuthSection {
+    pub fn jwt(&self) -> Result<Option<crate::auth::JwtConfig>, String> {
+        let secret = match (&self.jwt_secret, &self.jwt_secret_env) {
+            (Some(s), _) => s.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("[auth] jwt_secret_env names `{var}`, which is not set"))?,
+            (None, None) => {
+                if self.jwt_audience.is_some() || self.jwt_issuer.is_some() {
+                    return Err(
+                        "[auth] jwt_audience and jwt_issuer need jwt_secret (or jwt_secret_env)"
+                            .into(),
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        Ok(Some(crate::auth::JwtConfig {
+            secret,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        }))
+    }
+}
+
+mod models;
+
+pub use aula_fleet::spec::{ExternalKind, ModelSource, ModelSpec};
+pub use models::{EngineChoice, ModelEntry, Urls};
+
+/// `30s`, `10m`, `2h`, `500ms`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs >= 0.0 && secs.is_finite()).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .unwrap_or_default();
+            invalid(format!("{at}{}", e.message().trim()))
+        })?;
+        models::check(&cfg.models, text, &invalid)?;
+        check_preload(&cfg, text, &invalid)?;
+        check_machine(&cfg.machine, text, &invalid)?;
+        check_limits(&cfg.limits, text, &invalid)?;
+        check_term(cfg.term.as_ref(), text, &invalid)?;
+        check_hub(cfg.jupyterhub.as_ref(), text, &invalid)?;
+        Ok(cfg)
+    }
+
+    /// The `[[preload]]` timetable.
+    pub fn timetable(&self) -> Vec<aula_fleet::timetable::Slot> {
+        self.preload
+            .iter()
+            .filter_map(|p| {
+                aula_fleet::timetable::parse_at(p.at.get_ref())
+                    .ok()
+                    .map(|(days, time)| aula_fleet::timetable::Slot {
+                        days,
+                        time,
+                        models: p.models.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The `[[limits]]` rules.
+    pub fn limit_rules(&self) -> Vec<crate::limits::LimitRule> {
+        use crate::limits::{LimitFields, LimitRule, Scope};
+        self.limits
+            .iter()
+            .map(|l| LimitRule {
+                scope: if let Some(r) = &l.role {
+                    r.get_ref()
+                        .parse()
+                        .map(Scope::Role)
+                        .unwrap_or(Scope::Everyone)
+                } else if let Some(g) = &l.group {
+                    Scope::Group(g.get_ref().clone())
+                } else if let Some(u) = &l.user {
+                    Scope::User(u.get_ref().clone())
+                } else {
+                    Scope::Everyone
+                },
+                fields: LimitFields {
+                    requests_per_minute: l.requests_per_minute,
+                    tokens_per_minute: l.tokens_per_minute,
+                    tokens_per_day: l.tokens_per_day,
+                    tokens_per_week: l.tokens_per_week,
+                    tokens_per_term: l.tokens_per_term,
+                    concurrent_requests: l.concurrent_requests,
+                    max_tokens: l.max_tokens,
+                    models: l.models.clone(),
+                    weight: l.weight.as_ref().map(|w| *w.get_ref()),
+                },
+            })
+            .collect()
+    }
+
+    pub fn term_start_ms(&self) -> Option<i64> {
+        self.term
+            .as_ref()
+            .and_then(|t| parse_date_ms(t.start.get_ref()))
+    }
+
+    /// The Hub settings, with the token read from the environment if so configured.
+    pub fn hub(&self) -> Result<Option<crate::auth::HubConfig>, String> {
+        let Some(h) = &self.jupyterhub else {
+            return Ok(None);
+        };
+        let api_token = match (&h.api_token, &h.api_token_env) {
+            (Some(t), _) => t.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                format!("[jupyterhub] api_token_env names `{var}`, which is not set")
+            })?,
+            (None, None) => return Err("[jupyterhub] needs api_token or api_token_env".into()),
+        };
+        Ok(Some(crate::auth::HubConfig {
+            url: h.url.get_ref().trim_end_matches('/').to_string(),
+            api_token,
+            service: h.service.clone().unwrap_or_else(|| "aula".into()),
+            cache: std::time::Duration::from_secs(h.cache_seconds.unwrap_or(60)),
+            timeout: std::time::Duration::from_secs_f64(h.timeout_seconds.unwrap_or(5.0).max(0.1)),
+        }))
+    }
+
+    /// The models to serve. With none configured, every GGUF in `models_dir`.
+    pub fn model_specs(&self, models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
+        if self.models.is_empty() {
+            return models::discover(models_dir);
+        }
+        Ok(self.models.iter().map(|m| m.spec(models_dir)).collect())
+    }
+}
+
+type Invalid<'a> = &'a dyn Fn(String) -> ConfigError;
+
+/// `[[preload]]`: a readable time, and models Aula starts.
+fn check_preload(cfg: &Config, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    for p in &cfg.preload {
+        let line = line_of(text, p.at.span().start);
+        aula_fleet::timetable::parse_at(p.at.get_ref())
+            .map_err(|e| invalid(format!("line {line}: key `at`: {e}")))?;
+        for m in &p.models {
+            let known = cfg
+                .models
+                .iter()
+                .any(|x| x.name.get_ref() == m && x.url.is_none());
+            if !known {
+                return Err(invalid(format!(
+                    "line {line}: [[preload]] names `{m}`, which is not a model Aula starts (a `gguf` or engine entry)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[machine]`: a positive budget.
+fn check_machine(machine: &MachineConfig, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    if let Some(g) = &machine.memory_gb
+        && !(*g.get_ref() > 0.0 && g.get_ref().is_finite())
+    {
+        return Err(invalid(format!(
+            "line {}: key `memory_gb` must be a positive number of GB",
+            line_of(text, g.span().start)
+        )));
+    }
+    Ok(())
+}
+
+/// `[[limits]]`: one scope each, a known role, a positive weight.
+fn check_limits(limits: &[LimitEntry], text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    for l in limits {
+        let scopes = [&l.role, &l.group, &l.user]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        let at = [&l.role, &l.group, &l.user]
+            .iter()
+            .find_map(|s| s.as_ref().map(|s| line_of(text, s.span().start)));
+        if scopes > 1 {
+            return Err(invalid(format!(
+                "line {}: a [[limits]] entry applies to one of `role`, `group` or `user` (or, with none, to everyone)",
+                at.unwrap_or(0)
+            )));
+        }
+        if let Some(r) = &l.role
+            && let Err(e) = r.get_ref().parse::<aula_store::Role>()
+        {
+            return Err(invalid(format!(
+                "line {}: key `role`: {e}",
+                line_of(text, r.span().start)
+            )));
+        }
+        if let Some(w) = &l.weight
+            && !(*w.get_ref() > 0.0 && w.get_ref().is_finite())
+        {
+            return Err(invalid(format!(
+                "line {}: key `weight` must be a positive number",
+                line_of(text, w.span().start)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `[term]`: a date.
+fn check_term(term: Option<&TermConfig>, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    if let Some(t) = term
+        && parse_date_ms(t.start.get_ref()).is_none()
+    {
+        return Err(invalid(format!(
+            "line {}: key `start`: `{}` is not a date like 2026-09-01",
+            line_of(text, t.start.span().start),
+            t.start.get_ref()
+        )));
+    }
+    Ok(())
+}
+
+/// `[jupyterhub]`: an http:// Hub and a service token.
+fn check_hub(
+    hub: Option<&JupyterHubConfig>,
+    text: &str,
+    invalid: Invalid,
+) -> Result<(), ConfigError> {
+    if let Some(h) = hub {
+        let u = h.url.get_ref();
+        if !u.starts_with("http://") {
+            return Err(invalid(format!(
+                "line {}: key `url`: the Hub must be reached over http:// (loopback or a private network)",
+                line_of(text, h.url.span().start)
+            )));
+        }
+        if h.api_token.is_none() && h.api_token_env.is_none() {
+            return Err(invalid(format!(
+                "line {}: [jupyterhub] needs `api_token` or `api_token_env` (Aula's service token at the Hub)",
+                line_of(text, h.url.span().start)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD` -> Unix milliseconds at 00:00 UTC.
+pub fn parse_date_ms(s: &str) -> Option<i64> {
+    let d = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
+    if !(1970..=9999).contains(&chrono::Datelike::year(&d)) {
+        return None;
+    }
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+/// `http://h:p/v1/` -> `http://h:p`: requests keep their `/v1/...` path.
+pub fn normalize_base(url: &str) -> String {
+    let u = url.trim_end_matches('/');
+    u.strip_suffix("/v1").unwrap_or(u).to_string()
+}
+
+/// The model name for a GGUF file found in the model directory: its stem, lower-cased.
+pub fn name_for_file(path: &Path) -> String {
+    aula_protocol::model_name_for_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "aula.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config() {
+        let c = Config::parse(
+            "[server]\nport = 9000\n\n[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\nparallel = 2\n\n[[models]]\nname = \"b\"\nurl = \"http://127.0.0.1:8000/v1/\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.server.port, Some(9000));
+        let specs = c.model_specs(Path::new("/m")).unwrap();
+        assert_eq!(
+            specs[0].source,
+            ModelSource::Embedded {
+                gguf: "/m/a.gguf".into(),
+                parallel: Some(2),
+                context: None,
+                threads: None
+            }
+        );
+        assert_eq!(
+            specs[1].source,
+            ModelSource::Url {
+                bases: vec!["http://127.0.0.1:8000".into()],
+                upstream_model: None,
+                parallel: None
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = err(
+            "[[models]]\nname = \"a\"\ngguf = \"x\"\n\n[[models]]\nname = \"a\"\nurl = \"http://x:1\"\n",
+        );
+        assert!(
+            e.contains("line 6") && e.contains("`name`") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = err("[[models]]\nname = \"a\"\ngguf = \"x\"\nparalel = 3\n");
+        assert!(e.contains("line 4") && e.contains("paralel"), "{e}");
+        let e = err("[[models]]\nname = \"a\"\ngguf = \"x\"\nparallel = \"four\"\n");
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("[[models]]\nname = \"a\"\n");
+        assert!(e.contains("line 2") && e.contains("gguf"), "{e}");
+        let e = err("[[models]]\nname = \"a\"\nurl = \"localhost:8000\"\n");
+        assert!(e.contains("line 3") && e.contains("`url`"), "{e}");
+        let e = err("[server]\nport = 99999\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[[models]]\nname = \"a\"\ngguf = \"x\"\nparallel = 0\n");
+        assert!(e.contains("line 4") && e.contains("parallel"), "{e}");
+    }
+
+    #[test]
+    fn access_sections() {
+        let c = Config::parse(
+            "[term]\nstart = \"2026-09-01\"\n\n[[limits]]\nrole = \"student\"\ntokens_per_day = 1000\n\n[[limits]]\ngroup = \"demo\"\nweight = 4.0\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.term_start_ms(), Some(1_788_220_800_000));
+        let r = c.limit_rules();
+        assert_eq!(
+            r[0].scope,
+            crate::limits::Scope::Role(aula_store::Role::Student)
+        );
+        assert_eq!(r[1].fields.weight, Some(4.0));
+        let e = err("[[limits]]\nrole = \"wizard\"\n");
+        assert!(e.contains("line 2") && e.contains("role"), "{e}");
+        let e = err("[[limits]]\nrole = \"student\"\nuser = \"x\"\n");
+        assert!(e.contains("one of"), "{e}");
+        let e = err("[[limits]]\ntokens_per_dya = 5\n");
+        assert!(e.contains("tokens_per_dya"), "{e}");
+        let e = err("[term]\nstart = \"Sept 1\"\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[jupyterhub]\nurl = \"http://127.0.0.1:8081\"\n");
+        assert!(e.contains("api_token"), "{e}");
+        let e = err(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"Mon 25:00\"\nmodels = [\"a\"]\n",
+        );
+        assert!(e.contains("line 6") && e.contains("`at`"), "{e}");
+        let e = err(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"08:50\"\nmodels = [\"b\"]\n",
+        );
+        assert!(e.contains("`b`"), "{e}");
+        let c = Config::parse("[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n\n[[preload]]\nat = \"Mon-Fri 08:50\"\nmodels = [\"a\"]\n", "x").unwrap();
+        assert_eq!(c.timetable()[0].days.len(), 5);
+        assert_eq!(parse_date_ms("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_date_ms("2026-13-01"), None);
+    }
+
+    #[test]
+    fn discovery() {
+        let dir = std::env::temp_dir().join(format!("aula-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("B-Model.Q4.gguf"), b"GGUF").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let specs = Config::default().model_specs(&dir).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "b-model.q4");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            Config::default()
+                .model_specs(&dir)
+                .unwrap_err()
+                .contains("cannot read")
+        );
+    }
+}

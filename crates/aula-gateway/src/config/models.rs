@@ -1,0 +1,435 @@
+//! `[[models]]`: each entry checked (names, source, numbers, engine, how it
+//! is kept), then turned into the fleet's typed [`ModelSpec`]. The engine
+//! name is parsed once, by [`ModelEntry::engine`].
+
+use super::{ConfigError, Invalid, line_of, normalize_base, parse_duration};
+use aula_fleet::spec::{ExternalKind, ModelSource, ModelSpec};
+use aula_protocol::admin::EngineKind;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: Spanned<String>,
+    /// A GGUF file served by an embedded `aula engine` (relative paths are
+    /// looked up in the model directory).
+    pub gguf: Option<Spanned<PathBuf>>,
+    /// An OpenAI-compatible server that is already running.
+    pub url: Option<Spanned<Urls>>,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// For `url` servers: the name that server knows the model by, when it
+    /// differs from `name` (requests are rewritten on the way).
+    pub upstream_model: Option<String>,
+    pub parallel: Option<Spanned<usize>>,
+    pub context: Option<Spanned<u32>>,
+    pub threads: Option<Spanned<usize>>,
+    /// Never evicted or stopped for idleness; started with the gateway.
+    pub pinned: Option<bool>,
+    /// Start with the gateway if it fits [default: true]; else on first request.
+    pub preload: Option<bool>,
+    /// Stop after this long without requests ("30s", "10m", "2h").
+    pub keep_alive: Option<Spanned<String>>,
+    /// Who runs it: `embedded` (aula engine, the default for `gguf`),
+    /// `llama-server` (a `gguf`), `vllm` or `sglang` (a `model`).
+    pub engine: Option<Spanned<String>>,
+    /// For vLLM and SGLang: a Hugging Face model directory (or id).
+    pub model: Option<Spanned<String>>,
+    /// The program to run [default: vllm, llama-server, python3 -m sglang.launch_server].
+    pub command: Option<Spanned<String>>,
+    /// More arguments for the engine, after the planned ones.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Weight precision for the plan of a vLLM/SGLang model [default: bf16].
+    pub precision: Option<Spanned<String>>,
+    /// A catalog id to plan a vLLM/SGLang model by, when `model` has no local config.json.
+    pub plan_as: Option<Spanned<String>>,
+    /// Engines Aula starts for this model (each with `parallel` slots);
+    /// requests go to the one with the fewest outstanding.
+    pub replicas: Option<Spanned<usize>>,
+}
+
+/// One server, or several replicas of it (balanced by least outstanding requests).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    pub fn list(&self) -> Vec<&String> {
+        match self {
+            Urls::One(u) => vec![u],
+            Urls::Many(v) => v.iter().collect(),
+        }
+    }
+}
+
+/// Who serves a model, as `engine = "..."` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// A kind Aula starts.
+    Started(EngineKind),
+    /// A server run elsewhere (`url`).
+    Url,
+}
+
+impl ModelEntry {
+    /// The `engine` key, parsed (None: not given); an unknown name is an error.
+    pub fn engine(&self) -> Result<Option<EngineChoice>, String> {
+        let Some(e) = &self.engine else {
+            return Ok(None);
+        };
+        match e.get_ref().as_str() {
+            "url" => Ok(Some(EngineChoice::Url)),
+            other => EngineKind::parse_started(other)
+                .map(|k| Some(EngineChoice::Started(k)))
+                .ok_or_else(|| {
+                    format!(
+                        "key `engine`: `{other}` is not an engine; use embedded, llama-server, vllm, sglang or url"
+                    )
+                }),
+        }
+    }
+
+    /// The external engine Aula starts for this entry, if any.
+    fn external(&self) -> Option<ExternalKind> {
+        match self.engine() {
+            Ok(Some(EngineChoice::Started(EngineKind::LlamaServer))) => {
+                Some(ExternalKind::LlamaServer)
+            }
+            Ok(Some(EngineChoice::Started(EngineKind::Vllm))) => Some(ExternalKind::Vllm),
+            Ok(Some(EngineChoice::Started(EngineKind::Sglang))) => Some(ExternalKind::Sglang),
+            _ => None,
+        }
+    }
+}
+
+/// Check every entry; the first mistake names its key and line.
+pub(super) fn check(
+    models: &[ModelEntry],
+    text: &str,
+    invalid: Invalid,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for m in models {
+        check_names(m, text, invalid, &mut seen)?;
+        check_source(m, text, invalid)?;
+    }
+    for m in models {
+        check_engine(m, text, invalid)?;
+        check_keeping(m, text, invalid)?;
+    }
+    Ok(())
+}
+
+/// Names and aliases: usable, and unique across both.
+fn check_names<'a>(
+    m: &'a ModelEntry,
+    text: &str,
+    invalid: Invalid,
+    seen: &mut Vec<(&'a str, usize)>,
+) -> Result<(), ConfigError> {
+    let line = line_of(text, m.name.span().start);
+    let name = m.name.get_ref().as_str();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!(
+            "line {line}: key `name`: model names must be non-empty and contain no spaces"
+        )));
+    }
+    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+        return Err(invalid(format!(
+            "line {line}: key `name`: the model name `{name}` is already used on line {first}; names must be unique"
+        )));
+    }
+    seen.push((name, line));
+    for a in &m.aliases {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(format!(
+                "line {line}: key `aliases`: `{a}` is not a usable model name"
+            )));
+        }
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == a.as_str()) {
+            return Err(invalid(format!(
+                "line {line}: key `aliases`: `{a}` is already a model name or alias on line {first}"
+            )));
+        }
+        seen.push((a.as_str(), line));
+    }
+    Ok(())
+}
+
+/// `gguf`, `url` or `model`, and the numbers that go with them.
+fn check_source(m: &ModelEntry, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    let line = line_of(text, m.name.span().start);
+    let name = m.name.get_ref().as_str();
+    match (&m.gguf, &m.url) {
+        (Some(_), Some(u)) => {
+            return Err(invalid(format!(
+                "line {}: key `url`: model `{name}` has both `gguf` and `url`; give one",
+                line_of(text, u.span().start)
+            )));
+        }
+        (None, None) if m.model.is_none() => {
+            return Err(invalid(format!(
+                "line {line}: model `{name}` needs `gguf` (a model file) or `url` (a running server)"
+            )));
+        }
+        (None, None) => {}
+        (None, Some(u)) => {
+            let urls = u.get_ref().list();
+            if urls.is_empty() {
+                return Err(invalid(format!(
+                    "line {}: key `url`: give at least one URL",
+                    line_of(text, u.span().start)
+                )));
+            }
+            for url in urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    return Err(invalid(format!(
+                        "line {}: key `url`: `{url}` is not an http:// or https:// URL",
+                        line_of(text, u.span().start)
+                    )));
+                }
+                if url.starts_with("https://") {
+                    return Err(invalid(format!(
+                        "line {}: key `url`: https engines are not supported yet; put the engine on http (loopback or a private network)",
+                        line_of(text, u.span().start)
+                    )));
+                }
+            }
+            for (key, v) in [
+                ("context", m.context.as_ref().map(|s| s.span())),
+                ("threads", m.threads.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(span) = v {
+                    return Err(invalid(format!(
+                        "line {}: key `{key}`: only embedded (`gguf`) models take `{key}`; a `url` server is configured by whoever runs it",
+                        line_of(text, span.start)
+                    )));
+                }
+            }
+        }
+        (Some(_), None) => {}
+    }
+    for (key, v) in [
+        (
+            "parallel",
+            m.parallel.as_ref().map(|s| (*s.get_ref(), s.span())),
+        ),
+        (
+            "threads",
+            m.threads.as_ref().map(|s| (*s.get_ref(), s.span())),
+        ),
+    ] {
+        if let Some((0, span)) = v {
+            return Err(invalid(format!(
+                "line {}: key `{key}` must be at least 1",
+                line_of(text, span.start)
+            )));
+        }
+    }
+    if let Some(c) = &m.context
+        && *c.get_ref() < 16
+    {
+        return Err(invalid(format!(
+            "line {}: key `context` must be at least 16 tokens",
+            line_of(text, c.span().start)
+        )));
+    }
+    Ok(())
+}
+
+/// `engine` and what it needs.
+fn check_engine(m: &ModelEntry, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    let Some(e) = &m.engine else {
+        if m.model.is_some() {
+            return Err(invalid(format!(
+                "line {}: `model` is for engine = \"vllm\" or \"sglang\"; say which",
+                line_of(text, m.name.span().start)
+            )));
+        }
+        return Ok(());
+    };
+    let line = line_of(text, e.span().start);
+    let kind = m
+        .engine()
+        .map_err(|why| invalid(format!("line {line}: {why}")))?;
+    match kind {
+        Some(EngineChoice::Started(EngineKind::Embedded | EngineKind::LlamaServer))
+            if m.gguf.is_none() =>
+        {
+            Err(invalid(format!(
+                "line {line}: engine `{}` needs `gguf` (the model file)",
+                e.get_ref()
+            )))
+        }
+        Some(EngineChoice::Started(EngineKind::Vllm | EngineKind::Sglang))
+            if m.model.is_none() || m.gguf.is_some() || m.url.is_some() =>
+        {
+            Err(invalid(format!(
+                "line {line}: engine `{}` needs `model` (a Hugging Face model directory or id), not `gguf` or `url`",
+                e.get_ref()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `replicas`, `keep_alive`, `pinned`, `preload`.
+fn check_keeping(m: &ModelEntry, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    if let Some(r) = &m.replicas {
+        let line = line_of(text, r.span().start);
+        if *r.get_ref() == 0 {
+            return Err(invalid(format!(
+                "line {line}: key `replicas` must be at least 1"
+            )));
+        }
+        if m.url.is_some() {
+            return Err(invalid(format!(
+                "line {line}: key `replicas`: for a `url` model, list every replica's URL in `url`"
+            )));
+        }
+    }
+    if let Some(k) = &m.keep_alive
+        && parse_duration(k.get_ref()).is_none()
+    {
+        return Err(invalid(format!(
+            "line {}: key `keep_alive`: `{}` is not a duration (30s, 10m, 2h)",
+            line_of(text, k.span().start),
+            k.get_ref()
+        )));
+    }
+    if m.url.is_some() && (m.pinned.is_some() || m.keep_alive.is_some() || m.preload.is_some()) {
+        return Err(invalid(format!(
+            "line {}: `pinned`, `preload` and `keep_alive` are for models Aula starts (`gguf`), not `url` servers",
+            line_of(text, m.name.span().start)
+        )));
+    }
+    Ok(())
+}
+
+impl ModelEntry {
+    /// The fleet's spec of this (checked) entry; relative paths are in `models_dir`.
+    pub fn spec(&self, models_dir: &Path) -> ModelSpec {
+        let m = self;
+        let external = m.external();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                models_dir.join(p)
+            }
+        };
+        let source = match (&m.gguf, &m.url) {
+            _ if external.is_some() => ModelSource::External {
+                kind: external.unwrap_or(ExternalKind::Vllm),
+                model: match (&m.gguf, &m.model) {
+                    (Some(g), _) => resolve(g.get_ref()).display().to_string(),
+                    (None, Some(md)) => {
+                        let p = Path::new(md.get_ref());
+                        if models_dir.join(p).exists() {
+                            models_dir.join(p).display().to_string()
+                        } else {
+                            md.get_ref().clone()
+                        }
+                    }
+                    (None, None) => String::new(),
+                },
+                command: m.command.as_ref().map(|c| c.get_ref().clone()),
+                parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
+                context: m.context.as_ref().map(|s| *s.get_ref()),
+                extra_args: m.extra_args.clone(),
+                precision: m.precision.as_ref().map(|p| p.get_ref().clone()),
+                plan_as: m.plan_as.as_ref().map(|p| p.get_ref().clone()),
+            },
+            (Some(g), _) => {
+                let p = g.get_ref();
+                let gguf = if p.is_absolute() {
+                    p.clone()
+                } else {
+                    models_dir.join(p)
+                };
+                ModelSource::Embedded {
+                    gguf,
+                    parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
+                    context: m.context.as_ref().map(|s| *s.get_ref()),
+                    threads: m.threads.as_ref().map(|s| *s.get_ref()),
+                }
+            }
+            (None, Some(u)) => ModelSource::Url {
+                bases: u
+                    .get_ref()
+                    .list()
+                    .into_iter()
+                    .map(|b| normalize_base(b))
+                    .collect(),
+                upstream_model: m.upstream_model.clone(),
+                parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
+            },
+            (None, None) => ModelSource::Url {
+                bases: Vec::new(),
+                upstream_model: None,
+                parallel: None,
+            },
+        };
+        ModelSpec {
+            name: m.name.get_ref().clone(),
+            aliases: m.aliases.clone(),
+            replicas: m.replicas.as_ref().map(|r| *r.get_ref()).unwrap_or(1),
+            source,
+            pinned: m.pinned.unwrap_or(false),
+            preload: m.preload.unwrap_or(true),
+            keep_alive: m
+                .keep_alive
+                .as_ref()
+                .and_then(|k| parse_duration(k.get_ref())),
+        }
+    }
+}
+
+/// Every GGUF in the model directory, each an embedded model named after its file.
+pub(super) fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
+    let entries = std::fs::read_dir(models_dir).map_err(|e| {
+        format!(
+            "cannot read the model directory {}: {e}; run the set-up (see README) or pass --config",
+            models_dir.display()
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
+        .collect();
+    files.sort_by_key(|p| super::name_for_file(p));
+    if files.is_empty() {
+        return Err(format!(
+            "no .gguf model in {}; run the set-up (see README) or pass --config",
+            models_dir.display()
+        ));
+    }
+    Ok(files
+        .into_iter()
+        .map(|gguf| ModelSpec {
+            name: super::name_for_file(&gguf),
+            aliases: Vec::new(),
+            replicas: 1,
+            source: ModelSource::Embedded {
+                gguf,
+                parallel: None,
+                context: None,
+                threads: None,
+            },
+            pinned: false,
+            preload: true,
+            keep_alive: None,
+        })
+        .collect())
+}
