@@ -69,56 +69,79 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
     }
     let mut tools: Vec<Tool> = Vec::with_capacity(items.len());
     for (i, t) in items.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!("tools[{i}].type must be \"function\"")));
+        let tool = parse_tool(i, t)?;
+        if tools.iter().any(|x| x.name == tool.name) {
+            return Err(bad(format!("two tools are named `{}`", tool.name)));
         }
-        let f = t
-            .get("function")
-            .filter(|f| f.is_object())
-            .ok_or_else(|| bad(format!("tools[{i}].function is required")))?;
-        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
-        if !valid_name(name) {
+        tools.push(tool);
+    }
+    let choice = parse_choice(obj, &tools)?;
+    if tools.is_empty() {
+        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
+            return Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice` asks for a tool call but no tools were given",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(ToolSpec { tools, choice }))
+}
+
+/// `tools[i]`: a function with a valid name, a description and a bounded
+/// JSON Schema for its parameters.
+fn parse_tool(i: usize, t: &Value) -> Result<Tool, ApiError> {
+    let bad = |m: String| ApiError::invalid_param("tools", m);
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad(format!("tools[{i}].type must be \"function\"")));
+    }
+    let f = t
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| bad(format!("tools[{i}].function is required")))?;
+    let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+    if !valid_name(name) {
+        return Err(bad(format!(
+            "tools[{i}].function.name must be 1-64 letters, digits, _ or -; got {name:?}"
+        )));
+    }
+    let description = match f.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(d)) => d.clone(),
+        Some(_) => {
             return Err(bad(format!(
-                "tools[{i}].function.name must be 1-64 letters, digits, _ or -; got {name:?}"
+                "tools[{i}].function.description must be a string"
             )));
         }
-        if tools.iter().any(|x| x.name == name) {
-            return Err(bad(format!("two tools are named `{name}`")));
+    };
+    let parameters = match f.get("parameters") {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) if p.to_string().len() > crate::MAX_SCHEMA_BYTES => {
+            return Err(bad(format!(
+                "tools[{i}].function.parameters is larger than {} KiB",
+                crate::MAX_SCHEMA_BYTES >> 10
+            )));
         }
-        let description = match f.get("description") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(d)) => d.clone(),
-            Some(_) => {
-                return Err(bad(format!(
-                    "tools[{i}].function.description must be a string"
-                )));
-            }
-        };
-        let parameters = match f.get("parameters") {
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) if p.to_string().len() > crate::MAX_SCHEMA_BYTES => {
-                return Err(bad(format!(
-                    "tools[{i}].function.parameters is larger than {} KiB",
-                    crate::MAX_SCHEMA_BYTES >> 10
-                )));
-            }
-            Some(p @ Value::Object(_)) => {
-                crate::request::check_schema_bounds(p, "tools")?;
-                p.clone()
-            }
-            Some(_) => {
-                return Err(bad(format!(
-                    "tools[{i}].function.parameters must be a JSON Schema object"
-                )));
-            }
-        };
-        tools.push(Tool {
-            name: name.to_string(),
-            description,
-            parameters,
-        });
-    }
-    let choice = match obj.get("tool_choice") {
+        Some(p @ Value::Object(_)) => {
+            crate::request::check_schema_bounds(p, "tools")?;
+            p.clone()
+        }
+        Some(_) => {
+            return Err(bad(format!(
+                "tools[{i}].function.parameters must be a JSON Schema object"
+            )));
+        }
+    };
+    Ok(Tool {
+        name: name.to_string(),
+        description,
+        parameters,
+    })
+}
+
+/// `tool_choice`: none, auto, required, or one of the tools by name.
+fn parse_choice(obj: &Map<String, Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    Ok(match obj.get("tool_choice") {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(Value::String(s)) => match s.as_str() {
             "none" => ToolChoice::None,
@@ -158,17 +181,7 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
                 "`tool_choice` must be a string or an object",
             ));
         }
-    };
-    if tools.is_empty() {
-        if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
-            return Err(ApiError::invalid_param(
-                "tool_choice",
-                "`tool_choice` asks for a tool call but no tools were given",
-            ));
-        }
-        return Ok(None);
-    }
-    Ok(Some(ToolSpec { tools, choice }))
+    })
 }
 
 impl ToolSpec {

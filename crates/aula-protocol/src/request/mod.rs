@@ -323,13 +323,34 @@ fn parse_f32(v: &Value, name: &str, min: f32, max: f32) -> Result<f32, ApiError>
 }
 
 fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequest, ApiError> {
-    let model = match obj.get("model") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    let model = parse_model(obj)?;
+    let params = parse_sampling(obj)?;
+    let (stream, include_usage) = parse_stream(obj)?;
+    refuse_unsupported(obj)?;
+    Ok(GenerateRequest {
+        model,
+        prompt,
+        params,
+        stream,
+        include_usage,
+        response_format: ResponseFormat::Text,
+        tools: None,
+    })
+}
+
+/// `model`: a non-empty string.
+fn parse_model(obj: &Map<String, Value>) -> Result<String, ApiError> {
+    match obj.get("model") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(ApiError::invalid_param("model", "`model` is required"));
+            Err(ApiError::invalid_param("model", "`model` is required"))
         }
-        Some(_) => return Err(ApiError::invalid_param("model", "`model` must be a string")),
-    };
+        Some(_) => Err(ApiError::invalid_param("model", "`model` must be a string")),
+    }
+}
+
+/// The sampling parameters, each within OpenAI's range.
+fn parse_sampling(obj: &Map<String, Value>) -> Result<SamplingParams, ApiError> {
     let mut p = SamplingParams::default();
     if let Some(v) = opt(obj, "max_tokens") {
         p.max_tokens = Some(parse_u32(v, "max_tokens")?);
@@ -361,61 +382,73 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         // Any 64-bit seed is accepted; llama.cpp takes 32 bits, so fold it.
         p.seed = Some((s as u64 ^ ((s as u64) >> 32)) as u32);
     }
-    if let Some(v) = opt(obj, "stop") {
-        p.stop = match v {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item {
-                        Value::String(s) => out.push(s.clone()),
-                        _ => {
-                            return Err(ApiError::invalid_param(
-                                "stop",
-                                "`stop` must be a string or a list of strings",
-                            ));
-                        }
-                    }
-                }
-                out
-            }
-            _ => {
-                return Err(ApiError::invalid_param(
-                    "stop",
-                    "`stop` must be a string or a list of strings",
-                ));
-            }
-        };
-        if p.stop.len() > 4 {
-            return Err(ApiError::invalid_param(
-                "stop",
-                "at most 4 stop sequences are allowed",
-            ));
-        }
-        if p.stop.iter().any(String::is_empty) {
-            return Err(ApiError::invalid_param(
-                "stop",
-                "stop sequences must not be empty",
-            ));
-        }
-        // Every generated token is checked against every prefix of every
-        // stop sequence on the engine's one scheduler thread: bounded.
-        if let Some(long) = p.stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
-            return Err(ApiError::invalid_param(
-                "stop",
-                format!(
-                    "a stop sequence may be at most {MAX_STOP_BYTES} bytes; one has {}",
-                    long.len()
-                ),
-            ));
-        }
-    }
+    p.stop = parse_stop(obj)?;
     if let Some(v) = opt(obj, "presence_penalty") {
         p.presence_penalty = parse_f32(v, "presence_penalty", -2.0, 2.0)?;
     }
     if let Some(v) = opt(obj, "frequency_penalty") {
         p.frequency_penalty = parse_f32(v, "frequency_penalty", -2.0, 2.0)?;
     }
+    Ok(p)
+}
+
+/// `stop`: up to 4 non-empty sequences of at most [`MAX_STOP_BYTES`].
+fn parse_stop(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let Some(v) = opt(obj, "stop") else {
+        return Ok(Vec::new());
+    };
+    let stop = match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => out.push(s.clone()),
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            "stop",
+                            "`stop` must be a string or a list of strings",
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        _ => {
+            return Err(ApiError::invalid_param(
+                "stop",
+                "`stop` must be a string or a list of strings",
+            ));
+        }
+    };
+    if stop.len() > 4 {
+        return Err(ApiError::invalid_param(
+            "stop",
+            "at most 4 stop sequences are allowed",
+        ));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid_param(
+            "stop",
+            "stop sequences must not be empty",
+        ));
+    }
+    // Every generated token is checked against every prefix of every
+    // stop sequence on the engine's one scheduler thread: bounded.
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!(
+                "a stop sequence may be at most {MAX_STOP_BYTES} bytes; one has {}",
+                long.len()
+            ),
+        ));
+    }
+    Ok(stop)
+}
+
+/// `stream` and `stream_options` (only `include_usage`, only when streaming).
+fn parse_stream(obj: &Map<String, Value>) -> Result<(bool, bool), ApiError> {
     let stream = match opt(obj, "stream") {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -455,6 +488,11 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
             }
         }
     }
+    Ok((stream, include_usage))
+}
+
+/// What would change the answer but is not supported: refused, never ignored.
+fn refuse_unsupported(obj: &Map<String, Value>) -> Result<(), ApiError> {
     if let Some(n) = opt(obj, "n")
         && whole_u64(n) != Some(1)
     {
@@ -484,15 +522,7 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
     {
         return Err(ApiError::invalid_param("user", "`user` must be a string"));
     }
-    Ok(GenerateRequest {
-        model,
-        prompt,
-        params: p,
-        stream,
-        include_usage,
-        response_format: ResponseFormat::Text,
-        tools: None,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
