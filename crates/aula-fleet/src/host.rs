@@ -102,46 +102,22 @@ pub fn detect() -> Hardware {
 /// (discrete NVIDIA GPUs). None if the process is gone.
 pub fn process_tree_memory(pid: u32) -> Option<u64> {
     let mut pids = vec![pid];
-    // Descendants, breadth-first, from each process's parent id.
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat"))
-                && let Some((_, rest)) = stat.rsplit_once(") ")
-                && let Some(ppid) = rest
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|x| x.parse::<u32>().ok())
-            {
-                parents.push((p, ppid));
-            }
-        }
-    }
+    // Descendants, breadth-first.
+    let all: Vec<(u32, Stat)> = processes()
+        .into_iter()
+        .filter_map(|p| stat(p).map(|s| (p, s)))
+        .collect();
     let mut i = 0;
     while i < pids.len() {
         let parent = pids[i];
         pids.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
+            all.iter()
+                .filter(|(_, s)| s.ppid == parent)
                 .map(|(p, _)| *p),
         );
         i += 1;
     }
-    let rss = |p: u32| -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
+    let rss = |p: u32| status_kb(p, "VmRSS").map(|kb| kb * 1024);
     let first = rss(pid)?;
     let mut total = first + pids.iter().skip(1).filter_map(|p| rss(*p)).sum::<u64>();
     if let Ok(nvml) = nvml_wrapper::Nvml::init() {
@@ -161,6 +137,62 @@ pub fn process_tree_memory(pid: u32) -> Option<u64> {
         }
     }
     Some(total)
+}
+
+/// What `/proc/PID/stat` says of a process (the fields Aula reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `Z`, ...
+    pub state: char,
+    pub ppid: u32,
+    /// CPU time in user and kernel mode, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+}
+
+/// The one reader of `/proc/PID/stat`; None when the process is gone.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+    let (_, rest) = text.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        utime: f.get(11)?.parse().ok()?,
+        stime: f.get(12)?.parse().ok()?,
+    })
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmPeak`, ...).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Every process id in `/proc`.
+pub fn processes() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live (not zombie) children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| stat(*p).is_some_and(|s| s.ppid == pid && s.state != 'Z'))
+        .collect()
 }
 
 struct Gpu {
@@ -196,6 +228,24 @@ mod tests {
         let bytes = process_tree_memory(std::process::id()).unwrap();
         assert!(bytes > 1_000_000, "{bytes}");
         assert!(process_tree_memory(u32::MAX - 1).is_none());
+    }
+
+    #[test]
+    fn proc_reader() {
+        let me = std::process::id();
+        let s = stat(me).unwrap();
+        assert!(s.state != 'Z');
+        assert_eq!(s.ppid, std::os::unix::process::parent_id());
+        assert!(status_kb(me, "VmRSS").unwrap() > 100);
+        assert!(status_kb(me, "VmRS").is_none());
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(children_of(me).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!children_of(me).contains(&child.id()));
     }
 
     #[test]

@@ -141,13 +141,7 @@ fn smollm2_greedy_stop_stream_usage() {
 
     // The penalty window is bounded by max_tokens: llama.cpp allocates it up
     // front, and a window of 2^31 tokens reserves 8 GB of address space.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", e.pid())).unwrap();
-    let peak_vm_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmPeak:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let peak_vm_kb = aula_fleet::host::status_kb(e.pid(), "VmPeak").unwrap();
     assert!(
         peak_vm_kb < 6_000_000,
         "engine peak virtual memory {peak_vm_kb} kB"

@@ -412,13 +412,8 @@ fn replicas_of_a_started_engine_share_the_load() {
     assert_eq!(v["models"][0]["slots"], 2, "{v}");
     // CPU time of each engine process, from /proc (clock ticks).
     let cpu = |pid: u32| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let rest = stat.rsplit_once(") ").unwrap().1;
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        f[11] + f[12]
+        let s = aula_fleet::host::stat(pid).unwrap();
+        s.utime + s.stime
     };
     let before: Vec<u64> = engines.iter().map(|p| cpu(*p)).collect();
     let threads: Vec<_> = (0..4)

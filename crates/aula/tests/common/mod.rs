@@ -304,29 +304,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Children of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                // pid (comm) state ppid ...
-                if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
-                    let ppid: u32 = rest
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    let state = rest.split_whitespace().next().unwrap_or("");
-                    if ppid == pid && state != "Z" {
-                        out.push(p);
-                    }
-                }
-            }
-        }
-    }
-    out
+    aula_fleet::host::children_of(pid)
 }
 
 /// The TCP ports process `pid` listens on, from its file descriptors and
@@ -374,13 +352,7 @@ pub fn cpu_lists_amx() -> bool {
 }
 
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(") ")
-                .map(|(_, r)| !r.starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    aula_fleet::host::stat(pid).is_some_and(|s| s.state != 'Z')
 }
 
 /// A data directory for one test (with an empty `models/`), removed when
