@@ -6,8 +6,10 @@
 //! model's token-fair queue) -> [`router`] -> the fleet's engine client,
 //! with every request in the ledger (`aula-store`) and in [`metrics`].
 //! [`config`] reads `aula.toml`; [`home`] knows where Aula keeps its files;
-//! [`start`] puts the gateway and its fleet together.
+//! [`start`] puts the router and the fleet together; [`app`] all of
+//! `aula serve` (database, access, listener, tasks, ordered shutdown).
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod fair;

@@ -60,19 +60,7 @@ pub(crate) fn load_config(
 }
 
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<aula_store::Store> {
-    let store = match &config.server.database {
-        Some(url) => aula_store::Store::open(url).await,
-        None => aula_store::Store::open_in(&home::aula_home()).await,
-    };
-    store.map_err(|e| {
-        let at = config
-            .server
-            .database
-            .as_deref()
-            .map(aula_store::db::redact)
-            .unwrap_or_else(|| home::aula_home().join("aula.db").display().to_string());
-        anyhow!("cannot open the database {at}: {e}")
-    })
+    aula_gateway::app::open_store(config).await
 }
 
 pub(crate) async fn db_store(db: &DbArgs) -> anyhow::Result<aula_store::Store> {
@@ -90,16 +78,9 @@ pub(crate) fn is_local_url(url: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
     };
-    is_loopback(host)
+    aula_gateway::app::is_loopback(host)
 }
 
-pub(crate) fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
 
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {

@@ -1,0 +1,259 @@
+//! `aula serve` put together: the database, who may ask (authentication,
+//! limits seeded from the ledger), the listener, the fleet, and the
+//! background tasks — then served until shutdown, which runs in one order:
+//! stop accepting and let requests in flight finish (bounded, in
+//! [`crate::server::run`]); stop the background loops; commit what the
+//! ledger holds; stop the engines; close the database.
+
+use crate::config::{Config, ModelSource};
+use crate::home;
+use crate::server::GatewayState;
+use anyhow::{Context, anyhow, bail};
+use aula_fleet::tasks::Tasks;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the command line decides.
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    /// Serve a non-loopback address with no authentication configured.
+    pub insecure_no_auth: bool,
+    /// The `aula` binary, for `aula engine` children.
+    pub exe: PathBuf,
+}
+
+/// A gateway listening, its fleet started.
+pub struct App {
+    pub state: Arc<GatewayState>,
+    pub addr: std::net::SocketAddr,
+    /// Every model's name, and those that can chat (not embedding models).
+    pub models: Vec<String>,
+    pub chat_models: Vec<String>,
+    listener: tokio::net::TcpListener,
+    store: aula_store::Store,
+    tasks: Tasks,
+}
+
+/// The database `aula.toml` names, or `aula.db` in the data directory.
+pub async fn open_store(config: &Config) -> anyhow::Result<aula_store::Store> {
+    let store = match &config.server.database {
+        Some(url) => aula_store::Store::open(url).await,
+        None => aula_store::Store::open_in(&home::aula_home()).await,
+    };
+    store.map_err(|e| {
+        let at = config
+            .server
+            .database
+            .as_deref()
+            .map(aula_store::db::redact)
+            .unwrap_or_else(|| home::aula_home().join("aula.db").display().to_string());
+        anyhow!("cannot open the database {at}: {e}")
+    })
+}
+
+/// Is this host this machine (`localhost` or a loopback address)?
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// The budget the engines Aula starts share: `[machine] memory_gb`, else
+/// what the host says is usable — a discrete NVIDIA GPU's free memory
+/// (NVML), otherwise (CPU, unified memory like the GB10) the memory the OS
+/// calls available, not "free": reclaimable caches count as usable.
+fn memory_budget(config: &Config) -> u64 {
+    if let Some(g) = &config.machine.memory_gb {
+        return (*g.get_ref() * 1e9) as u64;
+    }
+    let hw = aula_fleet::host::detect();
+    tracing::info!("memory budget: {:.1} GB ({})", hw.usable_gb, hw.name);
+    if hw.usable_gb > 0.0 {
+        hw.usable_bytes()
+    } else {
+        u64::MAX
+    }
+}
+
+/// Who may ask and how much: authentication (refusing to serve a
+/// non-loopback address without it), and limits seeded from the ledger.
+async fn access(
+    config: &Config,
+    config_path: Option<PathBuf>,
+    store: &aula_store::Store,
+    opts: &Options,
+) -> anyhow::Result<crate::Access> {
+    let loopback = is_loopback(&opts.host);
+    let local_admin = home::ensure_local_admin_token().map_err(|e| {
+        anyhow!(
+            "cannot write the local admin token {}: {e}",
+            home::local_admin_token_path().display()
+        )
+    })?;
+    let auth = crate::auth::Authenticator::new(
+        store.clone(),
+        crate::auth::AuthSettings {
+            hub: config.hub().map_err(|e| anyhow!(e))?,
+            trusted: config.auth.trusted.clone(),
+            jwt: config.auth.jwt().map_err(|e| anyhow!(e))?,
+            allow_open: loopback || opts.insecure_no_auth,
+            local_admin: Some(local_admin),
+        },
+        aula_fleet::backend::http_client(),
+    )
+    .await
+    .map_err(|e| anyhow!("cannot read users and keys: {e}"))?;
+    if !loopback && !auth.auth_configured() && !opts.insecure_no_auth {
+        bail!(
+            "refusing to serve {} with no authentication configured: anyone who can reach it could use it.\n\
+             Add a user and a key (`aula users add NAME --role admin`, `aula keys create NAME`), \
+             configure [jupyterhub], or pass --insecure-no-auth",
+            opts.host
+        );
+    }
+    let term_start = config.term_start_ms();
+    let (day, week, term) =
+        crate::limits::window_starts(aula_store::now_ms(), term_start.unwrap_or(0));
+    let prior = crate::limits::PriorUsage {
+        day: store.tokens_by_user_since(day).await?,
+        week: store.tokens_by_user_since(week).await?,
+        term: store.tokens_by_user_since(term).await?,
+    };
+    let unfinished = store.unfinished_count().await.unwrap_or(0);
+    if unfinished > 0 {
+        tracing::warn!(
+            "the ledger holds {unfinished} requests marked unfinished (in flight when a gateway stopped abruptly)"
+        );
+    }
+    let reload: Option<crate::server::Reload> = config_path.map(|p| {
+        Box::new(move || {
+            Config::load(&p)
+                .map(|c| c.limit_rules())
+                .map_err(|e| e.to_string())
+        }) as crate::server::Reload
+    });
+    Ok(crate::Access {
+        auth,
+        limiter: crate::limits::Limiter::new(config.limit_rules(), term_start, prior),
+        ledger: aula_store::Ledger::start(store.clone()),
+        fair: config.fairness.resolve(),
+        reload,
+    })
+}
+
+impl App {
+    /// Open the database, bind the listener, start the fleet and the
+    /// background tasks.
+    pub async fn start(
+        config: &Config,
+        config_path: Option<PathBuf>,
+        opts: Options,
+    ) -> anyhow::Result<App> {
+        let specs = config
+            .model_specs(&home::models_dir())
+            .map_err(|e| anyhow!(e))?;
+        let store = open_store(config).await?;
+        let access = access(config, config_path, &store, &opts).await?;
+        let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
+        let addr = listener.local_addr()?;
+        let models: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let chat_models: Vec<String> = specs
+            .iter()
+            .filter(|s| {
+                !matches!(&s.source, ModelSource::Embedded { gguf, .. }
+                    if aula_fleet::launch::is_embedding_model(gguf))
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        // Every background loop is a task of `tasks`, stopped at shutdown.
+        let tasks = Tasks::new();
+        let settings = aula_fleet::Settings {
+            exe: opts.exe,
+            logs: home::logs_dir(),
+            budget_bytes: memory_budget(config),
+            load_timeout: Duration::from_secs(config.machine.load_timeout_seconds.unwrap_or(300)),
+        };
+        let state = crate::start(specs, settings, access, &tasks).map_err(|e| anyhow!(e))?;
+        let timetable = config.timetable();
+        if !timetable.is_empty() {
+            let run = aula_fleet::timetable::run(timetable, state.fleet.clone(), tasks.clone());
+            tasks.spawn("timetable", run);
+        }
+        tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
+        Ok(App {
+            state,
+            addr,
+            models,
+            chat_models,
+            listener,
+            store,
+            tasks,
+        })
+    }
+
+    /// Serve until `shutdown` resolves, then shut down in order.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let served = crate::server::run(self.listener, self.state.clone(), shutdown).await;
+        tracing::info!("shutting down: stopping background tasks");
+        self.tasks.shutdown(Duration::from_secs(10)).await;
+        self.state.ledger.close().await;
+        tracing::info!("stopping engines");
+        self.state.fleet.stop_all().await;
+        self.store.close().await;
+        served.context("the HTTP server failed")
+    }
+
+    /// What `aula serve` prints once it listens: where, whether keys are
+    /// needed, the models, and a request to try.
+    pub fn banner(&self) -> String {
+        let url = format!("http://{}", self.addr);
+        let auth_line = if self.state.auth.auth_configured() {
+            "aula: authentication: on (API keys; see `aula users` and `aula keys`)"
+        } else {
+            "aula: authentication: off (no users yet; loopback only)"
+        };
+        // The example asks a chat model (an embedding model cannot chat).
+        let first = self
+            .chat_models
+            .first()
+            .or(self.models.first())
+            .cloned()
+            .unwrap_or_default();
+        format!(
+            "aula: listening on {url}\n\
+             {auth_line}\n\
+             aula: models: {}\n\
+             aula: engine logs in {}\n\n\
+             Try it (models answer 503 for a few seconds while they load):\n\n  \
+             curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\\n    \
+             -d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'\n\n  \
+             python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"{url}/v1\", api_key=\"none\"); \
+             print(c.chat.completions.create(model=\"{first}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)'\n",
+            self.models.join(", "),
+            home::logs_dir().display(),
+        )
+    }
+}
+
+/// SIGHUP: apply the limits in the configuration file again.
+async fn reload_on_hangup(state: Arc<GatewayState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match state.reload_limits() {
+            Ok(n) => tracing::info!("reloaded the limits: {n} rules"),
+            Err(e) => tracing::error!("reload failed, the old limits stay: {e}"),
+        }
+    }
+}
