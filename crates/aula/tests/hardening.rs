@@ -13,18 +13,13 @@ use std::time::{Duration, Instant};
 /// (home, gateway, mock engine, key): bound in this order, the home goes last.
 fn gateway_with_a_key(tag: &str) -> (TempHome, Proc, Proc, String) {
     let mock = spawn_mock(0);
-    let home = temp_home(tag);
-    std::fs::write(
-        home.join("aula.toml"),
-        format!("[[models]]\nname = \"mock\"\nurl = \"{}\"\n", mock.url),
-    )
-    .unwrap();
-    let (ok, _, err) = run_aula(&["users", "add", "ada"], &home);
+    let g = TestGateway::new(tag).url_model("mock", &mock.url);
+    let (ok, _, err) = run_aula(&["users", "add", "ada"], &g.home);
     assert!(ok, "{err}");
-    let (ok, out, err) = run_aula(&["keys", "create", "ada"], &home);
+    let (ok, out, err) = run_aula(&["keys", "create", "ada"], &g.home);
     assert!(ok, "{err}");
-    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
-    (home, s, mock, out.trim().to_string())
+    let s = g.start();
+    (g.home, s, mock, out.trim().to_string())
 }
 
 fn addr(url: &str) -> String {

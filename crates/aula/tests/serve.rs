@@ -417,17 +417,9 @@ fn a_wedged_engine_is_restarted() {
 fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
     // Four tokens, 700 ms apart: the answer takes about 2.8 s.
     let mock = spawn_mock(700);
-    let home = temp_home("sigterm");
-    let cfg = home.join("aula.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[models]]\nname = \"mock\"\nurl = \"{}/v1\"\n", mock.url),
-    )
-    .unwrap();
-    let mut s = spawn_aula(
-        &["serve", "--port", "0", "--config", cfg.to_str().unwrap()],
-        Some(&home),
-    );
+    let g = TestGateway::new("sigterm").url_model("mock", &mock.url);
+    let home = &g.home;
+    let mut s = g.start();
     wait_ready(&s.url);
     let url = s.url.clone();
     let request = std::thread::spawn(move || {
@@ -440,7 +432,7 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
         "the request to be in flight",
         Duration::from_secs(10),
         || {
-            let (ok, out, _) = run_aula(&["ps", "--json", "--url", &s.url], &home);
+            let (ok, out, _) = run_aula(&["ps", "--json", "--url", &s.url], home);
             ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["requests_in_flight"]
                 == 1
         },
@@ -467,7 +459,7 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}: {}", s.output());
-    let (ok, out, err) = run_aula(&["usage", "--json", "--by", "model"], &home);
+    let (ok, out, err) = run_aula(&["usage", "--json", "--by", "model"], home);
     assert!(ok, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     let row = &rows[0];

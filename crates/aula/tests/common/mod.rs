@@ -366,6 +366,49 @@ pub fn temp_home(tag: &str) -> TempHome {
 
 pub struct TempHome(PathBuf);
 
+/// A gateway under test: a temporary home, an `aula.toml` built up entry by
+/// entry, and `aula serve` on a free port.
+///
+/// ```ignore
+/// let g = TestGateway::new("tag").url_model("mock", &mock.url);
+/// let s = g.start();
+/// ```
+pub struct TestGateway {
+    pub home: TempHome,
+    config: String,
+}
+
+impl TestGateway {
+    pub fn new(tag: &str) -> TestGateway {
+        TestGateway {
+            home: temp_home(tag),
+            config: String::new(),
+        }
+    }
+
+    /// Any TOML, appended to `aula.toml`.
+    pub fn config(mut self, toml: &str) -> TestGateway {
+        self.config.push_str(toml);
+        self.config.push('\n');
+        self
+    }
+
+    /// A model served by a server at `url` (its `/v1` is added).
+    pub fn url_model(self, name: &str, url: &str) -> TestGateway {
+        self.config(&format!("[[models]]\nname = \"{name}\"\nurl = \"{url}/v1\"\n"))
+    }
+
+    /// `aula serve` with this configuration, once it listens.
+    pub fn start(&self) -> Proc {
+        let cfg = self.home.join("aula.toml");
+        std::fs::write(&cfg, &self.config).unwrap();
+        spawn_aula(
+            &["serve", "--port", "0", "--config", cfg.to_str().unwrap()],
+            Some(&self.home),
+        )
+    }
+}
+
 impl Drop for TempHome {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
