@@ -427,7 +427,6 @@ fn engine_refuses_a_file_that_is_not_gguf() {
         err.contains("could not load") && err.contains("truncated or corrupt"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
