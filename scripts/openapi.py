@@ -163,6 +163,24 @@ readyz = {"type": "object", "required": ["ready"], "properties": {"ready": {"typ
      "ready": {"type": "boolean"}, "loaded": {"type": "boolean"}, "slots": {"type": "integer"},
      "busy": {"type": "integer"}, "queued": {"type": "integer"}}}}}}
 
+file_obj = {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer", "minimum": 1},
+  "created_at": {"type": "integer"}, "filename": {"type": "string"},
+  "purpose": {"enum": ["assistants", "user_data"]}, "status": {"const": "processed"},
+  "status_details": {"type": "null"}, "expires_at": {"type": "null"}}}
+file_list = {"type": "object", "required": ["object", "data", "has_more"], "properties": {"object": {"const": "list"},
+  "data": {"type": "array", "items": {"$ref": "#/components/schemas/File"}}, "has_more": {"type": "boolean"},
+  "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}}
+file_upload = {"type": "object", "required": ["file", "purpose"], "properties": {
+  "file": {"type": "string", "format": "binary", "description": "The file; at most the user's `max_file_mb`."},
+  "purpose": {"enum": ["assistants", "user_data"], "description": "`fine-tune` is refused until fine-tuning jobs exist."}}}
+file_deleted = {"type": "object", "required": ["id", "object", "deleted"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"const": True}}}
+file_param = [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+FILE_ERRS = ("400", "401", "403", "404", "503")
+ERRS["413f"] = err("The file is larger than the user's `max_file_mb`.")
+ERRS["429f"] = {**ERRS["429"], "description": "The upload would take the user's files past `file_storage_mb` (`error.code`: `storage_quota`)."}
+
 # The parser takes an optional field sent as null as absent: say so.
 REQUIRED = {"model", "messages", "prompt", "input"}
 for schema in (chat_req, comp_req, emb_req):
@@ -191,7 +209,8 @@ doc = {
      "ChatCompletionRequest": chat_req, "ChatCompletion": chat_resp,
      "CompletionRequest": comp_req, "Completion": comp_resp,
      "EmbeddingRequest": emb_req, "EmbeddingList": emb_resp, "ModelList": model_list,
-     "PsRow": ps_row, "Ps": ps, "Ready": readyz}},
+     "PsRow": ps_row, "Ps": ps, "Ready": readyz,
+     "File": file_obj, "FileList": file_list, "FileUpload": file_upload, "FileDeleted": file_deleted}},
  "paths": {
   "/v1/chat/completions": {"post": {"operationId": "createChatCompletion", "summary": "A chat completion, whole or streamed.",
      "security": SEC, "requestBody": json_body("#/components/schemas/ChatCompletionRequest"),
@@ -204,6 +223,27 @@ doc = {
      "responses": {"200": ok("#/components/schemas/EmbeddingList", "The embeddings."), **errs(*GEN_ERRS)}}},
   "/v1/models": {"get": {"operationId": "listModels", "summary": "The models this user may use.", "security": SEC,
      "responses": {"200": ok("#/components/schemas/ModelList", "The models."), **errs(*AUTH_ERRS)}}},
+  "/v1/files": {
+    "post": {"operationId": "createFile", "summary": "Upload a file (multipart/form-data: `file` and `purpose`); it belongs to the uploader.",
+     "security": SEC, "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/FileUpload"}}}},
+     "responses": {"200": ok("#/components/schemas/File", "The stored file."),
+       **errs("400", "401", "403", "408", "503"), "413": ERRS["413f"], "429": ERRS["429f"]}},
+    "get": {"operationId": "listFiles", "summary": "The caller's files, newest first unless `order=asc`.", "security": SEC,
+     "parameters": [
+       {"name": "purpose", "in": "query", "schema": {"type": "string"}},
+       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+       {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "A file id: the files after it, in the order asked."},
+       {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}}],
+     "responses": {"200": ok("#/components/schemas/FileList", "The files."), **errs(*FILE_ERRS)}}},
+  "/v1/files/{file_id}": {
+    "get": {"operationId": "retrieveFile", "summary": "One of the caller's files (404 for anyone else's).", "security": SEC,
+     "parameters": file_param, "responses": {"200": ok("#/components/schemas/File", "The file."), **errs(*FILE_ERRS)}},
+    "delete": {"operationId": "deleteFile", "summary": "Delete one of the caller's files.", "security": SEC,
+     "parameters": file_param, "responses": {"200": ok("#/components/schemas/FileDeleted", "Deleted."), **errs(*FILE_ERRS)}}},
+  "/v1/files/{file_id}/content": {"get": {"operationId": "downloadFile", "summary": "A file's bytes.", "security": SEC,
+     "parameters": file_param,
+     "responses": {"200": {"description": "The bytes.", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+       **errs(*FILE_ERRS)}}},
   "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness: the gateway answers.", "security": [{}],
      "responses": {"200": {"description": "Alive.", "content": {"text/plain": {"schema": {"const": "ok"}}}}}}},
   "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: every loaded model's engine is up (per-model detail for staff).",

@@ -143,6 +143,8 @@ async fn access(
         ledger: aula_store::Ledger::start(store.clone()),
         fair: config.fairness.resolve(),
         reload,
+        store: store.clone(),
+        files: crate::files::Files::new(home::aula_home().join("files")),
     })
 }
 
@@ -159,6 +161,7 @@ impl App {
             .map_err(|e| anyhow!(e))?;
         let store = open_store(config).await?;
         let access = access(config, config_path, &store, &opts).await?;
+        access.files.sweep(&store).await;
         let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;

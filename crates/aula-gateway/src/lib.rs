@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod fair;
+pub mod files;
 pub mod home;
 pub mod identity;
 pub mod limits;
@@ -34,6 +35,10 @@ pub struct Access {
     pub ledger: aula_store::Ledger,
     pub fair: fair::FairConfig,
     pub reload: Option<server::Reload>,
+    /// Users' records beyond the ledger (uploaded files).
+    pub store: aula_store::Store,
+    /// Where uploaded files' bytes live.
+    pub files: files::Files,
 }
 
 /// Build the router and the fleet: a fair queue per model in front of the
@@ -72,5 +77,7 @@ pub fn start(
         ledger: access.ledger,
         reload: access.reload,
         fleet,
+        store: access.store,
+        files: access.files,
     }))
 }

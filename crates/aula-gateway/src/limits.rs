@@ -37,7 +37,17 @@ pub struct LimitFields {
     /// Share of the machine relative to others (default 1): a weight of 4
     /// is served as if each of its tokens cost a quarter.
     pub weight: Option<f64>,
+    /// The largest file one upload may be, in MB (default [`DEFAULT_MAX_FILE_MB`]).
+    pub max_file_mb: Option<u64>,
+    /// What a user's uploaded files may take together, in MB (default
+    /// [`DEFAULT_FILE_STORAGE_MB`]).
+    pub file_storage_mb: Option<u64>,
 }
+
+/// The largest upload when no rule sets `max_file_mb`.
+pub const DEFAULT_MAX_FILE_MB: u64 = 512;
+/// A user's file storage when no rule sets `file_storage_mb`.
+pub const DEFAULT_FILE_STORAGE_MB: u64 = 2048;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
@@ -125,6 +135,8 @@ pub fn effective(rules: &[LimitRule], id: &Identity) -> LimitFields {
             },
         ),
         weight: pick(&rules, id, |f| f.weight, f64::max),
+        max_file_mb: pick(&rules, id, |f| f.max_file_mb, max),
+        file_storage_mb: pick(&rules, id, |f| f.file_storage_mb, max),
     }
 }
 

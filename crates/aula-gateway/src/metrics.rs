@@ -64,6 +64,11 @@ pub fn describe() {
     );
 }
 
+/// A client connection closed on arrival: the connection cap is reached.
+pub fn connection_refused() {
+    metrics::counter!("aula_connections_refused_total").increment(1);
+}
+
 /// A request refused for lack of valid credentials.
 pub fn auth_refused(e: &aula_protocol::ApiError) {
     if matches!(e, aula_protocol::ApiError::Unauthorized(_)) {

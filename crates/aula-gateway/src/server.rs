@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct GatewayState {
     pub ledger: Ledger,
     pub reload: Option<Reload>,
     pub fleet: Arc<aula_fleet::Fleet>,
+    pub store: aula_store::Store,
+    pub files: crate::files::Files,
 }
 
 impl GatewayState {
@@ -60,6 +62,19 @@ fn routes() -> Vec<Route> {
         ("POST", "/v1/completions", post(completions)),
         ("POST", "/v1/embeddings", post(embeddings)),
         ("GET", "/v1/models", get(models)),
+        ("POST", "/v1/files", post(crate::files::upload)),
+        ("GET", "/v1/files", get(crate::files::list)),
+        ("GET", "/v1/files/{file_id}", get(crate::files::retrieve)),
+        (
+            "DELETE",
+            "/v1/files/{file_id}",
+            delete(crate::files::delete),
+        ),
+        (
+            "GET",
+            "/v1/files/{file_id}/content",
+            get(crate::files::content),
+        ),
         ("GET", "/healthz", get(|| async { "ok" })),
         ("GET", "/readyz", get(readyz)),
         ("GET", "/metrics", get(metrics)),
@@ -169,7 +184,7 @@ pub async fn serve_connections(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics::counter!("aula_connections_refused_total").increment(1);
+            crate::metrics::connection_refused();
             drop(tcp);
             continue;
         };

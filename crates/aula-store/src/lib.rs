@@ -7,11 +7,13 @@
 //! [`ledger`] writes and sums request records.
 
 pub mod db;
+pub mod files;
 pub mod identity;
 pub mod ledger;
 pub mod tables;
 
 pub use db::{Store, StoreError};
+pub use files::{FileQuery, FileRecord};
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, RequestRecord, UsageBy, UsageRow};
 

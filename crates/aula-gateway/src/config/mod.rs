@@ -99,6 +99,10 @@ pub struct LimitEntry {
     pub max_tokens: Option<u64>,
     pub models: Option<Vec<String>>,
     pub weight: Option<Spanned<f64>>,
+    /// The largest file one upload may be, in MB [default: 512].
+    pub max_file_mb: Option<u64>,
+    /// What a user's uploaded files may take together, in MB [default: 2048].
+    pub file_storage_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +277,8 @@ impl Config {
                     max_tokens: l.max_tokens,
                     models: l.models.clone(),
                     weight: l.weight.as_ref().map(|w| *w.get_ref()),
+                    max_file_mb: l.max_file_mb,
+                    file_storage_mb: l.file_storage_mb,
                 },
             })
             .collect()

@@ -445,9 +445,11 @@ mod tests {
                 None,
                 PriorUsage::default(),
             ),
-            ledger: aula_store::Ledger::start(store),
+            ledger: aula_store::Ledger::start(store.clone()),
             reload: None,
             fleet,
+            store,
+            files: crate::files::Files::new(dir.join("files")),
         };
         (Arc::new(st), dir)
     }

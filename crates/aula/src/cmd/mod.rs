@@ -81,7 +81,6 @@ pub(crate) fn is_local_url(url: &str) -> bool {
     aula_gateway::app::is_loopback(host)
 }
 
-
 /// Resolves on SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let term = async {

@@ -395,7 +395,9 @@ impl TestGateway {
 
     /// A model served by a server at `url` (its `/v1` is added).
     pub fn url_model(self, name: &str, url: &str) -> TestGateway {
-        self.config(&format!("[[models]]\nname = \"{name}\"\nurl = \"{url}/v1\"\n"))
+        self.config(&format!(
+            "[[models]]\nname = \"{name}\"\nurl = \"{url}/v1\"\n"
+        ))
     }
 
     /// `aula serve` with this configuration, once it listens.

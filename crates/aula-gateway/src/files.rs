@@ -1,0 +1,561 @@
+//! The Files API (`/v1/files`, OpenAI's shapes): upload, list, retrieve,
+//! download, delete. The rules it enforces:
+//!
+//! * **A file belongs to its uploader.** Anyone else — another student, a
+//!   teacher, an admin — is told it does not exist (404), never that it is
+//!   someone else's.
+//! * **Bounded, streamed uploads.** An upload is `multipart/form-data` with a
+//!   `file` and a `purpose`; the file is streamed to a temporary file in the
+//!   data directory, never held whole in memory. It is refused as soon as it
+//!   passes the user's `max_file_mb` (413) or would take their files past
+//!   `file_storage_mb` (429), each message naming the numbers. A client that
+//!   goes quiet for [`UPLOAD_IDLE`] is cut off.
+//! * **Nothing half-done is left behind.** The bytes are complete on disk
+//!   (written, synced, renamed into place) before the record is written; a
+//!   refused or broken upload removes its temporary file; deleting removes
+//!   the record before the bytes. At start, temporary files and bytes with no
+//!   record (a crash between the two steps) are removed.
+//! * **Purposes:** `assistants` and `user_data`; `fine-tune` is refused until
+//!   fine-tuning jobs exist (a file nothing can use would only take space).
+
+use crate::identity::Identity;
+use crate::server::GatewayState;
+use aula_protocol::ApiError;
+use aula_store::{FileQuery, FileRecord};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// The longest an upload may go without sending a byte.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+/// Most files one list answers.
+pub const MAX_LIST: i64 = 10_000;
+/// Purposes a file may be uploaded for.
+pub const PURPOSES: [&str; 2] = ["assistants", "user_data"];
+
+const MB: u64 = 1_000_000;
+
+/// Where uploaded files live: `files/` in the data directory, one file per id.
+#[derive(Debug, Clone)]
+pub struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    pub fn new(dir: PathBuf) -> Files {
+        Files { dir }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Remove what a crash may have left: temporary uploads, and bytes whose
+    /// record was never written.
+    pub async fn sweep(&self, store: &aula_store::Store) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let orphan = if name.starts_with(".upload-") {
+                true
+            } else if name.starts_with("file-") {
+                matches!(store.file(&name).await, Ok(None))
+            } else {
+                false
+            };
+            if orphan {
+                tracing::info!("removing {name} from the file store: it was never completed");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// A new file id: `file-` and 24 random letters and digits.
+fn file_id() -> String {
+    use rand::Rng;
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..24)
+        .map(|_| A[rng.gen_range(0..A.len())] as char)
+        .collect();
+    format!("file-{tail}")
+}
+
+/// A file as OpenAI's API shows it.
+fn file_object(f: &FileRecord) -> Value {
+    json!({
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": f.created_ms / 1000,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": "processed",
+        "status_details": null,
+        "expires_at": null,
+    })
+}
+
+fn store_error(e: aula_store::StoreError) -> ApiError {
+    ApiError::Unavailable(format!("the file store cannot be read or written: {e}"))
+}
+
+/// The caller's own file, or 404 (also for someone else's).
+async fn own_file(st: &GatewayState, id: &Identity, file_id: &str) -> Result<FileRecord, ApiError> {
+    match st.store.file(file_id).await.map_err(store_error)? {
+        Some(f) if f.owner == id.name => Ok(f),
+        _ => Err(ApiError::NotFound(format!("no file `{file_id}`"))),
+    }
+}
+
+/// A temporary upload, removed unless it was kept.
+struct Partial {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What one upload may take: per file and, with what the user already
+/// stores, in all.
+struct Allowance {
+    max_file: u64,
+    storage: u64,
+    used: u64,
+}
+
+impl Allowance {
+    fn check(&self, received: u64) -> Result<(), ApiError> {
+        if received > self.max_file {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the file is larger than the {} MB you may upload at once",
+                self.max_file / MB
+            )));
+        }
+        if self.used + received > self.storage {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "your files may take {} MB together; {:.1} MB are stored, which leaves {:.1} MB, and this upload is larger; delete some files first",
+                    self.storage / MB,
+                    self.used as f64 / MB as f64,
+                    self.storage.saturating_sub(self.used) as f64 / MB as f64,
+                ),
+                code: "storage_quota",
+                retry_after_s: 60,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Write one multipart field to `partial`, within the allowance.
+async fn receive(
+    field: &mut multer::Field<'_>,
+    partial: &Partial,
+    allow: &Allowance,
+) -> Result<u64, ApiError> {
+    let io = |e: std::io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            ApiError::Unavailable("the server's disk is full; the file was not stored".into())
+        } else {
+            ApiError::Internal(format!("writing the upload: {e}"))
+        }
+    };
+    let mut out = tokio::fs::File::create(&partial.path).await.map_err(io)?;
+    let mut received: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {
+            Err(_) => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "the upload sent nothing for {} s",
+                    UPLOAD_IDLE.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(multipart_error(e)),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => c,
+        };
+        received += chunk.len() as u64;
+        allow.check(received)?;
+        out.write_all(&chunk).await.map_err(io)?;
+    }
+    out.sync_all().await.map_err(io)?;
+    Ok(received)
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    ApiError::invalid(format!("the upload is not valid multipart/form-data: {e}"))
+}
+
+/// A small text field (`purpose`), at most 64 bytes.
+async fn small_text(field: &mut multer::Field<'_>, name: &str) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    while let Some(c) = tokio::time::timeout(UPLOAD_IDLE, field.chunk())
+        .await
+        .map_err(|_| ApiError::RequestTimeout("the upload went quiet".into()))?
+        .map_err(multipart_error)?
+    {
+        text.extend_from_slice(&c);
+        if text.len() > 64 {
+            return Err(ApiError::invalid_param(
+                name,
+                format!("`{name}` is too long"),
+            ));
+        }
+    }
+    String::from_utf8(text)
+        .map_err(|_| ApiError::invalid_param(name, format!("`{name}` is not text")))
+}
+
+fn check_purpose(p: &str) -> Result<(), ApiError> {
+    if PURPOSES.contains(&p) {
+        return Ok(());
+    }
+    let why = if p == "fine-tune" {
+        "files for fine-tuning are accepted once fine-tuning jobs are available on this server"
+            .to_string()
+    } else {
+        format!(
+            "`purpose` must be one of {}; got `{p}`",
+            PURPOSES.join(", ")
+        )
+    };
+    Err(ApiError::invalid_param("purpose", why))
+}
+
+/// The name a file is shown under: its last path component, printable,
+/// at most 255 characters.
+fn clean_filename(name: Option<&str>) -> String {
+    let base = name
+        .unwrap_or("upload")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("upload");
+    let clean: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
+    if clean.trim().is_empty() {
+        "upload".into()
+    } else {
+        clean
+    }
+}
+
+/// `POST /v1/files`.
+pub async fn upload(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match upload_inner(&st, &headers, body).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn upload_inner(
+    st: &GatewayState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, ApiError> {
+    let id = st.auth.authenticate(headers).await?;
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "send the file as multipart/form-data, with the fields `file` and `purpose`",
+            )
+        })?;
+    let lim = crate::limits::effective(&st.limiter.rules(), &id);
+    let allow = Allowance {
+        max_file: lim
+            .max_file_mb
+            .unwrap_or(crate::limits::DEFAULT_MAX_FILE_MB)
+            .saturating_mul(MB),
+        storage: lim
+            .file_storage_mb
+            .unwrap_or(crate::limits::DEFAULT_FILE_STORAGE_MB)
+            .saturating_mul(MB),
+        used: st
+            .store
+            .storage_of(&id.name)
+            .await
+            .map_err(store_error)?
+            .max(0) as u64,
+    };
+    std::fs::create_dir_all(&st.files.dir)
+        .map_err(|e| ApiError::Internal(format!("cannot create the file store: {e}")))?;
+    let file_id = file_id();
+    let mut partial = Partial {
+        path: st.files.dir.join(format!(".upload-{file_id}")),
+        kept: false,
+    };
+    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let (mut purpose, mut file) = (None, None);
+    while let Some(mut field) = tokio::time::timeout(UPLOAD_IDLE, multipart.next_field())
+        .await
+        .map_err(|_| ApiError::RequestTimeout("the upload went quiet".into()))?
+        .map_err(multipart_error)?
+    {
+        match field.name() {
+            Some("purpose") if purpose.is_none() => {
+                purpose = Some(small_text(&mut field, "purpose").await?)
+            }
+            Some("file") if file.is_none() => {
+                let name = clean_filename(field.file_name());
+                let bytes = receive(&mut field, &partial, &allow).await?;
+                file = Some((name, bytes));
+            }
+            Some(other @ ("purpose" | "file")) => {
+                return Err(ApiError::invalid_param(
+                    other,
+                    format!("`{other}` is given twice"),
+                ));
+            }
+            other => {
+                let other = other.unwrap_or("(unnamed)").to_string();
+                return Err(ApiError::invalid_param(
+                    &other,
+                    format!("unknown field `{other}`"),
+                ));
+            }
+        }
+    }
+    let purpose =
+        purpose.ok_or_else(|| ApiError::invalid_param("purpose", "`purpose` is required"))?;
+    check_purpose(&purpose)?;
+    let (filename, bytes) =
+        file.ok_or_else(|| ApiError::invalid_param("file", "`file` is required"))?;
+    if bytes == 0 {
+        return Err(ApiError::invalid_param("file", "the file is empty"));
+    }
+    std::fs::rename(&partial.path, st.files.path(&file_id))
+        .map_err(|e| ApiError::Internal(format!("storing the upload: {e}")))?;
+    partial.path = st.files.path(&file_id);
+    let record = FileRecord {
+        id: file_id,
+        owner: id.name.clone(),
+        purpose,
+        filename,
+        bytes: bytes as i64,
+        created_ms: aula_store::now_ms(),
+    };
+    st.store.put_file(&record).await.map_err(store_error)?;
+    partial.kept = true;
+    Ok(file_object(&record))
+}
+
+/// `GET /v1/files`: the caller's files, newest first unless `order=asc`.
+pub async fn list(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let run = async {
+        let id = st.auth.authenticate(&headers).await?;
+        let query = list_query(q.as_deref().unwrap_or(""))?;
+        let (files, more) = st
+            .store
+            .files_of(&id.name, &query)
+            .await
+            .map_err(store_error)?;
+        let data: Vec<Value> = files.iter().map(file_object).collect();
+        Ok::<_, ApiError>(json!({
+            "object": "list",
+            "data": data,
+            "has_more": more,
+            "first_id": files.first().map(|f| f.id.clone()),
+            "last_id": files.last().map(|f| f.id.clone()),
+        }))
+    };
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `purpose`, `limit` (1 to [`MAX_LIST`], default 10,000 as OpenAI's),
+/// `after`, `order` (`asc` or `desc`).
+fn list_query(q: &str) -> Result<FileQuery, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+        .map_err(|e| ApiError::invalid(format!("the query string cannot be read: {e}")))?;
+    let mut out = FileQuery {
+        limit: MAX_LIST,
+        ..Default::default()
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "purpose" => out.purpose = Some(v),
+            "after" => out.after = Some(v),
+            "limit" => {
+                out.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid_param("limit", format!("`limit` must be 1 to {MAX_LIST}"))
+                    })?;
+            }
+            "order" => {
+                out.ascending = match v.as_str() {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            "order",
+                            "`order` must be asc or desc",
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::invalid_param(
+                    other,
+                    format!("unknown parameter `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /v1/files/{file_id}`.
+pub async fn retrieve(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(file_id): Path<String>,
+) -> Response {
+    let run = async {
+        let id = st.auth.authenticate(&headers).await?;
+        own_file(&st, &id, &file_id).await
+    };
+    match run.await {
+        Ok(f) => axum::Json(file_object(&f)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/files/{file_id}/content`: the bytes, streamed from disk.
+pub async fn content(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(file_id): Path<String>,
+) -> Response {
+    let run = async {
+        let id = st.auth.authenticate(&headers).await?;
+        let f = own_file(&st, &id, &file_id).await?;
+        let file = tokio::fs::File::open(st.files.path(&f.id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("the file `{}` cannot be read: {e}", f.id)))?;
+        Ok::<_, ApiError>((f, file))
+    };
+    match run.await {
+        Ok((f, file)) => {
+            let stream =
+                tokio_util::io::ReaderStream::new(file).map(|r| r.map_err(std::io::Error::other));
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                f.filename.replace(['"', '\\'], "_")
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, f.bytes.to_string()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /v1/files/{file_id}`.
+pub async fn delete(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(file_id): Path<String>,
+) -> Response {
+    let run = async {
+        let id = st.auth.authenticate(&headers).await?;
+        let f = own_file(&st, &id, &file_id).await?;
+        st.store.delete_file(&f.id).await.map_err(store_error)?;
+        if let Err(e) = std::fs::remove_file(st.files.path(&f.id)) {
+            tracing::warn!(
+                "the bytes of the deleted file {} could not be removed: {e}",
+                f.id
+            );
+        }
+        Ok::<_, ApiError>(json!({"id": f.id, "object": "file", "deleted": true}))
+    };
+    match run.await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_queries_and_allowances() {
+        assert_eq!(clean_filename(Some("../../etc/passwd")), "passwd");
+        assert_eq!(clean_filename(Some("C:\\notes\\week1.pdf")), "week1.pdf");
+        assert_eq!(clean_filename(Some("a\u{0}b\nc.txt")), "abc.txt");
+        assert_eq!(clean_filename(None), "upload");
+        assert_eq!(clean_filename(Some("dir/")), "upload");
+        let q = list_query("purpose=assistants&limit=2&order=asc&after=file-x").unwrap();
+        assert_eq!(q.purpose.as_deref(), Some("assistants"));
+        assert_eq!((q.limit, q.ascending), (2, true));
+        assert_eq!(q.after.as_deref(), Some("file-x"));
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "order=up",
+            "colour=red",
+        ] {
+            assert!(list_query(bad).is_err(), "{bad}");
+        }
+        assert_eq!(list_query("").unwrap().limit, MAX_LIST);
+        let a = Allowance {
+            max_file: 10 * MB,
+            storage: 15 * MB,
+            used: 8 * MB,
+        };
+        assert!(a.check(5 * MB).is_ok());
+        let e = a.check(8 * MB).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(e.to_string().contains("15 MB"), "{e}");
+        let e = a.check(11 * MB).unwrap_err();
+        assert_eq!(e.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(e.to_string().contains("10 MB"), "{e}");
+        assert!(check_purpose("assistants").is_ok());
+        assert!(
+            check_purpose("fine-tune")
+                .unwrap_err()
+                .to_string()
+                .contains("fine-tuning")
+        );
+        assert!(check_purpose("x").is_err());
+        assert!(file_id().starts_with("file-") && file_id().len() == 29);
+    }
+}
