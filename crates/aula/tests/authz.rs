@@ -41,6 +41,14 @@ const MATRIX: &[(&str, &str, [u16; 11])] = &[
     ("POST", "/admin/reload",        [401, 403, 403, 403, 200, 403, 403, 200, 401, 401, 403]),
     ("POST", "/admin/load/mock",     [401, 403, 403, 403, 404, 403, 403, 404, 401, 401, 403]),
     ("POST", "/admin/unload/mock",   [401, 403, 403, 403, 404, 403, 403, 404, 401, 401, 403]),
+    // Files: a JSON body is not an upload (400) once the caller is known.
+    ("POST", "/v1/files",            [401, 400, 400, 400, 400, 400, 400, 400, 401, 401, 400]),
+    ("GET", "/v1/files",             [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    // ada's file: hers (and her front end's) only; 404 for everyone else.
+    ("GET", "/v1/files/{file_id}",   [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/files/{file_id}/content", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    // Last: ada deletes it; after that it is gone for her front end too.
+    ("DELETE", "/v1/files/{file_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
 ];
 
 fn body_for(path: &str) -> Value {
@@ -127,14 +135,17 @@ fn every_route_answers_every_caller_as_the_table_says() {
     ];
 
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    // A file of ada's, for the file routes.
+    let file_id = upload(&s.url, &student, "notes.txt", b"week 1", "user_data");
     let mut wrong = Vec::new();
     for (method, path, want) in MATRIX {
+        let path = path.replace("{file_id}", &file_id);
         for (i, caller) in CALLERS.iter().enumerate() {
             let (got, text) = call(
                 method,
                 &format!("{}{path}", s.url),
                 &headers[i],
-                &body_for(path),
+                &body_for(&path),
             );
             if got != want[i] {
                 wrong.push(format!(
@@ -143,7 +154,7 @@ fn every_route_answers_every_caller_as_the_table_says() {
                 ));
             }
             // /readyz names the models only to staff.
-            if *path == "/readyz" {
+            if path == "/readyz" {
                 let detail = serde_json::from_str::<Value>(&text).unwrap()["models"].is_object();
                 let staff = matches!(i, 3 | 4 | 6 | 7);
                 if detail != staff {
@@ -170,11 +181,14 @@ fn every_route_answers_every_caller_as_the_table_says() {
             described.push(format!(
                 "{} {}",
                 m.to_uppercase(),
-                path.replace("{model}", "mock")
+                path.replace("{model}", "mock").replace("{file_id}", "FILE")
             ));
         }
     }
-    let mut tested: Vec<String> = MATRIX.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    let mut tested: Vec<String> = MATRIX
+        .iter()
+        .map(|(m, p, _)| format!("{m} {}", p.replace("{file_id}", "FILE")))
+        .collect();
     described.sort();
     tested.sort();
     described.dedup();

@@ -503,3 +503,51 @@ pub fn python_child(args: &[&str]) -> (Killed, String) {
     .unwrap();
     (Killed(child), line.trim().to_string())
 }
+
+/// Upload `bytes` as `name` with `key` (multipart, as the `openai` client
+/// sends it); the new file's id.
+pub fn upload(url: &str, key: &str, name: &str, bytes: &[u8], purpose: &str) -> String {
+    let (status, v) = upload_raw(url, Some(key), name, bytes, purpose);
+    assert_eq!(status, 200, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The same, answering (status, body).
+pub fn upload_raw(
+    url: &str,
+    key: Option<&str>,
+    name: &str,
+    bytes: &[u8],
+    purpose: &str,
+) -> (u16, Value) {
+    let boundary = "aulaTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut req = ureq::post(&format!("{url}/v1/files")).set(
+        "Content-Type",
+        &format!("multipart/form-data; boundary={boundary}"),
+    );
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    match req.send_bytes(&body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let status = r.status();
+            let text = r.into_string().unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(e) => panic!("upload: {e}"),
+    }
+}

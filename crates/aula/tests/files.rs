@@ -1,0 +1,190 @@
+//! The Files API end to end: the official `openai` client, ownership, the
+//! size and storage limits, bad uploads, and what a crash leaves behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn python() -> String {
+    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .output()
+        .map(|o| o.status.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "the `openai` Python package is needed: run `bash scripts/test.sh` (or set AULA_TEST_PYTHON)"
+    );
+    python
+}
+
+/// A gateway with students `ada` and `bob` (keys returned) under `limits`.
+fn gateway(tag: &str, limits: &str) -> (TestGateway, Proc, String, String) {
+    let mock = spawn_mock(0);
+    let g = TestGateway::new(tag)
+        .url_model("mock", &mock.url)
+        .config(limits);
+    let key = |user: &str| {
+        let (ok, _, err) = run_aula(&["users", "add", user], &g.home);
+        assert!(ok, "{err}");
+        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let (ada, bob) = (key("ada"), key("bob"));
+    let s = g.start();
+    drop(mock); // no model is needed for files
+    (g, s, ada, bob)
+}
+
+/// Names in the file store, but for temporary uploads.
+fn stored(g: &TestGateway) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(g.home.join("files"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_openai_client_uploads_lists_downloads_and_deletes() {
+    let python = python();
+    let (_g, s, ada, bob) = gateway("files-client", "");
+    let script = r##"
+import sys, openai
+from openai import OpenAI
+c = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0)
+data = "# Week 1\nGradient descent, step by step.\n".encode() * 1000
+f = c.files.create(file=("week1.md", data), purpose="assistants")
+assert f.object == "file" and f.bytes == len(data) and f.filename == "week1.md", f
+assert f.purpose == "assistants" and f.status == "processed", f
+more = [c.files.create(file=(f"n{i}.txt", b"x" * (i + 1)), purpose="user_data").id for i in range(3)]
+# Auto-pagination over pages of 2 (the client follows `after`).
+ids = [x.id for x in c.files.list(limit=2)]
+assert sorted(ids) == sorted([f.id] + more), ids
+assert ids[0] == more[-1], "newest first"
+assert [x.id for x in c.files.list(purpose="assistants")] == [f.id]
+assert [x.id for x in c.files.list(order="asc", limit=100)][0] == f.id
+assert c.files.retrieve(f.id).bytes == len(data)
+assert c.files.content(f.id).read() == data
+assert c.files.delete(f.id).deleted
+try:
+    c.files.retrieve(f.id)
+    raise SystemExit("a deleted file is still there")
+except openai.NotFoundError:
+    pass
+other = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[3], max_retries=0)
+try:
+    other.files.content(more[0])
+    raise SystemExit("bob read ada's file")
+except openai.NotFoundError:
+    pass
+assert list(other.files.list()) == []
+try:
+    c.files.create(file=("t.jsonl", b"{}"), purpose="fine-tune")
+    raise SystemExit("fine-tune accepted")
+except openai.BadRequestError as e:
+    assert "fine-tuning" in str(e), e
+print("ok")
+"##;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script, &s.url, &ada, &bob])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn limits_and_bad_uploads_are_refused_leaving_nothing_behind() {
+    let (g, s, ada, bob) = gateway(
+        "files-limits",
+        "[[limits]]\nrole = \"student\"\nmax_file_mb = 1\nfile_storage_mb = 2\n",
+    );
+    let kb = |n: usize| vec![b'a'; n * 1000];
+    // Over the size of one file: 413, naming the limit.
+    let (status, v) = upload_raw(&s.url, Some(&ada), "big.bin", &kb(1500), "user_data");
+    assert_eq!(status, 413, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("1 MB"),
+        "{v}"
+    );
+    // Two files of 0.9 MB fit in 2 MB; a third does not: 429, naming it.
+    upload(&s.url, &ada, "a.bin", &kb(900), "user_data");
+    upload(&s.url, &ada, "b.bin", &kb(900), "user_data");
+    let (status, v) = upload_raw(&s.url, Some(&ada), "c.bin", &kb(900), "user_data");
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["code"], "storage_quota", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("2 MB"),
+        "{v}"
+    );
+    // bob's quota is his own.
+    upload(&s.url, &bob, "b.bin", &kb(900), "user_data");
+    // An empty file, a missing purpose, an unknown purpose, not multipart.
+    let (status, v) = upload_raw(&s.url, Some(&bob), "empty.txt", b"", "user_data");
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("file")),
+        "{v}"
+    );
+    let (status, v) = upload_raw(&s.url, Some(&bob), "x.txt", b"x", "homework");
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("purpose")),
+        "{v}"
+    );
+    let r = post_auth(
+        &format!("{}/v1/files", s.url),
+        Some(&bob),
+        &serde_json::json!({"file": "x", "purpose": "user_data"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("multipart/form-data"), "{}", r.text);
+    let (status, _) = upload_raw(&s.url, None, "x.txt", b"x", "user_data");
+    assert_eq!(status, 401);
+    // Only the three accepted uploads are stored; no temporary file is left.
+    let files = stored(&g);
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files.iter().all(|f| f.starts_with("file-")), "{files:?}");
+    // Deleting frees the quota.
+    let list = get_auth(&format!("{}/v1/files", s.url), Some(&ada));
+    let first = list.body["data"][0]["id"].as_str().unwrap().to_string();
+    let gone = ureq::delete(&format!("{}/v1/files/{first}", s.url))
+        .set("Authorization", &format!("Bearer {ada}"))
+        .call()
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    upload(&s.url, &ada, "c.bin", &kb(900), "user_data");
+    assert_eq!(stored(&g).len(), 3);
+    let _: Value = list.body;
+}
+
+#[test]
+fn what_a_crash_leaves_in_the_file_store_is_removed_at_start() {
+    // No engine is needed for files: a model nobody serves will do.
+    let g = TestGateway::new("files-sweep").url_model("absent", "http://127.0.0.1:9");
+    let dir = g.home.join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A temporary upload, and bytes whose record was never written.
+    std::fs::write(dir.join(".upload-file-x"), b"half").unwrap();
+    std::fs::write(dir.join("file-orphan000000000000000000"), b"no record").unwrap();
+    let s = g.start();
+    let id = upload(&s.url, "none", "kept.txt", b"kept", "assistants");
+    drop(s);
+    assert_eq!(stored(&g), vec![id.clone()]);
+    // A restart keeps what has a record.
+    let s = g.start();
+    let r = get(&format!("{}/v1/files/{id}/content", s.url));
+    assert_eq!((r.status, r.text.as_str()), (200, "kept"));
+}
