@@ -255,6 +255,61 @@ fn clean_filename(name: Option<&str>) -> String {
     }
 }
 
+/// The upload's `purpose` and `file` (its name and size on disk).
+async fn read_fields(
+    multipart: &mut multer::Multipart<'static>,
+    partial: &Partial,
+    allow: &Allowance,
+) -> Result<(Option<String>, Option<(String, u64)>), ApiError> {
+    let (mut purpose, mut file) = (None, None);
+    while let Some(mut field) = tokio::time::timeout(UPLOAD_IDLE, multipart.next_field())
+        .await
+        .map_err(|_| ApiError::RequestTimeout("the upload went quiet".into()))?
+        .map_err(multipart_error)?
+    {
+        match field.name() {
+            Some("purpose") if purpose.is_none() => {
+                purpose = Some(small_text(&mut field, "purpose").await?)
+            }
+            Some("file") if file.is_none() => {
+                let name = clean_filename(field.file_name());
+                let bytes = receive(&mut field, partial, allow).await?;
+                file = Some((name, bytes));
+            }
+            Some(other @ ("purpose" | "file")) => {
+                return Err(ApiError::invalid_param(
+                    other,
+                    format!("`{other}` is given twice"),
+                ));
+            }
+            other => {
+                let other = other.unwrap_or("(unnamed)").to_string();
+                return Err(ApiError::invalid_param(
+                    &other,
+                    format!("unknown field `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok((purpose, file))
+}
+
+/// The longest a refused upload is read on so that its client can see the
+/// refusal (after that the connection is closed on it).
+pub const DRAIN_FOR: Duration = Duration::from_secs(60);
+
+/// Read and drop what is left of a refused upload, for at most [`DRAIN_FOR`].
+async fn drain(multipart: &mut multer::Multipart<'static>) {
+    let rest = async {
+        while let Ok(Ok(Some(mut field))) =
+            tokio::time::timeout(UPLOAD_IDLE, multipart.next_field()).await
+        {
+            while let Ok(Ok(Some(_))) = tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {}
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
+}
+
 /// `POST /v1/files`.
 pub async fn upload(
     State(st): State<Arc<GatewayState>>,
@@ -307,36 +362,15 @@ async fn upload_inner(
         kept: false,
     };
     let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
-    let (mut purpose, mut file) = (None, None);
-    while let Some(mut field) = tokio::time::timeout(UPLOAD_IDLE, multipart.next_field())
-        .await
-        .map_err(|_| ApiError::RequestTimeout("the upload went quiet".into()))?
-        .map_err(multipart_error)?
-    {
-        match field.name() {
-            Some("purpose") if purpose.is_none() => {
-                purpose = Some(small_text(&mut field, "purpose").await?)
-            }
-            Some("file") if file.is_none() => {
-                let name = clean_filename(field.file_name());
-                let bytes = receive(&mut field, &partial, &allow).await?;
-                file = Some((name, bytes));
-            }
-            Some(other @ ("purpose" | "file")) => {
-                return Err(ApiError::invalid_param(
-                    other,
-                    format!("`{other}` is given twice"),
-                ));
-            }
-            other => {
-                let other = other.unwrap_or("(unnamed)").to_string();
-                return Err(ApiError::invalid_param(
-                    &other,
-                    format!("unknown field `{other}`"),
-                ));
-            }
+    let (purpose, file) = match read_fields(&mut multipart, &partial, &allow).await {
+        Ok(fields) => fields,
+        Err(e) => {
+            // A client still sending would see a broken connection instead
+            // of this answer: read (and drop) the rest first, within bounds.
+            drain(&mut multipart).await;
+            return Err(e);
         }
-    }
+    };
     let purpose =
         purpose.ok_or_else(|| ApiError::invalid_param("purpose", "`purpose` is required"))?;
     check_purpose(&purpose)?;

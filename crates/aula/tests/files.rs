@@ -105,6 +105,41 @@ print("ok")
     );
 }
 
+/// Upload `size` bytes in small, paced writes (as a client on a slow link
+/// would): whether every write went through, and the raw answer.
+fn slow_upload(url: &str, key: &str, size: usize) -> (bool, String) {
+    use std::io::{Read, Write};
+    let b = "slowBoundary";
+    let head = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+    );
+    let tail = format!("\r\n--{b}--\r\n");
+    let len = head.len() + size + tail.len();
+    let mut tcp = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    let mut ok = tcp
+        .write_all(
+            format!(
+                "POST /v1/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: multipart/form-data; boundary={b}\r\nContent-Length: {len}\r\n\r\n{head}"
+            )
+            .as_bytes(),
+        )
+        .is_ok();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut sent = 0;
+    while ok && sent < size {
+        let n = chunk.len().min(size - sent);
+        ok = tcp.write_all(&chunk[..n]).is_ok();
+        sent += n;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    ok = ok && tcp.write_all(tail.as_bytes()).is_ok();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    (ok, answer)
+}
+
 #[test]
 fn limits_and_bad_uploads_are_refused_leaving_nothing_behind() {
     let (g, s, ada, bob) = gateway(
@@ -112,13 +147,21 @@ fn limits_and_bad_uploads_are_refused_leaving_nothing_behind() {
         "[[limits]]\nrole = \"student\"\nmax_file_mb = 1\nfile_storage_mb = 2\n",
     );
     let kb = |n: usize| vec![b'a'; n * 1000];
-    // Over the size of one file: 413, naming the limit.
+    // Over the size of one file: 413, naming the limit — also to a client
+    // still sending far more, slowly: the gateway reads the rest so that it
+    // sees the answer, not a connection closed on it.
     let (status, v) = upload_raw(&s.url, Some(&ada), "big.bin", &kb(1500), "user_data");
     assert_eq!(status, 413, "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("1 MB"),
         "{v}"
     );
+    let (wrote_all, answer) = slow_upload(&s.url, &ada, 8_000_000);
+    assert!(
+        wrote_all,
+        "the gateway closed the connection on a client still sending"
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.300}");
     // Two files of 0.9 MB fit in 2 MB; a third does not: 429, naming it.
     upload(&s.url, &ada, "a.bin", &kb(900), "user_data");
     upload(&s.url, &ada, "b.bin", &kb(900), "user_data");

@@ -154,6 +154,32 @@ fn keys_ledger_and_usage_on_postgres() {
     assert_eq!(rows[0]["key"], "db101", "{rows}");
     assert_eq!(rows[0]["ok"], 4, "{rows}");
     assert_eq!(rows[0]["prompt_tokens"], 32, "{rows}");
+    // Files on PostgreSQL: records, pages, the storage sum, deletion.
+    let ids: Vec<String> = (0..3)
+        .map(|i| upload(&s.url, &key, &format!("n{i}.txt"), b"notes", "user_data"))
+        .collect();
+    let files = format!("{}/v1/files", s.url);
+    let page = get_auth(&format!("{files}?limit=2&order=asc"), Some(&key));
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(page.body["data"][0]["id"], ids[0].as_str(), "{}", page.text);
+    assert_eq!(page.body["has_more"], true);
+    let next = get_auth(
+        &format!("{files}?limit=2&order=asc&after={}", ids[1]),
+        Some(&key),
+    );
+    assert_eq!(next.body["data"][0]["id"], ids[2].as_str(), "{}", next.text);
+    assert_eq!(next.body["has_more"], false);
+    let content = get_auth(&format!("{files}/{}/content", ids[2]), Some(&key));
+    assert_eq!((content.status, content.text.as_str()), (200, "notes"));
+    let gone = ureq::delete(&format!("{files}/{}", ids[0]))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    assert_eq!(
+        get_auth(&format!("{files}/{}", ids[0]), Some(&key)).status,
+        404
+    );
     let (ok, _, _) = run_aula(&["keys", "revoke", "pat"], &home);
     assert!(ok);
     wait_for("revocation", std::time::Duration::from_secs(5), || {
