@@ -379,6 +379,18 @@ async fn upload_inner(
     if bytes == 0 {
         return Err(ApiError::invalid_param("file", "the file is empty"));
     }
+    // Another upload of the same user may have finished meanwhile: the
+    // quota is checked again against what is stored now.
+    let now = Allowance {
+        used: st
+            .store
+            .storage_of(&id.name)
+            .await
+            .map_err(store_error)?
+            .max(0) as u64,
+        ..allow
+    };
+    now.check(bytes)?;
     std::fs::rename(&partial.path, st.files.path(&file_id))
         .map_err(|e| ApiError::Internal(format!("storing the upload: {e}")))?;
     partial.path = st.files.path(&file_id);
@@ -496,7 +508,11 @@ pub async fn content(
         let f = own_file(&st, &id, &file_id).await?;
         let file = tokio::fs::File::open(st.files.path(&f.id))
             .await
-            .map_err(|e| ApiError::Internal(format!("the file `{}` cannot be read: {e}", f.id)))?;
+            .map_err(|e| match e.kind() {
+                // Deleted since its record was read.
+                std::io::ErrorKind::NotFound => ApiError::NotFound(format!("no file `{}`", f.id)),
+                _ => ApiError::Internal(format!("the file `{}` cannot be read: {e}", f.id)),
+            })?;
         Ok::<_, ApiError>((f, file))
     };
     match run.await {
@@ -530,7 +546,10 @@ pub async fn delete(
     let run = async {
         let id = st.auth.authenticate(&headers).await?;
         let f = own_file(&st, &id, &file_id).await?;
-        st.store.delete_file(&f.id).await.map_err(store_error)?;
+        if !st.store.delete_file(&f.id).await.map_err(store_error)? {
+            // Deleted by another request since its record was read.
+            return Err(ApiError::NotFound(format!("no file `{}`", f.id)));
+        }
         if let Err(e) = std::fs::remove_file(st.files.path(&f.id)) {
             tracing::warn!(
                 "the bytes of the deleted file {} could not be removed: {e}",
