@@ -10,6 +10,8 @@
 //!   passes the user's `max_file_mb` (413) or would take their files past
 //!   `file_storage_mb` (429), each message naming the numbers. A client that
 //!   goes quiet for [`UPLOAD_IDLE`] is cut off.
+//! * **The quota holds under concurrent uploads:** a user's uploads stream in
+//!   parallel but complete one at a time, each checked against what is stored.
 //! * **Nothing half-done is left behind.** The bytes are complete on disk
 //!   (written, synced, renamed into place) before the record is written; a
 //!   refused or broken upload removes its temporary file; deleting removes
@@ -46,11 +48,24 @@ const MB: u64 = 1_000_000;
 #[derive(Debug, Clone)]
 pub struct Files {
     dir: PathBuf,
+    /// One user's uploads complete one at a time (the final quota check and
+    /// the record together): users are spread over these by name.
+    commits: Arc<Vec<tokio::sync::Mutex<()>>>,
 }
 
 impl Files {
     pub fn new(dir: PathBuf) -> Files {
-        Files { dir }
+        Files {
+            dir,
+            commits: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
+        }
+    }
+
+    fn commit_lock(&self, user: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut h);
+        &self.commits[(h.finish() % self.commits.len() as u64) as usize]
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -380,7 +395,9 @@ async fn upload_inner(
         return Err(ApiError::invalid_param("file", "the file is empty"));
     }
     // Another upload of the same user may have finished meanwhile: the
-    // quota is checked again against what is stored now.
+    // quota is checked again against what is stored now, and this upload's
+    // record is written before any other of the user's is checked.
+    let _commit = st.files.commit_lock(&id.name).lock().await;
     let now = Allowance {
         used: st
             .store

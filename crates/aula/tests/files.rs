@@ -231,3 +231,40 @@ fn what_a_crash_leaves_in_the_file_store_is_removed_at_start() {
     let r = get(&format!("{}/v1/files/{id}/content", s.url));
     assert_eq!((r.status, r.text.as_str()), (200, "kept"));
 }
+
+/// Uploads of one user at the same time cannot together pass the quota.
+#[test]
+fn concurrent_uploads_stay_within_the_quota() {
+    let (g, s, ada, _bob) = gateway(
+        "files-race",
+        "[[limits]]\nrole = \"student\"\nfile_storage_mb = 3\n",
+    );
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, key) = (s.url.clone(), ada.clone());
+            std::thread::spawn(move || {
+                upload_raw(
+                    &url,
+                    Some(&key),
+                    &format!("f{i}.bin"),
+                    &vec![b'x'; 900_000],
+                    "user_data",
+                )
+                .0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // 3 MB holds three files of 0.9 MB, never four.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(stored(&g).len(), 3);
+}
