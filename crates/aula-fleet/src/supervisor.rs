@@ -249,20 +249,7 @@ impl Supervisor {
                 backend.set(Upstream::Stopped);
                 return;
             }
-            // The same port as last time when it is still free, so a
-            // restarted engine keeps its address.
-            let listen = if matches!(spec.launch, Launch::Embedded { .. }) {
-                port.and_then(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
-                    .map(Ok)
-                    .unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0"))
-                    .map(Listen::Socket)
-            } else {
-                match port.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
-                    Some(p) => Ok(Listen::Port(p)),
-                    None => free_port().map(Listen::Port),
-                }
-            };
-            let (listen, p) = match listen.and_then(|l| l.port().map(|p| (l, p))) {
+            let (listen, p) = match listen_for(&spec, port) {
                 Ok(lp) => lp,
                 Err(e) => {
                     tracing::error!(model = %spec.name, "no free port: {e}");
@@ -301,20 +288,16 @@ impl Supervisor {
                     tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
                     backend.set_load_time(started.elapsed());
                     backend.set(Upstream::Ready(base.clone()));
-                    let status = tokio::select! {
-                        s = child.wait() => s,
-                        _ = wedged(&client, &base, &key, self.liveness) => {
-                            // Alive but not answering: stop it, and restart as after a crash.
-                            tracing::error!(model = %spec.name, "engine stopped answering its health check; restarting it");
-                            backend.set(Upstream::Starting);
-                            stop_child(&mut child).await;
-                            child.wait().await
-                        }
-                        _ = shutdown.changed() => {
-                            backend.set(Upstream::Stopped);
-                            stop_child(&mut child).await;
-                            return;
-                        }
+                    let up = Up {
+                        client: &client,
+                        base: &base,
+                        key: &key,
+                    };
+                    let Some(status) = self
+                        .serve(&spec, &backend, &mut child, up, &mut shutdown)
+                        .await
+                    else {
+                        return;
                     };
                     backend.set(Upstream::Starting);
                     let log = self.logs.join(spec.log_file());
@@ -340,6 +323,61 @@ impl Supervisor {
                 _ = shutdown.changed() => { backend.set(Upstream::Stopped); return; }
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Where the next start of `spec` listens: the same port as last time when
+/// it is still free (so a restarted engine keeps its address), else a new
+/// one; a socket Aula holds for `aula engine`, a port for other engines.
+fn listen_for(spec: &EngineSpec, last: Option<u16>) -> std::io::Result<(Listen, u16)> {
+    let listen = if matches!(spec.launch, Launch::Embedded { .. }) {
+        last.and_then(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .map(Ok)
+            .unwrap_or_else(|| std::net::TcpListener::bind("127.0.0.1:0"))
+            .map(Listen::Socket)?
+    } else {
+        match last.filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            Some(p) => Listen::Port(p),
+            None => Listen::Port(free_port()?),
+        }
+    };
+    let port = listen.port()?;
+    Ok((listen, port))
+}
+
+/// A ready engine's address, key and the client that checks it.
+struct Up<'a> {
+    client: &'a crate::backend::HttpClient,
+    base: &'a str,
+    key: &'a str,
+}
+
+impl Supervisor {
+    /// Watch a ready engine until it exits or stops answering (then it is
+    /// stopped, to be restarted); None when shutdown came first.
+    async fn serve(
+        &self,
+        spec: &EngineSpec,
+        backend: &HttpBackend,
+        child: &mut Child,
+        up: Up<'_>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<std::io::Result<std::process::ExitStatus>> {
+        tokio::select! {
+            s = child.wait() => Some(s),
+            _ = wedged(up.client, up.base, up.key, self.liveness) => {
+                // Alive but not answering: stop it, and restart as after a crash.
+                tracing::error!(model = %spec.name, "engine stopped answering its health check; restarting it");
+                backend.set(Upstream::Starting);
+                stop_child(child).await;
+                Some(child.wait().await)
+            }
+            _ = shutdown.changed() => {
+                backend.set(Upstream::Stopped);
+                stop_child(child).await;
+                None
+            }
         }
     }
 }

@@ -190,3 +190,37 @@ impl PlanSummary {
         out
     }
 }
+
+/// `aula plan --explain`: every formula the estimates use.
+pub fn formulas_text() -> String {
+    let mut out = String::new();
+    for (name, f) in crate::estimate::FORMULAS {
+        let _ = writeln!(out, "{name}:\n    {f}");
+    }
+    out
+}
+
+/// `aula plan --list`: the catalog's models and the hardware profiles.
+pub fn listing_text() -> Result<String, String> {
+    let mut out = String::from("catalog models:\n");
+    for e in crate::catalog::entries()? {
+        let (p, _) = crate::catalog::count_params(&e);
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>8.2}B  {:<10} {}",
+            e.id,
+            p as f64 / 1e9,
+            e.kind,
+            e.source
+        );
+    }
+    out.push_str("hardware profiles:\n");
+    for h in crate::hardware::profiles()? {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s",
+            h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs
+        );
+    }
+    Ok(out)
+}

@@ -6,39 +6,16 @@ use crate::cli::PlanArgs;
 use anyhow::{Context, anyhow, bail};
 use aula_planner::estimate::{Engine, PlanRequest, Precision};
 use aula_planner::summary::{FinetunePlan, PlanSummary};
-use std::io::Write;
 
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
     if a.explain {
-        for (name, f) in aula_planner::estimate::FORMULAS {
-            let _ = writeln!(out, "{name}:\n    {f}");
-        }
+        print(&aula_planner::summary::formulas_text());
         if a.models.is_empty() {
             return Ok(());
         }
     }
     if a.list {
-        let _ = writeln!(out, "catalog models:");
-        for e in aula_planner::catalog::entries().map_err(|e| anyhow!(e))? {
-            let (p, _) = aula_planner::catalog::count_params(&e);
-            let _ = writeln!(
-                out,
-                "  {:<20} {:>8.2}B  {:<10} {}",
-                e.id,
-                p as f64 / 1e9,
-                e.kind,
-                e.source
-            );
-        }
-        let _ = writeln!(out, "hardware profiles:");
-        for h in aula_planner::hardware::profiles().map_err(|e| anyhow!(e))? {
-            let _ = writeln!(
-                out,
-                "  {:<10} {:<34} {:>6.1} GB usable  {:>6.0} GB/s",
-                h.id, h.name, h.usable_gb, h.peak_bandwidth_gbs
-            );
-        }
+        print(&aula_planner::summary::listing_text().map_err(|e| anyhow!(e))?);
         return Ok(());
     }
     if a.context == 0 || a.users == 0 || a.batch == 0 {
@@ -73,13 +50,12 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
                 aula_planner::report::markdown(&rows, &hw, engine, a.context, a.users, &svg_name);
             std::fs::write(file, md).with_context(|| format!("cannot write {}", file.display()))?;
         }
-        let _ = writeln!(
-            out,
-            "wrote {} ({} models on {})",
+        print(&format!(
+            "wrote {} ({} models on {})\n",
             file.display(),
             rows.len(),
             hw.name
-        );
+        ));
         return Ok(());
     }
     let precision =
