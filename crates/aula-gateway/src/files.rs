@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// The longest an upload may go without sending a byte.
-pub const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+pub const UPLOAD_IDLE: Duration = crate::body::IDLE;
 /// Most files one list answers.
 pub const MAX_LIST: i64 = 10_000;
 /// Purposes a file may be uploaded for.
@@ -309,11 +309,9 @@ async fn read_fields(
     Ok((purpose, file))
 }
 
-/// The longest a refused upload is read on so that its client can see the
-/// refusal (after that the connection is closed on it).
-pub const DRAIN_FOR: Duration = Duration::from_secs(60);
-
-/// Read and drop what is left of a refused upload, for at most [`DRAIN_FOR`].
+/// Read and drop what is left of a refused upload, as
+/// [`crate::body::drain`] does for other bodies (the multipart reader owns
+/// this one's stream), within the same bounds.
 async fn drain(multipart: &mut multer::Multipart<'static>) {
     let rest = async {
         while let Ok(Ok(Some(mut field))) =
@@ -322,7 +320,7 @@ async fn drain(multipart: &mut multer::Multipart<'static>) {
             while let Ok(Ok(Some(_))) = tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {}
         }
     };
-    let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
+    let _ = tokio::time::timeout(crate::body::DRAIN_FOR, rest).await;
 }
 
 /// `POST /v1/files`.

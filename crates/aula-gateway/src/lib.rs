@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod fair;
 pub mod files;

@@ -36,13 +36,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use settle::InFlight;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// The largest request body accepted (OpenAI-style JSON; 2,048 embedding
-/// inputs of a few hundred characters fit).
-pub const MAX_BODY_BYTES: usize = 2 << 20;
-/// How long a client may take to send its request body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+use std::time::Instant;
 
 pub async fn handle(
     st: Arc<GatewayState>,
@@ -53,34 +47,6 @@ pub async fn handle(
     match run(st, path, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
-}
-
-/// Read a request body within [`BODY_TIMEOUT`] and [`MAX_BODY_BYTES`];
-/// called only after the caller is authenticated, so an anonymous client
-/// cannot make the gateway hold megabytes or wait on a dripping upload.
-pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
-        Err(_) => Err(ApiError::RequestTimeout(format!(
-            "the request body did not arrive within {} s",
-            BODY_TIMEOUT.as_secs()
-        ))),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if too_large {
-                Err(ApiError::PayloadTooLarge(format!(
-                    "the request body is larger than {} MiB",
-                    MAX_BODY_BYTES >> 20
-                )))
-            } else {
-                Err(ApiError::invalid(format!(
-                    "the request body could not be read: {e}"
-                )))
-            }
-        }
-        Ok(Ok(b)) => Ok(b),
     }
 }
 
@@ -105,7 +71,7 @@ async fn run(
         .authenticate(headers)
         .await
         .inspect_err(crate::metrics::auth_refused)?;
-    let body = read_body(body).await?;
+    let body = crate::body::read_json(body).await?;
     let (call, reservation) = admit(&st, path, &id, body)?;
     let mut fl = InFlight::new(&st, &call, reservation, arrived);
     acquire_slot(&st, &mut fl, &call, &id.name).await?;
@@ -427,7 +393,7 @@ mod tests {
             exe: std::path::PathBuf::new(),
             logs: dir.clone(),
             budget_bytes: 0,
-            load_timeout: Duration::from_secs(1),
+            load_timeout: std::time::Duration::from_secs(1),
         })
         .start(&aula_fleet::tasks::Tasks::new())
         .unwrap();
