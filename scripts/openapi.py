@@ -179,7 +179,7 @@ file_deleted = {"type": "object", "required": ["id", "object", "deleted"], "prop
 file_param = [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
 FILE_ERRS = ("400", "401", "403", "404", "503")
 ERRS["413f"] = err("The file is larger than the user's `max_file_mb`.")
-ERRS["429f"] = {**ERRS["429"], "description": "The upload would take the user's files past `file_storage_mb` (`error.code`: `storage_quota`)."}
+ERRS["429f"] = {**ERRS["429"], "description": "The upload would take the user's files past `file_storage_mb` (`error.code`: `storage_quota`), or the user has 4 uploads under way already (`upload_concurrency`)."}
 
 # The parser takes an optional field sent as null as absent: say so.
 REQUIRED = {"model", "messages", "prompt", "input"}

@@ -10,6 +10,8 @@
 //!   passes the user's `max_file_mb` (413) or would take their files past
 //!   `file_storage_mb` (429), each message naming the numbers. A client that
 //!   goes quiet for [`UPLOAD_IDLE`] is cut off.
+//! * **At most [`MAX_UPLOADS_AT_ONCE`] uploads of one user at once** (429
+//!   `upload_concurrency`): slow uploads hold connections, which all share.
 //! * **The quota holds under concurrent uploads:** a user's uploads stream in
 //!   parallel but complete one at a time, each checked against what is stored.
 //! * **Nothing half-done is left behind.** The bytes are complete on disk
@@ -39,6 +41,9 @@ use tokio::io::AsyncWriteExt;
 pub const UPLOAD_IDLE: Duration = crate::body::IDLE;
 /// Most files one list answers.
 pub const MAX_LIST: i64 = 10_000;
+/// Uploads one user may have under way at once (slow uploads hold
+/// connections, which every user shares).
+pub const MAX_UPLOADS_AT_ONCE: usize = 4;
 /// Purposes a file may be uploaded for.
 pub const PURPOSES: [&str; 2] = ["assistants", "user_data"];
 
@@ -51,6 +56,26 @@ pub struct Files {
     /// One user's uploads complete one at a time (the final quota check and
     /// the record together): users are spread over these by name.
     commits: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Uploads under way, per user.
+    uploading: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One upload under way, counted against its user until dropped.
+struct Uploading {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for Uploading {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Files {
@@ -58,7 +83,29 @@ impl Files {
         Files {
             dir,
             commits: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
+            uploading: Default::default(),
         }
+    }
+
+    /// Count one more upload of `user`, refused past [`MAX_UPLOADS_AT_ONCE`]
+    /// (before its body is read).
+    fn begin_upload(&self, user: &str) -> Result<Uploading, ApiError> {
+        let mut counts = self.uploading.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(user.to_string()).or_insert(0);
+        if *n >= MAX_UPLOADS_AT_ONCE {
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "you already have {MAX_UPLOADS_AT_ONCE} uploads under way; wait for one to finish"
+                ),
+                code: "upload_concurrency",
+                retry_after_s: 5,
+            });
+        }
+        *n += 1;
+        Ok(Uploading {
+            counts: self.uploading.clone(),
+            user: user.to_string(),
+        })
     }
 
     fn commit_lock(&self, user: &str) -> &tokio::sync::Mutex<()> {
@@ -341,6 +388,7 @@ async fn upload_inner(
     body: Body,
 ) -> Result<Value, ApiError> {
     let id = st.auth.authenticate(headers).await?;
+    let _uploading = st.files.begin_upload(&id.name)?;
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -625,5 +673,16 @@ mod tests {
         );
         assert!(check_purpose("x").is_err());
         assert!(file_id().starts_with("file-") && file_id().len() == 29);
+        // Uploads at once, per user, given back when they end.
+        let files = Files::new(std::env::temp_dir());
+        let held: Vec<Uploading> = (0..MAX_UPLOADS_AT_ONCE)
+            .map(|_| files.begin_upload("ada").unwrap())
+            .collect();
+        let e = files.begin_upload("ada").err().unwrap();
+        assert_eq!(e.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(files.begin_upload("bob").is_ok());
+        drop(held);
+        assert!(files.begin_upload("ada").is_ok());
+        assert!(files.uploading.lock().unwrap().is_empty());
     }
 }
