@@ -247,15 +247,7 @@ fn bad_config_stops_start_up_naming_key_and_line() {
 
 #[test]
 fn official_openai_python_client() {
-    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_openai = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        matches!(has_openai, Ok(true)),
-        "the `openai` Python package is needed: run `bash scripts/test.sh` (or set AULA_TEST_PYTHON)"
-    );
+    let python = python_with("openai");
     let home = temp_home("openai");
     std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
@@ -423,10 +415,11 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
     wait_ready(&s.url);
     let url = s.url.clone();
     let request = std::thread::spawn(move || {
-        post(
+        let r = post(
             &format!("{url}/v1/chat/completions"),
             &chat_body("mock", "hi", 4),
-        )
+        );
+        (r, std::time::Instant::now())
     });
     wait_for(
         "the request to be in flight",
@@ -437,6 +430,7 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
                 == 1
         },
     );
+    let signalled = std::time::Instant::now();
     unsafe {
         libc::kill(s.pid() as i32, libc::SIGTERM);
     }
@@ -444,7 +438,11 @@ fn a_request_in_flight_at_sigterm_completes_and_is_recorded() {
     wait_for("the listener to close", Duration::from_secs(5), || {
         std::net::TcpStream::connect(s.url.trim_start_matches("http://")).is_err()
     });
-    let r = request.join().unwrap();
+    let (r, answered) = request.join().unwrap();
+    assert!(
+        answered > signalled,
+        "the answer came before SIGTERM: nothing was in flight"
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["usage"]["completion_tokens"], 4, "{}", r.text);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
