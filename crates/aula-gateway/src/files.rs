@@ -26,6 +26,7 @@ use crate::identity::Identity;
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{FileQuery, FileRecord};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, header};
@@ -144,13 +145,7 @@ impl Files {
 
 /// A new file id: `file-` and 24 random letters and digits.
 fn file_id() -> String {
-    use rand::Rng;
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::thread_rng();
-    let tail: String = (0..24)
-        .map(|_| A[rng.gen_range(0..A.len())] as char)
-        .collect();
-    format!("file-{tail}")
+    format!("file-{}", crate::random_id(24))
 }
 
 /// A file as OpenAI's API shows it.
@@ -375,11 +370,8 @@ pub async fn upload(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    match upload_inner(&st, &headers, body).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Json<Value>, ApiError> {
+    upload_inner(&st, &headers, body).await.map(Json)
 }
 
 async fn upload_inner(
@@ -475,28 +467,22 @@ pub async fn list(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-) -> Response {
-    let run = async {
-        let id = st.auth.authenticate(&headers).await?;
-        let query = list_query(q.as_deref().unwrap_or(""))?;
-        let (files, more) = st
-            .store
-            .files_of(&id.name, &query)
-            .await
-            .map_err(store_error)?;
-        let data: Vec<Value> = files.iter().map(file_object).collect();
-        Ok::<_, ApiError>(json!({
-            "object": "list",
-            "data": data,
-            "has_more": more,
-            "first_id": files.first().map(|f| f.id.clone()),
-            "last_id": files.last().map(|f| f.id.clone()),
-        }))
-    };
-    match run.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Json<Value>, ApiError> {
+    let id = st.auth.authenticate(&headers).await?;
+    let query = list_query(q.as_deref().unwrap_or(""))?;
+    let (files, more) = st
+        .store
+        .files_of(&id.name, &query)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = files.iter().map(file_object).collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "has_more": more,
+        "first_id": files.first().map(|f| f.id.clone()),
+        "last_id": files.last().map(|f| f.id.clone()),
+    })))
 }
 
 /// `purpose`, `limit` (1 to [`MAX_LIST`], default 10,000 as OpenAI's),
@@ -549,15 +535,9 @@ pub async fn retrieve(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
     Path(file_id): Path<String>,
-) -> Response {
-    let run = async {
-        let id = st.auth.authenticate(&headers).await?;
-        own_file(&st, &id, &file_id).await
-    };
-    match run.await {
-        Ok(f) => axum::Json(file_object(&f)).into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Json<Value>, ApiError> {
+    let id = st.auth.authenticate(&headers).await?;
+    Ok(Json(file_object(&own_file(&st, &id, &file_id).await?)))
 }
 
 /// `GET /v1/files/{file_id}/content`: the bytes, streamed from disk.
@@ -565,39 +545,30 @@ pub async fn content(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
     Path(file_id): Path<String>,
-) -> Response {
-    let run = async {
-        let id = st.auth.authenticate(&headers).await?;
-        let f = own_file(&st, &id, &file_id).await?;
-        let file = tokio::fs::File::open(st.files.path(&f.id))
-            .await
-            .map_err(|e| match e.kind() {
-                // Deleted since its record was read.
-                std::io::ErrorKind::NotFound => ApiError::NotFound(format!("no file `{}`", f.id)),
-                _ => ApiError::Internal(format!("the file `{}` cannot be read: {e}", f.id)),
-            })?;
-        Ok::<_, ApiError>((f, file))
-    };
-    match run.await {
-        Ok((f, file)) => {
-            let stream =
-                tokio_util::io::ReaderStream::new(file).map(|r| r.map_err(std::io::Error::other));
-            let disposition = format!(
-                "attachment; filename=\"{}\"",
-                f.filename.replace(['"', '\\'], "_")
-            );
-            (
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                    (header::CONTENT_LENGTH, f.bytes.to_string()),
-                    (header::CONTENT_DISPOSITION, disposition),
-                ],
-                Body::from_stream(stream),
-            )
-                .into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    let id = st.auth.authenticate(&headers).await?;
+    let f = own_file(&st, &id, &file_id).await?;
+    let file = tokio::fs::File::open(st.files.path(&f.id))
+        .await
+        .map_err(|e| match e.kind() {
+            // Deleted since its record was read.
+            std::io::ErrorKind::NotFound => ApiError::NotFound(format!("no file `{}`", f.id)),
+            _ => ApiError::Internal(format!("the file `{}` cannot be read: {e}", f.id)),
+        })?;
+    let stream = tokio_util::io::ReaderStream::new(file).map(|r| r.map_err(std::io::Error::other));
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        f.filename.replace(['"', '\\'], "_")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, f.bytes.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// `DELETE /v1/files/{file_id}`.
@@ -605,26 +576,20 @@ pub async fn delete(
     State(st): State<Arc<GatewayState>>,
     headers: HeaderMap,
     Path(file_id): Path<String>,
-) -> Response {
-    let run = async {
-        let id = st.auth.authenticate(&headers).await?;
-        let f = own_file(&st, &id, &file_id).await?;
-        if !st.store.delete_file(&f.id).await.map_err(store_error)? {
-            // Deleted by another request since its record was read.
-            return Err(ApiError::NotFound(format!("no file `{}`", f.id)));
-        }
-        if let Err(e) = std::fs::remove_file(st.files.path(&f.id)) {
-            tracing::warn!(
-                "the bytes of the deleted file {} could not be removed: {e}",
-                f.id
-            );
-        }
-        Ok::<_, ApiError>(json!({"id": f.id, "object": "file", "deleted": true}))
-    };
-    match run.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
+) -> Result<Json<Value>, ApiError> {
+    let id = st.auth.authenticate(&headers).await?;
+    let f = own_file(&st, &id, &file_id).await?;
+    if !st.store.delete_file(&f.id).await.map_err(store_error)? {
+        // Deleted by another request since its record was read.
+        return Err(ApiError::NotFound(format!("no file `{}`", f.id)));
     }
+    if let Err(e) = std::fs::remove_file(st.files.path(&f.id)) {
+        tracing::warn!(
+            "the bytes of the deleted file {} could not be removed: {e}",
+            f.id
+        );
+    }
+    Ok(Json(json!({"id": f.id, "object": "file", "deleted": true})))
 }
 
 #[cfg(test)]

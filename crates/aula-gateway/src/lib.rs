@@ -29,6 +29,16 @@ use config::ModelSpec;
 use router::ModelRouter;
 use std::sync::Arc;
 
+/// A random id of `len` ASCII letters and digits (request and file ids).
+pub(crate) fn random_id(len: usize) -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
 /// The access side of the gateway: who may ask, how much, and the record.
 pub struct Access {
     pub auth: auth::Authenticator,

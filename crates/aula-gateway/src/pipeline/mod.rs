@@ -32,7 +32,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use rand::Rng;
 use serde_json::{Value, json};
 use settle::InFlight;
 use std::sync::Arc;
@@ -48,14 +47,6 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
-}
-
-fn request_id() -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..20)
-        .map(|_| A[rng.gen_range(0..A.len())] as char)
-        .collect()
 }
 
 /// The stages of one call, in order; each stage is a function below.
@@ -223,7 +214,7 @@ async fn acquire_slot(
 /// that cannot be recorded is not run.
 async fn record(st: &GatewayState, fl: &mut InFlight, id: &Identity) -> Result<(), ApiError> {
     let record = RequestRecord {
-        id: request_id(),
+        id: crate::random_id(20),
         user: id.name.clone(),
         groups: id.groups.clone(),
         model: fl.model.clone(),
