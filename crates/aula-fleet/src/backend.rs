@@ -450,3 +450,24 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change of an engine's state wakes whoever watches the fleet (a
+    /// load waiting for it, `Fleet::subscribe`).
+    #[tokio::test]
+    async fn a_state_change_wakes_watchers() {
+        let changes = std::sync::Arc::new(tokio::sync::watch::channel(()).0);
+        let mut rx = changes.subscribe();
+        let b = HttpBackend::new("m", Upstream::Stopped, http_client()).notifying(changes);
+        assert!(!rx.has_changed().unwrap());
+        b.set(Upstream::Ready("http://127.0.0.1:1".into()));
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.address().as_deref(), Some("http://127.0.0.1:1"));
+    }
+}

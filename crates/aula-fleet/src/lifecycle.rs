@@ -23,13 +23,8 @@ use tokio::sync::watch;
 
 pub struct Managed {
     pub name: String,
-    /// One engine per replica, each with its own backend.
-    pub engines: Vec<(EngineSpec, Arc<HttpBackend>)>,
-    pub queue: Arc<dyn Queue>,
-    pub pinned: bool,
-    pub preload: bool,
-    pub keep_alive: Option<Duration>,
-    pub planned_bytes: u64,
+    /// What was added: its engines, queue, and how it is kept.
+    pub member: Member,
     /// Requests between admission and their end (waiting for a load included).
     active: AtomicUsize,
     state: Mutex<ManagedState>,
@@ -113,8 +108,8 @@ impl Lifecycle {
         self.changes.clone()
     }
 
-    pub fn add(&mut self, m: Member) {
-        let Some(name) = m.engines.first().map(|(s, _)| s.name.clone()) else {
+    pub fn add(&mut self, member: Member) {
+        let Some(name) = member.engines.first().map(|(s, _)| s.name.clone()) else {
             return;
         };
         self.order.push(name.clone());
@@ -122,27 +117,18 @@ impl Lifecycle {
             name.clone(),
             Arc::new(Managed {
                 name,
-                engines: m.engines,
-                queue: m.queue,
-                pinned: m.pinned,
-                preload: m.preload,
-                keep_alive: m.keep_alive,
-                planned_bytes: m.planned_bytes,
+                member,
                 active: AtomicUsize::new(0),
                 state: Mutex::new(ManagedState::default()),
             }),
         );
     }
 
-    pub fn manages(&self, name: &str) -> bool {
-        self.models.contains_key(name)
-    }
-
     fn loaded_bytes(&self) -> u64 {
         self.models
             .values()
             .filter(|m| m.is_running())
-            .map(|m| m.planned_bytes)
+            .map(|m| m.member.planned_bytes)
             .sum()
     }
 
@@ -152,16 +138,16 @@ impl Lifecycle {
         let pinned: u64 = self
             .models
             .values()
-            .filter(|m| m.pinned)
-            .map(|m| m.planned_bytes)
+            .filter(|m| m.member.pinned)
+            .map(|m| m.member.planned_bytes)
             .sum();
         if pinned > self.budget_bytes {
             let list: Vec<String> = self
                 .order
                 .iter()
                 .filter_map(|n| self.models.get(n))
-                .filter(|m| m.pinned)
-                .map(|m| format!("{} {:.2} GB", m.name, m.planned_bytes as f64 / 1e9))
+                .filter(|m| m.member.pinned)
+                .map(|m| format!("{} {:.2} GB", m.name, m.member.planned_bytes as f64 / 1e9))
                 .collect();
             return Err(format!(
                 "the pinned models need {:.2} GB together ({}), more than the memory budget of {:.2} GB; \
@@ -177,11 +163,11 @@ impl Lifecycle {
                 let Some(m) = self.models.get(name) else {
                     continue;
                 };
-                if m.pinned != pass_pinned || !(m.preload || m.pinned) {
+                if m.member.pinned != pass_pinned || !(m.member.preload || m.member.pinned) {
                     continue;
                 }
-                if used + m.planned_bytes <= self.budget_bytes {
-                    used += m.planned_bytes;
+                if used + m.member.planned_bytes <= self.budget_bytes {
+                    used += m.member.planned_bytes;
                     self.start(m);
                 } else {
                     tracing::info!(model = %m.name, "not preloaded: the memory budget is taken; it loads on its first request");
@@ -197,7 +183,7 @@ impl Lifecycle {
             return;
         }
         let mut running = Vec::new();
-        for (spec, backend) in &m.engines {
+        for (spec, backend) in &m.member.engines {
             let (tx, rx) = watch::channel(false);
             backend.set(Upstream::Starting);
             let task = tokio::spawn(self.sup.clone().keep_running(
@@ -227,7 +213,7 @@ impl Lifecycle {
             }
             tracing::info!(model = %name, "unloaded");
         }
-        for (_, b) in &m.engines {
+        for (_, b) in &m.member.engines {
             b.set(Upstream::Stopped);
         }
         Ok(())
@@ -322,27 +308,27 @@ impl Lifecycle {
     /// Evict idle, unpinned models until `m` fits; wait (until `deadline`)
     /// while the only candidates are busy.
     async fn make_room(&self, m: &Arc<Managed>, deadline: Instant) -> Result<(), ApiError> {
-        if m.planned_bytes > self.budget_bytes {
+        if m.member.planned_bytes > self.budget_bytes {
             return Err(ApiError::Unavailable(format!(
                 "the model `{}` needs {:.2} GB (planned), more than the whole memory budget of {:.2} GB",
                 m.name,
-                m.planned_bytes as f64 / 1e9,
+                m.member.planned_bytes as f64 / 1e9,
                 self.budget_bytes as f64 / 1e9
             )));
         }
         let mut changes = self.changes.subscribe();
         loop {
             let loaded = self.loaded_bytes();
-            if loaded + m.planned_bytes <= self.budget_bytes {
+            if loaded + m.member.planned_bytes <= self.budget_bytes {
                 return Ok(());
             }
             let victim = self
                 .models
                 .values()
-                .filter(|v| v.name != m.name && v.is_running() && !v.pinned)
+                .filter(|v| v.name != m.name && v.is_running() && !v.member.pinned)
                 .filter(|v| {
                     v.active.load(Ordering::SeqCst) == 0 && {
-                        let q = v.queue.stats();
+                        let q = v.member.queue.stats();
                         q.busy == 0 && q.queued == 0
                     }
                 })
@@ -364,7 +350,7 @@ impl Lifecycle {
                         return Err(ApiError::Unavailable(format!(
                             "not enough memory to load `{}` ({:.2} GB planned; {:.2} GB of {:.2} GB in use by {}, all busy or pinned); try again later",
                             m.name,
-                            m.planned_bytes as f64 / 1e9,
+                            m.member.planned_bytes as f64 / 1e9,
                             loaded as f64 / 1e9,
                             self.budget_bytes as f64 / 1e9,
                             busy.join(", ")
@@ -379,6 +365,7 @@ impl Lifecycle {
     async fn note_actual(&self, m: &Arc<Managed>) {
         // Once per start, when every replica is up.
         let all_ready = m
+            .member
             .engines
             .iter()
             .all(|(_, b)| matches!(b.state(), Upstream::Ready(_)));
@@ -390,7 +377,7 @@ impl Lifecycle {
             st.actual_checked = true;
         }
         let mut actual = 0u64;
-        for (_, b) in &m.engines {
+        for (_, b) in &m.member.engines {
             let Upstream::Ready(base) = b.state() else {
                 return;
             };
@@ -414,10 +401,11 @@ impl Lifecycle {
             };
             actual += bytes;
         }
-        let gap = (actual as f64 - m.planned_bytes as f64).abs() / (m.planned_bytes.max(1) as f64);
+        let gap = (actual as f64 - m.member.planned_bytes as f64).abs()
+            / (m.member.planned_bytes.max(1) as f64);
         if gap > 0.10 {
             tracing::warn!(model = %m.name, "allocated {:.3} GB, planned {:.3} GB ({:+.0}%)",
-                actual as f64 / 1e9, m.planned_bytes as f64 / 1e9, gap * 100.0);
+                actual as f64 / 1e9, m.member.planned_bytes as f64 / 1e9, gap * 100.0);
         }
         if let Ok(mut st) = m.state.lock() {
             st.actual_bytes = Some(actual);
@@ -430,14 +418,14 @@ impl Lifecycle {
         let idle: Vec<String> = self
             .models
             .values()
-            .filter(|m| m.is_running() && !m.pinned && m.active.load(Ordering::SeqCst) == 0)
+            .filter(|m| m.is_running() && !m.member.pinned && m.active.load(Ordering::SeqCst) == 0)
             .filter(|m| {
-                let q = m.queue.stats();
+                let q = m.member.queue.stats();
                 q.busy == 0 && q.queued == 0
             })
             .filter(|m| {
                 let last = m.state.lock().ok().and_then(|s| s.last_used);
-                matches!((m.keep_alive, last), (Some(k), Some(t)) if now.duration_since(t) > k)
+                matches!((m.member.keep_alive, last), (Some(k), Some(t)) if now.duration_since(t) > k)
             })
             .map(|m| m.name.clone())
             .collect();
@@ -458,7 +446,7 @@ impl Lifecycle {
             .iter()
             .filter_map(|n| self.models.get(n))
             .map(|m| {
-                let q = m.queue.stats();
+                let q = m.member.queue.stats();
                 let (last, actual) = m
                     .state
                     .lock()
@@ -468,9 +456,9 @@ impl Lifecycle {
                     model: m.name.clone(),
                     engine: m.kind(),
                     state: m.state(),
-                    pinned: m.pinned,
-                    keep_alive_s: m.keep_alive.map(|k| k.as_secs()),
-                    planned_bytes: Some(m.planned_bytes),
+                    pinned: m.member.pinned,
+                    keep_alive_s: m.member.keep_alive.map(|k| k.as_secs()),
+                    planned_bytes: Some(m.member.planned_bytes),
                     actual_bytes: actual,
                     slots: q.slots,
                     busy: q.busy,
@@ -496,7 +484,8 @@ async fn wait_change(changes: &mut watch::Receiver<()>, deadline: Instant) -> bo
 
 impl Managed {
     fn kind(&self) -> EngineKind {
-        self.engines
+        self.member
+            .engines
             .first()
             .map(|(s, _)| s.kind)
             .unwrap_or(EngineKind::Embedded)
@@ -514,7 +503,7 @@ impl Managed {
 
     /// The model's state across its replicas: ready when one is.
     fn upstream(&self) -> Upstream {
-        let states: Vec<Upstream> = self.engines.iter().map(|(_, b)| b.state()).collect();
+        let states: Vec<Upstream> = self.member.engines.iter().map(|(_, b)| b.state()).collect();
         if let Some(r) = states.iter().find(|s| matches!(s, Upstream::Ready(_))) {
             return r.clone();
         }
@@ -531,7 +520,11 @@ impl Managed {
     }
 
     fn load_time(&self) -> Option<Duration> {
-        self.engines.iter().filter_map(|(_, b)| b.load_time()).max()
+        self.member
+            .engines
+            .iter()
+            .filter_map(|(_, b)| b.load_time())
+            .max()
     }
 
     fn is_running(&self) -> bool {
@@ -550,7 +543,7 @@ impl Managed {
             .map(|d| d.as_secs_f64())
             .unwrap_or(1.0)
             .max(0.1);
-        let gb = (self.planned_bytes as f64 / 1e9).max(0.001);
+        let gb = (self.member.planned_bytes as f64 / 1e9).max(0.001);
         (demand + 1.0) * load / gb
     }
 }
