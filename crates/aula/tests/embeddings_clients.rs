@@ -58,16 +58,7 @@ fn cl100k_asset() -> PathBuf {
 
 #[test]
 fn openai_and_langchain_clients_get_matching_embeddings() {
-    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_clients = std::process::Command::new(&python)
-        .args(["-c", "import openai, langchain_openai, tiktoken"])
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        matches!(has_clients, Ok(true)),
-        "the `openai`, `langchain-openai` and `tiktoken` Python packages are needed: \
-         run `bash scripts/test.sh` (or set AULA_TEST_PYTHON to a Python that has them; now: {python})"
-    );
+    let python = python_with("openai, langchain_openai, tiktoken");
     let embed_model = models_dir().join(EMBED_FILE);
     assert!(
         embed_model.exists(),

@@ -7,19 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn python() -> String {
-    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        matches!(ok, Ok(true)),
-        "the `openai` Python package is needed: run `bash scripts/test.sh` (or set AULA_TEST_PYTHON)"
-    );
-    python
-}
-
 /// A gateway with students `ada` and `bob` (keys returned) under `limits`.
 fn gateway(tag: &str, limits: &str) -> (TestGateway, Proc, String, String) {
     let mock = spawn_mock(0);
@@ -54,7 +41,7 @@ fn stored(g: &TestGateway) -> Vec<String> {
 
 #[test]
 fn the_openai_client_uploads_lists_downloads_and_deletes() {
-    let python = python();
+    let python = python_with("openai");
     let (_g, s, ada, bob) = gateway("files-client", "");
     let script = r##"
 import sys, openai

@@ -551,3 +551,19 @@ pub fn upload_raw(
         Err(e) => panic!("upload: {e}"),
     }
 }
+
+/// The Python the tests run clients with (`AULA_TEST_PYTHON`, else
+/// `python3`), checked to import `modules` (comma-separated, as in Python).
+pub fn python_with(modules: &str) -> String {
+    let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "the Python packages {modules} are needed: run `bash scripts/test.sh` \
+         (or set AULA_TEST_PYTHON to a Python that has them; now: {python})"
+    );
+    python
+}
