@@ -11,11 +11,13 @@ pub mod files;
 pub mod identity;
 pub mod ledger;
 pub mod tables;
+pub mod vectors;
 
 pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, RequestRecord, UsageBy, UsageRow};
+pub use vectors::{ChunkRow, FileCounts, NewChunk, StoreFileRecord, VectorStoreRecord};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
