@@ -181,6 +181,95 @@ FILE_ERRS = ("400", "401", "403", "404", "503")
 ERRS["413f"] = err("The file is larger than the user's `max_file_mb`.")
 ERRS["429f"] = {**ERRS["429"], "description": "The upload would take the user's files past `file_storage_mb` (`error.code`: `storage_quota`), or the user has 4 uploads under way already (`upload_concurrency`)."}
 
+# Vector stores and /v1/responses (retrieval over course material).
+counts = {"type": "object", "required": ["in_progress", "completed", "failed", "cancelled", "total"],
+  "properties": {k: {"type": "integer", "minimum": 0} for k in ["in_progress", "completed", "failed", "cancelled", "total"]}}
+strategy_in = {"anyOf": [
+  {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {"type": {"const": "auto"}}},
+  {"type": "object", "required": ["type", "static"], "additionalProperties": False, "properties": {"type": {"const": "static"},
+     "static": {"type": "object", "required": ["max_chunk_size_tokens", "chunk_overlap_tokens"], "properties": {
+       "max_chunk_size_tokens": {"type": "integer", "minimum": 100, "maximum": 4096},
+       "chunk_overlap_tokens": {"type": "integer", "minimum": 0}}}}},
+  {"type": "null"}], "description": "`auto`: 256 tokens with 64 shared; sizes are the embedding model's tokens, clamped to what it embeds."}
+metadata = {"anyOf": [{"type": "object", "maxProperties": 16, "additionalProperties": {"type": "string", "maxLength": 512}}, {"type": "null"}]}
+attributes = {"anyOf": [{"type": "object", "maxProperties": 16, "additionalProperties": {"anyOf": [
+  {"type": "string", "maxLength": 512}, {"type": "number"}, {"type": "boolean"}]}}, {"type": "null"}]}
+groups = {"anyOf": [{"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 64}}, {"type": "null"}],
+  "description": "Aula's own: groups whose members may read (not change) the store. Teachers and admins only."}
+file_ids = {"anyOf": [{"type": "array", "maxItems": 500, "items": {"type": "string"}}, {"type": "null"}]}
+vs_obj = {"type": "object", "required": ["id", "object", "created_at", "name", "usage_bytes", "file_counts", "status", "metadata"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "vector_store"}, "created_at": {"type": "integer"}, "name": {"type": "string"},
+  "description": {"type": ["string", "null"]}, "usage_bytes": {"type": "integer"}, "file_counts": counts,
+  "status": {"enum": ["in_progress", "completed"]}, "expires_after": {"type": "null"}, "expires_at": {"type": "null"},
+  "last_active_at": {"type": "integer"}, "metadata": {"type": "object"}, "owner": {"type": "string"},
+  "shared_with_groups": {"type": "array", "items": {"type": "string"}}}}
+vs_create = {"type": "object", "additionalProperties": False, "properties": {
+  "name": {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}]},
+  "description": {"anyOf": [{"type": "string", "maxLength": 512}, {"type": "null"}]},
+  "metadata": metadata, "chunking_strategy": strategy_in, "file_ids": file_ids, "shared_with_groups": groups,
+  "expires_after": {"type": "null", "description": "Not supported: stores do not expire."}}}
+vs_modify = {"type": "object", "additionalProperties": False, "properties": {
+  "name": {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}]}, "metadata": metadata,
+  "shared_with_groups": groups, "expires_after": {"type": "null", "description": "Not supported."}}}
+vsf_obj = {"type": "object", "required": ["id", "object", "created_at", "vector_store_id", "status", "usage_bytes"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "vector_store.file"}, "created_at": {"type": "integer"},
+  "vector_store_id": {"type": "string"}, "status": {"enum": ["in_progress", "completed", "failed", "cancelled"]},
+  "usage_bytes": {"type": "integer"},
+  "last_error": {"anyOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"], "properties": {
+     "code": {"enum": ["server_error", "unsupported_file", "invalid_file"]}, "message": {"type": ["string", "null"]}}}]},
+  "attributes": {"type": "object"}, "chunking_strategy": {"type": "object"}}}
+vsf_create = {"type": "object", "required": ["file_id"], "additionalProperties": False, "properties": {
+  "file_id": {"type": "string", "maxLength": 128}, "attributes": attributes, "chunking_strategy": strategy_in}}
+vsf_update = {"type": "object", "additionalProperties": False, "properties": {"attributes": attributes}}
+batch_obj = {"type": "object", "required": ["id", "object", "created_at", "vector_store_id", "status", "file_counts"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "vector_store.files_batch"}, "created_at": {"type": "integer"},
+  "vector_store_id": {"type": "string"}, "status": {"enum": ["in_progress", "completed", "failed", "cancelled"]}, "file_counts": counts}}
+batch_create = {"type": "object", "additionalProperties": False, "properties": {
+  "file_ids": file_ids, "attributes": attributes, "chunking_strategy": strategy_in,
+  "files": {"anyOf": [{"type": "array", "maxItems": 500, "items": vsf_create}, {"type": "null"}]}},
+  "description": "`file_ids` or `files` (each with its own attributes)."}
+def listing(ref): return {"type": "object", "required": ["object", "data", "has_more"], "properties": {"object": {"const": "list"},
+  "data": {"type": "array", "items": {"$ref": ref}}, "has_more": {"type": "boolean"},
+  "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}}
+filt = {"type": "object", "description": "A comparison `{type: eq|ne|gt|gte|lt|lte|in|nin, key, value}` or a compound `{type: and|or, filters}`."}
+ranking = {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+  "ranker": {"enum": ["auto", "none", "default-2024-11-15"]}, "score_threshold": {"type": "number", "minimum": 0, "maximum": 1}}}, {"type": "null"}]}
+search_req = {"type": "object", "required": ["query"], "additionalProperties": False, "properties": {
+  "query": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "maxItems": 10, "items": {"type": "string", "minLength": 1}}]},
+  "filters": {"anyOf": [filt, {"type": "null"}]}, "max_num_results": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 50}, {"type": "null"}]},
+  "ranking_options": ranking, "rewrite_query": {"anyOf": [{"const": False}, {"type": "null"}]},
+  "search_mode": {"anyOf": [{"enum": ["hybrid", "dense", "lexical"]}, {"type": "null"}], "description": "Aula's own: hybrid (default), dense or lexical."}}}
+search_page = {"type": "object", "required": ["object", "search_query", "data", "has_more"], "properties": {
+  "object": {"const": "vector_store.search_results.page"}, "search_query": {"type": "array", "items": {"type": "string"}},
+  "has_more": {"const": False}, "next_page": {"type": "null"},
+  "data": {"type": "array", "items": {"type": "object", "required": ["file_id", "filename", "score", "content"], "properties": {
+    "file_id": {"type": "string"}, "filename": {"type": "string"}, "score": {"type": "number"}, "attributes": {"type": "object"},
+    "content": {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}}}}}}}
+def deleted(obj): return {"type": "object", "required": ["id", "object", "deleted"], "properties": {
+  "id": {"type": "string"}, "object": {"const": obj}, "deleted": {"type": "boolean"}}}
+resp_req = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
+  "model": {"type": "string", "minLength": 1},
+  "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
+     "type": {"const": "message"}, "role": {"enum": ["user", "assistant", "system", "developer"]},
+     "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
+        "type": {"enum": ["input_text", "output_text", "text"]}, "text": {"type": "string"}}}}]}}}}]},
+  "instructions": {"type": ["string", "null"]}, "max_output_tokens": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 4294967295}, {"type": "null"}]},
+  "temperature": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 2}, {"type": "null"}]},
+  "top_p": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {"type": "null"}]},
+  "stream": {"type": ["boolean", "null"]}, "store": {"type": ["boolean", "null"]}, "parallel_tool_calls": {"type": ["boolean", "null"]},
+  "truncation": {"anyOf": [{"const": "disabled"}, {"type": "null"}]}, "user": {"type": ["string", "null"]}, "metadata": metadata,
+  "include": {"anyOf": [{"type": "array", "items": {"const": "file_search_call.results"}}, {"type": "null"}]},
+  "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}], "description": "Also `required` or {\"type\": \"file_search\"} with a file_search tool."},
+  "tools": {"anyOf": [{"type": "array", "maxItems": 1, "items": {"type": "object", "required": ["type", "vector_store_ids"], "additionalProperties": False, "properties": {
+     "type": {"const": "file_search"}, "vector_store_ids": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}},
+     "max_num_results": {"type": "integer", "minimum": 1, "maximum": 50}, "filters": filt, "ranking_options": ranking}}}, {"type": "null"}]}}}
+resp_obj = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
+  "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]}, "model": {"type": "string"},
+  "output": {"type": "array", "items": {"type": "object", "required": ["id", "type"], "properties": {
+     "type": {"enum": ["message", "file_search_call"]}}}},
+  "usage": {"type": ["object", "null"]}}}
+
 # The parser takes an optional field sent as null as absent: say so.
 REQUIRED = {"model", "messages", "prompt", "input"}
 for schema in (chat_req, comp_req, emb_req):
@@ -196,6 +285,13 @@ def ok(ref, desc, sse=False):
             "description": "With `stream: true`: one event per chunk (`data: {chunk JSON}`), then `data: [DONE]`."}
     return {"description": desc, "content": c}
 SEC = [{"bearer": []}, {}]
+VS = [{"name": "vector_store_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+BATCH = [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+  {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+  {"name": "after", "in": "query", "schema": {"type": "string"}}, {"name": "before", "in": "query", "schema": {"type": "string"}}]
+FILTER = {"name": "filter", "in": "query", "schema": {"enum": ["in_progress", "completed", "failed", "cancelled"]}}
+VS_ERRS = ("400", "401", "403", "404", "408", "413", "429", "503")
 model_param = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
 doc = {
  "openapi": "3.1.0",
@@ -210,7 +306,13 @@ doc = {
      "CompletionRequest": comp_req, "Completion": comp_resp,
      "EmbeddingRequest": emb_req, "EmbeddingList": emb_resp, "ModelList": model_list,
      "PsRow": ps_row, "Ps": ps, "Ready": readyz,
-     "File": file_obj, "FileList": file_list, "FileUpload": file_upload, "FileDeleted": file_deleted}},
+     "File": file_obj, "FileList": file_list, "FileUpload": file_upload, "FileDeleted": file_deleted,
+     "VectorStore": vs_obj, "VectorStoreList": listing("#/components/schemas/VectorStore"),
+     "VectorStoreCreate": vs_create, "VectorStoreModify": vs_modify, "VectorStoreDeleted": deleted("vector_store.deleted"),
+     "VectorStoreFile": vsf_obj, "VectorStoreFileList": listing("#/components/schemas/VectorStoreFile"),
+     "VectorStoreFileCreate": vsf_create, "VectorStoreFileUpdate": vsf_update, "VectorStoreFileDeleted": deleted("vector_store.file.deleted"),
+     "FileBatch": batch_obj, "FileBatchCreate": batch_create, "SearchRequest": search_req, "SearchPage": search_page,
+     "ResponseRequest": resp_req, "Response": resp_obj}},
  "paths": {
   "/v1/chat/completions": {"post": {"operationId": "createChatCompletion", "summary": "A chat completion, whole or streamed.",
      "security": SEC, "requestBody": json_body("#/components/schemas/ChatCompletionRequest"),
@@ -244,6 +346,57 @@ doc = {
      "parameters": file_param,
      "responses": {"200": {"description": "The bytes.", "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
        **errs(*FILE_ERRS)}}},
+  "/v1/vector_stores": {
+    "post": {"operationId": "createVectorStore", "summary": "Create a vector store (optionally with files, ingested in the background).", "security": SEC,
+     "requestBody": json_body("#/components/schemas/VectorStoreCreate"),
+     "responses": {"200": ok("#/components/schemas/VectorStore", "The store."), **errs(*VS_ERRS)}},
+    "get": {"operationId": "listVectorStores", "summary": "The caller's stores and those shared with their groups.", "security": SEC,
+     "parameters": PAGE, "responses": {"200": ok("#/components/schemas/VectorStoreList", "The stores."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}": {
+    "get": {"operationId": "retrieveVectorStore", "summary": "A store the caller may read (404 otherwise).", "security": SEC,
+     "parameters": VS, "responses": {"200": ok("#/components/schemas/VectorStore", "The store."), **errs(*VS_ERRS)}},
+    "post": {"operationId": "modifyVectorStore", "summary": "Rename, new metadata, new shares (its owner).", "security": SEC,
+     "parameters": VS, "requestBody": json_body("#/components/schemas/VectorStoreModify"),
+     "responses": {"200": ok("#/components/schemas/VectorStore", "The store."), **errs(*VS_ERRS)}},
+    "delete": {"operationId": "deleteVectorStore", "summary": "Delete a store and its chunks (the files stay).", "security": SEC,
+     "parameters": VS, "responses": {"200": ok("#/components/schemas/VectorStoreDeleted", "Deleted."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/files": {
+    "post": {"operationId": "createVectorStoreFile", "summary": "Attach one of the caller's files (ingested in the background).", "security": SEC,
+     "parameters": VS, "requestBody": json_body("#/components/schemas/VectorStoreFileCreate"),
+     "responses": {"200": ok("#/components/schemas/VectorStoreFile", "The attached file."), **errs(*VS_ERRS)}},
+    "get": {"operationId": "listVectorStoreFiles", "summary": "A store's files.", "security": SEC,
+     "parameters": VS + PAGE + [FILTER], "responses": {"200": ok("#/components/schemas/VectorStoreFileList", "The files."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/files/{file_id}": {
+    "get": {"operationId": "retrieveVectorStoreFile", "summary": "One file of a store, with its status.", "security": SEC,
+     "parameters": VS + file_param, "responses": {"200": ok("#/components/schemas/VectorStoreFile", "The file."), **errs(*VS_ERRS)}},
+    "post": {"operationId": "updateVectorStoreFile", "summary": "New attributes.", "security": SEC,
+     "parameters": VS + file_param, "requestBody": json_body("#/components/schemas/VectorStoreFileUpdate"),
+     "responses": {"200": ok("#/components/schemas/VectorStoreFile", "The file."), **errs(*VS_ERRS)}},
+    "delete": {"operationId": "deleteVectorStoreFile", "summary": "Detach a file and drop its chunks (the file stays).", "security": SEC,
+     "parameters": VS + file_param, "responses": {"200": ok("#/components/schemas/VectorStoreFileDeleted", "Detached."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/file_batches": {
+    "post": {"operationId": "createVectorStoreFileBatch", "summary": "Attach several files at once.", "security": SEC,
+     "parameters": VS, "requestBody": json_body("#/components/schemas/FileBatchCreate"),
+     "responses": {"200": ok("#/components/schemas/FileBatch", "The batch."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}": {
+    "get": {"operationId": "retrieveVectorStoreFileBatch", "summary": "A batch and its file counts.", "security": SEC,
+     "parameters": VS + BATCH, "responses": {"200": ok("#/components/schemas/FileBatch", "The batch."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel": {
+    "post": {"operationId": "cancelVectorStoreFileBatch", "summary": "Cancel a batch's files not yet ingested.", "security": SEC,
+     "parameters": VS + BATCH, "responses": {"200": ok("#/components/schemas/FileBatch", "The batch."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files": {
+    "get": {"operationId": "listVectorStoreFileBatchFiles", "summary": "A batch's files.", "security": SEC,
+     "parameters": VS + BATCH + PAGE + [FILTER], "responses": {"200": ok("#/components/schemas/VectorStoreFileList", "The files."), **errs(*VS_ERRS)}}},
+  "/v1/vector_stores/{vector_store_id}/search": {
+    "post": {"operationId": "searchVectorStore", "summary": "Search a store: BM25 and embeddings fused (default), dense or lexical; attribute filters.", "security": SEC,
+     "parameters": VS, "requestBody": json_body("#/components/schemas/SearchRequest"),
+     "responses": {"200": ok("#/components/schemas/SearchPage", "The results, best first."), **errs(*GEN_ERRS)}}},
+  "/v1/responses": {
+    "post": {"operationId": "createResponse", "summary": "An answer (whole or streamed as Responses API events), with `file_search` over vector stores and `file_citation` annotations.", "security": SEC,
+     "requestBody": json_body("#/components/schemas/ResponseRequest"),
+     "responses": {"200": {"description": "The response.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Response"}},
+         "text/event-stream": {"schema": {"type": "string"}, "description": "With `stream: true`: `event: response.created`, ..., `response.output_text.delta`, ..., `response.completed`."}}},
+       **errs(*GEN_ERRS)}}},
   "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness: the gateway answers.", "security": [{}],
      "responses": {"200": {"description": "Alive.", "content": {"text/plain": {"schema": {"const": "ok"}}}}}}},
   "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: every loaded model's engine is up (per-model detail for staff).",

@@ -56,6 +56,7 @@ pub fn router(state: Arc<EngineState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize))
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn_with_state(
@@ -429,6 +430,57 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
 /// `/v1/embeddings`: validate, turn every input into the model's tokens
 /// (cl100k ids decoded to text first), check each against the model's
 /// limit, and wait for the embedding loop's vectors.
+/// `POST /tokenize`: `{"content": "text"}` answers `{"tokens": [ids]}`
+/// (llama-server's shape); `{"content": ["a", "b"]}` answers one list per
+/// string. Special tokens are added only with `"add_special": true`; text
+/// that looks like a special token is text. An embedding model's answer
+/// also carries `max_tokens`, the most one input may have (special tokens
+/// included): what a vector store's chunks are measured against.
+async fn tokenize(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return ApiError::invalid(format!("the body is not JSON: {e}")).into_response(),
+    };
+    let add_special = v["add_special"].as_bool().unwrap_or(false);
+    let vocab = st.model.vocab();
+    let one = |t: &str| -> Vec<i32> {
+        vocab
+            .tokenize(t.as_bytes(), add_special, false)
+            .into_iter()
+            .map(|t| t.0)
+            .collect()
+    };
+    let tokens = match &v["content"] {
+        serde_json::Value::String(t) => json!(one(t)),
+        serde_json::Value::Array(list) if list.len() <= 100_000 => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, t) in list.iter().enumerate() {
+                let Some(t) = t.as_str() else {
+                    return ApiError::invalid_param(
+                        "content",
+                        format!("content[{i}] is not a string"),
+                    )
+                    .into_response();
+                };
+                out.push(one(t));
+            }
+            json!(out)
+        }
+        _ => {
+            return ApiError::invalid_param(
+                "content",
+                "`content` must be a string or a list of at most 100000 strings",
+            )
+            .into_response();
+        }
+    };
+    let mut answer = json!({"tokens": tokens});
+    if let Some(e) = &st.embed {
+        answer["max_tokens"] = json!(e.info.max_tokens);
+    }
+    axum::Json(answer).into_response()
+}
+
 async fn embeddings(State(st): State<Arc<EngineState>>, body: Bytes) -> Response {
     match embed_request(st, &body).await {
         Ok(r) => r,

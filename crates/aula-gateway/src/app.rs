@@ -145,6 +145,7 @@ async fn access(
         reload,
         store: store.clone(),
         files: crate::files::Files::new(home::aula_home().join("files")),
+        rag: config.rag.settings(),
     })
 }
 

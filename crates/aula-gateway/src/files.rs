@@ -116,7 +116,7 @@ impl Files {
         &self.commits[(h.finish() % self.commits.len() as u64) as usize]
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
@@ -163,12 +163,16 @@ fn file_object(f: &FileRecord) -> Value {
     })
 }
 
-fn store_error(e: aula_store::StoreError) -> ApiError {
+pub(crate) fn store_error(e: aula_store::StoreError) -> ApiError {
     ApiError::Unavailable(format!("the file store cannot be read or written: {e}"))
 }
 
 /// The caller's own file, or 404 (also for someone else's).
-async fn own_file(st: &GatewayState, id: &Identity, file_id: &str) -> Result<FileRecord, ApiError> {
+pub(crate) async fn own_file(
+    st: &GatewayState,
+    id: &Identity,
+    file_id: &str,
+) -> Result<FileRecord, ApiError> {
     match st.store.file(file_id).await.map_err(store_error)? {
         Some(f) if f.owner == id.name => Ok(f),
         _ => Err(ApiError::NotFound(format!("no file `{file_id}`"))),
@@ -579,6 +583,18 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let id = st.auth.authenticate(&headers).await?;
     let f = own_file(&st, &id, &file_id).await?;
+    // Out of every vector store first: nothing cites a file that is gone.
+    for store_id in st
+        .store
+        .stores_with_file(&f.id)
+        .await
+        .map_err(store_error)?
+    {
+        st.store
+            .remove_store_file(&store_id, &f.id)
+            .await
+            .map_err(store_error)?;
+    }
     if !st.store.delete_file(&f.id).await.map_err(store_error)? {
         // Deleted by another request since its record was read.
         return Err(ApiError::NotFound(format!("no file `{}`", f.id)));

@@ -20,6 +20,8 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod rag;
+pub mod responses;
 pub mod router;
 pub mod server;
 
@@ -50,6 +52,8 @@ pub struct Access {
     pub store: aula_store::Store,
     /// Where uploaded files' bytes live.
     pub files: files::Files,
+    /// Vector stores: the embedding model and the ingestion workers.
+    pub rag: rag::RagSettings,
 }
 
 /// Build the router and the fleet: a fair queue per model in front of the
@@ -64,6 +68,18 @@ pub fn start(
     let mut builder = aula_fleet::FleetBuilder::new(fleet);
     let mut router = ModelRouter::default();
     let mut aliases = Vec::new();
+    let mut rag = access.rag;
+    if let Some(m) = &rag.embedding_model
+        && !specs.iter().any(|s| &s.name == m)
+    {
+        return Err(format!("[rag] embedding_model: no model is named `{m}`"));
+    }
+    if rag.embedding_model.is_none() {
+        rag.embedding_model = specs
+            .iter()
+            .find(|s| matches!(&s.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf)))
+            .map(|s| s.name.clone());
+    }
     for spec in specs {
         for a in &spec.aliases {
             aliases.push((a.clone(), spec.name.clone()));
@@ -81,7 +97,7 @@ pub fn start(
         router.alias(&a, &n);
     }
     let fleet = builder.start(tasks)?;
-    Ok(Arc::new(server::GatewayState {
+    let st = Arc::new(server::GatewayState {
         router,
         auth: access.auth,
         limiter: access.limiter,
@@ -90,5 +106,8 @@ pub fn start(
         fleet,
         store: access.store,
         files: access.files,
-    }))
+        rag: rag::Rag::new(rag),
+    });
+    rag::start(&st, tasks);
+    Ok(st)
 }

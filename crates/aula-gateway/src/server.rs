@@ -5,6 +5,7 @@
 
 use crate::auth::Authenticator;
 use crate::limits::{LimitRule, Limiter};
+use crate::rag::api as rag;
 use crate::router::ModelRouter;
 use aula_protocol::ApiError;
 use aula_protocol::admin::{ModelAnswer, ModelState, Ps};
@@ -31,6 +32,7 @@ pub struct GatewayState {
     pub fleet: Arc<aula_fleet::Fleet>,
     pub store: aula_store::Store,
     pub files: crate::files::Files,
+    pub rag: crate::rag::Rag,
 }
 
 impl GatewayState {
@@ -75,6 +77,74 @@ fn routes() -> Vec<Route> {
             "/v1/files/{file_id}/content",
             get(crate::files::content),
         ),
+        ("POST", "/v1/vector_stores", post(rag::create)),
+        ("GET", "/v1/vector_stores", get(rag::list)),
+        (
+            "GET",
+            "/v1/vector_stores/{vector_store_id}",
+            get(rag::retrieve),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}",
+            post(rag::modify),
+        ),
+        (
+            "DELETE",
+            "/v1/vector_stores/{vector_store_id}",
+            delete(rag::delete),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}/files",
+            post(rag::add_file),
+        ),
+        (
+            "GET",
+            "/v1/vector_stores/{vector_store_id}/files",
+            get(rag::list_files),
+        ),
+        (
+            "GET",
+            "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+            get(rag::get_file),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+            post(rag::update_file),
+        ),
+        (
+            "DELETE",
+            "/v1/vector_stores/{vector_store_id}/files/{file_id}",
+            delete(rag::remove_file),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}/file_batches",
+            post(rag::create_batch),
+        ),
+        (
+            "GET",
+            "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}",
+            get(rag::get_batch),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel",
+            post(rag::cancel_batch),
+        ),
+        (
+            "GET",
+            "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files",
+            get(rag::batch_files),
+        ),
+        (
+            "POST",
+            "/v1/vector_stores/{vector_store_id}/search",
+            post(rag::search),
+        ),
+        ("POST", "/v1/responses", post(crate::responses::create)),
         ("GET", "/healthz", get(|| async { "ok" })),
         ("GET", "/readyz", get(readyz)),
         ("GET", "/metrics", get(metrics)),

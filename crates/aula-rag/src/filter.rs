@@ -87,6 +87,7 @@ fn order(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+#[allow(clippy::collapsible_match)] // a list check and a scalar check, apart
 fn parse(v: &Value, depth: usize) -> Result<Filter, String> {
     if depth > MAX_DEPTH {
         return Err(format!("filters nest deeper than {MAX_DEPTH} levels"));

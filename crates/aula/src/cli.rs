@@ -40,6 +40,21 @@ pub enum Command {
     Load(ModelOpArgs),
     /// Unload a model on a running gateway.
     Unload(ModelOpArgs),
+    /// Print a document's text (text, Markdown, HTML, PDF, DOCX): what a
+    /// vector store ingests. The gateway runs it as a child process, so that
+    /// a document that crashes or hangs its parser fails alone. Exit 2: the
+    /// document cannot be read (the reason on stderr).
+    #[command(hide = true)]
+    Extract(ExtractArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// The document.
+    pub path: std::path::PathBuf,
+    /// Its original file name (its extension tells the kind when the content does not).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -25,6 +25,33 @@ pub struct Config {
     /// Load models at set times (before a lesson).
     #[serde(default)]
     pub preload: Vec<PreloadEntry>,
+    /// Vector stores and `file_search`.
+    #[serde(default)]
+    pub rag: RagConfig,
+}
+
+/// `[rag]`: how vector stores embed and ingest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RagConfig {
+    /// The model that embeds chunks and queries [default: the first
+    /// embedding model (a GGUF that pools, such as all-MiniLM) configured].
+    pub embedding_model: Option<String>,
+    /// Files ingested at once [default: 2].
+    pub ingest_workers: Option<Spanned<usize>>,
+}
+
+impl RagConfig {
+    pub fn settings(&self) -> crate::rag::RagSettings {
+        let mut s = crate::rag::RagSettings {
+            embedding_model: self.embedding_model.clone(),
+            ..Default::default()
+        };
+        if let Some(w) = &self.ingest_workers {
+            s.workers = *w.get_ref();
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +254,7 @@ impl Config {
         models::check(&cfg.models, text, &invalid)?;
         check_preload(&cfg, text, &invalid)?;
         check_machine(&cfg.machine, text, &invalid)?;
+        check_rag(&cfg, text, &invalid)?;
         check_limits(&cfg.limits, text, &invalid)?;
         check_term(cfg.term.as_ref(), text, &invalid)?;
         check_hub(cfg.jupyterhub.as_ref(), text, &invalid)?;
@@ -351,6 +379,27 @@ fn check_machine(machine: &MachineConfig, text: &str, invalid: Invalid) -> Resul
         return Err(invalid(format!(
             "line {}: key `memory_gb` must be a positive number of GB",
             line_of(text, g.span().start)
+        )));
+    }
+    Ok(())
+}
+
+/// `[rag]`: an embedding model that is configured; 1 to 16 workers.
+fn check_rag(cfg: &Config, text: &str, invalid: Invalid) -> Result<(), ConfigError> {
+    if let Some(w) = &cfg.rag.ingest_workers
+        && !(1..=16).contains(w.get_ref())
+    {
+        return Err(invalid(format!(
+            "line {}: key `ingest_workers` must be 1 to 16",
+            line_of(text, w.span().start)
+        )));
+    }
+    if let Some(m) = &cfg.rag.embedding_model
+        && !cfg.models.is_empty()
+        && !cfg.models.iter().any(|e| e.name.get_ref() == m)
+    {
+        return Err(invalid(format!(
+            "[rag] key `embedding_model`: no [[models]] entry is named `{m}`"
         )));
     }
     Ok(())

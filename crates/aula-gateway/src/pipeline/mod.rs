@@ -63,10 +63,24 @@ async fn run(
         .await
         .inspect_err(crate::metrics::auth_refused)?;
     let body = crate::body::read_json(body).await?;
-    let (call, reservation) = admit(&st, path, &id, body)?;
+    call(st, path, &id, body, arrived).await
+}
+
+/// A call made for `id` with a body already read: by a client's request,
+/// or by the gateway itself on a user's behalf (a vector store's
+/// embeddings, the chat behind `/v1/responses`), which then passes the
+/// same limits, queue and ledger as the user's own calls.
+pub(crate) async fn call(
+    st: Arc<GatewayState>,
+    path: &'static str,
+    id: &Identity,
+    body: Bytes,
+    arrived: Instant,
+) -> Result<Response, ApiError> {
+    let (call, reservation) = admit(&st, path, id, body)?;
     let mut fl = InFlight::new(&st, &call, reservation, arrived);
     acquire_slot(&st, &mut fl, &call, &id.name).await?;
-    record(&st, &mut fl, &id).await?;
+    record(&st, &mut fl, id).await?;
     let resp = forward(&mut fl, &call, path).await?;
     if call.adm.stream && resp.status().is_success() {
         Ok(stream::respond(fl, resp, !call.adm.include_usage))
@@ -297,6 +311,41 @@ async fn respond_whole(
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
+/// A whole (not streamed) call made by the gateway itself: its JSON answer,
+/// or the engine's error as an [`ApiError`] (4xx: the request; else the engine).
+pub(crate) async fn call_json(
+    st: Arc<GatewayState>,
+    path: &'static str,
+    id: &Identity,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let bytes =
+        Bytes::from(serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let resp = call(st, path, id, bytes, Instant::now()).await?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::BadGateway(e.to_string()))?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadGateway(format!("the engine answered {status} with no JSON: {e}"))
+    })?;
+    if status.is_success() {
+        return Ok(v);
+    }
+    let message = v["error"]["message"]
+        .as_str()
+        .unwrap_or("the engine refused the call")
+        .to_string();
+    Err(if status.is_client_error() {
+        ApiError::invalid(message)
+    } else {
+        ApiError::BadGateway(message)
+    })
+}
+
 /// Refuse a `max_tokens` larger than the model's context (when known):
 /// no engine could produce it, and it would reserve a budget for nothing.
 fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiError> {
@@ -407,6 +456,7 @@ mod tests {
             fleet,
             store,
             files: crate::files::Files::new(dir.join("files")),
+            rag: crate::rag::Rag::new(crate::rag::RagSettings::default()),
         };
         (Arc::new(st), dir)
     }

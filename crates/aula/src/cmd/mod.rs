@@ -7,6 +7,7 @@ mod admin;
 mod bench;
 mod doctor;
 mod engine;
+mod extract;
 mod plan;
 mod serve;
 mod usage;
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Ps(a) => admin::ps(a).await,
         Command::Load(a) => admin::load_unload("load", a).await,
         Command::Unload(a) => admin::load_unload("unload", a).await,
+        Command::Extract(a) => extract::extract(a),
     }
 }
 

@@ -1,0 +1,400 @@
+//! The ingestion workers: each takes the oldest `in_progress` file no
+//! worker of this gateway holds, turns it into chunks with their
+//! embeddings, and commits them with the file's `completed` status in one
+//! transaction — or marks the file `failed` with the reason.
+
+use super::{EXTRACT_MEMORY_BYTES, EXTRACT_TIMEOUT};
+use crate::identity::Identity;
+use crate::server::GatewayState;
+use aula_protocol::ApiError;
+use aula_store::{NewChunk, StoreFileRecord};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Chunks embedded per call.
+const EMBED_BATCH: usize = 32;
+/// Distinct words tokenized per call.
+const TOKENIZE_BATCH: usize = 20_000;
+/// The most text one document may yield.
+const MAX_TEXT_BYTES: usize = 64 << 20;
+
+/// Why a file failed: OpenAI's `last_error.code` and a message.
+struct Failure(&'static str, String);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure("server_error", e.to_string())
+    }
+}
+
+pub(super) async fn worker(st: Arc<GatewayState>) {
+    loop {
+        match next(&st).await {
+            Some(row) => {
+                let key = (row.store_id.clone(), row.file_id.clone());
+                let outcome = ingest(&st, &row).await;
+                let store = &st.store;
+                let result = match outcome {
+                    Ok((chunks, bytes)) => store
+                        .complete_store_file(&row.store_id, &row.file_id, &chunks, bytes)
+                        .await
+                        .map(|_| ()),
+                    Err(Failure(code, message)) => {
+                        tracing::info!(
+                            "vector store {}: file {} failed: {message}",
+                            row.store_id,
+                            row.file_id
+                        );
+                        store
+                            .finish_store_file(
+                                &row.store_id,
+                                &row.file_id,
+                                "failed",
+                                Some(code),
+                                Some(&message),
+                            )
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                if let Err(e) = result {
+                    // Left in_progress: tried again after a pause.
+                    tracing::warn!(
+                        "vector store {}: file {} could not be recorded: {e}",
+                        row.store_id,
+                        row.file_id
+                    );
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                st.rag
+                    .claimed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+            None => {
+                // New work wakes the workers; a pause also finds files that
+                // another gateway sharing the database was given.
+                let _ = tokio::time::timeout(Duration::from_secs(5), st.rag.wake.notified()).await;
+            }
+        }
+    }
+}
+
+/// Claim the oldest waiting file no worker here holds.
+async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
+    let pending = match st.store.pending_store_files().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot read the files waiting for ingestion: {e}");
+            return None;
+        }
+    };
+    let mut claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
+    let row = pending
+        .into_iter()
+        .find(|r| !claimed.contains(&(r.store_id.clone(), r.file_id.clone())))?;
+    claimed.insert((row.store_id.clone(), row.file_id.clone()));
+    Some(row)
+}
+
+async fn ingest(
+    st: &Arc<GatewayState>,
+    row: &StoreFileRecord,
+) -> Result<(Vec<NewChunk>, i64), Failure> {
+    let store = st
+        .store
+        .vector_store(&row.store_id)
+        .await
+        .map_err(|e| Failure("server_error", e.to_string()))?
+        .ok_or_else(|| Failure("server_error", "the vector store was deleted".into()))?;
+    let file = st
+        .store
+        .file(&row.file_id)
+        .await
+        .map_err(|e| Failure("server_error", e.to_string()))?
+        .ok_or_else(|| Failure("invalid_file", "the file was deleted".into()))?;
+    let model = st
+        .rag
+        .embedding_model()
+        .ok_or_else(|| Failure("server_error", "no embedding model is configured".into()))?
+        .to_string();
+    let text = extract(st, &st.files.path(&file.id), &file.filename).await?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (counts, limit) = token_counts(st, &model, &words).await?;
+    let chunking: aula_rag::Chunking = serde_json::from_str(&row.chunking).map_err(|e| {
+        Failure(
+            "server_error",
+            format!("the file's chunking cannot be read: {e}"),
+        )
+    })?;
+    let c = clamp(chunking, limit);
+    let pieces = aula_rag::chunk(&words, &counts, c);
+    let owner = super::owner_identity(&store);
+    let mut chunks = Vec::with_capacity(pieces.len());
+    for batch in pieces.chunks(EMBED_BATCH) {
+        let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
+        let vectors = embed(st, &owner, &model, &texts).await?;
+        for (p, v) in batch.iter().zip(vectors) {
+            chunks.push(NewChunk {
+                text: p.text.clone(),
+                tokens: p.tokens as i64,
+                embedding: v,
+            });
+        }
+    }
+    let bytes = chunks
+        .iter()
+        .map(|c| c.text.len() as i64 + 4 * c.embedding.len() as i64)
+        .sum();
+    Ok((chunks, bytes))
+}
+
+/// Chunk sizes within what the model embeds (its special tokens aside).
+pub(crate) fn clamp(c: aula_rag::Chunking, limit: Option<usize>) -> aula_rag::Chunking {
+    let room = limit
+        .map(|l| l.saturating_sub(2).max(8))
+        .unwrap_or(usize::MAX);
+    let max = c.max_tokens.min(room);
+    aula_rag::Chunking {
+        max_tokens: max,
+        overlap_tokens: c.overlap_tokens.min(max / 2),
+    }
+}
+
+/// The document's text, from `aula extract` in a child process with a time
+/// and memory limit.
+async fn extract(
+    st: &GatewayState,
+    path: &std::path::Path,
+    filename: &str,
+) -> Result<String, Failure> {
+    let program = st.rag.settings.extractor.clone().ok_or_else(|| {
+        Failure(
+            "server_error",
+            "the document reader (aula extract) cannot be found".into(),
+        )
+    })?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg("extract")
+        .arg("--name")
+        .arg(filename)
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    // SAFETY: between fork and exec only async-signal-safe setrlimit runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: EXTRACT_MEMORY_BYTES as libc::rlim_t,
+                rlim_max: EXTRACT_MEMORY_BYTES as libc::rlim_t,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        Failure(
+            "server_error",
+            format!("the document reader cannot start: {e}"),
+        )
+    })?;
+    let out = match tokio::time::timeout(EXTRACT_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            return Err(Failure(
+                "server_error",
+                format!("the document reader failed: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Failure(
+                "invalid_file",
+                format!(
+                    "reading the document took longer than {} s; it was stopped",
+                    EXTRACT_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let reason = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+        return Err(Failure(
+            if reason.contains("not UTF-8") || reason.contains("binary") {
+                "unsupported_file"
+            } else {
+                "invalid_file"
+            },
+            if reason.is_empty() || out.status.code().is_none_or(|c| c != 2) {
+                format!(
+                    "the document could not be read (the reader stopped: {})",
+                    describe(&out.status, reason)
+                )
+            } else {
+                reason.to_string()
+            },
+        ));
+    }
+    if out.stdout.len() > MAX_TEXT_BYTES {
+        return Err(Failure(
+            "invalid_file",
+            format!(
+                "the document has more than {} MB of text",
+                MAX_TEXT_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|_| {
+        Failure(
+            "server_error",
+            "the document reader wrote text that is not UTF-8".into(),
+        )
+    })
+}
+
+fn describe(status: &std::process::ExitStatus, reason: &str) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return format!("killed by signal {sig}");
+        }
+    }
+    if reason.is_empty() {
+        format!("exit status {}", status.code().unwrap_or(-1))
+    } else {
+        reason.chars().take(300).collect()
+    }
+}
+
+/// Each word's token count, and the most tokens one input may have, from
+/// the embedding engine's `/tokenize`. An engine without it (a `url`
+/// server that is not Aula's or llama-server) gets an estimate: a token
+/// per 3 bytes of a word, at least one.
+async fn token_counts(
+    st: &GatewayState,
+    model: &str,
+    words: &[&str],
+) -> Result<(Vec<usize>, Option<usize>), Failure> {
+    let mut unique: Vec<&str> = words.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let route = st
+        .router
+        .get(model)
+        .map_err(|_| {
+            Failure(
+                "server_error",
+                format!("the embedding model `{model}` is not served"),
+            )
+        })?
+        .clone();
+    st.fleet.ensure_loaded(&route.name).await?;
+    let _in_use = st.fleet.enter(&route.name);
+    let mut counts = std::collections::HashMap::with_capacity(unique.len());
+    let mut limit = None;
+    for batch in unique.chunks(TOKENIZE_BATCH) {
+        let body = serde_json::to_vec(&json!({"content": batch}))
+            .map_err(|e| Failure("server_error", e.to_string()))?;
+        let answer = match route.backend.forward("/tokenize", body.into()).await {
+            Ok(r) if r.status().is_success() => {
+                use http_body_util::BodyExt;
+                let bytes = r
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| Failure("server_error", e.to_string()))?
+                    .to_bytes();
+                serde_json::from_slice::<Value>(&bytes).ok()
+            }
+            _ => None,
+        };
+        let lists = answer.as_ref().and_then(|a| a["tokens"].as_array());
+        match lists {
+            Some(lists) if lists.len() == batch.len() => {
+                limit = answer
+                    .as_ref()
+                    .and_then(|a| a["max_tokens"].as_u64())
+                    .map(|n| n as usize);
+                for (w, l) in batch.iter().zip(lists) {
+                    counts.insert(*w, l.as_array().map_or(1, |t| t.len().max(1)));
+                }
+            }
+            _ => {
+                for w in batch {
+                    counts.insert(*w, w.len().div_ceil(3).max(1));
+                }
+            }
+        }
+    }
+    Ok((
+        words
+            .iter()
+            .map(|w| counts.get(w).copied().unwrap_or(1))
+            .collect(),
+        limit,
+    ))
+}
+
+/// Vectors for `texts`, as `who`'s `/v1/embeddings` call. A rate limit is
+/// waited out (up to about ten minutes); a spent quota fails the file.
+pub(crate) async fn embed(
+    st: &Arc<GatewayState>,
+    who: &Identity,
+    model: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let body = json!({"model": model, "input": texts, "truncate_prompt_tokens": -1});
+    let mut waited = 0;
+    loop {
+        match crate::pipeline::call_json(st.clone(), "/v1/embeddings", who, &body).await {
+            Ok(v) => return vectors(&v, texts.len()),
+            Err(ApiError::RateLimited { retry_after_s, .. }) if waited < 600 => {
+                let s = retry_after_s.clamp(1, 60);
+                waited += s;
+                tokio::time::sleep(Duration::from_secs(s)).await;
+            }
+            Err(ApiError::Overloaded(_)) if waited < 600 => {
+                waited += 2;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn vectors(v: &Value, n: usize) -> Result<Vec<Vec<f32>>, ApiError> {
+    let data = v["data"]
+        .as_array()
+        .filter(|d| d.len() == n)
+        .ok_or_else(|| {
+            ApiError::BadGateway(format!("the embedding engine did not answer {n} vectors"))
+        })?;
+    let mut out = vec![Vec::new(); n];
+    for d in data {
+        let i = d["index"].as_u64().unwrap_or(0) as usize;
+        let e = d["embedding"]
+            .as_array()
+            .ok_or_else(|| ApiError::BadGateway("an embedding is not a list of numbers".into()))?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = e.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
+        }
+    }
+    if out.iter().any(Vec::is_empty) {
+        return Err(ApiError::BadGateway(
+            "the embedding engine left out a vector".into(),
+        ));
+    }
+    Ok(out)
+}

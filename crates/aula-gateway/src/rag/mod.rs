@@ -1,0 +1,138 @@
+//! Vector stores: course material students can search, and that
+//! `/v1/responses` cites. OpenAI's shapes (`/v1/vector_stores`, its
+//! `/files`, `/file_batches` and `/search`); the library work (text, chunks,
+//! BM25, dense scan, fusion, filters) is `aula_rag`'s.
+//!
+//! The rules this module enforces:
+//! * **Who sees what.** A store belongs to its creator. A teacher or admin
+//!   may share it, read-only, with groups (`shared_with_groups`, Aula's own
+//!   field). Anyone who is neither its owner nor in one of those groups is
+//!   told it does not exist (404) — also an admin. A reader who tries to
+//!   change a shared store gets 403 (they know it exists). Only the
+//!   caller's own files can be attached.
+//! * **Attaching returns at once**; ingestion runs in the background,
+//!   [`RagSettings::workers`] files at a time, and resumes after a restart:
+//!   a file is `in_progress` until its chunks and its `completed` status
+//!   are written in one transaction (so never twice, never half).
+//! * **Parsing is isolated:** a document is turned into text by a child
+//!   process (`aula extract`) with a time and memory limit; a parser that
+//!   panics, loops or explodes fails that file (`last_error`), nothing else.
+//! * **Chunks are measured in the embedding model's tokens** (its engine's
+//!   `/tokenize`), clamped to what it can embed; `auto` is [`AUTO_MAX`]
+//!   tokens with [`AUTO_OVERLAP`] shared.
+//! * **Embeddings are the owner's calls** (ingestion) and the searcher's
+//!   (queries): they pass the same limits, fair queue and ledger as
+//!   `/v1/embeddings`.
+//! * At most [`MAX_STORES_PER_USER`] stores per user; files and bytes are
+//!   the Files API's limits.
+
+pub mod api;
+mod ingest;
+pub mod search;
+
+use crate::identity::Identity;
+use aula_store::{Role, VectorStoreRecord};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// `auto` chunking: tokens per chunk, and shared with the next.
+pub const AUTO_MAX: usize = 256;
+pub const AUTO_OVERLAP: usize = 64;
+/// `static` chunking's bounds (OpenAI's).
+pub const STATIC_MIN: usize = 100;
+pub const STATIC_MAX: usize = 4096;
+pub const MAX_STORES_PER_USER: i64 = 100;
+/// How long one document may take to become text, and the memory its
+/// parser may use.
+pub const EXTRACT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub const EXTRACT_MEMORY_BYTES: u64 = 4 << 30;
+
+#[derive(Debug, Clone)]
+pub struct RagSettings {
+    /// The model that embeds chunks and queries (default: the first
+    /// embedding model configured).
+    pub embedding_model: Option<String>,
+    /// Files ingested at once.
+    pub workers: usize,
+    /// The program whose `extract` subcommand turns a document into text
+    /// (the `aula` binary).
+    pub extractor: Option<PathBuf>,
+}
+
+impl Default for RagSettings {
+    fn default() -> Self {
+        RagSettings {
+            embedding_model: None,
+            workers: 2,
+            extractor: std::env::current_exe().ok(),
+        }
+    }
+}
+
+/// One store's index as last loaded, and the generation it reflects.
+pub(crate) struct Loaded {
+    pub(crate) generation: i64,
+    pub(crate) index: aula_rag::Index,
+}
+
+pub struct Rag {
+    pub(crate) settings: RagSettings,
+    pub(crate) indexes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+    /// Files being ingested by this gateway (store id, file id).
+    pub(crate) claimed: Mutex<HashSet<(String, String)>>,
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl Rag {
+    pub fn new(settings: RagSettings) -> Rag {
+        Rag {
+            settings,
+            indexes: Default::default(),
+            claimed: Default::default(),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn embedding_model(&self) -> Option<&str> {
+        self.settings.embedding_model.as_deref()
+    }
+
+    pub(crate) fn index_slot(&self, store_id: &str) -> Arc<tokio::sync::Mutex<Option<Loaded>>> {
+        let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(store_id.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn forget(&self, store_id: &str) {
+        self.indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(store_id);
+    }
+}
+
+/// Start the ingestion workers under `tasks`.
+pub fn start(st: &Arc<crate::server::GatewayState>, tasks: &aula_fleet::tasks::Tasks) {
+    for _ in 0..st.rag.settings.workers.max(1) {
+        tasks.spawn("ingest", ingest::worker(st.clone()));
+    }
+}
+
+/// May `id` read this store?
+pub(crate) fn readable(s: &VectorStoreRecord, id: &Identity) -> bool {
+    s.owner == id.name || s.shares.iter().any(|g| id.groups.contains(g))
+}
+
+/// The identity a store's own work (ingestion) runs as: its owner.
+pub(crate) fn owner_identity(s: &VectorStoreRecord) -> Identity {
+    Identity {
+        name: s.owner.clone(),
+        role: match s.owner_role.as_str() {
+            "admin" => Role::Admin,
+            "teacher" => Role::Teacher,
+            _ => Role::Student,
+        },
+        groups: s.owner_groups.clone(),
+        via: crate::identity::Via::Local,
+    }
+}

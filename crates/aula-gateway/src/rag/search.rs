@@ -1,0 +1,131 @@
+//! Searching stores: the index of each store is loaded from the database
+//! on first use and again whenever the store's generation has moved (a
+//! file completed or left, here or on another gateway sharing the
+//! database); queries are embedded as the searcher's own call.
+
+use super::Loaded;
+use crate::identity::Identity;
+use crate::server::GatewayState;
+use aula_protocol::ApiError;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// One result: a chunk, its file and its score.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub store_id: String,
+    pub file_id: String,
+    pub filename: String,
+    pub score: f32,
+    pub attributes: Map<String, Value>,
+    pub text: String,
+}
+
+pub struct Request<'a> {
+    pub queries: &'a [String],
+    pub mode: aula_rag::Mode,
+    pub filter: Option<&'a aula_rag::Filter>,
+    pub k: usize,
+    pub threshold: Option<f32>,
+}
+
+/// Search `stores` (already checked readable by `who`), best first.
+pub async fn search(
+    st: &Arc<GatewayState>,
+    who: &Identity,
+    stores: &[String],
+    req: &Request<'_>,
+) -> Result<Vec<Found>, ApiError> {
+    let vectors = if req.mode == aula_rag::Mode::Lexical {
+        Vec::new()
+    } else {
+        let model = st.rag.embedding_model().ok_or_else(|| {
+            ApiError::Unavailable("no embedding model is configured, so stores cannot be searched by meaning; use \"search_mode\": \"lexical\"".into())
+        })?;
+        let texts: Vec<&str> = req.queries.iter().map(String::as_str).collect();
+        super::ingest::embed(st, who, model, &texts).await?
+    };
+    let mut found = Vec::new();
+    for store_id in stores {
+        let slot = current(st, store_id).await?;
+        let guard = slot.lock().await;
+        let Some(loaded) = guard.as_ref() else {
+            continue;
+        };
+        let hits = loaded.index.search(&aula_rag::Query {
+            texts: req.queries,
+            vectors: &vectors,
+            mode: req.mode,
+            filter: req.filter,
+            k: req.k,
+            threshold: req.threshold,
+        });
+        found.extend(hits.into_iter().map(|h| Found {
+            store_id: store_id.clone(),
+            file_id: h.chunk.file_id.to_string(),
+            filename: h.chunk.filename.to_string(),
+            score: h.score,
+            attributes: (*h.chunk.attributes).clone(),
+            text: h.chunk.text.clone(),
+        }));
+    }
+    found.sort_by(|a, b| b.score.total_cmp(&a.score));
+    found.truncate(req.k);
+    Ok(found)
+}
+
+/// A file's id, name and attributes, shared by its chunks.
+type FileOf = (Arc<str>, Arc<str>, Arc<Map<String, Value>>);
+
+/// The store's index, reloaded when its generation has moved.
+async fn current(
+    st: &GatewayState,
+    store_id: &str,
+) -> Result<Arc<tokio::sync::Mutex<Option<Loaded>>>, ApiError> {
+    let slot = st.rag.index_slot(store_id);
+    let generation = st
+        .store
+        .store_generation(store_id)
+        .await
+        .map_err(crate::files::store_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("no vector store `{store_id}`")))?;
+    let mut guard = slot.lock().await;
+    if guard.as_ref().is_some_and(|l| l.generation == generation) {
+        drop(guard);
+        return Ok(slot);
+    }
+    let rows = st
+        .store
+        .store_chunks(store_id)
+        .await
+        .map_err(crate::files::store_error)?;
+    let dim = rows.first().map_or(0, |r| r.embedding.len());
+    let mut index = aula_rag::Index::new(dim);
+    let mut files: std::collections::HashMap<String, FileOf> = Default::default();
+    for r in rows {
+        let (file_id, filename, attributes) = files
+            .entry(r.file_id.clone())
+            .or_insert_with(|| {
+                let attrs =
+                    serde_json::from_str::<Map<String, Value>>(&r.attributes).unwrap_or_default();
+                (
+                    r.file_id.as_str().into(),
+                    r.filename.as_str().into(),
+                    Arc::new(attrs),
+                )
+            })
+            .clone();
+        let chunk = aula_rag::Chunk {
+            file_id,
+            filename,
+            attributes,
+            text: r.text,
+        };
+        if let Err(e) = index.add(chunk, r.embedding) {
+            tracing::warn!("vector store {store_id}: a chunk was left out of search: {e}");
+        }
+    }
+    *guard = Some(Loaded { generation, index });
+    drop(guard);
+    Ok(slot)
+}

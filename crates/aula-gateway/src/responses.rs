@@ -1,0 +1,910 @@
+//! `POST /v1/responses`: the part of OpenAI's Responses API that answers a
+//! question from course material, with citations.
+//!
+//! The rules:
+//! * **Fields taken:** `model`, `input` (a string, or messages with `role`
+//!   user/assistant/system/developer and `content` a string or
+//!   `input_text`/`output_text` parts), `instructions`, `max_output_tokens`,
+//!   `temperature`, `top_p`, `stream`, `tools`, `tool_choice`, `include`
+//!   (`file_search_call.results`), `metadata`, `user`, `store` (false, or
+//!   true: nothing is kept either way, so `GET /v1/responses/{id}` does not
+//!   exist), `parallel_tool_calls`, `truncation: "disabled"`. Any other
+//!   field, tool type or value is a 400 naming it — never ignored.
+//! * **`file_search`** (`vector_store_ids`, `max_num_results`, `filters`,
+//!   `ranking_options`): with `tool_choice` `auto` or `required` Aula always
+//!   searches (small models do not decide reliably); `none` does not. The
+//!   query is the last user message. A store the caller may not read is a
+//!   404, as everywhere.
+//! * **The prompt:** the results, numbered, in a system message after the
+//!   instructions, as many as fit the model's context next to the question
+//!   and `max_output_tokens`. The chat then runs as the caller's own
+//!   `/v1/chat/completions` call: limits, fair queue, ledger and usage
+//!   count the retrieved text.
+//! * **Citations:** the model is asked to cite sources as `[n]`. Each marker
+//!   in the answer becomes a `file_citation` annotation (at the marker's
+//!   index) of that source's file; an answer that cites nothing gets one
+//!   citation of the best result's file at its end.
+
+use crate::server::GatewayState;
+use aula_protocol::ApiError;
+use aula_store::now_ms;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+const FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "stream",
+    "tools",
+    "tool_choice",
+    "include",
+    "metadata",
+    "user",
+    "store",
+    "parallel_tool_calls",
+    "truncation",
+];
+
+/// What a source costs in the prompt, roughly: characters per token, kept
+/// low so that the estimate errs towards fewer sources.
+const CHARS_PER_TOKEN: usize = 3;
+/// Results put in the prompt when the model's context is not known.
+const SOURCES_WITHOUT_CONTEXT: usize = 8;
+
+struct FileSearch {
+    stores: Vec<String>,
+    params: crate::rag::api::SearchParams,
+    tool: Value,
+}
+
+struct Parsed {
+    model: String,
+    messages: Vec<Value>,
+    question: String,
+    instructions: Option<String>,
+    max_output_tokens: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stream: bool,
+    search: Option<FileSearch>,
+    include_results: bool,
+    tool_choice: Value,
+    metadata: Value,
+}
+
+fn bad(param: &str, m: impl Into<String>) -> ApiError {
+    ApiError::invalid_param(param, m)
+}
+
+fn text_of(content: &Value, param: &str) -> Result<String, ApiError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                match (p["type"].as_str(), p["text"].as_str()) {
+                    (Some("input_text" | "output_text" | "text"), Some(t)) => out.push_str(t),
+                    (Some(t), _) => {
+                        return Err(bad(
+                            param,
+                            format!(
+                                "content parts of type `{t}` are not supported; use input_text"
+                            ),
+                        ));
+                    }
+                    _ => return Err(bad(param, "each content part needs a `type` and a `text`")),
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(bad(
+            param,
+            "`content` must be a string or a list of input_text parts",
+        )),
+    }
+}
+
+fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(
+            k,
+            format!(
+                "`{k}` is not supported by Aula's /v1/responses; it takes: {}",
+                FIELDS.join(", ")
+            ),
+        ));
+    }
+    let model = o
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("model", "`model` is required"))?
+        .to_string();
+    let mut messages = Vec::new();
+    let mut question = String::new();
+    match o.get("input") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            messages.push(json!({"role": "user", "content": s}));
+            question = s.clone();
+        }
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, m) in items.iter().enumerate() {
+                let param = format!("input[{i}]");
+                if let Some(t) = m
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .filter(|t| *t != "message")
+                {
+                    return Err(bad(
+                        &param,
+                        format!("input items of type `{t}` are not supported; send messages"),
+                    ));
+                }
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(&param, "each input message needs a `role`"))?;
+                let role = match role {
+                    "user" | "assistant" | "system" => role,
+                    "developer" => "system",
+                    other => {
+                        return Err(bad(
+                            &param,
+                            format!(
+                                "`{other}` is not a role; use user, assistant, system or developer"
+                            ),
+                        ));
+                    }
+                };
+                let text = text_of(m.get("content").unwrap_or(&Value::Null), &param)?;
+                if role == "user" {
+                    question = text.clone();
+                }
+                messages.push(json!({"role": role, "content": text}));
+            }
+        }
+        _ => {
+            return Err(bad(
+                "input",
+                "`input` must be a non-empty string or a list of messages",
+            ));
+        }
+    }
+    if question.trim().is_empty() {
+        return Err(bad("input", "`input` needs a user message with text"));
+    }
+    let instructions = match o.get("instructions") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("instructions", "`instructions` must be a string")),
+    };
+    let max_output_tokens = match o.get("max_output_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+            bad(
+                "max_output_tokens",
+                "`max_output_tokens` must be a positive integer",
+            )
+        })?),
+    };
+    let num = |k: &str, max: f64| -> Result<Option<f64>, ApiError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(
+                v.as_f64()
+                    .filter(|x| (0.0..=max).contains(x))
+                    .ok_or_else(|| bad(k, format!("`{k}` must be 0 to {max}")))?,
+            )),
+        }
+    };
+    let temperature = num("temperature", 2.0)?;
+    let top_p = num("top_p", 1.0)?;
+    let flag = |k: &str| -> Result<Option<bool>, ApiError> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(bad(k, format!("`{k}` must be true or false"))),
+        }
+    };
+    let stream = flag("stream")?.unwrap_or(false);
+    flag("store")?;
+    flag("parallel_tool_calls")?;
+    if let Some(t) = o.get("truncation").filter(|v| !v.is_null())
+        && t.as_str() != Some("disabled")
+    {
+        return Err(bad(
+            "truncation",
+            "only `truncation: \"disabled\"` is supported",
+        ));
+    }
+    if let Some(u) = o.get("user").filter(|v| !v.is_null())
+        && !u.is_string()
+    {
+        return Err(bad("user", "`user` must be a string"));
+    }
+    let metadata = match o.get("metadata") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::Object(m)) if m.len() <= 16 && m.values().all(Value::is_string) => {
+            Value::Object(m.clone())
+        }
+        Some(_) => {
+            return Err(bad(
+                "metadata",
+                "`metadata` must be an object of at most 16 strings",
+            ));
+        }
+    };
+    let mut include_results = false;
+    match o.get("include") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(l)) => {
+            for x in l {
+                match x.as_str() {
+                    Some("file_search_call.results") => include_results = true,
+                    Some(other) => {
+                        return Err(bad(
+                            "include",
+                            format!(
+                                "`{other}` cannot be included; Aula includes only file_search_call.results"
+                            ),
+                        ));
+                    }
+                    None => return Err(bad("include", "`include` must be a list of strings")),
+                }
+            }
+        }
+        Some(_) => return Err(bad("include", "`include` must be a list of strings")),
+    }
+    let mut search = None;
+    match o.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tools)) => {
+            for (i, t) in tools.iter().enumerate() {
+                let param = format!("tools[{i}]");
+                let to = t
+                    .as_object()
+                    .ok_or_else(|| bad(&param, "each tool must be an object"))?;
+                match to.get("type").and_then(Value::as_str) {
+                    Some("file_search") => {}
+                    Some(other) => {
+                        return Err(bad(
+                            &param,
+                            format!(
+                                "tools of type `{other}` are not supported by Aula's /v1/responses; only file_search is"
+                            ),
+                        ));
+                    }
+                    None => return Err(bad(&param, "each tool needs a `type`")),
+                }
+                if search.is_some() {
+                    return Err(bad(
+                        &param,
+                        "give one file_search tool (it takes several vector_store_ids)",
+                    ));
+                }
+                if let Some(k) = to.keys().find(|k| {
+                    !matches!(
+                        k.as_str(),
+                        "type"
+                            | "vector_store_ids"
+                            | "max_num_results"
+                            | "filters"
+                            | "ranking_options"
+                    )
+                }) {
+                    return Err(bad(
+                        &param,
+                        format!("a file_search tool has no field `{k}`"),
+                    ));
+                }
+                let stores = to
+                    .get("vector_store_ids")
+                    .and_then(Value::as_array)
+                    .filter(|l| !l.is_empty() && l.len() <= 16)
+                    .and_then(|l| {
+                        l.iter()
+                            .map(|s| s.as_str().map(String::from))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| {
+                        bad(
+                            &param,
+                            "a file_search tool needs `vector_store_ids`: 1 to 16 store ids",
+                        )
+                    })?;
+                let mut so = to.clone();
+                so.insert("query".into(), json!(question));
+                let params = crate::rag::api::search_params(&so, "query", "max_num_results")?;
+                search = Some(FileSearch {
+                    stores,
+                    params,
+                    tool: t.clone(),
+                });
+            }
+        }
+        Some(_) => return Err(bad("tools", "`tools` must be a list")),
+    }
+    let tool_choice = match o.get("tool_choice") {
+        None | Some(Value::Null) => json!("auto"),
+        Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => json!(s),
+        Some(v) if v["type"].as_str() == Some("file_search") => v.clone(),
+        Some(_) => {
+            return Err(bad(
+                "tool_choice",
+                "`tool_choice` must be auto, none, required or {\"type\": \"file_search\"}",
+            ));
+        }
+    };
+    if tool_choice == json!("required") && search.is_none() {
+        return Err(bad(
+            "tool_choice",
+            "`tool_choice: required` needs a file_search tool",
+        ));
+    }
+    if tool_choice == json!("none") {
+        search = search.map(|mut s| {
+            s.stores.clear();
+            s
+        });
+    }
+    Ok(Parsed {
+        model,
+        messages,
+        question,
+        instructions,
+        max_output_tokens,
+        temperature,
+        top_p,
+        stream,
+        search,
+        include_results,
+        tool_choice,
+        metadata,
+    })
+}
+
+/// The sources that fit the model's context next to the conversation.
+fn fitting(
+    found: Vec<crate::rag::search::Found>,
+    context: Option<u32>,
+    p: &Parsed,
+) -> Vec<crate::rag::search::Found> {
+    let Some(ctx) = context else {
+        return found.into_iter().take(SOURCES_WITHOUT_CONTEXT).collect();
+    };
+    let used: usize = p
+        .messages
+        .iter()
+        .map(|m| m["content"].as_str().map_or(0, str::len))
+        .sum::<usize>()
+        + p.instructions.as_ref().map_or(0, String::len);
+    let out_tokens = p.max_output_tokens.unwrap_or(256) as usize;
+    // Room in characters, with a margin for the template and the header.
+    let mut room = (ctx as usize)
+        .saturating_sub(out_tokens + 128)
+        .saturating_mul(CHARS_PER_TOKEN)
+        .saturating_sub(used * 2);
+    let mut out = Vec::new();
+    for f in found {
+        let cost = f.text.len() + f.filename.len() + 16;
+        if cost > room {
+            break;
+        }
+        room -= cost;
+        out.push(f);
+    }
+    out
+}
+
+fn sources_message(sources: &[crate::rag::search::Found]) -> String {
+    let mut s = String::from(
+        "Answer the question using the sources below. After each statement, cite the source it comes from by its number in square brackets, like [1]. If the sources do not answer the question, say so.\n",
+    );
+    for (i, f) in sources.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[{}] ({})\n{}\n",
+            i + 1,
+            f.filename,
+            f.text.trim()
+        ));
+    }
+    s
+}
+
+/// `file_citation` annotations: one per `[n]` marker naming a source, at
+/// its index (in characters); none found: the best source, at the end.
+fn annotations(text: &str, sources: &[crate::rag::search::Found]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '[' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j > i + 1 && j < chars.len() && chars[j] == ']' {
+                let n: usize = chars[i + 1..j]
+                    .iter()
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0);
+                if let Some(f) = n.checked_sub(1).and_then(|k| sources.get(k)) {
+                    out.push(json!({"type": "file_citation", "index": i, "file_id": f.file_id, "filename": f.filename}));
+                }
+                i = j;
+            }
+        }
+        i += 1;
+    }
+    if out.is_empty()
+        && let Some(f) = sources.first()
+    {
+        out.push(json!({"type": "file_citation", "index": chars.len(), "file_id": f.file_id, "filename": f.filename}));
+    }
+    out
+}
+
+fn search_item(id: &str, p: &Parsed, results: &[crate::rag::search::Found], status: &str) -> Value {
+    let results = if p.include_results && status == "completed" {
+        json!(results
+            .iter()
+            .map(|f| json!({"file_id": f.file_id, "filename": f.filename, "score": f.score, "text": f.text, "attributes": f.attributes}))
+            .collect::<Vec<_>>())
+    } else {
+        Value::Null
+    };
+    json!({"id": id, "type": "file_search_call", "status": status, "queries": [p.question], "results": results})
+}
+
+fn message_item(id: &str, text: &str, annotations: Vec<Value>, status: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [{"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}],
+    })
+}
+
+struct Shell {
+    id: String,
+    created_at: i64,
+    model: String,
+    p_instructions: Option<String>,
+    max_output_tokens: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    tools: Value,
+    tool_choice: Value,
+    metadata: Value,
+}
+
+impl Shell {
+    fn object(&self, status: &str, output: Vec<Value>, usage: Value, incomplete: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": null,
+            "incomplete_details": incomplete,
+            "instructions": self.p_instructions,
+            "max_output_tokens": self.max_output_tokens,
+            "model": self.model,
+            "output": output,
+            "parallel_tool_calls": true,
+            "previous_response_id": null,
+            "reasoning": {"effort": null, "summary": null},
+            "store": false,
+            "temperature": self.temperature.unwrap_or(1.0),
+            "top_p": self.top_p.unwrap_or(1.0),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": self.tool_choice,
+            "tools": self.tools,
+            "truncation": "disabled",
+            "usage": usage,
+            "metadata": self.metadata,
+            "user": null,
+        })
+    }
+}
+
+fn usage(prompt: u64, completion: u64) -> Value {
+    json!({
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    })
+}
+
+/// `POST /v1/responses`.
+pub async fn create(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match run(st, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let id = st.auth.authenticate(headers).await?;
+    let bytes = crate::body::read_json(body).await?;
+    let o = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "the body is not valid JSON: {e}"
+            )));
+        }
+    };
+    let p = parse(&o)?;
+    let route = st.router.get(&p.model).map_err(|_| {
+        ApiError::ModelNotFound(format!(
+            "the model `{}` does not exist; models you may use: {}",
+            p.model,
+            crate::pipeline::visible_models(&st, &id).join(", ")
+        ))
+    })?;
+    let context = route.context;
+    let sources = match &p.search {
+        Some(s) if !s.stores.is_empty() => {
+            for store_id in &s.stores {
+                match st
+                    .store
+                    .vector_store(store_id)
+                    .await
+                    .map_err(crate::files::store_error)?
+                {
+                    Some(v) if crate::rag::readable(&v, &id) => {}
+                    _ => return Err(ApiError::NotFound(format!("no vector store `{store_id}`"))),
+                }
+            }
+            let found = crate::rag::search::search(
+                &st,
+                &id,
+                &s.stores,
+                &crate::rag::search::Request {
+                    queries: &s.params.queries,
+                    mode: s.params.mode,
+                    filter: s.params.filter.as_ref(),
+                    k: s.params.k,
+                    threshold: s.params.threshold,
+                },
+            )
+            .await?;
+            Some(fitting(found, context, &p))
+        }
+        _ => None,
+    };
+    let mut messages = Vec::new();
+    if let Some(i) = &p.instructions {
+        messages.push(json!({"role": "system", "content": i}));
+    }
+    if let Some(s) = sources.as_ref().filter(|s| !s.is_empty()) {
+        messages.push(json!({"role": "system", "content": sources_message(s)}));
+    }
+    messages.extend(p.messages.iter().cloned());
+    let mut chat = json!({"model": p.model, "messages": messages, "stream": p.stream});
+    if let Some(m) = p.max_output_tokens {
+        chat["max_tokens"] = json!(m);
+    }
+    if let Some(t) = p.temperature {
+        chat["temperature"] = json!(t);
+    }
+    if let Some(t) = p.top_p {
+        chat["top_p"] = json!(t);
+    }
+    if p.stream {
+        chat["stream_options"] = json!({"include_usage": true});
+    }
+    let shell = Shell {
+        id: format!("resp_{}", crate::random_id(24)),
+        created_at: now_ms() / 1000,
+        model: p.model.clone(),
+        p_instructions: p.instructions.clone(),
+        max_output_tokens: p.max_output_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        tools: p.search.as_ref().map_or(json!([]), |s| json!([s.tool])),
+        tool_choice: p.tool_choice.clone(),
+        metadata: p.metadata.clone(),
+    };
+    let fs_id = format!("fs_{}", crate::random_id(24));
+    let msg_id = format!("msg_{}", crate::random_id(24));
+    let sources = sources.unwrap_or_default();
+    let searched = p.search.as_ref().is_some_and(|s| !s.stores.is_empty());
+    if !p.stream {
+        let v = crate::pipeline::call_json(st.clone(), "/v1/chat/completions", &id, &chat).await?;
+        let text = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let cut = v["choices"][0]["finish_reason"].as_str() == Some("length");
+        let mut output = Vec::new();
+        if searched {
+            output.push(search_item(&fs_id, &p, &sources, "completed"));
+        }
+        let notes = if searched {
+            annotations(&text, &sources)
+        } else {
+            Vec::new()
+        };
+        output.push(message_item(
+            &msg_id,
+            &text,
+            notes,
+            if cut { "incomplete" } else { "completed" },
+        ));
+        let u = usage(
+            v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+            v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        );
+        let (status, incomplete) = if cut {
+            ("incomplete", json!({"reason": "max_output_tokens"}))
+        } else {
+            ("completed", Value::Null)
+        };
+        return Ok(axum::Json(shell.object(status, output, u, incomplete)).into_response());
+    }
+    let bytes =
+        Bytes::from(serde_json::to_vec(&chat).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let resp = crate::pipeline::call(
+        st.clone(),
+        "/v1/chat/completions",
+        &id,
+        bytes,
+        std::time::Instant::now(),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        return Ok(resp);
+    }
+    Ok(stream(
+        resp,
+        Streamed {
+            shell,
+            fs_id,
+            msg_id,
+            p,
+            sources,
+            searched,
+        },
+    ))
+}
+
+struct Streamed {
+    shell: Shell,
+    fs_id: String,
+    msg_id: String,
+    p: Parsed,
+    sources: Vec<crate::rag::search::Found>,
+    searched: bool,
+}
+
+struct Events {
+    seq: u64,
+}
+
+impl Events {
+    fn event(&mut self, kind: &str, mut data: Value) -> Vec<u8> {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        format!("event: {kind}\ndata: {data}\n\n").into_bytes()
+    }
+}
+
+/// The chat's server-sent events, as the Responses API streams them.
+fn stream(resp: Response, s: Streamed) -> Response {
+    let upstream = resp.into_body().into_data_stream();
+    let mut ev = Events { seq: 0 };
+    let mut head = Vec::new();
+    let in_progress = s
+        .shell
+        .object("in_progress", Vec::new(), Value::Null, Value::Null);
+    head.extend(ev.event("response.created", json!({"response": in_progress})));
+    head.extend(ev.event("response.in_progress", json!({"response": in_progress})));
+    let mut index = 0;
+    if s.searched {
+        let item = search_item(&s.fs_id, &s.p, &s.sources, "in_progress");
+        head.extend(ev.event(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": item}),
+        ));
+        for k in ["in_progress", "searching", "completed"] {
+            head.extend(ev.event(
+                &format!("response.file_search_call.{k}"),
+                json!({"output_index": 0, "item_id": s.fs_id}),
+            ));
+        }
+        let item = search_item(&s.fs_id, &s.p, &s.sources, "completed");
+        head.extend(ev.event(
+            "response.output_item.done",
+            json!({"output_index": 0, "item": item}),
+        ));
+        index = 1;
+    }
+    head.extend(ev.event("response.output_item.added", json!({"output_index": index, "item": message_item(&s.msg_id, "", Vec::new(), "in_progress")})));
+    head.extend(ev.event("response.content_part.added", json!({"output_index": index, "item_id": s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+    struct St {
+        up: axum::body::BodyDataStream,
+        ev: Events,
+        s: Streamed,
+        buf: Vec<u8>,
+        text: String,
+        usage: (u64, u64),
+        cut: bool,
+        index: usize,
+        done: bool,
+    }
+    let state = St {
+        up: upstream,
+        ev,
+        s,
+        buf: Vec::new(),
+        text: String::new(),
+        usage: (0, 0),
+        cut: false,
+        index,
+        done: false,
+    };
+    let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(head)) }).chain(futures::stream::unfold(Some(state), |state| async move {
+        let mut t = state?;
+        loop {
+            if t.done {
+                return None;
+            }
+            let mut out = Vec::new();
+            match t.up.next().await {
+                Some(Ok(chunk)) => {
+                    t.buf.extend_from_slice(&chunk);
+                    while let Some(pos) = t.buf.windows(2).position(|w| w == b"\n\n") {
+                        let frame: Vec<u8> = t.buf.drain(..pos + 2).collect();
+                        for line in String::from_utf8_lossy(&frame).lines() {
+                            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
+                            if data == "[DONE]" {
+                                continue;
+                            }
+                            let Ok(v) = serde_json::from_str::<Value>(data) else { continue };
+                            if let Some(e) = v.get("error") {
+                                out.extend(t.ev.event("error", json!({"code": e["code"], "message": e["message"], "param": null})));
+                                let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
+                                out.extend(t.ev.event("response.failed", json!({"response": failed})));
+                                t.done = true;
+                                return Some((Ok(Bytes::from(out)), Some(t)));
+                            }
+                            if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+                                t.text.push_str(d);
+                                out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
+                            }
+                            if v["choices"][0]["finish_reason"].as_str() == Some("length") {
+                                t.cut = true;
+                            }
+                            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                                t.usage = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
+                            }
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    out.extend(t.ev.event("error", json!({"code": "bad_gateway", "message": e.to_string(), "param": null})));
+                    t.done = true;
+                }
+                None => {
+                    let notes = if t.s.searched { annotations(&t.text, &t.s.sources) } else { Vec::new() };
+                    for (i, a) in notes.iter().enumerate() {
+                        out.extend(t.ev.event("response.output_text.annotation.added", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "annotation_index": i, "annotation": a})));
+                    }
+                    out.extend(t.ev.event("response.output_text.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "text": t.text, "logprobs": []})));
+                    out.extend(t.ev.event("response.content_part.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": t.text, "annotations": notes}})));
+                    let status = if t.cut { "incomplete" } else { "completed" };
+                    let message = message_item(&t.s.msg_id, &t.text, notes, status);
+                    out.extend(t.ev.event("response.output_item.done", json!({"output_index": t.index, "item": message})));
+                    let mut output = Vec::new();
+                    if t.s.searched {
+                        output.push(search_item(&t.s.fs_id, &t.s.p, &t.s.sources, "completed"));
+                    }
+                    output.push(message);
+                    let incomplete = if t.cut { json!({"reason": "max_output_tokens"}) } else { Value::Null };
+                    let done = t.s.shell.object(status, output, usage(t.usage.0, t.usage.1), incomplete);
+                    out.extend(t.ev.event(if t.cut { "response.incomplete" } else { "response.completed" }, json!({"response": done})));
+                    t.done = true;
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), Some(t)));
+            }
+        }
+    }));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn found(file: &str) -> crate::rag::search::Found {
+        crate::rag::search::Found {
+            store_id: "vs".into(),
+            file_id: file.into(),
+            filename: format!("{file}.txt"),
+            score: 1.0,
+            attributes: Map::new(),
+            text: "x".into(),
+        }
+    }
+
+    #[test]
+    fn markers_become_citations_and_an_uncited_answer_cites_the_best_source() {
+        let s = [found("a"), found("b")];
+        let a = annotations("Cells [2] make energy [1]. [9] [x]", &s);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0]["file_id"], "b");
+        assert_eq!(a[0]["index"], 6);
+        assert_eq!(a[1]["file_id"], "a");
+        let a = annotations("né answer", &s);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0]["file_id"].as_str(), a[0]["index"].as_u64()),
+            (Some("a"), Some(9))
+        );
+        assert!(annotations("x", &[]).is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_and_tools_are_named() {
+        let e = |v: Value| match parse(v.as_object().unwrap()) {
+            Err(e) => e.to_string(),
+            Ok(_) => "ok".into(),
+        };
+        assert!(
+            e(json!({"model": "m", "input": "q", "previous_response_id": "r"}))
+                .contains("`previous_response_id` is not supported")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "q", "tools": [{"type": "web_search"}]}))
+                .contains("`web_search` are not supported")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "q", "tools": [{"type": "file_search"}]}))
+                .contains("vector_store_ids")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "q", "include": ["reasoning.encrypted_content"]}))
+                .contains("cannot be included")
+        );
+        assert!(e(json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]})).contains("input_image"));
+        assert_eq!(
+            e(
+                json!({"model": "m", "input": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": [{"type": "input_text", "text": "q"}]}]})
+            ),
+            "ok"
+        );
+        assert!(e(json!({"model": "m", "input": "q", "tools": [{"type": "file_search", "vector_store_ids": ["vs"], "filters": {"type": "like"}}]})).contains("like"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Vector stores and `/v1/responses` with `file_search`, with a real
+//! embedding model (all-MiniLM-L6-v2) and a real chat model (SmolLM2):
+//! the official `openai` client end to end (tests/clients/rag_client.py),
+//! and a gateway killed mid-ingestion that finishes every file after a
+//! restart, none of them twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const EMBED_FILE: &str = "all-minilm-l6-v2.gguf";
+
+/// A home with SmolLM2 and MiniLM, teacher `tina` (cs101), students `ada`
+/// (cs101) and `bob`; their keys.
+fn gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
+    let g = TestGateway::new(tag).config(&format!(
+        "[[models]]\nname = \"{SMOL}\"\ngguf = \"{SMOL_FILE}\"\ncontext = 2048\nparallel = 2\n\n\
+         [[models]]\nname = \"minilm\"\ngguf = \"{EMBED_FILE}\"\n{extra}"
+    ));
+    for f in [SMOL_FILE, EMBED_FILE] {
+        let src = models_dir().join(f);
+        assert!(
+            src.exists(),
+            "{} is missing: run `bash scripts/setup.sh`",
+            src.display()
+        );
+        std::os::unix::fs::symlink(&src, g.home.join("models").join(f)).unwrap();
+    }
+    let mut keys = Vec::new();
+    for (user, role, group) in [
+        ("tina", "teacher", Some("cs101")),
+        ("ada", "student", Some("cs101")),
+        ("bob", "student", None),
+    ] {
+        let mut args = vec!["users", "add", user, "--role", role];
+        if let Some(g) = group {
+            args.extend(["--group", g]);
+        }
+        let (ok, _, err) = run_aula(&args, &g.home);
+        assert!(ok, "{err}");
+        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
+        assert!(ok, "{err}");
+        keys.push(out.trim().to_string());
+    }
+    (g, keys)
+}
+
+#[test]
+fn the_openai_client_builds_searches_and_cites_a_course_store() {
+    let python = python_with("openai");
+    let (g, keys) = gateway("rag-client", "");
+    let s = g.start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/rag_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([s.url.as_str(), SMOL, &keys[0], &keys[1], &keys[2]])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("RAG-CLIENT-OK"),
+        "{} failed ({})\nstdout: {stdout}\nstderr: {stderr}\naula: {}",
+        script.display(),
+        out.status,
+        s.output()
+    );
+}
+
+fn files_of(url: &str, key: &str, store: &str) -> Vec<Value> {
+    let r = get_auth(
+        &format!("{url}/v1/vector_stores/{store}/files?limit=100"),
+        Some(key),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["data"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_gateway_killed_mid_ingestion_finishes_every_file_once_after_restart() {
+    let (g, keys) = gateway("rag-kill", "[rag]\ningest_workers = 1\n");
+    let tina = &keys[0];
+    let mut s = g.start();
+    // 40 documents of about 1,500 words, each with one word found nowhere else.
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let body: String = (0..1500).map(|w| format!("lecture{} ", w % 97)).collect();
+        let text = format!("marker{i}x {body}");
+        ids.push(upload(
+            &s.url,
+            tina,
+            &format!("doc{i}.txt"),
+            text.as_bytes(),
+            "assistants",
+        ));
+    }
+    let r = post_auth(
+        &format!("{}/v1/vector_stores", s.url),
+        Some(tina),
+        &json!({"name": "big"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let store = r.body["id"].as_str().unwrap().to_string();
+    let r = post_auth(
+        &format!("{}/v1/vector_stores/{store}/file_batches", s.url),
+        Some(tina),
+        &json!({"file_ids": ids}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for("a first file to complete", Duration::from_secs(120), || {
+        files_of(&s.url, tina, &store)
+            .iter()
+            .any(|f| f["status"] == "completed")
+    });
+    let before = files_of(&s.url, tina, &store);
+    let done = before.iter().filter(|f| f["status"] == "completed").count();
+    assert!(
+        done < 40,
+        "all files were ingested before the kill; the test proves nothing"
+    );
+    unsafe { libc::kill(s.pid() as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    s = g.start();
+    wait_for(
+        "every file to complete after the restart",
+        Duration::from_secs(300),
+        || {
+            files_of(&s.url, tina, &store)
+                .iter()
+                .all(|f| f["status"] == "completed")
+        },
+    );
+    let r = get_auth(&format!("{}/v1/vector_stores/{store}", s.url), Some(tina));
+    assert_eq!(r.body["file_counts"]["completed"], 40, "{}", r.body);
+    // Each document's marker is in exactly its own chunks: searched
+    // lexically, a file ingested twice would answer twice as many chunks.
+    let chunks_of = |i: usize| -> Vec<Value> {
+        let r = post_auth(
+            &format!("{}/v1/vector_stores/{store}/search", s.url),
+            Some(tina),
+            &json!({"query": format!("marker{i}x"), "search_mode": "lexical", "max_num_results": 50}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["data"].as_array().unwrap().clone()
+    };
+    let first = chunks_of(0);
+    assert_eq!(
+        first.len(),
+        1,
+        "the marker starts the document, so one chunk holds it"
+    );
+    for i in [0, 20, 39] {
+        let hits = chunks_of(i);
+        assert_eq!(hits.len(), 1, "doc{i}: {hits:?}");
+        assert_eq!(hits[0]["filename"], format!("doc{i}.txt"));
+    }
+}
