@@ -24,9 +24,6 @@ pub const MAX_QUERIES: usize = 10;
 
 async fn body_object(body: Body) -> Result<Map<String, Value>, ApiError> {
     let bytes = crate::body::read_json(body).await?;
-    if bytes.is_empty() {
-        return Ok(Map::new());
-    }
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
@@ -124,7 +121,12 @@ fn chunking(v: Option<&Value>) -> Result<Option<aula_rag::Chunking>, ApiError> {
             max_tokens: AUTO_MAX,
             overlap_tokens: AUTO_OVERLAP,
         })),
-        Some("static") => {
+        Some("static")
+            if v.as_object().is_some_and(|o| o.len() == 2)
+                && v["static"]
+                    .as_object()
+                    .is_some_and(|s| s.keys().all(|k| k == "max_chunk_size_tokens" || k == "chunk_overlap_tokens")) =>
+        {
             let s = &v["static"];
             let max = s["max_chunk_size_tokens"].as_u64().map(|n| n as usize);
             let overlap = s["chunk_overlap_tokens"].as_u64().map(|n| n as usize);
@@ -281,7 +283,7 @@ async fn attach(
     // Every file is checked before any is attached.
     let mut records = Vec::with_capacity(files.len());
     for (file_id, attrs, c) in files {
-        let f = own_file(st, id, file_id).await?;
+        let f = own_body_file(st, id, file_id).await?;
         if !crate::files::PURPOSES.contains(&f.purpose.as_str()) {
             return Err(ApiError::invalid_param(
                 "file_id",
@@ -309,6 +311,20 @@ async fn attach(
     }
     st.rag.wake.notify_waiters();
     Ok(())
+}
+
+/// A file named in a body: the caller's own, else 400 naming `file_id`
+/// (the path's resource exists; the reference is wrong). Someone else's
+/// file gets the same answer as one that does not exist.
+async fn own_body_file(
+    st: &GatewayState,
+    id: &Identity,
+    file_id: &str,
+) -> Result<aula_store::FileRecord, ApiError> {
+    own_file(st, id, file_id).await.map_err(|e| match e {
+        ApiError::NotFound(m) => ApiError::invalid_param("file_id", m),
+        other => other,
+    })
 }
 
 fn file_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
@@ -370,7 +386,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         });
     }
     for f in &files {
-        own_file(&st, &id, f).await?;
+        own_body_file(&st, &id, f).await?;
     }
     let now = now_ms();
     let rec = VectorStoreRecord {

@@ -130,8 +130,9 @@ mine = ada.vector_stores.create(name="ada's notes")
 try:
     ada.vector_stores.files.create(vector_store_id=mine.id, file_id=extra[0])
     raise SystemExit("ada attached tina's file")
-except openai.NotFoundError:
-    pass
+except openai.BadRequestError as e:
+    # The same answer as for a file that does not exist.
+    assert "no file" in str(e) and "file_id" in str(e), e
 try:
     bob.vector_stores.retrieve(mine.id)
     raise SystemExit("bob saw ada's store")
