@@ -32,7 +32,7 @@ use router::ModelRouter;
 use std::sync::Arc;
 
 /// A random id of `len` ASCII letters and digits (request and file ids).
-pub(crate) fn random_id(len: usize) -> String {
+pub fn random_id(len: usize) -> String {
     use rand::Rng;
     rand::thread_rng()
         .sample_iter(&rand::distributions::Alphanumeric)

@@ -40,12 +40,59 @@ pub enum Command {
     Load(ModelOpArgs),
     /// Unload a model on a running gateway.
     Unload(ModelOpArgs),
+    /// Course material on a running gateway: vector stores that students search and `file_search` cites.
+    #[command(subcommand)]
+    Stores(StoresCommand),
     /// Print a document's text (text, Markdown, HTML, PDF, DOCX): what a
     /// vector store ingests. The gateway runs it as a child process, so that
     /// a document that crashes or hangs its parser fails alone. Exit 2: the
     /// document cannot be read (the reason on stderr).
     #[command(hide = true)]
     Extract(ExtractArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoresCommand {
+    /// Upload files (and the files in directories) into a new store, and wait while they are ingested.
+    Create {
+        name: String,
+        /// Files, or directories (read recursively; hidden entries skipped).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A group whose members may search the store (teachers and admins); repeat for several.
+        #[arg(long = "share")]
+        shares: Vec<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// The stores you own or that are shared with your groups.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Search a store.
+    Search {
+        store: String,
+        query: String,
+        /// hybrid (BM25 and embeddings fused), dense or lexical.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Most results.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        max_results: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Delete a store (its files stay uploaded).
+    Rm {
+        store: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -74,13 +121,14 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-/// How to reach a running gateway's admin API.
+/// How to reach a running gateway's API.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
     /// The gateway's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "AULA_URL")]
     pub url: String,
-    /// An admin's API key (not needed when the gateway has no users).
+    /// Your API key (default: on this machine, the local admin token of the
+    /// data directory; not needed when the gateway has no users).
     #[arg(long, env = "AULA_API_KEY")]
     pub api_key: Option<String>,
 }

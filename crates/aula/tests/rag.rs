@@ -30,6 +30,7 @@ fn gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
         );
         std::os::unix::fs::symlink(&src, g.home.join("models").join(f)).unwrap();
     }
+    g.write_config();
     let mut keys = Vec::new();
     for (user, role, group) in [
         ("tina", "teacher", Some("cs101")),
@@ -51,8 +52,21 @@ fn gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
 
 #[test]
 fn the_openai_client_builds_searches_and_cites_a_course_store() {
+    client_end_to_end("rag-client", "");
+}
+
+#[test]
+fn the_same_client_test_passes_on_postgres() {
+    let pg = common::pg::Pg::start("rag");
+    client_end_to_end(
+        "rag-client-pg",
+        &format!("[server]\ndatabase = \"{}\"\n", pg.url()),
+    );
+}
+
+fn client_end_to_end(tag: &str, extra: &str) {
     let python = python_with("openai");
-    let (g, keys) = gateway("rag-client", "");
+    let (g, keys) = gateway(tag, extra);
     let s = g.start();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/rag_client.py");
     let out = std::process::Command::new(&python)
@@ -159,4 +173,78 @@ fn a_gateway_killed_mid_ingestion_finishes_every_file_once_after_restart() {
         assert_eq!(hits.len(), 1, "doc{i}: {hits:?}");
         assert_eq!(hits[0]["filename"], format!("doc{i}.txt"));
     }
+}
+
+#[test]
+fn a_teacher_builds_and_searches_a_store_from_the_command_line() {
+    let (g, keys) = gateway("rag-cli", "");
+    let s = g.start();
+    let dir = g.home.join("week1");
+    std::fs::create_dir_all(dir.join("slides")).unwrap();
+    std::fs::write(dir.join("enzymes.md"), "# Enzymes\n\nEnzymes are proteins that speed up reactions by lowering the activation energy.").unwrap();
+    std::fs::write(
+        dir.join("slides/osmosis.txt"),
+        "Osmosis moves water across a membrane towards the higher solute concentration.",
+    )
+    .unwrap();
+    std::fs::write(dir.join("slides/scan.pdf"), b"%PDF-1.7 not really").unwrap();
+    std::fs::write(dir.join(".hidden.txt"), "skipped").unwrap();
+    let as_tina = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--url", s.url.as_str(), "--api-key", keys[0].as_str()]);
+        run_aula(&all, &g.home)
+    };
+    let (ok, out, err) = as_tina(&[
+        "stores",
+        "create",
+        "Biology week 1",
+        "--share",
+        "cs101",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 of 3 files ingested, shared with cs101"),
+        "{out}"
+    );
+    assert!(out.contains("failed:") && out.contains("scan.pdf"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("vs_"), "{out}");
+    let (ok, out, err) = as_tina(&["stores", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&id) && out.contains("Biology week 1") && out.contains("2/3"),
+        "{out}"
+    );
+    // A student of the group searches it with their own key.
+    let (ok, out, err) = run_aula(
+        &[
+            "stores",
+            "search",
+            &id,
+            "water membrane",
+            "--url",
+            &s.url,
+            "--api-key",
+            &keys[1],
+        ],
+        &g.home,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("1. ") && out.lines().next().unwrap().contains("osmosis.txt"),
+        "{out}"
+    );
+    let (ok, _, err) = run_aula(
+        &["stores", "rm", &id, "--url", &s.url, "--api-key", &keys[1]],
+        &g.home,
+    );
+    assert!(
+        !ok && err.contains("read-only"),
+        "a reader deleted the store: {err}"
+    );
+    let (ok, out, err) = as_tina(&["stores", "rm", &id]);
+    assert!(ok && out.contains("deleted"), "{err}");
+    let (ok, out, _) = as_tina(&["stores", "list"]);
+    assert!(ok && !out.contains(&id), "{out}");
 }

@@ -8,8 +8,10 @@ mod bench;
 mod doctor;
 mod engine;
 mod extract;
+mod gateway;
 mod plan;
 mod serve;
+mod stores;
 mod usage;
 
 use crate::cli::{Cli, Command, DbArgs};
@@ -34,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => admin::load_unload("load", a).await,
         Command::Unload(a) => admin::load_unload("unload", a).await,
         Command::Extract(a) => extract::extract(a),
+        Command::Stores(c) => stores::stores(c).await,
     }
 }
 

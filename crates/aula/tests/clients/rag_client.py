@@ -132,7 +132,7 @@ try:
     raise SystemExit("ada attached tina's file")
 except openai.BadRequestError as e:
     # The same answer as for a file that does not exist.
-    assert "no file" in str(e) and "file_id" in str(e), e
+    assert "no file" in str(e) and e.param == "file_id", (e, e.param)
 try:
     bob.vector_stores.retrieve(mine.id)
     raise SystemExit("bob saw ada's store")

@@ -2,6 +2,8 @@
 //! free loopback ports, against the real models that set-up installed.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pg;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -398,6 +400,12 @@ impl TestGateway {
         self.config(&format!(
             "[[models]]\nname = \"{name}\"\nurl = \"{url}/v1\"\n"
         ))
+    }
+
+    /// Write `aula.toml` now (commands such as `aula users` read it for
+    /// the database); `start` writes it again.
+    pub fn write_config(&self) {
+        std::fs::write(self.home.join("aula.toml"), &self.config).unwrap();
     }
 
     /// `aula serve` with this configuration, once it listens.

@@ -1,0 +1,111 @@
+//! A real PostgreSQL server on loopback for a test, from the distribution's
+//! binaries (scripts/test.sh installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn pg_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb): run `bash scripts/test.sh`, which installs it")
+    })
+}
+
+/// A PostgreSQL server in a temporary directory, stopped on drop.
+pub struct Pg {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+fn as_postgres(bin: &Path, tool: &str) -> Command {
+    // initdb and postgres refuse to run as root.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+impl Pg {
+    pub fn start(tag: &str) -> Pg {
+        let bin = pg_bin();
+        let dir = std::env::temp_dir().join(format!("aula-pg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres"])
+                    .arg(&dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let data = dir.join("data");
+        let out = as_postgres(&bin, "initdb")
+            .args(["-A", "trust", "-U", "aula", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = as_postgres(&bin, "pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                dir.display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+        );
+        Pg { dir, bin, port }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Pg {
+    /// The database URL for `[server] database`.
+    pub fn url(&self) -> String {
+        format!("postgres://aula@127.0.0.1:{}/postgres", self.port)
+    }
+}

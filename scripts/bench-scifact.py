@@ -1,0 +1,113 @@
+"""Retrieval quality and speed of Aula's vector stores on BEIR SciFact.
+
+    .venv/bin/python scripts/bench-scifact.py [--docs N] [--queries N]
+
+Starts `aula serve` (target/release/aula) on loopback in a temporary home
+with all-MiniLM-L6-v2 (from ~/.local/share/aula/models, `bash
+scripts/setup.sh` fetches it), uploads every SciFact abstract (title and
+text) through /v1/files, attaches them in batches of 500, waits for
+ingestion, then asks each of the 300 test queries through
+/v1/vector_stores/{id}/search in each mode (hybrid, dense, lexical) and
+scores nDCG@10 against the qrels (a document's score is its best chunk's).
+Prints one JSON object: nDCG@10 per mode, ingestion time, search latency
+p50/p95 per mode. Data: ../shared/data/scifact/ (see its README).
+"""
+import argparse, gzip, json, math, os, pathlib, re, shutil, signal, subprocess, sys, tempfile, time
+from openai import OpenAI
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "scifact"
+MODELS = pathlib.Path(os.environ.get("AULA_MODELS", pathlib.Path.home() / ".local/share/aula/models"))
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--docs", type=int, default=0, help="only the first N documents (0: all)")
+ap.add_argument("--queries", type=int, default=0, help="only the first N queries (0: all)")
+ap.add_argument("--workers", type=int, default=2)
+args = ap.parse_args()
+
+corpus = [json.loads(l) for l in gzip.open(DATA / "corpus.jsonl.gz", "rt")]
+if args.docs:
+    corpus = corpus[: args.docs]
+queries = [l.rstrip("\n").split("\t", 1) for l in gzip.open(DATA / "queries.test.tsv.gz", "rt") if l.strip()]
+qrels = {}
+for l in open(DATA / "qrels.test.txt"):
+    p = l.split()
+    if len(p) == 4 and p[3].isdigit():
+        qrels.setdefault(p[0], {})[p[2]] = int(p[3])
+queries = [q for q in queries if q[0] in qrels]
+if args.queries:
+    queries = queries[: args.queries]
+
+home = pathlib.Path(tempfile.mkdtemp(prefix="aula-scifact-"))
+(home / "models").mkdir()
+os.symlink(MODELS / "all-minilm-l6-v2.gguf", home / "models" / "all-minilm-l6-v2.gguf")
+(home / "aula.toml").write_text(
+    f'[[models]]\nname = "minilm"\ngguf = "all-minilm-l6-v2.gguf"\n\n[rag]\nembedding_model = "minilm"\ningest_workers = {args.workers}\n')
+env = dict(os.environ, AULA_HOME=str(home))
+log = open(home / "serve.log", "w")
+proc = subprocess.Popen([str(ROOT / "target/release/aula"), "serve", "--port", "0", "--config", str(home / "aula.toml")],
+                        stdout=log, stderr=subprocess.STDOUT, env=env)
+try:
+    url = None
+    for _ in range(300):
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", (home / "serve.log").read_text())
+        if m:
+            url = m.group(1)
+            break
+        time.sleep(0.1)
+    assert url, (home / "serve.log").read_text()
+    c = OpenAI(base_url=url + "/v1", api_key="none", max_retries=2, timeout=600)
+
+    t0 = time.time()
+    ids = {}
+    for d in corpus:
+        text = (d.get("title", "") + "\n\n" + d.get("text", "")).strip()
+        f = c.files.create(file=(f"{d['_id']}.txt", text.encode()), purpose="assistants")
+        ids[f.id] = d["_id"]
+    t_upload = time.time() - t0
+    store = c.vector_stores.create(name="scifact")
+    t1 = time.time()
+    fids = list(ids)
+    for i in range(0, len(fids), 500):
+        c.vector_stores.file_batches.create(vector_store_id=store.id, file_ids=fids[i:i + 500])
+    while True:
+        s = c.vector_stores.retrieve(store.id)
+        if s.file_counts.in_progress == 0:
+            break
+        time.sleep(2)
+    t_ingest = time.time() - t1
+    assert s.file_counts.completed == len(fids), s.file_counts
+
+    def ndcg10(ranked, rel):
+        dcg = sum(rel.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+        ideal = sorted(rel.values(), reverse=True)[:10]
+        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+        return dcg / idcg if idcg else 0.0
+
+    out = {"documents": len(corpus), "queries": len(queries), "upload_s": round(t_upload, 1),
+           "ingest_s": round(t_ingest, 1), "ingest_docs_per_s": round(len(corpus) / t_ingest, 1),
+           "usage_bytes": s.usage_bytes, "modes": {}}
+    for mode in ["hybrid", "dense", "lexical"]:
+        scores, lat = [], []
+        for qid, text in queries:
+            t = time.time()
+            r = c.vector_stores.search(vector_store_id=store.id, query=text, max_num_results=50, extra_body={"search_mode": mode})
+            lat.append(time.time() - t)
+            ranked = []
+            for hit in r.data:
+                doc = hit.filename.rsplit(".", 1)[0]
+                if doc not in ranked:
+                    ranked.append(doc)
+            scores.append(ndcg10(ranked, qrels[qid]))
+        lat.sort()
+        out["modes"][mode] = {"ndcg@10": round(sum(scores) / len(scores), 4),
+                              "p50_ms": round(1000 * lat[len(lat) // 2], 1),
+                              "p95_ms": round(1000 * lat[int(len(lat) * 0.95) - 1], 1)}
+    print(json.dumps(out, indent=1))
+finally:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(home, ignore_errors=True)
