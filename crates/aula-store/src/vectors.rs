@@ -420,11 +420,15 @@ impl Store {
             .collect()
     }
 
-    /// Every file waiting to be ingested, oldest first (at start: what a
+    /// The oldest `limit` files waiting to be ingested (at start: what a
     /// stop interrupted).
-    pub async fn pending_store_files(&self) -> Result<Vec<StoreFileRecord>, StoreError> {
+    pub async fn pending_store_files(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<StoreFileRecord>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {FILE_COLUMNS} FROM vector_store_files WHERE status = 'in_progress' ORDER BY created_ms, file_id"
+            "SELECT {FILE_COLUMNS} FROM vector_store_files WHERE status = 'in_progress' ORDER BY created_ms, store_id, file_id LIMIT {}",
+            limit.max(1)
         ))
         .fetch_all(&self.pool)
         .await?
@@ -672,7 +676,7 @@ mod tests {
 
         assert!(store.add_store_file(&vf("vs_a", "file-1")).await.unwrap());
         assert!(!store.add_store_file(&vf("vs_a", "file-1")).await.unwrap());
-        assert_eq!(store.pending_store_files().await.unwrap().len(), 1);
+        assert_eq!(store.pending_store_files(10).await.unwrap().len(), 1);
         let g0 = store.store_generation("vs_a").await.unwrap().unwrap();
         let chunk = |t: &str| NewChunk {
             text: t.into(),

@@ -84,7 +84,13 @@ pub(super) async fn worker(st: Arc<GatewayState>) {
 
 /// Claim the oldest waiting file no worker here holds.
 async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
-    let pending = match st.store.pending_store_files().await {
+    let held = st
+        .rag
+        .claimed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len() as i64;
+    let pending = match st.store.pending_store_files(held + 1).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot read the files waiting for ingestion: {e}");
@@ -177,9 +183,10 @@ async fn extract(
         )
     })?;
     let mut cmd = tokio::process::Command::new(program);
+    // `--name=` in one argument: a file name may begin with `-`.
     cmd.arg("extract")
-        .arg("--name")
-        .arg(filename)
+        .arg(format!("--name={filename}"))
+        .arg("--")
         .arg(path)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

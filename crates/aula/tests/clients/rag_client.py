@@ -13,14 +13,16 @@ ada = OpenAI(base_url=url + "/v1", api_key=ada_key, max_retries=0)
 bob = OpenAI(base_url=url + "/v1", api_key=bob_key, max_retries=0)
 
 
-def pdf(text):
-    """A one-page PDF with `text` in Helvetica, offsets computed."""
+def pdf(text, encrypted=False):
+    """A one-page PDF with `text` in Helvetica, offsets computed; `encrypted`:
+    with a standard security handler whose password is not empty."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
     objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
             b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
             b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+            b"<< /Filter /Standard /V 2 /R 3 /Length 128 /P -3904 /O <" + b"00" * 32 + b"> /U <" + b"11" * 32 + b"> >>"]
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for i, o in enumerate(objs, 1):
@@ -30,7 +32,8 @@ def pdf(text):
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
     for off in offsets:
         out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    enc = b" /Encrypt 6 0 R /ID [<" + b"ab" * 16 + b"> <" + b"ab" * 16 + b">]" if encrypted else b""
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, enc, xref)
     return bytes(out)
 
 
@@ -72,12 +75,19 @@ for name, data in docs.items():
 # Bad files fail alone, with a reason.
 for name, data, why in [("broken.pdf", b"%PDF-1.7\n1 0 obj garbage", "PDF"),
                         ("bomb.docx", bomb(), "inflates past"),
+                        ("secret.pdf", pdf("Exam answers", encrypted=True), "encrypted"),
                         ("binary.txt", bytes(range(256)) * 4, "not UTF-8")]:
     vf = tina.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=(name, data), poll_interval_ms=200)
     assert vf.status == "failed" and vf.last_error is not None and why in vf.last_error.message, (name, vf)
 store = tina.vector_stores.retrieve(store.id)
-assert store.file_counts.completed == 4 and store.file_counts.failed == 3, store.file_counts
+assert store.file_counts.completed == 4 and store.file_counts.failed == 4, store.file_counts
 assert store.status == "completed" and store.usage_bytes > 0, store
+
+try:
+    tina.files.create(file=("empty.txt", b""), purpose="assistants")
+    raise SystemExit("an empty file was accepted")
+except openai.BadRequestError:
+    pass
 
 # A batch of files already uploaded.
 extra = [tina.files.create(file=(f"extra{i}.txt", f"Extra note {i} about the water cycle and evaporation.".encode()), purpose="assistants").id for i in range(3)]
