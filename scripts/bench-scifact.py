@@ -23,6 +23,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--docs", type=int, default=0, help="only the first N documents (0: all)")
 ap.add_argument("--queries", type=int, default=0, help="only the first N queries (0: all)")
 ap.add_argument("--workers", type=int, default=2)
+ap.add_argument("--modes", default="hybrid,dense,lexical")
 args = ap.parse_args()
 
 corpus = [json.loads(l) for l in gzip.open(DATA / "corpus.jsonl.gz", "rt")]
@@ -84,10 +85,16 @@ try:
         idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
         return dcg / idcg if idcg else 0.0
 
+    import sqlite3
+    db = sqlite3.connect(f"file:{home / 'aula.db'}?mode=ro", uri=True)
+    chunks, tokens = db.execute("SELECT COUNT(*), SUM(tokens) FROM chunks").fetchone()
+    db.close()
     out = {"documents": len(corpus), "queries": len(queries), "upload_s": round(t_upload, 1),
            "ingest_s": round(t_ingest, 1), "ingest_docs_per_s": round(len(corpus) / t_ingest, 1),
+           "chunks": chunks, "chunk_tokens": tokens, "ingest_chunks_per_s": round(chunks / t_ingest, 1),
+           "ingest_tokens_per_s": round(tokens / t_ingest),
            "usage_bytes": s.usage_bytes, "modes": {}}
-    for mode in ["hybrid", "dense", "lexical"]:
+    for mode in args.modes.split(","):
         scores, lat = [], []
         for qid, text in queries:
             t = time.time()

@@ -31,7 +31,6 @@ CREATE INDEX vector_store_shares_by_group ON vector_store_shares (group_name);
 CREATE TABLE vector_store_files (
     store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
     file_id TEXT NOT NULL,
-    batch_id TEXT,
     status TEXT NOT NULL,
     error_code TEXT,
     error_message TEXT,
@@ -44,6 +43,14 @@ CREATE TABLE vector_store_files (
 
 CREATE INDEX vector_store_files_by_status ON vector_store_files (status);
 CREATE INDEX vector_store_files_by_file ON vector_store_files (file_id);
+
+-- The files each batch named (a file may be named by several batches).
+CREATE TABLE vector_store_batch_files (
+    store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+    batch_id TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    PRIMARY KEY (batch_id, file_id)
+);
 
 CREATE TABLE chunks (
     store_id TEXT NOT NULL,

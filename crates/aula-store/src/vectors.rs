@@ -39,7 +39,6 @@ pub struct VectorStoreRecord {
 pub struct StoreFileRecord {
     pub store_id: String,
     pub file_id: String,
-    pub batch_id: Option<String>,
     pub status: String,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -79,8 +78,14 @@ pub struct ChunkRow {
 
 const STORE_COLUMNS: &str = "id, owner, owner_role, owner_groups, name, description, metadata, \
      chunking, generation, created_ms, last_active_ms";
-const FILE_COLUMNS: &str = "store_id, file_id, batch_id, status, error_code, error_message, \
+const FILE_COLUMNS: &str = "store_id, file_id, status, error_code, error_message, \
      attributes, chunking, usage_bytes, created_ms";
+/// The same, from `vector_store_files v` joined with a batch's files.
+const V_FILE_COLUMNS: &str = "v.store_id, v.file_id, v.status, v.error_code, v.error_message, \
+     v.attributes, v.chunking, v.usage_bytes, v.created_ms";
+/// A store's files, or one batch's (`$2`).
+const IN_BATCH: &str = "FROM vector_store_files v JOIN vector_store_batch_files b \
+     ON b.store_id = v.store_id AND b.file_id = v.file_id WHERE v.store_id = $1 AND b.batch_id = $2";
 
 fn store_record(r: &sqlx::any::AnyRow) -> Result<VectorStoreRecord, StoreError> {
     let groups: String = r.try_get(3)?;
@@ -104,14 +109,13 @@ fn file_record(r: &sqlx::any::AnyRow) -> Result<StoreFileRecord, StoreError> {
     Ok(StoreFileRecord {
         store_id: r.try_get(0)?,
         file_id: r.try_get(1)?,
-        batch_id: r.try_get(2)?,
-        status: r.try_get(3)?,
-        error_code: r.try_get(4)?,
-        error_message: r.try_get(5)?,
-        attributes: r.try_get(6)?,
-        chunking: r.try_get(7)?,
-        usage_bytes: r.try_get(8)?,
-        created_ms: r.try_get(9)?,
+        status: r.try_get(2)?,
+        error_code: r.try_get(3)?,
+        error_message: r.try_get(4)?,
+        attributes: r.try_get(5)?,
+        chunking: r.try_get(6)?,
+        usage_bytes: r.try_get(7)?,
+        created_ms: r.try_get(8)?,
     })
 }
 
@@ -297,6 +301,10 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM vector_store_batch_files WHERE store_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let r = sqlx::query("DELETE FROM vector_stores WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -322,14 +330,14 @@ impl Store {
         store_id: &str,
         batch_id: Option<&str>,
     ) -> Result<(FileCounts, i64), StoreError> {
-        let mut sql = String::from(
-            "SELECT status, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(usage_bytes), 0) AS BIGINT) \
-             FROM vector_store_files WHERE store_id = $1",
-        );
-        if batch_id.is_some() {
-            sql.push_str(" AND batch_id = $2");
-        }
-        sql.push_str(" GROUP BY status");
+        let cols =
+            "v.status, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(v.usage_bytes), 0) AS BIGINT)";
+        let sql = match batch_id {
+            Some(_) => format!("SELECT {cols} {IN_BATCH} GROUP BY v.status"),
+            None => format!(
+                "SELECT {cols} FROM vector_store_files v WHERE v.store_id = $1 GROUP BY v.status"
+            ),
+        };
         let mut q = sqlx::query(&sql).bind(store_id);
         if let Some(b) = batch_id {
             q = q.bind(b);
@@ -352,8 +360,13 @@ impl Store {
         Ok((c, bytes))
     }
 
-    /// Attach a file; an already attached file is left as it is (false).
-    pub async fn add_store_file(&self, f: &StoreFileRecord) -> Result<bool, StoreError> {
+    /// Attach a file (an already attached one keeps its status and chunks:
+    /// false), naming it in `batch` when given.
+    pub async fn add_store_file(
+        &self,
+        f: &StoreFileRecord,
+        batch: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let exists =
             sqlx::query("SELECT 1 FROM vector_store_files WHERE store_id = $1 AND file_id = $2")
@@ -364,11 +377,10 @@ impl Store {
                 .is_some();
         if !exists {
             sqlx::query(&format!(
-                "INSERT INTO vector_store_files ({FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO vector_store_files ({FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(&f.store_id)
             .bind(&f.file_id)
-            .bind(&f.batch_id)
             .bind(&f.status)
             .bind(&f.error_code)
             .bind(&f.error_message)
@@ -378,6 +390,24 @@ impl Store {
             .bind(f.created_ms)
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(b) = batch {
+            let named = sqlx::query(
+                "SELECT 1 FROM vector_store_batch_files WHERE batch_id = $1 AND file_id = $2",
+            )
+            .bind(b)
+            .bind(&f.file_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !named {
+                sqlx::query("INSERT INTO vector_store_batch_files (store_id, batch_id, file_id) VALUES ($1, $2, $3)")
+                    .bind(&f.store_id)
+                    .bind(b)
+                    .bind(&f.file_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(!exists)
@@ -404,11 +434,14 @@ impl Store {
         store_id: &str,
         batch_id: Option<&str>,
     ) -> Result<Vec<StoreFileRecord>, StoreError> {
-        let mut sql = format!("SELECT {FILE_COLUMNS} FROM vector_store_files WHERE store_id = $1");
-        if batch_id.is_some() {
-            sql.push_str(" AND batch_id = $2");
-        }
-        sql.push_str(" ORDER BY created_ms, file_id");
+        let sql = match batch_id {
+            Some(_) => {
+                format!("SELECT {V_FILE_COLUMNS} {IN_BATCH} ORDER BY v.created_ms, v.file_id")
+            }
+            None => format!(
+                "SELECT {FILE_COLUMNS} FROM vector_store_files WHERE store_id = $1 ORDER BY created_ms, file_id"
+            ),
+        };
         let mut q = sqlx::query(&sql).bind(store_id);
         if let Some(b) = batch_id {
             q = q.bind(b);
@@ -630,7 +663,6 @@ mod tests {
         StoreFileRecord {
             store_id: store.into(),
             file_id: file.into(),
-            batch_id: None,
             status: "in_progress".into(),
             error_code: None,
             error_message: None,
@@ -674,8 +706,18 @@ mod tests {
                 .is_empty()
         );
 
-        assert!(store.add_store_file(&vf("vs_a", "file-1")).await.unwrap());
-        assert!(!store.add_store_file(&vf("vs_a", "file-1")).await.unwrap());
+        assert!(
+            store
+                .add_store_file(&vf("vs_a", "file-1"), Some("b1"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_store_file(&vf("vs_a", "file-1"), Some("b1"))
+                .await
+                .unwrap()
+        );
         assert_eq!(store.pending_store_files(10).await.unwrap().len(), 1);
         let g0 = store.store_generation("vs_a").await.unwrap().unwrap();
         let chunk = |t: &str| NewChunk {
@@ -701,10 +743,17 @@ mod tests {
         assert_eq!(rows[1].text, "c d");
         assert_eq!(rows[0].embedding, vec![0.5, -1.0]);
         assert!(store.store_generation("vs_a").await.unwrap().unwrap() > g0);
+        assert_eq!(
+            store.store_files("vs_a", Some("b1")).await.unwrap().len(),
+            1
+        );
         let (c, bytes) = store.store_file_counts("vs_a", None).await.unwrap();
         assert_eq!((c.completed, c.total, bytes), (1, 1, 8));
 
-        store.add_store_file(&vf("vs_a", "file-2")).await.unwrap();
+        store
+            .add_store_file(&vf("vs_a", "file-2"), None)
+            .await
+            .unwrap();
         assert!(
             store
                 .finish_store_file(

@@ -47,15 +47,41 @@ const MATRIX: &[(&str, &str, [u16; 11])] = &[
     // ada's file: hers (and her front end's) only; 404 for everyone else.
     ("GET", "/v1/files/{file_id}",   [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
     ("GET", "/v1/files/{file_id}/content", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    // Vector stores: anyone known may make one and list theirs.
+    ("POST", "/v1/vector_stores",    [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    ("GET", "/v1/vector_stores",     [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    // ada's store (not shared): hers only; 404 for everyone else, admins too.
+    ("GET", "/v1/vector_stores/{vector_store_id}", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}/files", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/vector_stores/{vector_store_id}/files/{file_id}", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}/files/{file_id}", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/files", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/vector_stores/{vector_store_id}/search", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/responses",        [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    // ada detaches her file, then deletes the store: gone for her front end after.
+    ("DELETE", "/v1/vector_stores/{vector_store_id}/files/{file_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    ("DELETE", "/v1/vector_stores/{vector_store_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     // Last: ada deletes it; after that it is gone for her front end too.
     ("DELETE", "/v1/files/{file_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
 ];
 
-fn body_for(path: &str) -> Value {
+/// The body sent to a route (`path` as the table writes it).
+fn body_for(path: &str, file_id: &str) -> Value {
     match path {
         "/v1/chat/completions" => chat_body("mock", "hi", 2),
         "/v1/completions" => json!({"model": "mock", "prompt": "hi", "max_tokens": 2}),
         "/v1/embeddings" => json!({"model": "mock", "input": "hi"}),
+        "/v1/responses" => json!({"model": "mock", "input": "hi", "max_output_tokens": 2}),
+        "/v1/vector_stores/{vector_store_id}/files" => json!({"file_id": file_id}),
+        "/v1/vector_stores/{vector_store_id}/file_batches" => json!({"file_ids": [file_id]}),
+        "/v1/vector_stores/{vector_store_id}/search" => {
+            json!({"query": "week", "search_mode": "lexical"})
+        }
         _ => json!({}),
     }
 }
@@ -137,15 +163,32 @@ fn every_route_answers_every_caller_as_the_table_says() {
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     // A file of ada's, for the file routes.
     let file_id = upload(&s.url, &student, "notes.txt", b"week 1", "user_data");
+    // A vector store of ada's holding it, and a batch, for the store routes.
+    let r = post_auth(
+        &format!("{}/v1/vector_stores", s.url),
+        Some(&student),
+        &json!({"name": "ada"}),
+    );
+    let store_id = r.body["id"].as_str().unwrap().to_string();
+    let r = post_auth(
+        &format!("{}/v1/vector_stores/{store_id}/file_batches", s.url),
+        Some(&student),
+        &json!({"file_ids": [file_id]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let batch_id = r.body["id"].as_str().unwrap().to_string();
     let mut wrong = Vec::new();
-    for (method, path, want) in MATRIX {
-        let path = path.replace("{file_id}", &file_id);
+    for (method, template, want) in MATRIX {
+        let path = template
+            .replace("{file_id}", &file_id)
+            .replace("{vector_store_id}", &store_id)
+            .replace("{batch_id}", &batch_id);
         for (i, caller) in CALLERS.iter().enumerate() {
             let (got, text) = call(
                 method,
                 &format!("{}{path}", s.url),
                 &headers[i],
-                &body_for(&path),
+                &body_for(template, &file_id),
             );
             if got != want[i] {
                 wrong.push(format!(

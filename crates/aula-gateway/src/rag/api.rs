@@ -296,7 +296,6 @@ async fn attach(
         records.push(StoreFileRecord {
             store_id: s.id.clone(),
             file_id: f.id,
-            batch_id: batch.map(String::from),
             status: "in_progress".into(),
             error_code: None,
             error_message: None,
@@ -307,7 +306,10 @@ async fn attach(
         });
     }
     for r in &records {
-        st.store.add_store_file(r).await.map_err(store_error)?;
+        st.store
+            .add_store_file(r, batch)
+            .await
+            .map_err(store_error)?;
     }
     st.rag.wake.notify_waiters();
     Ok(())
