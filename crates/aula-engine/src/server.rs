@@ -319,8 +319,9 @@ async fn whole_response(
         match ev {
             Event::Text(t) => text.push_str(&t),
             Event::Done { finish, usage } => {
-                if let Some((name, args)) = tools.as_ref().and_then(|t| t.parse_call(&text)) {
-                    return axum::Json(b.full_tool_call(&name, &args, usage)).into_response();
+                if let Some(t) = &tools {
+                    let answer = t.parse_answer(&text);
+                    return axum::Json(b.full_answer(&answer, finish, usage)).into_response();
                 }
                 return axum::Json(b.full(&text, finish, usage)).into_response();
             }
@@ -404,14 +405,12 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
     let mut finish = finish;
     if let Some(tools) = s.tools.take() {
         let held = std::mem::take(&mut s.held);
-        if let Some((name, args)) = tools.parse_call(&held) {
-            s.tail
-                .push_back(s.b.tool_call_chunk(&name, &args).to_string());
-            s.first = false;
+        let answer = tools.parse_answer(&held);
+        if !answer.calls.is_empty() {
             finish = FinishReason::ToolCalls;
-        } else if !held.is_empty() {
-            s.tail
-                .push_back(s.b.chunk(&held, s.first, None).to_string());
+        }
+        if !answer.calls.is_empty() || answer.reasoning.is_some() || answer.content.is_some() {
+            s.tail.push_back(s.b.answer_chunk(&answer).to_string());
             s.first = false;
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod request;
 mod response;
 pub mod template;
+pub mod tool_parse;
 mod tools;
 
 pub use embeddings::{

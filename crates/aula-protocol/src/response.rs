@@ -139,8 +139,29 @@ impl ResponseBuilder {
         call
     }
 
-    /// The whole response of a chat answer that is a function call.
-    pub fn full_tool_call(&self, name: &str, arguments: &str, usage: Usage) -> Value {
+    /// The whole response of a chat answer read for tools: its calls (then
+    /// `finish_reason` is `tool_calls`), any text, any reasoning.
+    pub fn full_answer(
+        &self,
+        a: &crate::tool_parse::Parsed,
+        finish: FinishReason,
+        usage: Usage,
+    ) -> Value {
+        let mut message = json!({"role": "assistant", "content": a.content});
+        if let Some(r) = &a.reasoning {
+            message["reasoning_content"] = json!(r);
+        }
+        let finish = if a.calls.is_empty() {
+            finish
+        } else {
+            let calls: Vec<Value> = a
+                .calls
+                .iter()
+                .map(|(n, args)| self.tool_call(n, args, None))
+                .collect();
+            message["tool_calls"] = json!(calls);
+            FinishReason::ToolCalls
+        };
         json!({
             "id": self.id,
             "object": self.object(false),
@@ -148,17 +169,30 @@ impl ResponseBuilder {
             "model": self.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": null,
-                            "tool_calls": [self.tool_call(name, arguments, None)]},
+                "message": message,
                 "logprobs": null,
-                "finish_reason": "tool_calls",
+                "finish_reason": finish.as_str(),
             }],
             "usage": usage,
         })
     }
 
-    /// The streamed chunk carrying a whole function call.
-    pub fn tool_call_chunk(&self, name: &str, arguments: &str) -> Value {
+    /// The streamed chunk of an answer read for tools (sent whole when the
+    /// answer is over): reasoning, text, and every call with its index.
+    pub fn answer_chunk(&self, a: &crate::tool_parse::Parsed) -> Value {
+        let mut delta = json!({"role": "assistant", "content": a.content});
+        if let Some(r) = &a.reasoning {
+            delta["reasoning_content"] = json!(r);
+        }
+        if !a.calls.is_empty() {
+            let calls: Vec<Value> = a
+                .calls
+                .iter()
+                .enumerate()
+                .map(|(i, (n, args))| self.tool_call(n, args, Some(i)))
+                .collect();
+            delta["tool_calls"] = json!(calls);
+        }
         json!({
             "id": self.id,
             "object": self.object(true),
@@ -166,8 +200,7 @@ impl ResponseBuilder {
             "model": self.model,
             "choices": [{
                 "index": 0,
-                "delta": {"role": "assistant", "content": null,
-                          "tool_calls": [self.tool_call(name, arguments, Some(0))]},
+                "delta": delta,
                 "logprobs": null,
                 "finish_reason": null,
             }],

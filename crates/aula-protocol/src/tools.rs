@@ -12,8 +12,11 @@
 //!   call as one JSON object `{"name": ..., "arguments": {...}}`. With
 //!   `required` or a named tool, decoding is constrained to exactly that
 //!   shape, the arguments to the tool's own `parameters` schema; with `auto`
-//!   an answer that is such an object naming a tool becomes a call, any
-//!   other answer is text.
+//!   the answer is read by [`crate::tool_parse`], which also knows the
+//!   formats models are trained on (Hermes/Qwen `<tool_call>`, Llama 3.x
+//!   JSON, Mistral `[TOOL_CALLS]`): every well-formed call of an offered
+//!   tool becomes one of `tool_calls` (several: parallel calls), anything
+//!   else is text, and a leading `<think>` block is `reasoning_content`.
 //! * Conversation history may hold the assistant's earlier `tool_calls` and
 //!   `tool` results; they are written into the prompt as text the model can
 //!   read (the built-in templates know no tool roles).
@@ -250,21 +253,12 @@ impl ToolSpec {
         })
     }
 
-    /// The call in a model's answer, if the answer is one: a JSON object
-    /// whose `name` is an offered tool and whose `arguments` is an object.
-    /// Returns the name and the arguments as a JSON string.
-    pub fn parse_call(&self, text: &str) -> Option<(String, String)> {
-        let v: Value = serde_json::from_str(text.trim()).ok()?;
-        let name = v.get("name")?.as_str()?;
-        if !self.offered().iter().any(|t| t.name == name) {
-            return None;
-        }
-        let args = match v.get("arguments") {
-            Some(a @ Value::Object(_)) => a.clone(),
-            None | Some(Value::Null) => json!({}),
-            _ => return None,
-        };
-        Some((name.to_string(), args.to_string()))
+    /// What an answer holds for these tools: content, reasoning, and the
+    /// calls in any format [`crate::tool_parse`] reads (only offered tools,
+    /// arguments always a JSON object).
+    pub fn parse_answer(&self, text: &str) -> crate::tool_parse::Parsed {
+        let names: Vec<&str> = self.offered().iter().map(|t| t.name.as_str()).collect();
+        crate::tool_parse::parse(text, &names)
     }
 }
 
@@ -368,20 +362,19 @@ mod tests {
         let t = parse_tools(&obj(json!({"tools": [weather()]})))
             .unwrap()
             .unwrap();
-        let (n, a) = t
-            .parse_call(" {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}} ")
-            .unwrap();
+        let calls = t
+            .parse_answer(" {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}} ")
+            .calls;
+        let (n, a) = calls[0].clone();
         assert_eq!(n, "get_weather");
         assert_eq!(serde_json::from_str::<Value>(&a).unwrap()["city"], "Oslo");
-        assert!(
-            t.parse_call("{\"name\": \"rm_rf\", \"arguments\": {}}")
-                .is_none()
-        );
-        assert!(t.parse_call("It is sunny.").is_none());
-        assert!(
-            t.parse_call("{\"name\": \"get_weather\", \"arguments\": 3}")
-                .is_none()
-        );
+        for text in [
+            "{\"name\": \"rm_rf\", \"arguments\": {}}",
+            "It is sunny.",
+            "{\"name\": \"get_weather\", \"arguments\": 3}",
+        ] {
+            assert!(t.parse_answer(text).calls.is_empty(), "{text}");
+        }
         let text = calls_as_text(&json!([{"id": "c1", "type": "function",
             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]))
         .unwrap();
