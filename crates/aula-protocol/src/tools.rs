@@ -47,6 +47,9 @@ pub enum ToolChoice {
 pub struct ToolSpec {
     pub tools: Vec<Tool>,
     pub choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): false keeps only an answer's
+    /// first call.
+    pub parallel: bool,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -88,7 +91,15 @@ pub fn parse_tools(obj: &Map<String, Value>) -> Result<Option<ToolSpec>, ApiErro
         }
         return Ok(None);
     }
-    Ok(Some(ToolSpec { tools, choice }))
+    let parallel = obj
+        .get("parallel_tool_calls")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok(Some(ToolSpec {
+        tools,
+        choice,
+        parallel,
+    }))
 }
 
 /// `tools[i]`: a function with a valid name, a description and a bounded
@@ -255,10 +266,15 @@ impl ToolSpec {
 
     /// What an answer holds for these tools: content, reasoning, and the
     /// calls in any format [`crate::tool_parse`] reads (only offered tools,
-    /// arguments always a JSON object).
+    /// arguments always a JSON object; only the first with
+    /// `parallel_tool_calls: false`).
     pub fn parse_answer(&self, text: &str) -> crate::tool_parse::Parsed {
         let names: Vec<&str> = self.offered().iter().map(|t| t.name.as_str()).collect();
-        crate::tool_parse::parse(text, &names)
+        let mut answer = crate::tool_parse::parse(text, &names);
+        if !self.parallel {
+            answer.calls.truncate(1);
+        }
+        answer
     }
 }
 
@@ -355,6 +371,21 @@ mod tests {
             let e = parse_tools(&obj(body.clone())).unwrap_err();
             assert_eq!(e.body()["error"]["param"], param, "{body}");
         }
+    }
+
+    #[test]
+    fn parallel_calls_unless_turned_off() {
+        let two = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\"}}</tool_call>\n<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"B\"}}</tool_call>";
+        let t = parse_tools(&obj(json!({"tools": [weather()]})))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.parse_answer(two).calls.len(), 2);
+        let t = parse_tools(&obj(
+            json!({"tools": [weather()], "parallel_tool_calls": false}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.parse_answer(two).calls.len(), 1);
     }
 
     #[test]

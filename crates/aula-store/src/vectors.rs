@@ -360,8 +360,9 @@ impl Store {
         Ok((c, bytes))
     }
 
-    /// Attach a file (an already attached one keeps its status and chunks:
-    /// false), naming it in `batch` when given.
+    /// Attach a file, naming it in `batch` when given. A file attached
+    /// already keeps its status and chunks (false) — unless it `failed` or
+    /// was `cancelled`: attaching it again queues it again (true).
     pub async fn add_store_file(
         &self,
         f: &StoreFileRecord,
@@ -375,6 +376,21 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?
                 .is_some();
+        let mut queued = !exists;
+        if exists {
+            let r = sqlx::query(
+                "UPDATE vector_store_files SET status = 'in_progress', error_code = NULL, error_message = NULL, \
+                 attributes = $1, chunking = $2 \
+                 WHERE store_id = $3 AND file_id = $4 AND status IN ('failed', 'cancelled')",
+            )
+            .bind(&f.attributes)
+            .bind(&f.chunking)
+            .bind(&f.store_id)
+            .bind(&f.file_id)
+            .execute(&mut *tx)
+            .await?;
+            queued = r.rows_affected() > 0;
+        }
         if !exists {
             sqlx::query(&format!(
                 "INSERT INTO vector_store_files ({FILE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -410,7 +426,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(!exists)
+        Ok(queued)
     }
 
     pub async fn store_file(
@@ -773,6 +789,18 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.store_chunks("vs_a").await.unwrap().len(), 2);
+        // A failed file attached again is queued again, its error cleared.
+        assert!(
+            store
+                .add_store_file(&vf("vs_a", "file-2"), None)
+                .await
+                .unwrap()
+        );
+        let again = store.store_file("vs_a", "file-2").await.unwrap().unwrap();
+        assert_eq!(
+            (again.status.as_str(), again.error_code),
+            ("in_progress", None)
+        );
 
         assert!(store.remove_store_file("vs_a", "file-1").await.unwrap());
         assert!(store.store_chunks("vs_a").await.unwrap().is_empty());
