@@ -258,6 +258,12 @@ resp_req = {"type": "object", "required": ["model", "input"], "additionalPropert
   "top_p": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {"type": "null"}]},
   "stream": {"type": ["boolean", "null"]}, "store": {"type": ["boolean", "null"]}, "parallel_tool_calls": {"type": ["boolean", "null"]},
   "truncation": {"anyOf": [{"const": "disabled"}, {"type": "null"}]}, "user": {"type": ["string", "null"]}, "metadata": metadata,
+  "text": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {"format": {"anyOf": [
+     {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {"type": {"enum": ["text", "json_object"]}}},
+     {"type": "object", "required": ["type", "name", "schema"], "additionalProperties": False, "properties": {"type": {"const": "json_schema"},
+        "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}, "description": {"type": "string"},
+        "schema": {"type": "object", "description": "A JSON Schema the output must match."}, "strict": {"type": ["boolean", "null"]}}},
+     {"type": "null"}]}}}, {"type": "null"}], "description": "`text.format`: the chat API's `response_format`, as the Responses API writes it."},
   "include": {"anyOf": [{"type": "array", "items": {"const": "file_search_call.results"}}, {"type": "null"}]},
   "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}], "description": "Also `required` or {\"type\": \"file_search\"} with a file_search tool."},
   "tools": {"anyOf": [{"type": "array", "maxItems": 1, "items": {"type": "object", "required": ["type", "vector_store_ids"], "additionalProperties": False, "properties": {

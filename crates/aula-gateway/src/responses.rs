@@ -8,7 +8,9 @@
 //!   `temperature`, `top_p`, `stream`, `tools`, `tool_choice`, `include`
 //!   (`file_search_call.results`), `metadata`, `user`, `store` (false, or
 //!   true: nothing is kept either way, so `GET /v1/responses/{id}` does not
-//!   exist), `parallel_tool_calls`, `truncation: "disabled"`. Any other
+//!   exist), `parallel_tool_calls`, `truncation: "disabled"`, and
+//!   `text.format` (`text`, `json_object`, or `json_schema` — the chat
+//!   API's `response_format`, constrained the same way). Any other
 //!   field, tool type or value is a 400 naming it — never ignored.
 //! * **`file_search`** (`vector_store_ids`, `max_num_results`, `filters`,
 //!   `ranking_options`): with `tool_choice` `auto` or `required` Aula always
@@ -53,6 +55,7 @@ const FIELDS: &[&str] = &[
     "store",
     "parallel_tool_calls",
     "truncation",
+    "text",
 ];
 
 /// What a source costs in the prompt, roughly: characters per token, kept
@@ -80,6 +83,63 @@ struct Parsed {
     include_results: bool,
     tool_choice: Value,
     metadata: Value,
+    /// `text.format` as given (echoed), and the chat `response_format` it is.
+    text_format: Value,
+    response_format: Option<Value>,
+}
+
+/// `text: {"format": ...}`: `text` (the default), `json_object`, or
+/// `json_schema` with `name`, `schema`, `strict` — the chat API's
+/// `response_format`, flattened as the Responses API writes it.
+fn text_format(o: &Map<String, Value>) -> Result<(Value, Option<Value>), ApiError> {
+    let Some(t) = o.get("text").filter(|v| !v.is_null()) else {
+        return Ok((json!({"type": "text"}), None));
+    };
+    let to = t
+        .as_object()
+        .ok_or_else(|| bad("text", "`text` must be an object with a `format`"))?;
+    if let Some(k) = to.keys().find(|k| *k != "format") {
+        return Err(bad(
+            "text",
+            format!("`text.{k}` is not supported; only `text.format` is"),
+        ));
+    }
+    let Some(f) = to.get("format").filter(|v| !v.is_null()) else {
+        return Ok((json!({"type": "text"}), None));
+    };
+    let fo = f
+        .as_object()
+        .ok_or_else(|| bad("text", "`text.format` must be an object with a `type`"))?;
+    match fo.get("type").and_then(Value::as_str) {
+        Some("text") if fo.len() == 1 => Ok((f.clone(), None)),
+        Some("json_object") if fo.len() == 1 => {
+            Ok((f.clone(), Some(json!({"type": "json_object"}))))
+        }
+        Some("json_schema") => {
+            if let Some(k) = fo.keys().find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "type" | "name" | "schema" | "strict" | "description"
+                )
+            }) {
+                return Err(bad("text", format!("`text.format` has no field `{k}`")));
+            }
+            let mut js = Map::new();
+            for k in ["name", "schema", "strict", "description"] {
+                if let Some(v) = fo.get(k) {
+                    js.insert(k.into(), v.clone());
+                }
+            }
+            Ok((
+                f.clone(),
+                Some(json!({"type": "json_schema", "json_schema": js})),
+            ))
+        }
+        _ => Err(bad(
+            "text",
+            "`text.format.type` must be text, json_object or json_schema",
+        )),
+    }
 }
 
 fn bad(param: &str, m: impl Into<String>) -> ApiError {
@@ -334,6 +394,7 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         }
         Some(_) => return Err(bad("tools", "`tools` must be a list")),
     }
+    let (text_format, response_format) = text_format(o)?;
     let tool_choice = match o.get("tool_choice") {
         None | Some(Value::Null) => json!("auto"),
         Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => json!(s),
@@ -370,6 +431,8 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         include_results,
         tool_choice,
         metadata,
+        text_format,
+        response_format,
     })
 }
 
@@ -488,6 +551,7 @@ struct Shell {
     tools: Value,
     tool_choice: Value,
     metadata: Value,
+    text_format: Value,
 }
 
 impl Shell {
@@ -509,7 +573,7 @@ impl Shell {
             "store": false,
             "temperature": self.temperature.unwrap_or(1.0),
             "top_p": self.top_p.unwrap_or(1.0),
-            "text": {"format": {"type": "text"}},
+            "text": {"format": self.text_format},
             "tool_choice": self.tool_choice,
             "tools": self.tools,
             "truncation": "disabled",
@@ -614,6 +678,10 @@ async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<R
     if p.stream {
         chat["stream_options"] = json!({"include_usage": true});
     }
+    // The chat API validates the format (a bad schema is its 400).
+    if let Some(f) = &p.response_format {
+        chat["response_format"] = f.clone();
+    }
     let shell = Shell {
         id: format!("resp_{}", crate::random_id(24)),
         created_at: now_ms() / 1000,
@@ -625,6 +693,7 @@ async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<R
         tools: p.search.as_ref().map_or(json!([]), |s| json!([s.tool])),
         tool_choice: p.tool_choice.clone(),
         metadata: p.metadata.clone(),
+        text_format: p.text_format.clone(),
     };
     let fs_id = format!("fs_{}", crate::random_id(24));
     let msg_id = format!("msg_{}", crate::random_id(24));
@@ -906,5 +975,18 @@ mod tests {
             "ok"
         );
         assert!(e(json!({"model": "m", "input": "q", "tools": [{"type": "file_search", "vector_store_ids": ["vs"], "filters": {"type": "like"}}]})).contains("like"));
+        assert!(
+            e(json!({"model": "m", "input": "q", "text": {"format": {"type": "xml"}}}))
+                .contains("text.format.type")
+        );
+        assert!(
+            e(json!({"model": "m", "input": "q", "text": {"verbosity": "low"}}))
+                .contains("text.verbosity")
+        );
+        let p = parse(json!({"model": "m", "input": "q", "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}, "strict": true}}}).as_object().unwrap()).unwrap_or_else(|_| panic!());
+        assert_eq!(
+            p.response_format.unwrap(),
+            json!({"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}, "strict": true}})
+        );
     }
 }

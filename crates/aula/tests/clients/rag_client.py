@@ -3,7 +3,7 @@
 
 argv: URL CHAT_MODEL TEACHER_KEY STUDENT_IN_GROUP_KEY OTHER_STUDENT_KEY
 """
-import io, sys, zipfile
+import io, json, sys, zipfile
 import openai
 from openai import OpenAI
 
@@ -174,6 +174,13 @@ assert (events[-1] == "response.incomplete") == (final.status == "incomplete"), 
 assert "response.output_text.delta" in events and "response.file_search_call.completed" in events, events
 notes = final.output[-1].content[0].annotations
 assert any(a.filename == "tides.docx" for a in notes), notes
+# Structured output through text.format, with file_search.
+schema = {"type": "object", "properties": {"organelle": {"type": "string", "maxLength": 30}},
+          "required": ["organelle"], "additionalProperties": False}
+r = ada.responses.create(model=chat, input="Which organelle makes ATP? Answer in JSON.", tools=tools, temperature=0,
+                         max_output_tokens=60, text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}})
+assert r.status == "completed", r
+assert isinstance(json.loads(r.output_text)["organelle"], str), r.output_text
 try:
     ada.responses.create(model=chat, input="x", tools=[{"type": "web_search"}])
     raise SystemExit("web_search accepted")
