@@ -249,10 +249,15 @@ def deleted(obj): return {"type": "object", "required": ["id", "object", "delete
   "id": {"type": "string"}, "object": {"const": obj}, "deleted": {"type": "boolean"}}}
 resp_req = {"type": "object", "required": ["model", "input"], "additionalProperties": False, "properties": {
   "model": {"type": "string", "minLength": 1},
-  "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
-     "type": {"const": "message"}, "role": {"enum": ["user", "assistant", "system", "developer"]},
-     "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
-        "type": {"enum": ["input_text", "output_text", "text"]}, "text": {"type": "string"}}}}]}}}}]},
+  "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"anyOf": [
+     {"type": "object", "required": ["role", "content"], "properties": {
+       "type": {"const": "message"}, "role": {"enum": ["user", "assistant", "system", "developer"]},
+       "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object", "required": ["type", "text"], "properties": {
+          "type": {"enum": ["input_text", "output_text", "text"]}, "text": {"type": "string"}}}}]}}},
+     {"type": "object", "required": ["type", "call_id", "name", "arguments"], "properties": {"type": {"const": "function_call"},
+       "call_id": {"type": "string"}, "name": {"type": "string"}, "arguments": {"type": "string"}}},
+     {"type": "object", "required": ["type", "call_id", "output"], "properties": {"type": {"const": "function_call_output"},
+       "call_id": {"type": "string"}, "output": {"type": "string"}}}]}}]},
   "instructions": {"type": ["string", "null"]}, "max_output_tokens": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 4294967295}, {"type": "null"}]},
   "temperature": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 2}, {"type": "null"}]},
   "top_p": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {"type": "null"}]},
@@ -265,15 +270,20 @@ resp_req = {"type": "object", "required": ["model", "input"], "additionalPropert
         "schema": {"type": "object", "description": "A JSON Schema the output must match."}, "strict": {"type": ["boolean", "null"]}}},
      {"type": "null"}]}}}, {"type": "null"}], "description": "`text.format`: the chat API's `response_format`, as the Responses API writes it."},
   "include": {"anyOf": [{"type": "array", "items": {"const": "file_search_call.results"}}, {"type": "null"}]},
-  "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}], "description": "Also `required` or {\"type\": \"file_search\"} with a file_search tool."},
-  "tools": {"anyOf": [{"type": "array", "maxItems": 1, "items": {"type": "object", "required": ["type", "vector_store_ids"], "additionalProperties": False, "properties": {
-     "type": {"const": "file_search"}, "vector_store_ids": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}},
-     "max_num_results": {"type": "integer", "minimum": 1, "maximum": 50}, "filters": filt, "ranking_options": ranking}}}, {"type": "null"}]}}}
+  "tool_choice": {"anyOf": [{"enum": ["auto", "none"]}, {"type": "null"}], "description": "Also `required`, {\"type\": \"file_search\"} or {\"type\": \"function\", \"name\": ...} with such a tool."},
+  "tools": {"anyOf": [{"type": "array", "items": {"anyOf": [
+     {"type": "object", "required": ["type", "vector_store_ids"], "additionalProperties": False, "properties": {
+       "type": {"const": "file_search"}, "vector_store_ids": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}},
+       "max_num_results": {"type": "integer", "minimum": 1, "maximum": 50}, "filters": filt, "ranking_options": ranking}},
+     {"type": "object", "required": ["type", "name"], "additionalProperties": False, "properties": {
+       "type": {"const": "function"}, "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"},
+       "description": {"type": ["string", "null"]}, "parameters": {"type": "object"}, "strict": {"type": ["boolean", "null"]}}}]},
+     "description": "At most one file_search tool; function tools as in the chat API."}, {"type": "null"}]}}}
 resp_obj = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output"], "properties": {
   "id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
   "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]}, "model": {"type": "string"},
   "output": {"type": "array", "items": {"type": "object", "required": ["id", "type"], "properties": {
-     "type": {"enum": ["message", "file_search_call"]}}}},
+     "type": {"enum": ["message", "file_search_call", "function_call"]}}}},
   "usage": {"type": ["object", "null"]}}}
 
 # The parser takes an optional field sent as null as absent: say so.

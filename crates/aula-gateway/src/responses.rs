@@ -86,6 +86,32 @@ struct Parsed {
     /// `text.format` as given (echoed), and the chat `response_format` it is.
     text_format: Value,
     response_format: Option<Value>,
+    /// Function tools in the chat API's shape, and its `tool_choice`.
+    functions: Vec<Value>,
+    chat_tool_choice: Option<Value>,
+}
+
+/// An input `function_call` item as a chat `tool_calls` entry.
+fn function_call_in(m: &Value, param: &str) -> Result<Value, ApiError> {
+    let field = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(param, format!("a function_call needs a string `{k}`")))
+    };
+    Ok(json!({"id": field("call_id")?, "type": "function",
+              "function": {"name": field("name")?, "arguments": field("arguments")?}}))
+}
+
+/// A chat `tool_calls` entry as a Responses `function_call` output item.
+fn function_call_out(c: &Value) -> Value {
+    json!({
+        "id": format!("fc_{}", crate::random_id(24)),
+        "type": "function_call",
+        "status": "completed",
+        "call_id": c["id"],
+        "name": c["function"]["name"],
+        "arguments": c["function"]["arguments"],
+    })
 }
 
 /// `text: {"format": ...}`: `text` (the default), `json_object`, or
@@ -200,15 +226,53 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         Some(Value::Array(items)) if !items.is_empty() => {
             for (i, m) in items.iter().enumerate() {
                 let param = format!("input[{i}]");
-                if let Some(t) = m
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .filter(|t| *t != "message")
-                {
-                    return Err(bad(
-                        &param,
-                        format!("input items of type `{t}` are not supported; send messages"),
-                    ));
+                match m.get("type").and_then(Value::as_str) {
+                    None | Some("message") => {}
+                    Some("function_call") => {
+                        let call = function_call_in(m, &param)?;
+                        // Calls in a row are one assistant turn.
+                        match messages.last_mut() {
+                            Some(last)
+                                if last["role"] == "assistant" && last["tool_calls"].is_array() =>
+                            {
+                                if let Some(a) = last["tool_calls"].as_array_mut() {
+                                    a.push(call);
+                                }
+                            }
+                            _ => messages.push(
+                                json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+                            ),
+                        }
+                        continue;
+                    }
+                    Some("function_call_output") => {
+                        let call_id =
+                            m.get("call_id").and_then(Value::as_str).ok_or_else(|| {
+                                bad(&param, "a function_call_output needs a `call_id`")
+                            })?;
+                        let output = match m.get("output") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(v @ Value::Array(_)) => text_of(v, &param)?,
+                            _ => {
+                                return Err(bad(
+                                    &param,
+                                    "a function_call_output needs an `output` string",
+                                ));
+                            }
+                        };
+                        messages.push(
+                            json!({"role": "tool", "tool_call_id": call_id, "content": output}),
+                        );
+                        continue;
+                    }
+                    Some(t) => {
+                        return Err(bad(
+                            &param,
+                            format!(
+                                "input items of type `{t}` are not supported; send messages, function_call and function_call_output items"
+                            ),
+                        ));
+                    }
                 }
                 let role = m
                     .get("role")
@@ -326,6 +390,7 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         Some(_) => return Err(bad("include", "`include` must be a list of strings")),
     }
     let mut search = None;
+    let mut functions: Vec<Value> = Vec::new();
     match o.get("tools") {
         None | Some(Value::Null) => {}
         Some(Value::Array(tools)) => {
@@ -336,11 +401,30 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                     .ok_or_else(|| bad(&param, "each tool must be an object"))?;
                 match to.get("type").and_then(Value::as_str) {
                     Some("file_search") => {}
+                    Some("function") => {
+                        if let Some(k) = to.keys().find(|k| {
+                            !matches!(
+                                k.as_str(),
+                                "type" | "name" | "description" | "parameters" | "strict"
+                            )
+                        }) {
+                            return Err(bad(&param, format!("a function tool has no field `{k}`")));
+                        }
+                        // The chat API's shape; it validates names and schemas.
+                        let mut f = Map::new();
+                        for k in ["name", "description", "parameters", "strict"] {
+                            if let Some(v) = to.get(k).filter(|v| !v.is_null()) {
+                                f.insert(k.into(), v.clone());
+                            }
+                        }
+                        functions.push(json!({"type": "function", "function": f}));
+                        continue;
+                    }
                     Some(other) => {
                         return Err(bad(
                             &param,
                             format!(
-                                "tools of type `{other}` are not supported by Aula's /v1/responses; only file_search is"
+                                "tools of type `{other}` are not supported by Aula's /v1/responses; file_search and function are"
                             ),
                         ));
                     }
@@ -399,19 +483,30 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         None | Some(Value::Null) => json!("auto"),
         Some(Value::String(s)) if matches!(s.as_str(), "auto" | "none" | "required") => json!(s),
         Some(v) if v["type"].as_str() == Some("file_search") => v.clone(),
+        Some(v) if v["type"].as_str() == Some("function") && v["name"].is_string() => v.clone(),
         Some(_) => {
             return Err(bad(
                 "tool_choice",
-                "`tool_choice` must be auto, none, required or {\"type\": \"file_search\"}",
+                "`tool_choice` must be auto, none, required, {\"type\": \"file_search\"} or {\"type\": \"function\", \"name\": ...}",
             ));
         }
     };
-    if tool_choice == json!("required") && search.is_none() {
-        return Err(bad(
-            "tool_choice",
-            "`tool_choice: required` needs a file_search tool",
-        ));
+    if tool_choice == json!("required") && search.is_none() && functions.is_empty() {
+        return Err(bad("tool_choice", "`tool_choice: required` needs a tool"));
     }
+    // What the chat is asked: the function tools and how to choose.
+    let chat_tool_choice = if functions.is_empty() {
+        None
+    } else {
+        Some(match &tool_choice {
+            Value::String(s) if s == "required" && search.is_some() => json!("auto"),
+            Value::String(_) => tool_choice.clone(),
+            v if v["type"] == "function" => {
+                json!({"type": "function", "function": {"name": v["name"]}})
+            }
+            _ => json!("auto"),
+        })
+    };
     if tool_choice == json!("none") {
         search = search.map(|mut s| {
             s.stores.clear();
@@ -433,6 +528,8 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         metadata,
         text_format,
         response_format,
+        functions,
+        chat_tool_choice,
     })
 }
 
@@ -682,6 +779,10 @@ async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<R
     if let Some(f) = &p.response_format {
         chat["response_format"] = f.clone();
     }
+    if let Some(c) = &p.chat_tool_choice {
+        chat["tools"] = json!(p.functions);
+        chat["tool_choice"] = c.clone();
+    }
     let shell = Shell {
         id: format!("resp_{}", crate::random_id(24)),
         created_at: now_ms() / 1000,
@@ -690,7 +791,15 @@ async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<R
         max_output_tokens: p.max_output_tokens,
         temperature: p.temperature,
         top_p: p.top_p,
-        tools: p.search.as_ref().map_or(json!([]), |s| json!([s.tool])),
+        tools: {
+            let mut t: Vec<Value> = p.search.iter().map(|s| s.tool.clone()).collect();
+            t.extend(p.functions.iter().map(|f| {
+                let mut flat = f["function"].clone();
+                flat["type"] = json!("function");
+                flat
+            }));
+            json!(t)
+        },
         tool_choice: p.tool_choice.clone(),
         metadata: p.metadata.clone(),
         text_format: p.text_format.clone(),
@@ -715,12 +824,19 @@ async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<R
         } else {
             Vec::new()
         };
-        output.push(message_item(
-            &msg_id,
-            &text,
-            notes,
-            if cut { "incomplete" } else { "completed" },
-        ));
+        let calls = v["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if calls.is_empty() || !text.is_empty() {
+            output.push(message_item(
+                &msg_id,
+                &text,
+                notes,
+                if cut { "incomplete" } else { "completed" },
+            ));
+        }
+        output.extend(calls.iter().map(function_call_out));
         let u = usage(
             v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
             v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
@@ -822,6 +938,8 @@ fn stream(resp: Response, s: Streamed) -> Response {
         cut: bool,
         index: usize,
         done: bool,
+        /// Function calls the chat made (chat `tool_calls` entries).
+        calls: Vec<Value>,
     }
     let state = St {
         up: upstream,
@@ -833,6 +951,7 @@ fn stream(resp: Response, s: Streamed) -> Response {
         cut: false,
         index,
         done: false,
+        calls: Vec::new(),
     };
     let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(head)) }).chain(futures::stream::unfold(Some(state), |state| async move {
         let mut t = state?;
@@ -863,6 +982,9 @@ fn stream(resp: Response, s: Streamed) -> Response {
                                 t.text.push_str(d);
                                 out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
                             }
+                            if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
+                                t.calls.extend(calls.iter().cloned());
+                            }
                             if v["choices"][0]["finish_reason"].as_str() == Some("length") {
                                 t.cut = true;
                             }
@@ -891,6 +1013,19 @@ fn stream(resp: Response, s: Streamed) -> Response {
                         output.push(search_item(&t.s.fs_id, &t.s.p, &t.s.sources, "completed"));
                     }
                     output.push(message);
+                    // Function calls after the message, each as its own item.
+                    for (k, c) in t.calls.iter().enumerate() {
+                        let index = t.index + 1 + k;
+                        let item = function_call_out(c);
+                        let mut started = item.clone();
+                        started["status"] = json!("in_progress");
+                        started["arguments"] = json!("");
+                        out.extend(t.ev.event("response.output_item.added", json!({"output_index": index, "item": started})));
+                        out.extend(t.ev.event("response.function_call_arguments.delta", json!({"output_index": index, "item_id": item["id"], "delta": item["arguments"]})));
+                        out.extend(t.ev.event("response.function_call_arguments.done", json!({"output_index": index, "item_id": item["id"], "arguments": item["arguments"]})));
+                        out.extend(t.ev.event("response.output_item.done", json!({"output_index": index, "item": item})));
+                        output.push(item);
+                    }
                     let incomplete = if t.cut { json!({"reason": "max_output_tokens"}) } else { Value::Null };
                     let done = t.s.shell.object(status, output, usage(t.usage.0, t.usage.1), incomplete);
                     out.extend(t.ev.event(if t.cut { "response.incomplete" } else { "response.completed" }, json!({"response": done})));

@@ -181,6 +181,29 @@ r = ada.responses.create(model=chat, input="Which organelle makes ATP? Answer in
                          max_output_tokens=60, text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}})
 assert r.status == "completed", r
 assert isinstance(json.loads(r.output_text)["organelle"], str), r.output_text
+# Function tools: a required call, its output, then the answer; streamed too.
+weather = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}
+r = ada.responses.create(model=chat, input="What is the weather in Paris?", tools=[weather], tool_choice="required",
+                         temperature=0, max_output_tokens=60)
+calls = [o for o in r.output if o.type == "function_call"]
+assert len(calls) == 1 and calls[0].name == "get_weather", r.output
+assert isinstance(json.loads(calls[0].arguments)["city"], str), calls[0].arguments
+r2 = ada.responses.create(model=chat, tools=[weather], temperature=0, max_output_tokens=30, input=[
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"type": "function_call", "call_id": calls[0].call_id, "name": "get_weather", "arguments": calls[0].arguments},
+    {"type": "function_call_output", "call_id": calls[0].call_id, "output": "{\"sky\": \"sunny\", \"celsius\": 21}"}],
+    tool_choice="none")
+assert r2.output_text and not [o for o in r2.output if o.type == "function_call"], r2.output
+events, final = [], None
+for ev in ada.responses.create(model=chat, input="Weather in Oslo?", tools=[weather],
+                               tool_choice={"type": "function", "name": "get_weather"}, temperature=0,
+                               max_output_tokens=60, stream=True):
+    events.append(ev.type)
+    if ev.type == "response.completed":
+        final = ev.response
+assert "response.function_call_arguments.done" in events, events
+assert [o.name for o in final.output if o.type == "function_call"] == ["get_weather"], final.output
 try:
     ada.responses.create(model=chat, input="x", tools=[{"type": "web_search"}])
     raise SystemExit("web_search accepted")
