@@ -491,6 +491,25 @@ fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
             ));
         }
     };
+    if tool_choice["type"] == "function"
+        && !functions
+            .iter()
+            .any(|f| f["function"]["name"] == tool_choice["name"])
+    {
+        return Err(bad(
+            "tool_choice",
+            format!(
+                "`tool_choice` names the function {}, which is not among `tools`",
+                tool_choice["name"]
+            ),
+        ));
+    }
+    if tool_choice["type"] == "file_search" && search.is_none() {
+        return Err(bad(
+            "tool_choice",
+            "`tool_choice` asks for file_search, which is not among `tools`",
+        ));
+    }
     if tool_choice == json!("required") && search.is_none() && functions.is_empty() {
         return Err(bad("tool_choice", "`tool_choice: required` needs a tool"));
     }
@@ -1117,6 +1136,11 @@ mod tests {
         assert!(
             e(json!({"model": "m", "input": "q", "text": {"verbosity": "low"}}))
                 .contains("text.verbosity")
+        );
+        assert!(e(json!({"model": "m", "input": "q", "tool_choice": {"type": "function", "name": "f"}})).contains("not among `tools`"));
+        assert!(
+            e(json!({"model": "m", "input": "q", "tool_choice": {"type": "file_search"}}))
+                .contains("not among `tools`")
         );
         let p = parse(json!({"model": "m", "input": "q", "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}, "strict": true}}}).as_object().unwrap()).unwrap_or_else(|_| panic!());
         assert_eq!(
