@@ -82,7 +82,13 @@ pub(super) async fn worker(st: Arc<GatewayState>) {
     }
 }
 
-/// Claim the oldest waiting file no worker here holds.
+/// How far past the oldest waiting file a worker looks for one of a store
+/// no other worker is serving.
+const LOOK_AHEAD: i64 = 256;
+
+/// Claim a waiting file no worker here holds: the oldest of a store that
+/// no worker is serving, so that one store's big batch takes at most one
+/// worker while other stores wait; else the oldest.
 async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
     let held = st
         .rag
@@ -90,7 +96,7 @@ async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .len() as i64;
-    let pending = match st.store.pending_store_files(held + 1).await {
+    let pending = match st.store.pending_store_files(held + LOOK_AHEAD).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot read the files waiting for ingestion: {e}");
@@ -98,9 +104,14 @@ async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
         }
     };
     let mut claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
+    let free = |r: &&StoreFileRecord| !claimed.contains(&(r.store_id.clone(), r.file_id.clone()));
+    let busy: std::collections::HashSet<&str> = claimed.iter().map(|(s, _)| s.as_str()).collect();
     let row = pending
-        .into_iter()
-        .find(|r| !claimed.contains(&(r.store_id.clone(), r.file_id.clone())))?;
+        .iter()
+        .filter(free)
+        .find(|r| !busy.contains(r.store_id.as_str()))
+        .or_else(|| pending.iter().find(free))?
+        .clone();
     claimed.insert((row.store_id.clone(), row.file_id.clone()));
     Some(row)
 }

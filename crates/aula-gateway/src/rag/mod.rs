@@ -11,7 +11,9 @@
 //!   change a shared store gets 403 (they know it exists). Only the
 //!   caller's own files can be attached.
 //! * **Attaching returns at once**; ingestion runs in the background,
-//!   [`RagSettings::workers`] files at a time, and resumes after a restart:
+//!   [`RagSettings::workers`] files at a time (a worker takes a file of a
+//!   store no other worker is serving when there is one, so one store's big
+//!   batch does not hold every worker), and resumes after a restart:
 //!   a file is `in_progress` until its chunks and its `completed` status
 //!   are written in one transaction (so never twice, never half).
 //! * **Parsing is isolated:** a document is turned into text by a child
