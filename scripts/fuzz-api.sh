@@ -52,6 +52,15 @@ MOCK_PORT=$(port_of "$WORK/mock.log" '127\.0\.0\.1:[0-9]+')
 cat > "$WORK/schemathesis.toml" <<'EOF'
 [checks.not_a_server_error]
 expected-statuses = ["2xx", "3xx", "4xx", "503"]
+
+# `DELETE /v1/files/{file_id}` takes the file out of every vector store,
+# which schemathesis cannot know (the paths do not nest): a store file whose
+# file was deleted on another branch of a stateful scenario rightly answers
+# 404, and ST302 ("created resource not found") would call that a failure.
+# Everything else is still checked on these operations.
+[[operations]]
+include-path-regex = "^/v1/vector_stores/[{]vector_store_id[}]/files/[{]file_id[}]$"
+checks.ensure_resource_availability.enabled = false
 EOF
 
 run_mode() { # NAME [KEY]
