@@ -146,6 +146,7 @@ async fn access(
         store: store.clone(),
         files: crate::files::Files::new(home::aula_home().join("files")),
         rag: config.rag.settings(),
+        web: config.web(),
     })
 }
 

@@ -579,6 +579,46 @@ impl Authenticator {
         }))
     }
 
+    /// The Hub, when one is configured.
+    pub fn hub(&self) -> Option<&HubConfig> {
+        self.hub.as_ref()
+    }
+
+    /// POST a form to `url` (the Hub's OAuth token endpoint): its JSON answer.
+    pub async fn post_form(&self, url: &str, form: String) -> Result<serde_json::Value, String> {
+        let timeout = self
+            .hub
+            .as_ref()
+            .map(|h| h.timeout)
+            .unwrap_or(Duration::from_secs(5));
+        let req = axum::http::Request::post(url)
+            .header(
+                axum::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = http_body_util::Limited::new(resp.into_body(), HUB_ANSWER_MAX)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != 200 {
+                return Err(format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ));
+            }
+            serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+
     async fn hub_get(
         &self,
         hub: &HubConfig,

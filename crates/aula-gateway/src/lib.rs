@@ -7,7 +7,8 @@
 //! with every request in the ledger (`aula-store`) and in [`metrics`].
 //! [`config`] reads `aula.toml`; [`home`] knows where Aula keeps its files;
 //! [`start`] puts the router and the fleet together; [`app`] all of
-//! `aula serve` (database, access, listener, tasks, ordered shutdown).
+//! `aula serve` (database, access, listener, tasks, ordered shutdown);
+//! [`web`] the page at `/` for teachers and students, fed by [`live`].
 
 pub mod app;
 pub mod auth;
@@ -18,12 +19,14 @@ pub mod files;
 pub mod home;
 pub mod identity;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod rag;
 pub mod responses;
 pub mod router;
 pub mod server;
+pub mod web;
 
 pub use aula_fleet::launch::is_embedding_model;
 use aula_fleet::tasks::Tasks;
@@ -54,6 +57,8 @@ pub struct Access {
     pub files: files::Files,
     /// Vector stores: the embedding model and the ingestion workers.
     pub rag: rag::RagSettings,
+    /// The web page: its public address and the Hub's sign-in.
+    pub web: web::WebSettings,
 }
 
 /// Build the router and the fleet: a fair queue per model in front of the
@@ -81,6 +86,7 @@ pub fn start(
             .map(|s| s.name.clone());
     }
     for spec in specs {
+        let embedding = matches!(&spec.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf));
         for a in &spec.aliases {
             aliases.push((a.clone(), spec.name.clone()));
         }
@@ -89,6 +95,9 @@ pub fn start(
         let (upstream, context) = (planned.upstream_model.clone(), planned.context);
         let backend = builder.add(&spec, planned, queue.clone());
         router.add_as(&spec.name, &upstream, backend, queue);
+        if embedding {
+            router.set_embedding(&spec.name);
+        }
         if let Some(c) = context {
             router.set_context(&spec.name, c);
         }
@@ -107,7 +116,10 @@ pub fn start(
         store: access.store,
         files: access.files,
         rag: rag::Rag::new(rag),
+        live: live::Live::default(),
+        web: web::Web::new(access.web),
     });
     rag::start(&st, tasks);
+    tasks.spawn("live samples", live::run(st.clone()));
     Ok(st)
 }

@@ -18,6 +18,8 @@ pub struct Route {
     /// Tokens per request the engine holds, when Aula knows it (it started
     /// the engine with that context): `max_tokens` above it is refused.
     pub context: Option<u32>,
+    /// An embedding model (it cannot chat).
+    pub embedding: bool,
 }
 
 #[derive(Clone, Default)]
@@ -46,9 +48,17 @@ impl ModelRouter {
             backend,
             queue,
             context: None,
+            embedding: false,
         };
         if self.routes.insert(name.to_string(), route).is_none() {
             self.names.push(name.to_string());
+        }
+    }
+
+    /// Mark a model as an embedding model.
+    pub fn set_embedding(&mut self, name: &str) {
+        if let Some(r) = self.routes.get_mut(name) {
+            r.embedding = true;
         }
     }
 

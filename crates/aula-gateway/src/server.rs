@@ -33,6 +33,10 @@ pub struct GatewayState {
     pub store: aula_store::Store,
     pub files: crate::files::Files,
     pub rag: crate::rag::Rag,
+    /// The last 15 minutes, second by second, for the web page.
+    pub live: crate::live::Live,
+    /// The web page's sessions and templates.
+    pub web: crate::web::Web,
 }
 
 impl GatewayState {
@@ -162,6 +166,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         router = router.route(path, handler);
     }
     router
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::NotFound("no such route; the API is under /v1".into()) })
         .with_state(state)
 }

@@ -306,6 +306,22 @@ impl Store {
         Ok(n)
     }
 
+    /// Revoke one key by its id only; false when no live key has it.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+            .bind(now_ms())
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
     pub async fn keys(&self, user: Option<&str>) -> Result<Vec<KeyInfo>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, user_name, created_ms, expires_ms, revoked_ms FROM api_keys \

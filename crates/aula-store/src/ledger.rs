@@ -405,13 +405,28 @@ impl Store {
     /// Usage since `since_ms`, summed by user, group (a request counts for
     /// each group its user was in) or model, sorted by key.
     pub async fn usage(&self, by: UsageBy, since_ms: i64) -> Result<Vec<UsageRow>, StoreError> {
-        let rows = sqlx::query(
+        self.usage_for(by, since_ms, None).await
+    }
+
+    /// [`Store::usage`], of one user's requests only when `user` is given.
+    pub async fn usage_for(
+        &self,
+        by: UsageBy,
+        since_ms: i64,
+        user: Option<&str>,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let sql = format!(
             "SELECT user_name, groups, model, status, COUNT(*), \
              CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT), \
              SUM(queue_ms), COUNT(queue_ms), SUM(ttft_ms), COUNT(ttft_ms) \
-             FROM requests WHERE admitted_ms >= $1 GROUP BY user_name, groups, model, status",
-        )
-        .bind(since_ms)
+             FROM requests WHERE admitted_ms >= $1 {} GROUP BY user_name, groups, model, status",
+            if user.is_some() { "AND user_name = $2" } else { "" }
+        );
+        let rows = sqlx::query(&sql).bind(since_ms);
+        let rows = match user {
+            Some(u) => rows.bind(u),
+            None => rows,
+        }
         .fetch_all(&self.pool)
         .await?;
         let mut out: BTreeMap<String, UsageRow> = BTreeMap::new();

@@ -28,6 +28,20 @@ pub struct Config {
     /// Vector stores and `file_search`.
     #[serde(default)]
     pub rag: RagConfig,
+    /// The web page at `/`.
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+/// `[web]`: the page teachers and students open.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// The gateway as browsers reach it, e.g. `https://box.example/aula`
+    /// behind a reverse proxy that strips `/aula` [default: as requested].
+    /// Its path prefixes every link; `https://` makes the session cookie
+    /// `Secure`; "Sign in with JupyterHub" needs it (the OAuth redirect).
+    pub public_url: Option<Spanned<String>>,
 }
 
 /// `[rag]`: how vector stores embed and ingest.
@@ -146,6 +160,13 @@ pub struct JupyterHubConfig {
     pub cache_seconds: Option<u64>,
     /// How long to wait for the Hub [default: 5].
     pub timeout_seconds: Option<f64>,
+    /// The Hub as browsers reach it, for "Sign in with JupyterHub"
+    /// [default: `url`]. The sign-in also needs `[web] public_url`, and the
+    /// Hub's service entry for Aula needs
+    /// `"oauth_redirect_uri": "<public_url>/oauth_callback"`.
+    pub public_url: Option<String>,
+    /// Aula's OAuth client id at the Hub [default: `service-<service>`].
+    pub oauth_client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -258,6 +279,14 @@ impl Config {
         check_limits(&cfg.limits, text, &invalid)?;
         check_term(cfg.term.as_ref(), text, &invalid)?;
         check_hub(cfg.jupyterhub.as_ref(), text, &invalid)?;
+        if let Some(u) = &cfg.web.public_url
+            && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
+        {
+            return Err(invalid(format!(
+                "line {}: key `public_url`: give the address browsers use, starting with http:// or https://",
+                line_of(text, u.span().start)
+            )));
+        }
         Ok(cfg)
     }
 
@@ -337,6 +366,34 @@ impl Config {
             cache: std::time::Duration::from_secs(h.cache_seconds.unwrap_or(60)),
             timeout: std::time::Duration::from_secs_f64(h.timeout_seconds.unwrap_or(5.0).max(0.1)),
         }))
+    }
+
+    /// The web page's settings: its public address, and the Hub's sign-in
+    /// when both a Hub and the public address are configured.
+    pub fn web(&self) -> crate::web::WebSettings {
+        let public_url = self
+            .web
+            .public_url
+            .as_ref()
+            .map(|u| u.get_ref().trim_end_matches('/').to_string());
+        let hub_oauth = match (&self.jupyterhub, &public_url) {
+            (Some(h), Some(_)) => Some(crate::web::HubOAuth {
+                public_url: h
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| h.url.get_ref().clone())
+                    .trim_end_matches('/')
+                    .to_string(),
+                client_id: h.oauth_client_id.clone().unwrap_or_else(|| {
+                    format!("service-{}", h.service.as_deref().unwrap_or("aula"))
+                }),
+            }),
+            _ => None,
+        };
+        crate::web::WebSettings {
+            public_url,
+            hub_oauth,
+        }
     }
 
     /// The models to serve. With none configured, every GGUF in `models_dir`.

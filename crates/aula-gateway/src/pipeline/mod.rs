@@ -149,7 +149,10 @@ fn admit(
             adm.max_tokens,
             now_ms(),
         )
-        .inspect_err(crate::metrics::limit_refused)?;
+        .inspect_err(|e| {
+            crate::metrics::limit_refused(e);
+            st.live.refused(e);
+        })?;
     // What the engine is sent: the ceiling when the request set no
     // max_tokens, and the usage chunk of a stream (removed again on the way
     // back when the client did not ask for it).
@@ -205,6 +208,7 @@ async fn acquire_slot(
         Err(full) => {
             let e = ApiError::from(full);
             crate::metrics::limit_refused(&e);
+            st.live.refused(&e);
             return Err(fl.fail(e).await);
         }
     };
@@ -457,6 +461,8 @@ mod tests {
             store,
             files: crate::files::Files::new(dir.join("files")),
             rag: crate::rag::Rag::new(crate::rag::RagSettings::default()),
+            live: crate::live::Live::default(),
+            web: crate::web::Web::new(crate::web::WebSettings::default()),
         };
         (Arc::new(st), dir)
     }

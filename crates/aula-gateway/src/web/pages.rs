@@ -1,0 +1,704 @@
+//! The pages and their actions. Each handler starts with [`Visitor::of`]
+//! and its role check; a student's pages query only the student's own rows.
+
+use super::{Visitor, redirect};
+use crate::identity::Identity;
+use crate::limits::{self, LimitFields};
+use crate::server::GatewayState;
+use aula_protocol::admin::ModelState;
+use aula_store::{Role, UsageBy, UsageRow, User};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use bytes::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use minijinja::context;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Fields = HashMap<String, String>;
+
+/// A form body or query string; a malformed one reads as empty (every
+/// field is then missing, and each page says what it needs).
+fn fields(b: &[u8]) -> Fields {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(b)
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
+/// `Ok` value, or return the page the `Err` holds.
+macro_rules! page {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// One token budget as the student's page shows it.
+#[derive(Serialize)]
+struct Budget {
+    window: &'static str,
+    limit: i64,
+    used: i64,
+    reserved: i64,
+    remaining: i64,
+    percent: i64,
+    near: bool,
+    resets: Option<i64>,
+}
+
+fn budgets(st: &GatewayState, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
+    let now = aula_store::now_ms();
+    let (day, week, _) = limits::window_starts(now, st.limiter.term_start_ms());
+    let usage = st.limiter.usage_of(&id.name).unwrap_or_default();
+    [
+        ("day", lim.tokens_per_day, Some(day + DAY_MS)),
+        ("week", lim.tokens_per_week, Some(week + 7 * DAY_MS)),
+        ("term", lim.tokens_per_term, None),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter_map(|(i, (window, limit, resets))| {
+        let limit = i64::try_from(limit?).unwrap_or(i64::MAX);
+        let (used, reserved) = usage[i];
+        let percent = if limit > 0 {
+            ((used + reserved) as f64 * 100.0 / limit as f64).round() as i64
+        } else {
+            100
+        };
+        Some(Budget {
+            window,
+            limit,
+            used,
+            reserved,
+            remaining: (limit - used - reserved).max(0),
+            percent: percent.min(100),
+            near: percent >= 80,
+            resets,
+        })
+    })
+    .collect()
+}
+
+/// `/`: the box (teachers and admins), or the student's own standing.
+pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/")).clone();
+    if !v.staff() {
+        return me(&st, &v, &id).await;
+    }
+    let models = st.fleet.ps();
+    let budget = st.fleet.budget_bytes();
+    let loaded = |s: &ModelState| matches!(s, ModelState::Ready | ModelState::Loading);
+    let used: u64 = models
+        .iter()
+        .filter(|m| loaded(&m.state))
+        .filter_map(|m| m.actual_bytes.or(m.planned_bytes))
+        .sum();
+    let known = budget != u64::MAX && budget > 0;
+    let free = budget.saturating_sub(used);
+    let pct = |b: u64| {
+        if known {
+            (b as f64 * 100.0 / budget as f64).min(100.0)
+        } else {
+            0.0
+        }
+    };
+    let history = st.live.history();
+    let now = history.last().cloned().unwrap_or_default();
+    let refused_minute: u64 = history
+        .iter()
+        .rev()
+        .take(60)
+        .flat_map(|s| s.refused.values())
+        .sum();
+    let queued_total: usize = now.queued.values().sum();
+    let rows: Vec<_> = models
+        .iter()
+        .map(|m| {
+            context! {
+                model => m.model.clone(),
+                engine => m.engine.as_str(),
+                state => m.state.name(),
+                reason => match &m.state { ModelState::Failed { reason } => Some(reason.clone()), _ => None },
+                pinned => m.pinned,
+                planned => m.planned_bytes,
+                actual => m.actual_bytes,
+                slots => m.slots,
+                busy => m.busy,
+                queued => m.queued,
+                idle => m.idle_s.map(|s| format!("{s:.0} s")),
+                loaded => loaded(&m.state),
+            }
+        })
+        .collect();
+    v.render(
+        &st,
+        StatusCode::OK,
+        "overview.html",
+        "home",
+        context! {
+            title => "The box",
+            models => rows,
+            budget_known => known,
+            budget => budget,
+            used => used,
+            free => free,
+            used_pct => format!("{:.1}", pct(used)),
+            free_pct => format!("{:.1}", pct(free)),
+            now => now,
+            refused_minute => refused_minute,
+            queued_total => queued_total,
+            users => st.limiter.in_flight().0,
+        },
+    )
+}
+
+/// A student's own standing: budgets with their resets, the other limits,
+/// and usage by model this term.
+async fn me(st: &GatewayState, v: &Visitor, id: &Identity) -> Response {
+    let lim = limits::effective(&st.limiter.rules(), id);
+    let term = st.limiter.term_start_ms();
+    let usage = st
+        .store
+        .usage_for(UsageBy::Model, term, Some(&id.name))
+        .await
+        .unwrap_or_default();
+    v.render(
+        st,
+        StatusCode::OK,
+        "me.html",
+        "home",
+        context! {
+            title => "My usage",
+            budgets => budgets(st, id, &lim),
+            lim => context! {
+                requests_per_minute => lim.requests_per_minute,
+                tokens_per_minute => lim.tokens_per_minute,
+                concurrent_requests => lim.concurrent_requests,
+                max_tokens => lim.max_tokens,
+                models => lim.models.clone(),
+            },
+            models => crate::pipeline::visible_models(st, id),
+            usage => usage,
+            groups => id.groups.clone(),
+        },
+    )
+}
+
+fn period_start(st: &GatewayState, period: &str) -> i64 {
+    let (day, week, term) = limits::window_starts(aula_store::now_ms(), st.limiter.term_start_ms());
+    match period {
+        "day" => day,
+        "week" => week,
+        _ => term,
+    }
+}
+
+/// `/usage?by=user|group|model&period=day|week|term&sort=...&format=csv`:
+/// everyone's for staff; a student's own, by model.
+pub async fn usage(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = fields(q.unwrap_or_default().as_bytes());
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/usage")).clone();
+    let staff = v.staff();
+    let by_name = q.get("by").map(String::as_str).unwrap_or(if staff { "user" } else { "model" });
+    let by: UsageBy = match by_name.parse() {
+        Ok(b) if staff || b == UsageBy::Model => b,
+        _ => UsageBy::Model,
+    };
+    let by_name = match by {
+        UsageBy::User => "user",
+        UsageBy::Group => "group",
+        UsageBy::Model => "model",
+    };
+    let period = match q.get("period").map(String::as_str) {
+        Some(p @ ("day" | "week" | "term")) => p,
+        _ => "day",
+    };
+    let since = period_start(&st, period);
+    let only = (!staff).then_some(id.name.as_str());
+    let mut rows = match st.store.usage_for(by, since, only).await {
+        Ok(r) => r,
+        Err(e) => {
+            return v.error(
+                &st,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("The usage records cannot be read right now: {e}"),
+            );
+        }
+    };
+    let sort = q.get("sort").map(String::as_str).unwrap_or("tokens");
+    sort_rows(&mut rows, sort);
+    if q.get("format").map(String::as_str) == Some("csv") {
+        let csv = aula_store::tables::Usage {
+            by: by_name.into(),
+            rows,
+        }
+        .to_csv();
+        let resp = (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"aula-usage-{by_name}-{period}.csv\""),
+                ),
+            ],
+            csv,
+        )
+            .into_response();
+        return v.finish(&st, resp);
+    }
+    let total = rows.iter().fold((0, 0, 0), |t, r| {
+        (t.0 + r.requests, t.1 + r.prompt_tokens, t.2 + r.completion_tokens)
+    });
+    v.render(
+        &st,
+        StatusCode::OK,
+        "usage.html",
+        "usage",
+        context! {
+            title => "Usage",
+            rows => rows,
+            by => by_name,
+            period => period,
+            sort => sort,
+            since => since,
+            total => context! { requests => total.0, prompt => total.1, completion => total.2 },
+        },
+    )
+}
+
+fn sort_rows(rows: &mut [UsageRow], sort: &str) {
+    match sort {
+        "key" => rows.sort_by(|a, b| a.key.cmp(&b.key)),
+        "requests" => rows.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.key.cmp(&b.key))),
+        "ttft" => rows.sort_by(|a, b| b.mean_ttft_ms.total_cmp(&a.mean_ttft_ms)),
+        _ => rows.sort_by(|a, b| {
+            (b.prompt_tokens + b.completion_tokens)
+                .cmp(&(a.prompt_tokens + a.completion_tokens))
+                .then(a.key.cmp(&b.key))
+        }),
+    }
+}
+
+/// Does `id` own this key, or may manage it (staff: students' keys; admins: all)?
+async fn may_manage_key(st: &GatewayState, v: &Visitor, id: &Identity, key_id: &str) -> bool {
+    let Ok(keys) = st.store.keys(None).await else {
+        return false;
+    };
+    let Some(k) = keys.iter().find(|k| k.id == key_id) else {
+        return false;
+    };
+    if k.user == id.name {
+        return true;
+    }
+    if v.admin() {
+        return true;
+    }
+    if v.staff()
+        && let Ok(Some(owner)) = st.store.user(&k.user).await
+    {
+        return owner.role == Role::Student;
+    }
+    false
+}
+
+async fn keys_page(
+    st: &GatewayState,
+    v: &Visitor,
+    id: &Identity,
+    created: Option<(String, String)>,
+    error: Option<String>,
+) -> Response {
+    if v.open || id.via != crate::identity::Via::Key {
+        // Keys belong to Aula users; a Hub user's credential is the Hub's.
+        let keys = st.store.keys(Some(&id.name)).await.unwrap_or_default();
+        return v.render(
+            st,
+            StatusCode::OK,
+            "keys.html",
+            "keys",
+            context! { title => "My keys", keys => keys, can_create => false, hub_user => id.via == crate::identity::Via::JupyterHub },
+        );
+    }
+    let keys = st.store.keys(Some(&id.name)).await.unwrap_or_default();
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    v.render(
+        st,
+        status,
+        "keys.html",
+        "keys",
+        context! {
+            title => "My keys",
+            keys => keys,
+            can_create => true,
+            created_id => created.as_ref().map(|c| c.0.clone()),
+            created_secret => created.map(|c| c.1),
+            error => error,
+        },
+    )
+}
+
+/// `/keys`: the visitor's own keys.
+pub async fn keys(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/keys")).clone();
+    keys_page(&st, &v, &id, None, None).await
+}
+
+fn expires_days(f: &Fields) -> Result<Option<f64>, String> {
+    match f.get("expires_days").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => match s.parse::<f64>() {
+            Ok(d) if d > 0.0 && d <= 3650.0 => Ok(Some(d)),
+            _ => Err(format!(
+                "“{s}” is not a number of days between 0 and 3650; leave it empty for a key that does not expire"
+            )),
+        },
+    }
+}
+
+/// `POST /keys`: a new key of the visitor's own, shown once.
+pub async fn create_key(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/keys")).clone();
+    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
+    if v.open || id.via != crate::identity::Via::Key {
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Keys are for Aula users; sign in with an Aula key to make more.",
+        );
+    }
+    let days = match expires_days(&f) {
+        Ok(d) => d,
+        Err(e) => return keys_page(&st, &v, &id, None, Some(e)).await,
+    };
+    match st.store.create_key(&id.name, days).await {
+        Ok((info, secret)) => keys_page(&st, &v, &id, Some((info.id, secret)), None).await,
+        Err(e) => keys_page(&st, &v, &id, None, Some(e.to_string())).await,
+    }
+}
+
+/// `POST /keys/{id}/revoke`: one's own key; staff also students' keys, admins any.
+pub async fn revoke_key(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(key_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/keys")).clone();
+    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
+    if !may_manage_key(&st, &v, &id, &key_id).await {
+        // The same answer whether the key exists or not.
+        return v.error(&st, StatusCode::NOT_FOUND, "You have no such key.");
+    }
+    if let Err(e) = st.store.revoke_key(&key_id).await {
+        return v.error(&st, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+    }
+    let back = match f.get("back").map(String::as_str) {
+        Some("users") if v.staff() => "/users",
+        _ => "/keys",
+    };
+    v.finish(&st, redirect(&format!("{}{back}", st.web.base)))
+}
+
+async fn users_page(
+    st: &GatewayState,
+    v: &Visitor,
+    created: Option<(String, String, String)>,
+    error: Option<String>,
+) -> Response {
+    let users = st.store.users().await.unwrap_or_default();
+    let keys = st.store.keys(None).await.unwrap_or_default();
+    let rules = st.limiter.rules();
+    let rows: Vec<_> = users
+        .iter()
+        .map(|u| {
+            let ident = Identity {
+                name: u.name.clone(),
+                role: u.role,
+                groups: u.groups.clone(),
+                via: crate::identity::Via::Key,
+            };
+            let lim = limits::effective(&rules, &ident);
+            let used = st.limiter.usage_of(&u.name).unwrap_or_default();
+            context! {
+                name => u.name.clone(),
+                role => u.role.as_str(),
+                groups => u.groups.join(", "),
+                keys => keys.iter().filter(|k| k.user == u.name && k.revoked_ms.is_none()).count(),
+                today => used[0].0,
+                term => used[2].0,
+                per_day => lim.tokens_per_day,
+                per_term => lim.tokens_per_term,
+                rpm => lim.requests_per_minute,
+                manage => v.admin() || u.role == Role::Student,
+            }
+        })
+        .collect();
+    let live_keys: Vec<_> = keys.iter().filter(|k| k.revoked_ms.is_none()).collect();
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    v.render(
+        st,
+        status,
+        "users.html",
+        "users",
+        context! {
+            title => "Users and keys",
+            users => rows,
+            keys => live_keys,
+            created_user => created.as_ref().map(|c| c.0.clone()),
+            created_id => created.as_ref().map(|c| c.1.clone()),
+            created_secret => created.map(|c| c.2),
+            error => error,
+            roles => if v.admin() { vec!["student", "teacher", "admin"] } else { vec!["student"] },
+        },
+    )
+}
+
+/// `/users` (teachers and admins).
+pub async fn users(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require_staff(&st, "/users"));
+    if v.open {
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "There are no users: this gateway runs without authentication. Add the first admin with `aula users add NAME --role admin`.",
+        );
+    }
+    users_page(&st, &v, None, None).await
+}
+
+/// `POST /users`: add a user (teachers add students; admins anyone).
+pub async fn add_user(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require_staff(&st, "/users"));
+    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
+    if v.open {
+        return v.error(&st, StatusCode::FORBIDDEN, "Add the first admin with `aula users add NAME --role admin`.");
+    }
+    let role: Role = match f.get("role").map(String::as_str).unwrap_or("student").parse() {
+        Ok(r) => r,
+        Err(e) => return users_page(&st, &v, None, Some(format!("{e}"))).await,
+    };
+    if role != Role::Student && !v.admin() {
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Only an admin may add teachers and admins.",
+        );
+    }
+    let name = f.get("name").map(|s| s.trim().to_string()).unwrap_or_default();
+    let groups: Vec<String> = f
+        .get("groups")
+        .map(|g| {
+            g.split([',', ' '])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let user = User {
+        name: name.clone(),
+        role,
+        groups,
+    };
+    if let Err(e) = st.store.put_user(&user, false).await {
+        return users_page(&st, &v, None, Some(e.to_string())).await;
+    }
+    if f.get("with_key").is_some() {
+        return match st.store.create_key(&name, None).await {
+            Ok((k, secret)) => users_page(&st, &v, Some((name, k.id, secret)), None).await,
+            Err(e) => users_page(&st, &v, None, Some(e.to_string())).await,
+        };
+    }
+    v.finish(&st, redirect(&format!("{}/users", st.web.base)))
+}
+
+/// `POST /users/{name}/keys`: a key for a user (staff: students; admins: anyone).
+pub async fn create_user_key(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require_staff(&st, "/users"));
+    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
+    let user = match st.store.user(&name).await {
+        Ok(Some(u)) => u,
+        _ => return v.error(&st, StatusCode::NOT_FOUND, "There is no such user."),
+    };
+    if user.role != Role::Student && !v.admin() {
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Only an admin may make keys for teachers and admins.",
+        );
+    }
+    let days = match expires_days(&f) {
+        Ok(d) => d,
+        Err(e) => return users_page(&st, &v, None, Some(e)).await,
+    };
+    match st.store.create_key(&name, days).await {
+        Ok((k, secret)) => users_page(&st, &v, Some((name, k.id, secret)), None).await,
+        Err(e) => users_page(&st, &v, None, Some(e.to_string())).await,
+    }
+}
+
+/// `POST /models/{model}/load|unload` (admins).
+pub async fn model_action(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path((model, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require(&st, "/"));
+    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
+    if !v.admin() {
+        return v.error(&st, StatusCode::FORBIDDEN, "Only an admin may load and unload models.");
+    }
+    let done = match action.as_str() {
+        "load" => st.fleet.load(&model).await,
+        "unload" => st.fleet.unload(&model).await,
+        _ => return v.error(&st, StatusCode::NOT_FOUND, "No such action."),
+    };
+    match done {
+        Ok(()) => v.finish(&st, redirect(&format!("{}/", st.web.base))),
+        Err(e) => v.error(&st, e.status(), &e.to_string()),
+    }
+}
+
+/// `/playground`: chat with a model the visitor may use, streamed.
+pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    let id = page!(v.require(&st, "/playground")).clone();
+    let chat: Vec<String> = crate::pipeline::visible_models(&st, &id)
+        .into_iter()
+        .filter(|m| st.router.get(m).is_ok_and(|r| !r.embedding))
+        .collect();
+    let public = st
+        .web
+        .settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            format!("http://{host}")
+        });
+    v.render(
+        &st,
+        StatusCode::OK,
+        "playground.html",
+        "playground",
+        context! {
+            title => "Playground",
+            models => chat,
+            api_base => format!("{}/v1", public.trim_end_matches('/')),
+        },
+    )
+}
+
+/// `POST /playground/chat`: a chat completion (JSON body, CSRF header) as the
+/// signed-in user, through the same pipeline as `/v1/chat/completions`.
+pub async fn playground_chat(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    let Some(id) = v.id.clone() else {
+        return aula_protocol::ApiError::Unauthorized("your session has ended; sign in again".into())
+            .into_response();
+    };
+    if v.check_post(&st, &headers, None).is_err() {
+        return aula_protocol::ApiError::Forbidden {
+            message: "not sent from this site's playground".into(),
+            code: "csrf",
+            resets_at: None,
+        }
+        .into_response();
+    }
+    let body = match crate::body::read_json(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match crate::pipeline::call(
+        st.clone(),
+        "/v1/chat/completions",
+        &id,
+        body,
+        std::time::Instant::now(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `/events`: the live samples (server-sent events), staff only: first the
+/// last 15 minutes (`history`), then one sample a second.
+pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    if v.id.is_none() || !v.staff() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let history = serde_json::to_string(&st.live.history()).unwrap_or_else(|_| "[]".into());
+    let first = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(Event::default().event("history").data(history))
+    });
+    let rx = st.live.subscribe();
+    let next = futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        let s = rx.borrow_and_update().clone();
+        let e = Event::default()
+            .event("sample")
+            .data(serde_json::to_string(&*s).unwrap_or_default());
+        Some((Ok(e), rx))
+    });
+    Sse::new(first.chain(next))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
