@@ -5,6 +5,8 @@
 #   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
 #   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
 #   - schemathesis (PyPI, into .venv), for the API fuzzing run at the end
+#   - Chromium and chromedriver (Debian) and axe-core (npm, pinned, into
+#     .cache/axe), for the web page's browser and accessibility tests
 # The tests start their own JupyterHub and PostgreSQL on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,15 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 fi
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+fi
+AXE_VERSION=4.14.1
+AXE=.cache/axe/node_modules/axe-core/axe.min.js
+if [ ! -f "$AXE" ] || [ "$(node -p 'require("./.cache/axe/node_modules/axe-core/package.json").version' 2>/dev/null)" != "$AXE_VERSION" ]; then
+    npm install --silent --no-audit --no-fund --prefix .cache/axe "axe-core@$AXE_VERSION"
+fi
 CHP=.cache/chp/node_modules/.bin/configurable-http-proxy
 if [ ! -x "$CHP" ]; then
     npm install --silent --no-audit --no-fund --prefix .cache/chp configurable-http-proxy
@@ -22,6 +33,7 @@ fi
 . scripts/toolchain.sh
 export AULA_TEST_PYTHON="$PWD/.venv/bin/python"
 export AULA_TEST_CHP="$PWD/$CHP"
+export AULA_TEST_AXE="$PWD/$AXE"
 # The OpenAPI description is scripts/openapi.py's output, as committed.
 if ! python3 scripts/openapi.py | cmp -s - crates/aula-gateway/src/openapi.json; then
     echo "crates/aula-gateway/src/openapi.json is not scripts/openapi.py's output: run python3 scripts/openapi.py > crates/aula-gateway/src/openapi.json"

@@ -121,5 +121,20 @@ pub fn start(
     });
     rag::start(&st, tasks);
     tasks.spawn("live samples", live::run(st.clone()));
+    tasks.spawn("usage rollups", roll_up_usage(st.store.clone()));
     Ok(st)
+}
+
+/// Keep the ledger's daily rollups current: at start, then every ten minutes.
+async fn roll_up_usage(store: aula_store::Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.roll_up_usage(aula_store::now_ms()).await {
+            Ok(0) => {}
+            Ok(days) => tracing::info!("usage: {days} more days rolled up"),
+            Err(e) => tracing::warn!("usage rollup failed (usage is read from the raw ledger meanwhile): {e}"),
+        }
+    }
 }

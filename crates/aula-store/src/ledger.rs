@@ -359,6 +359,11 @@ fn placeholders(rows: usize, cols: usize, extra: &str) -> String {
     out
 }
 
+const DAY_MS: i64 = 86_400_000;
+/// A day is rolled up this long after it ended: requests admitted in its
+/// last minutes have settled by then.
+pub const ROLLUP_MARGIN_MS: i64 = 6 * 3_600_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageBy {
     User,
@@ -415,20 +420,50 @@ impl Store {
         since_ms: i64,
         user: Option<&str>,
     ) -> Result<Vec<UsageRow>, StoreError> {
+        let by_user = |n: u8| {
+            if user.is_some() {
+                format!("AND user_name = ${n}")
+            } else {
+                String::new()
+            }
+        };
+        // Whole days already rolled up come from `usage_daily`; the rest
+        // (and a `since` inside a day) from the raw rows.
+        let through = self.rolled_through_day().await?;
+        let (rolled, raw_from) = if since_ms.rem_euclid(DAY_MS) == 0 && through >= since_ms / DAY_MS {
+            (Some((since_ms / DAY_MS, through)), (through + 1) * DAY_MS)
+        } else {
+            (None, since_ms)
+        };
+        let mut rows = Vec::new();
+        if let Some((first, last)) = rolled {
+            let sql = format!(
+                "SELECT user_name, groups, model, status, CAST(SUM(requests) AS BIGINT), \
+                 CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT), \
+                 SUM(queue_sum), CAST(SUM(queue_n) AS BIGINT), SUM(ttft_sum), CAST(SUM(ttft_n) AS BIGINT) \
+                 FROM usage_daily WHERE day >= $1 AND day <= $2 {} GROUP BY user_name, groups, model, status",
+                by_user(3)
+            );
+            let q = sqlx::query(&sql).bind(first).bind(last);
+            let q = match user {
+                Some(u) => q.bind(u),
+                None => q,
+            };
+            rows.extend(q.fetch_all(&self.pool).await?);
+        }
         let sql = format!(
             "SELECT user_name, groups, model, status, COUNT(*), \
              CAST(SUM(prompt_tokens) AS BIGINT), CAST(SUM(completion_tokens) AS BIGINT), \
              SUM(queue_ms), COUNT(queue_ms), SUM(ttft_ms), COUNT(ttft_ms) \
              FROM requests WHERE admitted_ms >= $1 {} GROUP BY user_name, groups, model, status",
-            if user.is_some() { "AND user_name = $2" } else { "" }
+            by_user(2)
         );
-        let rows = sqlx::query(&sql).bind(since_ms);
-        let rows = match user {
-            Some(u) => rows.bind(u),
-            None => rows,
-        }
-        .fetch_all(&self.pool)
-        .await?;
+        let q = sqlx::query(&sql).bind(raw_from);
+        let q = match user {
+            Some(u) => q.bind(u),
+            None => q,
+        };
+        rows.extend(q.fetch_all(&self.pool).await?);
         let mut out: BTreeMap<String, UsageRow> = BTreeMap::new();
         for r in rows {
             let user: String = r.try_get(0)?;
@@ -484,6 +519,60 @@ impl Store {
                 r
             })
             .collect())
+    }
+
+    /// The last UTC day (days since 1970) whose requests are in `usage_daily`; -1 for none.
+    pub async fn rolled_through_day(&self) -> Result<i64, StoreError> {
+        let r = sqlx::query("SELECT value FROM meta WHERE key = 'usage_rolled_through_day'")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => r.try_get(0)?,
+            None => -1,
+        })
+    }
+
+    /// Roll the ledger up into `usage_daily`, through the last UTC day that
+    /// ended at least [`ROLLUP_MARGIN_MS`] before `now_ms` (requests admitted
+    /// that day have settled by then). One transaction; returns the days rolled.
+    pub async fn roll_up_usage(&self, now_ms: i64) -> Result<i64, StoreError> {
+        let target = (now_ms - ROLLUP_MARGIN_MS).div_euclid(DAY_MS) - 1;
+        let mut tx = self.pool.begin().await?;
+        let through: i64 = sqlx::query("SELECT value FROM meta WHERE key = 'usage_rolled_through_day'")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if target <= through {
+            return Ok(0);
+        }
+        // Start at the ledger's first day, not at 1970.
+        let first: Option<i64> = sqlx::query("SELECT MIN(admitted_ms) FROM requests WHERE admitted_ms >= $1")
+            .bind((through + 1) * DAY_MS)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if let Some(first) = first {
+            let from = first.div_euclid(DAY_MS).max(through + 1);
+            sqlx::query(
+                "INSERT INTO usage_daily (day, user_name, groups, model, status, requests, prompt_tokens, \
+                 completion_tokens, queue_sum, queue_n, ttft_sum, ttft_n) \
+                 SELECT admitted_ms / 86400000, user_name, groups, model, status, COUNT(*), \
+                 CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT), \
+                 COALESCE(SUM(queue_ms), 0.0), COUNT(queue_ms), COALESCE(SUM(ttft_ms), 0.0), COUNT(ttft_ms) \
+                 FROM requests WHERE admitted_ms >= $1 AND admitted_ms < $2 \
+                 GROUP BY admitted_ms / 86400000, user_name, groups, model, status",
+            )
+            .bind(from * DAY_MS)
+            .bind((target + 1) * DAY_MS)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE meta SET value = $1 WHERE key = 'usage_rolled_through_day'")
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(target - through)
     }
 
     /// Tokens (prompt + completion) each user has used since `since_ms`.
@@ -579,6 +668,72 @@ mod tests {
         );
         assert_eq!(store.tokens_by_user_since(0).await.unwrap()["al"], 30);
         assert_eq!(store.unfinished_count().await.unwrap(), 1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Usage read through the daily rollups equals usage read from the
+    /// raw rows, for every grouping and window, before and after rolling.
+    #[tokio::test]
+    async fn rollups_answer_what_the_raw_ledger_answers() {
+        let (store, dir) = temp_store("rollup").await;
+        let ledger = Ledger::start(store.clone());
+        let day = 86_400_000i64;
+        let d0 = 20_000 * day;
+        let mut n = 0;
+        for (d, user, model, status) in [
+            (0, "al", "m", "ok"),
+            (0, "al", "m", "ok"),
+            (0, "bo", "n", "error:500"),
+            (1, "al", "n", "ok"),
+            (2, "bo", "m", "ok"),
+            (3, "al", "m", "ok"),
+        ] {
+            n += 1;
+            let record = RequestRecord {
+                id: format!("r{n}"),
+                user: user.into(),
+                groups: if user == "al" { vec!["cs101".into()] } else { vec![] },
+                model: model.into(),
+                admitted_ms: d0 + d * day + 3_600_000 * n,
+            };
+            ledger.begin(record.clone()).await.unwrap();
+            ledger
+                .finish(Finish {
+                    record,
+                    status: status.into(),
+                    prompt_tokens: Some(10 * n),
+                    completion_tokens: Some(n),
+                    queue_ms: n as f64,
+                    ttft_ms: (n % 2 == 0).then_some(2.0 * n as f64),
+                    duration_ms: 9.0,
+                })
+                .await
+                .unwrap();
+        }
+        let windows = [0, d0, d0 + day, d0 + 2 * day, d0 + 3 * day, d0 + day + 5];
+        let mut before = Vec::new();
+        for by in [UsageBy::User, UsageBy::Group, UsageBy::Model] {
+            for since in windows {
+                before.push(store.usage(by, since).await.unwrap());
+                before.push(store.usage_for(by, since, Some("al")).await.unwrap());
+            }
+        }
+        assert_eq!(store.rolled_through_day().await.unwrap(), -1);
+        // Day 3 has not ended: days 0..=2 are rolled (and a second call rolls nothing).
+        let now = d0 + 3 * day + ROLLUP_MARGIN_MS + 1;
+        assert!(store.roll_up_usage(now).await.unwrap() > 0);
+        assert_eq!(store.rolled_through_day().await.unwrap(), 20_002);
+        assert_eq!(store.roll_up_usage(now).await.unwrap(), 0);
+        let mut after = Vec::new();
+        for by in [UsageBy::User, UsageBy::Group, UsageBy::Model] {
+            for since in windows {
+                after.push(store.usage(by, since).await.unwrap());
+                after.push(store.usage_for(by, since, Some("al")).await.unwrap());
+            }
+        }
+        assert_eq!(before, after);
+        let al_all = store.usage_for(UsageBy::User, 0, Some("al")).await.unwrap();
+        assert_eq!((al_all.len(), al_all[0].requests), (1, 4));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -683,7 +683,11 @@ pub async fn playground_chat(
 pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     if v.id.is_none() || !v.staff() {
-        return StatusCode::FORBIDDEN.into_response();
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Only teachers and admins may see the live view.",
+        );
     }
     let history = serde_json::to_string(&st.live.history()).unwrap_or_else(|_| "[]".into());
     let first = futures::stream::once(async move {
