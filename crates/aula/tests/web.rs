@@ -7,218 +7,12 @@
 
 mod common;
 
+use common::browser::{Page, browser, chromedriver};
+use common::hub::{AULA_SERVICE_TOKEN, Hub};
 use common::*;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-use std::path::PathBuf;
+use fantoccini::Locator;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn axe_source() -> String {
-    let p = std::env::var("AULA_TEST_AXE").map(PathBuf::from).unwrap_or_else(|_| {
-        repo().join(".cache/axe/node_modules/axe-core/axe.min.js")
-    });
-    std::fs::read_to_string(&p).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run `bash scripts/test.sh` (it installs axe-core from npm) or set AULA_TEST_AXE",
-            p.display()
-        )
-    })
-}
-
-/// chromedriver on a free port, killed at the end.
-fn chromedriver() -> (Killed, String) {
-    let exe = std::env::var("AULA_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-    let port = free_port();
-    let child = Command::new(&exe)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {exe}: {e}; run `bash scripts/test.sh` (it installs chromium and chromium-driver)")
-        });
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for("chromedriver", Duration::from_secs(20), || {
-        ureq::get(&format!("{url}/status")).call().is_ok()
-    });
-    (Killed(child), url)
-}
-
-/// A fresh headless Chromium with its own profile.
-async fn browser(driver: &str, profile: &std::path::Path) -> Client {
-    let binary = std::env::var("AULA_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": binary,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(driver)
-        .await
-        .expect("a WebDriver session with Chromium")
-}
-
-struct Page<'a> {
-    c: &'a Client,
-    base: String,
-    driver: String,
-    axe: String,
-    shots: PathBuf,
-}
-
-impl Page<'_> {
-    async fn go(&self, path: &str) {
-        self.c.goto(&format!("{}{path}", self.base)).await.unwrap();
-    }
-
-    /// The page's text (waiting out a navigation in progress).
-    async fn body(&self) -> String {
-        let mut last = None;
-        for _ in 0..50 {
-            match self.c.find(Locator::Css("body")).await {
-                Ok(e) => match e.text().await {
-                    Ok(t) => return t,
-                    Err(e) => last = Some(e),
-                },
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the page has no text: {last:?}")
-    }
-
-    async fn h1(&self) -> String {
-        self.c
-            .find(Locator::Css("h1"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn path(&self) -> String {
-        self.c.current_url().await.unwrap().path().to_string()
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let e = self.c.find(Locator::Css(css)).await.unwrap();
-        e.clear().await.unwrap();
-        e.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
-    }
-
-    async fn sign_in(&self, key: &str) {
-        self.go("/signin").await;
-        self.fill("#token", key).await;
-        self.click("form[action$='/signin'] button").await;
-    }
-
-    /// Wait until `f` holds for the page's text.
-    async fn until(&self, what: &str, mut f: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let b = self.body().await;
-            if f(&b) {
-                return b;
-            }
-            assert!(Instant::now() < deadline, "{what}: the page says:\n{b}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Wait until the browser is at `path`.
-    async fn until_path(&self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.path().await != path {
-            assert!(Instant::now() < deadline, "not at {path} but at {}", self.path().await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Wait until an element matches `css`.
-    async fn until_css(&self, what: &str, css: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.c.find(Locator::Css(css)).await.is_err() {
-            assert!(Instant::now() < deadline, "{what}: the page says:\n{}", self.body().await);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The colour scheme, through Chrome's DevTools (chromedriver's own endpoint).
-    fn scheme(&self, sid: &str, dark: bool) {
-        let r = ureq::post(&format!("{}/session/{sid}/goog/cdp/execute", self.driver)).send_json(json!({
-            "cmd": "Emulation.setEmulatedMedia",
-            "params": {"features": [{"name": "prefers-color-scheme", "value": if dark { "dark" } else { "light" }}]}
-        }));
-        assert!(r.is_ok(), "cannot set the colour scheme: {r:?}");
-    }
-
-    /// axe-core on this page, in both schemes: no serious or critical
-    /// violation; a screenshot of each.
-    async fn check(&self, name: &str) {
-        let sid = self.c.session_id().await.unwrap().expect("a session id");
-        for dark in [false, true] {
-            self.scheme(&sid, dark);
-            let is_dark: Value = self
-                .c
-                .execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![])
-                .await
-                .unwrap();
-            assert_eq!(is_dark, json!(dark));
-            self.c.execute(&self.axe, vec![]).await.unwrap();
-            let found: Value = self
-                .c
-                .execute_async(
-                    "const done = arguments[arguments.length - 1];
-                     axe.run(document, {resultTypes: ['violations']})
-                       .then(r => done(r.violations
-                          .filter(v => v.impact === 'serious' || v.impact === 'critical')
-                          .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
-                               v.nodes.map(n => n.target.join(' ')).join(', '))))
-                       .catch(e => done(['axe failed: ' + e]));",
-                    vec![],
-                )
-                .await
-                .unwrap();
-            assert_eq!(
-                found,
-                json!([]),
-                "{name} ({}): accessibility violations",
-                if dark { "dark" } else { "light" }
-            );
-            let png = self.c.screenshot().await.unwrap();
-            let scheme = if dark { "dark" } else { "light" };
-            std::fs::write(self.shots.join(format!("{name}-{scheme}.png")), png).unwrap();
-        }
-        self.scheme(&sid, false);
-    }
-}
 
 fn key_for(home: &std::path::Path, user: &str, role: &str) -> String {
     let (ok, _, err) = run_aula(&["users", "add", user, "--role", role], home);
@@ -255,8 +49,6 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
     let admin = key_for(&g.home, "root", "admin");
     let s = g.start();
     let (_driver, driver) = chromedriver();
-    let shots = repo().join("target/web-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
     let profile = g.home.join("chromium-profile");
     // Another origin on this machine, for the cross-site form.
     let attacker = g.home.join("attacker");
@@ -288,13 +80,7 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = browser(&driver, &profile).await;
-        let p = Page {
-            c: &c,
-            base: s.url.clone(),
-            driver: driver.clone(),
-            axe: axe_source(),
-            shots: shots.clone(),
-        };
+        let p = Page::new(&c, &s.url, &driver);
 
         // Signed out: every page leads to the sign-in form, and back after.
         p.go("/usage").await;
@@ -493,4 +279,69 @@ fn agent_csv(base: &str, key: &str) -> String {
         .unwrap()
         .into_string()
         .unwrap()
+}
+
+/// JupyterHub users sign in by pasting a Hub token, or through the Hub
+/// itself ("Sign in with JupyterHub": the Hub's OAuth, a real Hub login).
+#[test]
+fn jupyterhub_users_sign_in_with_a_token_and_with_the_hub() {
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let hub = Hub::start_with(Some(&format!("{public}/oauth_callback")));
+    hub.admin("POST", "/users/alice", serde_json::json!({}));
+    hub.admin("POST", "/groups/cs101", serde_json::json!({"users": ["alice"]}));
+    let token = hub.token("alice", &["access:services!service=aula"]);
+    let mock = spawn_mock(0);
+    let home = temp_home("web-hub");
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[[models]]\nname = \"mock\"\nurl = \"{}/v1\"\n\n\
+             [jupyterhub]\nurl = \"{}\"\npublic_url = \"{}\"\napi_token = \"{AULA_SERVICE_TOKEN}\"\n\n\
+             [web]\npublic_url = \"{public}\"\n",
+            mock.url, hub.api, hub.public
+        ),
+    )
+    .unwrap();
+    let s = spawn_aula(&["serve", "--port", &port.to_string()], Some(&home));
+    let (_driver, driver) = chromedriver();
+    let profile = home.join("chromium-profile");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = browser(&driver, &profile).await;
+        let p = Page::new(&c, &s.url, &driver);
+
+        // A Hub token pasted into the form.
+        p.sign_in(&token).await;
+        p.until_path("/").await;
+        assert_eq!(p.h1().await, "My usage");
+        let b = p.body().await;
+        assert!(b.contains("alice") && b.contains("cs101"), "{b}");
+        p.go("/keys").await;
+        assert!(p.body().await.contains("signed in with JupyterHub"));
+        p.go("/").await;
+        p.click("form[action$='/signout'] button").await;
+        p.until_path("/signin").await;
+
+        // The Hub's own sign-in: its login page, then back, signed in.
+        p.click("a[href*='/signin/hub']").await;
+        p.until_css("the Hub's login page", "input[name=username]").await;
+        p.fill("input[name=username]", "bob").await;
+        p.fill("input[name=password]", "any").await;
+        p.click("#login_submit").await;
+        let b = p
+            .until("back at Aula, signed in", |b| b.contains("Signed in as"))
+            .await;
+        assert!(b.contains("bob"), "{b}");
+        assert_eq!(p.path().await, "/");
+        p.check("signed-in-with-jupyterhub").await;
+        // The session works like the key it stands for: the playground answers.
+        p.go("/playground").await;
+        p.click("#playground button[type=submit]").await;
+        p.until("the answer streams in", |b| b.contains("Done in")).await;
+        c.close().await.unwrap();
+    });
+    let (ok, out, err) = run_aula(&["usage", "--by", "user", "--json"], &home);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"bob\""), "{out}");
 }

@@ -2,6 +2,8 @@
 //! free loopback ports, against the real models that set-up installed.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
+pub mod hub;
 pub mod pg;
 
 use serde_json::{Value, json};
@@ -574,4 +576,13 @@ pub fn python_with(modules: &str) -> String {
          (or set AULA_TEST_PYTHON to a Python that has them; now: {python})"
     );
     python
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
