@@ -3,6 +3,8 @@
 # Usage: bash scripts/bench-gateway.sh   (after scripts/setup.sh)
 # With BASE=path/to/another/aula, that build's gateway is measured in the
 # same rounds (on BASE_PORT), for before/after comparisons.
+# With TABS=N, each round also measures the gateway (16 connections) while N
+# web pages hold their live view open (N `/events` streams, as N browser tabs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
@@ -27,6 +29,17 @@ for round in 1 2 3; do
     $B bench --url "http://127.0.0.1:$GW_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through aula serve, $c conn" gateway
     if [ -n "${BASE:-}" ]; then
       $B bench --url "http://127.0.0.1:$BASE_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through BASE aula serve, $c conn" gateway
+    fi
+    if [ -n "${TABS:-}" ] && [ "$c" = 16 ]; then
+      tabs=()
+      for _ in $(seq "$TABS"); do
+        curl -sN "http://127.0.0.1:$GW_PORT/events" > /dev/null &
+        tabs+=($!)
+      done
+      sleep 2
+      $B bench --url "http://127.0.0.1:$GW_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through aula serve, $c conn, $TABS live pages open" gateway
+      kill "${tabs[@]}" 2>/dev/null || true
+      wait "${tabs[@]}" 2>/dev/null || true
     fi
   done
 done
