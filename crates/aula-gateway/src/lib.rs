@@ -134,7 +134,9 @@ async fn roll_up_usage(store: aula_store::Store) {
         match store.roll_up_usage(aula_store::now_ms()).await {
             Ok(0) => {}
             Ok(days) => tracing::info!("usage: {days} more days rolled up"),
-            Err(e) => tracing::warn!("usage rollup failed (usage is read from the raw ledger meanwhile): {e}"),
+            Err(e) => tracing::warn!(
+                "usage rollup failed (usage is read from the raw ledger meanwhile): {e}"
+            ),
         }
     }
 }

@@ -309,12 +309,13 @@ impl Store {
     /// Revoke one key by its id only; false when no live key has it.
     pub async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
-            .bind(now_ms())
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n =
+            sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+                .bind(now_ms())
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if n > 0 {
             bump_generation(&mut tx).await?;
         }

@@ -430,7 +430,8 @@ impl Store {
         // Whole days already rolled up come from `usage_daily`; the rest
         // (and a `since` inside a day) from the raw rows.
         let through = self.rolled_through_day().await?;
-        let (rolled, raw_from) = if since_ms.rem_euclid(DAY_MS) == 0 && through >= since_ms / DAY_MS {
+        let (rolled, raw_from) = if since_ms.rem_euclid(DAY_MS) == 0 && through >= since_ms / DAY_MS
+        {
             (Some((since_ms / DAY_MS, through)), (through + 1) * DAY_MS)
         } else {
             (None, since_ms)
@@ -538,19 +539,21 @@ impl Store {
     pub async fn roll_up_usage(&self, now_ms: i64) -> Result<i64, StoreError> {
         let target = (now_ms - ROLLUP_MARGIN_MS).div_euclid(DAY_MS) - 1;
         let mut tx = self.pool.begin().await?;
-        let through: i64 = sqlx::query("SELECT value FROM meta WHERE key = 'usage_rolled_through_day'")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let through: i64 =
+            sqlx::query("SELECT value FROM meta WHERE key = 'usage_rolled_through_day'")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         if target <= through {
             return Ok(0);
         }
         // Start at the ledger's first day, not at 1970.
-        let first: Option<i64> = sqlx::query("SELECT MIN(admitted_ms) FROM requests WHERE admitted_ms >= $1")
-            .bind((through + 1) * DAY_MS)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let first: Option<i64> =
+            sqlx::query("SELECT MIN(admitted_ms) FROM requests WHERE admitted_ms >= $1")
+                .bind((through + 1) * DAY_MS)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         if let Some(first) = first {
             let from = first.div_euclid(DAY_MS).max(through + 1);
             sqlx::query(
@@ -692,7 +695,11 @@ mod tests {
             let record = RequestRecord {
                 id: format!("r{n}"),
                 user: user.into(),
-                groups: if user == "al" { vec!["cs101".into()] } else { vec![] },
+                groups: if user == "al" {
+                    vec!["cs101".into()]
+                } else {
+                    vec![]
+                },
                 model: model.into(),
                 admitted_ms: d0 + d * day + 3_600_000 * n,
             };

@@ -65,7 +65,13 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
     let python = std::env::var("AULA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let _attacker = Killed(
         Command::new(&python)
-            .args(["-m", "http.server", &attacker_port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "-m",
+                "http.server",
+                &attacker_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .current_dir(&attacker)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -100,7 +106,7 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         assert!(b.contains("Tokens per day") && b.contains("100\u{202f}000"), "{b}");
         assert!(!b.contains("ada") && !b.contains("root"), "{b}");
         p.check("student-home").await;
-        for teacher_only in ["/users", "/events"] {
+        for teacher_only in ["/users", "/events", "/plan"] {
             p.go(teacher_only).await;
             let b = p.body().await;
             assert!(b.contains("Only teachers and admins"), "{teacher_only}: {b}");
@@ -185,6 +191,17 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         let b = p.body().await;
         assert!(b.contains("sam") && b.contains("root"), "{b}");
         p.check("users").await;
+        // "Can I run it": the planner as a form.
+        p.go("/plan").await;
+        p.check("plan-form").await;
+        p.go("/plan?model=llama-3.1-8b&hardware=gb10&engine=embedded&precision=q4_k_m&context=8192&users=16").await;
+        let b = p.body().await;
+        assert!(b.contains("it fits") && b.contains("Weights"), "{b}");
+        p.check("plan").await;
+        p.go("/plan?model=llama-3.1-70b&hardware=gb10&engine=vllm&precision=bf16&context=8192&users=16").await;
+        assert!(p.body().await.contains("does not fit"), "{}", p.body().await);
+        p.go("/plan?model=../../etc/passwd&context=8192").await;
+        assert!(p.body().await.contains("Error"), "{}", p.body().await);
         p.go("/usage?by=user&period=day").await;
         assert!(p.body().await.contains("sam"));
         p.check("teacher-usage").await;
@@ -251,7 +268,13 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
 fn agent_csv(base: &str, key: &str) -> String {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
     let r = agent.get(&format!("{base}/signin")).call().unwrap();
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let html = r.into_string().unwrap();
     let csrf = html
         .split("name=\"csrf\" value=\"")
@@ -271,7 +294,13 @@ fn agent_csv(base: &str, key: &str) -> String {
         Err(e) => panic!("{e}"),
     };
     assert_eq!(r.status(), 303);
-    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     agent
         .get(&format!("{base}/usage?by=user&period=day&format=csv"))
         .set("Cookie", &cookie)
@@ -289,7 +318,11 @@ fn jupyterhub_users_sign_in_with_a_token_and_with_the_hub() {
     let public = format!("http://127.0.0.1:{port}");
     let hub = Hub::start_with(Some(&format!("{public}/oauth_callback")));
     hub.admin("POST", "/users/alice", serde_json::json!({}));
-    hub.admin("POST", "/groups/cs101", serde_json::json!({"users": ["alice"]}));
+    hub.admin(
+        "POST",
+        "/groups/cs101",
+        serde_json::json!({"users": ["alice"]}),
+    );
     let token = hub.token("alice", &["access:services!service=aula"]);
     let mock = spawn_mock(0);
     let home = temp_home("web-hub");
@@ -325,7 +358,8 @@ fn jupyterhub_users_sign_in_with_a_token_and_with_the_hub() {
 
         // The Hub's own sign-in: its login page, then back, signed in.
         p.click("a[href*='/signin/hub']").await;
-        p.until_css("the Hub's login page", "input[name=username]").await;
+        p.until_css("the Hub's login page", "input[name=username]")
+            .await;
         p.fill("input[name=username]", "bob").await;
         p.fill("input[name=password]", "any").await;
         p.click("#login_submit").await;
@@ -338,10 +372,78 @@ fn jupyterhub_users_sign_in_with_a_token_and_with_the_hub() {
         // The session works like the key it stands for: the playground answers.
         p.go("/playground").await;
         p.click("#playground button[type=submit]").await;
-        p.until("the answer streams in", |b| b.contains("Done in")).await;
+        p.until("the answer streams in", |b| b.contains("Done in"))
+            .await;
         c.close().await.unwrap();
     });
     let (ok, out, err) = run_aula(&["usage", "--by", "user", "--json"], &home);
     assert!(ok, "{err}");
     assert!(out.contains("\"bob\""), "{out}");
+}
+
+/// Behind a reverse proxy at `/aula/`: every link, form and the cookie carry
+/// the prefix taken from `[web] public_url`.
+#[test]
+fn links_and_the_cookie_carry_the_public_base_path() {
+    let mock = spawn_mock(0);
+    let g = TestGateway::new("web-base")
+        .url_model("mock", &mock.url)
+        .config("[web]\npublic_url = \"https://aula.example.lan/aula/\"\n");
+    g.write_config();
+    let key = key_for(&g.home, "ada", "teacher");
+    let s = g.start();
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let r = see_other(agent.get(&format!("{}/usage", s.url)).call());
+    assert_eq!(r.header("location"), Some("/aula/signin?next=/aula/usage"));
+    let cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("Path=/aula/")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let html = agent
+        .get(&format!("{}/signin", s.url))
+        .set("Cookie", &session)
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap()
+        .replace("&#x2f;", "/");
+    assert!(
+        html.contains("action=\"/aula/signin\"") && html.contains("href=\"/aula/static/aula.css\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("href=\"/static") && !html.contains("action=\"/signin"),
+        "{html}"
+    );
+    // The key still signs in, and lands under the prefix.
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let r = see_other(
+        agent
+            .post(&format!("{}/signin", s.url))
+            .set("Cookie", &session)
+            .send_form(&[("csrf", csrf), ("token", &key), ("next", "/aula/usage")]),
+    );
+    assert_eq!(r.header("location"), Some("/aula/usage"));
+}
+
+/// A 303 answer (however ureq reports it).
+fn see_other(r: Result<ureq::Response, ureq::Error>) -> ureq::Response {
+    let r = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.status(), 303);
+    r
 }

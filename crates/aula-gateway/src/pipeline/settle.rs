@@ -110,9 +110,7 @@ impl InFlight {
             self.st.limiter.finish(&r, as_tokens(used));
         }
         let duration = self.arrived.elapsed();
-        self.st
-            .live
-            .done(self.prompt_tokens, completion, self.ttft);
+        self.st.live.done(self.prompt_tokens, completion, self.ttft);
         crate::metrics::request_done(
             &self.model,
             status,

@@ -108,6 +108,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("users.html", include_str!("templates/users.html")),
     ("playground.html", include_str!("templates/playground.html")),
     ("error.html", include_str!("templates/error.html")),
+    ("plan.html", include_str!("templates/plan.html")),
 ];
 
 const CSS: &str = include_str!("static/aula.css");
@@ -123,6 +124,7 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/users", get(pages::users).post(pages::add_user))
         .route("/users/{name}/keys", post(pages::create_user_key))
         .route("/models/{model}/{action}", post(pages::model_action))
+        .route("/plan", get(pages::plan))
         .route("/playground", get(pages::playground))
         .route("/playground/chat", post(pages::playground_chat))
         .route("/events", get(pages::events))
@@ -296,7 +298,11 @@ impl Visitor {
                 .into_response(),
             Err(e) => {
                 tracing::error!("the page {template} failed to render: {e:#}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                )
+                    .into_response()
             }
         };
         self.finish(st, resp)
@@ -322,20 +328,14 @@ impl Visitor {
             );
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            "x-frame-options",
-            HeaderValue::from_static("DENY"),
-        );
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert(
             "content-security-policy",
             HeaderValue::from_static(
                 "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
             ),
         );
-        h.insert(
-            "referrer-policy",
-            HeaderValue::from_static("same-origin"),
-        );
+        h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
         resp
     }
 }

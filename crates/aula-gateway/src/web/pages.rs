@@ -9,10 +9,10 @@ use aula_protocol::admin::ModelState;
 use aula_store::{Role, UsageBy, UsageRow, User};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use bytes::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::StreamExt;
 use minijinja::context;
 use serde::Serialize;
@@ -120,6 +120,12 @@ pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -
         .flat_map(|s| s.refused.values())
         .sum();
     let queued_total: usize = now.queued.values().sum();
+    let mut refusals: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in &history {
+        for (k, n) in &s.refused {
+            *refusals.entry(k.clone()).or_default() += n;
+        }
+    }
     let rows: Vec<_> = models
         .iter()
         .map(|m| {
@@ -156,6 +162,7 @@ pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -
             now => now,
             refused_minute => refused_minute,
             queued_total => queued_total,
+            refusals => refusals,
             users => st.limiter.in_flight().0,
         },
     )
@@ -213,7 +220,10 @@ pub async fn usage(
     let v = page!(Visitor::of(&st, &headers).await);
     let id = page!(v.require(&st, "/usage")).clone();
     let staff = v.staff();
-    let by_name = q.get("by").map(String::as_str).unwrap_or(if staff { "user" } else { "model" });
+    let by_name = q
+        .get("by")
+        .map(String::as_str)
+        .unwrap_or(if staff { "user" } else { "model" });
     let by: UsageBy = match by_name.parse() {
         Ok(b) if staff || b == UsageBy::Model => b,
         _ => UsageBy::Model,
@@ -261,7 +271,11 @@ pub async fn usage(
         return v.finish(&st, resp);
     }
     let total = rows.iter().fold((0, 0, 0), |t, r| {
-        (t.0 + r.requests, t.1 + r.prompt_tokens, t.2 + r.completion_tokens)
+        (
+            t.0 + r.requests,
+            t.1 + r.prompt_tokens,
+            t.2 + r.completion_tokens,
+        )
     });
     v.render(
         &st,
@@ -363,7 +377,11 @@ pub async fn keys(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Re
 }
 
 fn expires_days(f: &Fields) -> Result<Option<f64>, String> {
-    match f.get("expires_days").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    match f
+        .get("expires_days")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
         None => Ok(None),
         Some(s) => match s.parse::<f64>() {
             Ok(d) if d > 0.0 && d <= 3650.0 => Ok(Some(d)),
@@ -509,9 +527,18 @@ pub async fn add_user(
     page!(v.require_staff(&st, "/users"));
     page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if v.open {
-        return v.error(&st, StatusCode::FORBIDDEN, "Add the first admin with `aula users add NAME --role admin`.");
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Add the first admin with `aula users add NAME --role admin`.",
+        );
     }
-    let role: Role = match f.get("role").map(String::as_str).unwrap_or("student").parse() {
+    let role: Role = match f
+        .get("role")
+        .map(String::as_str)
+        .unwrap_or("student")
+        .parse()
+    {
         Ok(r) => r,
         Err(e) => return users_page(&st, &v, None, Some(format!("{e}"))).await,
     };
@@ -522,7 +549,10 @@ pub async fn add_user(
             "Only an admin may add teachers and admins.",
         );
     }
-    let name = f.get("name").map(|s| s.trim().to_string()).unwrap_or_default();
+    let name = f
+        .get("name")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let groups: Vec<String> = f
         .get("groups")
         .map(|g| {
@@ -594,7 +624,11 @@ pub async fn model_action(
     page!(v.require(&st, "/"));
     page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if !v.admin() {
-        return v.error(&st, StatusCode::FORBIDDEN, "Only an admin may load and unload models.");
+        return v.error(
+            &st,
+            StatusCode::FORBIDDEN,
+            "Only an admin may load and unload models.",
+        );
     }
     let done = match action.as_str() {
         "load" => st.fleet.load(&model).await,
@@ -615,18 +649,13 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
         .into_iter()
         .filter(|m| st.router.get(m).is_ok_and(|r| !r.embedding))
         .collect();
-    let public = st
-        .web
-        .settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1");
-            format!("http://{host}")
-        });
+    let public = st.web.settings.public_url.clone().unwrap_or_else(|| {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        format!("http://{host}")
+    });
     v.render(
         &st,
         StatusCode::OK,
@@ -649,8 +678,10 @@ pub async fn playground_chat(
 ) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let Some(id) = v.id.clone() else {
-        return aula_protocol::ApiError::Unauthorized("your session has ended; sign in again".into())
-            .into_response();
+        return aula_protocol::ApiError::Unauthorized(
+            "your session has ended; sign in again".into(),
+        )
+        .into_response();
     };
     if v.check_post(&st, &headers, None).is_err() {
         return aula_protocol::ApiError::Forbidden {
@@ -705,4 +736,165 @@ pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> 
     Sse::new(first.chain(next))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// `/plan`: "can I run it" — the planner as a form (teachers and admins).
+/// Models are the catalog's and the GGUFs in the model directory (never a
+/// path typed into the form); hardware is the planner's profiles or this
+/// machine.
+pub async fn plan(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require_staff(&st, "/plan"));
+    let q = fields(q.unwrap_or_default().as_bytes());
+    let catalog: Vec<String> = aula_planner::catalog::entries()
+        .map(|e| e.into_iter().map(|e| e.id).collect())
+        .unwrap_or_default();
+    let dir = crate::home::models_dir();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let hardware: Vec<(String, String)> = aula_planner::hardware::profiles()
+        .map(|p| p.into_iter().map(|h| (h.id, h.name)).collect())
+        .unwrap_or_default();
+    let get = |k: &str, d: &str| {
+        q.get(k)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| d.to_string())
+    };
+    let form = context! {
+        model => get("model", ""),
+        hardware => get("hardware", "this"),
+        engine => get("engine", "embedded"),
+        precision => get("precision", ""),
+        context => get("context", "4096"),
+        users => get("users", "8"),
+    };
+    let result = if q.contains_key("model") {
+        Some(plan_one(&q, &files, &dir))
+    } else {
+        None
+    };
+    let (estimate, text, error) = match result {
+        Some(Ok((e, t))) => (Some(e), Some(t), None),
+        Some(Err(e)) => (None, None, Some(e)),
+        None => (None, None, None),
+    };
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    v.render(
+        &st,
+        status,
+        "plan.html",
+        "plan",
+        context! {
+            title => "Can I run it?",
+            catalog => catalog,
+            files => files,
+            hardware_profiles => hardware,
+            form => form,
+            estimate => estimate,
+            text => text,
+            error => error,
+        },
+    )
+}
+
+/// One estimate from the form's fields: (what the page draws, the text `aula plan` prints).
+fn plan_one(
+    q: &Fields,
+    files: &[String],
+    dir: &std::path::Path,
+) -> Result<(minijinja::Value, String), String> {
+    use aula_planner::estimate::{Engine, PlanRequest, Precision};
+    let model = q.get("model").map(|s| s.trim()).unwrap_or("");
+    let number = |k: &str, d: u32| -> Result<u32, String> {
+        match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(d),
+            Some(s) => s
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_048_576).contains(n))
+                .ok_or_else(|| format!("{k}: “{s}” is not a whole number from 1 to 1048576")),
+        }
+    };
+    let context = number("context", 4096)?;
+    let users = number("users", 8)?;
+    let engine: Engine = q
+        .get("engine")
+        .map(String::as_str)
+        .unwrap_or("embedded")
+        .parse()?;
+    let hw = match q.get("hardware").map(String::as_str) {
+        None | Some("" | "this") => aula_fleet::host::detect(),
+        Some(h) => aula_planner::hardware::find(h)?,
+    };
+    let shape = if files.iter().any(|f| f == model) {
+        aula_planner::resolve_model(&dir.join(model))?
+    } else {
+        aula_planner::catalog::find(model)?
+    };
+    let precision_arg = q
+        .get("precision")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
+    let mut precision = Precision::parse(precision_arg.unwrap_or("f16"))?;
+    if let (None, Some(p)) = (precision_arg, &shape.released_as) {
+        precision = Precision::parse(p)?;
+    }
+    if shape.source.starts_with("GGUF") {
+        precision.name = "gguf".into();
+    }
+    let request = PlanRequest {
+        engine,
+        precision,
+        context,
+        users,
+        ..PlanRequest::default()
+    };
+    let e = aula_planner::estimate::estimate(&shape, &hw, &request);
+    let m = &e.memory;
+    let usable = m.usable_bytes.max(1) as f64;
+    let pct = |b: u64| format!("{:.1}", (b as f64 * 100.0 / usable).min(100.0));
+    let drawn = context! {
+        verdict => e.verdict.reason.clone(),
+        fits => m.left_bytes >= 0,
+        weights => m.weights_bytes,
+        kv => m.kv_cache_bytes,
+        overhead => m.overhead_bytes,
+        total => m.total_bytes,
+        usable => m.usable_bytes,
+        weights_pct => pct(m.weights_bytes),
+        kv_pct => pct(m.kv_cache_bytes),
+        overhead_pct => pct(m.overhead_bytes),
+        kv_x => pct(m.weights_bytes),
+        overhead_x => pct(m.weights_bytes + m.kv_cache_bytes),
+        hardware => hw.name.clone(),
+    };
+    let summary = aula_planner::summary::PlanSummary {
+        hardware: hw,
+        estimates: vec![e],
+        placement: None,
+        finetune: None,
+        engine: q
+            .get("engine")
+            .cloned()
+            .unwrap_or_else(|| "embedded".into()),
+        context,
+        users,
+    };
+    Ok((drawn, summary.to_text()))
 }

@@ -79,10 +79,7 @@ impl Sessions {
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| s.used.elapsed() <= IDLE && s.created.elapsed() <= MAX_AGE);
             if map.len() >= MAX_SESSIONS
-                && let Some(oldest) = map
-                    .values()
-                    .min_by_key(|s| s.used)
-                    .map(|s| s.id.clone())
+                && let Some(oldest) = map.values().min_by_key(|s| s.used).map(|s| s.id.clone())
             {
                 map.remove(&oldest);
             }
@@ -175,8 +172,7 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
 /// Equal in constant time (CSRF tokens).
 pub fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -228,7 +224,10 @@ mod tests {
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
         assert!(!cross_site(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
         assert!(cross_site(&h));
     }
 

@@ -14,9 +14,9 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn axe_source() -> String {
-    let p = std::env::var("AULA_TEST_AXE").map(PathBuf::from).unwrap_or_else(|_| {
-        repo().join(".cache/axe/node_modules/axe-core/axe.min.js")
-    });
+    let p = std::env::var("AULA_TEST_AXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".cache/axe/node_modules/axe-core/axe.min.js"));
     std::fs::read_to_string(&p).unwrap_or_else(|_| {
         panic!(
             "{} is missing: run `bash scripts/test.sh` (it installs axe-core from npm) or set AULA_TEST_AXE",
@@ -130,7 +130,13 @@ impl<'a> Page<'a> {
     }
 
     pub async fn click(&self, css: &str) {
-        self.c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     pub async fn sign_in(&self, key: &str) {
@@ -156,7 +162,11 @@ impl<'a> Page<'a> {
     pub async fn until_path(&self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.path().await != path {
-            assert!(Instant::now() < deadline, "not at {path} but at {}", self.path().await);
+            assert!(
+                Instant::now() < deadline,
+                "not at {path} but at {}",
+                self.path().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -165,7 +175,11 @@ impl<'a> Page<'a> {
     pub async fn until_css(&self, what: &str, css: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.c.find(Locator::Css(css)).await.is_err() {
-            assert!(Instant::now() < deadline, "{what}: the page says:\n{}", self.body().await);
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the page says:\n{}",
+                self.body().await
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -187,7 +201,10 @@ impl<'a> Page<'a> {
             self.scheme(&sid, dark);
             let is_dark: Value = self
                 .c
-                .execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![])
+                .execute(
+                    "return matchMedia('(prefers-color-scheme: dark)').matches",
+                    vec![],
+                )
                 .await
                 .unwrap();
             assert_eq!(is_dark, json!(dark));
@@ -219,4 +236,3 @@ impl<'a> Page<'a> {
         self.scheme(&sid, false);
     }
 }
-

@@ -156,4 +156,3 @@ c.JupyterHub.cookie_secret_file = "{dir}/cookie_secret"
         v["token"].as_str().unwrap().to_string()
     }
 }
-

@@ -56,6 +56,23 @@
         const b = document.querySelector(`[data-busy="${CSS.escape(m)}"]`);
         if (b) b.textContent = (s.busy || {})[m] ?? 0;
       }
+      const kinds = {};
+      for (const x of samples) for (const [k, n] of Object.entries(x.refused || {})) kinds[k] = (kinds[k] || 0) + n;
+      const tbody = document.querySelector("[data-refusals] tbody");
+      if (tbody) {
+        const rows = Object.entries(kinds).sort();
+        tbody.replaceChildren(...(rows.length ? rows : [["None", ""]]).map(([k, n]) => {
+          const tr = document.createElement("tr");
+          const th = document.createElement("th");
+          th.scope = "row";
+          th.textContent = k;
+          const td = document.createElement("td");
+          td.className = "n";
+          td.textContent = n;
+          tr.append(th, td);
+          return tr;
+        }));
+      }
       draw("load", [samples.map((x) => x.in_flight), samples.map((x) => sum(x.queued))], "requests (in flight / waiting)");
       draw("tokens", [samples.map((x) => x.tokens_in_per_s), samples.map((x) => x.tokens_out_per_s)], "tokens/s (in / out)");
       draw("ttft", [samples.map((x) => x.ttft_p50_ms), samples.map((x) => x.ttft_p95_ms)], "ms (p50 / p95)");
