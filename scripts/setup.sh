@@ -39,5 +39,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python scripts/fetch_models.py
 
-cargo build --release --locked --bins
+# Which llama.cpp build: the GPU this machine has (CUDA for NVIDIA with the
+# toolkit, for that GPU's architecture only; Vulkan where a Vulkan GPU and
+# glslc are present), else the CPU. AULA_BACKEND=cpu|cuda|vulkan overrides.
+read -r backend cuda_arch < <(bash scripts/detect-backend.sh)
+features=()
+case "$backend" in
+  cuda)
+    features=(--features cuda)
+    export CMAKE_CUDA_ARCHITECTURES="$cuda_arch"
+    ;;
+  vulkan) features=(--features vulkan) ;;
+esac
+echo "aula setup: llama.cpp backend: $backend${cuda_arch:+ ($cuda_arch)}"
+cargo build --release --locked --bins "${features[@]}"
 echo "aula setup: done ($(./target/release/aula --version))"

@@ -142,6 +142,21 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The GPU backend modules built beside the CPU variants (`libggml-cuda.so`,
+/// `libggml-vulkan.so`, …): what this build can offload to.
+pub fn gpu_modules() -> Vec<String> {
+    let mut out: Vec<String> = search_dirs()
+        .iter()
+        .flat_map(|d| list_modules(d))
+        .filter(|p| variant_name(p).is_none())
+        .filter_map(|p| p.file_name().and_then(|f| f.to_str()).map(String::from))
+        .filter(|n| n != "libggml-base.so" && n != "libggml.so")
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn variant_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
     let rest = file.strip_prefix(VARIANT_PREFIX)?;

@@ -11,6 +11,7 @@
 
 pub mod cl100k;
 pub mod cpu;
+pub mod devices;
 pub mod embed;
 pub mod memory;
 pub mod output;
@@ -52,6 +53,122 @@ pub struct EngineConfig {
     /// (`{arch}.pooling_type`); given for a model without one, it makes the
     /// model an embedding model (as llama-server's `--embeddings --pooling`).
     pub pooling: Option<Pooling>,
+    /// Layers to offload to the GPU [default: all when a GPU device is
+    /// present, else none].
+    pub gpu_layers: Option<devices::GpuLayers>,
+    /// Devices to use, by llama.cpp's names (`CUDA0`, `Vulkan0`) [default: every GPU].
+    pub devices: Vec<String>,
+    /// Flash attention: `on`, `off` or `auto` [default: auto].
+    pub flash_attn: Option<FlashAttn>,
+    /// KV cache element types [default: f16].
+    pub cache_type_k: Option<KvType>,
+    pub cache_type_v: Option<KvType>,
+}
+
+/// `--flash-attn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashAttn {
+    On,
+    Off,
+    Auto,
+}
+
+impl std::str::FromStr for FlashAttn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "on" | "true" => Ok(FlashAttn::On),
+            "off" | "false" => Ok(FlashAttn::Off),
+            "auto" => Ok(FlashAttn::Auto),
+            _ => Err(format!("`{s}`: use on, off or auto")),
+        }
+    }
+}
+
+/// `--cache-type-k/-v`: the KV cache types llama.cpp's CPU and GPU backends support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(KvType::F16),
+            "bf16" => Ok(KvType::Bf16),
+            "q8_0" => Ok(KvType::Q8_0),
+            "q4_0" => Ok(KvType::Q4_0),
+            _ => Err(format!("`{s}`: use f16, bf16, q8_0 or q4_0")),
+        }
+    }
+}
+
+impl KvType {
+    fn llama(self) -> llama_cpp_2::context::params::KvCacheType {
+        use llama_cpp_2::context::params::KvCacheType as K;
+        match self {
+            KvType::F16 => K::F16,
+            KvType::Bf16 => K::BF16,
+            KvType::Q8_0 => K::Q8_0,
+            KvType::Q4_0 => K::Q4_0,
+        }
+    }
+}
+
+/// Model parameters: the layers offloaded and the devices, as configured.
+fn model_params(cfg: &EngineConfig) -> anyhow::Result<LlamaModelParams> {
+    let all = devices::devices();
+    let chosen = devices::pick(&all, &cfg.devices)?;
+    let any_gpu = if chosen.is_empty() {
+        all.iter().any(devices::Device::is_gpu)
+    } else {
+        all.iter().any(|d| chosen.contains(&d.index) && d.is_gpu())
+    };
+    let layers = devices::layer_count(cfg.gpu_layers, any_gpu);
+    if layers > 0 && !any_gpu && cfg.gpu_layers.is_some() {
+        tracing::warn!(
+            "--gpu-layers asked for, but no GPU device is present (devices: {}): everything runs on the CPU",
+            all.iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut p = LlamaModelParams::default().with_n_gpu_layers(if any_gpu { layers } else { 0 });
+    if !chosen.is_empty() {
+        p = p
+            .with_devices(&chosen)
+            .map_err(|e| anyhow!("--device: {e}"))?;
+    }
+    Ok(p)
+}
+
+/// Flash attention and KV cache types on a context's parameters.
+fn attention(cfg: &EngineConfig, mut p: LlamaContextParams) -> anyhow::Result<LlamaContextParams> {
+    let quantized_v = cfg
+        .cache_type_v
+        .is_some_and(|t| matches!(t, KvType::Q8_0 | KvType::Q4_0));
+    if quantized_v && cfg.flash_attn == Some(FlashAttn::Off) {
+        bail!("--cache-type-v q8_0/q4_0 needs flash attention (llama.cpp); drop --flash-attn off");
+    }
+    let fa = match cfg.flash_attn {
+        Some(FlashAttn::On) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        Some(FlashAttn::Off) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        None if quantized_v => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        _ => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+    };
+    p = p.with_flash_attention_policy(fa);
+    if let Some(t) = cfg.cache_type_k {
+        p = p.with_type_k(t.llama());
+    }
+    if let Some(t) = cfg.cache_type_v {
+        p = p.with_type_v(t.llama());
+    }
+    Ok(p)
 }
 
 /// How an embedding model turns its token states into one vector.
@@ -86,6 +203,11 @@ impl Default for EngineConfig {
             verbose: false,
             api_key: None,
             pooling: None,
+            gpu_layers: None,
+            devices: Vec::new(),
+            flash_attn: None,
+            cache_type_k: None,
+            cache_type_v: None,
         }
     }
 }
@@ -196,8 +318,8 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     memory::install_log_capture(cfg.verbose);
     let backend = backend()?;
     let _ = memory::take_log();
-    let model = LlamaModel::load_from_file(backend, &cfg.model, &LlamaModelParams::default())
-        .map_err(|e| {
+    let model =
+        LlamaModel::load_from_file(backend, &cfg.model, &model_params(cfg)?).map_err(|e| {
             anyhow!(
                 "llama.cpp could not load {}: {e} (the file may be truncated or corrupt)",
                 cfg.model.display()
@@ -250,6 +372,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .with_swa_full(false)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32);
+    let params = attention(cfg, params)?;
 
     let vocab = model.vocab();
     let bos_text =
@@ -291,7 +414,9 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
             .run(jobs_rx)
         },
     )?;
-    let memory = memory::parse_load_log(&memory::take_log(), model.size());
+    let log = memory::take_log();
+    let memory = memory::parse_load_log(&log, model.size());
+    let placement = devices::placement(&log);
     let state = Arc::new(server::EngineState {
         name,
         model,
@@ -299,6 +424,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         jobs: jobs_tx,
         stats,
         memory,
+        placement,
         parallel: cfg.parallel,
         context,
         threads,
@@ -391,7 +517,9 @@ fn load_embedding(
             .run(jobs_rx)
         },
     )?;
-    let memory = memory::parse_load_log(&memory::take_log(), model.size());
+    let log = memory::take_log();
+    let memory = memory::parse_load_log(&log, model.size());
+    let placement = devices::placement(&log);
     // Chat requests never reach a scheduler: the handlers refuse them first.
     let (chat_tx, _) = std::sync::mpsc::channel();
     let template = template::ChatTemplate::new(None, arch, String::new(), String::new())
@@ -403,6 +531,7 @@ fn load_embedding(
         jobs: chat_tx,
         stats: Arc::new(scheduler::Stats::default()),
         memory,
+        placement,
         parallel: n_seq,
         context: max_tokens as u32,
         threads,

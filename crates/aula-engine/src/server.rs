@@ -29,6 +29,8 @@ pub struct EngineState {
     pub jobs: std::sync::mpsc::Sender<Job>,
     pub stats: Arc<Stats>,
     pub memory: MemoryReport,
+    /// What llama.cpp placed on which device (from its load log).
+    pub placement: crate::devices::Placement,
     pub parallel: usize,
     /// Tokens one sequence may use (prompt + completion).
     pub context: u32,
@@ -121,6 +123,8 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
             "sequences_per_batch": st.parallel,
             "threads": st.threads,
             "memory": st.memory,
+            "placement": st.placement,
+            "devices": crate::devices::devices(),
             "cpu": crate::cpu::report(),
         }))
         .into_response();
@@ -138,6 +142,8 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "threads": st.threads,
         "chat_template": st.template.source.as_str(),
         "memory": st.memory,
+        "placement": st.placement,
+        "devices": crate::devices::devices(),
         "cpu": crate::cpu::report(),
     }))
     .into_response()

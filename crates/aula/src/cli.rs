@@ -286,6 +286,23 @@ pub struct EngineArgs {
     /// own; for a model without pooling, serve it as an embedding model.
     #[arg(long, value_enum)]
     pub pooling: Option<PoolingArg>,
+    /// Layers to offload to the GPU: a number or `all` [default: all when a
+    /// GPU backend is built in and a device is present, else none].
+    #[arg(long = "gpu-layers", value_name = "N|all")]
+    pub gpu_layers: Option<aula_engine::devices::GpuLayers>,
+    /// Devices to run on, by llama.cpp's names (CUDA0, Vulkan0; comma-separated
+    /// or repeated) [default: every GPU]; `aula doctor` lists them.
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Flash attention: on, off or auto [default: auto].
+    #[arg(long = "flash-attn", value_name = "on|off|auto")]
+    pub flash_attn: Option<aula_engine::FlashAttn>,
+    /// KV cache type for keys: f16, bf16, q8_0 or q4_0 [default: f16].
+    #[arg(long = "cache-type-k")]
+    pub cache_type_k: Option<aula_engine::KvType>,
+    /// KV cache type for values (q8_0/q4_0 turn flash attention on).
+    #[arg(long = "cache-type-v")]
+    pub cache_type_v: Option<aula_engine::KvType>,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.

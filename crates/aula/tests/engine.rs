@@ -862,3 +862,117 @@ fn tools_calls_are_returned_as_tool_calls() {
         assert_eq!(r.body["error"]["param"], param, "{}", r.text);
     }
 }
+
+/// Offload settings and the device report: `/health` lists the devices
+/// llama.cpp found and what it placed in each buffer type, consistent with
+/// the memory totals; `--device` with a name that is not there is an error
+/// naming the devices there are. (On a CPU-only build nothing is offloaded;
+/// on a GPU build every layer is, by default.)
+#[test]
+fn the_engine_reports_devices_and_placement() {
+    let e = spawn_engine(
+        SMOL_FILE,
+        &[
+            "--gpu-layers",
+            "all",
+            "--flash-attn",
+            "on",
+            "--cache-type-k",
+            "q8_0",
+            "--cache-type-v",
+            "q8_0",
+            "--parallel",
+            "2",
+            "--context",
+            "1024",
+        ],
+    );
+    let h = get(&format!("{}/health", e.url)).body;
+    let devices = h["devices"].as_array().unwrap();
+    assert!(!devices.is_empty(), "{h}");
+    assert!(devices.iter().any(|d| d["kind"] == "cpu"), "{h}");
+    let gpu = devices
+        .iter()
+        .any(|d| d["kind"] == "gpu" || d["kind"] == "igpu");
+    let placement = &h["placement"];
+    match placement["layers_offloaded"].as_array() {
+        Some(l) => assert!(gpu && l[0] == l[1], "{placement}"),
+        None => assert!(!gpu, "{placement}"),
+    }
+    // The buffers add up to the memory report's totals.
+    let sum = |field: &str| -> u64 {
+        placement["buffers"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|b| b[field].as_u64().unwrap())
+            .sum()
+    };
+    let m = &h["memory"];
+    assert_eq!(
+        sum("kv_cache_bytes"),
+        m["kv_cache_bytes"].as_u64().unwrap(),
+        "{h}"
+    );
+    assert_eq!(
+        sum("compute_bytes"),
+        m["compute_buffer_bytes"].as_u64().unwrap(),
+        "{h}"
+    );
+    assert_eq!(
+        sum("model_bytes"),
+        m["model_buffer_bytes"].as_u64().unwrap() + m["repack_buffer_bytes"].as_u64().unwrap(),
+        "{h}"
+    );
+    // q8_0 keys and values: about half the f16 cache of the same shape.
+    let f16 = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "1024"]);
+    let f16_kv = get(&format!("{}/health", f16.url)).body["memory"]["kv_cache_bytes"]
+        .as_u64()
+        .unwrap();
+    let q8_kv = m["kv_cache_bytes"].as_u64().unwrap();
+    assert!(
+        q8_kv * 100 < f16_kv * 60 && q8_kv * 100 > f16_kv * 45,
+        "q8_0 {q8_kv} vs f16 {f16_kv}"
+    );
+    // Answers still come.
+    let r = post(
+        &format!("{}/v1/chat/completions", e.url),
+        &chat_body(SMOL, "Say hi", 4),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "engine",
+            "--model",
+            model_path(SMOL_FILE).to_str().unwrap(),
+            "--port",
+            "0",
+            "--device",
+            "NoSuchGPU0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--device NoSuchGPU0: no such device") && err.contains("CPU"),
+        "{err}"
+    );
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "engine",
+            "--model",
+            model_path(SMOL_FILE).to_str().unwrap(),
+            "--port",
+            "0",
+            "--flash-attn",
+            "off",
+            "--cache-type-v",
+            "q4_0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs flash attention"));
+}

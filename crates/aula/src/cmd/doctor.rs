@@ -7,9 +7,43 @@ use aula_gateway::home;
 /// Load llama.cpp's CPU backend as `aula engine` would, and say what it chose.
 pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
     let r = aula_engine::machine_report()?;
+    let built: Vec<&str> = [
+        ("cuda", cfg!(feature = "cuda")),
+        ("vulkan", cfg!(feature = "vulkan")),
+        ("metal", cfg!(feature = "metal")),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n)
+    .collect();
+    let modules = aula_engine::cpu::gpu_modules();
+    let devices = aula_engine::devices::devices();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(r)?);
+        let mut v = serde_json::to_value(r)?;
+        v["gpu_backends_built"] = serde_json::json!(built);
+        v["gpu_backend_modules"] = serde_json::json!(modules);
+        v["device_details"] = serde_json::to_value(&devices)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
+    }
+    println!(
+        "gpu backends: {}",
+        if built.is_empty() {
+            "none built in (CPU only; scripts/setup.sh builds CUDA or Vulkan where it finds a GPU)"
+                .to_string()
+        } else {
+            format!("{} (modules: {})", built.join(", "), modules.join(", "))
+        }
+    );
+    for d in &devices {
+        println!(
+            "device:      {} ({}, {}): {:.1} GB, {:.1} GB free",
+            d.name,
+            d.kind,
+            d.description,
+            d.memory_total_bytes as f64 / 1e9,
+            d.memory_free_bytes as f64 / 1e9
+        );
     }
     println!("cpu variant: {} ({})", r.variant, r.library);
     println!("features:    {}", r.features.join(" "));

@@ -23,6 +23,17 @@ pub async fn engine(a: EngineArgs) -> anyhow::Result<()> {
             crate::cli::PoolingArg::Cls => aula_engine::Pooling::Cls,
             crate::cli::PoolingArg::Last => aula_engine::Pooling::Last,
         }),
+        gpu_layers: a.gpu_layers,
+        devices: a
+            .device
+            .iter()
+            .flat_map(|d| d.split(','))
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect(),
+        flash_attn: a.flash_attn,
+        cache_type_k: a.cache_type_k,
+        cache_type_v: a.cache_type_v,
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.
