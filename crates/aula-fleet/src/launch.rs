@@ -25,6 +25,8 @@ pub enum Launch {
         parallel: Option<usize>,
         context: Option<u32>,
         threads: Option<usize>,
+        /// More `aula engine` flags, as configured.
+        engine_args: Vec<String>,
     },
     /// Another engine's program and arguments; `{port}` is replaced by the
     /// port Aula picked, `{api_key}` by the engine's key.
@@ -40,6 +42,7 @@ impl Launch {
             parallel,
             context,
             threads,
+            engine_args,
         } = self
         else {
             return Vec::new();
@@ -60,6 +63,7 @@ impl Launch {
         opt("--parallel", parallel.map(|p| p.to_string()));
         opt("--context", context.map(|c| c.to_string()));
         opt("--threads", threads.map(|t| t.to_string()));
+        a.extend(engine_args.iter().cloned());
         a
     }
 }

@@ -148,6 +148,7 @@ impl FleetBuilder {
                 parallel,
                 context,
                 threads,
+                engine_args,
             } => {
                 let planned = launch::planned_bytes(&gguf, context, parallel);
                 let slots = launch::embedded_slots(&gguf, parallel);
@@ -158,6 +159,7 @@ impl FleetBuilder {
                         parallel,
                         context,
                         threads,
+                        engine_args,
                     },
                     kind: EngineKind::Embedded,
                     replica: 0,

@@ -35,6 +35,8 @@ pub enum ModelSource {
         parallel: Option<usize>,
         context: Option<u32>,
         threads: Option<usize>,
+        /// More `aula engine` flags (GPU offload, devices, KV types).
+        engine_args: Vec<String>,
     },
     Url {
         /// One base URL per replica.

@@ -459,6 +459,7 @@ mod tests {
                 parallel: None,
                 context: None,
                 threads: None,
+                engine_args: Vec::new(),
             },
             kind: EngineKind::Embedded,
             replica,

@@ -579,7 +579,8 @@ mod tests {
                 gguf: "/m/a.gguf".into(),
                 parallel: Some(2),
                 context: None,
-                threads: None
+                threads: None,
+                engine_args: Vec::new(),
             }
         );
         assert_eq!(
@@ -590,6 +591,63 @@ mod tests {
                 parallel: None
             }
         );
+    }
+
+    /// GPU keys of an embedded model become `aula engine` flags; a wrong
+    /// value names its key and line; other engines are told to use extra_args.
+    #[test]
+    fn gpu_keys_become_engine_flags() {
+        let c = Config::parse(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\ngpu_layers = \"all\"\ndevice = \"CUDA0\"\nflash_attn = \"on\"\ncache_type_k = \"q8_0\"\ncache_type_v = \"q8_0\"\n\n\
+             [[models]]\nname = \"b\"\ngguf = \"b.gguf\"\ngpu_layers = 12\n",
+            "x",
+        )
+        .unwrap();
+        let specs = c.model_specs(Path::new("/m")).unwrap();
+        let ModelSource::Embedded { engine_args, .. } = &specs[0].source else {
+            panic!("{:?}", specs[0].source)
+        };
+        assert_eq!(
+            engine_args,
+            &[
+                "--gpu-layers",
+                "all",
+                "--device",
+                "CUDA0",
+                "--flash-attn",
+                "on",
+                "--cache-type-k",
+                "q8_0",
+                "--cache-type-v",
+                "q8_0"
+            ]
+        );
+        let ModelSource::Embedded { engine_args, .. } = &specs[1].source else {
+            panic!()
+        };
+        assert_eq!(engine_args, &["--gpu-layers", "12"]);
+        for (text, key) in [
+            ("gpu_layers = \"most\"", "gpu_layers"),
+            ("gpu_layers = -1", "gpu_layers"),
+            ("flash_attn = \"yes\"", "flash_attn"),
+            ("cache_type_v = \"q2_k\"", "cache_type_v"),
+            ("device = \"CUDA0; rm -rf /\"", "device"),
+        ] {
+            let e = Config::parse(
+                &format!("[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\n{text}\n"),
+                "x",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&format!("line 4: key `{key}`")), "{e}");
+        }
+        let e = Config::parse(
+            "[[models]]\nname = \"a\"\nurl = \"http://127.0.0.1:8000\"\ngpu_layers = 3\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 4") && e.contains("extra_args"), "{e}");
     }
 
     #[test]

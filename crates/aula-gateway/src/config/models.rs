@@ -27,6 +27,16 @@ pub struct ModelEntry {
     pub parallel: Option<Spanned<usize>>,
     pub context: Option<Spanned<u32>>,
     pub threads: Option<Spanned<usize>>,
+    /// Embedded engines on a GPU: layers to offload, a number or "all"
+    /// [default: all when a GPU is present].
+    pub gpu_layers: Option<Spanned<toml::Value>>,
+    /// Devices by llama.cpp's names ("CUDA0", "Vulkan0"; comma-separated).
+    pub device: Option<Spanned<String>>,
+    /// Flash attention: "on", "off" or "auto" [default: auto].
+    pub flash_attn: Option<Spanned<String>>,
+    /// KV cache types: "f16", "bf16", "q8_0" or "q4_0" [default: f16].
+    pub cache_type_k: Option<Spanned<String>>,
+    pub cache_type_v: Option<Spanned<String>>,
     /// Never evicted or stopped for idleness; started with the gateway.
     pub pinned: Option<bool>,
     /// Start with the gateway if it fits [default: true]; else on first request.
@@ -119,6 +129,7 @@ pub(super) fn check(
     for m in models {
         check_names(m, text, invalid, &mut seen)?;
         check_source(m, text, invalid)?;
+        gpu_args(m, text, invalid)?;
     }
     for m in models {
         check_engine(m, text, invalid)?;
@@ -161,6 +172,82 @@ fn check_names<'a>(
         seen.push((a.as_str(), line));
     }
     Ok(())
+}
+
+/// The `aula engine` flags of an embedded model's GPU keys, checked: each
+/// error names its key and line.
+pub(super) fn gpu_args(
+    m: &ModelEntry,
+    text: &str,
+    invalid: Invalid,
+) -> Result<Vec<String>, ConfigError> {
+    let mut args = Vec::new();
+    let bad = |key: &str, span: std::ops::Range<usize>, want: &str| {
+        invalid(format!(
+            "line {}: key `{key}`: use {want}",
+            line_of(text, span.start)
+        ))
+    };
+    if let Some(g) = &m.gpu_layers {
+        let v = match g.get_ref() {
+            toml::Value::Integer(n) if *n >= 0 => n.to_string(),
+            toml::Value::String(s) if s == "all" => "all".into(),
+            _ => return Err(bad("gpu_layers", g.span(), "a number of layers or \"all\"")),
+        };
+        args.extend(["--gpu-layers".to_string(), v]);
+    }
+    if let Some(d) = &m.device {
+        let v = d.get_ref().trim();
+        if v.is_empty()
+            || v.chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == ',' || c == '_'))
+        {
+            return Err(bad(
+                "device",
+                d.span(),
+                "device names such as \"CUDA0\" or \"Vulkan0\" (aula doctor lists them)",
+            ));
+        }
+        args.extend(["--device".to_string(), v.to_string()]);
+    }
+    if let Some(f) = &m.flash_attn {
+        if !matches!(f.get_ref().as_str(), "on" | "off" | "auto") {
+            return Err(bad("flash_attn", f.span(), "\"on\", \"off\" or \"auto\""));
+        }
+        args.extend(["--flash-attn".to_string(), f.get_ref().clone()]);
+    }
+    for (key, flag, v) in [
+        ("cache_type_k", "--cache-type-k", &m.cache_type_k),
+        ("cache_type_v", "--cache-type-v", &m.cache_type_v),
+    ] {
+        if let Some(t) = v {
+            if !matches!(t.get_ref().as_str(), "f16" | "bf16" | "q8_0" | "q4_0") {
+                return Err(bad(
+                    key,
+                    t.span(),
+                    "\"f16\", \"bf16\", \"q8_0\" or \"q4_0\"",
+                ));
+            }
+            args.extend([flag.to_string(), t.get_ref().clone()]);
+        }
+    }
+    if !args.is_empty() && m.gguf.is_none() {
+        let span = m
+            .gpu_layers
+            .as_ref()
+            .map(|s| s.span())
+            .or(m.device.as_ref().map(|s| s.span()))
+            .or(m.flash_attn.as_ref().map(|s| s.span()))
+            .or(m.cache_type_k.as_ref().map(|s| s.span()))
+            .or(m.cache_type_v.as_ref().map(|s| s.span()))
+            .unwrap_or(0..0);
+        return Err(invalid(format!(
+            "line {}: gpu_layers, device, flash_attn and cache_type_k/_v are for embedded (`gguf`) models; \
+             give other engines their flags in `extra_args`",
+            line_of(text, span.start)
+        )));
+    }
+    Ok(args)
 }
 
 /// `gguf`, `url` or `model`, and the numbers that go with them.
@@ -359,6 +446,12 @@ impl ModelEntry {
                     parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
                     context: m.context.as_ref().map(|s| *s.get_ref()),
                     threads: m.threads.as_ref().map(|s| *s.get_ref()),
+                    // Checked when the file was parsed (`gpu_args` in `check`).
+                    engine_args: gpu_args(m, "", &|e| ConfigError::Invalid {
+                        path: String::new(),
+                        message: e,
+                    })
+                    .unwrap_or_default(),
                 }
             }
             (None, Some(u)) => ModelSource::Url {
@@ -426,6 +519,7 @@ pub(super) fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
                 parallel: None,
                 context: None,
                 threads: None,
+                engine_args: Vec::new(),
             },
             pinned: false,
             preload: true,
