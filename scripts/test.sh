@@ -5,6 +5,8 @@
 #   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
 #   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
 #   - schemathesis (PyPI, into .venv), for the API fuzzing run at the end
+#   - torch, transformers, peft and gguf (PyPI, into ~/.cache/aula/train-venv,
+#     once per machine), for the fine-tuning trainer's test
 #   - Chromium and chromedriver (Debian) and axe-core (npm, pinned, into
 #     .cache/axe), for the web page's browser and accessibility tests
 # The tests start their own JupyterHub and PostgreSQL on loopback.
@@ -29,6 +31,9 @@ CHP=.cache/chp/node_modules/.bin/configurable-http-proxy
 if [ ! -x "$CHP" ]; then
     npm install --silent --no-audit --no-fund --prefix .cache/chp configurable-http-proxy
 fi
+# The fine-tuning trainer's Python (large; kept outside the clone, reused).
+AULA_TRAIN_PYTHON=$(bash scripts/setup-trainer.sh | tail -n1)
+export AULA_TRAIN_PYTHON
 # The same compiler as set-up (a different one would rebuild llama.cpp).
 . scripts/toolchain.sh
 export AULA_TEST_PYTHON="$PWD/.venv/bin/python"

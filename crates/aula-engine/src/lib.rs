@@ -63,6 +63,8 @@ pub struct EngineConfig {
     /// KV cache element types [default: f16].
     pub cache_type_k: Option<KvType>,
     pub cache_type_v: Option<KvType>,
+    /// LoRA adapters (GGUF) applied to every sequence, with their scales.
+    pub lora: Vec<(PathBuf, f32)>,
 }
 
 /// `--flash-attn`.
@@ -208,6 +210,7 @@ impl Default for EngineConfig {
             flash_attn: None,
             cache_type_k: None,
             cache_type_v: None,
+            lora: Vec::new(),
         }
     }
 }
@@ -265,17 +268,41 @@ fn spawn_on_context<F>(
 where
     F: for<'m> FnOnce(llama_cpp_2::context::LlamaContext<'m>) + Send + 'static,
 {
+    spawn_on_context_with(name, backend, model, params, what, None, run)
+}
+
+/// [`spawn_on_context`], with LoRA adapters applied to the context before it runs.
+fn spawn_on_context_with<F>(
+    name: &str,
+    backend: &'static LlamaBackend,
+    model: Arc<LlamaModel>,
+    params: LlamaContextParams,
+    what: String,
+    mut adapters: Option<Vec<(llama_cpp_2::model::LlamaLoraAdapter, f32)>>,
+    run: F,
+) -> anyhow::Result<std::thread::JoinHandle<()>>
+where
+    F: for<'m> FnOnce(llama_cpp_2::context::LlamaContext<'m>) + Send + 'static,
+{
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let ctx = match model.new_context(backend, params) {
+            let mut ctx = match model.new_context(backend, params) {
                 Ok(ctx) => ctx,
                 Err(e) => {
                     let _ = ready_tx.send(Err(anyhow!("llama.cpp could not create {what}: {e}")));
                     return;
                 }
             };
+            for (adapter, scale) in adapters.iter_mut().flatten() {
+                if let Err(e) = ctx.lora_adapter_set(adapter, *scale) {
+                    let _ = ready_tx.send(Err(anyhow!(
+                        "llama.cpp could not apply the LoRA adapter: {e}"
+                    )));
+                    return;
+                }
+            }
             let _ = ready_tx.send(Ok(()));
             run(ctx);
         })?;
@@ -318,13 +345,24 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     memory::install_log_capture(cfg.verbose);
     let backend = backend()?;
     let _ = memory::take_log();
-    let model =
+    let mut model =
         LlamaModel::load_from_file(backend, &cfg.model, &model_params(cfg)?).map_err(|e| {
             anyhow!(
                 "llama.cpp could not load {}: {e} (the file may be truncated or corrupt)",
                 cfg.model.display()
             )
         })?;
+    let mut adapters = Vec::new();
+    for (path, scale) in &cfg.lora {
+        check_gguf(path)?;
+        let a = model.lora_adapter_init(path).map_err(|e| {
+            anyhow!(
+                "llama.cpp could not load the LoRA adapter {}: {e} (is it an adapter of this base model, in GGUF?)",
+                path.display()
+            )
+        })?;
+        adapters.push((a, *scale));
+    }
     let model = Arc::new(model);
     let name = match &cfg.name {
         Some(n) => n.clone(),
@@ -343,6 +381,9 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     // `--pooling` wins over the model's own, and makes any model an embedding model.
     let pooling = cfg.pooling.map(Pooling::code).or(pooling);
     if let Some(pooling) = pooling {
+        if !adapters.is_empty() {
+            bail!("--lora: LoRA adapters are for chat models, not embedding models");
+        }
         return load_embedding(cfg, backend, model, &arch, name, pooling);
     }
     let train_ctx = model.n_ctx_train();
@@ -396,12 +437,13 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let thread_model = model.clone();
     let parallel = cfg.parallel;
     let thread_stats = stats.clone();
-    let thread = spawn_on_context(
+    let thread = spawn_on_context_with(
         "aula-batcher",
         backend,
         model.clone(),
         params,
         format!("a context of {n_ctx} tokens"),
+        Some(adapters),
         move |ctx| {
             scheduler::Scheduler {
                 reuse_prefix,

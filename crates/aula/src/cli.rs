@@ -303,6 +303,10 @@ pub struct EngineArgs {
     /// KV cache type for values (q8_0/q4_0 turn flash attention on).
     #[arg(long = "cache-type-v")]
     pub cache_type_v: Option<aula_engine::KvType>,
+    /// A LoRA adapter (GGUF, for this base model) applied to every request:
+    /// PATH or PATH:SCALE [default scale 1]; repeat for several.
+    #[arg(long, value_name = "PATH[:SCALE]")]
+    pub lora: Vec<String>,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.

@@ -34,6 +34,14 @@ pub async fn engine(a: EngineArgs) -> anyhow::Result<()> {
         flash_attn: a.flash_attn,
         cache_type_k: a.cache_type_k,
         cache_type_v: a.cache_type_v,
+        lora: a
+            .lora
+            .iter()
+            .map(|l| match l.rsplit_once(':') {
+                Some((p, s)) if s.parse::<f32>().is_ok() => (p.into(), s.parse().unwrap_or(1.0)),
+                _ => (l.into(), 1.0),
+            })
+            .collect(),
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.

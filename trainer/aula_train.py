@@ -1,0 +1,221 @@
+"""Aula's trainer: a LoRA fine-tune of the weights Aula serves, written back
+as a GGUF LoRA adapter that `aula engine --lora` (llama.cpp) applies.
+
+    python aula_train.py JOB.json
+
+JOB.json: {"base_gguf": PATH, "training_file": PATH (JSONL of {"messages": [...]}),
+           "out_dir": DIR, "n_epochs": 3, "batch_size": 4, "learning_rate": 2e-4,
+           "lora_rank": 8, "lora_alpha": 16, "seed": 42, "checkpoint_every": 10}
+
+What it does, in order:
+- loads the base GGUF with transformers (`gguf_file=`: the weights are
+  dequantised, llama's q/k rows un-permuted), then rebuilds the model from its
+  config so that nothing marks it quantised;
+- renders each conversation with the base model's own chat template and
+  masks the loss to the assistant turns;
+- trains LoRA adapters (PEFT) on the attention projections;
+- checkpoints every `checkpoint_every` steps (and resumes from the last one);
+- writes `adapter.gguf`: `general.type=adapter`, `adapter.type=lora`,
+  `adapter.lora.alpha`, tensors `blk.N.<name>.weight.lora_a/.lora_b`, with
+  llama.cpp's q/k row permutation applied to lora_b.
+
+Progress goes to stdout as JSON lines ({"type": "metrics", ...}, "checkpoint",
+"done", "error"): the gateway turns them into the job's events.
+"""
+
+import json
+import math
+import os
+import pathlib
+import random
+import sys
+import time
+
+
+def emit(kind, **fields):
+    print(json.dumps({"type": kind, **fields}), flush=True)
+
+
+def fail(message):
+    emit("error", message=message)
+    sys.exit(1)
+
+
+# HF projection -> llama.cpp tensor name.
+GGUF_NAMES = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def llama_permute(w, n_head):
+    """llama.cpp's row order for q/k (convert_hf_to_gguf's `permute`)."""
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def load_examples(path, tokenizer, max_len):
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+            except (ValueError, KeyError, TypeError) as e:
+                fail(f"line {n}: not a JSON object with `messages`: {e}")
+            ids, labels = [], []
+            # Each assistant turn: the tokens it adds to the rendered prefix.
+            prev = []
+            for i, m in enumerate(messages):
+                rendered = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+                toks = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+                new = toks[len(prev):]
+                if toks[: len(prev)] != prev:
+                    # The template rewrote the prefix: take the whole as context.
+                    new = toks
+                    ids, labels = [], []
+                ids += new
+                labels += new if m["role"] == "assistant" else [-100] * len(new)
+                prev = toks
+            examples.append((ids[:max_len], labels[:max_len]))
+    if not examples:
+        fail("the training file has no examples")
+    return examples
+
+
+def main():
+    job = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    seed = int(job.get("seed", 42))
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, int(job.get("threads", os.cpu_count() or 1))))
+    base = pathlib.Path(job["base_gguf"])
+    out = pathlib.Path(job["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    emit("info", message=f"loading {base.name}")
+    tokenizer = AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
+    loaded = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, torch_dtype=torch.float32)
+    # Rebuild without the GGUF quantisation marker.
+    config = AutoConfig.from_pretrained(base.parent, gguf_file=base.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    missing, _ = model.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k]:
+        fail(f"the base's weights did not all load: {missing[:5]}")
+    model.tie_weights()
+    del loaded
+    if config.model_type != "llama":
+        emit("warn", message=f"{config.model_type}: only llama's q/k permutation is known; the adapter may not match")
+    rank = int(job.get("lora_rank", 8))
+    alpha = float(job.get("lora_alpha", 2 * rank))
+    model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    examples = load_examples(job["training_file"], tokenizer, int(job.get("max_tokens", 512)))
+    batch = int(job.get("batch_size", 4))
+    epochs = int(job.get("n_epochs", 3))
+    steps_per_epoch = math.ceil(len(examples) / batch)
+    total = steps_per_epoch * epochs
+    lr = float(job.get("learning_rate", 2e-4))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(1, total)))
+    ckpt = out / "checkpoint.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+        emit("info", message=f"resumed from the checkpoint at step {step}")
+    every = int(job.get("checkpoint_every", 10))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trained_tokens = 0
+    model.train()
+    order = list(range(len(examples)))
+    for epoch in range(epochs):
+        rng = random.Random(seed + epoch)
+        rng.shuffle(order)
+        for b in range(steps_per_epoch):
+            if epoch * steps_per_epoch + b < step:
+                continue
+            items = [examples[i] for i in order[b * batch:(b + 1) * batch]]
+            width = max(len(ids) for ids, _ in items)
+            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in items])
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in items])
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in items])
+            t0 = time.time()
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            step += 1
+            n = int(mask.sum())
+            trained_tokens += n
+            emit("metrics", step=step, total_steps=total, epoch=epoch + 1, loss=round(float(loss), 4),
+                 learning_rate=sched.get_last_lr()[0], tokens_per_s=round(n / max(1e-6, time.time() - t0), 1))
+            if every and step % every == 0 and step < total:
+                torch.save({"model": {k: v for k, v in model.state_dict().items() if "lora_" in k},
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, ckpt)
+                emit("checkpoint", step=step, path=str(ckpt))
+    model.eval()
+    write_adapter(model, config, alpha, out / "adapter.gguf", np)
+    if job.get("save_peft"):
+        model.save_pretrained(out / "peft")
+    emit("done", adapter=str(out / "adapter.gguf"), trained_tokens=trained_tokens, steps=step)
+
+
+def write_adapter(model, config, alpha, path, np):
+    import gguf
+
+    n_head = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", n_head)
+    w = gguf.GGUFWriter(str(path), arch=config.model_type)
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(alpha))
+    tensors = {}
+    for name, t in model.state_dict().items():
+        if "lora_A" not in name and "lora_B" not in name:
+            continue
+        # base_model.model.model.layers.3.self_attn.q_proj.lora_A.default.weight
+        parts = name.split(".")
+        layer = int(parts[parts.index("layers") + 1])
+        proj = next(p for p in parts if p in GGUF_NAMES)
+        ab = "lora_a" if "lora_A" in name else "lora_b"
+        a = t.detach().to("cpu").float().numpy()
+        if ab == "lora_b" and config.model_type == "llama" and proj in ("q_proj", "k_proj"):
+            a = llama_permute(a, n_head if proj == "q_proj" else n_kv)
+        tensors[f"blk.{layer}.{GGUF_NAMES[proj]}.weight.{ab}"] = np.ascontiguousarray(a, dtype=np.float32)
+    for k in sorted(tensors):
+        w.add_tensor(k, tensors[k])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SystemExit:
+        raise
+    except Exception as e:  # the job's error: the trainer's last line
+        fail(f"{type(e).__name__}: {e}")
