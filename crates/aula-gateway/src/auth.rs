@@ -598,6 +598,22 @@ impl Authenticator {
             )
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| e.to_string())?;
+        let (status, body) = self.send(req, timeout).await?;
+        if status != 200 {
+            return Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
+    }
+
+    /// One request to the Hub: its status and (bounded) body, within `timeout`.
+    async fn send(
+        &self,
+        req: axum::http::Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(u16, Bytes), String> {
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
@@ -606,13 +622,7 @@ impl Authenticator {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            if status != 200 {
-                return Err(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                ));
-            }
-            serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
+            Ok::<_, String>((status, body))
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -629,19 +639,7 @@ impl Authenticator {
             .header(axum::http::header::AUTHORIZATION, format!("token {token}"))
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let body = http_body_util::Limited::new(resp.into_body(), HUB_ANSWER_MAX)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, body))
-        };
-        tokio::time::timeout(hub.timeout, fut)
-            .await
-            .map_err(|_| format!("no answer within {:?}", hub.timeout))?
+        self.send(req, hub.timeout).await
     }
 }
 

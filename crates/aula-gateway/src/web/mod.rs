@@ -153,6 +153,14 @@ fn asset(text: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
+/// A form body or query string; a malformed one reads as empty (every
+/// field is then missing, and each page says what it needs).
+pub fn fields(b: &[u8]) -> std::collections::HashMap<String, String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(b)
+        .map(|v| v.into_iter().collect())
+        .unwrap_or_default()
+}
+
 /// Who is looking, decided once per request.
 pub struct Visitor {
     pub session: Session,
@@ -197,6 +205,19 @@ impl Visitor {
             id,
             open,
         })
+    }
+
+    /// A form POST: the visitor, and the form's fields once its CSRF token
+    /// and origin are checked.
+    pub async fn post(
+        st: &GatewayState,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Visitor, std::collections::HashMap<String, String>), Response> {
+        let v = Visitor::of(st, headers).await?;
+        let f = fields(body);
+        v.check_post(st, headers, f.get("csrf").map(String::as_str))?;
+        Ok((v, f))
     }
 
     pub fn staff(&self) -> bool {

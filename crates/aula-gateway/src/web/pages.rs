@@ -1,7 +1,7 @@
 //! The pages and their actions. Each handler starts with [`Visitor::of`]
 //! and its role check; a student's pages query only the student's own rows.
 
-use super::{Visitor, redirect};
+use super::{Visitor, fields, redirect};
 use crate::identity::Identity;
 use crate::limits::{self, LimitFields};
 use crate::server::GatewayState;
@@ -20,14 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 type Fields = HashMap<String, String>;
-
-/// A form body or query string; a malformed one reads as empty (every
-/// field is then missing, and each page says what it needs).
-fn fields(b: &[u8]) -> Fields {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(b)
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default()
-}
 
 /// `Ok` value, or return the page the `Err` holds.
 macro_rules! page {
@@ -398,10 +390,8 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = fields(&body);
-    let v = page!(Visitor::of(&st, &headers).await);
+    let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     let id = page!(v.require(&st, "/keys")).clone();
-    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if v.open || id.via != crate::identity::Via::Key {
         return v.error(
             &st,
@@ -426,10 +416,8 @@ pub async fn revoke_key(
     Path(key_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let f = fields(&body);
-    let v = page!(Visitor::of(&st, &headers).await);
+    let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     let id = page!(v.require(&st, "/keys")).clone();
-    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if !may_manage_key(&st, &v, &id, &key_id).await {
         // The same answer whether the key exists or not.
         return v.error(&st, StatusCode::NOT_FOUND, "You have no such key.");
@@ -522,10 +510,8 @@ pub async fn add_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let f = fields(&body);
-    let v = page!(Visitor::of(&st, &headers).await);
+    let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     page!(v.require_staff(&st, "/users"));
-    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if v.open {
         return v.error(
             &st,
@@ -587,10 +573,8 @@ pub async fn create_user_key(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let f = fields(&body);
-    let v = page!(Visitor::of(&st, &headers).await);
+    let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     page!(v.require_staff(&st, "/users"));
-    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     let user = match st.store.user(&name).await {
         Ok(Some(u)) => u,
         _ => return v.error(&st, StatusCode::NOT_FOUND, "There is no such user."),
@@ -619,10 +603,8 @@ pub async fn model_action(
     Path((model, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let f = fields(&body);
-    let v = page!(Visitor::of(&st, &headers).await);
+    let (v, _) = page!(Visitor::post(&st, &headers, &body).await);
     page!(v.require(&st, "/"));
-    page!(v.check_post(&st, &headers, f.get("csrf").map(String::as_str)));
     if !v.admin() {
         return v.error(
             &st,

@@ -3,21 +3,14 @@
 //! token, the token then checked like any Hub token).
 
 use super::session::{self, safe_next};
-use super::{Visitor, redirect, urlencoding};
+use super::{Visitor, fields, redirect, urlencoding};
 use crate::server::GatewayState;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use minijinja::context;
-use std::collections::HashMap;
 use std::sync::Arc;
-
-fn fields(b: &[u8]) -> HashMap<String, String> {
-    serde_urlencoded::from_bytes::<Vec<(String, String)>>(b)
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default()
-}
 
 fn form_page(
     st: &GatewayState,
@@ -64,14 +57,10 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let v = match Visitor::of(&st, &headers).await {
-        Ok(v) => v,
+    let (v, f) = match Visitor::post(&st, &headers, &body).await {
+        Ok(vf) => vf,
         Err(r) => return r,
     };
-    let f = fields(&body);
-    if let Err(r) = v.check_post(&st, &headers, f.get("csrf").map(String::as_str)) {
-        return r;
-    }
     let next = safe_next(f.get("next").map(String::as_str), &st.web.base);
     let token = f.get("token").map(|t| t.trim()).unwrap_or("");
     if token.is_empty() || token.len() > 4096 {
@@ -237,14 +226,10 @@ pub async fn signout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let v = match Visitor::of(&st, &headers).await {
-        Ok(v) => v,
+    let (v, _) = match Visitor::post(&st, &headers, &body).await {
+        Ok(vf) => vf,
         Err(r) => return r,
     };
-    let f = fields(&body);
-    if let Err(r) = v.check_post(&st, &headers, f.get("csrf").map(String::as_str)) {
-        return r;
-    }
     st.web.sessions.forget(&v.session.id);
     let mut resp = redirect(&format!("{}/signin", st.web.base));
     resp.headers_mut().append(
