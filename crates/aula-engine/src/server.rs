@@ -188,23 +188,29 @@ async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint
         .into_response();
     }
     let tools = req.tools.clone().filter(|t| t.active());
+    let thinks = st.template.thinks && endpoint == Endpoint::Chat && tools.is_none();
     match start(st, &req) {
-        Ok((rx, guard)) => {
+        Ok((rx, guard, opened)) => {
+            // A reasoning model's `<think>` block goes to reasoning_content
+            // (answers read for tools do this in their own parser).
+            let think = thinks.then_some(opened);
             let builder = ResponseBuilder::new(endpoint, &req.model);
             if req.stream {
-                stream_response(rx, guard, builder, req.include_usage, tools).into_response()
+                stream_response(rx, guard, builder, req.include_usage, tools, think).into_response()
             } else {
-                whole_response(rx, guard, builder, tools).await
+                whole_response(rx, guard, builder, tools, think).await
             }
         }
         Err(e) => e.into_response(),
     }
 }
 
+/// Queue the request: the events of its generation, its in-flight mark, and
+/// whether the prompt ends inside an opened `<think>` block.
 fn start(
     st: Arc<EngineState>,
     req: &GenerateRequest,
-) -> Result<(UnboundedReceiver<Event>, Inflight), ApiError> {
+) -> Result<(UnboundedReceiver<Event>, Inflight, bool), ApiError> {
     if req.model != st.name {
         return Err(ApiError::ModelNotFound(format!(
             "the model `{}` does not exist; this engine serves: {}",
@@ -244,6 +250,7 @@ fn start(
         }
         Prompt::Text(t) => (std::borrow::Cow::Borrowed(t.as_str()), st.add_bos),
     };
+    let opened = text.trim_end().ends_with("<think>");
     let tokens = st
         .model
         .vocab()
@@ -311,7 +318,7 @@ fn start(
     st.jobs
         .send(job)
         .map_err(|_| ApiError::Unavailable("the engine is shutting down".into()))?;
-    Ok((rx, guard))
+    Ok((rx, guard, opened))
 }
 
 async fn whole_response(
@@ -319,6 +326,7 @@ async fn whole_response(
     _guard: Inflight,
     b: ResponseBuilder,
     tools: Option<aula_protocol::ToolSpec>,
+    think: Option<bool>,
 ) -> Response {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
@@ -327,6 +335,15 @@ async fn whole_response(
             Event::Done { finish, usage } => {
                 if let Some(t) = &tools {
                     let answer = t.parse_answer(&text);
+                    return axum::Json(b.full_answer(&answer, finish, usage)).into_response();
+                }
+                if let Some(opened) = think {
+                    let (reasoning, content) = aula_protocol::reasoning::split(&text, opened);
+                    let answer = aula_protocol::tool_parse::Parsed {
+                        content: Some(content),
+                        reasoning,
+                        calls: Vec::new(),
+                    };
                     return axum::Json(b.full_answer(&answer, finish, usage)).into_response();
                 }
                 return axum::Json(b.full(&text, finish, usage)).into_response();
@@ -350,6 +367,8 @@ struct StreamState {
     /// a call or text (a call is sent as one whole `tool_calls` delta).
     tools: Option<aula_protocol::ToolSpec>,
     held: String,
+    /// A reasoning model's answer: `<think>` goes out as reasoning_content deltas.
+    think: Option<aula_protocol::reasoning::ThinkSplitter>,
 }
 
 fn stream_response(
@@ -358,6 +377,7 @@ fn stream_response(
     b: ResponseBuilder,
     include_usage: bool,
     tools: Option<aula_protocol::ToolSpec>,
+    think: Option<bool>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = StreamState {
         rx,
@@ -369,6 +389,7 @@ fn stream_response(
         done: false,
         tools,
         held: String::new(),
+        think: think.map(aula_protocol::reasoning::ThinkSplitter::new),
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -380,6 +401,10 @@ fn stream_response(
             }
             match s.rx.recv().await {
                 Some(Event::Text(t)) if s.tools.is_some() => s.held.push_str(&t),
+                Some(Event::Text(t)) if s.think.is_some() => {
+                    let parts = s.think.as_mut().map(|k| k.push(&t)).unwrap_or_default();
+                    push_parts(&mut s, parts);
+                }
                 Some(Event::Text(t)) => {
                     let data = s.b.chunk(&t, s.first, None).to_string();
                     s.first = false;
@@ -407,8 +432,29 @@ fn stream_response(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// Reasoning and content deltas, queued in order.
+fn push_parts(s: &mut StreamState, parts: Vec<(aula_protocol::reasoning::Part, String)>) {
+    use aula_protocol::reasoning::Part;
+    for (part, text) in parts {
+        let data = match part {
+            Part::Content => s.b.chunk(&text, s.first, None),
+            Part::Reasoning => s.b.answer_chunk(&aula_protocol::tool_parse::Parsed {
+                content: None,
+                reasoning: Some(text),
+                calls: Vec::new(),
+            }),
+        };
+        s.first = false;
+        s.tail.push_back(data.to_string());
+    }
+}
+
 fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
     let mut finish = finish;
+    if let Some(mut k) = s.think.take() {
+        let parts = k.finish();
+        push_parts(s, parts);
+    }
     if let Some(tools) = s.tools.take() {
         let held = std::mem::take(&mut s.held);
         let answer = tools.parse_answer(&held);

@@ -4,6 +4,7 @@
 pub mod admin;
 mod embeddings;
 mod error;
+pub mod reasoning;
 mod request;
 mod response;
 pub mod template;

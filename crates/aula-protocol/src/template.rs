@@ -51,6 +51,8 @@ impl TemplateSource {
 pub struct ChatTemplate {
     env: Environment<'static>,
     pub source: TemplateSource,
+    /// The template writes or expects `<think>` blocks (reasoning models).
+    pub thinks: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -89,10 +91,12 @@ impl ChatTemplate {
                 Err(_) => fmt,
             }
         });
+        let thinks = text.contains("<think>");
         env.add_template_owned(TEMPLATE_NAME, text)?;
         Ok(ChatTemplate {
             env,
             source,
+            thinks,
             bos_token,
             eos_token,
         })
