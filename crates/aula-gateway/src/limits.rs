@@ -109,6 +109,105 @@ fn pick<T: Clone>(
         .find_map(|r| get(&r.fields))
 }
 
+/// Which rule sets each limit for `id`, by the same precedence as
+/// [`effective`] (user, then groups — the most generous —, then role, then
+/// everyone): (limit, value or `None` for unlimited, where it comes from).
+pub fn explain(rules: &[LimitRule], id: &Identity) -> Vec<(&'static str, Option<String>, String)> {
+    let eff = effective(rules, id);
+    let from = |has: &dyn Fn(&LimitFields) -> bool| -> String {
+        if rules
+            .iter()
+            .any(|r| r.scope == Scope::User(id.name.clone()) && has(&r.fields))
+        {
+            return format!("the rule for the user {}", id.name);
+        }
+        let groups: Vec<&str> = rules
+            .iter()
+            .filter_map(|r| match &r.scope {
+                Scope::Group(g) if id.groups.contains(g) && has(&r.fields) => Some(g.as_str()),
+                _ => None,
+            })
+            .collect();
+        match groups.as_slice() {
+            [] => {}
+            [g] => return format!("the rule for the group {g}"),
+            _ => {
+                return format!(
+                    "the most generous of the rules for the groups {}",
+                    groups.join(", ")
+                );
+            }
+        }
+        if rules
+            .iter()
+            .any(|r| r.scope == Scope::Role(id.role) && has(&r.fields))
+        {
+            return format!("the rule for the role {}", id.role.as_str());
+        }
+        if rules
+            .iter()
+            .any(|r| r.scope == Scope::Everyone && has(&r.fields))
+        {
+            return "the rule for everyone".into();
+        }
+        "no rule".into()
+    };
+    let n = |v: Option<u64>| v.map(|v| v.to_string());
+    vec![
+        (
+            "Tokens per day",
+            n(eff.tokens_per_day),
+            from(&|f| f.tokens_per_day.is_some()),
+        ),
+        (
+            "Tokens per week",
+            n(eff.tokens_per_week),
+            from(&|f| f.tokens_per_week.is_some()),
+        ),
+        (
+            "Tokens per term",
+            n(eff.tokens_per_term),
+            from(&|f| f.tokens_per_term.is_some()),
+        ),
+        (
+            "Tokens per minute",
+            n(eff.tokens_per_minute),
+            from(&|f| f.tokens_per_minute.is_some()),
+        ),
+        (
+            "Requests per minute",
+            n(eff.requests_per_minute),
+            from(&|f| f.requests_per_minute.is_some()),
+        ),
+        (
+            "Requests at once",
+            n(eff.concurrent_requests),
+            from(&|f| f.concurrent_requests.is_some()),
+        ),
+        (
+            "Largest answer (max_tokens)",
+            n(eff.max_tokens),
+            from(&|f| f.max_tokens.is_some()),
+        ),
+        (
+            "Models",
+            eff.models.map(|m| {
+                if m.is_empty() {
+                    "none".into()
+                } else {
+                    m.join(", ")
+                }
+            }),
+            from(&|f| f.models.is_some()),
+        ),
+        (
+            "Share of the machine (weight)",
+            eff.weight.map(|w| w.to_string()),
+            from(&|f| f.weight.is_some()),
+        ),
+    ]
+}
+
 /// The limits that apply to one identity.
 pub fn effective(rules: &[LimitRule], id: &Identity) -> LimitFields {
     let rules: Vec<&LimitRule> = rules.iter().collect();
@@ -541,6 +640,77 @@ mod tests {
 
     fn rule(scope: Scope, f: LimitFields) -> LimitRule {
         LimitRule { scope, fields: f }
+    }
+
+    /// The page's "set by": the same precedence as `effective`.
+    #[test]
+    fn explain_names_the_rule_that_won() {
+        let rules = vec![
+            rule(
+                Scope::Everyone,
+                LimitFields {
+                    tokens_per_day: Some(1000),
+                    requests_per_minute: Some(10),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Role(Role::Student),
+                LimitFields {
+                    tokens_per_day: Some(2000),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Group("a".into()),
+                LimitFields {
+                    tokens_per_day: Some(5000),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::Group("b".into()),
+                LimitFields {
+                    tokens_per_day: Some(7000),
+                    ..Default::default()
+                },
+            ),
+            rule(
+                Scope::User("eve".into()),
+                LimitFields {
+                    max_tokens: Some(64),
+                    ..Default::default()
+                },
+            ),
+        ];
+        let find = |e: &[(&'static str, Option<String>, String)], k: &str| {
+            e.iter()
+                .find(|(n, _, _)| *n == k)
+                .map(|(_, v, s)| (v.clone(), s.clone()))
+                .unwrap()
+        };
+        let e = explain(&rules, &id("eve", Role::Student, &["a", "b"]));
+        assert_eq!(
+            find(&e, "Tokens per day"),
+            (
+                Some("7000".into()),
+                "the most generous of the rules for the groups a, b".into()
+            )
+        );
+        assert_eq!(
+            find(&e, "Requests per minute"),
+            (Some("10".into()), "the rule for everyone".into())
+        );
+        assert_eq!(
+            find(&e, "Largest answer (max_tokens)"),
+            (Some("64".into()), "the rule for the user eve".into())
+        );
+        assert_eq!(find(&e, "Tokens per week"), (None, "no rule".into()));
+        let e = explain(&rules, &id("sam", Role::Student, &[]));
+        assert_eq!(
+            find(&e, "Tokens per day"),
+            (Some("2000".into()), "the rule for the role student".into())
+        );
     }
 
     #[test]

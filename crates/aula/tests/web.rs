@@ -105,8 +105,9 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         let b = p.body().await;
         assert!(b.contains("Tokens per day") && b.contains("100\u{202f}000"), "{b}");
         assert!(!b.contains("ada") && !b.contains("root"), "{b}");
+        assert!(b.contains("the rule for everyone"), "which rule sets the budget: {b}");
         p.check("student-home").await;
-        for teacher_only in ["/users", "/events", "/plan"] {
+        for teacher_only in ["/users", "/events", "/plan", "/users/ada"] {
             p.go(teacher_only).await;
             let b = p.body().await;
             assert!(b.contains("Only teachers and admins"), "{teacher_only}: {b}");
@@ -191,6 +192,10 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         let b = p.body().await;
         assert!(b.contains("sam") && b.contains("root"), "{b}");
         p.check("users").await;
+        p.click("a[href$='/users/sam']").await;
+        let b = p.until("sam's page", |b| b.contains("which rule sets each")).await;
+        assert!(b.contains("the rule for everyone") && b.contains("mock"), "{b}");
+        p.check("user").await;
         // "Can I run it": the planner as a form.
         p.go("/plan").await;
         p.check("plan-form").await;

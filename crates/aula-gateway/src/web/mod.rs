@@ -109,6 +109,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("playground.html", include_str!("templates/playground.html")),
     ("error.html", include_str!("templates/error.html")),
     ("plan.html", include_str!("templates/plan.html")),
+    ("user.html", include_str!("templates/user.html")),
 ];
 
 const CSS: &str = include_str!("static/aula.css");
@@ -122,6 +123,7 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/keys", get(pages::keys).post(pages::create_key))
         .route("/keys/{key_id}/revoke", post(pages::revoke_key))
         .route("/users", get(pages::users).post(pages::add_user))
+        .route("/users/{name}", get(pages::user))
         .route("/users/{name}/keys", post(pages::create_user_key))
         .route("/models/{model}/{action}", post(pages::model_action))
         .route("/plan", get(pages::plan))

@@ -177,6 +177,7 @@ async fn me(st: &GatewayState, v: &Visitor, id: &Identity) -> Response {
         "home",
         context! {
             title => "My usage",
+            explained => limits::explain(&st.limiter.rules(), id),
             budgets => budgets(st, id, &lim),
             lim => context! {
                 requests_per_minute => lim.requests_per_minute,
@@ -879,4 +880,49 @@ fn plan_one(
         users,
     };
     Ok((drawn, summary.to_text()))
+}
+
+/// `/users/{name}`: one user's limits (and which rule set each), budgets,
+/// usage by model this term and keys (teachers and admins).
+pub async fn user(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    page!(v.require_staff(&st, "/users"));
+    let u = match st.store.user(&name).await {
+        Ok(Some(u)) => u,
+        _ => return v.error(&st, StatusCode::NOT_FOUND, "There is no such user."),
+    };
+    let ident = Identity {
+        name: u.name.clone(),
+        role: u.role,
+        groups: u.groups.clone(),
+        via: crate::identity::Via::Key,
+    };
+    let rules = st.limiter.rules();
+    let lim = limits::effective(&rules, &ident);
+    let usage = st
+        .store
+        .usage_for(UsageBy::Model, st.limiter.term_start_ms(), Some(&u.name))
+        .await
+        .unwrap_or_default();
+    let keys = st.store.keys(Some(&u.name)).await.unwrap_or_default();
+    v.render(
+        &st,
+        StatusCode::OK,
+        "user.html",
+        "users",
+        context! {
+            title => format!("{} ({})", u.name, u.role.as_str()),
+            user => u.name.clone(),
+            groups => u.groups.join(", "),
+            explained => limits::explain(&rules, &ident),
+            budgets => budgets(&st, &ident, &lim),
+            usage => usage,
+            keys => keys,
+            manage => v.admin() || u.role == Role::Student,
+        },
+    )
 }
