@@ -28,7 +28,20 @@ have_nvcc() {
   command -v nvcc >/dev/null 2>&1 || [ -x "$cuda_home/bin/nvcc" ]
 }
 
-have_vulkan() {
+# llama.cpp's Vulkan backend needs Vulkan headers that have
+# VK_EXT_layer_settings (Debian 12's libvulkan-dev, 1.3.239, does not).
+vulkan_header() {
+  local h="${AULA_VULKAN_INCLUDE:-${VULKAN_SDK:+$VULKAN_SDK/include}}"
+  echo "${h:-/usr/include}/vulkan/vulkan_core.h"
+}
+vulkan_headers_ok() {
+  grep -q 'VK_EXT_layer_settings' "$(vulkan_header)" 2>/dev/null
+}
+vulkan_headers_version() {
+  grep -m1 '^#define VK_HEADER_VERSION ' "$(vulkan_header)" 2>/dev/null | tr -dc '0-9'
+}
+
+have_vulkan_gpu() {
   command -v glslc >/dev/null 2>&1 && command -v vulkaninfo >/dev/null 2>&1 \
     && vulkaninfo --summary 2>/dev/null | grep -qiE 'deviceType *= *PHYSICAL_DEVICE_TYPE_(DISCRETE|INTEGRATED)_GPU'
 }
@@ -61,9 +74,17 @@ fi
 if have_nvcc; then
   say "a CUDA toolkit but no NVIDIA GPU (nvidia-smi finds none): the CPU build"
 fi
-if have_vulkan; then
-  say "a Vulkan GPU and glslc: the Vulkan build"
-  echo vulkan
+if have_vulkan_gpu; then
+  if vulkan_headers_ok; then
+    say "a Vulkan GPU, glslc and Vulkan headers 1.3.$(vulkan_headers_version): the Vulkan build"
+    echo vulkan
+    exit 0
+  fi
+  say "a Vulkan GPU and glslc, but the Vulkan headers ($(vulkan_header), 1.3.$(vulkan_headers_version))"
+  say "  lack VK_EXT_layer_settings, which llama.cpp's Vulkan backend uses (Debian 12 ships 1.3.239)."
+  say "  Install LunarG's Vulkan SDK and set VULKAN_SDK, then run set-up again."
+  say "  Building for the CPU meanwhile."
+  echo cpu
   exit 0
 fi
 say "no GPU found: the CPU build"

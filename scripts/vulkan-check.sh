@@ -18,6 +18,13 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+header="${VULKAN_SDK:-/usr}/include/vulkan/vulkan_core.h"
+if ! grep -q VK_EXT_layer_settings "$header" 2>/dev/null; then
+  echo "vulkan-check: $header ($(grep -m1 '^#define VK_HEADER_VERSION ' "$header" 2>/dev/null)) lacks" >&2
+  echo "  VK_EXT_layer_settings, which llama.cpp's Vulkan backend uses (Debian 12 ships 1.3.239)." >&2
+  echo "  Install LunarG's Vulkan SDK and set VULKAN_SDK." >&2
+  exit 2
+fi
 . scripts/toolchain.sh
 # lavapipe: a CPU-type Vulkan device, used only when named; no fp16 or
 # cooperative matrices there.

@@ -37,11 +37,21 @@ fn detect(tag: &str, fakes: &[(&str, &str)], env: &[(&str, &str)]) -> (String, S
     let dir = std::env::temp_dir().join(format!("aula-detect-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let bin = fake_path(&dir, fakes);
+    // Vulkan headers as a Vulkan SDK has them (with VK_EXT_layer_settings), unless the
+    // test names others.
+    let include = dir.join("include");
+    std::fs::create_dir_all(include.join("vulkan")).unwrap();
+    std::fs::write(
+        include.join("vulkan/vulkan_core.h"),
+        "#define VK_HEADER_VERSION 275\n#define VK_EXT_layer_settings 1\n",
+    )
+    .unwrap();
     let out = Command::new(bin.join("bash"))
         .arg(script())
         .env_clear()
         .env("PATH", &bin)
         .env("AULA_CUDA_HOME", dir.join("no-cuda-here"))
+        .env("AULA_VULKAN_INCLUDE", &include)
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -97,6 +107,18 @@ fn set_up_picks_the_build_the_machine_can_use() {
     // A Vulkan GPU with glslc: Vulkan; Mesa's CPU rasteriser is not a GPU.
     let (out, err) = detect("vulkan", &[VULKANINFO, GLSLC], &[]);
     assert_eq!(out, "vulkan", "{err}");
+    // Debian 12's headers are too old for llama.cpp's Vulkan backend.
+    let old_headers = std::env::temp_dir().join(format!("aula-detect-vk239-{}", std::process::id()));
+    std::fs::create_dir_all(old_headers.join("vulkan")).unwrap();
+    std::fs::write(old_headers.join("vulkan/vulkan_core.h"), "#define VK_HEADER_VERSION 239\n").unwrap();
+    let (out, err) = detect(
+        "old-headers",
+        &[VULKANINFO, GLSLC],
+        &[("AULA_VULKAN_INCLUDE", old_headers.to_str().unwrap())],
+    );
+    let _ = std::fs::remove_dir_all(&old_headers);
+    assert_eq!(out, "cpu", "{err}");
+    assert!(err.contains("1.3.239") && err.contains("VK_EXT_layer_settings"), "{err}");
     let (out, _) = detect("lavapipe", &[LAVAPIPE, GLSLC], &[]);
     assert_eq!(out, "cpu");
     let (out, _) = detect("no-glslc", &[VULKANINFO], &[]);
