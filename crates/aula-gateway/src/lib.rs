@@ -118,6 +118,7 @@ pub fn start(
         rag: rag::Rag::new(rag),
         live: live::Live::default(),
         web: web::Web::new(access.web),
+        closing: Default::default(),
     });
     rag::start(&st, tasks);
     tasks.spawn("live samples", live::run(st.clone()));

@@ -37,6 +37,10 @@ pub struct GatewayState {
     pub live: crate::live::Live,
     /// The web page's sessions and templates.
     pub web: crate::web::Web,
+    /// Cancelled when the gateway starts shutting down: endless responses
+    /// (the web page's live stream) end then, so that shutdown does not wait
+    /// for them.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl GatewayState {
@@ -186,6 +190,11 @@ pub async fn run(
     for (name, route) in state.router.iter() {
         crate::metrics::slots(name, route.queue.stats().slots);
     }
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.cancel();
+    };
     serve_connections(listener, app(state), shutdown).await
 }
 

@@ -108,9 +108,14 @@ fn set_up_picks_the_build_the_machine_can_use() {
     let (out, err) = detect("vulkan", &[VULKANINFO, GLSLC], &[]);
     assert_eq!(out, "vulkan", "{err}");
     // Debian 12's headers are too old for llama.cpp's Vulkan backend.
-    let old_headers = std::env::temp_dir().join(format!("aula-detect-vk239-{}", std::process::id()));
+    let old_headers =
+        std::env::temp_dir().join(format!("aula-detect-vk239-{}", std::process::id()));
     std::fs::create_dir_all(old_headers.join("vulkan")).unwrap();
-    std::fs::write(old_headers.join("vulkan/vulkan_core.h"), "#define VK_HEADER_VERSION 239\n").unwrap();
+    std::fs::write(
+        old_headers.join("vulkan/vulkan_core.h"),
+        "#define VK_HEADER_VERSION 239\n",
+    )
+    .unwrap();
     let (out, err) = detect(
         "old-headers",
         &[VULKANINFO, GLSLC],
@@ -118,7 +123,10 @@ fn set_up_picks_the_build_the_machine_can_use() {
     );
     let _ = std::fs::remove_dir_all(&old_headers);
     assert_eq!(out, "cpu", "{err}");
-    assert!(err.contains("1.3.239") && err.contains("VK_EXT_layer_settings"), "{err}");
+    assert!(
+        err.contains("1.3.239") && err.contains("VK_EXT_layer_settings"),
+        "{err}"
+    );
     let (out, _) = detect("lavapipe", &[LAVAPIPE, GLSLC], &[]);
     assert_eq!(out, "cpu");
     let (out, _) = detect("no-glslc", &[VULKANINFO], &[]);

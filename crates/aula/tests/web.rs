@@ -452,3 +452,43 @@ fn see_other(r: Result<ureq::Response, ureq::Error>) -> ureq::Response {
     assert_eq!(r.status(), 303);
     r
 }
+
+/// An open live view does not hold up shutdown: its stream ends when the
+/// gateway starts shutting down (not after the 30 s grace for requests).
+#[test]
+fn an_open_live_view_does_not_delay_shutdown() {
+    let mock = spawn_mock(0);
+    let g = TestGateway::new("web-shutdown").url_model("mock", &mock.url);
+    let s = g.start();
+    let url = format!("{}/events", s.url);
+    let reader = std::thread::spawn(move || {
+        let r = ureq::get(&url).call().unwrap();
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut r.into_reader(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    unsafe {
+        libc::kill(s.pid() as i32, libc::SIGTERM);
+    }
+    let mut s = s;
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    let events = reader.join().unwrap();
+    assert!(events.contains("event: history"), "{events}");
+}

@@ -463,6 +463,7 @@ mod tests {
             rag: crate::rag::Rag::new(crate::rag::RagSettings::default()),
             live: crate::live::Live::default(),
             web: crate::web::Web::new(crate::web::WebSettings::default()),
+            closing: Default::default(),
         };
         (Arc::new(st), dir)
     }

@@ -716,7 +716,10 @@ pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> 
             .data(serde_json::to_string(&*s).unwrap_or_default());
         Some((Ok(e), rx))
     });
-    Sse::new(first.chain(next))
+    // Ends when the gateway starts shutting down (it would otherwise hold
+    // the shutdown for its 30 s grace).
+    let closing = st.closing.clone().cancelled_owned();
+    Sse::new(first.chain(next).take_until(closing))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
