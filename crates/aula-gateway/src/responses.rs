@@ -725,6 +725,16 @@ pub async fn create(
 async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let id = st.auth.authenticate(headers).await?;
     let bytes = crate::body::read_json(body).await?;
+    respond(st, &id, bytes).await
+}
+
+/// A Responses call for `id`, its body read: the API's, and the web page's
+/// playground when it searches course material.
+pub(crate) async fn respond(
+    st: Arc<GatewayState>,
+    id: &crate::identity::Identity,
+    bytes: bytes::Bytes,
+) -> Result<Response, ApiError> {
     let o = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(o)) => o,
         Ok(_) => return Err(ApiError::invalid("the body must be a JSON object")),

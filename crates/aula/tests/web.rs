@@ -39,9 +39,11 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
     let g = TestGateway::new("web").config(&format!(
         "[[models]]\nname = \"mock\"\nurl = \"{}/v1\"\nparallel = 1\n\n\
          [[models]]\nname = \"smol\"\ngguf = \"{}\"\ncontext = 512\nparallel = 1\npreload = false\n\n\
+         [[models]]\nname = \"minilm\"\ngguf = \"{}\"\n\n\
          [[limits]]\ntokens_per_day = 100000\n",
         mock.url,
-        model_path(SMOL_FILE).display()
+        model_path(SMOL_FILE).display(),
+        models_dir().join("all-minilm-l6-v2.gguf").display()
     ));
     g.write_config();
     let student = key_for(&g.home, "sam", "student");
@@ -132,6 +134,21 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         assert!(answer.contains("Hello"), "{answer}");
         let curl = p.c.find(Locator::Css("#curl")).await.unwrap().text().await.unwrap();
         assert!(curl.contains("Say hello") && curl.contains(&format!("{}/v1", s.url)), "{curl}");
+
+        // Course material: a store of the student's own, searched from the playground.
+        let file = upload(&s.url, &student, "mascot.txt", b"The course mascot is a purple owl named Quill. It lives in the library.", "assistants");
+        let r = post_auth(&format!("{}/v1/vector_stores", s.url), Some(&student), &serde_json::json!({"name": "Week 1 notes", "file_ids": [file]}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        let store = r.body["id"].as_str().unwrap().to_string();
+        wait_for("the store is ingested", Duration::from_secs(120), || {
+            get_auth(&format!("{}/v1/vector_stores/{store}", s.url), Some(&student)).body["file_counts"]["completed"] == 1
+        });
+        p.go("/playground").await;
+        p.click("label[for='store-1']").await;
+        p.fill("#prompt", "What is the course mascot?").await;
+        p.click("#playground button[type=submit]").await;
+        let b = p.until("the answer from course material", |b| b.contains("Done in")).await;
+        assert!(b.contains("Course material found in: mascot.txt"), "{b}");
 
         // Own usage, after the request; only the student's own rows, by model.
         p.go("/usage?by=user").await;

@@ -129,6 +129,7 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/plan", get(pages::plan))
         .route("/playground", get(pages::playground))
         .route("/playground/chat", post(pages::playground_chat))
+        .route("/playground/responses", post(pages::playground_responses))
         .route("/events", get(pages::events))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signin/hub", get(signin::hub))

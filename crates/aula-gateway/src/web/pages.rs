@@ -639,6 +639,14 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
             .unwrap_or("127.0.0.1");
         format!("http://{host}")
     });
+    let stores: Vec<_> = st
+        .store
+        .vector_stores_visible(&id.name, &id.groups)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| context! { id => s.id, name => s.name })
+        .collect();
     v.render(
         &st,
         StatusCode::OK,
@@ -646,6 +654,7 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
         "playground",
         context! {
             title => "Playground",
+            stores => stores,
             models => chat,
             api_base => format!("{}/v1", public.trim_end_matches('/')),
         },
@@ -687,6 +696,39 @@ pub async fn playground_chat(
     )
     .await
     {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /playground/responses`: the playground searching course material
+/// (`file_search` over the stores the user may search), as the signed-in
+/// user, through the same `/v1/responses` path as the API.
+pub async fn playground_responses(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let v = page!(Visitor::of(&st, &headers).await);
+    let Some(id) = v.id.clone() else {
+        return aula_protocol::ApiError::Unauthorized(
+            "your session has ended; sign in again".into(),
+        )
+        .into_response();
+    };
+    if v.check_post(&st, &headers, None).is_err() {
+        return aula_protocol::ApiError::Forbidden {
+            message: "not sent from this site's playground".into(),
+            code: "csrf",
+            resets_at: None,
+        }
+        .into_response();
+    }
+    let body = match crate::body::read_json(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    match crate::responses::respond(st.clone(), &id, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

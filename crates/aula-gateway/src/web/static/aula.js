@@ -127,9 +127,15 @@
       stats.textContent = "Waiting for the model…";
       const t0 = performance.now();
       let first = null, usage = null;
+      const stores = [...form.querySelectorAll("input[name=store]:checked")].map((e) => e.value);
+      const found = new Set();
       try {
-        const body = Object.assign(request(), { stream: true, stream_options: { include_usage: true } });
-        const resp = await fetch(base + "/playground/chat", {
+        const r = request();
+        const body = stores.length
+          ? { model: r.model, input: r.messages, temperature: r.temperature, max_output_tokens: r.max_tokens, stream: true,
+              tools: [{ type: "file_search", vector_store_ids: stores }], include: ["file_search_call.results"] }
+          : Object.assign(r, { stream: true, stream_options: { include_usage: true } });
+        const resp = await fetch(base + (stores.length ? "/playground/responses" : "/playground/chat"), {
           method: "POST",
           headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
           body: JSON.stringify(body),
@@ -156,6 +162,19 @@
               const data = line.slice(5).trim();
               if (data === "[DONE]") continue;
               const chunk = JSON.parse(data);
+              if (chunk.type === "response.output_text.delta") {
+                if (first == null) first = performance.now();
+                out.textContent += chunk.delta;
+                continue;
+              }
+              if (chunk.type === "response.completed" || chunk.type === "response.incomplete") {
+                const u = chunk.response.usage || {};
+                usage = { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens };
+                for (const o of chunk.response.output || []) {
+                  for (const f of (o.type === "file_search_call" && o.results) || []) found.add(f.filename);
+                }
+                continue;
+              }
               if (chunk.usage) usage = chunk.usage;
               const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
               const text = delta && (delta.content || delta.reasoning_content);
@@ -169,7 +188,8 @@
         const secs = (performance.now() - t0) / 1000;
         stats.textContent = `Done in ${secs.toFixed(1)} s` +
           (first != null ? `, first token after ${((first - t0) / 1000).toFixed(2)} s` : "") +
-          (usage ? `; ${usage.prompt_tokens} prompt and ${usage.completion_tokens} answer tokens.` : ".");
+          (usage ? `; ${usage.prompt_tokens} prompt and ${usage.completion_tokens} answer tokens.` : ".") +
+          (stores.length ? ` Course material found in: ${found.size ? [...found].join(", ") : "nothing that matched"}.` : "");
       } catch (e) {
         stats.textContent = "";
         out.textContent = "Error: " + e.message;
