@@ -135,6 +135,18 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         let curl = p.c.find(Locator::Css("#curl")).await.unwrap().text().await.unwrap();
         assert!(curl.contains("Say hello") && curl.contains(&format!("{}/v1", s.url)), "{curl}");
 
+        // And from a real model: SmolLM2, loaded on demand by this request.
+        p.click("#model option:nth-child(2)").await;
+        assert_eq!(
+            p.c.find(Locator::Css("#model")).await.unwrap().prop("value").await.unwrap().as_deref(),
+            Some("smol")
+        );
+        p.fill("#prompt", "Name one colour.").await;
+        p.click("#playground button[type=submit]").await;
+        p.until("SmolLM2's answer streams in", |b| b.contains("Done in") && b.contains("first token after")).await;
+        let real = p.c.find(Locator::Css("#output")).await.unwrap().text().await.unwrap();
+        assert!(!real.trim().is_empty() && !real.starts_with("Error"), "{real}");
+
         // Course material: a store of the student's own, searched from the playground.
         let file = upload(&s.url, &student, "mascot.txt", b"The course mascot is a purple owl named Quill. It lives in the library.", "assistants");
         let r = post_auth(&format!("{}/v1/vector_stores", s.url), Some(&student), &serde_json::json!({"name": "Week 1 notes", "file_ids": [file]}));
@@ -144,6 +156,7 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
             get_auth(&format!("{}/v1/vector_stores/{store}", s.url), Some(&student)).body["file_counts"]["completed"] == 1
         });
         p.go("/playground").await;
+        p.click("#model option:nth-child(1)").await;
         p.click("label[for='store-1']").await;
         p.fill("#prompt", "What is the course mascot?").await;
         p.click("#playground button[type=submit]").await;
@@ -271,13 +284,17 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
         // An admin loads a model from the page, and unloads it.
         p.sign_in(&admin).await;
         p.until_path("/").await;
-        p.click("form[action$='/models/smol/load'] button").await;
+        // SmolLM2 is loaded (the student's playground request loaded it).
         p.until_css("smol is loaded", "form[action$='/models/smol/unload']").await;
         let row = p.c.find(Locator::XPath("//tr[th[contains(., 'smol')]]")).await.unwrap();
         assert!(row.text().await.unwrap().contains("ready"));
         p.check("admin-home").await;
         p.click("form[action$='/models/smol/unload'] button").await;
         p.until_css("smol is unloaded", "form[action$='/models/smol/load']").await;
+        let row = p.c.find(Locator::XPath("//tr[th[contains(., 'smol')]]")).await.unwrap();
+        assert!(row.text().await.unwrap().contains("unloaded"));
+        p.click("form[action$='/models/smol/load'] button").await;
+        p.until_css("smol is loaded again", "form[action$='/models/smol/unload']").await;
         c.close().await.unwrap();
     });
     // The download, as a teacher's session would get it.
