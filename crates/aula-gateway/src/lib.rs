@@ -117,7 +117,7 @@ pub fn start(
         files: access.files,
         rag: rag::Rag::new(rag),
         live: live::Live::default(),
-        web: web::Web::new(access.web),
+        web: web::Web::new(access.web)?,
         closing: Default::default(),
     });
     rag::start(&st, tasks);

@@ -749,7 +749,7 @@ pub(crate) async fn respond(
         ApiError::ModelNotFound(format!(
             "the model `{}` does not exist; models you may use: {}",
             p.model,
-            crate::pipeline::visible_models(&st, &id).join(", ")
+            crate::pipeline::visible_models(&st, id).join(", ")
         ))
     })?;
     let context = route.context;
@@ -762,13 +762,13 @@ pub(crate) async fn respond(
                     .await
                     .map_err(crate::files::store_error)?
                 {
-                    Some(v) if crate::rag::readable(&v, &id) => {}
+                    Some(v) if crate::rag::readable(&v, id) => {}
                     _ => return Err(ApiError::NotFound(format!("no vector store `{store_id}`"))),
                 }
             }
             let found = crate::rag::search::search(
                 &st,
-                &id,
+                id,
                 &s.stores,
                 &crate::rag::search::Request {
                     queries: &s.params.queries,
@@ -838,7 +838,7 @@ pub(crate) async fn respond(
     let sources = sources.unwrap_or_default();
     let searched = p.search.as_ref().is_some_and(|s| !s.stores.is_empty());
     if !p.stream {
-        let v = crate::pipeline::call_json(st.clone(), "/v1/chat/completions", &id, &chat).await?;
+        let v = crate::pipeline::call_json(st.clone(), "/v1/chat/completions", id, &chat).await?;
         let text = v["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("")
@@ -882,7 +882,7 @@ pub(crate) async fn respond(
     let resp = crate::pipeline::call(
         st.clone(),
         "/v1/chat/completions",
-        &id,
+        id,
         bytes,
         std::time::Instant::now(),
     )

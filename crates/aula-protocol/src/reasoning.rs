@@ -60,9 +60,8 @@ impl ThinkSplitter {
             match self.state {
                 State::Start => {
                     let t = self.held.trim_start();
-                    if t.starts_with(OPEN) {
-                        let rest = t[OPEN.len()..].to_string();
-                        self.held = rest;
+                    if let Some(rest) = t.strip_prefix(OPEN) {
+                        self.held = rest.to_string();
                         self.state = State::Reasoning;
                     } else if OPEN.starts_with(t) {
                         return out; // empty, or a prefix of `<think>`: wait

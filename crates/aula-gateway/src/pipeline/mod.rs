@@ -462,7 +462,7 @@ mod tests {
             files: crate::files::Files::new(dir.join("files")),
             rag: crate::rag::Rag::new(crate::rag::RagSettings::default()),
             live: crate::live::Live::default(),
-            web: crate::web::Web::new(crate::web::WebSettings::default()),
+            web: crate::web::Web::new(crate::web::WebSettings::default()).unwrap(),
             closing: Default::default(),
         };
         (Arc::new(st), dir)

@@ -16,6 +16,16 @@
 //! - Links and the session cookie carry the configured base path
 //!   (`[web] public_url`, for a reverse proxy at e.g. `/aula/`).
 
+/// `Ok` value, or return the page the `Err` holds.
+macro_rules! page {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
 mod pages;
 pub mod session;
 mod signin;
@@ -56,7 +66,9 @@ pub struct Web {
 }
 
 impl Web {
-    pub fn new(settings: WebSettings) -> Web {
+    /// The page's settings and its templates (compiled into the binary: a
+    /// template that does not parse is a build mistake, named here).
+    pub fn new(settings: WebSettings) -> Result<Web, String> {
         let (base, secure) = match &settings.public_url {
             Some(u) => {
                 let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
@@ -71,7 +83,7 @@ impl Web {
         let mut env = minijinja::Environment::new();
         for (name, text) in TEMPLATES {
             env.add_template(name, text)
-                .unwrap_or_else(|e| panic!("the template {name} does not parse: {e}"));
+                .map_err(|e| format!("the page template {name} does not parse: {e}"))?;
         }
         env.add_filter("gb", |b: Option<u64>| match b {
             Some(b) => format!("{:.1} GB", b as f64 / 1e9),
@@ -80,13 +92,13 @@ impl Web {
         env.add_filter("num", |n: i64| thousands(n));
         env.add_filter("urlencode", |s: String| urlencoding(&s).replace('/', "%2F"));
         env.add_filter("date", |ms: Option<i64>| aula_store::tables::date_of(ms));
-        Web {
+        Ok(Web {
             sessions: Sessions::default(),
             base,
             secure,
             settings,
             templates: env,
-        }
+        })
     }
 
     /// The redirect URI registered at the Hub for Aula's service.
@@ -174,6 +186,9 @@ pub struct Visitor {
     pub open: bool,
 }
 
+// The `Err` of these checks is the page sent instead (a redirect or an
+// error page): built once per refused request, never on a hot path.
+#[allow(clippy::result_large_err)]
 impl Visitor {
     pub async fn of(st: &GatewayState, headers: &HeaderMap) -> Result<Visitor, Response> {
         let (session, fresh) = match st.web.sessions.get(headers) {
@@ -397,7 +412,7 @@ pub fn thousands(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push('\u{202f}');
         }
         out.push(c);
@@ -414,14 +429,15 @@ mod tests {
         let w = Web::new(WebSettings {
             public_url: Some("https://box.example/aula/".into()),
             hub_oauth: None,
-        });
+        })
+        .unwrap();
         assert_eq!(w.base, "/aula");
         assert!(w.secure);
         assert_eq!(
             w.oauth_callback().as_deref(),
             Some("https://box.example/aula/oauth_callback")
         );
-        let w = Web::new(WebSettings::default());
+        let w = Web::new(WebSettings::default()).unwrap();
         assert_eq!((w.base.as_str(), w.secure), ("", false));
         assert_eq!(thousands(1234567), "1\u{202f}234\u{202f}567");
         assert_eq!(thousands(-12), "-12");

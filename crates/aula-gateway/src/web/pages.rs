@@ -21,16 +21,6 @@ use std::sync::Arc;
 
 type Fields = HashMap<String, String>;
 
-/// `Ok` value, or return the page the `Err` holds.
-macro_rules! page {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
-    };
-}
-
 const DAY_MS: i64 = 86_400_000;
 
 /// One token budget as the student's page shows it.
@@ -226,10 +216,11 @@ pub async fn usage(
         UsageBy::Group => "group",
         UsageBy::Model => "model",
     };
-    let period = match q.get("period").map(String::as_str) {
-        Some(p @ ("day" | "week" | "term")) => p,
-        _ => "day",
-    };
+    let period = q
+        .get("period")
+        .map(String::as_str)
+        .filter(|p| matches!(*p, "day" | "week" | "term"))
+        .unwrap_or("day");
     let since = period_start(&st, period);
     let only = (!staff).then_some(id.name.as_str());
     let mut rows = match st.store.usage_for(by, since, only).await {
@@ -527,7 +518,7 @@ pub async fn add_user(
         .parse()
     {
         Ok(r) => r,
-        Err(e) => return users_page(&st, &v, None, Some(format!("{e}"))).await,
+        Err(e) => return users_page(&st, &v, None, Some(e.to_string())).await,
     };
     if role != Role::Student && !v.admin() {
         return v.error(
@@ -558,7 +549,7 @@ pub async fn add_user(
     if let Err(e) = st.store.put_user(&user, false).await {
         return users_page(&st, &v, None, Some(e.to_string())).await;
     }
-    if f.get("with_key").is_some() {
+    if f.contains_key("with_key") {
         return match st.store.create_key(&name, None).await {
             Ok((k, secret)) => users_page(&st, &v, Some((name, k.id, secret)), None).await,
             Err(e) => users_page(&st, &v, None, Some(e.to_string())).await,
@@ -661,6 +652,34 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
     )
 }
 
+/// The playground's caller: signed in, the CSRF header right, the body read
+/// (refusals as the API's JSON errors, which the page's script shows).
+async fn playground_caller(
+    st: &GatewayState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Identity, Bytes), Response> {
+    let v = Visitor::of(st, headers).await?;
+    let Some(id) = v.id.clone() else {
+        return Err(aula_protocol::ApiError::Unauthorized(
+            "your session has ended; sign in again".into(),
+        )
+        .into_response());
+    };
+    if v.check_post(st, headers, None).is_err() {
+        return Err(aula_protocol::ApiError::Forbidden {
+            message: "not sent from this site's playground".into(),
+            code: "csrf",
+            resets_at: None,
+        }
+        .into_response());
+    }
+    let body = crate::body::read_json(body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((id, body))
+}
+
 /// `POST /playground/chat`: a chat completion (JSON body, CSRF header) as the
 /// signed-in user, through the same pipeline as `/v1/chat/completions`.
 pub async fn playground_chat(
@@ -668,26 +687,8 @@ pub async fn playground_chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let v = page!(Visitor::of(&st, &headers).await);
-    let Some(id) = v.id.clone() else {
-        return aula_protocol::ApiError::Unauthorized(
-            "your session has ended; sign in again".into(),
-        )
-        .into_response();
-    };
-    if v.check_post(&st, &headers, None).is_err() {
-        return aula_protocol::ApiError::Forbidden {
-            message: "not sent from this site's playground".into(),
-            code: "csrf",
-            resets_at: None,
-        }
-        .into_response();
-    }
-    let body = match crate::body::read_json(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    match crate::pipeline::call(
+    let (id, body) = page!(playground_caller(&st, &headers, body).await);
+    crate::pipeline::call(
         st.clone(),
         "/v1/chat/completions",
         &id,
@@ -695,10 +696,7 @@ pub async fn playground_chat(
         std::time::Instant::now(),
     )
     .await
-    {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `POST /playground/responses`: the playground searching course material
@@ -709,29 +707,10 @@ pub async fn playground_responses(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let v = page!(Visitor::of(&st, &headers).await);
-    let Some(id) = v.id.clone() else {
-        return aula_protocol::ApiError::Unauthorized(
-            "your session has ended; sign in again".into(),
-        )
-        .into_response();
-    };
-    if v.check_post(&st, &headers, None).is_err() {
-        return aula_protocol::ApiError::Forbidden {
-            message: "not sent from this site's playground".into(),
-            code: "csrf",
-            resets_at: None,
-        }
-        .into_response();
-    }
-    let body = match crate::body::read_json(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    match crate::responses::respond(st.clone(), &id, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    let (id, body) = page!(playground_caller(&st, &headers, body).await);
+    crate::responses::respond(st.clone(), &id, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `/events`: the live samples (server-sent events), staff only: first the

@@ -39,10 +39,7 @@ pub async fn form(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let v = match Visitor::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let v = page!(Visitor::of(&st, &headers).await);
     let q = fields(q.unwrap_or_default().as_bytes());
     let next = safe_next(q.get("next").map(String::as_str), &st.web.base);
     if v.id.is_some() && !v.open {
@@ -57,10 +54,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (v, f) = match Visitor::post(&st, &headers, &body).await {
-        Ok(vf) => vf,
-        Err(r) => return r,
-    };
+    let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     let next = safe_next(f.get("next").map(String::as_str), &st.web.base);
     let token = f.get("token").map(|t| t.trim()).unwrap_or("");
     if token.is_empty() || token.len() > 4096 {
@@ -123,10 +117,7 @@ pub async fn hub(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let v = match Visitor::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let v = page!(Visitor::of(&st, &headers).await);
     let (Some(o), Some(callback)) = (&st.web.settings.hub_oauth, st.web.oauth_callback()) else {
         return v.error(
             &st,
@@ -156,10 +147,7 @@ pub async fn callback(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let v = match Visitor::of(&st, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let v = page!(Visitor::of(&st, &headers).await);
     let q = fields(q.unwrap_or_default().as_bytes());
     let expected = v.session.oauth.clone();
     st.web.sessions.set_oauth(&v.session.id, None);
@@ -226,10 +214,7 @@ pub async fn signout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (v, _) = match Visitor::post(&st, &headers, &body).await {
-        Ok(vf) => vf,
-        Err(r) => return r,
-    };
+    let (v, _) = page!(Visitor::post(&st, &headers, &body).await);
     st.web.sessions.forget(&v.session.id);
     let mut resp = redirect(&format!("{}/signin", st.web.base));
     resp.headers_mut().append(
