@@ -3,7 +3,8 @@
 //! verdict. Every figure follows from the model's shape and the profile's
 //! numbers by the formulas in [`FORMULAS`], which `aula plan` prints.
 
-use crate::ftype::FileType;
+use crate::decode::{Constants, StepTime};
+use crate::ftype::{FileType, Role, TypeBytes};
 use crate::hardware::Hardware;
 use crate::llamacpp::{self, EngineSettings};
 use crate::shape::ModelShape;
@@ -29,11 +30,11 @@ pub const FORMULAS: &[(&str, &str)] = &[
     ),
     (
         "vLLM",
-        "budget = gpu_memory_utilization x device memory as CUDA reports it; KV cache = budget - weights - activation peak - 1 GB (CUDA context, CUDA graphs: assumed); blocks of 16 tokens; maximum concurrency = KV tokens / max_model_len, as vLLM prints it at start-up",
+        "budget = gpu_memory_utilization x device memory as CUDA reports it; V1 (default): KV cache = budget - weights (and a draft's) - activation peak - 0.4 GB outside PyTorch (median of published logs), CUDA graphs (0.5 GB, assumed) beyond the budget; V0: KV cache = budget - weights - activation peak - 1 GB (CUDA context, graphs: assumed); blocks of 16 tokens of every attention layer, a speculative draft's included; maximum concurrency = KV tokens / max_model_len, as vLLM prints it at start-up",
     ),
     (
         "vLLM activation peak",
-        "profiled by vLLM with max_num_batched_tokens (default 8192): tokens x (4 x hidden + 2 x FFN) x 2 bytes + max_num_seqs x vocab x 4 bytes of logits (an estimate of what vLLM measures)",
+        "profiled with a batch of max_num_batched_tokens (V1: default 8192; V0 without chunked prefill: at least max_model_len): tokens x (4 x hidden + 2 x FFN) x 2 bytes + max_num_seqs x vocab x 4 bytes of logits (an estimate of what vLLM measures)",
     ),
     (
         "SGLang",
@@ -41,7 +42,11 @@ pub const FORMULAS: &[(&str, &str)] = &[
     ),
     (
         "decode step",
-        "time = max(bytes read / achievable bandwidth (the profile's figure for llama.cpp, or for vLLM/SGLang where one was measured), 2 x active parameters x batch / achievable FLOPS); bytes read = weights touched + batch x KV of a sequence of context / 2 tokens (half full on average; sliding-window layers read at most their window); weights touched = all but a token-embedding table that is only looked up (one row per token), and of a mixture of experts' routed experts the share (1 - (1 - k/E)^batch)",
+        "time = max(memory time, 2 x active parameters x batch / achievable FLOPS); llama.cpp memory time = layers x fixed cost per layer (per device class and llama.cpp generation) + each tensor type's bytes / (peak bandwidth x the class's memory share x that type's kernel efficiency on the backend) + KV bytes / (peak bandwidth x memory share), constants in catalog/decode.toml with their sources; vLLM/SGLang memory time = bytes read / the profile's achievable bandwidth; bytes read = weights touched + batch x KV of a sequence of context / 2 tokens (half full on average; sliding-window layers read at most their window); weights touched = all but a token-embedding table that is only looked up (one row per token), and of a mixture of experts' routed experts the share (1 - (1 - k/E)^batch)",
+    ),
+    (
+        "speed range",
+        "single-stream decode / (1 + the largest over-prediction) .. / (1 + the largest under-prediction) among the published check rows of the device class (catalog/speed-checks.toml; rows that set constants never count); none with fewer than 2 checks",
     ),
     ("single-stream decode", "1 / decode step at batch 1"),
     ("aggregate decode", "batch / decode step at that batch"),
@@ -150,6 +155,77 @@ pub struct PlanRequest {
     /// vLLM's `--max-num-batched-tokens`, which sizes its profiling run
     /// (8192 in the V1 API server; V0 without chunked prefill: max_model_len).
     pub max_num_batched_tokens: u32,
+    /// Which vLLM engine's memory semantics (V1 unless asked).
+    pub engine_version: EngineVersion,
+    /// vLLM speculative decoding: the draft whose layers share the KV pool.
+    pub draft: Option<Draft>,
+    /// The llama.cpp generation the speed assumes (a `catalog/decode.toml`
+    /// id: 2023, 2024, 2025); None: the current one.
+    pub llama_cpp_generation: Option<String>,
+}
+
+/// vLLM's engine: V1 (the default since vLLM 0.8) or the older V0. They
+/// size the KV cache differently (see [`FORMULAS`], "vLLM").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineVersion {
+    #[default]
+    V1,
+    V0,
+}
+
+impl std::str::FromStr for EngineVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EngineVersion, String> {
+        match s.to_ascii_lowercase().trim_start_matches('v') {
+            "1" => Ok(EngineVersion::V1),
+            "0" => Ok(EngineVersion::V0),
+            _ => Err(format!("unknown engine version `{s}`; use v1 or v0")),
+        }
+    }
+}
+
+/// A speculative-decoding draft for vLLM: its weights sit beside the
+/// target's, and its attention layers take KV blocks from the same pool
+/// (every cached token holds the target's and the draft's KV).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Draft {
+    pub name: String,
+    pub weights_bytes: u64,
+    pub n_layers: u32,
+    pub kv_bytes_per_token: f64,
+}
+
+impl Draft {
+    /// A separate draft model (e.g. Llama-3.2-1B for Llama-3.1-70B), at the
+    /// target's precision and KV type.
+    pub fn model(shape: &ModelShape, precision: &Precision, kv_bytes_per_elem: f64) -> Draft {
+        Draft {
+            name: shape.id.clone(),
+            weights_bytes: weights(shape, precision, Engine::Vllm).total,
+            n_layers: shape.n_layers,
+            kv_bytes_per_token: shape.kv_bytes_per_token(kv_bytes_per_elem),
+        }
+    }
+
+    /// A draft head of `layers` decoder layers of the target's own shape
+    /// (EAGLE, MTP): that many extra KV layers, and their weights.
+    pub fn layers(
+        target: &ModelShape,
+        layers: u32,
+        precision: &Precision,
+        kv_bytes_per_elem: f64,
+    ) -> Draft {
+        let w = weights(target, precision, Engine::Vllm);
+        let per_layer = w.total.saturating_sub(w.lookup) / u64::from(target.n_layers.max(1));
+        Draft {
+            name: format!("{} draft head ({layers} layers)", target.id),
+            weights_bytes: per_layer * u64::from(layers),
+            n_layers: layers,
+            kv_bytes_per_token: target.kv_bytes_per_token_layer(kv_bytes_per_elem)
+                * f64::from(layers),
+        }
+    }
 }
 
 impl Default for PlanRequest {
@@ -169,6 +245,9 @@ impl Default for PlanRequest {
             gpu_memory_utilization: 0.9,
             prompt_tokens: 512,
             max_num_batched_tokens: 8192,
+            engine_version: EngineVersion::V1,
+            draft: None,
+            llama_cpp_generation: None,
         }
     }
 }
@@ -198,6 +277,21 @@ pub struct VllmFigures {
     pub kv_blocks: u64,
     /// What vLLM prints as "Maximum concurrency for N tokens per request".
     pub max_concurrency: f64,
+    /// The engine whose semantics these are.
+    pub engine_version: EngineVersion,
+    /// Tokens profiled for the activation peak.
+    pub profiled_tokens: u32,
+    /// Inside the budget besides weights, activations and KV (V1: memory
+    /// outside PyTorch; V0: CUDA context, graphs, allocator slack).
+    pub non_torch_bytes: u64,
+    /// Taken beyond the budget (V1: CUDA graphs, captured after the KV
+    /// cache is allocated).
+    pub outside_budget_bytes: u64,
+    /// What vLLM prints as "GPU KV cache size: N tokens".
+    pub kv_tokens: u64,
+    /// A draft's weights and its KV per token (0 without one).
+    pub draft_weights_bytes: u64,
+    pub draft_kv_bytes_per_token: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,6 +303,36 @@ pub struct Speed {
     pub decode_bound: &'static str,
     pub prefill_tokens_per_s: f64,
     pub time_to_first_token_s: f64,
+    /// The range single-stream decode falls in, from the check set's errors
+    /// for this device class and engine (None: too few checks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single_stream_range: Option<SpeedRange>,
+    /// The structured decode model's parts (llama.cpp engines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_model: Option<DecodeDetail>,
+}
+
+/// Single-stream decode as a range: what the check set's spread says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeedRange {
+    pub low_tokens_per_s: f64,
+    pub high_tokens_per_s: f64,
+    /// The device class (or `vllm`) whose check rows set it.
+    pub from: String,
+    pub checks: usize,
+    pub within_25_percent: usize,
+}
+
+/// How one single-stream step splits (the structured decode model).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecodeDetail {
+    pub llama_cpp_generation: String,
+    pub device_class: String,
+    pub fixed_s: f64,
+    pub weights_s: f64,
+    pub kv_s: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub borrowed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -249,9 +373,18 @@ pub struct Estimate {
 
 const GB: f64 = 1e9;
 const CUDA_CONTEXT: u64 = 500_000_000;
-/// What vLLM and SGLang hold outside weights, activations and the KV pool
-/// (CUDA context, graphs, allocator slack).
+/// What vLLM V0 and SGLang hold outside weights, activations and the KV
+/// pool (CUDA context, graphs, allocator slack): assumed.
 pub const VLLM_FIXED: u64 = 1_000_000_000;
+/// vLLM V1: memory outside PyTorch inside the budget (CUDA context,
+/// cuBLAS and NCCL workspaces). Published start-up logs print 0.03-1.79 GiB
+/// ("non_torch_memory"; vllm-project/vllm#10517 0.35 GiB on an RTX 3090,
+/// #14447 0.20 GiB, #16570 0.34-0.43 GiB, #13882 0.03 GiB, #10511 1.79 GiB
+/// on an H100): about their median.
+pub const VLLM_V1_NON_TORCH: u64 = 400_000_000;
+/// vLLM V1's CUDA graphs, captured after the KV cache is sized, so beyond
+/// the budget (assumed: not measured here).
+pub const VLLM_V1_CUDA_GRAPHS: u64 = 500_000_000;
 const VLLM_BLOCK: u64 = 16;
 
 /// KV bytes of one sequence of `context` tokens (sliding-window layers capped).
@@ -431,28 +564,59 @@ fn memory(
             let device = usable;
             let budget = (device as f64 * r.gpu_memory_utilization) as u64;
             let ffn = u64::from(shape.ffn) * u64::from(shape.n_experts_active.max(1));
+            let v1 = r.engine_version == EngineVersion::V1;
+            // V1 profiles one batch of max_num_batched_tokens (chunked
+            // prefill is always on); V0 without chunked prefill must fit a
+            // whole max_model_len prompt in one batch.
+            let profiled = if v1 {
+                r.max_num_batched_tokens
+            } else {
+                r.max_num_batched_tokens.max(r.context)
+            };
             let activation = if r.engine == Engine::Vllm {
-                u64::from(r.max_num_batched_tokens) * (4 * u64::from(shape.hidden) + 2 * ffn) * 2
+                u64::from(profiled) * (4 * u64::from(shape.hidden) + 2 * ffn) * 2
                     + u64::from(r.users) * u64::from(shape.vocab) * 4
             } else {
                 0
             };
-            let kv_cache = budget as i64 - weights as i64 - activation as i64 - VLLM_FIXED as i64;
-            let block_bytes = kv_tok * VLLM_BLOCK as f64;
+            let (non_torch, outside) = match (r.engine, v1) {
+                (Engine::Vllm, true) => (VLLM_V1_NON_TORCH, VLLM_V1_CUDA_GRAPHS),
+                _ => (VLLM_FIXED, 0),
+            };
+            let (draft_w, draft_kv) = match (&r.draft, r.engine) {
+                (Some(d), Engine::Vllm) => (d.weights_bytes, d.kv_bytes_per_token),
+                _ => (0, 0.0),
+            };
+            let kv_cache = budget as i64
+                - weights as i64
+                - draft_w as i64
+                - activation as i64
+                - non_torch as i64;
+            // A block holds 16 tokens of every attention layer, the
+            // draft's included.
+            let block_bytes = (kv_tok + draft_kv) * VLLM_BLOCK as f64;
             let blocks = if kv_cache > 0 && block_bytes > 0.0 {
                 (kv_cache as f64 / block_bytes).floor() as u64
             } else {
                 0
             };
             let max_conc = (blocks * VLLM_BLOCK) as f64 / f64::from(r.context.max(1));
-            // vLLM (and SGLang's static fraction) takes its whole budget up front.
-            let total = budget.max(weights + activation + VLLM_FIXED);
+            // vLLM (and SGLang's static fraction) takes its whole budget up
+            // front; V1's CUDA graphs come on top.
+            let total = budget.max(weights + draft_w + activation + non_torch) + outside;
             let vllm = VllmFigures {
                 budget_bytes: budget,
                 activation_peak_bytes: activation,
                 kv_cache_bytes: kv_cache,
                 kv_blocks: blocks,
                 max_concurrency: max_conc,
+                engine_version: r.engine_version,
+                profiled_tokens: profiled,
+                non_torch_bytes: non_torch,
+                outside_budget_bytes: outside,
+                kv_tokens: blocks * VLLM_BLOCK,
+                draft_weights_bytes: draft_w,
+                draft_kv_bytes_per_token: draft_kv,
             };
             (
                 Memory {
@@ -460,7 +624,7 @@ fn memory(
                     kv_bytes_per_token: kv_tok,
                     kv_bytes_per_sequence: kv_seq.round() as u64,
                     kv_cache_bytes: kv_cache.max(0) as u64,
-                    overhead_bytes: activation + VLLM_FIXED,
+                    overhead_bytes: activation + non_torch + outside + draft_w,
                     total_bytes: total,
                     usable_bytes: usable,
                     left_bytes: usable as i64 - total as i64,
@@ -473,33 +637,117 @@ fn memory(
     }
 }
 
-fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Option<Speed> {
+/// The weights by ggml type and role, for the llama.cpp engines: the file
+/// type's per-tensor rules, or (a GGUF, a size given) one type for all —
+/// the file type's main type, else the one its bits per weight point to.
+fn typed_weights(shape: &ModelShape, p: &Precision, w: &Weights) -> TypeBytes {
+    if let (None, Some(f)) = (shape.weight_bytes, p.file_type) {
+        return crate::ftype::bytes_by_type(shape, &f);
+    }
+    let ty = match p.file_type {
+        Some(f) if p.name != "gguf" => f.base_type(),
+        _ => {
+            let bits = w.total as f64 * 8.0 / shape.params.max(1) as f64;
+            if bits >= 12.0 {
+                "F16"
+            } else if bits >= 7.5 {
+                "Q8_0"
+            } else {
+                "Q4_K"
+            }
+        }
+    };
+    let dense = w.total.saturating_sub(w.experts + w.lookup);
+    TypeBytes {
+        parts: vec![
+            (ty, Role::Dense, dense),
+            (ty, Role::Expert, w.experts),
+            (ty, Role::Lookup, w.lookup),
+        ],
+    }
+}
+
+/// The share of the routed experts that `batch` tokens touch: each token
+/// picks k of E, so (1 - (1 - k/E)^batch) of them on average.
+fn expert_share(shape: &ModelShape, batch: u32) -> f64 {
+    if shape.n_experts == 0 {
+        return 1.0;
+    }
+    let k = f64::from(shape.n_experts_active);
+    let e = f64::from(shape.n_experts);
+    1.0 - (1.0 - k / e).powf(f64::from(batch))
+}
+
+/// The structured model's split of a llama.cpp step, and its constants.
+pub type DecodeParts = (StepTime, Constants);
+
+/// One decode step of `batch` sequences: seconds, whether compute bounds
+/// it, and (llama.cpp engines) the structured model's parts of the
+/// memory-side time.
+pub fn decode_step(
+    shape: &ModelShape,
+    hw: &Hardware,
+    r: &PlanRequest,
+    batch: u32,
+) -> Option<(f64, bool, Option<DecodeParts>)> {
     if hw.peak_bandwidth_gbs <= 0.0 || shape.architecture == "bert" {
         return None;
     }
-    let bw = match r.engine {
-        Engine::Embedded | Engine::LlamaServer => hw.achievable_bandwidth(),
-        Engine::Vllm | Engine::Sglang => hw.achievable_bandwidth_vllm(),
-    };
+    let w = weights(shape, &r.precision, r.engine);
     let flops = hw.achievable_flops(r.precision.eight_bit_compute);
     // Each sequence half full on average; sliding-window layers read at
     // most their window.
     let kv_half = kv_per_sequence(shape, r.context / 2, r.kv_bytes_per_elem);
     // Matrix products per token: the active parameters but a lookup table.
     let matmul_params = shape.params_active.saturating_sub(shape.lookup_params) as f64;
-    let step = |b: u32| -> (f64, bool) {
-        let bytes = w.read_per_step(shape, b) + f64::from(b) * kv_half;
-        let t_mem = bytes / bw;
-        let t_compute = if flops > 0.0 {
-            2.0 * matmul_params * f64::from(b) / flops
-        } else {
-            0.0
-        };
-        (t_mem.max(t_compute), t_compute > t_mem)
+    let t_compute = if flops > 0.0 {
+        2.0 * matmul_params * f64::from(batch) / flops
+    } else {
+        0.0
     };
-    let (t1, _) = step(1);
+    let kv = f64::from(batch) * kv_half;
+    let llama_cpp = matches!(r.engine, Engine::Embedded | Engine::LlamaServer);
+    let structured = llama_cpp
+        .then(|| crate::decode::catalog().ok())
+        .flatten()
+        .and_then(|cat| cat.constants(hw, r.llama_cpp_generation.as_deref()).ok());
+    let (t_mem, parts) = match structured {
+        Some(c) => {
+            let typed = typed_weights(shape, &r.precision, &w);
+            let share = expert_share(shape, batch);
+            let read: Vec<(&str, f64)> = typed
+                .parts
+                .iter()
+                .map(|&(ty, role, bytes)| {
+                    let b = bytes as f64;
+                    let b = match role {
+                        Role::Dense => b,
+                        Role::Expert => b * share,
+                        Role::Lookup => 0.0,
+                    };
+                    (ty, b)
+                })
+                .collect();
+            let t = crate::decode::step_time(&c, hw.peak_bandwidth_gbs, shape.n_layers, &read, kv);
+            (t.total(), Some((t, c)))
+        }
+        None => {
+            let bw = match r.engine {
+                Engine::Embedded | Engine::LlamaServer => hw.achievable_bandwidth(),
+                Engine::Vllm | Engine::Sglang => hw.achievable_bandwidth_vllm(),
+            };
+            ((w.read_per_step(shape, batch) + kv) / bw, None)
+        }
+    };
+    Some((t_mem.max(t_compute), t_compute > t_mem, parts))
+}
+
+fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Option<Speed> {
+    let (t1, _, parts) = decode_step(shape, hw, r, 1)?;
     let users = r.users.max(1);
-    let (tb, compute_bound) = step(users);
+    let (tb, compute_bound, _) = decode_step(shape, hw, r, users)?;
+    let flops = hw.achievable_flops(r.precision.eight_bit_compute);
+    let matmul_params = shape.params_active.saturating_sub(shape.lookup_params) as f64;
     let prefill = if flops > 0.0 {
         flops / (2.0 * matmul_params)
     } else {
@@ -510,8 +758,26 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Opt
     } else {
         t1
     };
+    let single = 1.0 / t1;
+    let from = match &parts {
+        Some((_, c)) => Some(c.class.clone()),
+        None if r.engine == Engine::Vllm => Some("vllm".to_string()),
+        None => None,
+    };
+    let single_stream_range = from.and_then(|from| {
+        let s = crate::checks::spread(&from)?;
+        // measured = predicted / (1 + error): the worst errors either way
+        // bound it (0 always inside).
+        Some(SpeedRange {
+            low_tokens_per_s: single / (1.0 + s.max_error.max(0.0)),
+            high_tokens_per_s: single / (1.0 + s.min_error.min(0.0)),
+            from,
+            checks: s.checks,
+            within_25_percent: s.within_25,
+        })
+    });
     Some(Speed {
-        single_stream_tokens_per_s: 1.0 / t1,
+        single_stream_tokens_per_s: single,
         aggregate_tokens_per_s: f64::from(users) / tb,
         per_user_tokens_per_s: 1.0 / tb,
         decode_bound: if compute_bound {
@@ -521,6 +787,15 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest, w: &Weights) -> Opt
         },
         prefill_tokens_per_s: prefill,
         time_to_first_token_s: ttft,
+        single_stream_range,
+        decode_model: parts.map(|(t, c)| DecodeDetail {
+            llama_cpp_generation: c.generation,
+            device_class: c.class,
+            fixed_s: t.fixed_s,
+            weights_s: t.weights_s,
+            kv_s: t.kv_s,
+            borrowed: c.borrowed,
+        }),
     })
 }
 
@@ -539,7 +814,7 @@ pub fn quantization_ladder(engine: Engine) -> &'static [&'static str] {
 
 pub fn estimate(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Estimate {
     let (mem, vllm, max_seq) = memory(shape, hw, r);
-    let speed = speed(shape, hw, r, &weights(shape, &r.precision, r.engine));
+    let speed = speed(shape, hw, r);
     let gb = |b: u64| b as f64 / GB;
     let fits_users = match &vllm {
         Some(v) => v.kv_cache_bytes > 0 && v.max_concurrency >= f64::from(r.users),
@@ -767,6 +1042,8 @@ mod tests {
                     context: max_len,
                     users: 256,
                     max_num_batched_tokens: max_len,
+                    // The log is vLLM 0.6 (V0); V1 is the default now.
+                    engine_version: EngineVersion::V0,
                     ..Default::default()
                 },
             );
@@ -786,37 +1063,17 @@ mod tests {
         }
     }
 
-    /// Decode speed against llama.cpp's own benchmark tables on consumer
-    /// GPUs (the profiles' assumed 0.75 efficiency, fitted to none of these).
-    /// The early-2024 build of ggml-org/llama.cpp#4766 (RTX 3090, llama 7B,
-    /// tg128) is within 25% at 16-bit; its 4-bit and K-quant kernels were far
-    /// below the bandwidth bound, which is then an upper bound (recorded in
-    /// BENCHMARKS.md). 2025 builds are within 25% at 4-bit.
+    /// Decode speed on consumer GPUs against llama.cpp's own tables. These
+    /// rows now live in the comparison table (`catalog/speed-checks.toml`,
+    /// tested whole in `checks`); this keeps the two 2025 checks visible
+    /// here. The early-2024 build of ggml-org/llama.cpp#4766 (F16 48.52,
+    /// Q4_0 121.82, Q2_K 92.69 on a 3090), once asserted here, is excluded
+    /// there: it predates every modelled llama.cpp generation.
     #[test]
     fn decode_speed_against_published_llama_cpp_figures() {
-        let hw = hardware::find("rtx-3090").unwrap();
-        let m = catalog::find("llama-2-7b").unwrap();
-        let tg = |p: &str| {
-            estimate(&m, &hw, &req(Engine::LlamaServer, p, 128, 1))
-                .speed
-                .unwrap()
-                .single_stream_tokens_per_s
-        };
-        let f16 = tg("f16");
-        assert!(
-            (f16 - 48.52).abs() / 48.52 < 0.25,
-            "f16: {f16:.1} predicted, 48.52 measured"
-        );
-        for (p, measured) in [("q4_0", 121.82), ("q2_k", 92.69)] {
-            assert!(
-                tg(p) > measured,
-                "{p}: the bandwidth bound is an upper bound"
-            );
-        }
-        // Newer llama.cpp builds: one token at a time (micro-batch 1) through
-        // Llama-3.1-8B Q4_0, at depth 0 on a 3090 (ggml-org/llama.cpp#15802,
-        // master column) and at depth 32,768 on a 4090, where the KV cache
-        // is read as much as the weights (ggml-org/llama.cpp#17505).
+        // One token at a time (micro-batch 1) through Llama-3.1-8B Q4_0, at
+        // depth 0 on a 3090 (#15802, master column) and at depth 32,768 on a
+        // 4090, where the KV cache is read as much as the weights (#17505).
         let m = catalog::find("llama-3.1-8b").unwrap();
         for (hw, context, measured) in [("rtx-3090", 512, 155.02), ("rtx-4090", 66_048, 98.14)] {
             let hw = hardware::find(hw).unwrap();
@@ -834,8 +1091,11 @@ mod tests {
 
     /// Single-stream decode on a DGX Spark against llama.cpp's own published
     /// figures (ggml-org/llama.cpp benches/dgx-spark.md, build 6918, tg32 at
-    /// depth 0). The GB10 profile's decode efficiency was set from the first
-    /// row (Qwen2.5-Coder-7B Q8_0); the other four were not fitted.
+    /// depth 0). Since the structured decode model, all five rows are its
+    /// GB10 calibration (fixed cost, memory share, Q8_0 and MXFP4 kernels:
+    /// catalog/decode.toml); before, only the first set the one efficiency,
+    /// to 1%. The bound is now the table's calibration tolerance; the GB10
+    /// checks are other sources (checks.rs).
     #[test]
     fn gb10_decode_against_llama_cpp_on_a_dgx_spark() {
         let hw = hardware::find("gb10").unwrap();
@@ -847,36 +1107,179 @@ mod tests {
         gemma_qat.expert_bytes = Some(0);
         gemma_qat.lookup_bytes = Some(0);
         let cases = [
-            (catalog::find("qwen2.5-7b").unwrap(), "q8_0", 29.30, true),
-            (gemma_qat, "q4_0", 78.97, false),
-            (catalog::find("gpt-oss-20b").unwrap(), "mxfp4", 84.10, false),
-            (
-                catalog::find("gpt-oss-120b").unwrap(),
-                "mxfp4",
-                59.02,
-                false,
-            ),
-            (
-                catalog::find("qwen3-30b-a3b").unwrap(),
-                "q8_0",
-                60.92,
-                false,
-            ),
+            (catalog::find("qwen2.5-7b").unwrap(), "q8_0", 29.30),
+            (gemma_qat, "q4_0", 78.97),
+            (catalog::find("gpt-oss-20b").unwrap(), "mxfp4", 84.10),
+            (catalog::find("gpt-oss-120b").unwrap(), "mxfp4", 59.02),
+            (catalog::find("qwen3-30b-a3b").unwrap(), "q8_0", 60.92),
         ];
-        for (m, p, measured, calibration) in cases {
+        for (m, p, measured) in cases {
             let tg = estimate(&m, &hw, &req(Engine::LlamaServer, p, 32, 1))
                 .speed
                 .unwrap()
                 .single_stream_tokens_per_s;
             let err = (tg - measured) / measured;
-            let bound = if calibration { 0.01 } else { 0.25 };
             assert!(
-                err.abs() < bound,
+                err.abs() < 0.05,
                 "{} {p}: {tg:.1} predicted, {measured} measured ({:+.1}%)",
                 m.id,
                 err * 100.0
             );
         }
+    }
+
+    fn single(id: &str, hw: &str, p: &str, generation: Option<&str>) -> Speed {
+        estimate(
+            &catalog::find(id).unwrap(),
+            &hardware::find(hw).unwrap(),
+            &PlanRequest {
+                llama_cpp_generation: generation.map(str::to_string),
+                ..req(Engine::LlamaServer, p, 128, 1)
+            },
+        )
+        .speed
+        .unwrap()
+    }
+
+    /// The fixed per-step cost is most of a tiny model's step and almost
+    /// none of a huge one's.
+    #[test]
+    fn fixed_cost_dominates_tiny_models_and_vanishes_for_huge_ones() {
+        let share = |s: &Speed| {
+            let d = s.decode_model.as_ref().unwrap();
+            d.fixed_s / (d.fixed_s + d.weights_s + d.kv_s)
+        };
+        let tiny = single("gemma-3-270m", "h100-sxm", "q4_0", None);
+        let huge = single("llama-3.1-70b", "rtx-3090", "f16", None);
+        assert!(share(&tiny) > 0.6, "{:?}", tiny.decode_model);
+        assert!(share(&huge) < 0.02, "{:?}", huge.decode_model);
+        // Below the bandwidth bound for the tiny model: its bytes alone would
+        // allow several times the speed.
+        let d = tiny.decode_model.unwrap();
+        assert!(1.0 / d.weights_s > 3.0 * tiny.single_stream_tokens_per_s);
+    }
+
+    /// Each tensor type reads at its own kernel efficiency: on Metal (2023)
+    /// and CUDA (2024) 4-bit kernels reach a smaller share than 16-bit ones,
+    /// so 4-bit is less than 4x faster than 16-bit even beyond fixed costs.
+    #[test]
+    fn kernel_efficiency_per_type() {
+        let cat = crate::decode::catalog().unwrap();
+        let cuda24 = cat
+            .constants(&hardware::find("rtx-4090").unwrap(), Some("2024"))
+            .unwrap();
+        assert!(cuda24.kernels.legacy < 0.8 * cuda24.kernels.f16);
+        let metal = cat
+            .constants(&hardware::find("m4-max").unwrap(), None)
+            .unwrap();
+        assert!(metal.kernels.legacy < metal.kernels.f16);
+        // Bytes over time of the weights part, per type.
+        for (hw, generation) in [("rtx-4090", Some("2024")), ("m4-max", None)] {
+            let f16 = single("llama-3.1-8b", hw, "f16", generation);
+            let q4 = single("llama-3.1-8b", hw, "q4_0", generation);
+            let (df, dq) = (f16.decode_model.unwrap(), q4.decode_model.unwrap());
+            let m = catalog::find("llama-3.1-8b").unwrap();
+            let bytes = |p: &str| weights(&m, &Precision::parse(p).unwrap(), Engine::LlamaServer);
+            let rate = |w: Weights, t: f64| (w.total - w.lookup) as f64 / t;
+            assert!(
+                rate(bytes("q4_0"), dq.weights_s) < rate(bytes("f16"), df.weights_s),
+                "{hw}"
+            );
+        }
+    }
+
+    /// A prediction names its llama.cpp generation; an older one is slower
+    /// where it is modelled, and a missing constant is borrowed and said.
+    #[test]
+    fn predictions_name_their_llama_cpp_generation() {
+        let now = single("llama-3.1-8b", "rtx-4090", "q4_k_m", None);
+        let then = single("llama-3.1-8b", "rtx-4090", "q4_k_m", Some("2024"));
+        assert_eq!(
+            now.decode_model.as_ref().unwrap().llama_cpp_generation,
+            "2025"
+        );
+        assert_eq!(
+            then.decode_model.as_ref().unwrap().llama_cpp_generation,
+            "2024"
+        );
+        assert!(then.single_stream_tokens_per_s < now.single_stream_tokens_per_s);
+        let h100 = single("llama-3.1-8b", "h100-sxm", "q4_k_m", None);
+        let borrowed = &h100.decode_model.unwrap().borrowed;
+        assert!(borrowed.iter().any(|b| b.contains("2024")), "{borrowed:?}");
+    }
+
+    /// Every llama.cpp estimate on a profiled device carries the range of
+    /// its class's check errors, around the number (text and JSON).
+    #[test]
+    fn speed_estimates_carry_a_range() {
+        let s = single("llama-3.1-8b", "h100-pcie", "q4_k_m", None);
+        let r = s.single_stream_range.clone().unwrap();
+        assert_eq!(r.from, "cuda-datacenter");
+        assert!(r.low_tokens_per_s < s.single_stream_tokens_per_s);
+        assert!(r.high_tokens_per_s >= s.single_stream_tokens_per_s);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["single_stream_range"]["low_tokens_per_s"].is_f64());
+        assert!(json["single_stream_tokens_per_s"].is_f64());
+    }
+
+    /// vLLM V1 (default) profiles max_num_batched_tokens; V0 without
+    /// chunked prefill a whole max_model_len batch: at a long context V1
+    /// has more room for KV. A draft's layers share the pool.
+    #[test]
+    fn vllm_versions_and_drafts() {
+        let hw = hardware::find("h100-sxm").unwrap();
+        let m = catalog::find("llama-3.1-70b").unwrap();
+        let base = PlanRequest {
+            engine: Engine::Vllm,
+            precision: Precision::parse("fp8").unwrap(),
+            context: 32_768,
+            users: 8,
+            ..Default::default()
+        };
+        let v1 = estimate(&m, &hw, &base).vllm.unwrap();
+        let v0 = estimate(
+            &m,
+            &hw,
+            &PlanRequest {
+                engine_version: EngineVersion::V0,
+                ..base.clone()
+            },
+        )
+        .vllm
+        .unwrap();
+        assert_eq!(v1.engine_version, EngineVersion::V1);
+        assert_eq!((v1.profiled_tokens, v0.profiled_tokens), (8192, 32_768));
+        assert!(v1.activation_peak_bytes < v0.activation_peak_bytes);
+        assert!(v1.kv_tokens > v0.kv_tokens, "{v1:?} {v0:?}");
+        assert!(v1.outside_budget_bytes > 0 && v0.outside_budget_bytes == 0);
+        // A Llama-3.2-1B draft: its 16 layers' KV ride along with the 80
+        // of the target, and its weights sit beside them.
+        let draft = Draft::model(
+            &catalog::find("llama-3.2-1b").unwrap(),
+            &base.precision,
+            base.kv_bytes_per_elem,
+        );
+        let with = estimate(
+            &m,
+            &hw,
+            &PlanRequest {
+                draft: Some(draft.clone()),
+                ..base.clone()
+            },
+        )
+        .vllm
+        .unwrap();
+        assert!(with.kv_tokens < v1.kv_tokens);
+        let per_tok = m.kv_bytes_per_token(2.0);
+        let expect = (v1.kv_cache_bytes - draft.weights_bytes as i64) as f64
+            / (per_tok + draft.kv_bytes_per_token);
+        assert!((with.kv_tokens as f64 - expect).abs() < 64.0, "{with:?}");
+        // An EAGLE-style head: one extra layer of the target's shape.
+        let head = Draft::layers(&m, 1, &base.precision, 2.0);
+        assert_eq!(head.kv_bytes_per_token, m.kv_bytes_per_token_layer(2.0));
+        assert!("v0".parse::<EngineVersion>().unwrap() == EngineVersion::V0);
+        assert!("V1".parse::<EngineVersion>().unwrap() == EngineVersion::V1);
+        assert!("v2".parse::<EngineVersion>().is_err());
     }
 
     /// vLLM on a DGX Spark (NVIDIA/dgx-spark-playbooks#79, vLLM 0.15):

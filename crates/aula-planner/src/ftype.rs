@@ -111,6 +111,11 @@ impl FileType {
         ggml(self.base)
     }
 
+    /// The ggml type most tensors get ("Q4_K" for q4_k_m).
+    pub fn base_type(&self) -> &'static str {
+        self.base
+    }
+
     /// Bits per weight of the type most tensors get.
     pub fn base_bits(&self) -> f64 {
         self.base().bits_per_weight()
@@ -260,6 +265,55 @@ fn fallback(t: GgmlType, row: u64) -> GgmlType {
 /// Bytes of the weights a file of type `ft` would hold for `shape`:
 /// (total, routed experts, lookup-only token embedding).
 pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
+    let b = bytes_by_type(shape, ft);
+    (b.total(), b.experts(), b.lookup())
+}
+
+/// Where a tensor's bytes sit for decoding: read every step, read in part
+/// (routed experts), or only looked up (one row per token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Dense,
+    Expert,
+    Lookup,
+}
+
+/// A file's bytes split by ggml type and by [`Role`]: decode speed depends
+/// on both (each type's kernel reaches its own share of bandwidth).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeBytes {
+    /// (ggml type name, role, bytes), one entry per pair.
+    pub parts: Vec<(&'static str, Role, u64)>,
+}
+
+impl TypeBytes {
+    fn add(&mut self, ty: &'static str, role: Role, bytes: u64) {
+        match self.parts.iter_mut().find(|p| p.0 == ty && p.1 == role) {
+            Some(p) => p.2 += bytes,
+            None => self.parts.push((ty, role, bytes)),
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.parts.iter().map(|p| p.2).sum()
+    }
+    pub fn experts(&self) -> u64 {
+        self.parts
+            .iter()
+            .filter(|p| p.1 == Role::Expert)
+            .map(|p| p.2)
+            .sum()
+    }
+    pub fn lookup(&self) -> u64 {
+        self.parts
+            .iter()
+            .filter(|p| p.1 == Role::Lookup)
+            .map(|p| p.2)
+            .sum()
+    }
+}
+
+/// [`weight_bytes`], tensor type by tensor type.
+pub fn bytes_by_type(shape: &ModelShape, ft: &FileType) -> TypeBytes {
     let h = u64::from(shape.hidden);
     let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
     let kv_k = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
@@ -273,26 +327,22 @@ pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
     let heads = if shape.tied_embeddings { 1 } else { 2 };
     let gated_total = heads * embed + n * (h * q + h * kv_k + h * kv_v + o_in * h + 3 * h * ffn);
     let gated = shape.n_experts > 0 || gated_total <= shape.params + shape.params / 100;
-    let mut total = 0u64;
-    let mut expert_bytes = 0u64;
+    let mut out = TypeBytes::default();
     let mut matrices = 0u64;
-    let mut add = |t: Tensor, i: u32, elements: u64| -> u64 {
-        let b = tensor_type(ft, t, i, shape).bytes_for(elements);
-        total += b;
+    let mut add = |t: Tensor, i: u32, elements: u64, role: Role| {
+        let ty = tensor_type(ft, t, i, shape);
+        out.add(ty.name, role, ty.bytes_for(elements));
         matrices += elements;
-        b
     };
     // The token table is the output head too when they are tied (llama.cpp's
     // Falcon files carry a separate output head even then).
     let tied = shape.tied_embeddings && shape.architecture != "falcon";
-    let lookup = if tied {
-        add(Tensor::Output, 0, embed);
-        0
+    if tied {
+        add(Tensor::Output, 0, embed, Role::Dense);
     } else {
-        let b = add(Tensor::TokenEmbd, 0, embed);
-        add(Tensor::Output, 0, embed);
-        b
-    };
+        add(Tensor::TokenEmbd, 0, embed, Role::Lookup);
+        add(Tensor::Output, 0, embed, Role::Dense);
+    }
     // The MLP width per expert (or of the dense MLP): what the shape's
     // expert parameters say, else the gated/plain form from the FFN size.
     let per_layer_mlp = if shape.n_experts > 0 && shape.n_layers > 0 {
@@ -300,37 +350,39 @@ pub fn weight_bytes(shape: &ModelShape, ft: &FileType) -> (u64, u64, u64) {
     } else {
         0
     };
+    let d = Role::Dense;
     for i in 0..shape.n_layers {
-        add(Tensor::AttnQ, i, h * q);
-        add(Tensor::AttnK, i, h * kv_k);
-        add(Tensor::AttnV, i, h * kv_v);
-        add(Tensor::AttnOut, i, o_in * h);
+        add(Tensor::AttnQ, i, h * q, d);
+        add(Tensor::AttnK, i, h * kv_k, d);
+        add(Tensor::AttnV, i, h * kv_v, d);
+        add(Tensor::AttnOut, i, o_in * h, d);
         if shape.n_experts > 0 {
             // gate, up and down of every expert, in equal thirds.
             let third = per_layer_mlp / 3;
             for t in [Tensor::FfnGate, Tensor::FfnUp, Tensor::FfnDown] {
-                expert_bytes += add(t, i, third);
+                add(t, i, third, Role::Expert);
             }
         } else {
             if gated {
-                add(Tensor::FfnGate, i, h * ffn);
+                add(Tensor::FfnGate, i, h * ffn, d);
             }
-            add(Tensor::FfnUp, i, h * ffn);
-            add(Tensor::FfnDown, i, ffn * h);
+            add(Tensor::FfnUp, i, h * ffn, d);
+            add(Tensor::FfnDown, i, ffn * h, d);
         }
     }
     // What is left (norms, biases, routers, attention sinks) is kept at F32
     // by llama-quantize: what the parameter total has beyond the matrices,
     // at 4 bytes each (never less than nothing).
     let rest = shape.params.saturating_sub(matrices);
-    let rest = if rest > shape.params / 50 {
+    if rest > shape.params / 50 {
         // The shape is not the standard layout (a plain MLP, fused QKV):
         // the unmatched parameters are matrices at the base type.
-        ft.base().bytes_for(rest)
+        let base = ft.base();
+        out.add(base.name, Role::Dense, base.bytes_for(rest));
     } else {
-        rest * 4
-    };
-    (total + rest, expert_bytes, lookup)
+        out.add("F32", Role::Dense, rest * 4);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! them. A library; `aula plan` is a thin CLI over it.
 
 pub mod catalog;
+pub mod checks;
+pub mod decode;
 pub mod estimate;
 pub mod finetune;
 pub mod ftype;

@@ -70,12 +70,25 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, Settings, Estimate) {
         Engine::Embedded | Engine::LlamaServer => (e.memory.total_bytes, settings, e),
         Engine::Vllm | Engine::Sglang => {
             let kv = kv_per_sequence(&w.shape, r.context, r.kv_bytes_per_elem) * f64::from(r.users);
-            let act = e
+            // Inside the budget: weights (a draft's too), the activation
+            // peak, memory outside PyTorch, the KV cache; V1's CUDA graphs
+            // come on top of it.
+            let (inside, outside) = e
                 .vllm
                 .as_ref()
-                .map(|v| v.activation_peak_bytes)
-                .unwrap_or(0);
-            let need = e.memory.weights_bytes as f64 + act as f64 + VLLM_FIXED as f64 + kv;
+                .map(|v| {
+                    (
+                        v.activation_peak_bytes + v.non_torch_bytes + v.draft_weights_bytes,
+                        v.outside_budget_bytes,
+                    )
+                })
+                .unwrap_or((VLLM_FIXED, 0));
+            let draft_kv = e
+                .vllm
+                .as_ref()
+                .map(|v| v.draft_kv_bytes_per_token * f64::from(r.context) * f64::from(r.users))
+                .unwrap_or(0.0);
+            let need = e.memory.weights_bytes as f64 + inside as f64 + kv + draft_kv;
             let device = hw.usable_gb * GB;
             let share = if device > 0.0 {
                 ((need / device) * 100.0).ceil() / 100.0
@@ -83,7 +96,7 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, Settings, Estimate) {
                 1.0
             };
             settings.share = Some(share);
-            ((share * device) as u64, settings, e)
+            ((share * device) as u64 + outside, settings, e)
         }
     }
 }

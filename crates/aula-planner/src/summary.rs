@@ -92,6 +92,45 @@ impl PlanSummary {
                 all,
                 ttft
             );
+            if let Some(s) = &e.speed {
+                let mut line = String::new();
+                if let Some(r) = &s.single_stream_range {
+                    let _ = write!(
+                        line,
+                        "1 stream {:.1} t/s, likely {:.0}-{:.0} t/s (the {} check rows' errors: {} of {} within 25%)",
+                        s.single_stream_tokens_per_s,
+                        r.low_tokens_per_s,
+                        r.high_tokens_per_s,
+                        r.from,
+                        r.within_25_percent,
+                        r.checks
+                    );
+                }
+                if let Some(d) = &s.decode_model {
+                    if !line.is_empty() {
+                        line.push_str("; ");
+                    }
+                    let _ = write!(
+                        line,
+                        "llama.cpp {} generation, {}: fixed {:.1} ms + weights {:.1} ms + KV {:.1} ms per token",
+                        d.llama_cpp_generation,
+                        d.device_class,
+                        d.fixed_s * 1e3,
+                        d.weights_s * 1e3,
+                        d.kv_s * 1e3
+                    );
+                    if !d.borrowed.is_empty() {
+                        let _ = write!(line, " (borrowed: {})", d.borrowed.join("; "));
+                    }
+                }
+                if s.single_stream_range.is_none() {
+                    line.push_str(if line.is_empty() { "" } else { "; " });
+                    line.push_str(
+                        "no range: too few independent checks for this device and engine",
+                    );
+                }
+                let _ = writeln!(out, "    speed: {line}");
+            }
             let verdict = match e.verdict.kind {
                 VerdictKind::Runs => "runs",
                 VerdictKind::RunsWithQuantization => "runs with quantization",
@@ -102,14 +141,33 @@ impl PlanSummary {
             if let Some(v) = &e.vllm {
                 let _ = writeln!(
                     out,
-                    "    vLLM: budget {:.1} GB, activation peak {:.1} GB, KV cache {:.1} GB = {} blocks of 16 tokens, maximum concurrency {:.2}x at {} tokens",
+                    "    vLLM {:?}: budget {:.1} GB, activation peak {:.1} GB ({} tokens profiled), other {:.1} GB, KV cache {:.1} GB = {} blocks of 16 tokens ({} tokens), maximum concurrency {:.2}x at {} tokens",
+                    v.engine_version,
                     gb(v.budget_bytes),
                     gb(v.activation_peak_bytes),
+                    v.profiled_tokens,
+                    gb(v.non_torch_bytes),
                     v.kv_cache_bytes as f64 / 1e9,
                     v.kv_blocks,
+                    v.kv_tokens,
                     v.max_concurrency,
                     e.context
                 );
+                if v.outside_budget_bytes > 0 {
+                    let _ = writeln!(
+                        out,
+                        "    plus {:.1} GB of CUDA graphs beyond the budget",
+                        gb(v.outside_budget_bytes)
+                    );
+                }
+                if v.draft_weights_bytes > 0 {
+                    let _ = writeln!(
+                        out,
+                        "    draft: {:.1} GB of weights, {:.0} KiB of KV per token beside the target's",
+                        gb(v.draft_weights_bytes),
+                        v.draft_kv_bytes_per_token / 1024.0
+                    );
+                }
             }
         }
         if let Some(p) = &self.placement {
@@ -185,7 +243,7 @@ impl PlanSummary {
         }
         let _ = writeln!(
             out,
-            "\n(`aula plan --explain` prints the formulas; speeds assume the efficiencies above)"
+            "\n(`aula plan --explain` prints the formulas; llama.cpp speeds come from the decode model in catalog/decode.toml, vLLM and SGLang speeds from the efficiencies above; ranges from published checks, docs/planner-calibration.md)"
         );
         out
     }

@@ -307,6 +307,11 @@ pub struct EngineArgs {
     /// PATH or PATH:SCALE [default scale 1]; repeat for several.
     #[arg(long, value_name = "PATH[:SCALE]")]
     pub lora: Vec<String>,
+    /// A directory of LoRA adapters: each `NAME.gguf` there is served as the
+    /// model `NAME` on this one loaded base (what `aula serve` does for
+    /// fine-tuned models); read at start.
+    #[arg(long = "lora-dir", value_name = "DIR")]
+    pub lora_dir: Option<std::path::PathBuf>,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.
@@ -406,6 +411,22 @@ pub struct PlanArgs {
     /// vLLM's --max-num-batched-tokens (sizes its activation profile).
     #[arg(long, default_value_t = 8192)]
     pub max_num_batched_tokens: u32,
+    /// vLLM engine version whose memory profiling to plan: v1 (default;
+    /// profiles --max-num-batched-tokens) or v0 (profiles a batch of
+    /// max_model_len without chunked prefill).
+    #[arg(long, default_value = "v1")]
+    pub engine_version: aula_planner::estimate::EngineVersion,
+    /// A speculative-decoding draft model (catalog id, config.json or GGUF):
+    /// its weights and KV layers are planned beside the target's (vLLM).
+    #[arg(long, value_name = "MODEL", conflicts_with = "draft_layers")]
+    pub draft: Option<PathBuf>,
+    /// A draft head of N layers of the target's shape (EAGLE, MTP) instead of a separate model.
+    #[arg(long, value_name = "N")]
+    pub draft_layers: Option<u32>,
+    /// The llama.cpp build generation the speed assumes: 2025 (current,
+    /// default), 2024 or 2023 (see docs/planner-calibration.md).
+    #[arg(long, value_name = "YEAR")]
+    pub llama_cpp_generation: Option<String>,
     /// Print the full breakdown as JSON.
     #[arg(long)]
     pub json: bool,

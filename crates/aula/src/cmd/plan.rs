@@ -68,6 +68,13 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
                 anyhow!("unknown --kv-cache `{other}`; use f16, bf16, fp8, q8_0 or q4_0")
             })?,
     };
+    if let Some(g) = &a.llama_cpp_generation {
+        let known = &aula_planner::decode::catalog().map_err(|e| anyhow!(e))?.generation;
+        if !known.iter().any(|k| &k.id == g) {
+            let ids: Vec<&str> = known.iter().map(|k| k.id.as_str()).collect();
+            bail!("--llama-cpp-generation: unknown generation `{g}`; known: {}", ids.join(", "));
+        }
+    }
     let request = PlanRequest {
         engine,
         precision: precision.clone(),
@@ -78,11 +85,26 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         prompt_tokens: a.prompt_tokens,
         max_num_batched_tokens: a.max_num_batched_tokens,
         kv_bytes_per_elem: kv_bytes,
+        engine_version: a.engine_version,
+        draft: match &a.draft {
+            Some(d) => Some(aula_planner::estimate::Draft::model(
+                &aula_planner::resolve_model(d).map_err(|e| anyhow!("--draft: {e}"))?,
+                &precision,
+                kv_bytes,
+            )),
+            None => None,
+        },
+        llama_cpp_generation: a.llama_cpp_generation.clone(),
     };
     let mut wants = Vec::new();
     for path in &a.models {
         let shape = aula_planner::resolve_model(path).map_err(|e| anyhow!(e))?;
         let mut request = request.clone();
+        if let Some(n) = a.draft_layers {
+            request.draft = Some(aula_planner::estimate::Draft::layers(
+                &shape, n, &precision, kv_bytes,
+            ));
+        }
         if let (None, Some(p)) = (&a.precision, &shape.released_as) {
             request.precision = Precision::parse(p).map_err(|e| anyhow!(e))?;
         }
