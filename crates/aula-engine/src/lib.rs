@@ -65,6 +65,10 @@ pub struct EngineConfig {
     pub cache_type_v: Option<KvType>,
     /// LoRA adapters (GGUF) applied to every sequence, with their scales.
     pub lora: Vec<(PathBuf, f32)>,
+    /// A directory of LoRA adapters (`NAME.gguf`), each served as the model
+    /// `NAME` on the one loaded base: a request names its adapter as its
+    /// `model`; the base's name runs without one.
+    pub lora_dir: Option<PathBuf>,
 }
 
 /// `--flash-attn`.
@@ -211,6 +215,7 @@ impl Default for EngineConfig {
             cache_type_k: None,
             cache_type_v: None,
             lora: Vec::new(),
+            lora_dir: None,
         }
     }
 }
@@ -336,6 +341,44 @@ fn check_gguf(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Load every `NAME.gguf` adapter in `dir` (sorted by name) on the model.
+/// A missing directory is no adapters; an adapter that does not load is
+/// skipped with a warning, so one bad file cannot keep the base from serving.
+fn load_adapter_dir(
+    model: &mut LlamaModel,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<scheduler::Adapter>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => bail!("--lora-dir {}: {e}", dir.display()),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = check_gguf(&path) {
+            tracing::warn!("adapter {name} skipped: {e}");
+            continue;
+        }
+        match model.lora_adapter_init(&path) {
+            Ok(adapter) => out.push(scheduler::Adapter { name, adapter, bytes }),
+            Err(e) => tracing::warn!(
+                "adapter {name} skipped: llama.cpp could not load {}: {e}",
+                path.display()
+            ),
+        }
+    }
+    Ok(out)
+}
+
 /// Load the model and start the scheduler. Blocking: call from a blocking context.
 pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     if cfg.parallel == 0 {
@@ -363,6 +406,13 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         })?;
         adapters.push((a, *scale));
     }
+    let served = match &cfg.lora_dir {
+        Some(dir) if !cfg.lora.is_empty() => {
+            bail!("--lora and --lora-dir {} cannot be combined: an adapter for every request, or one chosen per request", dir.display())
+        }
+        Some(dir) => load_adapter_dir(&mut model, dir)?,
+        None => Vec::new(),
+    };
     let model = Arc::new(model);
     let name = match &cfg.name {
         Some(n) => n.clone(),
@@ -381,7 +431,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     // `--pooling` wins over the model's own, and makes any model an embedding model.
     let pooling = cfg.pooling.map(Pooling::code).or(pooling);
     if let Some(pooling) = pooling {
-        if !adapters.is_empty() {
+        if !adapters.is_empty() || !served.is_empty() {
             bail!("--lora: LoRA adapters are for chat models, not embedding models");
         }
         return load_embedding(cfg, backend, model, &arch, name, pooling);
@@ -437,6 +487,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let thread_model = model.clone();
     let parallel = cfg.parallel;
     let thread_stats = stats.clone();
+    let adapter_names: Vec<(String, u64)> = served.iter().map(|a| (a.name.clone(), a.bytes)).collect();
     let thread = spawn_on_context_with(
         "aula-batcher",
         backend,
@@ -452,6 +503,9 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
                 parallel,
                 n_batch: batch,
                 stats: thread_stats,
+                adapters: served,
+                current_adapter: None,
+                turn: 0,
             }
             .run(jobs_rx)
         },
@@ -476,6 +530,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         bos_text,
         api_key: cfg.api_key.clone(),
         embed: None,
+        adapters: adapter_names,
     });
     Ok(Engine {
         state,
@@ -582,6 +637,7 @@ fn load_embedding(
         add_bos: true,
         bos_text: String::new(),
         api_key: cfg.api_key.clone(),
+        adapters: Vec::new(),
         embed: Some(server::EmbedState {
             jobs: jobs_tx,
             info,

@@ -7,6 +7,12 @@
 //! sequence whose logits were computed. Up to `parallel` sequences are active;
 //! the rest wait in a FIFO. A client that has gone away (its receiver was
 //! dropped) frees its slot before the next step.
+//!
+//! LoRA adapters (`--lora-dir`): llama.cpp applies adapters to a whole
+//! context, so a step decodes only the sequences of one adapter (or of the
+//! base); when several are active, steps take turns among them. A
+//! sequence's KV is always computed under its own adapter, and a slot's
+//! cached prefix is reused only by a request with the same adapter.
 
 use crate::output::{Pushed, TextAssembler};
 use aula_protocol::{FinishReason, SamplingParams, Usage};
@@ -37,7 +43,17 @@ pub struct Job {
     /// A GBNF grammar the output must follow (`response_format`), already
     /// checked to compile.
     pub grammar: Option<String>,
+    /// The LoRA adapter (index into the scheduler's) this request runs with.
+    pub adapter: Option<usize>,
     pub tx: UnboundedSender<Event>,
+}
+
+/// A LoRA adapter loaded on the base model, chosen per request by name.
+pub struct Adapter {
+    pub name: String,
+    pub adapter: llama_cpp_2::model::LlamaLoraAdapter,
+    /// Its file's size (what it adds to the engine's memory).
+    pub bytes: u64,
 }
 
 /// Counters shared with the HTTP side (for `/health` and admission).
@@ -90,6 +106,12 @@ pub struct Scheduler<'m> {
     /// prefix with the next prompt (off for sliding-window models, whose
     /// caches drop old positions).
     pub reuse_prefix: bool,
+    /// Adapters requests may name; the context runs one (or none) at a time.
+    pub adapters: Vec<Adapter>,
+    /// The adapter set on the context now.
+    pub current_adapter: Option<usize>,
+    /// Round-robin among the adapters that have work.
+    pub turn: usize,
 }
 
 /// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
@@ -140,6 +162,8 @@ impl Scheduler<'_> {
         let mut slots: Vec<Option<Slot>> = (0..self.parallel).map(|_| None).collect();
         // What each slot's KV stream holds while the slot is free.
         let mut cached: Vec<Vec<LlamaToken>> = vec![Vec::new(); self.parallel];
+        // Which adapter computed each slot's cached KV.
+        let mut cached_adapter: Vec<Option<usize>> = vec![None; self.parallel];
         let mut batch = LlamaBatch::new(self.n_batch, self.parallel as i32);
         let n_vocab = self.model.n_vocab();
         loop {
@@ -178,7 +202,13 @@ impl Scheduler<'_> {
             while let Some(job) = waiting.front() {
                 let best = (0..slots.len())
                     .filter(|i| slots[*i].is_none())
-                    .max_by_key(|i| common_prefix(&cached[*i], &job.tokens));
+                    .max_by_key(|i| {
+                        if cached_adapter[*i] == job.adapter {
+                            common_prefix(&cached[*i], &job.tokens)
+                        } else {
+                            0
+                        }
+                    });
                 let Some(i) = best else { break };
                 let Some(job) = waiting.pop_front() else {
                     break;
@@ -186,7 +216,7 @@ impl Scheduler<'_> {
                 let seq = i as i32;
                 // At least the last prompt token is decoded again, for its logits.
                 let mut reuse = common_prefix(&cached[i], &job.tokens).min(job.tokens.len() - 1);
-                if !self.reuse_prefix {
+                if !self.reuse_prefix || cached_adapter[i] != job.adapter {
                     reuse = 0;
                 }
                 if reuse == 0
@@ -199,6 +229,7 @@ impl Scheduler<'_> {
                     self.release(seq);
                 }
                 cached[i].clear();
+                cached_adapter[i] = job.adapter;
                 self.stats
                     .reused_tokens
                     .fetch_add(reuse as u64, Ordering::Relaxed);
@@ -227,12 +258,25 @@ impl Scheduler<'_> {
             if busy == 0 {
                 continue;
             }
-            // 4. Build the batch: generating sequences first, then prefill chunks.
+            // 4. Build the batch: generating sequences first, then prefill
+            //    chunks — of this step's adapter only.
+            let group = self.next_group(&slots);
+            if let Err(msg) = self.use_adapter(group) {
+                for slot in slots.iter_mut() {
+                    if slot.as_ref().is_some_and(|s| s.job.adapter == group) {
+                        self.fail(slot, &msg);
+                    }
+                }
+                continue;
+            }
             batch.clear();
             let mut failed: Vec<(usize, String)> = Vec::new();
             for (i, slot) in slots.iter_mut().enumerate() {
                 let Some(s) = slot else { continue };
                 s.logits_at = None;
+                if s.job.adapter != group {
+                    continue;
+                }
                 if let Some(tok) = s.next {
                     let at = batch.n_tokens();
                     if let Err(e) = batch.add(tok, s.pos, &[s.seq], true) {
@@ -245,7 +289,7 @@ impl Scheduler<'_> {
             }
             for (i, slot) in slots.iter_mut().enumerate() {
                 let Some(s) = slot else { continue };
-                if s.next.is_some() || s.fed >= s.job.tokens.len() {
+                if s.job.adapter != group || s.next.is_some() || s.fed >= s.job.tokens.len() {
                     continue;
                 }
                 let room = self.n_batch.saturating_sub(batch.n_tokens() as usize);
@@ -278,9 +322,10 @@ impl Scheduler<'_> {
                 let msg = format!("llama.cpp decode failed: {e}");
                 tracing::error!("{msg}");
                 for slot in slots.iter_mut() {
-                    if slot
-                        .as_ref()
-                        .is_some_and(|s| s.logits_at.is_some() || s.next.is_some() || s.fed > 0)
+                    if slot.as_ref().is_some_and(|s| {
+                        s.job.adapter == group
+                            && (s.logits_at.is_some() || s.next.is_some() || s.fed > 0)
+                    })
                     {
                         self.fail(slot, &msg);
                     }
@@ -335,6 +380,50 @@ impl Scheduler<'_> {
                 }
             }
         }
+    }
+
+    /// The adapter whose sequences run this step: the active ones take
+    /// turns (the base counts as one).
+    fn next_group(&mut self, slots: &[Option<Slot>]) -> Option<usize> {
+        let mut groups: Vec<Option<usize>> = Vec::new();
+        for s in slots.iter().flatten() {
+            if !groups.contains(&s.job.adapter) {
+                groups.push(s.job.adapter);
+            }
+        }
+        if groups.len() <= 1 {
+            return groups.first().copied().flatten();
+        }
+        groups.sort();
+        self.turn = self.turn.wrapping_add(1);
+        groups[self.turn % groups.len()]
+    }
+
+    /// Set `adapter` on the context (or none), when it is not already.
+    fn use_adapter(&mut self, adapter: Option<usize>) -> Result<(), String> {
+        if adapter == self.current_adapter {
+            return Ok(());
+        }
+        let result = match adapter {
+            Some(i) => match self.adapters.get_mut(i) {
+                Some(a) => self
+                    .ctx
+                    .lora_adapter_set(&mut a.adapter, 1.0)
+                    .map_err(|e| format!("llama.cpp could not apply the adapter {}: {e}", a.name)),
+                None => Err(format!("no adapter {i}")),
+            },
+            None => match self.adapters.first_mut() {
+                Some(a) => self
+                    .ctx
+                    .lora_adapter_remove(&mut a.adapter)
+                    .map_err(|e| format!("llama.cpp could not remove the adapters: {e}")),
+                None => Ok(()),
+            },
+        };
+        if result.is_ok() {
+            self.current_adapter = adapter;
+        }
+        result
     }
 
     fn release(&mut self, seq: i32) {

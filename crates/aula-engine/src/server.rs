@@ -43,6 +43,9 @@ pub struct EngineState {
     pub api_key: Option<String>,
     /// Set for an embedding model (which serves /v1/embeddings and no chat).
     pub embed: Option<EmbedState>,
+    /// LoRA adapters served on this base (`--lora-dir`): name and bytes, in
+    /// the scheduler's order.
+    pub adapters: Vec<(String, u64)>,
 }
 
 /// An embedding model's side of the engine.
@@ -103,10 +106,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn models(State(st): State<Arc<EngineState>>) -> Response {
-    axum::Json(aula_protocol::model_list(
-        std::slice::from_ref(&st.name),
-        "aula-engine",
-    ))
+    let mut names = vec![st.name.clone()];
+    names.extend(st.adapters.iter().map(|(n, _)| n.clone()));
+    axum::Json(aula_protocol::model_list(&names, "aula-engine"))
     .into_response()
 }
 
@@ -136,6 +138,7 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "slots": {"total": st.parallel, "busy": busy, "free": st.parallel.saturating_sub(busy)},
         "queue": {"length": st.stats.queued.load(Ordering::Relaxed), "capacity": st.max_queue},
         "kind": "chat",
+        "adapters": st.adapters.iter().map(|(n, b)| json!({"name": n, "bytes": b})).collect::<Vec<_>>(),
         "prompt_tokens_reused": st.stats.reused_tokens.load(Ordering::Relaxed),
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,
@@ -211,12 +214,22 @@ fn start(
     st: Arc<EngineState>,
     req: &GenerateRequest,
 ) -> Result<(UnboundedReceiver<Event>, Inflight, bool), ApiError> {
-    if req.model != st.name {
-        return Err(ApiError::ModelNotFound(format!(
-            "the model `{}` does not exist; this engine serves: {}",
-            req.model, st.name
-        )));
-    }
+    let adapter = if req.model == st.name {
+        None
+    } else {
+        match st.adapters.iter().position(|(n, _)| *n == req.model) {
+            Some(i) => Some(i),
+            None => {
+                let mut names = vec![st.name.clone()];
+                names.extend(st.adapters.iter().map(|(n, _)| n.clone()));
+                return Err(ApiError::ModelNotFound(format!(
+                    "the model `{}` does not exist; this engine serves: {}",
+                    req.model,
+                    names.join(", ")
+                )));
+            }
+        }
+    };
     let (text, add_special) = match &req.prompt {
         Prompt::Chat(messages) => {
             // Offered tools are described in the system message.
@@ -313,6 +326,7 @@ fn start(
         max_tokens,
         params: req.params.clone(),
         grammar,
+        adapter,
         tx,
     };
     st.jobs

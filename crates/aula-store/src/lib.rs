@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod files;
+pub mod finetune;
 pub mod identity;
 pub mod ledger;
 pub mod tables;
@@ -15,6 +16,7 @@ pub mod vectors;
 
 pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};
+pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob};
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, RequestRecord, UsageBy, UsageRow};
 pub use vectors::{ChunkRow, FileCounts, NewChunk, StoreFileRecord, VectorStoreRecord};

@@ -42,6 +42,7 @@ pub async fn engine(a: EngineArgs) -> anyhow::Result<()> {
                 _ => (l.into(), 1.0),
             })
             .collect(),
+        lora_dir: a.lora_dir.clone(),
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.

@@ -1,0 +1,460 @@
+//! Fine-tuning jobs, their events and checkpoints. A job's status only
+//! moves forward (`validating_files` → `queued` → `running` → `succeeded` |
+//! `failed` | `cancelled`; a restarted gateway puts `running` back to
+//! `queued`): every change names the status it expects, so a cancel and the
+//! trainer's end cannot both win.
+
+use crate::db::{Store, StoreError};
+use sqlx::Row;
+
+/// One fine-tuning job as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FineTuneJob {
+    pub id: String,
+    pub owner: String,
+    pub owner_role: String,
+    pub status: String,
+    pub base_model: String,
+    pub fine_tuned_model: Option<String>,
+    /// What was asked, as JSON.
+    pub spec: String,
+    /// The failure, as JSON (`{code, message, param}`).
+    pub error: Option<String>,
+    pub trained_tokens: i64,
+    /// The memory the job holds while it trains (the planner's estimate).
+    pub planned_bytes: i64,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub estimated_finish_ms: Option<i64>,
+    /// Groups the resulting model is shared with (JSON list).
+    pub shared_groups: String,
+    pub deleted_ms: Option<i64>,
+}
+
+/// One event of a job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FineTuneEvent {
+    pub seq: i64,
+    pub created_ms: i64,
+    pub level: String,
+    pub kind: String,
+    pub message: String,
+    pub data: Option<String>,
+}
+
+/// One checkpoint of a job.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FineTuneCheckpoint {
+    pub id: String,
+    pub job_id: String,
+    pub step: i64,
+    pub metrics: String,
+    pub created_ms: i64,
+}
+
+const COLUMNS: &str = "id, owner, owner_role, status, base_model, fine_tuned_model, spec, error, \
+     trained_tokens, planned_bytes, created_ms, started_ms, finished_ms, estimated_finish_ms, \
+     shared_groups, deleted_ms";
+
+fn job(r: &sqlx::any::AnyRow) -> Result<FineTuneJob, StoreError> {
+    Ok(FineTuneJob {
+        id: r.try_get(0)?,
+        owner: r.try_get(1)?,
+        owner_role: r.try_get(2)?,
+        status: r.try_get(3)?,
+        base_model: r.try_get(4)?,
+        fine_tuned_model: r.try_get(5)?,
+        spec: r.try_get(6)?,
+        error: r.try_get(7)?,
+        trained_tokens: r.try_get(8)?,
+        planned_bytes: r.try_get(9)?,
+        created_ms: r.try_get(10)?,
+        started_ms: r.try_get(11)?,
+        finished_ms: r.try_get(12)?,
+        estimated_finish_ms: r.try_get(13)?,
+        shared_groups: r.try_get(14)?,
+        deleted_ms: r.try_get(15)?,
+    })
+}
+
+impl Store {
+    pub async fn put_ft_job(&self, j: &FineTuneJob) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO fine_tuning_jobs ({COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .bind(&j.id)
+        .bind(&j.owner)
+        .bind(&j.owner_role)
+        .bind(&j.status)
+        .bind(&j.base_model)
+        .bind(&j.fine_tuned_model)
+        .bind(&j.spec)
+        .bind(&j.error)
+        .bind(j.trained_tokens)
+        .bind(j.planned_bytes)
+        .bind(j.created_ms)
+        .bind(j.started_ms)
+        .bind(j.finished_ms)
+        .bind(j.estimated_finish_ms)
+        .bind(&j.shared_groups)
+        .bind(j.deleted_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Write every changeable field of `j`, only while the stored status is
+    /// one of `expect`; false when it was not (someone else moved it).
+    pub async fn update_ft_job(
+        &self,
+        j: &FineTuneJob,
+        expect: &[&str],
+    ) -> Result<bool, StoreError> {
+        let list: Vec<String> = (0..expect.len()).map(|i| format!("${}", i + 11)).collect();
+        let sql = format!(
+            "UPDATE fine_tuning_jobs SET status = $1, fine_tuned_model = $2, error = $3, \
+             trained_tokens = $4, started_ms = $5, finished_ms = $6, estimated_finish_ms = $7, \
+             shared_groups = $8, deleted_ms = $9 WHERE id = $10 AND status IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(&j.status)
+            .bind(&j.fine_tuned_model)
+            .bind(&j.error)
+            .bind(j.trained_tokens)
+            .bind(j.started_ms)
+            .bind(j.finished_ms)
+            .bind(j.estimated_finish_ms)
+            .bind(&j.shared_groups)
+            .bind(j.deleted_ms)
+            .bind(&j.id);
+        for s in expect {
+            q = q.bind(*s);
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    pub async fn ft_job(&self, id: &str) -> Result<Option<FineTuneJob>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job).transpose()
+    }
+
+    /// A page of jobs, newest first (`owner` None: everyone's), after the
+    /// job `after`; and whether more follow.
+    pub async fn ft_jobs(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<FineTuneJob>, bool), StoreError> {
+        let cursor = match after {
+            Some(a) => self.ft_job(a).await?.map(|j| (j.created_ms, j.id)),
+            None => None,
+        };
+        let mut sql = format!("SELECT {COLUMNS} FROM fine_tuning_jobs WHERE 1 = 1");
+        let mut n = 0;
+        if owner.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND owner = ${n}"));
+        }
+        if cursor.is_some() {
+            sql.push_str(&format!(
+                " AND (created_ms < ${} OR (created_ms = ${} AND id < ${}))",
+                n + 1,
+                n + 1,
+                n + 2
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_ms DESC, id DESC LIMIT {}",
+            limit.max(0) + 1
+        ));
+        let mut q = sqlx::query(&sql);
+        if let Some(o) = owner {
+            q = q.bind(o);
+        }
+        if let Some((ms, id)) = &cursor {
+            q = q.bind(*ms).bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut jobs: Vec<FineTuneJob> = rows.iter().map(job).collect::<Result<_, _>>()?;
+        let more = jobs.len() as i64 > limit.max(0);
+        jobs.truncate(limit.max(0) as usize);
+        Ok((jobs, more))
+    }
+
+    /// Every job in one of these states, oldest first (the scheduler's queue).
+    pub async fn ft_jobs_in(&self, statuses: &[&str]) -> Result<Vec<FineTuneJob>, StoreError> {
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE status IN ({}) ORDER BY created_ms, id",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in statuses {
+            q = q.bind(*s);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(job).collect()
+    }
+
+    /// The models fine-tuning made that were not deleted.
+    pub async fn ft_models(&self) -> Result<Vec<FineTuneJob>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE status = 'succeeded' \
+             AND fine_tuned_model IS NOT NULL AND deleted_ms IS NULL ORDER BY created_ms"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job).collect()
+    }
+
+    /// `owner`'s jobs created since `since_ms`, those not finished, and the
+    /// tokens their jobs trained since `since_ms` (the limits' counters).
+    pub async fn ft_usage_of(
+        &self,
+        owner: &str,
+        since_ms: i64,
+    ) -> Result<(i64, i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN created_ms >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN status IN ('validating_files', 'queued', 'running') THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM fine_tuning_jobs WHERE owner = $1",
+        )
+        .bind(owner)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let tokens = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(trained_tokens), 0) AS BIGINT) FROM fine_tuning_jobs \
+             WHERE owner = $1 AND created_ms >= $2",
+        )
+        .bind(owner)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, tokens.try_get(0)?))
+    }
+
+    /// Add an event to a job; returns its number.
+    pub async fn add_ft_event(
+        &self,
+        job_id: &str,
+        level: &str,
+        kind: &str,
+        message: &str,
+        data: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM fine_tuning_events WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let seq: i64 = row.try_get::<i64, _>(0)? + 1;
+        sqlx::query(
+            "INSERT INTO fine_tuning_events (job_id, seq, created_ms, level, kind, message, data) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(job_id)
+        .bind(seq)
+        .bind(crate::now_ms())
+        .bind(level)
+        .bind(kind)
+        .bind(message)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// A page of a job's events, newest first, before event `after` (a
+    /// number); and whether more follow.
+    pub async fn ft_events(
+        &self,
+        job_id: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<(Vec<FineTuneEvent>, bool), StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT seq, created_ms, level, kind, message, data FROM fine_tuning_events \
+             WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT {}",
+            limit.max(0) + 1
+        ))
+        .bind(job_id)
+        .bind(after.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            out.push(FineTuneEvent {
+                seq: r.try_get(0)?,
+                created_ms: r.try_get(1)?,
+                level: r.try_get(2)?,
+                kind: r.try_get(3)?,
+                message: r.try_get(4)?,
+                data: r.try_get(5)?,
+            });
+        }
+        let more = out.len() as i64 > limit.max(0);
+        out.truncate(limit.max(0) as usize);
+        Ok((out, more))
+    }
+
+    pub async fn add_ft_checkpoint(&self, c: &FineTuneCheckpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO fine_tuning_checkpoints (id, job_id, step, metrics, created_ms) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.id)
+        .bind(&c.job_id)
+        .bind(c.step)
+        .bind(&c.metrics)
+        .bind(c.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A page of a job's checkpoints, newest first, after checkpoint `after`.
+    pub async fn ft_checkpoints(
+        &self,
+        job_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<FineTuneCheckpoint>, bool), StoreError> {
+        let before_step = match after {
+            Some(a) => sqlx::query(
+                "SELECT step FROM fine_tuning_checkpoints WHERE id = $1 AND job_id = $2",
+            )
+            .bind(a)
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?,
+            None => None,
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT id, job_id, step, metrics, created_ms FROM fine_tuning_checkpoints \
+             WHERE job_id = $1 AND step < $2 ORDER BY step DESC LIMIT {}",
+            limit.max(0) + 1
+        ))
+        .bind(job_id)
+        .bind(before_step.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            out.push(FineTuneCheckpoint {
+                id: r.try_get(0)?,
+                job_id: r.try_get(1)?,
+                step: r.try_get(2)?,
+                metrics: r.try_get(3)?,
+                created_ms: r.try_get(4)?,
+            });
+        }
+        let more = out.len() as i64 > limit.max(0);
+        out.truncate(limit.max(0) as usize);
+        Ok((out, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn sample(id: &str, owner: &str, created: i64) -> FineTuneJob {
+        FineTuneJob {
+            id: id.into(),
+            owner: owner.into(),
+            owner_role: "student".into(),
+            status: "validating_files".into(),
+            base_model: "smol".into(),
+            fine_tuned_model: None,
+            spec: "{}".into(),
+            error: None,
+            trained_tokens: 0,
+            planned_bytes: 1000,
+            created_ms: created,
+            started_ms: None,
+            finished_ms: None,
+            estimated_finish_ms: None,
+            shared_groups: "[]".into(),
+            deleted_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_move_only_from_the_status_expected() {
+        let dir = std::env::temp_dir().join(format!("aula-ft-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open_in(&dir).await.unwrap();
+        store.put_ft_job(&sample("a", "ann", 1)).await.unwrap();
+        store.put_ft_job(&sample("b", "ann", 2)).await.unwrap();
+        store.put_ft_job(&sample("c", "bob", 3)).await.unwrap();
+        let mut a = store.ft_job("a").await.unwrap().unwrap();
+        a.status = "queued".into();
+        assert!(store.update_ft_job(&a, &["validating_files"]).await.unwrap());
+        a.status = "cancelled".into();
+        assert!(store.update_ft_job(&a, &["queued", "running"]).await.unwrap());
+        // The trainer's end comes too late: the job stays cancelled.
+        a.status = "succeeded".into();
+        assert!(!store.update_ft_job(&a, &["running"]).await.unwrap());
+        assert_eq!(store.ft_job("a").await.unwrap().unwrap().status, "cancelled");
+
+        let (page, more) = store.ft_jobs(Some("ann"), None, 1).await.unwrap();
+        assert_eq!((page[0].id.as_str(), more), ("b", true));
+        let (page, more) = store.ft_jobs(Some("ann"), Some("b"), 5).await.unwrap();
+        assert_eq!((page.len(), page[0].id.as_str(), more), (1, "a", false));
+        assert_eq!(store.ft_jobs(None, None, 10).await.unwrap().0.len(), 3);
+        let queue = store
+            .ft_jobs_in(&["validating_files", "queued"])
+            .await
+            .unwrap();
+        assert_eq!(queue.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(store.ft_usage_of("ann", 2).await.unwrap(), (1, 1, 0));
+
+        for i in 0..3 {
+            store
+                .add_ft_event("b", "info", "message", &format!("m{i}"), None)
+                .await
+                .unwrap();
+        }
+        let (ev, more) = store.ft_events("b", None, 2).await.unwrap();
+        assert_eq!((ev[0].message.as_str(), ev[1].seq, more), ("m2", 2, true));
+        let (ev, more) = store.ft_events("b", Some(2), 10).await.unwrap();
+        assert_eq!((ev.len(), ev[0].message.as_str(), more), (1, "m0", false));
+
+        for step in [5, 10] {
+            store
+                .add_ft_checkpoint(&FineTuneCheckpoint {
+                    id: format!("ck{step}"),
+                    job_id: "b".into(),
+                    step,
+                    metrics: "{}".into(),
+                    created_ms: step,
+                })
+                .await
+                .unwrap();
+        }
+        let (c, _) = store.ft_checkpoints("b", None, 10).await.unwrap();
+        assert_eq!(c[0].step, 10);
+        let (c, _) = store.ft_checkpoints("b", Some("ck10"), 10).await.unwrap();
+        assert_eq!((c.len(), c[0].step), (1, 5));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
