@@ -173,7 +173,7 @@ file_list = {"type": "object", "required": ["object", "data", "has_more"], "prop
   "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}}
 file_upload = {"type": "object", "required": ["file", "purpose"], "properties": {
   "file": {"type": "string", "format": "binary", "description": "The file; at most the user's `max_file_mb`."},
-  "purpose": {"enum": ["assistants", "user_data"], "description": "`fine-tune` is refused until fine-tuning jobs exist."}}}
+  "purpose": {"enum": ["assistants", "user_data", "fine-tune"], "description": "A `fine-tune` file must be JSON Lines of chat examples; a bad one is refused, naming the line."}}}
 file_deleted = {"type": "object", "required": ["id", "object", "deleted"], "properties": {
   "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"const": True}}}
 file_param = [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]

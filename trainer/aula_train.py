@@ -65,6 +65,7 @@ def llama_permute(w, n_head):
 
 def load_examples(path, tokenizer, max_len):
     examples = []
+    cut = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -87,9 +88,18 @@ def load_examples(path, tokenizer, max_len):
                 ids += new
                 labels += new if m["role"] == "assistant" else [-100] * len(new)
                 prev = toks
+            if len(ids) > max_len:
+                cut.append(n)
             examples.append((ids[:max_len], labels[:max_len]))
     if not examples:
         fail("the training file has no examples")
+    if not any(any(l != -100 for l in lab) for _, lab in examples):
+        fail("no example keeps an assistant token within the first %d tokens" % max_len)
+    tokens = sum(len(ids) for ids, _ in examples)
+    emit("info", message=f"{len(examples)} examples, {tokens} tokens with the base model's tokenizer and chat template")
+    if cut:
+        lines = ", ".join(str(c) for c in cut[:10]) + (" ..." if len(cut) > 10 else "")
+        emit("warn", message=f"{len(cut)} examples are longer than {max_len} tokens and were cut (lines {lines})")
     return examples
 
 
@@ -103,7 +113,7 @@ def main():
     seed = int(job.get("seed", 42))
     random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, int(job.get("threads", os.cpu_count() or 1))))
+    torch.set_num_threads(max(1, int(job.get("threads") or os.cpu_count() or 1)))
     base = pathlib.Path(job["base_gguf"])
     out = pathlib.Path(job["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -169,12 +179,12 @@ def main():
             step += 1
             n = int(mask.sum())
             trained_tokens += n
-            emit("metrics", step=step, total_steps=total, epoch=epoch + 1, loss=round(float(loss), 4),
+            emit("metrics", step=step, total_steps=total, epoch=epoch + 1, loss=round(float(loss), 4), tokens=n,
                  learning_rate=sched.get_last_lr()[0], tokens_per_s=round(n / max(1e-6, time.time() - t0), 1))
             if every and step % every == 0 and step < total:
                 torch.save({"model": {k: v for k, v in model.state_dict().items() if "lora_" in k},
                             "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, ckpt)
-                emit("checkpoint", step=step, path=str(ckpt))
+                emit("checkpoint", step=step, path=str(ckpt), loss=round(float(loss), 4))
     model.eval()
     write_adapter(model, config, alpha, out / "adapter.gguf", np)
     if job.get("save_peft"):

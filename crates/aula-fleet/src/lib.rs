@@ -332,6 +332,31 @@ impl Fleet {
         self.lifecycle.stop(name).await
     }
 
+    /// Hold part of the budget for a trainer (evicting idle models; waiting
+    /// while the rest are busy) until the value is dropped.
+    pub async fn reserve(
+        &self,
+        what: &str,
+        bytes: u64,
+    ) -> Result<lifecycle::Reservation, ApiError> {
+        self.lifecycle.reserve(what, bytes).await
+    }
+
+    /// Memory held outside the engines.
+    pub fn holds(&self) -> Vec<aula_protocol::admin::MemoryHold> {
+        self.lifecycle.holds()
+    }
+
+    /// Count `bytes` more for a model (its adapters).
+    pub fn set_extra_bytes(&self, name: &str, bytes: u64) {
+        self.lifecycle.set_extra_bytes(name, bytes);
+    }
+
+    /// Restart a model's engines when idle, so they read their adapters again.
+    pub async fn restart_when_idle(&self, name: &str) -> Result<(), ApiError> {
+        self.lifecycle.restart_when_idle(name).await
+    }
+
     /// Stop every engine and wait until they are gone.
     pub async fn stop_all(&self) {
         self.lifecycle.stop_all().await;

@@ -16,7 +16,7 @@ use crate::supervisor::{EngineSpec, Supervisor};
 use aula_protocol::ApiError;
 use aula_protocol::admin::{EngineKind, ModelState, PsRow};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -28,6 +28,8 @@ pub struct Managed {
     /// Requests between admission and their end (waiting for a load included).
     active: AtomicUsize,
     state: Mutex<ManagedState>,
+    /// Bytes beyond the plan (LoRA adapters served on this base).
+    extra_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -86,6 +88,35 @@ pub struct Lifecycle {
     /// Signalled on every change of an engine's state and whenever a model
     /// falls idle: loads wait on it instead of polling.
     changes: Arc<watch::Sender<()>>,
+    /// Memory held outside the engines (fine-tuning jobs).
+    reservations: Arc<Mutex<Vec<Held>>>,
+    next_hold: AtomicU64,
+}
+
+/// Memory held outside the engines, as `/admin/ps` shows it.
+pub use aula_protocol::admin::MemoryHold;
+
+struct Held {
+    id: u64,
+    bytes: u64,
+    hold: MemoryHold,
+}
+
+/// Part of the budget held for a trainer: given back when dropped.
+pub struct Reservation {
+    id: u64,
+    holds: Arc<Mutex<Vec<Held>>>,
+    changes: Arc<watch::Sender<()>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.holds.lock() {
+            r.retain(|h| h.id != self.id);
+        }
+        // Loads waiting for room may go now.
+        self.changes.send_replace(());
+    }
 }
 
 const DEMAND_WINDOW: Duration = Duration::from_secs(600);
@@ -100,6 +131,8 @@ impl Lifecycle {
             load_timeout,
             load_lock: tokio::sync::Mutex::new(()),
             changes: Arc::new(watch::channel(()).0),
+            reservations: Arc::new(Mutex::new(Vec::new())),
+            next_hold: AtomicU64::new(0),
         }
     }
 
@@ -120,16 +153,136 @@ impl Lifecycle {
                 member,
                 active: AtomicUsize::new(0),
                 state: Mutex::new(ManagedState::default()),
+                extra_bytes: AtomicU64::new(0),
             }),
         );
     }
 
     fn loaded_bytes(&self) -> u64 {
-        self.models
+        let engines: u64 = self
+            .models
             .values()
             .filter(|m| m.is_running())
-            .map(|m| m.member.planned_bytes)
-            .sum()
+            .map(|m| m.planned())
+            .sum();
+        engines + self.reserved_bytes()
+    }
+
+    fn reserved_bytes(&self) -> u64 {
+        self.reservations
+            .lock()
+            .map(|r| r.iter().map(|h| h.bytes).sum())
+            .unwrap_or(0)
+    }
+
+    /// Memory held outside the engines (fine-tuning jobs), as `/admin/ps` shows it.
+    pub fn holds(&self) -> Vec<MemoryHold> {
+        self.reservations
+            .lock()
+            .map(|r| r.iter().map(|h| h.hold.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Hold `bytes` of the budget for `what` (a trainer) until the returned
+    /// value is dropped: idle, unpinned models are evicted to make room, as
+    /// for a load; while the only candidates are busy or pinned it waits
+    /// (cancel it by dropping the future). More than the whole budget is an
+    /// error at once.
+    pub async fn reserve(&self, what: &str, bytes: u64) -> Result<Reservation, ApiError> {
+        if bytes > self.budget_bytes {
+            return Err(ApiError::Unavailable(format!(
+                "{what} needs {:.2} GB, more than the whole memory budget of {:.2} GB",
+                bytes as f64 / 1e9,
+                self.budget_bytes as f64 / 1e9
+            )));
+        }
+        let mut changes = self.changes.subscribe();
+        loop {
+            {
+                // Loads and reservations decide one at a time.
+                let _guard = self.load_lock.lock().await;
+                if self.loaded_bytes() + bytes <= self.budget_bytes {
+                    let id = self.next_hold.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut r) = self.reservations.lock() {
+                        r.push(Held {
+                            id,
+                            bytes,
+                            hold: MemoryHold {
+                                what: what.to_string(),
+                                bytes,
+                            },
+                        });
+                    }
+                    self.changes.send_replace(());
+                    return Ok(Reservation {
+                        id,
+                        holds: self.reservations.clone(),
+                        changes: self.changes.clone(),
+                    });
+                }
+                if let Some(v) = self.idle_victim("") {
+                    tracing::info!(model = %v.name, "evicted to make room for {what}");
+                    self.stop(&v.name).await?;
+                    continue;
+                }
+            }
+            // Wait for a model to fall idle or a hold to end (no deadline:
+            // a queued job waits as long as it must).
+            if changes.changed().await.is_err() {
+                return Err(ApiError::Unavailable("the fleet is shutting down".into()));
+            }
+        }
+    }
+
+    /// The cheapest running, unpinned, idle model other than `except`.
+    fn idle_victim(&self, except: &str) -> Option<Arc<Managed>> {
+        self.models
+            .values()
+            .filter(|v| v.name != except && v.is_running() && !v.member.pinned)
+            .filter(|v| {
+                v.active.load(Ordering::SeqCst) == 0 && {
+                    let q = v.member.queue.stats();
+                    q.busy == 0 && q.queued == 0
+                }
+            })
+            .min_by(|a, b| a.eviction_cost().total_cmp(&b.eviction_cost()))
+            .cloned()
+    }
+
+    /// Count `bytes` more for a model from now on (its LoRA adapters).
+    pub fn set_extra_bytes(&self, name: &str, bytes: u64) {
+        if let Some(m) = self.models.get(name) {
+            m.extra_bytes.store(bytes, Ordering::SeqCst);
+        }
+    }
+
+    /// Restart a model's engines once it is idle, so that they read their
+    /// files again (new adapters): a model not running is left alone (it
+    /// reads them when it loads); a busy one is restarted when its last
+    /// request ends; a pinned or preloaded one is loaded again at once.
+    pub async fn restart_when_idle(&self, name: &str) -> Result<(), ApiError> {
+        let m = self.get(name)?;
+        let mut changes = self.changes.subscribe();
+        loop {
+            if !m.is_running() {
+                return Ok(());
+            }
+            let idle = m.active.load(Ordering::SeqCst) == 0 && {
+                let q = m.member.queue.stats();
+                q.busy == 0 && q.queued == 0
+            };
+            if idle {
+                tracing::info!(model = %name, "restarting to read its adapters again");
+                self.stop(name).await?;
+                if m.member.pinned || m.member.preload {
+                    self.load(name).await?;
+                }
+                return Ok(());
+            }
+            if changes.changed().await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     /// Start the preloaded models that fit (pinned ones first). A pinned set
@@ -139,7 +292,7 @@ impl Lifecycle {
             .models
             .values()
             .filter(|m| m.member.pinned)
-            .map(|m| m.member.planned_bytes)
+            .map(|m| m.planned())
             .sum();
         if pinned > self.budget_bytes {
             let list: Vec<String> = self
@@ -147,7 +300,7 @@ impl Lifecycle {
                 .iter()
                 .filter_map(|n| self.models.get(n))
                 .filter(|m| m.member.pinned)
-                .map(|m| format!("{} {:.2} GB", m.name, m.member.planned_bytes as f64 / 1e9))
+                .map(|m| format!("{} {:.2} GB", m.name, m.planned() as f64 / 1e9))
                 .collect();
             return Err(format!(
                 "the pinned models need {:.2} GB together ({}), more than the memory budget of {:.2} GB; \
@@ -166,8 +319,8 @@ impl Lifecycle {
                 if m.member.pinned != pass_pinned || !(m.member.preload || m.member.pinned) {
                     continue;
                 }
-                if used + m.member.planned_bytes <= self.budget_bytes {
-                    used += m.member.planned_bytes;
+                if used + m.planned() <= self.budget_bytes {
+                    used += m.planned();
                     self.start(m);
                 } else {
                     tracing::info!(model = %m.name, "not preloaded: the memory budget is taken; it loads on its first request");
@@ -308,32 +461,21 @@ impl Lifecycle {
     /// Evict idle, unpinned models until `m` fits; wait (until `deadline`)
     /// while the only candidates are busy.
     async fn make_room(&self, m: &Arc<Managed>, deadline: Instant) -> Result<(), ApiError> {
-        if m.member.planned_bytes > self.budget_bytes {
+        if m.planned() > self.budget_bytes {
             return Err(ApiError::Unavailable(format!(
                 "the model `{}` needs {:.2} GB (planned), more than the whole memory budget of {:.2} GB",
                 m.name,
-                m.member.planned_bytes as f64 / 1e9,
+                m.planned() as f64 / 1e9,
                 self.budget_bytes as f64 / 1e9
             )));
         }
         let mut changes = self.changes.subscribe();
         loop {
             let loaded = self.loaded_bytes();
-            if loaded + m.member.planned_bytes <= self.budget_bytes {
+            if loaded + m.planned() <= self.budget_bytes {
                 return Ok(());
             }
-            let victim = self
-                .models
-                .values()
-                .filter(|v| v.name != m.name && v.is_running() && !v.member.pinned)
-                .filter(|v| {
-                    v.active.load(Ordering::SeqCst) == 0 && {
-                        let q = v.member.queue.stats();
-                        q.busy == 0 && q.queued == 0
-                    }
-                })
-                .min_by(|a, b| a.eviction_cost().total_cmp(&b.eviction_cost()))
-                .cloned();
+            let victim = self.idle_victim(&m.name);
             match victim {
                 Some(v) => {
                     tracing::info!(model = %v.name, "evicted to make room for {}", m.name);
@@ -350,7 +492,7 @@ impl Lifecycle {
                         return Err(ApiError::Unavailable(format!(
                             "not enough memory to load `{}` ({:.2} GB planned; {:.2} GB of {:.2} GB in use by {}, all busy or pinned); try again later",
                             m.name,
-                            m.member.planned_bytes as f64 / 1e9,
+                            m.planned() as f64 / 1e9,
                             loaded as f64 / 1e9,
                             self.budget_bytes as f64 / 1e9,
                             busy.join(", ")
@@ -401,11 +543,11 @@ impl Lifecycle {
             };
             actual += bytes;
         }
-        let gap = (actual as f64 - m.member.planned_bytes as f64).abs()
-            / (m.member.planned_bytes.max(1) as f64);
+        let gap = (actual as f64 - m.planned() as f64).abs()
+            / (m.planned().max(1) as f64);
         if gap > 0.10 {
             tracing::warn!(model = %m.name, "allocated {:.3} GB, planned {:.3} GB ({:+.0}%)",
-                actual as f64 / 1e9, m.member.planned_bytes as f64 / 1e9, gap * 100.0);
+                actual as f64 / 1e9, m.planned() as f64 / 1e9, gap * 100.0);
         }
         if let Ok(mut st) = m.state.lock() {
             st.actual_bytes = Some(actual);
@@ -458,7 +600,7 @@ impl Lifecycle {
                     state: m.state(),
                     pinned: m.member.pinned,
                     keep_alive_s: m.member.keep_alive.map(|k| k.as_secs()),
-                    planned_bytes: Some(m.member.planned_bytes),
+                    planned_bytes: Some(m.planned()),
                     actual_bytes: actual,
                     slots: q.slots,
                     busy: q.busy,
@@ -483,6 +625,11 @@ async fn wait_change(changes: &mut watch::Receiver<()>, deadline: Instant) -> bo
 }
 
 impl Managed {
+    /// Planned bytes with what was added since (adapters).
+    fn planned(&self) -> u64 {
+        self.member.planned_bytes + self.extra_bytes.load(Ordering::SeqCst)
+    }
+
     fn kind(&self) -> EngineKind {
         self.member
             .engines
@@ -543,7 +690,7 @@ impl Managed {
             .map(|d| d.as_secs_f64())
             .unwrap_or(1.0)
             .max(0.1);
-        let gb = (self.member.planned_bytes as f64 / 1e9).max(0.001);
+        let gb = (self.planned() as f64 / 1e9).max(0.001);
         (demand + 1.0) * load / gb
     }
 }

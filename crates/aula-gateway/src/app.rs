@@ -147,6 +147,7 @@ async fn access(
         files: crate::files::Files::new(home::aula_home().join("files")),
         rag: config.rag.settings(),
         web: config.web(),
+        finetune: config.fine_tuning.settings(),
     })
 }
 

@@ -19,8 +19,9 @@
 //!   refused or broken upload removes its temporary file; deleting removes
 //!   the record before the bytes. At start, temporary files and bytes with no
 //!   record (a crash between the two steps) are removed.
-//! * **Purposes:** `assistants` and `user_data`; `fine-tune` is refused until
-//!   fine-tuning jobs exist (a file nothing can use would only take space).
+//! * **Purposes:** `assistants`, `user_data` and `fine-tune`; a `fine-tune`
+//!   file is checked at upload (JSON Lines of chat examples: the error names
+//!   the line), so a bad one is refused before any job names it.
 
 use crate::identity::Identity;
 use crate::server::GatewayState;
@@ -46,7 +47,7 @@ pub const MAX_LIST: i64 = 10_000;
 /// connections, which every user shares).
 pub const MAX_UPLOADS_AT_ONCE: usize = 4;
 /// Purposes a file may be uploaded for.
-pub const PURPOSES: [&str; 2] = ["assistants", "user_data"];
+pub const PURPOSES: [&str; 3] = ["assistants", "user_data", "fine-tune"];
 
 const MB: u64 = 1_000_000;
 
@@ -288,16 +289,13 @@ fn check_purpose(p: &str) -> Result<(), ApiError> {
     if PURPOSES.contains(&p) {
         return Ok(());
     }
-    let why = if p == "fine-tune" {
-        "files for fine-tuning are accepted once fine-tuning jobs are available on this server"
-            .to_string()
-    } else {
+    Err(ApiError::invalid_param(
+        "purpose",
         format!(
             "`purpose` must be one of {}; got `{p}`",
             PURPOSES.join(", ")
-        )
-    };
-    Err(ApiError::invalid_param("purpose", why))
+        ),
+    ))
 }
 
 /// The name a file is shown under: its last path component, printable,
@@ -450,6 +448,13 @@ async fn upload_inner(
         ..allow
     };
     now.check(bytes)?;
+    if purpose == "fine-tune" {
+        let data = tokio::fs::read(&partial.path)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+        crate::finetune::validate::check(&data)
+            .map_err(|e| ApiError::invalid_param("file", format!("not a fine-tuning file: {e}")))?;
+    }
     std::fs::rename(&partial.path, st.files.path(&file_id))
         .map_err(|e| ApiError::Internal(format!("storing the upload: {e}")))?;
     partial.path = st.files.path(&file_id);
@@ -646,12 +651,7 @@ mod tests {
         assert_eq!(e.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
         assert!(e.to_string().contains("10 MB"), "{e}");
         assert!(check_purpose("assistants").is_ok());
-        assert!(
-            check_purpose("fine-tune")
-                .unwrap_err()
-                .to_string()
-                .contains("fine-tuning")
-        );
+        assert!(check_purpose("fine-tune").is_ok());
         assert!(check_purpose("x").is_err());
         assert!(file_id().starts_with("file-") && file_id().len() == 29);
         // Uploads at once, per user, given back when they end.

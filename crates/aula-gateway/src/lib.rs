@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod fair;
 pub mod files;
+pub mod finetune;
 pub mod home;
 pub mod identity;
 pub mod limits;
@@ -59,6 +60,8 @@ pub struct Access {
     pub rag: rag::RagSettings,
     /// The web page: its public address and the Hub's sign-in.
     pub web: web::WebSettings,
+    /// Fine-tuning: the trainer and its queue.
+    pub finetune: finetune::FineTuneSettings,
 }
 
 /// Build the router and the fleet: a fair queue per model in front of the
@@ -84,6 +87,25 @@ pub fn start(
             .iter()
             .find(|s| matches!(&s.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf)))
             .map(|s| s.name.clone());
+    }
+    // Chat models on Aula's own engine can be fine-tuned: their engines
+    // serve the adapters fine-tuning writes (one loaded base for all).
+    let mut bases = std::collections::HashMap::new();
+    let mut specs = specs;
+    let ft_on = access.finetune.is_enabled();
+    for spec in specs.iter_mut() {
+        if let aula_fleet::spec::ModelSource::Embedded {
+            gguf, engine_args, ..
+        } = &mut spec.source
+            && !aula_fleet::launch::is_embedding_model(gguf)
+        {
+            bases.insert(spec.name.clone(), finetune::Base { gguf: gguf.clone() });
+            if ft_on {
+                let dir = access.finetune.adapters.join(&spec.name);
+                engine_args.push("--lora-dir".into());
+                engine_args.push(dir.to_string_lossy().into_owned());
+            }
+        }
     }
     for spec in specs {
         let embedding = matches!(&spec.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf));
@@ -119,8 +141,12 @@ pub fn start(
         live: live::Live::default(),
         web: web::Web::new(access.web)?,
         closing: Default::default(),
+        finetune: finetune::FineTune::new(access.finetune, bases),
     });
     rag::start(&st, tasks);
+    if st.finetune.settings.is_enabled() {
+        finetune::worker::start(&st, tasks);
+    }
     tasks.spawn("live samples", live::run(st.clone()));
     tasks.spawn("usage rollups", roll_up_usage(st.store.clone()));
     Ok(st)

@@ -42,7 +42,19 @@ pub struct LimitFields {
     /// What a user's uploaded files may take together, in MB (default
     /// [`DEFAULT_FILE_STORAGE_MB`]).
     pub file_storage_mb: Option<u64>,
+    /// Fine-tuning jobs a user may have waiting or training at once
+    /// (default [`DEFAULT_FT_JOBS_AT_ONCE`]).
+    pub fine_tuning_jobs_at_once: Option<u64>,
+    /// Fine-tuning jobs a user may create per day (default [`DEFAULT_FT_JOBS_PER_DAY`]).
+    pub fine_tuning_jobs_per_day: Option<u64>,
+    /// Tokens a user's fine-tuning jobs may train per term (default: no limit).
+    pub fine_tuning_tokens_per_term: Option<u64>,
 }
+
+/// Fine-tuning jobs at once per user when no rule says.
+pub const DEFAULT_FT_JOBS_AT_ONCE: u64 = 1;
+/// Fine-tuning jobs per user per day when no rule says.
+pub const DEFAULT_FT_JOBS_PER_DAY: u64 = 5;
 
 /// The largest upload when no rule sets `max_file_mb`.
 pub const DEFAULT_MAX_FILE_MB: u64 = 512;
@@ -236,6 +248,9 @@ pub fn effective(rules: &[LimitRule], id: &Identity) -> LimitFields {
         weight: pick(&rules, id, |f| f.weight, f64::max),
         max_file_mb: pick(&rules, id, |f| f.max_file_mb, max),
         file_storage_mb: pick(&rules, id, |f| f.file_storage_mb, max),
+        fine_tuning_jobs_at_once: pick(&rules, id, |f| f.fine_tuning_jobs_at_once, max),
+        fine_tuning_jobs_per_day: pick(&rules, id, |f| f.fine_tuning_jobs_per_day, max),
+        fine_tuning_tokens_per_term: pick(&rules, id, |f| f.fine_tuning_tokens_per_term, max),
     }
 }
 

@@ -41,6 +41,8 @@ pub struct GatewayState {
     /// (the web page's live stream) end then, so that shutdown does not wait
     /// for them.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Fine-tuning jobs and the models they made.
+    pub finetune: crate::finetune::FineTune,
 }
 
 impl GatewayState {
@@ -153,6 +155,37 @@ fn routes() -> Vec<Route> {
             post(rag::search),
         ),
         ("POST", "/v1/responses", post(crate::responses::create)),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            post(crate::finetune::api::create),
+        ),
+        ("GET", "/v1/fine_tuning/jobs", get(crate::finetune::api::list)),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}",
+            get(crate::finetune::api::retrieve),
+        ),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+            post(crate::finetune::api::cancel),
+        ),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+            get(crate::finetune::api::events),
+        ),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints",
+            get(crate::finetune::api::checkpoints),
+        ),
+        (
+            "DELETE",
+            "/v1/models/{model}",
+            delete(crate::finetune::api::delete_model),
+        ),
         ("GET", "/healthz", get(|| async { "ok" })),
         ("GET", "/readyz", get(readyz)),
         ("GET", "/metrics", get(metrics)),
@@ -312,7 +345,17 @@ async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
     match st.auth.authenticate(&headers).await {
         Ok(id) => {
             let names = crate::pipeline::visible_models(&st, &id);
-            axum::Json(aula_protocol::model_list(&names, "aula")).into_response()
+            let mut list = aula_protocol::model_list(&names, "aula");
+            // Fine-tuned models: their owner's (and shared groups'), as OpenAI lists them.
+            if let Some(data) = list["data"].as_array_mut() {
+                for (name, t) in st.finetune.models_for(&id) {
+                    data.push(serde_json::json!({
+                        "id": name, "object": "model", "created": t.created_ms / 1000,
+                        "owned_by": t.owner, "root": t.base,
+                    }));
+                }
+            }
+            axum::Json(list).into_response()
         }
         Err(e) => e.into_response(),
     }
@@ -375,6 +418,21 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
         models: st.fleet.ps(),
         requests_in_flight,
         reserved_tokens,
+        holds: st.fleet.holds(),
+        fine_tuning: st
+            .store
+            .ft_jobs_in(&["validating_files", "queued", "running"])
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|j| aula_protocol::admin::JobRow {
+                id: j.id,
+                user: j.owner,
+                model: j.base_model,
+                status: j.status,
+                planned_bytes: j.planned_bytes.max(0) as u64,
+            })
+            .collect(),
     })
     .into_response()
 }

@@ -108,6 +108,38 @@ pub fn estimate(
     }
 }
 
+/// PyTorch's own resident memory before any model (CPU wheel, measured:
+/// BENCHMARKS.md, "Fine-tuning").
+pub const TORCH_CPU_RUNTIME_BYTES: u64 = 1_000_000_000;
+
+/// Peak memory of Aula's own trainer (`trainer/aula_train.py`) on the CPU:
+/// LoRA on f32 weights dequantised from the GGUF.
+///
+/// * weights: 4 B/param, twice at the peak (transformers' dequantised load
+///   and the rebuilt model, before the first is dropped);
+/// * PyTorch's runtime: [`TORCH_CPU_RUNTIME_BYTES`];
+/// * adapters: r x (in + out) on q, k, v, o at 16 B/param (f32 weight,
+///   gradient, AdamW's two moments);
+/// * activations in f32, no checkpointing: 2 x 34 x s x b x h per layer
+///   (the 16-bit count doubled), plus the logits and their gradient:
+///   3 x s x b x vocab x 4 B.
+///
+/// Set from one measured run (SmolLM2-135M, batch 8, about 60 tokens per
+/// example: 2.80 GB; this gives 2.7 GB), so it is a floor for other shapes,
+/// not a fit to many.
+pub fn cpu_trainer_bytes(shape: &ModelShape, rank: u32, micro_batch: u32, seq_len: u32) -> u64 {
+    let p = shape.params;
+    let h = u64::from(shape.hidden);
+    let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
+    let kv = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
+    let r = u64::from(rank);
+    let adapters = u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h));
+    let sb = u64::from(seq_len) * u64::from(micro_batch);
+    let activations =
+        u64::from(shape.n_layers) * 68 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;
+    8 * p + TORCH_CPU_RUNTIME_BYTES + 16 * adapters + activations
+}
+
 /// All six: three methods, with and without checkpointing.
 pub fn all(shape: &ModelShape, hw: &Hardware, seq_len: u32, rank: u32) -> Vec<FineTune> {
     let mut out = Vec::new();
@@ -146,6 +178,17 @@ mod tests {
             "{}",
             q.trainable_params
         );
+    }
+
+    #[test]
+    fn the_cpu_trainer_is_dominated_by_f32_weights_and_the_runtime() {
+        let m = catalog::find("llama-3.1-8b").unwrap();
+        let b = cpu_trainer_bytes(&m, 8, 1, 512);
+        // 8B parameters at 4 B, twice: 64 GB, far above a GPU's LoRA figure.
+        assert!(b > 8 * m.params && b < 8 * m.params + 10_000_000_000, "{b}");
+        let small = catalog::find("gemma-3-270m").unwrap();
+        let s = cpu_trainer_bytes(&small, 8, 8, 64);
+        assert!(s > TORCH_CPU_RUNTIME_BYTES + 8 * small.params, "{s}");
     }
 
     #[test]

@@ -110,6 +110,24 @@ pub struct PsRow {
     pub load_time_s: Option<f64>,
 }
 
+/// Memory of the budget held outside the engines (a fine-tuning job's trainer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryHold {
+    pub what: String,
+    pub bytes: u64,
+}
+
+/// A fine-tuning job that is not finished, in `/admin/ps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub id: String,
+    pub user: String,
+    pub model: String,
+    /// validating_files, queued or running.
+    pub status: String,
+    pub planned_bytes: u64,
+}
+
 /// `/admin/ps`: the fleet and the admission totals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ps {
@@ -117,6 +135,12 @@ pub struct Ps {
     pub models: Vec<PsRow>,
     pub requests_in_flight: u64,
     pub reserved_tokens: i64,
+    /// Memory held outside the engines (trainers).
+    #[serde(default)]
+    pub holds: Vec<MemoryHold>,
+    /// Fine-tuning jobs waiting or training, oldest first.
+    #[serde(default)]
+    pub fine_tuning: Vec<JobRow>,
 }
 
 /// The answer of `/admin/load/{model}` and `/admin/unload/{model}`.
@@ -161,6 +185,27 @@ impl Ps {
         for m in &self.models {
             if let ModelState::Failed { reason } = &m.state {
                 let _ = writeln!(out, "{}: failed: {reason}", m.model);
+            }
+        }
+        for h in &self.holds {
+            let _ = writeln!(out, "held: {} {}", gb(Some(h.bytes)), h.what);
+        }
+        if !self.fine_tuning.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<32} {:<16} {:<28} {:<17} {:>10}",
+                "fine-tuning job", "user", "base model", "status", "memory"
+            );
+            for j in &self.fine_tuning {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:<16} {:<28} {:<17} {:>10}",
+                    j.id,
+                    j.user,
+                    j.model,
+                    j.status,
+                    gb(Some(j.planned_bytes))
+                );
             }
         }
         let _ = writeln!(out, "memory budget: {}", gb(Some(self.budget_bytes)));

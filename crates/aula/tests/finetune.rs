@@ -167,3 +167,285 @@ fn a_lora_trained_on_the_served_weights_changes_the_served_answer() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("is not a GGUF model file"));
 }
+
+/// A home with SmolLM2 and the fine-tuning trainer; users `root` (admin),
+/// `tina` (teacher), `ada` and `bob` (students); their keys in that order.
+fn ft_gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
+    let g = TestGateway::new(tag).config(&ft_config(extra));
+    std::os::unix::fs::symlink(model_path(SMOL_FILE), g.home.join("models").join(SMOL_FILE))
+        .unwrap();
+    g.write_config();
+    let mut keys = Vec::new();
+    for (user, role) in [
+        ("root", "admin"),
+        ("tina", "teacher"),
+        ("ada", "student"),
+        ("bob", "student"),
+    ] {
+        let (ok, _, err) = run_aula(&["users", "add", user, "--role", role], &g.home);
+        assert!(ok, "{err}");
+        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
+        assert!(ok, "{err}");
+        keys.push(out.trim().to_string());
+    }
+    (g, keys)
+}
+
+fn ft_config(extra: &str) -> String {
+    format!(
+        "[[models]]\nname = \"{SMOL}\"\ngguf = \"{SMOL_FILE}\"\ncontext = 2048\nparallel = 2\n\n\
+         [fine_tuning]\npython = \"{}\"\ncheckpoint_every = 5\n\n{extra}",
+        train_python()
+    )
+}
+
+fn delete_auth(url: &str, key: &str) -> (u16, serde_json::Value) {
+    let r = ureq::delete(url)
+        .set("Authorization", &format!("Bearer {key}"))
+        .call();
+    let resp = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("DELETE {url}: {e}"),
+    };
+    let status = resp.status();
+    (
+        status,
+        serde_json::from_str(&resp.into_string().unwrap_or_default()).unwrap_or_default(),
+    )
+}
+
+/// Processes running Aula's trainer for `job`, from /proc.
+fn trainers_of(job: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("aula_train.py") && cmd.contains(job) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn job(url: &str, key: &str, id: &str) -> serde_json::Value {
+    let r = get_auth(&format!("{url}/v1/fine_tuning/jobs/{id}"), Some(key));
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+fn events_text(url: &str, key: &str, id: &str) -> String {
+    get_auth(
+        &format!("{url}/v1/fine_tuning/jobs/{id}/events?limit=100"),
+        Some(key),
+    )
+    .text
+}
+
+fn wait_status(url: &str, key: &str, id: &str, want: &str, secs: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let j = job(url, key, id);
+        if j["status"] == want {
+            return j;
+        }
+        assert!(
+            !matches!(j["status"].as_str(), Some("failed" | "cancelled" | "succeeded")) || want == "cancelled",
+            "job {id} is {} waiting for {want}: {j}\n{}",
+            j["status"],
+            events_text(url, key, id)
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} still {} after {secs} s waiting for {want}\n{}",
+            j["status"],
+            events_text(url, key, id)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+fn create_job(url: &str, key: &str, body: serde_json::Value) -> String {
+    let r = post_auth(&format!("{url}/v1/fine_tuning/jobs"), Some(key), &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+fn ps(url: &str, root: &str) -> serde_json::Value {
+    let r = get_auth(&format!("{url}/admin/ps"), Some(root));
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+#[test]
+fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
+    let python = python_with("openai");
+    let (g, keys) = ft_gateway("ft-api", "[machine]\nmemory_gb = 20\n");
+    let (root, tina, ada, bob) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+    let s = g.start();
+
+    // The official client: bad input, a real job, its events, the new model.
+    let out = Command::new(&python)
+        .arg(repo().join("crates/aula/tests/clients/finetune_client.py"))
+        .args([&s.url, ada, bob])
+        .arg(repo().join("crates/aula/tests/data/finetune-mascot.jsonl"))
+        .arg(SMOL)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.output()
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let tuned = r["tuned"].as_str().unwrap();
+    assert!(tuned.contains("purple owl named Quill"), "{r}");
+    assert!(!r["base"].as_str().unwrap().contains("Quill"), "{r}");
+    let model = r["model"].as_str().unwrap().to_string();
+    let (train_file, bob_file) = (r["train_file"].as_str().unwrap(), r["bob_file"].as_str().unwrap());
+    let trainer_bytes = r["planned_bytes"].as_u64().unwrap();
+    // The base and its adapter are one engine: the adapter's bytes are counted.
+    let p = ps(&s.url, root);
+    let smol_bytes = p["models"][0]["planned_bytes"].as_u64().unwrap();
+
+    // Cancel while training, and while queued (one job trains at a time).
+    let long = serde_json::json!({"model": SMOL, "training_file": train_file,
+        "hyperparameters": {"n_epochs": 50}});
+    let running = create_job(&s.url, ada, long.clone());
+    wait_status(&s.url, ada, &running, "running", 120);
+    let queued = create_job(
+        &s.url,
+        bob,
+        serde_json::json!({"model": SMOL, "training_file": bob_file}),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(job(&s.url, bob, &queued)["status"], "queued");
+    let p = ps(&s.url, root);
+    let rows = p["fine_tuning"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{p}");
+    assert_eq!(p["holds"].as_array().unwrap().len(), 1, "{p}");
+    wait_for("the trainer to start", std::time::Duration::from_secs(30), || {
+        !trainers_of(&running).is_empty()
+    });
+    // A teacher may cancel any job; a student only their own.
+    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url), Some(ada), &serde_json::json!({}));
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url), Some(tina), &serde_json::json!({}));
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("cancelled")), "{}", r.text);
+    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url), Some(ada), &serde_json::json!({}));
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("cancelled")), "{}", r.text);
+    assert!(trainers_of(&running).is_empty(), "the trainer is still running");
+    let p = ps(&s.url, root);
+    assert!(p["holds"].as_array().unwrap().is_empty(), "{p}");
+    assert!(p["fine_tuning"].as_array().unwrap().is_empty(), "{p}");
+    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url), Some(ada), &serde_json::json!({}));
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Deleting the model removes it (and its adapter).
+    let (status, _) = delete_auth(&format!("{}/v1/models/{model}", s.url), ada);
+    assert_eq!(status, 200);
+    let r = post_auth(
+        &format!("{}/v1/chat/completions", s.url),
+        Some(ada),
+        &serde_json::json!({"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}),
+    );
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert!(std::fs::read_dir(g.home.join("adapters").join(SMOL)).unwrap().next().is_none());
+    drop(s);
+
+    // A budget that holds the model or the trainer, not both: the job waits
+    // while the model serves, and starts once the model is idle and evicted.
+    let budget = (trainer_bytes + smol_bytes / 2) as f64 / 1e9;
+    std::fs::write(
+        g.home.join("aula.toml"),
+        ft_config(&format!("[machine]\nmemory_gb = {budget:.3}\n")),
+    )
+    .unwrap();
+    let cfg = g.home.join("aula.toml");
+    let serve = |home: &std::path::Path| {
+        spawn_aula(&["serve", "--port", "0", "--config", cfg.to_str().unwrap()], Some(home))
+    };
+    let s = serve(&g.home);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, key, stop) = (s.url.clone(), tina.to_string(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while n < 3 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Requests after the job started wait for the trainer's
+                    // memory, and end when the gateway is killed: not checked.
+                    let _ = ureq::post(&format!("{url}/v1/chat/completions"))
+                        .set("Authorization", &format!("Bearer {key}"))
+                        .send_json(serde_json::json!({"model": SMOL, "max_tokens": 150,
+                            "messages": [{"role": "user", "content": "Tell me a long story about a dragon."}]}));
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    wait_for("the model to serve", std::time::Duration::from_secs(60), || {
+        ps(&s.url, root)["models"][0]["active_requests"].as_u64().unwrap_or(0) > 0
+    });
+    let id = create_job(
+        &s.url,
+        ada,
+        serde_json::json!({"model": SMOL, "training_file": train_file, "suffix": "again", "seed": 7,
+            "hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 2}}),
+    );
+    let mut waited_busy = 0;
+    loop {
+        let p = ps(&s.url, root);
+        let status = p["fine_tuning"][0]["status"].as_str().unwrap_or("").to_string();
+        let active = p["models"][0]["active_requests"].as_u64().unwrap_or(0)
+            + p["models"][0]["queued"].as_u64().unwrap_or(0)
+            + p["models"][0]["busy"].as_u64().unwrap_or(0);
+        if status == "running" {
+            // Never next to a busy model: it was evicted first.
+            assert_eq!(p["models"][0]["state"], "unloaded", "{p}");
+            break;
+        }
+        if active > 0 {
+            waited_busy += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(waited_busy >= 3, "the job never waited for the busy model");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // The gateway killed mid-job: the job resumes from its checkpoint.
+    wait_for("a checkpoint", std::time::Duration::from_secs(300), || {
+        events_text(&s.url, ada, &id).contains("Checkpoint saved at step 5")
+    });
+    let mut s = s;
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    wait_for("the trainer to die with the gateway", std::time::Duration::from_secs(10), || {
+        trainers_of(&id).is_empty()
+    });
+    drop(s);
+    let s = serve(&g.home);
+    let done = wait_status(&s.url, ada, &id, "succeeded", 600);
+    let ev = events_text(&s.url, ada, &id);
+    assert!(ev.contains("queued again"), "{ev}");
+    assert!(ev.contains("resumed from the checkpoint at step"), "{ev}");
+    let tuned_model = done["fine_tuned_model"].as_str().unwrap();
+    let r = post_auth(
+        &format!("{}/v1/chat/completions", s.url),
+        Some(ada),
+        &serde_json::json!({"model": tuned_model, "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 24, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("Quill"), "{}", r.text);
+    // After the job, memory goes back to the model.
+    assert!(ps(&s.url, root)["holds"].as_array().unwrap().is_empty());
+    drop(s);
+    for b in busy {
+        let _ = b.join();
+    }
+}

@@ -31,6 +31,48 @@ pub struct Config {
     /// The web page at `/`.
     #[serde(default)]
     pub web: WebConfig,
+    /// Fine-tuning jobs.
+    #[serde(default)]
+    pub fine_tuning: FineTuningConfig,
+}
+
+/// `[fine_tuning]`: the trainer and how many jobs train at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTuningConfig {
+    /// Off: the fine-tuning API answers that it is not enabled [default:
+    /// on when the trainer's Python is there].
+    pub enabled: Option<bool>,
+    /// The trainer's Python, with torch, transformers, peft and gguf
+    /// (`bash scripts/setup-trainer.sh` makes one) [default:
+    /// $AULA_TRAIN_PYTHON, else ~/.cache/aula/train-venv/bin/python].
+    pub python: Option<Spanned<String>>,
+    /// Jobs training at once [default: 1].
+    pub max_running: Option<Spanned<usize>>,
+    /// Steps between checkpoints [default: 10].
+    pub checkpoint_every: Option<Spanned<u32>>,
+    /// CPU threads a trainer uses [default: all].
+    pub threads: Option<usize>,
+}
+
+impl FineTuningConfig {
+    pub fn settings(&self) -> crate::finetune::FineTuneSettings {
+        let mut s = crate::finetune::FineTuneSettings::default();
+        if let Some(p) = &self.python {
+            s.python = Some(std::path::PathBuf::from(p.get_ref()));
+        }
+        if let Some(e) = self.enabled {
+            s.enabled = Some(e);
+        }
+        if let Some(m) = &self.max_running {
+            s.max_running = *m.get_ref();
+        }
+        if let Some(c) = &self.checkpoint_every {
+            s.checkpoint_every = *c.get_ref();
+        }
+        s.threads = self.threads;
+        s
+    }
 }
 
 /// `[web]`: the page teachers and students open.
@@ -144,6 +186,12 @@ pub struct LimitEntry {
     pub max_file_mb: Option<u64>,
     /// What a user's uploaded files may take together, in MB [default: 2048].
     pub file_storage_mb: Option<u64>,
+    /// Fine-tuning jobs waiting or training at once [default: 1].
+    pub fine_tuning_jobs_at_once: Option<u64>,
+    /// Fine-tuning jobs created per day [default: 5].
+    pub fine_tuning_jobs_per_day: Option<u64>,
+    /// Tokens fine-tuning jobs may train per term [default: no limit].
+    pub fine_tuning_tokens_per_term: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +324,22 @@ impl Config {
         check_preload(&cfg, text, &invalid)?;
         check_machine(&cfg.machine, text, &invalid)?;
         check_rag(&cfg, text, &invalid)?;
+        if let Some(m) = &cfg.fine_tuning.max_running
+            && !(1..=8).contains(m.get_ref())
+        {
+            return Err(invalid(format!(
+                "line {}: key `max_running` must be 1 to 8",
+                line_of(text, m.span().start)
+            )));
+        }
+        if let Some(c) = &cfg.fine_tuning.checkpoint_every
+            && *c.get_ref() == 0
+        {
+            return Err(invalid(format!(
+                "line {}: key `checkpoint_every` must be at least 1",
+                line_of(text, c.span().start)
+            )));
+        }
         check_limits(&cfg.limits, text, &invalid)?;
         check_term(cfg.term.as_ref(), text, &invalid)?;
         check_hub(cfg.jupyterhub.as_ref(), text, &invalid)?;
@@ -336,6 +400,9 @@ impl Config {
                     weight: l.weight.as_ref().map(|w| *w.get_ref()),
                     max_file_mb: l.max_file_mb,
                     file_storage_mb: l.file_storage_mb,
+                    fine_tuning_jobs_at_once: l.fine_tuning_jobs_at_once,
+                    fine_tuning_jobs_per_day: l.fine_tuning_jobs_per_day,
+                    fine_tuning_tokens_per_term: l.fine_tuning_tokens_per_term,
                 },
             })
             .collect()

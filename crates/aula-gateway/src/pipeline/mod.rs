@@ -123,14 +123,28 @@ fn admit(
         adm.max_tokens = Some(0);
         adm.stream = false;
     }
+    // A fine-tuned model runs on its base's engine, which knows it by its
+    // name (an adapter); limits, the ledger and metrics count the base.
     // An unknown model's error lists only the models this user may use.
-    let route = st.router.get(&adm.model).cloned().map_err(|_| {
-        ApiError::ModelNotFound(format!(
-            "the model `{}` does not exist; models you may use: {}",
-            adm.model,
-            visible_models(st, id).join(", ")
-        ))
-    })?;
+    let route = match st.router.get(&adm.model) {
+        Ok(r) => r.clone(),
+        Err(_) => match st.finetune.model_for(&adm.model, id) {
+            Some(t) if !embeddings => {
+                let mut r = st.router.get(&t.base)?.clone();
+                r.upstream_model = adm.model.clone();
+                r
+            }
+            _ => {
+                let mut names = visible_models(st, id);
+                names.extend(st.finetune.models_for(id).into_iter().map(|(n, _)| n));
+                return Err(ApiError::ModelNotFound(format!(
+                    "the model `{}` does not exist; models you may use: {}",
+                    adm.model,
+                    names.join(", ")
+                )));
+            }
+        },
+    };
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
     // limits, the ledger and metrics use the configured name.
@@ -464,6 +478,10 @@ mod tests {
             live: crate::live::Live::default(),
             web: crate::web::Web::new(crate::web::WebSettings::default()).unwrap(),
             closing: Default::default(),
+            finetune: crate::finetune::FineTune::new(
+                crate::finetune::FineTuneSettings::default(),
+                Default::default(),
+            ),
         };
         (Arc::new(st), dir)
     }

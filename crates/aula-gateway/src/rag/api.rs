@@ -22,7 +22,7 @@ pub const MAX_FILES_PER_CALL: usize = 500;
 /// Most query strings one search takes.
 pub const MAX_QUERIES: usize = 10;
 
-async fn body_object(body: Body) -> Result<Map<String, Value>, ApiError> {
+pub(crate) async fn body_object(body: Body) -> Result<Map<String, Value>, ApiError> {
     let bytes = crate::body::read_json(body).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(o)) => Ok(o),
@@ -33,7 +33,7 @@ async fn body_object(body: Body) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn only(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn only(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::invalid_param(
             k,
@@ -46,7 +46,7 @@ fn only(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     }
 }
 
-fn opt_str<'a>(
+pub(crate) fn opt_str<'a>(
     o: &'a Map<String, Value>,
     key: &str,
     max: usize,
@@ -167,7 +167,7 @@ fn refuse_expiry(o: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn groups(v: Option<&Value>, id: &Identity) -> Result<Option<Vec<String>>, ApiError> {
+pub(crate) fn groups(v: Option<&Value>, id: &Identity) -> Result<Option<Vec<String>>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };

@@ -1,0 +1,648 @@
+//! The HTTP handlers of `/v1/fine_tuning/jobs` (OpenAI's shapes) and
+//! `DELETE /v1/models/{model}` for fine-tuned models. Everything a job
+//! needs is checked here, before it is stored: the base, the files, the
+//! hyperparameters, the caller's limits and the job's memory.
+
+use super::worker::{Spec, event};
+use super::{FineTune, validate};
+use crate::files::{own_file, store_error};
+use crate::identity::Identity;
+use crate::rag::api::{body_object, only, opt_str};
+use crate::server::GatewayState;
+use aula_protocol::ApiError;
+use aula_store::{FineTuneJob, Role, now_ms};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// Most epochs, batch size and learning-rate multiplier a job may ask.
+const MAX_EPOCHS: u64 = 50;
+const MAX_BATCH: u64 = 256;
+const MAX_LR_MULTIPLIER: f64 = 10.0;
+const MAX_RANK: u64 = 256;
+/// Tokens per example the trainer keeps (longer ones are cut, with a warning).
+const MAX_EXAMPLE_TOKENS: u32 = 1024;
+
+fn secs(ms: i64) -> i64 {
+    ms / 1000
+}
+
+/// A job as OpenAI's API shows it, with Aula's own settings under `aula`.
+pub fn job_object(j: &FineTuneJob) -> Value {
+    let spec: Option<Spec> = serde_json::from_str(&j.spec).ok();
+    let hyper = spec.as_ref().map(|s| {
+        json!({
+            "n_epochs": s.n_epochs,
+            "batch_size": s.batch_size,
+            "learning_rate_multiplier": s.learning_rate_multiplier,
+        })
+    });
+    let error = j
+        .error
+        .as_deref()
+        .and_then(|e| serde_json::from_str::<Value>(e).ok());
+    json!({
+        "object": "fine_tuning.job",
+        "id": j.id,
+        "created_at": secs(j.created_ms),
+        "finished_at": j.finished_ms.map(secs),
+        "model": j.base_model,
+        "fine_tuned_model": j.fine_tuned_model,
+        "organization_id": "aula",
+        "user_provided_suffix": spec.as_ref().and_then(|s| s.suffix.clone()),
+        "status": j.status,
+        "training_file": spec.as_ref().map(|s| s.training_file.clone()),
+        "validation_file": spec.as_ref().and_then(|s| s.validation_file.clone()),
+        "hyperparameters": hyper,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        "result_files": [],
+        "trained_tokens": if j.status == "succeeded" { Some(j.trained_tokens) } else { None },
+        "error": error,
+        "seed": spec.as_ref().map(|s| s.seed),
+        "estimated_finish": j.estimated_finish_ms.map(secs),
+        "integrations": [],
+        "metadata": null,
+        "aula": {
+            "user": j.owner,
+            "lora_rank": spec.as_ref().map(|s| s.lora_rank),
+            "lora_alpha": spec.as_ref().map(|s| s.lora_alpha),
+            "qlora": false,
+            "planned_bytes": j.planned_bytes,
+            "trained_tokens_so_far": j.trained_tokens,
+            "shared_with_groups": spec.as_ref().map(|s| s.shared_with_groups.clone()).unwrap_or_default(),
+        },
+    })
+}
+
+fn enabled(st: &GatewayState) -> Result<(), ApiError> {
+    if st.finetune.settings.is_enabled() {
+        return Ok(());
+    }
+    Err(ApiError::InvalidRequest {
+        message: format!(
+            "fine-tuning is not enabled on this gateway (no trainer at {}: an admin runs `bash scripts/setup-trainer.sh` or sets [fine_tuning] python)",
+            st.finetune.settings.python().display()
+        ),
+        param: None,
+        code: Some("fine_tuning_disabled"),
+    })
+}
+
+/// `"auto"`, absent, or an integer in `lo..=hi`.
+fn int_or_auto(v: Option<&Value>, name: &str, lo: u64, hi: u64) -> Result<Option<u64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "auto" => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (lo..=hi).contains(&n)) => {
+            Ok(n.as_u64())
+        }
+        _ => Err(ApiError::invalid_param(
+            name,
+            format!("`{name}` must be \"auto\" or an integer from {lo} to {hi}"),
+        )),
+    }
+}
+
+/// The hyperparameters, from `method.supervised.hyperparameters` or the
+/// older top-level `hyperparameters` (not both).
+fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    let top = o.get("hyperparameters").filter(|v| !v.is_null());
+    let method = o.get("method").filter(|v| !v.is_null());
+    let from_method = match method {
+        None => None,
+        Some(Value::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "type" | "supervised")) {
+                return Err(ApiError::invalid_param(
+                    "method",
+                    format!("`method.{k}`: Aula trains the `supervised` method only"),
+                ));
+            }
+            match m.get("type").and_then(Value::as_str) {
+                Some("supervised") => {}
+                Some(other) => {
+                    return Err(ApiError::invalid_param(
+                        "method",
+                        format!("the `{other}` method is not supported; Aula trains `supervised` (LoRA) jobs"),
+                    ));
+                }
+                None => {
+                    return Err(ApiError::invalid_param("method", "`method.type` is required (supervised)"));
+                }
+            }
+            match m.get("supervised") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(s)) => {
+                    if let Some(k) = s.keys().find(|k| k.as_str() != "hyperparameters") {
+                        return Err(ApiError::invalid_param(
+                            "method",
+                            format!("unknown parameter `method.supervised.{k}`"),
+                        ));
+                    }
+                    s.get("hyperparameters").filter(|v| !v.is_null())
+                }
+                Some(_) => return Err(ApiError::invalid_param("method", "`method.supervised` must be an object")),
+            }
+        }
+        Some(_) => return Err(ApiError::invalid_param("method", "`method` must be an object")),
+    };
+    let h = match (top, from_method) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_param(
+                "hyperparameters",
+                "give the hyperparameters in `method.supervised.hyperparameters` or in `hyperparameters`, not both",
+            ));
+        }
+        (Some(h), None) | (None, Some(h)) => h,
+        (None, None) => return Ok(Map::new()),
+    };
+    let Value::Object(h) = h else {
+        return Err(ApiError::invalid_param("hyperparameters", "`hyperparameters` must be an object"));
+    };
+    if let Some(k) = h
+        .keys()
+        .find(|k| !matches!(k.as_str(), "n_epochs" | "batch_size" | "learning_rate_multiplier"))
+    {
+        return Err(ApiError::invalid_param(
+            "hyperparameters",
+            format!("unknown hyperparameter `{k}`; Aula takes n_epochs, batch_size and learning_rate_multiplier (LoRA settings go in `lora`)"),
+        ));
+    }
+    Ok(h.clone())
+}
+
+struct Lora {
+    rank: u32,
+    alpha: f64,
+}
+
+/// Aula's `lora`: `{rank, alpha, qlora}`.
+fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
+    let mut l = Lora { rank: 8, alpha: 16.0 };
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(l);
+    };
+    let Value::Object(o) = v else {
+        return Err(ApiError::invalid_param("lora", "`lora` must be an object: {rank, alpha, qlora}"));
+    };
+    if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "rank" | "alpha" | "qlora")) {
+        return Err(ApiError::invalid_param("lora", format!("unknown parameter `lora.{k}`; it takes rank, alpha and qlora")));
+    }
+    if let Some(r) = o.get("rank") {
+        l.rank = r
+            .as_u64()
+            .filter(|r| (1..=MAX_RANK).contains(r))
+            .ok_or_else(|| ApiError::invalid_param("lora", format!("`lora.rank` must be an integer from 1 to {MAX_RANK}")))?
+            as u32;
+        l.alpha = 2.0 * f64::from(l.rank);
+    }
+    if let Some(a) = o.get("alpha") {
+        l.alpha = a
+            .as_f64()
+            .filter(|a| *a > 0.0 && *a <= 4096.0)
+            .ok_or_else(|| ApiError::invalid_param("lora", "`lora.alpha` must be a number above 0 and at most 4096"))?;
+    }
+    match o.get("qlora") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            return Err(ApiError::invalid_param(
+                "lora",
+                "QLoRA is not available: Aula's trainer trains LoRA on the served model's weights in f32 (on the CPU); leave out `lora.qlora`",
+            ));
+        }
+        Some(_) => return Err(ApiError::invalid_param("lora", "`lora.qlora` must be true or false")),
+    }
+    Ok(l)
+}
+
+/// The caller's own `fine-tune` file, valid; its summary.
+async fn training_data(
+    st: &GatewayState,
+    id: &Identity,
+    file_id: &str,
+    param: &str,
+) -> Result<validate::Summary, ApiError> {
+    let f = own_file(st, id, file_id).await.map_err(|_| {
+        ApiError::invalid_param(param, format!("no file `{file_id}` of yours"))
+    })?;
+    if f.purpose != "fine-tune" {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("the file `{file_id}` was uploaded with purpose `{}`; upload training data with purpose `fine-tune`", f.purpose),
+        ));
+    }
+    let bytes = tokio::fs::read(st.files.path(file_id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading {file_id}: {e}")))?;
+    validate::check(&bytes).map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
+}
+
+fn groups(v: Option<&Value>, id: &Identity) -> Result<Vec<String>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .filter(|l| l.len() <= 64)
+        .and_then(|l| {
+            l.iter()
+                .map(|g| g.as_str().filter(|s| !s.is_empty() && s.len() <= 64).map(String::from))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| ApiError::invalid_param("shared_with_groups", "`shared_with_groups` must be a list of group names"))?;
+    if !list.is_empty() && id.role == Role::Student {
+        return Err(ApiError::Forbidden {
+            message: "only teachers and admins may share a fine-tuned model with groups".into(),
+            code: "sharing_not_allowed",
+            resets_at: None,
+        });
+    }
+    Ok(list)
+}
+
+/// `POST /v1/fine_tuning/jobs`.
+pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    enabled(&st)?;
+    let o = body_object(body).await?;
+    only(
+        &o,
+        &[
+            "model",
+            "training_file",
+            "validation_file",
+            "suffix",
+            "seed",
+            "hyperparameters",
+            "method",
+            "integrations",
+            "lora",
+            "shared_with_groups",
+        ],
+    )?;
+    if o.get("integrations").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+        return Err(ApiError::invalid_param("integrations", "Aula has no integrations (Weights & Biases): the job's events carry its metrics"));
+    }
+    let model = opt_str(&o, "model", 256)?
+        .ok_or_else(|| ApiError::invalid_param("model", "`model` is required: the base model to fine-tune"))?;
+    // An alias names its model.
+    let base = match st.router.get(model) {
+        Ok(r) => r.name.clone(),
+        Err(_) => {
+            return Err(ApiError::ModelNotFound(format!(
+                "the model `{model}` does not exist; models that can be fine-tuned here: {}",
+                base_names(&st.finetune).join(", ")
+            )));
+        }
+    };
+    let Some(base_entry) = st.finetune.bases.get(&base) else {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "`{model}` cannot be fine-tuned here: Aula fine-tunes chat models it serves from a GGUF file with its own engine ({})",
+                base_names(&st.finetune).join(", ")
+            ),
+        ));
+    };
+    let training_file = opt_str(&o, "training_file", 64)?
+        .ok_or_else(|| ApiError::invalid_param("training_file", "`training_file` is required"))?
+        .to_string();
+    let validation_file = opt_str(&o, "validation_file", 64)?.map(String::from);
+    let suffix = opt_str(&o, "suffix", 64)?.map(String::from);
+    if let Some(s) = &suffix
+        && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        return Err(ApiError::invalid_param("suffix", "`suffix` must be 1 to 64 letters, digits, `-` or `_`"));
+    }
+    let seed = match o.get("seed") {
+        None | Some(Value::Null) => rand::random::<u32>() as i64 & 0x7fff_ffff,
+        Some(v) => v
+            .as_i64()
+            .filter(|s| (0..=i64::from(i32::MAX)).contains(s))
+            .ok_or_else(|| ApiError::invalid_param("seed", "`seed` must be an integer from 0 to 2147483647"))?,
+    };
+    let h = hyperparameters(&o)?;
+    let n_epochs = int_or_auto(h.get("n_epochs"), "n_epochs", 1, MAX_EPOCHS)?;
+    let batch_size = int_or_auto(h.get("batch_size"), "batch_size", 1, MAX_BATCH)?;
+    let lr = match h.get("learning_rate_multiplier") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "auto" => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|x| *x > 0.0 && *x <= MAX_LR_MULTIPLIER)
+                .ok_or_else(|| ApiError::invalid_param("learning_rate_multiplier", format!("`learning_rate_multiplier` must be \"auto\" or a number above 0 and at most {MAX_LR_MULTIPLIER}")))?,
+        ),
+    };
+    let lora = lora(o.get("lora"))?;
+    let shares = groups(o.get("shared_with_groups"), &id)?;
+    let summary = training_data(&st, &id, &training_file, "training_file").await?;
+    if let Some(v) = &validation_file {
+        training_data(&st, &id, v, "validation_file").await?;
+    }
+    // "auto": 3 epochs; batches of up to 8; the base learning rate x 2.
+    let spec = Spec {
+        training_file,
+        validation_file,
+        suffix,
+        seed,
+        n_epochs: n_epochs.unwrap_or(3) as u32,
+        batch_size: batch_size.unwrap_or(8.min(summary.examples as u64)).max(1) as u32,
+        learning_rate_multiplier: lr.unwrap_or(2.0),
+        lora_rank: lora.rank,
+        lora_alpha: lora.alpha,
+        shared_with_groups: shares,
+        examples: summary.examples,
+        max_tokens: MAX_EXAMPLE_TOKENS,
+    };
+    // About 3.5 characters a token: the limits' estimate before the trainer counts.
+    let est_tokens = (summary.chars as f64 / 3.5) as u64 * u64::from(spec.n_epochs);
+    check_limits(&st, &id, est_tokens).await?;
+    let planned = planned_bytes(&base_entry.gguf, &spec, summary.longest_chars)?;
+    if planned > st.fleet.budget_bytes() {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "fine-tuning `{base}` needs about {:.2} GB (the planner's estimate for its trainer), more than the whole memory budget of {:.2} GB",
+                planned as f64 / 1e9,
+                st.fleet.budget_bytes() as f64 / 1e9
+            ),
+        ));
+    }
+    let job = FineTuneJob {
+        id: format!("ftjob-{}", crate::random_id(24)),
+        owner: id.name.clone(),
+        owner_role: id.role.as_str().to_string(),
+        status: "validating_files".into(),
+        base_model: base,
+        fine_tuned_model: None,
+        spec: serde_json::to_string(&spec).map_err(|e| ApiError::Internal(e.to_string()))?,
+        error: None,
+        trained_tokens: 0,
+        planned_bytes: planned as i64,
+        created_ms: now_ms(),
+        started_ms: None,
+        finished_ms: None,
+        estimated_finish_ms: None,
+        shared_groups: serde_json::to_string(&spec.shared_with_groups).unwrap_or_else(|_| "[]".into()),
+        deleted_ms: None,
+    };
+    st.store.put_ft_job(&job).await.map_err(store_error)?;
+    event(&st, &job.id, "info", &format!("Created fine-tuning job {} ({} examples).", job.id, summary.examples)).await;
+    st.finetune.wake.notify_one();
+    Ok(Json(job_object(&job)))
+}
+
+fn base_names(ft: &FineTune) -> Vec<String> {
+    let mut v: Vec<String> = ft.bases.keys().cloned().collect();
+    v.sort();
+    if v.is_empty() {
+        v.push("none configured".into());
+    }
+    v
+}
+
+/// The planner's estimate of the trainer's peak memory for this job.
+fn planned_bytes(gguf: &std::path::Path, spec: &Spec, longest_chars: usize) -> Result<u64, ApiError> {
+    let shape = aula_planner::resolve_model(gguf)
+        .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
+    // The longest example in tokens, about 3.5 characters each, plus the template.
+    let seq = ((longest_chars as f64 / 3.5) as u32 + 32).min(spec.max_tokens);
+    Ok(aula_planner::finetune::cpu_trainer_bytes(&shape, spec.lora_rank, spec.batch_size, seq))
+}
+
+/// `[[limits]]`: jobs at once, jobs per day, tokens trained per term.
+async fn check_limits(st: &GatewayState, id: &Identity, est_tokens: u64) -> Result<(), ApiError> {
+    let eff = crate::limits::effective(&st.limiter.rules(), id);
+    let (day, _, term) = crate::limits::window_starts(now_ms(), st.limiter.term_start_ms());
+    let (today, unfinished, _) = st.store.ft_usage_of(&id.name, day).await.map_err(store_error)?;
+    let (_, _, term_tokens) = st.store.ft_usage_of(&id.name, term).await.map_err(store_error)?;
+    let at_once = eff.fine_tuning_jobs_at_once.unwrap_or(crate::limits::DEFAULT_FT_JOBS_AT_ONCE);
+    if unfinished as u64 >= at_once {
+        return Err(ApiError::RateLimited {
+            message: format!("you have {unfinished} fine-tuning jobs waiting or training; the limit is {at_once} at once: wait for one to finish or cancel it"),
+            code: "fine_tuning_jobs_at_once",
+            retry_after_s: 60,
+        });
+    }
+    let per_day = eff.fine_tuning_jobs_per_day.unwrap_or(crate::limits::DEFAULT_FT_JOBS_PER_DAY);
+    if today as u64 >= per_day {
+        return Err(ApiError::RateLimited {
+            message: format!("you created {today} fine-tuning jobs today; the limit is {per_day} a day"),
+            code: "fine_tuning_jobs_per_day",
+            retry_after_s: 3600,
+        });
+    }
+    if let Some(limit) = eff.fine_tuning_tokens_per_term
+        && term_tokens.max(0) as u64 + est_tokens > limit
+    {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "this job would train about {est_tokens} tokens; your fine-tuning jobs trained {term_tokens} this term, of {limit} allowed"
+            ),
+            code: "fine_tuning_tokens_per_term",
+            resets_at: None,
+        });
+    }
+    Ok(())
+}
+
+/// `after` and `limit` (1 to 100, default 20) and nothing else.
+fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or(""))
+        .map_err(|e| ApiError::invalid(format!("the query string cannot be read: {e}")))?;
+    let (mut after, mut limit) = (None, 20);
+    for (k, v) in pairs {
+        match k.as_str() {
+            "after" => after = Some(v),
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| ApiError::invalid_param("limit", "`limit` must be 1 to 100"))?
+            }
+            other => {
+                return Err(ApiError::invalid_param(other, format!("unknown parameter `{other}`; this call takes after and limit")));
+            }
+        }
+    }
+    Ok((after, limit))
+}
+
+/// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.
+pub async fn list(State(st): State<Arc<GatewayState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    let (after, limit) = page(q.as_deref())?;
+    let owner = (!FineTune::is_staff(&id)).then_some(id.name.as_str());
+    let (jobs, more) = st.store.ft_jobs(owner, after.as_deref(), limit).await.map_err(store_error)?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": jobs.iter().map(job_object).collect::<Vec<_>>(),
+        "has_more": more,
+    })))
+}
+
+/// The job as `id` may see it (theirs, or anyone's for staff); 404 otherwise.
+async fn visible(st: &GatewayState, id: &Identity, job_id: &str) -> Result<FineTuneJob, ApiError> {
+    match st.store.ft_job(job_id).await.map_err(store_error)? {
+        Some(j) if j.owner == id.name || FineTune::is_staff(id) => Ok(j),
+        _ => Err(ApiError::NotFound(format!("no fine-tuning job `{job_id}`"))),
+    }
+}
+
+/// `GET /v1/fine_tuning/jobs/{id}`.
+pub async fn retrieve(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(job_id): Path<String>) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    Ok(Json(job_object(&visible(&st, &id, &job_id).await?)))
+}
+
+/// `POST /v1/fine_tuning/jobs/{id}/cancel`: a job waiting or training stops
+/// (its trainer killed, its memory given back) before this answers.
+pub async fn cancel(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(job_id): Path<String>) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    let mut j = visible(&st, &id, &job_id).await?;
+    if !matches!(j.status.as_str(), "validating_files" | "queued" | "running") {
+        return Err(ApiError::invalid(format!("the job `{job_id}` is {} already; only a job waiting or training can be cancelled", j.status)));
+    }
+    j.status = "cancelled".into();
+    j.finished_ms = Some(now_ms());
+    j.estimated_finish_ms = None;
+    if !st
+        .store
+        .update_ft_job(&j, &["validating_files", "queued", "running"])
+        .await
+        .map_err(store_error)?
+    {
+        // It ended meanwhile.
+        return Ok(Json(job_object(&visible(&st, &id, &job_id).await?)));
+    }
+    event(&st, &job_id, "info", &format!("The job was cancelled by {}.", id.name)).await;
+    let token = st.finetune.active.lock().ok().and_then(|a| a.get(&job_id).cloned());
+    if let Some(t) = token {
+        t.cancel();
+        // Wait (bounded) until the worker let go of it: trainer gone, memory back.
+        for _ in 0..100 {
+            let gone = st.finetune.active.lock().map(|a| !a.contains_key(&job_id)).unwrap_or(true);
+            if gone {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    st.finetune.wake.notify_one();
+    Ok(Json(job_object(&j)))
+}
+
+/// `GET /v1/fine_tuning/jobs/{id}/events`: newest first.
+pub async fn events(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    let (after, limit) = page(q.as_deref())?;
+    visible(&st, &id, &job_id).await?;
+    // `after` is an event id: ftevent-<job>-<n>.
+    let after = match after {
+        None => None,
+        Some(a) => Some(
+            a.rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid_param("after", "`after` must be an event id"))?,
+        ),
+    };
+    let (evs, more) = st.store.ft_events(&job_id, after, limit).await.map_err(store_error)?;
+    let short = job_id.strip_prefix("ftjob-").unwrap_or(&job_id);
+    let data: Vec<Value> = evs
+        .iter()
+        .map(|e| {
+            json!({
+                "object": "fine_tuning.job.event",
+                "id": format!("ftevent-{short}-{}", e.seq),
+                "created_at": secs(e.created_ms),
+                "level": e.level,
+                "message": e.message,
+                "type": e.kind,
+                "data": e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data, "has_more": more})))
+}
+
+/// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
+pub async fn checkpoints(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    let (after, limit) = page(q.as_deref())?;
+    let j = visible(&st, &id, &job_id).await?;
+    let (cks, more) = st
+        .store
+        .ft_checkpoints(&job_id, after.as_deref(), limit)
+        .await
+        .map_err(store_error)?;
+    let data: Vec<Value> = cks
+        .iter()
+        .map(|c| {
+            json!({
+                "object": "fine_tuning.job.checkpoint",
+                "id": c.id,
+                "created_at": secs(c.created_ms),
+                "fine_tuning_job_id": c.job_id,
+                "fine_tuned_model_checkpoint": format!("{}:ckpt-step-{}", j.fine_tuned_model.clone().unwrap_or_else(|| format!("ft:{}", j.base_model)), c.step),
+                "step_number": c.step,
+                "metrics": serde_json::from_str::<Value>(&c.metrics).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": cks.first().map(|c| c.id.clone()),
+        "last_id": cks.last().map(|c| c.id.clone()),
+        "has_more": more,
+    })))
+}
+
+/// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;
+/// its adapter goes, its job stays (with the model's name).
+pub async fn delete_model(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(model): Path<String>) -> Answer {
+    let id = st.auth.authenticate(&headers).await?;
+    let staff = FineTune::is_staff(&id);
+    let Some(t) = st.finetune.model(&model).filter(|t| staff || t.visible_to(&id)) else {
+        return Err(ApiError::ModelNotFound(format!("no fine-tuned model `{model}` of yours")));
+    };
+    if t.owner != id.name && !staff {
+        return Err(ApiError::Forbidden {
+            message: format!("the model `{model}` is shared with you; only its owner or a teacher may delete it"),
+            code: "read_only",
+            resets_at: None,
+        });
+    }
+    let Some(mut j) = st.store.ft_job(&t.job_id).await.map_err(store_error)? else {
+        return Err(ApiError::ModelNotFound(format!("no fine-tuned model `{model}`")));
+    };
+    j.deleted_ms = Some(now_ms());
+    st.store.update_ft_job(&j, &["succeeded"]).await.map_err(store_error)?;
+    st.finetune.unpublish(&model);
+    let _ = std::fs::remove_file(st.finetune.adapter_path(&t.base, &model));
+    let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&t.job_id));
+    st.fleet.set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
+    let fleet = st.fleet.clone();
+    let base = t.base.clone();
+    tokio::spawn(async move {
+        let _ = fleet.restart_when_idle(&base).await;
+    });
+    event(&st, &t.job_id, "info", &format!("The model {model} was deleted by {}.", id.name)).await;
+    Ok(Json(json!({"id": model, "object": "model", "deleted": true})))
+}

@@ -1,0 +1,244 @@
+//! Fine-tuning jobs: the OpenAI fine-tuning API (`api.rs`), a queue that
+//! trains within the fleet's memory budget (`worker.rs`), and serving the
+//! result as a new model on the base's own engine.
+//!
+//! Rules it enforces:
+//! * A job's base is a chat model Aula serves from a GGUF with its own
+//!   engine (`aula engine`); anything else is a 400 before anything is
+//!   queued, as is a file that is not the caller's, not `fine-tune`, or not
+//!   valid (the error names the line).
+//! * Per user, `[[limits]]` bound jobs waiting or training at once, jobs
+//!   created per day and tokens trained per term (429/403 at creation).
+//! * Jobs train oldest first, at most `[fine_tuning] max_running` at once.
+//!   A job holds the planner's estimate of its trainer's memory in the
+//!   fleet's budget from its start to its end (idle, unpinned models are
+//!   evicted for it; a busy model never is: the job waits, `queued`).
+//! * The trainer is a child process (its log in the logs directory); it is
+//!   killed when the job is cancelled or the gateway stops, and never
+//!   restarted: a job whose trainer fails is `failed` with the trainer's
+//!   last error line. A gateway that stops mid-job puts the job back in the
+//!   queue at start, and the trainer resumes from its last checkpoint.
+//! * The model `ft:BASE:USER:SUFFIX:JOBID` is an adapter file served by the
+//!   base's engine (`--lora-dir`): one loaded base for all its fine-tunes.
+//!   Its owner sees it, and the groups a teacher shared it with; deleting it
+//!   removes the adapter.
+
+pub mod api;
+pub mod validate;
+pub mod worker;
+
+use crate::identity::Identity;
+use aula_store::Role;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// `[fine_tuning]` resolved.
+#[derive(Debug, Clone)]
+pub struct FineTuneSettings {
+    /// None: on when the trainer's Python exists.
+    pub enabled: Option<bool>,
+    pub python: Option<PathBuf>,
+    pub max_running: usize,
+    pub checkpoint_every: u32,
+    pub threads: Option<usize>,
+    /// Jobs' working directories (`<id>/`: job.json, checkpoint, adapter).
+    pub dir: PathBuf,
+    /// Adapters served per base model (`<base>/<model>.gguf`).
+    pub adapters: PathBuf,
+}
+
+impl Default for FineTuneSettings {
+    fn default() -> Self {
+        let home = crate::home::aula_home();
+        FineTuneSettings {
+            enabled: None,
+            python: None,
+            max_running: 1,
+            checkpoint_every: 10,
+            threads: None,
+            dir: home.join("fine_tuning"),
+            adapters: home.join("adapters"),
+        }
+    }
+}
+
+impl FineTuneSettings {
+    /// The trainer's Python: the configured one, $AULA_TRAIN_PYTHON, or the
+    /// virtual environment `scripts/setup-trainer.sh` makes.
+    pub fn python(&self) -> PathBuf {
+        if let Some(p) = &self.python {
+            return p.clone();
+        }
+        if let Ok(p) = std::env::var("AULA_TRAIN_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var("HOME").unwrap_or_default();
+        PathBuf::from(home).join(".cache/aula/train-venv/bin/python")
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or_else(|| self.python().exists())
+    }
+}
+
+/// A base model jobs may train on.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub gguf: PathBuf,
+}
+
+/// A fine-tuned model being served.
+#[derive(Debug, Clone)]
+pub struct Tuned {
+    pub job_id: String,
+    pub owner: String,
+    pub base: String,
+    pub shared_groups: Vec<String>,
+    pub created_ms: i64,
+}
+
+impl Tuned {
+    pub fn visible_to(&self, id: &Identity) -> bool {
+        self.owner == id.name || self.shared_groups.iter().any(|g| id.groups.contains(g))
+    }
+}
+
+/// The gateway's fine-tuning side.
+pub struct FineTune {
+    pub settings: FineTuneSettings,
+    /// Chat models on Aula's own engine, by name.
+    pub bases: HashMap<String, Base>,
+    /// Fine-tuned models by name.
+    models: RwLock<HashMap<String, Tuned>>,
+    /// Jobs taken by the worker (waiting for memory or training): cancel
+    /// them here.
+    pub(crate) active: Mutex<HashMap<String, CancellationToken>>,
+    /// Wakes the worker (a job created, cancelled or finished).
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl FineTune {
+    pub fn new(settings: FineTuneSettings, bases: HashMap<String, Base>) -> FineTune {
+        FineTune {
+            settings,
+            bases,
+            models: RwLock::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The fine-tuned model `name` as `id` may use it.
+    pub fn model_for(&self, name: &str, id: &Identity) -> Option<Tuned> {
+        let m = self.models.read().ok()?.get(name).cloned()?;
+        m.visible_to(id).then_some(m)
+    }
+
+    /// The fine-tuned model `name`, whoever may see it.
+    pub fn model(&self, name: &str) -> Option<Tuned> {
+        self.models.read().ok()?.get(name).cloned()
+    }
+
+    /// Every fine-tuned model `id` may use, oldest first.
+    pub fn models_for(&self, id: &Identity) -> Vec<(String, Tuned)> {
+        let mut v: Vec<(String, Tuned)> = self
+            .models
+            .read()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, t)| t.visible_to(id))
+                    .map(|(n, t)| (n.clone(), t.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| (a.1.created_ms, &a.0).cmp(&(b.1.created_ms, &b.0)));
+        v
+    }
+
+    pub(crate) fn publish(&self, name: &str, t: Tuned) {
+        if let Ok(mut m) = self.models.write() {
+            m.insert(name.to_string(), t);
+        }
+    }
+
+    pub(crate) fn unpublish(&self, name: &str) -> Option<Tuned> {
+        self.models.write().ok()?.remove(name)
+    }
+
+    /// The adapter file of a fine-tuned model.
+    pub fn adapter_path(&self, base: &str, model: &str) -> PathBuf {
+        self.settings
+            .adapters
+            .join(base)
+            .join(format!("{model}.gguf"))
+    }
+
+    /// The bytes of a base's adapters on disk (what they add to its engine).
+    pub fn adapter_bytes(&self, base: &str) -> u64 {
+        std::fs::read_dir(self.settings.adapters.join(base))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Teachers and admins may see and cancel everyone's jobs.
+    pub fn is_staff(id: &Identity) -> bool {
+        matches!(id.role, Role::Teacher | Role::Admin)
+    }
+}
+
+/// The model name OpenAI's pattern gives a fine-tune:
+/// `ft:BASE:USER:SUFFIX:JOBID` (the suffix left out when none), with
+/// anything but letters, digits, `.`, `-` and `_` in the parts made `-` (the
+/// name is also a file name).
+pub fn model_name(base: &str, user: &str, suffix: Option<&str>, job_id: &str) -> String {
+    let clean = |s: &str| -> String {
+        let c: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        c.trim_start_matches('.').to_string()
+    };
+    let short = job_id.strip_prefix("ftjob-").unwrap_or(job_id);
+    match suffix {
+        Some(s) => format!(
+            "ft:{}:{}:{}:{}",
+            clean(base),
+            clean(user),
+            clean(s),
+            clean(short)
+        ),
+        None => format!("ft:{}:{}::{}", clean(base), clean(user), clean(short)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_openais_pattern_and_are_safe_file_names() {
+        assert_eq!(
+            model_name("smol", "ann", Some("mascot"), "ftjob-abc"),
+            "ft:smol:ann:mascot:abc"
+        );
+        assert_eq!(
+            model_name("smol", "../evil/x", None, "ftjob-abc"),
+            "ft:smol:-evil-x::abc"
+        );
+        assert!(!model_name("a/b", "c", Some("d"), "e").contains('/'));
+    }
+}

@@ -1,0 +1,484 @@
+//! The fine-tuning queue: validate new jobs, start queued ones oldest first
+//! while fewer than `max_running` train, hold each job's memory in the
+//! fleet's budget, run its trainer, turn the trainer's JSON lines into
+//! events and checkpoints, and publish the adapter as a model.
+
+use super::{FineTune, Tuned, validate};
+use crate::server::GatewayState;
+use aula_store::{FineTuneCheckpoint, FineTuneJob, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+/// Aula's trainer, written next to the jobs at their start (so that an
+/// installed `aula` needs no checkout).
+const TRAINER: &str = include_str!("../../../../trainer/aula_train.py");
+
+/// A job's settings, resolved, as stored in `spec`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Spec {
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub suffix: Option<String>,
+    pub seed: i64,
+    pub n_epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate_multiplier: f64,
+    pub lora_rank: u32,
+    pub lora_alpha: f64,
+    /// Groups the resulting model is shared with.
+    #[serde(default)]
+    pub shared_with_groups: Vec<String>,
+    /// Examples in the training file (from validation).
+    #[serde(default)]
+    pub examples: usize,
+    /// Tokens per example the trainer keeps.
+    #[serde(default)]
+    pub max_tokens: u32,
+}
+
+/// The learning rate a multiplier of 1 stands for (LoRA on small models).
+pub const BASE_LEARNING_RATE: f64 = 5e-4;
+
+pub fn start(st: &Arc<GatewayState>, tasks: &aula_fleet::tasks::Tasks) {
+    tasks.spawn("fine-tuning", run(st.clone()));
+}
+
+async fn run(st: Arc<GatewayState>) {
+    recover(&st).await;
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        st.finetune.settings.max_running.max(1),
+    ));
+    loop {
+        if let Ok(jobs) = st.store.ft_jobs_in(&["validating_files"]).await {
+            for job in jobs {
+                check_files(&st, job).await;
+            }
+        }
+        if let Ok(jobs) = st.store.ft_jobs_in(&["queued"]).await {
+            for job in jobs {
+                if active(&st.finetune).contains(&job.id) {
+                    continue;
+                }
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    break;
+                };
+                let token = CancellationToken::new();
+                if let Ok(mut a) = st.finetune.active.lock() {
+                    a.insert(job.id.clone(), token.clone());
+                }
+                let st2 = st.clone();
+                tokio::spawn(async move {
+                    let id = job.id.clone();
+                    run_job(&st2, job, token).await;
+                    if let Ok(mut a) = st2.finetune.active.lock() {
+                        a.remove(&id);
+                    }
+                    drop(permit);
+                    st2.finetune.wake.notify_one();
+                });
+            }
+        }
+        tokio::select! {
+            _ = st.finetune.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = st.closing.cancelled() => return,
+        }
+    }
+}
+
+fn active(ft: &FineTune) -> Vec<String> {
+    ft.active
+        .lock()
+        .map(|a| a.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// At start: publish the models made before, and put jobs that were
+/// training when the gateway stopped back in the queue (their trainer
+/// resumes from the last checkpoint).
+async fn recover(st: &GatewayState) {
+    match st.store.ft_models().await {
+        Ok(jobs) => {
+            for j in jobs {
+                if let Some(name) = &j.fine_tuned_model {
+                    if !st.finetune.adapter_path(&j.base_model, name).exists() {
+                        tracing::warn!("fine-tuned model {name}: its adapter file is missing; not served");
+                        continue;
+                    }
+                    st.finetune.publish(name, tuned(&j));
+                }
+            }
+        }
+        Err(e) => tracing::warn!("fine-tuned models cannot be read: {e}"),
+    }
+    for base in st.finetune.bases.keys() {
+        st.fleet
+            .set_extra_bytes(base, st.finetune.adapter_bytes(base));
+    }
+    if let Ok(jobs) = st.store.ft_jobs_in(&["running"]).await {
+        for mut j in jobs {
+            j.status = "queued".into();
+            j.estimated_finish_ms = None;
+            if let Ok(true) = st.store.update_ft_job(&j, &["running"]).await {
+                event(
+                    st,
+                    &j.id,
+                    "warn",
+                    "The gateway stopped while this job trained; it is queued again and resumes from its last checkpoint.",
+                )
+                .await;
+            }
+        }
+    }
+}
+
+pub(crate) fn tuned(j: &FineTuneJob) -> Tuned {
+    Tuned {
+        job_id: j.id.clone(),
+        owner: j.owner.clone(),
+        base: j.base_model.clone(),
+        shared_groups: serde_json::from_str(&j.shared_groups).unwrap_or_default(),
+        created_ms: j.finished_ms.unwrap_or(j.created_ms),
+    }
+}
+
+pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &str) {
+    if let Err(e) = st
+        .store
+        .add_ft_event(job, level, "message", message, None)
+        .await
+    {
+        tracing::warn!("fine-tuning job {job}: an event was not recorded: {e}");
+    }
+}
+
+/// Fail a job (from any unfinished status) with `code` and `message`.
+pub(crate) async fn fail(st: &GatewayState, mut j: FineTuneJob, code: &str, message: &str, param: Option<&str>) {
+    j.status = "failed".into();
+    j.error = Some(json!({"code": code, "message": message, "param": param}).to_string());
+    j.finished_ms = Some(now_ms());
+    j.estimated_finish_ms = None;
+    if let Ok(true) = st
+        .store
+        .update_ft_job(&j, &["validating_files", "queued", "running"])
+        .await
+    {
+        event(st, &j.id, "error", &format!("The job failed: {message}")).await;
+    }
+}
+
+/// `validating_files` → `queued` or `failed`: the files still exist and
+/// are valid (they were checked at upload and creation; a file deleted in
+/// between fails the job here).
+async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
+    let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
+        return fail(st, j, "server_error", "the job's settings cannot be read", None).await;
+    };
+    let mut files = vec![("training_file", spec.training_file.clone())];
+    if let Some(v) = &spec.validation_file {
+        files.push(("validation_file", v.clone()));
+    }
+    for (param, id) in files {
+        let path = st.files.path(&id);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(_) => {
+                return fail(st, j, "invalid_file", &format!("the file `{id}` no longer exists"), Some(param)).await;
+            }
+        };
+        if let Err(e) = validate::check(&bytes) {
+            return fail(st, j, "invalid_file", &format!("{id}: {e}"), Some(param)).await;
+        }
+    }
+    j.status = "queued".into();
+    if let Ok(true) = st.store.update_ft_job(&j, &["validating_files"]).await {
+        event(st, &j.id, "info", "Files validated; the job is queued.").await;
+    }
+}
+
+/// One job from the queue to its end.
+async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToken) {
+    let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
+        return fail(st, j, "server_error", "the job's settings cannot be read", None).await;
+    };
+    let Some(base) = st.finetune.bases.get(&j.base_model).cloned() else {
+        return fail(st, j.clone(), "invalid_model", &format!("the base model `{}` is no longer served", j.base_model), Some("model")).await;
+    };
+    let bytes = j.planned_bytes.max(0) as u64;
+    let what = format!("fine-tuning job {} ({})", j.id, j.owner);
+    // Wait for room in the budget (evicting idle models), unless cancelled.
+    let hold = tokio::select! {
+        r = st.fleet.reserve(&what, bytes) => r,
+        _ = token.cancelled() => return,
+        _ = st.closing.cancelled() => return,
+    };
+    let hold = match hold {
+        Ok(h) => h,
+        Err(e) => return fail(st, j, "insufficient_memory", &e.to_string(), None).await,
+    };
+    let mut j = j;
+    j.status = "running".into();
+    if j.started_ms.is_none() {
+        j.started_ms = Some(now_ms());
+    }
+    if !matches!(st.store.update_ft_job(&j, &["queued"]).await, Ok(true)) {
+        return; // cancelled meanwhile
+    }
+    event(
+        st,
+        &j.id,
+        "info",
+        &format!(
+            "Training started: {:.2} GB of the memory budget held for the trainer.",
+            bytes as f64 / 1e9
+        ),
+    )
+    .await;
+    let outcome = train(st, &mut j, &spec, &base.gguf, &token).await;
+    drop(hold);
+    match outcome {
+        Outcome::Done { adapter, trained_tokens } => {
+            finish(st, j, &spec, &adapter, trained_tokens).await;
+        }
+        Outcome::Failed(message) => fail(st, j, "trainer_failed", &message, None).await,
+        Outcome::Cancelled => {}
+        Outcome::Stopping => {
+            j.status = "queued".into();
+            j.estimated_finish_ms = None;
+            if let Ok(true) = st.store.update_ft_job(&j, &["running"]).await {
+                event(st, &j.id, "warn", "The gateway is stopping; the job resumes from its last checkpoint when it starts again.").await;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Done { adapter: std::path::PathBuf, trained_tokens: i64 },
+    Failed(String),
+    Cancelled,
+    Stopping,
+}
+
+async fn train(
+    st: &GatewayState,
+    j: &mut FineTuneJob,
+    spec: &Spec,
+    gguf: &std::path::Path,
+    token: &CancellationToken,
+) -> Outcome {
+    let settings = &st.finetune.settings;
+    let dir = settings.dir.join(&j.id);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return Outcome::Failed(format!("cannot create {}: {e}", dir.display()));
+    }
+    let script = settings.dir.join("aula_train.py");
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(TRAINER)
+        && let Err(e) = std::fs::write(&script, TRAINER)
+    {
+        return Outcome::Failed(format!("cannot write the trainer: {e}"));
+    }
+    let job = json!({
+        "base_gguf": gguf,
+        "training_file": st.files.path(&spec.training_file),
+        "out_dir": dir,
+        "n_epochs": spec.n_epochs,
+        "batch_size": spec.batch_size,
+        "learning_rate": BASE_LEARNING_RATE * spec.learning_rate_multiplier,
+        "lora_rank": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "seed": spec.seed,
+        "checkpoint_every": settings.checkpoint_every,
+        "max_tokens": spec.max_tokens,
+        "threads": settings.threads,
+    });
+    let job_file = dir.join("job.json");
+    if let Err(e) = std::fs::write(&job_file, job.to_string()) {
+        return Outcome::Failed(format!("cannot write {}: {e}", job_file.display()));
+    }
+    let logs = crate::home::logs_dir();
+    let _ = std::fs::create_dir_all(&logs);
+    let log = logs.join(format!("fine-tuning-{}.log", j.id));
+    let stderr = match std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed(format!("cannot open {}: {e}", log.display())),
+    };
+    let mut cmd = tokio::process::Command::new(settings.python());
+    cmd.arg(&script)
+        .arg(&job_file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: between fork and exec only the async-signal-safe prctl runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A SIGKILLed gateway leaves no trainer behind.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed(format!(
+                "the trainer ({}) cannot start: {e}; run `bash scripts/setup-trainer.sh` or set [fine_tuning] python",
+                settings.python().display()
+            ));
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return Outcome::Failed("the trainer's output cannot be read".into());
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let mut last_error: Option<String> = None;
+    let mut done: Option<(std::path::PathBuf, i64)> = None;
+    // Tokens of every step run (steps run again after a resume count again).
+    let mut trained = j.trained_tokens;
+    let started = std::time::Instant::now();
+    let mut first_step: Option<(i64, std::time::Instant)> = None;
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            _ = token.cancelled() => {
+                let _ = child.kill().await;
+                return Outcome::Cancelled;
+            }
+            _ = st.closing.cancelled() => {
+                let _ = child.kill().await;
+                return Outcome::Stopping;
+            }
+        };
+        let Ok(Some(line)) = line else { break };
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let msg = v["message"].as_str().unwrap_or("").to_string();
+        match v["type"].as_str().unwrap_or("") {
+            "info" => event(st, &j.id, "info", &msg).await,
+            "warn" => event(st, &j.id, "warn", &msg).await,
+            "error" => last_error = Some(msg),
+            "metrics" => {
+                let step = v["step"].as_i64().unwrap_or(0);
+                let total = v["total_steps"].as_i64().unwrap_or(0);
+                trained += v["tokens"].as_i64().unwrap_or(0);
+                let data = json!({
+                    "step": step,
+                    "total_steps": total,
+                    "epoch": v["epoch"],
+                    "train_loss": v["loss"],
+                    "learning_rate": v["learning_rate"],
+                    "tokens_per_s": v["tokens_per_s"],
+                });
+                let _ = st
+                    .store
+                    .add_ft_event(&j.id, "info", "metrics", &format!("Step {step}/{total}: training loss={}", v["loss"]), Some(&data.to_string()))
+                    .await;
+                // The finish, from the pace since the first step seen.
+                let now = std::time::Instant::now();
+                let (s0, t0) = *first_step.get_or_insert((step, now));
+                if step > s0 && total > step {
+                    let per = now.duration_since(t0).as_secs_f64() / (step - s0) as f64;
+                    j.estimated_finish_ms = Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
+                }
+                j.trained_tokens = trained;
+                let _ = st.store.update_ft_job(j, &["running"]).await;
+            }
+            "checkpoint" => {
+                let step = v["step"].as_i64().unwrap_or(0);
+                let c = FineTuneCheckpoint {
+                    id: format!("ftckpt-{}", crate::random_id(24)),
+                    job_id: j.id.clone(),
+                    step,
+                    metrics: json!({"step": step, "train_loss": v["loss"]}).to_string(),
+                    created_ms: now_ms(),
+                };
+                let _ = st.store.add_ft_checkpoint(&c).await;
+                event(st, &j.id, "info", &format!("Checkpoint saved at step {step}.")).await;
+            }
+            "done" => {
+                if let Some(a) = v["adapter"].as_str() {
+                    done = Some((a.into(), trained));
+                }
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().await;
+    match (status, done) {
+        (Ok(s), Some((adapter, tokens))) if s.success() => Outcome::Done {
+            adapter,
+            trained_tokens: tokens,
+        },
+        (status, _) => {
+            let why = last_error
+                .or_else(|| last_line(&log))
+                .unwrap_or_else(|| format!("the trainer ended ({status:?}) without an adapter"));
+            tracing::warn!(job = %j.id, "trainer failed after {:.0} s: {why}", started.elapsed().as_secs_f64());
+            Outcome::Failed(why)
+        }
+    }
+}
+
+/// The last non-empty line of a log (a trainer that died without saying why).
+fn last_line(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.chars().take(500).collect())
+}
+
+/// Publish the adapter as `ft:…` and mark the job succeeded.
+async fn finish(st: &GatewayState, mut j: FineTuneJob, spec: &Spec, adapter: &std::path::Path, trained_tokens: i64) {
+    let name = super::model_name(&j.base_model, &j.owner, spec.suffix.as_deref(), &j.id);
+    let target = st.finetune.adapter_path(&j.base_model, &name);
+    let copied = (|| -> std::io::Result<()> {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = target.with_extension("gguf.part");
+        std::fs::copy(adapter, &tmp)?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = copied {
+        return fail(st, j, "server_error", &format!("the adapter cannot be stored: {e}"), None).await;
+    }
+    // The base's engine reads its adapters at start: restart it (once idle)
+    // before the model is announced, so that its first request finds it.
+    st.fleet
+        .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
+    let restarted = tokio::time::timeout(
+        Duration::from_secs(60),
+        st.fleet.restart_when_idle(&j.base_model),
+    )
+    .await;
+    if !matches!(restarted, Ok(Ok(()))) {
+        let fleet = st.fleet.clone();
+        let base = j.base_model.clone();
+        tokio::spawn(async move {
+            if let Err(e) = fleet.restart_when_idle(&base).await {
+                tracing::warn!(model = %base, "could not restart to serve a new adapter: {e}");
+            }
+        });
+    }
+    j.status = "succeeded".into();
+    j.fine_tuned_model = Some(name.clone());
+    j.trained_tokens = trained_tokens;
+    j.finished_ms = Some(now_ms());
+    j.estimated_finish_ms = None;
+    match st.store.update_ft_job(&j, &["running"]).await {
+        Ok(true) => {}
+        _ => {
+            // Cancelled at the last moment: no model.
+            let _ = std::fs::remove_file(&target);
+            return;
+        }
+    }
+    st.finetune.publish(&name, tuned(&j));
+    event(st, &j.id, "info", &format!("The job has successfully completed: {name} is ready.")).await;
+}
