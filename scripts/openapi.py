@@ -157,7 +157,12 @@ ps_row = {"type": "object", "required": ["model", "state", "engine", "slots", "b
 ps = {"type": "object", "required": ["budget_bytes", "models", "requests_in_flight", "reserved_tokens"], "properties": {"budget_bytes": {"type": "integer"},
   "requests_in_flight": {"type": "integer", "minimum": 0, "description": "Admitted requests not yet finished (all models)."},
   "reserved_tokens": {"type": "integer", "minimum": 0, "description": "Tokens those requests hold reserved against quotas."},
-  "models": {"type": "array", "items": {"$ref": "#/components/schemas/PsRow"}}}}
+  "models": {"type": "array", "items": {"$ref": "#/components/schemas/PsRow"}},
+  "holds": {"type": "array", "description": "Memory held outside the engines (fine-tuning trainers).", "items": {"type": "object",
+     "required": ["what", "bytes"], "properties": {"what": {"type": "string"}, "bytes": {"type": "integer", "minimum": 0}}}},
+  "fine_tuning": {"type": "array", "description": "Fine-tuning jobs waiting or training, oldest first.", "items": {"type": "object",
+     "required": ["id", "user", "model", "status", "planned_bytes"], "properties": {"id": {"type": "string"}, "user": {"type": "string"},
+     "model": {"type": "string"}, "status": {"enum": ["validating_files", "queued", "running"]}, "planned_bytes": {"type": "integer", "minimum": 0}}}}}}
 readyz = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"},
   "models": {"type": "object", "additionalProperties": {"type": "object", "properties": {
      "ready": {"type": "boolean"}, "loaded": {"type": "boolean"}, "slots": {"type": "integer"},
@@ -279,6 +284,42 @@ resp_req = {"type": "object", "required": ["model", "input"], "additionalPropert
        "type": {"const": "function"}, "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"},
        "description": {"type": ["string", "null"]}, "parameters": {"type": "object"}, "strict": {"type": ["boolean", "null"]}}}]},
      "description": "At most one file_search tool; function tools as in the chat API."}, {"type": "null"}]}}}
+hyper = {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+  "n_epochs": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 50}]},
+  "batch_size": {"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1, "maximum": 256}]},
+  "learning_rate_multiplier": {"anyOf": [{"const": "auto"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 10}]}}}, {"type": "null"}]}
+ft_create = {"type": "object", "required": ["model", "training_file"], "additionalProperties": False, "properties": {
+  "model": {"type": "string", "minLength": 1, "description": "A chat model Aula serves from a GGUF with its own engine."},
+  "training_file": {"type": "string", "minLength": 1, "description": "One of the caller's files with purpose `fine-tune`."},
+  "validation_file": {"type": ["string", "null"]},
+  "suffix": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}, {"type": "null"}]},
+  "seed": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2147483647}, {"type": "null"}]},
+  "hyperparameters": hyper,
+  "method": {"anyOf": [{"type": "object", "required": ["type"], "additionalProperties": False, "properties": {
+     "type": {"const": "supervised"}, "supervised": {"anyOf": [{"type": "object", "additionalProperties": False,
+        "properties": {"hyperparameters": hyper}}, {"type": "null"}]}}}, {"type": "null"}]},
+  "integrations": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
+  "lora": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+     "rank": {"type": "integer", "minimum": 1, "maximum": 256}, "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096},
+     "qlora": {"const": False}}}, {"type": "null"}], "description": "Aula's own: LoRA rank (default 8) and alpha (default 2 x rank)."},
+  "shared_with_groups": {"anyOf": [{"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 64}}, {"type": "null"}],
+     "description": "Aula's own: groups that may use the resulting model (teachers and admins)."}}}
+ft_job = {"type": "object", "required": ["id", "object", "created_at", "model", "status", "training_file", "hyperparameters", "result_files", "seed"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "fine_tuning.job"}, "created_at": {"type": "integer"},
+  "finished_at": {"type": ["integer", "null"]}, "model": {"type": "string"}, "fine_tuned_model": {"type": ["string", "null"]},
+  "status": {"enum": ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]},
+  "training_file": {"type": ["string", "null"]}, "validation_file": {"type": ["string", "null"]},
+  "hyperparameters": {"type": ["object", "null"]}, "result_files": {"type": "array"}, "seed": {"type": ["integer", "null"]},
+  "trained_tokens": {"type": ["integer", "null"]}, "estimated_finish": {"type": ["integer", "null"]},
+  "error": {"type": ["object", "null"]}, "aula": {"type": "object"}}}
+ft_event = {"type": "object", "required": ["id", "object", "created_at", "level", "message", "type"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "fine_tuning.job.event"}, "created_at": {"type": "integer"},
+  "level": {"enum": ["info", "warn", "error"]}, "message": {"type": "string"}, "type": {"enum": ["message", "metrics"]},
+  "data": {"type": ["object", "null"], "description": "For `metrics`: step, total_steps, epoch, train_loss, learning_rate, tokens_per_s."}}}
+ft_ckpt = {"type": "object", "required": ["id", "object", "created_at", "fine_tuning_job_id", "step_number", "metrics"], "properties": {
+  "id": {"type": "string"}, "object": {"const": "fine_tuning.job.checkpoint"}, "created_at": {"type": "integer"},
+  "fine_tuning_job_id": {"type": "string"}, "fine_tuned_model_checkpoint": {"type": "string"},
+  "step_number": {"type": "integer"}, "metrics": {"type": ["object", "null"]}}}
 resp_obj = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output"], "properties": {
   "id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
   "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]}, "model": {"type": "string"},
@@ -308,6 +349,10 @@ PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
   {"name": "after", "in": "query", "schema": {"type": "string"}}, {"name": "before", "in": "query", "schema": {"type": "string"}}]
 FILTER = {"name": "filter", "in": "query", "schema": {"enum": ["in_progress", "completed", "failed", "cancelled"]}}
 VS_ERRS = ("400", "401", "403", "404", "408", "413", "429", "503")
+FT = [{"name": "fine_tuning_job_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
+FT_PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+  {"name": "after", "in": "query", "schema": {"type": "string"}}]
+FT_ERRS = ("400", "401", "403", "404", "408", "413", "429", "503")
 model_param = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]
 doc = {
  "openapi": "3.1.0",
@@ -328,7 +373,11 @@ doc = {
      "VectorStoreFile": vsf_obj, "VectorStoreFileList": listing("#/components/schemas/VectorStoreFile"),
      "VectorStoreFileCreate": vsf_create, "VectorStoreFileUpdate": vsf_update, "VectorStoreFileDeleted": deleted("vector_store.file.deleted"),
      "FileBatch": batch_obj, "FileBatchCreate": batch_create, "SearchRequest": search_req, "SearchPage": search_page,
-     "ResponseRequest": resp_req, "Response": resp_obj}},
+     "ResponseRequest": resp_req, "Response": resp_obj,
+     "FineTuningJobCreate": ft_create, "FineTuningJob": ft_job, "FineTuningJobList": listing("#/components/schemas/FineTuningJob"),
+     "FineTuningJobEventList": listing("#/components/schemas/FineTuningJobEvent"), "FineTuningJobEvent": ft_event,
+     "FineTuningJobCheckpoint": ft_ckpt, "FineTuningJobCheckpointList": listing("#/components/schemas/FineTuningJobCheckpoint"),
+     "ModelDeleted": deleted("model")}},
  "paths": {
   "/v1/chat/completions": {"post": {"operationId": "createChatCompletion", "summary": "A chat completion, whole or streamed.",
      "security": SEC, "requestBody": json_body("#/components/schemas/ChatCompletionRequest"),
@@ -413,6 +462,27 @@ doc = {
      "responses": {"200": {"description": "The response.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Response"}},
          "text/event-stream": {"schema": {"type": "string"}, "description": "With `stream: true`: `event: response.created`, ..., `response.output_text.delta`, ..., `response.completed`."}}},
        **errs(*GEN_ERRS)}}},
+  "/v1/fine_tuning/jobs": {
+    "post": {"operationId": "createFineTuningJob", "summary": "Fine-tune a served model with LoRA on one of the caller's `fine-tune` files; the job queues for the trainer and the memory budget.", "security": SEC,
+     "requestBody": json_body("#/components/schemas/FineTuningJobCreate"),
+     "responses": {"200": ok("#/components/schemas/FineTuningJob", "The job."), **errs(*FT_ERRS)}},
+    "get": {"operationId": "listFineTuningJobs", "summary": "The caller's jobs (teachers and admins: everyone's), newest first.", "security": SEC,
+     "parameters": FT_PAGE, "responses": {"200": ok("#/components/schemas/FineTuningJobList", "The jobs."), **errs(*FT_ERRS)}}},
+  "/v1/fine_tuning/jobs/{fine_tuning_job_id}": {
+    "get": {"operationId": "retrieveFineTuningJob", "summary": "A job (its owner, teachers and admins; 404 otherwise).", "security": SEC,
+     "parameters": FT, "responses": {"200": ok("#/components/schemas/FineTuningJob", "The job."), **errs(*FT_ERRS)}}},
+  "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel": {
+    "post": {"operationId": "cancelFineTuningJob", "summary": "Cancel a job waiting or training: its trainer is stopped and its memory given back before this answers.", "security": SEC,
+     "parameters": FT, "responses": {"200": ok("#/components/schemas/FineTuningJob", "The job."), **errs(*FT_ERRS)}}},
+  "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events": {
+    "get": {"operationId": "listFineTuningEvents", "summary": "A job's events, newest first: messages and per-step metrics.", "security": SEC,
+     "parameters": FT + FT_PAGE, "responses": {"200": ok("#/components/schemas/FineTuningJobEventList", "The events."), **errs(*FT_ERRS)}}},
+  "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": {
+    "get": {"operationId": "listFineTuningCheckpoints", "summary": "A job's checkpoints, newest first.", "security": SEC,
+     "parameters": FT + FT_PAGE, "responses": {"200": ok("#/components/schemas/FineTuningJobCheckpointList", "The checkpoints."), **errs(*FT_ERRS)}}},
+  "/v1/models/{model}": {
+    "delete": {"operationId": "deleteModel", "summary": "Delete a fine-tuned model (its owner, teachers and admins): its adapter goes, its job stays.", "security": SEC,
+     "parameters": model_param, "responses": {"200": ok("#/components/schemas/ModelDeleted", "Deleted."), **errs(*FT_ERRS)}}},
   "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness: the gateway answers.", "security": [{}],
      "responses": {"200": {"description": "Alive.", "content": {"text/plain": {"schema": {"const": "ok"}}}}}}},
   "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness: every loaded model's engine is up (per-model detail for staff).",

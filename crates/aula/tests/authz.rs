@@ -63,6 +63,16 @@ const MATRIX: &[(&str, &str, [u16; 11])] = &[
     ("POST", "/v1/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
     ("POST", "/v1/vector_stores/{vector_store_id}/search", [401, 200, 404, 404, 404, 200, 404, 404, 401, 401, 404]),
     ("POST", "/v1/responses",        [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    // Fine-tuning: anyone known may ask (here no model can be fine-tuned:
+    // 400) and list their jobs; no one sees a job that is not theirs.
+    ("POST", "/v1/fine_tuning/jobs", [401, 400, 400, 400, 400, 400, 400, 400, 401, 401, 400]),
+    ("GET", "/v1/fine_tuning/jobs",  [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    // Only fine-tuned models can be deleted.
+    ("DELETE", "/v1/models/mock",    [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     // ada detaches her file, then deletes the store: gone for her front end after.
     ("DELETE", "/v1/vector_stores/{vector_store_id}/files/{file_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     ("DELETE", "/v1/vector_stores/{vector_store_id}", [401, 200, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
@@ -182,7 +192,8 @@ fn every_route_answers_every_caller_as_the_table_says() {
         let path = template
             .replace("{file_id}", &file_id)
             .replace("{vector_store_id}", &store_id)
-            .replace("{batch_id}", &batch_id);
+            .replace("{batch_id}", &batch_id)
+            .replace("{fine_tuning_job_id}", "ftjob-none");
         for (i, caller) in CALLERS.iter().enumerate() {
             let (got, text) = call(
                 method,
