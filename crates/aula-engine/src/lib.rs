@@ -369,7 +369,11 @@ fn load_adapter_dir(
             continue;
         }
         match model.lora_adapter_init(&path) {
-            Ok(adapter) => out.push(scheduler::Adapter { name, adapter, bytes }),
+            Ok(adapter) => out.push(scheduler::Adapter {
+                name,
+                adapter,
+                bytes,
+            }),
             Err(e) => tracing::warn!(
                 "adapter {name} skipped: llama.cpp could not load {}: {e}",
                 path.display()
@@ -408,7 +412,10 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     }
     let served = match &cfg.lora_dir {
         Some(dir) if !cfg.lora.is_empty() => {
-            bail!("--lora and --lora-dir {} cannot be combined: an adapter for every request, or one chosen per request", dir.display())
+            bail!(
+                "--lora and --lora-dir {} cannot be combined: an adapter for every request, or one chosen per request",
+                dir.display()
+            )
         }
         Some(dir) => load_adapter_dir(&mut model, dir)?,
         None => Vec::new(),
@@ -487,7 +494,8 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let thread_model = model.clone();
     let parallel = cfg.parallel;
     let thread_stats = stats.clone();
-    let adapter_names: Vec<(String, u64)> = served.iter().map(|a| (a.name.clone(), a.bytes)).collect();
+    let adapter_names: Vec<(String, u64)> =
+        served.iter().map(|a| (a.name.clone(), a.bytes)).collect();
     let thread = spawn_on_context_with(
         "aula-batcher",
         backend,

@@ -325,8 +325,7 @@ impl Scheduler<'_> {
                     if slot.as_ref().is_some_and(|s| {
                         s.job.adapter == group
                             && (s.logits_at.is_some() || s.next.is_some() || s.fed > 0)
-                    })
-                    {
+                    }) {
                         self.fail(slot, &msg);
                     }
                 }

@@ -108,8 +108,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn models(State(st): State<Arc<EngineState>>) -> Response {
     let mut names = vec![st.name.clone()];
     names.extend(st.adapters.iter().map(|(n, _)| n.clone()));
-    axum::Json(aula_protocol::model_list(&names, "aula-engine"))
-    .into_response()
+    axum::Json(aula_protocol::model_list(&names, "aula-engine")).into_response()
 }
 
 async fn health(State(st): State<Arc<EngineState>>) -> Response {

@@ -543,8 +543,7 @@ impl Lifecycle {
             };
             actual += bytes;
         }
-        let gap = (actual as f64 - m.planned() as f64).abs()
-            / (m.planned().max(1) as f64);
+        let gap = (actual as f64 - m.planned() as f64).abs() / (m.planned().max(1) as f64);
         if gap > 0.10 {
             tracing::warn!(model = %m.name, "allocated {:.3} GB, planned {:.3} GB ({:+.0}%)",
                 actual as f64 / 1e9, m.planned() as f64 / 1e9, gap * 100.0);

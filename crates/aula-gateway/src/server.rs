@@ -160,7 +160,11 @@ fn routes() -> Vec<Route> {
             "/v1/fine_tuning/jobs",
             post(crate::finetune::api::create),
         ),
-        ("GET", "/v1/fine_tuning/jobs", get(crate::finetune::api::list)),
+        (
+            "GET",
+            "/v1/fine_tuning/jobs",
+            get(crate::finetune::api::list),
+        ),
         (
             "GET",
             "/v1/fine_tuning/jobs/{fine_tuning_job_id}",

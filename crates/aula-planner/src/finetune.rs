@@ -124,9 +124,9 @@ pub const TORCH_CPU_RUNTIME_BYTES: u64 = 1_000_000_000;
 ///   (the 16-bit count doubled), plus the logits and their gradient:
 ///   3 x s x b x vocab x 4 B.
 ///
-/// Set from one measured run (SmolLM2-135M, batch 8, about 60 tokens per
-/// example: 2.80 GB; this gives 2.7 GB), so it is a floor for other shapes,
-/// not a fit to many.
+/// Checked on one measured run only (SmolLM2-135M, batch 8: 2.80 GB peak;
+/// for that job as the gateway sizes it — the longest example bounded at 68
+/// tokens — this gives 3.05 GB, 9% above), so it is not a fit to many shapes.
 pub fn cpu_trainer_bytes(shape: &ModelShape, rank: u32, micro_batch: u32, seq_len: u32) -> u64 {
     let p = shape.params;
     let h = u64::from(shape.hidden);
@@ -135,8 +135,7 @@ pub fn cpu_trainer_bytes(shape: &ModelShape, rank: u32, micro_batch: u32, seq_le
     let r = u64::from(rank);
     let adapters = u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h));
     let sb = u64::from(seq_len) * u64::from(micro_batch);
-    let activations =
-        u64::from(shape.n_layers) * 68 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;
+    let activations = u64::from(shape.n_layers) * 68 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;
     8 * p + TORCH_CPU_RUNTIME_BYTES + 16 * adapters + activations
 }
 

@@ -408,13 +408,26 @@ mod tests {
         store.put_ft_job(&sample("c", "bob", 3)).await.unwrap();
         let mut a = store.ft_job("a").await.unwrap().unwrap();
         a.status = "queued".into();
-        assert!(store.update_ft_job(&a, &["validating_files"]).await.unwrap());
+        assert!(
+            store
+                .update_ft_job(&a, &["validating_files"])
+                .await
+                .unwrap()
+        );
         a.status = "cancelled".into();
-        assert!(store.update_ft_job(&a, &["queued", "running"]).await.unwrap());
+        assert!(
+            store
+                .update_ft_job(&a, &["queued", "running"])
+                .await
+                .unwrap()
+        );
         // The trainer's end comes too late: the job stays cancelled.
         a.status = "succeeded".into();
         assert!(!store.update_ft_job(&a, &["running"]).await.unwrap());
-        assert_eq!(store.ft_job("a").await.unwrap().unwrap().status, "cancelled");
+        assert_eq!(
+            store.ft_job("a").await.unwrap().unwrap().status,
+            "cancelled"
+        );
 
         let (page, more) = store.ft_jobs(Some("ann"), None, 1).await.unwrap();
         assert_eq!((page[0].id.as_str(), more), ("b", true));
@@ -425,7 +438,10 @@ mod tests {
             .ft_jobs_in(&["validating_files", "queued"])
             .await
             .unwrap();
-        assert_eq!(queue.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            queue.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
         assert_eq!(store.ft_usage_of("ann", 2).await.unwrap(), (1, 1, 0));
 
         for i in 0..3 {

@@ -252,7 +252,10 @@ fn wait_status(url: &str, key: &str, id: &str, want: &str, secs: u64) -> serde_j
             return j;
         }
         assert!(
-            !matches!(j["status"].as_str(), Some("failed" | "cancelled" | "succeeded")) || want == "cancelled",
+            !matches!(
+                j["status"].as_str(),
+                Some("failed" | "cancelled" | "succeeded")
+            ) || want == "cancelled",
             "job {id} is {} waiting for {want}: {j}\n{}",
             j["status"],
             events_text(url, key, id)
@@ -306,7 +309,10 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     assert!(tuned.contains("purple owl named Quill"), "{r}");
     assert!(!r["base"].as_str().unwrap().contains("Quill"), "{r}");
     let model = r["model"].as_str().unwrap().to_string();
-    let (train_file, bob_file) = (r["train_file"].as_str().unwrap(), r["bob_file"].as_str().unwrap());
+    let (train_file, bob_file) = (
+        r["train_file"].as_str().unwrap(),
+        r["bob_file"].as_str().unwrap(),
+    );
     let trainer_bytes = r["planned_bytes"].as_u64().unwrap();
     // The base and its adapter are one engine: the adapter's bytes are counted.
     let p = ps(&s.url, root);
@@ -328,21 +334,52 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     let rows = p["fine_tuning"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{p}");
     assert_eq!(p["holds"].as_array().unwrap().len(), 1, "{p}");
-    wait_for("the trainer to start", std::time::Duration::from_secs(30), || {
-        !trainers_of(&running).is_empty()
-    });
+    wait_for(
+        "the trainer to start",
+        std::time::Duration::from_secs(30),
+        || !trainers_of(&running).is_empty(),
+    );
     // A teacher may cancel any job; a student only their own.
-    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url), Some(ada), &serde_json::json!({}));
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url),
+        Some(ada),
+        &serde_json::json!({}),
+    );
     assert_eq!(r.status, 404, "{}", r.text);
-    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url), Some(tina), &serde_json::json!({}));
-    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("cancelled")), "{}", r.text);
-    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url), Some(ada), &serde_json::json!({}));
-    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("cancelled")), "{}", r.text);
-    assert!(trainers_of(&running).is_empty(), "the trainer is still running");
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs/{queued}/cancel", s.url),
+        Some(tina),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{}",
+        r.text
+    );
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url),
+        Some(ada),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{}",
+        r.text
+    );
+    assert!(
+        trainers_of(&running).is_empty(),
+        "the trainer is still running"
+    );
     let p = ps(&s.url, root);
     assert!(p["holds"].as_array().unwrap().is_empty(), "{p}");
     assert!(p["fine_tuning"].as_array().unwrap().is_empty(), "{p}");
-    let r = post_auth(&format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url), Some(ada), &serde_json::json!({}));
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs/{running}/cancel", s.url),
+        Some(ada),
+        &serde_json::json!({}),
+    );
     assert_eq!(r.status, 400, "{}", r.text);
 
     // Deleting the model removes it (and its adapter).
@@ -354,7 +391,12 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
         &serde_json::json!({"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 4}),
     );
     assert_eq!(r.status, 404, "{}", r.text);
-    assert!(std::fs::read_dir(g.home.join("adapters").join(SMOL)).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(g.home.join("adapters").join(SMOL))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     drop(s);
 
     // A budget that holds the model or the trainer, not both: the job waits
@@ -367,7 +409,10 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     .unwrap();
     let cfg = g.home.join("aula.toml");
     let serve = |home: &std::path::Path| {
-        spawn_aula(&["serve", "--port", "0", "--config", cfg.to_str().unwrap()], Some(home))
+        spawn_aula(
+            &["serve", "--port", "0", "--config", cfg.to_str().unwrap()],
+            Some(home),
+        )
     };
     let s = serve(&g.home);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -388,9 +433,16 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
             })
         })
         .collect();
-    wait_for("the model to serve", std::time::Duration::from_secs(60), || {
-        ps(&s.url, root)["models"][0]["active_requests"].as_u64().unwrap_or(0) > 0
-    });
+    wait_for(
+        "the model to serve",
+        std::time::Duration::from_secs(60),
+        || {
+            ps(&s.url, root)["models"][0]["active_requests"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        },
+    );
     let id = create_job(
         &s.url,
         ada,
@@ -400,7 +452,10 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     let mut waited_busy = 0;
     loop {
         let p = ps(&s.url, root);
-        let status = p["fine_tuning"][0]["status"].as_str().unwrap_or("").to_string();
+        let status = p["fine_tuning"][0]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let active = p["models"][0]["active_requests"].as_u64().unwrap_or(0)
             + p["models"][0]["queued"].as_u64().unwrap_or(0)
             + p["models"][0]["busy"].as_u64().unwrap_or(0);
@@ -424,9 +479,11 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     let mut s = s;
     s.child.kill().unwrap();
     let _ = s.child.wait();
-    wait_for("the trainer to die with the gateway", std::time::Duration::from_secs(10), || {
-        trainers_of(&id).is_empty()
-    });
+    wait_for(
+        "the trainer to die with the gateway",
+        std::time::Duration::from_secs(10),
+        || trainers_of(&id).is_empty(),
+    );
     drop(s);
     let s = serve(&g.home);
     let done = wait_status(&s.url, ada, &id, "succeeded", 600);

@@ -116,7 +116,10 @@ fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
     let from_method = match method {
         None => None,
         Some(Value::Object(m)) => {
-            if let Some(k) = m.keys().find(|k| !matches!(k.as_str(), "type" | "supervised")) {
+            if let Some(k) = m
+                .keys()
+                .find(|k| !matches!(k.as_str(), "type" | "supervised"))
+            {
                 return Err(ApiError::invalid_param(
                     "method",
                     format!("`method.{k}`: Aula trains the `supervised` method only"),
@@ -127,11 +130,16 @@ fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
                 Some(other) => {
                     return Err(ApiError::invalid_param(
                         "method",
-                        format!("the `{other}` method is not supported; Aula trains `supervised` (LoRA) jobs"),
+                        format!(
+                            "the `{other}` method is not supported; Aula trains `supervised` (LoRA) jobs"
+                        ),
                     ));
                 }
                 None => {
-                    return Err(ApiError::invalid_param("method", "`method.type` is required (supervised)"));
+                    return Err(ApiError::invalid_param(
+                        "method",
+                        "`method.type` is required (supervised)",
+                    ));
                 }
             }
             match m.get("supervised") {
@@ -145,10 +153,20 @@ fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
                     }
                     s.get("hyperparameters").filter(|v| !v.is_null())
                 }
-                Some(_) => return Err(ApiError::invalid_param("method", "`method.supervised` must be an object")),
+                Some(_) => {
+                    return Err(ApiError::invalid_param(
+                        "method",
+                        "`method.supervised` must be an object",
+                    ));
+                }
             }
         }
-        Some(_) => return Err(ApiError::invalid_param("method", "`method` must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "method",
+                "`method` must be an object",
+            ));
+        }
     };
     let h = match (top, from_method) {
         (Some(_), Some(_)) => {
@@ -161,15 +179,22 @@ fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
         (None, None) => return Ok(Map::new()),
     };
     let Value::Object(h) = h else {
-        return Err(ApiError::invalid_param("hyperparameters", "`hyperparameters` must be an object"));
-    };
-    if let Some(k) = h
-        .keys()
-        .find(|k| !matches!(k.as_str(), "n_epochs" | "batch_size" | "learning_rate_multiplier"))
-    {
         return Err(ApiError::invalid_param(
             "hyperparameters",
-            format!("unknown hyperparameter `{k}`; Aula takes n_epochs, batch_size and learning_rate_multiplier (LoRA settings go in `lora`)"),
+            "`hyperparameters` must be an object",
+        ));
+    };
+    if let Some(k) = h.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "n_epochs" | "batch_size" | "learning_rate_multiplier"
+        )
+    }) {
+        return Err(ApiError::invalid_param(
+            "hyperparameters",
+            format!(
+                "unknown hyperparameter `{k}`; Aula takes n_epochs, batch_size and learning_rate_multiplier (LoRA settings go in `lora`)"
+            ),
         ));
     }
     Ok(h.clone())
@@ -182,29 +207,50 @@ struct Lora {
 
 /// Aula's `lora`: `{rank, alpha, qlora}`.
 fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
-    let mut l = Lora { rank: 8, alpha: 16.0 };
+    let mut l = Lora {
+        rank: 8,
+        alpha: 16.0,
+    };
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(l);
     };
     let Value::Object(o) = v else {
-        return Err(ApiError::invalid_param("lora", "`lora` must be an object: {rank, alpha, qlora}"));
+        return Err(ApiError::invalid_param(
+            "lora",
+            "`lora` must be an object: {rank, alpha, qlora}",
+        ));
     };
-    if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "rank" | "alpha" | "qlora")) {
-        return Err(ApiError::invalid_param("lora", format!("unknown parameter `lora.{k}`; it takes rank, alpha and qlora")));
+    if let Some(k) = o
+        .keys()
+        .find(|k| !matches!(k.as_str(), "rank" | "alpha" | "qlora"))
+    {
+        return Err(ApiError::invalid_param(
+            "lora",
+            format!("unknown parameter `lora.{k}`; it takes rank, alpha and qlora"),
+        ));
     }
     if let Some(r) = o.get("rank") {
         l.rank = r
             .as_u64()
             .filter(|r| (1..=MAX_RANK).contains(r))
-            .ok_or_else(|| ApiError::invalid_param("lora", format!("`lora.rank` must be an integer from 1 to {MAX_RANK}")))?
-            as u32;
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "lora",
+                    format!("`lora.rank` must be an integer from 1 to {MAX_RANK}"),
+                )
+            })? as u32;
         l.alpha = 2.0 * f64::from(l.rank);
     }
     if let Some(a) = o.get("alpha") {
         l.alpha = a
             .as_f64()
             .filter(|a| *a > 0.0 && *a <= 4096.0)
-            .ok_or_else(|| ApiError::invalid_param("lora", "`lora.alpha` must be a number above 0 and at most 4096"))?;
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "lora",
+                    "`lora.alpha` must be a number above 0 and at most 4096",
+                )
+            })?;
     }
     match o.get("qlora") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -214,7 +260,12 @@ fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
                 "QLoRA is not available: Aula's trainer trains LoRA on the served model's weights in f32 (on the CPU); leave out `lora.qlora`",
             ));
         }
-        Some(_) => return Err(ApiError::invalid_param("lora", "`lora.qlora` must be true or false")),
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "lora",
+                "`lora.qlora` must be true or false",
+            ));
+        }
     }
     Ok(l)
 }
@@ -226,13 +277,16 @@ async fn training_data(
     file_id: &str,
     param: &str,
 ) -> Result<validate::Summary, ApiError> {
-    let f = own_file(st, id, file_id).await.map_err(|_| {
-        ApiError::invalid_param(param, format!("no file `{file_id}` of yours"))
-    })?;
+    let f = own_file(st, id, file_id)
+        .await
+        .map_err(|_| ApiError::invalid_param(param, format!("no file `{file_id}` of yours")))?;
     if f.purpose != "fine-tune" {
         return Err(ApiError::invalid_param(
             param,
-            format!("the file `{file_id}` was uploaded with purpose `{}`; upload training data with purpose `fine-tune`", f.purpose),
+            format!(
+                "the file `{file_id}` was uploaded with purpose `{}`; upload training data with purpose `fine-tune`",
+                f.purpose
+            ),
         ));
     }
     let bytes = tokio::fs::read(st.files.path(file_id))
@@ -250,10 +304,19 @@ fn groups(v: Option<&Value>, id: &Identity) -> Result<Vec<String>, ApiError> {
         .filter(|l| l.len() <= 64)
         .and_then(|l| {
             l.iter()
-                .map(|g| g.as_str().filter(|s| !s.is_empty() && s.len() <= 64).map(String::from))
+                .map(|g| {
+                    g.as_str()
+                        .filter(|s| !s.is_empty() && s.len() <= 64)
+                        .map(String::from)
+                })
                 .collect::<Option<Vec<_>>>()
         })
-        .ok_or_else(|| ApiError::invalid_param("shared_with_groups", "`shared_with_groups` must be a list of group names"))?;
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "shared_with_groups",
+                "`shared_with_groups` must be a list of group names",
+            )
+        })?;
     if !list.is_empty() && id.role == Role::Student {
         return Err(ApiError::Forbidden {
             message: "only teachers and admins may share a fine-tuned model with groups".into(),
@@ -284,11 +347,18 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
             "shared_with_groups",
         ],
     )?;
-    if o.get("integrations").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        return Err(ApiError::invalid_param("integrations", "Aula has no integrations (Weights & Biases): the job's events carry its metrics"));
+    if o.get("integrations")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(ApiError::invalid_param(
+            "integrations",
+            "Aula has no integrations (Weights & Biases): the job's events carry its metrics",
+        ));
     }
-    let model = opt_str(&o, "model", 256)?
-        .ok_or_else(|| ApiError::invalid_param("model", "`model` is required: the base model to fine-tune"))?;
+    let model = opt_str(&o, "model", 256)?.ok_or_else(|| {
+        ApiError::invalid_param("model", "`model` is required: the base model to fine-tune")
+    })?;
     // An alias names its model.
     let base = match st.router.get(model) {
         Ok(r) => r.name.clone(),
@@ -314,16 +384,24 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
     let validation_file = opt_str(&o, "validation_file", 64)?.map(String::from);
     let suffix = opt_str(&o, "suffix", 64)?.map(String::from);
     if let Some(s) = &suffix
-        && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        && (s.is_empty()
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
     {
-        return Err(ApiError::invalid_param("suffix", "`suffix` must be 1 to 64 letters, digits, `-` or `_`"));
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "`suffix` must be 1 to 64 letters, digits, `-` or `_`",
+        ));
     }
     let seed = match o.get("seed") {
         None | Some(Value::Null) => rand::random::<u32>() as i64 & 0x7fff_ffff,
         Some(v) => v
             .as_i64()
             .filter(|s| (0..=i64::from(i32::MAX)).contains(s))
-            .ok_or_else(|| ApiError::invalid_param("seed", "`seed` must be an integer from 0 to 2147483647"))?,
+            .ok_or_else(|| {
+                ApiError::invalid_param("seed", "`seed` must be an integer from 0 to 2147483647")
+            })?,
     };
     let h = hyperparameters(&o)?;
     let n_epochs = int_or_auto(h.get("n_epochs"), "n_epochs", 1, MAX_EPOCHS)?;
@@ -387,11 +465,21 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         started_ms: None,
         finished_ms: None,
         estimated_finish_ms: None,
-        shared_groups: serde_json::to_string(&spec.shared_with_groups).unwrap_or_else(|_| "[]".into()),
+        shared_groups: serde_json::to_string(&spec.shared_with_groups)
+            .unwrap_or_else(|_| "[]".into()),
         deleted_ms: None,
     };
     st.store.put_ft_job(&job).await.map_err(store_error)?;
-    event(&st, &job.id, "info", &format!("Created fine-tuning job {} ({} examples).", job.id, summary.examples)).await;
+    event(
+        &st,
+        &job.id,
+        "info",
+        &format!(
+            "Created fine-tuning job {} ({} examples).",
+            job.id, summary.examples
+        ),
+    )
+    .await;
     st.finetune.wake.notify_one();
     Ok(Json(job_object(&job)))
 }
@@ -406,32 +494,57 @@ fn base_names(ft: &FineTune) -> Vec<String> {
 }
 
 /// The planner's estimate of the trainer's peak memory for this job.
-fn planned_bytes(gguf: &std::path::Path, spec: &Spec, longest_chars: usize) -> Result<u64, ApiError> {
+fn planned_bytes(
+    gguf: &std::path::Path,
+    spec: &Spec,
+    longest_chars: usize,
+) -> Result<u64, ApiError> {
     let shape = aula_planner::resolve_model(gguf)
         .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
     // The longest example in tokens, about 3.5 characters each, plus the template.
     let seq = ((longest_chars as f64 / 3.5) as u32 + 32).min(spec.max_tokens);
-    Ok(aula_planner::finetune::cpu_trainer_bytes(&shape, spec.lora_rank, spec.batch_size, seq))
+    Ok(aula_planner::finetune::cpu_trainer_bytes(
+        &shape,
+        spec.lora_rank,
+        spec.batch_size,
+        seq,
+    ))
 }
 
 /// `[[limits]]`: jobs at once, jobs per day, tokens trained per term.
 async fn check_limits(st: &GatewayState, id: &Identity, est_tokens: u64) -> Result<(), ApiError> {
     let eff = crate::limits::effective(&st.limiter.rules(), id);
     let (day, _, term) = crate::limits::window_starts(now_ms(), st.limiter.term_start_ms());
-    let (today, unfinished, _) = st.store.ft_usage_of(&id.name, day).await.map_err(store_error)?;
-    let (_, _, term_tokens) = st.store.ft_usage_of(&id.name, term).await.map_err(store_error)?;
-    let at_once = eff.fine_tuning_jobs_at_once.unwrap_or(crate::limits::DEFAULT_FT_JOBS_AT_ONCE);
+    let (today, unfinished, _) = st
+        .store
+        .ft_usage_of(&id.name, day)
+        .await
+        .map_err(store_error)?;
+    let (_, _, term_tokens) = st
+        .store
+        .ft_usage_of(&id.name, term)
+        .await
+        .map_err(store_error)?;
+    let at_once = eff
+        .fine_tuning_jobs_at_once
+        .unwrap_or(crate::limits::DEFAULT_FT_JOBS_AT_ONCE);
     if unfinished as u64 >= at_once {
         return Err(ApiError::RateLimited {
-            message: format!("you have {unfinished} fine-tuning jobs waiting or training; the limit is {at_once} at once: wait for one to finish or cancel it"),
+            message: format!(
+                "you have {unfinished} fine-tuning jobs waiting or training; the limit is {at_once} at once: wait for one to finish or cancel it"
+            ),
             code: "fine_tuning_jobs_at_once",
             retry_after_s: 60,
         });
     }
-    let per_day = eff.fine_tuning_jobs_per_day.unwrap_or(crate::limits::DEFAULT_FT_JOBS_PER_DAY);
+    let per_day = eff
+        .fine_tuning_jobs_per_day
+        .unwrap_or(crate::limits::DEFAULT_FT_JOBS_PER_DAY);
     if today as u64 >= per_day {
         return Err(ApiError::RateLimited {
-            message: format!("you created {today} fine-tuning jobs today; the limit is {per_day} a day"),
+            message: format!(
+                "you created {today} fine-tuning jobs today; the limit is {per_day} a day"
+            ),
             code: "fine_tuning_jobs_per_day",
             retry_after_s: 3600,
         });
@@ -466,7 +579,10 @@ fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
                     .ok_or_else(|| ApiError::invalid_param("limit", "`limit` must be 1 to 100"))?
             }
             other => {
-                return Err(ApiError::invalid_param(other, format!("unknown parameter `{other}`; this call takes after and limit")));
+                return Err(ApiError::invalid_param(
+                    other,
+                    format!("unknown parameter `{other}`; this call takes after and limit"),
+                ));
             }
         }
     }
@@ -474,11 +590,19 @@ fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
 }
 
 /// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.
-pub async fn list(State(st): State<Arc<GatewayState>>, headers: HeaderMap, RawQuery(q): RawQuery) -> Answer {
+pub async fn list(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
     let (after, limit) = page(q.as_deref())?;
     let owner = (!FineTune::is_staff(&id)).then_some(id.name.as_str());
-    let (jobs, more) = st.store.ft_jobs(owner, after.as_deref(), limit).await.map_err(store_error)?;
+    let (jobs, more) = st
+        .store
+        .ft_jobs(owner, after.as_deref(), limit)
+        .await
+        .map_err(store_error)?;
     Ok(Json(json!({
         "object": "list",
         "data": jobs.iter().map(job_object).collect::<Vec<_>>(),
@@ -495,18 +619,29 @@ async fn visible(st: &GatewayState, id: &Identity, job_id: &str) -> Result<FineT
 }
 
 /// `GET /v1/fine_tuning/jobs/{id}`.
-pub async fn retrieve(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(job_id): Path<String>) -> Answer {
+pub async fn retrieve(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
     Ok(Json(job_object(&visible(&st, &id, &job_id).await?)))
 }
 
 /// `POST /v1/fine_tuning/jobs/{id}/cancel`: a job waiting or training stops
 /// (its trainer killed, its memory given back) before this answers.
-pub async fn cancel(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(job_id): Path<String>) -> Answer {
+pub async fn cancel(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
     let mut j = visible(&st, &id, &job_id).await?;
     if !matches!(j.status.as_str(), "validating_files" | "queued" | "running") {
-        return Err(ApiError::invalid(format!("the job `{job_id}` is {} already; only a job waiting or training can be cancelled", j.status)));
+        return Err(ApiError::invalid(format!(
+            "the job `{job_id}` is {} already; only a job waiting or training can be cancelled",
+            j.status
+        )));
     }
     j.status = "cancelled".into();
     j.finished_ms = Some(now_ms());
@@ -520,13 +655,29 @@ pub async fn cancel(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Pat
         // It ended meanwhile.
         return Ok(Json(job_object(&visible(&st, &id, &job_id).await?)));
     }
-    event(&st, &job_id, "info", &format!("The job was cancelled by {}.", id.name)).await;
-    let token = st.finetune.active.lock().ok().and_then(|a| a.get(&job_id).cloned());
+    event(
+        &st,
+        &job_id,
+        "info",
+        &format!("The job was cancelled by {}.", id.name),
+    )
+    .await;
+    let token = st
+        .finetune
+        .active
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&job_id).cloned());
     if let Some(t) = token {
         t.cancel();
         // Wait (bounded) until the worker let go of it: trainer gone, memory back.
         for _ in 0..100 {
-            let gone = st.finetune.active.lock().map(|a| !a.contains_key(&job_id)).unwrap_or(true);
+            let gone = st
+                .finetune
+                .active
+                .lock()
+                .map(|a| !a.contains_key(&job_id))
+                .unwrap_or(true);
             if gone {
                 break;
             }
@@ -557,7 +708,11 @@ pub async fn events(
                 .ok_or_else(|| ApiError::invalid_param("after", "`after` must be an event id"))?,
         ),
     };
-    let (evs, more) = st.store.ft_events(&job_id, after, limit).await.map_err(store_error)?;
+    let (evs, more) = st
+        .store
+        .ft_events(&job_id, after, limit)
+        .await
+        .map_err(store_error)?;
     let short = job_id.strip_prefix("ftjob-").unwrap_or(&job_id);
     let data: Vec<Value> = evs
         .iter()
@@ -573,7 +728,9 @@ pub async fn events(
             })
         })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data, "has_more": more})))
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": more}),
+    ))
 }
 
 /// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
@@ -616,33 +773,59 @@ pub async fn checkpoints(
 
 /// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;
 /// its adapter goes, its job stays (with the model's name).
-pub async fn delete_model(State(st): State<Arc<GatewayState>>, headers: HeaderMap, Path(model): Path<String>) -> Answer {
+pub async fn delete_model(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
     let staff = FineTune::is_staff(&id);
-    let Some(t) = st.finetune.model(&model).filter(|t| staff || t.visible_to(&id)) else {
-        return Err(ApiError::ModelNotFound(format!("no fine-tuned model `{model}` of yours")));
+    let Some(t) = st
+        .finetune
+        .model(&model)
+        .filter(|t| staff || t.visible_to(&id))
+    else {
+        return Err(ApiError::ModelNotFound(format!(
+            "no fine-tuned model `{model}` of yours"
+        )));
     };
     if t.owner != id.name && !staff {
         return Err(ApiError::Forbidden {
-            message: format!("the model `{model}` is shared with you; only its owner or a teacher may delete it"),
+            message: format!(
+                "the model `{model}` is shared with you; only its owner or a teacher may delete it"
+            ),
             code: "read_only",
             resets_at: None,
         });
     }
     let Some(mut j) = st.store.ft_job(&t.job_id).await.map_err(store_error)? else {
-        return Err(ApiError::ModelNotFound(format!("no fine-tuned model `{model}`")));
+        return Err(ApiError::ModelNotFound(format!(
+            "no fine-tuned model `{model}`"
+        )));
     };
     j.deleted_ms = Some(now_ms());
-    st.store.update_ft_job(&j, &["succeeded"]).await.map_err(store_error)?;
+    st.store
+        .update_ft_job(&j, &["succeeded"])
+        .await
+        .map_err(store_error)?;
     st.finetune.unpublish(&model);
     let _ = std::fs::remove_file(st.finetune.adapter_path(&t.base, &model));
     let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&t.job_id));
-    st.fleet.set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
+    st.fleet
+        .set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
     let fleet = st.fleet.clone();
     let base = t.base.clone();
     tokio::spawn(async move {
         let _ = fleet.restart_when_idle(&base).await;
     });
-    event(&st, &t.job_id, "info", &format!("The model {model} was deleted by {}.", id.name)).await;
-    Ok(Json(json!({"id": model, "object": "model", "deleted": true})))
+    event(
+        &st,
+        &t.job_id,
+        "info",
+        &format!("The model {model} was deleted by {}.", id.name),
+    )
+    .await;
+    Ok(Json(
+        json!({"id": model, "object": "model", "deleted": true}),
+    ))
 }

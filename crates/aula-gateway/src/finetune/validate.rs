@@ -51,8 +51,8 @@ pub fn check(bytes: &[u8]) -> Result<Summary, String> {
                 "line {n}: the example is longer than {MAX_EXAMPLE_CHARS} characters"
             ));
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("line {n}: not valid JSON ({e})"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("line {n}: not valid JSON ({e})"))?;
         let Some(obj) = v.as_object() else {
             return Err(format!(
                 "line {n}: each line must be a JSON object with `messages`"
@@ -133,7 +133,7 @@ mod tests {
 
     fn lines(extra: &str) -> String {
         let ok = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#;
-        let mut s = vec![ok; 10].join("\n");
+        let mut s = [ok; 10].join("\n");
         s.push('\n');
         s.push_str(extra);
         s

@@ -106,7 +106,9 @@ async fn recover(st: &GatewayState) {
             for j in jobs {
                 if let Some(name) = &j.fine_tuned_model {
                     if !st.finetune.adapter_path(&j.base_model, name).exists() {
-                        tracing::warn!("fine-tuned model {name}: its adapter file is missing; not served");
+                        tracing::warn!(
+                            "fine-tuned model {name}: its adapter file is missing; not served"
+                        );
                         continue;
                     }
                     st.finetune.publish(name, tuned(&j));
@@ -157,7 +159,13 @@ pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &s
 }
 
 /// Fail a job (from any unfinished status) with `code` and `message`.
-pub(crate) async fn fail(st: &GatewayState, mut j: FineTuneJob, code: &str, message: &str, param: Option<&str>) {
+pub(crate) async fn fail(
+    st: &GatewayState,
+    mut j: FineTuneJob,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+) {
     j.status = "failed".into();
     j.error = Some(json!({"code": code, "message": message, "param": param}).to_string());
     j.finished_ms = Some(now_ms());
@@ -176,7 +184,14 @@ pub(crate) async fn fail(st: &GatewayState, mut j: FineTuneJob, code: &str, mess
 /// between fails the job here).
 async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
     let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
-        return fail(st, j, "server_error", "the job's settings cannot be read", None).await;
+        return fail(
+            st,
+            j,
+            "server_error",
+            "the job's settings cannot be read",
+            None,
+        )
+        .await;
     };
     let mut files = vec![("training_file", spec.training_file.clone())];
     if let Some(v) = &spec.validation_file {
@@ -187,7 +202,14 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(_) => {
-                return fail(st, j, "invalid_file", &format!("the file `{id}` no longer exists"), Some(param)).await;
+                return fail(
+                    st,
+                    j,
+                    "invalid_file",
+                    &format!("the file `{id}` no longer exists"),
+                    Some(param),
+                )
+                .await;
             }
         };
         if let Err(e) = validate::check(&bytes) {
@@ -203,10 +225,24 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
 /// One job from the queue to its end.
 async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToken) {
     let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
-        return fail(st, j, "server_error", "the job's settings cannot be read", None).await;
+        return fail(
+            st,
+            j,
+            "server_error",
+            "the job's settings cannot be read",
+            None,
+        )
+        .await;
     };
     let Some(base) = st.finetune.bases.get(&j.base_model).cloned() else {
-        return fail(st, j.clone(), "invalid_model", &format!("the base model `{}` is no longer served", j.base_model), Some("model")).await;
+        return fail(
+            st,
+            j.clone(),
+            "invalid_model",
+            &format!("the base model `{}` is no longer served", j.base_model),
+            Some("model"),
+        )
+        .await;
     };
     let bytes = j.planned_bytes.max(0) as u64;
     let what = format!("fine-tuning job {} ({})", j.id, j.owner);
@@ -241,7 +277,10 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
     let outcome = train(st, &mut j, &spec, &base.gguf, &token).await;
     drop(hold);
     match outcome {
-        Outcome::Done { adapter, trained_tokens } => {
+        Outcome::Done {
+            adapter,
+            trained_tokens,
+        } => {
             finish(st, j, &spec, &adapter, trained_tokens).await;
         }
         Outcome::Failed(message) => fail(st, j, "trainer_failed", &message, None).await,
@@ -257,7 +296,10 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
 }
 
 enum Outcome {
-    Done { adapter: std::path::PathBuf, trained_tokens: i64 },
+    Done {
+        adapter: std::path::PathBuf,
+        trained_tokens: i64,
+    },
     Failed(String),
     Cancelled,
     Stopping,
@@ -302,7 +344,11 @@ async fn train(
     let logs = crate::home::logs_dir();
     let _ = std::fs::create_dir_all(&logs);
     let log = logs.join(format!("fine-tuning-{}.log", j.id));
-    let stderr = match std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+    let stderr = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+    {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("cannot open {}: {e}", log.display())),
     };
@@ -376,14 +422,21 @@ async fn train(
                 });
                 let _ = st
                     .store
-                    .add_ft_event(&j.id, "info", "metrics", &format!("Step {step}/{total}: training loss={}", v["loss"]), Some(&data.to_string()))
+                    .add_ft_event(
+                        &j.id,
+                        "info",
+                        "metrics",
+                        &format!("Step {step}/{total}: training loss={}", v["loss"]),
+                        Some(&data.to_string()),
+                    )
                     .await;
                 // The finish, from the pace since the first step seen.
                 let now = std::time::Instant::now();
                 let (s0, t0) = *first_step.get_or_insert((step, now));
                 if step > s0 && total > step {
                     let per = now.duration_since(t0).as_secs_f64() / (step - s0) as f64;
-                    j.estimated_finish_ms = Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
+                    j.estimated_finish_ms =
+                        Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
                 }
                 j.trained_tokens = trained;
                 let _ = st.store.update_ft_job(j, &["running"]).await;
@@ -398,7 +451,13 @@ async fn train(
                     created_ms: now_ms(),
                 };
                 let _ = st.store.add_ft_checkpoint(&c).await;
-                event(st, &j.id, "info", &format!("Checkpoint saved at step {step}.")).await;
+                event(
+                    st,
+                    &j.id,
+                    "info",
+                    &format!("Checkpoint saved at step {step}."),
+                )
+                .await;
             }
             "done" => {
                 if let Some(a) = v["adapter"].as_str() {
@@ -434,7 +493,13 @@ fn last_line(path: &std::path::Path) -> Option<String> {
 }
 
 /// Publish the adapter as `ft:…` and mark the job succeeded.
-async fn finish(st: &GatewayState, mut j: FineTuneJob, spec: &Spec, adapter: &std::path::Path, trained_tokens: i64) {
+async fn finish(
+    st: &GatewayState,
+    mut j: FineTuneJob,
+    spec: &Spec,
+    adapter: &std::path::Path,
+    trained_tokens: i64,
+) {
     let name = super::model_name(&j.base_model, &j.owner, spec.suffix.as_deref(), &j.id);
     let target = st.finetune.adapter_path(&j.base_model, &name);
     let copied = (|| -> std::io::Result<()> {
@@ -446,7 +511,14 @@ async fn finish(st: &GatewayState, mut j: FineTuneJob, spec: &Spec, adapter: &st
         std::fs::rename(&tmp, &target)
     })();
     if let Err(e) = copied {
-        return fail(st, j, "server_error", &format!("the adapter cannot be stored: {e}"), None).await;
+        return fail(
+            st,
+            j,
+            "server_error",
+            &format!("the adapter cannot be stored: {e}"),
+            None,
+        )
+        .await;
     }
     // The base's engine reads its adapters at start: restart it (once idle)
     // before the model is announced, so that its first request finds it.
@@ -480,5 +552,11 @@ async fn finish(st: &GatewayState, mut j: FineTuneJob, spec: &Spec, adapter: &st
         }
     }
     st.finetune.publish(&name, tuned(&j));
-    event(st, &j.id, "info", &format!("The job has successfully completed: {name} is ready.")).await;
+    event(
+        st,
+        &j.id,
+        "info",
+        &format!("The job has successfully completed: {name} is ready."),
+    )
+    .await;
 }

@@ -69,10 +69,15 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
             })?,
     };
     if let Some(g) = &a.llama_cpp_generation {
-        let known = &aula_planner::decode::catalog().map_err(|e| anyhow!(e))?.generation;
+        let known = &aula_planner::decode::catalog()
+            .map_err(|e| anyhow!(e))?
+            .generation;
         if !known.iter().any(|k| &k.id == g) {
             let ids: Vec<&str> = known.iter().map(|k| k.id.as_str()).collect();
-            bail!("--llama-cpp-generation: unknown generation `{g}`; known: {}", ids.join(", "));
+            bail!(
+                "--llama-cpp-generation: unknown generation `{g}`; known: {}",
+                ids.join(", ")
+            );
         }
     }
     let request = PlanRequest {
