@@ -377,7 +377,9 @@ doc = {
      "FineTuningJobCreate": ft_create, "FineTuningJob": ft_job, "FineTuningJobList": listing("#/components/schemas/FineTuningJob"),
      "FineTuningJobEventList": listing("#/components/schemas/FineTuningJobEvent"), "FineTuningJobEvent": ft_event,
      "FineTuningJobCheckpoint": ft_ckpt, "FineTuningJobCheckpointList": listing("#/components/schemas/FineTuningJobCheckpoint"),
-     "ModelDeleted": deleted("model")}},
+     "ModelDeleted": deleted("model"), "Model": {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
+       "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"}, "owned_by": {"type": "string"},
+       "root": {"type": "string", "description": "A fine-tuned model's base."}}}}},
  "paths": {
   "/v1/chat/completions": {"post": {"operationId": "createChatCompletion", "summary": "A chat completion, whole or streamed.",
      "security": SEC, "requestBody": json_body("#/components/schemas/ChatCompletionRequest"),
@@ -481,6 +483,8 @@ doc = {
     "get": {"operationId": "listFineTuningCheckpoints", "summary": "A job's checkpoints, newest first.", "security": SEC,
      "parameters": FT + FT_PAGE, "responses": {"200": ok("#/components/schemas/FineTuningJobCheckpointList", "The checkpoints."), **errs(*FT_ERRS)}}},
   "/v1/models/{model}": {
+    "get": {"operationId": "retrieveModel", "summary": "A model the caller may use (configured, or fine-tuned and theirs or shared with them).", "security": SEC,
+     "parameters": model_param, "responses": {"200": ok("#/components/schemas/Model", "The model."), **errs("401", "403", "404", "503")}},
     "delete": {"operationId": "deleteModel", "summary": "Delete a fine-tuned model (its owner, teachers and admins): its adapter goes, its job stays.", "security": SEC,
      "parameters": model_param, "responses": {"200": ok("#/components/schemas/ModelDeleted", "Deleted."), **errs(*FT_ERRS)}}},
   "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness: the gateway answers.", "security": [{}],

@@ -182,8 +182,10 @@ def main():
             emit("metrics", step=step, total_steps=total, epoch=epoch + 1, loss=round(float(loss), 4), tokens=n,
                  learning_rate=sched.get_last_lr()[0], tokens_per_s=round(n / max(1e-6, time.time() - t0), 1))
             if every and step % every == 0 and step < total:
+                # Whole or not at all: a kill mid-write leaves the last one.
                 torch.save({"model": {k: v for k, v in model.state_dict().items() if "lora_" in k},
-                            "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, ckpt)
+                            "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, str(ckpt) + ".part")
+                os.replace(str(ckpt) + ".part", ckpt)
                 emit("checkpoint", step=step, path=str(ckpt), loss=round(float(loss), 4))
     model.eval()
     write_adapter(model, config, alpha, out / "adapter.gguf", np)

@@ -48,6 +48,9 @@ pub struct Job {
     pub tx: UnboundedSender<Event>,
 }
 
+/// Steps an adapter's sequences run before the next adapter's turn.
+const STEPS_PER_TURN: usize = 4;
+
 /// A LoRA adapter loaded on the base model, chosen per request by name.
 pub struct Adapter {
     pub name: String,
@@ -394,8 +397,10 @@ impl Scheduler<'_> {
             return groups.first().copied().flatten();
         }
         groups.sort();
+        // Switching adapters rebuilds llama.cpp's graph: each group keeps
+        // the context for STEPS_PER_TURN steps while others wait.
         self.turn = self.turn.wrapping_add(1);
-        groups[self.turn % groups.len()]
+        groups[(self.turn / STEPS_PER_TURN) % groups.len()]
     }
 
     /// Set `adapter` on the context (or none), when it is not already.

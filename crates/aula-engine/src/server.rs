@@ -219,12 +219,12 @@ fn start(
         match st.adapters.iter().position(|(n, _)| *n == req.model) {
             Some(i) => Some(i),
             None => {
-                let mut names = vec![st.name.clone()];
-                names.extend(st.adapters.iter().map(|(n, _)| n.clone()));
+                // Adapters are named after their owners: not listed here.
                 return Err(ApiError::ModelNotFound(format!(
-                    "the model `{}` does not exist; this engine serves: {}",
+                    "the model `{}` does not exist; this engine serves: {} (and {} adapters)",
                     req.model,
-                    names.join(", ")
+                    st.name,
+                    st.adapters.len()
                 )));
             }
         }

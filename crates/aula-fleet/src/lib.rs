@@ -342,6 +342,11 @@ impl Fleet {
         self.lifecycle.reserve(what, bytes).await
     }
 
+    /// What the pinned models take: the part of the budget no trainer gets.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.lifecycle.pinned_bytes()
+    }
+
     /// Memory held outside the engines.
     pub fn holds(&self) -> Vec<aula_protocol::admin::MemoryHold> {
         self.lifecycle.holds()

@@ -168,6 +168,15 @@ impl Lifecycle {
         engines + self.reserved_bytes()
     }
 
+    /// What the pinned models take (never evicted: no trainer gets it).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.models
+            .values()
+            .filter(|m| m.member.pinned)
+            .map(|m| m.planned())
+            .sum()
+    }
+
     fn reserved_bytes(&self) -> u64 {
         self.reservations
             .lock()
@@ -189,11 +198,12 @@ impl Lifecycle {
     /// (cancel it by dropping the future). More than the whole budget is an
     /// error at once.
     pub async fn reserve(&self, what: &str, bytes: u64) -> Result<Reservation, ApiError> {
-        if bytes > self.budget_bytes {
+        let room = self.budget_bytes.saturating_sub(self.pinned_bytes());
+        if bytes > room {
             return Err(ApiError::Unavailable(format!(
-                "{what} needs {:.2} GB, more than the whole memory budget of {:.2} GB",
+                "{what} needs {:.2} GB, more than the {:.2} GB of the memory budget that pinned models leave",
                 bytes as f64 / 1e9,
-                self.budget_bytes as f64 / 1e9
+                room as f64 / 1e9
             )));
         }
         let mut changes = self.changes.subscribe();

@@ -144,7 +144,7 @@ pub fn start(
         finetune: finetune::FineTune::new(access.finetune, bases),
     });
     rag::start(&st, tasks);
-    if st.finetune.settings.is_enabled() {
+    if st.finetune.enabled {
         finetune::worker::start(&st, tasks);
     }
     tasks.spawn("live samples", live::run(st.clone()));

@@ -185,6 +185,7 @@ fn routes() -> Vec<Route> {
             "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints",
             get(crate::finetune::api::checkpoints),
         ),
+        ("GET", "/v1/models/{model}", get(model)),
         (
             "DELETE",
             "/v1/models/{model}",
@@ -362,6 +363,36 @@ async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
             axum::Json(list).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// One model the caller may use (a configured one, or a fine-tuned one
+/// theirs or shared with them); 404 for any other.
+async fn model(
+    State(st): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let id = match st.auth.authenticate(&headers).await {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    if crate::pipeline::visible_models(&st, &id).contains(&name) {
+        return axum::Json(
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "aula"}),
+        )
+        .into_response();
+    }
+    match st.finetune.model_for(&name, &id) {
+        Some(t) => axum::Json(serde_json::json!({
+            "id": name, "object": "model", "created": t.created_ms / 1000,
+            "owned_by": t.owner, "root": t.base,
+        }))
+        .into_response(),
+        None => {
+            ApiError::ModelNotFound(format!("the model `{name}` does not exist or is not yours"))
+                .into_response()
+        }
     }
 }
 

@@ -255,29 +255,31 @@ impl Store {
         message: &str,
         data: Option<&str>,
     ) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM fine_tuning_events WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let seq: i64 = row.try_get::<i64, _>(0)? + 1;
-        sqlx::query(
-            "INSERT INTO fine_tuning_events (job_id, seq, created_ms, level, kind, message, data) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(job_id)
-        .bind(seq)
-        .bind(crate::now_ms())
-        .bind(level)
-        .bind(kind)
-        .bind(message)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(seq)
+        // The number and the row in one statement; two events written at
+        // the same moment may still collide on (job_id, seq): once more.
+        let mut last = None;
+        for _ in 0..3 {
+            let r = sqlx::query(
+                "INSERT INTO fine_tuning_events (job_id, seq, created_ms, level, kind, message, data) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM fine_tuning_events WHERE job_id = $1 \
+                 RETURNING seq",
+            )
+            .bind(job_id)
+            .bind(crate::now_ms())
+            .bind(level)
+            .bind(kind)
+            .bind(message)
+            .bind(data)
+            .fetch_one(&self.pool)
+            .await;
+            match r {
+                Ok(row) => return Ok(row.try_get::<i64, _>(0)?),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .map(StoreError::from)
+            .unwrap_or_else(|| StoreError::Invalid("event not written".into())))
     }
 
     /// A page of a job's events, newest first, before event `after` (a

@@ -71,6 +71,7 @@ const MATRIX: &[(&str, &str, [u16; 11])] = &[
     ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
+    ("GET", "/v1/models/mock",       [401, 200, 200, 200, 200, 200, 200, 200, 401, 401, 200]),
     // Only fine-tuned models can be deleted.
     ("DELETE", "/v1/models/mock",    [401, 404, 404, 404, 404, 404, 404, 404, 401, 401, 404]),
     // ada detaches her file, then deletes the store: gone for her front end after.

@@ -420,15 +420,13 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
         .map(|_| {
             let (url, key, stop) = (s.url.clone(), tina.to_string(), stop.clone());
             std::thread::spawn(move || {
-                let mut n = 0;
-                while n < 3 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     // Requests after the job started wait for the trainer's
                     // memory, and end when the gateway is killed: not checked.
                     let _ = ureq::post(&format!("{url}/v1/chat/completions"))
                         .set("Authorization", &format!("Bearer {key}"))
                         .send_json(serde_json::json!({"model": SMOL, "max_tokens": 150,
                             "messages": [{"role": "user", "content": "Tell me a long story about a dragon."}]}));
-                    n += 1;
                 }
             })
         })
@@ -447,10 +445,17 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
         &s.url,
         ada,
         serde_json::json!({"model": SMOL, "training_file": train_file, "suffix": "again", "seed": 7,
-            "hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 2}}),
+            "hyperparameters": {"n_epochs": 5, "batch_size": 8, "learning_rate_multiplier": 2}}),
     );
+    // The job waits while the model serves (three clients keep it busy)...
     let mut waited_busy = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            events_text(&s.url, ada, &id)
+        );
         let p = ps(&s.url, root);
         let status = p["fine_tuning"][0]["status"]
             .as_str()
@@ -464,12 +469,20 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
             assert_eq!(p["models"][0]["state"], "unloaded", "{p}");
             break;
         }
+        assert!(
+            matches!(status.as_str(), "validating_files" | "queued"),
+            "{p}"
+        );
         if active > 0 {
             waited_busy += 1;
         }
+        // ...and starts once they stop and the model falls idle.
+        if waited_busy >= 10 {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(waited_busy >= 3, "the job never waited for the busy model");
+    assert!(waited_busy >= 10, "the job never waited for the busy model");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
 
     // The gateway killed mid-job: the job resumes from its checkpoint.

@@ -80,12 +80,12 @@ pub fn job_object(j: &FineTuneJob) -> Value {
 }
 
 fn enabled(st: &GatewayState) -> Result<(), ApiError> {
-    if st.finetune.settings.is_enabled() {
+    if st.finetune.enabled {
         return Ok(());
     }
     Err(ApiError::InvalidRequest {
         message: format!(
-            "fine-tuning is not enabled on this gateway (no trainer at {}: an admin runs `bash scripts/setup-trainer.sh` or sets [fine_tuning] python)",
+            "fine-tuning is not enabled on this gateway (no trainer at {} when it started: an admin runs `bash scripts/setup-trainer.sh` or sets [fine_tuning] python, and restarts it)",
             st.finetune.settings.python().display()
         ),
         param: None,
@@ -369,6 +369,15 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
             )));
         }
     };
+    if !crate::pipeline::visible_models(&st, &id).contains(&base) {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "your limits do not include the model `{base}`, so you cannot fine-tune it"
+            ),
+            code: "model_not_allowed",
+            resets_at: None,
+        });
+    }
     let Some(base_entry) = st.finetune.bases.get(&base) else {
         return Err(ApiError::invalid_param(
             "model",
@@ -438,18 +447,23 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
     };
     // About 3.5 characters a token: the limits' estimate before the trainer counts.
     let est_tokens = (summary.chars as f64 / 3.5) as u64 * u64::from(spec.n_epochs);
-    check_limits(&st, &id, est_tokens).await?;
     let planned = planned_bytes(&base_entry.gguf, &spec, summary.longest_chars)?;
-    if planned > st.fleet.budget_bytes() {
+    let room = st
+        .fleet
+        .budget_bytes()
+        .saturating_sub(st.fleet.pinned_bytes());
+    if planned > room {
         return Err(ApiError::invalid_param(
             "model",
             format!(
-                "fine-tuning `{base}` needs about {:.2} GB (the planner's estimate for its trainer), more than the whole memory budget of {:.2} GB",
+                "fine-tuning `{base}` needs about {:.2} GB (the planner's estimate for its trainer), more than the {:.2} GB of the memory budget that pinned models leave",
                 planned as f64 / 1e9,
-                st.fleet.budget_bytes() as f64 / 1e9
+                room as f64 / 1e9
             ),
         ));
     }
+    let _one_at_a_time = st.finetune.creating.lock().await;
+    check_limits(&st, &id, est_tokens).await?;
     let job = FineTuneJob {
         id: format!("ftjob-{}", crate::random_id(24)),
         owner: id.name.clone(),
@@ -501,8 +515,9 @@ fn planned_bytes(
 ) -> Result<u64, ApiError> {
     let shape = aula_planner::resolve_model(gguf)
         .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
-    // The longest example in tokens, about 3.5 characters each, plus the template.
-    let seq = ((longest_chars as f64 / 3.5) as u32 + 32).min(spec.max_tokens);
+    // The longest example in tokens, bounded at 2 characters a token (English
+    // runs about 4, code and CJK text denser), plus the chat template.
+    let seq = ((longest_chars as f64 / 2.0) as u32 + 32).min(spec.max_tokens);
     Ok(aula_planner::finetune::cpu_trainer_bytes(
         &shape,
         spec.lora_rank,

@@ -108,6 +108,11 @@ impl Tuned {
 /// The gateway's fine-tuning side.
 pub struct FineTune {
     pub settings: FineTuneSettings,
+    /// Settled at start (the engines' `--lora-dir` and the worker were).
+    pub enabled: bool,
+    /// Creations one at a time: a user's limits are checked and the job
+    /// stored as one step.
+    pub(crate) creating: tokio::sync::Mutex<()>,
     /// Chat models on Aula's own engine, by name.
     pub bases: HashMap<String, Base>,
     /// Fine-tuned models by name.
@@ -122,6 +127,8 @@ pub struct FineTune {
 impl FineTune {
     pub fn new(settings: FineTuneSettings, bases: HashMap<String, Base>) -> FineTune {
         FineTune {
+            enabled: settings.is_enabled(),
+            creating: tokio::sync::Mutex::new(()),
             settings,
             bases,
             models: RwLock::new(HashMap::new()),

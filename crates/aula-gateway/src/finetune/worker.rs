@@ -105,6 +105,13 @@ async fn recover(st: &GatewayState) {
         Ok(jobs) => {
             for j in jobs {
                 if let Some(name) = &j.fine_tuned_model {
+                    if !st.finetune.bases.contains_key(&j.base_model) {
+                        tracing::warn!(
+                            "fine-tuned model {name}: its base `{}` is not configured; not served",
+                            j.base_model
+                        );
+                        continue;
+                    }
                     if !st.finetune.adapter_path(&j.base_model, name).exists() {
                         tracing::warn!(
                             "fine-tuned model {name}: its adapter file is missing; not served"
@@ -158,7 +165,27 @@ pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &s
     }
 }
 
+/// Write `j` while its status is one of `expect`, retrying a failing
+/// database (locked, briefly unreachable) for about 10 s: Some(false) when
+/// the status had moved, None when the database kept failing.
+pub(crate) async fn update(st: &GatewayState, j: &FineTuneJob, expect: &[&str]) -> Option<bool> {
+    for attempt in 0..20 {
+        match st.store.update_ft_job(j, expect).await {
+            Ok(moved) => return Some(moved),
+            Err(e) => {
+                if attempt == 0 {
+                    tracing::warn!(job = %j.id, "the job's status cannot be written yet: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    None
+}
+
 /// Fail a job (from any unfinished status) with `code` and `message`.
+/// Its working files go (the trainer's log stays in the logs directory).
+
 pub(crate) async fn fail(
     st: &GatewayState,
     mut j: FineTuneJob,
@@ -170,12 +197,9 @@ pub(crate) async fn fail(
     j.error = Some(json!({"code": code, "message": message, "param": param}).to_string());
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
-    if let Ok(true) = st
-        .store
-        .update_ft_job(&j, &["validating_files", "queued", "running"])
-        .await
-    {
+    if update(st, &j, &["validating_files", "queued", "running"]).await == Some(true) {
         event(st, &j.id, "error", &format!("The job failed: {message}")).await;
+        let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&j.id));
     }
 }
 
@@ -244,6 +268,12 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
         )
         .await;
     };
+    // Cancelled between the queue's read and now: nothing to do (a cancel
+    // from here on finds this job's token).
+    match st.store.ft_job(&j.id).await {
+        Ok(Some(now)) if now.status == "queued" => {}
+        _ => return,
+    }
     let bytes = j.planned_bytes.max(0) as u64;
     let what = format!("fine-tuning job {} ({})", j.id, j.owner);
     // Wait for room in the budget (evicting idle models), unless cancelled.
@@ -261,7 +291,7 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
     if j.started_ms.is_none() {
         j.started_ms = Some(now_ms());
     }
-    if !matches!(st.store.update_ft_job(&j, &["queued"]).await, Ok(true)) {
+    if update(st, &j, &["queued"]).await != Some(true) {
         return; // cancelled meanwhile
     }
     event(
@@ -284,7 +314,9 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
             finish(st, j, &spec, &adapter, trained_tokens).await;
         }
         Outcome::Failed(message) => fail(st, j, "trainer_failed", &message, None).await,
-        Outcome::Cancelled => {}
+        Outcome::Cancelled => {
+            let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&j.id));
+        }
         Outcome::Stopping => {
             j.status = "queued".into();
             j.estimated_finish_ms = None;
@@ -543,11 +575,19 @@ async fn finish(
     j.trained_tokens = trained_tokens;
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
-    match st.store.update_ft_job(&j, &["running"]).await {
-        Ok(true) => {}
-        _ => {
+    match update(st, &j, &["running"]).await {
+        Some(true) => {}
+        Some(false) => {
             // Cancelled at the last moment: no model.
             let _ = std::fs::remove_file(&target);
+            st.fleet
+                .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
+            return;
+        }
+        None => {
+            // The database kept failing: the job stays `running` until the
+            // next start, which trains it again; the adapter is kept.
+            tracing::error!(job = %j.id, "the finished job cannot be recorded; it runs again at the next start");
             return;
         }
     }
