@@ -14,9 +14,11 @@
 //!   shape, the arguments to the tool's own `parameters` schema; with `auto`
 //!   the answer is read by [`crate::tool_parse`], which also knows the
 //!   formats models are trained on (Hermes/Qwen `<tool_call>`, Llama 3.x
-//!   JSON, Mistral `[TOOL_CALLS]`): every well-formed call of an offered
-//!   tool becomes one of `tool_calls` (several: parallel calls), anything
-//!   else is text, and a leading `<think>` block is `reasoning_content`.
+//!   JSON, Mistral `[TOOL_CALLS]`, DeepSeek V3/R1/V3.1, Granite, gpt-oss's
+//!   harmony channels): every well-formed call of an offered tool becomes
+//!   one of `tool_calls` (several: parallel calls), anything else is text,
+//!   and a leading `<think>` block or harmony's `analysis` channel is
+//!   `reasoning_content`.
 //! * Conversation history may hold the assistant's earlier `tool_calls` and
 //!   `tool` results; they are written into the prompt as text the model can
 //!   read (the built-in templates know no tool roles).
