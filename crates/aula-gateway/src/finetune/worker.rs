@@ -185,7 +185,6 @@ pub(crate) async fn update(st: &GatewayState, j: &FineTuneJob, expect: &[&str]) 
 
 /// Fail a job (from any unfinished status) with `code` and `message`.
 /// Its working files go (the trainer's log stays in the logs directory).
-
 pub(crate) async fn fail(
     st: &GatewayState,
     mut j: FineTuneJob,
