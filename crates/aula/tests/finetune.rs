@@ -512,6 +512,9 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     );
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.text.contains("Quill"), "{}", r.text);
+    // The ledger names the fine-tuned model (limits and the queue are its base's).
+    let (ok, usage, err) = run_aula(&["usage", "--by", "model", "--csv"], &g.home);
+    assert!(ok && usage.contains(tuned_model), "{usage}{err}");
     // After the job, memory goes back to the model.
     assert!(ps(&s.url, root)["holds"].as_array().unwrap().is_empty());
     drop(s);

@@ -96,6 +96,9 @@ pub(crate) struct Admitted {
     pub(crate) route: crate::router::Route,
     pub(crate) weight: f64,
     pub(crate) body: Bytes,
+    /// The name the ledger records: the model asked for (a fine-tuned
+    /// model's own name), where limits, the queue and metrics use its base.
+    pub(crate) recorded_as: String,
 }
 
 /// Parse and validate the body once (one validation for every engine kind:
@@ -124,12 +127,15 @@ fn admit(
         adm.stream = false;
     }
     // A fine-tuned model runs on its base's engine, which knows it by its
-    // name (an adapter); limits, the ledger and metrics count the base.
+    // name (an adapter); limits, the queue and metrics count the base, the
+    // ledger the fine-tuned model.
     // An unknown model's error lists only the models this user may use.
+    let mut tuned = None;
     let route = match st.router.get(&adm.model) {
         Ok(r) => r.clone(),
         Err(_) => match st.finetune.model_for(&adm.model, id) {
             Some(t) if !embeddings => {
+                tuned = Some(adm.model.clone());
                 let mut r = st.router.get(&t.base)?.clone();
                 r.upstream_model = adm.model.clone();
                 r
@@ -153,6 +159,7 @@ fn admit(
         obj.insert("model".into(), json!(route.upstream_model));
         rewritten = true;
     }
+    let recorded_as = tuned.unwrap_or_else(|| route.name.clone());
     adm.model = route.name.clone();
     let resv = st
         .limiter
@@ -196,6 +203,7 @@ fn admit(
             route,
             weight,
             body,
+            recorded_as,
         },
         resv,
     ))
@@ -249,7 +257,7 @@ async fn record(st: &GatewayState, fl: &mut InFlight, id: &Identity) -> Result<(
         id: crate::random_id(20),
         user: id.name.clone(),
         groups: id.groups.clone(),
-        model: fl.model.clone(),
+        model: fl.recorded_as.clone(),
         admitted_ms: now_ms(),
     };
     if let Err(e) = st.ledger.begin(record.clone()).await {
@@ -503,6 +511,7 @@ mod tests {
             st: st.clone(),
             queue: crate::fair::FairQueue::new(1, crate::fair::FairConfig::default()),
             model: "m".into(),
+            recorded_as: "m".into(),
             resv: Some(resv),
             permit: None,
             record: None,

@@ -20,6 +20,8 @@ pub(crate) struct InFlight {
     pub(super) st: Arc<GatewayState>,
     pub(super) queue: Arc<crate::fair::FairQueue>,
     pub(super) model: String,
+    /// The model the ledger names (a fine-tuned model's own name).
+    pub(super) recorded_as: String,
     pub(super) resv: Option<crate::limits::Reservation>,
     pub(super) permit: Option<crate::fair::Permit>,
     pub(super) record: Option<RequestRecord>,
@@ -53,6 +55,7 @@ impl InFlight {
             st: st.clone(),
             queue: call.route.queue.clone(),
             model: call.adm.model.clone(),
+            recorded_as: call.recorded_as.clone(),
             resv: Some(resv),
             permit: None,
             record: None,
