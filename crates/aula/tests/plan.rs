@@ -188,3 +188,72 @@ fn plan_cli_estimates_places_reports_and_refuses_bad_names() {
             .starts_with("<svg")
     );
 }
+
+fn plan_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(aula_exe())
+        .arg("plan")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["estimates"][0].clone()
+}
+
+#[test]
+fn plan_cli_takes_vllm_versions_drafts_and_llama_cpp_generations() {
+    let base = [
+        "llama-3.1-8b",
+        "--hardware",
+        "h100-sxm",
+        "--engine",
+        "vllm",
+        "--context",
+        "20000",
+    ];
+    let v1 = plan_json(&base);
+    let v0 = plan_json(&[&base[..], &["--engine-version", "v0"]].concat());
+    // V1 profiles max_num_batched_tokens; V0 (no chunked prefill) a batch of max_model_len.
+    assert_eq!(v1["vllm"]["engine_version"], "v1");
+    assert_eq!(v1["vllm"]["profiled_tokens"], 8192);
+    assert_eq!(v0["vllm"]["engine_version"], "v0");
+    assert_eq!(v0["vllm"]["profiled_tokens"], 20000);
+    assert!(
+        v0["vllm"]["kv_blocks"].as_u64() < v1["vllm"]["kv_blocks"].as_u64(),
+        "{v0}\n{v1}"
+    );
+    // A draft head's layers take KV from the same pool.
+    let eagle = plan_json(&[&base[..], &["--draft-layers", "1"]].concat());
+    assert!(eagle["vllm"]["draft_kv_bytes_per_token"].as_f64().unwrap() > 0.0);
+    assert!(eagle["vllm"]["kv_tokens"].as_u64() < v1["vllm"]["kv_tokens"].as_u64());
+    // A llama.cpp estimate says which generation it assumes, with a range.
+    let q = plan_json(&[
+        "llama-3.1-8b",
+        "--hardware",
+        "rtx-4090",
+        "--precision",
+        "q4_k_m",
+    ]);
+    assert_eq!(
+        q["speed"]["decode_model"]["llama_cpp_generation"], "2025",
+        "{}",
+        q["speed"]
+    );
+    let r = &q["speed"]["single_stream_range"];
+    let mid = q["speed"]["single_stream_tokens_per_s"].as_f64().unwrap();
+    assert!(
+        r["low_tokens_per_s"].as_f64().unwrap() < mid
+            && mid < r["high_tokens_per_s"].as_f64().unwrap(),
+        "{r}"
+    );
+    let out = std::process::Command::new(aula_exe())
+        .args(["plan", "llama-3.1-8b", "--llama-cpp-generation", "1999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown generation `1999`"));
+}
