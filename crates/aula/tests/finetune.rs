@@ -314,6 +314,13 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
         r["bob_file"].as_str().unwrap(),
     );
     let trainer_bytes = r["planned_bytes"].as_u64().unwrap();
+    // The web page: one's own jobs and models; a teacher sees everyone's.
+    let job_id = r["job"].as_str().unwrap();
+    let page = web_page(&s.url, ada, "/fine-tuning");
+    assert!(page.contains(job_id) && page.contains(&model), "{page}");
+    let page = web_page(&s.url, bob, "/fine-tuning");
+    assert!(!page.contains(job_id) && !page.contains(&model), "{page}");
+    assert!(web_page(&s.url, tina, "/fine-tuning").contains(job_id));
     // The base and its adapter are one engine: the adapter's bytes are counted.
     let p = ps(&s.url, root);
     let smol_bytes = p["models"][0]["planned_bytes"].as_u64().unwrap();
@@ -521,4 +528,49 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     for b in busy {
         let _ = b.join();
     }
+}
+
+/// Sign in to the web page with plain HTTP (no browser) and fetch `path`.
+fn web_page(base: &str, key: &str, path: &str) -> String {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let r = agent.get(&format!("{base}/signin")).call().unwrap();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = r.into_string().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = match agent
+        .post(&format!("{base}/signin"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf", &csrf), ("token", key), ("next", "/")])
+    {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.status(), 303);
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = agent
+        .get(&format!("{base}{path}"))
+        .set("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_string().unwrap()
 }

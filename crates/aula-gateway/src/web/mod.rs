@@ -122,6 +122,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("templates/error.html")),
     ("plan.html", include_str!("templates/plan.html")),
     ("user.html", include_str!("templates/user.html")),
+    (
+        "fine_tuning.html",
+        include_str!("templates/fine_tuning.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("static/aula.css");
@@ -139,6 +143,7 @@ pub fn routes() -> Router<Arc<GatewayState>> {
         .route("/users/{name}/keys", post(pages::create_user_key))
         .route("/models/{model}/{action}", post(pages::model_action))
         .route("/plan", get(pages::plan))
+        .route("/fine-tuning", get(pages::fine_tuning))
         .route("/playground", get(pages::playground))
         .route("/playground/chat", post(pages::playground_chat))
         .route("/playground/responses", post(pages::playground_responses))
