@@ -1063,6 +1063,51 @@ mod tests {
         }
     }
 
+    /// vLLM V1's start-up figures from a published log, a check (nothing
+    /// was set from it): ilseokoh/vllm-gce, README.md at
+    /// ede8ee4e36cf1ed10471b3ff38514159f71dfa58 — vLLM v0.15.1, "Initializing
+    /// a V1 LLM engine", Llama-3.1-8B-Instruct in bf16 on a GCE
+    /// a2-highgpu-1g (one A100 40 GB), enforce_eager (no CUDA graphs),
+    /// max_model_len 131072, max_num_batched_tokens 8192, the default
+    /// gpu_memory_utilization (0.9): "Model loading took 14.99 GiB",
+    /// "Available KV cache memory: 19.28 GiB", "GPU KV cache size: 157,936
+    /// tokens", "Maximum concurrency for 131,072 tokens per request: 1.20x".
+    #[test]
+    fn vllm_v1_kv_capacity_matches_a_published_v1_start_up_log() {
+        let hw = hardware::find("a100-40gb").unwrap();
+        let m = catalog::find("llama-3.1-8b").unwrap();
+        let e = estimate(
+            &m,
+            &hw,
+            &PlanRequest {
+                engine: Engine::Vllm,
+                precision: Precision::parse("bf16").unwrap(),
+                context: 131_072,
+                users: 256,
+                max_num_batched_tokens: 8192,
+                engine_version: EngineVersion::V1,
+                ..Default::default()
+            },
+        );
+        let v = e.vllm.unwrap();
+        let err = (v.kv_tokens as f64 - 157_936.0).abs() / 157_936.0;
+        assert!(
+            err < 0.05,
+            "{} KV tokens predicted, 157,936 in the log",
+            v.kv_tokens
+        );
+        let gib = v.kv_cache_bytes as f64 / (1u64 << 30) as f64;
+        assert!(
+            (gib - 19.28).abs() / 19.28 < 0.05,
+            "{gib:.2} GiB predicted, 19.28 in the log"
+        );
+        assert!(
+            (v.max_concurrency - 1.20).abs() / 1.20 < 0.05,
+            "{}",
+            v.max_concurrency
+        );
+    }
+
     /// Decode speed on consumer GPUs against llama.cpp's own tables. These
     /// rows now live in the comparison table (`catalog/speed-checks.toml`,
     /// tested whole in `checks`); this keeps the two 2025 checks visible
