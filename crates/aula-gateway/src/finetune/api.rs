@@ -7,10 +7,10 @@ use super::worker::{Spec, event};
 use super::{FineTune, validate};
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
-use crate::rag::api::{body_object, only, opt_str};
+use crate::rag::api::{body_object, groups, only, opt_str};
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
-use aula_store::{FineTuneJob, Role, now_ms};
+use aula_store::{FineTuneJob, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -295,38 +295,6 @@ async fn training_data(
     validate::check(&bytes).map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
 }
 
-fn groups(v: Option<&Value>, id: &Identity) -> Result<Vec<String>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let list = v
-        .as_array()
-        .filter(|l| l.len() <= 64)
-        .and_then(|l| {
-            l.iter()
-                .map(|g| {
-                    g.as_str()
-                        .filter(|s| !s.is_empty() && s.len() <= 64)
-                        .map(String::from)
-                })
-                .collect::<Option<Vec<_>>>()
-        })
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                "shared_with_groups",
-                "`shared_with_groups` must be a list of group names",
-            )
-        })?;
-    if !list.is_empty() && id.role == Role::Student {
-        return Err(ApiError::Forbidden {
-            message: "only teachers and admins may share a fine-tuned model with groups".into(),
-            code: "sharing_not_allowed",
-            resets_at: None,
-        });
-    }
-    Ok(list)
-}
-
 /// `POST /v1/fine_tuning/jobs`.
 pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
@@ -425,7 +393,8 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         ),
     };
     let lora = lora(o.get("lora"))?;
-    let shares = groups(o.get("shared_with_groups"), &id)?;
+    let shares =
+        groups(o.get("shared_with_groups"), &id, "a fine-tuned model")?.unwrap_or_default();
     let summary = training_data(&st, &id, &training_file, "training_file").await?;
     if let Some(v) = &validation_file {
         training_data(&st, &id, v, "validation_file").await?;

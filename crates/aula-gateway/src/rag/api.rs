@@ -167,7 +167,13 @@ fn refuse_expiry(o: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn groups(v: Option<&Value>, id: &Identity) -> Result<Option<Vec<String>>, ApiError> {
+/// `shared_with_groups`: at most 64 group names; only teachers and admins
+/// may share `what` ("a vector store", "a fine-tuned model").
+pub(crate) fn groups(
+    v: Option<&Value>,
+    id: &Identity,
+    what: &str,
+) -> Result<Option<Vec<String>>, ApiError> {
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -191,7 +197,7 @@ pub(crate) fn groups(v: Option<&Value>, id: &Identity) -> Result<Option<Vec<Stri
         })?;
     if !list.is_empty() && id.role == Role::Student {
         return Err(ApiError::Forbidden {
-            message: "only teachers and admins may share a vector store with groups".into(),
+            message: format!("only teachers and admins may share {what} with groups"),
             code: "sharing_not_allowed",
             resets_at: None,
         });
@@ -371,7 +377,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         overlap_tokens: AUTO_OVERLAP,
     });
     let files = file_ids(o.get("file_ids"))?;
-    let shares = groups(o.get("shared_with_groups"), &id)?.unwrap_or_default();
+    let shares = groups(o.get("shared_with_groups"), &id, "a vector store")?.unwrap_or_default();
     if st
         .store
         .vector_stores_owned(&id.name)
@@ -553,7 +559,7 @@ pub async fn modify(
     refuse_expiry(&o)?;
     let name = opt_str(&o, "name", 256)?;
     let meta = metadata(o.get("metadata"))?;
-    let shares = groups(o.get("shared_with_groups"), &id)?;
+    let shares = groups(o.get("shared_with_groups"), &id, "a vector store")?;
     st.store
         .update_vector_store(&s.id, name, meta.as_deref(), shares.as_deref(), now_ms())
         .await
