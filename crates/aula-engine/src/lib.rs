@@ -10,6 +10,7 @@
 //! * [`cpu`] — which CPU kernels llama.cpp runs, chosen at run time.
 
 pub mod cl100k;
+pub mod constraint;
 pub mod cpu;
 pub mod devices;
 pub mod embed;
@@ -69,6 +70,8 @@ pub struct EngineConfig {
     /// `NAME` on the one loaded base: a request names its adapter as its
     /// `model`; the base's name runs without one.
     pub lora_dir: Option<PathBuf>,
+    /// A Jinja chat template used instead of the model's own.
+    pub chat_template_file: Option<PathBuf>,
 }
 
 /// `--flash-attn`.
@@ -216,6 +219,7 @@ impl Default for EngineConfig {
             cache_type_v: None,
             lora: Vec::new(),
             lora_dir: None,
+            chat_template_file: None,
         }
     }
 }
@@ -478,13 +482,30 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let eos_text =
         String::from_utf8_lossy(&vocab.token_to_piece(vocab.eos(), true, None)).into_owned();
     let add_bos = vocab.should_add_bos();
-    let template = template::ChatTemplate::new(
-        model.meta_val_str("tokenizer.chat_template").ok(),
+    let given = match &cfg.chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow!("--chat-template-file {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let from_file = given.is_some();
+    let mut template = template::ChatTemplate::new(
+        given.or_else(|| model.meta_val_str("tokenizer.chat_template").ok()),
         &arch,
         bos_text.clone(),
         eos_text,
     )
-    .map_err(|e| anyhow!("the model's chat template does not compile: {e}"))?;
+    .map_err(|e| {
+        if from_file {
+            anyhow!("the chat template of --chat-template-file does not compile: {e}")
+        } else {
+            anyhow!("the model's chat template does not compile: {e}")
+        }
+    })?;
+    if from_file {
+        template.source = template::TemplateSource::File;
+    }
 
     let stats = Arc::new(scheduler::Stats::default());
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
@@ -523,7 +544,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let placement = devices::placement(&log);
     let state = Arc::new(server::EngineState {
         name,
-        model,
+        model: model.clone(),
         template,
         jobs: jobs_tx,
         stats,
@@ -539,6 +560,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         api_key: cfg.api_key.clone(),
         embed: None,
         adapters: adapter_names,
+        constraints: constraint::Constraints::new(model.clone()),
     });
     Ok(Engine {
         state,
@@ -631,7 +653,7 @@ fn load_embedding(
         .map_err(|e| anyhow!("the built-in chat template does not compile: {e}"))?;
     let state = Arc::new(server::EngineState {
         name,
-        model,
+        model: model.clone(),
         template,
         jobs: chat_tx,
         stats: Arc::new(scheduler::Stats::default()),
@@ -651,6 +673,7 @@ fn load_embedding(
             info,
             stats,
         }),
+        constraints: constraint::Constraints::new(model.clone()),
     });
     Ok(Engine {
         state,

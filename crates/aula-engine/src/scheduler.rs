@@ -40,9 +40,9 @@ pub struct Job {
     /// Already resolved against the context: prompt + max_tokens fits.
     pub max_tokens: u32,
     pub params: SamplingParams,
-    /// A GBNF grammar the output must follow (`response_format`), already
-    /// checked to compile.
-    pub grammar: Option<String>,
+    /// The grammar the output must follow (`response_format`, a required
+    /// tool call), compiled for this sequence ([`crate::constraint`]).
+    pub grammar: Option<llguidance::Matcher>,
     /// The LoRA adapter (index into the scheduler's) this request runs with.
     pub adapter: Option<usize>,
     pub tx: UnboundedSender<Event>,
@@ -119,18 +119,15 @@ pub struct Scheduler<'m> {
 
 /// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
 fn sampler_for(
-    model: &LlamaModel,
     p: &SamplingParams,
-    grammar: Option<&str>,
+    grammar: Option<llguidance::Matcher>,
     n_vocab: i32,
     max_tokens: u32,
 ) -> LlamaSampler {
     let mut chain = Vec::new();
     // The grammar first: every later step picks among the tokens it allows.
-    if let Some(g) = grammar
-        && let Ok(s) = LlamaSampler::grammar(model, g, "root")
-    {
-        chain.push(s);
+    if let Some(m) = grammar {
+        chain.push(LlamaSampler::from(m));
     }
     if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
         // Penalise over the whole generation so far, as OpenAI does.
@@ -213,7 +210,7 @@ impl Scheduler<'_> {
                         }
                     });
                 let Some(i) = best else { break };
-                let Some(job) = waiting.pop_front() else {
+                let Some(mut job) = waiting.pop_front() else {
                     break;
                 };
                 let seq = i as i32;
@@ -238,13 +235,7 @@ impl Scheduler<'_> {
                     .fetch_add(reuse as u64, Ordering::Relaxed);
                 slots[i] = Some(Slot {
                     seq,
-                    sampler: sampler_for(
-                        &self.model,
-                        &job.params,
-                        job.grammar.as_deref(),
-                        n_vocab,
-                        job.max_tokens,
-                    ),
+                    sampler: sampler_for(&job.params, job.grammar.take(), n_vocab, job.max_tokens),
                     text: TextAssembler::new(job.params.stop.clone()),
                     job,
                     fed: reuse,

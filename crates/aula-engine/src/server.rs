@@ -2,11 +2,15 @@
 //! `/health`. Handlers validate, template and tokenize, then hand a job to
 //! the scheduler thread and relay its events (as SSE when streaming).
 
+use crate::constraint::Grammar;
 use crate::memory::MemoryReport;
 use crate::scheduler::{Event, Job, Stats};
 use crate::template::ChatTemplate;
+use aula_protocol::template::CallFormat;
+use aula_protocol::tool_stream::{CallPiece, ForcedCall};
 use aula_protocol::{
-    ApiError, Endpoint, FinishReason, GenerateRequest, Prompt, ResponseBuilder, Usage,
+    ApiError, Endpoint, FinishReason, GenerateRequest, Prompt, ResponseBuilder, ResponseFormat,
+    Usage,
 };
 use axum::Router;
 use axum::body::Bytes;
@@ -46,6 +50,8 @@ pub struct EngineState {
     /// LoRA adapters served on this base (`--lora-dir`): name and bytes, in
     /// the scheduler's order.
     pub adapters: Vec<(String, u64)>,
+    /// The grammar engine for `response_format` and required tool calls.
+    pub constraints: crate::constraint::Constraints,
 }
 
 /// An embedding model's side of the engine.
@@ -143,6 +149,9 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "n_ctx": st.context as usize * st.parallel,
         "threads": st.threads,
         "chat_template": st.template.source.as_str(),
+        // How tools reach the model: its template's own format, or "system
+        // message" (described there, calls written as JSON).
+        "tools": st.template.tools.map_or("system message", |f| f.as_str()),
         "memory": st.memory,
         "placement": st.placement,
         "devices": crate::devices::devices(),
@@ -192,27 +201,46 @@ async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint
     let tools = req.tools.clone().filter(|t| t.active());
     let thinks = st.template.thinks && endpoint == Endpoint::Chat && tools.is_none();
     match start(st, &req) {
-        Ok((rx, guard, opened)) => {
+        Ok(q) => {
             // A reasoning model's `<think>` block goes to reasoning_content
             // (answers read for tools do this in their own parser).
-            let think = thinks.then_some(opened);
+            let think = thinks.then_some(q.opened);
             let builder = ResponseBuilder::new(endpoint, &req.model);
             if req.stream {
-                stream_response(rx, guard, builder, req.include_usage, tools, think).into_response()
+                let tools = tools.map(|spec| match q.forced {
+                    Some(key) => ToolStream::Forced {
+                        call: ForcedCall::new(key),
+                        started: false,
+                    },
+                    None => ToolStream::Auto {
+                        spec,
+                        streamed: String::new(),
+                        held: None,
+                    },
+                });
+                stream_response(q.rx, q.guard, builder, req.include_usage, tools, think)
+                    .into_response()
             } else {
-                whole_response(rx, guard, builder, tools, think).await
+                whole_response(q.rx, q.guard, builder, tools, think).await
             }
         }
         Err(e) => e.into_response(),
     }
 }
 
-/// Queue the request: the events of its generation, its in-flight mark, and
-/// whether the prompt ends inside an opened `<think>` block.
-fn start(
-    st: Arc<EngineState>,
-    req: &GenerateRequest,
-) -> Result<(UnboundedReceiver<Event>, Inflight, bool), ApiError> {
+/// A queued request.
+struct Queued {
+    /// The events of its generation.
+    rx: UnboundedReceiver<Event>,
+    guard: Inflight,
+    /// The prompt ends inside an opened `<think>` block.
+    opened: bool,
+    /// A call is forced: the key its arguments are written under.
+    forced: Option<&'static str>,
+}
+
+/// Render, check and queue the request.
+fn start(st: Arc<EngineState>, req: &GenerateRequest) -> Result<Queued, ApiError> {
     let adapter = if req.model == st.name {
         None
     } else {
@@ -229,32 +257,40 @@ fn start(
             }
         }
     };
+    let tools = req.tools.as_ref().filter(|t| t.active());
+    // The format a forced call is decoded in: the template's own when it
+    // renders the tools, else the JSON object the system message asks for.
+    let mut call_format = None;
     let (text, add_special) = match &req.prompt {
         Prompt::Chat(messages) => {
-            // Offered tools are described in the system message.
-            let with_tools;
-            let messages = match req.tools.as_ref().filter(|t| t.active()) {
-                Some(t) => {
-                    let mut m = messages.clone();
-                    let prompt = t.system_prompt();
-                    match m.first_mut() {
-                        Some(first) if first.role == "system" => {
-                            first.content = format!("{}\n\n{prompt}", first.content);
-                        }
-                        _ => m.insert(
-                            0,
-                            aula_protocol::ChatMessage {
-                                role: "system".into(),
-                                content: prompt,
-                            },
-                        ),
-                    }
-                    with_tools = m;
-                    &with_tools
+            let native = st.template.tools;
+            let forced = tools.is_some_and(|t| t.required_call_schema("arguments").is_some());
+            let text = match (tools, native) {
+                // A template that knows tools renders them, unless a call
+                // must be forced in a format Aula cannot constrain.
+                (Some(t), Some(f)) if !(forced && f == CallFormat::Other) => {
+                    call_format = Some(f);
+                    st.template
+                        .render_with_tools(messages, Some(&t.template_tools()))?
                 }
-                None => messages,
+                _ => {
+                    let mut m = match native {
+                        Some(_) => messages.clone(),
+                        None => aula_protocol::plain_messages(messages),
+                    };
+                    if let Some(t) = tools {
+                        // Offered tools are described in the system message.
+                        let prompt = t.system_prompt();
+                        match m.first_mut() {
+                            Some(first) if first.role == "system" => {
+                                first.content = format!("{}\n\n{prompt}", first.content);
+                            }
+                            _ => m.insert(0, aula_protocol::ChatMessage::text("system", prompt)),
+                        }
+                    }
+                    st.template.render(&m)?
+                }
             };
-            let text = st.template.render(messages)?;
             // Templates that write the BOS token themselves must not get a second one.
             let has_bos = !st.bos_text.is_empty() && text.starts_with(&st.bos_text);
             let add = st.add_bos && !has_bos;
@@ -302,22 +338,37 @@ fn start(
         )));
     }
     // A required call is decoded under its schema; otherwise response_format's.
-    let call_schema = req.tools.as_ref().and_then(|t| t.required_call_schema());
-    let grammar = match call_schema {
-        Some(schema) => grammar_for(
-            &st.model,
-            &aula_protocol::ResponseFormat::JsonSchema {
-                name: "tool_call".into(),
-                schema,
-            },
-        )
-        .map_err(|_| {
-            ApiError::invalid_param(
-                "tools",
-                "a tool's `parameters` schema uses something the grammar converter cannot express",
-            )
-        })?,
-        None => grammar_for(&st.model, &req.response_format)?,
+    let args_key = match call_format {
+        Some(CallFormat::Llama3) => "parameters",
+        _ => "arguments",
+    };
+    let call = tools.and_then(|t| t.required_call_schema(args_key));
+    let call_forced = call.is_some();
+    let grammar = match call {
+        Some(schema) => {
+            let g = match call_format {
+                Some(CallFormat::Hermes) => Grammar::Wrapped {
+                    before: "<tool_call>\n".into(),
+                    schema,
+                    after: "\n</tool_call>".into(),
+                },
+                _ => Grammar::Json(schema),
+            };
+            Some(compile(&st, &g, "tools")?)
+        }
+        None => match &req.response_format {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(compile(
+                &st,
+                &Grammar::Json(json!({"type": "object"})),
+                "response_format",
+            )?),
+            ResponseFormat::JsonSchema { schema, .. } => Some(compile(
+                &st,
+                &Grammar::Json(schema.clone()),
+                "response_format",
+            )?),
+        },
     };
     let (tx, rx) = unbounded_channel();
     let job = Job {
@@ -331,7 +382,12 @@ fn start(
     st.jobs
         .send(job)
         .map_err(|_| ApiError::Unavailable("the engine is shutting down".into()))?;
-    Ok((rx, guard, opened))
+    Ok(Queued {
+        rx,
+        guard,
+        opened,
+        forced: call_forced.then_some(args_key),
+    })
 }
 
 async fn whole_response(
@@ -376,10 +432,8 @@ struct StreamState {
     /// Events still to send after the generation is over.
     tail: std::collections::VecDeque<String>,
     done: bool,
-    /// With tools offered, the answer is held back until it is known to be
-    /// a call or text (a call is sent as one whole `tool_calls` delta).
-    tools: Option<aula_protocol::ToolSpec>,
-    held: String,
+    /// With tools offered: how the answer is streamed ([`aula_protocol::tool_stream`]).
+    tools: Option<ToolStream>,
     /// A reasoning model's answer: `<think>` goes out as reasoning_content deltas.
     think: Option<aula_protocol::reasoning::ThinkSplitter>,
 }
@@ -389,7 +443,7 @@ fn stream_response(
     guard: Inflight,
     b: ResponseBuilder,
     include_usage: bool,
-    tools: Option<aula_protocol::ToolSpec>,
+    tools: Option<ToolStream>,
     think: Option<bool>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = StreamState {
@@ -401,7 +455,6 @@ fn stream_response(
         tail: Default::default(),
         done: false,
         tools,
-        held: String::new(),
         think: think.map(aula_protocol::reasoning::ThinkSplitter::new),
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
@@ -413,7 +466,7 @@ fn stream_response(
                 return None;
             }
             match s.rx.recv().await {
-                Some(Event::Text(t)) if s.tools.is_some() => s.held.push_str(&t),
+                Some(Event::Text(t)) if s.tools.is_some() => tool_text(&mut s, &t),
                 Some(Event::Text(t)) if s.think.is_some() => {
                     let parts = s.think.as_mut().map(|k| k.push(&t)).unwrap_or_default();
                     push_parts(&mut s, parts);
@@ -445,6 +498,92 @@ fn stream_response(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// How an answer offered tools is streamed.
+enum ToolStream {
+    /// A forced call, streamed as it is generated.
+    Forced { call: ForcedCall, started: bool },
+    /// `auto`: text streams until a possible marker, the rest is held.
+    Auto {
+        spec: aula_protocol::ToolSpec,
+        streamed: String,
+        held: Option<String>,
+    },
+}
+
+/// Generated text of an answer offered tools: what can go out now is queued.
+fn tool_text(s: &mut StreamState, t: &str) {
+    let Some(tools) = s.tools.as_mut() else {
+        return;
+    };
+    let mut out = Vec::new();
+    match tools {
+        ToolStream::Forced { call, started } => {
+            for piece in call.push(t) {
+                out.push(match piece {
+                    CallPiece::Start(name) => {
+                        *started = true;
+                        s.b.call_start_chunk(0, &name, s.first)
+                    }
+                    CallPiece::Args(a) => s.b.call_args_chunk(0, &a),
+                });
+                s.first = false;
+            }
+        }
+        ToolStream::Auto { streamed, held, .. } => match held {
+            Some(h) => h.push_str(t),
+            None => {
+                let (live, rest) = match aula_protocol::tool_stream::hold_from(t) {
+                    Some(i) => (&t[..i], Some(t[i..].to_string())),
+                    None => (t, None),
+                };
+                if !live.is_empty() {
+                    out.push(s.b.chunk(live, s.first, None));
+                    s.first = false;
+                    streamed.push_str(live);
+                }
+                *held = rest;
+            }
+        },
+    }
+    s.tail.extend(out.into_iter().map(|v| v.to_string()));
+}
+
+/// The end of an answer offered tools: for `auto`, the whole answer parsed
+/// once — reasoning, the content not yet sent, each call. Whether it called.
+fn finish_tools(s: &mut StreamState, tools: ToolStream) -> bool {
+    match tools {
+        ToolStream::Forced { started, .. } => started,
+        ToolStream::Auto {
+            spec,
+            streamed,
+            held,
+        } => {
+            let Some(held) = held else {
+                return false;
+            };
+            let answer = spec.parse_answer(&format!("{streamed}{held}"));
+            let content = answer.content.as_deref().map(|c| {
+                let sent = streamed.trim_end();
+                c.strip_prefix(sent).unwrap_or(c)
+            });
+            let content = content.filter(|c| !c.trim().is_empty());
+            if content.is_some() || answer.reasoning.is_some() {
+                let chunk =
+                    s.b.text_chunk(content, answer.reasoning.as_deref(), s.first);
+                s.tail.push_back(chunk.to_string());
+                s.first = false;
+            }
+            for (i, (name, args)) in answer.calls.iter().enumerate() {
+                let start = s.b.call_start_chunk(i, name, s.first);
+                s.tail.push_back(start.to_string());
+                s.first = false;
+                s.tail.push_back(s.b.call_args_chunk(i, args).to_string());
+            }
+            !answer.calls.is_empty()
+        }
+    }
+}
+
 /// Reasoning and content deltas, queued in order.
 fn push_parts(s: &mut StreamState, parts: Vec<(aula_protocol::reasoning::Part, String)>) {
     use aula_protocol::reasoning::Part;
@@ -469,14 +608,9 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
         push_parts(s, parts);
     }
     if let Some(tools) = s.tools.take() {
-        let held = std::mem::take(&mut s.held);
-        let answer = tools.parse_answer(&held);
-        if !answer.calls.is_empty() {
+        let called = finish_tools(s, tools);
+        if called && finish != FinishReason::Length {
             finish = FinishReason::ToolCalls;
-        }
-        if !answer.calls.is_empty() || answer.reasoning.is_some() || answer.content.is_some() {
-            s.tail.push_back(s.b.answer_chunk(&answer).to_string());
-            s.first = false;
         }
     }
     if s.first && s.b.endpoint == Endpoint::Chat {
@@ -660,32 +794,13 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
     .into_response())
 }
 
-/// The grammar a `response_format` asks for: JSON Schema turned into GBNF by
-/// llama.cpp's own converter (what llama-server uses), checked to compile.
-/// A schema the converter cannot express is a 400 that says so.
-fn grammar_for(
-    model: &LlamaModel,
-    format: &aula_protocol::ResponseFormat,
-) -> Result<Option<String>, ApiError> {
-    let schema = match format {
-        aula_protocol::ResponseFormat::Text => return Ok(None),
-        aula_protocol::ResponseFormat::JsonObject => json!({"type": "object"}),
-        aula_protocol::ResponseFormat::JsonSchema { schema, .. } => schema.clone(),
-    };
-    let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+/// Compile a grammar for one sequence; what llguidance cannot express is a
+/// 400 on `param`, with its reason.
+fn compile(st: &EngineState, g: &Grammar, param: &str) -> Result<llguidance::Matcher, ApiError> {
+    st.constraints.matcher(g).map_err(|e| {
         ApiError::invalid_param(
-            "response_format",
-            format!(
-                "this JSON schema uses something the grammar converter cannot express \
-                 (llama.cpp's json_schema_to_grammar failed: {e}); simplify the schema"
-            ),
+            param,
+            format!("this JSON schema cannot be used to constrain the output: {e}"),
         )
-    })?;
-    llama_cpp_2::sampling::LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
-        ApiError::invalid_param(
-            "response_format",
-            format!("the grammar made from this JSON schema does not compile: {e}"),
-        )
-    })?;
-    Ok(Some(gbnf))
+    })
 }

@@ -9,6 +9,7 @@ mod request;
 mod response;
 pub mod template;
 pub mod tool_parse;
+pub mod tool_stream;
 mod tools;
 
 pub use embeddings::{
@@ -19,10 +20,10 @@ pub use error::ApiError;
 pub use request::{
     Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt,
     ResponseFormat, SamplingParams, parse_chat, parse_chat_object, parse_completion,
-    parse_completion_object, peek_admission, peek_route,
+    parse_completion_object, peek_admission, peek_route, plain_messages,
 };
 pub use response::*;
-pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, calls_as_text, parse_tools};
+pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, parse_calls, parse_tools};
 
 /// The one rule for naming a model after its file: the file name without
 /// its extension, in lower case (`SmolLM2-135M.Q4_1.gguf` is

@@ -207,6 +207,47 @@ impl ResponseBuilder {
         })
     }
 
+    /// A chat chunk with this delta (and the assistant's role on the first).
+    fn delta_chunk(&self, mut delta: Value, first: bool) -> Value {
+        if first {
+            delta["role"] = json!("assistant");
+        }
+        json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}],
+        })
+    }
+
+    /// A call's first streamed delta: its index, a new id, its name, and
+    /// empty arguments (fragments follow in [`Self::call_args_chunk`]).
+    pub fn call_start_chunk(&self, index: usize, name: &str, first: bool) -> Value {
+        let call = self.tool_call(name, "", Some(index));
+        self.delta_chunk(json!({"content": null, "tool_calls": [call]}), first)
+    }
+
+    /// More of call `index`'s arguments.
+    pub fn call_args_chunk(&self, index: usize, fragment: &str) -> Value {
+        self.delta_chunk(
+            json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}),
+            false,
+        )
+    }
+
+    /// Reasoning and/or content of an answer, as one delta.
+    pub fn text_chunk(&self, content: Option<&str>, reasoning: Option<&str>, first: bool) -> Value {
+        let mut delta = json!({});
+        if let Some(r) = reasoning {
+            delta["reasoning_content"] = json!(r);
+        }
+        if let Some(c) = content {
+            delta["content"] = json!(c);
+        }
+        self.delta_chunk(delta, first)
+    }
+
     /// The final usage chunk of a stream (`stream_options.include_usage`).
     pub fn usage_chunk(&self, usage: Usage) -> Value {
         json!({

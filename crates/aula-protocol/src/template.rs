@@ -30,10 +30,24 @@ pub const CHATML_TEMPLATE: &str = "{%- for message in messages -%}\
 {%- endfor -%}\
 {%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}";
 
+/// How a model's own template writes tool calls, when it knows tools at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFormat {
+    /// Hermes / Qwen: `<tool_call>\n{"name", "arguments"}\n</tool_call>`.
+    Hermes,
+    /// Llama 3.1-3.3: the answer is `{"name", "parameters"}`.
+    Llama3,
+    /// Another format (Mistral, DeepSeek, harmony, ...): read by the
+    /// parsers, but a call cannot be forced in it.
+    Other,
+}
+
 /// Where the template in use came from (reported by `/health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TemplateSource {
     Gguf,
+    /// `--chat-template-file`.
+    File,
     BuiltinGemma,
     BuiltinChatml,
 }
@@ -42,6 +56,7 @@ impl TemplateSource {
     pub fn as_str(self) -> &'static str {
         match self {
             TemplateSource::Gguf => "gguf",
+            TemplateSource::File => "file",
             TemplateSource::BuiltinGemma => "builtin:gemma",
             TemplateSource::BuiltinChatml => "builtin:chatml",
         }
@@ -53,6 +68,9 @@ pub struct ChatTemplate {
     pub source: TemplateSource,
     /// The template writes or expects `<think>` blocks (reasoning models).
     pub thinks: bool,
+    /// The template renders `tools` and tool calls itself (None: tools are
+    /// described in a system message and calls written as text).
+    pub tools: Option<CallFormat>,
     bos_token: String,
     eos_token: String,
 }
@@ -92,11 +110,13 @@ impl ChatTemplate {
             }
         });
         let thinks = text.contains("<think>");
+        let tools = tool_support(&text);
         env.add_template_owned(TEMPLATE_NAME, text)?;
         Ok(ChatTemplate {
             env,
             source,
             thinks,
+            tools,
             bos_token,
             eos_token,
         })
@@ -104,17 +124,33 @@ impl ChatTemplate {
 
     /// Render the conversation, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, ApiError> {
+        self.render_with_tools(messages, None)
+    }
+
+    /// Render with `tools` (OpenAI's list of `{"type": "function",
+    /// "function": {...}}`), for a template that knows them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, ApiError> {
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ApiError::Internal(format!("chat template: {e}")))?;
-        tmpl.render(context! {
+        let base = context! {
             messages => messages,
             add_generation_prompt => true,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
-        })
-        .map_err(|e| match e.kind() {
+        };
+        // `tools` is left undefined when none are offered: templates test
+        // `tools is defined` as often as `if tools`.
+        let ctx = match tools {
+            Some(t) => context! { tools => Value::from_serialize(t), ..base },
+            None => base,
+        };
+        tmpl.render(ctx).map_err(|e| match e.kind() {
             // The template itself refused the conversation (e.g. roles not alternating).
             ErrorKind::InvalidOperation => ApiError::invalid_param(
                 "messages",
@@ -131,17 +167,36 @@ impl ChatTemplate {
     }
 }
 
+impl CallFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallFormat::Hermes => "hermes",
+            CallFormat::Llama3 => "llama3",
+            CallFormat::Other => "other",
+        }
+    }
+}
+
+/// Whether a template renders tools itself, and how its model writes calls.
+fn tool_support(text: &str) -> Option<CallFormat> {
+    if !(text.contains("tools") && text.contains("tool_call")) {
+        return None;
+    }
+    Some(if text.contains("<tool_call>") {
+        CallFormat::Hermes
+    } else if text.contains("<|start_header_id|>") && text.contains("\"parameters\"") {
+        CallFormat::Llama3
+    } else {
+        CallFormat::Other
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn msgs(list: &[(&str, &str)]) -> Vec<ChatMessage> {
-        list.iter()
-            .map(|(r, c)| ChatMessage {
-                role: r.to_string(),
-                content: c.to_string(),
-            })
-            .collect()
+        list.iter().map(|(r, c)| ChatMessage::text(r, *c)).collect()
     }
 
     #[test]
@@ -172,6 +227,53 @@ mod tests {
         let err = t.render(&msgs(&[("assistant", "x")])).unwrap_err();
         assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
         assert!(err.to_string().contains("first must be user"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_knows_tools_renders_them_and_the_history_as_data() {
+        let src = include_str!("../tests/data/hermes-tools.jinja");
+        let t = ChatTemplate::new(Some(src.into()), "llama", String::new(), String::new()).unwrap();
+        assert_eq!(t.tools, Some(CallFormat::Hermes));
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather",
+            "description": "Weather", "parameters": {"type": "object"}}}]);
+        let mut call = ChatMessage::text("assistant", "");
+        call.tool_calls = vec![serde_json::json!({"id": "c1", "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}})];
+        let mut result = ChatMessage::text("tool", "Sunny");
+        result.tool_call_id = Some("c1".into());
+        let out = t
+            .render_with_tools(
+                &[ChatMessage::text("user", "Weather in Oslo?"), call, result],
+                Some(&tools),
+            )
+            .unwrap();
+        assert!(out.contains("<tools>\n{\"type\":\"function\""), "{out}");
+        assert!(
+            out.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Oslo\"}}\n</tool_call>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<tool_response>\nSunny\n</tool_response>"),
+            "{out}"
+        );
+        assert!(out.ends_with("<|im_start|>assistant\n"), "{out}");
+        // Without tools the same template renders a plain conversation.
+        let plain = t.render(&msgs(&[("user", "Hi")])).unwrap();
+        assert_eq!(
+            plain,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        // Formats recognised from the template's text.
+        assert_eq!(
+            tool_support("{% if tools %}{{ tool_call }}<|start_header_id|>\"parameters\""),
+            Some(CallFormat::Llama3)
+        );
+        assert_eq!(
+            tool_support("{% for tool in tools %}[TOOL_CALLS]{{ message.tool_calls }}"),
+            Some(CallFormat::Other)
+        );
+        assert_eq!(tool_support(CHATML_TEMPLATE), None);
+        assert_eq!(tool_support(GEMMA_TEMPLATE), None);
     }
 
     #[test]

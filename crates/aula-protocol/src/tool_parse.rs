@@ -504,7 +504,8 @@ mod tests {
         );
         assert_eq!(
             p.calls[1].1,
-            r#"{"date":"2024-10-01","location":"San Francisco, CA, USA"}"#
+            // The model's own key order is kept.
+            r#"{"location":"San Francisco, CA, USA","date":"2024-10-01"}"#
         );
         assert_eq!(p.content, None);
         let p = parse(

@@ -8,20 +8,27 @@
 //!   may call one; the default when tools are given), `required` (it must
 //!   call one), or `{"type": "function", "function": {"name"}}` (it must call
 //!   that one).
-//! * The model is told about the tools in a system message and answers a
-//!   call as one JSON object `{"name": ..., "arguments": {...}}`. With
-//!   `required` or a named tool, decoding is constrained to exactly that
-//!   shape, the arguments to the tool's own `parameters` schema; with `auto`
-//!   the answer is read by [`crate::tool_parse`], which also knows the
-//!   formats models are trained on (Hermes/Qwen `<tool_call>`, Llama 3.x
-//!   JSON, Mistral `[TOOL_CALLS]`, DeepSeek V3/R1/V3.1, Granite, gpt-oss's
-//!   harmony channels): every well-formed call of an offered tool becomes
-//!   one of `tool_calls` (several: parallel calls), anything else is text,
-//!   and a leading `<think>` block or harmony's `analysis` channel is
-//!   `reasoning_content`.
-//! * Conversation history may hold the assistant's earlier `tool_calls` and
-//!   `tool` results; they are written into the prompt as text the model can
-//!   read (the built-in templates know no tool roles).
+//! * Where the model's own chat template knows tools (it renders `tools`
+//!   and `tool_calls`), it gets them as data, in Hugging Face's convention,
+//!   and the history's calls and results too ([`crate::template`] says
+//!   which format its model writes). Otherwise the model is told about the
+//!   tools in a system message and asked to answer a call as one JSON
+//!   object `{"name": ..., "arguments": {...}}`; earlier calls and results
+//!   are written into the prompt as text.
+//! * With `required` or a named tool, decoding is constrained to exactly
+//!   one call, in the template's format where Aula knows how to force it
+//!   (Hermes/Qwen `<tool_call>` tags, Llama 3's `{"name", "parameters"}`),
+//!   else the JSON object above (and then the tools go in the system
+//!   message even for a template that knows them); the arguments follow the
+//!   tool's own `parameters` schema. With `auto` the answer is read by
+//!   [`crate::tool_parse`], which knows the formats models are trained on
+//!   (Hermes/Qwen `<tool_call>`, Llama 3.x JSON, Mistral `[TOOL_CALLS]`,
+//!   DeepSeek V3/R1/V3.1, Granite, gpt-oss's harmony channels): every
+//!   well-formed call of an offered tool becomes one of `tool_calls`
+//!   (several: parallel calls), anything else is text, and a leading
+//!   `<think>` block or harmony's `analysis` channel is `reasoning_content`.
+//!   Arguments that are not a JSON object are never passed off as a call.
+//! * Streaming follows [`crate::tool_stream`].
 
 use crate::ApiError;
 use serde_json::{Map, Value, json};
@@ -242,8 +249,23 @@ impl ToolSpec {
         s
     }
 
-    /// The JSON Schema a call must match, when a call is required.
-    pub fn required_call_schema(&self) -> Option<Value> {
+    /// The offered tools as chat templates read them (OpenAI's list).
+    pub fn template_tools(&self) -> Value {
+        Value::Array(
+            self.offered()
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters}})
+                })
+                .collect(),
+        )
+    }
+
+    /// The JSON Schema a call must match, when a call is required: an
+    /// object with `name` and the arguments under `args_key` (`arguments`;
+    /// Llama 3's templates say `parameters`).
+    pub fn required_call_schema(&self, args_key: &str) -> Option<Value> {
         if !matches!(self.choice, ToolChoice::Required | ToolChoice::Named(_)) {
             return None;
         }
@@ -251,10 +273,13 @@ impl ToolSpec {
             .offered()
             .iter()
             .map(|t| {
+                let mut props = Map::new();
+                props.insert("name".into(), json!({"const": t.name}));
+                props.insert(args_key.into(), t.parameters.clone());
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-                    "required": ["name", "arguments"],
+                    "properties": props,
+                    "required": ["name", args_key],
                     "additionalProperties": false,
                 })
             })
@@ -280,31 +305,44 @@ impl ToolSpec {
     }
 }
 
-/// The text an earlier assistant turn's `tool_calls` is written as in the
-/// prompt: the same JSON objects the model is asked to produce.
-pub fn calls_as_text(calls: &Value) -> Result<String, String> {
+/// An earlier assistant turn's `tool_calls`, checked, as chat templates
+/// read them: `{"id", "type": "function", "function": {"name", "arguments"}}`
+/// with the arguments a JSON object.
+pub fn parse_calls(calls: &Value) -> Result<Vec<Value>, String> {
     let list = calls.as_array().ok_or("tool_calls must be a list")?;
     let mut out = Vec::new();
-    for c in list {
+    for (j, c) in list.iter().enumerate() {
+        let at = format!("tool_calls[{j}]");
         if c.get("type").is_some_and(|t| t != "function") {
-            return Err("a tool call's `type` must be \"function\"".into());
+            return Err(format!("{at}.type must be \"function\""));
         }
-        if c.get("id").is_some_and(|id| !id.is_string()) {
-            return Err("a tool call's `id` must be a string".into());
-        }
-        let f = c.get("function").ok_or("a tool call needs `function`")?;
+        let id = match c.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => id,
+            _ => return Err(format!("{at}.id is required (a string)")),
+        };
+        let f = c
+            .get("function")
+            .ok_or_else(|| format!("{at}.function is required"))?;
         let name = f
             .get("name")
             .and_then(Value::as_str)
-            .ok_or("a tool call needs `function.name`")?;
+            .filter(|n| valid_name(n))
+            .ok_or_else(|| format!("{at}.function.name must be a function name"))?;
         let args = match f.get("arguments") {
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s).unwrap_or(json!(s)),
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|e| {
+                format!("{at}.function.arguments is not JSON ({e}): send the arguments the call was made with")
+            })?,
             Some(v) => v.clone(),
             None => json!({}),
         };
-        out.push(json!({"name": name, "arguments": args}).to_string());
+        if !args.is_object() {
+            return Err(format!("{at}.function.arguments must be a JSON object"));
+        }
+        out.push(
+            json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}),
+        );
     }
-    Ok(out.join("\n"))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -328,13 +366,13 @@ mod tests {
             .unwrap();
         assert_eq!(t.choice, ToolChoice::Auto);
         assert_eq!(t.tools[0].name, "get_weather");
-        assert!(t.required_call_schema().is_none());
+        assert!(t.required_call_schema("arguments").is_none());
         let t = parse_tools(&obj(
             json!({"tools": [weather()], "tool_choice": "required"}),
         ))
         .unwrap()
         .unwrap();
-        let s = t.required_call_schema().unwrap();
+        let s = t.required_call_schema("arguments").unwrap();
         assert_eq!(s["properties"]["name"]["const"], "get_weather");
         let t = parse_tools(&obj(json!({"tools": [weather()],
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})))
@@ -408,12 +446,30 @@ mod tests {
         ] {
             assert!(t.parse_answer(text).calls.is_empty(), "{text}");
         }
-        let text = calls_as_text(&json!([{"id": "c1", "type": "function",
+        let calls = parse_calls(&json!([{"id": "c1", "type": "function",
             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]))
         .unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&text).unwrap()["arguments"]["city"],
-            "Oslo"
-        );
+        assert_eq!(calls[0]["function"]["arguments"]["city"], "Oslo");
+        for (bad, says) in [
+            (
+                json!([{"type": "function", "function": {"name": "f", "arguments": "{}"}}]),
+                "id is required",
+            ),
+            (
+                json!([{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]),
+                "not JSON",
+            ),
+            (
+                json!([{"id": "c", "function": {"name": "f", "arguments": "[1]"}}]),
+                "JSON object",
+            ),
+            (
+                json!([{"id": "c", "function": {"arguments": "{}"}}]),
+                "function.name",
+            ),
+        ] {
+            let e = parse_calls(&bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

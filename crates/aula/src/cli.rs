@@ -312,6 +312,11 @@ pub struct EngineArgs {
     /// fine-tuned models); read at start.
     #[arg(long = "lora-dir", value_name = "DIR")]
     pub lora_dir: Option<std::path::PathBuf>,
+    /// A Jinja chat template to use instead of the model's own (as
+    /// llama-server's flag of that name): for a GGUF without one, or one
+    /// whose template knows no tools. Checked at start.
+    #[arg(long = "chat-template-file", value_name = "PATH")]
+    pub chat_template_file: Option<std::path::PathBuf>,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.

@@ -709,7 +709,8 @@ fn response_format_constrains_the_output() {
     }
     let r = post(
         &comp,
-        &json!({"model": SMOL, "prompt": "x", "max_tokens": 3, "response_format": {"type": "json_object"}}),
+        &json!({"model": SMOL, "prompt": "x", "max_tokens": 3, "response_format": {"type": "json_schema", "json_schema": {"name": "s",
+            "schema": {"type": "object", "properties": {"story": {"type": "string", "minLength": 40}}, "required": ["story"]}}}}),
     );
     assert_eq!(
         r.body["choices"][0]["finish_reason"], "length",
@@ -860,6 +861,144 @@ fn tools_calls_are_returned_as_tool_calls() {
         let r = post(&chat, &body);
         assert_eq!(r.status, 400, "{}", r.text);
         assert_eq!(r.body["error"]["param"], param, "{}", r.text);
+    }
+}
+
+/// A template that knows tools (`--chat-template-file`, Hermes style) gets
+/// them and the history as data; a forced call is decoded inside its
+/// `<tool_call>` tags and streamed as OpenAI streams it (a delta with the
+/// index, id and name, then argument fragments); with `auto`, the streamed
+/// answer carries the same text and calls as the same answer not streamed;
+/// a `tool` message must answer an earlier call.
+#[test]
+fn a_template_that_knows_tools_gets_them_and_calls_stream_in_pieces() {
+    let template = format!(
+        "{}/../aula-protocol/tests/data/hermes-tools.jinja",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let e = spawn_engine(
+        SMOL_FILE,
+        &[
+            "--parallel",
+            "2",
+            "--context",
+            "1024",
+            "--chat-template-file",
+            &template,
+        ],
+    );
+    let health = get(&format!("{}/health", e.url));
+    assert_eq!(health.body["chat_template"], "file", "{}", health.text);
+    assert_eq!(health.body["tools"], "hermes", "{}", health.text);
+    let chat = format!("{}/v1/chat/completions", e.url);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["C", "F"]}},
+                       "required": ["city", "unit"], "additionalProperties": false}}}]);
+    // Forced, whole.
+    let mut body = chat_body(SMOL, "What is the weather in Oslo?", 80);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!("required");
+    let r = post(&chat, &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = &r.body["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{}", r.text);
+    let call = &c["message"]["tool_calls"][0];
+    let args: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        args["city"].is_string() && (args["unit"] == "C" || args["unit"] == "F"),
+        "{args}"
+    );
+    // Forced, streamed: a header delta, then the arguments in pieces.
+    body["stream"] = json!(true);
+    let s = stream(&chat, &body);
+    assert!(s.done);
+    let deltas: Vec<&serde_json::Value> = s
+        .events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert!(
+        deltas.len() >= 3,
+        "name, then several fragments: {:?}",
+        s.events
+    );
+    assert_eq!(deltas[0]["index"], 0);
+    assert_eq!(deltas[0]["type"], "function");
+    assert!(deltas[0]["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(deltas[0]["function"]["name"], "get_weather");
+    assert_eq!(deltas[0]["function"]["arguments"], "");
+    let joined: String = deltas[1..]
+        .iter()
+        .map(|d| {
+            assert!(
+                d.get("id").is_none() && d["function"].get("name").is_none(),
+                "{d}"
+            );
+            d["function"]["arguments"].as_str().unwrap()
+        })
+        .collect();
+    let streamed: serde_json::Value = serde_json::from_str(&joined).unwrap();
+    assert_eq!(streamed, args, "greedy: the same call");
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "tool_calls")
+    );
+    // auto: streamed and whole agree, whatever the model chose to write.
+    for q in ["Say hello to Ana.", "What is the weather in Lima, in C?"] {
+        let mut body = chat_body(SMOL, q, 60);
+        body["tools"] = tools.clone();
+        let whole = post(&chat, &body);
+        assert_eq!(whole.status, 200, "{}", whole.text);
+        body["stream"] = json!(true);
+        let s = stream(&chat, &body);
+        let m = &whole.body["choices"][0]["message"];
+        assert_eq!(
+            s.text.trim(),
+            m["content"].as_str().unwrap_or("").trim(),
+            "{q}: {:?}",
+            s.events
+        );
+        let streamed_calls: Vec<String> = s
+            .events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
+            .filter_map(|d| d["function"]["name"].as_str().map(str::to_string))
+            .collect();
+        let whole_calls: Vec<String> = m["tool_calls"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| c["function"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(streamed_calls, whole_calls, "{q}");
+    }
+    // History as data; results must answer a call.
+    let history = |id: &str, args: &str| {
+        json!([
+            {"role": "user", "content": "What is the weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": args}}]},
+            {"role": "tool", "tool_call_id": id, "content": "Sunny, 21 C"}
+        ])
+    };
+    let mut body = chat_body(SMOL, "x", 20);
+    body["tools"] = tools.clone();
+    body["messages"] = history("call_1", "{\"city\": \"Oslo\", \"unit\": \"C\"}");
+    let r = post(&chat, &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (id, args, param, says) in [
+        ("call_9", "{}", "messages[2]", "answers no tool call"),
+        ("call_1", "{oops", "messages[1]", "not JSON"),
+    ] {
+        body["messages"] = history(id, args);
+        let r = post(&chat, &body);
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.body["error"]["param"], param, "{}", r.text);
+        assert!(r.text.contains(says), "{}", r.text);
     }
 }
 

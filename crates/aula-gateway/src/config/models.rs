@@ -37,6 +37,9 @@ pub struct ModelEntry {
     /// KV cache types: "f16", "bf16", "q8_0" or "q4_0" [default: f16].
     pub cache_type_k: Option<Spanned<String>>,
     pub cache_type_v: Option<Spanned<String>>,
+    /// A Jinja chat template used instead of the GGUF's own (embedded
+    /// engines; relative to `models_dir`), e.g. one that knows tools.
+    pub chat_template_file: Option<Spanned<PathBuf>>,
     /// Never evicted or stopped for idleness; started with the gateway.
     pub pinned: Option<bool>,
     /// Start with the gateway if it fits [default: true]; else on first request.
@@ -130,6 +133,15 @@ pub(super) fn check(
         check_names(m, text, invalid, &mut seen)?;
         check_source(m, text, invalid)?;
         gpu_args(m, text, invalid)?;
+        if let Some(t) = &m.chat_template_file
+            && (m.gguf.is_none() || m.external().is_some())
+        {
+            return Err(invalid(format!(
+                "line {}: key `chat_template_file` is for embedded (`gguf`) models; \
+                 llama-server and vLLM take `--chat-template` in `extra_args`",
+                line_of(text, t.span().start)
+            )));
+        }
     }
     for m in models {
         check_engine(m, text, invalid)?;
@@ -447,11 +459,18 @@ impl ModelEntry {
                     context: m.context.as_ref().map(|s| *s.get_ref()),
                     threads: m.threads.as_ref().map(|s| *s.get_ref()),
                     // Checked when the file was parsed (`gpu_args` in `check`).
-                    engine_args: gpu_args(m, "", &|e| ConfigError::Invalid {
-                        path: String::new(),
-                        message: e,
-                    })
-                    .unwrap_or_default(),
+                    engine_args: {
+                        let mut a = gpu_args(m, "", &|e| ConfigError::Invalid {
+                            path: String::new(),
+                            message: e,
+                        })
+                        .unwrap_or_default();
+                        if let Some(t) = &m.chat_template_file {
+                            a.push("--chat-template-file".into());
+                            a.push(resolve(t.get_ref()).display().to_string());
+                        }
+                        a
+                    },
                 }
             }
             (None, Some(u)) => ModelSource::Url {

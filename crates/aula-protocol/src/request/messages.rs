@@ -1,5 +1,12 @@
 //! A chat request's `messages`: roles, content (text or text parts), and
 //! the tool calls and results of earlier turns.
+//!
+//! Rules: an assistant's `tool_calls` need an `id`, a `function.name` and
+//! `function.arguments` that are a JSON object (as a string, as OpenAI sends
+//! them, or an object); a `tool` message needs the `tool_call_id` of a call
+//! made earlier in the conversation. Calls and results are kept as data for
+//! templates that know tools; [`plain`] writes them as text for those that
+//! do not.
 
 use super::ChatMessage;
 use crate::ApiError;
@@ -27,10 +34,62 @@ pub(super) fn parse_messages(v: Option<&Value>) -> Result<Vec<ChatMessage>, ApiE
             "`messages` must contain at least one message",
         ));
     }
-    items
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut m = parse_message(i, item)?;
+        if m.role == "tool" {
+            // The result must answer a call made earlier.
+            let id = m.tool_call_id.clone().unwrap_or_default();
+            let call = out
+                .iter()
+                .flat_map(|e| e.tool_calls.iter())
+                .find(|c| c["id"] == id.as_str())
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        &format!("messages[{i}]"),
+                        format!(
+                            "messages[{i}]: tool_call_id `{id}` answers no tool call of an earlier assistant message"
+                        ),
+                    )
+                })?;
+            m.name = call["function"]["name"].as_str().map(str::to_string);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// The conversation for a template that knows no tools: calls written as
+/// the JSON objects the model is asked to produce, results as user turns.
+pub fn plain(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    messages
         .iter()
-        .enumerate()
-        .map(|(i, item)| parse_message(i, item))
+        .map(|m| {
+            if m.role == "tool" {
+                let id = m.tool_call_id.as_deref().unwrap_or("");
+                return ChatMessage::text(
+                    "user",
+                    format!("Result of function call {id}:\n{}", m.content),
+                );
+            }
+            if m.tool_calls.is_empty() {
+                return m.clone();
+            }
+            let calls: Vec<String> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    serde_json::json!({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})
+                        .to_string()
+                })
+                .collect();
+            let before = if m.content.is_empty() {
+                String::new()
+            } else {
+                format!("{}\n", m.content)
+            };
+            ChatMessage::text(&m.role, before + &calls.join("\n"))
+        })
         .collect()
 }
 
@@ -67,19 +126,19 @@ fn parse_message(i: usize, item: &Value) -> Result<ChatMessage, ApiError> {
             ));
         }
     };
-    // An assistant turn that called tools: the calls as the JSON the model writes.
+    // An assistant turn that called tools.
     if role == "assistant"
         && let Some(calls) = obj.get("tool_calls").filter(|c| !c.is_null())
     {
-        let text = crate::tools::calls_as_text(calls)
+        let tool_calls = crate::tools::parse_calls(calls)
             .map_err(|m| ApiError::invalid_param(&param, format!("{param}.{m}")))?;
-        let before = match obj.get("content") {
-            Some(Value::String(s)) if !s.is_empty() => format!("{s}\n"),
-            _ => String::new(),
+        let content = match obj.get("content") {
+            None | Some(Value::Null) => String::new(),
+            v => text_content(v, &param)?,
         };
         return Ok(ChatMessage {
-            role,
-            content: before + &text,
+            tool_calls,
+            ..ChatMessage::text(&role, content)
         });
     }
     for key in obj.keys() {
@@ -91,10 +150,10 @@ fn parse_message(i: usize, item: &Value) -> Result<ChatMessage, ApiError> {
         }
     }
     let content = text_content(obj.get("content"), &param)?;
-    Ok(ChatMessage { role, content })
+    Ok(ChatMessage::text(&role, content))
 }
 
-/// A function's result, written as a user turn the model can read.
+/// A function's result.
 fn tool_result(obj: &serde_json::Map<String, Value>, param: &str) -> Result<ChatMessage, ApiError> {
     let content = match obj.get("content") {
         Some(Value::String(s)) => s.clone(),
@@ -109,13 +168,18 @@ fn tool_result(obj: &serde_json::Map<String, Value>, param: &str) -> Result<Chat
             ));
         }
     };
-    let id = obj
-        .get("tool_call_id")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let id = match obj.get("tool_call_id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("{param}.tool_call_id is required: the id of the call this answers"),
+            ));
+        }
+    };
     Ok(ChatMessage {
-        role: "user".into(),
-        content: format!("Result of function call {id}:\n{content}"),
+        tool_call_id: Some(id),
+        ..ChatMessage::text("tool", content)
     })
 }
 

@@ -13,15 +13,39 @@ pub use admission::{Admission, MAX_STOP_BYTES, MAX_TOKENS_BOUND, peek_admission}
 use format::parse_response_format;
 pub use format::{MAX_SCHEMA_BYTES, ResponseFormat, check_schema_bounds};
 use messages::parse_messages;
+pub use messages::plain as plain_messages;
 
 use crate::ApiError;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// One turn of a conversation, as chat templates read it (Hugging Face's
+/// convention): `role`, `content`, an assistant's `tool_calls` (`{"id",
+/// "type": "function", "function": {"name", "arguments": {...}}}`, the
+/// arguments parsed) and a tool result's `tool_call_id` and `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text turn.
+    pub fn text(role: &str, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -556,14 +580,8 @@ mod tests {
         assert_eq!(
             r.prompt,
             Prompt::Chat(vec![
-                ChatMessage {
-                    role: "system".into(),
-                    content: "s".into()
-                },
-                ChatMessage {
-                    role: "user".into(),
-                    content: "hi".into()
-                }
+                ChatMessage::text("system", "s"),
+                ChatMessage::text("user", "hi")
             ])
         );
     }

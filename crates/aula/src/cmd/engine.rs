@@ -43,6 +43,7 @@ pub async fn engine(a: EngineArgs) -> anyhow::Result<()> {
             })
             .collect(),
         lora_dir: a.lora_dir.clone(),
+        chat_template_file: a.chat_template_file.clone(),
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.
