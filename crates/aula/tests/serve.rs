@@ -329,6 +329,31 @@ print("OPENAI-CLIENT-OK")
     );
 }
 
+/// Issue 16's client tests through `aula serve`: `parse()` 50 times out of
+/// 50, a nested schema validated by `jsonschema` every time (streamed or
+/// not), tool round trips with `required` and a named tool (streamed
+/// deltas assembled as the client does), LangChain's `bind_tools`
+/// (`clients/structured_client.py`).
+#[test]
+fn structured_outputs_and_tools_with_real_clients() {
+    let python = python_with("openai, jsonschema, langchain_openai, pydantic");
+    let home = temp_home("structured");
+    std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    wait_ready(&s.url);
+    let script = format!("{}/tests/clients/structured_client.py", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&python)
+        .args([script.as_str(), &s.url, SMOL])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("STRUCTURED-OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_model_that_cannot_load_gets_a_clear_503_and_the_others_keep_serving() {
     let home = temp_home("broken");
