@@ -17,6 +17,13 @@ for lib in cudart cublas cublasLt; do
   f=$(ls "$root"/lib/lib$lib.so.* 2>/dev/null | head -1)
   [ -n "$f" ] && ln -sf "$(basename "$f")" "$root/lib/lib$lib.so"
 done
+# The wheels have no driver library (libcuda comes with the GPU's driver):
+# an empty stub with its soname lets the CUDA backend link, as the toolkit's
+# own lib/stubs/libcuda.so does; the real one is loaded on a GPU machine.
+if [ ! -e "$root/lib/stubs/libcuda.so" ]; then
+  mkdir -p "$root/lib/stubs"
+  echo 'void aula_cuda_stub(void) {}' | cc -x c -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" -
+fi
 export CUDA_PATH="$root" CUDAToolkit_ROOT="$root" PATH="$root/bin:$PATH"
 export LIBRARY_PATH="$root/lib:${LIBRARY_PATH:-}" LD_LIBRARY_PATH="$root/lib:${LD_LIBRARY_PATH:-}"
 export CMAKE_CUDA_ARCHITECTURES="${ARCHS:-121a-real;90-real}" CMAKE_CUDA_COMPILER="$root/bin/nvcc"
