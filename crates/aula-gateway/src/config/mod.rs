@@ -717,6 +717,32 @@ mod tests {
         assert!(e.contains("line 4") && e.contains("extra_args"), "{e}");
     }
 
+    /// `chat_template_file` becomes `--chat-template-file`, relative to the
+    /// models directory; only embedded models take it.
+    #[test]
+    fn a_chat_template_file_is_an_engine_flag() {
+        let c = Config::parse(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\nchat_template_file = \"qwen.jinja\"\n",
+            "x",
+        )
+        .unwrap();
+        let specs = c.model_specs(Path::new("/m")).unwrap();
+        let ModelSource::Embedded { engine_args, .. } = &specs[0].source else {
+            panic!("{:?}", specs[0].source)
+        };
+        assert_eq!(engine_args, &["--chat-template-file", "/m/qwen.jinja"]);
+        let e = Config::parse(
+            "[[models]]\nname = \"a\"\nurl = \"http://127.0.0.1:8000\"\nchat_template_file = \"q.jinja\"\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 4") && e.contains("chat_template_file"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn errors_name_key_and_line() {
         let e = err(
