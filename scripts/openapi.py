@@ -153,7 +153,11 @@ ps_row = {"type": "object", "required": ["model", "state", "engine", "slots", "b
   "planned_bytes": {"type": ["integer", "null"]}, "actual_bytes": {"type": ["integer", "null"]},
   "slots": {"type": "integer"}, "busy": {"type": "integer"}, "queued": {"type": "integer"},
   "active_requests": {"type": "integer"}, "idle_s": {"type": ["number", "null"]},
-  "load_time_s": {"type": ["number", "null"]}}}
+  "load_time_s": {"type": ["number", "null"]},
+  "device_bytes": {"type": "object", "additionalProperties": {"type": "integer"},
+                   "description": "Bytes per llama.cpp buffer type (CUDA0, Vulkan0, CUDA_Host, CPU, CPU_Mapped, CPU_REPACK, AMX) of embedded engines."},
+  "layers_offloaded": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+                       "description": "Layers offloaded to a GPU and all layers, as llama.cpp reported."}}}
 ps = {"type": "object", "required": ["budget_bytes", "models", "requests_in_flight", "reserved_tokens"], "properties": {"budget_bytes": {"type": "integer"},
   "requests_in_flight": {"type": "integer", "minimum": 0, "description": "Admitted requests not yet finished (all models)."},
   "reserved_tokens": {"type": "integer", "minimum": 0, "description": "Tokens those requests hold reserved against quotas."},

@@ -395,6 +395,8 @@ impl Fleet {
                 active_requests: 0,
                 idle_s: None,
                 load_time_s: None,
+                device_bytes: Default::default(),
+                layers_offloaded: None,
             });
         }
         rows

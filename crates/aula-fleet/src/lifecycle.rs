@@ -39,6 +39,9 @@ struct ManagedState {
     /// Arrival times of recent requests (the demand in the eviction cost).
     recent: VecDeque<Instant>,
     actual_bytes: Option<u64>,
+    /// Where embedded engines put that memory, per llama.cpp buffer type.
+    device_bytes: std::collections::BTreeMap<String, u64>,
+    layers_offloaded: Option<(u32, u32)>,
     /// Why the last load failed.
     last_failure: Option<String>,
     /// The engine's /health was asked for its memory since it started.
@@ -359,6 +362,8 @@ impl Lifecycle {
         st.running = Some(running);
         st.last_used = Some(Instant::now());
         st.actual_bytes = None;
+        st.device_bytes.clear();
+        st.layers_offloaded = None;
         st.actual_checked = false;
         st.last_failure = None;
     }
@@ -529,6 +534,8 @@ impl Lifecycle {
             st.actual_checked = true;
         }
         let mut actual = 0u64;
+        let mut devices = std::collections::BTreeMap::<String, u64>::new();
+        let mut layers: Option<(u32, u32)> = None;
         for (_, b) in &m.member.engines {
             let Upstream::Ready(base) = b.state() else {
                 return;
@@ -552,6 +559,23 @@ impl Lifecycle {
                 return;
             };
             actual += bytes;
+            // `aula engine` says what it placed where (its load log).
+            if let Some(buffers) = v["placement"]["buffers"].as_object() {
+                for (name, b) in buffers {
+                    let sum: u64 = ["model_bytes", "kv_cache_bytes", "compute_bytes", "output_bytes"]
+                        .iter()
+                        .filter_map(|k| b[*k].as_u64())
+                        .sum();
+                    *devices.entry(name.clone()).or_default() += sum;
+                }
+            }
+            if let (Some(a), Some(of)) = (
+                v["placement"]["layers_offloaded"][0].as_u64(),
+                v["placement"]["layers_offloaded"][1].as_u64(),
+            ) {
+                let (pa, pof) = layers.unwrap_or((0, 0));
+                layers = Some((pa + a as u32, pof + of as u32));
+            }
         }
         let gap = (actual as f64 - m.planned() as f64).abs() / (m.planned().max(1) as f64);
         if gap > 0.10 {
@@ -560,6 +584,8 @@ impl Lifecycle {
         }
         if let Ok(mut st) = m.state.lock() {
             st.actual_bytes = Some(actual);
+            st.device_bytes = devices;
+            st.layers_offloaded = layers;
         }
     }
 
@@ -598,11 +624,18 @@ impl Lifecycle {
             .filter_map(|n| self.models.get(n))
             .map(|m| {
                 let q = m.member.queue.stats();
-                let (last, actual) = m
+                let (last, actual, device_bytes, layers_offloaded) = m
                     .state
                     .lock()
-                    .map(|s| (s.last_used, s.actual_bytes))
-                    .unwrap_or((None, None));
+                    .map(|s| {
+                        (
+                            s.last_used,
+                            s.actual_bytes,
+                            s.device_bytes.clone(),
+                            s.layers_offloaded,
+                        )
+                    })
+                    .unwrap_or_default();
                 PsRow {
                     model: m.name.clone(),
                     engine: m.kind(),
@@ -617,6 +650,8 @@ impl Lifecycle {
                     active_requests: m.active.load(Ordering::SeqCst),
                     idle_s: last.map(|t| t.elapsed().as_secs_f64()),
                     load_time_s: m.load_time().map(|d| d.as_secs_f64()),
+                    device_bytes,
+                    layers_offloaded,
                 }
             })
             .collect()

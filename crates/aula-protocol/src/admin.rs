@@ -3,6 +3,7 @@
 //! same types, so the two can never disagree on a field or a state's name.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Who runs a model.
@@ -108,6 +109,38 @@ pub struct PsRow {
     pub idle_s: Option<f64>,
     #[serde(default)]
     pub load_time_s: Option<f64>,
+    /// Where its embedded engines put their memory, per llama.cpp buffer
+    /// type (`CUDA0`, `Vulkan0`: device memory; `CUDA_Host`: pinned host
+    /// memory; `CPU`, `CPU_Mapped` (the file's pages), `CPU_REPACK` and
+    /// `AMX` (weights repacked for the CPU's kernels): host), summed over
+    /// its engines: weights, KV cache, compute and output buffers. Mapped
+    /// pages and repacked copies can overlap, so the sum may exceed
+    /// `actual_bytes`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_bytes: BTreeMap<String, u64>,
+    /// Layers offloaded to a GPU, of all layers, as llama.cpp reported.
+    #[serde(default)]
+    pub layers_offloaded: Option<(u32, u32)>,
+}
+
+impl PsRow {
+    /// The `where` column: each buffer type's share, and the offload.
+    pub fn placement_text(&self) -> String {
+        let mut parts: Vec<String> = self
+            .device_bytes
+            .iter()
+            .filter(|(_, b)| **b > 0)
+            .map(|(d, b)| format!("{d} {:.2} GB", *b as f64 / 1e9))
+            .collect();
+        if let Some((a, b)) = self.layers_offloaded {
+            parts.push(format!("{a}/{b} layers on GPU"));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// Memory of the budget held outside the engines (a fine-tuning job's trainer).
@@ -162,13 +195,13 @@ impl Ps {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+            "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}  where",
             "model", "engine", "state", "planned", "actual", "slots", "busy", "queued", "idle"
         );
         for m in &self.models {
             let _ = writeln!(
                 out,
-                "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}",
+                "{:<28} {:<12} {:<11} {:>10} {:>10} {:>6} {:>5} {:>7} {:>9}  {}",
                 m.model,
                 m.engine.as_str(),
                 m.state.name(),
@@ -179,7 +212,8 @@ impl Ps {
                 m.queued,
                 m.idle_s
                     .map(|s| format!("{s:.0}s"))
-                    .unwrap_or_else(|| "-".into())
+                    .unwrap_or_else(|| "-".into()),
+                m.placement_text()
             );
         }
         for m in &self.models {
@@ -235,6 +269,8 @@ mod tests {
             active_requests: 0,
             idle_s: None,
             load_time_s: None,
+            device_bytes: BTreeMap::new(),
+            layers_offloaded: None,
         };
         let v = serde_json::to_value(&row).unwrap();
         assert_eq!(v["state"], "failed");
@@ -254,5 +290,33 @@ mod tests {
             assert_eq!(EngineKind::parse_started(k.as_str()), Some(k));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
+    }
+
+    #[test]
+    fn ps_shows_where_each_model_lives() {
+        let mut row: PsRow = serde_json::from_value(serde_json::json!({
+            "model": "qwen", "engine": "embedded", "state": "ready", "slots": 4, "busy": 0, "queued": 0,
+            "device_bytes": {"CUDA0": 7_100_000_000u64, "CUDA_Host": 210_000_000u64, "CPU_Mapped": 0},
+            "layers_offloaded": [29, 29]
+        }))
+        .unwrap();
+        assert_eq!(
+            row.placement_text(),
+            "CUDA0 7.10 GB, CUDA_Host 0.21 GB, 29/29 layers on GPU"
+        );
+        let ps = Ps {
+            budget_bytes: 1,
+            models: vec![row.clone()],
+            requests_in_flight: 0,
+            reserved_tokens: 0,
+            holds: vec![],
+            fine_tuning: vec![],
+        };
+        let text = ps.to_text();
+        assert!(text.lines().next().unwrap().ends_with("where"), "{text}");
+        assert!(text.contains("CUDA0 7.10 GB"), "{text}");
+        row.device_bytes.clear();
+        row.layers_offloaded = None;
+        assert_eq!(row.placement_text(), "-");
     }
 }

@@ -120,6 +120,24 @@ fn one_budget_two_models_evict_only_when_idle() {
         (actual - planned).abs() / planned < 0.10,
         "planned {planned} vs actual {actual}"
     );
+    // Where it lives, per llama.cpp buffer type: on this CPU build all of
+    // it in host buffers (`CPU`, `CPU_Mapped` — the file's pages —,
+    // `CPU_REPACK` or `AMX` — weights repacked for the CPU's kernels, which
+    // can overlap the mapped pages), nothing offloaded.
+    let where_: u64 = b["device_bytes"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{b}"))
+        .iter()
+        .map(|(name, v)| {
+            assert!(name.starts_with("CPU") || name == "AMX", "{b}");
+            v.as_u64().unwrap()
+        })
+        .sum();
+    assert!(where_ as f64 > 0.5 * actual, "{b}");
+    assert!(b["layers_offloaded"].is_null() || b["layers_offloaded"][0] == 0, "{b}");
+    let (ok, out, _) = run_aula(&["ps", "--url", &s.url], &home);
+    assert!(ok && out.lines().next().unwrap().ends_with("where"), "{out}");
+    assert!(out.contains(" CPU"), "{out}");
     drop(s);
 }
 
