@@ -562,10 +562,15 @@ impl Lifecycle {
             // `aula engine` says what it placed where (its load log).
             if let Some(buffers) = v["placement"]["buffers"].as_object() {
                 for (name, b) in buffers {
-                    let sum: u64 = ["model_bytes", "kv_cache_bytes", "compute_bytes", "output_bytes"]
-                        .iter()
-                        .filter_map(|k| b[*k].as_u64())
-                        .sum();
+                    let sum: u64 = [
+                        "model_bytes",
+                        "kv_cache_bytes",
+                        "compute_bytes",
+                        "output_bytes",
+                    ]
+                    .iter()
+                    .filter_map(|k| b[*k].as_u64())
+                    .sum();
                     *devices.entry(name.clone()).or_default() += sum;
                 }
             }

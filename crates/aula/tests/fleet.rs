@@ -134,9 +134,15 @@ fn one_budget_two_models_evict_only_when_idle() {
         })
         .sum();
     assert!(where_ as f64 > 0.5 * actual, "{b}");
-    assert!(b["layers_offloaded"].is_null() || b["layers_offloaded"][0] == 0, "{b}");
+    assert!(
+        b["layers_offloaded"].is_null() || b["layers_offloaded"][0] == 0,
+        "{b}"
+    );
     let (ok, out, _) = run_aula(&["ps", "--url", &s.url], &home);
-    assert!(ok && out.lines().next().unwrap().ends_with("where"), "{out}");
+    assert!(
+        ok && out.lines().next().unwrap().ends_with("where"),
+        "{out}"
+    );
     assert!(out.contains(" CPU"), "{out}");
     drop(s);
 }

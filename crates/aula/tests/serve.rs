@@ -341,7 +341,10 @@ fn structured_outputs_and_tools_with_real_clients() {
     std::os::unix::fs::symlink(model_path(SMOL_FILE), home.join("models").join(SMOL_FILE)).unwrap();
     let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
     wait_ready(&s.url);
-    let script = format!("{}/tests/clients/structured_client.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "{}/tests/clients/structured_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let out = std::process::Command::new(&python)
         .args([script.as_str(), &s.url, SMOL])
         .output()
