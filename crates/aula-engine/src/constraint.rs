@@ -75,10 +75,19 @@ impl Grammar {
     }
 }
 
+/// Why a grammar could not be used.
+#[derive(Debug)]
+pub enum ConstraintError {
+    /// The token index could not be built (the engine's fault: a 500).
+    Index(String),
+    /// llguidance refused the grammar (the request's: a 400).
+    Grammar(String),
+}
+
 /// The model's grammar engine: its token index, built on first use.
 pub struct Constraints {
     model: Arc<LlamaModel>,
-    factory: OnceLock<Arc<ParserFactory>>,
+    factory: OnceLock<Result<Arc<ParserFactory>, String>>,
     index_ms: OnceLock<u64>,
 }
 
@@ -96,35 +105,35 @@ impl Constraints {
         self.index_ms.get().copied()
     }
 
-    fn factory(&self) -> Result<&Arc<ParserFactory>, String> {
-        if let Some(f) = self.factory.get() {
-            return Ok(f);
-        }
-        let t = Instant::now();
-        let env = llama_cpp_2::sampling::LlamaSampler::llguidance_tok_env(&self.model);
-        let mut f = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
-        f.quiet();
-        let ms = t.elapsed().as_millis() as u64;
-        // Two first requests at once may both build it; one is kept.
-        let f = self.factory.get_or_init(|| Arc::new(f));
-        if self.index_ms.set(ms).is_ok() {
-            tracing::info!(
-                "constrained decoding: token index of {} tokens built in {ms} ms",
-                self.model.n_vocab()
-            );
-        }
-        Ok(f)
+    /// The factory; the first caller builds the index, others wait for it.
+    fn factory(&self) -> Result<&Arc<ParserFactory>, ConstraintError> {
+        self.factory
+            .get_or_init(|| {
+                let t = Instant::now();
+                let env = llama_cpp_2::sampling::LlamaSampler::llguidance_tok_env(&self.model);
+                let mut f = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
+                f.quiet();
+                let ms = t.elapsed().as_millis() as u64;
+                let _ = self.index_ms.set(ms);
+                tracing::info!(
+                    "constrained decoding: token index of {} tokens built in {ms} ms",
+                    self.model.n_vocab()
+                );
+                Ok(Arc::new(f))
+            })
+            .as_ref()
+            .map_err(|e| ConstraintError::Index(e.clone()))
     }
 
-    /// Compile `g` for one sequence. Err: why llguidance refused it.
-    pub fn matcher(&self, g: &Grammar) -> Result<Matcher, String> {
+    /// Compile `g` for one sequence.
+    pub fn matcher(&self, g: &Grammar) -> Result<Matcher, ConstraintError> {
         let factory = self.factory()?;
         let parser = factory
             .create_parser(g.top_level())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ConstraintError::Grammar(e.to_string()))?;
         let m = Matcher::new(Ok(parser));
         match m.get_error() {
-            Some(e) => Err(e),
+            Some(e) => Err(ConstraintError::Grammar(e)),
             None => Ok(m),
         }
     }

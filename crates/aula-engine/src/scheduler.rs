@@ -43,6 +43,8 @@ pub struct Job {
     /// The grammar the output must follow (`response_format`, a required
     /// tool call), compiled for this sequence ([`crate::constraint`]).
     pub grammar: Option<llguidance::Matcher>,
+    /// Render control tokens as text (harmony's `<|channel|>` ...).
+    pub special: bool,
     /// The LoRA adapter (index into the scheduler's) this request runs with.
     pub adapter: Option<usize>,
     pub tx: UnboundedSender<Event>,
@@ -338,7 +340,7 @@ impl Scheduler<'_> {
                     Some(FinishReason::Stop)
                 } else {
                     s.generated += 1;
-                    let piece = vocab.token_to_piece(tok, false, None);
+                    let piece = vocab.token_to_piece(tok, s.job.special, None);
                     match s.text.push(&piece) {
                         Pushed::Text(t) => {
                             if !t.is_empty() {

@@ -199,12 +199,29 @@ async fn generate(st: Arc<EngineState>, req: GenerateRequest, endpoint: Endpoint
         .into_response();
     }
     let tools = req.tools.clone().filter(|t| t.active());
-    let thinks = st.template.thinks && endpoint == Endpoint::Chat && tools.is_none();
-    match start(st, &req) {
+    // A reasoning model's `<think>` block, or harmony's analysis channel,
+    // goes to reasoning_content (answers read for tools do this in their
+    // own parser).
+    let splits = endpoint == Endpoint::Chat && tools.is_none();
+    let harmony = st.template.harmony;
+    let thinks = st.template.thinks;
+    // Rendering, tokenizing and compiling a grammar (which may be large, and
+    // the first one builds the token index) run off the async workers.
+    let set_up = {
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || start(st, &req))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::Internal(format!("request set-up failed: {e}"))))
+    };
+    match set_up {
         Ok(q) => {
-            // A reasoning model's `<think>` block goes to reasoning_content
-            // (answers read for tools do this in their own parser).
-            let think = thinks.then_some(q.opened);
+            use aula_protocol::reasoning::{HarmonySplitter, Splitter, ThinkSplitter};
+            let think = match () {
+                _ if !splits => None,
+                _ if harmony => Some(Splitter::Harmony(HarmonySplitter::new())),
+                _ if thinks => Some(Splitter::Think(ThinkSplitter::new(q.opened))),
+                _ => None,
+            };
             let builder = ResponseBuilder::new(endpoint, &req.model);
             if req.stream {
                 let tools = tools.map(|spec| match q.forced {
@@ -265,19 +282,27 @@ fn start(st: Arc<EngineState>, req: &GenerateRequest) -> Result<Queued, ApiError
         Prompt::Chat(messages) => {
             let native = st.template.tools;
             let forced = tools.is_some_and(|t| t.required_call_schema("arguments").is_some());
-            let text = match (tools, native) {
-                // A template that knows tools renders them, unless a call
-                // must be forced in a format Aula cannot constrain.
-                (Some(t), Some(f)) if !(forced && f == CallFormat::Other) => {
-                    call_format = Some(f);
-                    st.template
-                        .render_with_tools(messages, Some(&t.template_tools()))?
+            // A template that knows tools renders them, unless a call must
+            // be forced in a format Aula cannot constrain. If it refuses
+            // (some insist on their own call-id format or on one call per
+            // turn), the conversation goes the plain way instead.
+            let rendered = match (tools, native) {
+                (Some(t), Some(f)) if !(forced && f == CallFormat::Other) => st
+                    .template
+                    .render_with_tools(messages, Some(&t.template_tools()))
+                    .ok()
+                    .map(|text| (text, Some(f))),
+                // No tools now, but the history may hold calls and results.
+                (None, Some(_)) => st.template.render(messages).ok().map(|t| (t, None)),
+                _ => None,
+            };
+            let text = match rendered {
+                Some((text, f)) => {
+                    call_format = f;
+                    text
                 }
-                _ => {
-                    let mut m = match native {
-                        Some(_) => messages.clone(),
-                        None => aula_protocol::plain_messages(messages),
-                    };
+                None => {
+                    let mut m = aula_protocol::plain_messages(messages);
                     if let Some(t) = tools {
                         // Offered tools are described in the system message.
                         let prompt = t.system_prompt();
@@ -370,11 +395,19 @@ fn start(st: Arc<EngineState>, req: &GenerateRequest) -> Result<Queued, ApiError
             )?),
         },
     };
+    // A forced call is never cut by a stop string: it ends with its grammar.
+    let mut params = req.params.clone();
+    if call_forced {
+        params.stop.clear();
+    }
     let (tx, rx) = unbounded_channel();
     let job = Job {
         tokens,
         max_tokens,
-        params: req.params.clone(),
+        // Harmony's markers are control tokens: rendered, so that channels
+        // can be told apart.
+        special: st.template.harmony && matches!(req.prompt, Prompt::Chat(_)),
+        params,
         grammar,
         adapter,
         tx,
@@ -395,7 +428,7 @@ async fn whole_response(
     _guard: Inflight,
     b: ResponseBuilder,
     tools: Option<aula_protocol::ToolSpec>,
-    think: Option<bool>,
+    think: Option<aula_protocol::reasoning::Splitter>,
 ) -> Response {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
@@ -406,8 +439,10 @@ async fn whole_response(
                     let answer = t.parse_answer(&text);
                     return axum::Json(b.full_answer(&answer, finish, usage)).into_response();
                 }
-                if let Some(opened) = think {
-                    let (reasoning, content) = aula_protocol::reasoning::split(&text, opened);
+                if let Some(mut sp) = think {
+                    let mut parts = sp.push(&text);
+                    parts.extend(sp.finish());
+                    let (reasoning, content) = aula_protocol::reasoning::join(parts);
                     let answer = aula_protocol::tool_parse::Parsed {
                         content: Some(content),
                         reasoning,
@@ -434,8 +469,9 @@ struct StreamState {
     done: bool,
     /// With tools offered: how the answer is streamed ([`aula_protocol::tool_stream`]).
     tools: Option<ToolStream>,
-    /// A reasoning model's answer: `<think>` goes out as reasoning_content deltas.
-    think: Option<aula_protocol::reasoning::ThinkSplitter>,
+    /// A reasoning model's answer: `<think>` or harmony's analysis channel
+    /// goes out as reasoning_content deltas.
+    think: Option<aula_protocol::reasoning::Splitter>,
 }
 
 fn stream_response(
@@ -444,7 +480,7 @@ fn stream_response(
     b: ResponseBuilder,
     include_usage: bool,
     tools: Option<ToolStream>,
-    think: Option<bool>,
+    think: Option<aula_protocol::reasoning::Splitter>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let state = StreamState {
         rx,
@@ -455,7 +491,7 @@ fn stream_response(
         tail: Default::default(),
         done: false,
         tools,
-        think: think.map(aula_protocol::reasoning::ThinkSplitter::new),
+        think,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -532,6 +568,8 @@ fn tool_text(s: &mut StreamState, t: &str) {
         ToolStream::Auto { streamed, held, .. } => match held {
             Some(h) => h.push_str(t),
             None => {
+                // A whole answer's content is trimmed: so is the stream's start.
+                let t = if streamed.is_empty() { t.trim_start() } else { t };
                 let (live, rest) = match aula_protocol::tool_stream::hold_from(t) {
                     Some(i) => (&t[..i], Some(t[i..].to_string())),
                     None => (t, None),
@@ -552,7 +590,8 @@ fn tool_text(s: &mut StreamState, t: &str) {
 /// once — reasoning, the content not yet sent, each call. Whether it called.
 fn finish_tools(s: &mut StreamState, tools: ToolStream) -> bool {
     match tools {
-        ToolStream::Forced { started, .. } => started,
+        // A call whose arguments never closed (cut by max_tokens) is no call.
+        ToolStream::Forced { call, started } => started && call.done(),
         ToolStream::Auto {
             spec,
             streamed,
@@ -562,9 +601,23 @@ fn finish_tools(s: &mut StreamState, tools: ToolStream) -> bool {
                 return false;
             };
             let answer = spec.parse_answer(&format!("{streamed}{held}"));
+            if answer.calls.is_empty() && answer.reasoning.is_none() {
+                // Plain text after all: the rest exactly as written.
+                if !held.is_empty() {
+                    s.tail.push_back(s.b.chunk(&held, s.first, None).to_string());
+                    s.first = false;
+                }
+                return false;
+            }
+            // The content not yet sent: the parsed content (trimmed) less
+            // what went out live.
             let content = answer.content.as_deref().map(|c| {
-                let sent = streamed.trim_end();
-                c.strip_prefix(sent).unwrap_or(c)
+                let sent = streamed.trim();
+                match c.strip_prefix(sent) {
+                    Some(rest) if streamed.ends_with(char::is_whitespace) => rest.trim_start(),
+                    Some(rest) => rest,
+                    None => c,
+                }
             });
             let content = content.filter(|c| !c.trim().is_empty());
             if content.is_some() || answer.reasoning.is_some() {
@@ -608,8 +661,8 @@ fn finish_stream(s: &mut StreamState, finish: FinishReason, usage: Usage) {
         push_parts(s, parts);
     }
     if let Some(tools) = s.tools.take() {
-        let called = finish_tools(s, tools);
-        if called && finish != FinishReason::Length {
+        // As in a whole answer: a complete call makes it `tool_calls`.
+        if finish_tools(s, tools) {
             finish = FinishReason::ToolCalls;
         }
     }
@@ -797,10 +850,14 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
 /// Compile a grammar for one sequence; what llguidance cannot express is a
 /// 400 on `param`, with its reason.
 fn compile(st: &EngineState, g: &Grammar, param: &str) -> Result<llguidance::Matcher, ApiError> {
-    st.constraints.matcher(g).map_err(|e| {
-        ApiError::invalid_param(
+    use crate::constraint::ConstraintError;
+    st.constraints.matcher(g).map_err(|e| match e {
+        ConstraintError::Grammar(e) => ApiError::invalid_param(
             param,
             format!("this JSON schema cannot be used to constrain the output: {e}"),
-        )
+        ),
+        ConstraintError::Index(e) => {
+            ApiError::Internal(format!("constrained decoding is unavailable: {e}"))
+        }
     })
 }

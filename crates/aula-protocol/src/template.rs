@@ -68,6 +68,9 @@ pub struct ChatTemplate {
     pub source: TemplateSource,
     /// The template writes or expects `<think>` blocks (reasoning models).
     pub thinks: bool,
+    /// The template writes OpenAI's harmony format (gpt-oss): channels
+    /// marked with control tokens.
+    pub harmony: bool,
     /// The template renders `tools` and tool calls itself (None: tools are
     /// described in a system message and calls written as text).
     pub tools: Option<CallFormat>,
@@ -111,11 +114,13 @@ impl ChatTemplate {
         });
         let thinks = text.contains("<think>");
         let tools = tool_support(&text);
+        let harmony = text.contains("<|channel|>");
         env.add_template_owned(TEMPLATE_NAME, text)?;
         Ok(ChatTemplate {
             env,
             source,
             thinks,
+            harmony,
             tools,
             bos_token,
             eos_token,

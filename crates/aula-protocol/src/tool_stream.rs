@@ -9,7 +9,8 @@
 //!   once it is complete, then the arguments object piece by piece, up to
 //!   its closing brace ([`ForcedCall`]).
 //! - With `auto`, text is streamed as content until the first character that
-//!   could open a call or a reasoning block (`<`, `{`, `[`); from there on
+//!   could open a call or a reasoning block (`<`, `{`, `[`, or a code
+//!   fence's backtick), leading whitespace left out; from there on
 //!   the answer is held, and when it is over the whole answer is parsed once
 //!   ([`crate::tool_parse`]): the rest of its content, its calls (a header
 //!   delta and one arguments delta each). So a streamed answer carries the
@@ -153,7 +154,7 @@ impl ForcedCall {
 /// Where text streamed live with `auto` tools must stop: the first
 /// character that could open a call or a reasoning block.
 pub fn hold_from(text: &str) -> Option<usize> {
-    text.find(['<', '{', '['])
+    text.find(['<', '{', '[', '`'])
 }
 
 #[cfg(test)]
@@ -241,5 +242,6 @@ mod tests {
         assert_eq!(hold_from("Sure. <tool_call>"), Some(6));
         assert_eq!(hold_from("{\"name\""), Some(0));
         assert_eq!(hold_from("[TOOL_CALLS]"), Some(0));
+        assert_eq!(hold_from("```json"), Some(0));
     }
 }

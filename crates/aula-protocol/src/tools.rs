@@ -147,7 +147,20 @@ fn parse_tool(i: usize, t: &Value) -> Result<Tool, ApiError> {
         }
         Some(p @ Value::Object(_)) => {
             crate::request::check_schema_bounds(p, "tools")?;
-            p.clone()
+            // Arguments are a JSON object: say so where the schema does not.
+            let mut p = p.clone();
+            match p.get("type") {
+                None => {
+                    p["type"] = json!("object");
+                }
+                Some(t) if t == "object" => {}
+                Some(t) => {
+                    return Err(bad(format!(
+                        "tools[{i}].function.parameters must describe an object (the arguments); its type is {t}"
+                    )));
+                }
+            }
+            p
         }
         Some(_) => {
             return Err(bad(format!(
@@ -284,11 +297,13 @@ impl ToolSpec {
                 })
             })
             .collect();
-        Some(if variants.len() == 1 {
+        let mut schema = if variants.len() == 1 {
             variants.into_iter().next().unwrap_or_default()
         } else {
             json!({"anyOf": variants})
-        })
+        };
+        hoist_definitions(&mut schema, args_key);
+        Some(schema)
     }
 
     /// What an answer holds for these tools: content, reasoning, and the
@@ -302,6 +317,76 @@ impl ToolSpec {
             answer.calls.truncate(1);
         }
         answer
+    }
+}
+
+/// A tool's `parameters` may carry its own `$defs` (or `definitions`) with
+/// `$ref`s to `#/$defs/...` — what Pydantic writes for nested models. Nested
+/// inside a call's schema, those refs would point at the call's root: the
+/// definitions move there, renamed per tool (`t0_Item`), and the refs follow.
+fn hoist_definitions(schema: &mut Value, args_key: &str) {
+    let mut defs = Map::new();
+    let mut hoist = |i: usize, call: &mut Value| {
+        let Some(params) = call.pointer_mut(&format!("/properties/{args_key}")) else {
+            return;
+        };
+        let Some(obj) = params.as_object_mut() else {
+            return;
+        };
+        for key in ["$defs", "definitions"] {
+            if let Some(Value::Object(d)) = obj.remove(key) {
+                for (name, def) in d {
+                    defs.insert(format!("t{i}_{name}"), def);
+                }
+                rewrite_refs(params, &format!("#/{key}/"), &format!("#/$defs/t{i}_"));
+                return;
+            }
+        }
+    };
+    match schema.get_mut("anyOf").and_then(Value::as_array_mut) {
+        Some(variants) => {
+            for (i, v) in variants.iter_mut().enumerate() {
+                hoist(i, v);
+            }
+        }
+        None => hoist(0, schema),
+    }
+    if !defs.is_empty() {
+        // The hoisted definitions may refer to each other: same renaming.
+        let mut defs = Value::Object(defs);
+        if let Some(d) = defs.as_object_mut() {
+            let names: Vec<String> = d.keys().cloned().collect();
+            for n in names {
+                let prefix = n.split('_').next().unwrap_or("t0").to_string();
+                if let Some(def) = d.get_mut(&n) {
+                    rewrite_refs(def, "#/$defs/", &format!("#/$defs/{prefix}_"));
+                    rewrite_refs(def, "#/definitions/", &format!("#/$defs/{prefix}_"));
+                }
+            }
+        }
+        schema["$defs"] = defs;
+    }
+}
+
+/// Every `"$ref": "<from>X"` under `v` becomes `"<to>X"` (refs already
+/// renamed, `#/$defs/tN_...`, are left alone).
+fn rewrite_refs(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "$ref"
+                    && let Value::String(r) = x
+                    && let Some(rest) = r.strip_prefix(from)
+                    && !r.starts_with(to)
+                {
+                    *r = format!("{to}{rest}");
+                } else {
+                    rewrite_refs(x, from, to);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_refs(x, from, to)),
+        _ => {}
     }
 }
 
@@ -357,6 +442,36 @@ mod tests {
     fn weather() -> Value {
         json!({"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+    }
+
+    #[test]
+    fn nested_definitions_follow_the_arguments_into_the_call_schema() {
+        // What Pydantic writes for a tool with a nested model.
+        let params = json!({"type": "object", "properties": {"items": {"type": "array",
+            "items": {"$ref": "#/$defs/Item"}}}, "required": ["items"],
+            "$defs": {"Item": {"type": "object", "properties": {"tag": {"$ref": "#/$defs/Tag"}}},
+                      "Tag": {"enum": ["a", "b"]}}});
+        let t = parse_tools(&obj(json!({"tools": [
+            {"type": "function", "function": {"name": "order", "parameters": params}},
+            weather()], "tool_choice": "required"})))
+        .unwrap()
+        .unwrap();
+        let s = t.required_call_schema("arguments").unwrap();
+        assert_eq!(
+            s["anyOf"][0]["properties"]["arguments"]["properties"]["items"]["items"]["$ref"],
+            "#/$defs/t0_Item"
+        );
+        assert_eq!(s["$defs"]["t0_Item"]["properties"]["tag"]["$ref"], "#/$defs/t0_Tag");
+        assert!(s["anyOf"][0]["properties"]["arguments"].get("$defs").is_none());
+        // Parameters that are not an object are refused; a missing type is an object.
+        let bad = parse_tools(&obj(json!({"tools": [{"type": "function",
+            "function": {"name": "f", "parameters": {"type": "string"}}}]})));
+        assert!(bad.unwrap_err().to_string().contains("must describe an object"));
+        let ok = parse_tools(&obj(json!({"tools": [{"type": "function",
+            "function": {"name": "f", "parameters": {"properties": {}}}}]})))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.tools[0].parameters["type"], "object");
     }
 
     #[test]

@@ -35,24 +35,27 @@ pub(super) fn parse_messages(v: Option<&Value>) -> Result<Vec<ChatMessage>, ApiE
         ));
     }
     let mut out: Vec<ChatMessage> = Vec::with_capacity(items.len());
+    // Each earlier call's id and function name.
+    let mut calls: std::collections::HashMap<String, String> = Default::default();
     for (i, item) in items.iter().enumerate() {
         let mut m = parse_message(i, item)?;
         if m.role == "tool" {
             // The result must answer a call made earlier.
             let id = m.tool_call_id.clone().unwrap_or_default();
-            let call = out
-                .iter()
-                .flat_map(|e| e.tool_calls.iter())
-                .find(|c| c["id"] == id.as_str())
-                .ok_or_else(|| {
-                    ApiError::invalid_param(
-                        &format!("messages[{i}]"),
-                        format!(
-                            "messages[{i}]: tool_call_id `{id}` answers no tool call of an earlier assistant message"
-                        ),
-                    )
-                })?;
-            m.name = call["function"]["name"].as_str().map(str::to_string);
+            let name = calls.get(&id).ok_or_else(|| {
+                ApiError::invalid_param(
+                    &format!("messages[{i}]"),
+                    format!(
+                        "messages[{i}]: tool_call_id `{id}` answers no tool call of an earlier assistant message"
+                    ),
+                )
+            })?;
+            m.name = Some(name.clone());
+        }
+        for c in &m.tool_calls {
+            if let (Some(id), Some(name)) = (c["id"].as_str(), c["function"]["name"].as_str()) {
+                calls.insert(id.to_string(), name.to_string());
+            }
         }
         out.push(m);
     }
