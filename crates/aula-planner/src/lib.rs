@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod hardware;
 pub mod hf;
 pub mod llamacpp;
+pub mod offload;
 pub mod placement;
 pub mod report;
 pub mod shape;

@@ -64,28 +64,57 @@ pub fn weight_bytes(shape: &ModelShape, bits_per_weight: f64) -> u64 {
         .unwrap_or_else(|| (shape.params as f64 * bits_per_weight / 8.0).round() as u64)
 }
 
-pub fn memory(shape: &ModelShape, s: &EngineSettings) -> LlamaCppMemory {
+/// The micro-batch llama.cpp runs: `n_ubatch`, which llama.cpp clamps to
+/// the whole context.
+pub(crate) fn micro_batch(s: &EngineSettings) -> u64 {
     let n_ctx_total = u64::from(s.context) * u64::from(s.parallel);
-    // llama.cpp clamps the batch to the whole context.
-    let ubatch = u64::from(s.n_ubatch).min(n_ctx_total).max(1);
+    u64::from(s.n_ubatch).min(n_ctx_total).max(1)
+}
+
+/// The compute buffer's first term: the f32 logits of one micro-batch.
+pub(crate) fn logits_bytes(shape: &ModelShape, s: &EngineSettings) -> u64 {
+    u64::from(shape.vocab) * micro_batch(s) * 4
+}
+
+/// KV bytes of `n_full` full-attention and `n_swa` sliding-window layers,
+/// each holding `cells_full` (or `cells_swa`) cells in each slot.
+pub(crate) fn kv_bytes(
+    shape: &ModelShape,
+    s: &EngineSettings,
+    n_full: u64,
+    n_swa: u64,
+    cells_full: u64,
+    cells_swa: u64,
+) -> u64 {
+    let per_layer_token = shape.kv_bytes_per_token_layer(s.kv_bytes_per_elem);
+    let kv = f64::from(s.parallel)
+        * per_layer_token
+        * (n_full as f64 * cells_full as f64 + n_swa as f64 * cells_swa as f64);
+    kv.round() as u64
+}
+
+pub fn memory(shape: &ModelShape, s: &EngineSettings) -> LlamaCppMemory {
+    let ubatch = micro_batch(s);
     let cells_full = pad256(u64::from(s.context));
     let cells_swa = match shape.sliding_window {
         Some(w) if shape.n_swa_layers > 0 => pad256((u64::from(w) + ubatch).min(cells_full)),
         _ => 0,
     };
-    let per_layer_token = shape.kv_bytes_per_token_layer(s.kv_bytes_per_elem);
-    let kv = f64::from(s.parallel)
-        * per_layer_token
-        * (f64::from(shape.n_full_layers()) * cells_full as f64
-            + f64::from(shape.n_swa_layers) * cells_swa as f64);
+    let kv = kv_bytes(
+        shape,
+        s,
+        u64::from(shape.n_full_layers()),
+        u64::from(shape.n_swa_layers),
+        cells_full,
+        cells_swa,
+    );
     let vocab = u64::from(shape.vocab);
     let output = vocab * 4 * u64::from(s.parallel);
     let n_kv = cells_full.max(cells_swa);
-    let compute = vocab * ubatch * 4
+    let compute = logits_bytes(shape, s)
         + ubatch * (u64::from(shape.ffn) + 2 * u64::from(shape.hidden)) * 4
         + n_kv * ubatch * 4;
     let weights = weight_bytes(shape, 16.0);
-    let kv = kv.round() as u64;
     LlamaCppMemory {
         weights_bytes: weights,
         kv_cache_bytes: kv,

@@ -25,6 +25,9 @@ pub struct PlanSummary {
     pub placement: Option<Placement>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finetune: Option<Vec<FinetunePlan>>,
+    /// `--gpu-layers`: each model's split between GPU and host memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offload: Option<Vec<OffloadPlan>>,
     /// What was asked (shown in the text's heading).
     #[serde(skip)]
     pub engine: String,
@@ -196,6 +199,44 @@ impl PlanSummary {
                 let _ = writeln!(out, "  to make them fit: {f}");
             }
         }
+        for o in self.offload.iter().flatten() {
+            let sp = &o.split;
+            let _ = writeln!(
+                out,
+                "\noffload of {} at -ngl {} ({} of {} layers{} on the GPU):",
+                o.model,
+                sp.gpu_layers,
+                sp.layers_on_device,
+                sp.n_layers,
+                if sp.output_on_device { " and the output layer" } else { "" }
+            );
+            let _ = writeln!(
+                out,
+                "  GPU memory  {:>7.2} GB (weights {:.2}, KV {:.2}, compute {:.2})",
+                gb(sp.device_bytes),
+                gb(sp.weights_device_bytes),
+                gb(sp.kv_device_bytes),
+                gb(sp.compute_device_bytes)
+            );
+            let _ = writeln!(
+                out,
+                "  host memory {:>7.2} GB (weights {:.2}, KV {:.2}, compute {:.2}, output {:.2})",
+                gb(sp.host_bytes),
+                gb(sp.weights_host_bytes),
+                gb(sp.kv_host_bytes),
+                gb(sp.compute_host_bytes),
+                gb(sp.output_buffer_host_bytes)
+            );
+            let _ = writeln!(
+                out,
+                "  {} ({}{:.2} GB {}); the most -ngl that fits the GPU memory: {}",
+                if o.fit.fits { "fits" } else { "does not fit" },
+                if hw.unified { "one unified pool: " } else { "GPU memory: " },
+                (o.fit.device_left_bytes.unsigned_abs()) as f64 / 1e9,
+                if o.fit.device_left_bytes >= 0 { "left" } else { "short" },
+                o.most_gpu_layers_that_fit
+            );
+        }
         for ft in self.finetune.iter().flatten() {
             {
                 let _ = writeln!(
@@ -249,11 +290,24 @@ impl PlanSummary {
     }
 }
 
+/// One model's llama.cpp offload (`aula plan --gpu-layers`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OffloadPlan {
+    pub model: String,
+    pub split: crate::offload::Offload,
+    pub fit: crate::offload::Fit,
+    /// The most `-ngl` that fits the GPU memory alone.
+    pub most_gpu_layers_that_fit: u32,
+}
+
 /// `aula plan --explain`: every formula the estimates use.
 pub fn formulas_text() -> String {
     let mut out = String::new();
     for (name, f) in crate::estimate::FORMULAS {
         let _ = writeln!(out, "{name}:\n    {f}");
+    }
+    for (name, f) in crate::offload::RULES {
+        let _ = writeln!(out, "offload, {name}:\n    {f}");
     }
     out
 }

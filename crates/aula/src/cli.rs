@@ -428,6 +428,12 @@ pub struct PlanArgs {
     /// A draft head of N layers of the target's shape (EAGLE, MTP) instead of a separate model.
     #[arg(long, value_name = "N")]
     pub draft_layers: Option<u32>,
+    /// llama.cpp's -ngl for the embedded engine (or llama-server): how
+    /// much of each model is in GPU memory and how much stays in host
+    /// memory; `all` offloads everything, `fit` the most that fits the
+    /// hardware's GPU memory.
+    #[arg(long = "gpu-layers", value_name = "N|all|fit")]
+    pub gpu_layers: Option<String>,
     /// The llama.cpp build generation the speed assumes: 2025 (current,
     /// default), 2024 or 2023 (see docs/planner-calibration.md).
     #[arg(long, value_name = "YEAR")]

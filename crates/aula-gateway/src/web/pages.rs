@@ -946,6 +946,7 @@ fn plan_one(
         estimates: vec![e],
         placement: None,
         finetune: None,
+        offload: None,
         engine: q
             .get("engine")
             .cloned()

@@ -5,7 +5,7 @@ use super::{json, print};
 use crate::cli::PlanArgs;
 use anyhow::{Context, anyhow, bail};
 use aula_planner::estimate::{Engine, PlanRequest, Precision};
-use aula_planner::summary::{FinetunePlan, PlanSummary};
+use aula_planner::summary::{FinetunePlan, OffloadPlan, PlanSummary};
 
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if a.explain {
@@ -135,11 +135,46 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
             })
             .collect()
     });
+    let offload = match &a.gpu_layers {
+        None => None,
+        Some(g) => {
+            if !matches!(engine, Engine::Embedded | Engine::LlamaServer) {
+                bail!("--gpu-layers is llama.cpp's -ngl: for --engine embedded or llama-server");
+            }
+            let mut out = Vec::new();
+            for w in &wants {
+                let s = aula_planner::llamacpp::EngineSettings {
+                    context: a.context,
+                    parallel: a.users,
+                    n_ubatch: a.batch,
+                    kv_bytes_per_elem: kv_bytes,
+                };
+                let most = aula_planner::offload::most_layers_that_fit(&w.shape, &s, hw.usable_bytes());
+                let n = match g.as_str() {
+                    "all" => w.shape.n_layers + 1,
+                    "fit" => most,
+                    n => n.parse::<u32>().map_err(|_| {
+                        anyhow!("--gpu-layers `{n}`: use a number of layers, `all` or `fit`")
+                    })?,
+                };
+                let split = aula_planner::offload::split(&w.shape, &s, n);
+                let fit = aula_planner::offload::fits(&split, &hw, None);
+                out.push(OffloadPlan {
+                    model: w.shape.id.clone(),
+                    split,
+                    fit,
+                    most_gpu_layers_that_fit: most,
+                });
+            }
+            Some(out)
+        }
+    };
     let summary = PlanSummary {
         hardware: hw,
         estimates,
         placement,
         finetune,
+        offload,
         engine: a.engine.clone(),
         context: a.context,
         users: a.users,
