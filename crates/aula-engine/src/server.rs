@@ -569,7 +569,11 @@ fn tool_text(s: &mut StreamState, t: &str) {
             Some(h) => h.push_str(t),
             None => {
                 // A whole answer's content is trimmed: so is the stream's start.
-                let t = if streamed.is_empty() { t.trim_start() } else { t };
+                let t = if streamed.is_empty() {
+                    t.trim_start()
+                } else {
+                    t
+                };
                 let (live, rest) = match aula_protocol::tool_stream::hold_from(t) {
                     Some(i) => (&t[..i], Some(t[i..].to_string())),
                     None => (t, None),
@@ -604,7 +608,8 @@ fn finish_tools(s: &mut StreamState, tools: ToolStream) -> bool {
             if answer.calls.is_empty() && answer.reasoning.is_none() {
                 // Plain text after all: the rest exactly as written.
                 if !held.is_empty() {
-                    s.tail.push_back(s.b.chunk(&held, s.first, None).to_string());
+                    s.tail
+                        .push_back(s.b.chunk(&held, s.first, None).to_string());
                     s.first = false;
                 }
                 return false;

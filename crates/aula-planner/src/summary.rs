@@ -208,7 +208,11 @@ impl PlanSummary {
                 sp.gpu_layers,
                 sp.layers_on_device,
                 sp.n_layers,
-                if sp.output_on_device { " and the output layer" } else { "" }
+                if sp.output_on_device {
+                    " and the output layer"
+                } else {
+                    ""
+                }
             );
             let _ = writeln!(
                 out,
@@ -231,9 +235,17 @@ impl PlanSummary {
                 out,
                 "  {} ({}{:.2} GB {}); the most -ngl that fits the GPU memory: {}",
                 if o.fit.fits { "fits" } else { "does not fit" },
-                if hw.unified { "one unified pool: " } else { "GPU memory: " },
+                if hw.unified {
+                    "one unified pool: "
+                } else {
+                    "GPU memory: "
+                },
                 (o.fit.device_left_bytes.unsigned_abs()) as f64 / 1e9,
-                if o.fit.device_left_bytes >= 0 { "left" } else { "short" },
+                if o.fit.device_left_bytes >= 0 {
+                    "left"
+                } else {
+                    "short"
+                },
                 o.most_gpu_layers_that_fit
             );
         }

@@ -379,7 +379,9 @@ mod tests {
         );
         // A commentary preamble is content; `<|return|>` ends the message.
         assert_eq!(
-            split_harmony("<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>final<|message|>Done.<|return|>"),
+            split_harmony(
+                "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant<|channel|>final<|message|>Done.<|return|>"
+            ),
             (None, "Checking.Done.".into())
         );
     }

@@ -461,12 +461,23 @@ mod tests {
             s["anyOf"][0]["properties"]["arguments"]["properties"]["items"]["items"]["$ref"],
             "#/$defs/t0_Item"
         );
-        assert_eq!(s["$defs"]["t0_Item"]["properties"]["tag"]["$ref"], "#/$defs/t0_Tag");
-        assert!(s["anyOf"][0]["properties"]["arguments"].get("$defs").is_none());
+        assert_eq!(
+            s["$defs"]["t0_Item"]["properties"]["tag"]["$ref"],
+            "#/$defs/t0_Tag"
+        );
+        assert!(
+            s["anyOf"][0]["properties"]["arguments"]
+                .get("$defs")
+                .is_none()
+        );
         // Parameters that are not an object are refused; a missing type is an object.
         let bad = parse_tools(&obj(json!({"tools": [{"type": "function",
             "function": {"name": "f", "parameters": {"type": "string"}}}]})));
-        assert!(bad.unwrap_err().to_string().contains("must describe an object"));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("must describe an object")
+        );
         let ok = parse_tools(&obj(json!({"tools": [{"type": "function",
             "function": {"name": "f", "parameters": {"properties": {}}}}]})))
         .unwrap()

@@ -449,7 +449,7 @@ fn an_engine_dying_mid_stream_ends_the_stream_with_an_error_event() {
     let _ = mock.child.wait();
     let text = reader.join().unwrap();
     assert!(
-        text.contains("data: {\"choices\""),
+        text.contains("\"delta\":{\"content\":\"Hello\"}"),
         "some text came first: {text}"
     );
     assert!(

@@ -215,10 +215,22 @@ fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
             .arg("--json")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["offload"][0].clone()
     };
-    let base = ["llama-3.1-8b", "--hardware", "rtx-4090", "--precision", "q4_k_m", "--context", "8192"];
+    let base = [
+        "llama-3.1-8b",
+        "--hardware",
+        "rtx-4090",
+        "--precision",
+        "q4_k_m",
+        "--context",
+        "8192",
+    ];
     let none = run(&[&base[..], &["--gpu-layers", "0"]].concat());
     let all = run(&[&base[..], &["--gpu-layers", "all"]].concat());
     let some = run(&[&base[..], &["--gpu-layers", "17"]].concat());
@@ -230,9 +242,20 @@ fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
     assert!(n(&some, "host_bytes") < n(&none, "host_bytes"));
     // The embedding table stays in host memory even with everything offloaded.
     assert!(n(&all, "host_bytes") >= n(&all, "embedding_bytes") && n(&all, "embedding_bytes") > 0);
-    assert_eq!(all["fit"]["fits"], true, "an 8B Q4_K_M fits a 24 GB GPU: {all}");
+    assert_eq!(
+        all["fit"]["fits"], true,
+        "an 8B Q4_K_M fits a 24 GB GPU: {all}"
+    );
     // A 70B model on the same GPU: all of it does not fit, `fit` finds what does.
-    let big = ["llama-3.1-70b", "--hardware", "rtx-4090", "--precision", "q4_k_m", "--context", "8192"];
+    let big = [
+        "llama-3.1-70b",
+        "--hardware",
+        "rtx-4090",
+        "--precision",
+        "q4_k_m",
+        "--context",
+        "8192",
+    ];
     let all70 = run(&[&big[..], &["--gpu-layers", "all"]].concat());
     assert_eq!(all70["fit"]["fits"], false, "{all70}");
     let fit = run(&[&big[..], &["--gpu-layers", "fit"]].concat());
@@ -241,11 +264,26 @@ fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
     assert!(most > 0 && most < 81, "{fit}");
     assert_eq!(fit["split"]["gpu_layers"].as_u64().unwrap(), most);
     // On unified memory (GB10) device and host share one budget.
-    let gb10 = run(&["llama-3.1-70b", "--hardware", "gb10", "--precision", "q4_k_m", "--gpu-layers", "all"]);
+    let gb10 = run(&[
+        "llama-3.1-70b",
+        "--hardware",
+        "gb10",
+        "--precision",
+        "q4_k_m",
+        "--gpu-layers",
+        "all",
+    ]);
     assert_eq!(gb10["fit"]["fits"], true, "{gb10}");
     // Only llama.cpp engines take -ngl; a bad value names the flag.
     let out = std::process::Command::new(aula_exe())
-        .args(["plan", "llama-3.1-8b", "--engine", "vllm", "--gpu-layers", "3"])
+        .args([
+            "plan",
+            "llama-3.1-8b",
+            "--engine",
+            "vllm",
+            "--gpu-layers",
+            "3",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--gpu-layers"));
@@ -253,7 +291,10 @@ fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
         .args(["plan", "llama-3.1-8b", "--gpu-layers", "most"])
         .output()
         .unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--gpu-layers `most`"));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("--gpu-layers `most`")
+    );
 }
 
 #[test]

@@ -149,15 +149,23 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
                     n_ubatch: a.batch,
                     kv_bytes_per_elem: kv_bytes,
                 };
-                let most = aula_planner::offload::most_layers_that_fit(&w.shape, &s, hw.usable_bytes());
+                // Weights at the precision asked for, where the shape has
+                // no tensor table of its own (a catalog model).
+                let mut shape = w.shape.clone();
+                if shape.weight_bytes.is_none() {
+                    let wb = aula_planner::estimate::weights(&shape, &w.request.precision, engine);
+                    shape.weight_bytes = Some(wb.total);
+                }
+                let most =
+                    aula_planner::offload::most_layers_that_fit(&shape, &s, hw.usable_bytes());
                 let n = match g.as_str() {
-                    "all" => w.shape.n_layers + 1,
+                    "all" => shape.n_layers + 1,
                     "fit" => most,
                     n => n.parse::<u32>().map_err(|_| {
                         anyhow!("--gpu-layers `{n}`: use a number of layers, `all` or `fit`")
                     })?,
                 };
-                let split = aula_planner::offload::split(&w.shape, &s, n);
+                let split = aula_planner::offload::split(&shape, &s, n);
                 let fit = aula_planner::offload::fits(&split, &hw, None);
                 out.push(OffloadPlan {
                     model: w.shape.id.clone(),
