@@ -102,6 +102,33 @@ fn function_call_in(m: &Value, param: &str) -> Result<Value, ApiError> {
               "function": {"name": field("name")?, "arguments": field("arguments")?}}))
 }
 
+/// Streamed chat `tool_calls` deltas assembled as OpenAI's client does: a
+/// delta whose `index` is new starts a call (id, name), later ones with that
+/// index add to its `arguments`.
+fn add_call_deltas(calls: &mut Vec<Value>, deltas: &[Value]) {
+    for d in deltas {
+        let index = d["index"].as_u64();
+        match calls
+            .iter_mut()
+            .find(|c| index.is_some() && c["index"].as_u64() == index)
+        {
+            Some(c) => {
+                if let Some(a) = d["function"]["arguments"].as_str() {
+                    let whole = format!("{}{a}", c["function"]["arguments"].as_str().unwrap_or(""));
+                    c["function"]["arguments"] = json!(whole);
+                }
+                if let Some(id) = d["id"].as_str() {
+                    c["id"] = json!(id);
+                }
+                if let Some(n) = d["function"]["name"].as_str() {
+                    c["function"]["name"] = json!(n);
+                }
+            }
+            None => calls.push(d.clone()),
+        }
+    }
+}
+
 /// A chat `tool_calls` entry as a Responses `function_call` output item.
 fn function_call_out(c: &Value) -> Value {
     json!({
@@ -1012,7 +1039,7 @@ fn stream(resp: Response, s: Streamed) -> Response {
                                 out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
                             }
                             if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
-                                t.calls.extend(calls.iter().cloned());
+                                add_call_deltas(&mut t.calls, calls);
                             }
                             if v["choices"][0]["finish_reason"].as_str() == Some("length") {
                                 t.cut = true;
@@ -1107,6 +1134,35 @@ mod tests {
             (Some("a"), Some(9))
         );
         assert!(annotations("x", &[]).is_empty());
+    }
+
+    #[test]
+    fn streamed_call_deltas_become_one_call() {
+        let mut calls = Vec::new();
+        add_call_deltas(
+            &mut calls,
+            &[
+                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+            ],
+        );
+        for piece in ["{\"city\"", ": \"Oslo\"", "}"] {
+            add_call_deltas(
+                &mut calls,
+                &[json!({"index": 0, "function": {"arguments": piece}})],
+            );
+        }
+        // A whole call in one delta (as a single chunk) is one call too.
+        add_call_deltas(
+            &mut calls,
+            &[
+                json!({"index": 1, "id": "call_2", "type": "function", "function": {"name": "add", "arguments": "{}"}}),
+            ],
+        );
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[0]["id"], "call_1");
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert_eq!(calls[0]["function"]["arguments"], "{\"city\": \"Oslo\"}");
+        assert_eq!(calls[1]["function"]["name"], "add");
     }
 
     #[test]
