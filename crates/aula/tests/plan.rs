@@ -190,6 +190,11 @@ fn plan_cli_estimates_places_reports_and_refuses_bad_names() {
 }
 
 fn plan_json(args: &[&str]) -> serde_json::Value {
+    plan_summary(args)["estimates"][0].clone()
+}
+
+/// `aula plan ARGS --json`, the whole summary.
+fn plan_summary(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(aula_exe())
         .arg("plan")
         .args(args)
@@ -201,27 +206,14 @@ fn plan_json(args: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["estimates"][0].clone()
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
 }
 
 /// `--gpu-layers`: llama.cpp's -ngl split between GPU and host memory, on a
 /// discrete GPU and on unified memory; `fit` finds the most that fits.
 #[test]
 fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
-    let run = |args: &[&str]| -> serde_json::Value {
-        let out = std::process::Command::new(aula_exe())
-            .arg("plan")
-            .args(args)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["offload"][0].clone()
-    };
+    let run = |args: &[&str]| plan_summary(args)["offload"][0].clone();
     let base = [
         "llama-3.1-8b",
         "--hardware",
