@@ -179,8 +179,18 @@ fn list_modules(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// ggml's own verdict for a module: 0 when this CPU cannot run it.
-fn module_score(path: &Path) -> anyhow::Result<i32> {
+/// Whether a GPU module should be loaded: ggml's rule (`ggml_backend_load`
+/// skips a module only when its score function returns 0; a module without
+/// one, as ggml's CUDA and Vulkan modules are, is loaded). A module that
+/// cannot even be opened (its driver library missing) is loaded anyway, so
+/// that the reason is reported.
+fn gpu_module_runs_here(path: &Path) -> bool {
+    !matches!(module_score(path), Ok(Some(0)))
+}
+
+/// ggml's own verdict for a module: 0 when this CPU cannot run it; `None`
+/// when the module has no score function.
+fn module_score(path: &Path) -> anyhow::Result<Option<i32>> {
     // SAFETY: loading a ggml backend module runs no code of ours; ggml
     // compiles its score function so that it runs on any CPU of the
     // architecture (llama.cpp's own loader does the same).
@@ -188,10 +198,12 @@ fn module_score(path: &Path) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the symbol has this signature in every ggml backend module.
     let score: libloading::Symbol<unsafe extern "C" fn() -> c_int> =
-        unsafe { lib.get(b"ggml_backend_score\0") }
-            .with_context(|| format!("{} has no ggml_backend_score", path.display()))?;
+        match unsafe { lib.get(b"ggml_backend_score\0") } {
+            Ok(s) => s,
+            Err(_) => return Ok(None),
+        };
     // SAFETY: a plain function without arguments.
-    Ok(unsafe { score() })
+    Ok(Some(unsafe { score() }))
 }
 
 fn cstr(p: *const c_char) -> String {
@@ -275,7 +287,7 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
         let Some(variant) = variant_name(p) else {
             continue;
         };
-        let score = module_score(p).unwrap_or(0);
+        let score = module_score(p).ok().flatten().unwrap_or(0);
         candidates.push((
             Candidate {
                 variant,
@@ -373,13 +385,16 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
         },
     };
 
-    // Other backends (GPU) beside the CPU variants: ggml's score check decides.
+    // Other backends (GPU) beside the CPU variants, as ggml's own loader
+    // treats them: loaded unless a score function says this machine cannot
+    // run it. The GPU modules (CUDA, Vulkan) have no score function; one
+    // that will not load (no driver library) is said and skipped.
     for p in modules.iter().filter(|p| variant_name(p).is_none()) {
         let name = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
         if name == "libggml-base.so" || name == "libggml.so" {
             continue;
         }
-        if module_score(p).unwrap_or(0) > 0
+        if gpu_module_runs_here(p)
             && let Err(e) = load_module(p)
         {
             tracing::warn!("{e:#}");
