@@ -82,7 +82,9 @@ if have_vulkan_gpu; then
   fi
   say "a Vulkan GPU and glslc, but the Vulkan headers ($(vulkan_header), 1.3.$(vulkan_headers_version))"
   say "  lack VK_EXT_layer_settings, which llama.cpp's Vulkan backend uses (Debian 12 ships 1.3.239)."
-  say "  Install LunarG's Vulkan SDK and set VULKAN_SDK, then run set-up again."
+  say "  Fetch newer headers (Debian 13's, unpacked under .cache/, nothing installed) and run set-up again:"
+  say "    AULA_VULKAN_INCLUDE=\$(bash scripts/vulkan-headers.sh) bash scripts/setup.sh"
+  say "  (or install LunarG's Vulkan SDK and set VULKAN_SDK)."
   say "  Building for the CPU meanwhile."
   echo cpu
   exit 0

@@ -49,7 +49,14 @@ case "$backend" in
     features=(--features cuda)
     export CMAKE_CUDA_ARCHITECTURES="$cuda_arch"
     ;;
-  vulkan) features=(--features vulkan) ;;
+  vulkan)
+    features=(--features vulkan)
+    # Headers newer than the system's (scripts/vulkan-headers.sh): found
+    # through CPATH, ahead of /usr/include.
+    if [ -n "${AULA_VULKAN_INCLUDE:-}" ]; then
+      export CPATH="$AULA_VULKAN_INCLUDE${CPATH:+:$CPATH}"
+    fi
+    ;;
 esac
 echo "aula setup: llama.cpp backend: $backend${cuda_arch:+ ($cuda_arch)}"
 cargo build --release --locked --bins "${features[@]}"

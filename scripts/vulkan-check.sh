@@ -20,18 +20,22 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 header="${VULKAN_SDK:-/usr}/include/vulkan/vulkan_core.h"
 if ! grep -q VK_EXT_layer_settings "$header" 2>/dev/null; then
-  echo "vulkan-check: $header ($(grep -m1 '^#define VK_HEADER_VERSION ' "$header" 2>/dev/null)) lacks" >&2
-  echo "  VK_EXT_layer_settings, which llama.cpp's Vulkan backend uses (Debian 12 ships 1.3.239)." >&2
-  echo "  Install LunarG's Vulkan SDK and set VULKAN_SDK." >&2
-  exit 2
+  # llama.cpp's Vulkan backend uses VK_EXT_layer_settings, which Debian 12's
+  # headers (1.3.239) lack: Debian 13's, unpacked under .cache/ (nothing is
+  # installed), found through CPATH ahead of /usr/include.
+  echo "vulkan-check: $header ($(grep -m1 '^#define VK_HEADER_VERSION ' "$header" 2>/dev/null)) lacks" \
+    "VK_EXT_layer_settings; using Debian 13's headers" >&2
+  inc=$(bash scripts/vulkan-headers.sh)
+  export CPATH="$inc${CPATH:+:$CPATH}"
 fi
 . scripts/toolchain.sh
-# lavapipe: a CPU-type Vulkan device, used only when named; no fp16 or
-# cooperative matrices there.
-export GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1
 t0=$SECONDS
 cargo build --release --locked --bins --features vulkan --target-dir target-vulkan
 echo "vulkan-check: build took $((SECONDS - t0)) s"
 [ -x target/release/aula ] || cargo build --release --locked --bins
+# lavapipe: a CPU-type Vulkan device, used only when named; no fp16 or
+# cooperative matrices there. (Set after the build: llama-cpp-sys-2 passes
+# GGML_* variables to CMake, so at build time they would force a rebuild.)
+export GGML_VK_VISIBLE_DEVICES=0 GGML_VK_DISABLE_F16=1 GGML_VK_DISABLE_COOPMAT=1
 AULA_VK=target-vulkan/release/aula AULA_CPU=target/release/aula \
   .venv/bin/python scripts/vulkan_check.py

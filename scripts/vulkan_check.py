@@ -1,5 +1,6 @@
 """The checks of scripts/vulkan-check.sh: one engine per setting, on free
-loopback ports; prints a table and exits non-zero on a failed check."""
+loopback ports; the device's buffers against `aula plan --gpu-layers`'s
+split; prints what it saw and exits non-zero on a failed check."""
 import json
 import os
 import pathlib
@@ -23,7 +24,7 @@ def free_port():
 def serve(exe, extra):
     port = free_port()
     p = subprocess.Popen([exe, "engine", "--model", str(MODEL), "--port", str(port),
-                          "--parallel", "1", "--context", "1024", *extra],
+                          "--name", "check", "--parallel", "1", "--context", "1024", *extra],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -39,11 +40,18 @@ def serve(exe, extra):
 
 
 def answer(url):
-    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": PROMPT}],
+    body = json.dumps({"model": "check", "messages": [{"role": "user", "content": PROMPT}],
                        "max_tokens": TOKENS, "temperature": 0}).encode()
     req = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=600) as r:
         return json.load(r)["choices"][0]["message"]["content"]
+
+
+def planned(layers):
+    """`aula plan`'s device split at the engine's settings."""
+    out = subprocess.run([os.environ["AULA_CPU"], "plan", str(MODEL), "--context", "1024", "--users", "1",
+                          "--gpu-layers", layers, "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["offload"][0]["split"]
 
 
 def common_prefix(a, b):
@@ -73,6 +81,15 @@ for layers in ["all", "15", "0"]:
           f"KV {vk.get('kv_cache_bytes', 0) / 2**20:.1f} MiB, compute {vk.get('compute_bytes', 0) / 2**20:.1f} MiB; "
           f"device {dev[0]['description'] if dev else '?'}; answer matches the CPU build's for {prefix}/{len(cpu_answer)} chars "
           f"({secs:.0f} s incl. load): {ans!r}")
+    plan = planned(layers)
+    for key, got, tol in [("weights_device_bytes", vk.get("model_bytes", 0), 0.01),
+                          ("kv_device_bytes", vk.get("kv_cache_bytes", 0), 0.01),
+                          ("compute_device_bytes", vk.get("compute_bytes", 0), 0.05)]:
+        want = plan[key]
+        ok = abs(want - got) <= tol * max(got, 1)
+        print(f"  plan {key}: {want / 2**20:.1f} MiB, measured {got / 2**20:.1f} MiB"
+              f" ({(want - got) / max(got, 1):+.1%}){'' if ok else '  FAIL: beyond ' + format(tol, '.0%')}")
+        failed |= not ok
     if not dev:
         print("  FAIL: no Vulkan0 device"); failed = True
     total = off[1] if off else 0

@@ -127,6 +127,8 @@ fn set_up_picks_the_build_the_machine_can_use() {
         err.contains("1.3.239") && err.contains("VK_EXT_layer_settings"),
         "{err}"
     );
+    // ... and it says how to get newer ones.
+    assert!(err.contains("scripts/vulkan-headers.sh"), "{err}");
     let (out, _) = detect("lavapipe", &[LAVAPIPE, GLSLC], &[]);
     assert_eq!(out, "cpu");
     let (out, _) = detect("no-glslc", &[VULKANINFO], &[]);
