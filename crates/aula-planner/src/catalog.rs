@@ -267,6 +267,8 @@ pub fn shape(e: &CatalogEntry) -> ModelShape {
         weight_bytes: None,
         expert_bytes: None,
         lookup_bytes: None,
+        embedding_bytes: None,
+        head_bytes: None,
         released_as: e.released_as.clone(),
         source: e.source.clone(),
     }

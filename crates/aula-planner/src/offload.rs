@@ -34,28 +34,33 @@
 //!   the stack (Gemma's 5 local : 1 global, gpt-oss's alternation): the
 //!   device's `k` layers include `n_swa_layers x k / n_layers` of them,
 //!   rounded down.
-//! * compute buffer (`llama-context.cpp`: the scheduler's buffer for each
-//!   backend, the CPU's in the first GPU's pinned host memory): the
-//!   logits of a micro-batch where the output layer is; the rest of
-//!   [`llamacpp::memory`]'s figure (activations, attention mask) on each
-//!   side that runs repeating layers, so twice while the layers are split
-//!   (assumed: each backend's buffer holds one layer's peak). Not counted:
-//!   the small host buffer of the input rows on full offload, and weights
-//!   that `op_offload` copies to the device for large batches.
+//! * compute buffer (`llama-context.cpp`, `ggml_backend_sched` with
+//!   `op_offload`, llama.cpp's default): the scheduler reserves the whole
+//!   of [`llamacpp::memory`]'s compute figure on the GPU whatever `-ngl`
+//!   is, because a large batch's matrix products run there even with
+//!   their weights on the host (copied over one at a time); while the
+//!   output layer is on the host, that includes room for the head, the
+//!   largest weight. The host side keeps a buffer for the input layer's
+//!   rows, taken as the activations' share of the compute figure (the
+//!   figure less a micro-batch's logits). Checked on Vulkan (Mesa's
+//!   lavapipe, SmolLM2 at -ngl 0, 15 and all: BENCHMARKS.md); CUDA's
+//!   scheduler has the same rule (`offload_op` for batches of 32 and more).
 //! * output buffer (`llama-context.cpp`, `output_reserve`): the output
 //!   device's pinned host buffer type, host memory.
 //!
-//! Embedding and head bytes: a GGUF's `lookup_bytes` (the untied table,
-//! exact) where it is known; otherwise its parameters (`lookup_params`, or
-//! vocab x hidden) x the weights' average bits (`weight_bytes x 8 /
-//! params`; 16 without a parameter count). An untied head is always
-//! estimated so (its own type, Q6_K in most llama.cpp files, is not in the
-//! shape); a tied head is the table's bytes.
+//! Embedding and head bytes: a GGUF's tensor table (`token_embd.weight`,
+//! `output.weight`: their own types, often not the layers' — a Q8_0 table
+//! beside Q4 layers, a Q6_K head) where it is known; otherwise parameters
+//! (`lookup_params`, or vocab x hidden) x the weights' average bits
+//! (`weight_bytes x 8 / params`; 16 without a parameter count). A tied
+//! head is the table's bytes.
 //!
 //! So, at every `-ngl`, `device + host = memory().total_bytes + duplicated`,
-//! `duplicated` being the tied head's device copy and the compute buffer's
-//! second activations: none with nothing offloaded (all host) nor with
-//! everything offloaded, but the tied head's copy.
+//! `duplicated` being the tied head's device copy, the compute buffer's
+//! activations held on both sides, and the head's room in the device's
+//! compute buffer while the output layer is on the host. A split describes
+//! a GPU build with its GPU in use: `-ngl 0` there still puts the compute
+//! buffer on the GPU (a CPU-only engine is [`llamacpp::memory`] alone).
 
 use crate::hardware::Hardware;
 use crate::llamacpp::{self, EngineSettings, LlamaCppMemory};
@@ -78,7 +83,7 @@ pub const RULES: &[(&str, &str)] = &[
     ),
     (
         "repeating layers",
-        "(weights - embedding table - untied head) / n_layers each; embedding and head bytes: the GGUF's where known, else vocab x hidden x the weights' average bits",
+        "(weights - embedding table - untied head) / n_layers each; embedding and head bytes: the GGUF's tensors where known, else vocab x hidden x the weights' average bits",
     ),
     (
         "KV cache",
@@ -86,7 +91,7 @@ pub const RULES: &[(&str, &str)] = &[
     ),
     (
         "compute buffer",
-        "logits of a micro-batch where the output layer is; activations and attention mask on each side that runs repeating layers (both while they are split)",
+        "all of it on the GPU whatever -ngl is (op_offload runs large batches' matrix products there), plus room for the head while the output layer is on the host; the activations' share again on the host for the input rows",
     ),
     ("output buffer", "host memory (pinned)"),
     (
@@ -177,9 +182,9 @@ fn ends(shape: &ModelShape, weights: u64) -> Ends {
     } else {
         matrix
     };
-    let embedding = shape
-        .lookup_bytes
-        .filter(|&b| b > 0)
+    let known = |b: Option<u64>| b.filter(|&b| b > 0);
+    let embedding = known(shape.embedding_bytes)
+        .or(known(shape.lookup_bytes))
         .unwrap_or_else(|| at_bits(table_params))
         .min(weights);
     if shape.tied_embeddings {
@@ -189,7 +194,9 @@ fn ends(shape: &ModelShape, weights: u64) -> Ends {
             untied_head: 0,
         }
     } else {
-        let head = at_bits(matrix).min(weights - embedding);
+        let head = known(shape.head_bytes)
+            .unwrap_or_else(|| at_bits(matrix))
+            .min(weights - embedding);
         Ends {
             embedding,
             head,
@@ -237,9 +244,6 @@ fn split_from(
     let n = shape.n_layers;
     let (on_device, output_on_device) = order.assign(n, gpu_layers);
     let (k, n64) = (u64::from(on_device), u64::from(n));
-    let layers_on_device = on_device > 0;
-    // A model without repeating layers runs what it has on the host.
-    let layers_on_host = on_device < n || on_device == 0;
 
     // Weights.
     let e = ends(shape, m.weights_bytes);
@@ -264,13 +268,16 @@ fn split_from(
     .min(m.kv_cache_bytes);
     let kv_host = m.kv_cache_bytes - kv_device;
 
-    // Compute buffer: logits with the output layer, the rest with the
-    // repeating layers (on both sides while they are split).
+    // Compute buffers: the whole one on the device whatever -ngl is
+    // (op_offload runs a large batch's matrix products there), with room
+    // for the head while the output layer is on the host (the largest
+    // weight copied over); the activations' share again on the host, for
+    // the input layer's rows.
     let logits = llamacpp::logits_bytes(shape, s).min(m.compute_buffer_bytes);
     let rest = m.compute_buffer_bytes - logits;
-    let compute_device = when(output_on_device, logits) + when(layers_on_device, rest);
-    let compute_host = when(!output_on_device, logits) + when(layers_on_host, rest);
-    let rest_twice = when(layers_on_device && layers_on_host, rest);
+    let op_copy = when(!output_on_device, e.head);
+    let compute_device = m.compute_buffer_bytes + op_copy;
+    let compute_host = rest;
 
     let device_bytes = weights_device + kv_device + compute_device;
     let host_bytes = weights_host + kv_host + compute_host + m.output_buffer_bytes;
@@ -290,7 +297,7 @@ fn split_from(
         output_buffer_host_bytes: m.output_buffer_bytes,
         embedding_bytes: e.embedding,
         output_head_bytes: e.head,
-        duplicated_bytes: head_copy + rest_twice,
+        duplicated_bytes: head_copy + rest + op_copy,
         device_bytes,
         host_bytes,
     }
@@ -343,7 +350,8 @@ pub fn fits(o: &Offload, hw: &Hardware, host_free_bytes: Option<u64>) -> Fit {
 
 /// The largest `-ngl` (0 ..= n_layers + 1, the last meaning everything)
 /// whose device part fits `device_budget_bytes`, in the llama.cpp Aula
-/// builds.
+/// builds (0 also when not even that fits: even `-ngl 0` needs the compute
+/// buffer on the GPU).
 pub fn most_layers_that_fit(
     shape: &ModelShape,
     s: &EngineSettings,
@@ -399,6 +407,8 @@ mod tests {
             weight_bytes: Some(4_920_739_232),
             expert_bytes: Some(0),
             lookup_bytes: Some(295_501_824),
+            embedding_bytes: None,
+            head_bytes: None,
             released_as: None,
             source: "test".into(),
         }
@@ -445,17 +455,29 @@ mod tests {
         assert_eq!(last.assign(32, 33), (32, true));
     }
 
+    /// `-ngl 0` on a GPU build: weights and KV on the host, the compute
+    /// buffer on the GPU with room for the head (op_offload).
     #[test]
-    fn nothing_offloaded_is_all_host() {
+    fn nothing_offloaded_still_computes_on_the_gpu() {
         let s = EngineSettings::default();
         for shape in shapes() {
-            let total = llamacpp::memory(&shape, &s).total_bytes;
+            let m = llamacpp::memory(&shape, &s);
+            let rest = m.compute_buffer_bytes - llamacpp::logits_bytes(&shape, &s);
             for order in ORDERS {
                 let o = split_as(&shape, &s, 0, order);
-                assert_eq!(o.device_bytes, 0, "{o:?}");
-                assert_eq!(o.host_bytes, total, "{o:?}");
-                assert_eq!(o.duplicated_bytes, 0);
                 assert_eq!((o.layers_on_device, o.output_on_device), (0, false));
+                assert_eq!((o.weights_device_bytes, o.kv_device_bytes), (0, 0), "{o:?}");
+                assert_eq!(
+                    o.compute_device_bytes,
+                    m.compute_buffer_bytes + o.output_head_bytes
+                );
+                assert_eq!(o.compute_host_bytes, rest);
+                assert_eq!(o.weights_host_bytes, m.weights_bytes);
+                assert_eq!(o.duplicated_bytes, rest + o.output_head_bytes);
+                assert_eq!(
+                    o.device_bytes + o.host_bytes,
+                    m.total_bytes + o.duplicated_bytes
+                );
             }
         }
     }
@@ -465,13 +487,17 @@ mod tests {
         let s = EngineSettings::default();
         for shape in shapes() {
             let m = llamacpp::memory(&shape, &s);
+            let rest = m.compute_buffer_bytes - llamacpp::logits_bytes(&shape, &s);
             for order in ORDERS {
                 for ngl in [33, 34, 9999] {
                     let o = split_as(&shape, &s, ngl, order);
                     assert_eq!((o.layers_on_device, o.output_on_device), (32, true));
                     assert_eq!(o.weights_host_bytes, o.embedding_bytes, "{o:?}");
-                    assert_eq!((o.kv_host_bytes, o.compute_host_bytes), (0, 0));
-                    assert_eq!(o.host_bytes, o.embedding_bytes + m.output_buffer_bytes);
+                    assert_eq!((o.kv_host_bytes, o.compute_host_bytes), (0, rest));
+                    assert_eq!(
+                        o.host_bytes,
+                        o.embedding_bytes + m.output_buffer_bytes + rest
+                    );
                     assert_eq!(o.kv_device_bytes, m.kv_cache_bytes);
                     assert_eq!(o.compute_device_bytes, m.compute_buffer_bytes);
                     let copy = if shape.tied_embeddings {
@@ -479,8 +505,8 @@ mod tests {
                     } else {
                         0
                     };
-                    assert_eq!(o.duplicated_bytes, copy);
-                    assert_eq!(o.device_bytes + o.host_bytes, m.total_bytes + copy);
+                    assert_eq!(o.duplicated_bytes, copy + rest);
+                    assert_eq!(o.device_bytes + o.host_bytes, m.total_bytes + copy + rest);
                 }
             }
         }
@@ -489,6 +515,23 @@ mod tests {
         assert!(o.embedding_bytes > 0 && o.output_head_bytes == o.embedding_bytes);
         // An untied GGUF's table is its exact bytes.
         assert_eq!(split(&llama_8b(), &s, 33).embedding_bytes, 295_501_824);
+        // A GGUF's own table and head bytes win over the average bits (a
+        // Q8_0 table beside Q4 layers, a Q6_K head).
+        let exact = ModelShape {
+            embedding_bytes: Some(555_000_000),
+            head_bytes: Some(444_000_000),
+            ..llama_8b()
+        };
+        let o = split(&exact, &s, 33);
+        assert_eq!(
+            (o.embedding_bytes, o.output_head_bytes),
+            (555_000_000, 444_000_000)
+        );
+        let tied = ModelShape {
+            embedding_bytes: Some(555_000_000),
+            ..tied_swa()
+        };
+        assert_eq!(split(&tied, &s, 33).output_head_bytes, 555_000_000);
     }
 
     #[test]
@@ -515,8 +558,11 @@ mod tests {
         let o = split_as(&shape, &s, 16, NglOrder::OutputLast);
         assert_eq!((o.layers_on_device, o.output_on_device), (16, false));
         assert_eq!(o.kv_device_bytes * 2, m.kv_cache_bytes);
-        assert_eq!(o.compute_device_bytes, rest);
-        assert_eq!(o.compute_host_bytes, m.compute_buffer_bytes);
+        assert_eq!(
+            o.compute_device_bytes,
+            m.compute_buffer_bytes + o.output_head_bytes
+        );
+        assert_eq!(o.compute_host_bytes, rest);
         assert_eq!(o.weights_device_bytes, layers / 2);
         assert!(o.device_bytes > 0 && o.host_bytes < m.total_bytes);
     }
@@ -601,23 +647,27 @@ mod tests {
         for order in ORDERS {
             for ngl in 0..=33 {
                 let need = split_as(&shape, &s, ngl, order).device_bytes;
-                assert_eq!(most_layers_that_fit_as(&shape, &s, need, order), ngl);
+                let most = most_layers_that_fit_as(&shape, &s, need, order);
+                // Where the head moves from the compute buffer's room into
+                // the weights, the next -ngl needs as much (and fits too).
+                assert!(most >= ngl, "{order:?} ngl {ngl}");
+                assert_eq!(split_as(&shape, &s, most, order).device_bytes, need);
                 if ngl > 0 {
-                    assert_eq!(
-                        most_layers_that_fit_as(&shape, &s, need - 1, order),
-                        ngl - 1,
+                    assert!(
+                        most_layers_that_fit_as(&shape, &s, need - 1, order) < ngl,
                         "{order:?} ngl {ngl}"
                     );
                 }
             }
         }
         // 4 GB: the head, logits and activations (0.64 GB), then 16 layers
-        // of 0.13 GB weights and 64 MiB of KV; older llama.cpp fits 19
-        // layers, the head left on the host.
+        // of 0.13 GB weights and 64 MiB of KV; older llama.cpp fits as
+        // many: the head it leaves on the host still needs its room in the
+        // GPU's compute buffer.
         assert_eq!(most_layers_that_fit(&shape, &s, 4_000_000_000), 17);
         assert_eq!(
             most_layers_that_fit_as(&shape, &s, 4_000_000_000, NglOrder::OutputLast),
-            19
+            16
         );
     }
 }

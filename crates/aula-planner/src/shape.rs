@@ -50,6 +50,14 @@ pub struct ModelShape {
     pub expert_bytes: Option<u64>,
     #[serde(default)]
     pub lookup_bytes: Option<u64>,
+    /// Exact bytes of the token-embedding table (`token_embd.weight`, tied
+    /// or not) and of an untied head (`output.weight`), from a GGUF's tensor
+    /// table: their types often differ from the layers' (a Q8_0 table
+    /// beside Q4 layers, a Q6_K head).
+    #[serde(default)]
+    pub embedding_bytes: Option<u64>,
+    #[serde(default)]
+    pub head_bytes: Option<u64>,
     /// The precision the weights were released in when it is not 16-bit
     /// (the catalog's gpt-oss: MXFP4; a config.json's `quantization_config`:
     /// AWQ/GPTQ int4, FP8, NF4...); what `aula plan` uses by default.
@@ -151,6 +159,8 @@ impl ModelShape {
         } else {
             params
         };
+        let tensor_bytes =
+            |name: &str| g.tensors.iter().find(|t| t.name == name).map(|t| t.bytes());
         let lookup = g
             .tensors
             .iter()
@@ -179,6 +189,8 @@ impl ModelShape {
             weight_bytes: Some(g.weight_bytes()),
             expert_bytes: Some(expert_bytes),
             lookup_bytes: Some(lookup.map_or(0, |t| t.bytes())),
+            embedding_bytes: tensor_bytes("token_embd.weight"),
+            head_bytes: tensor_bytes("output.weight"),
             released_as: None,
             source: "GGUF header and tensor table".into(),
         })

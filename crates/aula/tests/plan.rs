@@ -227,7 +227,11 @@ fn plan_cli_splits_offloaded_layers_between_gpu_and_host() {
     let all = run(&[&base[..], &["--gpu-layers", "all"]].concat());
     let some = run(&[&base[..], &["--gpu-layers", "17"]].concat());
     let n = |v: &serde_json::Value, k: &str| v["split"][k].as_u64().unwrap();
-    assert_eq!(n(&none, "device_bytes"), 0, "{none}");
+    // -ngl 0 on a GPU build: weights and KV on the host, the compute
+    // buffer still on the GPU (op_offload).
+    assert_eq!(n(&none, "weights_device_bytes"), 0, "{none}");
+    assert_eq!(n(&none, "kv_device_bytes"), 0, "{none}");
+    assert!(n(&none, "compute_device_bytes") > 0, "{none}");
     assert_eq!(n(&all, "layers_on_device"), 32, "{all}");
     assert_eq!(all["split"]["output_on_device"], true);
     assert!(n(&some, "device_bytes") > 0 && n(&some, "device_bytes") < n(&all, "device_bytes"));
@@ -341,4 +345,45 @@ fn plan_cli_takes_vllm_versions_drafts_and_llama_cpp_generations() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown generation `1999`"));
+}
+
+/// The offload split against what llama.cpp's Vulkan backend allocated on
+/// Mesa's lavapipe for SmolLM2 (context 1024, one slot; scripts/vulkan-check.sh,
+/// 2026-12-02, BENCHMARKS.md): the device's model, KV and compute buffers at
+/// -ngl all, 15 and 0, in bytes as `/health` reported them. Weights and KV
+/// are exact (the GGUF's own tensor sizes: a Q8_0 embedding table beside
+/// Q4_1 layers); the compute buffer within 5%.
+#[test]
+fn plan_offload_matches_vulkan_buffers_measured() {
+    let measured: [(&str, u64, u64, u64); 3] = [
+        ("all", 96_573_850, 23_592_960, 106_451_436),
+        ("15", 61_111_009, 11_010_048, 105_381_888),
+        ("0", 0, 0, 135_465_533),
+    ];
+    let model = model_path(SMOL_FILE);
+    for (ngl, weights, kv, compute) in measured {
+        let o = plan_summary(&[
+            model.to_str().unwrap(),
+            "--context",
+            "1024",
+            "--users",
+            "1",
+            "--gpu-layers",
+            ngl,
+        ])["offload"][0]
+            .clone();
+        let n = |k: &str| o["split"][k].as_u64().unwrap() as f64;
+        let near = |planned: f64, real: u64, tol: f64| {
+            (planned - real as f64).abs() <= tol * (real as f64).max(1.0)
+        };
+        assert!(
+            near(n("weights_device_bytes"), weights, 0.01),
+            "-ngl {ngl}: {o}"
+        );
+        assert!(near(n("kv_device_bytes"), kv, 0.01), "-ngl {ngl}: {o}");
+        assert!(
+            near(n("compute_device_bytes"), compute, 0.05),
+            "-ngl {ngl}: {o}"
+        );
+    }
 }
