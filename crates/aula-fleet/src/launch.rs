@@ -88,9 +88,33 @@ pub fn embedded_slots(gguf: &Path, parallel: Option<usize>) -> usize {
     }
 }
 
+/// Bytes per KV cache element for `aula engine`'s `--cache-type-k/-v` flags
+/// among `engine_args` (f16 where not given): the mean of the two types.
+pub fn kv_bytes_per_elem(engine_args: &[String]) -> f64 {
+    let of = |flag: &str| {
+        engine_args
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| engine_args.get(i + 1))
+            .and_then(|t| aula_planner::ggml::GgmlType::from_name(t))
+            .map_or(2.0, |t| t.bits_per_weight() / 8.0)
+    };
+    (of("--cache-type-k") + of("--cache-type-v")) / 2.0
+}
+
 /// What the planner says an embedded model will allocate at its settings
 /// (the file's size when its header cannot be read: the engine will say why).
 pub fn planned_bytes(gguf: &Path, context: Option<u32>, parallel: Option<usize>) -> u64 {
+    planned_bytes_with(gguf, context, parallel, &[])
+}
+
+/// [`planned_bytes`] with the engine's extra flags (its KV cache types).
+pub fn planned_bytes_with(
+    gguf: &Path,
+    context: Option<u32>,
+    parallel: Option<usize>,
+    engine_args: &[String],
+) -> u64 {
     let plan = || -> Result<u64, String> {
         let file = aula_planner::gguf::GgufFile::open(gguf).map_err(|e| e.to_string())?;
         let shape = aula_planner::shape::ModelShape::from_gguf("model", &file)?;
@@ -102,6 +126,7 @@ pub fn planned_bytes(gguf: &Path, context: Option<u32>, parallel: Option<usize>)
         let settings = aula_planner::llamacpp::EngineSettings {
             context: context.unwrap_or(trained.min(4096)),
             parallel: parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS) as u32,
+            kv_bytes_per_elem: kv_bytes_per_elem(engine_args),
             ..Default::default()
         };
         Ok(aula_planner::llamacpp::memory(&shape, &settings).total_bytes)
@@ -225,6 +250,28 @@ pub fn external(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An embedded engine's KV cache types (config's `cache_type_k/v`, passed
+    /// as flags) size its KV cache in the plan; f16 where not given.
+    #[test]
+    fn kv_cache_types_size_the_plan() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(kv_bytes_per_elem(&[]), 2.0);
+        assert_eq!(kv_bytes_per_elem(&args(&["--gpu-layers", "all"])), 2.0);
+        let q8 = 34.0 / 32.0;
+        assert_eq!(
+            kv_bytes_per_elem(&args(&["--cache-type-k", "q8_0", "--cache-type-v", "q8_0"])),
+            q8
+        );
+        assert_eq!(
+            kv_bytes_per_elem(&args(&["--cache-type-k", "q8_0"])),
+            (q8 + 2.0) / 2.0
+        );
+        assert_eq!(
+            kv_bytes_per_elem(&args(&["--cache-type-v", "q4_0", "--cache-type-k", "bf16"])),
+            (18.0 / 32.0 + 2.0) / 2.0
+        );
+    }
 
     /// A vLLM engine for gpt-oss-120b with no `precision` is planned as
     /// released (MXFP4 experts, about 65 GB of weights), not at BF16.

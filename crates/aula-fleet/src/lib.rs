@@ -150,7 +150,7 @@ impl FleetBuilder {
                 threads,
                 engine_args,
             } => {
-                let planned = launch::planned_bytes(&gguf, context, parallel);
+                let planned = launch::planned_bytes_with(&gguf, context, parallel, &engine_args);
                 let slots = launch::embedded_slots(&gguf, parallel);
                 let template = supervisor::EngineSpec {
                     name: spec.name.clone(),

@@ -578,8 +578,7 @@ impl Lifecycle {
                 v["placement"]["layers_offloaded"][0].as_u64(),
                 v["placement"]["layers_offloaded"][1].as_u64(),
             ) {
-                let (pa, pof) = layers.unwrap_or((0, 0));
-                layers = Some((pa + a as u32, pof + of as u32));
+                layers = Some(fewest_offloaded(layers, (a as u32, of as u32)));
             }
         }
         let gap = (actual as f64 - m.planned() as f64).abs() / (m.planned().max(1) as f64);
@@ -741,5 +740,27 @@ impl Managed {
             .max(0.1);
         let gb = (self.planned() as f64 / 1e9).max(0.001);
         (demand + 1.0) * load / gb
+    }
+}
+
+/// Layers offloaded per engine, not summed: replicas load the same model
+/// ("29/29" each), so a model shows the fewest any of its engines has.
+fn fewest_offloaded(acc: Option<(u32, u32)>, engine: (u32, u32)) -> (u32, u32) {
+    match acc {
+        Some((a, of)) => (a.min(engine.0), of.max(engine.1)),
+        None => engine,
+    }
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::fewest_offloaded;
+
+    #[test]
+    fn replicas_layers_are_not_summed() {
+        let one = fewest_offloaded(None, (29, 29));
+        assert_eq!(fewest_offloaded(Some(one), (29, 29)), (29, 29));
+        assert_eq!(fewest_offloaded(Some(one), (12, 29)), (12, 29));
+        assert_eq!(fewest_offloaded(Some((12, 29)), (29, 29)), (12, 29));
     }
 }

@@ -118,7 +118,8 @@ pub struct PsRow {
     /// `actual_bytes`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub device_bytes: BTreeMap<String, u64>,
-    /// Layers offloaded to a GPU, of all layers, as llama.cpp reported.
+    /// Layers offloaded to a GPU, of all layers, as llama.cpp reported:
+    /// per engine (the fewest among a model's replicas), not summed.
     #[serde(default)]
     pub layers_offloaded: Option<(u32, u32)>,
 }
