@@ -623,6 +623,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// ggml's GPU modules (CUDA, Vulkan) have no score function: they are
+    /// loaded (a library without `ggml_backend_score` stands in for one).
+    /// The CPU variants' score decides for them.
+    #[test]
+    fn modules_without_a_score_are_loaded() {
+        let plain = Path::new("libm.so.6");
+        assert_eq!(module_score(plain).unwrap(), None);
+        assert!(gpu_module_runs_here(plain));
+        // One that cannot be opened is tried, so that its error is said.
+        assert!(gpu_module_runs_here(Path::new(
+            "/nonexistent/libggml-cuda.so"
+        )));
+    }
+
     #[test]
     fn variant_names_come_from_file_names() {
         assert_eq!(
