@@ -24,6 +24,13 @@ if [ ! -e "$root/lib/stubs/libcuda.so" ]; then
   mkdir -p "$root/lib/stubs"
   echo 'void aula_cuda_stub(void) {}' | cc -x c -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" -
 fi
+# A CMake cache from a run before the stub existed keeps the driver
+# NOTFOUND (llama-cpp-sys-2 does not configure an existing build again, and
+# the link then fails on `-lCUDA::cuda_driver`): configure afresh (the CUDA
+# objects were kept when this happened; the C++ ones were rebuilt).
+for c in target-cuda/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
+  if [ -f "$c" ] && grep -q 'CUDA_cuda_driver_LIBRARY-NOTFOUND' "$c"; then rm -f "$c"; fi
+done
 export CUDA_PATH="$root" CUDAToolkit_ROOT="$root" PATH="$root/bin:$PATH"
 export LIBRARY_PATH="$root/lib:${LIBRARY_PATH:-}" LD_LIBRARY_PATH="$root/lib:${LD_LIBRARY_PATH:-}"
 export CMAKE_CUDA_ARCHITECTURES="${ARCHS:-121a-real;90-real}" CMAKE_CUDA_COMPILER="$root/bin/nvcc"
