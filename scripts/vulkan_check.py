@@ -1,6 +1,7 @@
 """The checks of scripts/vulkan-check.sh: one engine per setting, on free
 loopback ports; the device's buffers against `aula plan --gpu-layers`'s
 split; prints what it saw and exits non-zero on a failed check."""
+import atexit
 import json
 import os
 import pathlib
@@ -26,6 +27,7 @@ def serve(exe, extra):
     p = subprocess.Popen([exe, "engine", "--model", str(MODEL), "--port", str(port),
                           "--name", "check", "--parallel", "1", "--context", "1024", *extra],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    atexit.register(p.kill)  # a failed request must not leave the engine running
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
