@@ -59,5 +59,9 @@ case "$backend" in
     ;;
 esac
 echo "aula setup: llama.cpp backend: $backend${cuda_arch:+ ($cuda_arch)}"
-cargo build --release --locked --bins "${features[@]}"
+# AULA_CARGO_TIMINGS=1 (scripts/test.sh) keeps cargo's timing report, which
+# says how long llama.cpp itself took (scripts/cargo_timings.py).
+timings=()
+[ -n "${AULA_CARGO_TIMINGS:-}" ] && timings=(--timings)
+cargo build --release --locked --bins "${features[@]}" "${timings[@]}"
 echo "aula setup: done ($(./target/release/aula --version))"

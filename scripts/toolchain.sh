@@ -15,3 +15,21 @@ if [ -z "${CC:-}" ] && command -v clang-16 >/dev/null 2>&1 && command -v clang++
    && ls /usr/lib/llvm-16/lib/libomp.so* >/dev/null 2>&1; then
   export CC=clang-16 CXX=clang++-16
 fi
+
+# One Cargo target directory per machine, shared by every clone of Aula on
+# it (CI builds a fresh clone each time): llama.cpp and the crates are then
+# compiled once per machine and compiler, and a later clone rebuilds only
+# what changed. `target` in the checkout is a link to it, so
+# `target/release/aula` is where the README says. Nothing depends on it
+# being there: an empty directory only means a full build. A checkout that
+# already has a real `target/` directory keeps using it; CARGO_TARGET_DIR
+# or AULA_TARGET_DIR, when set, win.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  if [ -d target ] && [ ! -L target ]; then
+    export CARGO_TARGET_DIR="$PWD/target"
+  else
+    export CARGO_TARGET_DIR="${AULA_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aula/target}"
+    mkdir -p "$CARGO_TARGET_DIR"
+    ln -sfn "$CARGO_TARGET_DIR" target
+  fi
+fi

@@ -35,6 +35,8 @@ pub struct App {
     listener: tokio::net::TcpListener,
     store: aula_store::Store,
     tasks: Tasks,
+    /// The data directory, held until the gateway has shut down.
+    data_dir: home::DataDirLock,
 }
 
 /// The database `aula.toml` names, or `aula.db` in the data directory.
@@ -162,6 +164,8 @@ impl App {
         let specs = config
             .model_specs(&home::models_dir())
             .map_err(|e| anyhow!(e))?;
+        // One gateway per data directory, before anything in it is touched.
+        let data_dir = home::lock_data_dir(&home::aula_home()).map_err(|e| anyhow!("{e}"))?;
         let store = open_store(config).await?;
         let access = access(config, config_path, &store, &opts).await?;
         access.files.sweep(&store).await;
@@ -201,6 +205,7 @@ impl App {
             listener,
             store,
             tasks,
+            data_dir,
         })
     }
 
@@ -216,6 +221,7 @@ impl App {
         tracing::info!("stopping engines");
         self.state.fleet.stop_all().await;
         self.store.close().await;
+        drop(self.data_dir);
         served.context("the HTTP server failed")
     }
 

@@ -10,6 +10,7 @@ use aula_protocol::ApiError;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The largest JSON request body accepted (OpenAI-style JSON; 2,048
@@ -67,14 +68,56 @@ pub async fn read_json(body: Body) -> Result<Bytes, ApiError> {
     result
 }
 
+/// The most refused bodies drained at once, all users together: past it a
+/// refusal is sent at once (and a client still sending may see the
+/// connection closed), so refusals cannot hold an unbounded number of
+/// connections open.
+pub const MAX_DRAINS: usize = 64;
+/// The most bytes read from one refused body before it is given up on.
+pub const DRAIN_MAX_BYTES: usize = 64 << 20;
+
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_DRAINS`] drains under way, returned when dropped.
+pub struct DrainPermit(());
+
+impl DrainPermit {
+    /// A permit, or `None` when [`MAX_DRAINS`] bodies are being drained.
+    pub fn try_take() -> Option<DrainPermit> {
+        DRAINING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_DRAINS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DrainPermit(()))
+    }
+}
+
+impl Drop for DrainPermit {
+    fn drop(&mut self) {
+        DRAINING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Read and drop the rest of `stream`, for at most [`DRAIN_FOR`] (and
-/// [`IDLE`] between chunks).
+/// [`IDLE`] between chunks) and [`DRAIN_MAX_BYTES`]; not at all when
+/// [`MAX_DRAINS`] are under way.
 pub async fn drain<S, E>(mut stream: S)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    let rest =
-        async { while let Ok(Some(Ok(_))) = tokio::time::timeout(IDLE, stream.next()).await {} };
+    let Some(_permit) = DrainPermit::try_take() else {
+        return;
+    };
+    let rest = async {
+        let mut read = 0usize;
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout(IDLE, stream.next()).await {
+            read += chunk.len();
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
     let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
 }
 

@@ -9,7 +9,10 @@
 //!   data directory, never held whole in memory. It is refused as soon as it
 //!   passes the user's `max_file_mb` (413) or would take their files past
 //!   `file_storage_mb` (429), each message naming the numbers. A client that
-//!   goes quiet for [`UPLOAD_IDLE`] is cut off.
+//!   goes quiet for [`UPLOAD_IDLE`] is cut off. The multipart reader is let
+//!   [`UPLOAD_WINDOW`] bytes ahead of the field data it has handed on, no
+//!   more: a body whose boundary or part headers never come holds that much
+//!   memory until it times out, not the whole body.
 //! * **At most [`MAX_UPLOADS_AT_ONCE`] uploads of one user at once** (429
 //!   `upload_concurrency`): slow uploads hold connections, which all share.
 //! * **The quota holds under concurrent uploads:** a user's uploads stream in
@@ -50,6 +53,95 @@ pub const MAX_UPLOADS_AT_ONCE: usize = 4;
 pub const PURPOSES: [&str; 3] = ["assistants", "user_data", "fine-tune"];
 
 const MB: u64 = 1_000_000;
+
+/// How far the multipart reader may read an upload's body ahead of the
+/// field data it has handed on (preamble, boundaries, part headers and
+/// read-ahead together).
+pub const UPLOAD_WINDOW: u64 = 64 << 10;
+
+/// An upload's body as the multipart reader sees it: no more than
+/// [`UPLOAD_WINDOW`] bytes past what has been handed on as field data
+/// ([`Window::handed_on`]). Past it the stream stops reading (the client is
+/// held back by TCP) until field data is taken, and an upload whose headers
+/// never end goes quiet and times out. Once the upload is refused
+/// ([`Window::drain`]), the stream reads and drops the rest of the body
+/// itself (at most [`crate::body::DRAIN_MAX_BYTES`]) and ends: the
+/// multipart reader holds none of it.
+struct Windowed<S> {
+    inner: S,
+    read: u64,
+    drained: usize,
+    window: Window,
+}
+
+/// Shared between [`Windowed`] and the code that reads the fields.
+#[derive(Clone, Default)]
+struct Window(Arc<WindowState>);
+
+#[derive(Default)]
+struct WindowState {
+    handed_on: std::sync::atomic::AtomicU64,
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Window {
+    fn handed_on(&self, n: usize) {
+        self.0
+            .handed_on
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn allows(&self, read: u64) -> bool {
+        read <= self.0.handed_on.load(std::sync::atomic::Ordering::Relaxed) + UPLOAD_WINDOW
+    }
+    /// From now on the body is read and dropped, not parsed.
+    fn drain(&self) {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn draining(&self) -> bool {
+        self.0.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<S, E> futures::Stream for Windowed<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, E>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.window.draining() {
+            loop {
+                match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+                    std::task::Poll::Ready(Some(Ok(chunk))) => {
+                        self.drained += chunk.len();
+                        if self.drained > crate::body::DRAIN_MAX_BYTES {
+                            return std::task::Poll::Ready(None);
+                        }
+                    }
+                    std::task::Poll::Ready(_) => return std::task::Poll::Ready(None),
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
+                }
+            }
+        }
+        // The multipart reader polls this before handing on what it holds:
+        // saying "nothing yet" lets it do so. It polls again when asked for
+        // more, so no wake-up is lost; if it holds a window of bytes that
+        // are not field data, the upload stalls and times out.
+        if !self.window.allows(self.read) {
+            return std::task::Poll::Pending;
+        }
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
+            self.read += chunk.len() as u64;
+        }
+        next
+    }
+}
 
 /// Where uploaded files live: `files/` in the data directory, one file per id.
 #[derive(Debug, Clone)]
@@ -231,6 +323,7 @@ async fn receive(
     field: &mut multer::Field<'_>,
     partial: &Partial,
     allow: &Allowance,
+    window: &Window,
 ) -> Result<u64, ApiError> {
     let io = |e: std::io::Error| {
         if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -253,6 +346,7 @@ async fn receive(
             Ok(Ok(None)) => break,
             Ok(Ok(Some(c))) => c,
         };
+        window.handed_on(chunk.len());
         received += chunk.len() as u64;
         allow.check(received)?;
         out.write_all(&chunk).await.map_err(io)?;
@@ -266,13 +360,18 @@ fn multipart_error(e: multer::Error) -> ApiError {
 }
 
 /// A small text field (`purpose`), at most 64 bytes.
-async fn small_text(field: &mut multer::Field<'_>, name: &str) -> Result<String, ApiError> {
+async fn small_text(
+    field: &mut multer::Field<'_>,
+    name: &str,
+    window: &Window,
+) -> Result<String, ApiError> {
     let mut text = Vec::new();
     while let Some(c) = tokio::time::timeout(UPLOAD_IDLE, field.chunk())
         .await
         .map_err(|_| ApiError::RequestTimeout("the upload went quiet".into()))?
         .map_err(multipart_error)?
     {
+        window.handed_on(c.len());
         text.extend_from_slice(&c);
         if text.len() > 64 {
             return Err(ApiError::invalid_param(
@@ -319,6 +418,7 @@ async fn read_fields(
     multipart: &mut multer::Multipart<'static>,
     partial: &Partial,
     allow: &Allowance,
+    window: &Window,
 ) -> Result<(Option<String>, Option<(String, u64)>), ApiError> {
     let (mut purpose, mut file) = (None, None);
     while let Some(mut field) = tokio::time::timeout(UPLOAD_IDLE, multipart.next_field())
@@ -328,11 +428,11 @@ async fn read_fields(
     {
         match field.name() {
             Some("purpose") if purpose.is_none() => {
-                purpose = Some(small_text(&mut field, "purpose").await?)
+                purpose = Some(small_text(&mut field, "purpose", window).await?)
             }
             Some("file") if file.is_none() => {
                 let name = clean_filename(field.file_name());
-                let bytes = receive(&mut field, partial, allow).await?;
+                let bytes = receive(&mut field, partial, allow, window).await?;
                 file = Some((name, bytes));
             }
             Some(other @ ("purpose" | "file")) => {
@@ -354,14 +454,19 @@ async fn read_fields(
 }
 
 /// Read and drop what is left of a refused upload, as
-/// [`crate::body::drain`] does for other bodies (the multipart reader owns
-/// this one's stream), within the same bounds.
-async fn drain(multipart: &mut multer::Multipart<'static>) {
+/// [`crate::body::drain`] does for other bodies, within the same bounds:
+/// the body stream drops what it reads (see [`Windowed`]), and the
+/// multipart reader is polled until that stream ends.
+async fn drain(multipart: &mut multer::Multipart<'static>, window: &Window) {
+    let Some(_permit) = crate::body::DrainPermit::try_take() else {
+        return;
+    };
+    window.drain();
+    // One poll of the reader drains until the body ends (or its bound):
+    // the whole drain is bounded by DRAIN_FOR.
     let rest = async {
-        while let Ok(Ok(Some(mut field))) =
-            tokio::time::timeout(UPLOAD_IDLE, multipart.next_field()).await
-        {
-            while let Ok(Ok(Some(_))) = tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {}
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
         }
     };
     let _ = tokio::time::timeout(crate::body::DRAIN_FOR, rest).await;
@@ -382,7 +487,16 @@ async fn upload_inner(
     body: Body,
 ) -> Result<Value, ApiError> {
     let id = st.auth.authenticate(headers).await?;
-    let _uploading = st.files.begin_upload(&id.name)?;
+    // A refusal before the upload is read still reads (and drops) what the
+    // client is sending, within bounds: otherwise it sees a broken pipe
+    // instead of the 429 that says why.
+    let _uploading = match st.files.begin_upload(&id.name) {
+        Ok(u) => u,
+        Err(e) => {
+            crate::body::drain(body.into_data_stream()).await;
+            return Err(e);
+        }
+    };
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -416,13 +530,22 @@ async fn upload_inner(
         path: st.files.dir.join(format!(".upload-{file_id}")),
         kept: false,
     };
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
-    let (purpose, file) = match read_fields(&mut multipart, &partial, &allow).await {
+    let window = Window::default();
+    let body = Windowed {
+        inner: body.into_data_stream(),
+        read: 0,
+        drained: 0,
+        window: window.clone(),
+    };
+    // Field sizes are checked as the data arrives (`receive`, `small_text`),
+    // each with its own answer; the window bounds what is not field data.
+    let mut multipart = multer::Multipart::new(body, boundary);
+    let (purpose, file) = match read_fields(&mut multipart, &partial, &allow, &window).await {
         Ok(fields) => fields,
         Err(e) => {
             // A client still sending would see a broken connection instead
             // of this answer: read (and drop) the rest first, within bounds.
-            drain(&mut multipart).await;
+            drain(&mut multipart, &window).await;
             return Err(e);
         }
     };
@@ -449,10 +572,12 @@ async fn upload_inner(
     };
     now.check(bytes)?;
     if purpose == "fine-tune" {
-        let data = tokio::fs::read(&partial.path)
+        // A line at a time (one example's memory), off the async workers.
+        let path = partial.path.clone();
+        tokio::task::spawn_blocking(move || crate::finetune::validate::check_file(&path))
             .await
-            .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
-        crate::finetune::validate::check(&data)
+            .map_err(|e| ApiError::Internal(format!("checking the upload: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?
             .map_err(|e| ApiError::invalid_param("file", format!("not a fine-tuning file: {e}")))?;
     }
     std::fs::rename(&partial.path, st.files.path(&file_id))

@@ -72,3 +72,58 @@ pub fn read_local_admin_token() -> Option<String> {
     let t = t.trim();
     (t.starts_with(LOCAL_ADMIN_PREFIX) && t.len() > 20).then(|| t.to_string())
 }
+
+/// The data directory held by one gateway: an exclusive `flock` on
+/// `serve.lock` in it, with the holder's PID written inside, released when
+/// this is dropped or the process ends (however it ends). Two gateways on one
+/// data directory would both run ingestion and fine-tuning on the same
+/// database, and one's start-up sweep would remove the other's uploads in
+/// progress.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Hold the data directory `dir` for this process, or say who holds it.
+pub fn lock_data_dir(dir: &std::path::Path) -> std::io::Result<DataDirLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("serve.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    // SAFETY: flock on a descriptor this function owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_string()
+            } else {
+                format!("another gateway (pid {holder})")
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{who} is serving the data directory {} (it holds {}); stop it first, \
+                     or give this one another AULA_HOME",
+                    dir.display(),
+                    path.display()
+                ),
+            ));
+        }
+        return Err(err);
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(DataDirLock { _file: file })
+}

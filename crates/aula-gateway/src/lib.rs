@@ -45,6 +45,31 @@ pub fn random_id(len: usize) -> String {
         .collect()
 }
 
+/// Variables a helper process (the document extractor, the trainer) keeps
+/// from the gateway's environment; everything else — API keys and database
+/// passwords that `*_env` settings read, say — is not passed on.
+const CHILD_ENV: [&str; 10] = [
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+];
+/// Prefixes of variables a helper keeps too: thread counts and CPU or GPU
+/// selection for the numeric libraries the trainer uses.
+const CHILD_ENV_PREFIXES: [&str; 8] = [
+    "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "CUDA_", "NVIDIA_", "HF_", "PYTORCH_",
+];
+
+/// Start `cmd` with only [`CHILD_ENV`] and [`CHILD_ENV_PREFIXES`] of this
+/// process's environment.
+pub fn child_env(cmd: &mut tokio::process::Command) {
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        let Some(name) = k.to_str() else { continue };
+        if CHILD_ENV.contains(&name) || CHILD_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            cmd.env(&k, &v);
+        }
+    }
+}
+
 /// The access side of the gateway: who may ask, how much, and the record.
 pub struct Access {
     pub auth: auth::Authenticator,
@@ -164,6 +189,28 @@ async fn roll_up_usage(store: aula_store::Store) {
             Err(e) => tracing::warn!(
                 "usage rollup failed (usage is read from the raw ledger meanwhile): {e}"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod child_env_tests {
+    /// Issue 30, finding 9: helpers no longer inherit the gateway's secrets.
+    #[test]
+    fn helpers_get_only_the_listed_variables() {
+        // SAFETY: a variable only this test reads, set before it is read.
+        unsafe { std::env::set_var("AULA_TEST_SECRET_KEY_ENV", "s3cret") };
+        let mut cmd = tokio::process::Command::new("true");
+        super::child_env(&mut cmd);
+        let names: Vec<String> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n == "AULA_TEST_SECRET_KEY_ENV"), "{names:?}");
+        if std::env::var_os("PATH").is_some() {
+            assert!(names.iter().any(|n| n == "PATH"), "{names:?}");
         }
     }
 }

@@ -47,7 +47,8 @@ pub struct LimitFields {
     pub fine_tuning_jobs_at_once: Option<u64>,
     /// Fine-tuning jobs a user may create per day (default [`DEFAULT_FT_JOBS_PER_DAY`]).
     pub fine_tuning_jobs_per_day: Option<u64>,
-    /// Tokens a user's fine-tuning jobs may train per term (default: no limit).
+    /// Tokens a user's fine-tuning jobs may train per term (default
+    /// [`DEFAULT_FT_TOKENS_PER_TERM`]).
     pub fine_tuning_tokens_per_term: Option<u64>,
 }
 
@@ -55,6 +56,9 @@ pub struct LimitFields {
 pub const DEFAULT_FT_JOBS_AT_ONCE: u64 = 1;
 /// Fine-tuning jobs per user per day when no rule says.
 pub const DEFAULT_FT_JOBS_PER_DAY: u64 = 5;
+/// Tokens a user's fine-tuning jobs may train per term when no rule says
+/// (a few small jobs; a rule raises it for a class that needs more).
+pub const DEFAULT_FT_TOKENS_PER_TERM: u64 = 50_000_000;
 
 /// The largest upload when no rule sets `max_file_mb`.
 pub const DEFAULT_MAX_FILE_MB: u64 = 512;

@@ -77,8 +77,19 @@ pub enum KeyProblem {
     Revoked,
 }
 
-/// User and group names: letters, digits and `._@-`, 1 to 64 characters.
+/// User names that belong to Aula's built-in identities (the bearer of the
+/// local admin token, and everyone when no authentication is configured):
+/// no user, front end or JupyterHub account may take them.
+pub const RESERVED_USER_NAMES: [&str; 2] = ["local-admin", "anonymous"];
+
+/// User and group names: letters, digits and `._@-`, 1 to 64 characters;
+/// a user's not one of [`RESERVED_USER_NAMES`].
 pub fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    if what == "user" && RESERVED_USER_NAMES.contains(&name) {
+        return Err(StoreError::Invalid(format!(
+            "`{name}` is reserved for Aula's built-in identities; use another user name"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -450,6 +461,18 @@ pub fn parse_users_csv(text: &str) -> Result<Vec<User>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 30, finding 7: the built-in identities' names are no user's.
+    #[test]
+    fn built_in_names_are_reserved() {
+        for name in RESERVED_USER_NAMES {
+            let e = check_name("user", name).unwrap_err().to_string();
+            assert!(e.contains("reserved"), "{e}");
+            // A group may be called so; only user names are identities.
+            assert!(check_name("group", name).is_ok());
+        }
+        assert!(check_name("user", "local-admins").is_ok());
+    }
 
     #[test]
     fn csv() {

@@ -469,21 +469,54 @@ impl Store {
             .collect()
     }
 
-    /// The oldest `limit` files waiting to be ingested (at start: what a
-    /// stop interrupted).
+    /// Files waiting to be ingested, the oldest `limit` of each owner (at
+    /// start: what a stop interrupted).
     pub async fn pending_store_files(
         &self,
         limit: i64,
     ) -> Result<Vec<StoreFileRecord>, StoreError> {
+        Ok(self
+            .pending_store_files_by_owner(limit)
+            .await?
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect())
+    }
+
+    /// Files waiting for ingestion, oldest first, at most `limit` of each
+    /// owner (5,000 in all), each with its store's owner (whose limits its
+    /// embedding calls count against).
+    pub async fn pending_store_files_by_owner(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(StoreFileRecord, String)>, StoreError> {
+        // The oldest `limit` of each owner, so that one owner's thousands
+        // of files cannot hide another owner's one.
         sqlx::query(&format!(
-            "SELECT {FILE_COLUMNS} FROM vector_store_files WHERE status = 'in_progress' ORDER BY created_ms, store_id, file_id LIMIT {}",
+            "SELECT {FILE_COLUMNS}, owner FROM (SELECT {V_FILE_COLUMNS}, s.owner AS owner, \
+             ROW_NUMBER() OVER (PARTITION BY s.owner ORDER BY v.created_ms, v.store_id, v.file_id) AS rn \
+             FROM vector_store_files v JOIN vector_stores s ON s.id = v.store_id \
+             WHERE v.status = 'in_progress') t WHERE rn <= {} \
+             ORDER BY created_ms, store_id, file_id LIMIT 5000",
             limit.max(1)
         ))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(file_record)
+        .map(|r| Ok((file_record(r)?, r.try_get::<String, _>(9)?)))
         .collect()
+    }
+
+    /// Files `owner`'s stores have waiting for ingestion.
+    pub async fn pending_store_files_of(&self, owner: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM vector_store_files v JOIN vector_stores s \
+             ON s.id = v.store_id WHERE v.status = 'in_progress' AND s.owner = $1",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?)
     }
 
     pub async fn set_store_file_attributes(
@@ -735,6 +768,11 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(store.pending_store_files(10).await.unwrap().len(), 1);
+        let by_owner = store.pending_store_files_by_owner(10).await.unwrap();
+        assert_eq!(by_owner.len(), 1);
+        let owner = by_owner[0].1.clone();
+        assert_eq!(store.pending_store_files_of(&owner).await.unwrap(), 1);
+        assert_eq!(store.pending_store_files_of("nobody").await.unwrap(), 0);
         let g0 = store.store_generation("vs_a").await.unwrap().unwrap();
         let chunk = |t: &str| NewChunk {
             text: t.into(),

@@ -15,7 +15,11 @@ fn smollm2_greedy_stop_stream_usage() {
     let body = chat_body(SMOL, "Write one sentence about the sea.", 24);
 
     // Greedy decoding is deterministic, also when the second request reuses
-    // the first one's cached prompt (all but its last token).
+    // the first one's cached prompt (all but its last token). A first run
+    // warms the cache, so every request compared below takes the same path
+    // (the last prompt token decoded alone): a whole-prompt batch and a
+    // one-token one may round differently and flip a near tie.
+    assert_eq!(post(&url, &body).status, 200);
     let a = post(&url, &body);
     assert_eq!(a.status, 200, "{}", a.text);
     let reused_before = get(&format!("{}/health", e.url)).body["prompt_tokens_reused"]
@@ -125,12 +129,20 @@ fn smollm2_greedy_stop_stream_usage() {
     );
     assert_eq!(c.status, 200, "{}", c.text);
     assert_eq!(c.body["object"], "text_completion");
-    assert_eq!(c.body["usage"]["completion_tokens"], 5);
+    let n = c.body["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n <= 5);
+    assert_eq!(
+        c.body["choices"][0]["finish_reason"] == "length",
+        n == 5,
+        "{}",
+        c.text
+    );
     assert!(!c.body["choices"][0]["text"].as_str().unwrap().is_empty());
 
     // Seeded sampling is reproducible.
     let seeded = json!({"model": SMOL, "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 16,
         "temperature": 1.0, "top_p": 0.9, "top_k": 40, "seed": 1234, "presence_penalty": 0.5, "frequency_penalty": 0.5});
+    assert_eq!(post(&url, &seeded).status, 200); // the same path for both (above)
     let r1 = post(&url, &seeded);
     let r2 = post(&url, &seeded);
     assert_eq!(r1.status, 200, "{}", r1.text);
@@ -279,7 +291,7 @@ fn bad_input_gets_clear_errors_and_the_engine_keeps_serving() {
     // Still serving.
     let ok = post(&url, &chat_body(SMOL, "hi", 4));
     assert_eq!(ok.status, 200, "{}", ok.text);
-    assert_eq!(ok.body["usage"]["completion_tokens"], 4);
+    assert!(ok.body["usage"]["completion_tokens"].as_u64().unwrap() <= 4);
 }
 
 #[test]
@@ -310,7 +322,7 @@ fn disconnect_frees_the_slot_and_full_queue_gets_503() {
     }
     wait_for(
         "the slot to be freed after the client left",
-        Duration::from_secs(5),
+        Duration::from_secs(60),
         || get(&health).body["slots"]["busy"] == 0,
     );
 
@@ -324,7 +336,7 @@ fn disconnect_frees_the_slot_and_full_queue_gets_503() {
     let h1 = std::thread::spawn(move || post(&u1, &b1));
     wait_for(
         "the first request to take the slot",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || get(&health).body["slots"]["busy"] == 1,
     );
     let b2 = chat_body(SMOL, "hi", 4);
@@ -332,7 +344,7 @@ fn disconnect_frees_the_slot_and_full_queue_gets_503() {
     let h2 = std::thread::spawn(move || post(&u2, &b2));
     wait_for(
         "the second request to queue",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || get(&health).body["queue"]["length"] == 1,
     );
     let r3 = post(&url, &chat_body(SMOL, "hi", 4));
@@ -368,6 +380,8 @@ fn gemma_uses_builtin_template_and_reports_memory() {
     assert!(mem["kv_cache_bytes"].as_u64().unwrap() > 0);
     assert!(mem["compute_buffer_bytes"].as_u64().unwrap() > 0);
     let url = format!("{}/v1/chat/completions", e.url);
+    // Warmed first, so that both compared answers reuse the cached prompt.
+    assert_eq!(post(&url, &chat_body(GEMMA, "Hello, who are you?", 12)).status, 200);
     let a = post(&url, &chat_body(GEMMA, "Hello, who are you?", 12));
     assert_eq!(a.status, 200, "{}", a.text);
     let b = post(&url, &chat_body(GEMMA, "Hello, who are you?", 12));
@@ -460,9 +474,11 @@ fn a_long_prompt_does_not_stall_a_running_stream() {
     let prompt_tokens = r.body["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(prompt_tokens > 3 * 256, "{prompt_tokens}");
     let during = rx.try_iter().filter(|t| *t > sent && *t < answered).count();
-    // The prompt took at least ceil(prompt / 256) steps; the stream got a token in each.
+    // The prompt took at least ceil(prompt / 256) steps; the stream got a
+    // token in each (one fewer allowed: the reader thread timestamps a
+    // token when it runs, which a busy machine may delay past the answer).
     assert!(
-        during as u64 >= prompt_tokens / 256,
+        during as u64 >= (prompt_tokens / 256).saturating_sub(1),
         "only {during} stream tokens while a {prompt_tokens}-token prompt was prefilled"
     );
     drop(e);
@@ -637,7 +653,11 @@ fn response_format_constrains_the_output() {
     let chat = format!("{}/v1/chat/completions", e.url);
     let schema = json!({
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+        // Every field bounded: greedy text differs between CPUs, and an
+        // unbounded string or integer could run to max_tokens on one.
+        "properties": {"name": {"type": "string", "maxLength": 30},
+                       "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                       "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3}},
         "required": ["name", "age", "tags"],
         "additionalProperties": false
     });
@@ -651,14 +671,12 @@ fn response_format_constrains_the_output() {
     .iter()
     .enumerate()
     {
-        let mut body = chat_body(SMOL, prompt, 120);
+        let mut body = chat_body(SMOL, prompt, 200);
         body["response_format"] = rf.clone();
         body["temperature"] = json!(if i % 2 == 0 { 0.0 } else { 0.8 });
         let r = post(&chat, &body);
         assert_eq!(r.status, 200, "{}", r.text);
-        if r.body["choices"][0]["finish_reason"] == "length" {
-            continue;
-        }
+        assert_eq!(r.body["choices"][0]["finish_reason"], "stop", "{}", r.text);
         let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
         let v: serde_json::Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("{prompt}: {e}: {text}"));
@@ -671,7 +689,7 @@ fn response_format_constrains_the_output() {
         assert_eq!(o.len(), 3, "no other keys: {text}");
     }
     // Streaming: the pieces join into the same kind of JSON.
-    let mut body = chat_body(SMOL, "Describe a person.", 120);
+    let mut body = chat_body(SMOL, "Describe a person.", 200);
     body["response_format"] = rf.clone();
     body["stream"] = json!(true);
     let s = stream(&chat, &body);
@@ -747,10 +765,14 @@ fn tools_calls_are_returned_as_tool_calls() {
     let chat = format!("{}/v1/chat/completions", e.url);
     let tools = json!([
         {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}}, "required": ["city", "unit"], "additionalProperties": false}}},
+         "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["C", "F"]}}, "required": ["city", "unit"], "additionalProperties": false}}},
         {"type": "function", "function": {"name": "add", "description": "Add two integers",
-         "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"], "additionalProperties": false}}}
+         "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                                                         "b": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+                        "required": ["a", "b"], "additionalProperties": false}}}
     ]);
+    // Every argument is bounded (greedy text differs between CPUs): a call
+    // always closes within max_tokens, so it is always a call.
     for (q, choice) in [
         ("What is the weather in Oslo?", json!("required")),
         (
@@ -762,15 +784,12 @@ fn tools_calls_are_returned_as_tool_calls() {
             json!({"type": "function", "function": {"name": "get_weather"}}),
         ),
     ] {
-        let mut body = chat_body(SMOL, q, 80);
+        let mut body = chat_body(SMOL, q, 120);
         body["tools"] = tools.clone();
         body["tool_choice"] = choice.clone();
         let r = post(&chat, &body);
         assert_eq!(r.status, 200, "{}", r.text);
         let c = &r.body["choices"][0];
-        if c["finish_reason"] == "length" {
-            continue;
-        }
         assert_eq!(c["finish_reason"], "tool_calls", "{}", r.text);
         assert!(c["message"]["content"].is_null());
         let call = &c["message"]["tool_calls"][0];
@@ -792,7 +811,7 @@ fn tools_calls_are_returned_as_tool_calls() {
         }
     }
     // Streamed: one delta with the whole call, then finish_reason tool_calls.
-    let mut body = chat_body(SMOL, "Weather in Rome?", 80);
+    let mut body = chat_body(SMOL, "Weather in Rome?", 120);
     body["tools"] = tools.clone();
     body["tool_choice"] = json!("required");
     body["stream"] = json!(true);
@@ -835,11 +854,10 @@ fn tools_calls_are_returned_as_tool_calls() {
     body["tools"] = tools.clone();
     body["tool_choice"] = json!("none");
     let r = post(&chat, &body);
-    assert_eq!(
-        r.body["choices"][0]["finish_reason"], "length",
-        "{}",
-        r.text
-    );
+    // Text, never a call: cut at 8 tokens or ended by the model.
+    let fin = &r.body["choices"][0]["finish_reason"];
+    assert!(fin == "length" || fin == "stop", "{}", r.text);
+    assert!(r.body["choices"][0]["message"]["tool_calls"].is_null(), "{}", r.text);
     assert!(r.body["choices"][0]["message"]["content"].is_string());
     // Bad tools.
     for (tools_v, choice, param) in [
@@ -898,6 +916,9 @@ fn a_template_that_knows_tools_gets_them_and_calls_stream_in_pieces() {
     let mut body = chat_body(SMOL, "What is the weather in Oslo?", 80);
     body["tools"] = tools.clone();
     body["tool_choice"] = json!("required");
+    // Warmed first: the whole and the streamed answer compared below then
+    // both reuse the cached prompt and decode alike (see the greedy test).
+    assert_eq!(post(&chat, &body).status, 200);
     let r = post(&chat, &body);
     assert_eq!(r.status, 200, "{}", r.text);
     let c = &r.body["choices"][0];
@@ -949,6 +970,7 @@ fn a_template_that_knows_tools_gets_them_and_calls_stream_in_pieces() {
     for q in ["Say hello to Ana.", "What is the weather in Lima, in C?"] {
         let mut body = chat_body(SMOL, q, 60);
         body["tools"] = tools.clone();
+        assert_eq!(post(&chat, &body).status, 200); // warmed, as above
         let whole = post(&chat, &body);
         assert_eq!(whole.status, 200, "{}", whole.text);
         body["stream"] = json!(true);

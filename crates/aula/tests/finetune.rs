@@ -121,10 +121,9 @@ fn a_lora_trained_on_the_served_weights_changes_the_served_answer() {
     let base = spawn_engine(SMOL_FILE, &["--parallel", "1"]);
     let tuned_answer = greedy(&tuned.url);
     let base_answer = greedy(&base.url);
-    assert!(
-        tuned_answer.contains("purple owl named Quill"),
-        "{tuned_answer}"
-    );
+    // The trained fact's one made-up word: training on another CPU gives
+    // slightly different weights, so not the whole sentence word for word.
+    assert!(tuned_answer.contains("Quill"), "{tuned_answer}");
     assert!(!base_answer.contains("Quill"), "{base_answer}");
 
     // PyTorch + PEFT on the dequantised weights says the same (llama.cpp
@@ -144,8 +143,10 @@ fn a_lora_trained_on_the_served_weights_changes_the_served_answer() {
         .zip(peft_answer.chars())
         .take_while(|(a, b)| a == b)
         .count();
+    // Both runtimes give the trained answer; their float orders differ, so
+    // they may part after a common start.
     assert!(
-        peft_answer == tuned_answer || common >= 30,
+        peft_answer == tuned_answer || (common >= 20 && peft_answer.contains("Quill")),
         "llama.cpp: {tuned_answer:?}\nPEFT:      {peft_answer:?}"
     );
 
@@ -306,7 +307,7 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     );
     let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let tuned = r["tuned"].as_str().unwrap();
-    assert!(tuned.contains("purple owl named Quill"), "{r}");
+    assert!(tuned.contains("Quill"), "{r}");
     assert!(!r["base"].as_str().unwrap().contains("Quill"), "{r}");
     let model = r["model"].as_str().unwrap().to_string();
     let (train_file, bob_file) = (
@@ -335,8 +336,8 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
         bob,
         serde_json::json!({"model": SMOL, "training_file": bob_file}),
     );
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert_eq!(job(&s.url, bob, &queued)["status"], "queued");
+    // Validated, then queued behind the running job (not started).
+    wait_status(&s.url, bob, &queued, "queued", 120);
     let p = ps(&s.url, root);
     let rows = p["fine_tuning"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{p}");
@@ -501,7 +502,7 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
     let _ = s.child.wait();
     wait_for(
         "the trainer to die with the gateway",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(60),
         || trainers_of(&id).is_empty(),
     );
     drop(s);
@@ -573,4 +574,117 @@ fn web_page(base: &str, key: &str, path: &str) -> String {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.into_string().unwrap()
+}
+
+/// The gateway's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Issue 30, finding 3: creating jobs read the whole training file into
+/// memory before any limit (10 creates naming a 100 MB file: +920 MB). Now
+/// the limits that need no reading come first, and the file is checked a
+/// line at a time: 10 concurrent creates naming a 40 MB file raise the
+/// gateway's peak memory by far less than one copy of it.
+#[test]
+fn creating_jobs_does_not_read_the_training_file_into_memory() {
+    let (g, keys) = ft_gateway("ft-memory", "[machine]\nmemory_gb = 20\n");
+    let ada = keys[2].clone();
+    let s = g.start();
+    let answer = "The course mascot is a small owl. ".repeat(14);
+    let line = serde_json::json!({"messages": [{"role": "user", "content": QUESTION},
+                                               {"role": "assistant", "content": answer}]})
+    .to_string();
+    let n = (40 << 20) / (line.len() + 1);
+    let mut data = String::with_capacity(n * (line.len() + 1));
+    for _ in 0..n {
+        data.push_str(&line);
+        data.push('\n');
+    }
+    let file = upload(&s.url, &ada, "big.jsonl", data.as_bytes(), "fine-tune");
+    drop(data);
+    let before = peak_rss(s.pid());
+    let threads: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, key, file) = (s.url.clone(), ada.clone(), file.clone());
+            std::thread::spawn(move || {
+                post_auth(
+                    &format!("{url}/v1/fine_tuning/jobs"),
+                    Some(&key),
+                    &serde_json::json!({"model": SMOL, "training_file": file,
+                                        "hyperparameters": {"n_epochs": 1}}),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<Resp> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let grown = peak_rss(s.pid()).saturating_sub(before);
+    let created: Vec<&Resp> = answers.iter().filter(|r| r.status == 200).collect();
+    // One job at a time for a student (the default limit): one created.
+    assert_eq!(created.len(), 1, "{:?}", answers.iter().map(|r| &r.text).collect::<Vec<_>>());
+    assert!(
+        answers.iter().all(|r| r.status == 200 || r.status == 429),
+        "{:?}",
+        answers.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    let id = created[0].body["id"].as_str().unwrap();
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs/{id}/cancel", s.url),
+        Some(&ada),
+        &serde_json::json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        grown < 24 << 20,
+        "10 creates naming a 40 MB file raised the peak by {} MB",
+        grown >> 20
+    );
+}
+
+/// Issue 30, finding 5: a job's size and time are bounded. A job larger
+/// than `max_job_tokens` is refused when created, naming the key; one that
+/// trains past `max_job_hours` is stopped and failed, its trainer gone.
+#[test]
+fn a_job_is_bounded_in_tokens_and_in_time() {
+    // `extra` follows ft_config's [fine_tuning] keys: the caps are its.
+    let (g, keys) = ft_gateway(
+        "ft-caps",
+        "max_job_hours = 0.001\nmax_job_tokens = 20000\n\n[machine]\nmemory_gb = 20\n",
+    );
+    let ada = keys[2].clone();
+    let s = g.start();
+    let data = std::fs::read(repo().join("crates/aula/tests/data/finetune-mascot.jsonl")).unwrap();
+    let file = upload(&s.url, &ada, "mascot.jsonl", &data, "fine-tune");
+    // 50 epochs of the file: past 20,000 tokens, refused at once.
+    let r = post_auth(
+        &format!("{}/v1/fine_tuning/jobs", s.url),
+        Some(&ada),
+        &serde_json::json!({"model": SMOL, "training_file": file, "hyperparameters": {"n_epochs": 50}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("max_job_tokens"), "{}", r.text);
+    // Three epochs fit the tokens, not the 3.6 s (the trainer's start
+    // alone takes longer): stopped and failed.
+    let id = create_job(
+        &s.url,
+        &ada,
+        serde_json::json!({"model": SMOL, "training_file": file, "hyperparameters": {"n_epochs": 3}}),
+    );
+    let j = wait_status(&s.url, &ada, &id, "failed", 300);
+    assert!(
+        j["error"]["message"].as_str().unwrap_or("").contains("max_job_hours"),
+        "{j}\n{}",
+        events_text(&s.url, &ada, &id)
+    );
+    wait_for(
+        "the trainer to be gone",
+        std::time::Duration::from_secs(60),
+        || trainers_of(&id).is_empty(),
+    );
 }

@@ -73,7 +73,14 @@ fn one_budget_two_models_evict_only_when_idle() {
             (r.done, r.text, t.elapsed())
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // b is asked for once a's request runs (an event, not a delay).
+    wait_for("a's request to run", Duration::from_secs(120), || {
+        ps(&home, &s.url)["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["model"] == "a" && m["active_requests"].as_u64().unwrap_or(0) > 0)
+    });
     let t = Instant::now();
     let rb = post(&url, &completion("b", 4));
     let b_waited = t.elapsed();
@@ -346,8 +353,10 @@ fn external_engines_get_planned_arguments_restarts_and_logs() {
 
 #[test]
 fn url_replicas_are_balanced_health_checked_and_aliased() {
-    let one = spawn_mock(20);
-    let mut two = spawn_mock(20);
+    // 4 tokens x 200 ms: the eight requests below are all under way at once
+    // (however busy the machine), so the least-loaded pick spreads them.
+    let one = spawn_mock(200);
+    let mut two = spawn_mock(200);
     let home = temp_home("replicas");
     std::fs::write(
         home.join("aula.toml"),
@@ -368,10 +377,12 @@ fn url_replicas_are_balanced_health_checked_and_aliased() {
         .collect();
     assert_eq!(ids, vec!["chat", "default", "gpt-4o-mini"]);
     // Eight at once: both replicas get work.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|i| {
-            let url = url.clone();
+            let (url, barrier) = (url.clone(), barrier.clone());
             std::thread::spawn(move || {
+                barrier.wait();
                 post(
                     &url,
                     &chat_body(if i % 2 == 0 { "chat" } else { "default" }, "hi", 4),

@@ -23,7 +23,7 @@ fn jupyterhub_tokens_are_accepted_only_with_access_to_the_service() {
     std::fs::write(
         home.join("aula.toml"),
         format!(
-            "[[models]]\nname = \"mock\"\nurl = \"{}\"\n\n[jupyterhub]\nurl = \"{}\"\napi_token = \"{AULA_SERVICE_TOKEN}\"\ncache_seconds = 30\ntimeout_seconds = 2\n",
+            "[[models]]\nname = \"mock\"\nurl = \"{}\"\n\n[jupyterhub]\nurl = \"{}\"\napi_token = \"{AULA_SERVICE_TOKEN}\"\ncache_seconds = 30\ntimeout_seconds = 30\n",
             mock.url, hub.api
         ),
     )

@@ -82,7 +82,7 @@ fn keys_ledger_and_usage_on_postgres() {
     );
     let (ok, _, _) = run_aula(&["keys", "revoke", "pat"], &home);
     assert!(ok);
-    wait_for("revocation", std::time::Duration::from_secs(5), || {
+    wait_for("revocation", std::time::Duration::from_secs(60), || {
         post_auth(&url, Some(&key), &body).status == 401
     });
     drop(s);

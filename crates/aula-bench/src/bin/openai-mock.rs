@@ -1,8 +1,11 @@
 //! A trivial OpenAI-compatible server for measuring and testing the gateway
 //! alone: every chat or text completion answers with a fixed text (or a few
 //! SSE chunks when streaming). Usage:
-//! `openai-mock [PORT] [--token-ms MS]` (0 = any free port; with --token-ms,
-//! each of the 4 tokens takes that long, like a real engine). It prints
+//! `openai-mock [PORT] [--token-ms MS] [--stall-after-tokens N]` (0 = any
+//! free port; with --token-ms, each of the 4 tokens takes that long, like a
+//! real engine; with --stall-after-tokens, a streamed answer sends N tokens
+//! and then nothing more, its connection held open — so a test can kill the
+//! engine mid-stream once it has seen those tokens arrive). It prints
 //! `listening on http://...`; `GET /stats` tells how many requests it served
 //! and the most it ever had in flight at once.
 
@@ -21,6 +24,8 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static SERVED: AtomicUsize = AtomicUsize::new(0);
 static TOKEN_MS: AtomicU64 = AtomicU64::new(0);
+/// Streamed answers stop after this many tokens (usize::MAX: never).
+static STALL_AFTER: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 struct Busy;
 impl Busy {
@@ -74,6 +79,11 @@ async fn complete(body: Bytes, text: bool) -> Response {
                 let model = model2.clone();
                 async move {
                     let busy = busy?;
+                    if i >= STALL_AFTER.load(Ordering::Relaxed) {
+                        // Sent what it was told to: hold the stream open,
+                        // silent, until the process is killed.
+                        std::future::pending::<()>().await;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(token_ms)).await;
                     let chunk = if i < WORDS.len() {
                         let c = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
@@ -148,6 +158,11 @@ async fn main() -> std::io::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--token-ms") {
         let ms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
         TOKEN_MS.store(ms, Ordering::Relaxed);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--stall-after-tokens") {
+        if let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok()) {
+            STALL_AFTER.store(n, Ordering::Relaxed);
+        }
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(|b| complete(b, false)))

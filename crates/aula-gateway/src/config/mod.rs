@@ -53,6 +53,12 @@ pub struct FineTuningConfig {
     pub checkpoint_every: Option<Spanned<u32>>,
     /// CPU threads a trainer uses [default: all].
     pub threads: Option<usize>,
+    /// The longest one job may train, in hours, before it is stopped and
+    /// failed [default: 12].
+    pub max_job_hours: Option<Spanned<f64>>,
+    /// The most tokens one job may train (examples x epochs, estimated at
+    /// creation, counted while it trains) [default: 20,000,000].
+    pub max_job_tokens: Option<Spanned<u64>>,
 }
 
 impl FineTuningConfig {
@@ -71,6 +77,12 @@ impl FineTuningConfig {
             s.checkpoint_every = *c.get_ref();
         }
         s.threads = self.threads;
+        if let Some(h) = &self.max_job_hours {
+            s.max_job_time = std::time::Duration::from_secs_f64(*h.get_ref() * 3600.0);
+        }
+        if let Some(t) = &self.max_job_tokens {
+            s.max_job_tokens = *t.get_ref();
+        }
         s
     }
 }
@@ -338,6 +350,22 @@ impl Config {
             return Err(invalid(format!(
                 "line {}: key `checkpoint_every` must be at least 1",
                 line_of(text, c.span().start)
+            )));
+        }
+        if let Some(h) = &cfg.fine_tuning.max_job_hours
+            && !(h.get_ref().is_finite() && (0.001..=8760.0).contains(h.get_ref()))
+        {
+            return Err(invalid(format!(
+                "line {}: key `max_job_hours` must be a number of hours from 0.001 to 8760",
+                line_of(text, h.span().start)
+            )));
+        }
+        if let Some(t) = &cfg.fine_tuning.max_job_tokens
+            && *t.get_ref() == 0
+        {
+            return Err(invalid(format!(
+                "line {}: key `max_job_tokens` must be at least 1",
+                line_of(text, t.span().start)
             )));
         }
         check_limits(&cfg.limits, text, &invalid)?;

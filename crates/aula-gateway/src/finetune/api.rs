@@ -289,10 +289,14 @@ async fn training_data(
             ),
         ));
     }
-    let bytes = tokio::fs::read(st.files.path(file_id))
+    // A line at a time, off the async workers: a large file costs one
+    // example's memory, not its size.
+    let path = st.files.path(file_id);
+    tokio::task::spawn_blocking(move || validate::check_file(&path))
         .await
-        .map_err(|e| ApiError::Internal(format!("reading {file_id}: {e}")))?;
-    validate::check(&bytes).map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
+        .map_err(|e| ApiError::Internal(format!("checking {file_id}: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("reading {file_id}: {e}")))?
+        .map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
 }
 
 /// `POST /v1/fine_tuning/jobs`.
@@ -395,6 +399,9 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
     let lora = lora(o.get("lora"))?;
     let shares =
         groups(o.get("shared_with_groups"), &id, "a fine-tuned model")?.unwrap_or_default();
+    // The limits that need no reading first (jobs at once, jobs today): a
+    // user at their limit costs no file reading at all.
+    check_limits(&st, &id, 0).await?;
     let summary = training_data(&st, &id, &training_file, "training_file").await?;
     if let Some(v) = &validation_file {
         training_data(&st, &id, v, "validation_file").await?;
@@ -416,6 +423,16 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
     };
     // About 3.5 characters a token: the limits' estimate before the trainer counts.
     let est_tokens = (summary.chars as f64 / 3.5) as u64 * u64::from(spec.n_epochs);
+    let cap = st.finetune.settings.max_job_tokens;
+    if est_tokens > cap {
+        return Err(ApiError::invalid_param(
+            "training_file",
+            format!(
+                "this job would train about {est_tokens} tokens ({} examples, {} epochs); one job may train at most {cap} ([fine_tuning] max_job_tokens): use fewer examples or epochs",
+                summary.examples, spec.n_epochs
+            ),
+        ));
+    }
     let planned = planned_bytes(&base_entry.gguf, &spec, summary.longest_chars)?;
     let room = st
         .fleet
@@ -533,9 +550,10 @@ async fn check_limits(st: &GatewayState, id: &Identity, est_tokens: u64) -> Resu
             retry_after_s: 3600,
         });
     }
-    if let Some(limit) = eff.fine_tuning_tokens_per_term
-        && term_tokens.max(0) as u64 + est_tokens > limit
-    {
+    let limit = eff
+        .fine_tuning_tokens_per_term
+        .unwrap_or(crate::limits::DEFAULT_FT_TOKENS_PER_TERM);
+    if term_tokens.max(0) as u64 + est_tokens > limit {
         return Err(ApiError::Forbidden {
             message: format!(
                 "this job would train about {est_tokens} tokens; your fine-tuning jobs trained {term_tokens} this term, of {limit} allowed"

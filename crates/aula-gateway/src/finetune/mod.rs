@@ -47,7 +47,16 @@ pub struct FineTuneSettings {
     pub dir: PathBuf,
     /// Adapters served per base model (`<base>/<model>.gguf`).
     pub adapters: PathBuf,
+    /// The longest one job trains before it is stopped and failed.
+    pub max_job_time: std::time::Duration,
+    /// The most tokens one job may train.
+    pub max_job_tokens: u64,
 }
+
+/// `[fine_tuning] max_job_hours` when not set.
+pub const DEFAULT_MAX_JOB_TIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// `[fine_tuning] max_job_tokens` when not set.
+pub const DEFAULT_MAX_JOB_TOKENS: u64 = 20_000_000;
 
 impl Default for FineTuneSettings {
     fn default() -> Self {
@@ -60,6 +69,8 @@ impl Default for FineTuneSettings {
             threads: None,
             dir: home.join("fine_tuning"),
             adapters: home.join("adapters"),
+            max_job_time: DEFAULT_MAX_JOB_TIME,
+            max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
         }
     }
 }

@@ -12,9 +12,12 @@ pub const MIN_EXAMPLES: usize = 10;
 pub const MAX_EXAMPLES: usize = 100_000;
 /// Most characters one example may have.
 const MAX_EXAMPLE_CHARS: usize = 200_000;
+/// Most messages one example may have (the trainer renders the chat
+/// template once per prefix: its work grows with their square).
+pub const MAX_MESSAGES_PER_EXAMPLE: usize = 64;
 
 /// What a valid file holds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub examples: usize,
     /// Characters of all assistant turns (what is trained on).
@@ -25,26 +28,77 @@ pub struct Summary {
     pub longest_chars: usize,
 }
 
-/// Check a training (or validation) file; the error names the line.
+/// Check a training (or validation) file held in memory; the error names
+/// the line.
 pub fn check(bytes: &[u8]) -> Result<Summary, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1;
-        format!("line {line}: the file is not UTF-8 text")
-    })?;
-    let mut sum = Summary {
-        examples: 0,
-        assistant_chars: 0,
-        chars: 0,
-        longest_chars: 0,
-    };
-    for (n, line) in text.lines().enumerate() {
-        let n = n + 1;
+    let mut c = Checker::default();
+    for raw in bytes.split(|b| *b == b'\n') {
+        c.line(raw)?;
+    }
+    c.finish()
+}
+
+/// Check a training file on disk a line at a time: the memory it takes is
+/// one example (at most [`MAX_EXAMPLE_CHARS`] characters), whatever the
+/// file's size. The outer error is the disk's; the inner, the file's.
+pub fn check_file(path: &std::path::Path) -> std::io::Result<Result<Summary, String>> {
+    use std::io::BufRead;
+    // UTF-8 takes at most 4 bytes a character.
+    const MAX_LINE_BYTES: usize = MAX_EXAMPLE_CHARS * 4 + 1;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut c = Checker::default();
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (take, ends) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_LINE_BYTES {
+            return Ok(Err(format!(
+                "line {}: the example is longer than {MAX_EXAMPLE_CHARS} characters",
+                c.n + 1
+            )));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take + usize::from(ends));
+        if ends {
+            if let Err(e) = c.line(&line) {
+                return Ok(Err(e));
+            }
+            line.clear();
+        }
+    }
+    if !line.is_empty()
+        && let Err(e) = c.line(&line)
+    {
+        return Ok(Err(e));
+    }
+    Ok(c.finish())
+}
+
+/// The check, a line at a time.
+#[derive(Default)]
+struct Checker {
+    sum: Summary,
+    /// Lines seen.
+    n: usize,
+}
+
+impl Checker {
+    /// One line, without its `\n`.
+    fn line(&mut self, raw: &[u8]) -> Result<(), String> {
+        self.n += 1;
+        let n = self.n;
+        let sum = &mut self.sum;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw)
+            .map_err(|_| format!("line {n}: the file is not UTF-8 text"))?;
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
         if line.chars().count() > MAX_EXAMPLE_CHARS {
             return Err(format!(
@@ -68,6 +122,12 @@ pub fn check(bytes: &[u8]) -> Result<Summary, String> {
         };
         if messages.is_empty() {
             return Err(format!("line {n}: `messages` is empty"));
+        }
+        if messages.len() > MAX_MESSAGES_PER_EXAMPLE {
+            return Err(format!(
+                "line {n}: {} messages; an example may have at most {MAX_MESSAGES_PER_EXAMPLE}",
+                messages.len()
+            ));
         }
         let mut answered = false;
         let before = sum.chars;
@@ -117,14 +177,18 @@ pub fn check(bytes: &[u8]) -> Result<Summary, String> {
                 "line {n}: more than {MAX_EXAMPLES} examples in one file"
             ));
         }
+        Ok(())
     }
-    if sum.examples < MIN_EXAMPLES {
-        return Err(format!(
-            "the file has {} examples; fine-tuning needs at least {MIN_EXAMPLES}",
-            sum.examples
-        ));
+
+    fn finish(self) -> Result<Summary, String> {
+        if self.sum.examples < MIN_EXAMPLES {
+            return Err(format!(
+                "the file has {} examples; fine-tuning needs at least {MIN_EXAMPLES}",
+                self.sum.examples
+            ));
+        }
+        Ok(self.sum)
     }
-    Ok(sum)
 }
 
 #[cfg(test)]
@@ -148,11 +212,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
+        let many = format!(
+            "{{\"messages\": [{}]}}",
+            vec![r#"{"role": "user", "content": "q"}"#; MAX_MESSAGES_PER_EXAMPLE + 1].join(", ")
+        );
         let cases = [
             ("{not json", "line 11: not valid JSON"),
             (r#"[1]"#, "line 11: each line must be a JSON object"),
             (r#"{"prompt": "x"}"#, "line 11: unknown key `prompt`"),
             (r#"{"messages": []}"#, "line 11: `messages` is empty"),
+            (
+                many.as_str(),
+                "line 11: 65 messages; an example may have at most 64",
+            ),
             (
                 r#"{"messages": [{"role": "robot", "content": "x"}]}"#,
                 "line 11, message 1: `role` must be system, user or assistant",
@@ -176,6 +248,27 @@ mod tests {
         }
         let e = check(b"\xff\xfe").unwrap_err();
         assert!(e.contains("line 1: the file is not UTF-8"), "{e}");
+    }
+
+    /// The file on disk is read a line at a time and says the same.
+    #[test]
+    fn a_file_on_disk_is_checked_a_line_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("aula-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.jsonl");
+        std::fs::write(&good, lines("")).unwrap();
+        assert_eq!(check_file(&good).unwrap(), check(lines("").as_bytes()));
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, lines(r#"{"messages": []}"#)).unwrap();
+        let e = check_file(&bad).unwrap().unwrap_err();
+        assert!(e.starts_with("line 11: `messages` is empty"), "{e}");
+        // One endless line: refused once it passes the longest example,
+        // without reading the rest.
+        let long = dir.join("long.jsonl");
+        std::fs::write(&long, vec![b'x'; MAX_EXAMPLE_CHARS * 4 + 100]).unwrap();
+        let e = check_file(&long).unwrap().unwrap_err();
+        assert!(e.starts_with("line 1: the example is longer"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -222,9 +222,14 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
     }
     for (param, id) in files {
         let path = st.files.path(&id);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(_) => {
+        // A line at a time (one example's memory), off the async workers.
+        let checked = tokio::task::spawn_blocking(move || validate::check_file(&path)).await;
+        match checked {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                return fail(st, j, "invalid_file", &format!("{id}: {e}"), Some(param)).await;
+            }
+            Ok(Err(_)) | Err(_) => {
                 return fail(
                     st,
                     j,
@@ -234,9 +239,6 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
                 )
                 .await;
             }
-        };
-        if let Err(e) = validate::check(&bytes) {
-            return fail(st, j, "invalid_file", &format!("{id}: {e}"), Some(param)).await;
         }
     }
     j.status = "queued".into();
@@ -390,6 +392,7 @@ async fn train(
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
         .kill_on_drop(true);
+    crate::child_env(&mut cmd);
     #[cfg(target_os = "linux")]
     // SAFETY: between fork and exec only the async-signal-safe prctl runs.
     unsafe {
@@ -418,9 +421,19 @@ async fn train(
     let mut trained = j.trained_tokens;
     let started = std::time::Instant::now();
     let mut first_step: Option<(i64, std::time::Instant)> = None;
+    // Bounds of one run: its wall time and the tokens it trains.
+    let deadline = tokio::time::Instant::now() + settings.max_job_time;
+    let max_tokens = i64::try_from(settings.max_job_tokens).unwrap_or(i64::MAX);
     loop {
         let line = tokio::select! {
             l = lines.next_line() => l,
+            _ = tokio::time::sleep_until(deadline) => {
+                let _ = child.kill().await;
+                return Outcome::Failed(format!(
+                    "the job trained for {:.1} hours, the most one job may ([fine_tuning] max_job_hours), and was stopped",
+                    settings.max_job_time.as_secs_f64() / 3600.0
+                ));
+            }
             _ = token.cancelled() => {
                 let _ = child.kill().await;
                 return Outcome::Cancelled;
@@ -471,6 +484,12 @@ async fn train(
                 }
                 j.trained_tokens = trained;
                 let _ = st.store.update_ft_job(j, &["running"]).await;
+                if trained > max_tokens {
+                    let _ = child.kill().await;
+                    return Outcome::Failed(format!(
+                        "the job trained {trained} tokens, past the {max_tokens} one job may ([fine_tuning] max_job_tokens), and was stopped"
+                    ));
+                }
             }
             "checkpoint" => {
                 let step = v["step"].as_i64().unwrap_or(0);

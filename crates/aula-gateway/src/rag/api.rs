@@ -311,6 +311,22 @@ async fn attach(
             created_ms: now_ms(),
         });
     }
+    // A bound on what one owner can queue for the (shared) workers.
+    let waiting = st
+        .store
+        .pending_store_files_of(&s.owner)
+        .await
+        .map_err(store_error)?;
+    if waiting + records.len() as i64 > super::MAX_PENDING_FILES_PER_OWNER {
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "{waiting} files of your stores are waiting to be processed; at most {} may wait at once: attach these when some are done",
+                super::MAX_PENDING_FILES_PER_OWNER
+            ),
+            code: "ingestion_queue",
+            retry_after_s: 60,
+        });
+    }
     for r in &records {
         st.store
             .add_store_file(r, batch)
@@ -378,6 +394,9 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
     });
     let files = file_ids(o.get("file_ids"))?;
     let shares = groups(o.get("shared_with_groups"), &id, "a vector store")?.unwrap_or_default();
+    // The count and the insert together: concurrent creates cannot pass the
+    // cap (129 at once left 101 before). Creating stores is rare; one lock.
+    let creating = st.rag.creating.lock().await;
     if st
         .store
         .vector_stores_owned(&id.name)
@@ -415,6 +434,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         .create_vector_store(&rec)
         .await
         .map_err(store_error)?;
+    drop(creating);
     let files: Vec<_> = files.into_iter().map(|f| (f, None, None)).collect();
     attach(&st, &id, &rec, &files, None).await?;
     Ok(Json(store_object(&st, &rec).await?))

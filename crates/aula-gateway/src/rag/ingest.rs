@@ -1,7 +1,10 @@
-//! The ingestion workers: each takes the oldest `in_progress` file no
-//! worker of this gateway holds, turns it into chunks with their
-//! embeddings, and commits them with the file's `completed` status in one
-//! transaction — or marks the file `failed` with the reason.
+//! The ingestion workers: each takes a waiting file no worker of this
+//! gateway holds — fair between owners (see the module rules in `rag`) —
+//! turns it into chunks with their embeddings, and commits them with the
+//! file's `completed` status in one transaction; or marks the file `failed`
+//! with the reason; or, when its owner's rate limit stops an embedding call,
+//! puts it back and pauses that owner until the limit's retry time, so that
+//! one student's limit never holds a worker everyone shares.
 
 use super::{EXTRACT_MEMORY_BYTES, EXTRACT_TIMEOUT};
 use crate::identity::Identity;
@@ -10,7 +13,7 @@ use aula_protocol::ApiError;
 use aula_store::{NewChunk, StoreFileRecord};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Chunks embedded per call.
 const EMBED_BATCH: usize = 32;
@@ -18,20 +21,32 @@ const EMBED_BATCH: usize = 32;
 const TOKENIZE_BATCH: usize = 20_000;
 /// The most text one document may yield.
 const MAX_TEXT_BYTES: usize = 64 << 20;
+/// The longest an owner is paused for one rate limit.
+const MAX_PAUSE: Duration = Duration::from_secs(600);
 
-/// Why a file failed: OpenAI's `last_error.code` and a message.
-struct Failure(&'static str, String);
+/// Why a file's ingestion stopped short.
+enum Stop {
+    /// It failed: OpenAI's `last_error.code` and a message.
+    Failed(&'static str, String),
+    /// Its owner's rate limit: back in the queue, that owner paused this long.
+    Later(Duration),
+}
 
-impl From<ApiError> for Failure {
+impl From<ApiError> for Stop {
     fn from(e: ApiError) -> Self {
-        Failure("server_error", e.to_string())
+        match e {
+            ApiError::RateLimited { retry_after_s, .. } => Stop::Later(
+                Duration::from_secs(retry_after_s.max(1)).min(MAX_PAUSE),
+            ),
+            e => Stop::Failed("server_error", e.to_string()),
+        }
     }
 }
 
 pub(super) async fn worker(st: Arc<GatewayState>) {
     loop {
         match next(&st).await {
-            Some(row) => {
+            Some((row, owner)) => {
                 let key = (row.store_id.clone(), row.file_id.clone());
                 let outcome = ingest(&st, &row).await;
                 let store = &st.store;
@@ -40,7 +55,21 @@ pub(super) async fn worker(st: Arc<GatewayState>) {
                         .complete_store_file(&row.store_id, &row.file_id, &chunks, bytes)
                         .await
                         .map(|_| ()),
-                    Err(Failure(code, message)) => {
+                    Err(Stop::Later(after)) => {
+                        tracing::info!(
+                            "vector store {}: file {} waits {} s for {owner}'s rate limit",
+                            row.store_id,
+                            row.file_id,
+                            after.as_secs()
+                        );
+                        st.rag
+                            .paused
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(owner.clone(), Instant::now() + after);
+                        Ok(())
+                    }
+                    Err(Stop::Failed(code, message)) => {
                         tracing::info!(
                             "vector store {}: file {} failed: {message}",
                             row.store_id,
@@ -75,73 +104,86 @@ pub(super) async fn worker(st: Arc<GatewayState>) {
             }
             None => {
                 // New work wakes the workers; a pause also finds files that
-                // another gateway sharing the database was given.
+                // another gateway sharing the database was given, and owners
+                // whose pause has ended.
                 let _ = tokio::time::timeout(Duration::from_secs(5), st.rag.wake.notified()).await;
             }
         }
     }
 }
 
-/// How far past the oldest waiting file a worker looks for one of a store
-/// no other worker is serving.
-const LOOK_AHEAD: i64 = 256;
+/// How many of each owner's oldest waiting files a worker looks at, past
+/// those this gateway holds.
+const LOOK_AHEAD: i64 = 8;
 
-/// Claim a waiting file no worker here holds: the oldest of a store that
-/// no worker is serving, so that one store's big batch takes at most one
-/// worker while other stores wait; else the oldest.
-async fn next(st: &GatewayState) -> Option<StoreFileRecord> {
+/// Claim a waiting file no worker here holds, of an owner who is not
+/// paused: of an owner no worker is serving if there is one, else any; of
+/// the owners that qualify, the one served least recently (never served
+/// first); of that owner's files, the oldest.
+async fn next(st: &GatewayState) -> Option<(StoreFileRecord, String)> {
     let held = st
         .rag
         .claimed
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .len() as i64;
-    let pending = match st.store.pending_store_files(held + LOOK_AHEAD).await {
+    let pending = match st.store.pending_store_files_by_owner(held + LOOK_AHEAD).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot read the files waiting for ingestion: {e}");
             return None;
         }
     };
+    let now = Instant::now();
+    let mut paused = st.rag.paused.lock().unwrap_or_else(|p| p.into_inner());
+    paused.retain(|_, until| *until > now);
     let mut claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
-    let free = |r: &&StoreFileRecord| !claimed.contains(&(r.store_id.clone(), r.file_id.clone()));
-    let busy: std::collections::HashSet<&str> = claimed.iter().map(|(s, _)| s.as_str()).collect();
-    let row = pending
+    let mut served = st.rag.served.lock().unwrap_or_else(|p| p.into_inner());
+    let busy: std::collections::HashSet<&str> = claimed.values().map(String::as_str).collect();
+    let (row, owner) = pending
         .iter()
-        .filter(free)
-        .find(|r| !busy.contains(r.store_id.as_str()))
-        .or_else(|| pending.iter().find(free))?
+        .filter(|(r, o)| {
+            !paused.contains_key(o)
+                && !claimed.contains_key(&(r.store_id.clone(), r.file_id.clone()))
+        })
+        .min_by_key(|(_, o)| (busy.contains(o.as_str()), served.get(o).copied()))?
         .clone();
-    claimed.insert((row.store_id.clone(), row.file_id.clone()));
-    Some(row)
+    claimed.insert((row.store_id.clone(), row.file_id.clone()), owner.clone());
+    served.insert(owner.clone(), now);
+    // Owners gone from the queue are forgotten (the map stays small).
+    if served.len() > 4 * pending.len().max(64) {
+        let waiting: std::collections::HashSet<&String> = pending.iter().map(|(_, o)| o).collect();
+        served.retain(|o, _| waiting.contains(o));
+    }
+    Some((row, owner))
 }
 
 async fn ingest(
     st: &Arc<GatewayState>,
     row: &StoreFileRecord,
-) -> Result<(Vec<NewChunk>, i64), Failure> {
+) -> Result<(Vec<NewChunk>, i64), Stop> {
     let store = st
         .store
         .vector_store(&row.store_id)
         .await
-        .map_err(|e| Failure("server_error", e.to_string()))?
-        .ok_or_else(|| Failure("server_error", "the vector store was deleted".into()))?;
+        .map_err(|e| Stop::Failed("server_error", e.to_string()))?
+        .ok_or_else(|| Stop::Failed("server_error", "the vector store was deleted".into()))?;
     let file = st
         .store
         .file(&row.file_id)
         .await
-        .map_err(|e| Failure("server_error", e.to_string()))?
-        .ok_or_else(|| Failure("invalid_file", "the file was deleted".into()))?;
+        .map_err(|e| Stop::Failed("server_error", e.to_string()))?
+        .ok_or_else(|| Stop::Failed("invalid_file", "the file was deleted".into()))?;
     let model = st
         .rag
         .embedding_model()
-        .ok_or_else(|| Failure("server_error", "no embedding model is configured".into()))?
+        .ok_or_else(|| Stop::Failed("server_error", "no embedding model is configured".into()))?
         .to_string();
     let text = extract(st, &st.files.path(&file.id), &file.filename).await?;
     let words: Vec<&str> = text.split_whitespace().collect();
     let (counts, limit) = token_counts(st, &model, &words).await?;
     let chunking: aula_rag::Chunking = serde_json::from_str(&row.chunking).map_err(|e| {
-        Failure(
+        Stop::Failed(
             "server_error",
             format!("the file's chunking cannot be read: {e}"),
         )
@@ -152,7 +194,7 @@ async fn ingest(
     let mut chunks = Vec::with_capacity(pieces.len());
     for batch in pieces.chunks(EMBED_BATCH) {
         let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
-        let vectors = embed(st, &owner, &model, &texts).await?;
+        let vectors = embed_once(st, &owner, &model, &texts).await?;
         for (p, v) in batch.iter().zip(vectors) {
             chunks.push(NewChunk {
                 text: p.text.clone(),
@@ -186,9 +228,9 @@ async fn extract(
     st: &GatewayState,
     path: &std::path::Path,
     filename: &str,
-) -> Result<String, Failure> {
+) -> Result<String, Stop> {
     let program = st.rag.settings.extractor.clone().ok_or_else(|| {
-        Failure(
+        Stop::Failed(
             "server_error",
             "the document reader (aula extract) cannot be found".into(),
         )
@@ -203,6 +245,7 @@ async fn extract(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    crate::child_env(&mut cmd);
     #[cfg(unix)]
     // SAFETY: between fork and exec only async-signal-safe setrlimit runs.
     unsafe {
@@ -215,22 +258,57 @@ async fn extract(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        Failure(
+    let mut child = cmd.spawn().map_err(|e| {
+        Stop::Failed(
             "server_error",
             format!("the document reader cannot start: {e}"),
         )
     })?;
-    let out = match tokio::time::timeout(EXTRACT_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return Err(Failure(
+    // Its text read up to MAX_TEXT_BYTES (a reader that writes more is
+    // stopped there, not read whole first), its messages up to 64 KiB.
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Stop::Failed(
+            "server_error",
+            "the document reader's output cannot be read".into(),
+        ));
+    };
+    let run = async {
+        use tokio::io::AsyncReadExt;
+        let text = async {
+            let mut v = Vec::new();
+            let read = (&mut stdout)
+                .take(MAX_TEXT_BYTES as u64 + 1)
+                .read_to_end(&mut v)
+                .await;
+            if v.len() > MAX_TEXT_BYTES {
+                let _ = child.start_kill();
+            }
+            read.map(|_| v)
+        };
+        let messages = async {
+            let mut v = Vec::new();
+            let _ = (&mut stderr).take(64 << 10).read_to_end(&mut v).await;
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            v
+        };
+        let (text, messages) = tokio::join!(text, messages);
+        let status = child.wait().await;
+        (text, messages, status)
+    };
+    let out = match tokio::time::timeout(EXTRACT_TIMEOUT, run).await {
+        Ok((Ok(stdout), stderr, Ok(status))) => std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        Ok((Err(e), _, _) | (_, _, Err(e))) => {
+            return Err(Stop::Failed(
                 "server_error",
                 format!("the document reader failed: {e}"),
             ));
         }
         Err(_) => {
-            return Err(Failure(
+            return Err(Stop::Failed(
                 "invalid_file",
                 format!(
                     "reading the document took longer than {} s; it was stopped",
@@ -239,6 +317,15 @@ async fn extract(
             ));
         }
     };
+    if out.stdout.len() > MAX_TEXT_BYTES {
+        return Err(Stop::Failed(
+            "invalid_file",
+            format!(
+                "the document has more than {} MB of text",
+                MAX_TEXT_BYTES >> 20
+            ),
+        ));
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let reason = err
@@ -248,7 +335,7 @@ async fn extract(
             .unwrap_or("")
             .trim();
         let reason = reason.strip_prefix("error: ").unwrap_or(reason);
-        return Err(Failure(
+        return Err(Stop::Failed(
             if reason.contains("not UTF-8") || reason.contains("binary") {
                 "unsupported_file"
             } else {
@@ -264,17 +351,8 @@ async fn extract(
             },
         ));
     }
-    if out.stdout.len() > MAX_TEXT_BYTES {
-        return Err(Failure(
-            "invalid_file",
-            format!(
-                "the document has more than {} MB of text",
-                MAX_TEXT_BYTES >> 20
-            ),
-        ));
-    }
     String::from_utf8(out.stdout).map_err(|_| {
-        Failure(
+        Stop::Failed(
             "server_error",
             "the document reader wrote text that is not UTF-8".into(),
         )
@@ -304,7 +382,7 @@ async fn token_counts(
     st: &GatewayState,
     model: &str,
     words: &[&str],
-) -> Result<(Vec<usize>, Option<usize>), Failure> {
+) -> Result<(Vec<usize>, Option<usize>), Stop> {
     let mut unique: Vec<&str> = words.to_vec();
     unique.sort_unstable();
     unique.dedup();
@@ -312,7 +390,7 @@ async fn token_counts(
         .router
         .get(model)
         .map_err(|_| {
-            Failure(
+            Stop::Failed(
                 "server_error",
                 format!("the embedding model `{model}` is not served"),
             )
@@ -324,7 +402,7 @@ async fn token_counts(
     let mut limit = None;
     for batch in unique.chunks(TOKENIZE_BATCH) {
         let body = serde_json::to_vec(&json!({"content": batch}))
-            .map_err(|e| Failure("server_error", e.to_string()))?;
+            .map_err(|e| Stop::Failed("server_error", e.to_string()))?;
         let answer = match route.backend.forward("/tokenize", body.into()).await {
             Ok(r) if r.status().is_success() => {
                 use http_body_util::BodyExt;
@@ -332,7 +410,7 @@ async fn token_counts(
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| Failure("server_error", e.to_string()))?
+                    .map_err(|e| Stop::Failed("server_error", e.to_string()))?
                     .to_bytes();
                 serde_json::from_slice::<Value>(&bytes).ok()
             }
@@ -366,8 +444,32 @@ async fn token_counts(
 }
 
 /// Vectors for `texts`, as `who`'s `/v1/embeddings` call. A rate limit is
-/// waited out (up to about ten minutes); a spent quota fails the file.
+/// waited out (up to about ten minutes: a search waits for its own
+/// caller's limit); a spent quota fails. The box being busy (503) is waited
+/// out the same way.
 pub(crate) async fn embed(
+    st: &Arc<GatewayState>,
+    who: &Identity,
+    model: &str,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    let mut waited = 0;
+    loop {
+        match embed_once(st, who, model, texts).await {
+            Err(ApiError::RateLimited { retry_after_s, .. }) if waited < 600 => {
+                let s = retry_after_s.clamp(1, 60);
+                waited += s;
+                tokio::time::sleep(Duration::from_secs(s)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The same for ingestion, which never waits for its owner's rate limit
+/// (its worker is shared): that refusal is returned at once, and the file
+/// goes back in the queue. A busy box (503) is still waited out.
+async fn embed_once(
     st: &Arc<GatewayState>,
     who: &Identity,
     model: &str,
@@ -378,11 +480,6 @@ pub(crate) async fn embed(
     loop {
         match crate::pipeline::call_json(st.clone(), "/v1/embeddings", who, &body).await {
             Ok(v) => return vectors(&v, texts.len()),
-            Err(ApiError::RateLimited { retry_after_s, .. }) if waited < 600 => {
-                let s = retry_after_s.clamp(1, 60);
-                waited += s;
-                tokio::time::sleep(Duration::from_secs(s)).await;
-            }
             Err(ApiError::Overloaded(_)) if waited < 600 => {
                 waited += 2;
                 tokio::time::sleep(Duration::from_secs(2)).await;

@@ -11,9 +11,14 @@
 //!   change a shared store gets 403 (they know it exists). Only the
 //!   caller's own files can be attached.
 //! * **Attaching returns at once**; ingestion runs in the background,
-//!   [`RagSettings::workers`] files at a time (a worker takes a file of a
-//!   store no other worker is serving when there is one, so one store's big
-//!   batch does not hold every worker), and resumes after a restart:
+//!   [`RagSettings::workers`] files at a time, **fair between owners**: a
+//!   worker takes the oldest file of the owner it has served least recently
+//!   among those no other worker is serving, so one owner's big batch never
+//!   holds every worker. An owner whose embedding call meets their own rate
+//!   limit is not waited for: the file goes back (still `in_progress`), the
+//!   worker is freed, and that owner's files wait until the limit's retry
+//!   time. An owner may have at most [`MAX_PENDING_FILES_PER_OWNER`] files
+//!   waiting. Ingestion resumes after a restart:
 //!   a file is `in_progress` until its chunks and its `completed` status
 //!   are written in one transaction (so never twice, never half).
 //! * **Parsing is isolated:** a document is turned into text by a child
@@ -34,7 +39,7 @@ pub mod search;
 
 use crate::identity::Identity;
 use aula_store::{Role, VectorStoreRecord};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +50,8 @@ pub const AUTO_OVERLAP: usize = 64;
 pub const STATIC_MIN: usize = 100;
 pub const STATIC_MAX: usize = 4096;
 pub const MAX_STORES_PER_USER: i64 = 100;
+/// Files one owner may have waiting for ingestion, all stores together.
+pub const MAX_PENDING_FILES_PER_OWNER: i64 = 2_000;
 /// How long one document may take to become text, and the memory its
 /// parser may use.
 pub const EXTRACT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -81,9 +88,16 @@ pub(crate) struct Loaded {
 pub struct Rag {
     pub(crate) settings: RagSettings,
     pub(crate) indexes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
-    /// Files being ingested by this gateway (store id, file id).
-    pub(crate) claimed: Mutex<HashSet<(String, String)>>,
+    /// Files being ingested by this gateway (store id, file id), and by
+    /// whose store.
+    pub(crate) claimed: Mutex<HashMap<(String, String), String>>,
+    /// Owners whose embedding calls met their rate limit: not served before.
+    pub(crate) paused: Mutex<HashMap<String, std::time::Instant>>,
+    /// When each owner was last given a worker (round robin).
+    pub(crate) served: Mutex<HashMap<String, std::time::Instant>>,
     pub(crate) wake: tokio::sync::Notify,
+    /// Held while a store is created (the per-user cap's count and insert).
+    pub(crate) creating: tokio::sync::Mutex<()>,
 }
 
 impl Rag {
@@ -92,7 +106,10 @@ impl Rag {
             settings,
             indexes: Default::default(),
             claimed: Default::default(),
+            paused: Default::default(),
+            served: Default::default(),
             wake: tokio::sync::Notify::new(),
+            creating: tokio::sync::Mutex::new(()),
         }
     }
 

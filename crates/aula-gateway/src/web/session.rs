@@ -11,9 +11,17 @@
 //!   carry a per-session CSRF token; a POST is accepted only with that token
 //!   and not from another site (`Sec-Fetch-Site`, `Origin`).
 //! - Signing in replaces the session id (no fixation); signing out forgets it.
-//! - Sessions end after [`IDLE`] without use or [`MAX_AGE`] in all; at most
-//!   [`MAX_SESSIONS`] are kept (the least recently used goes first). A
+//! - Sessions end after [`IDLE`] without use or [`MAX_AGE`] in all. A
 //!   restart of the gateway signs everyone out.
+//! - **Visitors cannot sign others out.** Sessions not signed in (anyone can
+//!   make one with a page load) and signed-in sessions are kept apart:
+//!   at most [`MAX_ANONYMOUS`] of the first, where a flood only pushes out
+//!   the least recently used *anonymous* sessions (someone half-way through
+//!   signing in may have to submit the form again); at most
+//!   [`MAX_SESSIONS`] signed in, and at most [`MAX_PER_CREDENTIAL`] for one
+//!   credential (its own oldest goes), so one student signing in over and
+//!   over only ends their own sessions. Past a cap, the oldest eighth is
+//!   dropped at once, so a flood costs no more than a sort per eighth.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use std::collections::HashMap;
@@ -23,7 +31,12 @@ use std::time::{Duration, Instant};
 pub const COOKIE: &str = "aula_session";
 pub const IDLE: Duration = Duration::from_secs(12 * 3600);
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Signed-in sessions kept, all users together.
 pub const MAX_SESSIONS: usize = 20_000;
+/// Sessions not signed in kept (page loads, forms, Hub sign-ins under way).
+pub const MAX_ANONYMOUS: usize = 20_000;
+/// Signed-in sessions kept for one credential.
+pub const MAX_PER_CREDENTIAL: usize = 16;
 
 #[derive(Clone)]
 pub struct Session {
@@ -38,25 +51,62 @@ pub struct Session {
 }
 
 #[derive(Default)]
+struct Pools {
+    /// Not signed in.
+    anonymous: HashMap<String, Session>,
+    /// Signed in (`token` is set).
+    signed_in: HashMap<String, Session>,
+}
+
+#[derive(Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    pools: Mutex<Pools>,
 }
 
 fn new_id() -> String {
     crate::random_id(32)
 }
 
+fn alive(s: &Session) -> bool {
+    s.used.elapsed() <= IDLE && s.created.elapsed() <= MAX_AGE
+}
+
+/// Make room for one more in `map` (at most `cap`): the expired go, then,
+/// if still full, the least recently used eighth.
+fn make_room(map: &mut HashMap<String, Session>, cap: usize) {
+    if map.len() < cap {
+        return;
+    }
+    map.retain(|_, s| alive(s));
+    if map.len() < cap {
+        return;
+    }
+    let mut by_use: Vec<(Instant, String)> =
+        map.values().map(|s| (s.used, s.id.clone())).collect();
+    let drop_n = (cap / 8).max(1).min(by_use.len());
+    by_use.select_nth_unstable_by_key(drop_n - 1, |(used, _)| *used);
+    for (_, id) in by_use.into_iter().take(drop_n) {
+        map.remove(&id);
+    }
+}
+
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session the request's cookie names, if it is alive.
     pub fn get(&self, headers: &HeaderMap) -> Option<Session> {
         let id = cookie(headers, COOKIE)?;
-        let mut map = self.lock();
+        let mut pools = self.lock();
+        let pools = &mut *pools;
+        let map = if pools.signed_in.contains_key(&id) {
+            &mut pools.signed_in
+        } else {
+            &mut pools.anonymous
+        };
         let s = map.get_mut(&id)?;
-        if s.used.elapsed() > IDLE || s.created.elapsed() > MAX_AGE {
+        if !alive(s) {
             map.remove(&id);
             return None;
         }
@@ -64,52 +114,74 @@ impl Sessions {
         Some(s.clone())
     }
 
-    /// A new session (not signed in).
-    pub fn create(&self) -> Session {
+    fn fresh() -> Session {
         let now = Instant::now();
-        let s = Session {
+        Session {
             id: new_id(),
             csrf: new_id(),
             token: None,
             oauth: None,
             created: now,
             used: now,
-        };
-        let mut map = self.lock();
-        if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| s.used.elapsed() <= IDLE && s.created.elapsed() <= MAX_AGE);
-            if map.len() >= MAX_SESSIONS
-                && let Some(oldest) = map.values().min_by_key(|s| s.used).map(|s| s.id.clone())
-            {
-                map.remove(&oldest);
-            }
         }
-        map.insert(s.id.clone(), s.clone());
+    }
+
+    /// A new session (not signed in).
+    pub fn create(&self) -> Session {
+        let s = Self::fresh();
+        let mut pools = self.lock();
+        make_room(&mut pools.anonymous, MAX_ANONYMOUS);
+        pools.anonymous.insert(s.id.clone(), s.clone());
         s
     }
 
     /// Sign in: the old session is forgotten, a new one holds `token`.
     pub fn sign_in(&self, old: &str, token: String) -> Session {
-        self.lock().remove(old);
-        let mut s = self.create();
+        let mut s = Self::fresh();
         s.token = Some(token);
-        self.lock().insert(s.id.clone(), s.clone());
+        let mut pools = self.lock();
+        pools.anonymous.remove(old);
+        pools.signed_in.remove(old);
+        // This credential's own oldest sessions go first.
+        let mut mine: Vec<(Instant, String)> = pools
+            .signed_in
+            .values()
+            .filter(|o| o.token == s.token)
+            .map(|o| (o.used, o.id.clone()))
+            .collect();
+        if mine.len() >= MAX_PER_CREDENTIAL {
+            mine.sort();
+            for (_, id) in mine.iter().take(mine.len() + 1 - MAX_PER_CREDENTIAL) {
+                pools.signed_in.remove(id);
+            }
+        }
+        make_room(&mut pools.signed_in, MAX_SESSIONS);
+        pools.signed_in.insert(s.id.clone(), s.clone());
         s
     }
 
     pub fn set_oauth(&self, id: &str, oauth: Option<(String, String)>) {
-        if let Some(s) = self.lock().get_mut(id) {
+        let mut pools = self.lock();
+        let pools = &mut *pools;
+        if let Some(s) = pools
+            .anonymous
+            .get_mut(id)
+            .or_else(|| pools.signed_in.get_mut(id))
+        {
             s.oauth = oauth;
         }
     }
 
     pub fn forget(&self, id: &str) {
-        self.lock().remove(id);
+        let mut pools = self.lock();
+        pools.anonymous.remove(id);
+        pools.signed_in.remove(id);
     }
 
     /// Sessions held now (for tests and the page's own figures).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let pools = self.lock();
+        pools.anonymous.len() + pools.signed_in.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -251,5 +323,58 @@ mod tests {
         s.forget(&b.id);
         assert!(s.get(&h).is_none());
         assert!(same_token("abc", "abc") && !same_token("abc", "abd") && !same_token("a", "ab"));
+    }
+
+    fn with_cookie(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("{COOKIE}={id}")).unwrap(),
+        );
+        h
+    }
+
+    /// Issue 30, finding 2: 20,100 anonymous page loads signed a teacher
+    /// out. A flood of anonymous sessions now only pushes out other
+    /// anonymous sessions, and stays within its cap.
+    #[test]
+    fn anonymous_page_loads_never_sign_anyone_out() {
+        let s = Sessions::default();
+        let first = s.create();
+        let teacher = s.sign_in(&first.id, "teacher-key".into());
+        for _ in 0..MAX_ANONYMOUS + MAX_SESSIONS + 100 {
+            s.create();
+        }
+        assert!(s.len() <= MAX_ANONYMOUS + 1, "{}", s.len());
+        let got = s.get(&with_cookie(&teacher.id));
+        assert_eq!(
+            got.and_then(|g| g.token).as_deref(),
+            Some("teacher-key"),
+            "the signed-in session survived the flood"
+        );
+    }
+
+    /// One credential signing in again and again ends only its own oldest
+    /// sessions, never another user's.
+    #[test]
+    fn one_credential_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::default();
+        let a = s.create();
+        let teacher = s.sign_in(&a.id, "teacher-key".into());
+        let mut last = None;
+        for _ in 0..MAX_PER_CREDENTIAL * 3 {
+            let anon = s.create();
+            last = Some(s.sign_in(&anon.id, "student-key".into()));
+        }
+        assert!(s.get(&with_cookie(&teacher.id)).is_some());
+        assert!(s.get(&with_cookie(&last.unwrap().id)).is_some());
+        let pools = s.lock();
+        let student = pools
+            .signed_in
+            .values()
+            .filter(|x| x.token.as_deref() == Some("student-key"))
+            .count();
+        assert_eq!(student, MAX_PER_CREDENTIAL);
+        assert!(pools.anonymous.is_empty(), "signing in forgets the anonymous session");
     }
 }

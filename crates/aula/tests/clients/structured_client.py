@@ -96,7 +96,8 @@ tools = [{"type": "function", "function": {
                    "required": ["city", "unit"], "additionalProperties": False}}},
     {"type": "function", "function": {
         "name": "add", "description": "Add two integers",
-        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer", "minimum": -1000, "maximum": 1000},
+                                                    "b": {"type": "integer", "minimum": -1000, "maximum": 1000}},
                        "required": ["a", "b"], "additionalProperties": False}}}]
 
 
@@ -150,7 +151,11 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 
-@tool
+class WeatherArgs(BaseModel):
+    city: str = Field(max_length=40)
+
+
+@tool(args_schema=WeatherArgs)
 def get_weather(city: str) -> str:
     """Weather in a city."""
     return "sunny"

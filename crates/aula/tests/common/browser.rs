@@ -147,7 +147,7 @@ impl<'a> Page<'a> {
 
     /// Wait until `f` holds for the page's text.
     pub async fn until(&self, what: &str, mut f: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let b = self.body().await;
             if f(&b) {
@@ -160,7 +160,7 @@ impl<'a> Page<'a> {
 
     /// Wait until the browser is at `path`.
     pub async fn until_path(&self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while self.path().await != path {
             assert!(
                 Instant::now() < deadline,
