@@ -32,4 +32,25 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
     mkdir -p "$CARGO_TARGET_DIR"
     ln -sfn "$CARGO_TARGET_DIR" target
   fi
+elif [ ! -e target ] && [ "$(realpath -m "$CARGO_TARGET_DIR")" != "$(realpath -m target)" ]; then
+  # Set from outside: `target` points there too, for the scripts.
+  mkdir -p "$CARGO_TARGET_DIR"
+  ln -s "$(realpath -m "$CARGO_TARGET_DIR")" target
+fi
+
+# Cargo decides that a workspace crate is up to date by comparing its
+# sources' modification times with the last build's outputs. With one target
+# directory for several checkouts, a file edited in this checkout before
+# another checkout's build would look older than that build, and this
+# checkout's change would not be compiled. So when the target directory was
+# last used by another checkout, this checkout's sources are touched: its
+# crates are rebuilt (as a fresh clone's are anyway), the dependencies and
+# llama.cpp are not.
+if [ -n "${CARGO_TARGET_DIR:-}" ] && [ -d crates ]; then
+  mkdir -p "$CARGO_TARGET_DIR"
+  marker="$CARGO_TARGET_DIR/.aula-last-checkout"
+  if [ "$(cat "$marker" 2>/dev/null)" != "$PWD" ]; then
+    find crates -type f -not -path '*/target/*' -exec touch {} + 2>/dev/null || true
+    echo "$PWD" > "$marker"
+  fi
 fi

@@ -102,6 +102,7 @@ async fn access(
         crate::auth::AuthSettings {
             hub: config.hub().map_err(|e| anyhow!(e))?,
             trusted: config.auth.trusted.clone(),
+            verified: config.auth.verified.clone(),
             jwt: config.auth.jwt().map_err(|e| anyhow!(e))?,
             allow_open: loopback || opts.insecure_no_auth,
             local_admin: Some(local_admin),

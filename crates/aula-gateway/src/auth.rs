@@ -7,10 +7,15 @@
 //! Rules enforced here:
 //! - A key is refused once it expires, also while it is cached: each cached
 //!   key carries its expiry, checked on every use.
-//! - A trusted front end acts only for users whose Aula role is at most the
-//!   front end's own (its key's user's role): a front end that lets anyone
-//!   sign up as anyone (Open WebUI does not verify e-mail) cannot lend its
-//!   users a teacher's or an admin's role. Others are refused (403).
+//! - **A front end's users are its own**: the user `ada` of the front end
+//!   `webui` is `webui/ada` in Aula (a name no Aula user can have), a
+//!   student with the front end's groups — so a student who signs up in a
+//!   web UI under a classmate's address gets a new, empty account, never
+//!   the classmate's files, models or quota (Open WebUI does not verify
+//!   e-mail). Only a front end an admin lists in `[auth] verified` (one
+//!   that checks who its users are: single sign-on) acts for the Aula user
+//!   of the same name, and then only for users whose role is at most the
+//!   front end's own (its key's user's role); others are refused (403).
 //! - A user or group name a front end sends must already be a valid Aula
 //!   name (1 to 64 letters, digits or `._@-`); anything else is refused
 //!   (400), never rewritten, so `prof+x@uni.edu` cannot pass for
@@ -79,6 +84,9 @@ pub struct AuthSettings {
     pub hub: Option<HubConfig>,
     /// Aula users whose keys may act for the users of a front end.
     pub trusted: Vec<String>,
+    /// Of those, the front ends whose users are Aula's users of the same
+    /// name (the rest have their own namespace, `FRONTEND/NAME`).
+    pub verified: Vec<String>,
     pub jwt: Option<JwtConfig>,
     /// With no users and no Hub, requests are served as `anonymous` — only
     /// where that was allowed (loopback, or --insecure-no-auth).
@@ -92,6 +100,7 @@ pub struct Authenticator {
     hub: Option<HubConfig>,
     client: HttpClient,
     trusted: Vec<String>,
+    verified: Vec<String>,
     jwt: Option<JwtConfig>,
     allow_open: bool,
     /// SHA-256 of the local admin token.
@@ -195,6 +204,7 @@ impl Authenticator {
             hub: settings.hub,
             client,
             trusted: settings.trusted,
+            verified: settings.verified,
             jwt: settings.jwt,
             allow_open: settings.allow_open,
             local_admin: settings.local_admin.as_deref().map(key_hash),
@@ -415,9 +425,19 @@ impl Authenticator {
         Ok((user, groups))
     }
 
-    /// The identity a front end acts for: the Aula user of that name (only
-    /// if its role is at most the front end's), or a student new to Aula.
+    /// The identity a front end acts for: in the front end's own namespace
+    /// (`FRONTEND/NAME`, a student with the front end's groups); for a
+    /// `verified` front end, the Aula user of that name (only if its role
+    /// is at most the front end's), or a student new to Aula.
     async fn acting_for(&self, front: &Identity, user: &str) -> Result<Identity, ApiError> {
+        if !self.verified.contains(&front.name) {
+            return Ok(Identity {
+                name: format!("{}/{user}", front.name),
+                role: Role::Student,
+                groups: front.groups.clone(),
+                via: Via::FrontEnd,
+            });
+        }
         match self.store.user(user).await {
             Ok(Some(u)) if u.role > front.role => {
                 tracing::warn!(
@@ -607,13 +627,16 @@ impl Authenticator {
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| e.to_string())?;
         let (status, body) = self.send(req, timeout).await?;
+        // The Hub's answer is not logged: it may carry tokens. Its status
+        // and, for JSON, the error code OAuth defines, are what is said.
         if status != 200 {
-            return Err(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            ));
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(|e| format!(" ({e})")))
+                .unwrap_or_default();
+            return Err(format!("HTTP {status}{code}"));
         }
-        serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
+        serde_json::from_slice(&body).map_err(|_| "an answer that is not JSON".to_string())
     }
 
     /// One request to the Hub: its status and (bounded) body, within `timeout`.
@@ -690,7 +713,14 @@ mod tests {
     #[test]
     fn front_end_names_with_bad_characters_are_refused() {
         let long = "a".repeat(65);
-        for bad in ["prof+x@uni.edu", "Ada Lovelace", "a/b", long.as_str(), "local-admin", "anonymous"] {
+        for bad in [
+            "prof+x@uni.edu",
+            "Ada Lovelace",
+            "a/b",
+            long.as_str(),
+            "local-admin",
+            "anonymous",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(
                 "x-openwebui-user-email",
@@ -736,7 +766,8 @@ mod tests {
         Authenticator::new(
             store.clone(),
             AuthSettings {
-                trusted: vec!["webui".into(), "webui-t".into()],
+                trusted: vec!["webui".into(), "webui-t".into(), "openui".into()],
+                verified: vec!["webui".into(), "webui-t".into()],
                 jwt: jwt.map(|s| JwtConfig {
                     secret: s.into(),
                     audience: None,
@@ -789,6 +820,27 @@ mod tests {
                 assert_eq!((id.name.as_str(), id.via), (who, Via::FrontEnd));
             }
             assert_eq!(status(got), want, "{who}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 30, finding 8: a front end not listed in `verified` acts for
+    /// users of its own namespace — a student signing up there under a
+    /// classmate's (or a professor's) address is a new student, never them.
+    #[tokio::test]
+    async fn an_unverified_front_end_acts_in_its_own_namespace() {
+        let (store, dir) = temp_store().await;
+        let fe = user(&store, "openui", Role::Admin).await;
+        user(&store, "prof@uni.edu", Role::Admin).await;
+        user(&store, "ada@uni.edu", Role::Student).await;
+        let a = authenticator(&store, None).await;
+        for who in ["prof@uni.edu", "ada@uni.edu", "new@uni.edu"] {
+            let id = a
+                .authenticate(&acting(&fe, "x-openwebui-user-email", who))
+                .await
+                .unwrap();
+            assert_eq!(id.name, format!("openui/{who}"));
+            assert_eq!((id.role, id.via), (Role::Student, Via::FrontEnd));
         }
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -863,6 +915,7 @@ mod tests {
             store.clone(),
             AuthSettings {
                 trusted: vec!["webui".into()],
+                verified: vec!["webui".into()],
                 jwt: Some(JwtConfig {
                     secret: "s3cret".into(),
                     audience: Some("aula".into()),
@@ -961,7 +1014,10 @@ mod tests {
         let (store, dir) = temp_store().await;
         let forever = user(&store, "ada", Role::Student).await;
         // 10 s: time enough for the first check on a busy machine.
-        let (_, brief) = store.create_key("ada", Some(10.0 / 86_400.0)).await.unwrap();
+        let (_, brief) = store
+            .create_key("ada", Some(10.0 / 86_400.0))
+            .await
+            .unwrap();
         let a = authenticator(&store, None).await;
         let bearer = |k: &str| {
             let mut h = HeaderMap::new();

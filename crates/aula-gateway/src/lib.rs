@@ -49,13 +49,28 @@ pub fn random_id(len: usize) -> String {
 /// from the gateway's environment; everything else — API keys and database
 /// passwords that `*_env` settings read, say — is not passed on.
 const CHILD_ENV: [&str; 10] = [
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
     "PYTHONPATH",
 ];
 /// Prefixes of variables a helper keeps too: thread counts and CPU or GPU
 /// selection for the numeric libraries the trainer uses.
 const CHILD_ENV_PREFIXES: [&str; 8] = [
-    "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "CUDA_", "NVIDIA_", "HF_", "PYTORCH_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "TORCH_",
+    "CUDA_",
+    "NVIDIA_",
+    "HF_",
+    "PYTORCH_",
 ];
 
 /// Start `cmd` with only [`CHILD_ENV`] and [`CHILD_ENV_PREFIXES`] of this
@@ -208,7 +223,10 @@ mod child_env_tests {
             .filter(|(_, v)| v.is_some())
             .map(|(k, _)| k.to_string_lossy().into_owned())
             .collect();
-        assert!(!names.iter().any(|n| n == "AULA_TEST_SECRET_KEY_ENV"), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n == "AULA_TEST_SECRET_KEY_ENV"),
+            "{names:?}"
+        );
         if std::env::var_os("PATH").is_some() {
             assert!(names.iter().any(|n| n == "PATH"), "{names:?}");
         }

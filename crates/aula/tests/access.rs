@@ -175,8 +175,9 @@ fn open_only_on_loopback_and_trusted_front_ends() {
     // The header alone, without the front end's key, is nothing.
     let r = post_headers(&url, &[("X-OpenWebUI-User-Email", "bob@uni.edu")], &body());
     assert_eq!(r.status, 401);
+    // An unverified front end's users are its own: `webui/bob@uni.edu`.
     let rows = usage_json(&home, "user");
-    assert_eq!(row(&rows, "bob@uni.edu")["ok"], 1, "{rows:?}");
+    assert_eq!(row(&rows, "webui/bob@uni.edu")["ok"], 1, "{rows:?}");
     assert_eq!(row(&usage_json(&home, "group"), "chat")["ok"], 1);
     assert_eq!(row(&rows, "anonymous")["ok"], 1);
     drop(s);
@@ -560,7 +561,8 @@ fn trusted_front_ends_may_send_signed_user_tokens() {
         &home,
         &mock,
         4,
-        "[auth]\ntrusted = [\"portal\"]\njwt_secret = \"front-end-secret\"\n",
+        // A portal with single sign-on: its users are Aula's (verified).
+        "[auth]\ntrusted = [\"portal\"]\nverified = [\"portal\"]\njwt_secret = \"front-end-secret\"\n",
     );
     let portal = add_user(&home, "portal", &["--group", "web"]);
     let outsider = add_user(&home, "eve", &[]);
@@ -652,9 +654,11 @@ fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
         let (url, key) = (url.clone(), key.clone());
         std::thread::spawn(move || post_auth(&url, Some(&key), &body()).status)
     };
-    wait_for("the holder to reach the engine", Duration::from_secs(60), || {
-        get(&format!("{}/stats", mock.url)).body["in_flight"] == 1
-    });
+    wait_for(
+        "the holder to reach the engine",
+        Duration::from_secs(60),
+        || get(&format!("{}/stats", mock.url)).body["in_flight"] == 1,
+    );
     let impatient = ureq::AgentBuilder::new()
         .timeout(Duration::from_millis(300))
         .build();

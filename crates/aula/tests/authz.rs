@@ -125,7 +125,7 @@ fn every_route_answers_every_caller_as_the_table_says() {
     std::fs::write(
         home.join("aula.toml"),
         format!(
-            "[[models]]\nname = \"mock\"\nurl = \"{}\"\n\n[auth]\ntrusted = [\"webui\"]\n\n\
+            "[[models]]\nname = \"mock\"\nurl = \"{}\"\n\n[auth]\ntrusted = [\"webui\"]\nverified = [\"webui\"]\n\n\
              [jupyterhub]\nurl = \"{hub_url}\"\napi_token = \"svc\"\n",
             mock.url
         ),

@@ -381,7 +381,10 @@ fn gemma_uses_builtin_template_and_reports_memory() {
     assert!(mem["compute_buffer_bytes"].as_u64().unwrap() > 0);
     let url = format!("{}/v1/chat/completions", e.url);
     // Warmed first, so that both compared answers reuse the cached prompt.
-    assert_eq!(post(&url, &chat_body(GEMMA, "Hello, who are you?", 12)).status, 200);
+    assert_eq!(
+        post(&url, &chat_body(GEMMA, "Hello, who are you?", 12)).status,
+        200
+    );
     let a = post(&url, &chat_body(GEMMA, "Hello, who are you?", 12));
     assert_eq!(a.status, 200, "{}", a.text);
     let b = post(&url, &chat_body(GEMMA, "Hello, who are you?", 12));
@@ -857,7 +860,11 @@ fn tools_calls_are_returned_as_tool_calls() {
     // Text, never a call: cut at 8 tokens or ended by the model.
     let fin = &r.body["choices"][0]["finish_reason"];
     assert!(fin == "length" || fin == "stop", "{}", r.text);
-    assert!(r.body["choices"][0]["message"]["tool_calls"].is_null(), "{}", r.text);
+    assert!(
+        r.body["choices"][0]["message"]["tool_calls"].is_null(),
+        "{}",
+        r.text
+    );
     assert!(r.body["choices"][0]["message"]["content"].is_string());
     // Bad tools.
     for (tools_v, choice, param) in [

@@ -627,7 +627,12 @@ fn creating_jobs_does_not_read_the_training_file_into_memory() {
     let grown = peak_rss(s.pid()).saturating_sub(before);
     let created: Vec<&Resp> = answers.iter().filter(|r| r.status == 200).collect();
     // One job at a time for a student (the default limit): one created.
-    assert_eq!(created.len(), 1, "{:?}", answers.iter().map(|r| &r.text).collect::<Vec<_>>());
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
     assert!(
         answers.iter().all(|r| r.status == 200 || r.status == 429),
         "{:?}",
@@ -678,7 +683,10 @@ fn a_job_is_bounded_in_tokens_and_in_time() {
     );
     let j = wait_status(&s.url, &ada, &id, "failed", 300);
     assert!(
-        j["error"]["message"].as_str().unwrap_or("").contains("max_job_hours"),
+        j["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_job_hours"),
         "{j}\n{}",
         events_text(&s.url, &ada, &id)
     );

@@ -276,7 +276,13 @@ fn a_rate_limited_owner_does_not_hold_the_ingestion_workers() {
         let ids: Vec<String> = (0..2)
             .map(|i| {
                 let text: String = (0..12_000).map(|w| format!("note{} ", w % 131)).collect();
-                upload(&s.url, bob, &format!("b{k}{i}.txt"), text.as_bytes(), "assistants")
+                upload(
+                    &s.url,
+                    bob,
+                    &format!("b{k}{i}.txt"),
+                    text.as_bytes(),
+                    "assistants",
+                )
             })
             .collect();
         let r = post_auth(
@@ -294,7 +300,13 @@ fn a_rate_limited_owner_does_not_hold_the_ingestion_workers() {
         &json!({"name": "notes"}),
     );
     let store = r.body["id"].as_str().unwrap().to_string();
-    let id = upload(&s.url, tina, "office.txt", b"Office hours are on Monday at ten.", "assistants");
+    let id = upload(
+        &s.url,
+        tina,
+        "office.txt",
+        b"Office hours are on Monday at ten.",
+        "assistants",
+    );
     let r = post_auth(
         &format!("{}/v1/vector_stores/{store}/files", s.url),
         Some(tina),
@@ -304,12 +316,15 @@ fn a_rate_limited_owner_does_not_hold_the_ingestion_workers() {
     // Before, both workers slept on Bob's limit for minutes; now Tina's
     // file is taken as soon as a worker is free.
 
-
-    wait_for("the teacher's file to be ingested", Duration::from_secs(120), || {
-        files_of(&s.url, tina, &store)
-            .iter()
-            .all(|f| f["status"] == "completed")
-    });
+    wait_for(
+        "the teacher's file to be ingested",
+        Duration::from_secs(120),
+        || {
+            files_of(&s.url, tina, &store)
+                .iter()
+                .all(|f| f["status"] == "completed")
+        },
+    );
     // Bob's files wait (in_progress or done), none failed for his limit.
     for st in &bob_stores {
         for f in files_of(&s.url, bob, st) {
@@ -342,6 +357,14 @@ fn concurrent_store_creates_stay_within_the_cap() {
         })
         .collect();
     let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 100, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        100,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        10,
+        "{statuses:?}"
+    );
 }

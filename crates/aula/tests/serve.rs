@@ -81,7 +81,11 @@ fn serves_both_models_routes_restarts_and_leaves_no_child() {
         &json!({"model": GEMMA, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}),
     );
     assert_eq!(c.status, 200, "{}", c.text);
-    assert!(c.body["usage"]["completion_tokens"].as_u64().unwrap() <= 4, "{}", c.text);
+    assert!(
+        c.body["usage"]["completion_tokens"].as_u64().unwrap() <= 4,
+        "{}",
+        c.text
+    );
 
     // Unknown model: 404 listing the models; malformed JSON: 400; engine errors pass through.
     let r = post(&chat, &chat_body("nope", "hi", 4));
@@ -198,7 +202,11 @@ fn url_models_are_proxied() {
         &chat_body("remote-smol", "hi", 3),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r.body["usage"]["completion_tokens"].as_u64().unwrap() <= 3, "{}", r.text);
+    assert!(
+        r.body["usage"]["completion_tokens"].as_u64().unwrap() <= 3,
+        "{}",
+        r.text
+    );
     assert!(
         children_of(s.pid()).is_empty(),
         "url models start no engine"

@@ -238,6 +238,12 @@ pub struct AuthSection {
     /// names that are valid Aula names (others are refused, not rewritten).
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// Of the `trusted` front ends, those that verify who their users are
+    /// (single sign-on): their user `ada` is Aula's user `ada`. The others'
+    /// users live in the front end's own namespace (`webui/ada`), so that
+    /// signing up there under a classmate's address gets nothing of theirs.
+    #[serde(default)]
+    pub verified: Vec<String>,
     /// Shared secret of signed user tokens (JWT, HS256) that trusted front
     /// ends send in `X-Aula-User-Token` (or `jwt_secret_env`: the variable holding it).
     pub jwt_secret: Option<String>,
@@ -366,6 +372,17 @@ impl Config {
             return Err(invalid(format!(
                 "line {}: key `max_job_tokens` must be at least 1",
                 line_of(text, t.span().start)
+            )));
+        }
+        if let Some(v) = cfg
+            .auth
+            .verified
+            .iter()
+            .find(|v| !cfg.auth.trusted.contains(v))
+        {
+            let line = text.find("verified").map(|o| line_of(text, o)).unwrap_or(0);
+            return Err(invalid(format!(
+                "line {line}: key `verified` names `{v}`, which is not in `trusted`: list it there too"
             )));
         }
         check_limits(&cfg.limits, text, &invalid)?;

@@ -58,7 +58,15 @@ async fn run(st: Arc<GatewayState>) {
                 check_files(&st, job).await;
             }
         }
-        if let Ok(jobs) = st.store.ft_jobs_in(&["queued"]).await {
+        if let Ok(mut jobs) = st.store.ft_jobs_in(&["queued"]).await {
+            // Fair between users: owners with fewer jobs training go first,
+            // then the oldest job.
+            let mut training: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::new();
+            for j in st.store.ft_jobs_in(&["running"]).await.unwrap_or_default() {
+                *training.entry(j.owner).or_default() += 1;
+            }
+            jobs.sort_by_key(|j| (training.get(&j.owner).copied().unwrap_or(0), j.created_ms));
             for job in jobs {
                 if active(&st.finetune).contains(&job.id) {
                     continue;

@@ -35,9 +35,9 @@ enum Stop {
 impl From<ApiError> for Stop {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::RateLimited { retry_after_s, .. } => Stop::Later(
-                Duration::from_secs(retry_after_s.max(1)).min(MAX_PAUSE),
-            ),
+            ApiError::RateLimited { retry_after_s, .. } => {
+                Stop::Later(Duration::from_secs(retry_after_s.max(1)).min(MAX_PAUSE))
+            }
             e => Stop::Failed("server_error", e.to_string()),
         }
     }
@@ -127,7 +127,11 @@ async fn next(st: &GatewayState) -> Option<(StoreFileRecord, String)> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .len() as i64;
-    let pending = match st.store.pending_store_files_by_owner(held + LOOK_AHEAD).await {
+    let pending = match st
+        .store
+        .pending_store_files_by_owner(held + LOOK_AHEAD)
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot read the files waiting for ingestion: {e}");

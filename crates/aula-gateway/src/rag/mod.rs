@@ -31,7 +31,8 @@
 //!   (queries): they pass the same limits, fair queue and ledger as
 //!   `/v1/embeddings`.
 //! * At most [`MAX_STORES_PER_USER`] stores per user; files and bytes are
-//!   the Files API's limits.
+//!   the Files API's limits. At most [`MAX_LOADED_INDEXES`] search indexes
+//!   are kept in memory (the least recently used idle one goes).
 
 pub mod api;
 mod ingest;
@@ -85,9 +86,16 @@ pub(crate) struct Loaded {
     pub(crate) index: aula_rag::Index,
 }
 
+/// A store's index slot, and when it was last asked for.
+type Slot = (Arc<tokio::sync::Mutex<Option<Loaded>>>, std::time::Instant);
+
+/// Search indexes kept loaded at once; past it, the least recently used
+/// that no search is using are dropped (loaded again when asked for).
+pub const MAX_LOADED_INDEXES: usize = 64;
+
 pub struct Rag {
     pub(crate) settings: RagSettings,
-    pub(crate) indexes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+    pub(crate) indexes: Mutex<HashMap<String, Slot>>,
     /// Files being ingested by this gateway (store id, file id), and by
     /// whose store.
     pub(crate) claimed: Mutex<HashMap<(String, String), String>>,
@@ -119,7 +127,25 @@ impl Rag {
 
     pub(crate) fn index_slot(&self, store_id: &str) -> Arc<tokio::sync::Mutex<Option<Loaded>>> {
         let mut m = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(store_id.to_string()).or_default().clone()
+        let now = std::time::Instant::now();
+        if !m.contains_key(store_id) && m.len() >= MAX_LOADED_INDEXES {
+            // Unused slots (no search holds their Arc), oldest first.
+            let mut idle: Vec<(std::time::Instant, String)> = m
+                .iter()
+                .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+                .map(|(id, (_, used))| (*used, id.clone()))
+                .collect();
+            idle.sort();
+            let excess = m.len() + 1 - MAX_LOADED_INDEXES;
+            for (_, id) in idle.into_iter().take(excess) {
+                m.remove(&id);
+            }
+        }
+        let entry = m
+            .entry(store_id.to_string())
+            .or_insert_with(|| (Default::default(), now));
+        entry.1 = now;
+        entry.0.clone()
     }
 
     pub(crate) fn forget(&self, store_id: &str) {
@@ -153,5 +179,25 @@ pub(crate) fn owner_identity(s: &VectorStoreRecord) -> Identity {
         },
         groups: s.owner_groups.clone(),
         via: crate::identity::Via::Local,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 30, finding 9: search indexes were never evicted. At most
+    /// MAX_LOADED_INDEXES stay; one a search is using is never dropped.
+    #[test]
+    fn loaded_indexes_are_bounded_and_in_use_ones_stay() {
+        let rag = Rag::new(RagSettings::default());
+        let held = rag.index_slot("vs_held");
+        for i in 0..MAX_LOADED_INDEXES * 2 {
+            rag.index_slot(&format!("vs_{i}"));
+        }
+        let m = rag.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(m.len() <= MAX_LOADED_INDEXES, "{}", m.len());
+        assert!(m.contains_key("vs_held"));
+        assert!(Arc::ptr_eq(&m["vs_held"].0, &held));
     }
 }

@@ -81,8 +81,7 @@ fn make_room(map: &mut HashMap<String, Session>, cap: usize) {
     if map.len() < cap {
         return;
     }
-    let mut by_use: Vec<(Instant, String)> =
-        map.values().map(|s| (s.used, s.id.clone())).collect();
+    let mut by_use: Vec<(Instant, String)> = map.values().map(|s| (s.used, s.id.clone())).collect();
     let drop_n = (cap / 8).max(1).min(by_use.len());
     by_use.select_nth_unstable_by_key(drop_n - 1, |(used, _)| *used);
     for (_, id) in by_use.into_iter().take(drop_n) {
@@ -375,6 +374,9 @@ mod tests {
             .filter(|x| x.token.as_deref() == Some("student-key"))
             .count();
         assert_eq!(student, MAX_PER_CREDENTIAL);
-        assert!(pools.anonymous.is_empty(), "signing in forgets the anonymous session");
+        assert!(
+            pools.anonymous.is_empty(),
+            "signing in forgets the anonymous session"
+        );
     }
 }

@@ -202,10 +202,14 @@ async fn exchange(st: &GatewayState, code: &str) -> Result<String, String> {
         .auth
         .post_form(&format!("{}/hub/api/oauth2/token", hub.url), form)
         .await?;
-    v["access_token"]
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| format!("no access_token in the Hub's answer: {v}"))
+    v["access_token"].as_str().map(String::from).ok_or_else(|| {
+        // Its keys, never its values (tokens).
+        let keys: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        format!("no access_token in the Hub's answer (keys: {keys:?})")
+    })
 }
 
 /// `POST /signout`.
