@@ -39,7 +39,9 @@ MOCK = str(pathlib.Path(AULA).with_name("openai-mock"))
 ap = argparse.ArgumentParser()
 ap.add_argument("--seconds", type=float, default=60)
 ap.add_argument("--students", type=int, default=20)
+ap.add_argument("--attackers", default="1,2,3,4", help="which attackers run in the hostile phase")
 args = ap.parse_args()
+which = {int(a) for a in args.attackers.split(",") if a}
 
 home = pathlib.Path(tempfile.mkdtemp(prefix="aula-hostile-"))
 (home / "models").mkdir()
@@ -263,11 +265,14 @@ try:
         threads = [threading.Thread(target=sample)]
         threads += [threading.Thread(target=student, args=(k, stop, lat, errors)) for k in students]
         if hostile:
-            threads += [threading.Thread(target=endless_headers, args=(attackers[0], stop)) for _ in range(4)]
-            threads.append(threading.Thread(target=session_flood, args=(stop,)))
-            if fine_tuning:
+            if 1 in which:
+                threads += [threading.Thread(target=endless_headers, args=(attackers[0], stop)) for _ in range(4)]
+            if 2 in which:
+                threads.append(threading.Thread(target=session_flood, args=(stop,)))
+            if fine_tuning and 3 in which:
                 threads.append(threading.Thread(target=finetune_creates, args=(attackers[2], stop)))
-            threads.append(threading.Thread(target=rate_limited_ingestion, args=(attackers[3], stop)))
+            if 4 in which:
+                threads.append(threading.Thread(target=rate_limited_ingestion, args=(attackers[3], stop)))
         for t in threads:
             t.daemon = True
             t.start()
@@ -288,7 +293,8 @@ try:
     idle = rss(server.pid)
     quiet = phase(False)
     hostile = phase(True)
-    print(json.dumps({"students": args.students, "seconds": args.seconds, "fine_tuning_attack": fine_tuning,
+    print(json.dumps({"students": args.students, "seconds": args.seconds, "attackers": sorted(which),
+                      "fine_tuning_attack": fine_tuning and 3 in which,
                       "idle_rss_mb": round(idle / 1e6, 1), "quiet": quiet, "hostile": hostile,
                       "peak_rss_over_idle_mb": round(hostile["peak_rss_mb"] - idle / 1e6, 1)}, indent=1))
 finally:
