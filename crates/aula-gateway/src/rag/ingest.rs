@@ -15,8 +15,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Chunks embedded per call.
-const EMBED_BATCH: usize = 32;
+/// Chunks embedded per call: small, because the embedding engine runs a
+/// call to its end and a search's query waits behind it (32 chunks of 256
+/// tokens held MiniLM for seconds on a 2-core CPU; see BENCHMARKS.md).
+const EMBED_BATCH: usize = 8;
 /// Distinct words tokenized per call.
 const TOKENIZE_BATCH: usize = 20_000;
 /// The most text one document may yield.
