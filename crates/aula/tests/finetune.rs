@@ -576,15 +576,9 @@ fn web_page(base: &str, key: &str, path: &str) -> String {
     r.into_string().unwrap()
 }
 
-/// The gateway's peak resident memory so far (VmHWM), in bytes.
+/// The process's VmHWM, in bytes (aula_fleet's /proc reader).
 fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    aula_fleet::host::status_kb(pid, "VmHWM").unwrap() * 1024
 }
 
 /// Issue 30, finding 3: creating jobs read the whole training file into

@@ -415,15 +415,9 @@ fn an_upload_refused_before_its_body_is_read_still_gets_its_answer() {
     }
 }
 
-/// The gateway's resident memory, in bytes.
+/// The process's VmRSS, in bytes (aula_fleet's /proc reader).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
+    aula_fleet::host::status_kb(pid, "VmRSS").unwrap() * 1024
 }
 
 /// Issue 30, finding 1: an upload whose part headers never end is not read
