@@ -159,10 +159,13 @@ async fn main() -> std::io::Result<()> {
         let ms = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(0);
         TOKEN_MS.store(ms, Ordering::Relaxed);
     }
-    if let Some(i) = args.iter().position(|a| a == "--stall-after-tokens") {
-        if let Some(n) = args.get(i + 1).and_then(|v| v.parse().ok()) {
-            STALL_AFTER.store(n, Ordering::Relaxed);
-        }
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--stall-after-tokens")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+    {
+        STALL_AFTER.store(n, Ordering::Relaxed);
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(|b| complete(b, false)))
