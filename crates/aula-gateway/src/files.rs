@@ -169,6 +169,7 @@ impl Drop for Uploading {
                 counts.remove(&self.user);
             }
         }
+        crate::metrics::uploads_under_way(counts.values().sum());
     }
 }
 
@@ -196,6 +197,7 @@ impl Files {
             });
         }
         *n += 1;
+        crate::metrics::uploads_under_way(counts.values().sum());
         Ok(Uploading {
             counts: self.uploading.clone(),
             user: user.to_string(),

@@ -388,7 +388,38 @@ impl Limiter {
     ) -> Result<Reservation, ApiError> {
         let lim = effective(&self.rules(), id);
         check_request(&lim, model, max_tokens)?;
-        let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
+        self.reserve(id, &lim, prompt_tokens_bound, max_tokens, now_ms)
+    }
+
+    /// Admit a call that uses no model (a lexical search of a store): it
+    /// counts against `requests_per_minute` and `concurrent_requests` like
+    /// any call; it uses no tokens, so no token limit refuses it.
+    /// The reservation is given back when the returned guard is dropped.
+    pub fn admit_without_model(
+        &self,
+        id: &Identity,
+        now_ms: i64,
+    ) -> Result<Admitted<'_>, ApiError> {
+        let lim = LimitFields {
+            tokens_per_minute: None,
+            tokens_per_day: None,
+            tokens_per_week: None,
+            tokens_per_term: None,
+            ..effective(&self.rules(), id)
+        };
+        let r = self.reserve(id, &lim, 0, Some(0), now_ms)?;
+        Ok(Admitted(self, r))
+    }
+
+    fn reserve(
+        &self,
+        id: &Identity,
+        lim: &LimitFields,
+        prompt_tokens_bound: u64,
+        max_tokens: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Reservation, ApiError> {
+        let (send_max, reserve) = reservation_size(lim, prompt_tokens_bound, max_tokens);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let term_start = self.term_start_ms;
         let st = &mut *st;
@@ -398,7 +429,7 @@ impl Limiter {
             .entry(id.name.clone())
             .or_insert_with(|| UserUsage::starting(&id.name, prior, now_ms, term_start));
         u.refresh(now_ms, term_start);
-        u.check(&lim, reserve, now_ms)?;
+        u.check(lim, reserve, now_ms)?;
         st.next_id += 1;
         let rid = st.next_id;
         u.reserve(rid, reserve, now_ms);
@@ -488,6 +519,16 @@ fn check_request(lim: &LimitFields, model: &str, max_tokens: Option<u64>) -> Res
         });
     }
     Ok(())
+}
+
+/// A call admitted by [`Limiter::admit_without_model`], finished (no tokens
+/// used) when dropped: a client that leaves gives its place back.
+pub struct Admitted<'a>(&'a Limiter, Reservation);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.finish(&self.1, 0);
+    }
 }
 
 /// The completion ceiling sent to the engine (None: the engine's own) and

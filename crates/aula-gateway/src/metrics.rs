@@ -42,6 +42,10 @@ pub fn describe() {
     describe_gauge!("aula_queue_depth", "Requests waiting for a slot, by model");
     describe_gauge!("aula_slots_busy", "Engine slots in use, by model");
     describe_gauge!("aula_slots", "Engine slots, by model");
+    describe_gauge!(
+        "aula_uploads_under_way",
+        "File uploads whose bodies are being read, all users together"
+    );
     describe_histogram!(
         "aula_queue_wait_seconds",
         "Time from arrival to a free slot"
@@ -88,6 +92,11 @@ pub fn limit_refused(e: &aula_protocol::ApiError) {
 pub fn queue_gauges(model: &str, s: &crate::fair::QueueStats) {
     metrics::gauge!("aula_queue_depth", "model" => model.to_string()).set(s.queued as f64);
     metrics::gauge!("aula_slots_busy", "model" => model.to_string()).set(s.busy as f64);
+}
+
+/// File uploads under way, all users together.
+pub fn uploads_under_way(n: usize) {
+    metrics::gauge!("aula_uploads_under_way").set(n as f64);
 }
 
 /// How long a request waited for its slot.

@@ -368,3 +368,165 @@ fn concurrent_store_creates_stay_within_the_cap() {
         "{statuses:?}"
     );
 }
+
+/// Issue 30, finding 6: the document reader's text was read whole before
+/// the 64 MB check (a 300 MB text file: +288 MB in the gateway). Now it is
+/// read up to the limit and the reader stopped there: a 160 MB text file
+/// fails, naming the limit, and the gateway's peak memory grows by about
+/// the limit, not the file.
+#[test]
+fn a_document_with_too_much_text_is_not_read_whole() {
+    let (g, keys) = gateway("rag-big-text", "");
+    let tina = &keys[0];
+    let s = g.start();
+    let r = post_auth(
+        &format!("{}/v1/vector_stores", s.url),
+        Some(tina),
+        &json!({"name": "big"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let store = r.body["id"].as_str().unwrap().to_string();
+    let line = "The owl is the course mascot and sits on the library roof.\n";
+    let text = line.repeat((160 << 20) / line.len());
+    let id = upload(&s.url, tina, "huge.txt", text.as_bytes(), "assistants");
+    drop(text);
+    let peak = |pid: u32| aula_fleet::host::status_kb(pid, "VmHWM").unwrap() * 1024;
+    let before = peak(s.pid());
+    let r = post_auth(
+        &format!("{}/v1/vector_stores/{store}/files", s.url),
+        Some(tina),
+        &json!({"file_id": id}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut file = Value::Null;
+    wait_for("the file to fail", Duration::from_secs(120), || {
+        file = files_of(&s.url, tina, &store).pop().unwrap_or(Value::Null);
+        file["status"] == "failed"
+    });
+    assert!(
+        file["last_error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("more than 64 MB of text"),
+        "{file}"
+    );
+    let grown = peak(s.pid()).saturating_sub(before);
+    assert!(
+        grown < 110 << 20,
+        "a 160 MB document raised the gateway's peak by {} MB",
+        grown >> 20
+    );
+}
+
+/// Issue 30, finding 9: a store's ingestion calls `/tokenize` as its owner
+/// (limits, queue and ledger, like its embeddings), and a lexical search,
+/// which calls no engine, still counts against the searcher's request
+/// limit. Bob may make 3 requests a minute: ingesting one short file takes
+/// 2 (tokenize, embed), one lexical search the third, and the next search
+/// is refused. Before, the tokenize call and the searches were free.
+#[test]
+fn ingestion_and_lexical_search_count_against_the_owner_s_limits() {
+    let (g, keys) = gateway(
+        "rag-limits",
+        "\n[[limits]]\nuser = \"bob\"\nrequests_per_minute = 3\n",
+    );
+    let bob = &keys[2];
+    let s = g.start();
+    let r = post_auth(
+        &format!("{}/v1/vector_stores", s.url),
+        Some(bob),
+        &json!({"name": "mine"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let store = r.body["id"].as_str().unwrap().to_string();
+    let id = upload(
+        &s.url,
+        bob,
+        "notes.txt",
+        b"The lab opens at nine on weekdays.",
+        "assistants",
+    );
+    let r = post_auth(
+        &format!("{}/v1/vector_stores/{store}/files", s.url),
+        Some(bob),
+        &json!({"file_id": id}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(
+        "bob's file to be ingested",
+        Duration::from_secs(120),
+        || {
+            files_of(&s.url, bob, &store)
+                .iter()
+                .all(|f| f["status"] == "completed")
+        },
+    );
+    let search = || {
+        post_auth(
+            &format!("{}/v1/vector_stores/{store}/search", s.url),
+            Some(bob),
+            &json!({"query": "lab", "search_mode": "lexical"}),
+        )
+    };
+    let first = search();
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = search();
+    assert_eq!(second.status, 429, "{}", second.body);
+    assert_eq!(
+        second.body["error"]["code"], "rate_limit_requests",
+        "{}",
+        second.body
+    );
+}
+
+/// A file that needs more engine calls than its owner may make in a
+/// minute is finished after its owner's pause, not started over: before,
+/// each pause threw away the vectors made, so such a file never completed.
+/// Bob may make 3 requests a minute; his file needs 5 (tokenize and four
+/// embedding calls of 8 chunks).
+#[test]
+fn a_file_larger_than_a_minute_s_requests_is_finished_after_a_pause() {
+    let (g, keys) = gateway(
+        "rag-resume",
+        "\n[[limits]]\nuser = \"bob\"\nrequests_per_minute = 3\n",
+    );
+    let bob = &keys[2];
+    let s = g.start();
+    let r = post_auth(
+        &format!("{}/v1/vector_stores", s.url),
+        Some(bob),
+        &json!({"name": "long"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let store = r.body["id"].as_str().unwrap().to_string();
+    let text: String = (0..1400).map(|w| format!("lab{} ", w % 97)).collect();
+    let id = upload(&s.url, bob, "long.txt", text.as_bytes(), "assistants");
+    let r = post_auth(
+        &format!("{}/v1/vector_stores/{store}/files", s.url),
+        Some(bob),
+        &json!({"file_id": id, "chunking_strategy": {"type": "static",
+                "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut file = Value::Null;
+    wait_for(
+        "bob's long file to be ingested",
+        Duration::from_secs(300),
+        || {
+            file = files_of(&s.url, bob, &store).pop().unwrap_or(Value::Null);
+            assert_ne!(file["status"], "failed", "{file}");
+            file["status"] == "completed"
+        },
+    );
+    // The calls it took (the ledger): more than one minute's worth.
+    let (ok, out, err) = run_aula(&["usage", "--by", "user", "--json"], &g.home);
+    assert!(ok, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let requests = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "bob")
+        .map_or(0, |r| r["requests"].as_u64().unwrap_or(0));
+    assert!(requests > 3, "bob's file took {requests} calls: {rows}");
+}

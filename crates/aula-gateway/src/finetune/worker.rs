@@ -17,6 +17,20 @@ use tokio_util::sync::CancellationToken;
 /// installed `aula` needs no checkout).
 const TRAINER: &str = include_str!("../../../../trainer/aula_train.py");
 
+/// The most memory a trainer may map for its data (`RLIMIT_DATA`: heap and
+/// private writable mappings, not its code or the GGUF it maps read-only):
+/// twice the plan's estimate of its peak plus this, so that an estimate
+/// that is off, or a trainer that runs away, fails the job instead of
+/// taking the box's memory from the engines.
+pub const TRAINER_MEMORY_HEADROOM: u64 = 4_000_000_000;
+
+/// The data limit of a trainer whose job the plan sized at `planned` bytes.
+pub fn trainer_memory_limit(planned: u64) -> u64 {
+    planned
+        .saturating_mul(2)
+        .saturating_add(TRAINER_MEMORY_HEADROOM)
+}
+
 /// A job's settings, resolved, as stored in `spec`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Spec {
@@ -308,8 +322,9 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
         &j.id,
         "info",
         &format!(
-            "Training started: {:.2} GB of the memory budget held for the trainer.",
-            bytes as f64 / 1e9
+            "Training started: {:.2} GB of the memory budget held for the trainer; it may use at most {:.2} GB.",
+            bytes as f64 / 1e9,
+            trainer_memory_limit(bytes) as f64 / 1e9
         ),
     )
     .await;
@@ -401,12 +416,19 @@ async fn train(
         .stderr(stderr)
         .kill_on_drop(true);
     crate::child_env(&mut cmd);
+    let memory_limit = trainer_memory_limit(j.planned_bytes.max(0) as u64);
     #[cfg(target_os = "linux")]
-    // SAFETY: between fork and exec only the async-signal-safe prctl runs.
+    // SAFETY: between fork and exec only the async-signal-safe prctl and
+    // setrlimit run.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // A SIGKILLed gateway leaves no trainer behind.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let lim = libc::rlimit {
+                rlim_cur: memory_limit as libc::rlim_t,
+                rlim_max: memory_limit as libc::rlim_t,
+            };
+            libc::setrlimit(libc::RLIMIT_DATA, &lim);
             Ok(())
         });
     }
@@ -535,6 +557,18 @@ async fn train(
             let why = last_error
                 .or_else(|| last_line(&log))
                 .unwrap_or_else(|| format!("the trainer ended ({status:?}) without an adapter"));
+            let why = if ["MemoryError", "out of memory", "Cannot allocate memory"]
+                .iter()
+                .any(|m| why.contains(m))
+            {
+                format!(
+                    "{why} (a trainer may use at most {:.2} GB: twice the plan's estimate of this job's peak, plus {} GB)",
+                    memory_limit as f64 / 1e9,
+                    TRAINER_MEMORY_HEADROOM / 1_000_000_000
+                )
+            } else {
+                why
+            };
             tracing::warn!(job = %j.id, "trainer failed after {:.0} s: {why}", started.elapsed().as_secs_f64());
             Outcome::Failed(why)
         }
@@ -542,8 +576,15 @@ async fn train(
 }
 
 /// The last non-empty line of a log (a trainer that died without saying why).
+/// Only the log's last 64 KiB are read: a trainer's log has no bound.
 fn last_line(path: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 << 10))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
     text.lines()
         .rev()
         .find(|l| !l.trim().is_empty())

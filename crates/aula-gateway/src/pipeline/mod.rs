@@ -113,13 +113,25 @@ fn admit(
     body: Bytes,
 ) -> Result<(Admitted, crate::limits::Reservation), ApiError> {
     // Embeddings generate nothing: no completion budget, no max_tokens or
-    // stream options added on the way.
-    let embeddings = path == "/v1/embeddings";
+    // stream options added on the way. Nor does `/tokenize`, which only the
+    // gateway itself calls (a vector store's ingestion, as the file's
+    // owner): its bound is its text's bytes.
+    let embeddings = matches!(path, "/v1/embeddings" | "/tokenize");
     let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
     match path {
         "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
         "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
         "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
+        "/tokenize" => {
+            adm.prompt_tokens_bound = match obj.get("content") {
+                Some(Value::String(t)) => t.len() as u64 + 2,
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|t| t.as_str().map_or(0, str::len) as u64 + 2)
+                    .sum(),
+                _ => 0,
+            };
+        }
         _ => {}
     }
     if embeddings {
@@ -327,6 +339,17 @@ async fn respond_whole(
         if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
             fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
             fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
+            // `/tokenize` reports no usage: the tokens it answered are it.
+            if fl.prompt_tokens.is_none()
+                && let Some(lists) = v["tokens"].as_array()
+            {
+                fl.prompt_tokens = Some(
+                    lists
+                        .iter()
+                        .map(|l| l.as_array().map_or(1, Vec::len) as u64)
+                        .sum(),
+                );
+            }
         }
         fl.ttft = Some(fl.arrived.elapsed());
         "ok".to_string()

@@ -185,22 +185,49 @@ async fn ingest(
         .embedding_model()
         .ok_or_else(|| Stop::Failed("server_error", "no embedding model is configured".into()))?
         .to_string();
-    let text = extract(st, &st.files.path(&file.id), &file.filename).await?;
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let (counts, limit) = token_counts(st, &model, &words).await?;
-    let chunking: aula_rag::Chunking = serde_json::from_str(&row.chunking).map_err(|e| {
-        Stop::Failed(
-            "server_error",
-            format!("the file's chunking cannot be read: {e}"),
-        )
-    })?;
-    let c = clamp(chunking, limit);
-    let pieces = aula_rag::chunk(&words, &counts, c);
     let owner = super::owner_identity(&store);
-    let mut chunks = Vec::with_capacity(pieces.len());
-    for batch in pieces.chunks(EMBED_BATCH) {
+    let key = (row.store_id.clone(), row.file_id.clone());
+    let taken = st
+        .rag
+        .partial
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take(&key);
+    let Partial { pieces, mut chunks } = match taken {
+        Some(p) => p,
+        None => {
+            let text = extract(st, &st.files.path(&file.id), &file.filename).await?;
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let (counts, limit) = token_counts(st, &owner, &model, &words).await?;
+            let chunking: aula_rag::Chunking =
+                serde_json::from_str(&row.chunking).map_err(|e| {
+                    Stop::Failed(
+                        "server_error",
+                        format!("the file's chunking cannot be read: {e}"),
+                    )
+                })?;
+            let pieces = aula_rag::chunk(&words, &counts, clamp(chunking, limit));
+            let chunks = Vec::with_capacity(pieces.len());
+            Partial { pieces, chunks }
+        }
+    };
+    while chunks.len() < pieces.len() {
+        let batch = &pieces[chunks.len()..(chunks.len() + EMBED_BATCH).min(pieces.len())];
         let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
-        let vectors = embed_once(st, &owner, &model, &texts).await?;
+        let vectors = match embed_once(st, &owner, &model, &texts).await {
+            Ok(v) => v,
+            Err(e) => {
+                let stop = Stop::from(e);
+                if matches!(stop, Stop::Later(_)) {
+                    st.rag
+                        .partial
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keep(key, Partial { pieces, chunks });
+                }
+                return Err(stop);
+            }
+        };
         for (p, v) in batch.iter().zip(vectors) {
             chunks.push(NewChunk {
                 text: p.text.clone(),
@@ -214,6 +241,60 @@ async fn ingest(
         .map(|c| c.text.len() as i64 + 4 * c.embedding.len() as i64)
         .sum();
     Ok((chunks, bytes))
+}
+
+/// The most memory the work of files put back for their owners' rate
+/// limits may hold, all together: past it, a file put back starts over.
+pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
+
+/// A file's chunks, and those embedded so far.
+pub(crate) struct Partial {
+    pieces: Vec<aula_rag::chunk::Piece>,
+    chunks: Vec<NewChunk>,
+}
+
+impl Partial {
+    fn bytes(&self) -> usize {
+        self.pieces.iter().map(|p| p.text.len() + 32).sum::<usize>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.text.len() + 4 * c.embedding.len() + 48)
+                .sum::<usize>()
+    }
+}
+
+/// Files' work kept across a rate-limit pause, within [`MAX_PARTIAL_BYTES`].
+#[derive(Default)]
+pub(crate) struct PartialWork {
+    files: std::collections::HashMap<(String, String), (Partial, usize)>,
+    bytes: usize,
+}
+
+impl PartialWork {
+    fn take(&mut self, key: &(String, String)) -> Option<Partial> {
+        let (p, n) = self.files.remove(key)?;
+        self.bytes -= n;
+        Some(p)
+    }
+
+    /// Keep `p` if it fits; else it is dropped (the file starts over).
+    fn keep(&mut self, key: (String, String), p: Partial) {
+        let n = p.bytes();
+        if let Some((_, old)) = self.files.remove(&key) {
+            self.bytes -= old;
+        }
+        if self.bytes + n <= MAX_PARTIAL_BYTES {
+            self.bytes += n;
+            self.files.insert(key, (p, n));
+        }
+    }
+
+    /// Bytes held (for the resource table's test).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// Chunk sizes within what the model embeds (its special tokens aside).
@@ -381,46 +462,37 @@ fn describe(status: &std::process::ExitStatus, reason: &str) -> String {
 }
 
 /// Each word's token count, and the most tokens one input may have, from
-/// the embedding engine's `/tokenize`. An engine without it (a `url`
-/// server that is not Aula's or llama-server) gets an estimate: a token
-/// per 3 bytes of a word, at least one.
+/// the embedding engine's `/tokenize`, called as the file's owner (limits,
+/// fair queue and ledger, like the embeddings: a store's ingestion takes no
+/// engine time outside its owner's share). An engine without it (a `url`
+/// server that is not Aula's or llama-server) gets an estimate: a token per
+/// 3 bytes of a word, at least one. The owner's rate limit puts the file
+/// back ([`Stop::Later`]); a busy box is waited out.
 async fn token_counts(
-    st: &GatewayState,
+    st: &Arc<GatewayState>,
+    owner: &Identity,
     model: &str,
     words: &[&str],
 ) -> Result<(Vec<usize>, Option<usize>), Stop> {
     let mut unique: Vec<&str> = words.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    let route = st
-        .router
-        .get(model)
-        .map_err(|_| {
-            Stop::Failed(
-                "server_error",
-                format!("the embedding model `{model}` is not served"),
-            )
-        })?
-        .clone();
-    st.fleet.ensure_loaded(&route.name).await?;
-    let _in_use = st.fleet.enter(&route.name);
     let mut counts = std::collections::HashMap::with_capacity(unique.len());
     let mut limit = None;
     for batch in unique.chunks(TOKENIZE_BATCH) {
-        let body = serde_json::to_vec(&json!({"content": batch}))
-            .map_err(|e| Stop::Failed("server_error", e.to_string()))?;
-        let answer = match route.backend.forward("/tokenize", body.into()).await {
-            Ok(r) if r.status().is_success() => {
-                use http_body_util::BodyExt;
-                let bytes = r
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| Stop::Failed("server_error", e.to_string()))?
-                    .to_bytes();
-                serde_json::from_slice::<Value>(&bytes).ok()
+        let body = json!({"model": model, "content": batch});
+        let mut waited = 0;
+        let answer = loop {
+            match crate::pipeline::call_json(st.clone(), "/tokenize", owner, &body).await {
+                Ok(v) => break Some(v),
+                Err(ApiError::Overloaded(_)) if waited < 600 => {
+                    waited += 2;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                // The engine has no `/tokenize` (or refused it): estimate.
+                Err(ApiError::InvalidRequest { .. } | ApiError::BadGateway(_)) => break None,
+                Err(e) => return Err(e.into()),
             }
-            _ => None,
         };
         let lists = answer.as_ref().and_then(|a| a["tokens"].as_array());
         match lists {
@@ -518,4 +590,59 @@ fn vectors(v: &Value, n: usize) -> Result<Vec<Vec<f32>>, ApiError> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(chunks: usize, text: usize) -> Partial {
+        let piece = || aula_rag::chunk::Piece {
+            text: "x".repeat(text),
+            tokens: 1,
+        };
+        Partial {
+            pieces: (0..chunks).map(|_| piece()).collect(),
+            chunks: (0..chunks / 2)
+                .map(|_| NewChunk {
+                    text: "x".repeat(text),
+                    tokens: 1,
+                    embedding: vec![0.0; 384],
+                })
+                .collect(),
+        }
+    }
+
+    fn key(f: &str) -> (String, String) {
+        ("vs_1".into(), f.into())
+    }
+
+    #[test]
+    fn work_kept_across_a_pause_is_taken_back_once() {
+        let mut w = PartialWork::default();
+        w.keep(key("a"), partial(10, 100));
+        assert!(w.held() > 0);
+        let p = w.take(&key("a")).unwrap();
+        assert_eq!((p.pieces.len(), p.chunks.len()), (10, 5));
+        assert!(w.take(&key("a")).is_none());
+        assert_eq!(w.held(), 0);
+    }
+
+    #[test]
+    fn work_past_the_bound_is_not_kept() {
+        let mut w = PartialWork::default();
+        // About 100 MB each: two fit, the third does not.
+        for f in ["a", "b", "c"] {
+            w.keep(key(f), partial(1000, 66_000));
+        }
+        assert!(w.held() <= MAX_PARTIAL_BYTES);
+        assert!(w.take(&key("a")).is_some());
+        assert!(w.take(&key("b")).is_some());
+        assert!(w.take(&key("c")).is_none());
+        // Kept again under the same key: counted once.
+        w.keep(key("a"), partial(10, 10));
+        let once = w.held();
+        w.keep(key("a"), partial(10, 10));
+        assert_eq!(w.held(), once);
+    }
 }

@@ -106,6 +106,10 @@ pub struct Rag {
     pub(crate) wake: tokio::sync::Notify,
     /// Held while a store is created (the per-user cap's count and insert).
     pub(crate) creating: tokio::sync::Mutex<()>,
+    /// Files put back for their owner's rate limit: the work done so far,
+    /// taken up again when the file is (else a file needing more calls
+    /// than its owner may make in a minute would start over for ever).
+    pub(crate) partial: Mutex<ingest::PartialWork>,
 }
 
 impl Rag {
@@ -118,6 +122,7 @@ impl Rag {
             served: Default::default(),
             wake: tokio::sync::Notify::new(),
             creating: tokio::sync::Mutex::new(()),
+            partial: Default::default(),
         }
     }
 

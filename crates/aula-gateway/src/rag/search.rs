@@ -36,7 +36,18 @@ pub async fn search(
     stores: &[String],
     req: &Request<'_>,
 ) -> Result<Vec<Found>, ApiError> {
+    // A lexical search calls no engine, so no engine call counts it: it is
+    // admitted here, against the searcher's request limits.
+    let mut _admitted = None;
     let vectors = if req.mode == aula_rag::Mode::Lexical {
+        _admitted = Some(
+            st.limiter
+                .admit_without_model(who, aula_store::now_ms())
+                .inspect_err(|e| {
+                    crate::metrics::limit_refused(e);
+                    st.live.refused(e);
+                })?,
+        );
         Vec::new()
     } else {
         let model = st.rag.embedding_model().ok_or_else(|| {
