@@ -40,6 +40,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--seconds", type=float, default=60)
 ap.add_argument("--students", type=int, default=20)
 ap.add_argument("--attackers", default="1,2,3,4", help="which attackers run in the hostile phase")
+ap.add_argument("--embed-threads", type=int, help="`threads` of the embedding model (default: the engine's, every core)")
 args = ap.parse_args()
 which = {int(a) for a in args.attackers.split(",") if a}
 
@@ -129,7 +130,8 @@ try:
     train_python = os.environ.get("AULA_TRAIN_PYTHON", str(pathlib.Path.home() / ".cache/aula/train-venv/bin/python"))
     fine_tuning = pathlib.Path(train_python).exists() and (MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
     cfg = (f'[[models]]\nname = "mock"\nurl = "{mock_url}"\nparallel = 64\n\n'
-           f'[[models]]\nname = "minilm"\ngguf = "all-minilm-l6-v2.gguf"\n\n')
+           f'[[models]]\nname = "minilm"\ngguf = "all-minilm-l6-v2.gguf"\n'
+           + (f'threads = {args.embed_threads}\n' if args.embed_threads else '') + '\n')
     if fine_tuning:
         os.symlink(MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf", home / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
         cfg += (f'[[models]]\nname = "smol"\ngguf = "SmolLM2-135M-Instruct.Q4_1.gguf"\n\n'
@@ -264,20 +266,43 @@ try:
                 stop.wait(0.25)
         threads = [threading.Thread(target=sample)]
         threads += [threading.Thread(target=student, args=(k, stop, lat, errors)) for k in students]
+        # The attackers run in a process of their own, as they would on
+        # machines of their own: in this one, their loops would take the
+        # students' client threads' turns at Python's lock and show up as
+        # the students' latency.
+        attack = None
         if hostile:
-            if 1 in which:
-                threads += [threading.Thread(target=endless_headers, args=(attackers[0], stop)) for _ in range(4)]
-            if 2 in which:
-                threads.append(threading.Thread(target=session_flood, args=(stop,)))
-            if fine_tuning and 3 in which:
-                threads.append(threading.Thread(target=finetune_creates, args=(attackers[2], stop)))
-            if 4 in which:
-                threads.append(threading.Thread(target=rate_limited_ingestion, args=(attackers[3], stop)))
+            import multiprocessing
+            attack_stop = multiprocessing.get_context("fork").Event()
+
+            def attackers_main():
+                ts = []
+                if 1 in which:
+                    ts += [threading.Thread(target=endless_headers, args=(attackers[0], attack_stop)) for _ in range(4)]
+                if 2 in which:
+                    ts.append(threading.Thread(target=session_flood, args=(attack_stop,)))
+                if fine_tuning and 3 in which:
+                    ts.append(threading.Thread(target=finetune_creates, args=(attackers[2], attack_stop)))
+                if 4 in which:
+                    ts.append(threading.Thread(target=rate_limited_ingestion, args=(attackers[3], attack_stop)))
+                for t in ts:
+                    t.daemon = True
+                    t.start()
+                attack_stop.wait()
+                for t in ts:
+                    t.join(timeout=30)
+            attack = multiprocessing.get_context("fork").Process(target=attackers_main)
+            attack.start()
         for t in threads:
             t.daemon = True
             t.start()
         time.sleep(args.seconds)
         stop.set()
+        if attack:
+            attack_stop.set()
+            attack.join(timeout=60)
+            if attack.is_alive():
+                attack.kill()
         for t in threads:
             t.join(timeout=30)
         return {

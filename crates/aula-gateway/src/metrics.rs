@@ -109,22 +109,24 @@ pub fn slots(model: &str, slots: usize) {
     metrics::gauge!("aula_slots", "model" => model.to_string()).set(slots as f64);
 }
 
-/// A settled request: its status (`ok`, `cancelled`, `timeout` or
-/// `error:STATUS`), tokens, time to first token and duration.
+/// A settled request: how it ended (the `status` label: the HTTP status,
+/// `cancelled` or `timeout`), tokens, time to first token and duration.
 pub fn request_done(
     model: &str,
-    status: &str,
+    status: aula_store::Outcome,
     prompt: Option<u64>,
     completion: Option<u64>,
     ttft: Option<std::time::Duration>,
     duration: std::time::Duration,
 ) {
-    let label =
-        status
-            .strip_prefix("error:")
-            .unwrap_or(if status == "ok" { "200" } else { status });
+    use aula_store::Outcome;
+    let label = match status {
+        Outcome::Ok => "200".to_string(),
+        Outcome::Error(code) => code.to_string(),
+        other => other.as_db().into_owned(),
+    };
     let model = model.to_string();
-    metrics::counter!("aula_requests_total", "model" => model.clone(), "status" => label.to_string())
+    metrics::counter!("aula_requests_total", "model" => model.clone(), "status" => label)
         .increment(1);
     if let Some(p) = prompt {
         metrics::counter!("aula_tokens_total", "model" => model.clone(), "kind" => "prompt")

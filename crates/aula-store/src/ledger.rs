@@ -19,12 +19,68 @@ pub struct RequestRecord {
     pub admitted_ms: i64,
 }
 
+/// How a request ended: the ledger's `status` column, written and read
+/// only through this type (`unfinished`, `ok`, `cancelled`, `timeout`,
+/// `error:STATUS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Admitted, not yet settled (or the gateway stopped before it was).
+    #[default]
+    Unfinished,
+    /// Answered in full.
+    Ok,
+    /// The client left before the answer was complete.
+    Cancelled,
+    /// The engine did not answer in time.
+    Timeout,
+    /// Failed with this HTTP status (the gateway's or the engine's).
+    Error(u16),
+}
+
+impl Outcome {
+    /// As stored: `ok`, `error:502`...
+    pub fn as_db(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Outcome::Unfinished => "unfinished".into(),
+            Outcome::Ok => "ok".into(),
+            Outcome::Cancelled => "cancelled".into(),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::Error(code) => format!("error:{code}").into(),
+        }
+    }
+
+    /// Read back what [`Outcome::as_db`] wrote; anything else is an error
+    /// of unknown status (0), counted with the errors.
+    pub fn from_db(s: &str) -> Outcome {
+        match s {
+            "unfinished" => Outcome::Unfinished,
+            "ok" => Outcome::Ok,
+            "cancelled" => Outcome::Cancelled,
+            "timeout" => Outcome::Timeout,
+            s => Outcome::Error(
+                s.strip_prefix("error:")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+            ),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Outcome::Error(_))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_db())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
     /// The row as admitted (so finalizing never depends on the order of writes).
     pub record: RequestRecord,
-    /// `ok`, `cancelled` (the client left), or `error:STATUS`.
-    pub status: String,
+    pub status: Outcome,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,
     pub queue_ms: f64,
@@ -261,7 +317,7 @@ fn write_batch_sqlite(
                         r.groups.join(","),
                         r.model,
                         r.admitted_ms,
-                        f.status,
+                        f.status.as_db(),
                         f.prompt_tokens,
                         f.completion_tokens,
                         f.queue_ms,
@@ -321,7 +377,7 @@ async fn write_batch(
                 .bind(r.groups.join(","))
                 .bind(&r.model)
                 .bind(r.admitted_ms)
-                .bind(&f.status)
+                .bind(f.status.to_string())
                 .bind(f.prompt_tokens)
                 .bind(f.completion_tokens)
                 .bind(f.queue_ms)
@@ -490,11 +546,11 @@ impl Store {
                     ..Default::default()
                 });
                 row.requests += n;
-                match status.as_str() {
-                    "ok" => row.ok += n,
-                    "unfinished" => row.unfinished += n,
-                    "cancelled" => row.cancelled += n,
-                    _ => row.errors += n,
+                match Outcome::from_db(&status) {
+                    Outcome::Ok => row.ok += n,
+                    Outcome::Unfinished => row.unfinished += n,
+                    Outcome::Cancelled => row.cancelled += n,
+                    Outcome::Timeout | Outcome::Error(_) => row.errors += n,
                 }
                 row.prompt_tokens += prompt.unwrap_or(0);
                 row.completion_tokens += completion.unwrap_or(0);
@@ -643,7 +699,7 @@ mod tests {
                         model: "m".into(),
                         admitted_ms: 1000 + i,
                     },
-                    status: "ok".into(),
+                    status: Outcome::Ok,
                     prompt_tokens: Some(10),
                     completion_tokens: Some(5),
                     queue_ms: 2.0,
@@ -684,12 +740,12 @@ mod tests {
         let d0 = 20_000 * day;
         let mut n = 0;
         for (d, user, model, status) in [
-            (0, "al", "m", "ok"),
-            (0, "al", "m", "ok"),
-            (0, "bo", "n", "error:500"),
-            (1, "al", "n", "ok"),
-            (2, "bo", "m", "ok"),
-            (3, "al", "m", "ok"),
+            (0, "al", "m", Outcome::Ok),
+            (0, "al", "m", Outcome::Ok),
+            (0, "bo", "n", Outcome::Error(500)),
+            (1, "al", "n", Outcome::Ok),
+            (2, "bo", "m", Outcome::Ok),
+            (3, "al", "m", Outcome::Ok),
         ] {
             n += 1;
             let record = RequestRecord {
@@ -707,7 +763,7 @@ mod tests {
             ledger
                 .finish(Finish {
                     record,
-                    status: status.into(),
+                    status,
                     prompt_tokens: Some(10 * n),
                     completion_tokens: Some(n),
                     queue_ms: n as f64,

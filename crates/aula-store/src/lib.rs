@@ -18,7 +18,7 @@ pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};
 pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob};
 pub use identity::{KeyInfo, Role, User};
-pub use ledger::{Finish, Ledger, RequestRecord, UsageBy, UsageRow};
+pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow};
 pub use vectors::{ChunkRow, FileCounts, NewChunk, StoreFileRecord, VectorStoreRecord};
 
 /// Milliseconds since the Unix epoch.

@@ -289,14 +289,32 @@ async fn training_data(
             ),
         ));
     }
-    // A line at a time, off the async workers: a large file costs one
-    // example's memory, not its size.
-    let path = st.files.path(file_id);
-    tokio::task::spawn_blocking(move || validate::check_file(&path))
-        .await
-        .map_err(|e| ApiError::Internal(format!("checking {file_id}: {e}")))?
-        .map_err(|e| ApiError::Internal(format!("reading {file_id}: {e}")))?
-        .map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
+    let checked = |st: &GatewayState| {
+        st.finetune
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(file_id)
+    };
+    let outcome = match checked(st) {
+        Some(r) => r,
+        None => {
+            // A line at a time, off the async workers: a large file costs
+            // one example's memory, not its size.
+            let path = st.files.path(file_id);
+            let r = tokio::task::spawn_blocking(move || validate::check_file(&path))
+                .await
+                .map_err(|e| ApiError::Internal(format!("checking {file_id}: {e}")))?
+                .map_err(|e| ApiError::Internal(format!("reading {file_id}: {e}")))?;
+            st.finetune
+                .checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(file_id, r.clone());
+            r
+        }
+    };
+    outcome.map_err(|e| ApiError::invalid_param(param, format!("{file_id}: {e}")))
 }
 
 /// `POST /v1/fine_tuning/jobs`.

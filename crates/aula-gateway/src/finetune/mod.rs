@@ -124,6 +124,9 @@ pub struct FineTune {
     /// Creations one at a time: a user's limits are checked and the job
     /// stored as one step.
     pub(crate) creating: tokio::sync::Mutex<()>,
+    /// Files already checked, by id (a file never changes): a create that
+    /// names one again does not read it again.
+    pub(crate) checked: Mutex<validate::Checked>,
     /// Chat models on Aula's own engine, by name.
     pub bases: HashMap<String, Base>,
     /// Fine-tuned models by name.
@@ -140,6 +143,7 @@ impl FineTune {
         FineTune {
             enabled: settings.is_enabled(),
             creating: tokio::sync::Mutex::new(()),
+            checked: Default::default(),
             settings,
             bases,
             models: RwLock::new(HashMap::new()),

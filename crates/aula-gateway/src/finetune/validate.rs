@@ -16,6 +16,35 @@ const MAX_EXAMPLE_CHARS: usize = 200_000;
 /// template once per prefix: its work grows with their square).
 pub const MAX_MESSAGES_PER_EXAMPLE: usize = 64;
 
+/// Most files whose check is remembered ([`Checked`]).
+pub const MAX_CHECKED: usize = 4096;
+
+/// The outcome of checking each file (a file's bytes never change), for
+/// at most [`MAX_CHECKED`] files: past that, all are forgotten at once.
+#[derive(Default)]
+pub struct Checked(std::collections::HashMap<String, Result<Summary, String>>);
+
+impl Checked {
+    pub fn get(&self, file_id: &str) -> Option<Result<Summary, String>> {
+        self.0.get(file_id).cloned()
+    }
+
+    pub fn put(&mut self, file_id: &str, r: Result<Summary, String>) {
+        if self.0.len() >= MAX_CHECKED {
+            self.0.clear();
+        }
+        self.0.insert(file_id.to_string(), r);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// What a valid file holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
@@ -193,6 +222,19 @@ impl Checker {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn checks_are_remembered_within_a_bound() {
+        let mut c = Checked::default();
+        c.put("file-a", Err("line 3: no messages".into()));
+        assert_eq!(c.get("file-a"), Some(Err("line 3: no messages".into())));
+        assert_eq!(c.get("file-b"), None);
+        for i in 0..MAX_CHECKED + 10 {
+            c.put(&format!("file-{i}"), Ok(Summary::default()));
+            assert!(c.len() <= MAX_CHECKED);
+        }
+        assert!(c.get("file-a").is_none());
+    }
     use super::*;
 
     fn lines(extra: &str) -> String {

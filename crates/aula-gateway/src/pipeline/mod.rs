@@ -26,7 +26,7 @@ mod stream;
 use crate::identity::Identity;
 use crate::server::GatewayState;
 use aula_protocol::{Admission, ApiError};
-use aula_store::{RequestRecord, now_ms};
+use aula_store::{Outcome, RequestRecord, now_ms};
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -297,7 +297,7 @@ async fn forward(
         // The engine had the request all that time: charged like a client
         // that left (its prompt bound), not free.
         Err(e @ ApiError::EngineTimeout(_)) => {
-            fl.complete("timeout").await;
+            fl.complete(Outcome::Timeout).await;
             return Err(e);
         }
         Err(e) => {
@@ -352,11 +352,11 @@ async fn respond_whole(
             }
         }
         fl.ttft = Some(fl.arrived.elapsed());
-        "ok".to_string()
+        Outcome::Ok
     } else {
-        format!("error:{}", parts.status.as_u16())
+        Outcome::Error(parts.status.as_u16())
     };
-    fl.complete(&status).await;
+    fl.complete(status).await;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
@@ -573,7 +573,7 @@ mod tests {
 
         // The engine failed: the user is not charged for the prompt.
         let mut fl = in_flight(&st, "failed", true, 3);
-        let finish = fl.settle("error:502");
+        let finish = fl.settle(Outcome::Error(502));
         assert!(finish.is_none());
         drop(fl);
         assert_eq!(used_today("failed"), (3, 0));

@@ -6,7 +6,7 @@
 use super::Admitted;
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
-use aula_store::{Finish, RequestRecord};
+use aula_store::{Finish, Outcome, RequestRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,12 +74,11 @@ impl InFlight {
 
     /// Settle as failed with `e`'s status; returns `e` for the client.
     pub(super) async fn fail(&mut self, e: ApiError) -> ApiError {
-        self.complete(&format!("error:{}", e.status().as_u16()))
-            .await;
+        self.complete(Outcome::Error(e.status().as_u16())).await;
         e
     }
 
-    pub(super) async fn complete(&mut self, status: &str) {
+    pub(super) async fn complete(&mut self, status: Outcome) {
         if let Some(f) = self.settle(status)
             && let Err(e) = self.st.ledger.finish(f).await
         {
@@ -87,7 +86,7 @@ impl InFlight {
         }
     }
 
-    pub(super) fn settle(&mut self, status: &str) -> Option<Finish> {
+    pub(super) fn settle(&mut self, status: Outcome) -> Option<Finish> {
         if self.done {
             return None;
         }
@@ -97,10 +96,9 @@ impl InFlight {
             .or((self.chunks > 0).then_some(self.chunks));
         // The prompt as charged: reported by the engine, else its bound once
         // the engine had it (unless the engine failed).
-        let charged_prompt =
-            self.prompt_tokens
-                .or((self.reached_engine && !status.starts_with("error:"))
-                    .then_some(self.prompt_bound));
+        let charged_prompt = self
+            .prompt_tokens
+            .or((self.reached_engine && !status.is_error()).then_some(self.prompt_bound));
         let used = charged_prompt
             .unwrap_or(0)
             .saturating_add(completion.unwrap_or(0));
@@ -126,7 +124,7 @@ impl InFlight {
         let record = self.record.take()?;
         Some(Finish {
             record,
-            status: status.to_string(),
+            status,
             prompt_tokens: charged_prompt.map(as_tokens),
             completion_tokens: completion.map(as_tokens),
             queue_ms: self.queue_ms,
@@ -138,7 +136,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(f) = self.settle("cancelled") {
+        if let Some(f) = self.settle(Outcome::Cancelled) {
             self.st.ledger.finish_detached(f);
         }
     }

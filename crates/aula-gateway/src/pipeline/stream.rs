@@ -5,6 +5,7 @@
 
 use super::settle::InFlight;
 use aula_protocol::ApiError;
+use aula_store::Outcome;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -37,13 +38,17 @@ pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> 
                         // The engine failed mid-answer (it crashed, say): end
                         // the stream with an error event the client can read.
                         let mut out = t.flush();
-                        t.fl.complete("error:502").await;
+                        t.fl.complete(Outcome::Error(502)).await;
                         out.extend_from_slice(&error_event(&t.fl.model, &e.to_string()));
                         return Some((Ok(Bytes::from(out)), None));
                     }
                     None => {
                         let mut out = t.flush();
-                        let status = if t.saw_done { "ok" } else { "error:502" };
+                        let status = if t.saw_done {
+                            Outcome::Ok
+                        } else {
+                            Outcome::Error(502)
+                        };
                         t.fl.complete(status).await;
                         if t.saw_done {
                             out.extend_from_slice(b"data: [DONE]\n\n");
