@@ -2,6 +2,7 @@
 errors, and the gateway's memory, with and without four hostile students.
 
     .venv/bin/python scripts/hostile-load.py [--seconds 60] [--students 20]
+        [--attackers 1,2,3,4] [--embed-threads N]
 
 Starts `openai-mock` (4 tokens x 25 ms, 64 slots) and `aula serve`
 (target/release/aula) on loopback in a temporary home with the mock as the
@@ -23,7 +24,9 @@ quiet (students only) and hostile (students and attackers at once):
   attacker 4 at most 2 requests a minute, and keeps attaching files to two
              stores of hers, so her ingestion meets her rate limit.
 
-Prints one JSON object: per phase, the students' requests, errors (any
+The attackers run in a process of their own (in the students' process
+their loops would take the students' client threads' turns at Python's
+lock). Prints one JSON object: per phase, the students' requests, errors (any
 non-2xx, or a transport error) and p50/p95/p99 latency per kind, and the
 gateway's RSS (idle before the phases, and the peak in each). Every
 request goes to 127.0.0.1 only, and every loop ends with its phase.

@@ -112,7 +112,8 @@ chat_resp = {"type": "object", "required": ["id", "object", "created", "model", 
   "choices": {"type": "array", "items": {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
      "index": {"type": "integer"}, "finish_reason": finish,
      "message": {"type": "object", "required": ["role"], "properties": {"role": {"const": "assistant"},
-        "content": {"type": ["string", "null"]}, "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}}}}}}},
+        "content": {"type": ["string", "null"]}, "refusal": {"type": ["string", "null"]},
+        "tool_calls": {"type": "array", "items": {"$ref": "#/components/schemas/ToolCall"}}}}}}},
   "usage": {"$ref": "#/components/schemas/Usage"}}}
 comp_resp = {"type": "object", "required": ["id", "object", "created", "model", "choices"], "properties": {
   "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
@@ -175,8 +176,7 @@ readyz = {"type": "object", "required": ["ready"], "properties": {"ready": {"typ
 file_obj = {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"], "properties": {
   "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer", "minimum": 1},
   "created_at": {"type": "integer"}, "filename": {"type": "string"},
-  "purpose": {"enum": ["assistants", "user_data"]}, "status": {"const": "processed"},
-  "status_details": {"type": "null"}, "expires_at": {"type": "null"}}}
+  "purpose": {"enum": ["assistants", "user_data"]}, "status": {"const": "processed"}}}
 file_list = {"type": "object", "required": ["object", "data", "has_more"], "properties": {"object": {"const": "list"},
   "data": {"type": "array", "items": {"$ref": "#/components/schemas/File"}}, "has_more": {"type": "boolean"},
   "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}}
@@ -209,7 +209,7 @@ file_ids = {"anyOf": [{"type": "array", "maxItems": 500, "items": {"type": "stri
 vs_obj = {"type": "object", "required": ["id", "object", "created_at", "name", "usage_bytes", "file_counts", "status", "metadata"], "properties": {
   "id": {"type": "string"}, "object": {"const": "vector_store"}, "created_at": {"type": "integer"}, "name": {"type": "string"},
   "description": {"type": ["string", "null"]}, "usage_bytes": {"type": "integer"}, "file_counts": counts,
-  "status": {"enum": ["in_progress", "completed"]}, "expires_after": {"type": "null"}, "expires_at": {"type": "null"},
+  "status": {"enum": ["in_progress", "completed"]}, "expires_at": {"type": "null"},
   "last_active_at": {"type": "integer"}, "metadata": {"type": "object"}, "owner": {"type": "string"},
   "shared_with_groups": {"type": "array", "items": {"type": "string"}}}}
 vs_create = {"type": "object", "additionalProperties": False, "properties": {
@@ -271,7 +271,7 @@ resp_req = {"type": "object", "required": ["model", "input"], "additionalPropert
   "temperature": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 2}, {"type": "null"}]},
   "top_p": {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {"type": "null"}]},
   "stream": {"type": ["boolean", "null"]}, "store": {"type": ["boolean", "null"]}, "parallel_tool_calls": {"type": ["boolean", "null"]},
-  "truncation": {"anyOf": [{"const": "disabled"}, {"type": "null"}]}, "user": {"type": ["string", "null"]}, "metadata": metadata,
+  "truncation": {"anyOf": [{"const": "disabled"}, {"type": "null"}]}, "user": {"type": "string"}, "metadata": metadata,
   "text": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {"format": {"anyOf": [
      {"type": "object", "required": ["type"], "additionalProperties": False, "properties": {"type": {"enum": ["text", "json_object"]}}},
      {"type": "object", "required": ["type", "name", "schema"], "additionalProperties": False, "properties": {"type": {"const": "json_schema"},

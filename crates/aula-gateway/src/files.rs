@@ -253,8 +253,8 @@ fn file_object(f: &FileRecord) -> Value {
         "filename": f.filename,
         "purpose": f.purpose,
         "status": "processed",
-        "status_details": null,
-        "expires_at": null,
+        // No `status_details` or `expires_at`: OpenAI's description has no
+        // null for either, and Aula's files neither fail nor expire.
     })
 }
 

@@ -722,7 +722,6 @@ impl Shell {
             "truncation": "disabled",
             "usage": usage,
             "metadata": self.metadata,
-            "user": null,
         })
     }
 }
@@ -730,7 +729,7 @@ impl Shell {
 fn usage(prompt: u64, completion: u64) -> Value {
     json!({
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
@@ -983,7 +982,7 @@ fn stream(resp: Response, s: Streamed) -> Response {
         index = 1;
     }
     head.extend(ev.event("response.output_item.added", json!({"output_index": index, "item": message_item(&s.msg_id, "", Vec::new(), "in_progress")})));
-    head.extend(ev.event("response.content_part.added", json!({"output_index": index, "item_id": s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})));
+    head.extend(ev.event("response.content_part.added", json!({"output_index": index, "item_id": s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})));
     struct St {
         up: axum::body::BodyDataStream,
         ev: Events,
@@ -1060,7 +1059,7 @@ fn stream(resp: Response, s: Streamed) -> Response {
                         out.extend(t.ev.event("response.output_text.annotation.added", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "annotation_index": i, "annotation": a})));
                     }
                     out.extend(t.ev.event("response.output_text.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "text": t.text, "logprobs": []})));
-                    out.extend(t.ev.event("response.content_part.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": t.text, "annotations": notes}})));
+                    out.extend(t.ev.event("response.content_part.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": t.text, "annotations": notes, "logprobs": []}})));
                     let status = if t.cut { "incomplete" } else { "completed" };
                     let message = message_item(&t.s.msg_id, &t.text, notes, status);
                     out.extend(t.ev.event("response.output_item.done", json!({"output_index": t.index, "item": message})));

@@ -456,7 +456,7 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
         holds: st.fleet.holds(),
         fine_tuning: st
             .store
-            .ft_jobs_in(&["validating_files", "queued", "running"])
+            .ft_jobs_in(&aula_store::JobStatus::UNFINISHED)
             .await
             .unwrap_or_default()
             .into_iter()
@@ -464,7 +464,7 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
                 id: j.id,
                 user: j.owner,
                 model: j.base_model,
-                status: j.status,
+                status: j.status.to_string(),
                 planned_bytes: j.planned_bytes.max(0) as u64,
             })
             .collect(),

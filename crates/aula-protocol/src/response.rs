@@ -82,7 +82,7 @@ impl ResponseBuilder {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": {"role": "assistant", "content": text, "refusal": null},
                 "logprobs": null,
                 "finish_reason": finish.as_str(),
             }),
@@ -147,7 +147,9 @@ impl ResponseBuilder {
         finish: FinishReason,
         usage: Usage,
     ) -> Value {
-        let mut message = json!({"role": "assistant", "content": a.content});
+        // `refusal` is required in OpenAI's description of a chat message
+        // (null: this engine never refuses on its own).
+        let mut message = json!({"role": "assistant", "content": a.content, "refusal": null});
         if let Some(r) = &a.reasoning {
             message["reasoning_content"] = json!(r);
         }
@@ -300,6 +302,16 @@ mod tests {
         let full = b.full("hi", FinishReason::Length, Usage::new(3, 2));
         assert_eq!(full["object"], "chat.completion");
         assert_eq!(full["choices"][0]["message"]["content"], "hi");
+        // Required by OpenAI's description of a chat message: present, null.
+        let message = full["choices"][0]["message"].as_object().unwrap();
+        assert!(message.get("refusal").is_some_and(Value::is_null));
+        let answer = b.full_answer(
+            &crate::tool_parse::Parsed::default(),
+            FinishReason::Stop,
+            Usage::new(1, 1),
+        );
+        let message = answer["choices"][0]["message"].as_object().unwrap();
+        assert!(message.get("refusal").is_some_and(Value::is_null));
         assert_eq!(full["choices"][0]["finish_reason"], "length");
         assert_eq!(full["usage"]["total_tokens"], 5);
         let c = b.chunk("a", true, None);

@@ -7,13 +7,85 @@
 use crate::db::{Store, StoreError};
 use sqlx::Row;
 
+/// A job's status, stored and answered by these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    ValidatingFiles,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::ValidatingFiles,
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+    /// Not finished: waiting, or training.
+    pub const UNFINISHED: [JobStatus; 3] = [
+        JobStatus::ValidatingFiles,
+        JobStatus::Queued,
+        JobStatus::Running,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::ValidatingFiles => "validating_files",
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    pub fn is_finished(self) -> bool {
+        !JobStatus::UNFINISHED.contains(&self)
+    }
+
+    /// The one list of the moves a job may make. Forward only, except that
+    /// a training job is put back in the queue when the gateway stops; a
+    /// running job's progress and a succeeded job's model (deleted) are
+    /// written without a move.
+    pub fn may_move(from: JobStatus, to: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (from, to),
+            (ValidatingFiles, Queued)
+                | (Queued, Running)
+                | (Running, Queued)
+                | (Running, Running)
+                | (Running, Succeeded)
+                | (Succeeded, Succeeded)
+                | (ValidatingFiles | Queued | Running, Failed | Cancelled)
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One fine-tuning job as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FineTuneJob {
     pub id: String,
     pub owner: String,
     pub owner_role: String,
-    pub status: String,
+    pub status: JobStatus,
     pub base_model: String,
     pub fine_tuned_model: Option<String>,
     /// What was asked, as JSON.
@@ -62,7 +134,12 @@ fn job(r: &sqlx::any::AnyRow) -> Result<FineTuneJob, StoreError> {
         id: r.try_get(0)?,
         owner: r.try_get(1)?,
         owner_role: r.try_get(2)?,
-        status: r.try_get(3)?,
+        status: {
+            let s: String = r.try_get(3)?;
+            JobStatus::parse(&s).ok_or_else(|| {
+                StoreError::Invalid(format!("a fine-tuning job has an unknown status `{s}`"))
+            })?
+        },
         base_model: r.try_get(4)?,
         fine_tuned_model: r.try_get(5)?,
         spec: r.try_get(6)?,
@@ -87,7 +164,7 @@ impl Store {
         .bind(&j.id)
         .bind(&j.owner)
         .bind(&j.owner_role)
-        .bind(&j.status)
+        .bind(j.status.as_str())
         .bind(&j.base_model)
         .bind(&j.fine_tuned_model)
         .bind(&j.spec)
@@ -106,12 +183,21 @@ impl Store {
     }
 
     /// Write every changeable field of `j`, only while the stored status is
-    /// one of `expect`; false when it was not (someone else moved it).
+    /// one of `expect` from which [`JobStatus::may_move`] allows `j`'s;
+    /// false when it was not (someone else moved it).
     pub async fn update_ft_job(
         &self,
         j: &FineTuneJob,
-        expect: &[&str],
+        expect: &[JobStatus],
     ) -> Result<bool, StoreError> {
+        let expect: Vec<JobStatus> = expect
+            .iter()
+            .copied()
+            .filter(|from| JobStatus::may_move(*from, j.status))
+            .collect();
+        if expect.is_empty() {
+            return Ok(false);
+        }
         let list: Vec<String> = (0..expect.len()).map(|i| format!("${}", i + 11)).collect();
         let sql = format!(
             "UPDATE fine_tuning_jobs SET status = $1, fine_tuned_model = $2, error = $3, \
@@ -120,7 +206,7 @@ impl Store {
             list.join(", ")
         );
         let mut q = sqlx::query(&sql)
-            .bind(&j.status)
+            .bind(j.status.as_str())
             .bind(&j.fine_tuned_model)
             .bind(&j.error)
             .bind(j.trained_tokens)
@@ -130,8 +216,8 @@ impl Store {
             .bind(&j.shared_groups)
             .bind(j.deleted_ms)
             .bind(&j.id);
-        for s in expect {
-            q = q.bind(*s);
+        for s in &expect {
+            q = q.bind(s.as_str());
         }
         Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }
@@ -191,7 +277,7 @@ impl Store {
     }
 
     /// Every job in one of these states, oldest first (the scheduler's queue).
-    pub async fn ft_jobs_in(&self, statuses: &[&str]) -> Result<Vec<FineTuneJob>, StoreError> {
+    pub async fn ft_jobs_in(&self, statuses: &[JobStatus]) -> Result<Vec<FineTuneJob>, StoreError> {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
@@ -202,7 +288,7 @@ impl Store {
         );
         let mut q = sqlx::query(&sql);
         for s in statuses {
-            q = q.bind(*s);
+            q = q.bind(s.as_str());
         }
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(job).collect()
@@ -211,8 +297,9 @@ impl Store {
     /// The models fine-tuning made that were not deleted.
     pub async fn ft_models(&self) -> Result<Vec<FineTuneJob>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE status = 'succeeded' \
-             AND fine_tuned_model IS NOT NULL AND deleted_ms IS NULL ORDER BY created_ms"
+            "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE status = '{}' \
+             AND fine_tuned_model IS NOT NULL AND deleted_ms IS NULL ORDER BY created_ms",
+            JobStatus::Succeeded
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -226,11 +313,16 @@ impl Store {
         owner: &str,
         since_ms: i64,
     ) -> Result<(i64, i64, i64), StoreError> {
-        let row = sqlx::query(
+        let unfinished: Vec<String> = JobStatus::UNFINISHED
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect();
+        let row = sqlx::query(&format!(
             "SELECT CAST(COALESCE(SUM(CASE WHEN created_ms >= $2 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(CASE WHEN status IN ('validating_files', 'queued', 'running') THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                    CAST(COALESCE(SUM(CASE WHEN status IN ({}) THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM fine_tuning_jobs WHERE owner = $1",
-        )
+            unfinished.join(", ")
+        ))
         .bind(owner)
         .bind(since_ms)
         .fetch_one(&self.pool)
@@ -384,7 +476,7 @@ mod tests {
             id: id.into(),
             owner: owner.into(),
             owner_role: "student".into(),
-            status: "validating_files".into(),
+            status: JobStatus::ValidatingFiles,
             base_model: "smol".into(),
             fine_tuned_model: None,
             spec: "{}".into(),
@@ -400,6 +492,31 @@ mod tests {
         }
     }
 
+    #[test]
+    fn statuses_round_trip_and_only_allowed_moves_are_made() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert_eq!(JobStatus::parse("done"), None);
+        // Nothing leaves a finished status except a succeeded job's own
+        // update; nothing goes back to validating.
+        for from in JobStatus::ALL {
+            for to in JobStatus::ALL {
+                if from.is_finished() && !(from == to && to == JobStatus::Succeeded) {
+                    assert!(!JobStatus::may_move(from, to), "{from} -> {to}");
+                }
+                if to == JobStatus::ValidatingFiles {
+                    assert!(!JobStatus::may_move(from, to), "{from} -> {to}");
+                }
+            }
+        }
+        assert!(JobStatus::may_move(JobStatus::Running, JobStatus::Queued));
+    }
+
     #[tokio::test]
     async fn jobs_move_only_from_the_status_expected() {
         let dir = std::env::temp_dir().join(format!("aula-ft-test-{}", std::process::id()));
@@ -409,26 +526,31 @@ mod tests {
         store.put_ft_job(&sample("b", "ann", 2)).await.unwrap();
         store.put_ft_job(&sample("c", "bob", 3)).await.unwrap();
         let mut a = store.ft_job("a").await.unwrap().unwrap();
-        a.status = "queued".into();
+        a.status = JobStatus::Queued;
         assert!(
             store
-                .update_ft_job(&a, &["validating_files"])
+                .update_ft_job(&a, &[JobStatus::ValidatingFiles])
                 .await
                 .unwrap()
         );
-        a.status = "cancelled".into();
+        a.status = JobStatus::Cancelled;
         assert!(
             store
-                .update_ft_job(&a, &["queued", "running"])
+                .update_ft_job(&a, &[JobStatus::Queued, JobStatus::Running])
                 .await
                 .unwrap()
         );
         // The trainer's end comes too late: the job stays cancelled.
-        a.status = "succeeded".into();
-        assert!(!store.update_ft_job(&a, &["running"]).await.unwrap());
+        a.status = JobStatus::Succeeded;
+        assert!(
+            !store
+                .update_ft_job(&a, &[JobStatus::Running])
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store.ft_job("a").await.unwrap().unwrap().status,
-            "cancelled"
+            JobStatus::Cancelled
         );
 
         let (page, more) = store.ft_jobs(Some("ann"), None, 1).await.unwrap();
@@ -437,7 +559,7 @@ mod tests {
         assert_eq!((page.len(), page[0].id.as_str(), more), (1, "a", false));
         assert_eq!(store.ft_jobs(None, None, 10).await.unwrap().0.len(), 3);
         let queue = store
-            .ft_jobs_in(&["validating_files", "queued"])
+            .ft_jobs_in(&[JobStatus::ValidatingFiles, JobStatus::Queued])
             .await
             .unwrap();
         assert_eq!(

@@ -16,7 +16,7 @@ pub mod vectors;
 
 pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};
-pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob};
+pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob, JobStatus};
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow};
 pub use vectors::{ChunkRow, FileCounts, NewChunk, StoreFileRecord, VectorStoreRecord};

@@ -10,7 +10,7 @@ use crate::identity::Identity;
 use crate::rag::api::{body_object, groups, only, opt_str};
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
-use aula_store::{FineTuneJob, now_ms};
+use aula_store::{FineTuneJob, JobStatus, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -61,7 +61,7 @@ pub fn job_object(j: &FineTuneJob) -> Value {
         "hyperparameters": hyper,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
         "result_files": [],
-        "trained_tokens": if j.status == "succeeded" { Some(j.trained_tokens) } else { None },
+        "trained_tokens": if j.status == JobStatus::Succeeded { Some(j.trained_tokens) } else { None },
         "error": error,
         "seed": spec.as_ref().map(|s| s.seed),
         "estimated_finish": j.estimated_finish_ms.map(secs),
@@ -472,7 +472,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, bod
         id: format!("ftjob-{}", crate::random_id(24)),
         owner: id.name.clone(),
         owner_role: id.role.as_str().to_string(),
-        status: "validating_files".into(),
+        status: JobStatus::ValidatingFiles,
         base_model: base,
         fine_tuned_model: None,
         spec: serde_json::to_string(&spec).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -657,18 +657,18 @@ pub async fn cancel(
 ) -> Answer {
     let id = st.auth.authenticate(&headers).await?;
     let mut j = visible(&st, &id, &job_id).await?;
-    if !matches!(j.status.as_str(), "validating_files" | "queued" | "running") {
+    if j.status.is_finished() {
         return Err(ApiError::invalid(format!(
             "the job `{job_id}` is {} already; only a job waiting or training can be cancelled",
             j.status
         )));
     }
-    j.status = "cancelled".into();
+    j.status = JobStatus::Cancelled;
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
     if !st
         .store
-        .update_ft_job(&j, &["validating_files", "queued", "running"])
+        .update_ft_job(&j, &JobStatus::UNFINISHED)
         .await
         .map_err(store_error)?
     {
@@ -825,7 +825,7 @@ pub async fn delete_model(
     };
     j.deleted_ms = Some(now_ms());
     st.store
-        .update_ft_job(&j, &["succeeded"])
+        .update_ft_job(&j, &[JobStatus::Succeeded])
         .await
         .map_err(store_error)?;
     st.finetune.unpublish(&model);

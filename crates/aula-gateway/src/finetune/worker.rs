@@ -5,7 +5,7 @@
 
 use super::{FineTune, Tuned, validate};
 use crate::server::GatewayState;
-use aula_store::{FineTuneCheckpoint, FineTuneJob, now_ms};
+use aula_store::{FineTuneCheckpoint, FineTuneJob, JobStatus, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -67,17 +67,22 @@ async fn run(st: Arc<GatewayState>) {
         st.finetune.settings.max_running.max(1),
     ));
     loop {
-        if let Ok(jobs) = st.store.ft_jobs_in(&["validating_files"]).await {
+        if let Ok(jobs) = st.store.ft_jobs_in(&[JobStatus::ValidatingFiles]).await {
             for job in jobs {
                 check_files(&st, job).await;
             }
         }
-        if let Ok(mut jobs) = st.store.ft_jobs_in(&["queued"]).await {
+        if let Ok(mut jobs) = st.store.ft_jobs_in(&[JobStatus::Queued]).await {
             // Fair between users: owners with fewer jobs training go first,
             // then the oldest job.
             let mut training: std::collections::HashMap<String, usize> =
                 std::collections::HashMap::new();
-            for j in st.store.ft_jobs_in(&["running"]).await.unwrap_or_default() {
+            for j in st
+                .store
+                .ft_jobs_in(&[JobStatus::Running])
+                .await
+                .unwrap_or_default()
+            {
                 *training.entry(j.owner).or_default() += 1;
             }
             jobs.sort_by_key(|j| (training.get(&j.owner).copied().unwrap_or(0), j.created_ms));
@@ -150,11 +155,11 @@ async fn recover(st: &GatewayState) {
         st.fleet
             .set_extra_bytes(base, st.finetune.adapter_bytes(base));
     }
-    if let Ok(jobs) = st.store.ft_jobs_in(&["running"]).await {
+    if let Ok(jobs) = st.store.ft_jobs_in(&[JobStatus::Running]).await {
         for mut j in jobs {
-            j.status = "queued".into();
+            j.status = JobStatus::Queued;
             j.estimated_finish_ms = None;
-            if let Ok(true) = st.store.update_ft_job(&j, &["running"]).await {
+            if let Ok(true) = st.store.update_ft_job(&j, &[JobStatus::Running]).await {
                 event(
                     st,
                     &j.id,
@@ -190,7 +195,11 @@ pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &s
 /// Write `j` while its status is one of `expect`, retrying a failing
 /// database (locked, briefly unreachable) for about 10 s: Some(false) when
 /// the status had moved, None when the database kept failing.
-pub(crate) async fn update(st: &GatewayState, j: &FineTuneJob, expect: &[&str]) -> Option<bool> {
+pub(crate) async fn update(
+    st: &GatewayState,
+    j: &FineTuneJob,
+    expect: &[JobStatus],
+) -> Option<bool> {
     for attempt in 0..20 {
         match st.store.update_ft_job(j, expect).await {
             Ok(moved) => return Some(moved),
@@ -214,11 +223,11 @@ pub(crate) async fn fail(
     message: &str,
     param: Option<&str>,
 ) {
-    j.status = "failed".into();
+    j.status = JobStatus::Failed;
     j.error = Some(json!({"code": code, "message": message, "param": param}).to_string());
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
-    if update(st, &j, &["validating_files", "queued", "running"]).await == Some(true) {
+    if update(st, &j, &JobStatus::UNFINISHED).await == Some(true) {
         event(st, &j.id, "error", &format!("The job failed: {message}")).await;
         let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&j.id));
     }
@@ -263,8 +272,12 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
             }
         }
     }
-    j.status = "queued".into();
-    if let Ok(true) = st.store.update_ft_job(&j, &["validating_files"]).await {
+    j.status = JobStatus::Queued;
+    if let Ok(true) = st
+        .store
+        .update_ft_job(&j, &[JobStatus::ValidatingFiles])
+        .await
+    {
         event(st, &j.id, "info", "Files validated; the job is queued.").await;
     }
 }
@@ -294,7 +307,7 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
     // Cancelled between the queue's read and now: nothing to do (a cancel
     // from here on finds this job's token).
     match st.store.ft_job(&j.id).await {
-        Ok(Some(now)) if now.status == "queued" => {}
+        Ok(Some(now)) if now.status == JobStatus::Queued => {}
         _ => return,
     }
     let bytes = j.planned_bytes.max(0) as u64;
@@ -310,11 +323,11 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
         Err(e) => return fail(st, j, "insufficient_memory", &e.to_string(), None).await,
     };
     let mut j = j;
-    j.status = "running".into();
+    j.status = JobStatus::Running;
     if j.started_ms.is_none() {
         j.started_ms = Some(now_ms());
     }
-    if update(st, &j, &["queued"]).await != Some(true) {
+    if update(st, &j, &[JobStatus::Queued]).await != Some(true) {
         return; // cancelled meanwhile
     }
     event(
@@ -342,9 +355,9 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
             let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&j.id));
         }
         Outcome::Stopping => {
-            j.status = "queued".into();
+            j.status = JobStatus::Queued;
             j.estimated_finish_ms = None;
-            if let Ok(true) = st.store.update_ft_job(&j, &["running"]).await {
+            if let Ok(true) = st.store.update_ft_job(&j, &[JobStatus::Running]).await {
                 event(st, &j.id, "warn", "The gateway is stopping; the job resumes from its last checkpoint when it starts again.").await;
             }
         }
@@ -513,7 +526,7 @@ async fn train(
                         Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
                 }
                 j.trained_tokens = trained;
-                let _ = st.store.update_ft_job(j, &["running"]).await;
+                let _ = st.store.update_ft_job(j, &[JobStatus::Running]).await;
                 if trained > max_tokens {
                     let _ = child.kill().await;
                     return Outcome::Failed(format!(
@@ -637,12 +650,12 @@ async fn finish(
             }
         });
     }
-    j.status = "succeeded".into();
+    j.status = JobStatus::Succeeded;
     j.fine_tuned_model = Some(name.clone());
     j.trained_tokens = trained_tokens;
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
-    match update(st, &j, &["running"]).await {
+    match update(st, &j, &[JobStatus::Running]).await {
         Some(true) => {}
         Some(false) => {
             // Cancelled at the last moment: no model.

@@ -249,7 +249,8 @@ async fn store_object(st: &GatewayState, s: &VectorStoreRecord) -> Result<Value,
         "usage_bytes": bytes,
         "file_counts": counts,
         "status": if counts.in_progress > 0 { "in_progress" } else { "completed" },
-        "expires_after": null,
+        // Stores do not expire: no `expires_after` (OpenAI's description
+        // has no null for it), `expires_at` null (it has).
         "expires_at": null,
         "last_active_at": s.last_active_ms / 1000,
         "metadata": serde_json::from_str::<Value>(&s.metadata).unwrap_or(json!({})),

@@ -192,8 +192,12 @@ async fn ingest(
         .partial
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .take(&key);
-    let Partial { pieces, mut chunks } = match taken {
+        .take(&key)
+        // Detached and attached again meanwhile, chunked another way.
+        .filter(|p| p.chunking == row.chunking);
+    let Partial {
+        pieces, mut chunks, ..
+    } = match taken {
         Some(p) => p,
         None => {
             let text = extract(st, &st.files.path(&file.id), &file.filename).await?;
@@ -208,7 +212,11 @@ async fn ingest(
                 })?;
             let pieces = aula_rag::chunk(&words, &counts, clamp(chunking, limit));
             let chunks = Vec::with_capacity(pieces.len());
-            Partial { pieces, chunks }
+            Partial {
+                chunking: row.chunking.clone(),
+                pieces,
+                chunks,
+            }
         }
     };
     while chunks.len() < pieces.len() {
@@ -223,7 +231,14 @@ async fn ingest(
                         .partial
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .keep(key, Partial { pieces, chunks });
+                        .keep(
+                            key,
+                            Partial {
+                                chunking: row.chunking.clone(),
+                                pieces,
+                                chunks,
+                            },
+                        );
                 }
                 return Err(stop);
             }
@@ -249,6 +264,8 @@ pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
 
 /// A file's chunks, and those embedded so far.
 pub(crate) struct Partial {
+    /// The chunking it was cut with (the store file's, as stored).
+    chunking: String,
     pieces: Vec<aula_rag::chunk::Piece>,
     chunks: Vec<NewChunk>,
 }
@@ -602,6 +619,7 @@ mod tests {
             tokens: 1,
         };
         Partial {
+            chunking: String::new(),
             pieces: (0..chunks).map(|_| piece()).collect(),
             chunks: (0..chunks / 2)
                 .map(|_| NewChunk {
