@@ -95,6 +95,32 @@ pub struct AuthSettings {
     pub local_admin: Option<String>,
 }
 
+/// The authenticated caller of a route, as an axum extractor: a handler
+/// names `Caller(id): Caller` instead of reading headers. It runs before
+/// the body is read (a body is read only for a known caller), and any state
+/// that can lend its [`Authenticator`] ([`HasAuth`]) can use it.
+pub struct Caller(pub Identity);
+
+/// A router state that holds the [`Authenticator`].
+pub trait HasAuth {
+    fn authenticator(&self) -> &Authenticator;
+}
+
+impl<S: HasAuth + Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &S,
+    ) -> Result<Self, ApiError> {
+        st.authenticator()
+            .authenticate(&parts.headers)
+            .await
+            .inspect_err(crate::metrics::auth_refused)
+            .map(Caller)
+    }
+}
+
 pub struct Authenticator {
     store: Store,
     hub: Option<HubConfig>,

@@ -26,6 +26,7 @@
 //!   file is checked at upload (JSON Lines of chat examples: the error names
 //!   the line), so a bad one is refused before any job names it.
 
+use crate::auth::Caller;
 use crate::identity::Identity;
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
@@ -477,18 +478,19 @@ async fn drain(multipart: &mut multer::Multipart<'static>, window: &Window) {
 /// `POST /v1/files`.
 pub async fn upload(
     State(st): State<Arc<GatewayState>>,
+    Caller(id): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    upload_inner(&st, &headers, body).await.map(Json)
+    upload_inner(&st, id, &headers, body).await.map(Json)
 }
 
 async fn upload_inner(
     st: &GatewayState,
+    id: Identity,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Value, ApiError> {
-    let id = st.auth.authenticate(headers).await?;
     // A refusal before the upload is read still reads (and drops) what the
     // client is sending, within bounds: otherwise it sees a broken pipe
     // instead of the 429 that says why.
@@ -601,10 +603,9 @@ async fn upload_inner(
 /// `GET /v1/files`: the caller's files, newest first unless `order=asc`.
 pub async fn list(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let id = st.auth.authenticate(&headers).await?;
     let query = list_query(q.as_deref().unwrap_or(""))?;
     let (files, more) = st
         .store
@@ -669,20 +670,18 @@ fn list_query(q: &str) -> Result<FileQuery, ApiError> {
 /// `GET /v1/files/{file_id}`.
 pub async fn retrieve(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = st.auth.authenticate(&headers).await?;
     Ok(Json(file_object(&own_file(&st, &id, &file_id).await?)))
 }
 
 /// `GET /v1/files/{file_id}/content`: the bytes, streamed from disk.
 pub async fn content(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = st.auth.authenticate(&headers).await?;
     let f = own_file(&st, &id, &file_id).await?;
     let file = tokio::fs::File::open(st.files.path(&f.id))
         .await
@@ -710,10 +709,9 @@ pub async fn content(
 /// `DELETE /v1/files/{file_id}`.
 pub async fn delete(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = st.auth.authenticate(&headers).await?;
     let f = own_file(&st, &id, &file_id).await?;
     // Out of every vector store first: nothing cites a file that is gone.
     for store_id in st

@@ -27,12 +27,14 @@
 //!   index) of that source's file; an answer that cites nothing gets one
 //!   citation of the best result's file at its end.
 
+use crate::auth::Caller;
+use crate::identity::Identity;
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::now_ms;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -739,19 +741,18 @@ fn usage(prompt: u64, completion: u64) -> Value {
 /// `POST /v1/responses`.
 pub async fn create(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     body: Body,
 ) -> Response {
-    match run(st, &headers, body).await {
+    match run(st, &id, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn run(st: Arc<GatewayState>, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let id = st.auth.authenticate(headers).await?;
+async fn run(st: Arc<GatewayState>, id: &Identity, body: Body) -> Result<Response, ApiError> {
     let bytes = crate::body::read_json(body).await?;
-    respond(st, &id, bytes).await
+    respond(st, id, bytes).await
 }
 
 /// A Responses call for `id`, its body read: the API's, and the web page's

@@ -45,6 +45,12 @@ pub struct GatewayState {
     pub finetune: crate::finetune::FineTune,
 }
 
+impl crate::auth::HasAuth for Arc<GatewayState> {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+}
+
 impl GatewayState {
     /// Apply the limits in the configuration file again.
     pub fn reload_limits(&self) -> Result<usize, String> {

@@ -5,6 +5,7 @@
 
 use super::worker::{Spec, event};
 use super::{FineTune, validate};
+use crate::auth::Caller;
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
 use crate::rag::api::{body_object, groups, only, opt_str};
@@ -14,7 +15,6 @@ use aula_store::{FineTuneJob, JobStatus, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -318,8 +318,7 @@ async fn training_data(
 }
 
 /// `POST /v1/fine_tuning/jobs`.
-pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
+pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, body: Body) -> Answer {
     enabled(&st)?;
     let o = body_object(body).await?;
     only(
@@ -612,10 +611,9 @@ fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
 /// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.
 pub async fn list(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let (after, limit) = page(q.as_deref())?;
     let owner = (!FineTune::is_staff(&id)).then_some(id.name.as_str());
     let (jobs, more) = st
@@ -641,10 +639,9 @@ async fn visible(st: &GatewayState, id: &Identity, job_id: &str) -> Result<FineT
 /// `GET /v1/fine_tuning/jobs/{id}`.
 pub async fn retrieve(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(job_id): Path<String>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     Ok(Json(job_object(&visible(&st, &id, &job_id).await?)))
 }
 
@@ -652,10 +649,9 @@ pub async fn retrieve(
 /// (its trainer killed, its memory given back) before this answers.
 pub async fn cancel(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(job_id): Path<String>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let mut j = visible(&st, &id, &job_id).await?;
     if j.status.is_finished() {
         return Err(ApiError::invalid(format!(
@@ -711,11 +707,10 @@ pub async fn cancel(
 /// `GET /v1/fine_tuning/jobs/{id}/events`: newest first.
 pub async fn events(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(job_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let (after, limit) = page(q.as_deref())?;
     visible(&st, &id, &job_id).await?;
     // `after` is an event id: ftevent-<job>-<n>.
@@ -756,11 +751,10 @@ pub async fn events(
 /// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
 pub async fn checkpoints(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(job_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let (after, limit) = page(q.as_deref())?;
     let j = visible(&st, &id, &job_id).await?;
     let (cks, more) = st
@@ -795,10 +789,9 @@ pub async fn checkpoints(
 /// its adapter goes, its job stays (with the model's name).
 pub async fn delete_model(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(model): Path<String>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let staff = FineTune::is_staff(&id);
     let Some(t) = st
         .finetune

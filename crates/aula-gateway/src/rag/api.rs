@@ -3,6 +3,7 @@
 //! finding the store as the caller may see it.
 
 use super::{AUTO_MAX, AUTO_OVERLAP, MAX_STORES_PER_USER, STATIC_MAX, STATIC_MIN};
+use crate::auth::Caller;
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
 use crate::server::GatewayState;
@@ -11,7 +12,6 @@ use aula_store::{Role, StoreFileRecord, VectorStoreRecord, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -370,8 +370,7 @@ fn file_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
 }
 
 /// `POST /v1/vector_stores`.
-pub async fn create(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
+pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, body: Body) -> Answer {
     let o = body_object(body).await?;
     only(
         &o,
@@ -535,10 +534,9 @@ fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
 /// their groups.
 pub async fn list(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let p = page_query(q.as_deref(), false)?;
     let stores = st
         .store
@@ -555,10 +553,9 @@ pub async fn list(
 /// `GET /v1/vector_stores/{id}`.
 pub async fn retrieve(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = visible(&st, &id, &store_id).await?;
     Ok(Json(store_object(&st, &s).await?))
 }
@@ -566,11 +563,10 @@ pub async fn retrieve(
 /// `POST /v1/vector_stores/{id}`: name, metadata, shares.
 pub async fn modify(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = owned(&st, &id, &store_id).await?;
     let o = body_object(body).await?;
     only(
@@ -592,10 +588,9 @@ pub async fn modify(
 /// `DELETE /v1/vector_stores/{id}` (the files stay in the Files API).
 pub async fn delete(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = owned(&st, &id, &store_id).await?;
     let deleted = st
         .store
@@ -611,11 +606,10 @@ pub async fn delete(
 /// `POST /v1/vector_stores/{id}/files`.
 pub async fn add_file(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = owned(&st, &id, &store_id).await?;
     let o = body_object(body).await?;
     only(&o, &["file_id", "attributes", "chunking_strategy"])?;
@@ -637,11 +631,10 @@ pub async fn add_file(
 /// `GET /v1/vector_stores/{id}/files`.
 pub async fn list_files(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = visible(&st, &id, &store_id).await?;
     let p = page_query(q.as_deref(), true)?;
     files_page(&st, &s.id, None, &p).await
@@ -687,10 +680,9 @@ async fn store_file(
 /// `GET /v1/vector_stores/{id}/files/{file_id}`.
 pub async fn get_file(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     Ok(Json(file_object(
         &store_file(&st, &id, &store_id, &file_id, false).await?,
     )))
@@ -699,11 +691,10 @@ pub async fn get_file(
 /// `POST /v1/vector_stores/{id}/files/{file_id}`: new attributes.
 pub async fn update_file(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
     body: Body,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let f = store_file(&st, &id, &store_id, &file_id, true).await?;
     let o = body_object(body).await?;
     only(&o, &["attributes"])?;
@@ -721,10 +712,9 @@ pub async fn update_file(
 /// removed; the file stays in the Files API.
 pub async fn remove_file(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let f = store_file(&st, &id, &store_id, &file_id, true).await?;
     let deleted = st
         .store
@@ -775,11 +765,10 @@ async fn batch_object(st: &GatewayState, store_id: &str, batch_id: &str) -> Answ
 /// `attributes` and `chunking_strategy`) or `files` (each with its own).
 pub async fn create_batch(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = owned(&st, &id, &store_id).await?;
     let o = body_object(body).await?;
     only(
@@ -834,10 +823,9 @@ pub async fn create_batch(
 /// `GET /v1/vector_stores/{id}/file_batches/{batch_id}`.
 pub async fn get_batch(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = visible(&st, &id, &store_id).await?;
     batch_object(&st, &s.id, &batch_id).await
 }
@@ -846,10 +834,9 @@ pub async fn get_batch(
 /// yet ingested become `cancelled`.
 pub async fn cancel_batch(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = owned(&st, &id, &store_id).await?;
     for f in st
         .store
@@ -868,11 +855,10 @@ pub async fn cancel_batch(
 /// `GET /v1/vector_stores/{id}/file_batches/{batch_id}/files`.
 pub async fn batch_files(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = visible(&st, &id, &store_id).await?;
     let p = page_query(q.as_deref(), true)?;
     files_page(&st, &s.id, Some(&batch_id), &p).await
@@ -978,11 +964,10 @@ pub(crate) fn search_params(
 /// `POST /v1/vector_stores/{id}/search`.
 pub async fn search(
     State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
+    Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
 ) -> Answer {
-    let id = st.auth.authenticate(&headers).await?;
     let s = visible(&st, &id, &store_id).await?;
     let o = body_object(body).await?;
     only(
