@@ -606,7 +606,7 @@ pub async fn list(
     Caller(id): Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let query = list_query(q.as_deref().unwrap_or(""))?;
+    let query = list_query(q.as_deref())?;
     let (files, more) = st
         .store
         .files_of(&id.name, &query)
@@ -624,47 +624,21 @@ pub async fn list(
 
 /// `purpose`, `limit` (1 to [`MAX_LIST`], default 10,000 as OpenAI's),
 /// `after`, `order` (`asc` or `desc`).
-fn list_query(q: &str) -> Result<FileQuery, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
-        .map_err(|e| ApiError::invalid(format!("the query string cannot be read: {e}")))?;
-    let mut out = FileQuery {
-        limit: MAX_LIST,
-        ..Default::default()
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "purpose" => out.purpose = Some(v),
-            "after" => out.after = Some(v),
-            "limit" => {
-                out.limit = v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIST).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_param("limit", format!("`limit` must be 1 to {MAX_LIST}"))
-                    })?;
-            }
-            "order" => {
-                out.ascending = match v.as_str() {
-                    "asc" => true,
-                    "desc" => false,
-                    _ => {
-                        return Err(ApiError::invalid_param(
-                            "order",
-                            "`order` must be asc or desc",
-                        ));
-                    }
-                }
-            }
-            other => {
-                return Err(ApiError::invalid_param(
-                    other,
-                    format!("unknown parameter `{other}`"),
-                ));
-            }
-        }
-    }
-    Ok(out)
+fn list_query(q: Option<&str>) -> Result<FileQuery, ApiError> {
+    let p = crate::page::Page::parse(
+        q,
+        &crate::page::Takes {
+            keys: &["purpose", "after", "limit", "order"],
+            default_limit: MAX_LIST as u64,
+            max_limit: MAX_LIST as u64,
+        },
+    )?;
+    Ok(FileQuery {
+        purpose: p.purpose,
+        after: p.after,
+        limit: p.limit as i64,
+        ascending: p.ascending,
+    })
 }
 
 /// `GET /v1/files/{file_id}`.
@@ -749,7 +723,7 @@ mod tests {
         assert_eq!(clean_filename(Some("a\u{0}b\nc.txt")), "abc.txt");
         assert_eq!(clean_filename(None), "upload");
         assert_eq!(clean_filename(Some("dir/")), "upload");
-        let q = list_query("purpose=assistants&limit=2&order=asc&after=file-x").unwrap();
+        let q = list_query(Some("purpose=assistants&limit=2&order=asc&after=file-x")).unwrap();
         assert_eq!(q.purpose.as_deref(), Some("assistants"));
         assert_eq!((q.limit, q.ascending), (2, true));
         assert_eq!(q.after.as_deref(), Some("file-x"));
@@ -760,9 +734,9 @@ mod tests {
             "order=up",
             "colour=red",
         ] {
-            assert!(list_query(bad).is_err(), "{bad}");
+            assert!(list_query(Some(bad)).is_err(), "{bad}");
         }
-        assert_eq!(list_query("").unwrap().limit, MAX_LIST);
+        assert_eq!(list_query(Some("")).unwrap().limit, MAX_LIST);
         let a = Allowance {
             max_file: 10 * MB,
             storage: 15 * MB,

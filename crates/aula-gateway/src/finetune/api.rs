@@ -6,9 +6,9 @@
 use super::worker::{Spec, event};
 use super::{FineTune, validate};
 use crate::auth::Caller;
+use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
-use crate::rag::api::{body_object, groups, only, opt_str};
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{FineTuneJob, JobStatus, now_ms};
@@ -584,28 +584,15 @@ async fn check_limits(st: &GatewayState, id: &Identity, est_tokens: u64) -> Resu
 
 /// `after` and `limit` (1 to 100, default 20) and nothing else.
 fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or(""))
-        .map_err(|e| ApiError::invalid(format!("the query string cannot be read: {e}")))?;
-    let (mut after, mut limit) = (None, 20);
-    for (k, v) in pairs {
-        match k.as_str() {
-            "after" => after = Some(v),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| ApiError::invalid_param("limit", "`limit` must be 1 to 100"))?
-            }
-            other => {
-                return Err(ApiError::invalid_param(
-                    other,
-                    format!("unknown parameter `{other}`; this call takes after and limit"),
-                ));
-            }
-        }
-    }
-    Ok((after, limit))
+    let p = crate::page::Page::parse(
+        q,
+        &crate::page::Takes {
+            keys: &["after", "limit"],
+            default_limit: 20,
+            max_limit: 100,
+        },
+    )?;
+    Ok((p.after, p.limit as i64))
 }
 
 /// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.

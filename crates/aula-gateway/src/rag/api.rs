@@ -4,11 +4,13 @@
 
 use super::{AUTO_MAX, AUTO_OVERLAP, MAX_STORES_PER_USER, STATIC_MAX, STATIC_MIN};
 use crate::auth::Caller;
+use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
+use crate::page::{Page, Takes};
 use crate::server::GatewayState;
 use aula_protocol::ApiError;
-use aula_store::{Role, StoreFileRecord, VectorStoreRecord, now_ms};
+use aula_store::{StoreFileRecord, VectorStoreRecord, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -21,49 +23,6 @@ type Answer = Result<Json<Value>, ApiError>;
 pub const MAX_FILES_PER_CALL: usize = 500;
 /// Most query strings one search takes.
 pub const MAX_QUERIES: usize = 10;
-
-pub(crate) async fn body_object(body: Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes = crate::body::read_json(body).await?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
-        Err(e) => Err(ApiError::invalid(format!(
-            "the body is not valid JSON: {e}"
-        ))),
-    }
-}
-
-pub(crate) fn only(o: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
-    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid_param(
-            k,
-            format!(
-                "unknown parameter `{k}`; this call takes: {}",
-                allowed.join(", ")
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn opt_str<'a>(
-    o: &'a Map<String, Value>,
-    key: &str,
-    max: usize,
-) -> Result<Option<&'a str>, ApiError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s)),
-        Some(Value::String(_)) => Err(ApiError::invalid_param(
-            key,
-            format!("`{key}` is longer than {max} characters"),
-        )),
-        Some(_) => Err(ApiError::invalid_param(
-            key,
-            format!("`{key}` must be a string"),
-        )),
-    }
-}
 
 /// `metadata`: at most 16 string values (keys ≤ 64, values ≤ 512 characters).
 fn metadata(v: Option<&Value>) -> Result<Option<String>, ApiError> {
@@ -165,44 +124,6 @@ fn refuse_expiry(o: &Map<String, Value>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// `shared_with_groups`: at most 64 group names; only teachers and admins
-/// may share `what` ("a vector store", "a fine-tuned model").
-pub(crate) fn groups(
-    v: Option<&Value>,
-    id: &Identity,
-    what: &str,
-) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let list = v
-        .as_array()
-        .filter(|l| l.len() <= 64)
-        .and_then(|l| {
-            l.iter()
-                .map(|g| {
-                    g.as_str()
-                        .filter(|s| !s.is_empty() && s.len() <= 64)
-                        .map(String::from)
-                })
-                .collect::<Option<Vec<_>>>()
-        })
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                "shared_with_groups",
-                "`shared_with_groups` must be a list of group names",
-            )
-        })?;
-    if !list.is_empty() && id.role == Role::Student {
-        return Err(ApiError::Forbidden {
-            message: format!("only teachers and admins may share {what} with groups"),
-            code: "sharing_not_allowed",
-            resets_at: None,
-        });
-    }
-    Ok(Some(list))
 }
 
 /// The store as `id` may see it; 404 when they may not.
@@ -440,73 +361,39 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
     Ok(Json(store_object(&st, &rec).await?))
 }
 
-struct Page {
-    limit: usize,
-    desc: bool,
-    after: Option<String>,
-    before: Option<String>,
-    filter: Option<String>,
-}
-
+/// A store list's query: `limit` (1 to 100, default 20), `order`,
+/// `after`, `before`, and for a store's files `filter` (a status).
 fn page_query(q: Option<&str>, with_filter: bool) -> Result<Page, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or(""))
-        .map_err(|e| ApiError::invalid(format!("the query string cannot be read: {e}")))?;
-    let mut p = Page {
-        limit: 20,
-        desc: true,
-        after: None,
-        before: None,
-        filter: None,
+    let keys: &'static [&'static str] = if with_filter {
+        &["limit", "order", "after", "before", "filter"]
+    } else {
+        &["limit", "order", "after", "before"]
     };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "limit" => {
-                p.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| ApiError::invalid_param("limit", "`limit` must be 1 to 100"))?
-            }
-            "order" => {
-                p.desc = match v.as_str() {
-                    "desc" => true,
-                    "asc" => false,
-                    _ => {
-                        return Err(ApiError::invalid_param(
-                            "order",
-                            "`order` must be asc or desc",
-                        ));
-                    }
-                }
-            }
-            "after" => p.after = Some(v),
-            "before" => p.before = Some(v),
-            "filter" if with_filter => {
-                if !matches!(
-                    v.as_str(),
-                    "in_progress" | "completed" | "failed" | "cancelled"
-                ) {
-                    return Err(ApiError::invalid_param(
-                        "filter",
-                        "`filter` must be in_progress, completed, failed or cancelled",
-                    ));
-                }
-                p.filter = Some(v)
-            }
-            other => {
-                return Err(ApiError::invalid_param(
-                    other,
-                    format!("unknown parameter `{other}`"),
-                ));
-            }
-        }
+    let p = Page::parse(
+        q,
+        &Takes {
+            keys,
+            default_limit: 20,
+            max_limit: 100,
+        },
+    )?;
+    if let Some(f) = &p.filter
+        && !matches!(
+            f.as_str(),
+            "in_progress" | "completed" | "failed" | "cancelled"
+        )
+    {
+        return Err(ApiError::invalid_param(
+            "filter",
+            "`filter` must be in_progress, completed, failed or cancelled",
+        ));
     }
     Ok(p)
 }
 
 /// One page of `items` (oldest first) by `key`.
 fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
-    if p.desc {
+    if !p.ascending {
         items.reverse();
     }
     if let Some(a) = &p.after
@@ -519,8 +406,9 @@ fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
     {
         items.truncate(i);
     }
-    let more = items.len() > p.limit;
-    items.truncate(p.limit);
+    let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
+    let more = items.len() > limit;
+    items.truncate(limit);
     json!({
         "object": "list",
         "data": items.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
