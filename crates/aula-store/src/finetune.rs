@@ -84,7 +84,7 @@ impl std::fmt::Display for JobStatus {
 pub struct FineTuneJob {
     pub id: String,
     pub owner: String,
-    pub owner_role: String,
+    pub owner_role: crate::Role,
     pub status: JobStatus,
     pub base_model: String,
     pub fine_tuned_model: Option<String>,
@@ -133,7 +133,7 @@ fn job(r: &sqlx::any::AnyRow) -> Result<FineTuneJob, StoreError> {
     Ok(FineTuneJob {
         id: r.try_get(0)?,
         owner: r.try_get(1)?,
-        owner_role: r.try_get(2)?,
+        owner_role: crate::identity::parse_role(&r.try_get::<String, _>(2)?)?,
         status: {
             let s: String = r.try_get(3)?;
             JobStatus::parse(&s).ok_or_else(|| {
@@ -163,7 +163,7 @@ impl Store {
         ))
         .bind(&j.id)
         .bind(&j.owner)
-        .bind(&j.owner_role)
+        .bind(j.owner_role.as_str())
         .bind(j.status.as_str())
         .bind(&j.base_model)
         .bind(&j.fine_tuned_model)
@@ -475,7 +475,7 @@ mod tests {
         FineTuneJob {
             id: id.into(),
             owner: owner.into(),
-            owner_role: "student".into(),
+            owner_role: crate::Role::Student,
             status: JobStatus::ValidatingFiles,
             base_model: "smol".into(),
             fine_tuned_model: None,

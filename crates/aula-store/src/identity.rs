@@ -411,7 +411,7 @@ async fn bump_generation(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()
     Ok(())
 }
 
-fn parse_role(s: &str) -> Result<Role, StoreError> {
+pub(crate) fn parse_role(s: &str) -> Result<Role, StoreError> {
     s.parse().map_err(StoreError::Invalid)
 }
 

@@ -21,7 +21,7 @@ use sqlx::Row;
 pub struct VectorStoreRecord {
     pub id: String,
     pub owner: String,
-    pub owner_role: String,
+    pub owner_role: crate::Role,
     pub owner_groups: Vec<String>,
     pub name: String,
     pub description: Option<String>,
@@ -92,7 +92,7 @@ fn store_record(r: &sqlx::any::AnyRow) -> Result<VectorStoreRecord, StoreError> 
     Ok(VectorStoreRecord {
         id: r.try_get(0)?,
         owner: r.try_get(1)?,
-        owner_role: r.try_get(2)?,
+        owner_role: crate::identity::parse_role(&r.try_get::<String, _>(2)?)?,
         owner_groups: split_groups(&groups),
         name: r.try_get(4)?,
         description: r.try_get(5)?,
@@ -154,7 +154,7 @@ impl Store {
         ))
         .bind(&s.id)
         .bind(&s.owner)
-        .bind(&s.owner_role)
+        .bind(s.owner_role.as_str())
         .bind(s.owner_groups.join(","))
         .bind(&s.name)
         .bind(&s.description)
@@ -695,7 +695,7 @@ mod tests {
         VectorStoreRecord {
             id: id.into(),
             owner: owner.into(),
-            owner_role: "teacher".into(),
+            owner_role: crate::Role::Teacher,
             owner_groups: vec!["cs101".into()],
             name: format!("{id} name"),
             description: None,

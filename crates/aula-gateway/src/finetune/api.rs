@@ -470,7 +470,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
     let job = FineTuneJob {
         id: format!("ftjob-{}", crate::random_id(24)),
         owner: id.name.clone(),
-        owner_role: id.role.as_str().to_string(),
+        owner_role: id.role,
         status: JobStatus::ValidatingFiles,
         base_model: base,
         fine_tuned_model: None,

@@ -340,7 +340,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
     let rec = VectorStoreRecord {
         id: format!("vs_{}", crate::random_id(24)),
         owner: id.name.clone(),
-        owner_role: id.role.as_str().into(),
+        owner_role: id.role,
         owner_groups: id.groups.clone(),
         name,
         description,

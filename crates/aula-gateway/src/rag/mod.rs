@@ -39,7 +39,7 @@ mod ingest;
 pub mod search;
 
 use crate::identity::Identity;
-use aula_store::{Role, VectorStoreRecord};
+use aula_store::VectorStoreRecord;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -177,11 +177,7 @@ pub(crate) fn readable(s: &VectorStoreRecord, id: &Identity) -> bool {
 pub(crate) fn owner_identity(s: &VectorStoreRecord) -> Identity {
     Identity {
         name: s.owner.clone(),
-        role: match s.owner_role.as_str() {
-            "admin" => Role::Admin,
-            "teacher" => Role::Teacher,
-            _ => Role::Student,
-        },
+        role: s.owner_role,
         groups: s.owner_groups.clone(),
         via: crate::identity::Via::Local,
     }
