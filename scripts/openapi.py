@@ -176,7 +176,7 @@ readyz = {"type": "object", "required": ["ready"], "properties": {"ready": {"typ
 file_obj = {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"], "properties": {
   "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer", "minimum": 1},
   "created_at": {"type": "integer"}, "filename": {"type": "string"},
-  "purpose": {"enum": ["assistants", "user_data"]}, "status": {"const": "processed"}}}
+  "purpose": {"enum": ["assistants", "user_data", "fine-tune"]}, "status": {"const": "processed"}}}
 file_list = {"type": "object", "required": ["object", "data", "has_more"], "properties": {"object": {"const": "list"},
   "data": {"type": "array", "items": {"$ref": "#/components/schemas/File"}}, "has_more": {"type": "boolean"},
   "first_id": {"type": ["string", "null"]}, "last_id": {"type": ["string", "null"]}}}
