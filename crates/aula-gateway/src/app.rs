@@ -102,7 +102,12 @@ async fn access(
         crate::auth::AuthSettings {
             hub: config.hub().map_err(|e| anyhow!(e))?,
             trusted: config.auth.trusted.clone(),
-            verified: config.auth.verified.clone(),
+            verified: config
+                .auth
+                .verified
+                .iter()
+                .map(|v| v.get_ref().clone())
+                .collect(),
             jwt: config.auth.jwt().map_err(|e| anyhow!(e))?,
             allow_open: loopback || opts.insecure_no_auth,
             local_admin: Some(local_admin),

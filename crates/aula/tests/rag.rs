@@ -85,6 +85,27 @@ fn client_end_to_end(tag: &str, extra: &str) {
     );
 }
 
+/// A new vector store of `key`'s; its id.
+fn new_store(url: &str, key: &str, name: &str) -> String {
+    let r = post_auth(
+        &format!("{url}/v1/vector_stores"),
+        Some(key),
+        &json!({"name": name}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Attach a file to a store (`body`: its `file_id` and any chunking).
+fn attach(url: &str, key: &str, store: &str, body: Value) {
+    let r = post_auth(
+        &format!("{url}/v1/vector_stores/{store}/files"),
+        Some(key),
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 fn files_of(url: &str, key: &str, store: &str) -> Vec<Value> {
     let r = get_auth(
         &format!("{url}/v1/vector_stores/{store}/files?limit=100"),
@@ -112,13 +133,7 @@ fn a_gateway_killed_mid_ingestion_finishes_every_file_once_after_restart() {
             "assistants",
         ));
     }
-    let r = post_auth(
-        &format!("{}/v1/vector_stores", s.url),
-        Some(tina),
-        &json!({"name": "big"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let store = r.body["id"].as_str().unwrap().to_string();
+    let store = new_store(&s.url, tina, "big");
     let r = post_auth(
         &format!("{}/v1/vector_stores/{store}/file_batches", s.url),
         Some(tina),
@@ -294,12 +309,7 @@ fn a_rate_limited_owner_does_not_hold_the_ingestion_workers() {
         bob_stores.push(store);
     }
     // Tina's one short file, attached after all of Bob's.
-    let r = post_auth(
-        &format!("{}/v1/vector_stores", s.url),
-        Some(tina),
-        &json!({"name": "notes"}),
-    );
-    let store = r.body["id"].as_str().unwrap().to_string();
+    let store = new_store(&s.url, tina, "notes");
     let id = upload(
         &s.url,
         tina,
@@ -307,12 +317,7 @@ fn a_rate_limited_owner_does_not_hold_the_ingestion_workers() {
         b"Office hours are on Monday at ten.",
         "assistants",
     );
-    let r = post_auth(
-        &format!("{}/v1/vector_stores/{store}/files", s.url),
-        Some(tina),
-        &json!({"file_id": id}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    attach(&s.url, tina, &store, json!({"file_id": id}));
     // Before, both workers slept on Bob's limit for minutes; now Tina's
     // file is taken as soon as a worker is free.
 
@@ -379,25 +384,14 @@ fn a_document_with_too_much_text_is_not_read_whole() {
     let (g, keys) = gateway("rag-big-text", "");
     let tina = &keys[0];
     let s = g.start();
-    let r = post_auth(
-        &format!("{}/v1/vector_stores", s.url),
-        Some(tina),
-        &json!({"name": "big"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let store = r.body["id"].as_str().unwrap().to_string();
+    let store = new_store(&s.url, tina, "big");
     let line = "The owl is the course mascot and sits on the library roof.\n";
     let text = line.repeat((160 << 20) / line.len());
     let id = upload(&s.url, tina, "huge.txt", text.as_bytes(), "assistants");
     drop(text);
     let peak = |pid: u32| aula_fleet::host::status_kb(pid, "VmHWM").unwrap() * 1024;
     let before = peak(s.pid());
-    let r = post_auth(
-        &format!("{}/v1/vector_stores/{store}/files", s.url),
-        Some(tina),
-        &json!({"file_id": id}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    attach(&s.url, tina, &store, json!({"file_id": id}));
     let mut file = Value::Null;
     wait_for("the file to fail", Duration::from_secs(120), || {
         file = files_of(&s.url, tina, &store).pop().unwrap_or(Value::Null);
@@ -432,13 +426,7 @@ fn ingestion_and_lexical_search_count_against_the_owner_s_limits() {
     );
     let bob = &keys[2];
     let s = g.start();
-    let r = post_auth(
-        &format!("{}/v1/vector_stores", s.url),
-        Some(bob),
-        &json!({"name": "mine"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let store = r.body["id"].as_str().unwrap().to_string();
+    let store = new_store(&s.url, bob, "mine");
     let id = upload(
         &s.url,
         bob,
@@ -446,12 +434,7 @@ fn ingestion_and_lexical_search_count_against_the_owner_s_limits() {
         b"The lab opens at nine on weekdays.",
         "assistants",
     );
-    let r = post_auth(
-        &format!("{}/v1/vector_stores/{store}/files", s.url),
-        Some(bob),
-        &json!({"file_id": id}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
+    attach(&s.url, bob, &store, json!({"file_id": id}));
     wait_for(
         "bob's file to be ingested",
         Duration::from_secs(120),
@@ -492,22 +475,16 @@ fn a_file_larger_than_a_minute_s_requests_is_finished_after_a_pause() {
     );
     let bob = &keys[2];
     let s = g.start();
-    let r = post_auth(
-        &format!("{}/v1/vector_stores", s.url),
-        Some(bob),
-        &json!({"name": "long"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let store = r.body["id"].as_str().unwrap().to_string();
+    let store = new_store(&s.url, bob, "long");
     let text: String = (0..1400).map(|w| format!("lab{} ", w % 97)).collect();
     let id = upload(&s.url, bob, "long.txt", text.as_bytes(), "assistants");
-    let r = post_auth(
-        &format!("{}/v1/vector_stores/{store}/files", s.url),
-        Some(bob),
-        &json!({"file_id": id, "chunking_strategy": {"type": "static",
+    attach(
+        &s.url,
+        bob,
+        &store,
+        json!({"file_id": id, "chunking_strategy": {"type": "static",
                 "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}}),
     );
-    assert_eq!(r.status, 200, "{}", r.body);
     let mut file = Value::Null;
     wait_for(
         "bob's long file to be ingested",

@@ -243,7 +243,7 @@ pub struct AuthSection {
     /// users live in the front end's own namespace (`webui/ada`), so that
     /// signing up there under a classmate's address gets nothing of theirs.
     #[serde(default)]
-    pub verified: Vec<String>,
+    pub verified: Vec<Spanned<String>>,
     /// Shared secret of signed user tokens (JWT, HS256) that trusted front
     /// ends send in `X-Aula-User-Token` (or `jwt_secret_env`: the variable holding it).
     pub jwt_secret: Option<String>,
@@ -378,11 +378,12 @@ impl Config {
             .auth
             .verified
             .iter()
-            .find(|v| !cfg.auth.trusted.contains(v))
+            .find(|v| !cfg.auth.trusted.contains(v.get_ref()))
         {
-            let line = text.find("verified").map(|o| line_of(text, o)).unwrap_or(0);
             return Err(invalid(format!(
-                "line {line}: key `verified` names `{v}`, which is not in `trusted`: list it there too"
+                "line {}: key `verified` names `{}`, which is not in `trusted`: list it there too",
+                line_of(text, v.span().start),
+                v.get_ref()
             )));
         }
         check_limits(&cfg.limits, text, &invalid)?;
@@ -809,6 +810,14 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let e = err("[[models]]\nname = \"a\"\ngguf = \"x\"\nparallel = 0\n");
         assert!(e.contains("line 4") && e.contains("parallel"), "{e}");
+        // The front end's own line, not the first text that says "verified".
+        let e = err(
+            "# verified front ends only\n[auth]\ntrusted = [\"webui\"]\nverified = [\n  \"webui\",\n  \"openui\",\n]\n",
+        );
+        assert!(
+            e.contains("line 6") && e.contains("`openui`") && e.contains("trusted"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -289,14 +289,13 @@ async fn training_data(
             ),
         ));
     }
-    let checked = |st: &GatewayState| {
-        st.finetune
-            .checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(file_id)
-    };
-    let outcome = match checked(st) {
+    let remembered = st
+        .finetune
+        .checked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(file_id);
+    let outcome = match remembered {
         Some(r) => r,
         None => {
             // A line at a time, off the async workers: a large file costs

@@ -36,12 +36,9 @@ impl Checked {
         self.0.insert(file_id.to_string(), r);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -222,6 +219,7 @@ impl Checker {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn checks_are_remembered_within_a_bound() {
@@ -235,7 +233,6 @@ mod tests {
         }
         assert!(c.get("file-a").is_none());
     }
-    use super::*;
 
     fn lines(extra: &str) -> String {
         let ok = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}"#;

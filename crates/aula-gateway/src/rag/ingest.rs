@@ -261,6 +261,10 @@ async fn ingest(
 /// The most memory the work of files put back for their owners' rate
 /// limits may hold, all together: past it, a file put back starts over.
 pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
+/// Work kept longer than this is dropped (its file was detached or deleted
+/// while paused, or is not taken up again): a pause lasts at most
+/// [`MAX_PAUSE`], so a file still waiting is taken up well before.
+const PARTIAL_KEPT_FOR: Duration = Duration::from_secs(3 * 600);
 
 /// A file's chunks, and those embedded so far.
 pub(crate) struct Partial {
@@ -284,26 +288,37 @@ impl Partial {
 /// Files' work kept across a rate-limit pause, within [`MAX_PARTIAL_BYTES`].
 #[derive(Default)]
 pub(crate) struct PartialWork {
-    files: std::collections::HashMap<(String, String), (Partial, usize)>,
+    /// Each file's work, its size, and when it was kept.
+    files: std::collections::HashMap<(String, String), (Partial, usize, Instant)>,
     bytes: usize,
 }
 
 impl PartialWork {
     fn take(&mut self, key: &(String, String)) -> Option<Partial> {
-        let (p, n) = self.files.remove(key)?;
+        let (p, n, _) = self.files.remove(key)?;
         self.bytes -= n;
         Some(p)
     }
 
-    /// Keep `p` if it fits; else it is dropped (the file starts over).
+    /// Keep `p` if it fits, after dropping work kept too long; else it is
+    /// dropped (the file starts over).
     fn keep(&mut self, key: (String, String), p: Partial) {
+        self.keep_at(key, p, Instant::now());
+    }
+
+    fn keep_at(&mut self, key: (String, String), p: Partial, now: Instant) {
+        let bytes = &mut self.bytes;
+        self.files.retain(|k, (_, n, kept)| {
+            let stay = *k != key && now.saturating_duration_since(*kept) < PARTIAL_KEPT_FOR;
+            if !stay {
+                *bytes -= *n;
+            }
+            stay
+        });
         let n = p.bytes();
-        if let Some((_, old)) = self.files.remove(&key) {
-            self.bytes -= old;
-        }
         if self.bytes + n <= MAX_PARTIAL_BYTES {
             self.bytes += n;
-            self.files.insert(key, (p, n));
+            self.files.insert(key, (p, n, now));
         }
     }
 
@@ -498,18 +513,11 @@ async fn token_counts(
     let mut limit = None;
     for batch in unique.chunks(TOKENIZE_BATCH) {
         let body = json!({"model": model, "content": batch});
-        let mut waited = 0;
-        let answer = loop {
-            match crate::pipeline::call_json(st.clone(), "/tokenize", owner, &body).await {
-                Ok(v) => break Some(v),
-                Err(ApiError::Overloaded(_)) if waited < 600 => {
-                    waited += 2;
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                // The engine has no `/tokenize` (or refused it): estimate.
-                Err(ApiError::InvalidRequest { .. } | ApiError::BadGateway(_)) => break None,
-                Err(e) => return Err(e.into()),
-            }
+        let answer = match call_when_free(st, "/tokenize", owner, &body).await {
+            Ok(v) => Some(v),
+            // The engine has no `/tokenize` (or refused it): estimate.
+            Err(ApiError::InvalidRequest { .. } | ApiError::BadGateway(_)) => None,
+            Err(e) => return Err(e.into()),
         };
         let lists = answer.as_ref().and_then(|a| a["tokens"].as_array());
         match lists {
@@ -571,15 +579,26 @@ async fn embed_once(
     texts: &[&str],
 ) -> Result<Vec<Vec<f32>>, ApiError> {
     let body = json!({"model": model, "input": texts, "truncate_prompt_tokens": -1});
+    let v = call_when_free(st, "/v1/embeddings", who, &body).await?;
+    vectors(&v, texts.len())
+}
+
+/// `who`'s call through the pipeline, waiting out a busy box (503: a full
+/// queue) for up to ten minutes; any other refusal is returned at once.
+async fn call_when_free(
+    st: &Arc<GatewayState>,
+    path: &'static str,
+    who: &Identity,
+    body: &Value,
+) -> Result<Value, ApiError> {
     let mut waited = 0;
     loop {
-        match crate::pipeline::call_json(st.clone(), "/v1/embeddings", who, &body).await {
-            Ok(v) => return vectors(&v, texts.len()),
+        match crate::pipeline::call_json(st.clone(), path, who, body).await {
             Err(ApiError::Overloaded(_)) if waited < 600 => {
                 waited += 2;
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
 }
@@ -662,5 +681,18 @@ mod tests {
         let once = w.held();
         w.keep(key("a"), partial(10, 10));
         assert_eq!(w.held(), once);
+    }
+
+    #[test]
+    fn work_kept_too_long_is_dropped() {
+        let mut w = PartialWork::default();
+        let t0 = Instant::now();
+        w.keep_at(key("stale"), partial(10, 100), t0);
+        w.keep_at(key("fresh"), partial(10, 100), t0 + PARTIAL_KEPT_FOR / 2);
+        w.keep_at(key("new"), partial(10, 100), t0 + PARTIAL_KEPT_FOR);
+        assert!(w.take(&key("stale")).is_none());
+        assert!(w.take(&key("fresh")).is_some());
+        assert!(w.take(&key("new")).is_some());
+        assert_eq!(w.held(), 0);
     }
 }
