@@ -196,7 +196,9 @@ async fn ingest(
         // Detached and attached again meanwhile, chunked another way.
         .filter(|p| p.chunking == row.chunking);
     let Partial {
-        pieces, mut chunks, ..
+        pieces,
+        mut vectors,
+        ..
     } = match taken {
         Some(p) => p,
         None => {
@@ -211,19 +213,19 @@ async fn ingest(
                     )
                 })?;
             let pieces = aula_rag::chunk(&words, &counts, clamp(chunking, limit));
-            let chunks = Vec::with_capacity(pieces.len());
+            let vectors = Vec::with_capacity(pieces.len());
             Partial {
                 chunking: row.chunking.clone(),
                 pieces,
-                chunks,
+                vectors,
             }
         }
     };
-    while chunks.len() < pieces.len() {
-        let batch = &pieces[chunks.len()..(chunks.len() + EMBED_BATCH).min(pieces.len())];
+    while vectors.len() < pieces.len() {
+        let batch = &pieces[vectors.len()..(vectors.len() + EMBED_BATCH).min(pieces.len())];
         let texts: Vec<&str> = batch.iter().map(|p| p.text.as_str()).collect();
-        let vectors = match embed_once(st, &owner, &model, &texts).await {
-            Ok(v) => v,
+        match embed_once(st, &owner, &model, &texts).await {
+            Ok(v) => vectors.extend(v),
             Err(e) => {
                 let stop = Stop::from(e);
                 if matches!(stop, Stop::Later(_)) {
@@ -236,21 +238,24 @@ async fn ingest(
                             Partial {
                                 chunking: row.chunking.clone(),
                                 pieces,
-                                chunks,
+                                vectors,
                             },
                         );
                 }
                 return Err(stop);
             }
-        };
-        for (p, v) in batch.iter().zip(vectors) {
-            chunks.push(NewChunk {
-                text: p.text.clone(),
-                tokens: p.tokens as i64,
-                embedding: v,
-            });
         }
     }
+    // Each piece with its vector, the text moved, not copied.
+    let chunks: Vec<NewChunk> = pieces
+        .into_iter()
+        .zip(vectors)
+        .map(|(p, v)| NewChunk {
+            text: p.text,
+            tokens: p.tokens as i64,
+            embedding: v,
+        })
+        .collect();
     let bytes = chunks
         .iter()
         .map(|c| c.text.len() as i64 + 4 * c.embedding.len() as i64)
@@ -266,22 +271,18 @@ pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
 /// [`MAX_PAUSE`], so a file still waiting is taken up well before.
 const PARTIAL_KEPT_FOR: Duration = Duration::from_secs(3 * 600);
 
-/// A file's chunks, and those embedded so far.
+/// A file's chunks, and the vectors of those embedded so far (in order).
 pub(crate) struct Partial {
     /// The chunking it was cut with (the store file's, as stored).
     chunking: String,
     pieces: Vec<aula_rag::chunk::Piece>,
-    chunks: Vec<NewChunk>,
+    vectors: Vec<Vec<f32>>,
 }
 
 impl Partial {
     fn bytes(&self) -> usize {
         self.pieces.iter().map(|p| p.text.len() + 32).sum::<usize>()
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.text.len() + 4 * c.embedding.len() + 48)
-                .sum::<usize>()
+            + self.vectors.iter().map(|v| 4 * v.len() + 24).sum::<usize>()
     }
 }
 
@@ -640,13 +641,7 @@ mod tests {
         Partial {
             chunking: String::new(),
             pieces: (0..chunks).map(|_| piece()).collect(),
-            chunks: (0..chunks / 2)
-                .map(|_| NewChunk {
-                    text: "x".repeat(text),
-                    tokens: 1,
-                    embedding: vec![0.0; 384],
-                })
-                .collect(),
+            vectors: (0..chunks / 2).map(|_| vec![0.0; 384]).collect(),
         }
     }
 
@@ -660,7 +655,7 @@ mod tests {
         w.keep(key("a"), partial(10, 100));
         assert!(w.held() > 0);
         let p = w.take(&key("a")).unwrap();
-        assert_eq!((p.pieces.len(), p.chunks.len()), (10, 5));
+        assert_eq!((p.pieces.len(), p.vectors.len()), (10, 5));
         assert!(w.take(&key("a")).is_none());
         assert_eq!(w.held(), 0);
     }
@@ -670,7 +665,7 @@ mod tests {
         let mut w = PartialWork::default();
         // About 100 MB each: two fit, the third does not.
         for f in ["a", "b", "c"] {
-            w.keep(key(f), partial(1000, 66_000));
+            w.keep(key(f), partial(1000, 100_000));
         }
         assert!(w.held() <= MAX_PARTIAL_BYTES);
         assert!(w.take(&key("a")).is_some());
