@@ -235,6 +235,7 @@ async fn ingest(
                         .unwrap_or_else(|p| p.into_inner())
                         .keep(
                             key,
+                            &owner.name,
                             Partial {
                                 chunking: row.chunking.clone(),
                                 pieces,
@@ -266,6 +267,10 @@ async fn ingest(
 /// The most memory the work of files put back for their owners' rate
 /// limits may hold, all together: past it, a file put back starts over.
 pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
+/// The most of it one owner's files may hold: room for the work of one
+/// document of the largest text (64 MB, and its vectors), so one student
+/// with a tight rate limit leaves at least half for everyone else.
+pub const MAX_PARTIAL_BYTES_PER_OWNER: usize = MAX_PARTIAL_BYTES / 2;
 /// Work kept longer than this is dropped (its file was detached or deleted
 /// while paused, or is not taken up again): a pause lasts at most
 /// [`MAX_PAUSE`], so a file still waiting is taken up well before.
@@ -286,40 +291,62 @@ impl Partial {
     }
 }
 
-/// Files' work kept across a rate-limit pause, within [`MAX_PARTIAL_BYTES`].
+/// Files' work kept across a rate-limit pause, within [`MAX_PARTIAL_BYTES`]
+/// and [`MAX_PARTIAL_BYTES_PER_OWNER`].
 #[derive(Default)]
 pub(crate) struct PartialWork {
-    /// Each file's work, its size, and when it was kept.
-    files: std::collections::HashMap<(String, String), (Partial, usize, Instant)>,
+    /// Each file's work, its owner, its size, and when it was kept.
+    files: std::collections::HashMap<(String, String), Kept>,
     bytes: usize,
+}
+
+struct Kept {
+    work: Partial,
+    owner: String,
+    bytes: usize,
+    at: Instant,
 }
 
 impl PartialWork {
     fn take(&mut self, key: &(String, String)) -> Option<Partial> {
-        let (p, n, _) = self.files.remove(key)?;
-        self.bytes -= n;
-        Some(p)
+        let kept = self.files.remove(key)?;
+        self.bytes -= kept.bytes;
+        Some(kept.work)
     }
 
-    /// Keep `p` if it fits, after dropping work kept too long; else it is
-    /// dropped (the file starts over).
-    fn keep(&mut self, key: (String, String), p: Partial) {
-        self.keep_at(key, p, Instant::now());
+    /// Keep `p` for `owner`'s file if it fits both bounds, after dropping
+    /// work kept too long; else it is dropped (the file starts over).
+    fn keep(&mut self, key: (String, String), owner: &str, p: Partial) {
+        self.keep_at(key, owner, p, Instant::now());
     }
 
-    fn keep_at(&mut self, key: (String, String), p: Partial, now: Instant) {
+    fn keep_at(&mut self, key: (String, String), owner: &str, p: Partial, now: Instant) {
         let bytes = &mut self.bytes;
-        self.files.retain(|k, (_, n, kept)| {
-            let stay = *k != key && now.saturating_duration_since(*kept) < PARTIAL_KEPT_FOR;
+        self.files.retain(|k, kept| {
+            let stay = *k != key && now.saturating_duration_since(kept.at) < PARTIAL_KEPT_FOR;
             if !stay {
-                *bytes -= *n;
+                *bytes -= kept.bytes;
             }
             stay
         });
         let n = p.bytes();
-        if self.bytes + n <= MAX_PARTIAL_BYTES {
+        let owners: usize = self
+            .files
+            .values()
+            .filter(|k| k.owner == owner)
+            .map(|k| k.bytes)
+            .sum();
+        if self.bytes + n <= MAX_PARTIAL_BYTES && owners + n <= MAX_PARTIAL_BYTES_PER_OWNER {
             self.bytes += n;
-            self.files.insert(key, (p, n, now));
+            self.files.insert(
+                key,
+                Kept {
+                    work: p,
+                    owner: owner.to_string(),
+                    bytes: n,
+                    at: now,
+                },
+            );
         }
     }
 
@@ -652,7 +679,7 @@ mod tests {
     #[test]
     fn work_kept_across_a_pause_is_taken_back_once() {
         let mut w = PartialWork::default();
-        w.keep(key("a"), partial(10, 100));
+        w.keep(key("a"), "ann", partial(10, 100));
         assert!(w.held() > 0);
         let p = w.take(&key("a")).unwrap();
         assert_eq!((p.pieces.len(), p.vectors.len()), (10, 5));
@@ -663,28 +690,47 @@ mod tests {
     #[test]
     fn work_past_the_bound_is_not_kept() {
         let mut w = PartialWork::default();
-        // About 100 MB each: two fit, the third does not.
+        // About 100 MB each, each another owner's: two fit, the third does not.
         for f in ["a", "b", "c"] {
-            w.keep(key(f), partial(1000, 100_000));
+            w.keep(key(f), f, partial(1000, 100_000));
         }
         assert!(w.held() <= MAX_PARTIAL_BYTES);
         assert!(w.take(&key("a")).is_some());
         assert!(w.take(&key("b")).is_some());
         assert!(w.take(&key("c")).is_none());
         // Kept again under the same key: counted once.
-        w.keep(key("a"), partial(10, 10));
+        w.keep(key("a"), "a", partial(10, 10));
         let once = w.held();
-        w.keep(key("a"), partial(10, 10));
+        w.keep(key("a"), "a", partial(10, 10));
         assert_eq!(w.held(), once);
+    }
+
+    /// One owner's files hold at most half the bound: a student with a
+    /// tight rate limit and several large documents leaves room for others.
+    #[test]
+    fn one_owner_holds_at_most_a_share() {
+        let mut w = PartialWork::default();
+        // About 50 MB each: two of Ann's fit in her share, the third does not.
+        for f in ["a1", "a2", "a3"] {
+            w.keep(key(f), "ann", partial(500, 100_000));
+        }
+        assert!(w.held() <= MAX_PARTIAL_BYTES_PER_OWNER);
+        assert!(w.take(&key("a3")).is_none());
+        // Bob's work still fits beside hers.
+        w.keep(key("b1"), "bob", partial(500, 100_000));
+        assert!(w.take(&key("b1")).is_some());
+        assert!(w.take(&key("a1")).is_some());
+        assert!(w.take(&key("a2")).is_some());
+        assert_eq!(w.held(), 0);
     }
 
     #[test]
     fn work_kept_too_long_is_dropped() {
         let mut w = PartialWork::default();
         let t0 = Instant::now();
-        w.keep_at(key("stale"), partial(10, 100), t0);
-        w.keep_at(key("fresh"), partial(10, 100), t0 + PARTIAL_KEPT_FOR / 2);
-        w.keep_at(key("new"), partial(10, 100), t0 + PARTIAL_KEPT_FOR);
+        w.keep_at(key("stale"), "ann", partial(10, 100), t0);
+        w.keep_at(key("fresh"), "ann", partial(10, 100), t0 + PARTIAL_KEPT_FOR / 2);
+        w.keep_at(key("new"), "ann", partial(10, 100), t0 + PARTIAL_KEPT_FOR);
         assert!(w.take(&key("stale")).is_none());
         assert!(w.take(&key("fresh")).is_some());
         assert!(w.take(&key("new")).is_some());
