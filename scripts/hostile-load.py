@@ -2,7 +2,7 @@
 errors, and the gateway's memory, with and without four hostile students.
 
     .venv/bin/python scripts/hostile-load.py [--seconds 60] [--students 20]
-        [--attackers 1,2,3,4] [--embed-threads N]
+        [--attackers 1,2,3,4] [--embed-threads N] [--attackers-nice N]
 
 Starts `openai-mock` (4 tokens x 25 ms, 64 slots) and `aula serve`
 (target/release/aula) on loopback in a temporary home with the mock as the
@@ -26,7 +26,12 @@ quiet (students only) and hostile (students and attackers at once):
 
 The attackers run in a process of their own (in the students' process
 their loops would take the students' client threads' turns at Python's
-lock). Prints one JSON object: per phase, the students' requests, errors (any
+lock); with --attackers-nice N that process runs at that niceness, as a
+stand-in for attackers whose clients run on laptops of their own, not on
+the box (the gateway and engines still do all the attack's work). The
+attack's own volume is printed too (page loads answered, header bytes
+sent, fine-tuning creates, ingestion uploads), so a nicer attacker that
+attacks less shows as such. Prints one JSON object: per phase, the students' requests, errors (any
 non-2xx, or a transport error) and p50/p95/p99 latency per kind, and the
 gateway's RSS (idle before the phases, and the peak in each). Every
 request goes to 127.0.0.1 only, and every loop ends with its phase.
@@ -44,6 +49,7 @@ ap.add_argument("--seconds", type=float, default=60)
 ap.add_argument("--students", type=int, default=20)
 ap.add_argument("--attackers", default="1,2,3,4", help="which attackers run in the hostile phase")
 ap.add_argument("--embed-threads", type=int, help="`threads` of the embedding model (default: the engine's, every core)")
+ap.add_argument("--attackers-nice", type=int, default=0, help="niceness of the attackers' process (0: as the students')")
 args = ap.parse_args()
 which = {int(a) for a in args.attackers.split(",") if a}
 
@@ -202,6 +208,14 @@ try:
                     call("DELETE", f"{url}/v1/files/{r['id']}", key)
             stop.wait(rnd.uniform(0.3, 0.8))
 
+    import multiprocessing
+    volume = {k: multiprocessing.get_context("fork").Value("q", 0, lock=True)
+              for k in ("page_loads", "header_bytes", "finetune_creates", "ingest_uploads")}
+
+    def count(k, n=1):
+        with volume[k].get_lock():
+            volume[k].value += n
+
     def endless_headers(key, stop):
         head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
                 f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 1000000000\r\n\r\n"
@@ -213,6 +227,7 @@ try:
                 s.sendall(head)
                 while not stop.is_set():
                     s.sendall(chunk)  # blocks (then times out) once held back
+                    count("header_bytes", len(chunk))
             except OSError:
                 pass
             finally:
@@ -227,6 +242,7 @@ try:
             if stop.is_set():
                 return
             call("GET", f"{url}/signin", timeout=10)
+            count("page_loads")
 
     def finetune_creates(key, stop):
         line = json.dumps({"messages": [{"role": "user", "content": "What is the course mascot?"},
@@ -241,6 +257,7 @@ try:
                   for _ in range(2)]
             [t.start() for t in ts]
             [t.join() for t in ts]
+            count("finetune_creates", 2)
             stop.wait(0.2)
 
     def rate_limited_ingestion(key, stop):
@@ -256,6 +273,7 @@ try:
             st, f = upload(url, key, f"long{i}.txt", text)
             if st == 200:
                 call("POST", f"{url}/v1/vector_stores/{stores[i % 2]}/files", key, {"file_id": f["id"]})
+                count("ingest_uploads")
             stop.wait(1.0)
 
     def phase(hostile):
@@ -275,10 +293,11 @@ try:
         # the students' latency.
         attack = None
         if hostile:
-            import multiprocessing
             attack_stop = multiprocessing.get_context("fork").Event()
 
             def attackers_main():
+                if args.attackers_nice:
+                    os.nice(args.attackers_nice)
                 ts = []
                 if 1 in which:
                     ts += [threading.Thread(target=endless_headers, args=(attackers[0], attack_stop)) for _ in range(4)]
@@ -316,12 +335,14 @@ try:
             "p95_ms": {k: pct(v, 95) for k, v in lat.items()},
             "p99_ms": {k: pct(v, 99) for k, v in lat.items()},
             "peak_rss_mb": round(peak[0] / 1e6, 1),
+            **({"attack_volume": {k: v.value for k, v in volume.items()}} if hostile else {}),
         }
 
     idle = rss(server.pid)
     quiet = phase(False)
     hostile = phase(True)
     print(json.dumps({"students": args.students, "seconds": args.seconds, "attackers": sorted(which),
+                      "attackers_nice": args.attackers_nice, "embed_threads": args.embed_threads,
                       "fine_tuning_attack": fine_tuning and 3 in which,
                       "idle_rss_mb": round(idle / 1e6, 1), "quiet": quiet, "hostile": hostile,
                       "peak_rss_over_idle_mb": round(hostile["peak_rss_mb"] - idle / 1e6, 1)}, indent=1))

@@ -7,12 +7,11 @@
 
 use crate::config::{Config, ModelSource};
 use crate::home;
-use crate::server::GatewayState;
+use crate::state::GatewayState;
 use anyhow::{Context, anyhow, bail};
 use aula_fleet::tasks::Tasks;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What the command line decides.
@@ -27,7 +26,7 @@ pub struct Options {
 
 /// A gateway listening, its fleet started.
 pub struct App {
-    pub state: Arc<GatewayState>,
+    pub state: GatewayState,
     pub addr: std::net::SocketAddr,
     /// Every model's name, and those that can chat (not embedding models).
     pub models: Vec<String>,
@@ -138,12 +137,12 @@ async fn access(
             "the ledger holds {unfinished} requests marked unfinished (in flight when a gateway stopped abruptly)"
         );
     }
-    let reload: Option<crate::server::Reload> = config_path.map(|p| {
+    let reload: Option<crate::pipeline::Reload> = config_path.map(|p| {
         Box::new(move || {
             Config::load(&p)
                 .map(|c| c.limit_rules())
                 .map_err(|e| e.to_string())
-        }) as crate::server::Reload
+        }) as crate::pipeline::Reload
     });
     Ok(crate::Access {
         auth,
@@ -199,7 +198,7 @@ impl App {
         let state = crate::start(specs, settings, access, &tasks).map_err(|e| anyhow!(e))?;
         let timetable = config.timetable();
         if !timetable.is_empty() {
-            let run = aula_fleet::timetable::run(timetable, state.fleet.clone(), tasks.clone());
+            let run = aula_fleet::timetable::run(timetable, state.gw.fleet.clone(), tasks.clone());
             tasks.spawn("timetable", run);
         }
         tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
@@ -223,9 +222,9 @@ impl App {
         let served = crate::server::run(self.listener, self.state.clone(), shutdown).await;
         tracing::info!("shutting down: stopping background tasks");
         self.tasks.shutdown(Duration::from_secs(10)).await;
-        self.state.ledger.close().await;
+        self.state.gw.ledger.close().await;
         tracing::info!("stopping engines");
-        self.state.fleet.stop_all().await;
+        self.state.gw.fleet.stop_all().await;
         self.store.close().await;
         drop(self.data_dir);
         served.context("the HTTP server failed")
@@ -235,7 +234,7 @@ impl App {
     /// needed, the models, and a request to try.
     pub fn banner(&self) -> String {
         let url = format!("http://{}", self.addr);
-        let auth_line = if self.state.auth.auth_configured() {
+        let auth_line = if self.state.gw.auth.auth_configured() {
             "aula: authentication: on (API keys; see `aula users` and `aula keys`)"
         } else {
             "aula: authentication: off (no users yet; loopback only)"
@@ -264,12 +263,12 @@ impl App {
 }
 
 /// SIGHUP: apply the limits in the configuration file again.
-async fn reload_on_hangup(state: Arc<GatewayState>) {
+async fn reload_on_hangup(state: GatewayState) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match state.reload_limits() {
+        match state.gw.reload_limits() {
             Ok(n) => tracing::info!("reloaded the limits: {n} rules"),
             Err(e) => tracing::error!("reload failed, the old limits stay: {e}"),
         }

@@ -28,7 +28,6 @@
 
 use crate::auth::Caller;
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{FileQuery, FileRecord};
 use axum::Json;
@@ -45,6 +44,14 @@ use tokio::io::AsyncWriteExt;
 
 /// The longest an upload may go without sending a byte.
 pub const UPLOAD_IDLE: Duration = crate::body::IDLE;
+
+/// What the files routes hold: the request path's services and the
+/// uploaded files on disk.
+#[derive(Clone)]
+pub struct Handle {
+    pub gw: Arc<crate::pipeline::Gateway>,
+    pub files: Arc<Files>,
+}
 /// Most files one list answers.
 pub const MAX_LIST: i64 = 10_000;
 /// Uploads one user may have under way at once (slow uploads hold
@@ -66,13 +73,30 @@ pub const UPLOAD_WINDOW: u64 = 64 << 10;
 /// held back by TCP) until field data is taken, and an upload whose headers
 /// never end goes quiet and times out. Once the upload is refused
 /// ([`Window::drain`]), the stream reads and drops the rest of the body
-/// itself (at most [`crate::body::DRAIN_MAX_BYTES`]) and ends: the
-/// multipart reader holds none of it.
+/// itself (at most [`crate::body::DRAIN_MAX_BYTES`], no faster than
+/// [`crate::body::DRAIN_BYTES_PER_S`]) and ends: the multipart reader holds
+/// none of it.
 struct Windowed<S> {
     inner: S,
     read: u64,
     drained: usize,
     window: Window,
+    /// When draining began, and the wait that keeps it within its rate.
+    drain_started: Option<tokio::time::Instant>,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Windowed<S> {
+    fn new(inner: S, window: Window) -> Windowed<S> {
+        Windowed {
+            inner,
+            read: 0,
+            drained: 0,
+            window,
+            drain_started: None,
+            pause: None,
+        }
+    }
 }
 
 /// Shared between [`Windowed`] and the code that reads the fields.
@@ -116,12 +140,22 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         if self.window.draining() {
+            let started = *self
+                .drain_started
+                .get_or_insert_with(tokio::time::Instant::now);
             loop {
+                if let Some(pause) = self.pause.as_mut() {
+                    std::task::ready!(std::future::Future::poll(pause.as_mut(), cx));
+                    self.pause = None;
+                }
                 match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
                     std::task::Poll::Ready(Some(Ok(chunk))) => {
                         self.drained += chunk.len();
                         if self.drained > crate::body::DRAIN_MAX_BYTES {
                             return std::task::Poll::Ready(None);
+                        }
+                        if let Some(due) = crate::body::drain_pause(self.drained, started) {
+                            self.pause = Some(Box::pin(tokio::time::sleep_until(due)));
                         }
                     }
                     std::task::Poll::Ready(_) => return std::task::Poll::Ready(None),
@@ -265,11 +299,11 @@ pub(crate) fn store_error(e: aula_store::StoreError) -> ApiError {
 
 /// The caller's own file, or 404 (also for someone else's).
 pub(crate) async fn own_file(
-    st: &GatewayState,
+    store: &aula_store::Store,
     id: &Identity,
     file_id: &str,
 ) -> Result<FileRecord, ApiError> {
-    match st.store.file(file_id).await.map_err(store_error)? {
+    match store.file(file_id).await.map_err(store_error)? {
         Some(f) if f.owner == id.name => Ok(f),
         _ => Err(ApiError::NotFound(format!("no file `{file_id}`"))),
     }
@@ -460,8 +494,8 @@ async fn read_fields(
 /// [`crate::body::drain`] does for other bodies, within the same bounds:
 /// the body stream drops what it reads (see [`Windowed`]), and the
 /// multipart reader is polled until that stream ends.
-async fn drain(multipart: &mut multer::Multipart<'static>, window: &Window) {
-    let Some(_permit) = crate::body::DrainPermit::try_take() else {
+async fn drain(multipart: &mut multer::Multipart<'static>, window: &Window, declared: Option<u64>) {
+    let Some(_permit) = crate::body::DrainPermit::try_take(declared) else {
         return;
     };
     window.drain();
@@ -477,7 +511,7 @@ async fn drain(multipart: &mut multer::Multipart<'static>, window: &Window) {
 
 /// `POST /v1/files`.
 pub async fn upload(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     headers: HeaderMap,
     body: Body,
@@ -486,7 +520,7 @@ pub async fn upload(
 }
 
 async fn upload_inner(
-    st: &GatewayState,
+    st: &Handle,
     id: Identity,
     headers: &HeaderMap,
     body: Body,
@@ -494,10 +528,11 @@ async fn upload_inner(
     // A refusal before the upload is read still reads (and drops) what the
     // client is sending, within bounds: otherwise it sees a broken pipe
     // instead of the 429 that says why.
+    let declared = axum::body::HttpBody::size_hint(&body).exact();
     let _uploading = match st.files.begin_upload(&id.name) {
         Ok(u) => u,
         Err(e) => {
-            crate::body::drain(body.into_data_stream()).await;
+            crate::body::drain(body.into_data_stream(), declared).await;
             return Err(e);
         }
     };
@@ -510,7 +545,7 @@ async fn upload_inner(
                 "send the file as multipart/form-data, with the fields `file` and `purpose`",
             )
         })?;
-    let lim = crate::limits::effective(&st.limiter.rules(), &id);
+    let lim = crate::limits::effective(&st.gw.limiter.rules(), &id);
     let allow = Allowance {
         max_file: lim
             .max_file_mb
@@ -521,6 +556,7 @@ async fn upload_inner(
             .unwrap_or(crate::limits::DEFAULT_FILE_STORAGE_MB)
             .saturating_mul(MB),
         used: st
+            .gw
             .store
             .storage_of(&id.name)
             .await
@@ -535,12 +571,7 @@ async fn upload_inner(
         kept: false,
     };
     let window = Window::default();
-    let body = Windowed {
-        inner: body.into_data_stream(),
-        read: 0,
-        drained: 0,
-        window: window.clone(),
-    };
+    let body = Windowed::new(body.into_data_stream(), window.clone());
     // Field sizes are checked as the data arrives (`receive`, `small_text`),
     // each with its own answer; the window bounds what is not field data.
     let mut multipart = multer::Multipart::new(body, boundary);
@@ -549,7 +580,7 @@ async fn upload_inner(
         Err(e) => {
             // A client still sending would see a broken connection instead
             // of this answer: read (and drop) the rest first, within bounds.
-            drain(&mut multipart, &window).await;
+            drain(&mut multipart, &window, declared).await;
             return Err(e);
         }
     };
@@ -567,6 +598,7 @@ async fn upload_inner(
     let _commit = st.files.commit_lock(&id.name).lock().await;
     let now = Allowance {
         used: st
+            .gw
             .store
             .storage_of(&id.name)
             .await
@@ -578,7 +610,7 @@ async fn upload_inner(
     if purpose == "fine-tune" {
         // A line at a time (one example's memory), off the async workers.
         let path = partial.path.clone();
-        tokio::task::spawn_blocking(move || crate::finetune::validate::check_file(&path))
+        tokio::task::spawn_blocking(move || crate::training_file::check_file(&path))
             .await
             .map_err(|e| ApiError::Internal(format!("checking the upload: {e}")))?
             .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?
@@ -595,19 +627,20 @@ async fn upload_inner(
         bytes: bytes as i64,
         created_ms: aula_store::now_ms(),
     };
-    st.store.put_file(&record).await.map_err(store_error)?;
+    st.gw.store.put_file(&record).await.map_err(store_error)?;
     partial.kept = true;
     Ok(file_object(&record))
 }
 
 /// `GET /v1/files`: the caller's files, newest first unless `order=asc`.
 pub async fn list(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let query = list_query(q.as_deref())?;
     let (files, more) = st
+        .gw
         .store
         .files_of(&id.name, &query)
         .await
@@ -643,20 +676,22 @@ fn list_query(q: Option<&str>) -> Result<FileQuery, ApiError> {
 
 /// `GET /v1/files/{file_id}`.
 pub async fn retrieve(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(file_object(&own_file(&st, &id, &file_id).await?)))
+    Ok(Json(file_object(
+        &own_file(&st.gw.store, &id, &file_id).await?,
+    )))
 }
 
 /// `GET /v1/files/{file_id}/content`: the bytes, streamed from disk.
 pub async fn content(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let f = own_file(&st, &id, &file_id).await?;
+    let f = own_file(&st.gw.store, &id, &file_id).await?;
     let file = tokio::fs::File::open(st.files.path(&f.id))
         .await
         .map_err(|e| match e.kind() {
@@ -682,24 +717,26 @@ pub async fn content(
 
 /// `DELETE /v1/files/{file_id}`.
 pub async fn delete(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(file_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = own_file(&st, &id, &file_id).await?;
+    let f = own_file(&st.gw.store, &id, &file_id).await?;
     // Out of every vector store first: nothing cites a file that is gone.
     for store_id in st
+        .gw
         .store
         .stores_with_file(&f.id)
         .await
         .map_err(store_error)?
     {
-        st.store
+        st.gw
+            .store
             .remove_store_file(&store_id, &f.id)
             .await
             .map_err(store_error)?;
     }
-    if !st.store.delete_file(&f.id).await.map_err(store_error)? {
+    if !st.gw.store.delete_file(&f.id).await.map_err(store_error)? {
         // Deleted by another request since its record was read.
         return Err(ApiError::NotFound(format!("no file `{}`", f.id)));
     }

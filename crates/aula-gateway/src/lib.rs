@@ -29,6 +29,9 @@ pub mod rag;
 pub mod responses;
 pub mod router;
 pub mod server;
+pub mod state;
+pub mod training_file;
+pub mod tuned;
 pub mod web;
 
 pub use aula_fleet::launch::is_embedding_model;
@@ -93,7 +96,7 @@ pub struct Access {
     pub limiter: limits::Limiter,
     pub ledger: aula_store::Ledger,
     pub fair: fair::FairConfig,
-    pub reload: Option<server::Reload>,
+    pub reload: Option<pipeline::Reload>,
     /// Users' records beyond the ledger (uploaded files).
     pub store: aula_store::Store,
     /// Where uploaded files' bytes live.
@@ -114,7 +117,7 @@ pub fn start(
     fleet: aula_fleet::Settings,
     access: Access,
     tasks: &Tasks,
-) -> Result<Arc<server::GatewayState>, String> {
+) -> Result<state::GatewayState, String> {
     let mut builder = aula_fleet::FleetBuilder::new(fleet);
     let mut router = ModelRouter::default();
     let mut aliases = Vec::new();
@@ -170,7 +173,8 @@ pub fn start(
         router.alias(&a, &n);
     }
     let fleet = builder.start(tasks)?;
-    let st = Arc::new(server::GatewayState {
+    let tuned = Arc::new(tuned::TunedModels::default());
+    let gw = Arc::new(pipeline::Gateway {
         router,
         auth: access.auth,
         limiter: access.limiter,
@@ -178,19 +182,23 @@ pub fn start(
         reload: access.reload,
         fleet,
         store: access.store,
-        files: access.files,
-        rag: rag::Rag::new(rag),
         live: live::Live::default(),
-        web: web::Web::new(access.web)?,
+        tuned: tuned.clone(),
         closing: Default::default(),
-        finetune: finetune::FineTune::new(access.finetune, bases),
     });
-    rag::start(&st, tasks);
+    let st = state::GatewayState {
+        gw: gw.clone(),
+        files: Arc::new(access.files),
+        rag: Arc::new(rag::Rag::new(rag)),
+        web: Arc::new(web::Web::new(access.web)?),
+        finetune: Arc::new(finetune::FineTune::new(access.finetune, bases, tuned)),
+    };
+    rag::start(&st.rag(), tasks);
     if st.finetune.enabled {
-        finetune::worker::start(&st, tasks);
+        finetune::worker::start(&st.finetune(), tasks);
     }
-    tasks.spawn("live samples", live::run(st.clone()));
-    tasks.spawn("usage rollups", roll_up_usage(st.store.clone()));
+    tasks.spawn("live samples", gw.clone().sample_live());
+    tasks.spawn("usage rollups", roll_up_usage(gw.store.clone()));
     Ok(st)
 }
 
@@ -234,3 +242,6 @@ mod child_env_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod layout_tests;

@@ -166,25 +166,6 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// The sampler: one sample a second until the gateway stops.
-pub async fn run(st: Arc<crate::server::GatewayState>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let mut queued = BTreeMap::new();
-        let mut busy = BTreeMap::new();
-        for (name, r) in st.router.iter() {
-            let q = r.queue.stats();
-            queued.insert(name.clone(), q.queued);
-            busy.insert(name.clone(), q.busy);
-        }
-        let (in_flight, _) = st.limiter.in_flight();
-        st.live
-            .sample(aula_store::now_ms(), in_flight, queued, busy);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

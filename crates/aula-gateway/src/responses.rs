@@ -29,7 +29,6 @@
 
 use crate::auth::Caller;
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::now_ms;
 use axum::body::Body;
@@ -40,6 +39,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+
+/// What `/v1/responses` holds: the request path (its chat calls) and the
+/// vector stores (its `file_search` tool).
+#[derive(Clone)]
+pub struct Handle {
+    pub gw: Arc<crate::pipeline::Gateway>,
+    pub rag: crate::rag::Handle,
+}
 
 const FIELDS: &[&str] = &[
     "model",
@@ -739,18 +746,14 @@ fn usage(prompt: u64, completion: u64) -> Value {
 }
 
 /// `POST /v1/responses`.
-pub async fn create(
-    State(st): State<Arc<GatewayState>>,
-    Caller(id): Caller,
-    body: Body,
-) -> Response {
+pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) -> Response {
     match run(st, &id, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn run(st: Arc<GatewayState>, id: &Identity, body: Body) -> Result<Response, ApiError> {
+async fn run(st: Handle, id: &Identity, body: Body) -> Result<Response, ApiError> {
     let bytes = crate::body::read_json(body).await?;
     respond(st, id, bytes).await
 }
@@ -758,7 +761,7 @@ async fn run(st: Arc<GatewayState>, id: &Identity, body: Body) -> Result<Respons
 /// A Responses call for `id`, its body read: the API's, and the web page's
 /// playground when it searches course material.
 pub(crate) async fn respond(
-    st: Arc<GatewayState>,
+    st: Handle,
     id: &crate::identity::Identity,
     bytes: bytes::Bytes,
 ) -> Result<Response, ApiError> {
@@ -772,11 +775,11 @@ pub(crate) async fn respond(
         }
     };
     let p = parse(&o)?;
-    let route = st.router.get(&p.model).map_err(|_| {
+    let route = st.gw.router.get(&p.model).map_err(|_| {
         ApiError::ModelNotFound(format!(
             "the model `{}` does not exist; models you may use: {}",
             p.model,
-            crate::pipeline::visible_models(&st, id).join(", ")
+            st.gw.visible_models(id).join(", ")
         ))
     })?;
     let context = route.context;
@@ -784,6 +787,7 @@ pub(crate) async fn respond(
         Some(s) if !s.stores.is_empty() => {
             for store_id in &s.stores {
                 match st
+                    .gw
                     .store
                     .vector_store(store_id)
                     .await
@@ -794,7 +798,7 @@ pub(crate) async fn respond(
                 }
             }
             let found = crate::rag::search::search(
-                &st,
+                &st.rag,
                 id,
                 &s.stores,
                 &crate::rag::search::Request {
@@ -865,7 +869,8 @@ pub(crate) async fn respond(
     let sources = sources.unwrap_or_default();
     let searched = p.search.as_ref().is_some_and(|s| !s.stores.is_empty());
     if !p.stream {
-        let v = crate::pipeline::call_json(st.clone(), "/v1/chat/completions", id, &chat).await?;
+        let v =
+            crate::pipeline::call_json(st.gw.clone(), "/v1/chat/completions", id, &chat).await?;
         let text = v["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("")
@@ -907,7 +912,7 @@ pub(crate) async fn respond(
     let bytes =
         Bytes::from(serde_json::to_vec(&chat).map_err(|e| ApiError::Internal(e.to_string()))?);
     let resp = crate::pipeline::call(
-        st.clone(),
+        st.gw.clone(),
         "/v1/chat/completions",
         id,
         bytes,

@@ -3,13 +3,12 @@
 //! backend (engine client). Errors become HTTP responses in one place,
 //! [`aula_protocol::ApiError`].
 
-use crate::auth::Authenticator;
-use crate::limits::{LimitRule, Limiter};
+use crate::pipeline::Gateway;
 use crate::rag::api as rag;
-use crate::router::ModelRouter;
+use crate::state::GatewayState;
 use aula_protocol::ApiError;
 use aula_protocol::admin::{ModelAnswer, ModelState, Ps};
-use aula_store::{Ledger, Role};
+use aula_store::Role;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -20,57 +19,13 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Re-reads the limits from the configuration file (run-time changes).
-pub type Reload = Box<dyn Fn() -> Result<Vec<LimitRule>, String> + Send + Sync>;
-
-pub struct GatewayState {
-    pub router: ModelRouter,
-    pub auth: Authenticator,
-    pub limiter: Limiter,
-    pub ledger: Ledger,
-    pub reload: Option<Reload>,
-    pub fleet: Arc<aula_fleet::Fleet>,
-    pub store: aula_store::Store,
-    pub files: crate::files::Files,
-    pub rag: crate::rag::Rag,
-    /// The last 15 minutes, second by second, for the web page.
-    pub live: crate::live::Live,
-    /// The web page's sessions and templates.
-    pub web: crate::web::Web,
-    /// Cancelled when the gateway starts shutting down: endless responses
-    /// (the web page's live stream) end then, so that shutdown does not wait
-    /// for them.
-    pub closing: tokio_util::sync::CancellationToken,
-    /// Fine-tuning jobs and the models they made.
-    pub finetune: crate::finetune::FineTune,
-}
-
-impl crate::auth::HasAuth for Arc<GatewayState> {
-    fn authenticator(&self) -> &Authenticator {
-        &self.auth
-    }
-}
-
-impl GatewayState {
-    /// Apply the limits in the configuration file again.
-    pub fn reload_limits(&self) -> Result<usize, String> {
-        let Some(reload) = &self.reload else {
-            return Err("this gateway has no configuration file to reload".into());
-        };
-        let rules = reload()?;
-        let n = rules.len();
-        self.limiter.set_rules(rules);
-        Ok(n)
-    }
-}
-
 /// The OpenAPI 3.1 description of every route below, served at `/openapi.json`.
 /// Aula parses request bodies by hand (for exact, OpenAI-style errors), so
 /// the wire shapes are described here as data rather than derived from
 /// Rust types; `routes()` and this document are checked against each other.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-type Route = (&'static str, &'static str, MethodRouter<Arc<GatewayState>>);
+type Route = (&'static str, &'static str, MethodRouter<GatewayState>);
 
 /// Every route, once: (method, path, handler). The router is built from
 /// this table, and a test holds it equal to [`OPENAPI`]'s paths.
@@ -208,7 +163,7 @@ fn routes() -> Vec<Route> {
     ]
 }
 
-pub fn app(state: Arc<GatewayState>) -> Router {
+pub fn app(state: GatewayState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in routes() {
         router = router.route(path, handler);
@@ -226,15 +181,15 @@ async fn openapi() -> Response {
 /// Serve on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
-    state: Arc<GatewayState>,
+    state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::metrics::handle();
     crate::metrics::describe();
-    for (name, route) in state.router.iter() {
+    for (name, route) in state.gw.router.iter() {
         crate::metrics::slots(name, route.queue.stats().slots);
     }
-    let closing = state.closing.clone();
+    let closing = state.gw.closing.clone();
     let shutdown = async move {
         shutdown.await;
         closing.cancel();
@@ -332,34 +287,26 @@ pub async fn serve_connections(
     Ok(())
 }
 
-async fn chat(State(st): State<Arc<GatewayState>>, headers: HeaderMap, body: Body) -> Response {
+async fn chat(State(st): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     crate::pipeline::handle(st, "/v1/chat/completions", headers, body).await
 }
 
-async fn completions(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn completions(State(st): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     crate::pipeline::handle(st, "/v1/completions", headers, body).await
 }
 
-async fn embeddings(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn embeddings(State(st): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     crate::pipeline::handle(st, "/v1/embeddings", headers, body).await
 }
 
-async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+async fn models(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     match st.auth.authenticate(&headers).await {
         Ok(id) => {
-            let names = crate::pipeline::visible_models(&st, &id);
+            let names = st.visible_models(&id);
             let mut list = aula_protocol::model_list(&names, "aula");
             // Fine-tuned models: their owner's (and shared groups'), as OpenAI lists them.
             if let Some(data) = list["data"].as_array_mut() {
-                for (name, t) in st.finetune.models_for(&id) {
+                for (name, t) in st.tuned.models_for(&id) {
                     data.push(serde_json::json!({
                         "id": name, "object": "model", "created": t.created_ms / 1000,
                         "owned_by": t.owner, "root": t.base,
@@ -375,7 +322,7 @@ async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
 /// One model the caller may use (a configured one, or a fine-tuned one
 /// theirs or shared with them); 404 for any other.
 async fn model(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Arc<Gateway>>,
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
@@ -383,13 +330,13 @@ async fn model(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    if crate::pipeline::visible_models(&st, &id).contains(&name) {
+    if st.visible_models(&id).contains(&name) {
         return axum::Json(
             serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "aula"}),
         )
         .into_response();
     }
-    match st.finetune.model_for(&name, &id) {
+    match st.tuned.model_for(&name, &id) {
         Some(t) => axum::Json(serde_json::json!({
             "id": name, "object": "model", "created": t.created_ms / 1000,
             "owned_by": t.owner, "root": t.base,
@@ -405,7 +352,7 @@ async fn model(
 /// Prometheus metrics name every model and count every refusal: with
 /// authentication on, only staff (teachers and admins) may read them —
 /// Prometheus sends a teacher's key as `authorization: {credentials: KEY}`.
-async fn metrics(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+async fn metrics(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = require_staff(&st, &headers).await {
         return e.into_response();
     }
@@ -417,7 +364,7 @@ async fn metrics(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Res
 }
 
 /// Teachers and admins; with no authentication configured (loopback), anyone.
-async fn require_staff(st: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+async fn require_staff(st: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     if !st.auth.auth_configured() {
         return Ok(());
     }
@@ -436,7 +383,7 @@ async fn require_staff(st: &GatewayState, headers: &HeaderMap) -> Result<(), Api
 /// Admins only: an admin's key, or the local admin token (`aula ps|load|
 /// unload` send it) — also with no authentication configured, where every
 /// local account would otherwise be an admin.
-async fn require_admin(st: &GatewayState, headers: &HeaderMap) -> Result<(), ApiError> {
+async fn require_admin(st: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     let id = st.auth.authenticate(headers).await?;
     if id.role == Role::Admin {
         Ok(())
@@ -449,7 +396,7 @@ async fn require_admin(st: &GatewayState, headers: &HeaderMap) -> Result<(), Api
     }
 }
 
-async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+async fn ps(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = require_admin(&st, &headers).await {
         return e.into_response();
     }
@@ -479,7 +426,7 @@ async fn ps(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response
 }
 
 async fn load(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Arc<Gateway>>,
     headers: HeaderMap,
     axum::extract::Path(model): axum::extract::Path<String>,
 ) -> Response {
@@ -497,7 +444,7 @@ async fn load(
 }
 
 async fn unload(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Arc<Gateway>>,
     headers: HeaderMap,
     axum::extract::Path(model): axum::extract::Path<String>,
 ) -> Response {
@@ -514,7 +461,7 @@ async fn unload(
     }
 }
 
-async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+async fn reload(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = require_admin(&st, &headers).await {
         return e.into_response();
     }
@@ -527,7 +474,7 @@ async fn reload(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
 /// Ready when every loaded model's engine is up. Anyone may ask (load
 /// balancers do, without keys); the per-model detail — which names every
 /// model, group-restricted ones too — only staff see when authentication is on.
-async fn readyz(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+async fn readyz(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let detail = require_staff(&st, &headers).await.is_ok();
     // One snapshot of the fleet; a model that is not loaded (on demand) is
     // not a reason to be unready.

@@ -4,19 +4,17 @@
 //! hyperparameters, the caller's limits and the job's memory.
 
 use super::worker::{Spec, event};
-use super::{FineTune, validate};
+use super::{FineTune, Handle, validate};
 use crate::auth::Caller;
 use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{FineTuneJob, JobStatus, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -79,7 +77,7 @@ pub fn job_object(j: &FineTuneJob) -> Value {
     })
 }
 
-fn enabled(st: &GatewayState) -> Result<(), ApiError> {
+fn enabled(st: &Handle) -> Result<(), ApiError> {
     if st.finetune.enabled {
         return Ok(());
     }
@@ -272,12 +270,12 @@ fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
 
 /// The caller's own `fine-tune` file, valid; its summary.
 async fn training_data(
-    st: &GatewayState,
+    st: &Handle,
     id: &Identity,
     file_id: &str,
     param: &str,
 ) -> Result<validate::Summary, ApiError> {
-    let f = own_file(st, id, file_id)
+    let f = own_file(&st.gw.store, id, file_id)
         .await
         .map_err(|_| ApiError::invalid_param(param, format!("no file `{file_id}` of yours")))?;
     if f.purpose != "fine-tune" {
@@ -317,7 +315,7 @@ async fn training_data(
 }
 
 /// `POST /v1/fine_tuning/jobs`.
-pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, body: Body) -> Answer {
+pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) -> Answer {
     enabled(&st)?;
     let o = body_object(body).await?;
     only(
@@ -348,7 +346,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
         ApiError::invalid_param("model", "`model` is required: the base model to fine-tune")
     })?;
     // An alias names its model.
-    let base = match st.router.get(model) {
+    let base = match st.gw.router.get(model) {
         Ok(r) => r.name.clone(),
         Err(_) => {
             return Err(ApiError::ModelNotFound(format!(
@@ -357,7 +355,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
             )));
         }
     };
-    if !crate::pipeline::visible_models(&st, &id).contains(&base) {
+    if !st.gw.visible_models(&id).contains(&base) {
         return Err(ApiError::Forbidden {
             message: format!(
                 "your limits do not include the model `{base}`, so you cannot fine-tune it"
@@ -451,9 +449,10 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
     }
     let planned = planned_bytes(&base_entry.gguf, &spec, summary.longest_chars)?;
     let room = st
+        .gw
         .fleet
         .budget_bytes()
-        .saturating_sub(st.fleet.pinned_bytes());
+        .saturating_sub(st.gw.fleet.pinned_bytes());
     if planned > room {
         return Err(ApiError::invalid_param(
             "model",
@@ -485,7 +484,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
             .unwrap_or_else(|_| "[]".into()),
         deleted_ms: None,
     };
-    st.store.put_ft_job(&job).await.map_err(store_error)?;
+    st.gw.store.put_ft_job(&job).await.map_err(store_error)?;
     event(
         &st,
         &job.id,
@@ -529,15 +528,17 @@ fn planned_bytes(
 }
 
 /// `[[limits]]`: jobs at once, jobs per day, tokens trained per term.
-async fn check_limits(st: &GatewayState, id: &Identity, est_tokens: u64) -> Result<(), ApiError> {
-    let eff = crate::limits::effective(&st.limiter.rules(), id);
-    let (day, _, term) = crate::limits::window_starts(now_ms(), st.limiter.term_start_ms());
+async fn check_limits(st: &Handle, id: &Identity, est_tokens: u64) -> Result<(), ApiError> {
+    let eff = crate::limits::effective(&st.gw.limiter.rules(), id);
+    let (day, _, term) = crate::limits::window_starts(now_ms(), st.gw.limiter.term_start_ms());
     let (today, unfinished, _) = st
+        .gw
         .store
         .ft_usage_of(&id.name, day)
         .await
         .map_err(store_error)?;
     let (_, _, term_tokens) = st
+        .gw
         .store
         .ft_usage_of(&id.name, term)
         .await
@@ -595,14 +596,11 @@ fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
 }
 
 /// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.
-pub async fn list(
-    State(st): State<Arc<GatewayState>>,
-    Caller(id): Caller,
-    RawQuery(q): RawQuery,
-) -> Answer {
+pub async fn list(State(st): State<Handle>, Caller(id): Caller, RawQuery(q): RawQuery) -> Answer {
     let (after, limit) = page(q.as_deref())?;
     let owner = (!FineTune::is_staff(&id)).then_some(id.name.as_str());
     let (jobs, more) = st
+        .gw
         .store
         .ft_jobs(owner, after.as_deref(), limit)
         .await
@@ -615,8 +613,8 @@ pub async fn list(
 }
 
 /// The job as `id` may see it (theirs, or anyone's for staff); 404 otherwise.
-async fn visible(st: &GatewayState, id: &Identity, job_id: &str) -> Result<FineTuneJob, ApiError> {
-    match st.store.ft_job(job_id).await.map_err(store_error)? {
+async fn visible(st: &Handle, id: &Identity, job_id: &str) -> Result<FineTuneJob, ApiError> {
+    match st.gw.store.ft_job(job_id).await.map_err(store_error)? {
         Some(j) if j.owner == id.name || FineTune::is_staff(id) => Ok(j),
         _ => Err(ApiError::NotFound(format!("no fine-tuning job `{job_id}`"))),
     }
@@ -624,7 +622,7 @@ async fn visible(st: &GatewayState, id: &Identity, job_id: &str) -> Result<FineT
 
 /// `GET /v1/fine_tuning/jobs/{id}`.
 pub async fn retrieve(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(job_id): Path<String>,
 ) -> Answer {
@@ -634,7 +632,7 @@ pub async fn retrieve(
 /// `POST /v1/fine_tuning/jobs/{id}/cancel`: a job waiting or training stops
 /// (its trainer killed, its memory given back) before this answers.
 pub async fn cancel(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(job_id): Path<String>,
 ) -> Answer {
@@ -649,6 +647,7 @@ pub async fn cancel(
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
     if !st
+        .gw
         .store
         .update_ft_job(&j, &JobStatus::UNFINISHED)
         .await
@@ -692,7 +691,7 @@ pub async fn cancel(
 
 /// `GET /v1/fine_tuning/jobs/{id}/events`: newest first.
 pub async fn events(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(job_id): Path<String>,
     RawQuery(q): RawQuery,
@@ -710,6 +709,7 @@ pub async fn events(
         ),
     };
     let (evs, more) = st
+        .gw
         .store
         .ft_events(&job_id, after, limit)
         .await
@@ -736,7 +736,7 @@ pub async fn events(
 
 /// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
 pub async fn checkpoints(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(job_id): Path<String>,
     RawQuery(q): RawQuery,
@@ -744,6 +744,7 @@ pub async fn checkpoints(
     let (after, limit) = page(q.as_deref())?;
     let j = visible(&st, &id, &job_id).await?;
     let (cks, more) = st
+        .gw
         .store
         .ft_checkpoints(&job_id, after.as_deref(), limit)
         .await
@@ -774,7 +775,7 @@ pub async fn checkpoints(
 /// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;
 /// its adapter goes, its job stays (with the model's name).
 pub async fn delete_model(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(model): Path<String>,
 ) -> Answer {
@@ -797,22 +798,24 @@ pub async fn delete_model(
             resets_at: None,
         });
     }
-    let Some(mut j) = st.store.ft_job(&t.job_id).await.map_err(store_error)? else {
+    let Some(mut j) = st.gw.store.ft_job(&t.job_id).await.map_err(store_error)? else {
         return Err(ApiError::ModelNotFound(format!(
             "no fine-tuned model `{model}`"
         )));
     };
     j.deleted_ms = Some(now_ms());
-    st.store
+    st.gw
+        .store
         .update_ft_job(&j, &[JobStatus::Succeeded])
         .await
         .map_err(store_error)?;
     st.finetune.unpublish(&model);
     let _ = std::fs::remove_file(st.finetune.adapter_path(&t.base, &model));
     let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&t.job_id));
-    st.fleet
+    st.gw
+        .fleet
         .set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
-    let fleet = st.fleet.clone();
+    let fleet = st.gw.fleet.clone();
     let base = t.base.clone();
     tokio::spawn(async move {
         let _ = fleet.restart_when_idle(&base).await;

@@ -24,15 +24,25 @@
 //!   removes the adapter.
 
 pub mod api;
-pub mod validate;
+pub use crate::training_file as validate;
 pub mod worker;
 
 use crate::identity::Identity;
+use crate::tuned::TunedModels;
 use aula_store::Role;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
+
+/// What fine-tuning holds: the request path's services, the uploaded
+/// files (training files), and its jobs and models.
+#[derive(Clone)]
+pub struct Handle {
+    pub gw: Arc<crate::pipeline::Gateway>,
+    pub files: Arc<crate::files::Files>,
+    pub finetune: Arc<FineTune>,
+}
 
 /// `[fine_tuning]` resolved.
 #[derive(Debug, Clone)]
@@ -100,21 +110,7 @@ pub struct Base {
     pub gguf: PathBuf,
 }
 
-/// A fine-tuned model being served.
-#[derive(Debug, Clone)]
-pub struct Tuned {
-    pub job_id: String,
-    pub owner: String,
-    pub base: String,
-    pub shared_groups: Vec<String>,
-    pub created_ms: i64,
-}
-
-impl Tuned {
-    pub fn visible_to(&self, id: &Identity) -> bool {
-        self.owner == id.name || self.shared_groups.iter().any(|g| id.groups.contains(g))
-    }
-}
+pub use crate::tuned::Tuned;
 
 /// The gateway's fine-tuning side.
 pub struct FineTune {
@@ -129,8 +125,8 @@ pub struct FineTune {
     pub(crate) checked: Mutex<validate::Checked>,
     /// Chat models on Aula's own engine, by name.
     pub bases: HashMap<String, Base>,
-    /// Fine-tuned models by name.
-    models: RwLock<HashMap<String, Tuned>>,
+    /// Fine-tuned models by name (shared with the request path).
+    pub tuned: Arc<TunedModels>,
     /// Jobs taken by the worker (waiting for memory or training): cancel
     /// them here.
     pub(crate) active: Mutex<HashMap<String, CancellationToken>>,
@@ -139,14 +135,18 @@ pub struct FineTune {
 }
 
 impl FineTune {
-    pub fn new(settings: FineTuneSettings, bases: HashMap<String, Base>) -> FineTune {
+    pub fn new(
+        settings: FineTuneSettings,
+        bases: HashMap<String, Base>,
+        tuned: Arc<TunedModels>,
+    ) -> FineTune {
         FineTune {
             enabled: settings.is_enabled(),
             creating: tokio::sync::Mutex::new(()),
             checked: Default::default(),
             settings,
             bases,
-            models: RwLock::new(HashMap::new()),
+            tuned,
             active: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
         }
@@ -154,39 +154,25 @@ impl FineTune {
 
     /// The fine-tuned model `name` as `id` may use it.
     pub fn model_for(&self, name: &str, id: &Identity) -> Option<Tuned> {
-        let m = self.models.read().ok()?.get(name).cloned()?;
-        m.visible_to(id).then_some(m)
+        self.tuned.model_for(name, id)
     }
 
     /// The fine-tuned model `name`, whoever may see it.
     pub fn model(&self, name: &str) -> Option<Tuned> {
-        self.models.read().ok()?.get(name).cloned()
+        self.tuned.model(name)
     }
 
     /// Every fine-tuned model `id` may use, oldest first.
     pub fn models_for(&self, id: &Identity) -> Vec<(String, Tuned)> {
-        let mut v: Vec<(String, Tuned)> = self
-            .models
-            .read()
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, t)| t.visible_to(id))
-                    .map(|(n, t)| (n.clone(), t.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort_by(|a, b| (a.1.created_ms, &a.0).cmp(&(b.1.created_ms, &b.0)));
-        v
+        self.tuned.models_for(id)
     }
 
     pub(crate) fn publish(&self, name: &str, t: Tuned) {
-        if let Ok(mut m) = self.models.write() {
-            m.insert(name.to_string(), t);
-        }
+        self.tuned.publish(name, t)
     }
 
     pub(crate) fn unpublish(&self, name: &str) -> Option<Tuned> {
-        self.models.write().ok()?.remove(name)
+        self.tuned.unpublish(name)
     }
 
     /// The adapter file of a fine-tuned model.

@@ -3,8 +3,7 @@
 //! fleet's budget, run its trainer, turn the trainer's JSON lines into
 //! events and checkpoints, and publish the adapter as a model.
 
-use super::{FineTune, Tuned, validate};
-use crate::server::GatewayState;
+use super::{FineTune, Handle, Tuned, validate};
 use aula_store::{FineTuneCheckpoint, FineTuneJob, JobStatus, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,27 +56,28 @@ pub struct Spec {
 /// The learning rate a multiplier of 1 stands for (LoRA on small models).
 pub const BASE_LEARNING_RATE: f64 = 5e-4;
 
-pub fn start(st: &Arc<GatewayState>, tasks: &aula_fleet::tasks::Tasks) {
+pub fn start(st: &Handle, tasks: &aula_fleet::tasks::Tasks) {
     tasks.spawn("fine-tuning", run(st.clone()));
 }
 
-async fn run(st: Arc<GatewayState>) {
+async fn run(st: Handle) {
     recover(&st).await;
     let permits = Arc::new(tokio::sync::Semaphore::new(
         st.finetune.settings.max_running.max(1),
     ));
     loop {
-        if let Ok(jobs) = st.store.ft_jobs_in(&[JobStatus::ValidatingFiles]).await {
+        if let Ok(jobs) = st.gw.store.ft_jobs_in(&[JobStatus::ValidatingFiles]).await {
             for job in jobs {
                 check_files(&st, job).await;
             }
         }
-        if let Ok(mut jobs) = st.store.ft_jobs_in(&[JobStatus::Queued]).await {
+        if let Ok(mut jobs) = st.gw.store.ft_jobs_in(&[JobStatus::Queued]).await {
             // Fair between users: owners with fewer jobs training go first,
             // then the oldest job.
             let mut training: std::collections::HashMap<String, usize> =
                 std::collections::HashMap::new();
             for j in st
+                .gw
                 .store
                 .ft_jobs_in(&[JobStatus::Running])
                 .await
@@ -112,7 +112,7 @@ async fn run(st: Arc<GatewayState>) {
         tokio::select! {
             _ = st.finetune.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = st.closing.cancelled() => return,
+            _ = st.gw.closing.cancelled() => return,
         }
     }
 }
@@ -127,8 +127,8 @@ fn active(ft: &FineTune) -> Vec<String> {
 /// At start: publish the models made before, and put jobs that were
 /// training when the gateway stopped back in the queue (their trainer
 /// resumes from the last checkpoint).
-async fn recover(st: &GatewayState) {
-    match st.store.ft_models().await {
+async fn recover(st: &Handle) {
+    match st.gw.store.ft_models().await {
         Ok(jobs) => {
             for j in jobs {
                 if let Some(name) = &j.fine_tuned_model {
@@ -152,14 +152,15 @@ async fn recover(st: &GatewayState) {
         Err(e) => tracing::warn!("fine-tuned models cannot be read: {e}"),
     }
     for base in st.finetune.bases.keys() {
-        st.fleet
+        st.gw
+            .fleet
             .set_extra_bytes(base, st.finetune.adapter_bytes(base));
     }
-    if let Ok(jobs) = st.store.ft_jobs_in(&[JobStatus::Running]).await {
+    if let Ok(jobs) = st.gw.store.ft_jobs_in(&[JobStatus::Running]).await {
         for mut j in jobs {
             j.status = JobStatus::Queued;
             j.estimated_finish_ms = None;
-            if let Ok(true) = st.store.update_ft_job(&j, &[JobStatus::Running]).await {
+            if let Ok(true) = st.gw.store.update_ft_job(&j, &[JobStatus::Running]).await {
                 event(
                     st,
                     &j.id,
@@ -182,8 +183,9 @@ pub(crate) fn tuned(j: &FineTuneJob) -> Tuned {
     }
 }
 
-pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &str) {
+pub(crate) async fn event(st: &Handle, job: &str, level: &str, message: &str) {
     if let Err(e) = st
+        .gw
         .store
         .add_ft_event(job, level, "message", message, None)
         .await
@@ -195,13 +197,9 @@ pub(crate) async fn event(st: &GatewayState, job: &str, level: &str, message: &s
 /// Write `j` while its status is one of `expect`, retrying a failing
 /// database (locked, briefly unreachable) for about 10 s: Some(false) when
 /// the status had moved, None when the database kept failing.
-pub(crate) async fn update(
-    st: &GatewayState,
-    j: &FineTuneJob,
-    expect: &[JobStatus],
-) -> Option<bool> {
+pub(crate) async fn update(st: &Handle, j: &FineTuneJob, expect: &[JobStatus]) -> Option<bool> {
     for attempt in 0..20 {
-        match st.store.update_ft_job(j, expect).await {
+        match st.gw.store.update_ft_job(j, expect).await {
             Ok(moved) => return Some(moved),
             Err(e) => {
                 if attempt == 0 {
@@ -217,7 +215,7 @@ pub(crate) async fn update(
 /// Fail a job (from any unfinished status) with `code` and `message`.
 /// Its working files go (the trainer's log stays in the logs directory).
 pub(crate) async fn fail(
-    st: &GatewayState,
+    st: &Handle,
     mut j: FineTuneJob,
     code: &str,
     message: &str,
@@ -236,7 +234,7 @@ pub(crate) async fn fail(
 /// `validating_files` → `queued` or `failed`: the files still exist and
 /// are valid (they were checked at upload and creation; a file deleted in
 /// between fails the job here).
-async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
+async fn check_files(st: &Handle, mut j: FineTuneJob) {
     let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
         return fail(
             st,
@@ -274,6 +272,7 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
     }
     j.status = JobStatus::Queued;
     if let Ok(true) = st
+        .gw
         .store
         .update_ft_job(&j, &[JobStatus::ValidatingFiles])
         .await
@@ -283,7 +282,7 @@ async fn check_files(st: &GatewayState, mut j: FineTuneJob) {
 }
 
 /// One job from the queue to its end.
-async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToken) {
+async fn run_job(st: &Handle, j: FineTuneJob, token: CancellationToken) {
     let Ok(spec) = serde_json::from_str::<Spec>(&j.spec) else {
         return fail(
             st,
@@ -306,7 +305,7 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
     };
     // Cancelled between the queue's read and now: nothing to do (a cancel
     // from here on finds this job's token).
-    match st.store.ft_job(&j.id).await {
+    match st.gw.store.ft_job(&j.id).await {
         Ok(Some(now)) if now.status == JobStatus::Queued => {}
         _ => return,
     }
@@ -314,9 +313,9 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
     let what = format!("fine-tuning job {} ({})", j.id, j.owner);
     // Wait for room in the budget (evicting idle models), unless cancelled.
     let hold = tokio::select! {
-        r = st.fleet.reserve(&what, bytes) => r,
+        r = st.gw.fleet.reserve(&what, bytes) => r,
         _ = token.cancelled() => return,
-        _ = st.closing.cancelled() => return,
+        _ = st.gw.closing.cancelled() => return,
     };
     let hold = match hold {
         Ok(h) => h,
@@ -357,7 +356,7 @@ async fn run_job(st: &Arc<GatewayState>, j: FineTuneJob, token: CancellationToke
         Outcome::Stopping => {
             j.status = JobStatus::Queued;
             j.estimated_finish_ms = None;
-            if let Ok(true) = st.store.update_ft_job(&j, &[JobStatus::Running]).await {
+            if let Ok(true) = st.gw.store.update_ft_job(&j, &[JobStatus::Running]).await {
                 event(st, &j.id, "warn", "The gateway is stopping; the job resumes from its last checkpoint when it starts again.").await;
             }
         }
@@ -375,7 +374,7 @@ enum Outcome {
 }
 
 async fn train(
-    st: &GatewayState,
+    st: &Handle,
     j: &mut FineTuneJob,
     spec: &Spec,
     gguf: &std::path::Path,
@@ -481,7 +480,7 @@ async fn train(
                 let _ = child.kill().await;
                 return Outcome::Cancelled;
             }
-            _ = st.closing.cancelled() => {
+            _ = st.gw.closing.cancelled() => {
                 let _ = child.kill().await;
                 return Outcome::Stopping;
             }
@@ -508,6 +507,7 @@ async fn train(
                     "tokens_per_s": v["tokens_per_s"],
                 });
                 let _ = st
+                    .gw
                     .store
                     .add_ft_event(
                         &j.id,
@@ -526,7 +526,7 @@ async fn train(
                         Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
                 }
                 j.trained_tokens = trained;
-                let _ = st.store.update_ft_job(j, &[JobStatus::Running]).await;
+                let _ = st.gw.store.update_ft_job(j, &[JobStatus::Running]).await;
                 if trained > max_tokens {
                     let _ = child.kill().await;
                     return Outcome::Failed(format!(
@@ -543,7 +543,7 @@ async fn train(
                     metrics: json!({"step": step, "train_loss": v["loss"]}).to_string(),
                     created_ms: now_ms(),
                 };
-                let _ = st.store.add_ft_checkpoint(&c).await;
+                let _ = st.gw.store.add_ft_checkpoint(&c).await;
                 event(
                     st,
                     &j.id,
@@ -606,7 +606,7 @@ fn last_line(path: &std::path::Path) -> Option<String> {
 
 /// Publish the adapter as `ft:…` and mark the job succeeded.
 async fn finish(
-    st: &GatewayState,
+    st: &Handle,
     mut j: FineTuneJob,
     spec: &Spec,
     adapter: &std::path::Path,
@@ -634,15 +634,16 @@ async fn finish(
     }
     // The base's engine reads its adapters at start: restart it (once idle)
     // before the model is announced, so that its first request finds it.
-    st.fleet
+    st.gw
+        .fleet
         .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
     let restarted = tokio::time::timeout(
         Duration::from_secs(60),
-        st.fleet.restart_when_idle(&j.base_model),
+        st.gw.fleet.restart_when_idle(&j.base_model),
     )
     .await;
     if !matches!(restarted, Ok(Ok(()))) {
-        let fleet = st.fleet.clone();
+        let fleet = st.gw.fleet.clone();
         let base = j.base_model.clone();
         tokio::spawn(async move {
             if let Err(e) = fleet.restart_when_idle(&base).await {
@@ -660,7 +661,8 @@ async fn finish(
         Some(false) => {
             // Cancelled at the last moment: no model.
             let _ = std::fs::remove_file(&target);
-            st.fleet
+            st.gw
+                .fleet
                 .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
             return;
         }

@@ -20,11 +20,13 @@
 //! `max_tokens` above the model's context (where Aula started the engine
 //! and so knows it) is refused (400) before anything is reserved.
 
+mod gateway;
 mod settle;
 mod stream;
 
+pub use gateway::{Gateway, Reload};
+
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::{Admission, ApiError};
 use aula_store::{Outcome, RequestRecord, now_ms};
 use axum::body::Body;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn handle(
-    st: Arc<GatewayState>,
+    st: Arc<Gateway>,
     path: &'static str,
     headers: HeaderMap,
     body: Body,
@@ -51,7 +53,7 @@ pub async fn handle(
 
 /// The stages of one call, in order; each stage is a function below.
 async fn run(
-    st: Arc<GatewayState>,
+    st: Arc<Gateway>,
     path: &'static str,
     headers: &HeaderMap,
     body: Body,
@@ -71,7 +73,7 @@ async fn run(
 /// embeddings, the chat behind `/v1/responses`), which then passes the
 /// same limits, queue and ledger as the user's own calls.
 pub(crate) async fn call(
-    st: Arc<GatewayState>,
+    st: Arc<Gateway>,
     path: &'static str,
     id: &Identity,
     body: Bytes,
@@ -107,7 +109,7 @@ pub(crate) struct Admitted {
 /// `max_tokens` against its context, pass the limits (reserving tokens),
 /// and rewrite the body for the engine.
 fn admit(
-    st: &GatewayState,
+    st: &Gateway,
     path: &'static str,
     id: &Identity,
     body: Bytes,
@@ -145,7 +147,7 @@ fn admit(
     let mut tuned = None;
     let route = match st.router.get(&adm.model) {
         Ok(r) => r.clone(),
-        Err(_) => match st.finetune.model_for(&adm.model, id) {
+        Err(_) => match st.tuned.model_for(&adm.model, id) {
             Some(t) if !embeddings => {
                 tuned = Some(adm.model.clone());
                 let mut r = st.router.get(&t.base)?.clone();
@@ -153,8 +155,8 @@ fn admit(
                 r
             }
             _ => {
-                let mut names = visible_models(st, id);
-                names.extend(st.finetune.models_for(id).into_iter().map(|(n, _)| n));
+                let mut names = st.visible_models(id);
+                names.extend(st.tuned.models_for(id).into_iter().map(|(n, _)| n));
                 return Err(ApiError::ModelNotFound(format!(
                     "the model `{}` does not exist; models you may use: {}",
                     adm.model,
@@ -225,7 +227,7 @@ fn admit(
 /// and make sure its engine is still up (an engine restarting after a
 /// crash: queued requests wait for it).
 async fn acquire_slot(
-    st: &GatewayState,
+    st: &Gateway,
     fl: &mut InFlight,
     call: &Admitted,
     user: &str,
@@ -264,7 +266,7 @@ async fn acquire_slot(
 
 /// The ledger row, committed before the engine sees the request: a request
 /// that cannot be recorded is not run.
-async fn record(st: &GatewayState, fl: &mut InFlight, id: &Identity) -> Result<(), ApiError> {
+async fn record(st: &Gateway, fl: &mut InFlight, id: &Identity) -> Result<(), ApiError> {
     let record = RequestRecord {
         id: crate::random_id(20),
         user: id.name.clone(),
@@ -363,7 +365,7 @@ async fn respond_whole(
 /// A whole (not streamed) call made by the gateway itself: its JSON answer,
 /// or the engine's error as an [`ApiError`] (4xx: the request; else the engine).
 pub(crate) async fn call_json(
-    st: Arc<GatewayState>,
+    st: Arc<Gateway>,
     path: &'static str,
     id: &Identity,
     body: &Value,
@@ -410,19 +412,6 @@ fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiErro
     }
 }
 
-/// `Identity` as the `/v1/models` list sees it: only the models allowed.
-pub fn visible_models(st: &GatewayState, id: &Identity) -> Vec<String> {
-    let allowed = crate::limits::effective(&st.limiter.rules(), id).models;
-    st.router
-        .all_names()
-        .into_iter()
-        .filter(|n| {
-            let canonical = st.router.get(n).map(|r| r.name.clone()).unwrap_or_default();
-            allowed.as_ref().is_none_or(|a| a.contains(&canonical))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,7 +448,7 @@ mod tests {
 
     /// A gateway with no models, a database in a temporary directory and
     /// a daily token budget of 10,000.
-    async fn gateway() -> (Arc<GatewayState>, std::path::PathBuf) {
+    async fn gateway() -> (Arc<Gateway>, std::path::PathBuf) {
         static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "aula-pipeline-test-{}-{}",
@@ -486,7 +475,7 @@ mod tests {
         })
         .start(&aula_fleet::tasks::Tasks::new())
         .unwrap();
-        let st = GatewayState {
+        let st = Gateway {
             router: crate::router::ModelRouter::default(),
             auth,
             limiter: Limiter::new(
@@ -504,22 +493,16 @@ mod tests {
             reload: None,
             fleet,
             store,
-            files: crate::files::Files::new(dir.join("files")),
-            rag: crate::rag::Rag::new(crate::rag::RagSettings::default()),
             live: crate::live::Live::default(),
-            web: crate::web::Web::new(crate::web::WebSettings::default()).unwrap(),
+            tuned: Default::default(),
             closing: Default::default(),
-            finetune: crate::finetune::FineTune::new(
-                crate::finetune::FineTuneSettings::default(),
-                Default::default(),
-            ),
         };
         (Arc::new(st), dir)
     }
 
     /// A request of `user` admitted with a prompt bound of 500 and
     /// `max_tokens` 100, which has seen `chunks` chunks of text.
-    fn in_flight(st: &Arc<GatewayState>, user: &str, reached: bool, chunks: u64) -> InFlight {
+    fn in_flight(st: &Arc<Gateway>, user: &str, reached: bool, chunks: u64) -> InFlight {
         let id = Identity {
             name: user.into(),
             role: aula_store::Role::Student,

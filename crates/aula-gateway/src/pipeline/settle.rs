@@ -4,7 +4,7 @@
 //! slot freed, the metrics counted and the ledger row finalized.
 
 use super::Admitted;
-use crate::server::GatewayState;
+use super::Gateway;
 use aula_protocol::ApiError;
 use aula_store::{Finish, Outcome, RequestRecord};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ pub(crate) fn as_tokens(n: u64) -> i64 {
 
 /// Everything a request holds until it is settled.
 pub(crate) struct InFlight {
-    pub(super) st: Arc<GatewayState>,
+    pub(super) st: Arc<Gateway>,
     pub(super) queue: Arc<crate::fair::FairQueue>,
     pub(super) model: String,
     /// The model the ledger names (a fine-tuned model's own name).
@@ -46,7 +46,7 @@ impl InFlight {
     /// A call admitted at `arrived`, holding its reservation; its model is
     /// in use (never evicted) until it is settled.
     pub(super) fn new(
-        st: &Arc<GatewayState>,
+        st: &Arc<Gateway>,
         call: &Admitted,
         resv: crate::limits::Reservation,
         arrived: Instant,

@@ -2,20 +2,19 @@
 //! what is in the module above; every handler starts by authenticating and
 //! finding the store as the caller may see it.
 
+use super::Handle;
 use super::{AUTO_MAX, AUTO_OVERLAP, MAX_STORES_PER_USER, STATIC_MAX, STATIC_MIN};
 use crate::auth::Caller;
 use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::{own_file, store_error};
 use crate::identity::Identity;
 use crate::page::{Page, Takes};
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{StoreFileRecord, VectorStoreRecord, now_ms};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -128,22 +127,24 @@ fn refuse_expiry(o: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// The store as `id` may see it; 404 when they may not.
 async fn visible(
-    st: &GatewayState,
+    st: &Handle,
     id: &Identity,
     store_id: &str,
 ) -> Result<VectorStoreRecord, ApiError> {
-    match st.store.vector_store(store_id).await.map_err(store_error)? {
+    match st
+        .gw
+        .store
+        .vector_store(store_id)
+        .await
+        .map_err(store_error)?
+    {
         Some(s) if super::readable(&s, id) => Ok(s),
         _ => Err(ApiError::NotFound(format!("no vector store `{store_id}`"))),
     }
 }
 
 /// The store, when `id` may change it (its owner): 403 for a reader.
-async fn owned(
-    st: &GatewayState,
-    id: &Identity,
-    store_id: &str,
-) -> Result<VectorStoreRecord, ApiError> {
+async fn owned(st: &Handle, id: &Identity, store_id: &str) -> Result<VectorStoreRecord, ApiError> {
     let s = visible(st, id, store_id).await?;
     if s.owner != id.name {
         return Err(ApiError::Forbidden {
@@ -155,8 +156,9 @@ async fn owned(
     Ok(s)
 }
 
-async fn store_object(st: &GatewayState, s: &VectorStoreRecord) -> Result<Value, ApiError> {
+async fn store_object(st: &Handle, s: &VectorStoreRecord) -> Result<Value, ApiError> {
     let (counts, bytes) = st
+        .gw
         .store
         .store_file_counts(&s.id, None)
         .await
@@ -197,7 +199,7 @@ fn file_object(f: &StoreFileRecord) -> Value {
 /// Attach the caller's files to a store (each as `in_progress`) and wake
 /// the workers. A file attached already is left as it is.
 async fn attach(
-    st: &GatewayState,
+    st: &Handle,
     id: &Identity,
     s: &VectorStoreRecord,
     files: &[(String, Option<String>, Option<aula_rag::Chunking>)],
@@ -235,6 +237,7 @@ async fn attach(
     }
     // A bound on what one owner can queue for the (shared) workers.
     let waiting = st
+        .gw
         .store
         .pending_store_files_of(&s.owner)
         .await
@@ -250,7 +253,8 @@ async fn attach(
         });
     }
     for r in &records {
-        st.store
+        st.gw
+            .store
             .add_store_file(r, batch)
             .await
             .map_err(store_error)?;
@@ -263,14 +267,16 @@ async fn attach(
 /// (the path's resource exists; the reference is wrong). Someone else's
 /// file gets the same answer as one that does not exist.
 async fn own_body_file(
-    st: &GatewayState,
+    st: &Handle,
     id: &Identity,
     file_id: &str,
 ) -> Result<aula_store::FileRecord, ApiError> {
-    own_file(st, id, file_id).await.map_err(|e| match e {
-        ApiError::NotFound(m) => ApiError::invalid_param("file_id", m),
-        other => other,
-    })
+    own_file(&st.gw.store, id, file_id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(m) => ApiError::invalid_param("file_id", m),
+            other => other,
+        })
 }
 
 fn file_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
@@ -291,7 +297,7 @@ fn file_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
 }
 
 /// `POST /v1/vector_stores`.
-pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, body: Body) -> Answer {
+pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) -> Answer {
     let o = body_object(body).await?;
     only(
         &o,
@@ -319,6 +325,7 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
     // cap (129 at once left 101 before). Creating stores is rare; one lock.
     let creating = st.rag.creating.lock().await;
     if st
+        .gw
         .store
         .vector_stores_owned(&id.name)
         .await
@@ -351,7 +358,8 @@ pub async fn create(State(st): State<Arc<GatewayState>>, Caller(id): Caller, bod
         last_active_ms: now,
         shares,
     };
-    st.store
+    st.gw
+        .store
         .create_vector_store(&rec)
         .await
         .map_err(store_error)?;
@@ -420,13 +428,10 @@ fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
 
 /// `GET /v1/vector_stores`: the caller's own stores and those shared with
 /// their groups.
-pub async fn list(
-    State(st): State<Arc<GatewayState>>,
-    Caller(id): Caller,
-    RawQuery(q): RawQuery,
-) -> Answer {
+pub async fn list(State(st): State<Handle>, Caller(id): Caller, RawQuery(q): RawQuery) -> Answer {
     let p = page_query(q.as_deref(), false)?;
     let stores = st
+        .gw
         .store
         .vector_stores_visible(&id.name, &id.groups)
         .await
@@ -440,7 +445,7 @@ pub async fn list(
 
 /// `GET /v1/vector_stores/{id}`.
 pub async fn retrieve(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
 ) -> Answer {
@@ -450,7 +455,7 @@ pub async fn retrieve(
 
 /// `POST /v1/vector_stores/{id}`: name, metadata, shares.
 pub async fn modify(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
@@ -465,7 +470,8 @@ pub async fn modify(
     let name = opt_str(&o, "name", 256)?;
     let meta = metadata(o.get("metadata"))?;
     let shares = groups(o.get("shared_with_groups"), &id, "a vector store")?;
-    st.store
+    st.gw
+        .store
         .update_vector_store(&s.id, name, meta.as_deref(), shares.as_deref(), now_ms())
         .await
         .map_err(store_error)?;
@@ -475,12 +481,13 @@ pub async fn modify(
 
 /// `DELETE /v1/vector_stores/{id}` (the files stay in the Files API).
 pub async fn delete(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
 ) -> Answer {
     let s = owned(&st, &id, &store_id).await?;
     let deleted = st
+        .gw
         .store
         .delete_vector_store(&s.id)
         .await
@@ -493,7 +500,7 @@ pub async fn delete(
 
 /// `POST /v1/vector_stores/{id}/files`.
 pub async fn add_file(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
@@ -508,6 +515,7 @@ pub async fn add_file(
     let c = chunking(o.get("chunking_strategy"))?;
     attach(&st, &id, &s, &[(file_id.clone(), attrs, c)], None).await?;
     let f = st
+        .gw
         .store
         .store_file(&s.id, &file_id)
         .await
@@ -518,7 +526,7 @@ pub async fn add_file(
 
 /// `GET /v1/vector_stores/{id}/files`.
 pub async fn list_files(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
     RawQuery(q): RawQuery,
@@ -528,8 +536,9 @@ pub async fn list_files(
     files_page(&st, &s.id, None, &p).await
 }
 
-async fn files_page(st: &GatewayState, store_id: &str, batch: Option<&str>, p: &Page) -> Answer {
+async fn files_page(st: &Handle, store_id: &str, batch: Option<&str>, p: &Page) -> Answer {
     let files = st
+        .gw
         .store
         .store_files(store_id, batch)
         .await
@@ -543,7 +552,7 @@ async fn files_page(st: &GatewayState, store_id: &str, batch: Option<&str>, p: &
 }
 
 async fn store_file(
-    st: &GatewayState,
+    st: &Handle,
     id: &Identity,
     store_id: &str,
     file_id: &str,
@@ -554,7 +563,8 @@ async fn store_file(
     } else {
         visible(st, id, store_id).await?
     };
-    st.store
+    st.gw
+        .store
         .store_file(&s.id, file_id)
         .await
         .map_err(store_error)?
@@ -567,7 +577,7 @@ async fn store_file(
 
 /// `GET /v1/vector_stores/{id}/files/{file_id}`.
 pub async fn get_file(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
 ) -> Answer {
@@ -578,7 +588,7 @@ pub async fn get_file(
 
 /// `POST /v1/vector_stores/{id}/files/{file_id}`: new attributes.
 pub async fn update_file(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
     body: Body,
@@ -587,7 +597,8 @@ pub async fn update_file(
     let o = body_object(body).await?;
     only(&o, &["attributes"])?;
     let attrs = attributes(o.get("attributes"))?.unwrap_or_else(|| "{}".into());
-    st.store
+    st.gw
+        .store
         .set_store_file_attributes(&f.store_id, &f.file_id, &attrs)
         .await
         .map_err(store_error)?;
@@ -599,12 +610,13 @@ pub async fn update_file(
 /// `DELETE /v1/vector_stores/{id}/files/{file_id}`: detached, chunks
 /// removed; the file stays in the Files API.
 pub async fn remove_file(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
 ) -> Answer {
     let f = store_file(&st, &id, &store_id, &file_id, true).await?;
     let deleted = st
+        .gw
         .store
         .remove_store_file(&f.store_id, &f.file_id)
         .await
@@ -614,8 +626,9 @@ pub async fn remove_file(
     ))
 }
 
-async fn batch_object(st: &GatewayState, store_id: &str, batch_id: &str) -> Answer {
+async fn batch_object(st: &Handle, store_id: &str, batch_id: &str) -> Answer {
     let files = st
+        .gw
         .store
         .store_files(store_id, Some(batch_id))
         .await
@@ -626,6 +639,7 @@ async fn batch_object(st: &GatewayState, store_id: &str, batch_id: &str) -> Answ
         )));
     }
     let (counts, _) = st
+        .gw
         .store
         .store_file_counts(store_id, Some(batch_id))
         .await
@@ -652,7 +666,7 @@ async fn batch_object(st: &GatewayState, store_id: &str, batch_id: &str) -> Answ
 /// `POST /v1/vector_stores/{id}/file_batches`: `file_ids` (with shared
 /// `attributes` and `chunking_strategy`) or `files` (each with its own).
 pub async fn create_batch(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,
@@ -710,7 +724,7 @@ pub async fn create_batch(
 
 /// `GET /v1/vector_stores/{id}/file_batches/{batch_id}`.
 pub async fn get_batch(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
 ) -> Answer {
@@ -721,18 +735,20 @@ pub async fn get_batch(
 /// `POST /v1/vector_stores/{id}/file_batches/{batch_id}/cancel`: files not
 /// yet ingested become `cancelled`.
 pub async fn cancel_batch(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
 ) -> Answer {
     let s = owned(&st, &id, &store_id).await?;
     for f in st
+        .gw
         .store
         .store_files(&s.id, Some(&batch_id))
         .await
         .map_err(store_error)?
     {
-        st.store
+        st.gw
+            .store
             .finish_store_file(&s.id, &f.file_id, "cancelled", None, None)
             .await
             .map_err(store_error)?;
@@ -742,7 +758,7 @@ pub async fn cancel_batch(
 
 /// `GET /v1/vector_stores/{id}/file_batches/{batch_id}/files`.
 pub async fn batch_files(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path((store_id, batch_id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
@@ -851,7 +867,7 @@ pub(crate) fn search_params(
 
 /// `POST /v1/vector_stores/{id}/search`.
 pub async fn search(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     Caller(id): Caller,
     Path(store_id): Path<String>,
     body: Body,

@@ -6,13 +6,12 @@
 //! puts it back and pauses that owner until the limit's retry time, so that
 //! one student's limit never holds a worker everyone shares.
 
+use super::Handle;
 use super::{EXTRACT_MEMORY_BYTES, EXTRACT_TIMEOUT};
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use aula_store::{NewChunk, StoreFileRecord};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Chunks embedded per call: small, because the embedding engine runs a
@@ -45,13 +44,13 @@ impl From<ApiError> for Stop {
     }
 }
 
-pub(super) async fn worker(st: Arc<GatewayState>) {
+pub(super) async fn worker(st: Handle) {
     loop {
         match next(&st).await {
             Some((row, owner)) => {
                 let key = (row.store_id.clone(), row.file_id.clone());
                 let outcome = ingest(&st, &row).await;
-                let store = &st.store;
+                let store = &st.gw.store;
                 let result = match outcome {
                     Ok((chunks, bytes)) => store
                         .complete_store_file(&row.store_id, &row.file_id, &chunks, bytes)
@@ -122,7 +121,7 @@ const LOOK_AHEAD: i64 = 8;
 /// paused: of an owner no worker is serving if there is one, else any; of
 /// the owners that qualify, the one served least recently (never served
 /// first); of that owner's files, the oldest.
-async fn next(st: &GatewayState) -> Option<(StoreFileRecord, String)> {
+async fn next(st: &Handle) -> Option<(StoreFileRecord, String)> {
     let held = st
         .rag
         .claimed
@@ -130,6 +129,7 @@ async fn next(st: &GatewayState) -> Option<(StoreFileRecord, String)> {
         .unwrap_or_else(|p| p.into_inner())
         .len() as i64;
     let pending = match st
+        .gw
         .store
         .pending_store_files_by_owner(held + LOOK_AHEAD)
         .await
@@ -164,17 +164,16 @@ async fn next(st: &GatewayState) -> Option<(StoreFileRecord, String)> {
     Some((row, owner))
 }
 
-async fn ingest(
-    st: &Arc<GatewayState>,
-    row: &StoreFileRecord,
-) -> Result<(Vec<NewChunk>, i64), Stop> {
+async fn ingest(st: &Handle, row: &StoreFileRecord) -> Result<(Vec<NewChunk>, i64), Stop> {
     let store = st
+        .gw
         .store
         .vector_store(&row.store_id)
         .await
         .map_err(|e| Stop::Failed("server_error", e.to_string()))?
         .ok_or_else(|| Stop::Failed("server_error", "the vector store was deleted".into()))?;
     let file = st
+        .gw
         .store
         .file(&row.file_id)
         .await
@@ -371,11 +370,7 @@ pub(crate) fn clamp(c: aula_rag::Chunking, limit: Option<usize>) -> aula_rag::Ch
 
 /// The document's text, from `aula extract` in a child process with a time
 /// and memory limit.
-async fn extract(
-    st: &GatewayState,
-    path: &std::path::Path,
-    filename: &str,
-) -> Result<String, Stop> {
+async fn extract(st: &Handle, path: &std::path::Path, filename: &str) -> Result<String, Stop> {
     let program = st.rag.settings.extractor.clone().ok_or_else(|| {
         Stop::Failed(
             "server_error",
@@ -529,7 +524,7 @@ fn describe(status: &std::process::ExitStatus, reason: &str) -> String {
 /// 3 bytes of a word, at least one. The owner's rate limit puts the file
 /// back ([`Stop::Later`]); a busy box is waited out.
 async fn token_counts(
-    st: &Arc<GatewayState>,
+    st: &Handle,
     owner: &Identity,
     model: &str,
     words: &[&str],
@@ -579,7 +574,7 @@ async fn token_counts(
 /// caller's limit); a spent quota fails. The box being busy (503) is waited
 /// out the same way.
 pub(crate) async fn embed(
-    st: &Arc<GatewayState>,
+    st: &Handle,
     who: &Identity,
     model: &str,
     texts: &[&str],
@@ -601,7 +596,7 @@ pub(crate) async fn embed(
 /// (its worker is shared): that refusal is returned at once, and the file
 /// goes back in the queue. A busy box (503) is still waited out.
 async fn embed_once(
-    st: &Arc<GatewayState>,
+    st: &Handle,
     who: &Identity,
     model: &str,
     texts: &[&str],
@@ -614,14 +609,14 @@ async fn embed_once(
 /// `who`'s call through the pipeline, waiting out a busy box (503: a full
 /// queue) for up to ten minutes; any other refusal is returned at once.
 async fn call_when_free(
-    st: &Arc<GatewayState>,
+    st: &Handle,
     path: &'static str,
     who: &Identity,
     body: &Value,
 ) -> Result<Value, ApiError> {
     let mut waited = 0;
     loop {
-        match crate::pipeline::call_json(st.clone(), path, who, body).await {
+        match crate::pipeline::call_json(st.gw.clone(), path, who, body).await {
             Err(ApiError::Overloaded(_)) if waited < 600 => {
                 waited += 2;
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -729,7 +724,12 @@ mod tests {
         let mut w = PartialWork::default();
         let t0 = Instant::now();
         w.keep_at(key("stale"), "ann", partial(10, 100), t0);
-        w.keep_at(key("fresh"), "ann", partial(10, 100), t0 + PARTIAL_KEPT_FOR / 2);
+        w.keep_at(
+            key("fresh"),
+            "ann",
+            partial(10, 100),
+            t0 + PARTIAL_KEPT_FOR / 2,
+        );
         w.keep_at(key("new"), "ann", partial(10, 100), t0 + PARTIAL_KEPT_FOR);
         assert!(w.take(&key("stale")).is_none());
         assert!(w.take(&key("fresh")).is_some());

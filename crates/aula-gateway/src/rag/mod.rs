@@ -44,6 +44,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// What vector stores hold: the request path's services (searches and
+/// ingestion call the embedding model through it, as the store's owner),
+/// the uploaded files, and the stores' indexes and ingestion state.
+#[derive(Clone)]
+pub struct Handle {
+    pub gw: Arc<crate::pipeline::Gateway>,
+    pub files: Arc<crate::files::Files>,
+    pub rag: Arc<Rag>,
+}
+
 /// `auto` chunking: tokens per chunk, and shared with the next.
 pub const AUTO_MAX: usize = 256;
 pub const AUTO_OVERLAP: usize = 64;
@@ -162,7 +172,7 @@ impl Rag {
 }
 
 /// Start the ingestion workers under `tasks`.
-pub fn start(st: &Arc<crate::server::GatewayState>, tasks: &aula_fleet::tasks::Tasks) {
+pub fn start(st: &Handle, tasks: &aula_fleet::tasks::Tasks) {
     for _ in 0..st.rag.settings.workers.max(1) {
         tasks.spawn("ingest", ingest::worker(st.clone()));
     }

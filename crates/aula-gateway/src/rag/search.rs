@@ -3,9 +3,9 @@
 //! file completed or left, here or on another gateway sharing the
 //! database); queries are embedded as the searcher's own call.
 
+use super::Handle;
 use super::Loaded;
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_protocol::ApiError;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct Request<'a> {
 
 /// Search `stores` (already checked readable by `who`), best first.
 pub async fn search(
-    st: &Arc<GatewayState>,
+    st: &Handle,
     who: &Identity,
     stores: &[String],
     req: &Request<'_>,
@@ -41,11 +41,12 @@ pub async fn search(
     let mut _admitted = None;
     let vectors = if req.mode == aula_rag::Mode::Lexical {
         _admitted = Some(
-            st.limiter
+            st.gw
+                .limiter
                 .admit_without_model(who, aula_store::now_ms())
                 .inspect_err(|e| {
                     crate::metrics::limit_refused(e);
-                    st.live.refused(e);
+                    st.gw.live.refused(e);
                 })?,
         );
         Vec::new()
@@ -90,11 +91,12 @@ type FileOf = (Arc<str>, Arc<str>, Arc<Map<String, Value>>);
 
 /// The store's index, reloaded when its generation has moved.
 async fn current(
-    st: &GatewayState,
+    st: &Handle,
     store_id: &str,
 ) -> Result<Arc<tokio::sync::Mutex<Option<Loaded>>>, ApiError> {
     let slot = st.rag.index_slot(store_id);
     let generation = st
+        .gw
         .store
         .store_generation(store_id)
         .await
@@ -106,6 +108,7 @@ async fn current(
         return Ok(slot);
     }
     let rows = st
+        .gw
         .store
         .store_chunks(store_id)
         .await

@@ -31,7 +31,6 @@ pub mod session;
 mod signin;
 
 use crate::identity::Identity;
-use crate::server::GatewayState;
 use aula_store::Role;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -39,6 +38,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use session::{Session, Sessions};
 use std::sync::Arc;
+
+/// What the web page holds: the request path's services, its sessions and
+/// templates, fine-tuning (the jobs page) and Responses (the playground).
+#[derive(Clone)]
+pub struct Handle {
+    pub gw: Arc<crate::pipeline::Gateway>,
+    pub web: Arc<Web>,
+    pub finetune: Arc<crate::finetune::FineTune>,
+    pub responses: crate::responses::Handle,
+}
 
 /// `[web]` and the Hub's OAuth, as the gateway runs them.
 #[derive(Debug, Clone, Default)]
@@ -132,7 +141,11 @@ const CSS: &str = include_str!("static/aula.css");
 const JS: &str = include_str!("static/aula.js");
 
 /// The page's routes (merged beside the API's in [`crate::server::app`]).
-pub fn routes() -> Router<Arc<GatewayState>> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Handle: axum::extract::FromRef<S>,
+{
     Router::new()
         .route("/", get(pages::overview))
         .route("/usage", get(pages::usage))
@@ -195,12 +208,12 @@ pub struct Visitor {
 // error page): built once per refused request, never on a hot path.
 #[allow(clippy::result_large_err)]
 impl Visitor {
-    pub async fn of(st: &GatewayState, headers: &HeaderMap) -> Result<Visitor, Response> {
+    pub async fn of(st: &Handle, headers: &HeaderMap) -> Result<Visitor, Response> {
         let (session, fresh) = match st.web.sessions.get(headers) {
             Some(s) => (s, false),
             None => (st.web.sessions.create(), true),
         };
-        let open = !st.auth.auth_configured();
+        let open = !st.gw.auth.auth_configured();
         let mut creds = HeaderMap::new();
         if let Some(t) = &session.token
             && let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}"))
@@ -208,7 +221,7 @@ impl Visitor {
             creds.insert(header::AUTHORIZATION, v);
         }
         let id = if session.token.is_some() || open {
-            match st.auth.authenticate(&creds).await {
+            match st.gw.auth.authenticate(&creds).await {
                 Ok(id) => Some(id),
                 Err(aula_protocol::ApiError::Unauthorized(_)) => {
                     // Revoked or expired since: the session ends here.
@@ -233,7 +246,7 @@ impl Visitor {
     /// A form POST: the visitor, and the form's fields once its CSRF token
     /// and origin are checked.
     pub async fn post(
-        st: &GatewayState,
+        st: &Handle,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<(Visitor, std::collections::HashMap<String, String>), Response> {
@@ -256,7 +269,7 @@ impl Visitor {
     }
 
     /// The signed-in identity, or the sign-in page (coming back to `here`).
-    pub fn require(&self, st: &GatewayState, here: &str) -> Result<&Identity, Response> {
+    pub fn require(&self, st: &Handle, here: &str) -> Result<&Identity, Response> {
         self.id.as_ref().ok_or_else(|| {
             let next = format!("{}{here}", st.web.base);
             self.finish(
@@ -270,7 +283,7 @@ impl Visitor {
         })
     }
 
-    pub fn require_staff(&self, st: &GatewayState, here: &str) -> Result<&Identity, Response> {
+    pub fn require_staff(&self, st: &Handle, here: &str) -> Result<&Identity, Response> {
         let id = self.require(st, here)?;
         if self.staff() {
             Ok(id)
@@ -286,7 +299,7 @@ impl Visitor {
     /// A POST's CSRF token and origin: refused unless both are right.
     pub fn check_post(
         &self,
-        st: &GatewayState,
+        st: &Handle,
         headers: &HeaderMap,
         token: Option<&str>,
     ) -> Result<(), Response> {
@@ -305,7 +318,7 @@ impl Visitor {
     }
 
     /// The template context every page shares.
-    pub fn context(&self, st: &GatewayState, page: &str) -> minijinja::Value {
+    pub fn context(&self, st: &Handle, page: &str) -> minijinja::Value {
         minijinja::context! {
             base => st.web.base.clone(),
             page => page,
@@ -321,7 +334,7 @@ impl Visitor {
     /// Render `template` with the shared context and `extra`.
     pub fn render(
         &self,
-        st: &GatewayState,
+        st: &Handle,
         status: StatusCode,
         template: &str,
         page: &str,
@@ -352,7 +365,7 @@ impl Visitor {
         self.finish(st, resp)
     }
 
-    pub fn error(&self, st: &GatewayState, status: StatusCode, message: &str) -> Response {
+    pub fn error(&self, st: &Handle, status: StatusCode, message: &str) -> Response {
         self.render(
             st,
             status,
@@ -363,7 +376,7 @@ impl Visitor {
     }
 
     /// Every answer: the session cookie when it is new, never cached.
-    pub fn finish(&self, st: &GatewayState, mut resp: Response) -> Response {
+    pub fn finish(&self, st: &Handle, mut resp: Response) -> Response {
         let h = resp.headers_mut();
         if self.fresh {
             h.append(
@@ -384,7 +397,7 @@ impl Visitor {
     }
 }
 
-pub fn cookie_path(st: &GatewayState) -> String {
+pub fn cookie_path(st: &Handle) -> String {
     format!("{}/", st.web.base)
 }
 

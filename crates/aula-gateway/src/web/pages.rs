@@ -1,10 +1,9 @@
 //! The pages and their actions. Each handler starts with [`Visitor::of`]
 //! and its role check; a student's pages query only the student's own rows.
 
-use super::{Visitor, fields, redirect};
+use super::{Handle, Visitor, fields, redirect};
 use crate::identity::Identity;
 use crate::limits::{self, LimitFields};
-use crate::server::GatewayState;
 use aula_protocol::admin::ModelState;
 use aula_store::{Role, UsageBy, UsageRow, User};
 use axum::body::Body;
@@ -17,7 +16,6 @@ use futures::StreamExt;
 use minijinja::context;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 type Fields = HashMap<String, String>;
 
@@ -36,10 +34,10 @@ struct Budget {
     resets: Option<i64>,
 }
 
-fn budgets(st: &GatewayState, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
+fn budgets(st: &Handle, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
     let now = aula_store::now_ms();
-    let (day, week, _) = limits::window_starts(now, st.limiter.term_start_ms());
-    let usage = st.limiter.usage_of(&id.name).unwrap_or_default();
+    let (day, week, _) = limits::window_starts(now, st.gw.limiter.term_start_ms());
+    let usage = st.gw.limiter.usage_of(&id.name).unwrap_or_default();
     [
         ("day", lim.tokens_per_day, Some(day + DAY_MS)),
         ("week", lim.tokens_per_week, Some(week + 7 * DAY_MS)),
@@ -70,14 +68,14 @@ fn budgets(st: &GatewayState, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
 }
 
 /// `/`: the box (teachers and admins), or the student's own standing.
-pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn overview(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let id = page!(v.require(&st, "/")).clone();
     if !v.staff() {
         return me(&st, &v, &id).await;
     }
-    let models = st.fleet.ps();
-    let budget = st.fleet.budget_bytes();
+    let models = st.gw.fleet.ps();
+    let budget = st.gw.fleet.budget_bytes();
     let loaded = |s: &ModelState| matches!(s, ModelState::Ready | ModelState::Loading);
     let used: u64 = models
         .iter()
@@ -93,7 +91,7 @@ pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -
             0.0
         }
     };
-    let history = st.live.history();
+    let history = st.gw.live.history();
     let now = history.last().cloned().unwrap_or_default();
     let refused_minute: u64 = history
         .iter()
@@ -145,17 +143,18 @@ pub async fn overview(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -
             refused_minute => refused_minute,
             queued_total => queued_total,
             refusals => refusals,
-            users => st.limiter.in_flight().0,
+            users => st.gw.limiter.in_flight().0,
         },
     )
 }
 
 /// A student's own standing: budgets with their resets, the other limits,
 /// and usage by model this term.
-async fn me(st: &GatewayState, v: &Visitor, id: &Identity) -> Response {
-    let lim = limits::effective(&st.limiter.rules(), id);
-    let term = st.limiter.term_start_ms();
+async fn me(st: &Handle, v: &Visitor, id: &Identity) -> Response {
+    let lim = limits::effective(&st.gw.limiter.rules(), id);
+    let term = st.gw.limiter.term_start_ms();
     let usage = st
+        .gw
         .store
         .usage_for(UsageBy::Model, term, Some(&id.name))
         .await
@@ -167,7 +166,7 @@ async fn me(st: &GatewayState, v: &Visitor, id: &Identity) -> Response {
         "home",
         context! {
             title => "My usage",
-            explained => limits::explain(&st.limiter.rules(), id),
+            explained => limits::explain(&st.gw.limiter.rules(), id),
             budgets => budgets(st, id, &lim),
             lim => context! {
                 requests_per_minute => lim.requests_per_minute,
@@ -176,15 +175,16 @@ async fn me(st: &GatewayState, v: &Visitor, id: &Identity) -> Response {
                 max_tokens => lim.max_tokens,
                 models => lim.models.clone(),
             },
-            models => crate::pipeline::visible_models(st, id),
+            models => st.gw.visible_models(id),
             usage => usage,
             groups => id.groups.clone(),
         },
     )
 }
 
-fn period_start(st: &GatewayState, period: &str) -> i64 {
-    let (day, week, term) = limits::window_starts(aula_store::now_ms(), st.limiter.term_start_ms());
+fn period_start(st: &Handle, period: &str) -> i64 {
+    let (day, week, term) =
+        limits::window_starts(aula_store::now_ms(), st.gw.limiter.term_start_ms());
     match period {
         "day" => day,
         "week" => week,
@@ -195,7 +195,7 @@ fn period_start(st: &GatewayState, period: &str) -> i64 {
 /// `/usage?by=user|group|model&period=day|week|term&sort=...&format=csv`:
 /// everyone's for staff; a student's own, by model.
 pub async fn usage(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
@@ -223,7 +223,7 @@ pub async fn usage(
         .unwrap_or("day");
     let since = period_start(&st, period);
     let only = (!staff).then_some(id.name.as_str());
-    let mut rows = match st.store.usage_for(by, since, only).await {
+    let mut rows = match st.gw.store.usage_for(by, since, only).await {
         Ok(r) => r,
         Err(e) => {
             return v.error(
@@ -292,8 +292,8 @@ fn sort_rows(rows: &mut [UsageRow], sort: &str) {
 }
 
 /// Does `id` own this key, or may manage it (staff: students' keys; admins: all)?
-async fn may_manage_key(st: &GatewayState, v: &Visitor, id: &Identity, key_id: &str) -> bool {
-    let Ok(keys) = st.store.keys(None).await else {
+async fn may_manage_key(st: &Handle, v: &Visitor, id: &Identity, key_id: &str) -> bool {
+    let Ok(keys) = st.gw.store.keys(None).await else {
         return false;
     };
     let Some(k) = keys.iter().find(|k| k.id == key_id) else {
@@ -306,7 +306,7 @@ async fn may_manage_key(st: &GatewayState, v: &Visitor, id: &Identity, key_id: &
         return true;
     }
     if v.staff()
-        && let Ok(Some(owner)) = st.store.user(&k.user).await
+        && let Ok(Some(owner)) = st.gw.store.user(&k.user).await
     {
         return owner.role == Role::Student;
     }
@@ -314,7 +314,7 @@ async fn may_manage_key(st: &GatewayState, v: &Visitor, id: &Identity, key_id: &
 }
 
 async fn keys_page(
-    st: &GatewayState,
+    st: &Handle,
     v: &Visitor,
     id: &Identity,
     created: Option<(String, String)>,
@@ -322,7 +322,7 @@ async fn keys_page(
 ) -> Response {
     if v.open || id.via != crate::identity::Via::Key {
         // Keys belong to Aula users; a Hub user's credential is the Hub's.
-        let keys = st.store.keys(Some(&id.name)).await.unwrap_or_default();
+        let keys = st.gw.store.keys(Some(&id.name)).await.unwrap_or_default();
         return v.render(
             st,
             StatusCode::OK,
@@ -331,7 +331,7 @@ async fn keys_page(
             context! { title => "My keys", keys => keys, can_create => false, hub_user => id.via == crate::identity::Via::JupyterHub },
         );
     }
-    let keys = st.store.keys(Some(&id.name)).await.unwrap_or_default();
+    let keys = st.gw.store.keys(Some(&id.name)).await.unwrap_or_default();
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -356,12 +356,13 @@ async fn keys_page(
 /// `/fine-tuning`: the visitor's jobs (teachers and admins: everyone's)
 /// and the fine-tuned models they may use. Read only: jobs are started and
 /// cancelled with the API.
-pub async fn fine_tuning(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn fine_tuning(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let id = page!(v.require(&st, "/fine-tuning")).clone();
     let staff = crate::finetune::FineTune::is_staff(&id);
     let owner = (!staff).then_some(id.name.as_str());
     let jobs = st
+        .gw
         .store
         .ft_jobs(owner, None, 100)
         .await
@@ -404,7 +405,7 @@ pub async fn fine_tuning(State(st): State<Arc<GatewayState>>, headers: HeaderMap
 }
 
 /// `/keys`: the visitor's own keys.
-pub async fn keys(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn keys(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let id = page!(v.require(&st, "/keys")).clone();
     keys_page(&st, &v, &id, None, None).await
@@ -427,11 +428,7 @@ fn expires_days(f: &Fields) -> Result<Option<f64>, String> {
 }
 
 /// `POST /keys`: a new key of the visitor's own, shown once.
-pub async fn create_key(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn create_key(State(st): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
     let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     let id = page!(v.require(&st, "/keys")).clone();
     if v.open || id.via != crate::identity::Via::Key {
@@ -445,7 +442,7 @@ pub async fn create_key(
         Ok(d) => d,
         Err(e) => return keys_page(&st, &v, &id, None, Some(e)).await,
     };
-    match st.store.create_key(&id.name, days).await {
+    match st.gw.store.create_key(&id.name, days).await {
         Ok((info, secret)) => keys_page(&st, &v, &id, Some((info.id, secret)), None).await,
         Err(e) => keys_page(&st, &v, &id, None, Some(e.to_string())).await,
     }
@@ -453,7 +450,7 @@ pub async fn create_key(
 
 /// `POST /keys/{id}/revoke`: one's own key; staff also students' keys, admins any.
 pub async fn revoke_key(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     Path(key_id): Path<String>,
     body: Bytes,
@@ -464,7 +461,7 @@ pub async fn revoke_key(
         // The same answer whether the key exists or not.
         return v.error(&st, StatusCode::NOT_FOUND, "You have no such key.");
     }
-    if let Err(e) = st.store.revoke_key(&key_id).await {
+    if let Err(e) = st.gw.store.revoke_key(&key_id).await {
         return v.error(&st, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     }
     let back = match f.get("back").map(String::as_str) {
@@ -475,14 +472,14 @@ pub async fn revoke_key(
 }
 
 async fn users_page(
-    st: &GatewayState,
+    st: &Handle,
     v: &Visitor,
     created: Option<(String, String, String)>,
     error: Option<String>,
 ) -> Response {
-    let users = st.store.users().await.unwrap_or_default();
-    let keys = st.store.keys(None).await.unwrap_or_default();
-    let rules = st.limiter.rules();
+    let users = st.gw.store.users().await.unwrap_or_default();
+    let keys = st.gw.store.keys(None).await.unwrap_or_default();
+    let rules = st.gw.limiter.rules();
     let rows: Vec<_> = users
         .iter()
         .map(|u| {
@@ -493,7 +490,7 @@ async fn users_page(
                 via: crate::identity::Via::Key,
             };
             let lim = limits::effective(&rules, &ident);
-            let used = st.limiter.usage_of(&u.name).unwrap_or_default();
+            let used = st.gw.limiter.usage_of(&u.name).unwrap_or_default();
             context! {
                 name => u.name.clone(),
                 role => u.role.as_str(),
@@ -533,7 +530,7 @@ async fn users_page(
 }
 
 /// `/users` (teachers and admins).
-pub async fn users(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn users(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     page!(v.require_staff(&st, "/users"));
     if v.open {
@@ -547,11 +544,7 @@ pub async fn users(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> R
 }
 
 /// `POST /users`: add a user (teachers add students; admins anyone).
-pub async fn add_user(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn add_user(State(st): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
     let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     page!(v.require_staff(&st, "/users"));
     if v.open {
@@ -596,11 +589,11 @@ pub async fn add_user(
         role,
         groups,
     };
-    if let Err(e) = st.store.put_user(&user, false).await {
+    if let Err(e) = st.gw.store.put_user(&user, false).await {
         return users_page(&st, &v, None, Some(e.to_string())).await;
     }
     if f.contains_key("with_key") {
-        return match st.store.create_key(&name, None).await {
+        return match st.gw.store.create_key(&name, None).await {
             Ok((k, secret)) => users_page(&st, &v, Some((name, k.id, secret)), None).await,
             Err(e) => users_page(&st, &v, None, Some(e.to_string())).await,
         };
@@ -610,14 +603,14 @@ pub async fn add_user(
 
 /// `POST /users/{name}/keys`: a key for a user (staff: students; admins: anyone).
 pub async fn create_user_key(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
     let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     page!(v.require_staff(&st, "/users"));
-    let user = match st.store.user(&name).await {
+    let user = match st.gw.store.user(&name).await {
         Ok(Some(u)) => u,
         _ => return v.error(&st, StatusCode::NOT_FOUND, "There is no such user."),
     };
@@ -632,7 +625,7 @@ pub async fn create_user_key(
         Ok(d) => d,
         Err(e) => return users_page(&st, &v, None, Some(e)).await,
     };
-    match st.store.create_key(&name, days).await {
+    match st.gw.store.create_key(&name, days).await {
         Ok((k, secret)) => users_page(&st, &v, Some((name, k.id, secret)), None).await,
         Err(e) => users_page(&st, &v, None, Some(e.to_string())).await,
     }
@@ -640,7 +633,7 @@ pub async fn create_user_key(
 
 /// `POST /models/{model}/load|unload` (admins).
 pub async fn model_action(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     Path((model, action)): Path<(String, String)>,
     body: Bytes,
@@ -655,8 +648,8 @@ pub async fn model_action(
         );
     }
     let done = match action.as_str() {
-        "load" => st.fleet.load(&model).await,
-        "unload" => st.fleet.unload(&model).await,
+        "load" => st.gw.fleet.load(&model).await,
+        "unload" => st.gw.fleet.unload(&model).await,
         _ => return v.error(&st, StatusCode::NOT_FOUND, "No such action."),
     };
     match done {
@@ -666,12 +659,14 @@ pub async fn model_action(
 }
 
 /// `/playground`: chat with a model the visitor may use, streamed.
-pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn playground(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let id = page!(v.require(&st, "/playground")).clone();
-    let chat: Vec<String> = crate::pipeline::visible_models(&st, &id)
+    let chat: Vec<String> = st
+        .gw
+        .visible_models(&id)
         .into_iter()
-        .filter(|m| st.router.get(m).is_ok_and(|r| !r.embedding))
+        .filter(|m| st.gw.router.get(m).is_ok_and(|r| !r.embedding))
         .collect();
     let public = st.web.settings.public_url.clone().unwrap_or_else(|| {
         let host = headers
@@ -681,6 +676,7 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
         format!("http://{host}")
     });
     let stores: Vec<_> = st
+        .gw
         .store
         .vector_stores_visible(&id.name, &id.groups)
         .await
@@ -705,7 +701,7 @@ pub async fn playground(State(st): State<Arc<GatewayState>>, headers: HeaderMap)
 /// The playground's caller: signed in, the CSRF header right, the body read
 /// (refusals as the API's JSON errors, which the page's script shows).
 async fn playground_caller(
-    st: &GatewayState,
+    st: &Handle,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Identity, Bytes), Response> {
@@ -732,14 +728,10 @@ async fn playground_caller(
 
 /// `POST /playground/chat`: a chat completion (JSON body, CSRF header) as the
 /// signed-in user, through the same pipeline as `/v1/chat/completions`.
-pub async fn playground_chat(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn playground_chat(State(st): State<Handle>, headers: HeaderMap, body: Body) -> Response {
     let (id, body) = page!(playground_caller(&st, &headers, body).await);
     crate::pipeline::call(
-        st.clone(),
+        st.gw.clone(),
         "/v1/chat/completions",
         &id,
         body,
@@ -753,19 +745,19 @@ pub async fn playground_chat(
 /// (`file_search` over the stores the user may search), as the signed-in
 /// user, through the same `/v1/responses` path as the API.
 pub async fn playground_responses(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let (id, body) = page!(playground_caller(&st, &headers, body).await);
-    crate::responses::respond(st.clone(), &id, body)
+    crate::responses::respond(st.responses.clone(), &id, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `/events`: the live samples (server-sent events), staff only: first the
 /// last 15 minutes (`history`), then one sample a second.
-pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+pub async fn events(State(st): State<Handle>, headers: HeaderMap) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     if v.id.is_none() || !v.staff() {
         return v.error(
@@ -774,11 +766,11 @@ pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> 
             "Only teachers and admins may see the live view.",
         );
     }
-    let history = serde_json::to_string(&st.live.history()).unwrap_or_else(|_| "[]".into());
+    let history = serde_json::to_string(&st.gw.live.history()).unwrap_or_else(|_| "[]".into());
     let first = futures::stream::once(async move {
         Ok::<_, std::convert::Infallible>(Event::default().event("history").data(history))
     });
-    let rx = st.live.subscribe();
+    let rx = st.gw.live.subscribe();
     let next = futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         let s = rx.borrow_and_update().clone();
@@ -789,7 +781,7 @@ pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> 
     });
     // Ends when the gateway starts shutting down (it would otherwise hold
     // the shutdown for its 30 s grace).
-    let closing = st.closing.clone().cancelled_owned();
+    let closing = st.gw.closing.clone().cancelled_owned();
     Sse::new(first.chain(next).take_until(closing))
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -799,11 +791,7 @@ pub async fn events(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> 
 /// Models are the catalog's and the GGUFs in the model directory (never a
 /// path typed into the form); hardware is the planner's profiles or this
 /// machine.
-pub async fn plan(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn plan(State(st): State<Handle>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     page!(v.require_staff(&st, "/plan"));
     let q = fields(q.unwrap_or_default().as_bytes());
@@ -960,13 +948,13 @@ fn plan_one(
 /// `/users/{name}`: one user's limits (and which rule set each), budgets,
 /// usage by model this term and keys (teachers and admins).
 pub async fn user(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     page!(v.require_staff(&st, "/users"));
-    let u = match st.store.user(&name).await {
+    let u = match st.gw.store.user(&name).await {
         Ok(Some(u)) => u,
         _ => return v.error(&st, StatusCode::NOT_FOUND, "There is no such user."),
     };
@@ -976,14 +964,15 @@ pub async fn user(
         groups: u.groups.clone(),
         via: crate::identity::Via::Key,
     };
-    let rules = st.limiter.rules();
+    let rules = st.gw.limiter.rules();
     let lim = limits::effective(&rules, &ident);
     let usage = st
+        .gw
         .store
-        .usage_for(UsageBy::Model, st.limiter.term_start_ms(), Some(&u.name))
+        .usage_for(UsageBy::Model, st.gw.limiter.term_start_ms(), Some(&u.name))
         .await
         .unwrap_or_default();
-    let keys = st.store.keys(Some(&u.name)).await.unwrap_or_default();
+    let keys = st.gw.store.keys(Some(&u.name)).await.unwrap_or_default();
     v.render(
         &st,
         StatusCode::OK,

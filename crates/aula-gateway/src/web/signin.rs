@@ -3,17 +3,15 @@
 //! token, the token then checked like any Hub token).
 
 use super::session::{self, safe_next};
-use super::{Visitor, fields, redirect, urlencoding};
-use crate::server::GatewayState;
+use super::{Handle, Visitor, fields, redirect, urlencoding};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use minijinja::context;
-use std::sync::Arc;
 
 fn form_page(
-    st: &GatewayState,
+    st: &Handle,
     v: &Visitor,
     next: &str,
     status: StatusCode,
@@ -34,11 +32,7 @@ fn form_page(
 }
 
 /// `GET /signin?next=...`
-pub async fn form(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn form(State(st): State<Handle>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let q = fields(q.unwrap_or_default().as_bytes());
     let next = safe_next(q.get("next").map(String::as_str), &st.web.base);
@@ -49,11 +43,7 @@ pub async fn form(
 }
 
 /// `POST /signin`: `token`, `csrf`, `next`.
-pub async fn submit(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn submit(State(st): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
     let (v, f) = page!(Visitor::post(&st, &headers, &body).await);
     let next = safe_next(f.get("next").map(String::as_str), &st.web.base);
     let token = f.get("token").map(|t| t.trim()).unwrap_or("");
@@ -70,7 +60,7 @@ pub async fn submit(
 }
 
 /// Check `token` like an API request would, then start a signed-in session.
-async fn sign_in_with(st: &GatewayState, v: &Visitor, token: &str, next: &str) -> Response {
+async fn sign_in_with(st: &Handle, v: &Visitor, token: &str, next: &str) -> Response {
     let mut h = HeaderMap::new();
     let Ok(value) = format!("Bearer {token}").parse() else {
         return form_page(
@@ -82,7 +72,7 @@ async fn sign_in_with(st: &GatewayState, v: &Visitor, token: &str, next: &str) -
         );
     };
     h.insert(header::AUTHORIZATION, value);
-    match st.auth.authenticate(&h).await {
+    match st.gw.auth.authenticate(&h).await {
         Ok(id) if id.via != crate::identity::Via::Open => {
             let s = st.web.sessions.sign_in(&v.session.id, token.to_string());
             tracing::info!("web: {} signed in", id.name);
@@ -112,11 +102,7 @@ async fn sign_in_with(st: &GatewayState, v: &Visitor, token: &str, next: &str) -
 }
 
 /// `GET /signin/hub?next=...`: off to the Hub's authorize page.
-pub async fn hub(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn hub(State(st): State<Handle>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let v = page!(Visitor::of(&st, &headers).await);
     let (Some(o), Some(callback)) = (&st.web.settings.hub_oauth, st.web.oauth_callback()) else {
         return v.error(
@@ -143,7 +129,7 @@ pub async fn hub(
 
 /// `GET /oauth_callback?code=...&state=...`: the Hub sends the browser back.
 pub async fn callback(
-    State(st): State<Arc<GatewayState>>,
+    State(st): State<Handle>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
@@ -181,14 +167,14 @@ pub async fn callback(
 
 /// The authorization code for an access token, at the Hub's token endpoint
 /// (server to server, with Aula's service token as the client secret).
-async fn exchange(st: &GatewayState, code: &str) -> Result<String, String> {
+async fn exchange(st: &Handle, code: &str) -> Result<String, String> {
     let o = st
         .web
         .settings
         .hub_oauth
         .as_ref()
         .ok_or("no Hub sign-in configured")?;
-    let hub = st.auth.hub().ok_or("no Hub configured")?;
+    let hub = st.gw.auth.hub().ok_or("no Hub configured")?;
     let callback = st.web.oauth_callback().ok_or("no public_url")?;
     let form = serde_urlencoded::to_string([
         ("client_id", o.client_id.as_str()),
@@ -199,6 +185,7 @@ async fn exchange(st: &GatewayState, code: &str) -> Result<String, String> {
     ])
     .map_err(|e| e.to_string())?;
     let v = st
+        .gw
         .auth
         .post_form(&format!("{}/hub/api/oauth2/token", hub.url), form)
         .await?;
@@ -213,11 +200,7 @@ async fn exchange(st: &GatewayState, code: &str) -> Result<String, String> {
 }
 
 /// `POST /signout`.
-pub async fn signout(
-    State(st): State<Arc<GatewayState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn signout(State(st): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
     let (v, _) = page!(Visitor::post(&st, &headers, &body).await);
     st.web.sessions.forget(&v.session.id);
     let mut resp = redirect(&format!("{}/signin", st.web.base));
