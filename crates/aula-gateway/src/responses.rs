@@ -707,8 +707,10 @@ struct Shell {
 }
 
 impl Shell {
+    /// The Response object; `usage` left out while it is not known (OpenAI's
+    /// description has no null for it).
     fn object(&self, status: &str, output: Vec<Value>, usage: Value, incomplete: Value) -> Value {
-        json!({
+        let mut v = json!({
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -731,7 +733,13 @@ impl Shell {
             "truncation": "disabled",
             "usage": usage,
             "metadata": self.metadata,
-        })
+        });
+        if v["usage"].is_null()
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("usage");
+        }
+        v
     }
 }
 

@@ -725,7 +725,8 @@ pub async fn events(
                 "level": e.level,
                 "message": e.message,
                 "type": e.kind,
-                "data": e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
+                // An object always (OpenAI's description has no null).
+                "data": e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()).filter(Value::is_object).unwrap_or_else(|| json!({})),
             })
         })
         .collect();
