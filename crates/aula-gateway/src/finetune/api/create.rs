@@ -1,10 +1,9 @@
-//! The HTTP handlers of `/v1/fine_tuning/jobs` (OpenAI's shapes) and
-//! `DELETE /v1/models/{model}` for fine-tuned models. Everything a job
-//! needs is checked here, before it is stored: the base, the files, the
-//! hyperparameters, the caller's limits and the job's memory.
+//! `POST /v1/fine_tuning/jobs`: a job checked (its base, its file, its
+//! hyperparameters, the caller's limits and the memory plan) and queued.
 
-use super::worker::{Spec, event};
-use super::{FineTune, Handle, validate};
+use super::super::worker::{Spec, event};
+use super::super::{FineTune, Handle, validate};
+use super::*;
 use crate::auth::Caller;
 use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::{own_file, store_error};
@@ -13,86 +12,28 @@ use aula_protocol::ApiError;
 use aula_store::{FineTuneJob, JobStatus, now_ms};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use serde_json::{Map, Value, json};
-
-type Answer = Result<Json<Value>, ApiError>;
+use axum::extract::State;
+use serde_json::{Map, Value};
 
 /// Most epochs, batch size and learning-rate multiplier a job may ask.
-const MAX_EPOCHS: u64 = 50;
-const MAX_BATCH: u64 = 256;
-const MAX_LR_MULTIPLIER: f64 = 10.0;
-const MAX_RANK: u64 = 256;
+pub(super) const MAX_EPOCHS: u64 = 50;
+
+pub(super) const MAX_BATCH: u64 = 256;
+
+pub(super) const MAX_LR_MULTIPLIER: f64 = 10.0;
+
+pub(super) const MAX_RANK: u64 = 256;
+
 /// Tokens per example the trainer keeps (longer ones are cut, with a warning).
-const MAX_EXAMPLE_TOKENS: u32 = 1024;
-
-fn secs(ms: i64) -> i64 {
-    ms / 1000
-}
-
-/// A job as OpenAI's API shows it, with Aula's own settings under `aula`.
-pub fn job_object(j: &FineTuneJob) -> Value {
-    let spec: Option<Spec> = serde_json::from_str(&j.spec).ok();
-    let hyper = spec.as_ref().map(|s| {
-        json!({
-            "n_epochs": s.n_epochs,
-            "batch_size": s.batch_size,
-            "learning_rate_multiplier": s.learning_rate_multiplier,
-        })
-    });
-    let error = j
-        .error
-        .as_deref()
-        .and_then(|e| serde_json::from_str::<Value>(e).ok());
-    json!({
-        "object": "fine_tuning.job",
-        "id": j.id,
-        "created_at": secs(j.created_ms),
-        "finished_at": j.finished_ms.map(secs),
-        "model": j.base_model,
-        "fine_tuned_model": j.fine_tuned_model,
-        "organization_id": "aula",
-        "user_provided_suffix": spec.as_ref().and_then(|s| s.suffix.clone()),
-        "status": j.status,
-        "training_file": spec.as_ref().map(|s| s.training_file.clone()),
-        "validation_file": spec.as_ref().and_then(|s| s.validation_file.clone()),
-        "hyperparameters": hyper,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
-        "result_files": [],
-        "trained_tokens": if j.status == JobStatus::Succeeded { Some(j.trained_tokens) } else { None },
-        "error": error,
-        "seed": spec.as_ref().map(|s| s.seed),
-        "estimated_finish": j.estimated_finish_ms.map(secs),
-        "integrations": [],
-        "metadata": null,
-        "aula": {
-            "user": j.owner,
-            "lora_rank": spec.as_ref().map(|s| s.lora_rank),
-            "lora_alpha": spec.as_ref().map(|s| s.lora_alpha),
-            "qlora": false,
-            "planned_bytes": j.planned_bytes,
-            "trained_tokens_so_far": j.trained_tokens,
-            "shared_with_groups": spec.as_ref().map(|s| s.shared_with_groups.clone()).unwrap_or_default(),
-        },
-    })
-}
-
-fn enabled(st: &Handle) -> Result<(), ApiError> {
-    if st.finetune.enabled {
-        return Ok(());
-    }
-    Err(ApiError::InvalidRequest {
-        message: format!(
-            "fine-tuning is not enabled on this gateway (no trainer at {} when it started: an admin runs `bash scripts/setup-trainer.sh` or sets [fine_tuning] python, and restarts it)",
-            st.finetune.settings.python().display()
-        ),
-        param: None,
-        code: Some("fine_tuning_disabled"),
-    })
-}
+pub(super) const MAX_EXAMPLE_TOKENS: u32 = 1024;
 
 /// `"auto"`, absent, or an integer in `lo..=hi`.
-fn int_or_auto(v: Option<&Value>, name: &str, lo: u64, hi: u64) -> Result<Option<u64>, ApiError> {
+pub(super) fn int_or_auto(
+    v: Option<&Value>,
+    name: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<Option<u64>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s == "auto" => Ok(None),
@@ -108,7 +49,7 @@ fn int_or_auto(v: Option<&Value>, name: &str, lo: u64, hi: u64) -> Result<Option
 
 /// The hyperparameters, from `method.supervised.hyperparameters` or the
 /// older top-level `hyperparameters` (not both).
-fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     let top = o.get("hyperparameters").filter(|v| !v.is_null());
     let method = o.get("method").filter(|v| !v.is_null());
     let from_method = match method {
@@ -198,13 +139,13 @@ fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
     Ok(h.clone())
 }
 
-struct Lora {
-    rank: u32,
-    alpha: f64,
+pub(super) struct Lora {
+    pub(super) rank: u32,
+    pub(super) alpha: f64,
 }
 
 /// Aula's `lora`: `{rank, alpha, qlora}`.
-fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
+pub(super) fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
     let mut l = Lora {
         rank: 8,
         alpha: 16.0,
@@ -269,7 +210,7 @@ fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
 }
 
 /// The caller's own `fine-tune` file, valid; its summary.
-async fn training_data(
+pub(super) async fn training_data(
     st: &Handle,
     id: &Identity,
     file_id: &str,
@@ -499,7 +440,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     Ok(Json(job_object(&job)))
 }
 
-fn base_names(ft: &FineTune) -> Vec<String> {
+pub(super) fn base_names(ft: &FineTune) -> Vec<String> {
     let mut v: Vec<String> = ft.bases.keys().cloned().collect();
     v.sort();
     if v.is_empty() {
@@ -509,7 +450,7 @@ fn base_names(ft: &FineTune) -> Vec<String> {
 }
 
 /// The planner's estimate of the trainer's peak memory for this job.
-fn planned_bytes(
+pub(super) fn planned_bytes(
     gguf: &std::path::Path,
     spec: &Spec,
     longest_chars: usize,
@@ -528,7 +469,11 @@ fn planned_bytes(
 }
 
 /// `[[limits]]`: jobs at once, jobs per day, tokens trained per term.
-async fn check_limits(st: &Handle, id: &Identity, est_tokens: u64) -> Result<(), ApiError> {
+pub(super) async fn check_limits(
+    st: &Handle,
+    id: &Identity,
+    est_tokens: u64,
+) -> Result<(), ApiError> {
     let eff = crate::limits::effective(&st.gw.limiter.rules(), id);
     let (day, _, term) = crate::limits::window_starts(now_ms(), st.gw.limiter.term_start_ms());
     let (today, unfinished, _) = st
@@ -580,255 +525,4 @@ async fn check_limits(st: &Handle, id: &Identity, est_tokens: u64) -> Result<(),
         });
     }
     Ok(())
-}
-
-/// `after` and `limit` (1 to 100, default 20) and nothing else.
-fn page(q: Option<&str>) -> Result<(Option<String>, i64), ApiError> {
-    let p = crate::page::Page::parse(
-        q,
-        &crate::page::Takes {
-            keys: &["after", "limit"],
-            default_limit: 20,
-            max_limit: 100,
-        },
-    )?;
-    Ok((p.after, p.limit as i64))
-}
-
-/// `GET /v1/fine_tuning/jobs`: the caller's jobs (teachers and admins: everyone's), newest first.
-pub async fn list(State(st): State<Handle>, Caller(id): Caller, RawQuery(q): RawQuery) -> Answer {
-    let (after, limit) = page(q.as_deref())?;
-    let owner = (!FineTune::is_staff(&id)).then_some(id.name.as_str());
-    let (jobs, more) = st
-        .gw
-        .store
-        .ft_jobs(owner, after.as_deref(), limit)
-        .await
-        .map_err(store_error)?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": jobs.iter().map(job_object).collect::<Vec<_>>(),
-        "has_more": more,
-    })))
-}
-
-/// The job as `id` may see it (theirs, or anyone's for staff); 404 otherwise.
-async fn visible(st: &Handle, id: &Identity, job_id: &str) -> Result<FineTuneJob, ApiError> {
-    match st.gw.store.ft_job(job_id).await.map_err(store_error)? {
-        Some(j) if j.owner == id.name || FineTune::is_staff(id) => Ok(j),
-        _ => Err(ApiError::NotFound(format!("no fine-tuning job `{job_id}`"))),
-    }
-}
-
-/// `GET /v1/fine_tuning/jobs/{id}`.
-pub async fn retrieve(
-    State(st): State<Handle>,
-    Caller(id): Caller,
-    Path(job_id): Path<String>,
-) -> Answer {
-    Ok(Json(job_object(&visible(&st, &id, &job_id).await?)))
-}
-
-/// `POST /v1/fine_tuning/jobs/{id}/cancel`: a job waiting or training stops
-/// (its trainer killed, its memory given back) before this answers.
-pub async fn cancel(
-    State(st): State<Handle>,
-    Caller(id): Caller,
-    Path(job_id): Path<String>,
-) -> Answer {
-    let mut j = visible(&st, &id, &job_id).await?;
-    if j.status.is_finished() {
-        return Err(ApiError::invalid(format!(
-            "the job `{job_id}` is {} already; only a job waiting or training can be cancelled",
-            j.status
-        )));
-    }
-    j.status = JobStatus::Cancelled;
-    j.finished_ms = Some(now_ms());
-    j.estimated_finish_ms = None;
-    if !st
-        .gw
-        .store
-        .update_ft_job(&j, &JobStatus::UNFINISHED)
-        .await
-        .map_err(store_error)?
-    {
-        // It ended meanwhile.
-        return Ok(Json(job_object(&visible(&st, &id, &job_id).await?)));
-    }
-    event(
-        &st,
-        &job_id,
-        "info",
-        &format!("The job was cancelled by {}.", id.name),
-    )
-    .await;
-    let token = st
-        .finetune
-        .active
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&job_id).cloned());
-    if let Some(t) = token {
-        t.cancel();
-        // Wait (bounded) until the worker let go of it: trainer gone, memory back.
-        for _ in 0..100 {
-            let gone = st
-                .finetune
-                .active
-                .lock()
-                .map(|a| !a.contains_key(&job_id))
-                .unwrap_or(true);
-            if gone {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    st.finetune.wake.notify_one();
-    Ok(Json(job_object(&j)))
-}
-
-/// `GET /v1/fine_tuning/jobs/{id}/events`: newest first.
-pub async fn events(
-    State(st): State<Handle>,
-    Caller(id): Caller,
-    Path(job_id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Answer {
-    let (after, limit) = page(q.as_deref())?;
-    visible(&st, &id, &job_id).await?;
-    // `after` is an event id: ftevent-<job>-<n>.
-    let after = match after {
-        None => None,
-        Some(a) => Some(
-            a.rsplit('-')
-                .next()
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid_param("after", "`after` must be an event id"))?,
-        ),
-    };
-    let (evs, more) = st
-        .gw
-        .store
-        .ft_events(&job_id, after, limit)
-        .await
-        .map_err(store_error)?;
-    let short = job_id.strip_prefix("ftjob-").unwrap_or(&job_id);
-    let data: Vec<Value> = evs
-        .iter()
-        .map(|e| {
-            json!({
-                "object": "fine_tuning.job.event",
-                "id": format!("ftevent-{short}-{}", e.seq),
-                "created_at": secs(e.created_ms),
-                "level": e.level,
-                "message": e.message,
-                "type": e.kind,
-                // An object always (OpenAI's description has no null).
-                "data": e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()).filter(Value::is_object).unwrap_or_else(|| json!({})),
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": more}),
-    ))
-}
-
-/// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
-pub async fn checkpoints(
-    State(st): State<Handle>,
-    Caller(id): Caller,
-    Path(job_id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Answer {
-    let (after, limit) = page(q.as_deref())?;
-    let j = visible(&st, &id, &job_id).await?;
-    let (cks, more) = st
-        .gw
-        .store
-        .ft_checkpoints(&job_id, after.as_deref(), limit)
-        .await
-        .map_err(store_error)?;
-    let data: Vec<Value> = cks
-        .iter()
-        .map(|c| {
-            json!({
-                "object": "fine_tuning.job.checkpoint",
-                "id": c.id,
-                "created_at": secs(c.created_ms),
-                "fine_tuning_job_id": c.job_id,
-                "fine_tuned_model_checkpoint": format!("{}:ckpt-step-{}", j.fine_tuned_model.clone().unwrap_or_else(|| format!("ft:{}", j.base_model)), c.step),
-                "step_number": c.step,
-                "metrics": serde_json::from_str::<Value>(&c.metrics).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "first_id": cks.first().map(|c| c.id.clone()),
-        "last_id": cks.last().map(|c| c.id.clone()),
-        "has_more": more,
-    })))
-}
-
-/// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;
-/// its adapter goes, its job stays (with the model's name).
-pub async fn delete_model(
-    State(st): State<Handle>,
-    Caller(id): Caller,
-    Path(model): Path<String>,
-) -> Answer {
-    let staff = FineTune::is_staff(&id);
-    let Some(t) = st
-        .finetune
-        .model(&model)
-        .filter(|t| staff || t.visible_to(&id))
-    else {
-        return Err(ApiError::ModelNotFound(format!(
-            "no fine-tuned model `{model}` of yours"
-        )));
-    };
-    if t.owner != id.name && !staff {
-        return Err(ApiError::Forbidden {
-            message: format!(
-                "the model `{model}` is shared with you; only its owner or a teacher may delete it"
-            ),
-            code: "read_only",
-            resets_at: None,
-        });
-    }
-    let Some(mut j) = st.gw.store.ft_job(&t.job_id).await.map_err(store_error)? else {
-        return Err(ApiError::ModelNotFound(format!(
-            "no fine-tuned model `{model}`"
-        )));
-    };
-    j.deleted_ms = Some(now_ms());
-    st.gw
-        .store
-        .update_ft_job(&j, &[JobStatus::Succeeded])
-        .await
-        .map_err(store_error)?;
-    st.finetune.unpublish(&model);
-    let _ = std::fs::remove_file(st.finetune.adapter_path(&t.base, &model));
-    let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&t.job_id));
-    st.gw
-        .fleet
-        .set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
-    let fleet = st.gw.fleet.clone();
-    let base = t.base.clone();
-    tokio::spawn(async move {
-        let _ = fleet.restart_when_idle(&base).await;
-    });
-    event(
-        &st,
-        &t.job_id,
-        "info",
-        &format!("The model {model} was deleted by {}.", id.name),
-    )
-    .await;
-    Ok(Json(
-        json!({"id": model, "object": "model", "deleted": true}),
-    ))
 }
