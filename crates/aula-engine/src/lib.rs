@@ -427,7 +427,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
     let model = Arc::new(model);
     let name = match &cfg.name {
         Some(n) => n.clone(),
-        None => aula_protocol::model_name_for_file(&cfg.model),
+        None => aula_planner::model_name_for_file(&cfg.model),
     };
     let arch = model
         .meta_val_str("general.architecture")

@@ -68,20 +68,11 @@ impl Launch {
     }
 }
 
-/// Is this GGUF an embedding model (its architecture pools token states
-/// into one vector)? Such a model serves /v1/embeddings and no chat.
-pub fn is_embedding_model(gguf: &Path) -> bool {
-    aula_planner::gguf::GgufFile::open(gguf)
-        .ok()
-        .and_then(|f| f.arch_u64("pooling_type"))
-        .is_some_and(|p| p > 0)
-}
-
 /// The slots (requests at once) of an embedded engine: for an embedding
 /// model, the sequences its engine batches together.
-pub fn embedded_slots(gguf: &Path, parallel: Option<usize>) -> usize {
+pub fn embedded_slots(facts: crate::spec::ModelFacts, parallel: Option<usize>) -> usize {
     let p = parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS);
-    if is_embedding_model(gguf) {
+    if facts.embedding {
         (p * 16).clamp(1, EMBEDDING_MAX_SLOTS)
     } else {
         p

@@ -145,13 +145,14 @@ impl FleetBuilder {
             },
             ModelSource::Embedded {
                 gguf,
+                facts,
                 parallel,
                 context,
                 threads,
                 engine_args,
             } => {
                 let planned = launch::planned_bytes_with(&gguf, context, parallel, &engine_args);
-                let slots = launch::embedded_slots(&gguf, parallel);
+                let slots = launch::embedded_slots(facts, parallel);
                 let template = supervisor::EngineSpec {
                     name: spec.name.clone(),
                     launch: Launch::Embedded {

@@ -2,7 +2,29 @@
 //! `aula.toml` by the gateway's configuration (which checks every key).
 
 use aula_protocol::admin::EngineKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What a model file is, read from its header once, when its spec is made:
+/// the one answer the gateway, the fleet and `aula doctor` use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// An embedding model: its architecture pools token states into one
+    /// vector. It serves /v1/embeddings and no chat.
+    pub embedding: bool,
+}
+
+impl ModelFacts {
+    /// The facts of a GGUF file (a file that cannot be read: a chat model,
+    /// which its engine will then fail to load, saying why).
+    pub fn read(gguf: &Path) -> ModelFacts {
+        ModelFacts {
+            embedding: aula_planner::gguf::GgufFile::open(gguf)
+                .ok()
+                .and_then(|f| f.arch_u64("pooling_type"))
+                .is_some_and(|p| p > 0),
+        }
+    }
+}
 
 /// External engines Aula starts and watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +54,8 @@ impl ExternalKind {
 pub enum ModelSource {
     Embedded {
         gguf: PathBuf,
+        /// Read from `gguf` when the spec was made.
+        facts: ModelFacts,
         parallel: Option<usize>,
         context: Option<u32>,
         threads: Option<usize>,
@@ -70,4 +94,11 @@ pub struct ModelSpec {
     pub pinned: bool,
     pub preload: bool,
     pub keep_alive: Option<std::time::Duration>,
+}
+
+impl ModelSpec {
+    /// Served by Aula's own engine from an embedding model's GGUF.
+    pub fn is_embedding(&self) -> bool {
+        matches!(&self.source, ModelSource::Embedded { facts, .. } if facts.embedding)
+    }
 }

@@ -5,7 +5,7 @@
 //! [`crate::server::run`]); stop the background loops; commit what the
 //! ledger holds; stop the engines; close the database.
 
-use crate::config::{Config, ModelSource};
+use crate::config::Config;
 use crate::home;
 use crate::state::GatewayState;
 use anyhow::{Context, anyhow, bail};
@@ -181,10 +181,7 @@ impl App {
         let models: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let chat_models: Vec<String> = specs
             .iter()
-            .filter(|s| {
-                !matches!(&s.source, ModelSource::Embedded { gguf, .. }
-                    if aula_fleet::launch::is_embedding_model(gguf))
-            })
+            .filter(|s| !s.is_embedding())
             .map(|s| s.name.clone())
             .collect();
         // Every background loop is a task of `tasks`, stopped at shutdown.

@@ -34,7 +34,7 @@ pub mod training_file;
 pub mod tuned;
 pub mod web;
 
-pub use aula_fleet::launch::is_embedding_model;
+pub use aula_fleet::spec::ModelFacts;
 use aula_fleet::tasks::Tasks;
 use config::ModelSpec;
 use router::ModelRouter;
@@ -130,7 +130,7 @@ pub fn start(
     if rag.embedding_model.is_none() {
         rag.embedding_model = specs
             .iter()
-            .find(|s| matches!(&s.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf)))
+            .find(|s| s.is_embedding())
             .map(|s| s.name.clone());
     }
     // Chat models on Aula's own engine can be fine-tuned: their engines
@@ -140,9 +140,12 @@ pub fn start(
     let ft_on = access.finetune.is_enabled();
     for spec in specs.iter_mut() {
         if let aula_fleet::spec::ModelSource::Embedded {
-            gguf, engine_args, ..
+            gguf,
+            engine_args,
+            facts,
+            ..
         } = &mut spec.source
-            && !aula_fleet::launch::is_embedding_model(gguf)
+            && !facts.embedding
         {
             bases.insert(spec.name.clone(), finetune::Base { gguf: gguf.clone() });
             if ft_on {
@@ -153,7 +156,7 @@ pub fn start(
         }
     }
     for spec in specs {
-        let embedding = matches!(&spec.source, aula_fleet::spec::ModelSource::Embedded { gguf, .. } if aula_fleet::launch::is_embedding_model(gguf));
+        let embedding = spec.is_embedding();
         for a in &spec.aliases {
             aliases.push((a.clone(), spec.name.clone()));
         }

@@ -21,6 +21,16 @@ pub mod summary;
 
 use std::path::Path;
 
+/// The one rule for naming a model after its file: the file name without
+/// its extension, in lower case (`SmolLM2-135M.Q4_1.gguf` is
+/// `smollm2-135m.q4_1`). The gateway's config, `aula engine` and
+/// `aula plan` all name models by it.
+pub fn model_name_for_file(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_else(|| "model".into())
+}
+
 /// A model named on the command line: a `.json` config, a GGUF file, or a
 /// catalog id. A GGUF carries its weights' exact bytes; the others get them
 /// from the precision asked for when they are estimated.
@@ -29,7 +39,7 @@ pub fn resolve_model(arg: &Path) -> Result<shape::ModelShape, String> {
         hf::read(arg)
     } else if arg.exists() || arg.extension().is_some_and(|x| x == "gguf") {
         let file = gguf::GgufFile::open(arg).map_err(|e| e.to_string())?;
-        let id = aula_protocol::model_name_for_file(arg);
+        let id = model_name_for_file(arg);
         shape::ModelShape::from_gguf(&id, &file).map_err(|e| format!("{}: {e}", arg.display()))
     } else {
         catalog::find(&arg.to_string_lossy())

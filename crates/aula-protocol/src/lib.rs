@@ -24,12 +24,3 @@ pub use request::{
 };
 pub use response::*;
 pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, parse_calls, parse_tools};
-
-/// The one rule for naming a model after its file: the file name without
-/// its extension, in lower case (`SmolLM2-135M.Q4_1.gguf` is
-/// `smollm2-135m.q4_1`).
-pub fn model_name_for_file(path: &std::path::Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .unwrap_or_else(|| "model".into())
-}

@@ -666,7 +666,7 @@ pub fn normalize_base(url: &str) -> String {
 
 /// The model name for a GGUF file found in the model directory: its stem, lower-cased.
 pub fn name_for_file(path: &Path) -> String {
-    aula_protocol::model_name_for_file(path)
+    aula_planner::model_name_for_file(path)
 }
 
 #[cfg(test)]
@@ -690,6 +690,7 @@ mod tests {
             specs[0].source,
             ModelSource::Embedded {
                 gguf: "/m/a.gguf".into(),
+                facts: Default::default(),
                 parallel: Some(2),
                 context: None,
                 threads: None,

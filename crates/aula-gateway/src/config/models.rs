@@ -454,6 +454,7 @@ impl ModelEntry {
                     models_dir.join(p)
                 };
                 ModelSource::Embedded {
+                    facts: aula_fleet::spec::ModelFacts::read(&gguf),
                     gguf,
                     parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
                     context: m.context.as_ref().map(|s| *s.get_ref()),
@@ -534,6 +535,7 @@ pub(super) fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
             aliases: Vec::new(),
             replicas: 1,
             source: ModelSource::Embedded {
+                facts: aula_fleet::spec::ModelFacts::read(&gguf),
                 gguf,
                 parallel: None,
                 context: None,

@@ -96,7 +96,7 @@ pub fn show_home() -> anyhow::Result<()> {
             println!("models ({}):", dir.display());
             for f in files {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                let kind = if aula_fleet::launch::is_embedding_model(&f) {
+                let kind = if aula_fleet::spec::ModelFacts::read(&f).embedding {
                     "embedding"
                 } else {
                     "chat"
