@@ -119,52 +119,8 @@ fn admit(
     // gateway itself calls (a vector store's ingestion, as the file's
     // owner): its bound is its text's bytes.
     let embeddings = matches!(path, "/v1/embeddings" | "/tokenize");
-    let (mut adm, mut obj) = aula_protocol::peek_admission(&body)?;
-    match path {
-        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
-        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
-        "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
-        "/tokenize" => {
-            adm.prompt_tokens_bound = match obj.get("content") {
-                Some(Value::String(t)) => t.len() as u64 + 2,
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .map(|t| t.as_str().map_or(0, str::len) as u64 + 2)
-                    .sum(),
-                _ => 0,
-            };
-        }
-        _ => {}
-    }
-    if embeddings {
-        adm.max_tokens = Some(0);
-        adm.stream = false;
-    }
-    // A fine-tuned model runs on its base's engine, which knows it by its
-    // name (an adapter); limits, the queue and metrics count the base, the
-    // ledger the fine-tuned model.
-    // An unknown model's error lists only the models this user may use.
-    let mut tuned = None;
-    let route = match st.router.get(&adm.model) {
-        Ok(r) => r.clone(),
-        Err(_) => match st.tuned.model_for(&adm.model, id) {
-            Some(t) if !embeddings => {
-                tuned = Some(adm.model.clone());
-                let mut r = st.router.get(&t.base)?.clone();
-                r.upstream_model = adm.model.clone();
-                r
-            }
-            _ => {
-                let mut names = st.visible_models(id);
-                names.extend(st.tuned.models_for(id).into_iter().map(|(n, _)| n));
-                return Err(ApiError::ModelNotFound(format!(
-                    "the model `{}` does not exist; models you may use: {}",
-                    adm.model,
-                    names.join(", ")
-                )));
-            }
-        },
-    };
+    let (mut adm, mut obj) = validate(path, &body, embeddings)?;
+    let (route, tuned) = find_route(st, &adm.model, id, embeddings)?;
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
     // limits, the ledger and metrics use the configured name.
@@ -188,27 +144,10 @@ fn admit(
             crate::metrics::limit_refused(e);
             st.live.refused(e);
         })?;
-    // What the engine is sent: the ceiling when the request set no
-    // max_tokens, and the usage chunk of a stream (removed again on the way
-    // back when the client did not ask for it).
-    if !embeddings
-        && adm.max_tokens.is_none()
-        && let Some(m) = resv.max_tokens
-    {
-        obj.insert("max_tokens".into(), json!(m));
-        rewritten = true;
-    }
-    if !embeddings && adm.stream && !adm.include_usage {
-        obj.insert("stream_options".into(), json!({"include_usage": true}));
-        rewritten = true;
-    }
-    let body = if rewritten {
-        Bytes::from(
-            serde_json::to_vec(&Value::Object(obj))
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        )
-    } else {
-        body
+    let body = match (embeddings, rewritten) {
+        (false, _) => for_the_engine(&adm, &resv, obj, rewritten, body)?,
+        (true, true) => to_bytes(obj)?,
+        (true, false) => body,
     };
     let weight = resv.weight;
     Ok((
@@ -221,6 +160,98 @@ fn admit(
         },
         resv,
     ))
+}
+
+/// The body read once: what admission needs, and the object itself, checked
+/// as its endpoint's request.
+fn validate(
+    path: &'static str,
+    body: &[u8],
+    embeddings: bool,
+) -> Result<(Admission, serde_json::Map<String, Value>), ApiError> {
+    let (mut adm, obj) = aula_protocol::peek_admission(body)?;
+    match path {
+        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
+        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
+        "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
+        "/tokenize" => {
+            adm.prompt_tokens_bound = match obj.get("content") {
+                Some(Value::String(t)) => t.len() as u64 + 2,
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|t| t.as_str().map_or(0, str::len) as u64 + 2)
+                    .sum(),
+                _ => 0,
+            };
+        }
+        _ => {}
+    }
+    if embeddings {
+        adm.max_tokens = Some(0);
+        adm.stream = false;
+    }
+    Ok((adm, obj))
+}
+
+/// Where `model` goes for `id`, and the fine-tuned model's own name when it
+/// is one. A fine-tuned model runs on its base's engine, which knows it by
+/// its name (an adapter); limits, the queue and metrics count the base, the
+/// ledger the fine-tuned model. An unknown model's error lists only the
+/// models this user may use.
+fn find_route(
+    st: &Gateway,
+    model: &str,
+    id: &Identity,
+    embeddings: bool,
+) -> Result<(crate::router::Route, Option<String>), ApiError> {
+    if let Ok(r) = st.router.get(model) {
+        return Ok((r.clone(), None));
+    }
+    match st.tuned.model_for(model, id) {
+        Some(t) if !embeddings => {
+            let mut r = st.router.get(&t.base)?.clone();
+            r.upstream_model = model.to_string();
+            Ok((r, Some(model.to_string())))
+        }
+        _ => {
+            let mut names = st.visible_models(id);
+            names.extend(st.tuned.models_for(id).into_iter().map(|(n, _)| n));
+            Err(ApiError::ModelNotFound(format!(
+                "the model `{model}` does not exist; models you may use: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// What a generating call's engine is sent: the ceiling when the request
+/// set no max_tokens, and the usage chunk of a stream (removed again on the
+/// way back when the client did not ask for it). The body as it came when
+/// nothing changed.
+fn for_the_engine(
+    adm: &Admission,
+    resv: &crate::limits::Reservation,
+    mut obj: serde_json::Map<String, Value>,
+    mut rewritten: bool,
+    body: Bytes,
+) -> Result<Bytes, ApiError> {
+    if adm.max_tokens.is_none()
+        && let Some(m) = resv.max_tokens
+    {
+        obj.insert("max_tokens".into(), json!(m));
+        rewritten = true;
+    }
+    if adm.stream && !adm.include_usage {
+        obj.insert("stream_options".into(), json!({"include_usage": true}));
+        rewritten = true;
+    }
+    if rewritten { to_bytes(obj) } else { Ok(body) }
+}
+
+fn to_bytes(obj: serde_json::Map<String, Value>) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(&Value::Object(obj))
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Load the model if it is not loaded, wait in its fair queue for a slot,
