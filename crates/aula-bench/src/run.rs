@@ -184,8 +184,8 @@ async fn one(
         }
         return s;
     }
-    // Streaming: split SSE events; time the ones that carry text.
-    let mut buf: Vec<u8> = Vec::new();
+    // Streaming: read SSE events; time the ones that carry text.
+    let mut reader = aula_protocol::sse::SseReader::default();
     let mut last: Option<Instant> = None;
     let mut chunks = 0u64;
     let mut done = false;
@@ -198,37 +198,33 @@ async fn one(
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        buf.extend_from_slice(data);
-        while let Some(pos) = find_event_end(&buf) {
-            let event: Vec<u8> = buf.drain(..pos).collect();
-            let now = Instant::now();
-            for line in String::from_utf8_lossy(&event).lines() {
-                let Some(payload) = line.strip_prefix("data:").map(str::trim) else {
-                    continue;
-                };
-                if payload == "[DONE]" {
-                    done = true;
-                    continue;
+        let now = Instant::now();
+        for event in reader.push(data) {
+            if event.is_done() {
+                done = true;
+                continue;
+            }
+            if event.data.is_empty() {
+                continue;
+            }
+            let v = event.json().unwrap_or_default();
+            if v.get("error").is_some() {
+                s.error_kind = Some("error event".into());
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
+                s.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
+            }
+            let text = v["choices"][0]["delta"]["content"]
+                .as_str()
+                .or(v["choices"][0]["text"].as_str());
+            if text.is_some_and(|t| !t.is_empty()) {
+                chunks += 1;
+                match last {
+                    None => s.ttft = Some(now - start),
+                    Some(prev) => s.itl.push(now - prev),
                 }
-                let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-                if v.get("error").is_some() {
-                    s.error_kind = Some("error event".into());
-                }
-                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                    s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0);
-                    s.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0);
-                }
-                let text = v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .or(v["choices"][0]["text"].as_str());
-                if text.is_some_and(|t| !t.is_empty()) {
-                    chunks += 1;
-                    match last {
-                        None => s.ttft = Some(now - start),
-                        Some(prev) => s.itl.push(now - prev),
-                    }
-                    last = Some(now);
-                }
+                last = Some(now);
             }
         }
     }
@@ -249,10 +245,6 @@ fn closed_before_reply(e: &hyper_util::client::legacy::Error) -> bool {
     e.source()
         .and_then(|s| s.downcast_ref::<hyper::Error>())
         .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
-}
-
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
 }
 
 /// Run the benchmark and return its report.

@@ -7,6 +7,7 @@ mod error;
 pub mod reasoning;
 mod request;
 mod response;
+pub mod sse;
 pub mod template;
 pub mod tool_parse;
 pub mod tool_stream;

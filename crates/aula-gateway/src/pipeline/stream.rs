@@ -5,6 +5,7 @@
 
 use super::settle::InFlight;
 use aula_protocol::ApiError;
+use aula_protocol::sse::{SseEvent, SseReader};
 use aula_store::Outcome;
 use axum::body::Body;
 use axum::response::Response;
@@ -18,9 +19,8 @@ pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> 
     let tracker = SseTracker {
         fl,
         strip_usage,
-        buf: Vec::new(),
+        reader: SseReader::default(),
         saw_done: false,
-        dropped: false,
     };
     let stream = futures::stream::unfold(
         Some((upstream.into_data_stream(), tracker)),
@@ -79,14 +79,13 @@ fn error_event(model: &str, why: &str) -> Vec<u8> {
     format!("data: {}\n\n", e.body()).into_bytes()
 }
 
-/// Watches a stream of server-sent events on its way to the client.
+/// Watches a stream of server-sent events on its way to the client: each
+/// event is passed on as it came, or dropped whole.
 struct SseTracker {
     fl: InFlight,
     strip_usage: bool,
-    buf: Vec<u8>,
+    reader: SseReader,
     saw_done: bool,
-    /// The event just dropped: its blank separator line goes too.
-    dropped: bool,
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -110,55 +109,44 @@ pub(super) fn has_text(data: &[u8]) -> bool {
 
 impl SseTracker {
     fn observe(&mut self, chunk: &[u8]) -> Bytes {
-        self.buf.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(chunk.len());
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            self.line(&line, &mut out);
+        for ev in self.reader.push(chunk) {
+            self.event(ev, &mut out);
         }
         Bytes::from(out)
     }
 
     fn flush(&mut self) -> Vec<u8> {
-        let rest = std::mem::take(&mut self.buf);
         let mut out = Vec::new();
-        if !rest.is_empty() {
-            self.line(&rest, &mut out);
+        if let Some(ev) = self.reader.finish() {
+            self.event(ev, &mut out);
         }
         out
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        let text = line.trim_ascii_end();
-        if std::mem::take(&mut self.dropped) && text.is_empty() {
+    fn event(&mut self, ev: SseEvent, out: &mut Vec<u8>) {
+        if ev.is_done() {
+            // Held back until the ledger has the record.
+            self.saw_done = true;
             return;
         }
-        if let Some(data) = text.strip_prefix(b"data:") {
-            let data = data.trim_ascii_start();
-            if data == b"[DONE]" {
-                // Held back until the ledger has the record.
-                self.saw_done = true;
-                self.dropped = true;
-                return;
-            }
-            if has_text(data) {
-                self.fl.chunks += 1;
-                if self.fl.ttft.is_none() {
-                    self.fl.ttft = Some(self.fl.arrived.elapsed());
-                }
-            }
-            if contains(data, b"\"usage\"")
-                && let Ok(v) = serde_json::from_slice::<Value>(data)
-                && v["usage"].is_object()
-            {
-                self.fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
-                self.fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
-                if self.strip_usage && v["choices"].as_array().is_some_and(Vec::is_empty) {
-                    self.dropped = true;
-                    return;
-                }
+        let data = &ev.data;
+        if has_text(data) {
+            self.fl.chunks += 1;
+            if self.fl.ttft.is_none() {
+                self.fl.ttft = Some(self.fl.arrived.elapsed());
             }
         }
-        out.extend_from_slice(line);
+        if contains(data, b"\"usage\"")
+            && let Ok(v) = serde_json::from_slice::<Value>(data)
+            && v["usage"].is_object()
+        {
+            self.fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
+            self.fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
+            if self.strip_usage && v["choices"].as_array().is_some_and(Vec::is_empty) {
+                return;
+            }
+        }
+        out.extend_from_slice(&ev.raw);
     }
 }

@@ -66,7 +66,7 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
         up: axum::body::BodyDataStream,
         ev: Events,
         s: Streamed,
-        buf: Vec<u8>,
+        reader: aula_protocol::sse::SseReader,
         text: String,
         usage: (u64, u64),
         cut: bool,
@@ -79,7 +79,7 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
         up: upstream,
         ev,
         s,
-        buf: Vec::new(),
+        reader: Default::default(),
         text: String::new(),
         usage: (0, 0),
         cut: false,
@@ -96,35 +96,30 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
             let mut out = Vec::new();
             match t.up.next().await {
                 Some(Ok(chunk)) => {
-                    t.buf.extend_from_slice(&chunk);
-                    while let Some(pos) = t.buf.windows(2).position(|w| w == b"\n\n") {
-                        let frame: Vec<u8> = t.buf.drain(..pos + 2).collect();
-                        for line in String::from_utf8_lossy(&frame).lines() {
-                            let Some(data) = line.strip_prefix("data:").map(str::trim) else { continue };
-                            if data == "[DONE]" {
-                                continue;
-                            }
-                            let Ok(v) = serde_json::from_str::<Value>(data) else { continue };
-                            if let Some(e) = v.get("error") {
-                                out.extend(t.ev.event("error", json!({"code": e["code"], "message": e["message"], "param": null})));
-                                let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
-                                out.extend(t.ev.event("response.failed", json!({"response": failed})));
-                                t.done = true;
-                                return Some((Ok(Bytes::from(out)), Some(t)));
-                            }
-                            if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
-                                t.text.push_str(d);
-                                out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
-                            }
-                            if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
-                                add_call_deltas(&mut t.calls, calls);
-                            }
-                            if v["choices"][0]["finish_reason"].as_str() == Some("length") {
-                                t.cut = true;
-                            }
-                            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                                t.usage = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
-                            }
+                    for frame in t.reader.push(&chunk) {
+                        if frame.is_done() {
+                            continue;
+                        }
+                        let Some(v) = frame.json() else { continue };
+                        if let Some(e) = v.get("error") {
+                            out.extend(t.ev.event("error", json!({"code": e["code"], "message": e["message"], "param": null})));
+                            let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
+                            out.extend(t.ev.event("response.failed", json!({"response": failed})));
+                            t.done = true;
+                            return Some((Ok(Bytes::from(out)), Some(t)));
+                        }
+                        if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+                            t.text.push_str(d);
+                            out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
+                        }
+                        if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
+                            add_call_deltas(&mut t.calls, calls);
+                        }
+                        if v["choices"][0]["finish_reason"].as_str() == Some("length") {
+                            t.cut = true;
+                        }
+                        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                            t.usage = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
                         }
                     }
                 }
