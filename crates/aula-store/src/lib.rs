@@ -19,7 +19,7 @@ pub use files::{FileQuery, FileRecord};
 pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob, JobStatus};
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow};
-pub use vectors::{ChunkRow, FileCounts, NewChunk, StoreFileRecord, VectorStoreRecord};
+pub use vectors::{ChunkRow, FileCounts, FileStatus, NewChunk, StoreFileRecord, VectorStoreRecord};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

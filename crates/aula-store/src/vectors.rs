@@ -34,12 +34,51 @@ pub struct VectorStoreRecord {
     pub shares: Vec<String>,
 }
 
+/// A vector store file's status (OpenAI's four; a file batch's status is
+/// one of them too), stored as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl FileStatus {
+    pub const ALL: [FileStatus; 4] = [
+        FileStatus::InProgress,
+        FileStatus::Completed,
+        FileStatus::Failed,
+        FileStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::InProgress => "in_progress",
+            FileStatus::Completed => "completed",
+            FileStatus::Failed => "failed",
+            FileStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FileStatus> {
+        FileStatus::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Attaching the file again queues it again (its work ended without
+    /// its chunks).
+    pub fn may_queue_again(self) -> bool {
+        matches!(self, FileStatus::Failed | FileStatus::Cancelled)
+    }
+}
+
 /// One file in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreFileRecord {
     pub store_id: String,
     pub file_id: String,
-    pub status: String,
+    pub status: FileStatus,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub attributes: String,
@@ -105,11 +144,17 @@ fn store_record(r: &sqlx::any::AnyRow) -> Result<VectorStoreRecord, StoreError> 
     })
 }
 
+fn file_status(s: &str) -> Result<FileStatus, StoreError> {
+    FileStatus::parse(s).ok_or_else(|| {
+        StoreError::Invalid(format!("a vector store file has the unknown status `{s}`"))
+    })
+}
+
 fn file_record(r: &sqlx::any::AnyRow) -> Result<StoreFileRecord, StoreError> {
     Ok(StoreFileRecord {
         store_id: r.try_get(0)?,
         file_id: r.try_get(1)?,
-        status: r.try_get(2)?,
+        status: file_status(&r.try_get::<String, _>(2)?)?,
         error_code: r.try_get(3)?,
         error_message: r.try_get(4)?,
         attributes: r.try_get(5)?,
@@ -345,16 +390,15 @@ impl Store {
         let mut c = FileCounts::default();
         let mut bytes = 0;
         for r in q.fetch_all(&self.pool).await? {
-            let status: String = r.try_get(0)?;
+            let status = file_status(&r.try_get::<String, _>(0)?)?;
             let n: i64 = r.try_get(1)?;
             bytes += r.try_get::<i64, _>(2)?;
-            match status.as_str() {
-                "in_progress" => c.in_progress += n,
-                "completed" => c.completed += n,
-                "failed" => c.failed += n,
-                "cancelled" => c.cancelled += n,
-                _ => {}
-            }
+            *match status {
+                FileStatus::InProgress => &mut c.in_progress,
+                FileStatus::Completed => &mut c.completed,
+                FileStatus::Failed => &mut c.failed,
+                FileStatus::Cancelled => &mut c.cancelled,
+            } += n;
             c.total += n;
         }
         Ok((c, bytes))
@@ -378,11 +422,18 @@ impl Store {
                 .is_some();
         let mut queued = !exists;
         if exists {
-            let r = sqlx::query(
-                "UPDATE vector_store_files SET status = 'in_progress', error_code = NULL, error_message = NULL, \
+            let again: Vec<String> = FileStatus::ALL
+                .into_iter()
+                .filter(|s| s.may_queue_again())
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            let r = sqlx::query(&format!(
+                "UPDATE vector_store_files SET status = '{}', error_code = NULL, error_message = NULL, \
                  attributes = $1, chunking = $2 \
-                 WHERE store_id = $3 AND file_id = $4 AND status IN ('failed', 'cancelled')",
-            )
+                 WHERE store_id = $3 AND file_id = $4 AND status IN ({})",
+                FileStatus::InProgress.as_str(),
+                again.join(", ")
+            ))
             .bind(&f.attributes)
             .bind(&f.chunking)
             .bind(&f.store_id)
@@ -397,7 +448,7 @@ impl Store {
             ))
             .bind(&f.store_id)
             .bind(&f.file_id)
-            .bind(&f.status)
+            .bind(f.status.as_str())
             .bind(&f.error_code)
             .bind(&f.error_message)
             .bind(&f.attributes)
@@ -496,8 +547,9 @@ impl Store {
             "SELECT {FILE_COLUMNS}, owner FROM (SELECT {V_FILE_COLUMNS}, s.owner AS owner, \
              ROW_NUMBER() OVER (PARTITION BY s.owner ORDER BY v.created_ms, v.store_id, v.file_id) AS rn \
              FROM vector_store_files v JOIN vector_stores s ON s.id = v.store_id \
-             WHERE v.status = 'in_progress') t WHERE rn <= {} \
+             WHERE v.status = '{}') t WHERE rn <= {} \
              ORDER BY created_ms, store_id, file_id LIMIT 5000",
+            FileStatus::InProgress.as_str(),
             limit.max(1)
         ))
         .fetch_all(&self.pool)
@@ -511,8 +563,9 @@ impl Store {
     pub async fn pending_store_files_of(&self, owner: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM vector_store_files v JOIN vector_stores s \
-             ON s.id = v.store_id WHERE v.status = 'in_progress' AND s.owner = $1",
+             ON s.id = v.store_id WHERE v.status = $1 AND s.owner = $2",
         )
+        .bind(FileStatus::InProgress.as_str())
         .bind(owner)
         .fetch_one(&self.pool)
         .await?
@@ -584,12 +637,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
-            "UPDATE vector_store_files SET status = 'completed', usage_bytes = $1 \
-             WHERE store_id = $2 AND file_id = $3 AND status = 'in_progress'",
+            "UPDATE vector_store_files SET status = $1, usage_bytes = $2 \
+             WHERE store_id = $3 AND file_id = $4 AND status = $5",
         )
+        .bind(FileStatus::Completed.as_str())
         .bind(usage_bytes)
         .bind(store_id)
         .bind(file_id)
+        .bind(FileStatus::InProgress.as_str())
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 0 {
@@ -625,19 +680,20 @@ impl Store {
         &self,
         store_id: &str,
         file_id: &str,
-        status: &str,
+        status: FileStatus,
         code: Option<&str>,
         message: Option<&str>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE vector_store_files SET status = $1, error_code = $2, error_message = $3 \
-             WHERE store_id = $4 AND file_id = $5 AND status = 'in_progress'",
+             WHERE store_id = $4 AND file_id = $5 AND status = $6",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(code)
         .bind(message)
         .bind(store_id)
         .bind(file_id)
+        .bind(FileStatus::InProgress.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -658,9 +714,10 @@ impl Store {
             "SELECT c.file_id, COALESCE(f.filename, c.file_id), v.attributes, c.text, c.embedding \
              FROM chunks c JOIN vector_store_files v ON v.store_id = c.store_id AND v.file_id = c.file_id \
              LEFT JOIN files f ON f.id = c.file_id \
-             WHERE c.store_id = $1 AND v.status = 'completed' ORDER BY v.created_ms, c.file_id, c.seq",
+             WHERE c.store_id = $1 AND v.status = $2 ORDER BY v.created_ms, c.file_id, c.seq",
         )
         .bind(store_id)
+        .bind(FileStatus::Completed.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -691,6 +748,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[test]
+    fn file_statuses_are_openai_s_names_both_ways() {
+        for s in FileStatus::ALL {
+            assert_eq!(FileStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(FileStatus::parse("done"), None);
+        assert!(file_status("done").is_err());
+    }
+
     fn vs(id: &str, owner: &str, shares: &[&str]) -> VectorStoreRecord {
         VectorStoreRecord {
             id: id.into(),
@@ -712,7 +779,7 @@ mod tests {
         StoreFileRecord {
             store_id: store.into(),
             file_id: file.into(),
-            status: "in_progress".into(),
+            status: FileStatus::InProgress,
             error_code: None,
             error_message: None,
             attributes: "{}".into(),
@@ -813,7 +880,7 @@ mod tests {
                 .finish_store_file(
                     "vs_a",
                     "file-2",
-                    "failed",
+                    FileStatus::Failed,
                     Some("invalid_file"),
                     Some("bad")
                 )
@@ -836,8 +903,8 @@ mod tests {
         );
         let again = store.store_file("vs_a", "file-2").await.unwrap().unwrap();
         assert_eq!(
-            (again.status.as_str(), again.error_code),
-            ("in_progress", None)
+            (again.status, again.error_code),
+            (FileStatus::InProgress, None)
         );
 
         assert!(store.remove_store_file("vs_a", "file-1").await.unwrap());

@@ -80,7 +80,7 @@ pub(super) async fn worker(st: Handle) {
                             .finish_store_file(
                                 &row.store_id,
                                 &row.file_id,
-                                "failed",
+                                aula_store::FileStatus::Failed,
                                 Some(code),
                                 Some(&message),
                             )

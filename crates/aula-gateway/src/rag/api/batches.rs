@@ -30,13 +30,13 @@ async fn batch_object(st: &Handle, store_id: &str, batch_id: &str) -> Answer {
         .await
         .map_err(store_error)?;
     let status = if counts.in_progress > 0 {
-        "in_progress"
+        FileStatus::InProgress
     } else if counts.cancelled > 0 {
-        "cancelled"
+        FileStatus::Cancelled
     } else if counts.completed == 0 && counts.failed > 0 {
-        "failed"
+        FileStatus::Failed
     } else {
-        "completed"
+        FileStatus::Completed
     };
     Ok(Json(json!({
         "id": batch_id,
@@ -134,7 +134,7 @@ pub async fn cancel_batch(
     {
         st.gw
             .store
-            .finish_store_file(&s.id, &f.file_id, "cancelled", None, None)
+            .finish_store_file(&s.id, &f.file_id, FileStatus::Cancelled, None, None)
             .await
             .map_err(store_error)?;
     }

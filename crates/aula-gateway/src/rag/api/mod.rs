@@ -9,7 +9,7 @@ use crate::files::{own_file, store_error};
 use crate::identity::Identity;
 use crate::page::{Page, Takes};
 use aula_protocol::ApiError;
-use aula_store::{StoreFileRecord, VectorStoreRecord, now_ms};
+use aula_store::{FileStatus, StoreFileRecord, VectorStoreRecord, now_ms};
 use axum::Json;
 use serde_json::{Map, Value, json};
 
@@ -179,7 +179,7 @@ async fn store_object(st: &Handle, s: &VectorStoreRecord) -> Result<Value, ApiEr
         "description": s.description,
         "usage_bytes": bytes,
         "file_counts": counts,
-        "status": if counts.in_progress > 0 { "in_progress" } else { "completed" },
+        "status": if counts.in_progress > 0 { FileStatus::InProgress } else { FileStatus::Completed },
         // Stores do not expire: no `expires_after` (OpenAI's description
         // has no null for it), `expires_at` null (it has).
         "expires_at": null,
@@ -234,7 +234,7 @@ async fn attach(
         records.push(StoreFileRecord {
             store_id: s.id.clone(),
             file_id: f.id,
-            status: "in_progress".into(),
+            status: FileStatus::InProgress,
             error_code: None,
             error_message: None,
             attributes: attrs.clone().unwrap_or_else(|| "{}".into()),
@@ -321,10 +321,7 @@ fn page_query(q: Option<&str>, with_filter: bool) -> Result<Page, ApiError> {
         },
     )?;
     if let Some(f) = &p.filter
-        && !matches!(
-            f.as_str(),
-            "in_progress" | "completed" | "failed" | "cancelled"
-        )
+        && FileStatus::parse(f).is_none()
     {
         return Err(ApiError::invalid_param(
             "filter",
@@ -370,7 +367,7 @@ async fn files_page(st: &Handle, store_id: &str, batch: Option<&str>, p: &Page) 
         .map_err(store_error)?;
     let items = files
         .iter()
-        .filter(|f| p.filter.as_ref().is_none_or(|s| &f.status == s))
+        .filter(|f| p.filter.as_ref().is_none_or(|s| f.status.as_str() == s))
         .map(|f| (f.file_id.clone(), file_object(f)))
         .collect();
     Ok(Json(paged(items, p)))
