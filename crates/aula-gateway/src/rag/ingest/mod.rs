@@ -7,21 +7,29 @@
 //! one student's limit never holds a worker everyone shares.
 
 use super::Handle;
-use super::{EXTRACT_MEMORY_BYTES, EXTRACT_TIMEOUT};
 use crate::identity::Identity;
 use aula_protocol::ApiError;
 use aula_store::{NewChunk, StoreFileRecord};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+mod extract;
+mod partial;
+
+use extract::*;
+pub use partial::*;
+
 /// Chunks embedded per call: small, because the embedding engine runs a
 /// call to its end and a search's query waits behind it (32 chunks of 256
 /// tokens held MiniLM for seconds on a 2-core CPU; see BENCHMARKS.md).
 const EMBED_BATCH: usize = 8;
+
 /// Distinct words tokenized per call.
 const TOKENIZE_BATCH: usize = 20_000;
+
 /// The most text one document may yield.
 const MAX_TEXT_BYTES: usize = 64 << 20;
+
 /// The longest an owner is paused for one rate limit.
 const MAX_PAUSE: Duration = Duration::from_secs(600);
 
@@ -263,99 +271,6 @@ async fn ingest(st: &Handle, row: &StoreFileRecord) -> Result<(Vec<NewChunk>, i6
     Ok((chunks, bytes))
 }
 
-/// The most memory the work of files put back for their owners' rate
-/// limits may hold, all together: past it, a file put back starts over.
-pub const MAX_PARTIAL_BYTES: usize = 256 << 20;
-/// The most of it one owner's files may hold: room for the work of one
-/// document of the largest text (64 MB, and its vectors), so one student
-/// with a tight rate limit leaves at least half for everyone else.
-pub const MAX_PARTIAL_BYTES_PER_OWNER: usize = MAX_PARTIAL_BYTES / 2;
-/// Work kept longer than this is dropped (its file was detached or deleted
-/// while paused, or is not taken up again): a pause lasts at most
-/// [`MAX_PAUSE`], so a file still waiting is taken up well before.
-const PARTIAL_KEPT_FOR: Duration = Duration::from_secs(3 * 600);
-
-/// A file's chunks, and the vectors of those embedded so far (in order).
-pub(crate) struct Partial {
-    /// The chunking it was cut with (the store file's, as stored).
-    chunking: String,
-    pieces: Vec<aula_rag::chunk::Piece>,
-    vectors: Vec<Vec<f32>>,
-}
-
-impl Partial {
-    fn bytes(&self) -> usize {
-        self.pieces.iter().map(|p| p.text.len() + 32).sum::<usize>()
-            + self.vectors.iter().map(|v| 4 * v.len() + 24).sum::<usize>()
-    }
-}
-
-/// Files' work kept across a rate-limit pause, within [`MAX_PARTIAL_BYTES`]
-/// and [`MAX_PARTIAL_BYTES_PER_OWNER`].
-#[derive(Default)]
-pub(crate) struct PartialWork {
-    /// Each file's work, its owner, its size, and when it was kept.
-    files: std::collections::HashMap<(String, String), Kept>,
-    bytes: usize,
-}
-
-struct Kept {
-    work: Partial,
-    owner: String,
-    bytes: usize,
-    at: Instant,
-}
-
-impl PartialWork {
-    fn take(&mut self, key: &(String, String)) -> Option<Partial> {
-        let kept = self.files.remove(key)?;
-        self.bytes -= kept.bytes;
-        Some(kept.work)
-    }
-
-    /// Keep `p` for `owner`'s file if it fits both bounds, after dropping
-    /// work kept too long; else it is dropped (the file starts over).
-    fn keep(&mut self, key: (String, String), owner: &str, p: Partial) {
-        self.keep_at(key, owner, p, Instant::now());
-    }
-
-    fn keep_at(&mut self, key: (String, String), owner: &str, p: Partial, now: Instant) {
-        let bytes = &mut self.bytes;
-        self.files.retain(|k, kept| {
-            let stay = *k != key && now.saturating_duration_since(kept.at) < PARTIAL_KEPT_FOR;
-            if !stay {
-                *bytes -= kept.bytes;
-            }
-            stay
-        });
-        let n = p.bytes();
-        let owners: usize = self
-            .files
-            .values()
-            .filter(|k| k.owner == owner)
-            .map(|k| k.bytes)
-            .sum();
-        if self.bytes + n <= MAX_PARTIAL_BYTES && owners + n <= MAX_PARTIAL_BYTES_PER_OWNER {
-            self.bytes += n;
-            self.files.insert(
-                key,
-                Kept {
-                    work: p,
-                    owner: owner.to_string(),
-                    bytes: n,
-                    at: now,
-                },
-            );
-        }
-    }
-
-    /// Bytes held (for the resource table's test).
-    #[cfg(test)]
-    fn held(&self) -> usize {
-        self.bytes
-    }
-}
-
 /// Chunk sizes within what the model embeds (its special tokens aside).
 pub(crate) fn clamp(c: aula_rag::Chunking, limit: Option<usize>) -> aula_rag::Chunking {
     let room = limit
@@ -365,154 +280,6 @@ pub(crate) fn clamp(c: aula_rag::Chunking, limit: Option<usize>) -> aula_rag::Ch
     aula_rag::Chunking {
         max_tokens: max,
         overlap_tokens: c.overlap_tokens.min(max / 2),
-    }
-}
-
-/// The document's text, from `aula extract` in a child process with a time
-/// and memory limit.
-async fn extract(st: &Handle, path: &std::path::Path, filename: &str) -> Result<String, Stop> {
-    let program = st.rag.settings.extractor.clone().ok_or_else(|| {
-        Stop::Failed(
-            "server_error",
-            "the document reader (aula extract) cannot be found".into(),
-        )
-    })?;
-    let mut cmd = tokio::process::Command::new(program);
-    // `--name=` in one argument: a file name may begin with `-`.
-    cmd.arg("extract")
-        .arg(format!("--name={filename}"))
-        .arg("--")
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    crate::child_env(&mut cmd);
-    #[cfg(unix)]
-    // SAFETY: between fork and exec only async-signal-safe setrlimit runs.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: EXTRACT_MEMORY_BYTES as libc::rlim_t,
-                rlim_max: EXTRACT_MEMORY_BYTES as libc::rlim_t,
-            };
-            libc::setrlimit(libc::RLIMIT_AS, &lim);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        Stop::Failed(
-            "server_error",
-            format!("the document reader cannot start: {e}"),
-        )
-    })?;
-    // Its text read up to MAX_TEXT_BYTES (a reader that writes more is
-    // stopped there, not read whole first), its messages up to 64 KiB.
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(Stop::Failed(
-            "server_error",
-            "the document reader's output cannot be read".into(),
-        ));
-    };
-    let run = async {
-        use tokio::io::AsyncReadExt;
-        let text = async {
-            let mut v = Vec::new();
-            let read = (&mut stdout)
-                .take(MAX_TEXT_BYTES as u64 + 1)
-                .read_to_end(&mut v)
-                .await;
-            if v.len() > MAX_TEXT_BYTES {
-                let _ = child.start_kill();
-            }
-            read.map(|_| v)
-        };
-        let messages = async {
-            let mut v = Vec::new();
-            let _ = (&mut stderr).take(64 << 10).read_to_end(&mut v).await;
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-            v
-        };
-        let (text, messages) = tokio::join!(text, messages);
-        let status = child.wait().await;
-        (text, messages, status)
-    };
-    let out = match tokio::time::timeout(EXTRACT_TIMEOUT, run).await {
-        Ok((Ok(stdout), stderr, Ok(status))) => std::process::Output {
-            status,
-            stdout,
-            stderr,
-        },
-        Ok((Err(e), _, _) | (_, _, Err(e))) => {
-            return Err(Stop::Failed(
-                "server_error",
-                format!("the document reader failed: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(Stop::Failed(
-                "invalid_file",
-                format!(
-                    "reading the document took longer than {} s; it was stopped",
-                    EXTRACT_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-    };
-    if out.stdout.len() > MAX_TEXT_BYTES {
-        return Err(Stop::Failed(
-            "invalid_file",
-            format!(
-                "the document has more than {} MB of text",
-                MAX_TEXT_BYTES >> 20
-            ),
-        ));
-    }
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let reason = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        let reason = reason.strip_prefix("error: ").unwrap_or(reason);
-        return Err(Stop::Failed(
-            if reason.contains("not UTF-8") || reason.contains("binary") {
-                "unsupported_file"
-            } else {
-                "invalid_file"
-            },
-            if reason.is_empty() || out.status.code().is_none_or(|c| c != 2) {
-                format!(
-                    "the document could not be read (the reader stopped: {})",
-                    describe(&out.status, reason)
-                )
-            } else {
-                reason.to_string()
-            },
-        ));
-    }
-    String::from_utf8(out.stdout).map_err(|_| {
-        Stop::Failed(
-            "server_error",
-            "the document reader wrote text that is not UTF-8".into(),
-        )
-    })
-}
-
-fn describe(status: &std::process::ExitStatus, reason: &str) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(sig) = status.signal() {
-            return format!("killed by signal {sig}");
-        }
-    }
-    if reason.is_empty() {
-        format!("exit status {}", status.code().unwrap_or(-1))
-    } else {
-        reason.chars().take(300).collect()
     }
 }
 
