@@ -3,7 +3,7 @@
 //! dropped as it arrives, for at most [`DRAIN_FOR`] — before the refusal is
 //! sent: a client still sending would otherwise see the connection closed
 //! on it (a broken pipe) instead of the 413 (or 429) that says why. JSON
-//! bodies are read here; uploads (`files.rs`) drain through their multipart
+//! bodies are read here; uploads (`files/upload.rs`) drain through their multipart
 //! reader with the same bounds.
 //!
 //! What a refused body costs the gateway is bounded: at most

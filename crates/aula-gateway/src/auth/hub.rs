@@ -101,30 +101,9 @@ impl Authenticator {
                 resets_at: None,
             });
         }
-        let mut groups: Vec<String> = match v["groups"].as_array() {
-            Some(g) => g
-                .iter()
-                .filter_map(|g| g.as_str().map(String::from))
-                .collect(),
-            None => {
-                // The token could not read its groups: ask with Aula's own token.
-                match self
-                    .hub_get(hub, &format!("/hub/api/users/{name}"), &hub.api_token)
-                    .await
-                {
-                    Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
-                        .ok()
-                        .and_then(|u| {
-                            u["groups"].as_array().map(|g| {
-                                g.iter()
-                                    .filter_map(|g| g.as_str().map(String::from))
-                                    .collect()
-                            })
-                        })
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                }
-            }
+        let mut groups = match names(&v["groups"]) {
+            Some(g) => g,
+            None => self.hub_groups(hub, name).await,
         };
         // A user Aula knows keeps Aula's role and gains Aula's groups.
         let local = self.store.user(name).await.ok().flatten();
@@ -140,6 +119,21 @@ impl Authenticator {
             groups,
             via: Via::JupyterHub,
         }))
+    }
+
+    /// A Hub user's groups asked with Aula's own token (the user's token
+    /// could not read them); none when the Hub does not say.
+    async fn hub_groups(&self, hub: &HubConfig, name: &str) -> Vec<String> {
+        match self
+            .hub_get(hub, &format!("/hub/api/users/{name}"), &hub.api_token)
+            .await
+        {
+            Ok((200, b)) => serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|u| names(&u["groups"]))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     /// The Hub, when one is configured.
@@ -207,4 +201,13 @@ impl Authenticator {
             .map_err(|e| e.to_string())?;
         self.send(req, hub.timeout).await
     }
+}
+
+/// A JSON list of names (the strings in it), if it is a list.
+fn names(v: &serde_json::Value) -> Option<Vec<String>> {
+    v.as_array().map(|g| {
+        g.iter()
+            .filter_map(|g| g.as_str().map(String::from))
+            .collect()
+    })
 }

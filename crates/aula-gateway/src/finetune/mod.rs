@@ -1,5 +1,5 @@
-//! Fine-tuning jobs: the OpenAI fine-tuning API (`api.rs`), a queue that
-//! trains within the fleet's memory budget (`worker.rs`), and serving the
+//! Fine-tuning jobs: the OpenAI fine-tuning API (`api/`), a queue that
+//! trains within the fleet's memory budget (`worker/`), and serving the
 //! result as a new model on the base's own engine.
 //!
 //! Rules it enforces:
