@@ -25,8 +25,7 @@ pub enum Launch {
         parallel: Option<usize>,
         context: Option<u32>,
         threads: Option<usize>,
-        /// More `aula engine` flags, as configured.
-        engine_args: Vec<String>,
+        flags: crate::spec::EngineFlags,
     },
     /// Another engine's program and arguments; `{port}` is replaced by the
     /// port Aula picked, `{api_key}` by the engine's key.
@@ -42,7 +41,7 @@ impl Launch {
             parallel,
             context,
             threads,
-            engine_args,
+            flags,
         } = self
         else {
             return Vec::new();
@@ -63,7 +62,49 @@ impl Launch {
         opt("--parallel", parallel.map(|p| p.to_string()));
         opt("--context", context.map(|c| c.to_string()));
         opt("--threads", threads.map(|t| t.to_string()));
-        a.extend(engine_args.iter().cloned());
+        a.extend(flags.args());
+        a
+    }
+}
+
+impl crate::spec::EngineFlags {
+    /// The flags of `aula engine` these settings are (the only place they
+    /// become strings).
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut opt = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(flag.to_string());
+                a.push(v);
+            }
+        };
+        opt(
+            "--gpu-layers",
+            self.gpu_layers.map(|g| match g {
+                crate::spec::GpuLayers::All => "all".to_string(),
+                crate::spec::GpuLayers::Count(n) => n.to_string(),
+            }),
+        );
+        opt("--device", self.device.clone());
+        opt("--flash-attn", self.flash_attn.clone());
+        opt(
+            "--cache-type-k",
+            self.cache_type_k.map(|k| k.as_str().into()),
+        );
+        opt(
+            "--cache-type-v",
+            self.cache_type_v.map(|k| k.as_str().into()),
+        );
+        opt(
+            "--chat-template-file",
+            self.chat_template_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        );
+        opt(
+            "--lora-dir",
+            self.lora_dir.as_ref().map(|p| p.display().to_string()),
+        );
         a
     }
 }
@@ -79,32 +120,28 @@ pub fn embedded_slots(facts: crate::spec::ModelFacts, parallel: Option<usize>) -
     }
 }
 
-/// Bytes per KV cache element for `aula engine`'s `--cache-type-k/-v` flags
-/// among `engine_args` (f16 where not given): the mean of the two types.
-pub fn kv_bytes_per_elem(engine_args: &[String]) -> f64 {
-    let of = |flag: &str| {
-        engine_args
-            .iter()
-            .position(|a| a == flag)
-            .and_then(|i| engine_args.get(i + 1))
-            .and_then(|t| aula_planner::ggml::GgmlType::from_name(t))
+/// Bytes per KV cache element for the engine's KV cache types (f16 where
+/// not given): the mean of the two types.
+pub fn kv_bytes_per_elem(flags: &crate::spec::EngineFlags) -> f64 {
+    let of = |t: Option<crate::spec::KvType>| {
+        t.and_then(|t| aula_planner::ggml::GgmlType::from_name(t.as_str()))
             .map_or(2.0, |t| t.bits_per_weight() / 8.0)
     };
-    (of("--cache-type-k") + of("--cache-type-v")) / 2.0
+    (of(flags.cache_type_k) + of(flags.cache_type_v)) / 2.0
 }
 
 /// What the planner says an embedded model will allocate at its settings
 /// (the file's size when its header cannot be read: the engine will say why).
 pub fn planned_bytes(gguf: &Path, context: Option<u32>, parallel: Option<usize>) -> u64 {
-    planned_bytes_with(gguf, context, parallel, &[])
+    planned_bytes_with(gguf, context, parallel, &Default::default())
 }
 
-/// [`planned_bytes`] with the engine's extra flags (its KV cache types).
+/// [`planned_bytes`] with the engine's flags (its KV cache types).
 pub fn planned_bytes_with(
     gguf: &Path,
     context: Option<u32>,
     parallel: Option<usize>,
-    engine_args: &[String],
+    flags: &crate::spec::EngineFlags,
 ) -> u64 {
     let plan = || -> Result<u64, String> {
         let file = aula_planner::gguf::GgufFile::open(gguf).map_err(|e| e.to_string())?;
@@ -117,7 +154,7 @@ pub fn planned_bytes_with(
         let settings = aula_planner::llamacpp::EngineSettings {
             context: context.unwrap_or(trained.min(4096)),
             parallel: parallel.unwrap_or(EMBEDDED_DEFAULT_SLOTS) as u32,
-            kv_bytes_per_elem: kv_bytes_per_elem(engine_args),
+            kv_bytes_per_elem: kv_bytes_per_elem(flags),
             ..Default::default()
         };
         Ok(aula_planner::llamacpp::memory(&shape, &settings).total_bytes)
@@ -242,26 +279,71 @@ pub fn external(
 mod tests {
     use super::*;
 
-    /// An embedded engine's KV cache types (config's `cache_type_k/v`, passed
-    /// as flags) size its KV cache in the plan; f16 where not given.
+    /// An embedded engine's KV cache types (config's `cache_type_k/v`) size
+    /// its KV cache in the plan; f16 where not given.
     #[test]
     fn kv_cache_types_size_the_plan() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(kv_bytes_per_elem(&[]), 2.0);
-        assert_eq!(kv_bytes_per_elem(&args(&["--gpu-layers", "all"])), 2.0);
+        use crate::spec::{EngineFlags, GpuLayers, KvType};
+        let kv = |k, v| EngineFlags {
+            cache_type_k: k,
+            cache_type_v: v,
+            ..Default::default()
+        };
+        assert_eq!(kv_bytes_per_elem(&EngineFlags::default()), 2.0);
+        let gpu = EngineFlags {
+            gpu_layers: Some(GpuLayers::All),
+            ..Default::default()
+        };
+        assert_eq!(kv_bytes_per_elem(&gpu), 2.0);
         let q8 = 34.0 / 32.0;
         assert_eq!(
-            kv_bytes_per_elem(&args(&["--cache-type-k", "q8_0", "--cache-type-v", "q8_0"])),
+            kv_bytes_per_elem(&kv(Some(KvType::Q8_0), Some(KvType::Q8_0))),
             q8
         );
         assert_eq!(
-            kv_bytes_per_elem(&args(&["--cache-type-k", "q8_0"])),
+            kv_bytes_per_elem(&kv(Some(KvType::Q8_0), None)),
             (q8 + 2.0) / 2.0
         );
         assert_eq!(
-            kv_bytes_per_elem(&args(&["--cache-type-v", "q4_0", "--cache-type-k", "bf16"])),
+            kv_bytes_per_elem(&kv(Some(KvType::Bf16), Some(KvType::Q4_0))),
             (18.0 / 32.0 + 2.0) / 2.0
         );
+    }
+
+    /// Engine flags become `aula engine`'s arguments here and only here.
+    #[test]
+    fn engine_flags_are_written_as_aula_engine_flags() {
+        use crate::spec::{EngineFlags, GpuLayers, KvType};
+        let f = EngineFlags {
+            gpu_layers: Some(GpuLayers::Count(12)),
+            device: Some("CUDA0".into()),
+            flash_attn: Some("on".into()),
+            cache_type_k: Some(KvType::Q8_0),
+            cache_type_v: None,
+            chat_template_file: Some("/m/t.jinja".into()),
+            lora_dir: Some("/a/smol".into()),
+        };
+        assert_eq!(
+            f.args(),
+            [
+                "--gpu-layers",
+                "12",
+                "--device",
+                "CUDA0",
+                "--flash-attn",
+                "on",
+                "--cache-type-k",
+                "q8_0",
+                "--chat-template-file",
+                "/m/t.jinja",
+                "--lora-dir",
+                "/a/smol"
+            ]
+        );
+        assert!(EngineFlags::default().args().is_empty());
+        for k in KvType::ALL {
+            assert_eq!(KvType::parse(k.as_str()), Some(k));
+        }
     }
 
     /// A vLLM engine for gpt-oss-120b with no `precision` is planned as

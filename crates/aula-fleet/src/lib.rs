@@ -149,9 +149,9 @@ impl FleetBuilder {
                 parallel,
                 context,
                 threads,
-                engine_args,
+                flags,
             } => {
-                let planned = launch::planned_bytes_with(&gguf, context, parallel, &engine_args);
+                let planned = launch::planned_bytes_with(&gguf, context, parallel, &flags);
                 let slots = launch::embedded_slots(facts, parallel);
                 let template = supervisor::EngineSpec {
                     name: spec.name.clone(),
@@ -160,7 +160,7 @@ impl FleetBuilder {
                         parallel,
                         context,
                         threads,
-                        engine_args,
+                        flags,
                     },
                     kind: EngineKind::Embedded,
                     replica: 0,

@@ -4,6 +4,57 @@
 use aula_protocol::admin::EngineKind;
 use std::path::{Path, PathBuf};
 
+/// A KV cache element type `aula engine` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F16,
+    Bf16,
+    Q8_0,
+    Q4_0,
+}
+
+impl KvType {
+    pub const ALL: [KvType; 4] = [KvType::F16, KvType::Bf16, KvType::Q8_0, KvType::Q4_0];
+
+    /// The name in `aula.toml` and on `aula engine`'s command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Bf16 => "bf16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KvType> {
+        KvType::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Layers `aula engine` offloads to the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuLayers {
+    All,
+    Count(u32),
+}
+
+/// Aula's own engine's settings beyond the model and its slots, typed from
+/// `aula.toml` (checked there) to the command line, which `launch.rs` alone
+/// writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineFlags {
+    pub gpu_layers: Option<GpuLayers>,
+    /// Device names (`CUDA0`, `Vulkan0`, comma-separated).
+    pub device: Option<String>,
+    /// `on`, `off` or `auto`.
+    pub flash_attn: Option<String>,
+    pub cache_type_k: Option<KvType>,
+    pub cache_type_v: Option<KvType>,
+    pub chat_template_file: Option<PathBuf>,
+    /// Where the engine finds the adapters of its fine-tuned models.
+    pub lora_dir: Option<PathBuf>,
+}
+
 /// What a model file is, read from its header once, when its spec is made:
 /// the one answer the gateway, the fleet and `aula doctor` use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,8 +110,8 @@ pub enum ModelSource {
         parallel: Option<usize>,
         context: Option<u32>,
         threads: Option<usize>,
-        /// More `aula engine` flags (GPU offload, devices, KV types).
-        engine_args: Vec<String>,
+        /// GPU offload, devices, KV types, chat template, adapters.
+        flags: EngineFlags,
     },
     Url {
         /// One base URL per replica.

@@ -459,7 +459,7 @@ mod tests {
                 parallel: None,
                 context: None,
                 threads: None,
-                engine_args: Vec::new(),
+                flags: Default::default(),
             },
             kind: EngineKind::Embedded,
             replica,

@@ -140,18 +140,13 @@ pub fn start(
     let ft_on = access.finetune.is_enabled();
     for spec in specs.iter_mut() {
         if let aula_fleet::spec::ModelSource::Embedded {
-            gguf,
-            engine_args,
-            facts,
-            ..
+            gguf, flags, facts, ..
         } = &mut spec.source
             && !facts.embedding
         {
             bases.insert(spec.name.clone(), finetune::Base { gguf: gguf.clone() });
             if ft_on {
-                let dir = access.finetune.adapters.join(&spec.name);
-                engine_args.push("--lora-dir".into());
-                engine_args.push(dir.to_string_lossy().into_owned());
+                flags.lora_dir = Some(access.finetune.adapters.join(&spec.name));
             }
         }
     }

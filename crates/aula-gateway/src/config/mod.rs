@@ -567,7 +567,7 @@ mod tests {
                 parallel: Some(2),
                 context: None,
                 threads: None,
-                engine_args: Vec::new(),
+                flags: Default::default(),
             }
         );
         assert_eq!(
@@ -591,12 +591,12 @@ mod tests {
         )
         .unwrap();
         let specs = c.model_specs(Path::new("/m")).unwrap();
-        let ModelSource::Embedded { engine_args, .. } = &specs[0].source else {
+        let ModelSource::Embedded { flags, .. } = &specs[0].source else {
             panic!("{:?}", specs[0].source)
         };
         assert_eq!(
-            engine_args,
-            &[
+            flags.args(),
+            [
                 "--gpu-layers",
                 "all",
                 "--device",
@@ -609,10 +609,10 @@ mod tests {
                 "q8_0"
             ]
         );
-        let ModelSource::Embedded { engine_args, .. } = &specs[1].source else {
+        let ModelSource::Embedded { flags, .. } = &specs[1].source else {
             panic!()
         };
-        assert_eq!(engine_args, &["--gpu-layers", "12"]);
+        assert_eq!(flags.args(), ["--gpu-layers", "12"]);
         for (text, key) in [
             ("gpu_layers = \"most\"", "gpu_layers"),
             ("gpu_layers = -1", "gpu_layers"),
@@ -647,10 +647,10 @@ mod tests {
         )
         .unwrap();
         let specs = c.model_specs(Path::new("/m")).unwrap();
-        let ModelSource::Embedded { engine_args, .. } = &specs[0].source else {
+        let ModelSource::Embedded { flags, .. } = &specs[0].source else {
             panic!("{:?}", specs[0].source)
         };
-        assert_eq!(engine_args, &["--chat-template-file", "/m/qwen.jinja"]);
+        assert_eq!(flags.args(), ["--chat-template-file", "/m/qwen.jinja"]);
         let e = Config::parse(
             "[[models]]\nname = \"a\"\nurl = \"http://127.0.0.1:8000\"\nchat_template_file = \"q.jinja\"\n",
             "x",

@@ -3,7 +3,7 @@
 //! name is parsed once, by [`ModelEntry::engine`].
 
 use super::{ConfigError, Invalid, line_of, normalize_base, parse_duration};
-use aula_fleet::spec::{ExternalKind, ModelSource, ModelSpec};
+use aula_fleet::spec::{EngineFlags, ExternalKind, GpuLayers, KvType, ModelSource, ModelSpec};
 use aula_protocol::admin::EngineKind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub(super) fn check(
     for m in models {
         check_names(m, text, invalid, &mut seen)?;
         check_source(m, text, invalid)?;
-        gpu_args(m, text, invalid)?;
+        engine_flags(m, text, invalid)?;
         if let Some(t) = &m.chat_template_file
             && (m.gguf.is_none() || m.external().is_some())
         {
@@ -188,12 +188,12 @@ fn check_names<'a>(
 
 /// The `aula engine` flags of an embedded model's GPU keys, checked: each
 /// error names its key and line.
-pub(super) fn gpu_args(
+pub(super) fn engine_flags(
     m: &ModelEntry,
     text: &str,
     invalid: Invalid,
-) -> Result<Vec<String>, ConfigError> {
-    let mut args = Vec::new();
+) -> Result<EngineFlags, ConfigError> {
+    let mut flags = EngineFlags::default();
     let bad = |key: &str, span: std::ops::Range<usize>, want: &str| {
         invalid(format!(
             "line {}: key `{key}`: use {want}",
@@ -201,12 +201,13 @@ pub(super) fn gpu_args(
         ))
     };
     if let Some(g) = &m.gpu_layers {
-        let v = match g.get_ref() {
-            toml::Value::Integer(n) if *n >= 0 => n.to_string(),
-            toml::Value::String(s) if s == "all" => "all".into(),
+        flags.gpu_layers = Some(match g.get_ref() {
+            toml::Value::Integer(n) if (0..=i64::from(u32::MAX)).contains(n) => {
+                GpuLayers::Count(*n as u32)
+            }
+            toml::Value::String(s) if s == "all" => GpuLayers::All,
             _ => return Err(bad("gpu_layers", g.span(), "a number of layers or \"all\"")),
-        };
-        args.extend(["--gpu-layers".to_string(), v]);
+        });
     }
     if let Some(d) = &m.device {
         let v = d.get_ref().trim();
@@ -220,30 +221,26 @@ pub(super) fn gpu_args(
                 "device names such as \"CUDA0\" or \"Vulkan0\" (aula doctor lists them)",
             ));
         }
-        args.extend(["--device".to_string(), v.to_string()]);
+        flags.device = Some(v.to_string());
     }
     if let Some(f) = &m.flash_attn {
         if !matches!(f.get_ref().as_str(), "on" | "off" | "auto") {
             return Err(bad("flash_attn", f.span(), "\"on\", \"off\" or \"auto\""));
         }
-        args.extend(["--flash-attn".to_string(), f.get_ref().clone()]);
+        flags.flash_attn = Some(f.get_ref().clone());
     }
-    for (key, flag, v) in [
-        ("cache_type_k", "--cache-type-k", &m.cache_type_k),
-        ("cache_type_v", "--cache-type-v", &m.cache_type_v),
+    for (key, v, slot) in [
+        ("cache_type_k", &m.cache_type_k, &mut flags.cache_type_k),
+        ("cache_type_v", &m.cache_type_v, &mut flags.cache_type_v),
     ] {
         if let Some(t) = v {
-            if !matches!(t.get_ref().as_str(), "f16" | "bf16" | "q8_0" | "q4_0") {
-                return Err(bad(
-                    key,
-                    t.span(),
-                    "\"f16\", \"bf16\", \"q8_0\" or \"q4_0\"",
-                ));
-            }
-            args.extend([flag.to_string(), t.get_ref().clone()]);
+            *slot =
+                Some(KvType::parse(t.get_ref()).ok_or_else(|| {
+                    bad(key, t.span(), "\"f16\", \"bf16\", \"q8_0\" or \"q4_0\"")
+                })?);
         }
     }
-    if !args.is_empty() && m.gguf.is_none() {
+    if flags != EngineFlags::default() && m.gguf.is_none() {
         let span = m
             .gpu_layers
             .as_ref()
@@ -259,7 +256,7 @@ pub(super) fn gpu_args(
             line_of(text, span.start)
         )));
     }
-    Ok(args)
+    Ok(flags)
 }
 
 /// `gguf`, `url` or `model`, and the numbers that go with them.
@@ -459,18 +456,17 @@ impl ModelEntry {
                     parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
                     context: m.context.as_ref().map(|s| *s.get_ref()),
                     threads: m.threads.as_ref().map(|s| *s.get_ref()),
-                    // Checked when the file was parsed (`gpu_args` in `check`).
-                    engine_args: {
-                        let mut a = gpu_args(m, "", &|e| ConfigError::Invalid {
+                    // Checked when the file was parsed (`engine_flags` in `check`).
+                    flags: EngineFlags {
+                        chat_template_file: m
+                            .chat_template_file
+                            .as_ref()
+                            .map(|t| resolve(t.get_ref())),
+                        ..engine_flags(m, "", &|e| ConfigError::Invalid {
                             path: String::new(),
                             message: e,
                         })
-                        .unwrap_or_default();
-                        if let Some(t) = &m.chat_template_file {
-                            a.push("--chat-template-file".into());
-                            a.push(resolve(t.get_ref()).display().to_string());
-                        }
-                        a
+                        .unwrap_or_default()
                     },
                 }
             }
@@ -540,7 +536,7 @@ pub(super) fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
                 parallel: None,
                 context: None,
                 threads: None,
-                engine_args: Vec::new(),
+                flags: Default::default(),
             },
             pinned: false,
             preload: true,
