@@ -29,7 +29,7 @@ their loops would take the students' client threads' turns at Python's
 lock); with --attackers-nice N that process runs at that niceness, as a
 stand-in for attackers whose clients run on laptops of their own, not on
 the box (the gateway and engines still do all the attack's work). The
-attack's own volume is printed too (page loads answered, header bytes
+attack's own volume is printed too (page loads made, header bytes
 sent, fine-tuning creates, ingestion uploads), so a nicer attacker that
 attacks less shows as such. Prints one JSON object: per phase, the students' requests, errors (any
 non-2xx, or a transport error) and p50/p95/p99 latency per kind, and the
