@@ -845,7 +845,7 @@ async fn embed_request(st: Arc<EngineState>, body: &[u8]) -> Result<Response, Ap
         .map_err(ApiError::Internal)?;
     Ok(axum::Json(aula_protocol::embeddings_response(
         &st.name,
-        &vectors,
+        vectors,
         req.base64,
         prompt_tokens,
     ))

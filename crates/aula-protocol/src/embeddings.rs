@@ -23,8 +23,9 @@
 //! * `user` is accepted and not used.
 
 use crate::ApiError;
+use crate::wire::{Embedding, EmbeddingList, EmbeddingUsage, EmbeddingVector};
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The most inputs one request may carry (OpenAI's limit).
 pub const MAX_EMBED_INPUTS: usize = 2048;
@@ -214,38 +215,43 @@ pub fn parse_embeddings_object(obj: &Map<String, Value>) -> Result<EmbeddingRequ
 /// The response body: one `embedding` object per input, in input order.
 pub fn embeddings_response(
     model: &str,
-    vectors: &[Vec<f32>],
+    vectors: Vec<Vec<f32>>,
     base64: bool,
     prompt_tokens: u64,
-) -> Value {
-    let data: Vec<Value> = vectors
-        .iter()
+) -> EmbeddingList {
+    let data = vectors
+        .into_iter()
         .enumerate()
         .map(|(i, v)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                EmbeddingVector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                // Each f32 written as the f64 of the same value, so a client
-                // that reads JSON numbers as doubles gets exactly the floats
-                // the base64 form carries.
-                json!(v.iter().map(|x| f64::from(*x)).collect::<Vec<f64>>())
+                EmbeddingVector::Float(v)
             };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+            Embedding {
+                object: "embedding".into(),
+                index: i as u32,
+                embedding,
+            }
         })
         .collect();
-    json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    })
+    EmbeddingList {
+        object: "list".into(),
+        data,
+        model: model.to_string(),
+        usage: EmbeddingUsage {
+            prompt_tokens,
+            total_tokens: prompt_tokens,
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use serde_json::json;
 
     fn parse(v: Value) -> Result<EmbeddingRequest, ApiError> {
         parse_embeddings(v.to_string().as_bytes())
@@ -323,7 +329,7 @@ mod tests {
     #[test]
     fn base64_is_little_endian_f32() {
         let v = vec![vec![1.0f32, -2.5, 0.125]];
-        let r = embeddings_response("m", &v, true, 3);
+        let r = serde_json::to_value(embeddings_response("m", v.clone(), true, 3)).unwrap();
         let b64 = r["data"][0]["embedding"].as_str().unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -333,7 +339,7 @@ mod tests {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         assert_eq!(back, v[0]);
-        let f = embeddings_response("m", &v, false, 3);
+        let f = serde_json::to_value(embeddings_response("m", v, false, 3)).unwrap();
         assert_eq!(f["data"][0]["embedding"], json!([1.0, -2.5, 0.125]));
         assert_eq!(f["usage"]["prompt_tokens"], 3);
         assert_eq!(f["object"], "list");

@@ -12,6 +12,7 @@ pub mod template;
 pub mod tool_parse;
 pub mod tool_stream;
 mod tools;
+pub mod wire;
 
 pub use embeddings::{
     EmbedInput, EmbeddingRequest, MAX_EMBED_INPUTS, Truncate, embeddings_response,
@@ -20,7 +21,7 @@ pub use embeddings::{
 pub use error::ApiError;
 pub use request::{
     Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt,
-    ResponseFormat, SamplingParams, parse_chat, parse_chat_object, parse_completion,
+    ResponseFormat, SamplingParams, admission_of, parse_chat, parse_chat_object, parse_completion,
     parse_completion_object, peek_admission, peek_route, plain_messages,
 };
 pub use response::*;

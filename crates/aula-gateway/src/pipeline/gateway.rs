@@ -1,8 +1,10 @@
 //! [`Gateway`]: the request path's handle — the services one call passes
 //! through (authentication, limits, the fair queues behind the router, the
 //! ledger, the fleet) and the records they keep. Every feature that calls a
-//! model on a user's behalf (Responses, ingestion, the playground) holds
-//! one and goes through [`super::call`]; none of them reaches the server.
+//! model on a user's behalf holds one: Responses and ingestion make typed
+//! calls (`chat`, `chat_stream`, `embed`, `tokenize` in `calls.rs`), the
+//! playground passes the browser's request on as the API would; none of
+//! them reaches the server.
 
 use crate::auth::Authenticator;
 use crate::identity::Identity;

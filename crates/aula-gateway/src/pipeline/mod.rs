@@ -20,10 +20,12 @@
 //! `max_tokens` above the model's context (where Aula started the engine
 //! and so knows it) is refused (400) before anything is reserved.
 
+mod calls;
 mod gateway;
 mod settle;
 mod stream;
 
+pub use calls::ChatEvents;
 pub use gateway::{Gateway, Reload};
 
 use crate::identity::Identity;
@@ -65,7 +67,15 @@ async fn run(
         .await
         .inspect_err(crate::metrics::auth_refused)?;
     let body = crate::body::read_json(body).await?;
-    call(st, path, &id, body, arrived).await
+    call(st, path, &id, Sent::Read(body), arrived).await
+}
+
+/// What a call carries: a client's body as it was read, or a request the
+/// gateway made itself (typed, see `calls.rs`), already an object: it is
+/// validated as one and written out once, for the engine.
+pub(crate) enum Sent {
+    Read(Bytes),
+    Made(serde_json::Map<String, Value>),
 }
 
 /// A call made for `id` with a body already read: by a client's request,
@@ -76,7 +86,7 @@ pub(crate) async fn call(
     st: Arc<Gateway>,
     path: &'static str,
     id: &Identity,
-    body: Bytes,
+    body: Sent,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
     let (call, reservation) = admit(&st, path, id, body)?;
@@ -112,14 +122,21 @@ fn admit(
     st: &Gateway,
     path: &'static str,
     id: &Identity,
-    body: Bytes,
+    body: Sent,
 ) -> Result<(Admitted, crate::limits::Reservation), ApiError> {
     // Embeddings generate nothing: no completion budget, no max_tokens or
     // stream options added on the way. Nor does `/tokenize`, which only the
     // gateway itself calls (a vector store's ingestion, as the file's
     // owner): its bound is its text's bytes.
     let embeddings = matches!(path, "/v1/embeddings" | "/tokenize");
-    let (mut adm, mut obj) = validate(path, &body, embeddings)?;
+    let (read, (mut adm, mut obj)) = match body {
+        Sent::Read(b) => {
+            let peeked = aula_protocol::peek_admission(&b)?;
+            (Some(b), peeked)
+        }
+        Sent::Made(o) => (None, (aula_protocol::admission_of(&o)?, o)),
+    };
+    validate(path, &mut adm, &obj, embeddings)?;
     let (route, tuned) = find_route(st, &adm.model, id, embeddings)?;
     check_max_tokens(&adm, route.context)?;
     // Aliases and renamed `url` models: the engine gets the name it knows;
@@ -144,10 +161,10 @@ fn admit(
             crate::metrics::limit_refused(e);
             st.live.refused(e);
         })?;
-    let body = match (embeddings, rewritten) {
-        (false, _) => for_the_engine(&adm, &resv, obj, rewritten, body)?,
-        (true, true) => to_bytes(obj)?,
-        (true, false) => body,
+    let body = match (embeddings, rewritten, read) {
+        (false, _, read) => for_the_engine(&adm, &resv, obj, rewritten, read)?,
+        (true, false, Some(read)) => read,
+        (true, _, _) => to_bytes(obj)?,
     };
     let weight = resv.weight;
     Ok((
@@ -162,18 +179,18 @@ fn admit(
     ))
 }
 
-/// The body read once: what admission needs, and the object itself, checked
-/// as its endpoint's request.
+/// The object, read once, checked as its endpoint's request; what
+/// admission needs of it completed.
 fn validate(
     path: &'static str,
-    body: &[u8],
+    adm: &mut Admission,
+    obj: &serde_json::Map<String, Value>,
     embeddings: bool,
-) -> Result<(Admission, serde_json::Map<String, Value>), ApiError> {
-    let (mut adm, obj) = aula_protocol::peek_admission(body)?;
+) -> Result<(), ApiError> {
     match path {
-        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(&obj)?),
-        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(&obj)?),
-        "/v1/completions" => drop(aula_protocol::parse_completion_object(&obj)?),
+        "/v1/embeddings" => drop(aula_protocol::parse_embeddings_object(obj)?),
+        "/v1/chat/completions" => drop(aula_protocol::parse_chat_object(obj)?),
+        "/v1/completions" => drop(aula_protocol::parse_completion_object(obj)?),
         "/tokenize" => {
             adm.prompt_tokens_bound = match obj.get("content") {
                 Some(Value::String(t)) => t.len() as u64 + 2,
@@ -190,7 +207,7 @@ fn validate(
         adm.max_tokens = Some(0);
         adm.stream = false;
     }
-    Ok((adm, obj))
+    Ok(())
 }
 
 /// Where `model` goes for `id`, and the fine-tuned model's own name when it
@@ -226,14 +243,14 @@ fn find_route(
 
 /// What a generating call's engine is sent: the ceiling when the request
 /// set no max_tokens, and the usage chunk of a stream (removed again on the
-/// way back when the client did not ask for it). The body as it came when
-/// nothing changed.
+/// way back when the client did not ask for it). A client's body as it
+/// came when nothing changed.
 fn for_the_engine(
     adm: &Admission,
     resv: &crate::limits::Reservation,
     mut obj: serde_json::Map<String, Value>,
     mut rewritten: bool,
-    body: Bytes,
+    read: Option<Bytes>,
 ) -> Result<Bytes, ApiError> {
     if adm.max_tokens.is_none()
         && let Some(m) = resv.max_tokens
@@ -245,7 +262,10 @@ fn for_the_engine(
         obj.insert("stream_options".into(), json!({"include_usage": true}));
         rewritten = true;
     }
-    if rewritten { to_bytes(obj) } else { Ok(body) }
+    match read {
+        Some(body) if !rewritten => Ok(body),
+        _ => to_bytes(obj),
+    }
 }
 
 fn to_bytes(obj: serde_json::Map<String, Value>) -> Result<Bytes, ApiError> {
@@ -391,41 +411,6 @@ async fn respond_whole(
     };
     fl.complete(status).await;
     Ok(Response::from_parts(parts, Body::from(bytes)))
-}
-
-/// A whole (not streamed) call made by the gateway itself: its JSON answer,
-/// or the engine's error as an [`ApiError`] (4xx: the request; else the engine).
-pub(crate) async fn call_json(
-    st: Arc<Gateway>,
-    path: &'static str,
-    id: &Identity,
-    body: &Value,
-) -> Result<Value, ApiError> {
-    let bytes =
-        Bytes::from(serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?);
-    let resp = call(st, path, id, bytes, Instant::now()).await?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ApiError::BadGateway(e.to_string()))?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadGateway(format!("the engine answered {status} with no JSON: {e}"))
-    })?;
-    if status.is_success() {
-        return Ok(v);
-    }
-    let message = v["error"]["message"]
-        .as_str()
-        .unwrap_or("the engine refused the call")
-        .to_string();
-    Err(if status.is_client_error() {
-        ApiError::invalid(message)
-    } else {
-        ApiError::BadGateway(message)
-    })
 }
 
 /// Refuse a `max_tokens` larger than the model's context (when known):

@@ -3,42 +3,15 @@
 use super::*;
 use serde_json::{Value, json};
 
-/// Streamed chat `tool_calls` deltas assembled as OpenAI's client does: a
-/// delta whose `index` is new starts a call (id, name), later ones with that
-/// index add to its `arguments`.
-pub(super) fn add_call_deltas(calls: &mut Vec<Value>, deltas: &[Value]) {
-    for d in deltas {
-        let index = d["index"].as_u64();
-        match calls
-            .iter_mut()
-            .find(|c| index.is_some() && c["index"].as_u64() == index)
-        {
-            Some(c) => {
-                if let Some(a) = d["function"]["arguments"].as_str() {
-                    let whole = format!("{}{a}", c["function"]["arguments"].as_str().unwrap_or(""));
-                    c["function"]["arguments"] = json!(whole);
-                }
-                if let Some(id) = d["id"].as_str() {
-                    c["id"] = json!(id);
-                }
-                if let Some(n) = d["function"]["name"].as_str() {
-                    c["function"]["name"] = json!(n);
-                }
-            }
-            None => calls.push(d.clone()),
-        }
-    }
-}
-
-/// A chat `tool_calls` entry as a Responses `function_call` output item.
-pub(super) fn function_call_out(c: &Value) -> Value {
+/// A chat call as a Responses `function_call` output item.
+pub(super) fn function_call_out(c: &aula_protocol::wire::ToolCall) -> Value {
     json!({
         "id": format!("fc_{}", crate::random_id(24)),
         "type": "function_call",
         "status": "completed",
-        "call_id": c["id"],
-        "name": c["function"]["name"],
-        "arguments": c["function"]["arguments"],
+        "call_id": c.id,
+        "name": c.function.name,
+        "arguments": c.function.arguments,
     })
 }
 

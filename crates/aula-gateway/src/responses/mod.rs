@@ -33,11 +33,12 @@
 use crate::auth::Caller;
 use crate::identity::Identity;
 use aula_protocol::ApiError;
+use aula_protocol::FinishReason;
+use aula_protocol::wire::{ChatRequest, Role, Turn};
 use aula_store::now_ms;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -130,33 +131,24 @@ pub(crate) async fn respond(
     };
     let mut messages = Vec::new();
     if let Some(i) = &p.instructions {
-        messages.push(json!({"role": "system", "content": i}));
+        messages.push(Turn::text(Role::System, i.clone()));
     }
     if let Some(s) = sources.as_ref().filter(|s| !s.is_empty()) {
-        messages.push(json!({"role": "system", "content": sources_message(s)}));
+        messages.push(Turn::text(Role::System, sources_message(s)));
     }
     messages.extend(p.messages.iter().cloned());
-    let mut chat = json!({"model": p.model, "messages": messages, "stream": p.stream});
-    if let Some(m) = p.max_output_tokens {
-        chat["max_tokens"] = json!(m);
-    }
-    if let Some(t) = p.temperature {
-        chat["temperature"] = json!(t);
-    }
-    if let Some(t) = p.top_p {
-        chat["top_p"] = json!(t);
-    }
-    if p.stream {
-        chat["stream_options"] = json!({"include_usage": true});
-    }
-    // The chat API validates the format (a bad schema is its 400).
-    if let Some(f) = &p.response_format {
-        chat["response_format"] = f.clone();
-    }
-    if let Some(c) = &p.chat_tool_choice {
-        chat["tools"] = json!(p.functions);
-        chat["tool_choice"] = c.clone();
-    }
+    let chat = ChatRequest {
+        model: p.model.clone(),
+        messages,
+        max_tokens: p.max_output_tokens,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        // The chat API validates the format (a bad schema is its 400).
+        response_format: p.response_format.clone(),
+        tools: p.functions.clone(),
+        tool_choice: p.chat_tool_choice.clone(),
+        ..ChatRequest::default()
+    };
     let shell = Shell {
         id: format!("resp_{}", crate::random_id(24)),
         created_at: now_ms() / 1000,
@@ -168,7 +160,7 @@ pub(crate) async fn respond(
         tools: {
             let mut t: Vec<Value> = p.search.iter().map(|s| s.tool.clone()).collect();
             t.extend(p.functions.iter().map(|f| {
-                let mut flat = f["function"].clone();
+                let mut flat = serde_json::to_value(&f.function).unwrap_or_default();
                 flat["type"] = json!("function");
                 flat
             }));
@@ -182,71 +174,53 @@ pub(crate) async fn respond(
     let msg_id = format!("msg_{}", crate::random_id(24));
     let sources = sources.unwrap_or_default();
     let searched = p.search.as_ref().is_some_and(|s| !s.stores.is_empty());
-    if !p.stream {
-        let v =
-            crate::pipeline::call_json(st.gw.clone(), "/v1/chat/completions", id, &chat).await?;
-        let text = v["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let cut = v["choices"][0]["finish_reason"].as_str() == Some("length");
-        let mut output = Vec::new();
-        if searched {
-            output.push(search_item(&fs_id, &p, &sources, "completed"));
-        }
-        let notes = if searched {
-            annotations(&text, &sources)
-        } else {
-            Vec::new()
-        };
-        let calls = v["choices"][0]["message"]["tool_calls"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if calls.is_empty() || !text.is_empty() {
-            output.push(message_item(
-                &msg_id,
-                &text,
-                notes,
-                if cut { "incomplete" } else { "completed" },
-            ));
-        }
-        output.extend(calls.iter().map(function_call_out));
-        let u = usage(
-            v["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            v["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-        );
-        let (status, incomplete) = if cut {
-            ("incomplete", json!({"reason": "max_output_tokens"}))
-        } else {
-            ("completed", Value::Null)
-        };
-        return Ok(axum::Json(shell.object(status, output, u, incomplete)).into_response());
+    if p.stream {
+        let events = st.gw.chat_stream(id, chat).await?;
+        return Ok(stream(
+            events,
+            Streamed {
+                shell,
+                fs_id,
+                msg_id,
+                p,
+                sources,
+                searched,
+            },
+        ));
     }
-    let bytes =
-        Bytes::from(serde_json::to_vec(&chat).map_err(|e| ApiError::Internal(e.to_string()))?);
-    let resp = crate::pipeline::call(
-        st.gw.clone(),
-        "/v1/chat/completions",
-        id,
-        bytes,
-        std::time::Instant::now(),
-    )
-    .await?;
-    if !resp.status().is_success() {
-        return Ok(resp);
+    let answer = st.gw.chat(id, &chat).await?;
+    let Some(choice) = answer.choices.into_iter().next() else {
+        return Err(ApiError::BadGateway("the chat answered no choice".into()));
+    };
+    let text = choice.message.content.unwrap_or_default();
+    let cut = choice.finish_reason == FinishReason::Length;
+    let mut output = Vec::new();
+    if searched {
+        output.push(search_item(&fs_id, &p, &sources, "completed"));
     }
-    Ok(stream(
-        resp,
-        Streamed {
-            shell,
-            fs_id,
-            msg_id,
-            p,
-            sources,
-            searched,
-        },
-    ))
+    let notes = if searched {
+        annotations(&text, &sources)
+    } else {
+        Vec::new()
+    };
+    let calls = choice.message.tool_calls;
+    if calls.is_empty() || !text.is_empty() {
+        output.push(message_item(
+            &msg_id,
+            &text,
+            notes,
+            if cut { "incomplete" } else { "completed" },
+        ));
+    }
+    output.extend(calls.iter().map(function_call_out));
+    let u = answer.usage.unwrap_or_default();
+    let u = usage(u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
+    let (status, incomplete) = if cut {
+        ("incomplete", json!({"reason": "max_output_tokens"}))
+    } else {
+        ("completed", Value::Null)
+    };
+    Ok(axum::Json(shell.object(status, output, u, incomplete)).into_response())
 }
 
 #[cfg(test)]
@@ -281,35 +255,6 @@ mod tests {
             (Some("a"), Some(9))
         );
         assert!(annotations("x", &[]).is_empty());
-    }
-
-    #[test]
-    fn streamed_call_deltas_become_one_call() {
-        let mut calls = Vec::new();
-        add_call_deltas(
-            &mut calls,
-            &[
-                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
-            ],
-        );
-        for piece in ["{\"city\"", ": \"Oslo\"", "}"] {
-            add_call_deltas(
-                &mut calls,
-                &[json!({"index": 0, "function": {"arguments": piece}})],
-            );
-        }
-        // A whole call in one delta (as a single chunk) is one call too.
-        add_call_deltas(
-            &mut calls,
-            &[
-                json!({"index": 1, "id": "call_2", "type": "function", "function": {"name": "add", "arguments": "{}"}}),
-            ],
-        );
-        assert_eq!(calls.len(), 2, "{calls:?}");
-        assert_eq!(calls[0]["id"], "call_1");
-        assert_eq!(calls[0]["function"]["name"], "get_weather");
-        assert_eq!(calls[0]["function"]["arguments"], "{\"city\": \"Oslo\"}");
-        assert_eq!(calls[1]["function"]["name"], "add");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! A Responses request read and checked: every field taken, or a 400 naming it.
 
 use aula_protocol::ApiError;
+use aula_protocol::wire::{
+    FunctionCall, FunctionDef, FunctionTool, FunctionType, Role, ToolCall, ToolChoice, ToolMode,
+    Turn,
+};
 use serde_json::{Map, Value, json};
 
 pub(super) const FIELDS: &[&str] = &[
@@ -30,7 +34,7 @@ pub(super) struct FileSearch {
 
 pub(super) struct Parsed {
     pub(super) model: String,
-    pub(super) messages: Vec<Value>,
+    pub(super) messages: Vec<Turn>,
     pub(super) question: String,
     pub(super) instructions: Option<String>,
     pub(super) max_output_tokens: Option<u64>,
@@ -45,19 +49,59 @@ pub(super) struct Parsed {
     pub(super) text_format: Value,
     pub(super) response_format: Option<Value>,
     /// Function tools in the chat API's shape, and its `tool_choice`.
-    pub(super) functions: Vec<Value>,
-    pub(super) chat_tool_choice: Option<Value>,
+    pub(super) functions: Vec<FunctionTool>,
+    pub(super) chat_tool_choice: Option<ToolChoice>,
 }
 
-/// An input `function_call` item as a chat `tool_calls` entry.
-pub(super) fn function_call_in(m: &Value, param: &str) -> Result<Value, ApiError> {
+/// An input `function_call` item as a chat call.
+pub(super) fn function_call_in(m: &Value, param: &str) -> Result<ToolCall, ApiError> {
     let field = |k: &str| {
         m.get(k)
             .and_then(Value::as_str)
+            .map(String::from)
             .ok_or_else(|| bad(param, format!("a function_call needs a string `{k}`")))
     };
-    Ok(json!({"id": field("call_id")?, "type": "function",
-              "function": {"name": field("name")?, "arguments": field("arguments")?}}))
+    Ok(ToolCall {
+        id: field("call_id")?,
+        kind: FunctionType::Function,
+        function: FunctionCall {
+            name: field("name")?,
+            arguments: field("arguments")?,
+        },
+    })
+}
+
+/// A Responses `function` tool (flat) as the chat API's.
+fn function_tool(to: &Map<String, Value>, param: &str) -> Result<FunctionTool, ApiError> {
+    let name = to
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(param, "a function tool needs a string `name`"))?;
+    let description = match to.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => {
+            return Err(bad(
+                param,
+                "a function tool's `description` must be a string",
+            ));
+        }
+    };
+    let strict = match to.get("strict") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad(param, "a function tool's `strict` must be a boolean")),
+    };
+    Ok(FunctionTool {
+        kind: FunctionType::Function,
+        function: FunctionDef {
+            name: name.to_string(),
+            description,
+            // The chat API validates the schema.
+            parameters: to.get("parameters").filter(|v| !v.is_null()).cloned(),
+            strict,
+        },
+    })
 }
 
 /// `text: {"format": ...}`: `text` (the default), `json_object`, or
@@ -166,7 +210,7 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
     let mut question = String::new();
     match o.get("input") {
         Some(Value::String(s)) if !s.trim().is_empty() => {
-            messages.push(json!({"role": "user", "content": s}));
+            messages.push(Turn::text(Role::User, s.clone()));
             question = s.clone();
         }
         Some(Value::Array(items)) if !items.is_empty() => {
@@ -179,15 +223,11 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                         // Calls in a row are one assistant turn.
                         match messages.last_mut() {
                             Some(last)
-                                if last["role"] == "assistant" && last["tool_calls"].is_array() =>
+                                if last.role == Role::Assistant && !last.tool_calls.is_empty() =>
                             {
-                                if let Some(a) = last["tool_calls"].as_array_mut() {
-                                    a.push(call);
-                                }
+                                last.tool_calls.push(call);
                             }
-                            _ => messages.push(
-                                json!({"role": "assistant", "content": null, "tool_calls": [call]}),
-                            ),
+                            _ => messages.push(Turn::calls(vec![call])),
                         }
                         continue;
                     }
@@ -206,9 +246,7 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                                 ));
                             }
                         };
-                        messages.push(
-                            json!({"role": "tool", "tool_call_id": call_id, "content": output}),
-                        );
+                        messages.push(Turn::tool_result(call_id, output));
                         continue;
                     }
                     Some(t) => {
@@ -225,8 +263,9 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(&param, "each input message needs a `role`"))?;
                 let role = match role {
-                    "user" | "assistant" | "system" => role,
-                    "developer" => "system",
+                    "user" => Role::User,
+                    "assistant" => Role::Assistant,
+                    "system" | "developer" => Role::System,
                     other => {
                         return Err(bad(
                             &param,
@@ -237,10 +276,10 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                     }
                 };
                 let text = text_of(m.get("content").unwrap_or(&Value::Null), &param)?;
-                if role == "user" {
+                if role == Role::User {
                     question = text.clone();
                 }
-                messages.push(json!({"role": role, "content": text}));
+                messages.push(Turn::text(role, text));
             }
         }
         _ => {
@@ -336,7 +375,7 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         Some(_) => return Err(bad("include", "`include` must be a list of strings")),
     }
     let mut search = None;
-    let mut functions: Vec<Value> = Vec::new();
+    let mut functions: Vec<FunctionTool> = Vec::new();
     match o.get("tools") {
         None | Some(Value::Null) => {}
         Some(Value::Array(tools)) => {
@@ -357,13 +396,7 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
                             return Err(bad(&param, format!("a function tool has no field `{k}`")));
                         }
                         // The chat API's shape; it validates names and schemas.
-                        let mut f = Map::new();
-                        for k in ["name", "description", "parameters", "strict"] {
-                            if let Some(v) = to.get(k).filter(|v| !v.is_null()) {
-                                f.insert(k.into(), v.clone());
-                            }
-                        }
-                        functions.push(json!({"type": "function", "function": f}));
+                        functions.push(function_tool(to, &param)?);
                         continue;
                     }
                     Some(other) => {
@@ -440,7 +473,7 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
     if tool_choice["type"] == "function"
         && !functions
             .iter()
-            .any(|f| f["function"]["name"] == tool_choice["name"])
+            .any(|f| Some(f.function.name.as_str()) == tool_choice["name"].as_str())
     {
         return Err(bad(
             "tool_choice",
@@ -464,12 +497,14 @@ pub(super) fn parse(o: &Map<String, Value>) -> Result<Parsed, ApiError> {
         None
     } else {
         Some(match &tool_choice {
-            Value::String(s) if s == "required" && search.is_some() => json!("auto"),
-            Value::String(_) => tool_choice.clone(),
-            v if v["type"] == "function" => {
-                json!({"type": "function", "function": {"name": v["name"]}})
+            Value::String(s) if s == "required" && search.is_none() => {
+                ToolChoice::Mode(ToolMode::Required)
             }
-            _ => json!("auto"),
+            Value::String(s) if s == "none" => ToolChoice::Mode(ToolMode::None),
+            v if v["type"] == "function" => {
+                ToolChoice::function(v["name"].as_str().unwrap_or_default())
+            }
+            _ => ToolChoice::Mode(ToolMode::Auto),
         })
     };
     if tool_choice == json!("none") {

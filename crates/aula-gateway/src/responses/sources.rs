@@ -22,7 +22,7 @@ pub(super) fn fitting(
     let used: usize = p
         .messages
         .iter()
-        .map(|m| m["content"].as_str().map_or(0, str::len))
+        .map(|m| m.content.as_deref().map_or(0, str::len))
         .sum::<usize>()
         + p.instructions.as_ref().map_or(0, String::len);
     let out_tokens = p.max_output_tokens.unwrap_or(256) as usize;

@@ -1,6 +1,8 @@
 //! The chat's server-sent events, turned into the Responses API's events.
 
 use super::*;
+use aula_protocol::FinishReason;
+use aula_protocol::wire::CallAssembler;
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -30,9 +32,8 @@ impl Events {
     }
 }
 
-/// The chat's server-sent events, as the Responses API streams them.
-pub(super) fn stream(resp: Response, s: Streamed) -> Response {
-    let upstream = resp.into_body().into_data_stream();
+/// The chat's chunks, as the Responses API streams them.
+pub(super) fn stream(upstream: crate::pipeline::ChatEvents, s: Streamed) -> Response {
     let mut ev = Events { seq: 0 };
     let mut head = Vec::new();
     let in_progress = s
@@ -63,29 +64,27 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
     head.extend(ev.event("response.output_item.added", json!({"output_index": index, "item": message_item(&s.msg_id, "", Vec::new(), "in_progress")})));
     head.extend(ev.event("response.content_part.added", json!({"output_index": index, "item_id": s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})));
     struct St {
-        up: axum::body::BodyDataStream,
+        up: crate::pipeline::ChatEvents,
         ev: Events,
         s: Streamed,
-        reader: aula_protocol::sse::SseReader,
         text: String,
         usage: (u64, u64),
         cut: bool,
         index: usize,
         done: bool,
-        /// Function calls the chat made (chat `tool_calls` entries).
-        calls: Vec<Value>,
+        /// Function calls the chat made, assembled from their pieces.
+        calls: CallAssembler,
     }
     let state = St {
         up: upstream,
         ev,
         s,
-        reader: Default::default(),
         text: String::new(),
         usage: (0, 0),
         cut: false,
         index,
         done: false,
-        calls: Vec::new(),
+        calls: CallAssembler::default(),
     };
     let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(head)) }).chain(futures::stream::unfold(Some(state), |state| async move {
         let mut t = state?;
@@ -96,35 +95,25 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
             let mut out = Vec::new();
             match t.up.next().await {
                 Some(Ok(chunk)) => {
-                    for frame in t.reader.push(&chunk) {
-                        if frame.is_done() {
-                            continue;
-                        }
-                        let Some(v) = frame.json() else { continue };
-                        if let Some(e) = v.get("error") {
-                            out.extend(t.ev.event("error", json!({"code": e["code"], "message": e["message"], "param": null})));
-                            let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
-                            out.extend(t.ev.event("response.failed", json!({"response": failed})));
-                            t.done = true;
-                            return Some((Ok(Bytes::from(out)), Some(t)));
-                        }
-                        if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+                    if let Some(c) = chunk.choices.first() {
+                        if let Some(d) = c.delta.content.as_deref().filter(|d| !d.is_empty()) {
                             t.text.push_str(d);
                             out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
                         }
-                        if let Some(calls) = v["choices"][0]["delta"]["tool_calls"].as_array() {
-                            add_call_deltas(&mut t.calls, calls);
-                        }
-                        if v["choices"][0]["finish_reason"].as_str() == Some("length") {
+                        t.calls.push(&c.delta.tool_calls);
+                        if c.finish_reason == Some(FinishReason::Length) {
                             t.cut = true;
                         }
-                        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                            t.usage = (u["prompt_tokens"].as_u64().unwrap_or(0), u["completion_tokens"].as_u64().unwrap_or(0));
-                        }
+                    }
+                    if let Some(u) = chunk.usage {
+                        t.usage = (u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
                     }
                 }
                 Some(Err(e)) => {
-                    out.extend(t.ev.event("error", json!({"code": "bad_gateway", "message": e.to_string(), "param": null})));
+                    let b = e.body();
+                    out.extend(t.ev.event("error", json!({"code": b["error"]["code"], "message": b["error"]["message"], "param": null})));
+                    let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
+                    out.extend(t.ev.event("response.failed", json!({"response": failed})));
                     t.done = true;
                 }
                 None => {
@@ -143,7 +132,8 @@ pub(super) fn stream(resp: Response, s: Streamed) -> Response {
                     }
                     output.push(message);
                     // Function calls after the message, each as its own item.
-                    for (k, c) in t.calls.iter().enumerate() {
+                    let calls = std::mem::take(&mut t.calls).finish();
+                    for (k, c) in calls.iter().enumerate() {
                         let index = t.index + 1 + k;
                         let item = function_call_out(c);
                         let mut started = item.clone();

@@ -36,6 +36,12 @@ pub const MAX_STOP_BYTES: usize = 256;
 /// Read the admission facts of a chat or text completion request.
 pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), ApiError> {
     let obj = parse_object(body)?;
+    Ok((admission_of(&obj)?, obj))
+}
+
+/// The admission facts of a request already read as an object (a client's
+/// body, or a typed request the gateway made itself).
+pub fn admission_of(obj: &Map<String, Value>) -> Result<Admission, ApiError> {
     let model = match obj.get("model") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
@@ -102,22 +108,19 @@ pub fn peek_admission(body: &[u8]) -> Result<(Admission, Map<String, Value>), Ap
         }
     }
     let (bytes, parts) = match (obj.get("messages"), obj.get("prompt"), obj.get("input")) {
-        (Some(Value::Array(m)), _, _) => (text_bytes(&Value::Array(m.clone())), m.len() as u64),
+        (Some(Value::Array(m)), _, _) => (m.iter().map(text_bytes).sum(), m.len() as u64),
         (_, Some(p), _) => (text_bytes(p), 1),
         (_, _, Some(i)) => (input_bound(i), 0),
         _ => (0, 0),
     };
-    Ok((
-        Admission {
-            model,
-            stream,
-            max_tokens,
-            max_tokens_field,
-            include_usage,
-            prompt_tokens_bound: bytes + 8 * parts + 8,
-        },
-        obj,
-    ))
+    Ok(Admission {
+        model,
+        stream,
+        max_tokens,
+        max_tokens_field,
+        include_usage,
+        prompt_tokens_bound: bytes + 8 * parts + 8,
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod admission;
 mod format;
 mod messages;
 
-pub use admission::{Admission, MAX_STOP_BYTES, MAX_TOKENS_BOUND, peek_admission};
+pub use admission::{Admission, MAX_STOP_BYTES, MAX_TOKENS_BOUND, admission_of, peek_admission};
 use format::parse_response_format;
 pub use format::{MAX_SCHEMA_BYTES, ResponseFormat, check_schema_bounds};
 use messages::parse_messages;

@@ -9,8 +9,8 @@
 use super::Handle;
 use crate::identity::Identity;
 use aula_protocol::ApiError;
+use aula_protocol::wire::{EmbeddingsRequest, TokenizeRequest};
 use aula_store::{NewChunk, StoreFileRecord};
-use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 mod extract;
@@ -302,22 +302,21 @@ async fn token_counts(
     let mut counts = std::collections::HashMap::with_capacity(unique.len());
     let mut limit = None;
     for batch in unique.chunks(TOKENIZE_BATCH) {
-        let body = json!({"model": model, "content": batch});
-        let answer = match call_when_free(st, "/tokenize", owner, &body).await {
+        let req = TokenizeRequest {
+            model: model.to_string(),
+            content: batch.iter().map(|w| w.to_string()).collect(),
+        };
+        let answer = match when_free(|| st.gw.tokenize(owner, &req)).await {
             Ok(v) => Some(v),
             // The engine has no `/tokenize` (or refused it): estimate.
             Err(ApiError::InvalidRequest { .. } | ApiError::BadGateway(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let lists = answer.as_ref().and_then(|a| a["tokens"].as_array());
-        match lists {
-            Some(lists) if lists.len() == batch.len() => {
-                limit = answer
-                    .as_ref()
-                    .and_then(|a| a["max_tokens"].as_u64())
-                    .map(|n| n as usize);
-                for (w, l) in batch.iter().zip(lists) {
-                    counts.insert(*w, l.as_array().map_or(1, |t| t.len().max(1)));
+        match answer {
+            Some(a) if a.tokens.len() == batch.len() => {
+                limit = a.max_tokens.map(|n| n as usize);
+                for (w, l) in batch.iter().zip(&a.tokens) {
+                    counts.insert(*w, l.len().max(1));
                 }
             }
             _ => {
@@ -368,22 +367,24 @@ async fn embed_once(
     model: &str,
     texts: &[&str],
 ) -> Result<Vec<Vec<f32>>, ApiError> {
-    let body = json!({"model": model, "input": texts, "truncate_prompt_tokens": -1});
-    let v = call_when_free(st, "/v1/embeddings", who, &body).await?;
-    vectors(&v, texts.len())
+    let req = EmbeddingsRequest {
+        model: model.to_string(),
+        input: texts.iter().map(|t| t.to_string()).collect(),
+        truncate_prompt_tokens: Some(-1),
+    };
+    when_free(|| st.gw.embed(who, &req)).await
 }
 
-/// `who`'s call through the pipeline, waiting out a busy box (503: a full
-/// queue) for up to ten minutes; any other refusal is returned at once.
-async fn call_when_free(
-    st: &Handle,
-    path: &'static str,
-    who: &Identity,
-    body: &Value,
-) -> Result<Value, ApiError> {
+/// A call through the pipeline, waiting out a busy box (503: a full queue)
+/// for up to ten minutes; any other refusal is returned at once.
+async fn when_free<T, F, Fut>(call: F) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
     let mut waited = 0;
     loop {
-        match crate::pipeline::call_json(st.gw.clone(), path, who, body).await {
+        match call().await {
             Err(ApiError::Overloaded(_)) if waited < 600 => {
                 waited += 2;
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -391,31 +392,6 @@ async fn call_when_free(
             other => return other,
         }
     }
-}
-
-fn vectors(v: &Value, n: usize) -> Result<Vec<Vec<f32>>, ApiError> {
-    let data = v["data"]
-        .as_array()
-        .filter(|d| d.len() == n)
-        .ok_or_else(|| {
-            ApiError::BadGateway(format!("the embedding engine did not answer {n} vectors"))
-        })?;
-    let mut out = vec![Vec::new(); n];
-    for d in data {
-        let i = d["index"].as_u64().unwrap_or(0) as usize;
-        let e = d["embedding"]
-            .as_array()
-            .ok_or_else(|| ApiError::BadGateway("an embedding is not a list of numbers".into()))?;
-        if let Some(slot) = out.get_mut(i) {
-            *slot = e.iter().map(|x| x.as_f64().unwrap_or(0.0) as f32).collect();
-        }
-    }
-    if out.iter().any(Vec::is_empty) {
-        return Err(ApiError::BadGateway(
-            "the embedding engine left out a vector".into(),
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

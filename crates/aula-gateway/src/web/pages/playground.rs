@@ -85,7 +85,7 @@ pub async fn playground_chat(State(st): State<Handle>, headers: HeaderMap, body:
         st.gw.clone(),
         "/v1/chat/completions",
         &id,
-        body,
+        crate::pipeline::Sent::Read(body),
         std::time::Instant::now(),
     )
     .await
