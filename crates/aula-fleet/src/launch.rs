@@ -3,8 +3,7 @@
 //! turns them into the engine's arguments, both for the engines Aula starts
 //! and for what `aula plan` shows; [`Launch`] alone builds a command line.
 
-use crate::spec::ExternalKind;
-use aula_planner::estimate::Engine;
+use aula_planner::EngineKind;
 use aula_planner::placement::{Settings, planned_args};
 use std::path::{Path, PathBuf};
 
@@ -165,18 +164,10 @@ pub fn planned_bytes_with(
     })
 }
 
-fn planner_engine(kind: ExternalKind) -> Engine {
-    match kind {
-        ExternalKind::LlamaServer => Engine::LlamaServer,
-        ExternalKind::Vllm => Engine::Vllm,
-        ExternalKind::Sglang => Engine::Sglang,
-    }
-}
-
 /// The planned size of an external engine and its settings (for vLLM and
 /// SGLang with their share of the device).
 pub fn plan_external(
-    kind: ExternalKind,
+    kind: EngineKind,
     model: &str,
     precision: Option<&str>,
     plan_as: Option<&str>,
@@ -190,7 +181,7 @@ pub fn plan_external(
         slots: slots as u32,
         share: None,
     };
-    if kind == ExternalKind::LlamaServer {
+    if kind == EngineKind::LlamaServer {
         let bytes = planned_bytes(Path::new(model), Some(context), Some(slots));
         return Ok((bytes, settings));
     }
@@ -215,7 +206,7 @@ pub fn plan_external(
     let want = aula_planner::placement::Want {
         shape,
         request: PlanRequest {
-            engine: planner_engine(kind),
+            engine: kind,
             precision,
             context,
             users: slots as u32,
@@ -230,18 +221,19 @@ pub fn plan_external(
 }
 
 /// The program an external engine runs when its entry names no `command`.
-pub fn default_program(kind: ExternalKind) -> &'static str {
+pub fn default_program(kind: EngineKind) -> &'static str {
     match kind {
-        ExternalKind::Vllm => "vllm",
-        ExternalKind::LlamaServer => "llama-server",
-        ExternalKind::Sglang => "python3 -m sglang.launch_server",
+        EngineKind::LlamaServer => "llama-server",
+        EngineKind::Sglang => "python3 -m sglang.launch_server",
+        // vLLM (the default of an entry with `model`).
+        _ => "vllm",
     }
 }
 
 /// The launch of an external engine: its program, where it listens and what
 /// it calls the model, the planned arguments, then the entry's `extra_args`.
 pub fn external(
-    kind: ExternalKind,
+    kind: EngineKind,
     name: &str,
     model: &str,
     command: Option<String>,
@@ -250,9 +242,10 @@ pub fn external(
 ) -> Launch {
     let s = |x: &str| x.to_string();
     let (model_flag, name_flag) = match kind {
-        ExternalKind::Vllm => (None, "--served-model-name"),
-        ExternalKind::LlamaServer => (Some("-m"), "--alias"),
-        ExternalKind::Sglang => (Some("--model-path"), "--served-model-name"),
+        EngineKind::LlamaServer => (Some("-m"), "--alias"),
+        EngineKind::Sglang => (Some("--model-path"), "--served-model-name"),
+        // vLLM (the default of an entry with `model`).
+        _ => (None, "--served-model-name"),
     };
     let mut args = Vec::new();
     match model_flag {
@@ -267,7 +260,7 @@ pub fn external(
         s(name_flag),
         s(name),
     ]);
-    args.extend(planned_args(planner_engine(kind), settings));
+    args.extend(planned_args(kind, settings));
     args.extend(extra);
     Launch::External {
         program: command.unwrap_or_else(|| default_program(kind).to_string()),
@@ -353,7 +346,7 @@ mod tests {
         let device = 119_600_000_000;
         let plan = |precision| {
             plan_external(
-                ExternalKind::Vllm,
+                EngineKind::Vllm,
                 "openai/gpt-oss-120b",
                 precision,
                 Some("gpt-oss-120b"),
@@ -382,18 +375,13 @@ mod tests {
             slots: 16,
             share: Some(0.42),
         };
-        let Launch::External { program, args } = external(
-            ExternalKind::Vllm,
-            "m",
-            "org/m",
-            None,
-            &s,
-            vec!["--x".into()],
-        ) else {
+        let Launch::External { program, args } =
+            external(EngineKind::Vllm, "m", "org/m", None, &s, vec!["--x".into()])
+        else {
             panic!("not external");
         };
         assert_eq!(program, "vllm");
-        let shown = aula_planner::placement::display_settings(Engine::Vllm, &s);
+        let shown = aula_planner::placement::display_settings(EngineKind::Vllm, &s);
         assert_eq!(
             shown,
             "vllm serve --max-model-len 8192 --max-num-seqs 16 --gpu-memory-utilization 0.42"
@@ -402,7 +390,7 @@ mod tests {
         assert!(shown.ends_with(&tail), "{shown} / {tail}");
         assert_eq!(args.last().map(String::as_str), Some("--x"));
         let Launch::External { args, .. } = external(
-            ExternalKind::LlamaServer,
+            EngineKind::LlamaServer,
             "m",
             "/m.gguf",
             None,

@@ -29,7 +29,7 @@ use aula_protocol::ApiError;
 use aula_protocol::admin::{EngineKind, ModelState, PsRow};
 use backend::{Backend, HttpBackend, HttpClient, Pool, Upstream};
 use launch::Launch;
-use spec::{ExternalKind, ModelSource, ModelSpec};
+use spec::{ModelSource, ModelSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +178,7 @@ impl FleetBuilder {
                 plan_as,
             } => {
                 let n = parallel.unwrap_or(match kind {
-                    ExternalKind::LlamaServer => launch::EMBEDDED_DEFAULT_SLOTS,
+                    EngineKind::LlamaServer => launch::EMBEDDED_DEFAULT_SLOTS,
                     _ => launch::URL_DEFAULT_SLOTS,
                 });
                 let c = context.unwrap_or(4096);
@@ -197,8 +197,7 @@ impl FleetBuilder {
                 if let Launch::External { program, args } = &launch {
                     tracing::info!(model = %spec.name, "planned {:.2} GB: {program} {}",
                         planned as f64 / 1e9, supervisor::redact_args(args).join(" "));
-                    if kind == ExternalKind::Sglang && !args.iter().any(|a| a.contains("{api_key}"))
-                    {
+                    if kind == EngineKind::Sglang && !args.iter().any(|a| a.contains("{api_key}")) {
                         tracing::warn!(model = %spec.name,
                             "SGLang reads its API key only from its command line, where Aula puts no secrets: \
                              this engine's loopback port answers anyone on this machine (add \"--api-key\", \"{{api_key}}\" \
@@ -208,7 +207,7 @@ impl FleetBuilder {
                 let template = supervisor::EngineSpec {
                     name: spec.name.clone(),
                     launch,
-                    kind: kind.engine_kind(),
+                    kind,
                     replica: 0,
                 };
                 started(template, n, planned, Some(c))

@@ -1,7 +1,7 @@
 //! What the fleet is asked to serve: one typed spec per model, made from
 //! `aula.toml` by the gateway's configuration (which checks every key).
 
-use aula_protocol::admin::EngineKind;
+use aula_planner::EngineKind;
 use std::path::{Path, PathBuf};
 
 /// A KV cache element type `aula engine` accepts.
@@ -77,29 +77,6 @@ impl ModelFacts {
     }
 }
 
-/// External engines Aula starts and watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExternalKind {
-    LlamaServer,
-    Vllm,
-    Sglang,
-}
-
-impl ExternalKind {
-    /// The name `engine = "..."` uses, and `aula ps` shows.
-    pub fn as_str(self) -> &'static str {
-        self.engine_kind().as_str()
-    }
-
-    pub fn engine_kind(self) -> EngineKind {
-        match self {
-            ExternalKind::LlamaServer => EngineKind::LlamaServer,
-            ExternalKind::Vllm => EngineKind::Vllm,
-            ExternalKind::Sglang => EngineKind::Sglang,
-        }
-    }
-}
-
 /// What one model is served by, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
@@ -123,7 +100,9 @@ pub enum ModelSource {
     },
     /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
     External {
-        kind: ExternalKind,
+        /// One of the kinds [`EngineKind::is_external`] names (config
+        /// checks it).
+        kind: EngineKind,
         /// A GGUF (llama-server) or a model directory / id (vLLM, SGLang).
         model: String,
         command: Option<String>,

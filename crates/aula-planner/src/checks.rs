@@ -13,7 +13,7 @@
 //!   that set constants.
 
 use crate::catalog;
-use crate::estimate::{Engine, PlanRequest, Precision, decode_step};
+use crate::estimate::{EngineKind, PlanRequest, Precision, decode_step};
 use crate::hardware::{self, Hardware};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -122,8 +122,8 @@ pub fn evaluate_row(row: &Row) -> Result<Evaluated, String> {
         shape.lookup_bytes = Some(0);
     }
     let engine = match row.engine.as_str() {
-        "llama.cpp" => Engine::LlamaServer,
-        "vllm" => Engine::Vllm,
+        "llama.cpp" => EngineKind::LlamaServer,
+        "vllm" => EngineKind::Vllm,
         other => return Err(format!("unknown engine `{other}` in a speed check")),
     };
     let r = PlanRequest {

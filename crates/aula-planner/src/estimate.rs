@@ -56,29 +56,7 @@ pub const FORMULAS: &[(&str, &str)] = &[
     ),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    Embedded,
-    LlamaServer,
-    Vllm,
-    Sglang,
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Engine, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "embedded" | "aula" | "llama.cpp" => Ok(Engine::Embedded),
-            "llama-server" => Ok(Engine::LlamaServer),
-            "vllm" => Ok(Engine::Vllm),
-            "sglang" => Ok(Engine::Sglang),
-            _ => Err(format!(
-                "unknown engine `{s}`; use embedded, llama-server, vllm or sglang"
-            )),
-        }
-    }
-}
+pub use crate::engine::EngineKind;
 
 /// Weight precision: a llama.cpp file type (q4_k_m, q8_0, ... : per-tensor
 /// types as llama-quantize picks them), a single ggml type, or what vLLM and
@@ -138,7 +116,7 @@ impl Precision {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanRequest {
-    pub engine: Engine,
+    pub engine: EngineKind,
     pub precision: Precision,
     /// Tokens per sequence (prompt + completion): max_model_len for vLLM.
     pub context: u32,
@@ -202,7 +180,7 @@ impl Draft {
     pub fn model(shape: &ModelShape, precision: &Precision, kv_bytes_per_elem: f64) -> Draft {
         Draft {
             name: shape.id.clone(),
-            weights_bytes: weights(shape, precision, Engine::Vllm).total,
+            weights_bytes: weights(shape, precision, EngineKind::Vllm).total,
             n_layers: shape.n_layers,
             kv_bytes_per_token: shape.kv_bytes_per_token(kv_bytes_per_elem),
         }
@@ -216,7 +194,7 @@ impl Draft {
         precision: &Precision,
         kv_bytes_per_elem: f64,
     ) -> Draft {
-        let w = weights(target, precision, Engine::Vllm);
+        let w = weights(target, precision, EngineKind::Vllm);
         let per_layer = w.total.saturating_sub(w.lookup) / u64::from(target.n_layers.max(1));
         Draft {
             name: format!("{} draft head ({layers} layers)", target.id),
@@ -231,7 +209,7 @@ impl Draft {
 impl Default for PlanRequest {
     fn default() -> Self {
         PlanRequest {
-            engine: Engine::Embedded,
+            engine: EngineKind::Embedded,
             precision: Precision {
                 name: "f16".into(),
                 bits_per_weight: 16.0,
@@ -357,7 +335,7 @@ pub struct Verdict {
 pub struct Estimate {
     pub model: String,
     pub hardware: String,
-    pub engine: Engine,
+    pub engine: EngineKind,
     pub precision: String,
     pub context: u32,
     pub users: u32,
@@ -428,7 +406,7 @@ impl Weights {
 }
 
 /// The weights: a GGUF's tensor table byte for byte, or parameters x bits.
-pub fn weights(shape: &ModelShape, p: &Precision, engine: Engine) -> Weights {
+pub fn weights(shape: &ModelShape, p: &Precision, engine: EngineKind) -> Weights {
     let share = |part: u64, total: u64| -> u64 {
         if shape.params == 0 {
             0
@@ -447,7 +425,7 @@ pub fn weights(shape: &ModelShape, p: &Precision, engine: Engine) -> Weights {
                 .unwrap_or_else(|| share(shape.lookup_params, total)),
         };
     }
-    let llama_cpp = matches!(engine, Engine::Embedded | Engine::LlamaServer);
+    let llama_cpp = matches!(engine, EngineKind::Embedded | EngineKind::LlamaServer);
     if let (true, Some(f)) = (llama_cpp, p.file_type) {
         let (total, experts, lookup) = crate::ftype::weight_bytes(shape, &f);
         return Weights {
@@ -521,7 +499,8 @@ fn memory(
         );
     }
     match r.engine {
-        Engine::Embedded | Engine::LlamaServer => {
+        // A `url` model is never planned (see `EngineKind`).
+        EngineKind::Embedded | EngineKind::LlamaServer | EngineKind::Url => {
             let mut s = shape.clone();
             s.weight_bytes = Some(weights);
             let lc = llamacpp::memory(
@@ -559,7 +538,7 @@ fn memory(
                 max_seq,
             )
         }
-        Engine::Vllm | Engine::Sglang => {
+        EngineKind::Vllm | EngineKind::Sglang => {
             // vLLM's fraction is of the device memory CUDA reports (usable_gb).
             let device = usable;
             let budget = (device as f64 * r.gpu_memory_utilization) as u64;
@@ -573,18 +552,18 @@ fn memory(
             } else {
                 r.max_num_batched_tokens.max(r.context)
             };
-            let activation = if r.engine == Engine::Vllm {
+            let activation = if r.engine == EngineKind::Vllm {
                 u64::from(profiled) * (4 * u64::from(shape.hidden) + 2 * ffn) * 2
                     + u64::from(r.users) * u64::from(shape.vocab) * 4
             } else {
                 0
             };
             let (non_torch, outside) = match (r.engine, v1) {
-                (Engine::Vllm, true) => (VLLM_V1_NON_TORCH, VLLM_V1_CUDA_GRAPHS),
+                (EngineKind::Vllm, true) => (VLLM_V1_NON_TORCH, VLLM_V1_CUDA_GRAPHS),
                 _ => (VLLM_FIXED, 0),
             };
             let (draft_w, draft_kv) = match (&r.draft, r.engine) {
-                (Some(d), Engine::Vllm) => (d.weights_bytes, d.kv_bytes_per_token),
+                (Some(d), EngineKind::Vllm) => (d.weights_bytes, d.kv_bytes_per_token),
                 _ => (0, 0.0),
             };
             let kv_cache = budget as i64
@@ -706,7 +685,7 @@ pub fn decode_step(
         0.0
     };
     let kv = f64::from(batch) * kv_half;
-    let llama_cpp = matches!(r.engine, Engine::Embedded | Engine::LlamaServer);
+    let llama_cpp = matches!(r.engine, EngineKind::Embedded | EngineKind::LlamaServer);
     let structured = llama_cpp
         .then(|| crate::decode::catalog().ok())
         .flatten()
@@ -733,8 +712,10 @@ pub fn decode_step(
         }
         None => {
             let bw = match r.engine {
-                Engine::Embedded | Engine::LlamaServer => hw.achievable_bandwidth(),
-                Engine::Vllm | Engine::Sglang => hw.achievable_bandwidth_vllm(),
+                EngineKind::Embedded | EngineKind::LlamaServer | EngineKind::Url => {
+                    hw.achievable_bandwidth()
+                }
+                EngineKind::Vllm | EngineKind::Sglang => hw.achievable_bandwidth_vllm(),
             };
             ((w.read_per_step(shape, batch) + kv) / bw, None)
         }
@@ -761,7 +742,7 @@ fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Option<Speed> {
     let single = 1.0 / t1;
     let from = match &parts {
         Some((_, c)) => Some(c.class.clone()),
-        None if r.engine == Engine::Vllm => Some("vllm".to_string()),
+        None if r.engine == EngineKind::Vllm => Some("vllm".to_string()),
         None => None,
     };
     let single_stream_range = from.and_then(|from| {
@@ -805,10 +786,10 @@ const LADDER: &[&str] = &["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"];
 const LADDER_VLLM: &[&str] = &["fp8", "int4"];
 
 /// The quantizations an engine can be given, from the least lossy.
-pub fn quantization_ladder(engine: Engine) -> &'static [&'static str] {
+pub fn quantization_ladder(engine: EngineKind) -> &'static [&'static str] {
     match engine {
-        Engine::Embedded | Engine::LlamaServer => LADDER,
-        Engine::Vllm | Engine::Sglang => LADDER_VLLM,
+        EngineKind::Embedded | EngineKind::LlamaServer | EngineKind::Url => LADDER,
+        EngineKind::Vllm | EngineKind::Sglang => LADDER_VLLM,
     }
 }
 
@@ -927,7 +908,7 @@ mod tests {
     use super::*;
     use crate::{catalog, hardware};
 
-    fn req(engine: Engine, precision: &str, context: u32, users: u32) -> PlanRequest {
+    fn req(engine: EngineKind, precision: &str, context: u32, users: u32) -> PlanRequest {
         PlanRequest {
             engine,
             precision: Precision::parse(precision).unwrap(),
@@ -943,7 +924,7 @@ mod tests {
         let e = estimate(
             &catalog::find("llama-2-7b").unwrap(),
             &hardware::find("gb10").unwrap(),
-            &req(Engine::Embedded, "f16", 4096, 1),
+            &req(EngineKind::Embedded, "f16", 4096, 1),
         );
         let s = e.speed.unwrap();
         let peak = 273e9 / (6_738_415_616.0 * 2.0);
@@ -959,10 +940,10 @@ mod tests {
     fn batching_raises_aggregate_not_single_stream() {
         let hw = hardware::find("h100-sxm").unwrap();
         let m = catalog::find("llama-3.1-8b").unwrap();
-        let one = estimate(&m, &hw, &req(Engine::Vllm, "bf16", 4096, 1))
+        let one = estimate(&m, &hw, &req(EngineKind::Vllm, "bf16", 4096, 1))
             .speed
             .unwrap();
-        let many = estimate(&m, &hw, &req(Engine::Vllm, "bf16", 4096, 64))
+        let many = estimate(&m, &hw, &req(EngineKind::Vllm, "bf16", 4096, 64))
             .speed
             .unwrap();
         assert!(many.aggregate_tokens_per_s > 10.0 * one.aggregate_tokens_per_s);
@@ -973,7 +954,7 @@ mod tests {
     fn mixture_of_experts_reads_active_experts_at_batch_one() {
         let hw = hardware::find("gb10").unwrap();
         let mix = catalog::find("mixtral-8x7b").unwrap();
-        let s = estimate(&mix, &hw, &req(Engine::Embedded, "q4_k", 4096, 1))
+        let s = estimate(&mix, &hw, &req(EngineKind::Embedded, "q4_k", 4096, 1))
             .speed
             .unwrap();
         let dense_equiv = hw.achievable_bandwidth() / (mix.params as f64 * 4.5 / 8.0);
@@ -984,7 +965,7 @@ mod tests {
     fn verdicts() {
         let hw = hardware::find("gb10").unwrap();
         let big = catalog::find("llama-2-70b").unwrap();
-        let e = estimate(&big, &hw, &req(Engine::Embedded, "f16", 4096, 4));
+        let e = estimate(&big, &hw, &req(EngineKind::Embedded, "f16", 4096, 4));
         assert_eq!(
             e.verdict.kind,
             VerdictKind::RunsWithQuantization,
@@ -994,12 +975,12 @@ mod tests {
         assert_eq!(e.verdict.precision.as_deref(), Some("q8_0"));
         let huge = catalog::find("qwen2.5-72b").unwrap();
         let rtx = hardware::find("rtx-4090").unwrap();
-        let e = estimate(&huge, &rtx, &req(Engine::Embedded, "f16", 4096, 1));
+        let e = estimate(&huge, &rtx, &req(EngineKind::Embedded, "f16", 4096, 1));
         assert_eq!(e.verdict.kind, VerdictKind::NeedsOffload, "{:?}", e.verdict);
         let e = estimate(
             &catalog::find("gpt-oss-120b").unwrap(),
             &hardware::find("m3-max").unwrap(),
-            &req(Engine::Embedded, "f16", 4096, 1),
+            &req(EngineKind::Embedded, "f16", 4096, 1),
         );
         assert_ne!(e.verdict.kind, VerdictKind::Runs);
     }
@@ -1012,7 +993,7 @@ mod tests {
         let e = estimate(
             &catalog::find("llama-3.1-8b").unwrap(),
             &hardware::find("h100-sxm").unwrap(),
-            &req(Engine::Vllm, "bf16", 4096, 64),
+            &req(EngineKind::Vllm, "bf16", 4096, 64),
         );
         let v = e.vllm.unwrap();
         assert_eq!(v.budget_bytes, 76_500_000_000);
@@ -1037,7 +1018,7 @@ mod tests {
                 &m,
                 &hw,
                 &PlanRequest {
-                    engine: Engine::Vllm,
+                    engine: EngineKind::Vllm,
                     precision: Precision::parse("bf16").unwrap(),
                     context: max_len,
                     users: 256,
@@ -1080,7 +1061,7 @@ mod tests {
             &m,
             &hw,
             &PlanRequest {
-                engine: Engine::Vllm,
+                engine: EngineKind::Vllm,
                 precision: Precision::parse("bf16").unwrap(),
                 context: 131_072,
                 users: 256,
@@ -1122,7 +1103,7 @@ mod tests {
         let m = catalog::find("llama-3.1-8b").unwrap();
         for (hw, context, measured) in [("rtx-3090", 512, 155.02), ("rtx-4090", 66_048, 98.14)] {
             let hw = hardware::find(hw).unwrap();
-            let tg = estimate(&m, &hw, &req(Engine::LlamaServer, "q4_0", context, 1))
+            let tg = estimate(&m, &hw, &req(EngineKind::LlamaServer, "q4_0", context, 1))
                 .speed
                 .unwrap()
                 .single_stream_tokens_per_s;
@@ -1159,7 +1140,7 @@ mod tests {
             (catalog::find("qwen3-30b-a3b").unwrap(), "q8_0", 60.92),
         ];
         for (m, p, measured) in cases {
-            let tg = estimate(&m, &hw, &req(Engine::LlamaServer, p, 32, 1))
+            let tg = estimate(&m, &hw, &req(EngineKind::LlamaServer, p, 32, 1))
                 .speed
                 .unwrap()
                 .single_stream_tokens_per_s;
@@ -1179,7 +1160,7 @@ mod tests {
             &hardware::find(hw).unwrap(),
             &PlanRequest {
                 llama_cpp_generation: generation.map(str::to_string),
-                ..req(Engine::LlamaServer, p, 128, 1)
+                ..req(EngineKind::LlamaServer, p, 128, 1)
             },
         )
         .speed
@@ -1224,7 +1205,8 @@ mod tests {
             let q4 = single("llama-3.1-8b", hw, "q4_0", generation);
             let (df, dq) = (f16.decode_model.unwrap(), q4.decode_model.unwrap());
             let m = catalog::find("llama-3.1-8b").unwrap();
-            let bytes = |p: &str| weights(&m, &Precision::parse(p).unwrap(), Engine::LlamaServer);
+            let bytes =
+                |p: &str| weights(&m, &Precision::parse(p).unwrap(), EngineKind::LlamaServer);
             let rate = |w: Weights, t: f64| (w.total - w.lookup) as f64 / t;
             assert!(
                 rate(bytes("q4_0"), dq.weights_s) < rate(bytes("f16"), df.weights_s),
@@ -1275,7 +1257,7 @@ mod tests {
         let hw = hardware::find("h100-sxm").unwrap();
         let m = catalog::find("llama-3.1-70b").unwrap();
         let base = PlanRequest {
-            engine: Engine::Vllm,
+            engine: EngineKind::Vllm,
             precision: Precision::parse("fp8").unwrap(),
             context: 32_768,
             users: 8,
@@ -1338,7 +1320,7 @@ mod tests {
             estimate(
                 &catalog::find(id).unwrap(),
                 &hw,
-                &req(Engine::Vllm, p, 2048, 1),
+                &req(EngineKind::Vllm, p, 2048, 1),
             )
             .speed
             .unwrap()
@@ -1355,7 +1337,7 @@ mod tests {
         let e = estimate(
             &catalog::find("bge-base-en-v1.5").unwrap(),
             &hardware::find("gb10").unwrap(),
-            &req(Engine::Vllm, "f16", 512, 32),
+            &req(EngineKind::Vllm, "f16", 512, 32),
         );
         assert_eq!(e.memory.kv_cache_bytes, 0);
         assert_eq!(e.verdict.kind, VerdictKind::Runs);
@@ -1367,13 +1349,13 @@ mod tests {
     fn quantized_kv_cache_holds_more_sequences() {
         let hw = hardware::find("gb10").unwrap();
         let m = catalog::find("llama-2-13b").unwrap();
-        let f16 = estimate(&m, &hw, &req(Engine::Embedded, "q8_0", 8192, 4));
+        let f16 = estimate(&m, &hw, &req(EngineKind::Embedded, "q8_0", 8192, 4));
         let q8 = estimate(
             &m,
             &hw,
             &PlanRequest {
                 kv_bytes_per_elem: 34.0 / 32.0,
-                ..req(Engine::Embedded, "q8_0", 8192, 4)
+                ..req(EngineKind::Embedded, "q8_0", 8192, 4)
             },
         );
         assert!(q8.memory.kv_cache_bytes * 18 < f16.memory.kv_cache_bytes * 10);

@@ -191,14 +191,14 @@ mod tests {
         assert_eq!(s.released_as.as_deref(), Some("mxfp4"));
         assert!(s.params > 20_000_000_000, "{}", s.params);
         let p = crate::estimate::Precision::parse("bf16").unwrap();
-        let w = crate::estimate::weights(&s, &p, crate::estimate::Engine::Vllm);
+        let w = crate::estimate::weights(&s, &p, crate::estimate::EngineKind::Vllm);
         assert_eq!(w.total, 13_761_264_768);
         // Without an index, the checkpoint's precision still says how big.
         let s = shape_from_config("gpt-oss-20b", cfg, None).unwrap();
         assert_eq!(s.weight_bytes, None);
         assert_eq!(s.released_as.as_deref(), Some("mxfp4"));
         let p = crate::estimate::Precision::parse("mxfp4").unwrap();
-        let w = crate::estimate::weights(&s, &p, crate::estimate::Engine::Vllm);
+        let w = crate::estimate::weights(&s, &p, crate::estimate::EngineKind::Vllm);
         let gb = w.total as f64 / 1e9;
         assert!((12.5..15.0).contains(&gb), "{gb}");
     }

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod checks;
 pub mod decode;
+pub mod engine;
 pub mod estimate;
 pub mod finetune;
 pub mod ftype;
@@ -45,3 +46,5 @@ pub fn resolve_model(arg: &Path) -> Result<shape::ModelShape, String> {
         catalog::find(&arg.to_string_lossy())
     }
 }
+
+pub use engine::EngineKind;

@@ -3,7 +3,7 @@
 //! cheapest change that makes them fit. A pure function: no I/O.
 
 use crate::estimate::{
-    Engine, Estimate, PlanRequest, Precision, VLLM_FIXED, estimate, kv_per_sequence,
+    EngineKind, Estimate, PlanRequest, Precision, VLLM_FIXED, estimate, kv_per_sequence,
 };
 use crate::hardware::Hardware;
 use crate::shape::ModelShape;
@@ -18,7 +18,7 @@ pub struct Want {
 #[derive(Debug, Clone, Serialize)]
 pub struct Placed {
     pub model: String,
-    pub engine: Engine,
+    pub engine: EngineKind,
     /// What this model takes from the budget.
     pub bytes: u64,
     /// The engine's settings as decided here; `aula_fleet::launch` turns
@@ -67,8 +67,10 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, Settings, Estimate) {
         share: None,
     };
     match r.engine {
-        Engine::Embedded | Engine::LlamaServer => (e.memory.total_bytes, settings, e),
-        Engine::Vllm | Engine::Sglang => {
+        EngineKind::Embedded | EngineKind::LlamaServer | EngineKind::Url => {
+            (e.memory.total_bytes, settings, e)
+        }
+        EngineKind::Vllm | EngineKind::Sglang => {
             let kv = kv_per_sequence(&w.shape, r.context, r.kv_bytes_per_elem) * f64::from(r.users);
             // Inside the budget: weights (a draft's too), the activation
             // peak, memory outside PyTorch, the KV cache; V1's CUDA graphs
@@ -103,17 +105,17 @@ fn footprint(w: &Want, hw: &Hardware) -> (u64, Settings, Estimate) {
 
 /// The one translation of the planner's settings into an engine's
 /// arguments (`aula plan` prints them; `aula_fleet::launch` starts engines with them).
-pub fn planned_args(engine: Engine, s: &Settings) -> Vec<String> {
+pub fn planned_args(engine: EngineKind, s: &Settings) -> Vec<String> {
     let share = format!("{:.2}", s.share.unwrap_or(1.0));
     let v = |x: &[&str]| x.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     match engine {
-        Engine::Embedded => vec![
+        EngineKind::Embedded => vec![
             "--context".into(),
             s.context.to_string(),
             "--parallel".into(),
             s.slots.to_string(),
         ],
-        Engine::LlamaServer => vec![
+        EngineKind::LlamaServer => vec![
             "-c".into(),
             (u64::from(s.context) * u64::from(s.slots)).to_string(),
             "-np".into(),
@@ -121,7 +123,7 @@ pub fn planned_args(engine: Engine, s: &Settings) -> Vec<String> {
             "-ngl".into(),
             "999".into(),
         ],
-        Engine::Vllm => {
+        EngineKind::Vllm => {
             let mut a = v(&["--max-model-len"]);
             a.push(s.context.to_string());
             a.push("--max-num-seqs".into());
@@ -130,7 +132,7 @@ pub fn planned_args(engine: Engine, s: &Settings) -> Vec<String> {
             a.push(share);
             a
         }
-        Engine::Sglang => {
+        EngineKind::Sglang => {
             let mut a = v(&["--context-length"]);
             a.push(s.context.to_string());
             a.push("--max-running-requests".into());
@@ -139,17 +141,20 @@ pub fn planned_args(engine: Engine, s: &Settings) -> Vec<String> {
             a.push(share);
             a
         }
+        // Started elsewhere: no arguments of Aula's.
+        EngineKind::Url => Vec::new(),
     }
 }
 
 /// How `aula plan` shows an engine's settings: the program and the planned
 /// arguments Aula would start it with.
-pub fn display_settings(engine: Engine, s: &Settings) -> String {
+pub fn display_settings(engine: EngineKind, s: &Settings) -> String {
     let program = match engine {
-        Engine::Embedded => "aula engine",
-        Engine::LlamaServer => "llama-server",
-        Engine::Vllm => "vllm serve",
-        Engine::Sglang => "python3 -m sglang.launch_server",
+        EngineKind::Embedded => "aula engine",
+        EngineKind::LlamaServer => "llama-server",
+        EngineKind::Vllm => "vllm serve",
+        EngineKind::Sglang => "python3 -m sglang.launch_server",
+        EngineKind::Url => "(a server run elsewhere)",
     };
     format!("{program} {}", planned_args(engine, s).join(" "))
 }
@@ -159,7 +164,7 @@ fn total(wants: &[Want], hw: &Hardware) -> u64 {
 }
 
 /// One step down the engine's quantization ladder from `p`, if there is one.
-fn next_precision(p: &Precision, engine: Engine) -> Option<Precision> {
+fn next_precision(p: &Precision, engine: EngineKind) -> Option<Precision> {
     crate::estimate::quantization_ladder(engine)
         .iter()
         .filter_map(|q| Precision::parse(q).ok())
@@ -279,7 +284,7 @@ mod tests {
     use super::*;
     use crate::{catalog, hardware};
 
-    fn want(id: &str, engine: Engine, precision: &str, context: u32, users: u32) -> Want {
+    fn want(id: &str, engine: EngineKind, precision: &str, context: u32, users: u32) -> Want {
         Want {
             shape: catalog::find(id).unwrap(),
             request: PlanRequest {
@@ -298,9 +303,9 @@ mod tests {
         let hw = hardware::find("gb10").unwrap();
         let p = place(
             &[
-                want("llama-2-7b", Engine::Embedded, "f16", 4096, 4),
-                want("llama-2-13b", Engine::Embedded, "f16", 4096, 4),
-                want("llama-2-70b", Engine::Embedded, "q8_0", 4096, 4),
+                want("llama-2-7b", EngineKind::Embedded, "f16", 4096, 4),
+                want("llama-2-13b", EngineKind::Embedded, "f16", 4096, 4),
+                want("llama-2-70b", EngineKind::Embedded, "q8_0", 4096, 4),
             ],
             &hw,
         );
@@ -314,9 +319,9 @@ mod tests {
         // With the 70B at 4 bits they do.
         let p = place(
             &[
-                want("llama-2-7b", Engine::Embedded, "f16", 4096, 4),
-                want("llama-2-13b", Engine::Embedded, "f16", 4096, 4),
-                want("llama-2-70b", Engine::Embedded, "q4_k", 4096, 4),
+                want("llama-2-7b", EngineKind::Embedded, "f16", 4096, 4),
+                want("llama-2-13b", EngineKind::Embedded, "f16", 4096, 4),
+                want("llama-2-70b", EngineKind::Embedded, "q4_k", 4096, 4),
             ],
             &hw,
         );
@@ -337,8 +342,8 @@ mod tests {
         let hw = hardware::find("h100-sxm").unwrap();
         let p = place(
             &[
-                want("llama-3.1-8b", Engine::Vllm, "bf16", 8192, 16),
-                want("qwen2.5-7b", Engine::Vllm, "bf16", 8192, 16),
+                want("llama-3.1-8b", EngineKind::Vllm, "bf16", 8192, 16),
+                want("qwen2.5-7b", EngineKind::Vllm, "bf16", 8192, 16),
             ],
             &hw,
         );
@@ -354,8 +359,8 @@ mod tests {
         let hw = hardware::find("rtx-3090").unwrap();
         let p = place(
             &[
-                want("qwen2.5-72b", Engine::Embedded, "f16", 4096, 1),
-                want("llama-2-70b", Engine::Embedded, "f16", 4096, 1),
+                want("qwen2.5-72b", EngineKind::Embedded, "f16", 4096, 1),
+                want("llama-2-70b", EngineKind::Embedded, "f16", 4096, 1),
             ],
             &hw,
         );

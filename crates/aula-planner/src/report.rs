@@ -3,7 +3,9 @@
 //! or one self-contained HTML page, each formula spelled out once.
 
 use crate::catalog;
-use crate::estimate::{Engine, Estimate, FORMULAS, PlanRequest, Precision, VerdictKind, estimate};
+use crate::estimate::{
+    EngineKind, Estimate, FORMULAS, PlanRequest, Precision, VerdictKind, estimate,
+};
 use crate::hardware::Hardware;
 
 pub struct Row {
@@ -17,7 +19,12 @@ pub struct Row {
 /// Each catalog model at the best precision that runs (f16, then q8_0, then
 /// q4_k_m; a model released quantized, at its own precision first), for
 /// `users` sequences of `context` tokens.
-pub fn rows(hw: &Hardware, engine: Engine, context: u32, users: u32) -> Result<Vec<Row>, String> {
+pub fn rows(
+    hw: &Hardware,
+    engine: EngineKind,
+    context: u32,
+    users: u32,
+) -> Result<Vec<Row>, String> {
     let mut out = Vec::new();
     for e in catalog::entries()? {
         let shape = catalog::shape(&e);
@@ -202,7 +209,7 @@ fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
 pub fn markdown(
     rows: &[Row],
     hw: &Hardware,
-    engine: Engine,
+    engine: EngineKind,
     context: u32,
     users: u32,
     svg_file: &str,
@@ -234,7 +241,7 @@ pub fn markdown(
 }
 
 /// One self-contained HTML page with the chart inline.
-pub fn html(rows: &[Row], hw: &Hardware, engine: Engine, context: u32, users: u32) -> String {
+pub fn html(rows: &[Row], hw: &Hardware, engine: EngineKind, context: u32, users: u32) -> String {
     let mut s = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>What can you run on {0}?</title>\
          <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}\
@@ -276,15 +283,15 @@ mod tests {
     #[test]
     fn whole_catalog_on_a_gb10() {
         let hw = hardware::find("gb10").unwrap();
-        let r = rows(&hw, Engine::Embedded, 4096, 8).unwrap();
+        let r = rows(&hw, EngineKind::Embedded, 4096, 8).unwrap();
         assert_eq!(r.len(), catalog::entries().unwrap().len());
-        let md = markdown(&r, &hw, Engine::Embedded, 4096, 8, "chart.svg");
+        let md = markdown(&r, &hw, EngineKind::Embedded, 4096, 8, "chart.svg");
         assert!(md.contains("| llama-2-70b |") && md.contains("![memory per model](chart.svg)"));
         assert!(md.contains("decode step"));
         let svg = svg(&r, &hw);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.matches("<text").count() >= r.len() * 2);
-        let page = html(&r, &hw, Engine::Embedded, 4096, 8);
+        let page = html(&r, &hw, EngineKind::Embedded, 4096, 8);
         assert!(page.contains("<svg") && page.contains("<table>") && page.ends_with("</html>\n"));
     }
 }

@@ -6,51 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Who runs a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EngineKind {
-    /// `aula engine` (llama.cpp), started by Aula.
-    Embedded,
-    /// llama.cpp's `llama-server`, started by Aula.
-    LlamaServer,
-    /// vLLM, started by Aula.
-    Vllm,
-    /// SGLang, started by Aula.
-    Sglang,
-    /// A server run elsewhere, reached at its `url`.
-    Url,
-}
-
-impl EngineKind {
-    /// The name `engine = "..."` uses in `aula.toml`, and `aula ps` shows.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EngineKind::Embedded => "embedded",
-            EngineKind::LlamaServer => "llama-server",
-            EngineKind::Vllm => "vllm",
-            EngineKind::Sglang => "sglang",
-            EngineKind::Url => "url",
-        }
-    }
-
-    /// Parse `engine = "..."`: the kinds Aula can start.
-    pub fn parse_started(s: &str) -> Option<EngineKind> {
-        match s {
-            "embedded" => Some(EngineKind::Embedded),
-            "llama-server" => Some(EngineKind::LlamaServer),
-            "vllm" => Some(EngineKind::Vllm),
-            "sglang" => Some(EngineKind::Sglang),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Who runs a model (one enum for config, fleet, planner and this API).
+pub use aula_planner::EngineKind;
 
 /// Where a model stands. On the wire: `"state": "ready"`, or
 /// `"state": "failed", "reason": "..."`.
@@ -288,7 +245,7 @@ mod tests {
             EngineKind::Vllm,
             EngineKind::Sglang,
         ] {
-            assert_eq!(EngineKind::parse_started(k.as_str()), Some(k));
+            assert_eq!(EngineKind::parse(k.as_str()), Some(k));
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
     }

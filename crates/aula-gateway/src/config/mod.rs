@@ -284,8 +284,8 @@ impl AuthSection {
 
 mod models;
 
-pub use aula_fleet::spec::{ExternalKind, ModelSource, ModelSpec};
-pub use models::{EngineChoice, ModelEntry, Urls};
+pub use aula_fleet::spec::{ModelSource, ModelSpec};
+pub use models::{ModelEntry, Urls};
 
 /// `30s`, `10m`, `2h`, `500ms`, or a number of seconds.
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {

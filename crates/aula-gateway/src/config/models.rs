@@ -3,7 +3,7 @@
 //! name is parsed once, by [`ModelEntry::engine`].
 
 use super::{ConfigError, Invalid, line_of, normalize_base, parse_duration};
-use aula_fleet::spec::{EngineFlags, ExternalKind, GpuLayers, KvType, ModelSource, ModelSpec};
+use aula_fleet::spec::{EngineFlags, GpuLayers, KvType, ModelSource, ModelSpec};
 use aula_protocol::admin::EngineKind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -82,43 +82,23 @@ impl Urls {
     }
 }
 
-/// Who serves a model, as `engine = "..."` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineChoice {
-    /// A kind Aula starts.
-    Started(EngineKind),
-    /// A server run elsewhere (`url`).
-    Url,
-}
-
 impl ModelEntry {
     /// The `engine` key, parsed (None: not given); an unknown name is an error.
-    pub fn engine(&self) -> Result<Option<EngineChoice>, String> {
+    pub fn engine(&self) -> Result<Option<EngineKind>, String> {
         let Some(e) = &self.engine else {
             return Ok(None);
         };
-        match e.get_ref().as_str() {
-            "url" => Ok(Some(EngineChoice::Url)),
-            other => EngineKind::parse_started(other)
-                .map(|k| Some(EngineChoice::Started(k)))
-                .ok_or_else(|| {
-                    format!(
-                        "key `engine`: `{other}` is not an engine; use embedded, llama-server, vllm, sglang or url"
-                    )
-                }),
-        }
+        let name = e.get_ref().as_str();
+        EngineKind::parse(name).map(Some).ok_or_else(|| {
+            format!(
+                "key `engine`: `{name}` is not an engine; use embedded, llama-server, vllm, sglang or url"
+            )
+        })
     }
 
     /// The external engine Aula starts for this entry, if any.
-    fn external(&self) -> Option<ExternalKind> {
-        match self.engine() {
-            Ok(Some(EngineChoice::Started(EngineKind::LlamaServer))) => {
-                Some(ExternalKind::LlamaServer)
-            }
-            Ok(Some(EngineChoice::Started(EngineKind::Vllm))) => Some(ExternalKind::Vllm),
-            Ok(Some(EngineChoice::Started(EngineKind::Sglang))) => Some(ExternalKind::Sglang),
-            _ => None,
-        }
+    fn external(&self) -> Option<EngineKind> {
+        self.engine().ok().flatten().filter(|k| k.is_external())
     }
 }
 
@@ -356,15 +336,13 @@ fn check_engine(m: &ModelEntry, text: &str, invalid: Invalid) -> Result<(), Conf
         .engine()
         .map_err(|why| invalid(format!("line {line}: {why}")))?;
     match kind {
-        Some(EngineChoice::Started(EngineKind::Embedded | EngineKind::LlamaServer))
-            if m.gguf.is_none() =>
-        {
+        Some(EngineKind::Embedded | EngineKind::LlamaServer) if m.gguf.is_none() => {
             Err(invalid(format!(
                 "line {line}: engine `{}` needs `gguf` (the model file)",
                 e.get_ref()
             )))
         }
-        Some(EngineChoice::Started(EngineKind::Vllm | EngineKind::Sglang))
+        Some(EngineKind::Vllm | EngineKind::Sglang)
             if m.model.is_none() || m.gguf.is_some() || m.url.is_some() =>
         {
             Err(invalid(format!(
@@ -423,7 +401,7 @@ impl ModelEntry {
         };
         let source = match (&m.gguf, &m.url) {
             _ if external.is_some() => ModelSource::External {
-                kind: external.unwrap_or(ExternalKind::Vllm),
+                kind: external.unwrap_or(EngineKind::Vllm),
                 model: match (&m.gguf, &m.model) {
                     (Some(g), _) => resolve(g.get_ref()).display().to_string(),
                     (None, Some(md)) => {

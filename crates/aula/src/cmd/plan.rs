@@ -4,7 +4,7 @@
 use super::{json, print};
 use crate::cli::PlanArgs;
 use anyhow::{Context, anyhow, bail};
-use aula_planner::estimate::{Engine, PlanRequest, Precision};
+use aula_planner::estimate::{EngineKind, PlanRequest, Precision};
 use aula_planner::summary::{FinetunePlan, OffloadPlan, PlanSummary};
 
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
@@ -29,7 +29,7 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     } else {
         aula_planner::hardware::find(&a.hardware).map_err(|e| anyhow!(e))?
     };
-    let engine: Engine = a.engine.parse().map_err(|e: String| anyhow!(e))?;
+    let engine: EngineKind = a.engine.parse().map_err(|e: String| anyhow!(e))?;
     if let Some(file) = &a.report {
         let rows =
             aula_planner::report::rows(&hw, engine, a.context, a.users).map_err(|e| anyhow!(e))?;
@@ -138,7 +138,7 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let offload = match &a.gpu_layers {
         None => None,
         Some(g) => {
-            if !matches!(engine, Engine::Embedded | Engine::LlamaServer) {
+            if !engine.is_llama_cpp() {
                 bail!("--gpu-layers is llama.cpp's -ngl: for --engine embedded or llama-server");
             }
             let mut out = Vec::new();

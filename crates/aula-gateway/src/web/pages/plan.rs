@@ -84,7 +84,7 @@ fn plan_one(
     files: &[String],
     dir: &std::path::Path,
 ) -> Result<(minijinja::Value, String), String> {
-    use aula_planner::estimate::{Engine, PlanRequest, Precision};
+    use aula_planner::estimate::{EngineKind, PlanRequest, Precision};
     let model = q.get("model").map(|s| s.trim()).unwrap_or("");
     let number = |k: &str, d: u32| -> Result<u32, String> {
         match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -98,7 +98,7 @@ fn plan_one(
     };
     let context = number("context", 4096)?;
     let users = number("users", 8)?;
-    let engine: Engine = q
+    let engine: EngineKind = q
         .get("engine")
         .map(String::as_str)
         .unwrap_or("embedded")
