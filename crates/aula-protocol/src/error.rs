@@ -1,8 +1,7 @@
 //! The one error enum of Aula's request path, and its single mapping to HTTP
 //! status codes and OpenAI-style error bodies.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde_json::json;
 
 /// Every way a request can fail, in the engine or in the gateway.
@@ -145,8 +144,12 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+/// The one mapping to an HTTP answer: status, body, and the headers a
+/// client acts on (`Retry-After`, `WWW-Authenticate`).
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{HeaderValue, header};
         let status = self.status();
         let mut resp = (status, axum::Json(self.body())).into_response();
         match &self {
@@ -198,8 +201,12 @@ mod tests {
         };
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(e.body()["error"]["code"], "rate_limit_requests");
-        let r = e.into_response();
-        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        #[cfg(feature = "axum")]
+        {
+            use axum::response::IntoResponse;
+            let r = e.into_response();
+            assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "7");
+        }
         let e = ApiError::Forbidden {
             message: "spent".into(),
             code: "quota_tokens_day",

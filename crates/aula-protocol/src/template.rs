@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(t.source, TemplateSource::Gguf);
         assert_eq!(t.render(&msgs(&[("user", "  x ")])).unwrap(), "[user]x");
         let err = t.render(&msgs(&[("assistant", "x")])).unwrap_err();
-        assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
         assert!(err.to_string().contains("first must be user"), "{err}");
     }
 

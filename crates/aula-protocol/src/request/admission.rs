@@ -157,7 +157,7 @@ mod admission_tests {
         ] {
             let body = format!(r#"{{"model":"m","prompt":"x","{key}":{n}}}"#);
             let e = peek_admission(body.as_bytes()).unwrap_err();
-            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
             assert_eq!(e.body()["error"]["param"], key);
         }
         let body = format!(r#"{{"model":"m","prompt":"x","max_tokens":{MAX_TOKENS_BOUND}}}"#);
