@@ -535,9 +535,9 @@ pub fn run_probe_if_asked() -> Option<i32> {
 /// The probe child's work, in a fresh process.
 mod probe;
 
+mod amx;
 /// The probe's answer, kept until the next boot (or a rebuilt module).
 mod cache;
-mod amx;
 pub use amx::*;
 
 #[cfg(test)]
