@@ -16,6 +16,7 @@ pub mod hf;
 pub mod llamacpp;
 pub mod offload;
 pub mod placement;
+pub mod query;
 pub mod report;
 pub mod shape;
 pub mod summary;

@@ -5,6 +5,7 @@ use super::{json, print};
 use crate::cli::PlanArgs;
 use anyhow::{Context, anyhow, bail};
 use aula_planner::estimate::{EngineKind, PlanRequest, Precision};
+use aula_planner::query::PlanQuery;
 use aula_planner::summary::{FinetunePlan, OffloadPlan, PlanSummary};
 
 pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
@@ -104,18 +105,15 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let mut wants = Vec::new();
     for path in &a.models {
         let shape = aula_planner::resolve_model(path).map_err(|e| anyhow!(e))?;
-        let mut request = request.clone();
+        let query = PlanQuery {
+            request: request.clone(),
+            precision: a.precision.clone(),
+        };
+        let mut request = query.resolve(&shape).map_err(|e| anyhow!(e))?;
         if let Some(n) = a.draft_layers {
             request.draft = Some(aula_planner::estimate::Draft::layers(
                 &shape, n, &precision, kv_bytes,
             ));
-        }
-        if let (None, Some(p)) = (&a.precision, &shape.released_as) {
-            request.precision = Precision::parse(p).map_err(|e| anyhow!(e))?;
-        }
-        if shape.source.starts_with("GGUF") {
-            // A GGUF's weights are what its tensor table says.
-            request.precision.name = "gguf".into();
         }
         wants.push(aula_planner::placement::Want { shape, request });
     }

@@ -84,7 +84,8 @@ fn plan_one(
     files: &[String],
     dir: &std::path::Path,
 ) -> Result<(minijinja::Value, String), String> {
-    use aula_planner::estimate::{EngineKind, PlanRequest, Precision};
+    use aula_planner::estimate::{EngineKind, PlanRequest};
+    use aula_planner::query::PlanQuery;
     let model = q.get("model").map(|s| s.trim()).unwrap_or("");
     let number = |k: &str, d: u32| -> Result<u32, String> {
         match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -112,24 +113,16 @@ fn plan_one(
     } else {
         aula_planner::catalog::find(model)?
     };
-    let precision_arg = q
-        .get("precision")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty());
-    let mut precision = Precision::parse(precision_arg.unwrap_or("f16"))?;
-    if let (None, Some(p)) = (precision_arg, &shape.released_as) {
-        precision = Precision::parse(p)?;
+    let request = PlanQuery {
+        request: PlanRequest {
+            engine,
+            context,
+            users,
+            ..PlanRequest::default()
+        },
+        precision: q.get("precision").cloned(),
     }
-    if shape.source.starts_with("GGUF") {
-        precision.name = "gguf".into();
-    }
-    let request = PlanRequest {
-        engine,
-        precision,
-        context,
-        users,
-        ..PlanRequest::default()
-    };
+    .resolve(&shape)?;
     let e = aula_planner::estimate::estimate(&shape, &hw, &request);
     let m = &e.memory;
     let usable = m.usable_bytes.max(1) as f64;
