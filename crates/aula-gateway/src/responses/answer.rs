@@ -1,47 +1,66 @@
-//! The pieces of a Response: its output items, the object around them, usage.
+//! The pieces of a Response: its output items and the object around them,
+//! typed (`aula_protocol::wire`).
 
 use super::*;
-use serde_json::{Value, json};
+use aula_protocol::wire::{
+    IncompleteDetails, ItemStatus, OutputContent, OutputItem, Reasoning, ResponseError,
+    ResponseObject, ResponseStatus, ResponseUsage, SearchResult, TextConfig, ToolCall,
+};
 
 /// A chat call as a Responses `function_call` output item.
-pub(super) fn function_call_out(c: &aula_protocol::wire::ToolCall) -> Value {
-    json!({
-        "id": format!("fc_{}", crate::random_id(24)),
-        "type": "function_call",
-        "status": "completed",
-        "call_id": c.id,
-        "name": c.function.name,
-        "arguments": c.function.arguments,
-    })
+pub(super) fn function_call_out(c: &ToolCall, status: ItemStatus) -> OutputItem {
+    OutputItem::FunctionCall {
+        id: format!("fc_{}", crate::random_id(24)),
+        status,
+        call_id: c.id.clone(),
+        name: c.function.name.clone(),
+        arguments: c.function.arguments.clone(),
+    }
 }
 
+/// The `file_search_call` item; its results only when asked for and done.
 pub(super) fn search_item(
     id: &str,
     p: &Parsed,
     results: &[crate::rag::search::Found],
-    status: &str,
-) -> Value {
-    let results = if p.include_results && status == "completed" {
-        json!(results
+    status: ItemStatus,
+) -> OutputItem {
+    let results = (p.include_results && status == ItemStatus::Completed).then(|| {
+        results
             .iter()
-            .map(|f| json!({"file_id": f.file_id, "filename": f.filename, "score": f.score, "text": f.text, "attributes": f.attributes}))
-            .collect::<Vec<_>>())
-    } else {
-        Value::Null
-    };
-    json!({"id": id, "type": "file_search_call", "status": status, "queries": [p.question], "results": results})
+            .map(|f| SearchResult {
+                file_id: f.file_id.clone(),
+                filename: f.filename.clone(),
+                score: f.score,
+                text: f.text.clone(),
+                attributes: f.attributes.clone(),
+            })
+            .collect()
+    });
+    OutputItem::FileSearchCall {
+        id: id.to_string(),
+        status,
+        queries: vec![p.question.clone()],
+        results,
+    }
 }
 
-pub(super) fn message_item(id: &str, text: &str, annotations: Vec<Value>, status: &str) -> Value {
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": [{"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}],
-    })
+pub(super) fn message_item(
+    id: &str,
+    text: &str,
+    annotations: Vec<Annotation>,
+    status: ItemStatus,
+) -> OutputItem {
+    OutputItem::Message {
+        id: id.to_string(),
+        role: Role::Assistant,
+        status,
+        content: vec![OutputContent::text(text, annotations)],
+    }
 }
 
+/// What every state of one Response repeats: its id, time, model and the
+/// request's settings, echoed.
 pub(super) struct Shell {
     pub(super) id: String,
     pub(super) created_at: i64,
@@ -50,10 +69,19 @@ pub(super) struct Shell {
     pub(super) max_output_tokens: Option<u64>,
     pub(super) temperature: Option<f64>,
     pub(super) top_p: Option<f64>,
-    pub(super) tools: Value,
+    pub(super) tools: Vec<Value>,
     pub(super) tool_choice: Value,
     pub(super) metadata: Value,
     pub(super) text_format: Value,
+}
+
+/// How a Response ended (or that it has not yet).
+pub(super) enum Ending {
+    Running,
+    Completed,
+    /// Cut by `max_output_tokens`.
+    Cut,
+    Failed(ResponseError),
 }
 
 impl Shell {
@@ -61,50 +89,47 @@ impl Shell {
     /// description has no null for it).
     pub(super) fn object(
         &self,
-        status: &str,
-        output: Vec<Value>,
-        usage: Value,
-        incomplete: Value,
-    ) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "error": null,
-            "incomplete_details": incomplete,
-            "instructions": self.p_instructions,
-            "max_output_tokens": self.max_output_tokens,
-            "model": self.model,
-            "output": output,
-            "parallel_tool_calls": true,
-            "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null},
-            "store": false,
-            "temperature": self.temperature.unwrap_or(1.0),
-            "top_p": self.top_p.unwrap_or(1.0),
-            "text": {"format": self.text_format},
-            "tool_choice": self.tool_choice,
-            "tools": self.tools,
-            "truncation": "disabled",
-            "usage": usage,
-            "metadata": self.metadata,
-        });
-        if v["usage"].is_null()
-            && let Some(o) = v.as_object_mut()
-        {
-            o.remove("usage");
+        ending: Ending,
+        output: Vec<OutputItem>,
+        usage: Option<ResponseUsage>,
+    ) -> ResponseObject {
+        let (status, error, incomplete_details) = match ending {
+            Ending::Running => (ResponseStatus::InProgress, None, None),
+            Ending::Completed => (ResponseStatus::Completed, None, None),
+            Ending::Cut => (
+                ResponseStatus::Incomplete,
+                None,
+                Some(IncompleteDetails {
+                    reason: "max_output_tokens".into(),
+                }),
+            ),
+            Ending::Failed(e) => (ResponseStatus::Failed, Some(e), None),
+        };
+        ResponseObject {
+            id: self.id.clone(),
+            object: "response".into(),
+            created_at: self.created_at,
+            status,
+            error,
+            incomplete_details,
+            instructions: self.p_instructions.clone(),
+            max_output_tokens: self.max_output_tokens,
+            model: self.model.clone(),
+            output,
+            parallel_tool_calls: true,
+            previous_response_id: None,
+            reasoning: Reasoning::default(),
+            store: false,
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            text: TextConfig {
+                format: self.text_format.clone(),
+            },
+            tool_choice: self.tool_choice.clone(),
+            tools: self.tools.clone(),
+            truncation: "disabled".into(),
+            usage,
+            metadata: self.metadata.clone(),
         }
-        v
     }
-}
-
-pub(super) fn usage(prompt: u64, completion: u64) -> Value {
-    json!({
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + completion,
-    })
 }

@@ -34,7 +34,7 @@ use crate::auth::Caller;
 use crate::identity::Identity;
 use aula_protocol::ApiError;
 use aula_protocol::FinishReason;
-use aula_protocol::wire::{ChatRequest, Role, Turn};
+use aula_protocol::wire::{Annotation, ChatRequest, ItemStatus, ResponseUsage, Role, Turn};
 use aula_store::now_ms;
 use axum::body::Body;
 use axum::extract::State;
@@ -164,7 +164,7 @@ pub(crate) async fn respond(
                 flat["type"] = json!("function");
                 flat
             }));
-            json!(t)
+            t
         },
         tool_choice: p.tool_choice.clone(),
         metadata: p.metadata.clone(),
@@ -196,7 +196,7 @@ pub(crate) async fn respond(
     let cut = choice.finish_reason == FinishReason::Length;
     let mut output = Vec::new();
     if searched {
-        output.push(search_item(&fs_id, &p, &sources, "completed"));
+        output.push(search_item(&fs_id, &p, &sources, ItemStatus::Completed));
     }
     let notes = if searched {
         annotations(&text, &sources)
@@ -205,22 +205,22 @@ pub(crate) async fn respond(
     };
     let calls = choice.message.tool_calls;
     if calls.is_empty() || !text.is_empty() {
-        output.push(message_item(
-            &msg_id,
-            &text,
-            notes,
-            if cut { "incomplete" } else { "completed" },
-        ));
+        let status = if cut {
+            ItemStatus::Incomplete
+        } else {
+            ItemStatus::Completed
+        };
+        output.push(message_item(&msg_id, &text, notes, status));
     }
-    output.extend(calls.iter().map(function_call_out));
+    output.extend(
+        calls
+            .iter()
+            .map(|c| function_call_out(c, ItemStatus::Completed)),
+    );
     let u = answer.usage.unwrap_or_default();
-    let u = usage(u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
-    let (status, incomplete) = if cut {
-        ("incomplete", json!({"reason": "max_output_tokens"}))
-    } else {
-        ("completed", Value::Null)
-    };
-    Ok(axum::Json(shell.object(status, output, u, incomplete)).into_response())
+    let usage = ResponseUsage::new(u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
+    let ending = if cut { Ending::Cut } else { Ending::Completed };
+    Ok(axum::Json(shell.object(ending, output, Some(usage))).into_response())
 }
 
 #[cfg(test)]
@@ -243,17 +243,14 @@ mod tests {
     #[test]
     fn markers_become_citations_and_an_uncited_answer_cites_the_best_source() {
         let s = [found("a"), found("b")];
+        let cite = |index: usize, file: &str| Annotation::FileCitation {
+            index,
+            file_id: file.into(),
+            filename: format!("{file}.txt"),
+        };
         let a = annotations("Cells [2] make energy [1]. [9] [x]", &s);
-        assert_eq!(a.len(), 2);
-        assert_eq!(a[0]["file_id"], "b");
-        assert_eq!(a[0]["index"], 6);
-        assert_eq!(a[1]["file_id"], "a");
-        let a = annotations("né answer", &s);
-        assert_eq!(a.len(), 1);
-        assert_eq!(
-            (a[0]["file_id"].as_str(), a[0]["index"].as_u64()),
-            (Some("a"), Some(9))
-        );
+        assert_eq!(a, vec![cite(6, "b"), cite(22, "a")]);
+        assert_eq!(annotations("né answer", &s), vec![cite(9, "a")]);
         assert!(annotations("x", &[]).is_empty());
     }
 

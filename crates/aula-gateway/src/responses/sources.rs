@@ -1,7 +1,6 @@
 //! Search results in the prompt (as many as fit) and the citations found in the answer.
 
 use super::*;
-use serde_json::{Value, json};
 
 /// What a source costs in the prompt, roughly: characters per token, kept
 /// low so that the estimate errs towards fewer sources.
@@ -60,7 +59,7 @@ pub(super) fn sources_message(sources: &[crate::rag::search::Found]) -> String {
 
 /// `file_citation` annotations: one per `[n]` marker naming a source, at
 /// its index (in characters); none found: the best source, at the end.
-pub(super) fn annotations(text: &str, sources: &[crate::rag::search::Found]) -> Vec<Value> {
+pub(super) fn annotations(text: &str, sources: &[crate::rag::search::Found]) -> Vec<Annotation> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -77,7 +76,7 @@ pub(super) fn annotations(text: &str, sources: &[crate::rag::search::Found]) -> 
                     .parse()
                     .unwrap_or(0);
                 if let Some(f) = n.checked_sub(1).and_then(|k| sources.get(k)) {
-                    out.push(json!({"type": "file_citation", "index": i, "file_id": f.file_id, "filename": f.filename}));
+                    out.push(citation(i, f));
                 }
                 i = j;
             }
@@ -87,7 +86,15 @@ pub(super) fn annotations(text: &str, sources: &[crate::rag::search::Found]) -> 
     if out.is_empty()
         && let Some(f) = sources.first()
     {
-        out.push(json!({"type": "file_citation", "index": chars.len(), "file_id": f.file_id, "filename": f.filename}));
+        out.push(citation(chars.len(), f));
     }
     out
+}
+
+fn citation(index: usize, f: &crate::rag::search::Found) -> Annotation {
+    Annotation::FileCitation {
+        index,
+        file_id: f.file_id.clone(),
+        filename: f.filename.clone(),
+    }
 }

@@ -1,14 +1,16 @@
-//! The chat's server-sent events, turned into the Responses API's events.
+//! The chat's chunks, turned into the Responses API's events (typed:
+//! `aula_protocol::wire::ResponseEvent`).
 
 use super::*;
 use aula_protocol::FinishReason;
-use aula_protocol::wire::CallAssembler;
+use aula_protocol::wire::{
+    CallAssembler, EventBody, OutputContent, OutputItem, ResponseError, ResponseEvent,
+};
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::{Value, json};
 
 pub(super) struct Streamed {
     pub(super) shell: Shell,
@@ -19,143 +21,281 @@ pub(super) struct Streamed {
     pub(super) searched: bool,
 }
 
+/// Events written in order, numbered from 0.
+#[derive(Default)]
 pub(super) struct Events {
-    pub(super) seq: u64,
+    seq: u64,
+    out: Vec<u8>,
 }
 
 impl Events {
-    pub(super) fn event(&mut self, kind: &str, mut data: Value) -> Vec<u8> {
-        data["type"] = json!(kind);
-        data["sequence_number"] = json!(self.seq);
+    pub(super) fn push(&mut self, body: EventBody) {
+        let e = ResponseEvent {
+            body,
+            sequence_number: self.seq,
+        };
         self.seq += 1;
-        format!("event: {kind}\ndata: {data}\n\n").into_bytes()
+        self.out.extend(e.to_sse().into_bytes());
+    }
+
+    /// What was written since the last take.
+    fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.out))
+    }
+}
+
+/// The head of the stream: the Response created and in progress, the
+/// search (done before the chat started), the message begun.
+fn head(ev: &mut Events, s: &Streamed) -> usize {
+    let running = || Box::new(s.shell.object(Ending::Running, Vec::new(), None));
+    ev.push(EventBody::Created {
+        response: running(),
+    });
+    ev.push(EventBody::InProgress {
+        response: running(),
+    });
+    let mut index = 0;
+    if s.searched {
+        let item = search_item(&s.fs_id, &s.p, &s.sources, ItemStatus::InProgress);
+        ev.push(EventBody::ItemAdded {
+            output_index: 0,
+            item,
+        });
+        let at = |s: &Streamed| (0, s.fs_id.clone());
+        let (output_index, item_id) = at(s);
+        ev.push(EventBody::SearchInProgress {
+            output_index,
+            item_id,
+        });
+        let (output_index, item_id) = at(s);
+        ev.push(EventBody::Searching {
+            output_index,
+            item_id,
+        });
+        let (output_index, item_id) = at(s);
+        ev.push(EventBody::SearchCompleted {
+            output_index,
+            item_id,
+        });
+        let item = search_item(&s.fs_id, &s.p, &s.sources, ItemStatus::Completed);
+        ev.push(EventBody::ItemDone {
+            output_index: 0,
+            item,
+        });
+        index = 1;
+    }
+    let item = message_item(&s.msg_id, "", Vec::new(), ItemStatus::InProgress);
+    ev.push(EventBody::ItemAdded {
+        output_index: index,
+        item,
+    });
+    ev.push(EventBody::PartAdded {
+        output_index: index,
+        item_id: s.msg_id.clone(),
+        content_index: 0,
+        part: OutputContent::text("", Vec::new()),
+    });
+    index
+}
+
+/// The stream as it goes.
+struct Relay {
+    up: crate::pipeline::ChatEvents,
+    ev: Events,
+    s: Streamed,
+    text: String,
+    usage: Option<ResponseUsage>,
+    cut: bool,
+    /// The message's output index.
+    index: usize,
+    done: bool,
+    /// Function calls the chat made, assembled from their pieces.
+    calls: CallAssembler,
+}
+
+impl Relay {
+    /// One chat chunk: text out as a delta, calls and usage kept.
+    fn chunk(&mut self, chunk: aula_protocol::wire::ChatChunk) {
+        if let Some(c) = chunk.choices.first() {
+            if let Some(d) = c.delta.content.as_deref().filter(|d| !d.is_empty()) {
+                self.text.push_str(d);
+                self.ev.push(EventBody::TextDelta {
+                    output_index: self.index,
+                    item_id: self.s.msg_id.clone(),
+                    content_index: 0,
+                    delta: d.to_string(),
+                    logprobs: Vec::new(),
+                });
+            }
+            self.calls.push(&c.delta.tool_calls);
+            if c.finish_reason == Some(FinishReason::Length) {
+                self.cut = true;
+            }
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(ResponseUsage::new(
+                u64::from(u.prompt_tokens),
+                u64::from(u.completion_tokens),
+            ));
+        }
+    }
+
+    /// The chat failed mid-answer: an `error` event, then the Response failed.
+    fn failed(&mut self, e: &ApiError) {
+        let body = e.body();
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("server_error")
+            .to_string();
+        self.ev.push(EventBody::Error {
+            code: Some(code),
+            message: e.to_string(),
+            param: None,
+        });
+        // The Response's error codes are a closed list: an engine failing
+        // mid-answer is a `server_error` there (the event names it exactly).
+        let error = ResponseError {
+            code: "server_error".into(),
+            message: e.to_string(),
+        };
+        let response = Box::new(self.s.shell.object(Ending::Failed(error), Vec::new(), None));
+        self.ev.push(EventBody::Failed { response });
+        self.done = true;
+    }
+
+    /// The chat is over: the message and its citations done, each call as
+    /// its own item after it, and the Response completed (or incomplete).
+    fn finish(&mut self) {
+        let (index, id) = (self.index, self.s.msg_id.clone());
+        let notes = if self.s.searched {
+            annotations(&self.text, &self.s.sources)
+        } else {
+            Vec::new()
+        };
+        for (i, a) in notes.iter().enumerate() {
+            self.ev.push(EventBody::AnnotationAdded {
+                output_index: index,
+                item_id: id.clone(),
+                content_index: 0,
+                annotation_index: i,
+                annotation: a.clone(),
+            });
+        }
+        self.ev.push(EventBody::TextDone {
+            output_index: index,
+            item_id: id.clone(),
+            content_index: 0,
+            text: self.text.clone(),
+            logprobs: Vec::new(),
+        });
+        self.ev.push(EventBody::PartDone {
+            output_index: index,
+            item_id: id.clone(),
+            content_index: 0,
+            part: OutputContent::text(self.text.clone(), notes.clone()),
+        });
+        let status = if self.cut {
+            ItemStatus::Incomplete
+        } else {
+            ItemStatus::Completed
+        };
+        let message = message_item(&id, &self.text, notes, status);
+        self.ev.push(EventBody::ItemDone {
+            output_index: index,
+            item: message.clone(),
+        });
+        let mut output = Vec::new();
+        if self.s.searched {
+            let s = &self.s;
+            output.push(search_item(
+                &s.fs_id,
+                &s.p,
+                &s.sources,
+                ItemStatus::Completed,
+            ));
+        }
+        output.push(message);
+        for (k, c) in std::mem::take(&mut self.calls).finish().iter().enumerate() {
+            let output_index = index + 1 + k;
+            let item = function_call_out(c, ItemStatus::Completed);
+            let item_id = item.id().to_string();
+            let mut started = item.clone();
+            if let OutputItem::FunctionCall {
+                status, arguments, ..
+            } = &mut started
+            {
+                *status = ItemStatus::InProgress;
+                arguments.clear();
+            }
+            self.ev.push(EventBody::ItemAdded {
+                output_index,
+                item: started,
+            });
+            self.ev.push(EventBody::ArgumentsDelta {
+                output_index,
+                item_id: item_id.clone(),
+                delta: c.function.arguments.clone(),
+            });
+            self.ev.push(EventBody::ArgumentsDone {
+                output_index,
+                item_id,
+                arguments: c.function.arguments.clone(),
+            });
+            self.ev.push(EventBody::ItemDone {
+                output_index,
+                item: item.clone(),
+            });
+            output.push(item);
+        }
+        let ending = if self.cut {
+            Ending::Cut
+        } else {
+            Ending::Completed
+        };
+        let usage = Some(self.usage.unwrap_or_default());
+        let response = Box::new(self.s.shell.object(ending, output, usage));
+        self.ev.push(if self.cut {
+            EventBody::Incomplete { response }
+        } else {
+            EventBody::Completed { response }
+        });
+        self.done = true;
     }
 }
 
 /// The chat's chunks, as the Responses API streams them.
 pub(super) fn stream(upstream: crate::pipeline::ChatEvents, s: Streamed) -> Response {
-    let mut ev = Events { seq: 0 };
-    let mut head = Vec::new();
-    let in_progress = s
-        .shell
-        .object("in_progress", Vec::new(), Value::Null, Value::Null);
-    head.extend(ev.event("response.created", json!({"response": in_progress})));
-    head.extend(ev.event("response.in_progress", json!({"response": in_progress})));
-    let mut index = 0;
-    if s.searched {
-        let item = search_item(&s.fs_id, &s.p, &s.sources, "in_progress");
-        head.extend(ev.event(
-            "response.output_item.added",
-            json!({"output_index": 0, "item": item}),
-        ));
-        for k in ["in_progress", "searching", "completed"] {
-            head.extend(ev.event(
-                &format!("response.file_search_call.{k}"),
-                json!({"output_index": 0, "item_id": s.fs_id}),
-            ));
-        }
-        let item = search_item(&s.fs_id, &s.p, &s.sources, "completed");
-        head.extend(ev.event(
-            "response.output_item.done",
-            json!({"output_index": 0, "item": item}),
-        ));
-        index = 1;
-    }
-    head.extend(ev.event("response.output_item.added", json!({"output_index": index, "item": message_item(&s.msg_id, "", Vec::new(), "in_progress")})));
-    head.extend(ev.event("response.content_part.added", json!({"output_index": index, "item_id": s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})));
-    struct St {
-        up: crate::pipeline::ChatEvents,
-        ev: Events,
-        s: Streamed,
-        text: String,
-        usage: (u64, u64),
-        cut: bool,
-        index: usize,
-        done: bool,
-        /// Function calls the chat made, assembled from their pieces.
-        calls: CallAssembler,
-    }
-    let state = St {
+    let mut ev = Events::default();
+    let index = head(&mut ev, &s);
+    let first = ev.take();
+    let relay = Relay {
         up: upstream,
         ev,
         s,
         text: String::new(),
-        usage: (0, 0),
+        usage: None,
         cut: false,
         index,
         done: false,
         calls: CallAssembler::default(),
     };
-    let body = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(Bytes::from(head)) }).chain(futures::stream::unfold(Some(state), |state| async move {
-        let mut t = state?;
+    let rest = futures::stream::unfold(relay, |mut r| async move {
         loop {
-            if t.done {
+            if r.done {
                 return None;
             }
-            let mut out = Vec::new();
-            match t.up.next().await {
-                Some(Ok(chunk)) => {
-                    if let Some(c) = chunk.choices.first() {
-                        if let Some(d) = c.delta.content.as_deref().filter(|d| !d.is_empty()) {
-                            t.text.push_str(d);
-                            out.extend(t.ev.event("response.output_text.delta", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "delta": d, "logprobs": []})));
-                        }
-                        t.calls.push(&c.delta.tool_calls);
-                        if c.finish_reason == Some(FinishReason::Length) {
-                            t.cut = true;
-                        }
-                    }
-                    if let Some(u) = chunk.usage {
-                        t.usage = (u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
-                    }
-                }
-                Some(Err(e)) => {
-                    let b = e.body();
-                    out.extend(t.ev.event("error", json!({"code": b["error"]["code"], "message": b["error"]["message"], "param": null})));
-                    let failed = t.s.shell.object("failed", Vec::new(), Value::Null, Value::Null);
-                    out.extend(t.ev.event("response.failed", json!({"response": failed})));
-                    t.done = true;
-                }
-                None => {
-                    let notes = if t.s.searched { annotations(&t.text, &t.s.sources) } else { Vec::new() };
-                    for (i, a) in notes.iter().enumerate() {
-                        out.extend(t.ev.event("response.output_text.annotation.added", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "annotation_index": i, "annotation": a})));
-                    }
-                    out.extend(t.ev.event("response.output_text.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "text": t.text, "logprobs": []})));
-                    out.extend(t.ev.event("response.content_part.done", json!({"output_index": t.index, "item_id": t.s.msg_id, "content_index": 0, "part": {"type": "output_text", "text": t.text, "annotations": notes, "logprobs": []}})));
-                    let status = if t.cut { "incomplete" } else { "completed" };
-                    let message = message_item(&t.s.msg_id, &t.text, notes, status);
-                    out.extend(t.ev.event("response.output_item.done", json!({"output_index": t.index, "item": message})));
-                    let mut output = Vec::new();
-                    if t.s.searched {
-                        output.push(search_item(&t.s.fs_id, &t.s.p, &t.s.sources, "completed"));
-                    }
-                    output.push(message);
-                    // Function calls after the message, each as its own item.
-                    let calls = std::mem::take(&mut t.calls).finish();
-                    for (k, c) in calls.iter().enumerate() {
-                        let index = t.index + 1 + k;
-                        let item = function_call_out(c);
-                        let mut started = item.clone();
-                        started["status"] = json!("in_progress");
-                        started["arguments"] = json!("");
-                        out.extend(t.ev.event("response.output_item.added", json!({"output_index": index, "item": started})));
-                        out.extend(t.ev.event("response.function_call_arguments.delta", json!({"output_index": index, "item_id": item["id"], "delta": item["arguments"]})));
-                        out.extend(t.ev.event("response.function_call_arguments.done", json!({"output_index": index, "item_id": item["id"], "arguments": item["arguments"]})));
-                        out.extend(t.ev.event("response.output_item.done", json!({"output_index": index, "item": item})));
-                        output.push(item);
-                    }
-                    let incomplete = if t.cut { json!({"reason": "max_output_tokens"}) } else { Value::Null };
-                    let done = t.s.shell.object(status, output, usage(t.usage.0, t.usage.1), incomplete);
-                    out.extend(t.ev.event(if t.cut { "response.incomplete" } else { "response.completed" }, json!({"response": done})));
-                    t.done = true;
-                }
+            match r.up.next().await {
+                Some(Ok(chunk)) => r.chunk(chunk),
+                Some(Err(e)) => r.failed(&e),
+                None => r.finish(),
             }
+            let out = r.ev.take();
             if !out.is_empty() {
-                return Some((Ok(Bytes::from(out)), Some(t)));
+                return Some((Ok::<Bytes, std::io::Error>(out), r));
             }
         }
-    }));
+    });
+    let body = futures::stream::once(async move { Ok(first) }).chain(rest);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
