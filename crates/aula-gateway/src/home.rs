@@ -24,6 +24,23 @@ pub fn logs_dir() -> PathBuf {
     aula_home().join("logs")
 }
 
+/// What `aula assess` measured on this machine.
+pub fn assessment_path() -> PathBuf {
+    aula_home().join("assessment.toml")
+}
+
+/// This machine's assessment, if `aula assess` made one (and it reads).
+pub fn assessment() -> Result<Option<aula_planner::assessment::Assessment>, String> {
+    let path = assessment_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => aula_planner::assessment::Assessment::from_toml(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// The config file read when `--config` is not given, if it exists.
 pub fn default_config() -> PathBuf {
     aula_home().join("aula.toml")

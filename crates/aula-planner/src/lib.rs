@@ -2,6 +2,7 @@
 //! config.json files or the built-in catalog, and what an engine needs for
 //! them. A library; `aula plan` is a thin CLI over it.
 
+pub mod assessment;
 pub mod catalog;
 pub mod checks;
 pub mod decode;

@@ -26,6 +26,9 @@ pub enum Command {
     Home,
     /// What this machine runs models on: the llama.cpp CPU variant chosen at run time, its features, AMX, devices.
     Doctor(DoctorArgs),
+    /// Measure this machine: memory bandwidth, and each model's load time, memory, prefill and decode speed
+    /// with Aula's engine; written to $AULA_HOME/assessment.toml for `aula plan --hardware this`.
+    Assess(AssessArgs),
     /// Manage users: their role (admin, teacher, student) and groups.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -131,6 +134,31 @@ pub struct GatewayArgs {
     /// data directory; not needed when the gateway has no users).
     #[arg(long, env = "AULA_API_KEY")]
     pub api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AssessArgs {
+    /// GGUF files to measure [default: the chat models in the data directory's models/].
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+    /// Context per stream the engine is started with.
+    #[arg(long, default_value_t = 2048)]
+    pub context: u32,
+    /// Streams measured together (the engine's slots).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Fewer repeats, smaller prompts and buffers: a minute or two, a wider spread.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measure everything again (a new run otherwise keeps what this build measured).
+    #[arg(long)]
+    pub again: bool,
+    /// Run although a gateway serves this data directory: half the cores, one stream.
+    #[arg(long)]
+    pub while_serving: bool,
+    /// The gateway whose serving stops an assessment.
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 #[derive(Debug, Args)]
@@ -383,7 +411,8 @@ pub struct PlanArgs {
     /// GGUF model files, Hugging Face config.json files, or ids from the built-in catalog (e.g. llama-3.1-8b).
     #[arg(required_unless_present_any = ["list", "explain", "report"])]
     pub models: Vec<PathBuf>,
-    /// Hardware profile: gb10 (DGX Spark), h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l40s, rtx-4090, rtx-3090, m2-ultra, m3-max, m4-max.
+    /// Hardware profile: gb10 (DGX Spark), h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l40s, rtx-4090, rtx-3090, m2-ultra, m3-max, m4-max;
+    /// or `this`: this machine as `aula assess` measured it.
     #[arg(long, default_value = "gb10", conflicts_with = "detect")]
     pub hardware: String,
     /// Use this machine: memory and cores from the OS, an NVIDIA GPU through NVML.

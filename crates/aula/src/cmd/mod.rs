@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+mod assess;
 mod bench;
 mod doctor;
 mod engine;
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => plan::plan(a),
         Command::Home => doctor::show_home(),
         Command::Doctor(a) => doctor::doctor(a),
+        Command::Assess(a) => assess::assess(a).await,
         Command::Users(c) => accounts::users(c).await,
         Command::Keys(c) => accounts::keys(c).await,
         Command::Usage(a) => usage::usage(a).await,

@@ -27,6 +27,14 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     }
     let hw = if a.detect {
         aula_fleet::host::detect()
+    } else if a.hardware.eq_ignore_ascii_case("this") {
+        super::assess::load()?
+            .ok_or_else(|| {
+                anyhow!(
+                    "this machine has not been assessed: run `aula assess` first (or plan with --detect: memory only, no speeds)"
+                )
+            })?
+            .hardware()
     } else {
         aula_planner::hardware::find(&a.hardware).map_err(|e| anyhow!(e))?
     };

@@ -105,7 +105,11 @@ fn plan_one(
         .unwrap_or("embedded")
         .parse()?;
     let hw = match q.get("hardware").map(String::as_str) {
-        None | Some("" | "this") => aula_fleet::host::detect(),
+        // This machine: as `aula assess` measured it, else what the OS says.
+        None | Some("" | "this") => match crate::home::assessment()? {
+            Some(a) => a.hardware(),
+            None => aula_fleet::host::detect(),
+        },
         Some(h) => aula_planner::hardware::find(h)?,
     };
     let shape = if files.iter().any(|f| f == model) {

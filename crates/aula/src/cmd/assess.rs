@@ -1,0 +1,387 @@
+//! `aula assess`: this machine's figures measured, not advertised. A
+//! streaming read of memory, then each model run by Aula's own engine
+//! (`aula engine`, as the fleet starts it): time to load, memory allocated
+//! against planned, prefill and decode tokens per second at one stream and
+//! at `--parallel` streams, each repeated and kept with its spread. The
+//! result is `$AULA_HOME/assessment.toml`; `aula plan --hardware this` plans
+//! with it instead of a catalog profile.
+//!
+//! A run can be stopped and started again: the file is written after each
+//! step, and a new run keeps what the same build already measured (unless
+//! `--again`). It refuses to run while a gateway serves this data
+//! directory's students (it would take their cores), unless
+//! `--while-serving`, which caps it at half the cores and one stream.
+
+use super::print;
+use crate::cli::{AssessArgs, GatewayArgs};
+use anyhow::{Context, anyhow, bail};
+use aula_bench::{BenchConfig, Limit};
+use aula_planner::assessment::{Assessment, Figure, ModelFigures};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn assessment_path() -> PathBuf {
+    aula_gateway::home::assessment_path()
+}
+
+/// The assessment of this machine, if one was made.
+pub fn load() -> anyhow::Result<Option<Assessment>> {
+    aula_gateway::home::assessment().map_err(|e| anyhow!(e))
+}
+
+fn build() -> String {
+    format!(
+        "aula {} ({}, {})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
+fn now_utc() -> String {
+    aula_store::tables::date_of(Some(aula_store::now_ms())) + " UTC"
+}
+
+pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
+    if !a.while_serving && serving(&a.gateway).await {
+        bail!(
+            "a gateway answers at {}: assessing now would take its students' cores. Stop it, or pass --while-serving (half the cores, one stream)",
+            a.gateway.url
+        );
+    }
+    let files = models(&a)?;
+    let path = assessment_path();
+    let kept = if a.again { None } else { load()? };
+    let kept = kept.filter(|k| k.build == build());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host = aula_fleet::host::detect();
+    let backend = aula_engine::machine_report()
+        .map(|r| format!("cpu ({})", r.variant))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let mut out = Assessment {
+        date: now_utc(),
+        build: build(),
+        backend,
+        cores,
+        memory_gb: host.memory_gb,
+        usable_gb: host.usable_gb,
+        bandwidth_gbs: kept.as_ref().and_then(|k| k.bandwidth_gbs.clone()),
+        models: Vec::new(),
+    };
+    let repeats = if a.quick { 2 } else { 3 };
+    let threads = if a.while_serving {
+        (cores / 2).max(1)
+    } else {
+        cores
+    };
+    let steps = 1 + files.len();
+    if out.bandwidth_gbs.is_none() {
+        progress(1, steps, "memory bandwidth (streaming read)");
+        let mib = if a.quick { 256 } else { 1024 };
+        out.bandwidth_gbs = Some(bandwidth(mib, threads, repeats + 2));
+        write(&path, &out)?;
+    }
+    for (i, file) in files.iter().enumerate() {
+        let name = aula_planner::model_name_for_file(file);
+        if let Some(m) = kept.as_ref().and_then(|k| {
+            k.models
+                .iter()
+                .find(|m| m.file == file.display().to_string())
+        }) {
+            progress(i + 2, steps, &format!("{name}: kept from the last run"));
+            out.models.push(m.clone());
+            continue;
+        }
+        progress(i + 2, steps, &format!("{name}: load, prefill, decode"));
+        let parallel = if a.while_serving { 1 } else { a.parallel };
+        let m = measure_model(file, &name, &a, parallel, threads, repeats)
+            .await
+            .with_context(|| format!("assessing {}", file.display()))?;
+        out.models.push(m);
+        write(&path, &out)?;
+    }
+    out.date = now_utc();
+    write(&path, &out)?;
+    print(&summary(&out, &path));
+    Ok(())
+}
+
+/// Whether a gateway of this data directory answers (its admin API with
+/// the local token; any answer but "cannot reach" counts).
+async fn serving(g: &GatewayArgs) -> bool {
+    match super::gateway::call(g, "GET", "/admin/ps", None).await {
+        Ok(_) => true,
+        Err(e) => !e.to_string().starts_with("cannot reach"),
+    }
+}
+
+/// The models to measure: those named, else the chat models in the data
+/// directory's `models/` (the built-in ones after set-up).
+fn models(a: &AssessArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if !a.model.is_empty() {
+        for m in &a.model {
+            if !m.is_file() {
+                bail!("{}: no such model file", m.display());
+            }
+        }
+        return Ok(a.model.clone());
+    }
+    let dir = aula_gateway::home::models_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|x| x == "gguf"));
+    found.retain(|p| !aula_fleet::spec::ModelFacts::read(p).embedding);
+    found.sort();
+    Ok(found)
+}
+
+fn progress(step: usize, of: usize, what: &str) {
+    eprintln!("[{step}/{of}] {what}");
+}
+
+fn write(path: &Path, a: &Assessment) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, a.to_toml().map_err(|e| anyhow!(e))?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// GB/s of `threads` threads each summing its share of `mib` MiB of
+/// memory (touched first, so page faults are not timed), `runs` times.
+fn bandwidth(mib: usize, threads: usize, runs: usize) -> Figure {
+    let words = mib * 1024 * 1024 / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let per = words.div_ceil(threads);
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(per)
+                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, x| a.wrapping_add(*x))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        samples.push((words * 8) as f64 / start.elapsed().as_secs_f64() / 1e9);
+    }
+    Figure::of(
+        &samples,
+        &format!("{threads} threads summing {mib} MiB of u64, {runs} runs"),
+    )
+    .unwrap_or(Figure {
+        median: 0.0,
+        min: 0.0,
+        max: 0.0,
+        runs: 0,
+        method: "none".into(),
+    })
+}
+
+/// An engine child on a free loopback port, killed when dropped.
+struct EngineChild {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for EngineChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Start `aula engine` for `file` and wait until it answers `/health`:
+/// the child and how long it took.
+async fn start_engine(
+    file: &Path,
+    name: &str,
+    context: u32,
+    parallel: usize,
+    threads: usize,
+) -> anyhow::Result<(EngineChild, Duration, serde_json::Value)> {
+    let port = free_port()?;
+    let log = aula_gateway::home::logs_dir().join(format!("assess-{name}.log"));
+    std::fs::create_dir_all(aula_gateway::home::logs_dir())?;
+    let started = Instant::now();
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["engine", "--model"])
+        .arg(file)
+        .args(["--name", name, "--port", &port.to_string()])
+        .args(["--parallel", &parallel.to_string()])
+        .args(["--context", &context.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting aula engine")?;
+    let mut engine = EngineChild {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let g = GatewayArgs {
+        url: engine.url.clone(),
+        api_key: None,
+    };
+    loop {
+        if let Some(status) = engine.child.try_wait()? {
+            bail!(
+                "the engine exited ({status}) before it answered; its log: {}",
+                log.display()
+            );
+        }
+        if let Ok(h) = super::gateway::call(&g, "GET", "/health", None).await {
+            return Ok((engine, started.elapsed(), h));
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "the engine did not answer in 10 minutes; its log: {}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn bench_config(
+    url: &str,
+    model: &str,
+    concurrency: usize,
+    prompt: usize,
+    max: u32,
+    n: u64,
+) -> BenchConfig {
+    BenchConfig {
+        url: url.to_string(),
+        model: model.to_string(),
+        users: concurrency,
+        concurrency,
+        limit: Limit::Requests(n),
+        prompt_tokens: prompt,
+        max_tokens: max,
+        stream: true,
+        keys: Vec::new(),
+        temperature: 0.0,
+        progress: false,
+        heavy: None,
+    }
+}
+
+async fn measure_model(
+    file: &Path,
+    name: &str,
+    a: &AssessArgs,
+    parallel: usize,
+    threads: usize,
+    repeats: usize,
+) -> anyhow::Result<ModelFigures> {
+    let shape = aula_planner::resolve_model(file).map_err(|e| anyhow!(e))?;
+    let planned = aula_fleet::launch::planned_bytes(file, Some(a.context), Some(parallel));
+    let mut loads = Vec::new();
+    let mut allocated = 0;
+    let (mut prefill, mut decode1, mut decoden) = (Vec::new(), Vec::new(), Vec::new());
+    let (prompt, max) = if a.quick { (128, 32) } else { (512, 128) };
+    for _ in 0..repeats {
+        let (engine, load, health) = start_engine(file, name, a.context, parallel, threads).await?;
+        loads.push(load.as_secs_f64());
+        allocated = health["memory"]["total_bytes"].as_u64().unwrap_or(0);
+        // Prefill: one stream, one token out; prompt tokens over the time
+        // to that token.
+        let r = aula_bench::run(bench_config(&engine.url, name, 1, prompt, 1, 3)).await?;
+        if r.requests_ok > 0 && r.ttft.mean_ms > 0.0 {
+            let per = r.prompt_tokens as f64 / r.requests_ok as f64;
+            prefill.push(per / (r.ttft.mean_ms / 1000.0));
+        }
+        // Decode: tokens after the first, from the time between tokens.
+        let r = aula_bench::run(bench_config(&engine.url, name, 1, 32, max, 3)).await?;
+        if r.itl.mean_ms > 0.0 {
+            decode1.push(1000.0 / r.itl.mean_ms);
+        }
+        let r = aula_bench::run(bench_config(
+            &engine.url,
+            name,
+            parallel,
+            32,
+            max,
+            2 * parallel as u64,
+        ))
+        .await?;
+        if r.itl.mean_ms > 0.0 {
+            decoden.push(parallel as f64 * 1000.0 / r.itl.mean_ms);
+        }
+        drop(engine);
+    }
+    let fig = |s: &[f64], m: &str| {
+        Figure::of(s, m)
+            .ok_or_else(|| anyhow!("{name}: no {m} was measured (every request failed)"))
+    };
+    Ok(ModelFigures {
+        name: name.to_string(),
+        file: file.display().to_string(),
+        weight_bytes: shape.weight_bytes.unwrap_or(0),
+        params: shape.params,
+        context: a.context,
+        parallel,
+        load_s: fig(&loads, "seconds from start to /health answering")?,
+        allocated_bytes: allocated,
+        planned_bytes: planned,
+        prefill_tps: fig(
+            &prefill,
+            &format!("prompt tokens / time to first token, one stream, ~{prompt}-token prompts"),
+        )?,
+        decode_tps_1: fig(&decode1, "1 / mean time between tokens, one stream, greedy")?,
+        decode_tps_n: fig(
+            &decoden,
+            &format!("{parallel} streams x 1 / mean time between tokens, greedy"),
+        )?,
+    })
+}
+
+fn summary(a: &Assessment, path: &Path) -> String {
+    let mut s = format!(
+        "This machine ({} cores, {:.1} GB, {}), {}:\n",
+        a.cores, a.memory_gb, a.backend, a.build
+    );
+    if let Some(b) = &a.bandwidth_gbs {
+        s += &format!(
+            "  memory bandwidth: {:.1} GB/s ({:.1}-{:.1}; {})\n",
+            b.median, b.min, b.max, b.method
+        );
+    }
+    for m in &a.models {
+        s += &format!(
+            "  {}: loads in {:.1} s; {:.0} MB allocated, {:.0} MB planned; prefill {:.0} tok/s; decode {:.1} tok/s at 1 stream, {:.1} at {} (spread {:.0}%)\n",
+            m.name,
+            m.load_s.median,
+            m.allocated_bytes as f64 / 1e6,
+            m.planned_bytes as f64 / 1e6,
+            m.prefill_tps.median,
+            m.decode_tps_1.median,
+            m.decode_tps_n.median,
+            m.parallel,
+            m.decode_tps_1.spread() * 100.0,
+        );
+    }
+    s += &format!(
+        "Written to {}; `aula plan --hardware this` plans with it.\n",
+        path.display()
+    );
+    s
+}
