@@ -64,6 +64,7 @@ pub fn detect() -> Hardware {
             compute_efficiency: 0.5,
             source: "NVML (no profile matches this GPU: speeds unknown)".into(),
             efficiency_source: "assumed".into(),
+            decode_fit: None,
         });
         h.name = format!("{} (detected)", gpu.name);
         if h.unified {
@@ -94,6 +95,7 @@ pub fn detect() -> Hardware {
         compute_efficiency: 0.5,
         source: "/proc/meminfo (MemTotal, MemAvailable); CPU bandwidth is not detected, so speeds are not estimated".into(),
         efficiency_source: "assumed".into(),
+            decode_fit: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! makes of it (`aula plan --hardware this`), in place of a catalog
 //! profile's assumptions. Measuring is the CLI's job; this is pure.
 
-use crate::hardware::Hardware;
+use crate::hardware::{DecodeFit, Hardware};
 use serde::{Deserialize, Serialize};
 
 /// One measured figure: the median of its repeats, their spread, and how
@@ -66,6 +66,57 @@ pub struct Assessment {
     pub bandwidth_gbs: Option<Figure>,
     #[serde(default)]
     pub models: Vec<ModelFigures>,
+    /// The decode model's constants fit to the models' single-stream steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_fit: Option<DecodeFit>,
+}
+
+/// One model's single-stream step for the fit: its layers, the time its
+/// reads take at the full streaming bandwidth, and the step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepPoint {
+    pub n_layers: u32,
+    pub read_s: f64,
+    pub measured_s: f64,
+}
+
+/// Fit `measured = layers x per_layer + read / share` to the points: with
+/// two or more (least squares over both unknowns), else (or where that
+/// gives a cost below zero or a share outside (0, 1]) the share alone with
+/// `default_per_layer_s`, averaged over the points. None without points.
+pub fn fit_decode(points: &[StepPoint], default_per_layer_s: f64) -> Option<(f64, f64)> {
+    let ok = |(share, per): (f64, f64)| share > 0.0 && share <= 1.0 && per >= 0.0;
+    if points.len() >= 2 {
+        // Unknowns p (per layer) and u = 1 / share: normal equations.
+        let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for q in points {
+            let l = f64::from(q.n_layers);
+            a11 += l * l;
+            a12 += l * q.read_s;
+            a22 += q.read_s * q.read_s;
+            b1 += l * q.measured_s;
+            b2 += q.read_s * q.measured_s;
+        }
+        let det = a11 * a22 - a12 * a12;
+        if det.abs() > f64::EPSILON * a11 * a22 {
+            let p = (b1 * a22 - b2 * a12) / det;
+            let u = (a11 * b2 - a12 * b1) / det;
+            if u > 0.0 && ok((1.0 / u, p)) {
+                return Some((1.0 / u, p));
+            }
+        }
+    }
+    let shares: Vec<f64> = points
+        .iter()
+        .filter_map(|q| {
+            let left = q.measured_s - f64::from(q.n_layers) * default_per_layer_s;
+            (left > 0.0).then(|| (q.read_s / left).min(1.0))
+        })
+        .collect();
+    (!shares.is_empty()).then(|| {
+        let share = shares.iter().sum::<f64>() / shares.len() as f64;
+        (share, default_per_layer_s)
+    })
 }
 
 /// One model as the embedded engine ran it here.
@@ -151,7 +202,24 @@ impl Assessment {
             } else {
                 "assumed (no model was measured)".into()
             },
+            decode_fit: self.decode_fit.clone().or_else(|| self.cpu_class()),
         }
+    }
+
+    /// A CPU machine with no fit: the CPU class's own (assumed) constants,
+    /// so that it is never planned as a GPU.
+    fn cpu_class(&self) -> Option<DecodeFit> {
+        if !self.backend.starts_with("cpu") {
+            return None;
+        }
+        let cat = crate::decode::catalog().ok()?;
+        let c = cat.constants_for_class(cat.class("cpu")?, None).ok()?;
+        Some(DecodeFit {
+            class: "cpu".into(),
+            memory_share: c.memory_share,
+            per_layer_s: c.per_layer_s,
+            source: "the cpu class's assumed constants (no model was measured)".into(),
+        })
     }
 
     pub fn to_toml(&self) -> Result<String, String> {
@@ -170,6 +238,35 @@ mod tests {
 
     fn fig(x: f64) -> Figure {
         Figure::of(&[x], "test").unwrap()
+    }
+
+    #[test]
+    fn two_models_fit_both_constants_and_one_the_share() {
+        // Steps made with a share of 0.5 and 20 us a layer.
+        let point = |n_layers: u32, read_s: f64| StepPoint {
+            n_layers,
+            read_s,
+            measured_s: f64::from(n_layers) * 20e-6 + read_s / 0.5,
+        };
+        let (share, per) = fit_decode(&[point(30, 0.004), point(18, 0.007)], 50e-6).unwrap();
+        assert!(
+            (share - 0.5).abs() < 1e-6 && (per - 20e-6).abs() < 1e-9,
+            "{share} {per}"
+        );
+        // One model: the share, with the cost given.
+        let (share, per) = fit_decode(&[point(30, 0.004)], 20e-6).unwrap();
+        assert!((share - 0.5).abs() < 1e-6 && per == 20e-6);
+        // Points no share explains fall back; none at all fit nothing.
+        let odd = [
+            point(30, 0.004),
+            StepPoint {
+                n_layers: 18,
+                read_s: 0.007,
+                measured_s: 0.001,
+            },
+        ];
+        assert!(fit_decode(&odd, 20e-6).is_some_and(|(s, p)| s > 0.0 && s <= 1.0 && p == 20e-6));
+        assert!(fit_decode(&[], 20e-6).is_none());
     }
 
     #[test]
@@ -205,6 +302,7 @@ mod tests {
                 decode_tps_1: fig(100.0),
                 decode_tps_n: fig(250.0),
             }],
+            decode_fit: None,
         };
         let hw = a.hardware();
         assert_eq!(hw.peak_bandwidth_gbs, 20.0);

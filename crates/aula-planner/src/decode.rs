@@ -159,6 +159,9 @@ impl DecodeCatalog {
     /// The class of a hardware profile: listed by id, else a unified
     /// machine without a GPU is `cpu` and anything else a consumer CUDA card.
     pub fn class_of(&self, hw: &Hardware) -> Option<&Class> {
+        if let Some(f) = &hw.decode_fit {
+            return self.class(&f.class);
+        }
         self.class
             .iter()
             .find(|c| c.hardware.iter().any(|h| h == &hw.id))
@@ -249,7 +252,18 @@ impl DecodeCatalog {
         let class = self
             .class_of(hw)
             .ok_or_else(|| format!("decode model: no class for `{}`", hw.id))?;
-        self.constants_for_class(class, generation)
+        let mut c = self.constants_for_class(class, generation)?;
+        if let Some(f) = &hw.decode_fit {
+            c.memory_share = f.memory_share;
+            c.per_layer_s = f.per_layer_s;
+            c.borrowed.push(format!(
+                "memory share {:.2} and {:.1} us a layer fit to this machine ({})",
+                f.memory_share,
+                f.per_layer_s * 1e6,
+                f.source
+            ));
+        }
+        Ok(c)
     }
 }
 

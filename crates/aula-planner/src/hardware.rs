@@ -33,6 +33,21 @@ pub struct Hardware {
     pub source: String,
     /// Where the efficiencies come from: a citation, or `assumed`.
     pub efficiency_source: String,
+    /// The llama.cpp decode model's constants fit to this machine by
+    /// `aula assess` (none for a catalog profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_fit: Option<DecodeFit>,
+}
+
+/// A machine's own decode constants, measured: its class (whose kernel
+/// efficiencies still apply), the share of the bandwidth decoding reaches
+/// and the fixed cost per layer of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeFit {
+    pub class: String,
+    pub memory_share: f64,
+    pub per_layer_s: f64,
+    pub source: String,
 }
 
 impl Hardware {

@@ -16,7 +16,8 @@ use super::print;
 use crate::cli::{AssessArgs, GatewayArgs};
 use anyhow::{Context, anyhow, bail};
 use aula_bench::{BenchConfig, Limit};
-use aula_planner::assessment::{Assessment, Figure, ModelFigures};
+use aula_planner::assessment::{Assessment, Figure, ModelFigures, StepPoint, fit_decode};
+use aula_planner::hardware::DecodeFit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,9 +60,14 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
     let kept = kept.filter(|k| k.build == build());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let host = aula_fleet::host::detect();
-    let backend = aula_engine::machine_report()
-        .map(|r| format!("cpu ({})", r.variant))
-        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let report = aula_engine::machine_report().ok();
+    let backend = match report {
+        Some(r) if r.devices.iter().any(|d| !d.starts_with("CPU")) => {
+            format!("gpu ({})", r.devices.join(", "))
+        }
+        Some(r) => format!("cpu ({})", r.variant),
+        None => "unknown".into(),
+    };
     let mut out = Assessment {
         date: now_utc(),
         build: build(),
@@ -71,6 +77,7 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
         usable_gb: host.usable_gb,
         bandwidth_gbs: kept.as_ref().and_then(|k| k.bandwidth_gbs.clone()),
         models: Vec::new(),
+        decode_fit: None,
     };
     let repeats = if a.quick { 2 } else { 3 };
     let threads = if a.while_serving {
@@ -104,10 +111,73 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
         out.models.push(m);
         write(&path, &out)?;
     }
+    out.decode_fit = decode_fit(&out, if a.quick { 32 } else { 128 })?;
     out.date = now_utc();
     write(&path, &out)?;
     print(&summary(&out, &path));
     Ok(())
+}
+
+/// The decode model's constants fit to the measured single-stream steps
+/// (the CPU class's; a GPU's fit is not made yet). Each model's reads are
+/// what the planner says a step at the measured KV length reads.
+fn decode_fit(a: &Assessment, max_tokens: u32) -> anyhow::Result<Option<DecodeFit>> {
+    use aula_planner::estimate::{EngineKind, PlanRequest, decode_step};
+    if !a.backend.starts_with("cpu") || a.models.is_empty() {
+        return Ok(None);
+    }
+    let catalog = aula_planner::decode::catalog().map_err(|e| anyhow!(e))?;
+    let class = catalog
+        .class("cpu")
+        .ok_or_else(|| anyhow!("no cpu decode class"))?;
+    let default = catalog
+        .constants_for_class(class, None)
+        .map_err(|e| anyhow!(e))?
+        .per_layer_s;
+    // Reads at the full bandwidth: the fit's share 1, no fixed cost.
+    let mut hw = a.hardware();
+    hw.decode_fit = Some(DecodeFit {
+        class: "cpu".into(),
+        memory_share: 1.0,
+        per_layer_s: 0.0,
+        source: "provisional".into(),
+    });
+    let mut points = Vec::new();
+    for m in &a.models {
+        let shape = aula_planner::resolve_model(Path::new(&m.file)).map_err(|e| anyhow!(e))?;
+        let query = aula_planner::query::PlanQuery {
+            request: PlanRequest {
+                engine: EngineKind::Embedded,
+                // KV half full at the decode measurement's length.
+                context: 2 * (32 + max_tokens / 2),
+                users: 1,
+                ..PlanRequest::default()
+            },
+            precision: None,
+        };
+        let request = query.resolve(&shape).map_err(|e| anyhow!(e))?;
+        if let Some((_, _, Some((t, _)))) = decode_step(&shape, &hw, &request, 1) {
+            points.push(StepPoint {
+                n_layers: shape.n_layers,
+                read_s: t.weights_s + t.kv_s,
+                measured_s: 1.0 / m.decode_tps_1.median,
+            });
+        }
+    }
+    let names: Vec<&str> = a.models.iter().map(|m| m.name.as_str()).collect();
+    Ok(
+        fit_decode(&points, default).map(|(memory_share, per_layer_s)| DecodeFit {
+            class: "cpu".into(),
+            memory_share,
+            per_layer_s,
+            source: format!(
+                "aula assess {}: {} single-stream steps ({})",
+                a.date,
+                points.len(),
+                names.join(", ")
+            ),
+        }),
+    )
 }
 
 /// Whether a gateway of this data directory answers (its admin API with
@@ -363,6 +433,14 @@ fn summary(a: &Assessment, path: &Path) -> String {
         s += &format!(
             "  memory bandwidth: {:.1} GB/s ({:.1}-{:.1}; {})\n",
             b.median, b.min, b.max, b.method
+        );
+    }
+    if let Some(f) = &a.decode_fit {
+        s += &format!(
+            "  decode model fit: {:.0}% of that bandwidth, {:.1} us a layer ({})\n",
+            f.memory_share * 100.0,
+            f.per_layer_s * 1e6,
+            f.source
         );
     }
     for m in &a.models {
