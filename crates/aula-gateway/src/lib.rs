@@ -33,6 +33,7 @@ pub mod state;
 pub mod training_file;
 pub mod tuned;
 pub mod web;
+pub mod wire;
 
 pub use aula_fleet::spec::ModelFacts;
 use aula_fleet::tasks::Tasks;

@@ -36,11 +36,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod upload;
+mod wire;
+
+use crate::wire::{Deleted, List};
+pub use wire::FileObject;
 
 pub use upload::*;
 
@@ -162,21 +165,6 @@ fn file_id() -> String {
     format!("file-{}", crate::random_id(24))
 }
 
-/// A file as OpenAI's API shows it.
-fn file_object(f: &FileRecord) -> Value {
-    json!({
-        "id": f.id,
-        "object": "file",
-        "bytes": f.bytes,
-        "created_at": f.created_ms / 1000,
-        "filename": f.filename,
-        "purpose": f.purpose,
-        "status": "processed",
-        // No `status_details` or `expires_at`: OpenAI's description has no
-        // null for either, and Aula's files neither fail nor expire.
-    })
-}
-
 pub(crate) fn store_error(e: aula_store::StoreError) -> ApiError {
     ApiError::Unavailable(format!("the file store cannot be read or written: {e}"))
 }
@@ -198,7 +186,7 @@ pub async fn list(
     State(st): State<Handle>,
     Caller(id): Caller,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<FileObject>>, ApiError> {
     let query = list_query(q.as_deref())?;
     let (files, more) = st
         .gw
@@ -206,14 +194,8 @@ pub async fn list(
         .files_of(&id.name, &query)
         .await
         .map_err(store_error)?;
-    let data: Vec<Value> = files.iter().map(file_object).collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "has_more": more,
-        "first_id": files.first().map(|f| f.id.clone()),
-        "last_id": files.last().map(|f| f.id.clone()),
-    })))
+    let data: Vec<FileObject> = files.iter().map(FileObject::from).collect();
+    Ok(Json(List::of(data, more, |f| &f.id)))
 }
 
 /// `purpose`, `limit` (1 to [`MAX_LIST`], default 10,000 as OpenAI's),
@@ -240,8 +222,8 @@ pub async fn retrieve(
     State(st): State<Handle>,
     Caller(id): Caller,
     Path(file_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(file_object(
+) -> Result<Json<FileObject>, ApiError> {
+    Ok(Json(FileObject::from(
         &own_file(&st.gw.store, &id, &file_id).await?,
     )))
 }
@@ -281,7 +263,7 @@ pub async fn delete(
     State(st): State<Handle>,
     Caller(id): Caller,
     Path(file_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let f = own_file(&st.gw.store, &id, &file_id).await?;
     // Out of every vector store first: nothing cites a file that is gone.
     for store_id in st
@@ -307,7 +289,11 @@ pub async fn delete(
             f.id
         );
     }
-    Ok(Json(json!({"id": f.id, "object": "file", "deleted": true})))
+    Ok(Json(Deleted {
+        id: f.id,
+        object: "file",
+        deleted: true,
+    }))
 }
 
 #[cfg(test)]

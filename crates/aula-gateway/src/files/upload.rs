@@ -11,7 +11,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -348,7 +347,7 @@ pub async fn upload(
     Caller(id): Caller,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FileObject>, ApiError> {
     upload_inner(&st, id, &headers, body).await.map(Json)
 }
 
@@ -357,7 +356,7 @@ pub(super) async fn upload_inner(
     id: Identity,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Value, ApiError> {
+) -> Result<FileObject, ApiError> {
     // A refusal before the upload is read still reads (and drops) what the
     // client is sending, within bounds: otherwise it sees a broken pipe
     // instead of the 429 that says why.
@@ -462,5 +461,5 @@ pub(super) async fn upload_inner(
     };
     st.gw.store.put_file(&record).await.map_err(store_error)?;
     partial.kept = true;
-    Ok(file_object(&record))
+    Ok(FileObject::from(&record))
 }

@@ -10,7 +10,6 @@ use crate::files::{own_file, store_error};
 use crate::identity::Identity;
 use aula_protocol::ApiError;
 use aula_store::{FineTuneJob, JobStatus, now_ms};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use serde_json::{Map, Value};
@@ -437,7 +436,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     )
     .await;
     st.finetune.wake.notify_one();
-    Ok(Json(job_object(&job)))
+    ok(job_object(&job))
 }
 
 pub(super) fn base_names(ft: &FineTune) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! needs is checked here, before it is stored: the base, the files, the
 //! hyperparameters, the caller's limits and the job's memory.
 
-use super::worker::{Spec, event};
+use super::worker::event;
 use super::{FineTune, Handle};
 use crate::auth::Caller;
 use crate::files::store_error;
@@ -15,60 +15,25 @@ use axum::extract::{Path, RawQuery, State};
 use serde_json::{Value, json};
 
 mod create;
+mod wire;
 
 pub use create::*;
+pub use wire::*;
 
-type Answer = Result<Json<Value>, ApiError>;
+type Answer = Result<axum::response::Response, ApiError>;
+
+/// A typed object as a handler's answer.
+fn ok(x: impl serde::Serialize) -> Answer {
+    Ok(axum::response::IntoResponse::into_response(Json(x)))
+}
 
 fn secs(ms: i64) -> i64 {
     ms / 1000
 }
 
 /// A job as OpenAI's API shows it, with Aula's own settings under `aula`.
-pub fn job_object(j: &FineTuneJob) -> Value {
-    let spec: Option<Spec> = serde_json::from_str(&j.spec).ok();
-    let hyper = spec.as_ref().map(|s| {
-        json!({
-            "n_epochs": s.n_epochs,
-            "batch_size": s.batch_size,
-            "learning_rate_multiplier": s.learning_rate_multiplier,
-        })
-    });
-    let error = j
-        .error
-        .as_deref()
-        .and_then(|e| serde_json::from_str::<Value>(e).ok());
-    json!({
-        "object": "fine_tuning.job",
-        "id": j.id,
-        "created_at": secs(j.created_ms),
-        "finished_at": j.finished_ms.map(secs),
-        "model": j.base_model,
-        "fine_tuned_model": j.fine_tuned_model,
-        "organization_id": "aula",
-        "user_provided_suffix": spec.as_ref().and_then(|s| s.suffix.clone()),
-        "status": j.status,
-        "training_file": spec.as_ref().map(|s| s.training_file.clone()),
-        "validation_file": spec.as_ref().and_then(|s| s.validation_file.clone()),
-        "hyperparameters": hyper,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
-        "result_files": [],
-        "trained_tokens": if j.status == JobStatus::Succeeded { Some(j.trained_tokens) } else { None },
-        "error": error,
-        "seed": spec.as_ref().map(|s| s.seed),
-        "estimated_finish": j.estimated_finish_ms.map(secs),
-        "integrations": [],
-        "metadata": null,
-        "aula": {
-            "user": j.owner,
-            "lora_rank": spec.as_ref().map(|s| s.lora_rank),
-            "lora_alpha": spec.as_ref().map(|s| s.lora_alpha),
-            "qlora": false,
-            "planned_bytes": j.planned_bytes,
-            "trained_tokens_so_far": j.trained_tokens,
-            "shared_with_groups": spec.as_ref().map(|s| s.shared_with_groups.clone()).unwrap_or_default(),
-        },
-    })
+pub fn job_object(j: &FineTuneJob) -> FineTuningJob {
+    FineTuningJob::from(j)
 }
 
 fn enabled(st: &Handle) -> Result<(), ApiError> {
@@ -108,11 +73,11 @@ pub async fn list(State(st): State<Handle>, Caller(id): Caller, RawQuery(q): Raw
         .ft_jobs(owner, after.as_deref(), limit)
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": jobs.iter().map(job_object).collect::<Vec<_>>(),
-        "has_more": more,
-    })))
+    ok(crate::wire::List::of(
+        jobs.iter().map(job_object).collect(),
+        more,
+        |j| &j.id,
+    ))
 }
 
 /// The job as `id` may see it (theirs, or anyone's for staff); 404 otherwise.
@@ -129,7 +94,7 @@ pub async fn retrieve(
     Caller(id): Caller,
     Path(job_id): Path<String>,
 ) -> Answer {
-    Ok(Json(job_object(&visible(&st, &id, &job_id).await?)))
+    ok(job_object(&visible(&st, &id, &job_id).await?))
 }
 
 /// `POST /v1/fine_tuning/jobs/{id}/cancel`: a job waiting or training stops
@@ -157,7 +122,7 @@ pub async fn cancel(
         .map_err(store_error)?
     {
         // It ended meanwhile.
-        return Ok(Json(job_object(&visible(&st, &id, &job_id).await?)));
+        return ok(job_object(&visible(&st, &id, &job_id).await?));
     }
     event(
         &st,
@@ -189,7 +154,7 @@ pub async fn cancel(
         }
     }
     st.finetune.wake.notify_one();
-    Ok(Json(job_object(&j)))
+    ok(job_object(&j))
 }
 
 /// `GET /v1/fine_tuning/jobs/{id}/events`: newest first.
@@ -233,9 +198,7 @@ pub async fn events(
             })
         })
         .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": more}),
-    ))
+    ok(json!({"object": "list", "data": data, "has_more": more}))
 }
 
 /// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
@@ -267,13 +230,13 @@ pub async fn checkpoints(
             })
         })
         .collect();
-    Ok(Json(json!({
+    ok(json!({
         "object": "list",
         "data": data,
         "first_id": cks.first().map(|c| c.id.clone()),
         "last_id": cks.last().map(|c| c.id.clone()),
         "has_more": more,
-    })))
+    }))
 }
 
 /// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;
@@ -331,7 +294,9 @@ pub async fn delete_model(
         &format!("The model {model} was deleted by {}.", id.name),
     )
     .await;
-    Ok(Json(
-        json!({"id": model, "object": "model", "deleted": true}),
-    ))
+    ok(crate::wire::Deleted {
+        id: model,
+        object: "model",
+        deleted: true,
+    })
 }

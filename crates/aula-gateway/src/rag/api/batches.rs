@@ -6,10 +6,8 @@ use crate::auth::Caller;
 use crate::fields::{body_object, only, opt_str};
 use crate::files::store_error;
 use aula_protocol::ApiError;
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::json;
 
 async fn batch_object(st: &Handle, store_id: &str, batch_id: &str) -> Answer {
     let files = st
@@ -38,14 +36,14 @@ async fn batch_object(st: &Handle, store_id: &str, batch_id: &str) -> Answer {
     } else {
         FileStatus::Completed
     };
-    Ok(Json(json!({
-        "id": batch_id,
-        "object": "vector_store.files_batch",
-        "created_at": files.iter().map(|f| f.created_ms).min().unwrap_or(0) / 1000,
-        "vector_store_id": store_id,
-        "status": status,
-        "file_counts": counts,
-    })))
+    ok(BatchObject {
+        id: batch_id.to_string(),
+        object: "vector_store.files_batch",
+        created_at: files.iter().map(|f| f.created_ms).min().unwrap_or(0) / 1000,
+        vector_store_id: store_id.to_string(),
+        status,
+        file_counts: counts,
+    })
 }
 
 /// `POST /v1/vector_stores/{id}/file_batches`: `file_ids` (with shared

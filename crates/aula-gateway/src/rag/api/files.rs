@@ -8,10 +8,8 @@ use crate::files::store_error;
 use crate::identity::Identity;
 use aula_protocol::ApiError;
 use aula_store::StoreFileRecord;
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::json;
 
 /// `POST /v1/vector_stores/{id}/files`.
 pub async fn add_file(
@@ -35,8 +33,10 @@ pub async fn add_file(
         .store_file(&s.id, &file_id)
         .await
         .map_err(store_error)?;
-    f.map(|f| Json(file_object(&f)))
-        .ok_or_else(|| ApiError::NotFound(format!("no file `{file_id}`")))
+    match f {
+        Some(f) => ok(VectorStoreFileObject::from(&f)),
+        None => Err(ApiError::NotFound(format!("no file `{file_id}`"))),
+    }
 }
 
 /// `GET /v1/vector_stores/{id}/files`.
@@ -81,9 +81,9 @@ pub async fn get_file(
     Caller(id): Caller,
     Path((store_id, file_id)): Path<(String, String)>,
 ) -> Answer {
-    Ok(Json(file_object(
+    ok(VectorStoreFileObject::from(
         &store_file(&st, &id, &store_id, &file_id, false).await?,
-    )))
+    ))
 }
 
 /// `POST /v1/vector_stores/{id}/files/{file_id}`: new attributes.
@@ -102,9 +102,9 @@ pub async fn update_file(
         .set_store_file_attributes(&f.store_id, &f.file_id, &attrs)
         .await
         .map_err(store_error)?;
-    Ok(Json(file_object(
+    ok(VectorStoreFileObject::from(
         &store_file(&st, &id, &store_id, &file_id, false).await?,
-    )))
+    ))
 }
 
 /// `DELETE /v1/vector_stores/{id}/files/{file_id}`: detached, chunks
@@ -121,7 +121,9 @@ pub async fn remove_file(
         .remove_store_file(&f.store_id, &f.file_id)
         .await
         .map_err(store_error)?;
-    Ok(Json(
-        json!({"id": f.file_id, "object": "vector_store.file.deleted", "deleted": deleted}),
-    ))
+    ok(crate::wire::Deleted {
+        id: f.file_id,
+        object: "vector_store.file.deleted",
+        deleted,
+    })
 }

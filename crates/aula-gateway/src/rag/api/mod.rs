@@ -11,19 +11,27 @@ use crate::page::{Page, Takes};
 use aula_protocol::ApiError;
 use aula_store::{FileStatus, StoreFileRecord, VectorStoreRecord, now_ms};
 use axum::Json;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 mod batches;
 mod files;
 mod search;
 mod stores;
+mod wire;
 
 pub use batches::*;
 pub use files::*;
 pub use search::*;
 pub use stores::*;
 
-type Answer = Result<Json<Value>, ApiError>;
+pub use wire::*;
+
+type Answer = Result<axum::response::Response, ApiError>;
+
+/// A typed object as a handler's answer.
+fn ok(x: impl serde::Serialize) -> Answer {
+    Ok(axum::response::IntoResponse::into_response(Json(x)))
+}
 
 /// Most files one create or batch call attaches.
 pub const MAX_FILES_PER_CALL: usize = 500;
@@ -114,15 +122,6 @@ fn chunking_json(c: aula_rag::Chunking) -> String {
     serde_json::to_string(&c).unwrap_or_else(|_| "{}".into())
 }
 
-fn strategy_object(text: &str) -> Value {
-    match serde_json::from_str::<aula_rag::Chunking>(text) {
-        Ok(c) => {
-            json!({"type": "static", "static": {"max_chunk_size_tokens": c.max_tokens, "chunk_overlap_tokens": c.overlap_tokens}})
-        }
-        Err(_) => json!({"type": "other"}),
-    }
-}
-
 fn refuse_expiry(o: &Map<String, Value>) -> Result<(), ApiError> {
     if o.get("expires_after").is_some_and(|v| !v.is_null()) {
         return Err(ApiError::invalid_param(
@@ -164,43 +163,31 @@ async fn owned(st: &Handle, id: &Identity, store_id: &str) -> Result<VectorStore
     Ok(s)
 }
 
-async fn store_object(st: &Handle, s: &VectorStoreRecord) -> Result<Value, ApiError> {
+async fn store_object(st: &Handle, s: &VectorStoreRecord) -> Result<VectorStoreObject, ApiError> {
     let (counts, bytes) = st
         .gw
         .store
         .store_file_counts(&s.id, None)
         .await
         .map_err(store_error)?;
-    Ok(json!({
-        "id": s.id,
-        "object": "vector_store",
-        "created_at": s.created_ms / 1000,
-        "name": s.name,
-        "description": s.description,
-        "usage_bytes": bytes,
-        "file_counts": counts,
-        "status": if counts.in_progress > 0 { FileStatus::InProgress } else { FileStatus::Completed },
-        // Stores do not expire: no `expires_after` (OpenAI's description
-        // has no null for it), `expires_at` null (it has).
-        "expires_at": null,
-        "last_active_at": s.last_active_ms / 1000,
-        "metadata": serde_json::from_str::<Value>(&s.metadata).unwrap_or(json!({})),
-        "owner": s.owner,
-        "shared_with_groups": s.shares,
-    }))
-}
-
-fn file_object(f: &StoreFileRecord) -> Value {
-    json!({
-        "id": f.file_id,
-        "object": "vector_store.file",
-        "created_at": f.created_ms / 1000,
-        "vector_store_id": f.store_id,
-        "status": f.status,
-        "usage_bytes": f.usage_bytes,
-        "last_error": f.error_code.as_ref().map(|c| json!({"code": c, "message": f.error_message})),
-        "attributes": serde_json::from_str::<Value>(&f.attributes).unwrap_or(json!({})),
-        "chunking_strategy": strategy_object(&f.chunking),
+    Ok(VectorStoreObject {
+        id: s.id.clone(),
+        object: "vector_store",
+        created_at: s.created_ms / 1000,
+        name: s.name.clone(),
+        description: s.description.clone(),
+        usage_bytes: bytes,
+        file_counts: counts,
+        status: if counts.in_progress > 0 {
+            FileStatus::InProgress
+        } else {
+            FileStatus::Completed
+        },
+        expires_at: None,
+        last_active_at: s.last_active_ms / 1000,
+        metadata: json_object(&s.metadata),
+        owner: s.owner.clone(),
+        shared_with_groups: s.shares.clone(),
     })
 }
 
@@ -332,7 +319,7 @@ fn page_query(q: Option<&str>, with_filter: bool) -> Result<Page, ApiError> {
 }
 
 /// One page of `items` (oldest first) by `key`.
-fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
+fn paged<T>(mut items: Vec<(String, T)>, p: &Page) -> crate::wire::List<T> {
     if !p.ascending {
         items.reverse();
     }
@@ -349,13 +336,13 @@ fn paged(mut items: Vec<(String, Value)>, p: &Page) -> Value {
     let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
     let more = items.len() > limit;
     items.truncate(limit);
-    json!({
-        "object": "list",
-        "data": items.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
-        "first_id": items.first().map(|(k, _)| k.clone()),
-        "last_id": items.last().map(|(k, _)| k.clone()),
-        "has_more": more,
-    })
+    crate::wire::List {
+        object: "list",
+        first_id: items.first().map(|(k, _)| k.clone()),
+        last_id: items.last().map(|(k, _)| k.clone()),
+        data: items.into_iter().map(|(_, v)| v).collect(),
+        has_more: more,
+    }
 }
 
 async fn files_page(st: &Handle, store_id: &str, batch: Option<&str>, p: &Page) -> Answer {
@@ -368,7 +355,7 @@ async fn files_page(st: &Handle, store_id: &str, batch: Option<&str>, p: &Page) 
     let items = files
         .iter()
         .filter(|f| p.filter.as_ref().is_none_or(|s| f.status.as_str() == s))
-        .map(|f| (f.file_id.clone(), file_object(f)))
+        .map(|f| (f.file_id.clone(), VectorStoreFileObject::from(f)))
         .collect();
-    Ok(Json(paged(items, p)))
+    ok(paged(items, p))
 }

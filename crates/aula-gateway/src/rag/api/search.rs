@@ -5,10 +5,9 @@ use super::*;
 use crate::auth::Caller;
 use crate::fields::{body_object, only};
 use aula_protocol::ApiError;
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// A search's parameters, shared by `/search` and `file_search`.
 pub(crate) struct SearchParams {
@@ -147,23 +146,21 @@ pub async fn search(
         },
     )
     .await?;
-    let data: Vec<Value> = found
-        .iter()
-        .map(|f| {
-            json!({
-                "file_id": f.file_id,
-                "filename": f.filename,
-                "score": f.score,
-                "attributes": f.attributes,
-                "content": [{"type": "text", "text": f.text}],
-            })
+    let data = found
+        .into_iter()
+        .map(|f| SearchHit {
+            file_id: f.file_id,
+            filename: f.filename,
+            score: f.score,
+            attributes: f.attributes,
+            content: vec![SearchContent::Text { text: f.text }],
         })
         .collect();
-    Ok(Json(json!({
-        "object": "vector_store.search_results.page",
-        "search_query": p.queries,
-        "data": data,
-        "has_more": false,
-        "next_page": null,
-    })))
+    ok(SearchPage {
+        object: "vector_store.search_results.page",
+        search_query: p.queries.clone(),
+        data,
+        has_more: false,
+        next_page: None,
+    })
 }

@@ -8,10 +8,8 @@ use crate::fields::{body_object, groups, only, opt_str};
 use crate::files::store_error;
 use aula_protocol::ApiError;
 use aula_store::{VectorStoreRecord, now_ms};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::json;
 
 /// `POST /v1/vector_stores`.
 pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) -> Answer {
@@ -83,7 +81,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     drop(creating);
     let files: Vec<_> = files.into_iter().map(|f| (f, None, None)).collect();
     attach(&st, &id, &rec, &files, None).await?;
-    Ok(Json(store_object(&st, &rec).await?))
+    ok(store_object(&st, &rec).await?)
 }
 
 /// `GET /v1/vector_stores`: the caller's own stores and those shared with
@@ -100,7 +98,7 @@ pub async fn list(State(st): State<Handle>, Caller(id): Caller, RawQuery(q): Raw
     for s in &stores {
         items.push((s.id.clone(), store_object(&st, s).await?));
     }
-    Ok(Json(paged(items, &p)))
+    ok(paged(items, &p))
 }
 
 /// `GET /v1/vector_stores/{id}`.
@@ -110,7 +108,7 @@ pub async fn retrieve(
     Path(store_id): Path<String>,
 ) -> Answer {
     let s = visible(&st, &id, &store_id).await?;
-    Ok(Json(store_object(&st, &s).await?))
+    ok(store_object(&st, &s).await?)
 }
 
 /// `POST /v1/vector_stores/{id}`: name, metadata, shares.
@@ -136,7 +134,7 @@ pub async fn modify(
         .await
         .map_err(store_error)?;
     let s = visible(&st, &id, &store_id).await?;
-    Ok(Json(store_object(&st, &s).await?))
+    ok(store_object(&st, &s).await?)
 }
 
 /// `DELETE /v1/vector_stores/{id}` (the files stay in the Files API).
@@ -153,7 +151,9 @@ pub async fn delete(
         .await
         .map_err(store_error)?;
     st.rag.forget(&s.id);
-    Ok(Json(
-        json!({"id": s.id, "object": "vector_store.deleted", "deleted": deleted}),
-    ))
+    ok(crate::wire::Deleted {
+        id: s.id,
+        object: "vector_store.deleted",
+        deleted,
+    })
 }
