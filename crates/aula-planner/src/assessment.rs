@@ -155,6 +155,22 @@ impl ModelFigures {
     }
 }
 
+/// The FLOPS batched decode reached: for each model measured at `n`
+/// streams, 2 x its matrix-product parameters x n over the step at n
+/// (`n / aggregate tokens per second`), averaged. None without such a
+/// measurement.
+pub fn decode_tflops(points: &[(u64, usize, f64)]) -> Option<f64> {
+    let rates: Vec<f64> = points
+        .iter()
+        .filter(|(params, n, tps)| *params > 0 && *n > 1 && *tps > 0.0)
+        .map(|&(params, n, tps)| {
+            let step = n as f64 / tps;
+            2.0 * params as f64 * n as f64 / step / 1e12
+        })
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+}
+
 impl Assessment {
     /// The hardware profile of the assessed machine: peak bandwidth the
     /// streaming read's, decode efficiency the largest share of it a model's
@@ -218,6 +234,7 @@ impl Assessment {
             class: "cpu".into(),
             memory_share: c.memory_share,
             per_layer_s: c.per_layer_s,
+            decode_tflops: None,
             source: "the cpu class's assumed constants (no model was measured)".into(),
         })
     }
@@ -267,6 +284,16 @@ mod tests {
         ];
         assert!(fit_decode(&odd, 20e-6).is_some_and(|(s, p)| s > 0.0 && s <= 1.0 && p == 20e-6));
         assert!(fit_decode(&[], 20e-6).is_none());
+    }
+
+    #[test]
+    fn batched_decode_flops_come_from_the_aggregate_steps() {
+        // 100M parameters, 4 streams at 200 tok/s: a step of 20 ms doing
+        // 2 x 100M x 4 FLOP = 0.04 TFLOPS.
+        let f = decode_tflops(&[(100_000_000, 4, 200.0)]).unwrap();
+        assert!((f - 0.04).abs() < 1e-12, "{f}");
+        assert!(decode_tflops(&[(100_000_000, 1, 200.0)]).is_none());
+        assert!(decode_tflops(&[]).is_none());
     }
 
     #[test]

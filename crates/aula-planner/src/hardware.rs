@@ -47,6 +47,10 @@ pub struct DecodeFit {
     pub class: String,
     pub memory_share: f64,
     pub per_layer_s: f64,
+    /// The FLOPS batched decode reaches (from the measured steps at several
+    /// streams), which bounds a batched step in place of prefill's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_tflops: Option<f64>,
     pub source: String,
 }
 

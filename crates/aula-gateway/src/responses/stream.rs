@@ -61,21 +61,18 @@ fn head(ev: &mut Events, s: &Streamed) -> usize {
             output_index: 0,
             item,
         });
-        let at = |s: &Streamed| (0, s.fs_id.clone());
-        let (output_index, item_id) = at(s);
+        let item_id = || s.fs_id.clone();
         ev.push(EventBody::SearchInProgress {
-            output_index,
-            item_id,
+            output_index: 0,
+            item_id: item_id(),
         });
-        let (output_index, item_id) = at(s);
         ev.push(EventBody::Searching {
-            output_index,
-            item_id,
+            output_index: 0,
+            item_id: item_id(),
         });
-        let (output_index, item_id) = at(s);
         ev.push(EventBody::SearchCompleted {
-            output_index,
-            item_id,
+            output_index: 0,
+            item_id: item_id(),
         });
         let item = search_item(&s.fs_id, &s.p, &s.sources, ItemStatus::Completed);
         ev.push(EventBody::ItemDone {

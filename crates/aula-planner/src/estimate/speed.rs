@@ -31,7 +31,15 @@ pub fn decode_step(
         return None;
     }
     let w = weights(shape, &r.precision, r.engine);
-    let flops = hw.achievable_flops(r.precision.eight_bit_compute);
+    // A machine whose batched decode was measured (`aula assess`) bounds
+    // the step by that rate, not by prefill's: small-batch matrix products
+    // run far below large ones on a CPU.
+    let flops = hw
+        .decode_fit
+        .as_ref()
+        .and_then(|f| f.decode_tflops)
+        .map(|t| t * 1e12)
+        .unwrap_or_else(|| hw.achievable_flops(r.precision.eight_bit_compute));
     // Each sequence half full on average; sliding-window layers read at
     // most their window.
     let kv_half = kv_per_sequence(shape, r.context / 2, r.kv_bytes_per_elem);

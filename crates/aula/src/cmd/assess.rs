@@ -16,7 +16,9 @@ use super::print;
 use crate::cli::{AssessArgs, GatewayArgs};
 use anyhow::{Context, anyhow, bail};
 use aula_bench::{BenchConfig, Limit};
-use aula_planner::assessment::{Assessment, Figure, ModelFigures, StepPoint, fit_decode};
+use aula_planner::assessment::{
+    Assessment, Figure, ModelFigures, StepPoint, decode_tflops, fit_decode,
+};
 use aula_planner::hardware::DecodeFit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -140,9 +142,11 @@ fn decode_fit(a: &Assessment, max_tokens: u32) -> anyhow::Result<Option<DecodeFi
         class: "cpu".into(),
         memory_share: 1.0,
         per_layer_s: 0.0,
+        decode_tflops: None,
         source: "provisional".into(),
     });
     let mut points = Vec::new();
+    let mut batched = Vec::new();
     for m in &a.models {
         let shape = aula_planner::resolve_model(Path::new(&m.file)).map_err(|e| anyhow!(e))?;
         let query = aula_planner::query::PlanQuery {
@@ -156,6 +160,8 @@ fn decode_fit(a: &Assessment, max_tokens: u32) -> anyhow::Result<Option<DecodeFi
             precision: None,
         };
         let request = query.resolve(&shape).map_err(|e| anyhow!(e))?;
+        let matmul = shape.params_active.saturating_sub(shape.lookup_params);
+        batched.push((matmul, m.parallel, m.decode_tps_n.median));
         if let Some((_, _, Some((t, _)))) = decode_step(&shape, &hw, &request, 1) {
             points.push(StepPoint {
                 n_layers: shape.n_layers,
@@ -170,6 +176,7 @@ fn decode_fit(a: &Assessment, max_tokens: u32) -> anyhow::Result<Option<DecodeFi
             class: "cpu".into(),
             memory_share,
             per_layer_s,
+            decode_tflops: decode_tflops(&batched),
             source: format!(
                 "aula assess {}: {} single-stream steps ({})",
                 a.date,
@@ -437,9 +444,10 @@ fn summary(a: &Assessment, path: &Path) -> String {
     }
     if let Some(f) = &a.decode_fit {
         s += &format!(
-            "  decode model fit: {:.0}% of that bandwidth, {:.1} us a layer ({})\n",
+            "  decode model fit: {:.0}% of that bandwidth, {:.1} us a layer, batched decode at {:.3} TFLOPS ({})\n",
             f.memory_share * 100.0,
             f.per_layer_s * 1e6,
+            f.decode_tflops.unwrap_or(0.0),
             f.source
         );
     }
