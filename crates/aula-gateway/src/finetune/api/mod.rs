@@ -12,7 +12,6 @@ use aula_protocol::ApiError;
 use aula_store::{FineTuneJob, JobStatus, now_ms};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use serde_json::{Value, json};
 
 mod create;
 mod wire;
@@ -25,10 +24,6 @@ type Answer = Result<axum::response::Response, ApiError>;
 /// A typed object as a handler's answer.
 fn ok(x: impl serde::Serialize) -> Answer {
     Ok(axum::response::IntoResponse::into_response(Json(x)))
-}
-
-fn secs(ms: i64) -> i64 {
-    ms / 1000
 }
 
 /// A job as OpenAI's API shows it, with Aula's own settings under `aula`.
@@ -182,23 +177,11 @@ pub async fn events(
         .ft_events(&job_id, after, limit)
         .await
         .map_err(store_error)?;
-    let short = job_id.strip_prefix("ftjob-").unwrap_or(&job_id);
-    let data: Vec<Value> = evs
-        .iter()
-        .map(|e| {
-            json!({
-                "object": "fine_tuning.job.event",
-                "id": format!("ftevent-{short}-{}", e.seq),
-                "created_at": secs(e.created_ms),
-                "level": e.level,
-                "message": e.message,
-                "type": e.kind,
-                // An object always (OpenAI's description has no null).
-                "data": e.data.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()).filter(Value::is_object).unwrap_or_else(|| json!({})),
-            })
-        })
-        .collect();
-    ok(json!({"object": "list", "data": data, "has_more": more}))
+    ok(EventList {
+        object: "list",
+        data: evs.iter().map(|e| JobEvent::of(&job_id, e)).collect(),
+        has_more: more,
+    })
 }
 
 /// `GET /v1/fine_tuning/jobs/{id}/checkpoints`: newest first.
@@ -216,27 +199,8 @@ pub async fn checkpoints(
         .ft_checkpoints(&job_id, after.as_deref(), limit)
         .await
         .map_err(store_error)?;
-    let data: Vec<Value> = cks
-        .iter()
-        .map(|c| {
-            json!({
-                "object": "fine_tuning.job.checkpoint",
-                "id": c.id,
-                "created_at": secs(c.created_ms),
-                "fine_tuning_job_id": c.job_id,
-                "fine_tuned_model_checkpoint": format!("{}:ckpt-step-{}", j.fine_tuned_model.clone().unwrap_or_else(|| format!("ft:{}", j.base_model)), c.step),
-                "step_number": c.step,
-                "metrics": serde_json::from_str::<Value>(&c.metrics).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    ok(json!({
-        "object": "list",
-        "data": data,
-        "first_id": cks.first().map(|c| c.id.clone()),
-        "last_id": cks.last().map(|c| c.id.clone()),
-        "has_more": more,
-    }))
+    let data = cks.iter().map(|c| Checkpoint::of(&j, c)).collect();
+    ok(crate::wire::List::of(data, more, |c: &Checkpoint| &c.id))
 }
 
 /// `DELETE /v1/models/{model}`: a fine-tuned model, by its owner or staff;

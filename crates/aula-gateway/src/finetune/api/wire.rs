@@ -120,3 +120,77 @@ impl From<&FineTuneJob> for FineTuningJob {
         }
     }
 }
+
+/// One event of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobEvent {
+    pub object: &'static str,
+    pub id: String,
+    pub created_at: i64,
+    pub level: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// An object always (OpenAI's description has no null).
+    pub data: Value,
+}
+
+impl JobEvent {
+    /// Event `e` of job `job_id`.
+    pub fn of(job_id: &str, e: &aula_store::FineTuneEvent) -> JobEvent {
+        let short = job_id.strip_prefix("ftjob-").unwrap_or(job_id);
+        JobEvent {
+            object: "fine_tuning.job.event",
+            id: format!("ftevent-{short}-{}", e.seq),
+            created_at: secs(e.created_ms),
+            level: e.level.clone(),
+            message: e.message.clone(),
+            kind: e.kind.clone(),
+            data: e
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::Object(serde_json::Map::new())),
+        }
+    }
+}
+
+/// A page of a job's events (OpenAI's list without `first_id`/`last_id`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventList {
+    pub object: &'static str,
+    pub data: Vec<JobEvent>,
+    pub has_more: bool,
+}
+
+/// A checkpoint of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checkpoint {
+    pub object: &'static str,
+    pub id: String,
+    pub created_at: i64,
+    pub fine_tuning_job_id: String,
+    pub fine_tuned_model_checkpoint: String,
+    pub step_number: i64,
+    pub metrics: Value,
+}
+
+impl Checkpoint {
+    /// Checkpoint `c` of job `j`.
+    pub fn of(j: &FineTuneJob, c: &aula_store::FineTuneCheckpoint) -> Checkpoint {
+        let model = j
+            .fine_tuned_model
+            .clone()
+            .unwrap_or_else(|| format!("ft:{}", j.base_model));
+        Checkpoint {
+            object: "fine_tuning.job.checkpoint",
+            id: c.id.clone(),
+            created_at: secs(c.created_ms),
+            fine_tuning_job_id: c.job_id.clone(),
+            fine_tuned_model_checkpoint: format!("{model}:ckpt-step-{}", c.step),
+            step_number: c.step,
+            metrics: serde_json::from_str::<Value>(&c.metrics).unwrap_or(Value::Null),
+        }
+    }
+}
