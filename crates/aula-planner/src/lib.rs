@@ -1,6 +1,14 @@
 //! Aula's capacity planner: model shapes from GGUF files, Hugging Face
 //! config.json files or the built-in catalog, and what an engine needs for
 //! them. A library; `aula plan` is a thin CLI over it.
+//!
+//! [`estimate`] (request, memory, speed, outcome; formulas as data in
+//! `FORMULAS`), [`placement`] (several models in one budget, and the one
+//! translation of settings into engine arguments), [`decode`] (llama.cpp's
+//! structured decode model, constants in `catalog/decode.toml`), [`query`]
+//! (the precision a model is planned at), [`assessment`] (a machine as
+//! `aula assess` measured it), [`engine`] (the one `EngineKind`),
+//! [`summary`] and [`report`] (what `aula plan` prints and writes).
 
 pub mod assessment;
 pub mod catalog;

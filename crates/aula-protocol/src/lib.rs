@@ -1,5 +1,14 @@
 //! Aula's OpenAI protocol: request parsing and validation, response shapes,
 //! and the one error type of the request path (mapped to HTTP in one place).
+//!
+//! `request/` reads chat and completion requests (with `response_format`),
+//! `tools.rs` function calling, `tool_parse.rs` calls in the formats models
+//! write, `tool_stream.rs` streams them as OpenAI does, `embeddings.rs`;
+//! [`wire`] holds the typed requests and answers the engine writes and the
+//! gateway reads (chat, embeddings, `/tokenize`, Responses); `response.rs`
+//! builds the engine's answers from them; [`sse`] is the one SSE reader;
+//! [`template`] chat templates; [`admin`] the admin API's types; `error.rs`
+//! `ApiError` (its axum response behind the `axum` feature).
 
 pub mod admin;
 mod embeddings;
