@@ -120,6 +120,11 @@ impl ApiError {
         }
     }
 
+    /// The error's `code` as the body names it (`bad_gateway`, `rate_limit_requests`...).
+    pub fn code(&self) -> Option<&'static str> {
+        self.kind().1
+    }
+
     /// The OpenAI-style body: `{"error": {"message", "type", "param", "code"}}`.
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.kind();

@@ -139,11 +139,7 @@ impl Relay {
 
     /// The chat failed mid-answer: an `error` event, then the Response failed.
     fn failed(&mut self, e: &ApiError) {
-        let body = e.body();
-        let code = body["error"]["code"]
-            .as_str()
-            .unwrap_or("server_error")
-            .to_string();
+        let code = e.code().unwrap_or("server_error").to_string();
         self.ev.push(EventBody::Error {
             code: Some(code),
             message: e.to_string(),
