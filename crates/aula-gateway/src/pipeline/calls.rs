@@ -38,9 +38,8 @@ impl Gateway {
     pub async fn chat(
         self: &Arc<Self>,
         id: &Identity,
-        req: &ChatRequest,
+        mut req: ChatRequest,
     ) -> Result<ChatCompletion, ApiError> {
-        let mut req = req.clone();
         req.stream = false;
         req.stream_options = None;
         whole(self, "/v1/chat/completions", id, &req).await

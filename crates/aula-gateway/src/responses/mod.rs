@@ -188,7 +188,7 @@ pub(crate) async fn respond(
             },
         ));
     }
-    let answer = st.gw.chat(id, &chat).await?;
+    let answer = st.gw.chat(id, chat).await?;
     let Some(choice) = answer.choices.into_iter().next() else {
         return Err(ApiError::BadGateway("the chat answered no choice".into()));
     };

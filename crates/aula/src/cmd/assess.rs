@@ -23,10 +23,6 @@ use aula_planner::hardware::DecodeFit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub fn assessment_path() -> PathBuf {
-    aula_gateway::home::assessment_path()
-}
-
 /// The assessment of this machine, if one was made.
 pub fn load() -> anyhow::Result<Option<Assessment>> {
     aula_gateway::home::assessment().map_err(|e| anyhow!(e))
@@ -57,7 +53,7 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
         );
     }
     let files = models(&a)?;
-    let path = assessment_path();
+    let path = aula_gateway::home::assessment_path();
     let kept = if a.again { None } else { load()? };
     let kept = kept.filter(|k| k.build == build());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -90,7 +86,12 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
     let steps = 1 + files.len();
     if out.bandwidth_gbs.is_none() {
         progress(1, steps, "memory bandwidth (streaming read)");
-        let mib = if a.quick { 256 } else { 1024 };
+        // Beside a serving gateway it takes no more memory than a quick run.
+        let mib = if a.quick || a.while_serving {
+            256
+        } else {
+            1024
+        };
         out.bandwidth_gbs = Some(bandwidth(mib, threads, repeats + 2));
         write(&path, &out)?;
     }
