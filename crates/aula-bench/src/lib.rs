@@ -8,5 +8,5 @@
 mod report;
 mod run;
 
-pub use report::{Report, Summary};
+pub use report::{Rates, Report, Summary};
 pub use run::{BenchConfig, Limit, run};

@@ -54,6 +54,8 @@ pub struct Recorder {
     others_ttft: Histogram<u64>,
     itl: Histogram<u64>,
     e2e: Histogram<u64>,
+    /// Each streamed answer's rate after its first token, in milli-tokens/s.
+    rate: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     prompt_tokens: u64,
@@ -69,6 +71,7 @@ impl Recorder {
             others_ttft: hist(),
             itl: hist(),
             e2e: hist(),
+            rate: hist(),
             ok: 0,
             errors: BTreeMap::new(),
             prompt_tokens: 0,
@@ -113,6 +116,13 @@ impl Recorder {
         for d in &s.itl {
             rec(&mut self.itl, *d);
         }
+        if let Some(t) = s.ttft {
+            let after = s.e2e.saturating_sub(t).as_secs_f64();
+            if s.completion_tokens > 1 && after > 0.0 {
+                let tps = (s.completion_tokens - 1) as f64 / after;
+                let _ = self.rate.record(((tps * 1000.0) as u64).max(1));
+            }
+        }
         rec(&mut self.e2e, s.e2e);
         rec(&mut u.e2e, s.e2e);
     }
@@ -123,6 +133,7 @@ impl Recorder {
             url: cfg.url.clone(),
             model: cfg.model.clone(),
             stream: cfg.stream,
+            think_s: cfg.think.map(|d| d.as_secs_f64()),
             users: cfg.users,
             concurrency: cfg.concurrency,
             duration_s: secs,
@@ -142,6 +153,12 @@ impl Recorder {
             other_users_ttft: cfg.heavy.map(|_| summarize(&self.others_ttft)),
             itl: summarize(&self.itl),
             e2e: summarize(&self.e2e),
+            answer_rate: (cfg.stream && !self.rate.is_empty()).then(|| Rates {
+                count: self.rate.len(),
+                p5_tps: self.rate.value_at_quantile(0.05) as f64 / 1000.0,
+                p50_tps: self.rate.value_at_quantile(0.50) as f64 / 1000.0,
+                p95_tps: self.rate.value_at_quantile(0.95) as f64 / 1000.0,
+            }),
             per_user: self
                 .users
                 .iter()
@@ -174,6 +191,9 @@ pub struct Report {
     pub url: String,
     pub model: String,
     pub stream: bool,
+    /// With --think: the mean seconds each user waits before a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub think_s: Option<f64>,
     pub users: usize,
     pub concurrency: usize,
     pub duration_s: f64,
@@ -196,7 +216,20 @@ pub struct Report {
     /// Time between streamed chunks that carry text.
     pub itl: Summary,
     pub e2e: Summary,
+    /// Streamed answers' rate after their first token (tokens after the
+    /// first over the time after it), one figure per answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_rate: Option<Rates>,
     pub per_user: Vec<UserReport>,
+}
+
+/// Tokens-per-second percentiles, one figure per answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rates {
+    pub count: u64,
+    pub p5_tps: f64,
+    pub p50_tps: f64,
+    pub p95_tps: f64,
 }
 
 impl Report {
@@ -212,6 +245,9 @@ impl Report {
             "aula bench: {} model={} users={} concurrency={} stream={}\n",
             self.url, self.model, self.users, self.concurrency, self.stream
         ));
+        if let Some(t) = self.think_s {
+            s.push_str(&format!("  each user thinks {t:.1} s on average before each request\n"));
+        }
         s.push_str(&format!(
             "  {} ok, {} failed in {:.2}s: {:.1} requests/s, {:.1} output tokens/s ({} prompt, {} completion tokens)\n",
             self.requests_ok, self.requests_failed, self.duration_s, self.requests_per_s, self.output_tokens_per_s,
@@ -227,6 +263,12 @@ impl Report {
             s.push_str(&line("inter-token", &self.itl));
         }
         s.push_str(&line("end to end", &self.e2e));
+        if let Some(r) = &self.answer_rate {
+            s.push_str(&format!(
+                "  answer rate (tok/s)    p5 {:>10.1}  p50 {:>9.1}  p95 {:>9.1}  (n={})\n",
+                r.p5_tps, r.p50_tps, r.p95_tps, r.count
+            ));
+        }
         if self.retries > 0 {
             s.push_str(&format!("  {} requests were re-sent once: the server had closed the kept-alive connection\n", self.retries));
         }

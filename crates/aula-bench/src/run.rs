@@ -6,6 +6,7 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ pub struct BenchConfig {
     /// Fairness scenario: user 0 keeps this many requests in flight while
     /// every other user sends one at a time (concurrency = heavy + users - 1).
     pub heavy: Option<usize>,
+    /// A class: each user is one worker that waits a random time (exponential,
+    /// this mean; seeded per user) before each request, as a student reads
+    /// and types. Concurrency is then the number of users.
+    pub think: Option<Duration>,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -253,6 +258,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         bail!("--users and --concurrency must be at least 1");
     }
     let mut cfg = cfg;
+    if cfg.think.is_some() {
+        if cfg.heavy.is_some() {
+            bail!("--think and --heavy are separate scenarios: give one");
+        }
+        cfg.concurrency = cfg.users;
+    }
     if let Some(h) = cfg.heavy {
         if h == 0 || cfg.users < 2 {
             bail!(
@@ -319,7 +330,17 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 1 => Some(cfg.keys[0].clone()),
                 n => Some(cfg.keys[user % n].clone()),
             };
+            let mut thinking = cfg.think.map(|mean| (mean, StdRng::seed_from_u64(user as u64)));
             loop {
+                if let Some((mean, rng)) = thinking.as_mut() {
+                    // Exponential: -mean x ln(u), u in (0, 1].
+                    let u: f64 = 1.0 - rng.r#gen::<f64>();
+                    let wait = mean.mul_f64(-u.ln());
+                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 match (cfg.limit, deadline) {
                     (Limit::Requests(max), _) if n >= max => break,

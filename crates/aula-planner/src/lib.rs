@@ -13,6 +13,7 @@
 pub mod assessment;
 pub mod catalog;
 pub mod checks;
+pub mod class;
 pub mod decode;
 pub mod engine;
 pub mod estimate;

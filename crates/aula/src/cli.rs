@@ -404,6 +404,12 @@ pub struct BenchArgs {
     /// time to first token between user 0 and the others.
     #[arg(long)]
     pub heavy: Option<usize>,
+    /// A class: each of --users waits a random time of this mean (exponential)
+    /// before each request, one request at a time, as students read and type:
+    /// 5s, 30s. The report's answer rate and time to first token are what
+    /// `aula plan --students` predicts.
+    #[arg(long, conflicts_with_all = ["heavy", "concurrency"])]
+    pub think: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -488,4 +494,23 @@ pub struct PlanArgs {
     /// LoRA rank (fine-tuning).
     #[arg(long, default_value_t = 16)]
     pub lora_rank: u32,
+    /// How many students the box holds at --rate and --ttft, for the models
+    /// given (split evenly), each with --users slots; with a number, also
+    /// what that many students get. A model `aula assess` measured on this
+    /// machine (--hardware this) is planned from its measurements, others
+    /// from the formulas; the output says which.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    pub students: Option<u32>,
+    /// Tokens per second each student's answer should stream at (the median request).
+    #[arg(long, default_value_t = 10.0, requires = "students")]
+    pub rate: f64,
+    /// The 95th percentile wait for a first token, queueing included: 2s, 1500ms.
+    #[arg(long, default_value = "2s", requires = "students")]
+    pub ttft: String,
+    /// Mean time a student reads and types between an answer and the next question.
+    #[arg(long, default_value = "30s", requires = "students")]
+    pub think: String,
+    /// Tokens of each answer (with --students; --prompt-tokens is the question).
+    #[arg(long, default_value_t = 256, requires = "students")]
+    pub answer_tokens: u32,
 }

@@ -359,6 +359,7 @@ fn bench_config(
         temperature: 0.0,
         progress: false,
         heavy: None,
+        think: None,
     }
 }
 

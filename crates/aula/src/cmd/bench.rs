@@ -41,6 +41,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         temperature: a.temperature,
         progress: !a.json,
         heavy: a.heavy,
+        think: a.think.as_deref().map(parse_duration).transpose()?,
     };
     let report = aula_bench::run(cfg).await?;
     print(&if a.json {

@@ -125,6 +125,9 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
         }
         wants.push(aula_planner::placement::Want { shape, request });
     }
+    if let Some(n) = a.students {
+        return students(&a, &wants, &hw, n);
+    }
     let estimates: Vec<_> = wants
         .iter()
         .map(|w| aula_planner::estimate::estimate(&w.shape, &hw, &w.request))
@@ -198,5 +201,126 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     } else {
         summary.to_text()
     });
+    Ok(())
+}
+
+/// `--students`: the largest class the models hold at the target, from the
+/// assessment's measurements where this machine measured the model, else
+/// from the formulas (`aula_planner::class` states the rules).
+fn students(
+    a: &PlanArgs,
+    wants: &[aula_planner::placement::Want],
+    hw: &aula_planner::hardware::Hardware,
+    n: u32,
+) -> anyhow::Result<()> {
+    use aula_planner::class::{Class, Engine, Target, capacity, simulate};
+    let seconds = |flag: &str, v: &str| -> anyhow::Result<f64> {
+        Ok(super::parse_duration(v)
+            .with_context(|| format!("--{flag}"))?
+            .as_secs_f64())
+    };
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        bail!("--rate must be a number of tokens per second, 0 or more");
+    }
+    if a.answer_tokens == 0 {
+        bail!("--answer-tokens must be at least 1");
+    }
+    let target = Target {
+        rate_tps: a.rate,
+        ttft_p95_s: seconds("ttft", &a.ttft)?,
+    };
+    let class = Class {
+        students: n,
+        think_s: seconds("think", &a.think)?,
+        prompt_tokens: a.prompt_tokens,
+        answer_tokens: a.answer_tokens,
+    };
+    let assessed = if hw.id == "this" {
+        super::assess::load()?
+    } else {
+        None
+    };
+    let mut engines = Vec::new();
+    for w in wants {
+        let measured = assessed.as_ref().and_then(|x| {
+            x.models
+                .iter()
+                .find(|m| m.name == w.shape.id)
+                .and_then(|m| Engine::measured(m, a.users))
+        });
+        let engine = match measured {
+            Some(e) => e,
+            None => Engine::predicted(&w.shape, hw, &w.request).ok_or_else(|| {
+                anyhow!(
+                    "{}: {} has no speed figures to plan a class with (assess the machine, or name a catalog profile)",
+                    w.shape.id,
+                    hw.name
+                )
+            })?,
+        };
+        engines.push(engine);
+    }
+    let cap = capacity(&engines, &class, &target);
+    let asked = (n > 0).then(|| simulate(&engines, &class));
+    #[derive(serde::Serialize)]
+    struct Students<'a> {
+        hardware: &'a str,
+        class: Class,
+        target: Target,
+        engines: &'a [Engine],
+        capacity: &'a aula_planner::class::Capacity,
+        asked: Option<aula_planner::class::Outcome>,
+    }
+    if a.json {
+        print(&json(&Students {
+            hardware: &hw.name,
+            class,
+            target,
+            engines: &engines,
+            capacity: &cap,
+            asked,
+        })?);
+        return Ok(());
+    }
+    let mut s = format!(
+        "Students on {}: each thinks {:.0} s on average, asks {} prompt tokens, reads {} answer tokens; target: the median answer at >= {:.1} tok/s and 95% of first tokens within {:.2} s.\n",
+        hw.name, class.think_s, class.prompt_tokens, class.answer_tokens, target.rate_tps, target.ttft_p95_s
+    );
+    for e in &engines {
+        s.push_str(&format!("  {} ({} slots): {}\n", e.model, e.slots, e.source));
+    }
+    if engines.len() > 1 {
+        s.push_str("  students split evenly; the models take turns on the box\n");
+    }
+    let line = |o: &aula_planner::class::Outcome| {
+        format!(
+            "{} students: first token p50 {:.2} s, p95 {:.2} s; median answer {:.1} tok/s; {:.0} tok/s in all",
+            o.students, o.ttft_p50_s, o.ttft_p95_s, o.rate_p50_tps, o.output_tps
+        )
+    };
+    match (&cap.reason, &cap.at) {
+        (Some(why), _) => s.push_str(&format!("holds no class at this target: {why}\n")),
+        (None, Some(at)) => {
+            s.push_str(&format!("holds {} students.\n  {}\n", cap.students, line(at)));
+            match &cap.above {
+                Some(o) => s.push_str(&format!("  {} (misses)\n", line(o))),
+                None => s.push_str(&format!(
+                    "  (the search stops at {})\n",
+                    aula_planner::class::MAX_STUDENTS
+                )),
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(o) = &asked {
+        s.push_str(&format!(
+            "asked for {}: {} ({})\n",
+            n,
+            line(o),
+            if o.meets(&target) { "meets the target" } else { "misses the target" }
+        ));
+    }
+    s.push_str("How: aula_planner::class (a seeded simulation of the queue and continuous batching; `--explain` for the formulas behind predicted steps).\n");
+    print(&s);
     Ok(())
 }
