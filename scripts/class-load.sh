@@ -35,20 +35,17 @@ $B plan --hardware this "$MODEL_FILE" --json > /dev/null \
 
 home=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
-(
-  export AULA_HOME="$home"
-  $B engine --model "$MODEL_FILE" --name "$NAME" --port "$ENGINE_PORT" --parallel "$SLOTS" \
-    --queue 1024 --context 2048 > "$home/engine.log" 2>&1 &
-  printf '[[models]]\nname = "%s"\nurl = "http://127.0.0.1:%s"\nparallel = %s\n' \
-    "$NAME" "$ENGINE_PORT" "$SLOTS" > "$home/aula.toml"
-  : > "$home/keys"
-  for i in $(seq 1 "$MAX_STUDENTS"); do
-    $B users add "s$i" > /dev/null 2>&1
-    $B keys create "s$i" 2> /dev/null >> "$home/keys"
-  done
-  $B serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
-  wait
-) &
+G=(env AULA_HOME="$home" "$B")   # the gateway's own home; `aula plan` reads this machine's
+"${G[@]}" engine --model "$MODEL_FILE" --name "$NAME" --port "$ENGINE_PORT" --parallel "$SLOTS" \
+  --queue 1024 --context 2048 > "$home/engine.log" 2>&1 &
+printf '[[models]]\nname = "%s"\nurl = "http://127.0.0.1:%s"\nparallel = %s\n' \
+  "$NAME" "$ENGINE_PORT" "$SLOTS" > "$home/aula.toml"
+: > "$home/keys"
+for i in $(seq 1 "$MAX_STUDENTS"); do
+  "${G[@]}" users add "s$i" > /dev/null 2>&1
+  "${G[@]}" keys create "s$i" 2> /dev/null >> "$home/keys"
+done
+"${G[@]}" serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
 for _ in $(seq 1 240); do
   curl -sf "http://127.0.0.1:$GW_PORT/readyz" > /dev/null && curl -sf "http://127.0.0.1:$ENGINE_PORT/health" > /dev/null && break
   sleep 0.5
@@ -80,7 +77,9 @@ r = json.load(sys.stdin)
 rate = (r.get("answer_rate") or {}).get("p50_tps", 0)
 ttft = r["ttft"]["p95_ms"]
 ok = r["requests_failed"] == 0 and rate >= float(sys.argv[2]) and ttft <= float(sys.argv[3])
-print(f"  {sys.argv[1]:>3} students: {r[\"requests_ok\"]} answers, {r[\"requests_failed\"]} failed; first token p50 {r[\"ttft\"][\"p50_ms\"]/1000:.2f} s, p95 {ttft/1000:.2f} s; median answer {rate:.1f} tok/s -> {\"meets\" if ok else \"misses\"}")
+n, done, failed, p50 = sys.argv[1], r["requests_ok"], r["requests_failed"], r["ttft"]["p50_ms"]
+verdict = "meets" if ok else "misses"
+print(f"  {n:>3} students: {done} answers, {failed} failed; first token p50 {p50/1000:.2f} s, p95 {ttft/1000:.2f} s; median answer {rate:.1f} tok/s -> {verdict}")
 sys.exit(0 if ok else 1)' "$1" "$RATE" "$TTFT_MS"
 }
 

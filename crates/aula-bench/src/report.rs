@@ -246,7 +246,9 @@ impl Report {
             self.url, self.model, self.users, self.concurrency, self.stream
         ));
         if let Some(t) = self.think_s {
-            s.push_str(&format!("  each user thinks {t:.1} s on average before each request\n"));
+            s.push_str(&format!(
+                "  each user thinks {t:.1} s on average before each request\n"
+            ));
         }
         s.push_str(&format!(
             "  {} ok, {} failed in {:.2}s: {:.1} requests/s, {:.1} output tokens/s ({} prompt, {} completion tokens)\n",

@@ -330,7 +330,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 1 => Some(cfg.keys[0].clone()),
                 n => Some(cfg.keys[user % n].clone()),
             };
-            let mut thinking = cfg.think.map(|mean| (mean, StdRng::seed_from_u64(user as u64)));
+            let mut thinking = cfg
+                .think
+                .map(|mean| (mean, StdRng::seed_from_u64(user as u64)));
             loop {
                 if let Some((mean, rng)) = thinking.as_mut() {
                     // Exponential: -mean x ln(u), u in (0, 1].

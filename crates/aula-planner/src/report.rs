@@ -1,8 +1,14 @@
 //! "What can you actually run on this machine": the whole catalog on one
 //! hardware profile, as Markdown (with the chart as an SVG file beside it)
-//! or one self-contained HTML page, each formula spelled out once.
+//! or one self-contained HTML page, each formula spelled out once. On an
+//! assessed machine the models `aula assess` ran come first, their speeds
+//! measured; every other figure is predicted, and each row says which.
+//! Each row also says how many students the model holds alone
+//! ([`REPORT_CLASS`] at [`REPORT_TARGET`], by [`crate::class`]).
 
+use crate::assessment::ModelFigures;
 use crate::catalog;
+use crate::class::{Class, Engine, Target, capacity};
 use crate::estimate::{
     EngineKind, Estimate, FORMULAS, PlanRequest, Precision, VerdictKind, estimate,
 };
@@ -14,6 +20,77 @@ pub struct Row {
     pub embedding: bool,
     pub source: String,
     pub estimate: Estimate,
+    /// What `aula assess` measured of this model here, if it ran.
+    pub measured: Option<ModelFigures>,
+    /// Students the model holds alone ([`REPORT_CLASS`] at [`REPORT_TARGET`]),
+    /// where it runs and its speed is known.
+    pub students: Option<u32>,
+}
+
+/// The class each row's student count is for: 30 s of thought between
+/// questions, 512-token questions, 256-token answers.
+pub const REPORT_CLASS: Class = Class {
+    students: 0,
+    think_s: 30.0,
+    prompt_tokens: 512,
+    answer_tokens: 256,
+};
+
+/// What each of those students gets: answers at 10 tok/s, first tokens
+/// within 2 s (95th percentile).
+pub const REPORT_TARGET: Target = Target {
+    rate_tps: 10.0,
+    ttft_p95_s: 2.0,
+};
+
+fn students(engine: Option<Engine>, est: &Estimate) -> Option<u32> {
+    if est.verdict.kind != VerdictKind::Runs {
+        return None;
+    }
+    Some(capacity(&[engine?], &REPORT_CLASS, &REPORT_TARGET).students)
+}
+
+/// The models `aula assess` measured on this machine, each estimated from
+/// its file (memory predicted) with its measured speeds. A model whose file
+/// is gone is left out.
+pub fn assessed_rows(
+    models: &[ModelFigures],
+    hw: &Hardware,
+    engine: EngineKind,
+    context: u32,
+    users: u32,
+) -> Vec<Row> {
+    let mut out = Vec::new();
+    for m in models {
+        let Ok(shape) = crate::resolve_model(std::path::Path::new(&m.file)) else {
+            continue;
+        };
+        let query = crate::query::PlanQuery {
+            request: PlanRequest {
+                engine,
+                context: context.min(shape.max_context.max(1)),
+                users,
+                prompt_tokens: REPORT_CLASS.prompt_tokens,
+                ..Default::default()
+            },
+            precision: None,
+        };
+        let Ok(req) = query.resolve(&shape) else {
+            continue;
+        };
+        let estimate = estimate(&shape, hw, &req);
+        let students = students(Engine::measured(m, users), &estimate);
+        out.push(Row {
+            model: m.name.clone(),
+            params: shape.params,
+            embedding: false,
+            source: format!("{} (measured by aula assess)", m.file),
+            estimate,
+            measured: Some(m.clone()),
+            students,
+        });
+    }
+    out
 }
 
 /// Each catalog model at the best precision that runs (f16, then q8_0, then
@@ -42,22 +119,26 @@ pub fn rows(
                 precision: Precision::parse(p)?,
                 context: context.min(shape.max_context.max(1)),
                 users,
+                prompt_tokens: REPORT_CLASS.prompt_tokens,
                 ..Default::default()
             };
             let est = estimate(&shape, hw, &req);
             let runs = est.verdict.kind == VerdictKind::Runs;
-            chosen = Some(est);
+            chosen = Some((est, req));
             if runs {
                 break;
             }
         }
-        if let Some(estimate) = chosen {
+        if let Some((estimate, req)) = chosen {
+            let students = students(Engine::predicted(&shape, hw, &req), &estimate);
             out.push(Row {
                 model: e.id.clone(),
                 params: shape.params,
                 embedding: e.kind == "embedding",
                 source: e.source.clone(),
                 estimate,
+                measured: None,
+                students,
             });
         }
     }
@@ -150,6 +231,24 @@ pub fn svg(rows: &[Row], hw: &Hardware) -> String {
     s
 }
 
+/// What the speed, first-token and students columns mean.
+fn legend() -> String {
+    let c = REPORT_CLASS;
+    format!(
+        "*speeds* says whether a row's speeds were measured on this machine by `aula assess` or predicted by the formulas (memory is always predicted). \
+         *First token*: a {}-token prompt's prefill and one decode step, one stream, no queue. \
+         *Students*: how many the model holds alone, each thinking {:.0} s between {}-token questions and reading {}-token answers, \
+         the median answer at {:.0} tok/s or more and 95% of first tokens within {:.0} s \
+         (`aula plan --students`; the rules are in `aula_planner::class`).",
+        c.prompt_tokens,
+        c.think_s,
+        c.prompt_tokens,
+        c.answer_tokens,
+        REPORT_TARGET.rate_tps,
+        REPORT_TARGET.ttft_p95_s
+    )
+}
+
 fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
     let mut t = vec![vec![
         "model".to_string(),
@@ -161,6 +260,9 @@ fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
         format!("most users at {context} tokens"),
         "1 stream".into(),
         format!("{users} users together"),
+        format!("first token ({}-token prompt)", REPORT_CLASS.prompt_tokens),
+        format!("students at {:.0} tok/s", REPORT_TARGET.rate_tps),
+        "speeds".into(),
         "verdict".into(),
     ]];
     for r in rows {
@@ -177,13 +279,25 @@ fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
             VerdictKind::NeedsOffload => "needs offload".into(),
             VerdictKind::DoesNotFit => "does not fit".into(),
         };
-        let (one, all) = match &e.speed {
-            Some(s) => (
+        let prompt = f64::from(REPORT_CLASS.prompt_tokens);
+        let (one, all, first, how) = match (&r.measured, &e.speed) {
+            (Some(m), _) => (
+                format!("{:.1} tok/s", m.decode_tps_1.median),
+                format!("{:.0} tok/s (at {})", m.decode_tps_n.median, m.parallel),
+                format!(
+                    "{:.2} s",
+                    prompt / m.prefill_tps.median + 1.0 / m.decode_tps_1.median
+                ),
+                "measured",
+            ),
+            (None, Some(s)) => (
                 format!("{:.1} tok/s", s.single_stream_tokens_per_s),
                 format!("{:.0} tok/s", s.aggregate_tokens_per_s),
+                format!("{:.2} s", s.time_to_first_token_s),
+                "predicted",
             ),
-            None if r.embedding => ("(embeddings)".into(), "-".into()),
-            None => ("-".into(), "-".into()),
+            (None, None) if r.embedding => ("(embeddings)".into(), "-".into(), "-".into(), "-"),
+            (None, None) => ("-".into(), "-".into(), "-".into(), "-"),
         };
         t.push(vec![
             r.model.clone(),
@@ -199,6 +313,9 @@ fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
             },
             one,
             all,
+            first,
+            r.students.map_or("-".into(), |n| n.to_string()),
+            how.into(),
             verdict,
         ]);
     }
@@ -219,8 +336,12 @@ pub fn markdown(
          Every model of Aula's catalog at the best precision that fits (16-bit or the precision it was released in, else 8-bit, else 4-bit), \
          serving {users} users at once with {context} tokens each through the {engine:?} engine. \
          Figures are derived from each model's published shape and the hardware's published limits by the \
-         formulas at the end; speeds assume the efficiencies stated ({}).\n\n![memory per model]({svg_file})\n\n",
-        hw.name, hw.usable_gb, hw.peak_bandwidth_gbs, hw.efficiency_source
+         formulas at the end; speeds assume the efficiencies stated ({}). {}\n\n![memory per model]({svg_file})\n\n",
+        hw.name,
+        hw.usable_gb,
+        hw.peak_bandwidth_gbs,
+        hw.efficiency_source,
+        legend()
     );
     let t = table(rows, users, context);
     for (i, row) in t.iter().enumerate() {
@@ -248,11 +369,12 @@ pub fn html(rows: &[Row], hw: &Hardware, engine: EngineKind, context: u32, users
          td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left}}</style>\
          </head><body>\n<h1>What can you actually run on {0}?</h1>\n<p>{1:.1} GB usable memory, {2:.0} GB/s peak memory bandwidth. \
          Every catalog model at the best precision that fits, serving {users} users at once with {context} tokens each \
-         ({engine:?} engine). Speeds assume the efficiencies stated ({3}).</p>\n",
+         ({engine:?} engine). Speeds assume the efficiencies stated ({3}). {4}</p>\n",
         esc(&hw.name),
         hw.usable_gb,
         hw.peak_bandwidth_gbs,
-        esc(&hw.efficiency_source)
+        esc(&hw.efficiency_source),
+        esc(&legend())
     );
     s.push_str(&svg(rows, hw));
     s.push_str("<table>\n");

@@ -40,8 +40,15 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     };
     let engine: EngineKind = a.engine.parse().map_err(|e: String| anyhow!(e))?;
     if let Some(file) = &a.report {
-        let rows =
-            aula_planner::report::rows(&hw, engine, a.context, a.users).map_err(|e| anyhow!(e))?;
+        let mut rows = match (hw.id.as_str(), super::assess::load()?) {
+            ("this", Some(x)) => {
+                aula_planner::report::assessed_rows(&x.models, &hw, engine, a.context, a.users)
+            }
+            _ => Vec::new(),
+        };
+        rows.extend(
+            aula_planner::report::rows(&hw, engine, a.context, a.users).map_err(|e| anyhow!(e))?,
+        );
         let html = file.extension().is_some_and(|x| x == "html" || x == "htm");
         if html {
             let page = aula_planner::report::html(&rows, &hw, engine, a.context, a.users);
@@ -284,10 +291,18 @@ fn students(
     }
     let mut s = format!(
         "Students on {}: each thinks {:.0} s on average, asks {} prompt tokens, reads {} answer tokens; target: the median answer at >= {:.1} tok/s and 95% of first tokens within {:.2} s.\n",
-        hw.name, class.think_s, class.prompt_tokens, class.answer_tokens, target.rate_tps, target.ttft_p95_s
+        hw.name,
+        class.think_s,
+        class.prompt_tokens,
+        class.answer_tokens,
+        target.rate_tps,
+        target.ttft_p95_s
     );
     for e in &engines {
-        s.push_str(&format!("  {} ({} slots): {}\n", e.model, e.slots, e.source));
+        s.push_str(&format!(
+            "  {} ({} slots): {}\n",
+            e.model, e.slots, e.source
+        ));
     }
     if engines.len() > 1 {
         s.push_str("  students split evenly; the models take turns on the box\n");
@@ -301,7 +316,11 @@ fn students(
     match (&cap.reason, &cap.at) {
         (Some(why), _) => s.push_str(&format!("holds no class at this target: {why}\n")),
         (None, Some(at)) => {
-            s.push_str(&format!("holds {} students.\n  {}\n", cap.students, line(at)));
+            s.push_str(&format!(
+                "holds {} students.\n  {}\n",
+                cap.students,
+                line(at)
+            ));
             match &cap.above {
                 Some(o) => s.push_str(&format!("  {} (misses)\n", line(o))),
                 None => s.push_str(&format!(
@@ -317,7 +336,11 @@ fn students(
             "asked for {}: {} ({})\n",
             n,
             line(o),
-            if o.meets(&target) { "meets the target" } else { "misses the target" }
+            if o.meets(&target) {
+                "meets the target"
+            } else {
+                "misses the target"
+            }
         ));
     }
     s.push_str("How: aula_planner::class (a seeded simulation of the queue and continuous batching; `--explain` for the formulas behind predicted steps).\n");
