@@ -33,11 +33,18 @@ NAME=$(basename "$MODEL_FILE" .gguf | tr 'A-Z' 'a-z')
 $B plan --hardware this "$MODEL_FILE" --json > /dev/null \
   || { echo "assess this machine first: $B assess" >&2; exit 1; }
 
+for port in "$ENGINE_PORT" "$GW_PORT"; do
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+    echo "port $port is taken (set ENGINE_PORT / GW_PORT)" >&2; exit 1
+  fi
+done
 home=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$home"' EXIT
 G=(env AULA_HOME="$home" "$B")   # the gateway's own home; `aula plan` reads this machine's
 "${G[@]}" engine --model "$MODEL_FILE" --name "$NAME" --port "$ENGINE_PORT" --parallel "$SLOTS" \
   --queue 1024 --context 2048 > "$home/engine.log" 2>&1 &
+pids+=($!)
 printf '[[models]]\nname = "%s"\nurl = "http://127.0.0.1:%s"\nparallel = %s\n' \
   "$NAME" "$ENGINE_PORT" "$SLOTS" > "$home/aula.toml"
 : > "$home/keys"
@@ -46,6 +53,7 @@ for i in $(seq 1 "$MAX_STUDENTS"); do
   "${G[@]}" keys create "s$i" 2> /dev/null >> "$home/keys"
 done
 "${G[@]}" serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 1 240); do
   curl -sf "http://127.0.0.1:$GW_PORT/readyz" > /dev/null && curl -sf "http://127.0.0.1:$ENGINE_PORT/health" > /dev/null && break
   sleep 0.5
@@ -63,6 +71,9 @@ import json, sys
 r = json.load(sys.stdin)
 n = max(r["requests_ok"], 1)
 print(round(r["prompt_tokens"] / n), round(r["completion_tokens"] / n))')
+if [ "${A:-0}" -lt 1 ]; then
+  echo "the warm-up got no answer; the gateway's log:" >&2; tail -n 20 "$home/serve.log" >&2; exit 1
+fi
 echo "warm-up: $P prompt tokens and $A answer tokens a request (as the engine counted them)"
 
 PRED=$($B plan --hardware this "$MODEL_FILE" --users "$SLOTS" --students --think "$THINK" \

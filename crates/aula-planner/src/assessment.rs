@@ -144,6 +144,26 @@ pub struct ModelFigures {
 }
 
 impl ModelFigures {
+    /// `speed` (of this model, `users` at once, `prompt_tokens` of prompt)
+    /// replaced by what was measured: one stream and prefill as measured,
+    /// `users` streams from the steps at 1 and `parallel` streams (straight
+    /// between and beyond them, as [`crate::class`] steps).
+    pub fn apply(&self, speed: &mut crate::estimate::Speed, users: u32, prompt_tokens: u32) {
+        let Some(engine) = crate::class::Engine::measured(self, users) else {
+            return;
+        };
+        let users = users.max(1);
+        let step = engine.step_s(users);
+        speed.single_stream_tokens_per_s = self.decode_tps_1.median;
+        speed.aggregate_tokens_per_s = f64::from(users) / step;
+        speed.per_user_tokens_per_s = 1.0 / step;
+        speed.prefill_tokens_per_s = self.prefill_tps.median;
+        speed.time_to_first_token_s =
+            f64::from(prompt_tokens) / self.prefill_tps.median + 1.0 / self.decode_tps_1.median;
+        speed.single_stream_range = None;
+        speed.measured = Some(engine.source);
+    }
+
     /// Bytes per second decoding one stream reads: the weights once a token.
     pub fn decode_bandwidth_gbs(&self) -> f64 {
         self.weight_bytes as f64 * self.decode_tps_1.median / 1e9

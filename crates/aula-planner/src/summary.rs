@@ -96,6 +96,10 @@ impl PlanSummary {
                 ttft
             );
             if let Some(s) = &e.speed {
+                if let Some(how) = &s.measured {
+                    let _ = writeln!(out, "{:<26} speeds {how}", "");
+                    continue;
+                }
                 let mut line = String::new();
                 if let Some(r) = &s.single_stream_range {
                     let _ = write!(

@@ -71,3 +71,162 @@ fn assess_measures_this_machine_and_plan_plans_with_it() {
         plan["estimates"][0]["speed"]
     );
 }
+
+/// `aula plan --students`: a class planned from a catalog profile (speeds
+/// predicted) and from an assessment (speeds measured), each saying which;
+/// more students than it holds miss the target; a target no one student can
+/// meet says why.
+#[test]
+fn plan_students_says_how_many_and_from_what() {
+    let home = temp_home("students");
+    let plan = |args: &[&str]| -> serde_json::Value {
+        let (ok, out, err) = run_aula(args, &home);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let p = plan(&[
+        "plan",
+        "llama-3.1-8b",
+        "--hardware",
+        "gb10",
+        "--precision",
+        "q4_k_m",
+        "--users",
+        "8",
+        "--students",
+        "500",
+        "--json",
+    ]);
+    let held = p["capacity"]["students"].as_u64().unwrap();
+    assert!(held > 0 && held < 500, "{p}");
+    assert!(
+        p["engines"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("predicted"),
+        "{p}"
+    );
+    let at = &p["capacity"]["at"];
+    assert!(at["ttft_p95_s"].as_f64().unwrap() <= 2.0, "{p}");
+    assert!(at["rate_p50_tps"].as_f64().unwrap() >= 10.0, "{p}");
+    let above = &p["capacity"]["above"];
+    assert_eq!(above["students"].as_u64().unwrap(), held + 1, "{p}");
+    assert!(
+        p["asked"]["ttft_p95_s"].as_f64().unwrap() > 2.0,
+        "500 students wait: {p}"
+    );
+    // A rate no single stream reaches: no class, and the reason.
+    let (ok, out, err) = run_aula(
+        &[
+            "plan",
+            "llama-3.1-8b",
+            "--hardware",
+            "gb10",
+            "--students",
+            "--rate",
+            "5000",
+        ],
+        &home,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("holds no class") && out.contains("tok/s"),
+        "{out}"
+    );
+    // Bad input: a clear error naming the flag.
+    let (ok, _, err) = run_aula(
+        &["plan", "llama-3.1-8b", "--students", "--think", "soon"],
+        &home,
+    );
+    assert!(!ok && err.contains("--think"), "{err}");
+
+    // An assessment of this machine (figures written here, not measured:
+    // the test is of the planning): its model is planned from them.
+    let smol = model_path(SMOL_FILE);
+    let fig = |x: f64| format!("median = {x}\nmin = {x}\nmax = {x}\nruns = 1\nmethod = \"test\"\n");
+    let toml = format!(
+        "date = \"2026-12-06 20:00 UTC\"\nbuild = \"test\"\nbackend = \"cpu\"\ncores = 2\nmemory_gb = 24.0\nusable_gb = 20.0\n\
+         [bandwidth_gbs]\n{}\n[[models]]\nname = \"{}\"\nfile = \"{}\"\nweight_bytes = 96576768\nparams = 134515008\n\
+         context = 2048\nparallel = 4\nallocated_bytes = 1\nplanned_bytes = 1\n[models.load_s]\n{}[models.prefill_tps]\n{}\
+         [models.decode_tps_1]\n{}[models.decode_tps_n]\n{}",
+        fig(20.0),
+        aula_planner::model_name_for_file(&smol),
+        smol.display(),
+        fig(0.2),
+        fig(400.0),
+        fig(100.0),
+        fig(160.0),
+    );
+    std::fs::write(home.join("assessment.toml"), toml).unwrap();
+    let smol = smol.to_str().unwrap();
+    let p = plan(&[
+        "plan",
+        smol,
+        "--hardware",
+        "this",
+        "--students",
+        "--think",
+        "5s",
+        "--prompt-tokens",
+        "64",
+        "--answer-tokens",
+        "64",
+        "--json",
+    ]);
+    let src = p["engines"][0]["source"].as_str().unwrap();
+    assert!(
+        src.starts_with("measured") && src.contains("100.0 tok/s"),
+        "{p}"
+    );
+    assert!(p["capacity"]["students"].as_u64().unwrap() > 0, "{p}");
+}
+
+/// `aula bench --think`: one request at a time per student, each after a
+/// pause; the report says so and carries each answer's rate.
+#[test]
+fn bench_think_runs_a_class() {
+    let mock = spawn_mock(1);
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "bench",
+            "--url",
+            &mock.url,
+            "--model",
+            "mock",
+            "--users",
+            "3",
+            "--requests",
+            "9",
+            "--think",
+            "20ms",
+            "--stream",
+            "--max-tokens",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["requests_ok"], 9, "{r}");
+    assert_eq!(r["concurrency"], 3, "{r}");
+    assert!((r["think_s"].as_f64().unwrap() - 0.02).abs() < 1e-9, "{r}");
+    let rate = &r["answer_rate"];
+    assert!(
+        rate["count"].as_u64().unwrap() > 0 && rate["p50_tps"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    // --think and --heavy are different scenarios.
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "bench", "--url", &mock.url, "--model", "mock", "--users", "3", "--think", "1s",
+            "--heavy", "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

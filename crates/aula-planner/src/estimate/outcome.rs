@@ -60,6 +60,10 @@ pub struct Speed {
     /// The structured decode model's parts (llama.cpp engines).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decode_model: Option<DecodeDetail>,
+    /// Set where these speeds were measured on this machine (`aula
+    /// assess`), not predicted: how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 /// Single-stream decode as a range: what the check set's spread says.

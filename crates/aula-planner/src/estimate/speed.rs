@@ -143,5 +143,6 @@ pub(super) fn speed(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Optio
             kv_s: t.kv_s,
             borrowed: c.borrowed,
         }),
+        measured: None,
     })
 }

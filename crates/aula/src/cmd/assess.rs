@@ -83,9 +83,9 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
     } else {
         cores
     };
-    let steps = 1 + files.len();
+    let progress = Progress::new(1 + files.len());
     if out.bandwidth_gbs.is_none() {
-        progress(1, steps, "memory bandwidth (streaming read)");
+        progress.step(1, "memory bandwidth (streaming read)");
         // Beside a serving gateway it takes no more memory than a quick run.
         let mib = if a.quick || a.while_serving {
             256
@@ -102,11 +102,11 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
                 .iter()
                 .find(|m| m.file == file.display().to_string())
         }) {
-            progress(i + 2, steps, &format!("{name}: kept from the last run"));
+            progress.step(i + 2, &format!("{name}: kept from the last run"));
             out.models.push(m.clone());
             continue;
         }
-        progress(i + 2, steps, &format!("{name}: load, prefill, decode"));
+        progress.step(i + 2, &format!("{name}: load, prefill, decode"));
         let parallel = if a.while_serving { 1 } else { a.parallel };
         let m = measure_model(file, &name, &a, parallel, threads, repeats)
             .await
@@ -114,6 +114,7 @@ pub async fn assess(a: AssessArgs) -> anyhow::Result<()> {
         out.models.push(m);
         write(&path, &out)?;
     }
+    drop(progress);
     out.decode_fit = decode_fit(&out, if a.quick { 32 } else { 128 })?;
     out.date = now_utc();
     write(&path, &out)?;
@@ -218,8 +219,47 @@ fn models(a: &AssessArgs) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn progress(step: usize, of: usize, what: &str) {
-    eprintln!("[{step}/{of}] {what}");
+/// Where the run is: a bar with the elapsed time on a terminal, a line a
+/// step in a log.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    of: usize,
+}
+
+impl Progress {
+    fn new(of: usize) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(of as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            ) {
+                b.set_style(style);
+            }
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+            b
+        });
+        Progress { bar, of }
+    }
+
+    /// Step `step` (from 1) begins.
+    fn step(&self, step: usize, what: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.set_position(step.saturating_sub(1) as u64);
+                b.set_message(what.to_string());
+            }
+            None => eprintln!("[{step}/{}] {what}", self.of),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
 
 fn write(path: &Path, a: &Assessment) -> anyhow::Result<()> {

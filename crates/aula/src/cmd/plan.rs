@@ -135,10 +135,23 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
     if let Some(n) = a.students {
         return students(&a, &wants, &hw, n);
     }
-    let estimates: Vec<_> = wants
+    let mut estimates: Vec<_> = wants
         .iter()
         .map(|w| aula_planner::estimate::estimate(&w.shape, &hw, &w.request))
         .collect();
+    // A model this machine's assessment ran: its measured speeds.
+    let assessed = match hw.id.as_str() {
+        "this" => super::assess::load()?,
+        _ => None,
+    };
+    if let Some(x) = assessed {
+        for (e, w) in estimates.iter_mut().zip(&wants) {
+            let m = x.models.iter().find(|m| m.name == w.shape.id);
+            if let (Some(m), Some(speed)) = (m, e.speed.as_mut()) {
+                m.apply(speed, w.request.users, w.request.prompt_tokens);
+            }
+        }
+    }
     let placement = (wants.len() > 1).then(|| aula_planner::placement::place(&wants, &hw));
     let finetune = a.finetune.then(|| {
         wants
