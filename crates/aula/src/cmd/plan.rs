@@ -311,11 +311,18 @@ fn students(
         target.rate_tps,
         target.ttft_p95_s
     );
-    for e in &engines {
+    for (e, w) in engines.iter().zip(wants) {
         s.push_str(&format!(
             "  {} ({} slots): {}\n",
             e.model, e.slots, e.source
         ));
+        let est = aula_planner::estimate::estimate(&w.shape, hw, &w.request);
+        if est.verdict.kind != aula_planner::estimate::VerdictKind::Runs {
+            s.push_str(&format!(
+                "    but {} slots of {} tokens do not fit as asked: {}\n",
+                w.request.users, w.request.context, est.verdict.reason
+            ));
+        }
     }
     if engines.len() > 1 {
         s.push_str("  students split evenly; the models take turns on the box\n");
