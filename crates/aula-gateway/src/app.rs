@@ -33,6 +33,8 @@ pub struct App {
     pub chat_models: Vec<String>,
     listener: tokio::net::TcpListener,
     store: aula_store::Store,
+    /// This gateway's row in the database's list of gateways.
+    me: aula_store::GatewayRow,
     tasks: Tasks,
     /// The data directory, held until the gateway has shut down.
     data_dir: home::DataDirLock,
@@ -178,6 +180,7 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         let addr = listener.local_addr()?;
+        let me = join(&store, addr).await?;
         let models: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let chat_models: Vec<String> = specs
             .iter()
@@ -199,6 +202,7 @@ impl App {
             tasks.spawn("timetable", run);
         }
         tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
+        tasks.spawn("gateway heartbeat", heartbeat(store.clone(), me.clone()));
         Ok(App {
             state,
             addr,
@@ -206,6 +210,7 @@ impl App {
             chat_models,
             listener,
             store,
+            me,
             tasks,
             data_dir,
         })
@@ -222,6 +227,9 @@ impl App {
         self.state.gw.ledger.close().await;
         tracing::info!("stopping engines");
         self.state.gw.fleet.stop_all().await;
+        if let Err(e) = self.store.leave_gateways(&self.me.id).await {
+            tracing::warn!("could not remove this gateway's row: {e}");
+        }
         self.store.close().await;
         drop(self.data_dir);
         served.context("the HTTP server failed")
@@ -270,4 +278,100 @@ async fn reload_on_hangup(state: GatewayState) {
             Err(e) => tracing::error!("reload failed, the old limits stay: {e}"),
         }
     }
+}
+
+/// Put this gateway in the database's list of gateways. On SQLite one
+/// gateway serves a database: its budgets, rate windows and fair queue live
+/// in its memory, so a second one would grant every budget again. A
+/// gateway that finds another alive that started before it refuses,
+/// naming it (two that start at once each see the other, and the later one
+/// refuses). On PostgreSQL several may join.
+async fn join(
+    store: &aula_store::Store,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<aula_store::GatewayRow> {
+    let now = aula_store::now_ms();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let pid = std::process::id();
+    let me = aula_store::GatewayRow {
+        id: format!("{host}:{pid}:{now}"),
+        host,
+        pid: i64::from(pid),
+        address: addr.to_string(),
+        started_ms: now,
+        seen_ms: now,
+    };
+    let mut others = store
+        .join_gateways(&me)
+        .await
+        .map_err(|e| anyhow!("cannot join the database's list of gateways: {e}"))?;
+    // A gateway of this machine whose process is gone died without leaving
+    // (killed, or the machine restarted): its row goes now, not when stale.
+    for o in others
+        .iter()
+        .filter(|o| o.host == me.host && !process_alive(o.pid))
+    {
+        tracing::info!(
+            "removing the row of gateway pid {} (no longer running)",
+            o.pid
+        );
+        let _ = store.leave_gateways(&o.id).await;
+    }
+    others.retain(|o| o.host != me.host || process_alive(o.pid));
+    if store.is_postgres() {
+        if !others.is_empty() {
+            tracing::info!(
+                "{} other gateways use this database: {}",
+                others.len(),
+                others
+                    .iter()
+                    .map(|o| o.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        return Ok(me);
+    }
+    if let Some(o) = others.iter().find(|o| o.precedes(&me)) {
+        let _ = store.leave_gateways(&me.id).await;
+        bail!(
+            "another gateway uses this SQLite database: pid {} on {}, serving {}, last seen {:.0} s ago.\n\
+             On SQLite one gateway serves a database (its budgets and queue live in its memory, so a second \
+             would grant every budget again). Stop it, or give every gateway the same PostgreSQL database: \
+             [server] database = \"postgres://user:password@host/aula\" in aula.toml.",
+            o.pid,
+            o.host,
+            o.address,
+            (now - o.seen_ms).max(0) as f64 / 1000.0
+        );
+    }
+    Ok(me)
+}
+
+/// Renew this gateway's row every [`aula_store::gateways::HEARTBEAT_MS`]
+/// until shutdown.
+async fn heartbeat(store: aula_store::Store, mut me: aula_store::GatewayRow) {
+    let every = Duration::from_millis(aula_store::gateways::HEARTBEAT_MS as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        me.seen_ms = aula_store::now_ms();
+        if let Err(e) = store.gateway_heartbeat(&me).await {
+            tracing::warn!("gateway heartbeat: {e}");
+        }
+    }
+}
+
+/// Is process `pid` running on this machine?
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

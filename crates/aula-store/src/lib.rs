@@ -4,11 +4,13 @@
 //! same migrations through sqlx's `Any` driver.
 //!
 //! [`db`] opens the database; [`identity`] is users, groups and keys;
-//! [`ledger`] writes and sums request records.
+//! [`ledger`] writes and sums request records; [`gateways`] is which
+//! gateways use the database.
 
 pub mod db;
 pub mod files;
 pub mod finetune;
+pub mod gateways;
 pub mod identity;
 pub mod ledger;
 pub mod tables;
@@ -17,6 +19,7 @@ pub mod vectors;
 pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};
 pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob, JobStatus};
+pub use gateways::GatewayRow;
 pub use identity::{KeyInfo, Role, User};
 pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow};
 pub use vectors::{ChunkRow, FileCounts, FileStatus, NewChunk, StoreFileRecord, VectorStoreRecord};

@@ -87,3 +87,74 @@ fn keys_ledger_and_usage_on_postgres() {
     });
     drop(s);
 }
+
+/// More than one gateway on one database: on SQLite the second refuses,
+/// naming the first and PostgreSQL; a gateway killed without leaving does
+/// not block the next start; on PostgreSQL two serve side by side.
+#[test]
+fn a_second_gateway_needs_postgres() {
+    let mock = spawn_mock(0);
+    let config = |home: &std::path::Path, db: &str| {
+        std::fs::write(
+            home.join("aula.toml"),
+            format!(
+                "[server]\ndatabase = \"{db}\"\n\n[[models]]\nname = \"mock\"\nurl = \"{}\"\n",
+                mock.url
+            ),
+        )
+        .unwrap();
+    };
+    // Two data directories, one SQLite database.
+    let shared = temp_home("one-db");
+    let db = format!("sqlite://{}?mode=rwc", shared.join("aula.db").display());
+    let (a, b) = (temp_home("gw-a"), temp_home("gw-b"));
+    config(&a, &db);
+    config(&b, &db);
+    let mut first = spawn_aula(&["serve", "--port", "0"], Some(&a));
+    let refused = std::process::Command::new(aula_exe())
+        .args(["serve", "--port", "0"])
+        .env("AULA_HOME", &*b)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("another gateway uses this SQLite database")
+            && err.contains(&format!("pid {}", first.pid()))
+            && err.contains("postgres://"),
+        "{err}"
+    );
+    // Killed, it leaves its row behind; its process is gone, so the next
+    // gateway starts at once.
+    unsafe {
+        libc::kill(first.pid() as i32, libc::SIGKILL);
+    }
+    first.child.wait().unwrap();
+    let second = spawn_aula(&["serve", "--port", "0"], Some(&b));
+    let r = get(&format!("{}/readyz", second.url));
+    assert_eq!(r.status, 200, "{}", r.text);
+    drop(second);
+
+    // PostgreSQL: two gateways at once, one user and key, both answer.
+    let pg = Pg::start("two-gw");
+    let url = format!("postgres://aula@127.0.0.1:{}/postgres", pg.port);
+    let (c, d) = (temp_home("gw-c"), temp_home("gw-d"));
+    config(&c, &url);
+    config(&d, &url);
+    let (ok, _, err) = run_aula(&["users", "add", "sam"], &c);
+    assert!(ok, "{err}");
+    let (ok, key, err) = run_aula(&["keys", "create", "sam"], &c);
+    assert!(ok, "{err}");
+    let one = spawn_aula(&["serve", "--port", "0"], Some(&c));
+    let two = spawn_aula(&["serve", "--port", "0"], Some(&d));
+    let body =
+        json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    for s in [&one, &two] {
+        let r = post_auth(
+            &format!("{}/v1/chat/completions", s.url),
+            Some(key.trim()),
+            &body,
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+}
