@@ -11,6 +11,7 @@ use crate::state::GatewayState;
 use anyhow::{Context, anyhow, bail};
 use aula_fleet::tasks::Tasks;
 use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -202,7 +203,9 @@ impl App {
             tasks.spawn("timetable", run);
         }
         tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
-        tasks.spawn("gateway heartbeat", heartbeat(store.clone(), me.clone()));
+        if store.is_postgres() {
+            tasks.spawn("gateway heartbeat", heartbeat(store.clone(), me.clone()));
+        }
         Ok(App {
             state,
             addr,
@@ -308,18 +311,19 @@ async fn join(
         .await
         .map_err(|e| anyhow!("cannot join the database's list of gateways: {e}"))?;
     // A gateway of this machine whose process is gone died without leaving
-    // (killed, or the machine restarted): its row goes now, not when stale.
-    for o in others
-        .iter()
-        .filter(|o| o.host == me.host && !process_alive(o.pid))
-    {
+    // (killed, or the machine restarted): its row goes now. (On SQLite every
+    // row is of this machine: WAL is shared only there.)
+    let gone = |o: &aula_store::GatewayRow| {
+        (o.host == me.host || !store.is_postgres()) && !process_alive(o.pid)
+    };
+    for o in others.iter().filter(|o| gone(o)) {
         tracing::info!(
             "removing the row of gateway pid {} (no longer running)",
             o.pid
         );
         let _ = store.leave_gateways(&o.id).await;
     }
-    others.retain(|o| o.host != me.host || process_alive(o.pid));
+    others.retain(|o| !gone(o));
     if store.is_postgres() {
         if !others.is_empty() {
             tracing::info!(
@@ -351,7 +355,7 @@ async fn join(
 }
 
 /// Renew this gateway's row every [`aula_store::gateways::HEARTBEAT_MS`]
-/// until shutdown.
+/// until shutdown (PostgreSQL only: see `aula_store::gateways`).
 async fn heartbeat(store: aula_store::Store, mut me: aula_store::GatewayRow) {
     let every = Duration::from_millis(aula_store::gateways::HEARTBEAT_MS as u64);
     loop {
@@ -363,7 +367,9 @@ async fn heartbeat(store: aula_store::Store, mut me: aula_store::GatewayRow) {
     }
 }
 
-/// Is process `pid` running on this machine?
+/// Is process `pid` of this machine an Aula gateway (`aula serve`, this
+/// program)? A pid alone is not enough: after a restart the pid of a
+/// gateway that died may belong to any other process.
 fn process_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -371,7 +377,20 @@ fn process_alive(pid: i64) -> bool {
     if pid <= 0 {
         return false;
     }
-    // SAFETY: signal 0 sends nothing; it only asks whether `pid` exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let name = |p: &[u8]| {
+        std::path::Path::new(std::ffi::OsStr::from_bytes(p))
+            .file_name()
+            .map(|n| n.to_os_string())
+    };
+    let ours = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()));
+    let same_program = args
+        .first()
+        .is_some_and(|a0| name(a0).is_some() && name(a0) == ours);
+    same_program && args.iter().any(|a| *a == b"serve")
 }

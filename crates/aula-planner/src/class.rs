@@ -27,8 +27,10 @@
 //!   included) is no more than `ttft_p95_s`.
 //! - **The class held** is the largest number of students that meets the
 //!   target, found by doubling and then halving the gap; each simulation
-//!   runs 4,000 requests after 400 of warm-up, with a fixed seed, so the
-//!   answer is the same on every machine.
+//!   runs at least 4,000 requests (and three per student, so a big class
+//!   is watched over several think times) after a warm-up of 400 (or one
+//!   per student), with a fixed seed, so the answer is the same on every
+//!   machine.
 
 use crate::assessment::ModelFigures;
 use crate::estimate::{PlanRequest, estimate};
@@ -257,7 +259,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// Simulate `class` on `engines` (at least one) until `requests` answers
-/// after the warm-up have ended.
+/// (at least three per student) after the warm-up (at least one per
+/// student) have ended.
 pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome {
     let students = class.students as usize;
     let mut out = Outcome {
@@ -280,7 +283,9 @@ pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome
     let (mut ttfts, mut rates) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
     let (mut tokens, mut warm_at) = (0u64, 0.0_f64);
     let answer = class.answer_tokens.max(1);
-    while done < requests + WARMUP {
+    let warmup = WARMUP.max(students);
+    let requests = requests.max(students.saturating_mul(3));
+    while done < requests + warmup {
         while arrivals.peek().is_some_and(|a| a.0 <= now) {
             if let Some(At(t, s)) = arrivals.pop() {
                 lanes[s % engines.len()].queue.push_back((s, t));
@@ -343,10 +348,10 @@ pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome
             }
             let s = lane.running.swap_remove(k);
             done += 1;
-            if done == WARMUP {
+            if done == warmup {
                 warm_at = now;
             }
-            if done > WARMUP {
+            if done > warmup {
                 ttfts.push(s.first_at - s.arrived);
                 if answer > 1 && now > s.first_at {
                     rates.push(f64::from(answer - 1) / (now - s.first_at));
