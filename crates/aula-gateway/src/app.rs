@@ -341,14 +341,14 @@ async fn join(
     if let Some(o) = others.iter().find(|o| o.precedes(&me)) {
         let _ = store.leave_gateways(&me.id).await;
         bail!(
-            "another gateway uses this SQLite database: pid {} on {}, serving {}, last seen {:.0} s ago.\n\
+            "another gateway uses this SQLite database: pid {} on {}, serving {}, started {:.0} s ago.\n\
              On SQLite one gateway serves a database (its budgets and queue live in its memory, so a second \
              would grant every budget again). Stop it, or give every gateway the same PostgreSQL database: \
              [server] database = \"postgres://user:password@host/aula\" in aula.toml.",
             o.pid,
             o.host,
             o.address,
-            (now - o.seen_ms).max(0) as f64 / 1000.0
+            (now - o.started_ms).max(0) as f64 / 1000.0
         );
     }
     Ok(me)
