@@ -88,11 +88,18 @@ impl Engine {
     }
 
     /// From the planner's formulas for `shape` on `hw`, with `r.users`
-    /// slots: the decode step at every batch from 1 to the slots, and the
+    /// slots: the decode step at 1, 2, 4, ... sequences and at the slots
+    /// (straight between them: a step is linear in the batch between the
+    /// points where it turns from memory- to compute-bound), and the
     /// prefill rate. None where the profile has no speed figures.
     pub fn predicted(shape: &ModelShape, hw: &Hardware, r: &PlanRequest) -> Option<Engine> {
         let slots = r.users.max(1);
-        let steps: Vec<(u32, f64)> = (1..=slots)
+        let mut batches: Vec<u32> = std::iter::successors(Some(1u32), |b| b.checked_mul(2))
+            .take_while(|&b| b < slots)
+            .collect();
+        batches.push(slots);
+        let steps: Vec<(u32, f64)> = batches
+            .into_iter()
             .map(|b| crate::estimate::decode_step(shape, hw, r, b).map(|(t, _, _)| (b, t)))
             .collect::<Option<_>>()?;
         let prefill = estimate(shape, hw, r).speed?.prefill_tokens_per_s;
@@ -148,6 +155,39 @@ pub struct Class {
     pub answer_tokens: u32,
 }
 
+impl Class {
+    /// The class as asked, or why it cannot be simulated: at most
+    /// [`MAX_STUDENTS`] students, questions and answers of at most
+    /// [`MAX_TOKENS`], a finite think time of 0 or more.
+    pub fn check(&self) -> Result<(), String> {
+        if self.students > MAX_STUDENTS {
+            return Err(format!(
+                "at most {MAX_STUDENTS} students (got {})",
+                self.students
+            ));
+        }
+        if self.answer_tokens == 0 || self.answer_tokens > MAX_TOKENS {
+            return Err(format!(
+                "answers of 1 to {MAX_TOKENS} tokens (got {})",
+                self.answer_tokens
+            ));
+        }
+        if self.prompt_tokens > MAX_TOKENS {
+            return Err(format!(
+                "questions of at most {MAX_TOKENS} tokens (got {})",
+                self.prompt_tokens
+            ));
+        }
+        if !(self.think_s.is_finite() && self.think_s >= 0.0) {
+            return Err(format!(
+                "a think time of 0 s or more (got {})",
+                self.think_s
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a student should get.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Target {
@@ -187,8 +227,11 @@ pub struct Capacity {
     pub reason: Option<String>,
 }
 
-/// The search's ceiling.
+/// The search's ceiling, and the most students one simulation takes.
 pub const MAX_STUDENTS: u32 = 100_000;
+
+/// The longest question and answer one simulation takes (tokens each).
+pub const MAX_TOKENS: u32 = 1 << 20;
 
 const REQUESTS: usize = 4000;
 const WARMUP: usize = 400;
@@ -262,7 +305,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// (at least three per student) after the warm-up (at least one per
 /// student) have ended.
 pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome {
-    let students = class.students as usize;
+    // Beyond the stated bounds a simulation would not end in useful time;
+    // callers refuse such input ([`Class::check`]), and here it is capped.
+    let students = class.students.min(MAX_STUDENTS) as usize;
     let mut out = Outcome {
         students: class.students,
         requests: 0,
@@ -282,7 +327,7 @@ pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome
     let (mut now, mut turn, mut done) = (0.0_f64, 0usize, 0usize);
     let (mut ttfts, mut rates) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
     let (mut tokens, mut warm_at) = (0u64, 0.0_f64);
-    let answer = class.answer_tokens.max(1);
+    let answer = class.answer_tokens.clamp(1, MAX_TOKENS);
     let warmup = WARMUP.max(students);
     let requests = requests.max(students.saturating_mul(3));
     while done < requests + warmup {
@@ -298,7 +343,7 @@ pub fn simulate_n(engines: &[Engine], class: &Class, requests: usize) -> Outcome
                 };
                 lane.running.push(Seq {
                     arrived,
-                    prompt_left: class.prompt_tokens.max(1),
+                    prompt_left: class.prompt_tokens.clamp(1, MAX_TOKENS),
                     first_at: 0.0,
                     tokens: 0,
                     student,
@@ -537,6 +582,50 @@ mod tests {
             },
         );
         assert!((8..=17).contains(&c.students), "{c:?}");
+    }
+
+    #[test]
+    fn classes_beyond_the_bounds_are_refused() {
+        assert!(class(10).check().is_ok());
+        assert!(
+            class(MAX_STUDENTS + 1)
+                .check()
+                .unwrap_err()
+                .contains("students")
+        );
+        let long = Class {
+            answer_tokens: MAX_TOKENS + 1,
+            ..class(1)
+        };
+        assert!(long.check().unwrap_err().contains("answers"));
+        let never = Class {
+            think_s: f64::INFINITY,
+            ..class(1)
+        };
+        assert!(never.check().is_err());
+    }
+
+    #[test]
+    fn a_predicted_engine_samples_few_batches_however_many_slots() {
+        let shape = crate::catalog::find("llama-3.1-8b").unwrap();
+        let hw = crate::hardware::find("gb10").unwrap();
+        let r = PlanRequest {
+            users: 1_000_000,
+            ..Default::default()
+        };
+        let e = Engine::predicted(&shape, &hw, &r).unwrap();
+        assert!(
+            e.steps.len() <= 21 && e.steps.last().unwrap().0 == 1_000_000,
+            "{:?}",
+            e.steps.len()
+        );
+        // The samples agree with the formulas between them.
+        let direct = crate::estimate::decode_step(&shape, &hw, &r, 3).unwrap().0;
+        assert!(
+            (e.step_s(3) - direct).abs() / direct < 0.25,
+            "{} {direct}",
+            e.step_s(3)
+        );
     }
 
     #[test]

@@ -20,8 +20,6 @@ pub struct Row {
     pub embedding: bool,
     pub source: String,
     pub estimate: Estimate,
-    /// What `aula assess` measured of this model here, if it ran.
-    pub measured: Option<ModelFigures>,
     /// Students the model holds alone ([`REPORT_CLASS`] at [`REPORT_TARGET`]),
     /// where it runs and its speed is known.
     pub students: Option<u32>,
@@ -78,7 +76,10 @@ pub fn assessed_rows(
         let Ok(req) = query.resolve(&shape) else {
             continue;
         };
-        let estimate = estimate(&shape, hw, &req);
+        let mut estimate = estimate(&shape, hw, &req);
+        if let Some(speed) = estimate.speed.as_mut() {
+            m.apply(speed, req.users, req.prompt_tokens);
+        }
         let students = students(Engine::measured(m, users), &estimate);
         out.push(Row {
             model: m.name.clone(),
@@ -86,7 +87,6 @@ pub fn assessed_rows(
             embedding: false,
             source: format!("{} (measured by aula assess)", m.file),
             estimate,
-            measured: Some(m.clone()),
             students,
         });
     }
@@ -137,7 +137,6 @@ pub fn rows(
                 embedding: e.kind == "embedding",
                 source: e.source.clone(),
                 estimate,
-                measured: None,
                 students,
             });
         }
@@ -279,25 +278,19 @@ fn table(rows: &[Row], users: u32, context: u32) -> Vec<Vec<String>> {
             VerdictKind::NeedsOffload => "needs offload".into(),
             VerdictKind::DoesNotFit => "does not fit".into(),
         };
-        let prompt = f64::from(REPORT_CLASS.prompt_tokens);
-        let (one, all, first, how) = match (&r.measured, &e.speed) {
-            (Some(m), _) => (
-                format!("{:.1} tok/s", m.decode_tps_1.median),
-                format!("{:.0} tok/s (at {})", m.decode_tps_n.median, m.parallel),
-                format!(
-                    "{:.2} s",
-                    prompt / m.prefill_tps.median + 1.0 / m.decode_tps_1.median
-                ),
-                "measured",
-            ),
-            (None, Some(s)) => (
+        let (one, all, first, how) = match &e.speed {
+            Some(s) => (
                 format!("{:.1} tok/s", s.single_stream_tokens_per_s),
                 format!("{:.0} tok/s", s.aggregate_tokens_per_s),
                 format!("{:.2} s", s.time_to_first_token_s),
-                "predicted",
+                if s.measured.is_some() {
+                    "measured"
+                } else {
+                    "predicted"
+                },
             ),
-            (None, None) if r.embedding => ("(embeddings)".into(), "-".into(), "-".into(), "-"),
-            (None, None) => ("-".into(), "-".into(), "-".into(), "-"),
+            None if r.embedding => ("(embeddings)".into(), "-".into(), "-".into(), "-"),
+            None => ("-".into(), "-".into(), "-".into(), "-"),
         };
         t.push(vec![
             r.model.clone(),

@@ -142,22 +142,34 @@ fn plan_students_says_how_many_and_from_what() {
 
     // An assessment of this machine (figures written here, not measured:
     // the test is of the planning): its model is planned from them.
+    use aula_planner::assessment::{Assessment, Figure, ModelFigures};
     let smol = model_path(SMOL_FILE);
-    let fig = |x: f64| format!("median = {x}\nmin = {x}\nmax = {x}\nruns = 1\nmethod = \"test\"\n");
-    let toml = format!(
-        "date = \"2026-12-06 20:00 UTC\"\nbuild = \"test\"\nbackend = \"cpu\"\ncores = 2\nmemory_gb = 24.0\nusable_gb = 20.0\n\
-         [bandwidth_gbs]\n{}\n[[models]]\nname = \"{}\"\nfile = \"{}\"\nweight_bytes = 96576768\nparams = 134515008\n\
-         context = 2048\nparallel = 4\nallocated_bytes = 1\nplanned_bytes = 1\n[models.load_s]\n{}[models.prefill_tps]\n{}\
-         [models.decode_tps_1]\n{}[models.decode_tps_n]\n{}",
-        fig(20.0),
-        aula_planner::model_name_for_file(&smol),
-        smol.display(),
-        fig(0.2),
-        fig(400.0),
-        fig(100.0),
-        fig(160.0),
-    );
-    std::fs::write(home.join("assessment.toml"), toml).unwrap();
+    let fig = |x: f64| Figure::of(&[x], "test").unwrap();
+    let assessment = Assessment {
+        date: "2026-12-06 20:00 UTC".into(),
+        build: "test".into(),
+        backend: "cpu".into(),
+        cores: 2,
+        memory_gb: 24.0,
+        usable_gb: 20.0,
+        bandwidth_gbs: Some(fig(20.0)),
+        models: vec![ModelFigures {
+            name: aula_planner::model_name_for_file(&smol),
+            file: smol.display().to_string(),
+            weight_bytes: 96_576_768,
+            params: 134_515_008,
+            context: 2048,
+            parallel: 4,
+            load_s: fig(0.2),
+            allocated_bytes: 1,
+            planned_bytes: 1,
+            prefill_tps: fig(400.0),
+            decode_tps_1: fig(100.0),
+            decode_tps_n: fig(160.0),
+        }],
+        decode_fit: None,
+    };
+    std::fs::write(home.join("assessment.toml"), assessment.to_toml().unwrap()).unwrap();
     let smol = smol.to_str().unwrap();
     let p = plan(&[
         "plan",

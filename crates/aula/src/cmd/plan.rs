@@ -242,9 +242,6 @@ fn students(
     if !(a.rate >= 0.0 && a.rate.is_finite()) {
         bail!("--rate must be a number of tokens per second, 0 or more");
     }
-    if a.answer_tokens == 0 {
-        bail!("--answer-tokens must be at least 1");
-    }
     let target = Target {
         rate_tps: a.rate,
         ttft_p95_s: seconds("ttft", &a.ttft)?,
@@ -255,6 +252,13 @@ fn students(
         prompt_tokens: a.prompt_tokens,
         answer_tokens: a.answer_tokens,
     };
+    class.check().map_err(|e| anyhow!("--students: {e}"))?;
+    if a.users > 65_536 {
+        bail!(
+            "--users (slots): at most 65536 with --students (got {})",
+            a.users
+        );
+    }
     let assessed = if hw.id == "this" {
         super::assess::load()?
     } else {
