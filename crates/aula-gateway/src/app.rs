@@ -182,6 +182,22 @@ impl App {
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         let addr = listener.local_addr()?;
         let me = join(&store, addr).await?;
+        // Several gateways may share a PostgreSQL: count limits there.
+        let shared = store.is_postgres().then(|| {
+            let lease = config
+                .server
+                .reservation_lease_seconds
+                .map_or(crate::limits::shared::DEFAULT_LEASE_MS, |s| {
+                    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+                });
+            let s = std::sync::Arc::new(crate::limits::Shared::new(
+                store.clone(),
+                me.id.clone(),
+                lease,
+            ));
+            access.limiter.share(s.clone());
+            s
+        });
         let models: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let chat_models: Vec<String> = specs
             .iter()
@@ -205,6 +221,9 @@ impl App {
         tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
         if store.is_postgres() {
             tasks.spawn("gateway heartbeat", heartbeat(store.clone(), me.clone()));
+        }
+        if let Some(shared) = shared {
+            tasks.spawn("shared limits: leases and sweep", leases(shared));
         }
         Ok(App {
             state,
@@ -363,6 +382,18 @@ async fn heartbeat(store: aula_store::Store, mut me: aula_store::GatewayRow) {
         me.seen_ms = aula_store::now_ms();
         if let Err(e) = store.gateway_heartbeat(&me).await {
             tracing::warn!("gateway heartbeat: {e}");
+        }
+    }
+}
+
+/// Renew this gateway's reservations and return expired ones, three times
+/// a lease.
+async fn leases(shared: std::sync::Arc<crate::limits::Shared>) {
+    let every = Duration::from_millis((shared.lease_ms() / 3).max(100) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = shared.tick(aula_store::now_ms()).await {
+            tracing::warn!("shared limits: {e}");
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// The engine behind a model is not (yet) available.
     #[error("{0}")]
     Unavailable(String),
+    /// The gateway cannot reach the database it counts limits in: it
+    /// refuses rather than let a request through uncounted (503).
+    #[error("{0}")]
+    StateUnavailable(String),
     /// The engine answered with something that is not a valid response, or died.
     #[error("{0}")]
     BadGateway(String),
@@ -90,7 +94,9 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::StateUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::EngineTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +115,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Overloaded(_) => ("server_error", Some("overloaded")),
             ApiError::Unavailable(_) => ("server_error", Some("engine_unavailable")),
+            ApiError::StateUnavailable(_) => ("server_error", Some("database_unavailable")),
             ApiError::BadGateway(_) => ("server_error", Some("bad_gateway")),
             ApiError::EngineTimeout(_) => ("server_error", Some("engine_timeout")),
             ApiError::Internal(_) => ("server_error", Some("internal_error")),
@@ -158,7 +165,7 @@ impl axum::response::IntoResponse for ApiError {
         let status = self.status();
         let mut resp = (status, axum::Json(self.body())).into_response();
         match &self {
-            ApiError::Overloaded(_) | ApiError::Unavailable(_) => {
+            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::StateUnavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

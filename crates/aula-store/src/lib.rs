@@ -5,8 +5,9 @@
 //!
 //! [`db`] opens the database; [`identity`] is users, groups and keys;
 //! [`ledger`] writes and sums request records; [`gateways`] is which
-//! gateways use the database.
+//! gateways use the database; [`budgets`] is the budgets several gateways share.
 
+pub mod budgets;
 pub mod db;
 pub mod files;
 pub mod finetune;

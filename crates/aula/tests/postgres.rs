@@ -158,3 +158,139 @@ fn a_second_gateway_needs_postgres() {
         assert_eq!(r.status, 200, "{}", r.text);
     }
 }
+
+/// Budgets shared by two gateways on one PostgreSQL: a class hammering
+/// both never gets past its budget (the ledger's sum is at most the
+/// budget, where two gateways counting apart would grant it twice); a
+/// gateway killed mid-stream gives its holds back within one lease; with
+/// the database gone a gateway refuses (503), never serves uncounted.
+#[test]
+fn budgets_hold_across_two_gateways() {
+    const BUDGET: u64 = 600;
+    const LEASE_S: u64 = 3;
+    let pg = Pg::start("budgets");
+    let mock = spawn_mock(0);
+    // Streams of `stall` send one token and then hold their slot.
+    let stall = spawn_exe(
+        &mock_exe(),
+        &["0", "--token-ms", "1", "--stall-after-tokens", "1"],
+        None,
+    );
+    let config = format!(
+        "[server]\ndatabase = \"{}\"\nreservation_lease_seconds = {LEASE_S}\n\n\
+         [[models]]\nname = \"mock\"\nurl = \"{}\"\nparallel = 64\n\n\
+         [[models]]\nname = \"stall\"\nurl = \"{}\"\nparallel = 4\n\n\
+         [[limits]]\nuser = \"ann\"\ntokens_per_day = {BUDGET}\n\n\
+         [[limits]]\nuser = \"kim\"\nconcurrent_requests = 1\n",
+        pg.url(),
+        mock.url,
+        stall.url
+    );
+    let (a, b) = (temp_home("budget-a"), temp_home("budget-b"));
+    for h in [&a, &b] {
+        std::fs::write(h.join("aula.toml"), &config).unwrap();
+    }
+    let mut keys = std::collections::HashMap::new();
+    for u in ["ann", "kim"] {
+        assert!(run_aula(&["users", "add", u], &a).0);
+        let (ok, key, err) = run_aula(&["keys", "create", u], &a);
+        assert!(ok, "{err}");
+        keys.insert(u, key.trim().to_string());
+    }
+    let mut one = spawn_aula(&["serve", "--port", "0"], Some(&a));
+    let two = spawn_aula(&["serve", "--port", "0"], Some(&b));
+    let urls = [
+        format!("{}/v1/chat/completions", one.url),
+        format!("{}/v1/chat/completions", two.url),
+    ];
+    let body = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+
+    // 8 clients, 25 requests each, alternating gateways.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|c| {
+                let (urls, key, body) = (&urls, &keys["ann"], body("mock"));
+                s.spawn(move || {
+                    (0..25)
+                        .map(|i| post_auth(&urls[(c + i) % 2], Some(key), &body).status)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 403),
+        "{statuses:?}"
+    );
+    // The mock uses 12 tokens a request (8 prompt, 4 completion).
+    let (done, out, err) = run_aula(&["usage", "--by", "user", "--json"], &a);
+    assert!(done, "{err}");
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let ann = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "ann")
+        .unwrap_or_else(|| panic!("{rows}"));
+    let used = ann["prompt_tokens"].as_u64().unwrap() + ann["completion_tokens"].as_u64().unwrap();
+    eprintln!("two gateways, budget {BUDGET}: {ok} answered, {used} tokens in the ledger");
+    assert_eq!(used, 12 * ok, "{rows}");
+    assert!(used <= BUDGET, "{used} tokens used of a budget of {BUDGET}");
+    // The budget was spent, not refused wholesale: more than half of it.
+    assert!(used > BUDGET / 2, "only {used} of {BUDGET} used");
+
+    // kim may run one request at a time, on any gateway. A stream through
+    // gateway one holds it; once its first token arrived gateway one is
+    // killed.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (surl, kkey) = (urls[0].clone(), keys["kim"].clone());
+    let reader = std::thread::spawn(move || {
+        let mut b = body("stall");
+        b["stream"] = json!(true);
+        let resp = ureq::post(&surl)
+            .set("Authorization", &format!("Bearer {kkey}"))
+            .send_string(&b.to_string())
+            .unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(resp.into_reader()));
+        while let Some(Ok(l)) = lines.next() {
+            if l.starts_with("data: ") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+        // Read on until the gateway dies (then reading fails).
+        lines.map_while(Result::ok).for_each(drop);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the first token of the held stream");
+    let second = post_auth(&urls[1], Some(&keys["kim"]), &body("mock"));
+    assert_eq!(second.status, 429, "{}", second.text);
+    assert_eq!(second.body["error"]["code"], "concurrency_limit");
+    unsafe {
+        libc::kill(one.pid() as i32, libc::SIGKILL);
+    }
+    one.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    reader.join().unwrap();
+    wait_for(
+        "the dead gateway's hold to expire",
+        std::time::Duration::from_secs(60),
+        || post_auth(&urls[1], Some(&keys["kim"]), &body("mock")).status == 200,
+    );
+    eprintln!(
+        "a gateway killed mid-stream: its hold returned after {:.1} s (lease {LEASE_S} s)",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // The database stops: gateway two refuses, never serves uncounted.
+    drop(pg);
+    let r = post_auth(&urls[1], Some(&keys["ann"]), &body("mock"));
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(
+        r.body["error"]["code"], "database_unavailable",
+        "{}",
+        r.text
+    );
+}

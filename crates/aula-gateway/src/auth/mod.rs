@@ -291,7 +291,7 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
         if let Err(e) = self.refresh(false).await {
             tracing::error!("cannot read users and keys: {e}");
-            return Err(ApiError::Unavailable(
+            return Err(ApiError::StateUnavailable(
                 "Aula cannot read its user database right now; try again shortly".into(),
             ));
         }
@@ -376,7 +376,7 @@ impl Authenticator {
                     Ok(Err(problem)) => Err(problem),
                     Err(e) => {
                         tracing::error!("cannot check an API key: {e}");
-                        return Err(ApiError::Unavailable(
+                        return Err(ApiError::StateUnavailable(
                             "Aula cannot read its user database right now; try again shortly"
                                 .into(),
                         ));
@@ -497,7 +497,7 @@ impl Authenticator {
             }),
             Err(e) => {
                 tracing::error!("cannot look up a front end's user: {e}");
-                Err(ApiError::Unavailable(
+                Err(ApiError::StateUnavailable(
                     "Aula cannot read its user database right now; try again shortly".into(),
                 ))
             }

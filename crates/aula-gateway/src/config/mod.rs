@@ -152,6 +152,9 @@ pub struct ServerConfig {
     /// `postgres://user:password@host/db` or `sqlite://PATH`; default: aula.db
     /// (SQLite) in the data directory.
     pub database: Option<String>,
+    /// On PostgreSQL, how long a request's hold on budgets outlives its
+    /// gateway (a gateway renews its holds every third of it) [default: 15].
+    pub reservation_lease_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

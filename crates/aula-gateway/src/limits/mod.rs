@@ -11,6 +11,12 @@
 //! Days and weeks are UTC; weeks start on Monday; the term starts on
 //! `[term] start` (or, without one, counts all recorded usage).
 //!
+//! With several gateways on one PostgreSQL the counters live in the
+//! database instead (`shared`: the same limits and refusals, a budget still
+//! never overshot by more than one reservation, and a gateway that cannot
+//! reach the database refuses rather than counts nothing); this module
+//! then only tracks its own requests in flight.
+//!
 //! Token arithmetic saturates and never wraps: a reservation is at least
 //! zero and at most `i64::MAX` whatever `max_tokens` a client sends (the
 //! gateway also refuses absurd ones before they get here), so no request can
@@ -22,8 +28,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod rules;
+pub mod shared;
 
 pub use rules::*;
+pub use shared::Shared;
 
 /// Tokens assumed for a request without `max_tokens` when a token budget applies.
 pub const DEFAULT_RESERVED_COMPLETION: u64 = 2048;
@@ -106,6 +114,8 @@ pub struct Limiter {
     rules: RwLock<Arc<Vec<LimitRule>>>,
     term_start_ms: i64,
     state: Mutex<LimiterState>,
+    /// The database's counters, when several gateways may share them.
+    shared: std::sync::OnceLock<Arc<Shared>>,
 }
 
 struct LimiterState {
@@ -124,6 +134,8 @@ pub struct Reservation {
     /// `max_tokens` to send to the engine (the ceiling when the request had none).
     pub max_tokens: Option<u64>,
     pub weight: f64,
+    /// The reservation in the database (shared counters).
+    pub shared: Option<String>,
 }
 
 impl Limiter {
@@ -136,7 +148,17 @@ impl Limiter {
                 prior,
                 next_id: 0,
             }),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Count in the database from now on (before the first request).
+    pub fn share(&self, shared: Arc<Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.get()
     }
 
     pub fn term_start_ms(&self) -> i64 {
@@ -168,7 +190,33 @@ impl Limiter {
     ) -> Result<Reservation, ApiError> {
         let lim = effective(&self.rules(), id);
         check_request(&lim, model, max_tokens)?;
-        self.reserve(id, &lim, prompt_tokens_bound, max_tokens, now_ms)
+        let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
+        self.reserve(id, &lim, send_max, reserve, now_ms)
+    }
+
+    /// [`Limiter::admit`], counted in the database when the counters are
+    /// shared (refused with 503 when it cannot be reached).
+    pub async fn admit_call(
+        &self,
+        id: &Identity,
+        model: &str,
+        prompt_tokens_bound: u64,
+        max_tokens: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Reservation, ApiError> {
+        let Some(shared) = self.shared.get() else {
+            return self.admit(id, model, prompt_tokens_bound, max_tokens, now_ms);
+        };
+        let lim = effective(&self.rules(), id);
+        check_request(&lim, model, max_tokens)?;
+        let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
+        let held = shared
+            .reserve(&id.name, &lim, reserve, self.term_start_ms, now_ms)
+            .await?;
+        // Counted in the database: here only this gateway's own in flight.
+        let mut r = self.reserve(id, &uncounted(&lim), send_max, reserve, now_ms)?;
+        r.shared = held;
+        Ok(r)
     }
 
     /// Admit a call that uses no model (a lexical search of a store): it
@@ -187,7 +235,7 @@ impl Limiter {
             tokens_per_term: None,
             ..effective(&self.rules(), id)
         };
-        let r = self.reserve(id, &lim, 0, Some(0), now_ms)?;
+        let r = self.reserve(id, &lim, Some(0), 0, now_ms)?;
         Ok(Admitted(self, r))
     }
 
@@ -195,11 +243,10 @@ impl Limiter {
         &self,
         id: &Identity,
         lim: &LimitFields,
-        prompt_tokens_bound: u64,
-        max_tokens: Option<u64>,
+        send_max: Option<u64>,
+        reserve: i64,
         now_ms: i64,
     ) -> Result<Reservation, ApiError> {
-        let (send_max, reserve) = reservation_size(lim, prompt_tokens_bound, max_tokens);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let term_start = self.term_start_ms;
         let st = &mut *st;
@@ -220,11 +267,15 @@ impl Limiter {
             admitted_ms: now_ms,
             max_tokens: send_max,
             weight: lim.weight.filter(|w| *w > 0.0).unwrap_or(1.0),
+            shared: None,
         })
     }
 
     /// Replace a reservation by the tokens really used.
     pub fn finish(&self, r: &Reservation, used_tokens: i64) {
+        if let (Some(id), Some(shared)) = (&r.shared, self.shared.get()) {
+            shared.settle(id.clone(), used_tokens.max(0));
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let Some(u) = st.users.get_mut(&r.user) else {
             return;
@@ -261,12 +312,39 @@ impl Limiter {
         })
     }
 
-    /// Tokens used and reserved by a user in the current day, week and term.
+    /// Tokens used and reserved by a user in the current day, week and
+    /// term: across every gateway when the counters are shared (zeros when
+    /// the database cannot be read), else [`Limiter::usage_of`].
+    pub async fn usage(&self, user: &str) -> [(i64, i64); 3] {
+        match self.shared.get() {
+            Some(s) => s
+                .usage_of(user, self.term_start_ms, aula_store::now_ms())
+                .await
+                .unwrap_or_default(),
+            None => self.usage_of(user).unwrap_or_default(),
+        }
+    }
+
+    /// Tokens used and reserved by a user in the current day, week and
+    /// term, as this gateway counts them.
     pub fn usage_of(&self, user: &str) -> Option<[(i64, i64); 3]> {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.users
             .get(user)
             .map(|u| std::array::from_fn(|i| (u.windows[i].used, u.windows[i].reserved)))
+    }
+}
+
+/// The limits with every counter taken out (what the database counts).
+fn uncounted(lim: &LimitFields) -> LimitFields {
+    LimitFields {
+        requests_per_minute: None,
+        tokens_per_minute: None,
+        tokens_per_day: None,
+        tokens_per_week: None,
+        tokens_per_term: None,
+        concurrent_requests: None,
+        ..lim.clone()
     }
 }
 

@@ -89,7 +89,7 @@ pub(crate) async fn call(
     body: Sent,
     arrived: Instant,
 ) -> Result<Response, ApiError> {
-    let (call, reservation) = admit(&st, path, id, body)?;
+    let (call, reservation) = admit(&st, path, id, body).await?;
     let mut fl = InFlight::new(&st, &call, reservation, arrived);
     acquire_slot(&st, &mut fl, &call, &id.name).await?;
     record(&st, &mut fl, id).await?;
@@ -118,7 +118,7 @@ pub(crate) struct Admitted {
 /// prompts, unknown fields — is refused here), find the model, check
 /// `max_tokens` against its context, pass the limits (reserving tokens),
 /// and rewrite the body for the engine.
-fn admit(
+async fn admit(
     st: &Gateway,
     path: &'static str,
     id: &Identity,
@@ -150,13 +150,14 @@ fn admit(
     adm.model = route.name.clone();
     let resv = st
         .limiter
-        .admit(
+        .admit_call(
             id,
             &adm.model,
             adm.prompt_tokens_bound,
             adm.max_tokens,
             now_ms(),
         )
+        .await
         .inspect_err(|e| {
             crate::metrics::limit_refused(e);
             st.live.refused(e);

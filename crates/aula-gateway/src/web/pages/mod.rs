@@ -45,10 +45,10 @@ struct Budget {
     resets: Option<i64>,
 }
 
-fn budgets(st: &Handle, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
+async fn budgets(st: &Handle, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
     let now = aula_store::now_ms();
     let (day, week, _) = limits::window_starts(now, st.gw.limiter.term_start_ms());
-    let usage = st.gw.limiter.usage_of(&id.name).unwrap_or_default();
+    let usage = st.gw.limiter.usage(&id.name).await;
     [
         ("day", lim.tokens_per_day, Some(day + DAY_MS)),
         ("week", lim.tokens_per_week, Some(week + 7 * DAY_MS)),

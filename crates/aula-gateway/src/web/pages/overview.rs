@@ -97,6 +97,7 @@ pub async fn overview(State(st): State<Handle>, headers: HeaderMap) -> Response 
 async fn me(st: &Handle, v: &Visitor, id: &Identity) -> Response {
     let lim = limits::effective(&st.gw.limiter.rules(), id);
     let term = st.gw.limiter.term_start_ms();
+    let budgets = budgets(st, id, &lim).await;
     let usage = st
         .gw
         .store
@@ -111,7 +112,7 @@ async fn me(st: &Handle, v: &Visitor, id: &Identity) -> Response {
         context! {
             title => "My usage",
             explained => limits::explain(&st.gw.limiter.rules(), id),
-            budgets => budgets(st, id, &lim),
+            budgets => budgets,
             lim => context! {
                 requests_per_minute => lim.requests_per_minute,
                 tokens_per_minute => lim.tokens_per_minute,

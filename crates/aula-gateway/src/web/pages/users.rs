@@ -20,9 +20,14 @@ async fn users_page(
     let users = st.gw.store.users().await.unwrap_or_default();
     let keys = st.gw.store.keys(None).await.unwrap_or_default();
     let rules = st.gw.limiter.rules();
+    let mut used = Vec::with_capacity(users.len());
+    for u in &users {
+        used.push(st.gw.limiter.usage(&u.name).await);
+    }
     let rows: Vec<_> = users
         .iter()
-        .map(|u| {
+        .zip(used)
+        .map(|(u, used)| {
             let ident = Identity {
                 name: u.name.clone(),
                 role: u.role,
@@ -30,7 +35,6 @@ async fn users_page(
                 via: crate::identity::Via::Key,
             };
             let lim = limits::effective(&rules, &ident);
-            let used = st.gw.limiter.usage_of(&u.name).unwrap_or_default();
             context! {
                 name => u.name.clone(),
                 role => u.role.as_str(),
@@ -192,6 +196,7 @@ pub async fn user(
     };
     let rules = st.gw.limiter.rules();
     let lim = limits::effective(&rules, &ident);
+    let budgets = budgets(&st, &ident, &lim).await;
     let usage = st
         .gw
         .store
@@ -209,7 +214,7 @@ pub async fn user(
             user => u.name.clone(),
             groups => u.groups.join(", "),
             explained => limits::explain(&rules, &ident),
-            budgets => budgets(&st, &ident, &lim),
+            budgets => budgets,
             usage => usage,
             keys => keys,
             manage => v.admin() || u.role == Role::Student,
