@@ -158,6 +158,7 @@ async fn access(
         rag: config.rag.settings(),
         web: config.web(),
         finetune: config.fine_tuning.settings(),
+        scheduling: std::sync::Arc::new(crate::scheduling::Scheduling::alone()),
     })
 }
 
@@ -175,7 +176,7 @@ impl App {
         // One gateway per data directory, before anything in it is touched.
         let data_dir = home::lock_data_dir(&home::aula_home()).map_err(|e| anyhow!("{e}"))?;
         let store = open_store(config).await?;
-        let access = access(config, config_path, &store, &opts).await?;
+        let mut access = access(config, config_path, &store, &opts).await?;
         access.files.sweep(&store).await;
         let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
             .await
@@ -198,6 +199,17 @@ impl App {
             access.limiter.share(s.clone());
             s
         });
+        // ... and one of them schedules the engines (unless each schedules
+        // its own): the first election before serving.
+        let election = if store.is_postgres() && config.server.one_scheduler.unwrap_or(true) {
+            let me = std::sync::Arc::new(crate::scheduling::Scheduling::elected());
+            let mut c = aula_store::leader::Candidate::default();
+            me.tick(&store, &mut c).await;
+            access.scheduling = me.clone();
+            Some((me, c))
+        } else {
+            None
+        };
         let models: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         let chat_models: Vec<String> = specs
             .iter()
@@ -224,6 +236,12 @@ impl App {
         }
         if let Some(shared) = shared {
             tasks.spawn("shared limits: leases and sweep", leases(shared));
+        }
+        if let Some((me, c)) = election {
+            tasks.spawn(
+                "scheduler election",
+                crate::scheduling::run(store.clone(), me, c),
+            );
         }
         Ok(App {
             state,

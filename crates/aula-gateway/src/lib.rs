@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod rag;
 pub mod responses;
 pub mod router;
+pub mod scheduling;
 pub mod server;
 pub mod state;
 pub mod training_file;
@@ -108,6 +109,8 @@ pub struct Access {
     pub web: web::WebSettings,
     /// Fine-tuning: the trainer and its queue.
     pub finetune: finetune::FineTuneSettings,
+    /// Whether this gateway schedules the engines (several gateways: the leader).
+    pub scheduling: Arc<scheduling::Scheduling>,
 }
 
 /// Build the router and the fleet: a fair queue per model in front of the
@@ -184,6 +187,7 @@ pub fn start(
         live: live::Live::default(),
         tuned: tuned.clone(),
         closing: Default::default(),
+        scheduling: access.scheduling,
     });
     let st = state::GatewayState {
         gw: gw.clone(),

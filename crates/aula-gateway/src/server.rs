@@ -497,19 +497,25 @@ async fn readyz(State(st): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
             )
         })
         .collect();
-    let ready = models
-        .values()
-        .all(|v| v["ready"] == true || v["loaded"] == false);
+    // A standby is not ready: the load balancer sends requests to the
+    // leader (crate::scheduling).
+    let ready = st.scheduling.schedules()
+        && models
+            .values()
+            .all(|v| v["ready"] == true || v["loaded"] == false);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = if detail {
+    let mut body = if detail {
         json!({"ready": ready, "models": models})
     } else {
         json!({"ready": ready})
     };
+    if let Some(role) = st.scheduling.role() {
+        body["role"] = json!(role);
+    }
     (status, axum::Json(body)).into_response()
 }
 

@@ -30,6 +30,10 @@ pub enum ApiError {
     /// refuses rather than let a request through uncounted (503).
     #[error("{0}")]
     StateUnavailable(String),
+    /// This gateway is a standby: another one schedules the engines (503,
+    /// to be retried, by a load balancer on the leader).
+    #[error("{0}")]
+    Standby(String),
     /// The engine answered with something that is not a valid response, or died.
     #[error("{0}")]
     BadGateway(String),
@@ -94,9 +98,10 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::StateUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded(_)
+            | ApiError::Unavailable(_)
+            | ApiError::StateUnavailable(_)
+            | ApiError::Standby(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::EngineTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,6 +121,7 @@ impl ApiError {
             ApiError::Overloaded(_) => ("server_error", Some("overloaded")),
             ApiError::Unavailable(_) => ("server_error", Some("engine_unavailable")),
             ApiError::StateUnavailable(_) => ("server_error", Some("database_unavailable")),
+            ApiError::Standby(_) => ("server_error", Some("standby_gateway")),
             ApiError::BadGateway(_) => ("server_error", Some("bad_gateway")),
             ApiError::EngineTimeout(_) => ("server_error", Some("engine_timeout")),
             ApiError::Internal(_) => ("server_error", Some("internal_error")),
@@ -165,7 +171,10 @@ impl axum::response::IntoResponse for ApiError {
         let status = self.status();
         let mut resp = (status, axum::Json(self.body())).into_response();
         match &self {
-            ApiError::Overloaded(_) | ApiError::Unavailable(_) | ApiError::StateUnavailable(_) => {
+            ApiError::Overloaded(_)
+            | ApiError::Unavailable(_)
+            | ApiError::StateUnavailable(_)
+            | ApiError::Standby(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

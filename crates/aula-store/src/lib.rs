@@ -13,6 +13,7 @@ pub mod files;
 pub mod finetune;
 pub mod gateways;
 pub mod identity;
+pub mod leader;
 pub mod ledger;
 pub mod tables;
 pub mod vectors;

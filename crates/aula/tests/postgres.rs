@@ -90,7 +90,8 @@ fn keys_ledger_and_usage_on_postgres() {
 
 /// More than one gateway on one database: on SQLite the second refuses,
 /// naming the first and PostgreSQL; a gateway killed without leaving does
-/// not block the next start; on PostgreSQL two serve side by side.
+/// not block the next start; on PostgreSQL one schedules and the other
+/// stands by (503 on /readyz and on model requests) until the first dies.
 #[test]
 fn a_second_gateway_needs_postgres() {
     let mock = spawn_mock(0);
@@ -145,18 +146,48 @@ fn a_second_gateway_needs_postgres() {
     assert!(ok, "{err}");
     let (ok, key, err) = run_aula(&["keys", "create", "sam"], &c);
     assert!(ok, "{err}");
-    let one = spawn_aula(&["serve", "--port", "0"], Some(&c));
+    let mut one = spawn_aula(&["serve", "--port", "0"], Some(&c));
     let two = spawn_aula(&["serve", "--port", "0"], Some(&d));
     let body =
         json!({"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
-    for s in [&one, &two] {
-        let r = post_auth(
+    let chat = |s: &Proc| {
+        post_auth(
             &format!("{}/v1/chat/completions", s.url),
             Some(key.trim()),
             &body,
-        );
-        assert_eq!(r.status, 200, "{}", r.text);
+        )
+    };
+    // The first schedules; the second stands by, and says so.
+    assert_eq!(chat(&one).status, 200);
+    let ready = get(&format!("{}/readyz", one.url));
+    assert_eq!((ready.status, &ready.body["role"]), (200, &json!("leader")));
+    let ready = get(&format!("{}/readyz", two.url));
+    assert_eq!(
+        (ready.status, &ready.body["role"]),
+        (503, &json!("standby")),
+        "{}",
+        ready.text
+    );
+    let r = chat(&two);
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "standby_gateway");
+    // The leader dies: the standby takes over.
+    unsafe {
+        libc::kill(one.pid() as i32, libc::SIGKILL);
     }
+    one.child.wait().unwrap();
+    let died = std::time::Instant::now();
+    wait_for(
+        "the standby to lead",
+        std::time::Duration::from_secs(60),
+        || get(&format!("{}/readyz", two.url)).status == 200,
+    );
+    eprintln!(
+        "leader killed: the standby led after {:.2} s",
+        died.elapsed().as_secs_f64()
+    );
+    assert_eq!(get(&format!("{}/readyz", two.url)).body["role"], "leader");
+    assert_eq!(chat(&two).status, 200);
 }
 
 /// Budgets shared by two gateways on one PostgreSQL: a class hammering
@@ -177,7 +208,7 @@ fn budgets_hold_across_two_gateways() {
         None,
     );
     let config = format!(
-        "[server]\ndatabase = \"{}\"\nreservation_lease_seconds = {LEASE_S}\n\n\
+        "[server]\ndatabase = \"{}\"\nreservation_lease_seconds = {LEASE_S}\none_scheduler = false\n\n\
          [[models]]\nname = \"mock\"\nurl = \"{}\"\nparallel = 64\n\n\
          [[models]]\nname = \"stall\"\nurl = \"{}\"\nparallel = 4\n\n\
          [[limits]]\nuser = \"ann\"\ntokens_per_day = {BUDGET}\n\n\

@@ -155,6 +155,10 @@ pub struct ServerConfig {
     /// On PostgreSQL, how long a request's hold on budgets outlives its
     /// gateway (a gateway renews its holds every third of it) [default: 15].
     pub reservation_lease_seconds: Option<u64>,
+    /// On PostgreSQL, whether one gateway (the leader) schedules the
+    /// engines and the others stand by [default: true]; false: each
+    /// schedules its own requests (users hashed to gateways).
+    pub one_scheduler: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

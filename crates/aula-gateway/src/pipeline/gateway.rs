@@ -34,6 +34,8 @@ pub struct Gateway {
     /// (the web page's live stream) end then, so that shutdown does not wait
     /// for them.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Whether this gateway schedules the engines (or is a standby).
+    pub scheduling: Arc<crate::scheduling::Scheduling>,
 }
 
 impl Gateway {

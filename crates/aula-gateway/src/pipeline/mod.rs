@@ -66,6 +66,7 @@ async fn run(
         .authenticate(headers)
         .await
         .inspect_err(crate::metrics::auth_refused)?;
+    st.scheduling.check()?;
     let body = crate::body::read_json(body).await?;
     call(st, path, &id, Sent::Read(body), arrived).await
 }
@@ -513,6 +514,7 @@ mod tests {
             live: crate::live::Live::default(),
             tuned: Default::default(),
             closing: Default::default(),
+            scheduling: Default::default(),
         };
         (Arc::new(st), dir)
     }
