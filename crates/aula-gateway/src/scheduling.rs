@@ -88,10 +88,11 @@ impl Scheduling {
 
     /// One tick of the election (also the first, before serving).
     pub async fn tick(&self, store: &aula_store::Store, c: &mut aula_store::leader::Candidate) {
-        match store.lead(c).await {
+        match aula_store::db::within(store.lead(c)).await {
             Ok(leads) => self.set(leads),
             Err(e) => {
                 tracing::warn!("the election could not reach the database: {e}");
+                c.reset();
                 self.set(false);
             }
         }

@@ -25,6 +25,25 @@ pub enum StoreError {
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
 
+/// How long the request path waits for the database (admission, the
+/// ledger, authentication) before it takes it for unreachable and refuses
+/// (503). A PostgreSQL behind a cut network never answers at all.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `f`, or an error once [`ANSWER_WITHIN`] has passed without an answer.
+pub async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(ANSWER_WITHIN, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Invalid(format!(
+                "no answer from the database within {} s",
+                ANSWER_WITHIN.as_secs()
+            )))
+        })
+}
+
 /// A handle on Aula's database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

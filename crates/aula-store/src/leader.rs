@@ -33,6 +33,13 @@ impl Candidate {
     pub fn leads(&self) -> bool {
         self.leads
     }
+
+    /// Drop the connection (and with it the lock, once the server sees it
+    /// close): after an error or a tick that got no answer in time.
+    pub fn reset(&mut self) {
+        self.conn = None;
+        self.leads = false;
+    }
 }
 
 impl Store {
@@ -46,8 +53,7 @@ impl Store {
         }
         let r = self.lead_inner(c).await;
         if r.is_err() {
-            c.conn = None;
-            c.leads = false;
+            c.reset();
         }
         r
     }

@@ -192,7 +192,9 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
     // one after any error.
     let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let result = async {
+        // A database that does not answer (a network cut) fails the batch
+        // after a bound, like one that refuses: nobody waits for ever.
+        let result = crate::db::within(async {
             if conn.is_none() {
                 conn = Some(store.pool.acquire().await?);
             }
@@ -200,7 +202,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
                 Some(c) => write_batch(c, &batch).await,
                 None => Ok(()),
             }
-        }
+        })
         .await
         .map_err(|e| {
             conn = None;

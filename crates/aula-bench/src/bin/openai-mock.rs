@@ -1,7 +1,8 @@
 //! A trivial OpenAI-compatible server for measuring and testing the gateway
 //! alone: every chat or text completion answers with a fixed text (or a few
 //! SSE chunks when streaming). Usage:
-//! `openai-mock [PORT] [--token-ms MS] [--stall-after-tokens N]` (0 = any
+//! `openai-mock [PORT] [--token-ms MS] [--stall-after-tokens N] [--host ADDR]`
+//! (ADDR: the address to listen on, default 127.0.0.1; 0 = any
 //! free port; with --token-ms, each of the 4 tokens takes that long, like a
 //! real engine; with --stall-after-tokens, a streamed answer sends N tokens
 //! and then nothing more, its connection held open — so a test can kill the
@@ -188,7 +189,12 @@ async fn main() -> std::io::Result<()> {
                 }))
             }),
         );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let host = args
+        .iter()
+        .position(|a| a == "--host")
+        .and_then(|i| args.get(i + 1))
+        .map_or("127.0.0.1", String::as_str);
+    let listener = tokio::net::TcpListener::bind((host, port)).await?;
     println!(
         "openai-mock: listening on http://{}",
         listener.local_addr()?

@@ -269,7 +269,7 @@ impl Authenticator {
                 return Ok(());
             }
         }
-        let generation = self.store.auth_generation().await?;
+        let generation = aula_store::db::within(self.store.auth_generation()).await?;
         let changed = {
             let mut k = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             k.checked = Some(Instant::now());
@@ -281,7 +281,7 @@ impl Authenticator {
             changed
         };
         if changed {
-            let no_users = self.store.users().await?.is_empty();
+            let no_users = aula_store::db::within(self.store.users()).await?.is_empty();
             self.open
                 .store(no_users && self.hub.is_none(), Ordering::Relaxed);
         }
@@ -363,7 +363,7 @@ impl Authenticator {
         let result = match cached {
             Some(r) => r,
             None => {
-                let r = match self.store.check_key(token).await {
+                let r = match aula_store::db::within(self.store.check_key(token)).await {
                     Ok(Ok((key, user))) => Ok(CachedKey {
                         identity: Identity {
                             name: user.name,
@@ -464,7 +464,7 @@ impl Authenticator {
                 via: Via::FrontEnd,
             });
         }
-        match self.store.user(user).await {
+        match aula_store::db::within(self.store.user(user)).await {
             Ok(Some(u)) if u.role > front.role => {
                 tracing::warn!(
                     "the front end `{}` ({}) tried to act for `{}` ({}); refused",

@@ -70,11 +70,10 @@ impl Shared {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}/{n}", self.gateway);
-        match self
-            .store
-            .reserve_budget(&id, &self.gateway, user, &holds, now_ms + self.lease_ms)
-            .await
-        {
+        let asked =
+            self.store
+                .reserve_budget(&id, &self.gateway, user, &holds, now_ms + self.lease_ms);
+        match aula_store::db::within(asked).await {
             Ok(Ok(())) => Ok(Some(id)),
             Ok(Err(r)) => Err(refusal(&r, now_ms)),
             Err(e) => {
@@ -91,7 +90,8 @@ impl Shared {
             Ok(rt) => {
                 let me = self.clone();
                 rt.spawn(async move {
-                    if let Err(e) = me.store.settle_budget(&id, Some(used)).await {
+                    let settled = aula_store::db::within(me.store.settle_budget(&id, Some(used)));
+                    if let Err(e) = settled.await {
                         tracing::warn!("settling {id} failed (retried): {e}");
                         me.pending_push(id, used);
                     }

@@ -24,13 +24,28 @@ pub struct Pg {
     dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// The address it listens on.
+    pub host: String,
 }
 
-fn as_postgres(bin: &Path, tool: &str) -> Command {
+fn as_postgres(bin: &Path, tool: &str, netns: Option<&str>) -> Command {
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c
+        }
+        None => Command::new("runuser"),
+    };
     // initdb and postgres refuse to run as root.
     if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("runuser");
+        if netns.is_some() {
+            c.arg("runuser");
+        }
         c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else if netns.is_some() {
+        c.arg(bin.join(tool));
         c
     } else {
         Command::new(bin.join(tool))
@@ -39,6 +54,21 @@ fn as_postgres(bin: &Path, tool: &str) -> Command {
 
 impl Pg {
     pub fn start(tag: &str) -> Pg {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Pg::start_at(tag, None, "127.0.0.1", port)
+    }
+
+    /// A server in network namespace `netns` (made by the test), listening
+    /// on `host:5432` there.
+    pub fn start_in(tag: &str, netns: &str, host: &str) -> Pg {
+        Pg::start_at(tag, Some(netns), host, 5432)
+    }
+
+    fn start_at(tag: &str, netns: Option<&str>, host: &str, port: u16) -> Pg {
         let bin = pg_bin();
         let dir = std::env::temp_dir().join(format!("aula-pg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -54,7 +84,7 @@ impl Pg {
             );
         }
         let data = dir.join("data");
-        let out = as_postgres(&bin, "initdb")
+        let out = as_postgres(&bin, "initdb", None)
             .args(["-A", "trust", "-U", "aula", "--no-sync", "-D"])
             .arg(&data)
             .output()
@@ -64,19 +94,23 @@ impl Pg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = as_postgres(&bin, "pg_ctl")
+        if netns.is_some() {
+            // The namespaces' network is the test's own: its hosts may connect.
+            use std::io::Write;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .unwrap();
+            writeln!(hba, "host all all 0.0.0.0/0 trust").unwrap();
+        }
+        let out = as_postgres(&bin, "pg_ctl", netns)
             .arg("-D")
             .arg(&data)
             .arg("-l")
             .arg(dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-p {port} -k {} -c listen_addresses={host} -c fsync=off",
                 dir.display()
             ))
             .args(["-w", "start"])
@@ -88,13 +122,18 @@ impl Pg {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(dir.join("log")).unwrap_or_default()
         );
-        Pg { dir, bin, port }
+        Pg {
+            dir,
+            bin,
+            port,
+            host: host.to_string(),
+        }
     }
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = as_postgres(&self.bin, "pg_ctl")
+        let _ = as_postgres(&self.bin, "pg_ctl", None)
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-m", "immediate", "stop"])
@@ -106,6 +145,6 @@ impl Drop for Pg {
 impl Pg {
     /// The database URL for `[server] database`.
     pub fn url(&self) -> String {
-        format!("postgres://aula@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://aula@{}:{}/postgres", self.host, self.port)
     }
 }
