@@ -38,6 +38,9 @@ pub const ENGINE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 pub fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    // A server whose packets vanish (a cut network) fails within this
+    // instead of the system's minutes of SYN retries.
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .pool_idle_timeout(std::time::Duration::from_secs(30))
@@ -335,6 +338,13 @@ impl Pool {
         }
     }
 
+    /// The key every member's server requires (`url` servers started with one).
+    pub fn set_secret(&self, key: Option<String>) {
+        for m in &self.members {
+            m.backend.set_secret(key.clone());
+        }
+    }
+
     /// Check every member's `/health` (or `/v1/models`) every `every`.
     pub async fn health_loop(self: std::sync::Arc<Self>, every: std::time::Duration) {
         use std::sync::atomic::Ordering;
@@ -393,22 +403,37 @@ impl Backend for Pool {
             } else {
                 up
             };
-            let Some(m) = pool
-                .into_iter()
-                .min_by_key(|m| m.outstanding.load(Ordering::SeqCst))
-            else {
-                return Err(ApiError::Unavailable(format!(
-                    "the model `{}` has no server",
-                    self.model
-                )));
-            };
-            m.outstanding.fetch_add(1, Ordering::SeqCst);
-            let guard = Outstanding(m.outstanding.clone());
-            let resp = m.backend.forward(path, body).await.inspect_err(|e| {
-                if self.checked && matches!(e, ApiError::Unavailable(_)) {
-                    m.healthy.store(false, Ordering::SeqCst);
+            // Fewest outstanding first; a member that cannot be reached
+            // (nothing was sent: safe to send again) is marked down and the
+            // next one tried, so a box that died is routed around at once.
+            let mut pool = pool;
+            pool.sort_by_key(|m| m.outstanding.load(Ordering::SeqCst));
+            let mut last = None;
+            let mut answered = None;
+            for m in pool {
+                m.outstanding.fetch_add(1, Ordering::SeqCst);
+                let guard = Outstanding(m.outstanding.clone());
+                match m.backend.forward(path, body.clone()).await {
+                    Err(e @ ApiError::Unavailable(_)) => {
+                        if self.checked && m.healthy.swap(false, Ordering::SeqCst) {
+                            tracing::warn!(model = %self.model, "a server of the pool cannot be reached; trying another");
+                        }
+                        last = Some(e);
+                    }
+                    other => {
+                        answered = Some((other, guard));
+                        break;
+                    }
                 }
-            })?;
+            }
+            let (resp, guard) = match answered {
+                Some((r, g)) => (r?, g),
+                None => {
+                    return Err(last.unwrap_or_else(|| {
+                        ApiError::Unavailable(format!("the model `{}` has no server", self.model))
+                    }));
+                }
+            };
             let (parts, body) = resp.into_parts();
             use futures::StreamExt;
             let stream = http_body_util::BodyExt::into_data_stream(body).map(move |chunk| {

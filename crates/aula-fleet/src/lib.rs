@@ -64,7 +64,10 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 enum How {
     /// Servers run elsewhere.
-    Remote { bases: Vec<String> },
+    Remote {
+        bases: Vec<String>,
+        key: Option<String>,
+    },
     /// Engines Aula starts: one per replica from this template.
     Started {
         template: supervisor::EngineSpec,
@@ -137,12 +140,28 @@ impl FleetBuilder {
                 bases,
                 upstream_model,
                 parallel,
-            } => Planned {
-                slots: parallel.unwrap_or(launch::URL_DEFAULT_SLOTS) * bases.len().max(1),
-                context: None,
-                upstream_model: upstream_model.unwrap_or_else(|| spec.name.clone()),
-                how: How::Remote { bases },
-            },
+                key_env,
+            } => {
+                // Read when serving (commands like `aula users` need no key).
+                let key = match key_env {
+                    Some(v) => match std::env::var(&v) {
+                        Ok(k) if !k.is_empty() => Some(k),
+                        _ => {
+                            return Err(format!(
+                                "model `{}`: api_key_env: the environment variable `{v}` (the key its servers require) is not set",
+                                spec.name
+                            ));
+                        }
+                    },
+                    None => None,
+                };
+                Planned {
+                    slots: parallel.unwrap_or(launch::URL_DEFAULT_SLOTS) * bases.len().max(1),
+                    context: None,
+                    upstream_model: upstream_model.unwrap_or_else(|| spec.name.clone()),
+                    how: How::Remote { bases, key },
+                }
+            }
             ModelSource::Embedded {
                 gguf,
                 facts,
@@ -224,8 +243,9 @@ impl FleetBuilder {
         queue: Arc<dyn Queue>,
     ) -> Arc<dyn Backend> {
         match planned.how {
-            How::Remote { bases } => {
+            How::Remote { bases, key } => {
                 let pool = Arc::new(Pool::of_urls(&spec.name, &bases, self.client.clone()));
+                pool.set_secret(key);
                 self.remote.push(Remote {
                     name: spec.name.clone(),
                     pool: pool.clone(),

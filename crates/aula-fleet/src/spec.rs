@@ -97,6 +97,8 @@ pub enum ModelSource {
         upstream_model: Option<String>,
         /// Requests Aula lets each replica run at once.
         parallel: Option<usize>,
+        /// The environment variable holding the servers' key, if they need one.
+        key_env: Option<String>,
     },
     /// vLLM, llama-server or SGLang, started by Aula with planned arguments.
     External {

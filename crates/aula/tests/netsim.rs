@@ -6,6 +6,9 @@
 //!
 //! What it shows, with the figures it prints:
 //! - one gateway schedules, the other stands by;
+//! - the model is served by two boxes (each `aula serve` with its own
+//!   fleet, reached with a key of theirs); one box killed, every request
+//!   still answers (routed to the other);
 //! - a revoked key is refused by both gateways (time measured);
 //! - a gateway cut off from PostgreSQL (a blackhole route: packets vanish,
 //!   nothing is refused) answers 503 within a bound instead of hanging, and
@@ -91,6 +94,23 @@ impl Drop for Net {
     }
 }
 
+fn boxes_home(boxes: &[(String, Proc, TempHome, u8)], i: usize) -> &std::path::Path {
+    &boxes[i].2
+}
+
+/// `exe ARGS` inside namespace `ns`, with `home` and extra environment.
+fn spawn_in_env(
+    ns: &str,
+    exe: &std::path::Path,
+    args: &[&str],
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut all = vec!["netns", "exec", ns, exe.to_str().unwrap()];
+    all.extend_from_slice(args);
+    spawn_exe_env(std::path::Path::new("ip"), &all, Some(home), env)
+}
+
 /// `exe ARGS` inside namespace `ns`.
 fn spawn_in(
     ns: &str,
@@ -113,16 +133,54 @@ fn gateways_on_a_simulated_network() {
     let pg_ns = net.host("pg", 2);
     let gw1_ns = net.host("gw1", 3);
     let gw2_ns = net.host("gw2", 4);
-    let box_ns = net.host("box", 5);
     let pg = Pg::start_in("netsim", &pg_ns, "10.213.0.2");
-    let _engine = spawn_in(
-        &box_ns,
-        &mock_exe(),
-        &["8000", "--host", "10.213.0.5"],
-        None,
-    );
+    // Two boxes, each `aula serve` with its own fleet (here a mock engine
+    // on the box's loopback), answering only a key of theirs.
+    let mut boxes = Vec::new();
+    let mut box_key = String::new();
+    for (i, last) in [(1, 5u8), (2, 6u8)] {
+        let ns = net.host(&format!("box{i}"), last);
+        let home = temp_home(&format!("netsim-box{i}"));
+        let engine = spawn_in(&ns, &mock_exe(), &["8100"], None);
+        std::fs::write(
+            home.join("aula.toml"),
+            "[[models]]\nname = \"mock\"\nurl = \"http://127.0.0.1:8100/v1\"\nparallel = 16\n",
+        )
+        .unwrap();
+        assert!(run_aula(&["users", "add", "front", "--role", "teacher"], &home).0);
+        if i == 1 {
+            let (ok, k, err) = run_aula(&["keys", "create", "front"], &home);
+            assert!(ok, "{err}");
+            box_key = k.trim().to_string();
+        } else {
+            // The same key on both boxes: copy box one's users and keys.
+            for f in ["aula.db", "aula.db-wal", "aula.db-shm"] {
+                let from = boxes_home(&boxes, 0).join(f);
+                if from.exists() {
+                    std::fs::copy(from, home.join(f)).unwrap();
+                }
+            }
+        }
+        boxes.push((ns, engine, home, last));
+    }
+    // Started once both databases are made (a copy of a database in use
+    // would name its gateway).
+    let mut boxes: Vec<(Proc, Proc, TempHome)> = boxes
+        .into_iter()
+        .map(|(ns, engine, home, last)| {
+            let addr = format!("10.213.0.{last}");
+            let serve = spawn_in(
+                &ns,
+                &aula_exe(),
+                &["serve", "--host", &addr, "--port", "8000"],
+                Some(&home),
+            );
+            (serve, engine, home)
+        })
+        .collect();
     let config = format!(
-        "[server]\ndatabase = \"{}\"\n\n[[models]]\nname = \"mock\"\nurl = \"http://10.213.0.5:8000/v1\"\n",
+        "[server]\ndatabase = \"{}\"\n\n[[models]]\nname = \"mock\"\n\
+         url = [\"http://10.213.0.5:8000/v1\", \"http://10.213.0.6:8000/v1\"]\napi_key_env = \"AULA_BOX_KEY\"\n",
         pg.url()
     );
     let (h1, h2) = (temp_home("netsim-1"), temp_home("netsim-2"));
@@ -134,11 +192,12 @@ fn gateways_on_a_simulated_network() {
     assert!(ok, "{err}");
     let key = key.trim().to_string();
     let serve = |ns: &str, addr: &str, home: &std::path::Path| {
-        spawn_in(
+        spawn_in_env(
             ns,
             &aula_exe(),
             &["serve", "--host", addr, "--port", "8080"],
-            Some(home),
+            home,
+            &[("AULA_BOX_KEY", &box_key)],
         )
     };
     let one = serve(&gw1_ns, "10.213.0.3", &h1);
@@ -155,6 +214,20 @@ fn gateways_on_a_simulated_network() {
     assert_eq!(role(&one), "leader");
     assert_eq!(role(&two), "standby");
     assert_eq!(chat(&two, &key).body["error"]["code"], "standby_gateway");
+
+    // Box one dies: its requests go to box two, none fails.
+    for _ in 0..6 {
+        assert_eq!(chat(&one, &key).status, 200);
+    }
+    let (dead, _, _) = &mut boxes[0];
+    unsafe {
+        libc::kill(dead.pid() as i32, libc::SIGKILL);
+    }
+    dead.child.wait().unwrap();
+    for i in 0..10 {
+        let r = chat(&one, &key);
+        assert_eq!(r.status, 200, "request {i} after box one died: {}", r.text);
+    }
 
     // Another user's key, used on both, then revoked: refused by both.
     assert!(run_aula(&["users", "add", "kit"], &h1).0);

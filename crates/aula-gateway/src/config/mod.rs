@@ -582,8 +582,30 @@ mod tests {
             ModelSource::Url {
                 bases: vec!["http://127.0.0.1:8000".into()],
                 upstream_model: None,
-                parallel: None
+                parallel: None,
+                key_env: None,
             }
+        );
+    }
+
+    /// A `url` model's key comes from the environment variable it names;
+    /// other models take none.
+    #[test]
+    fn url_servers_key_from_the_environment() {
+        let c = Config::parse(
+            "[[models]]\nname = \"b\"\nurl = [\"http://10.0.0.2:8000/v1\", \"http://10.0.0.3:8000/v1\"]\napi_key_env = \"BOX_KEY\"\n",
+            "x",
+        )
+        .unwrap();
+        let specs = c.model_specs(Path::new("/m")).unwrap();
+        assert!(matches!(
+            &specs[0].source,
+            ModelSource::Url { bases, key_env: Some(v), .. } if bases.len() == 2 && v == "BOX_KEY"
+        ));
+        let e = err("[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\napi_key_env = \"K\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("api_key_env") && e.contains("only `url` models"),
+            "{e}"
         );
     }
 

@@ -24,6 +24,10 @@ pub struct ModelEntry {
     /// For `url` servers: the name that server knows the model by, when it
     /// differs from `name` (requests are rewritten on the way).
     pub upstream_model: Option<String>,
+    /// For `url` servers that require a key (another Aula, a vLLM started
+    /// with `--api-key`): the environment variable that holds it (the key
+    /// itself is never written in this file).
+    pub api_key_env: Option<Spanned<String>>,
     pub parallel: Option<Spanned<usize>>,
     pub context: Option<Spanned<u32>>,
     pub threads: Option<Spanned<usize>>,
@@ -250,6 +254,11 @@ fn check_source(m: &ModelEntry, text: &str, invalid: Invalid) -> Result<(), Conf
                 line_of(text, u.span().start)
             )));
         }
+        (_, None) if m.api_key_env.is_some() => {
+            return Err(invalid(format!(
+                "line {line}: key `api_key_env`: only `url` models take a key (model `{name}`)"
+            )));
+        }
         (None, None) if m.model.is_none() => {
             return Err(invalid(format!(
                 "line {line}: model `{name}` needs `gguf` (a model file) or `url` (a running server)"
@@ -457,11 +466,13 @@ impl ModelEntry {
                     .collect(),
                 upstream_model: m.upstream_model.clone(),
                 parallel: m.parallel.as_ref().map(|s| *s.get_ref()),
+                key_env: m.api_key_env.as_ref().map(|v| v.get_ref().clone()),
             },
             (None, None) => ModelSource::Url {
                 bases: Vec::new(),
                 upstream_model: None,
                 parallel: None,
+                key_env: None,
             },
         };
         ModelSpec {
