@@ -39,7 +39,9 @@ model=$(printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\nparal
 # home NAME [DATABASE]: a data directory and its aula.toml.
 home() {
   mkdir -p "$work/$1"
-  { [ -n "${2:-}" ] && printf '[server]\ndatabase = "%s"\n\n' "$2"; printf '%s\n\n' "$model"; printf "$limits"; } > "$work/$1/aula.toml"
+  # one_scheduler = false: both gateways serve (users hashed to gateways),
+  # so the load can be split between them.
+  { [ -n "${2:-}" ] && printf '[server]\ndatabase = "%s"\none_scheduler = false\n\n' "$2"; printf '%s\n\n' "$model"; printf "$limits"; } > "$work/$1/aula.toml"
 }
 home lite
 home pg1 "$DB"

@@ -154,7 +154,13 @@ async fn access(
         fair: config.fairness.resolve(),
         reload,
         store: store.clone(),
-        files: crate::files::Files::new(home::aula_home().join("files")),
+        files: crate::files::Files::new(
+            config
+                .server
+                .files_dir
+                .clone()
+                .unwrap_or_else(|| home::aula_home().join("files")),
+        ),
         rag: config.rag.settings(),
         web: config.web(),
         finetune: config.fine_tuning.settings(),

@@ -206,12 +206,28 @@ fn what_a_crash_leaves_in_the_file_store_is_removed_at_start() {
     let g = TestGateway::new("files-sweep").url_model("absent", "http://127.0.0.1:9");
     let dir = g.home.join("files");
     std::fs::create_dir_all(&dir).unwrap();
-    // A temporary upload, and bytes whose record was never written.
-    std::fs::write(dir.join(".upload-file-x"), b"half").unwrap();
-    std::fs::write(dir.join("file-orphan000000000000000000"), b"no record").unwrap();
+    // A temporary upload, and bytes whose record was never written, both
+    // two hours old; and an upload under way now (another gateway sharing
+    // the directory may be receiving it): kept.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for (name, bytes) in [
+        (".upload-file-x", &b"half"[..]),
+        ("file-orphan000000000000000000", b"no record"),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    std::fs::write(dir.join(".upload-file-now"), b"arriving").unwrap();
     let s = g.start();
     let id = upload(&s.url, "none", "kept.txt", b"kept", "assistants");
     drop(s);
+    assert!(dir.join(".upload-file-now").exists());
+    std::fs::remove_file(dir.join(".upload-file-now")).unwrap();
     assert_eq!(stored(&g), vec![id.clone()]);
     // A restart keeps what has a record.
     let s = g.start();

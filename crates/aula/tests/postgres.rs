@@ -140,8 +140,18 @@ fn a_second_gateway_needs_postgres() {
     let pg = Pg::start("two-gw");
     let url = format!("postgres://aula@127.0.0.1:{}/postgres", pg.port);
     let (c, d) = (temp_home("gw-c"), temp_home("gw-d"));
-    config(&c, &url);
-    config(&d, &url);
+    // Their files in one directory (a network file system in real life).
+    let files = temp_home("gw-files");
+    for h in [&c, &d] {
+        config(h, &url);
+        let toml = std::fs::read_to_string(h.join("aula.toml"))
+            .unwrap()
+            .replace(
+                "[server]\n",
+                &format!("[server]\nfiles_dir = \"{}\"\n", files.display()),
+            );
+        std::fs::write(h.join("aula.toml"), toml).unwrap();
+    }
     let (ok, _, err) = run_aula(&["users", "add", "sam"], &c);
     assert!(ok, "{err}");
     let (ok, key, err) = run_aula(&["keys", "create", "sam"], &c);
@@ -171,6 +181,13 @@ fn a_second_gateway_needs_postgres() {
     let r = chat(&two);
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["error"]["code"], "standby_gateway");
+    let file = upload(
+        &one.url,
+        key.trim(),
+        "notes.txt",
+        b"shared notes",
+        "user_data",
+    );
     // The leader dies: the standby takes over.
     unsafe {
         libc::kill(one.pid() as i32, libc::SIGKILL);
@@ -188,6 +205,15 @@ fn a_second_gateway_needs_postgres() {
     );
     assert_eq!(get(&format!("{}/readyz", two.url)).body["role"], "leader");
     assert_eq!(chat(&two).status, 200);
+    // The file uploaded through the dead gateway is served by the other.
+    let content = get_auth(
+        &format!("{}/v1/files/{file}/content", two.url),
+        Some(key.trim()),
+    );
+    assert_eq!(
+        (content.status, content.text.as_str()),
+        (200, "shared notes")
+    );
 }
 
 /// Budgets shared by two gateways on one PostgreSQL: a class hammering

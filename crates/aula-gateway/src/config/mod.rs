@@ -159,6 +159,10 @@ pub struct ServerConfig {
     /// engines and the others stand by [default: true]; false: each
     /// schedules its own requests (users hashed to gateways).
     pub one_scheduler: Option<bool>,
+    /// Where uploaded files' bytes are kept [default: files/ in the data
+    /// directory]; several gateways share one directory (a network file
+    /// system) so any of them serves any file.
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -138,12 +138,23 @@ impl Files {
     }
 
     /// Remove what a crash may have left: temporary uploads, and bytes whose
-    /// record was never written.
+    /// record was never written — only those untouched for [`SWEEP_AFTER`]:
+    /// the directory may be shared by several gateways (`[server]
+    /// files_dir`), one of which may be receiving that upload now.
     pub async fn sweep(&self, store: &aula_store::Store) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
+            let recent = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < SWEEP_AFTER);
+            if recent {
+                continue;
+            }
             let name = e.file_name().to_string_lossy().into_owned();
             let orphan = if name.starts_with(".upload-") {
                 true
@@ -159,6 +170,9 @@ impl Files {
         }
     }
 }
+
+/// How old an unfinished upload must be before a starting gateway removes it.
+pub const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A new file id: `file-` and 24 random letters and digits.
 fn file_id() -> String {
