@@ -3,7 +3,8 @@
 # requests-per-minute limit, the fair queue, the ledger) in front of
 # openai-mock, with the counters in memory (one gateway on SQLite) and in
 # PostgreSQL (one gateway, then two gateways on the same database sharing
-# the load), and the mock alone as the anchor, in the same rounds. Also the
+# the load), PostgreSQL with no limits (the ledger's own cost), and the
+# mock alone as the anchor, in the same rounds. Also the
 # database's transactions and row updates per request (pg_stat_database).
 # Closed loop: each connection sends its next request when the last one is
 # answered. PostgreSQL is Debian's (scripts/test-installs.sh installs it),
@@ -36,16 +37,20 @@ psql_q() { "$PGBIN/psql" -qtA -h 127.0.0.1 -p "$PGPORT" -U aula postgres -c "$1"
 
 limits='[[limits]]\nrole = "student"\ntokens_per_day = 1000000000\nrequests_per_minute = 1000000\n'
 model=$(printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\nparallel = 64\n' "$MOCK_PORT")
-# home NAME [DATABASE]: a data directory and its aula.toml.
+# home NAME [DATABASE [LIMITS]]: a data directory and its aula.toml.
 home() {
+  local lim=${3-$limits}
   mkdir -p "$work/$1"
   # one_scheduler = false: both gateways serve (users hashed to gateways),
   # so the load can be split between them.
-  { [ -n "${2:-}" ] && printf '[server]\ndatabase = "%s"\none_scheduler = false\n\n' "$2"; printf '%s\n\n' "$model"; printf "$limits"; } > "$work/$1/aula.toml"
+  { [ -n "${2:-}" ] && printf '[server]\ndatabase = "%s"\none_scheduler = false\n\n' "$2"; printf '%s\n\n' "$model"; printf "$lim"; } > "$work/$1/aula.toml"
 }
 home lite
 home pg1 "$DB"
 home pg2 "$DB"
+# The same database with no limits: no counters, only the ledger (what
+# PostgreSQL costs before the shared counters).
+home pg0 "$DB" ""
 for h in lite pg1; do
   : > "$work/$h.keys"
   for u in $(seq 1 16); do
@@ -57,7 +62,8 @@ done
 AULA_HOME="$work/lite" $B serve --port 19301 > "$work/lite.log" 2>&1 &
 AULA_HOME="$work/pg1" $B serve --port 19302 > "$work/pg1.log" 2>&1 &
 AULA_HOME="$work/pg2" $B serve --port 19303 > "$work/pg2.log" 2>&1 &
-for p in 19301 19302 19303; do
+AULA_HOME="$work/pg0" $B serve --port 19304 > "$work/pg0.log" 2>&1 &
+for p in 19301 19302 19303 19304; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
 done
 bench() { # URL CONN KEYS LABEL
@@ -69,6 +75,7 @@ for round in $(seq "$ROUNDS"); do
   for c in 1 16; do
     bench "http://127.0.0.1:$MOCK_PORT" "$c" "" "mock direct, $c conn"
     bench "http://127.0.0.1:19301" "$c" "$work/lite.keys" "one gateway, SQLite (counters in memory), $c conn"
+    bench "http://127.0.0.1:19304" "$c" "$work/pg1.keys" "one gateway, PostgreSQL, no limits (ledger only), $c conn"
     before=$(stat)
     bench "http://127.0.0.1:19302" "$c" "$work/pg1.keys" "one gateway, PostgreSQL (shared counters), $c conn"
     after=$(stat)

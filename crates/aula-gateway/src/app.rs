@@ -270,6 +270,9 @@ impl App {
         let served = crate::server::run(self.listener, self.state.clone(), shutdown).await;
         tracing::info!("shutting down: stopping background tasks");
         self.tasks.shutdown(Duration::from_secs(10)).await;
+        if let Some(shared) = self.state.gw.limiter.shared() {
+            shared.drain(Duration::from_secs(5)).await;
+        }
         self.state.gw.ledger.close().await;
         tracing::info!("stopping engines");
         self.state.gw.fleet.stop_all().await;

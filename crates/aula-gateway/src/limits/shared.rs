@@ -6,9 +6,13 @@
 //! - Admission is one transaction; **if the database cannot be reached
 //!   the request is refused (503, `database_unavailable`)**, never let
 //!   through uncounted.
+//! - Admission runs as a task of its own: a client that leaves while it
+//!   waits for the database cannot leave a hold behind (a hold taken for a
+//!   caller that is gone is settled at once, as unused).
 //! - Settling runs in the background when the request ends; a settlement
 //!   the database refused is kept and retried at every tick, so a blip
-//!   loses no usage.
+//!   loses no usage. A stopping gateway waits for its settlements
+//!   ([`Shared::drain`]).
 //! - Every tick ([`Shared::tick`], a third of the lease) renews this
 //!   gateway's leases, and settles any gateway's expired reservations as
 //!   fully used (a gateway killed mid-stream frees its holds within one
@@ -38,6 +42,8 @@ pub struct Shared {
     next: AtomicU64,
     /// Settlements the database did not take: (reservation, tokens used).
     pending: Mutex<Vec<(String, i64)>>,
+    /// Admissions and settlements under way.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Shared {
@@ -48,6 +54,18 @@ impl Shared {
             lease_ms: lease_ms.max(1000),
             next: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Wait (at most `limit`) for the settlements under way: at shutdown,
+    /// so that finished requests are not left to the sweep.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        self.tasks.close();
+        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        let left = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (id, used) in left {
+            let _ = aula_store::db::within(self.store.settle_budget(&id, Some(used))).await;
         }
     }
 
@@ -57,7 +75,7 @@ impl Shared {
 
     /// Hold what one request may use in every window a limit applies to.
     pub(super) async fn reserve(
-        &self,
+        self: &std::sync::Arc<Self>,
         user: &str,
         lim: &LimitFields,
         reserve: i64,
@@ -70,10 +88,25 @@ impl Shared {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}/{n}", self.gateway);
-        let asked =
-            self.store
-                .reserve_budget(&id, &self.gateway, user, &holds, now_ms + self.lease_ms);
-        match aula_store::db::within(asked).await {
+        // A task of its own, so that the caller leaving cannot cut the
+        // transaction's outcome off from its settlement.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        let (rid, user) = (id.clone(), user.to_string());
+        self.tasks.spawn(async move {
+            let asked =
+                me.store
+                    .reserve_budget(&rid, &me.gateway, &user, &holds, now_ms + me.lease_ms);
+            let got = aula_store::db::within(asked).await;
+            if let Err(Ok(Ok(()))) = tx.send(got) {
+                // Held for a caller that is gone: give it back, unused.
+                me.settle(rid, 0);
+            }
+        });
+        let got = rx
+            .await
+            .unwrap_or_else(|_| Err(aula_store::StoreError::Invalid("admission stopped".into())));
+        match got {
             Ok(Ok(())) => Ok(Some(id)),
             Ok(Err(r)) => Err(refusal(&r, now_ms)),
             Err(e) => {
@@ -87,9 +120,9 @@ impl Shared {
     /// the database does not take it, or when there is no runtime).
     pub(super) fn settle(self: &std::sync::Arc<Self>, id: String, used: i64) {
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+            Ok(_) => {
                 let me = self.clone();
-                rt.spawn(async move {
+                self.tasks.spawn(async move {
                     let settled = aula_store::db::within(me.store.settle_budget(&id, Some(used)));
                     if let Err(e) = settled.await {
                         tracing::warn!("settling {id} failed (retried): {e}");
@@ -252,6 +285,55 @@ fn refusal(r: &Refusal, now_ms: i64) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller that leaves while its admission waits for the database
+    /// leaves no hold behind: the admission runs to its end in a task of
+    /// its own (its request counted in the minute, as on one box) and what
+    /// it took is given back at once, so a commit whose answer the caller
+    /// never saw cannot leave a hold. The same statements run on SQLite.
+    #[tokio::test]
+    async fn a_caller_that_leaves_during_admission_leaves_no_hold() {
+        let dir = std::env::temp_dir().join(format!("aula-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open_in(&dir).await.unwrap();
+        let shared = std::sync::Arc::new(Shared::new(store.clone(), "g".into(), 15_000));
+        let lim = LimitFields {
+            concurrent_requests: Some(1),
+            requests_per_minute: Some(10),
+            tokens_per_day: Some(1000),
+            ..Default::default()
+        };
+        // Polled once (the admission task is spawned), then dropped.
+        let gone = tokio::time::timeout(
+            std::time::Duration::ZERO,
+            shared.reserve("u", &lim, 100, 0, 1000),
+        )
+        .await;
+        assert!(gone.is_err(), "the admission cannot have finished unpolled");
+        shared.drain(std::time::Duration::from_secs(30)).await;
+        assert_eq!(store.budget_holds().await.unwrap(), (0, 0));
+        assert_eq!(
+            store.budget_window("u", Counter::Day, 0).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            store.budget_window("u", Counter::Active, 0).await.unwrap(),
+            (0, 0)
+        );
+        // It ran to its end (a request in the minute), not rolled back.
+        assert_eq!(
+            store
+                .budget_window("u", Counter::MinuteRequests, 0)
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        // A caller that stays holds its reservation.
+        let held = shared.reserve("u", &lim, 100, 0, 1000).await.unwrap();
+        assert!(held.is_some());
+        assert_eq!(store.budget_holds().await.unwrap().0, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn holds_follow_the_limits_and_refusals_match_one_box() {
