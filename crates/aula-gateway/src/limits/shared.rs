@@ -192,11 +192,14 @@ impl Shared {
         now_ms: i64,
     ) -> Result<[(i64, i64); 3], aula_store::StoreError> {
         let (day, week, term) = super::window_starts(now_ms, term_start_ms);
-        Ok([
-            self.store.budget_window(user, Counter::Day, day).await?,
-            self.store.budget_window(user, Counter::Week, week).await?,
-            self.store.budget_window(user, Counter::Term, term).await?,
-        ])
+        aula_store::db::within(async {
+            Ok([
+                self.store.budget_window(user, Counter::Day, day).await?,
+                self.store.budget_window(user, Counter::Week, week).await?,
+                self.store.budget_window(user, Counter::Term, term).await?,
+            ])
+        })
+        .await
     }
 }
 
