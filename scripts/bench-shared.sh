@@ -10,6 +10,7 @@
 # answered. PostgreSQL is Debian's (scripts/test-installs.sh installs it),
 # started here on loopback with fsync on.
 # Usage: bash scripts/bench-shared.sh   (after scripts/setup.sh)
+#        PG_DELAY_MS=0.5 bash scripts/bench-shared.sh   (PostgreSQL 1 ms away)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
@@ -33,6 +34,15 @@ as_pg "$PGBIN/initdb" -A trust -U aula -D "$work/pg" > /dev/null
 as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
   -o "-p $PGPORT -k $work/pg -c listen_addresses=127.0.0.1" start > /dev/null
 DB="postgres://aula@127.0.0.1:$PGPORT/postgres"
+# PG_DELAY_MS=D: the gateways reach PostgreSQL through a proxy that delays
+# each direction by D ms (a network with a 2D ms round trip; psql and the
+# CLI go straight).
+if [ -n "${PG_DELAY_MS:-}" ]; then
+  python3 scripts/delay_proxy.py $((PGPORT + 1)) 127.0.0.1 "$PGPORT" "$PG_DELAY_MS" > "$work/proxy.log" 2>&1 &
+  for _ in $(seq 50); do grep -q listening "$work/proxy.log" 2>/dev/null || grep -q "delay proxy" "$work/proxy.log" && break; sleep 0.1; done
+  DB="postgres://aula@127.0.0.1:$((PGPORT + 1))/postgres"
+  echo "PostgreSQL behind a delay of $PG_DELAY_MS ms each way"
+fi
 psql_q() { "$PGBIN/psql" -qtA -h 127.0.0.1 -p "$PGPORT" -U aula postgres -c "$1"; }
 
 limits='[[limits]]\nrole = "student"\ntokens_per_day = 1000000000\nrequests_per_minute = 1000000\n'
