@@ -419,7 +419,7 @@ async fn leases(shared: std::sync::Arc<crate::limits::Shared>) {
     let every = Duration::from_millis((shared.lease_ms() / 3).max(100) as u64);
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = shared.tick(aula_store::now_ms()).await {
+        if let Err(e) = aula_store::db::within(shared.tick(aula_store::now_ms())).await {
             tracing::warn!("shared limits: {e}");
         }
     }

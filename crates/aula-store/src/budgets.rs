@@ -309,6 +309,17 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// The reservations `gateway` holds.
+    pub async fn budget_ids_of(&self, gateway: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM budget_reservations WHERE gateway = $1")
+            .bind(gateway)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     /// Reservations whose lease ran out before `now_ms` (at most `limit`),
     /// to settle with [`Store::settle_budget`]`(id, None)`.
     pub async fn expired_budgets(

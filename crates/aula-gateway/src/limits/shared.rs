@@ -16,7 +16,9 @@
 //! - Every tick ([`Shared::tick`], a third of the lease) renews this
 //!   gateway's leases, and settles any gateway's expired reservations as
 //!   fully used (a gateway killed mid-stream frees its holds within one
-//!   lease).
+//!   lease). A reservation of this gateway's that no request holds (its
+//!   admission gave up waiting for an answer that came later) is given
+//!   back, unused: a live gateway never renews a stray hold for ever.
 //! - The minute windows are calendar minutes here (one box counts a
 //!   sliding minute): within a minute the limit is exact across gateways.
 
@@ -44,6 +46,10 @@ pub struct Shared {
     pending: Mutex<Vec<(String, i64)>>,
     /// Admissions and settlements under way.
     tasks: tokio_util::task::TaskTracker,
+    /// This gateway's reservations that a request holds or whose
+    /// settlement is still to be written: from before admission asks the
+    /// database until the settlement is written.
+    live: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -55,7 +61,16 @@ impl Shared {
             next: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
             tasks: tokio_util::task::TaskTracker::new(),
+            live: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<(String, i64)>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wait (at most `limit`) for the settlements under way: at shutdown,
@@ -63,7 +78,7 @@ impl Shared {
     pub async fn drain(&self, limit: std::time::Duration) {
         self.tasks.close();
         let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
-        let left = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let left = std::mem::take(&mut *self.pending());
         for (id, used) in left {
             let _ = aula_store::db::within(self.store.settle_budget(&id, Some(used))).await;
         }
@@ -88,6 +103,7 @@ impl Shared {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}/{n}", self.gateway);
+        self.live().insert(id.clone());
         // A task of its own, so that the caller leaving cannot cut the
         // transaction's outcome off from its settlement.
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -108,8 +124,14 @@ impl Shared {
             .unwrap_or_else(|_| Err(aula_store::StoreError::Invalid("admission stopped".into())));
         match got {
             Ok(Ok(())) => Ok(Some(id)),
-            Ok(Err(r)) => Err(refusal(&r, now_ms)),
+            Ok(Err(r)) => {
+                self.live().remove(&id);
+                Err(refusal(&r, now_ms))
+            }
             Err(e) => {
+                // Its transaction may still commit: then the tick finds it
+                // held by nobody and gives it back.
+                self.live().remove(&id);
                 tracing::error!("admission could not reach the database: {e}");
                 Err(unreachable())
             }
@@ -124,9 +146,14 @@ impl Shared {
                 let me = self.clone();
                 self.tasks.spawn(async move {
                     let settled = aula_store::db::within(me.store.settle_budget(&id, Some(used)));
-                    if let Err(e) = settled.await {
-                        tracing::warn!("settling {id} failed (retried): {e}");
-                        me.pending_push(id, used);
+                    match settled.await {
+                        Ok(_) => {
+                            me.live().remove(&id);
+                        }
+                        Err(e) => {
+                            tracing::warn!("settling {id} failed (retried): {e}");
+                            me.pending_push(id, used);
+                        }
                     }
                 });
             }
@@ -135,40 +162,35 @@ impl Shared {
     }
 
     fn pending_push(&self, id: String, used: i64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, used));
+        self.pending().push((id, used));
     }
 
     /// Retry settlements, renew this gateway's leases, settle expired
     /// reservations (any gateway's) as fully used, and forget old windows.
+    /// Cancel-safe: a settlement leaves the list only once written.
     pub async fn tick(&self, now_ms: i64) -> Result<(), aula_store::StoreError> {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut left = Vec::new();
-        let mut failed = None;
+        let pending = self.pending().clone();
         for (id, used) in pending {
-            if failed.is_some() {
-                left.push((id, used));
-                continue;
-            }
-            if let Err(e) = self.store.settle_budget(&id, Some(used)).await {
-                left.push((id, used));
-                failed = Some(e);
-            }
-        }
-        if !left.is_empty() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(left);
-        }
-        if let Some(e) = failed {
-            return Err(e);
+            self.store.settle_budget(&id, Some(used)).await?;
+            self.pending().retain(|(p, _)| *p != id);
+            self.live().remove(&id);
         }
         self.store
             .renew_budgets(&self.gateway, now_ms + self.lease_ms)
             .await?;
+        // Read the database first: anything admitted after this is live.
+        let mine = self.store.budget_ids_of(&self.gateway).await?;
+        let strays: Vec<String> = {
+            let live = self.live();
+            mine.into_iter().filter(|id| !live.contains(id)).collect()
+        };
+        for id in strays {
+            if self.store.settle_budget(&id, Some(0)).await? {
+                tracing::warn!(
+                    "reservation {id}: held by no request (its admission gave up); given back"
+                );
+            }
+        }
         for id in self.store.expired_budgets(now_ms, SWEEP_BATCH).await? {
             if self.store.settle_budget(&id, None).await? {
                 tracing::warn!(
@@ -335,6 +357,52 @@ mod tests {
         let held = shared.reserve("u", &lim, 100, 0, 1000).await.unwrap();
         assert!(held.is_some());
         assert_eq!(store.budget_holds().await.unwrap().0, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A hold of this gateway's that no request holds (its admission gave
+    /// up before the database answered, and the answer came later) is
+    /// given back at the next tick, not renewed for ever; the holds of
+    /// requests still running are kept.
+    #[tokio::test]
+    async fn a_stray_hold_is_given_back_at_the_next_tick() {
+        let dir = std::env::temp_dir().join(format!("aula-shared-stray-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open_in(&dir).await.unwrap();
+        let shared = std::sync::Arc::new(Shared::new(store.clone(), "g".into(), 15_000));
+        let lim = LimitFields {
+            concurrent_requests: Some(5),
+            ..Default::default()
+        };
+        let running = shared.reserve("u", &lim, 1, 0, 1000).await.unwrap();
+        assert!(running.is_some());
+        // A late commit of an admission that gave up.
+        let active = Hold {
+            counter: Counter::Active,
+            start_ms: 0,
+            limit: 5,
+            amount: 1,
+        };
+        assert_eq!(
+            store
+                .reserve_budget("g/late", "g", "u", &[active], 1_000_000)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            store.budget_window("u", Counter::Active, 0).await.unwrap(),
+            (0, 2)
+        );
+        shared.tick(1000).await.unwrap();
+        assert_eq!(
+            store.budget_window("u", Counter::Active, 0).await.unwrap(),
+            (0, 1)
+        );
+        assert_eq!(
+            store.budget_ids_of("g").await.unwrap(),
+            vec![running.unwrap()]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
