@@ -188,10 +188,23 @@ impl Limiter {
         max_tokens: Option<u64>,
         now_ms: i64,
     ) -> Result<Reservation, ApiError> {
+        let (lim, send_max, reserve) = self.sized(id, model, prompt_tokens_bound, max_tokens)?;
+        self.reserve(id, &lim, send_max, reserve, now_ms)
+    }
+
+    /// The user's limits, checked against what the request asks whatever
+    /// their usage, with the `max_tokens` to send and the tokens to reserve.
+    fn sized(
+        &self,
+        id: &Identity,
+        model: &str,
+        prompt_tokens_bound: u64,
+        max_tokens: Option<u64>,
+    ) -> Result<(LimitFields, Option<u64>, i64), ApiError> {
         let lim = effective(&self.rules(), id);
         check_request(&lim, model, max_tokens)?;
         let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
-        self.reserve(id, &lim, send_max, reserve, now_ms)
+        Ok((lim, send_max, reserve))
     }
 
     /// [`Limiter::admit`], counted in the database when the counters are
@@ -207,9 +220,7 @@ impl Limiter {
         let Some(shared) = self.shared.get() else {
             return self.admit(id, model, prompt_tokens_bound, max_tokens, now_ms);
         };
-        let lim = effective(&self.rules(), id);
-        check_request(&lim, model, max_tokens)?;
-        let (send_max, reserve) = reservation_size(&lim, prompt_tokens_bound, max_tokens);
+        let (lim, send_max, reserve) = self.sized(id, model, prompt_tokens_bound, max_tokens)?;
         let held = shared
             .reserve(&id.name, &lim, reserve, self.term_start_ms, now_ms)
             .await?;
