@@ -106,8 +106,7 @@ pub fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
 
 /// SHA-256 of a key, hex.
 pub fn key_hash(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
 }
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -461,6 +460,15 @@ pub fn parse_users_csv(text: &str) -> Result<Vec<User>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hash_is_sha256_in_lowercase_hex() {
+        // FIPS 180-2's example: existing keys' stored hashes stay valid.
+        assert_eq!(
+            key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     /// Issue 30, finding 7: the built-in identities' names are no user's.
     #[test]

@@ -1,9 +1,20 @@
 //! The usage ledger: one row per admitted request, written when it is
 //! admitted (status `unfinished`) and finalized when it ends. One writer (a
 //! thread with its own connection for SQLite, a task for PostgreSQL) groups
-//! whatever is waiting into one commit (group commit), and
-//! every caller waits for the commit that holds its row: when a client has
-//! its answer, the record of it is in the database.
+//! whatever is waiting into one commit (group commit).
+//!
+//! Rules:
+//! - A request's end waits for the commit that holds its final row
+//!   ([`Ledger::finish`]): when a client has its whole answer, the record of
+//!   it is in the database.
+//! - Its beginning does not wait while the writer is keeping up
+//!   ([`Ledger::begin`]): the row goes into the next commit, before the
+//!   request's final row (one channel, in order). When the last write failed,
+//!   or the writer has been stuck on one for [`STUCK_AFTER_MS`], a beginning
+//!   waits for its commit, so a database that cannot be written refuses new
+//!   requests before they run.
+//! - Ids are time-ordered ([`new_request_id`]), so each commit appends to
+//!   the same few index pages instead of touching one page per row.
 
 use crate::db::{Store, StoreError};
 use sqlx::Row;
@@ -11,6 +22,28 @@ use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 mod usage;
 pub use usage::*;
+
+/// A ledger row's id: 8 characters of the admission time in milliseconds
+/// (base 62, in ASCII order, so ids sort by time) and 12 random ones.
+pub fn new_request_id() -> String {
+    use rand::Rng;
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut t = u64::try_from(crate::now_ms()).unwrap_or(0);
+    let mut id = [0u8; 20];
+    for slot in id[..8].iter_mut().rev() {
+        *slot = DIGITS[(t % 62) as usize];
+        t /= 62;
+    }
+    let mut rng = rand::thread_rng();
+    for slot in &mut id[8..] {
+        *slot = DIGITS[rng.gen_range(0..62)];
+    }
+    id.iter().map(|&b| char::from(b)).collect()
+}
+
+/// How long the writer may be busy with one commit before new requests
+/// wait for theirs (a locked or unreachable database).
+pub const STUCK_AFTER_MS: i64 = 200;
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestRecord {
@@ -103,6 +136,7 @@ type Ack = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
+    health: std::sync::Arc<Health>,
     /// The SQLite checkpoint loop, stopped by [`Ledger::close`].
     checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -111,6 +145,7 @@ impl Ledger {
     /// Start the writer task on the current runtime.
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
+        let health = std::sync::Arc::new(Health::default());
         let mut checkpoint = None;
         if !store.is_postgres() {
             let s = store.clone();
@@ -130,17 +165,21 @@ impl Ledger {
             Some(path) => {
                 let spawned = std::thread::Builder::new()
                     .name("aula-ledger".into())
-                    .spawn(move || sqlite_writer(&path, rx));
+                    .spawn({
+                        let health = health.clone();
+                        move || sqlite_writer(&path, rx, &health)
+                    });
                 if let Err(e) = spawned {
                     tracing::error!("cannot start the ledger writer: {e}");
                 }
             }
             None => {
-                tokio::spawn(writer(store, rx));
+                tokio::spawn(writer(store, rx, health.clone()));
             }
         }
         Ledger {
             tx,
+            health,
             checkpoint: std::sync::Arc::new(std::sync::Mutex::new(checkpoint)),
         }
     }
@@ -170,9 +209,18 @@ impl Ledger {
             .map_err(|_| "the ledger writer has stopped".to_string())?
     }
 
-    /// Record an admitted request; returns once it is committed.
+    /// Record an admitted request. While the writer keeps up, the row goes
+    /// into the next commit and this returns at once; otherwise (the last
+    /// write failed, or one has taken over [`STUCK_AFTER_MS`]) it returns
+    /// once the row is committed, or with the error.
     pub async fn begin(&self, rec: RequestRecord) -> Result<(), String> {
-        self.send(Op::Begin(rec)).await
+        if self.health.keeping_up() {
+            self.tx
+                .send((Op::Begin(rec), None))
+                .map_err(|_| "the ledger writer has stopped".to_string())
+        } else {
+            self.send(Op::Begin(rec)).await
+        }
     }
 
     /// Finalize a request; returns once it is committed.
@@ -186,12 +234,45 @@ impl Ledger {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
+/// What the writer is doing, for [`Ledger::begin`] to decide whether to wait.
+#[derive(Default)]
+struct Health {
+    /// The last commit failed.
+    failing: std::sync::atomic::AtomicBool,
+    /// When the commit under way started (ms since 1970); 0 when idle.
+    busy_since: std::sync::atomic::AtomicI64,
+}
+
+impl Health {
+    fn keeping_up(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let since = self.busy_since.load(Relaxed);
+        !self.failing.load(Relaxed) && (since == 0 || crate::now_ms() - since < STUCK_AFTER_MS)
+    }
+
+    fn started(&self) {
+        self.busy_since
+            .store(crate::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn ended<T, E>(&self, result: &Result<T, E>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.failing.store(result.is_err(), Relaxed);
+        self.busy_since.store(0, Relaxed);
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>,
+    health: std::sync::Arc<Health>,
+) {
     let mut batch = Vec::with_capacity(256);
     // One connection kept for writing (no pool round trip per batch); a new
     // one after any error.
     let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while rx.recv_many(&mut batch, 256).await > 0 {
+        health.started();
         // A database that does not answer (a network cut) fails the batch
         // after a bound, like one that refuses: nobody waits for ever.
         let result = crate::db::within(async {
@@ -209,6 +290,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>
             tracing::error!("ledger write failed: {e}");
             format!("the usage ledger cannot be written: {e}")
         });
+        health.ended(&result);
         answer(&mut batch, &result);
     }
 }
@@ -224,7 +306,11 @@ fn answer(batch: &mut Vec<(Op, Option<Ack>)>, result: &Result<(), String>) {
 
 /// The SQLite writer: waits for work, takes whatever else is waiting (up
 /// to 256), writes it in one transaction, answers everyone in it.
-fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
+fn sqlite_writer(
+    path: &std::path::Path,
+    mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>,
+    health: &Health,
+) {
     let mut conn: Option<rusqlite::Connection> = None;
     let mut batch = Vec::with_capacity(256);
     // One-row statements, prepared once per connection (rusqlite's cache).
@@ -237,6 +323,7 @@ fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Op
                 Err(_) => break,
             }
         }
+        health.started();
         let result = (|| {
             if conn.is_none() {
                 conn = Some(open_writer(path)?);
@@ -259,6 +346,7 @@ fn sqlite_writer(path: &std::path::Path, mut rx: mpsc::UnboundedReceiver<(Op, Op
             tracing::error!("ledger write failed: {e}");
             format!("the usage ledger cannot be written: {e}")
         });
+        health.ended(&result);
         answer(&mut batch, &result);
     }
 }
@@ -428,6 +516,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("aula-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         (Store::open_in(&dir).await.unwrap(), dir)
+    }
+
+    #[test]
+    fn request_ids_sort_by_time_and_differ() {
+        let a = new_request_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_request_id();
+        let c = new_request_id();
+        for id in [&a, &b, &c] {
+            assert_eq!(id.len(), 20, "{id}");
+            assert!(id.bytes().all(|x| x.is_ascii_alphanumeric()), "{id}");
+        }
+        assert!(a < b, "{a} {b}");
+        assert_ne!(b, c);
+        // The first 8 characters are the time: 1970 is all zeros, and
+        // today's prefix is above any earlier millisecond's.
+        assert!(a[..8] > *"00000000" && a[..8] <= b[..8]);
     }
 
     #[tokio::test]

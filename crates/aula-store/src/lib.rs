@@ -23,7 +23,7 @@ pub use files::{FileQuery, FileRecord};
 pub use finetune::{FineTuneCheckpoint, FineTuneEvent, FineTuneJob, JobStatus};
 pub use gateways::GatewayRow;
 pub use identity::{KeyInfo, Role, User};
-pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow};
+pub use ledger::{Finish, Ledger, Outcome, RequestRecord, UsageBy, UsageRow, new_request_id};
 pub use vectors::{ChunkRow, FileCounts, FileStatus, NewChunk, StoreFileRecord, VectorStoreRecord};
 
 /// Milliseconds since the Unix epoch.

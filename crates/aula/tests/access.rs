@@ -431,32 +431,62 @@ fn a_locked_ledger_refuses_requests_cleanly() {
     let url = format!("{}/v1/chat/completions", s.url);
     assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
     let db = home.join("aula.db");
-    // The lock is held until the test removes `hold` (not for a fixed time
-    // that a busy machine might outlast).
-    let hold = home.join("hold");
-    std::fs::write(&hold, "").unwrap();
-    let (mut locker, line) = python_child(&[
-        "-c",
-        "import os, sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nwhile os.path.exists(sys.argv[2]): time.sleep(0.05)\n",
-        db.to_str().unwrap(),
-        hold.to_str().unwrap(),
-    ]);
-    assert_eq!(line, "locked");
+    let served = || {
+        get(&format!("{}/stats", mock.url)).body["served"]
+            .as_u64()
+            .unwrap()
+    };
+    // The database locked by another process until the test removes `hold`
+    // (not for a fixed time that a busy machine might outlast).
+    let lock = || {
+        let hold = home.join("hold");
+        std::fs::write(&hold, "").unwrap();
+        let (locker, line) = python_child(&[
+            "-c",
+            "import os, sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nwhile os.path.exists(sys.argv[2]): time.sleep(0.05)\n",
+            db.to_str().unwrap(),
+            hold.to_str().unwrap(),
+        ]);
+        assert_eq!(line, "locked");
+        (locker, hold)
+    };
+    // The first request after the lock finds the writer keeping up: it runs
+    // (its row goes into the next commit), but the end of its answer is not
+    // sent, because the row that records it cannot be written. Streamed:
+    // an error event instead of `[DONE]`.
+    let (mut locker, hold) = lock();
+    let mut b = body();
+    b["stream"] = json!(true);
+    let r = post_auth(&url, Some(&key), &b);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("database_unavailable"), "{}", r.text);
+    assert!(r.text.contains("could not be recorded"), "{}", r.text);
+    assert!(!r.text.contains("[DONE]"), "{}", r.text);
+    std::fs::remove_file(&hold).unwrap();
+    locker.0.wait().unwrap();
+    assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
+    // Whole answers: withheld (503).
+    let (mut locker, hold) = lock();
     let r = post_auth(&url, Some(&key), &body());
     assert_eq!(r.status, 503, "{}", r.text);
-    assert!(r.text.contains("ledger"), "{}", r.text);
-    let served_before = get(&format!("{}/stats", mock.url)).body["served"]
-        .as_u64()
-        .unwrap();
+    assert!(r.text.contains("could not be recorded"), "{}", r.text);
+    let served_before = served();
+    // Now the ledger is known to fail: a request waits for its first row
+    // and is refused before it runs.
+    let r = post_auth(&url, Some(&key), &body());
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("was not run"), "{}", r.text);
     assert_eq!(
-        served_before, 1,
+        served(),
+        served_before,
         "a request the ledger could not record must not run"
     );
     std::fs::remove_file(&hold).unwrap();
     locker.0.wait().unwrap();
     assert_eq!(post_auth(&url, Some(&key), &body()).status, 200);
+    // Recorded: the three answered; none of the refused or withheld.
     let rows = usage_json(&home, "user");
-    assert_eq!(row(&rows, "lee")["requests"], 2, "{rows:?}");
+    assert_eq!(row(&rows, "lee")["requests"], 3, "{rows:?}");
     drop(s);
 }
 

@@ -317,11 +317,12 @@ async fn acquire_slot(
     Ok(())
 }
 
-/// The ledger row, committed before the engine sees the request: a request
-/// that cannot be recorded is not run.
+/// The ledger row, in the next commit (`Ledger::begin`: the request waits
+/// for it only when the ledger is failing or stuck, and is then refused
+/// before it runs).
 async fn record(st: &Gateway, fl: &mut InFlight, id: &Identity) -> Result<(), ApiError> {
     let record = RequestRecord {
-        id: crate::random_id(20),
+        id: aula_store::new_request_id(),
         user: id.name.clone(),
         groups: id.groups.clone(),
         model: fl.recorded_as.clone(),
@@ -329,7 +330,7 @@ async fn record(st: &Gateway, fl: &mut InFlight, id: &Identity) -> Result<(), Ap
     };
     if let Err(e) = st.ledger.begin(record.clone()).await {
         return Err(fl
-            .fail(ApiError::Unavailable(format!(
+            .fail(ApiError::StateUnavailable(format!(
                 "{e}; the request was not run"
             )))
             .await);
@@ -352,7 +353,7 @@ async fn forward(
         // The engine had the request all that time: charged like a client
         // that left (its prompt bound), not free.
         Err(e @ ApiError::EngineTimeout(_)) => {
-            fl.complete(Outcome::Timeout).await;
+            let _ = fl.complete(Outcome::Timeout).await;
             return Err(e);
         }
         Err(e) => {
@@ -391,19 +392,15 @@ async fn respond_whole(
         }
     };
     let status = if parts.status.is_success() {
-        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-            fl.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
-            fl.completion_tokens = v["usage"]["completion_tokens"].as_u64();
+        if let Ok(r) = serde_json::from_slice::<Reported>(&bytes) {
+            let usage = r.usage.unwrap_or_default();
+            fl.prompt_tokens = usage.prompt_tokens;
+            fl.completion_tokens = usage.completion_tokens;
             // `/tokenize` reports no usage: the tokens it answered are it.
             if fl.prompt_tokens.is_none()
-                && let Some(lists) = v["tokens"].as_array()
+                && let Some(lists) = r.tokens
             {
-                fl.prompt_tokens = Some(
-                    lists
-                        .iter()
-                        .map(|l| l.as_array().map_or(1, Vec::len) as u64)
-                        .sum(),
-                );
+                fl.prompt_tokens = Some(lists.iter().map(TokenList::len).sum());
             }
         }
         fl.ttft = Some(fl.arrived.elapsed());
@@ -411,8 +408,45 @@ async fn respond_whole(
     } else {
         Outcome::Error(parts.status.as_u16())
     };
-    fl.complete(status).await;
+    if let Err(e) = fl.complete(status).await
+        && status == Outcome::Ok
+    {
+        return Err(ApiError::StateUnavailable(format!(
+            "{e}; the answer could not be recorded, so it is not sent"
+        )));
+    }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// What the gateway reads of a whole answer (everything else is skipped,
+/// not built into a tree): its usage, or `/tokenize`'s token lists.
+#[derive(serde::Deserialize)]
+struct Reported {
+    usage: Option<ReportedUsage>,
+    tokens: Option<Vec<TokenList>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ReportedUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+/// One prompt's tokens in a `/tokenize` answer (a list), or one token.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TokenList {
+    List(Vec<serde::de::IgnoredAny>),
+    One(serde::de::IgnoredAny),
+}
+
+impl TokenList {
+    fn len(&self) -> u64 {
+        match self {
+            TokenList::List(l) => l.len() as u64,
+            TokenList::One(_) => 1,
+        }
+    }
 }
 
 /// Refuse a `max_tokens` larger than the model's context (when known):
@@ -433,6 +467,20 @@ fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_read_without_building_the_answer() {
+        let read = |s: &str| serde_json::from_str::<Reported>(s).unwrap();
+        let r = read(r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#);
+        let u = r.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(7), Some(3)));
+        assert!(read(r#"{"usage":null}"#).usage.is_none());
+        // `/tokenize`: one list per prompt, or bare tokens.
+        let t = read(r#"{"tokens":[[1,2,3],[4]]}"#).tokens.unwrap();
+        assert_eq!(t.iter().map(TokenList::len).sum::<u64>(), 4);
+        let t = read(r#"{"tokens":[5,6]}"#).tokens.unwrap();
+        assert_eq!(t.iter().map(TokenList::len).sum::<u64>(), 2);
+    }
     use crate::limits::{LimitFields, LimitRule, Limiter, PriorUsage, Scope};
 
     #[test]

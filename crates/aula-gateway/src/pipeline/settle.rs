@@ -74,16 +74,21 @@ impl InFlight {
 
     /// Settle as failed with `e`'s status; returns `e` for the client.
     pub(super) async fn fail(&mut self, e: ApiError) -> ApiError {
-        self.complete(Outcome::Error(e.status().as_u16())).await;
+        // Already an error for the client, recorded or not.
+        let _ = self.complete(Outcome::Error(e.status().as_u16())).await;
         e
     }
 
-    pub(super) async fn complete(&mut self, status: Outcome) {
-        if let Some(f) = self.settle(status)
-            && let Err(e) = self.st.ledger.finish(f).await
-        {
+    /// Settle as `status` and wait for the ledger's final row; an error
+    /// when it could not be written (the caller then withholds the end of
+    /// the answer: a client never has a whole answer that is not recorded).
+    pub(super) async fn complete(&mut self, status: Outcome) -> Result<(), String> {
+        let Some(f) = self.settle(status) else {
+            return Ok(());
+        };
+        self.st.ledger.finish(f).await.inspect_err(|e| {
             tracing::error!("the ledger could not finalize a request: {e}");
-        }
+        })
     }
 
     pub(super) fn settle(&mut self, status: Outcome) -> Option<Finish> {

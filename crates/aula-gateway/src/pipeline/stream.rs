@@ -38,7 +38,7 @@ pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> 
                         // The engine failed mid-answer (it crashed, say): end
                         // the stream with an error event the client can read.
                         let mut out = t.flush();
-                        t.fl.complete(Outcome::Error(502)).await;
+                        let _ = t.fl.complete(Outcome::Error(502)).await;
                         out.extend_from_slice(&error_event(&t.fl.model, &e.to_string()));
                         return Some((Ok(Bytes::from(out)), None));
                     }
@@ -49,8 +49,11 @@ pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> 
                         } else {
                             Outcome::Error(502)
                         };
-                        t.fl.complete(status).await;
-                        if t.saw_done {
+                        let recorded = t.fl.complete(status).await;
+                        if let (true, Err(e)) = (t.saw_done, &recorded) {
+                            // No `[DONE]` for an answer the ledger lacks.
+                            out.extend_from_slice(&ledger_error_event(e));
+                        } else if t.saw_done {
                             out.extend_from_slice(b"data: [DONE]\n\n");
                         } else {
                             out.extend_from_slice(&error_event(
@@ -75,6 +78,15 @@ pub(super) fn respond(fl: InFlight, resp: Response<Body>, strip_usage: bool) -> 
 fn error_event(model: &str, why: &str) -> Vec<u8> {
     let e = ApiError::BadGateway(format!(
         "the engine for model `{model}` failed during the answer ({why}); the text above is incomplete"
+    ));
+    format!("data: {}\n\n", e.body()).into_bytes()
+}
+
+/// The error event that ends a stream whose final ledger row could not be
+/// written, in place of `[DONE]`.
+fn ledger_error_event(why: &str) -> Vec<u8> {
+    let e = ApiError::StateUnavailable(format!(
+        "{why}; the answer above could not be recorded, so it is not confirmed"
     ));
     format!("data: {}\n\n", e.body()).into_bytes()
 }
