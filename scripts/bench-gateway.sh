@@ -1,34 +1,94 @@
 #!/usr/bin/env bash
-# Gateway overhead: `aula serve` in front of openai-mock vs openai-mock directly.
-# Usage: bash scripts/bench-gateway.sh   (after scripts/setup.sh)
+# Gateway overhead: `aula serve` in front of openai-mock with the access path
+# on (16 students with their own keys, a day budget and a requests-per-minute
+# limit, the fair queue, the ledger on SQLite), against the mock directly and
+# against nginx as a plain reverse proxy (keep-alive to the mock), in the
+# same rounds. Prints requests/s and p50/p99 for 16 connections and for 1,
+# and the CPU each proxy spent per request (from /proc, its own process).
+# Usage: bash scripts/bench-gateway.sh   (after scripts/setup.sh; nginx from
+#        Debian's nginx-light, skipped with a note when it is not installed)
 # With BASE=path/to/another/aula, that build's gateway is measured in the
 # same rounds (on BASE_PORT), for before/after comparisons.
 # With TABS=N, each round also measures the gateway (16 connections) while N
 # web pages hold their live view open (N `/events` streams, as N browser tabs).
+# ROUNDS (3), N (40,000 requests at 16 connections; a quarter at 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
 MOCK_PORT=${MOCK_PORT:-19000}
 GW_PORT=${GW_PORT:-19001}
+NGINX_PORT=${NGINX_PORT:-19003}
+ROUNDS=${ROUNDS:-3}
+N=${N:-40000}
 home=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
-printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\n' "$MOCK_PORT" > "$home/aula.toml"
+trap 'kill $(jobs -p) 2>/dev/null; [ -f "$home/nginx.pid" ] && kill "$(cat "$home/nginx.pid")" 2>/dev/null; rm -rf "$home"' EXIT
+mkdir -p "$home/gw"
+printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\nparallel = 64\n\n[[limits]]\nrole = "student"\ntokens_per_day = 1000000000\nrequests_per_minute = 1000000\n' \
+  "$MOCK_PORT" > "$home/gw/aula.toml"
+: > "$home/keys"
+for u in $(seq 1 16); do
+  AULA_HOME="$home/gw" $B users add "student$u" > /dev/null 2>&1
+  AULA_HOME="$home/gw" $B keys create "student$u" 2> /dev/null >> "$home/keys"
+done
 ./target/release/openai-mock "$MOCK_PORT" > /dev/null &
-AULA_HOME="$home" $B serve --port "$GW_PORT" --config "$home/aula.toml" > /dev/null 2>&1 &
+BASE_PID=
 if [ -n "${BASE:-}" ]; then
   BASE_PORT=${BASE_PORT:-19002}
   mkdir -p "$home/base"
-  cp "$home/aula.toml" "$home/base/aula.toml"
-  AULA_HOME="$home/base" "$BASE" serve --port "$BASE_PORT" --config "$home/base/aula.toml" > /dev/null 2>&1 &
+  # The same users and keys.
+  cp "$home/gw/aula.toml" "$home/gw/aula.db" "$home/base/"
+  AULA_HOME="$home/base" "$BASE" serve --port "$BASE_PORT" > "$home/base.log" 2>&1 &
+  BASE_PID=$!
 fi
-sleep 1
-for round in 1 2 3; do
+AULA_HOME="$home/gw" $B serve --port "$GW_PORT" > "$home/gw.log" 2>&1 &
+GW_PID=$!
+NGINX_PID=
+if [ -x /usr/sbin/nginx ]; then
+  cat > "$home/nginx.conf" <<EOF
+worker_processes 1;
+pid $home/nginx.pid;
+error_log $home/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  /usr/sbin/nginx -c "$home/nginx.conf"
+  for _ in $(seq 50); do [ -s "$home/nginx.pid" ] && break; sleep 0.1; done
+  # The worker does the proxying; the master only supervises.
+  NGINX_PID=$(pgrep -P "$(cat "$home/nginx.pid")" | head -1)
+else
+  echo "nginx is not installed (apt-get install nginx-light): measured without it"
+fi
+for p in "$GW_PORT" ${BASE_PORT:-}; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
+done
+ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+# measure LABEL PORT CONN REQUESTS PID [KEYS]
+measure() {
+  local t0 t1
+  t0=$(ticks "$5")
+  $B bench --url "http://127.0.0.1:$2" --model mock --users "$3" --concurrency "$3" --requests "$4" \
+    ${6:+--keys "$6"} --json | python3 scripts/bench_summary.py "$1" gateway
+  t1=$(ticks "$5")
+  # Clock ticks are 10 ms.
+  [ -n "$5" ] && echo "    CPU per request: $(( (t1 - t0) * 10000 / $4 )) us"
+  return 0
+}
+for round in $(seq "$ROUNDS"); do
+  echo "round $round"
   for c in 16 1; do
-    n=$(( c == 16 ? 40000 : 5000 ))
-    $B bench --url "http://127.0.0.1:$MOCK_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "mock direct, $c conn" gateway
-    $B bench --url "http://127.0.0.1:$GW_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through aula serve, $c conn" gateway
+    n=$(( c == 16 ? N : N / 4 ))
+    measure "mock direct, $c conn" "$MOCK_PORT" $c $n ""
+    [ -n "$NGINX_PID" ] && measure "nginx, $c conn" "$NGINX_PORT" $c $n "$NGINX_PID"
+    measure "aula serve, $c conn" "$GW_PORT" $c $n "$GW_PID" "$home/keys"
     if [ -n "${BASE:-}" ]; then
-      $B bench --url "http://127.0.0.1:$BASE_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through BASE aula serve, $c conn" gateway
+      measure "BASE aula serve, $c conn" "$BASE_PORT" $c $n "$BASE_PID" "$home/keys"
     fi
     if [ -n "${TABS:-}" ] && [ "$c" = 16 ]; then
       tabs=()
@@ -37,7 +97,7 @@ for round in 1 2 3; do
         tabs+=($!)
       done
       sleep 2
-      $B bench --url "http://127.0.0.1:$GW_PORT" --model mock --concurrency $c --requests $n --json | python3 scripts/bench_summary.py "through aula serve, $c conn, $TABS live pages open" gateway
+      measure "aula serve, $c conn, $TABS live pages open" "$GW_PORT" $c $n "$GW_PID" "$home/keys"
       kill "${tabs[@]}" 2>/dev/null || true
       wait "${tabs[@]}" 2>/dev/null || true
     fi

@@ -28,7 +28,7 @@ elif kind == "prefill":
 elif kind == "gateway":
     e = r["e2e"]
     print(f"{label:<30} {r['requests_per_s']:>9.0f} req/s  p50 {e['p50_ms'] * 1000:>6.0f} us  "
-          f"p99 {e['p99_ms'] * 1000:>6.0f} us  errors {errors}")
+          f"p99 {e['p99_ms'] * 1000:>6.0f} us  errors {errors}" + (f" {r['errors']}" if errors else ""))
 else:
     itl, ttft = r["itl"], r["ttft"]
     print(f"{label:<44} {r['output_tokens_per_s']:>7.1f} out tok/s  itl p50 {itl['p50_ms']:>6.2f} ms  "
