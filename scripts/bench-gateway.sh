@@ -36,7 +36,7 @@ if [ -n "${BASE:-}" ]; then
   BASE_PORT=${BASE_PORT:-19002}
   mkdir -p "$home/base"
   # The same users and keys.
-  cp "$home/gw/aula.toml" "$home/gw/aula.db" "$home/base/"
+  cp "$home/gw/aula.toml" "$home/gw/aula.db"* "$home/base/"
   AULA_HOME="$home/base" "$BASE" serve --port "$BASE_PORT" > "$home/base.log" 2>&1 &
   BASE_PID=$!
 fi

@@ -8,11 +8,17 @@
 //!   ([`Ledger::finish`]): when a client has its whole answer, the record of
 //!   it is in the database.
 //! - Its beginning does not wait while the writer is keeping up
-//!   ([`Ledger::begin`]): the row goes into the next commit, before the
-//!   request's final row (one channel, in order). When the last write failed,
-//!   or the writer has been stuck on one for [`STUCK_AFTER_MS`], a beginning
-//!   waits for its commit, so a database that cannot be written refuses new
-//!   requests before they run.
+//!   ([`Ledger::begin`]): the first row waits in memory and is written with
+//!   the next commit or within [`BEGIN_WITHIN`], whichever comes first; a
+//!   request that ends before that is written once, whole (so a short
+//!   request costs one row write and one wake of the writer). When the last
+//!   write failed, or the writer has been stuck on one for
+//!   [`STUCK_AFTER_MS`], a beginning waits for its commit, so a database
+//!   that cannot be written refuses new requests before they run.
+//! - So a gateway killed with SIGKILL loses no finished request, and leaves
+//!   every request it had admitted more than [`BEGIN_WITHIN`] before marked
+//!   `unfinished`. What waits in memory is bounded by the admissions of
+//!   [`BEGIN_WITHIN`] + [`STUCK_AFTER_MS`].
 //! - Ids are time-ordered ([`new_request_id`]), so each commit appends to
 //!   the same few index pages instead of touching one page per row.
 
@@ -44,6 +50,9 @@ pub fn new_request_id() -> String {
 /// How long the writer may be busy with one commit before new requests
 /// wait for theirs (a locked or unreachable database).
 pub const STUCK_AFTER_MS: i64 = 200;
+
+/// How long an admitted request's first row may wait in memory.
+pub const BEGIN_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, Clone, Default)]
 pub struct RequestRecord {
@@ -137,7 +146,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 pub struct Ledger {
     tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
     health: std::sync::Arc<Health>,
-    /// The SQLite checkpoint loop, stopped by [`Ledger::close`].
+    /// The housekeeping loop (first rows' deadline, SQLite's checkpoints),
+    /// stopped by [`Ledger::close`].
     checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -146,18 +156,11 @@ impl Ledger {
     pub fn start(store: Store) -> Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = std::sync::Arc::new(Health::default());
-        let mut checkpoint = None;
-        if !store.is_postgres() {
-            let s = store.clone();
-            checkpoint = Some(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if let Err(e) = s.checkpoint().await {
-                        tracing::debug!("ledger checkpoint: {e}");
-                    }
-                }
-            }));
-        }
+        let checkpoint = Some(tokio::spawn(housekeeping(
+            store.clone(),
+            tx.downgrade(),
+            health.clone(),
+        )));
         match store.sqlite_path().map(std::path::Path::to_path_buf) {
             // SQLite: a thread of its own with its own connection, so a
             // commit is one hop there and one back (no runtime task, no
@@ -214,10 +217,9 @@ impl Ledger {
     /// write failed, or one has taken over [`STUCK_AFTER_MS`]) it returns
     /// once the row is committed, or with the error.
     pub async fn begin(&self, rec: RequestRecord) -> Result<(), String> {
-        if self.health.keeping_up() {
-            self.tx
-                .send((Op::Begin(rec), None))
-                .map_err(|_| "the ledger writer has stopped".to_string())
+        if self.health.keeping_up() && !self.tx.is_closed() {
+            self.health.waiting().push(rec);
+            Ok(())
         } else {
             self.send(Op::Begin(rec)).await
         }
@@ -234,16 +236,60 @@ impl Ledger {
     }
 }
 
-/// What the writer is doing, for [`Ledger::begin`] to decide whether to wait.
+/// Every [`BEGIN_WITHIN`]: a nudge to the writer when first rows wait;
+/// every second on SQLite, a WAL checkpoint.
+async fn housekeeping(
+    store: Store,
+    tx: mpsc::WeakUnboundedSender<(Op, Option<Ack>)>,
+    health: std::sync::Arc<Health>,
+) {
+    let mut tick = tokio::time::interval(BEGIN_WITHIN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if !health.waiting().is_empty() {
+            let Some(tx) = tx.upgrade() else { return };
+            if tx.send((Op::Flush, None)).is_err() {
+                // No writer: what waits cannot be written.
+                health
+                    .failing
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if !store.is_postgres() && last_checkpoint.elapsed() >= std::time::Duration::from_secs(1) {
+            last_checkpoint = std::time::Instant::now();
+            if let Err(e) = store.checkpoint().await {
+                tracing::debug!("ledger checkpoint: {e}");
+            }
+        }
+    }
+}
+
+/// What the writer is doing, for [`Ledger::begin`] to decide whether to
+/// wait, and the first rows waiting for the next commit.
 #[derive(Default)]
 struct Health {
     /// The last commit failed.
     failing: std::sync::atomic::AtomicBool,
     /// When the commit under way started (ms since 1970); 0 when idle.
     busy_since: std::sync::atomic::AtomicI64,
+    /// First rows not yet handed to the writer.
+    waiting: std::sync::Mutex<Vec<RequestRecord>>,
 }
 
 impl Health {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<RequestRecord>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first rows waiting, for the commit the writer is about to make:
+    /// taken after the batch, so a request's first row is always in the
+    /// commit of its final row or an earlier one.
+    fn take_waiting(&self) -> Vec<RequestRecord> {
+        std::mem::take(&mut *self.waiting())
+    }
+
     fn keeping_up(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let since = self.busy_since.load(Relaxed);
@@ -272,6 +318,7 @@ async fn writer(
     // one after any error.
     let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while rx.recv_many(&mut batch, 256).await > 0 {
+        let waiting = health.take_waiting();
         health.started();
         // A database that does not answer (a network cut) fails the batch
         // after a bound, like one that refuses: nobody waits for ever.
@@ -280,7 +327,7 @@ async fn writer(
                 conn = Some(store.pool.acquire().await?);
             }
             match conn.as_mut() {
-                Some(c) => write_batch(c, &batch).await,
+                Some(c) => write_batch(c, &waiting, &batch).await,
                 None => Ok(()),
             }
         })
@@ -323,13 +370,14 @@ fn sqlite_writer(
                 Err(_) => break,
             }
         }
+        let waiting = health.take_waiting();
         health.started();
         let result = (|| {
             if conn.is_none() {
                 conn = Some(open_writer(path)?);
             }
             match conn.as_mut() {
-                Some(c) => write_batch_sqlite(c, &sql, &batch),
+                Some(c) => write_batch_sqlite(c, &sql, &waiting, &batch),
                 None => Ok(()),
             }
         })()
@@ -382,62 +430,52 @@ fn finish_sql(rows: usize) -> String {
 fn write_batch_sqlite(
     conn: &mut rusqlite::Connection,
     (begin_sql, finish_sql): &(String, String),
+    waiting: &[RequestRecord],
     batch: &[(Op, Option<Ack>)],
 ) -> Result<(), rusqlite::Error> {
+    let (begins, finishes) = rows(waiting, batch);
     let tx = conn.transaction()?;
     {
         // `$n` parameters are numbered in order of appearance, so the
         // one-row statements bind by position as sqlx's do.
         let mut begin = tx.prepare_cached(begin_sql)?;
         let mut finish = tx.prepare_cached(finish_sql)?;
-        for (op, _) in batch {
-            match op {
-                Op::Begin(r) => {
-                    begin.execute(rusqlite::params![
-                        r.id,
-                        r.user,
-                        r.groups.join(","),
-                        r.model,
-                        r.admitted_ms
-                    ])?;
-                }
-                Op::Finish(f) => {
-                    let r = &f.record;
-                    finish.execute(rusqlite::params![
-                        r.id,
-                        r.user,
-                        r.groups.join(","),
-                        r.model,
-                        r.admitted_ms,
-                        f.status.as_db(),
-                        f.prompt_tokens,
-                        f.completion_tokens,
-                        f.queue_ms,
-                        f.ttft_ms,
-                        f.duration_ms
-                    ])?;
-                }
-                Op::Flush => {}
-            }
+        for r in begins {
+            begin.execute(rusqlite::params![
+                r.id,
+                r.user,
+                r.groups.join(","),
+                r.model,
+                r.admitted_ms
+            ])?;
+        }
+        for f in finishes {
+            let r = &f.record;
+            finish.execute(rusqlite::params![
+                r.id,
+                r.user,
+                r.groups.join(","),
+                r.model,
+                r.admitted_ms,
+                f.status.as_db(),
+                f.prompt_tokens,
+                f.completion_tokens,
+                f.queue_ms,
+                f.ttft_ms,
+                f.duration_ms
+            ])?;
         }
     }
     tx.commit()
 }
 
-/// A batch is at most two statements, each atomic on its own: one
-/// multi-row INSERT of the admitted requests, one multi-row upsert of the
-/// finished ones. Few round trips to the database whatever the load.
-async fn write_batch(
-    conn: &mut sqlx::AnyConnection,
-    batch: &[(Op, Option<Ack>)],
-) -> Result<(), StoreError> {
-    let begins: Vec<&RequestRecord> = batch
-        .iter()
-        .filter_map(|(op, _)| match op {
-            Op::Begin(r) => Some(r),
-            Op::Finish(_) | Op::Flush => None,
-        })
-        .collect();
+/// A commit's rows: the first rows (waiting and sent) of requests whose
+/// final row is not in it, and the final rows (which are complete rows on
+/// their own).
+fn rows<'a>(
+    waiting: &'a [RequestRecord],
+    batch: &'a [(Op, Option<Ack>)],
+) -> (Vec<&'a RequestRecord>, Vec<&'a Finish>) {
     let finishes: Vec<&Finish> = batch
         .iter()
         .filter_map(|(op, _)| match op {
@@ -445,6 +483,28 @@ async fn write_batch(
             Op::Begin(_) | Op::Flush => None,
         })
         .collect();
+    let finished: std::collections::HashSet<&str> =
+        finishes.iter().map(|f| f.record.id.as_str()).collect();
+    let begins = waiting
+        .iter()
+        .chain(batch.iter().filter_map(|(op, _)| match op {
+            Op::Begin(r) => Some(r),
+            Op::Finish(_) | Op::Flush => None,
+        }))
+        .filter(|r| !finished.contains(r.id.as_str()))
+        .collect();
+    (begins, finishes)
+}
+
+/// A batch is at most two statements, each atomic on its own: one
+/// multi-row INSERT of the admitted requests, one multi-row upsert of the
+/// finished ones. Few round trips to the database whatever the load.
+async fn write_batch(
+    conn: &mut sqlx::AnyConnection,
+    waiting: &[RequestRecord],
+    batch: &[(Op, Option<Ack>)],
+) -> Result<(), StoreError> {
+    let (begins, finishes) = rows(waiting, batch);
     if !begins.is_empty() {
         let sql = begin_sql(begins.len());
         let mut q = sqlx::query(&sql);
@@ -533,6 +593,31 @@ mod tests {
         // The first 8 characters are the time: 1970 is all zeros, and
         // today's prefix is above any earlier millisecond's.
         assert!(a[..8] > *"00000000" && a[..8] <= b[..8]);
+    }
+
+    /// A first row is written within `BEGIN_WITHIN` though nothing else is.
+    #[tokio::test]
+    async fn a_first_row_is_written_without_another_write() {
+        let (store, dir) = temp_store("first-row").await;
+        let ledger = Ledger::start(store.clone());
+        let rec = RequestRecord {
+            id: new_request_id(),
+            user: "al".into(),
+            groups: vec![],
+            model: "m".into(),
+            admitted_ms: 1000,
+        };
+        ledger.begin(rec).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.unfinished_count().await.unwrap() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first row was never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        ledger.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

@@ -471,7 +471,9 @@ mod tests {
     #[test]
     fn usage_is_read_without_building_the_answer() {
         let read = |s: &str| serde_json::from_str::<Reported>(s).unwrap();
-        let r = read(r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#);
+        let r = read(
+            r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
+        );
         let u = r.usage.unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(7), Some(3)));
         assert!(read(r#"{"usage":null}"#).usage.is_none());
