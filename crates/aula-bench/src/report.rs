@@ -50,7 +50,10 @@ struct PerUser {
 
 pub struct Recorder {
     ttft: Histogram<u64>,
-    /// Time to first token of every user but user 0 (the fairness scenario).
+    /// Users below this number are the heavy ones (0: none).
+    heavy_below: usize,
+    /// Time to first token of the heavy users, and of every other user.
+    heavy_ttft: Histogram<u64>,
     others_ttft: Histogram<u64>,
     itl: Histogram<u64>,
     e2e: Histogram<u64>,
@@ -65,9 +68,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(users: usize) -> Self {
+    /// `heavy`: how many users (0, 1, ...) are the heavy ones, for the
+    /// split of time to first token.
+    pub fn new(users: usize, heavy: usize) -> Self {
         Recorder {
             ttft: hist(),
+            heavy_below: heavy,
+            heavy_ttft: hist(),
             others_ttft: hist(),
             itl: hist(),
             e2e: hist(),
@@ -109,7 +116,9 @@ impl Recorder {
         if let Some(t) = s.ttft {
             rec(&mut self.ttft, t);
             rec(&mut u.ttft, t);
-            if s.user != 0 {
+            if s.user < self.heavy_below {
+                rec(&mut self.heavy_ttft, t);
+            } else {
                 rec(&mut self.others_ttft, t);
             }
         }
@@ -146,11 +155,8 @@ impl Recorder {
             completion_tokens: self.completion_tokens,
             output_tokens_per_s: self.completion_tokens as f64 / secs,
             ttft: summarize(&self.ttft),
-            heavy_user_ttft: cfg
-                .heavy
-                .and_then(|_| self.users.first())
-                .map(|u| summarize(&u.ttft)),
-            other_users_ttft: cfg.heavy.map(|_| summarize(&self.others_ttft)),
+            heavy_user_ttft: (self.heavy_below > 0).then(|| summarize(&self.heavy_ttft)),
+            other_users_ttft: (self.heavy_below > 0).then(|| summarize(&self.others_ttft)),
             itl: summarize(&self.itl),
             e2e: summarize(&self.e2e),
             answer_rate: (cfg.stream && !self.rate.is_empty()).then(|| Rates {
@@ -208,7 +214,8 @@ pub struct Report {
     pub output_tokens_per_s: f64,
     /// Time to first token (for non-streaming requests: the whole response).
     pub ttft: Summary,
-    /// With --heavy: user 0's time to first token, and everyone else's.
+    /// With --heavy: user 0's time to first token, and everyone else's;
+    /// with --think and --heavy-users K: users 0..K's, and everyone else's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heavy_user_ttft: Option<Summary>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,7 +265,7 @@ impl Report {
         s.push_str("  latency (ms):\n");
         s.push_str(&line("time to first token", &self.ttft));
         if let (Some(h), Some(o)) = (&self.heavy_user_ttft, &self.other_users_ttft) {
-            s.push_str(&line("  heavy user (0)", h));
+            s.push_str(&line("  heavy user(s)", h));
             s.push_str(&line("  other users", o));
         }
         if self.stream {

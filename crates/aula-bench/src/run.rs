@@ -41,6 +41,10 @@ pub struct BenchConfig {
     /// this mean; seeded per user) before each request, as a student reads
     /// and types. Concurrency is then the number of users.
     pub think: Option<Duration>,
+    /// In a class (`think`): users 0..heavy_users do not think, and ask for
+    /// `heavy_max_tokens` (else `max_tokens`), back to back.
+    pub heavy_users: usize,
+    pub heavy_max_tokens: Option<u32>,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -85,11 +89,15 @@ pub fn prompt_of(n: usize, salt: usize) -> String {
     s
 }
 
-fn body_for(cfg: &BenchConfig, salt: usize) -> Bytes {
+fn body_for(cfg: &BenchConfig, salt: usize, heavy: bool) -> Bytes {
+    let max_tokens = match cfg.heavy_max_tokens {
+        Some(m) if heavy => m,
+        _ => cfg.max_tokens,
+    };
     let mut v = serde_json::json!({
         "model": cfg.model,
         "messages": [{"role": "user", "content": prompt_of(cfg.prompt_tokens, salt)}],
-        "max_tokens": cfg.max_tokens,
+        "max_tokens": max_tokens,
         "temperature": cfg.temperature,
         "stream": cfg.stream,
     });
@@ -263,6 +271,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
             bail!("--think and --heavy are separate scenarios: give one");
         }
         cfg.concurrency = cfg.users;
+        if cfg.heavy_users >= cfg.users {
+            bail!("--heavy-users must leave at least one student who thinks (fewer than --users)");
+        }
+    } else if cfg.heavy_users > 0 {
+        bail!("--heavy-users is part of a class: give --think too");
     }
     if let Some(h) = cfg.heavy {
         if h == 0 || cfg.users < 2 {
@@ -288,7 +301,14 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         .build(connector);
     let cfg = Arc::new(cfg);
     let issued = Arc::new(AtomicU64::new(0));
-    let recorder = Arc::new(std::sync::Mutex::new(Recorder::new(cfg.users)));
+    let recorder = Arc::new(std::sync::Mutex::new(Recorder::new(
+        cfg.users,
+        if cfg.heavy.is_some() {
+            1
+        } else {
+            cfg.heavy_users
+        },
+    )));
     let total = match cfg.limit {
         Limit::Requests(n) => n,
         Limit::Duration(d) => d.as_secs().max(1),
@@ -330,8 +350,10 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 1 => Some(cfg.keys[0].clone()),
                 n => Some(cfg.keys[user % n].clone()),
             };
+            let heavy = cfg.think.is_some() && user < cfg.heavy_users;
             let mut thinking = cfg
                 .think
+                .filter(|_| !heavy)
                 .map(|mean| (mean, StdRng::seed_from_u64(user as u64)));
             loop {
                 if let Some((mean, rng)) = thinking.as_mut() {
@@ -349,7 +371,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     (_, Some(d)) if Instant::now() >= d => break,
                     _ => {}
                 }
-                let body = body_for(&cfg, n as usize);
+                let body = body_for(&cfg, n as usize, heavy);
                 let sample = one(&client, &url, key.as_deref(), body, cfg.stream, user).await;
                 if let Ok(mut r) = recorder.lock() {
                     r.add(&sample);

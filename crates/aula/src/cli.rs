@@ -410,6 +410,14 @@ pub struct BenchArgs {
     /// `aula plan --students` predicts.
     #[arg(long, conflicts_with_all = ["heavy", "concurrency"])]
     pub think: Option<String>,
+    /// In a class (--think): this many of the users (0, 1, ...) do not
+    /// think but ask back to back; the report splits time to first token
+    /// between them and the rest.
+    #[arg(long, default_value_t = 0, requires = "think")]
+    pub heavy_users: usize,
+    /// The heavy users' max_tokens (default: --max-tokens).
+    #[arg(long, requires = "heavy_users")]
+    pub heavy_max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,17 @@
 //! A trivial OpenAI-compatible server for measuring and testing the gateway
 //! alone: every chat or text completion answers with a fixed text (or a few
 //! SSE chunks when streaming). Usage:
-//! `openai-mock [PORT] [--token-ms MS] [--stall-after-tokens N] [--host ADDR]`
+//! `openai-mock [PORT] [--token-ms MS] [--stall-after-tokens N] [--host ADDR]
+//! [--follow-max-tokens] [--slots N]`
 //! (ADDR: the address to listen on, default 127.0.0.1; 0 = any
 //! free port; with --token-ms, each of the 4 tokens takes that long, like a
 //! real engine; with --stall-after-tokens, a streamed answer sends N tokens
 //! and then nothing more, its connection held open — so a test can kill the
-//! engine mid-stream once it has seen those tokens arrive). It prints
+//! engine mid-stream once it has seen those tokens arrive; with
+//! --follow-max-tokens, a paced stream has the request's `max_tokens` tokens
+//! (at most 4,096) instead of 4; with --slots, at most N paced streams
+//! generate at once and the rest wait their turn, first come first served,
+//! like an engine's slots). It prints
 //! `listening on http://...`; `GET /stats` tells how many requests it served
 //! and the most it ever had in flight at once.
 
@@ -27,6 +32,11 @@ static SERVED: AtomicUsize = AtomicUsize::new(0);
 static TOKEN_MS: AtomicU64 = AtomicU64::new(0);
 /// Streamed answers stop after this many tokens (usize::MAX: never).
 static STALL_AFTER: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Paced streams answer the request's `max_tokens`.
+static FOLLOW_MAX_TOKENS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The engine's slots, when limited.
+static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::OnceLock::new();
 
 struct Busy;
 impl Busy {
@@ -76,31 +86,43 @@ async fn complete(body: Bytes, text: bool) -> Response {
         if token_ms > 0 {
             // Paced: one chunk per token, the slot held until the last one.
             let model2 = model.clone();
-            let s = futures::stream::unfold((0usize, Some(busy)), move |(i, busy)| {
+            let tokens = if FOLLOW_MAX_TOKENS.load(Ordering::Relaxed) {
+                v["max_tokens"]
+                    .as_u64()
+                    .map_or(WORDS.len(), |m| m.clamp(1, 4096) as usize)
+            } else {
+                WORDS.len()
+            };
+            let s = futures::stream::unfold((0usize, Some((busy, None))), move |(i, held)| {
                 let model = model2.clone();
                 async move {
-                    let busy = busy?;
+                    let (busy, mut slot) = held?;
+                    if slot.is_none()
+                        && let Some(slots) = SLOTS.get()
+                    {
+                        slot = slots.clone().acquire_owned().await.ok();
+                    }
                     if i >= STALL_AFTER.load(Ordering::Relaxed) {
                         // Sent what it was told to: hold the stream open,
                         // silent, until the process is killed.
                         std::future::pending::<()>().await;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(token_ms)).await;
-                    let chunk = if i < WORDS.len() {
+                    let chunk = if i < tokens {
                         let c = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model,
-                            "choices": [{"index": 0, "delta": {"content": WORDS[i]}, "finish_reason": null}]});
+                            "choices": [{"index": 0, "delta": {"content": WORDS[i % WORDS.len()]}, "finish_reason": null}]});
                         format!("data: {c}\n\n")
                     } else {
                         let u = json!({"id": "mock", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
-                            "usage": {"prompt_tokens": 8, "completion_tokens": WORDS.len(), "total_tokens": 8 + WORDS.len()}});
+                            "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}});
                         SERVED.fetch_add(1, Ordering::SeqCst);
-                        drop(busy);
+                        drop((busy, slot));
                         return Some((
                             Ok::<_, std::io::Error>(format!("data: {u}\n\ndata: [DONE]\n\n")),
                             (i + 1, None),
                         ));
                     };
-                    Some((Ok(chunk), (i + 1, Some(busy))))
+                    Some((Ok(chunk), (i + 1, Some((busy, slot)))))
                 }
             });
             return (
@@ -167,6 +189,18 @@ async fn main() -> std::io::Result<()> {
         .and_then(|v| v.parse().ok())
     {
         STALL_AFTER.store(n, Ordering::Relaxed);
+    }
+    if args.iter().any(|a| a == "--follow-max-tokens") {
+        FOLLOW_MAX_TOKENS.store(true, Ordering::Relaxed);
+    }
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--slots")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        let _ = SLOTS.set(std::sync::Arc::new(tokio::sync::Semaphore::new(n)));
     }
     let app = Router::new()
         .route("/v1/chat/completions", post(|b| complete(b, false)))

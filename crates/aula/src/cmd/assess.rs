@@ -400,6 +400,8 @@ fn bench_config(
         progress: false,
         heavy: None,
         think: None,
+        heavy_users: 0,
+        heavy_max_tokens: None,
     }
 }
 

@@ -42,6 +42,8 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         progress: !a.json,
         heavy: a.heavy,
         think: a.think.as_deref().map(parse_duration).transpose()?,
+        heavy_users: a.heavy_users,
+        heavy_max_tokens: a.heavy_max_tokens,
     };
     let report = aula_bench::run(cfg).await?;
     print(&if a.json {
