@@ -189,6 +189,7 @@ impl App {
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         let addr = listener.local_addr()?;
         let me = join(&store, addr).await?;
+        access.finetune.gateway = me.id.clone();
         // Several gateways may share a PostgreSQL: count limits there.
         let shared = store.is_postgres().then(|| {
             let lease = config

@@ -222,6 +222,63 @@ impl Store {
         Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }
 
+    /// Move a queued job to running for `gateway` (its `gateways.id`), with
+    /// `j`'s start and estimate. Of several gateways claiming one job, one
+    /// succeeds (true).
+    pub async fn claim_ft_job(&self, j: &FineTuneJob, gateway: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE fine_tuning_jobs SET status = $1, started_ms = $2, estimated_finish_ms = $3, \
+             trained_by = $4 WHERE id = $5 AND status = $6",
+        )
+        .bind(JobStatus::Running.as_str())
+        .bind(j.started_ms)
+        .bind(j.estimated_finish_ms)
+        .bind(gateway)
+        .bind(&j.id)
+        .bind(JobStatus::Queued.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Put back in the queue the running jobs whose gateway is not in
+    /// `alive` (it stopped or died, or the job was claimed before claims
+    /// were recorded); returns their ids. A job whose claim changed
+    /// meanwhile is left alone.
+    pub async fn requeue_orphaned_ft_jobs(
+        &self,
+        alive: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, COALESCE(trained_by, '') FROM fine_tuning_jobs WHERE status = $1",
+        )
+        .bind(JobStatus::Running.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut requeued = Vec::new();
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            let by: String = r.try_get(1)?;
+            if alive.contains(&by) {
+                continue;
+            }
+            let done = sqlx::query(
+                "UPDATE fine_tuning_jobs SET status = $1, estimated_finish_ms = NULL, trained_by = NULL \
+                 WHERE id = $2 AND status = $3 AND COALESCE(trained_by, '') = $4",
+            )
+            .bind(JobStatus::Queued.as_str())
+            .bind(&id)
+            .bind(JobStatus::Running.as_str())
+            .bind(&by)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                requeued.push(id);
+            }
+        }
+        Ok(requeued)
+    }
+
     pub async fn ft_job(&self, id: &str) -> Result<Option<FineTuneJob>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM fine_tuning_jobs WHERE id = $1"
@@ -515,6 +572,61 @@ mod tests {
             }
         }
         assert!(JobStatus::may_move(JobStatus::Running, JobStatus::Queued));
+    }
+
+    /// One gateway's claim wins; a dead gateway's jobs go back to the
+    /// queue, a live one's stay.
+    #[tokio::test]
+    async fn claims_are_exclusive_and_orphans_requeued() {
+        let dir = std::env::temp_dir().join(format!("aula-ft-claims-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open_in(&dir).await.unwrap();
+        for (id, created) in [("a", 1), ("b", 2), ("c", 3)] {
+            let mut j = sample(id, "ann", created);
+            j.status = JobStatus::Queued;
+            store.put_ft_job(&j).await.unwrap();
+        }
+        let mut a = store.ft_job("a").await.unwrap().unwrap();
+        a.status = JobStatus::Running;
+        a.started_ms = Some(10);
+        assert!(store.claim_ft_job(&a, "gw-1").await.unwrap());
+        assert!(
+            !store.claim_ft_job(&a, "gw-2").await.unwrap(),
+            "claimed twice"
+        );
+        let mut b = store.ft_job("b").await.unwrap().unwrap();
+        b.status = JobStatus::Running;
+        assert!(store.claim_ft_job(&b, "gw-2").await.unwrap());
+        // `c` was left running before claims were recorded.
+        let mut c = store.ft_job("c").await.unwrap().unwrap();
+        c.status = JobStatus::Running;
+        assert!(store.update_ft_job(&c, &[JobStatus::Queued]).await.unwrap());
+        // gw-2 died: its job and the unclaimed one go back; gw-1's stays.
+        let mut back = store
+            .requeue_orphaned_ft_jobs(&["gw-1".to_string()])
+            .await
+            .unwrap();
+        back.sort();
+        assert_eq!(back, vec!["b".to_string(), "c".to_string()]);
+        let now = |id: &'static str| {
+            let store = store.clone();
+            async move { store.ft_job(id).await.unwrap().unwrap() }
+        };
+        assert_eq!(now("a").await.status, JobStatus::Running);
+        assert_eq!(now("a").await.started_ms, Some(10));
+        assert_eq!(now("b").await.status, JobStatus::Queued);
+        assert_eq!(now("c").await.status, JobStatus::Queued);
+        // Nothing more to do; and a requeued job can be claimed again.
+        assert!(
+            store
+                .requeue_orphaned_ft_jobs(&["gw-1".to_string()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.claim_ft_job(&b, "gw-1").await.unwrap());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]

@@ -464,3 +464,59 @@ fn budget_functions_on_postgres() {
         );
     });
 }
+
+/// Fine-tuning jobs on a PostgreSQL shared by several gateways: of two
+/// gateways claiming a job at once, one wins; a dead gateway's job goes
+/// back to the queue, a live one's stays.
+#[test]
+fn fine_tuning_claims_on_postgres() {
+    use aula_store::{FineTuneJob, JobStatus};
+    let pg = Pg::start("ft-claims");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+        let job = |id: &str, status| FineTuneJob {
+            id: id.into(),
+            owner: "ann".into(),
+            owner_role: aula_store::Role::Student,
+            status,
+            base_model: "smol".into(),
+            fine_tuned_model: None,
+            spec: "{}".into(),
+            error: None,
+            trained_tokens: 0,
+            planned_bytes: 1,
+            created_ms: 1,
+            started_ms: None,
+            finished_ms: None,
+            estimated_finish_ms: None,
+            shared_groups: "[]".into(),
+            deleted_ms: None,
+        };
+        s.put_ft_job(&job("a", JobStatus::Queued)).await.unwrap();
+        s.put_ft_job(&job("b", JobStatus::Queued)).await.unwrap();
+        let a = job("a", JobStatus::Running);
+        let (one, two) = tokio::join!(s.claim_ft_job(&a, "gw-1"), s.claim_ft_job(&a, "gw-2"));
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert!(one != two, "exactly one claim wins: {one} {two}");
+        let winner = if one { "gw-1" } else { "gw-2" };
+        assert!(
+            s.claim_ft_job(&job("b", JobStatus::Running), "gw-3")
+                .await
+                .unwrap()
+        );
+        // gw-3 died: its job goes back; the winner's stays running.
+        let back = s
+            .requeue_orphaned_ft_jobs(&[winner.to_string()])
+            .await
+            .unwrap();
+        assert_eq!(back, vec!["b".to_string()]);
+        let status = |id: &'static str| {
+            let s = s.clone();
+            async move { s.ft_job(id).await.unwrap().unwrap().status }
+        };
+        assert_eq!(status("a").await, JobStatus::Running);
+        assert_eq!(status("b").await, JobStatus::Queued);
+        s.close().await;
+    });
+}

@@ -18,6 +18,10 @@
 //!   restarted: a job whose trainer fails is `failed` with the trainer's
 //!   last error line. A gateway that stops mid-job puts the job back in the
 //!   queue at start, and the trainer resumes from its last checkpoint.
+//! * Several gateways on one PostgreSQL: a job is claimed by one (moved to
+//!   `running` with its gateway id, conditional on `queued`), and the jobs
+//!   of a gateway that left the list of gateways (no heartbeat for 10 s) go
+//!   back to the queue, checked every 5 s by each gateway.
 //! * The model `ft:BASE:USER:SUFFIX:JOBID` is an adapter file served by the
 //!   base's engine (`--lora-dir`): one loaded base for all its fine-tunes.
 //!   Its owner sees it, and the groups a teacher shared it with; deleting it
@@ -61,6 +65,9 @@ pub struct FineTuneSettings {
     pub max_job_time: std::time::Duration,
     /// The most tokens one job may train.
     pub max_job_tokens: u64,
+    /// This gateway's id in the database's list of gateways: the jobs it
+    /// trains are marked with it.
+    pub gateway: String,
 }
 
 /// `[fine_tuning] max_job_hours` when not set.
@@ -81,6 +88,7 @@ impl Default for FineTuneSettings {
             adapters: home.join("adapters"),
             max_job_time: DEFAULT_MAX_JOB_TIME,
             max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
+            gateway: String::new(),
         }
     }
 }

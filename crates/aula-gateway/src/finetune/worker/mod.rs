@@ -69,6 +69,10 @@ async fn run(st: Handle) {
         st.finetune.settings.max_running.max(1),
     ));
     loop {
+        // Several gateways: the jobs of one that died go back to the queue.
+        if st.gw.store.is_postgres() {
+            requeue_orphans(&st).await;
+        }
         if let Ok(jobs) = st.gw.store.ft_jobs_in(&[JobStatus::ValidatingFiles]).await {
             for job in jobs {
                 check_files(&st, job).await;
@@ -127,8 +131,37 @@ fn active(ft: &FineTune) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Put back in the queue the jobs marked running by a gateway that is no
+/// longer in the database's list of gateways (this one's earlier life, or
+/// another that died). A job's trainer resumes from its last checkpoint on
+/// the machine that wrote it; another gateway's machine starts it over.
+async fn requeue_orphans(st: &Handle) {
+    let alive: Vec<String> = match st.gw.store.gateways(now_ms()).await {
+        Ok(rows) => rows.into_iter().map(|g| g.id).collect(),
+        Err(e) => {
+            tracing::warn!("cannot read the list of gateways: {e}");
+            return;
+        }
+    };
+    let alive = [alive, vec![st.finetune.settings.gateway.clone()]].concat();
+    match st.gw.store.requeue_orphaned_ft_jobs(&alive).await {
+        Ok(ids) => {
+            for id in ids {
+                event(
+                    st,
+                    &id,
+                    "warn",
+                    "The gateway that trained this job stopped; it is queued again and resumes from its last checkpoint.",
+                )
+                .await;
+            }
+        }
+        Err(e) => tracing::warn!("cannot put orphaned fine-tuning jobs back in the queue: {e}"),
+    }
+}
+
 /// At start: publish the models made before, and put jobs that were
-/// training when the gateway stopped back in the queue (their trainer
+/// training when their gateway stopped back in the queue (their trainer
 /// resumes from the last checkpoint).
 async fn recover(st: &Handle) {
     match st.gw.store.ft_models().await {
@@ -159,21 +192,7 @@ async fn recover(st: &Handle) {
             .fleet
             .set_extra_bytes(base, st.finetune.adapter_bytes(base));
     }
-    if let Ok(jobs) = st.gw.store.ft_jobs_in(&[JobStatus::Running]).await {
-        for mut j in jobs {
-            j.status = JobStatus::Queued;
-            j.estimated_finish_ms = None;
-            if let Ok(true) = st.gw.store.update_ft_job(&j, &[JobStatus::Running]).await {
-                event(
-                    st,
-                    &j.id,
-                    "warn",
-                    "The gateway stopped while this job trained; it is queued again and resumes from its last checkpoint.",
-                )
-                .await;
-            }
-        }
-    }
+    requeue_orphans(st).await;
 }
 
 pub(crate) fn tuned(j: &FineTuneJob) -> Tuned {
@@ -329,8 +348,19 @@ async fn run_job(st: &Handle, j: FineTuneJob, token: CancellationToken) {
     if j.started_ms.is_none() {
         j.started_ms = Some(now_ms());
     }
-    if update(st, &j, &[JobStatus::Queued]).await != Some(true) {
-        return; // cancelled meanwhile
+    match st
+        .gw
+        .store
+        .claim_ft_job(&j, &st.finetune.settings.gateway)
+        .await
+    {
+        Ok(true) => {}
+        // Cancelled meanwhile, or another gateway took it.
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!("fine-tuning job {}: cannot start it: {e}", j.id);
+            return;
+        }
     }
     event(
         st,
