@@ -190,6 +190,7 @@ impl App {
         let addr = listener.local_addr()?;
         let me = join(&store, addr).await?;
         access.finetune.gateway = me.id.clone();
+        access.rag.gateway = me.id.clone();
         // Several gateways may share a PostgreSQL: count limits there.
         let shared = store.is_postgres().then(|| {
             let lease = config

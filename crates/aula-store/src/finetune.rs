@@ -190,6 +190,26 @@ impl Store {
         j: &FineTuneJob,
         expect: &[JobStatus],
     ) -> Result<bool, StoreError> {
+        self.update_ft_job_if(j, expect, None).await
+    }
+
+    /// [`Store::update_ft_job`], only while `gateway` is the one training
+    /// the job (its claim, [`Store::claim_ft_job`]).
+    pub async fn update_ft_job_by(
+        &self,
+        j: &FineTuneJob,
+        expect: &[JobStatus],
+        gateway: &str,
+    ) -> Result<bool, StoreError> {
+        self.update_ft_job_if(j, expect, Some(gateway)).await
+    }
+
+    async fn update_ft_job_if(
+        &self,
+        j: &FineTuneJob,
+        expect: &[JobStatus],
+        trained_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let expect: Vec<JobStatus> = expect
             .iter()
             .copied()
@@ -199,10 +219,14 @@ impl Store {
             return Ok(false);
         }
         let list: Vec<String> = (0..expect.len()).map(|i| format!("${}", i + 11)).collect();
+        let by = match trained_by {
+            Some(_) => format!(" AND COALESCE(trained_by, '') = ${}", expect.len() + 11),
+            None => String::new(),
+        };
         let sql = format!(
             "UPDATE fine_tuning_jobs SET status = $1, fine_tuned_model = $2, error = $3, \
              trained_tokens = $4, started_ms = $5, finished_ms = $6, estimated_finish_ms = $7, \
-             shared_groups = $8, deleted_ms = $9 WHERE id = $10 AND status IN ({})",
+             shared_groups = $8, deleted_ms = $9 WHERE id = $10 AND status IN ({}){by}",
             list.join(", ")
         );
         let mut q = sqlx::query(&sql)
@@ -218,6 +242,9 @@ impl Store {
             .bind(&j.id);
         for s in &expect {
             q = q.bind(s.as_str());
+        }
+        if let Some(g) = trained_by {
+            q = q.bind(g);
         }
         Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }

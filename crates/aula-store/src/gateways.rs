@@ -96,14 +96,20 @@ impl Store {
         Ok(())
     }
 
-    /// The gateways alive at `now_ms` (on SQLite: every row), first
-    /// started first.
-    pub async fn gateways(&self, now_ms: i64) -> Result<Vec<GatewayRow>, StoreError> {
-        let since = if self.is_postgres() {
+    /// A gateway is alive at `now_ms` when its row was renewed since this
+    /// (on SQLite, where rows are not renewed: every row).
+    pub(crate) fn alive_since(&self, now_ms: i64) -> i64 {
+        if self.is_postgres() {
             now_ms - STALE_MS
         } else {
             i64::MIN
-        };
+        }
+    }
+
+    /// The gateways alive at `now_ms` (on SQLite: every row), first
+    /// started first.
+    pub async fn gateways(&self, now_ms: i64) -> Result<Vec<GatewayRow>, StoreError> {
+        let since = self.alive_since(now_ms);
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM gateways WHERE seen_ms >= $1 ORDER BY started_ms, id"
         ))

@@ -546,6 +546,57 @@ mod tests {
         let owner = by_owner[0].1.clone();
         assert_eq!(store.pending_store_files_of(&owner).await.unwrap(), 1);
         assert_eq!(store.pending_store_files_of("nobody").await.unwrap(), 0);
+        // Claims: a live gateway's claim holds; once it has left the list
+        // of gateways, another may take the file; a claim given back frees it.
+        let gw = |id: &str| crate::GatewayRow {
+            id: id.into(),
+            host: "box".into(),
+            pid: 1,
+            address: "127.0.0.1:1".into(),
+            started_ms: 1,
+            seen_ms: 1,
+        };
+        store.join_gateways(&gw("g1")).await.unwrap();
+        store.join_gateways(&gw("g2")).await.unwrap();
+        assert!(
+            store
+                .claim_store_file("vs_a", "file-1", "g1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_store_file("vs_a", "file-1", "g1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .claim_store_file("vs_a", "file-1", "g2")
+                .await
+                .unwrap()
+        );
+        store.leave_gateways("g1").await.unwrap();
+        assert!(
+            store
+                .claim_store_file("vs_a", "file-1", "g2")
+                .await
+                .unwrap()
+        );
+        store
+            .release_store_file("vs_a", "file-1", "g2")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .claim_store_file("vs_a", "file-1", "g3")
+                .await
+                .unwrap()
+        );
+        store
+            .release_store_file("vs_a", "file-1", "g3")
+            .await
+            .unwrap();
         let g0 = store.store_generation("vs_a").await.unwrap().unwrap();
         let chunk = |t: &str| NewChunk {
             text: t.into(),

@@ -500,6 +500,18 @@ fn fine_tuning_claims_on_postgres() {
         let (one, two) = (one.unwrap(), two.unwrap());
         assert!(one != two, "exactly one claim wins: {one} {two}");
         let winner = if one { "gw-1" } else { "gw-2" };
+        let loser = if one { "gw-2" } else { "gw-1" };
+        // Only the gateway training it writes its progress.
+        assert!(
+            !s.update_ft_job_by(&a, &[JobStatus::Running], loser)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.update_ft_job_by(&a, &[JobStatus::Running], winner)
+                .await
+                .unwrap()
+        );
         assert!(
             s.claim_ft_job(&job("b", JobStatus::Running), "gw-3")
                 .await
@@ -517,6 +529,66 @@ fn fine_tuning_claims_on_postgres() {
         };
         assert_eq!(status("a").await, JobStatus::Running);
         assert_eq!(status("b").await, JobStatus::Queued);
+        s.close().await;
+    });
+}
+
+/// Files to ingest on a PostgreSQL shared by several gateways: a live
+/// gateway's claim holds; a claim of a gateway whose heartbeat stopped
+/// (older than the stale time) is free to take.
+#[test]
+fn ingestion_claims_on_postgres() {
+    use aula_store::{FileStatus, GatewayRow, StoreFileRecord, VectorStoreRecord};
+    let pg = Pg::start("ingest-claims");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+        s.create_vector_store(&VectorStoreRecord {
+            id: "vs_a".into(),
+            owner: "ann".into(),
+            owner_role: aula_store::Role::Teacher,
+            owner_groups: vec![],
+            name: "notes".into(),
+            description: None,
+            metadata: "{}".into(),
+            chunking: "{}".into(),
+            generation: 0,
+            created_ms: 1,
+            last_active_ms: 1,
+            shares: vec![],
+        })
+        .await
+        .unwrap();
+        let file = StoreFileRecord {
+            store_id: "vs_a".into(),
+            file_id: "file-1".into(),
+            status: FileStatus::InProgress,
+            error_code: None,
+            error_message: None,
+            attributes: "{}".into(),
+            chunking: "{}".into(),
+            usage_bytes: 0,
+            created_ms: 1,
+        };
+        assert!(s.add_store_file(&file, None).await.unwrap());
+        let now = aula_store::now_ms();
+        let gw = |id: &str, seen_ms| GatewayRow {
+            id: id.into(),
+            host: "box".into(),
+            pid: 1,
+            address: "127.0.0.1:1".into(),
+            started_ms: 1,
+            seen_ms,
+        };
+        s.join_gateways(&gw("live", now)).await.unwrap();
+        s.join_gateways(&gw("other", now)).await.unwrap();
+        assert!(s.claim_store_file("vs_a", "file-1", "live").await.unwrap());
+        assert!(!s.claim_store_file("vs_a", "file-1", "other").await.unwrap());
+        // `live` stops renewing its row: after the stale time its claim is free.
+        s.gateway_heartbeat(&gw("live", now - 60_000))
+            .await
+            .unwrap();
+        assert!(s.claim_store_file("vs_a", "file-1", "other").await.unwrap());
         s.close().await;
     });
 }

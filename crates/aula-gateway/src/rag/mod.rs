@@ -78,6 +78,9 @@ pub struct RagSettings {
     /// The program whose `extract` subcommand turns a document into text
     /// (the `aula` binary).
     pub extractor: Option<PathBuf>,
+    /// This gateway's id in the database's list of gateways: the files its
+    /// workers ingest are claimed with it.
+    pub gateway: String,
 }
 
 impl Default for RagSettings {
@@ -86,6 +89,7 @@ impl Default for RagSettings {
             embedding_model: None,
             workers: 2,
             extractor: std::env::current_exe().ok(),
+            gateway: String::new(),
         }
     }
 }

@@ -159,6 +159,49 @@ impl Store {
         .collect()
     }
 
+    /// Claim a waiting file for ingestion by `gateway` (its `gateways.id`):
+    /// only when no other gateway alive holds it. True when claimed. Of
+    /// several gateways claiming one file, one succeeds.
+    pub async fn claim_store_file(
+        &self,
+        store_id: &str,
+        file_id: &str,
+        gateway: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE vector_store_files SET claimed_by = $1 WHERE store_id = $2 AND file_id = $3 \
+             AND status = $4 AND (claimed_by IS NULL OR claimed_by = $1 OR claimed_by NOT IN \
+             (SELECT id FROM gateways WHERE seen_ms >= $5))",
+        )
+        .bind(gateway)
+        .bind(store_id)
+        .bind(file_id)
+        .bind(FileStatus::InProgress.as_str())
+        .bind(self.alive_since(crate::now_ms()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Give back `gateway`'s claim on a file (done with, or paused).
+    pub async fn release_store_file(
+        &self,
+        store_id: &str,
+        file_id: &str,
+        gateway: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE vector_store_files SET claimed_by = NULL \
+             WHERE store_id = $1 AND file_id = $2 AND claimed_by = $3",
+        )
+        .bind(store_id)
+        .bind(file_id)
+        .bind(gateway)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Files `owner`'s stores have waiting for ingestion.
     pub async fn pending_store_files_of(&self, owner: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query(

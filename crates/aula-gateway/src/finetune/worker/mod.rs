@@ -220,8 +220,26 @@ pub(crate) async fn event(st: &Handle, job: &str, level: &str, message: &str) {
 /// database (locked, briefly unreachable) for about 10 s: Some(false) when
 /// the status had moved, None when the database kept failing.
 pub(crate) async fn update(st: &Handle, j: &FineTuneJob, expect: &[JobStatus]) -> Option<bool> {
+    update_if(st, j, expect, None).await
+}
+
+/// [`update`], only while this gateway trains the job.
+async fn update_mine(st: &Handle, j: &FineTuneJob, expect: &[JobStatus]) -> Option<bool> {
+    update_if(st, j, expect, Some(&st.finetune.settings.gateway)).await
+}
+
+async fn update_if(
+    st: &Handle,
+    j: &FineTuneJob,
+    expect: &[JobStatus],
+    mine: Option<&str>,
+) -> Option<bool> {
     for attempt in 0..20 {
-        match st.gw.store.update_ft_job(j, expect).await {
+        let written = match mine {
+            Some(g) => st.gw.store.update_ft_job_by(j, expect, g).await,
+            None => st.gw.store.update_ft_job(j, expect).await,
+        };
+        match written {
             Ok(moved) => return Some(moved),
             Err(e) => {
                 if attempt == 0 {
@@ -448,7 +466,7 @@ async fn finish(
     j.trained_tokens = trained_tokens;
     j.finished_ms = Some(now_ms());
     j.estimated_finish_ms = None;
-    match update(st, &j, &[JobStatus::Running]).await {
+    match update_mine(st, &j, &[JobStatus::Running]).await {
         Some(true) => {}
         Some(false) => {
             // Cancelled at the last moment: no model.

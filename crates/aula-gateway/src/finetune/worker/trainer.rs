@@ -171,7 +171,19 @@ pub(super) async fn train(
                         Some(now_ms() + ((total - step) as f64 * per * 1000.0) as i64);
                 }
                 j.trained_tokens = trained;
-                let _ = st.gw.store.update_ft_job(j, &[JobStatus::Running]).await;
+                let mine = st
+                    .gw
+                    .store
+                    .update_ft_job_by(j, &[JobStatus::Running], &settings.gateway)
+                    .await;
+                if let Ok(false) = mine {
+                    // No longer this gateway's running job in the database:
+                    // cancelled through another gateway, or put back in the
+                    // queue by one that took this gateway for dead. Its
+                    // record stands.
+                    let _ = child.kill().await;
+                    return Outcome::Cancelled;
+                }
                 if trained > max_tokens {
                     let _ = child.kill().await;
                     return Outcome::Failed(format!(

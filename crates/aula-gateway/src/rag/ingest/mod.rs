@@ -105,6 +105,18 @@ pub(super) async fn worker(st: Handle) {
                     );
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
+                // Done with, paused or left to retry: any gateway may take
+                // it up (a finished file is no longer waiting).
+                if let Err(e) = store
+                    .release_store_file(&row.store_id, &row.file_id, &st.rag.settings.gateway)
+                    .await
+                {
+                    tracing::warn!(
+                        "vector store {}: file {}: its claim could not be given back: {e}",
+                        row.store_id,
+                        row.file_id
+                    );
+                }
                 st.rag
                     .claimed
                     .lock()
@@ -125,11 +137,66 @@ pub(super) async fn worker(st: Handle) {
 /// those this gateway holds.
 const LOOK_AHEAD: i64 = 8;
 
-/// Claim a waiting file no worker here holds, of an owner who is not
-/// paused: of an owner no worker is serving if there is one, else any; of
-/// the owners that qualify, the one served least recently (never served
-/// first); of that owner's files, the oldest.
+/// Claim a waiting file no worker here holds and no other gateway alive
+/// has claimed, of an owner who is not paused: of an owner no worker is
+/// serving if there is one, else any; of the owners that qualify, the one
+/// served least recently (never served first); of that owner's files, the
+/// oldest. The claim is this worker's (`claimed`) and this gateway's (in
+/// the database).
 async fn next(st: &Handle) -> Option<(StoreFileRecord, String)> {
+    for (row, owner) in candidates(st).await {
+        let key = (row.store_id.clone(), row.file_id.clone());
+        {
+            let mut claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
+            if claimed.contains_key(&key) {
+                continue; // another worker here took it meanwhile
+            }
+            claimed.insert(key.clone(), owner.clone());
+        }
+        let unclaim = || {
+            st.rag
+                .claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        };
+        match st
+            .gw
+            .store
+            .claim_store_file(&row.store_id, &row.file_id, &st.rag.settings.gateway)
+            .await
+        {
+            Ok(true) => {
+                served(st, &owner);
+                return Some((row, owner));
+            }
+            // Another gateway ingests it.
+            Ok(false) => unclaim(),
+            Err(e) => {
+                unclaim();
+                tracing::warn!("cannot claim a file for ingestion: {e}");
+                return None;
+            }
+        }
+    }
+    None
+}
+
+/// Note that `owner` was served now; owners gone from the queue are
+/// forgotten (the map stays small).
+fn served(st: &Handle, owner: &str) {
+    let mut served = st.rag.served.lock().unwrap_or_else(|p| p.into_inner());
+    served.insert(owner.to_string(), Instant::now());
+    if served.len() > 4 * 1024
+        && let Some(cutoff) = Instant::now().checked_sub(Duration::from_secs(3600))
+    {
+        served.retain(|_, t| *t > cutoff);
+    }
+}
+
+/// The waiting files this gateway's workers could take, best first (see
+/// [`next`]).
+async fn candidates(st: &Handle) -> Vec<(StoreFileRecord, String)> {
     let held = st
         .rag
         .claimed
@@ -145,31 +212,25 @@ async fn next(st: &Handle) -> Option<(StoreFileRecord, String)> {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!("cannot read the files waiting for ingestion: {e}");
-            return None;
+            return Vec::new();
         }
     };
     let now = Instant::now();
     let mut paused = st.rag.paused.lock().unwrap_or_else(|p| p.into_inner());
     paused.retain(|_, until| *until > now);
-    let mut claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
-    let mut served = st.rag.served.lock().unwrap_or_else(|p| p.into_inner());
+    let claimed = st.rag.claimed.lock().unwrap_or_else(|p| p.into_inner());
+    let served = st.rag.served.lock().unwrap_or_else(|p| p.into_inner());
     let busy: std::collections::HashSet<&str> = claimed.values().map(String::as_str).collect();
-    let (row, owner) = pending
-        .iter()
+    let mut open: Vec<(StoreFileRecord, String)> = pending
+        .into_iter()
         .filter(|(r, o)| {
             !paused.contains_key(o)
                 && !claimed.contains_key(&(r.store_id.clone(), r.file_id.clone()))
         })
-        .min_by_key(|(_, o)| (busy.contains(o.as_str()), served.get(o).copied()))?
-        .clone();
-    claimed.insert((row.store_id.clone(), row.file_id.clone()), owner.clone());
-    served.insert(owner.clone(), now);
-    // Owners gone from the queue are forgotten (the map stays small).
-    if served.len() > 4 * pending.len().max(64) {
-        let waiting: std::collections::HashSet<&String> = pending.iter().map(|(_, o)| o).collect();
-        served.retain(|o, _| waiting.contains(o));
-    }
-    Some((row, owner))
+        .collect();
+    // Stable: an owner's files stay oldest first.
+    open.sort_by_key(|(_, o)| (busy.contains(o.as_str()), served.get(o).copied()));
+    open
 }
 
 async fn ingest(st: &Handle, row: &StoreFileRecord) -> Result<(Vec<NewChunk>, i64), Stop> {
