@@ -1,7 +1,7 @@
 //! Opening the database and running the migrations.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -24,6 +24,31 @@ pub enum StoreError {
 /// to the ledger's background task (`Store::checkpoint`).
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
+
+/// The oldest PostgreSQL served: 14 (`idle_session_timeout`, which ends
+/// the session of a leader gone silent, so that another gateway leads).
+pub const MIN_POSTGRES: i64 = 140_000;
+
+/// Refuse a PostgreSQL older than [`MIN_POSTGRES`], naming its version.
+async fn check_postgres_version(pool: &sqlx::AnyPool) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(current_setting('server_version_num') AS BIGINT), current_setting('server_version')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let (num, version): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+    version_refusal(num, &version).map_or(Ok(()), Err)
+}
+
+/// Why a server of this `server_version_num` cannot be used, if it cannot.
+fn version_refusal(num: i64, version: &str) -> Option<StoreError> {
+    (num < MIN_POSTGRES).then(|| {
+        StoreError::Invalid(format!(
+            "PostgreSQL {version} is too old: Aula needs 14 or newer (its idle_session_timeout ends the \
+             session of a gateway gone silent, so that another one schedules)"
+        ))
+    })
+}
 
 /// How long the request path waits for the database (admission, the
 /// ledger, authentication) before it takes it for unreachable and refuses
@@ -103,6 +128,9 @@ impl Store {
             })
             .connect_with(opts)
             .await?;
+        if postgres {
+            check_postgres_version(&pool).await?;
+        }
         MIGRATOR.run(&pool).await?;
         if postgres {
             crate::budgets::install(&pool).await?;
@@ -185,6 +213,19 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_older_than_14_is_refused_by_name() {
+        let e = super::version_refusal(130_011, "13.11")
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("PostgreSQL 13.11 is too old") && e.contains("14"),
+            "{e}"
+        );
+        assert!(super::version_refusal(140_000, "14.0").is_none());
+        assert!(super::version_refusal(150_008, "15.8 (Debian 15.8-0+deb12u1)").is_none());
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn the_data_directory_and_database_are_private() {
