@@ -241,6 +241,10 @@ impl App {
         tasks.spawn("reload on SIGHUP", reload_on_hangup(state.clone()));
         if store.is_postgres() {
             tasks.spawn("gateway heartbeat", heartbeat(store.clone(), me.clone()));
+            tasks.spawn(
+                "changes to users and keys",
+                listen_auth(store.clone(), state.gw.clone()),
+            );
         }
         if let Some(shared) = shared {
             tasks.spawn("shared limits: leases and sweep", leases(shared));
@@ -404,6 +408,32 @@ async fn join(
 
 /// Renew this gateway's row every [`aula_store::gateways::HEARTBEAT_MS`]
 /// until shutdown (PostgreSQL only: see `aula_store::gateways`).
+/// On PostgreSQL: every change to users, groups or keys (by any gateway or
+/// `aula` command) is announced, and this gateway drops its cache of them at
+/// once, so a revoked key is refused everywhere at its next use. Without
+/// the announcement (the listening connection lost), the cache is checked
+/// every second anyway.
+async fn listen_auth(store: aula_store::Store, gw: std::sync::Arc<crate::pipeline::Gateway>) {
+    loop {
+        match store.listen_auth_changes().await {
+            Ok(Some(mut listener)) => loop {
+                match listener.recv().await {
+                    Ok(_) => gw.auth.changed_elsewhere(),
+                    Err(e) => {
+                        tracing::warn!("listening for changes to users and keys: {e}");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => tracing::warn!(
+                "cannot listen for changes to users and keys ({e}); they are read every second instead"
+            ),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 async fn heartbeat(store: aula_store::Store, mut me: aula_store::GatewayRow) {
     let every = Duration::from_millis(aula_store::gateways::HEARTBEAT_MS as u64);
     loop {

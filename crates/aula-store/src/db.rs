@@ -25,6 +25,27 @@ pub enum StoreError {
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 2000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;";
 
+/// The channel on which a change to users, groups or keys is announced
+/// (PostgreSQL's `NOTIFY`), so that every gateway drops its cache at once.
+pub const AUTH_CHANNEL: &str = "aula_auth";
+
+impl Store {
+    /// On PostgreSQL, a connection listening on [`AUTH_CHANNEL`]: each
+    /// notification is a change to users, groups or keys, by any gateway
+    /// or `aula` command. None on SQLite (one gateway, which made the change
+    /// or sees it within a second).
+    pub async fn listen_auth_changes(
+        &self,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        let Some(url) = &self.pg_url else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(AUTH_CHANNEL).await?;
+        Ok(Some(listener))
+    }
+}
+
 /// The oldest PostgreSQL served: 14 (`idle_session_timeout`, which ends
 /// the session of a leader gone silent, so that another gateway leads).
 pub const MIN_POSTGRES: i64 = 140_000;
@@ -74,6 +95,8 @@ pub async fn within<T>(
 pub struct Store {
     pub(crate) pool: AnyPool,
     postgres: bool,
+    /// PostgreSQL's URL, for connections outside the pool (`LISTEN`).
+    pg_url: Option<String>,
     /// The SQLite database file (None for PostgreSQL or an in-memory one).
     sqlite_path: Option<std::path::PathBuf>,
 }
@@ -138,6 +161,7 @@ impl Store {
         Ok(Store {
             pool,
             postgres,
+            pg_url: postgres.then(|| url.to_string()),
             sqlite_path: if postgres { None } else { sqlite_file(url) },
         })
     }

@@ -174,7 +174,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        bump_generation(&mut tx).await?;
+        bump_generation(&mut tx, self.is_postgres()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -197,7 +197,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(format!("there is no user `{name}`")));
         }
-        bump_generation(&mut tx).await?;
+        bump_generation(&mut tx, self.is_postgres()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -289,7 +289,7 @@ impl Store {
         .bind(info.expires_ms)
         .execute(&mut *tx)
         .await?;
-        bump_generation(&mut tx).await?;
+        bump_generation(&mut tx, self.is_postgres()).await?;
         tx.commit().await?;
         Ok((info, secret))
     }
@@ -311,7 +311,7 @@ impl Store {
                 "no live key has the id `{key_id_or_user}` or belongs to a user of that name"
             )));
         }
-        bump_generation(&mut tx).await?;
+        bump_generation(&mut tx, self.is_postgres()).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -327,7 +327,7 @@ impl Store {
                 .await?
                 .rows_affected();
         if n > 0 {
-            bump_generation(&mut tx).await?;
+            bump_generation(&mut tx, self.is_postgres()).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
@@ -403,10 +403,22 @@ impl Store {
     }
 }
 
-async fn bump_generation(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), StoreError> {
+/// On PostgreSQL, also tell every gateway listening (delivered at commit).
+async fn bump_generation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    postgres: bool,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'auth_generation'")
         .execute(&mut **tx)
         .await?;
+    if postgres {
+        sqlx::query(&format!(
+            "SELECT pg_notify('{}', '')",
+            crate::db::AUTH_CHANNEL
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 

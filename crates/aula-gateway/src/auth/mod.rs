@@ -261,6 +261,13 @@ impl Authenticator {
         !self.open.load(Ordering::Relaxed)
     }
 
+    /// Users, groups or keys changed (another gateway or the CLI said so):
+    /// the next request reads the change counter again instead of waiting
+    /// for [`KEY_REFRESH`] to pass.
+    pub fn changed_elsewhere(&self) {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).checked = None;
+    }
+
     /// Drop cached keys when users or keys changed in the database.
     async fn refresh(&self, force: bool) -> Result<(), aula_store::StoreError> {
         {
