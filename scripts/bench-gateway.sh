@@ -9,8 +9,10 @@
 #        Debian's nginx-light, skipped with a note when it is not installed)
 # With BASE=path/to/another/aula, that build's gateway is measured in the
 # same rounds (on BASE_PORT), for before/after comparisons.
-# With TABS=N, each round also measures the gateway (16 connections) while N
-# web pages hold their live view open (N `/events` streams, as N browser tabs).
+# With TABS=N, each round also measures a gateway with no users (open on
+# loopback, so that `curl` may hold the teachers' live view; no keys or
+# limits) at 16 connections while N web pages hold their live view open (N
+# `/events` streams, as N browser tabs), against the same gateway with none.
 # ROUNDS (3), N (40,000 requests at 16 connections; a quarter at 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +44,13 @@ if [ -n "${BASE:-}" ]; then
 fi
 AULA_HOME="$home/gw" $B serve --port "$GW_PORT" > "$home/gw.log" 2>&1 &
 GW_PID=$!
+if [ -n "${TABS:-}" ]; then
+  OPEN_PORT=${OPEN_PORT:-19004}
+  mkdir -p "$home/open"
+  printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\nparallel = 64\n' "$MOCK_PORT" > "$home/open/aula.toml"
+  AULA_HOME="$home/open" $B serve --port "$OPEN_PORT" > "$home/open.log" 2>&1 &
+  OPEN_PID=$!
+fi
 NGINX_PID=
 if [ -x /usr/sbin/nginx ]; then
   cat > "$home/nginx.conf" <<EOF
@@ -65,7 +74,7 @@ EOF
 else
   echo "nginx is not installed (apt-get install nginx-light): measured without it"
 fi
-for p in "$GW_PORT" ${BASE_PORT:-}; do
+for p in "$GW_PORT" ${BASE_PORT:-} ${OPEN_PORT:-}; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
 done
 ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
@@ -91,13 +100,14 @@ for round in $(seq "$ROUNDS"); do
       measure "BASE aula serve, $c conn" "$BASE_PORT" $c $n "$BASE_PID" "$home/keys"
     fi
     if [ -n "${TABS:-}" ] && [ "$c" = 16 ]; then
+      measure "aula serve, no users, $c conn" "$OPEN_PORT" $c $n "$OPEN_PID"
       tabs=()
       for _ in $(seq "$TABS"); do
-        curl -sN "http://127.0.0.1:$GW_PORT/events" > /dev/null &
+        curl -sN "http://127.0.0.1:$OPEN_PORT/events" > /dev/null &
         tabs+=($!)
       done
       sleep 2
-      measure "aula serve, $c conn, $TABS live pages open" "$GW_PORT" $c $n "$GW_PID" "$home/keys"
+      measure "aula serve, no users, $c conn, $TABS live pages open" "$OPEN_PORT" $c $n "$OPEN_PID"
       kill "${tabs[@]}" 2>/dev/null || true
       wait "${tabs[@]}" 2>/dev/null || true
     fi
