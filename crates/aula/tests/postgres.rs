@@ -359,10 +359,7 @@ fn budgets_hold_across_two_gateways() {
 #[test]
 fn budget_functions_on_postgres() {
     use aula_store::budgets::{Counter, Hold};
-    let pg = Pg::start("budget-fns");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+    on_postgres("budget-fns", |s| async move {
         let hold = |counter, limit, amount| Hold {
             counter,
             start_ms: 0,
@@ -471,10 +468,7 @@ fn budget_functions_on_postgres() {
 #[test]
 fn fine_tuning_claims_on_postgres() {
     use aula_store::{FineTuneJob, JobStatus};
-    let pg = Pg::start("ft-claims");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+    on_postgres("ft-claims", |s| async move {
         let job = |id: &str, status| FineTuneJob {
             id: id.into(),
             owner: "ann".into(),
@@ -529,7 +523,6 @@ fn fine_tuning_claims_on_postgres() {
         };
         assert_eq!(status("a").await, JobStatus::Running);
         assert_eq!(status("b").await, JobStatus::Queued);
-        s.close().await;
     });
 }
 
@@ -539,10 +532,7 @@ fn fine_tuning_claims_on_postgres() {
 #[test]
 fn ingestion_claims_on_postgres() {
     use aula_store::{FileStatus, GatewayRow, StoreFileRecord, VectorStoreRecord};
-    let pg = Pg::start("ingest-claims");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+    on_postgres("ingest-claims", |s| async move {
         s.create_vector_store(&VectorStoreRecord {
             id: "vs_a".into(),
             owner: "ann".into(),
@@ -589,6 +579,20 @@ fn ingestion_claims_on_postgres() {
             .await
             .unwrap();
         assert!(s.claim_store_file("vs_a", "file-1", "other").await.unwrap());
+    });
+}
+
+/// Run `f` on a store of a PostgreSQL of its own (started for the test).
+fn on_postgres<F, Fut>(tag: &str, f: F)
+where
+    F: FnOnce(aula_store::Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let pg = Pg::start(tag);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = aula_store::Store::open(&pg.url()).await.unwrap();
+        f(s.clone()).await;
         s.close().await;
     });
 }
