@@ -88,3 +88,46 @@ PY
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(basename "$m")" "$off" "${dev//_/ }" "$plan" "$used" "$one" "$eight"
 done
 echo "(nvidia-smi's figure includes the CUDA context, which the planner puts at 500 MB.)"
+
+# Fine-tuning on the GPU (issue 34): Aula's trainer, LoRA (bf16) and QLoRA
+# (NF4 through bitsandbytes) on the built-in models, 2 epochs of a small
+# file; its measured peak against the planner's gpu_trainer_bytes. Needs the
+# trainer's Python with PyTorch for CUDA and bitsandbytes
+# (AULA_TRAIN_PYTHON, or ~/.cache/aula/train-venv: `pip install bitsandbytes`
+# there); skipped, saying so, without them.
+TRAIN_PY=${AULA_TRAIN_PYTHON:-$HOME/.cache/aula/train-venv/bin/python}
+if ! "$TRAIN_PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "gpu-check: fine-tuning skipped: $TRAIN_PY has no PyTorch for CUDA"
+  exit 0
+fi
+python3 - "$tmp/train.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(64):
+        f.write(json.dumps({"messages": [{"role": "user", "content": f"What is the course mascot? ({i})"},
+                                         {"role": "assistant", "content": "The course mascot is Quill the owl."}]}) + "\n")
+PY
+printf '\n| model | method | batch | tokens/s (median step) | peak (GB, measured) | plan (GB) |\n|---|---|---|---|---|---|\n'
+for m in "$home/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$home/models/gemma-3-270m-q4_k_m.gguf"; do
+  [ -f "$m" ] || continue
+  for q in false true; do
+    out="$tmp/ft-$(basename "$m")-$q"
+    mkdir -p "$out"
+    printf '{"base_gguf": "%s", "training_file": "%s", "out_dir": "%s", "n_epochs": 2, "batch_size": 8, "lora_rank": 8, "device": "cuda", "precision": "bf16", "qlora": %s, "gradient_checkpointing": true, "checkpoint_every": 0}' \
+      "$m" "$tmp/train.jsonl" "$out" "$q" > "$out/job.json"
+    "$TRAIN_PY" trainer/aula_train.py "$out/job.json" > "$out/lines.jsonl" 2> "$out/stderr.log" || true
+    plan=$($A plan "$m" --finetune --lora-rank 8 --train-tokens 64 --json 2>/dev/null \
+      | python3 -c "import json,sys; t=json.load(sys.stdin)['finetune'][0]['aula_trainer']; print('%.2f' % (t['gpu_qlora_nf4_bytes' if '$q'=='true' else 'gpu_lora_bf16_bytes']/1e9))" || echo "?")
+    python3 - "$out/lines.jsonl" "$(basename "$m")" "$([ "$q" = true ] && echo QLoRA || echo LoRA)" "$plan" <<'PY'
+import json, statistics, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+err = [l["message"] for l in lines if l["type"] == "error"]
+if err:
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | - | failed: {err[-1][:120]} | - | {sys.argv[4]} |")
+    sys.exit(0)
+rates = [l["tokens_per_s"] for l in lines if l["type"] == "metrics"]
+peak = max(l["peak_bytes"] for l in lines if l["type"] == "memory")
+print(f"| {sys.argv[2]} | {sys.argv[3]} | 8 | {statistics.median(rates):.0f} | {peak/1e9:.2f} | {sys.argv[4]} |")
+PY
+  done
+done

@@ -305,7 +305,7 @@ ft_create = {"type": "object", "required": ["model", "training_file"], "addition
   "integrations": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
   "lora": {"anyOf": [{"type": "object", "additionalProperties": False, "properties": {
      "rank": {"type": "integer", "minimum": 1, "maximum": 256}, "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096},
-     "qlora": {"const": False}}}, {"type": "null"}], "description": "Aula's own: LoRA rank (default 8) and alpha (default 2 x rank)."},
+     "qlora": {"type": "boolean"}}}, {"type": "null"}], "description": "Aula's own: LoRA rank (default 8), alpha (default 2 x rank) and qlora (4-bit NF4 base; on a CUDA GPU with bf16 only)."},
   "shared_with_groups": {"anyOf": [{"type": "array", "maxItems": 64, "items": {"type": "string", "minLength": 1, "maxLength": 64}}, {"type": "null"}],
      "description": "Aula's own: groups that may use the resulting model (teachers and admins)."}}}
 ft_job = {"type": "object", "required": ["id", "object", "created_at", "model", "status", "training_file", "hyperparameters", "result_files", "seed"], "properties": {

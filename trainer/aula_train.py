@@ -5,15 +5,29 @@ as a GGUF LoRA adapter that `aula engine --lora` (llama.cpp) applies.
 
 JOB.json: {"base_gguf": PATH, "training_file": PATH (JSONL of {"messages": [...]}),
            "out_dir": DIR, "n_epochs": 3, "batch_size": 4, "learning_rate": 2e-4,
-           "lora_rank": 8, "lora_alpha": 16, "seed": 42, "checkpoint_every": 10}
+           "lora_rank": 8, "lora_alpha": 16, "seed": 42, "checkpoint_every": 10,
+           "device": "cpu" | "cuda", "precision": "f32" | "bf16", "qlora": false,
+           "gradient_checkpointing": false}
+
+Where it trains is the gateway's choice (crates/aula-gateway/src/finetune/
+device.rs); `placement` checks it against what PyTorch sees and refuses with
+the reason when it does not hold (no CUDA device, no bf16, no bitsandbytes).
 
 What it does, in order:
 - loads the base GGUF with transformers (`gguf_file=`: the weights are
   dequantised, llama's q/k rows un-permuted), then rebuilds the model from its
-  config so that nothing marks it quantised;
+  config around the same tensors (one copy) so that nothing marks it
+  quantised;
 - renders each conversation with the base model's own chat template and
   masks the loss to the assistant turns;
+- on the CPU: f32 weights; on a CUDA GPU: bf16 (or f32) weights moved to the
+  GPU, or for QLoRA the bf16 weights written once to a Hugging Face directory
+  and loaded back in 4-bit NF4 through bitsandbytes; gradient checkpointing
+  where the job asks;
 - trains LoRA adapters (PEFT) on the attention projections;
+- reports its measured peak memory after the first step and at the end
+  ({"type": "memory", "device", "peak_bytes"}): the gateway records it and
+  holds that much of the memory budget from then on;
 - checkpoints every `checkpoint_every` steps (and resumes from the last one);
 - writes `adapter.gguf`: `general.type=adapter`, `adapter.type=lora`,
   `adapter.lora.alpha`, tensors `blk.N.<name>.weight.lora_a/.lora_b`, with
@@ -52,6 +66,50 @@ GGUF_NAMES = {
     "down_proj": "ffn_down",
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class Refused(Exception):
+    """A job this trainer cannot run here; the message says why."""
+
+
+def placement(job, torch, have_module):
+    """(device, dtype, qlora, gradient_checkpointing) for `job`, checked
+    against PyTorch: `torch` is the module (or a stand-in in the tests),
+    `have_module(name)` whether a module can be imported."""
+    device = job.get("device", "cpu")
+    precision = job.get("precision", "f32")
+    qlora = bool(job.get("qlora", False))
+    if device not in ("cpu", "cuda"):
+        raise Refused(f"unknown device {device!r}; the trainer runs on \"cpu\" or \"cuda\"")
+    if precision not in ("f32", "bf16"):
+        raise Refused(f"unknown precision {precision!r}; the trainer trains in \"f32\" or \"bf16\"")
+    if device == "cpu":
+        if qlora:
+            raise Refused("QLoRA needs a CUDA GPU (bitsandbytes' 4-bit kernels); this job is on the CPU")
+        if precision != "f32":
+            raise Refused("the CPU trainer trains in f32")
+    else:
+        if not torch.cuda.is_available():
+            raise Refused("the job was planned for the GPU, but PyTorch sees no CUDA device "
+                          "(a CPU-only torch wheel, or no driver): install PyTorch for CUDA into the trainer's Python")
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise Refused(f"the job trains in bf16, which {torch.cuda.get_device_name(0)} does not compute")
+        if qlora and precision != "bf16":
+            raise Refused("QLoRA computes in bf16")
+        if qlora and not have_module("bitsandbytes"):
+            raise Refused("QLoRA needs bitsandbytes in the trainer's Python (pip install bitsandbytes)")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return device, dtype, qlora, bool(job.get("gradient_checkpointing", device == "cuda"))
+
+
+def peak_bytes(torch, device):
+    """The trainer's peak so far: the CUDA caching allocator's peak on the
+    GPU (what it took from the device), the process's peak resident set on
+    the CPU."""
+    if device == "cuda":
+        return int(torch.cuda.max_memory_reserved())
+    import resource
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def llama_permute(w, n_head):
@@ -103,12 +161,26 @@ def load_examples(path, tokenizer, max_len):
     return examples
 
 
+def have_module(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
 def main():
     job = json.loads(pathlib.Path(sys.argv[1]).read_text())
     import numpy as np
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        device, dtype, qlora, checkpointing = placement(job, torch, have_module)
+    except Refused as e:
+        fail(str(e))
+    if device == "cuda":
+        emit("info", message=f"training on {torch.cuda.get_device_name(0)}: "
+                             f"{'QLoRA (NF4 base)' if qlora else 'LoRA'}, {str(dtype).replace('torch.', '')}"
+                             f"{', gradient checkpointing' if checkpointing else ''}")
 
     seed = int(job.get("seed", 42))
     random.seed(seed)
@@ -119,17 +191,52 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     emit("info", message=f"loading {base.name}")
     tokenizer = AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
-    loaded = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, torch_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, torch_dtype=dtype)
     # Rebuild without the GGUF quantisation marker.
     config = AutoConfig.from_pretrained(base.parent, gguf_file=base.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
-    missing, _ = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Built on the meta device and given the loaded tensors themselves
+    # (assign=True): one copy of the weights in memory, not two.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+    missing, _ = model.load_state_dict(loaded.state_dict(), strict=False, assign=True)
     if [k for k in missing if "lm_head" not in k]:
         fail(f"the base's weights did not all load: {missing[:5]}")
+    # Buffers outside the state dict (rotary frequencies) come along too.
+    for name, buf in loaded.named_buffers():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = buf
     model.tie_weights()
     del loaded
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        fail(f"the base's weights did not all load: {left[:5]}")
+    # The adapters' initialisation from the job's seed.
+    torch.manual_seed(seed)
+    if qlora:
+        # bitsandbytes quantises while loading: the bf16 weights go through
+        # a Hugging Face directory once, and come back in NF4 on the GPU.
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+        hf_dir = out / "base-bf16"
+        if not (hf_dir / "config.json").exists():
+            model.save_pretrained(str(hf_dir) + ".part", safe_serialization=True)
+            os.replace(str(hf_dir) + ".part", hf_dir)
+        del model
+        model = AutoModelForCausalLM.from_pretrained(
+            hf_dir, torch_dtype=dtype, device_map={"": 0},
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    elif device == "cuda":
+        model = model.to(device)
+    if checkpointing and not qlora:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # The frozen embeddings' output must carry gradients for the
+        # recomputed layers to reach the adapters.
+        model.enable_input_require_grads()
     if config.model_type != "llama":
         emit("warn", message=f"{config.model_type}: only llama's q/k permutation is known; the adapter may not match")
     rank = int(job.get("lora_rank", 8))
@@ -148,7 +255,7 @@ def main():
     ckpt = out / "checkpoint.pt"
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -157,6 +264,7 @@ def main():
     every = int(job.get("checkpoint_every", 10))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trained_tokens = 0
+    reported_peak = False
     model.train()
     order = list(range(len(examples)))
     for epoch in range(epochs):
@@ -167,9 +275,9 @@ def main():
                 continue
             items = [examples[i] for i in order[b * batch:(b + 1) * batch]]
             width = max(len(ids) for ids, _ in items)
-            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in items])
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in items])
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in items])
+            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in items], device=device)
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in items], device=device)
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in items], device=device)
             t0 = time.time()
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -181,6 +289,10 @@ def main():
             trained_tokens += n
             emit("metrics", step=step, total_steps=total, epoch=epoch + 1, loss=round(float(loss), 4), tokens=n,
                  learning_rate=sched.get_last_lr()[0], tokens_per_s=round(n / max(1e-6, time.time() - t0), 1))
+            if not reported_peak:
+                # After the first step the footprint is what it will stay.
+                emit("memory", device=device, peak_bytes=peak_bytes(torch, device), step=step)
+                reported_peak = True
             if every and step % every == 0 and step < total:
                 # Whole or not at all: a kill mid-write leaves the last one.
                 torch.save({"model": {k: v for k, v in model.state_dict().items() if "lora_" in k},
@@ -188,6 +300,7 @@ def main():
                 os.replace(str(ckpt) + ".part", ckpt)
                 emit("checkpoint", step=step, path=str(ckpt), loss=round(float(loss), 4))
     model.eval()
+    emit("memory", device=device, peak_bytes=peak_bytes(torch, device), step=step)
     write_adapter(model, config, alpha, out / "adapter.gguf", np)
     if job.get("save_peft"):
         model.save_pretrained(out / "peft")

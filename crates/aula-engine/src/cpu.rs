@@ -68,6 +68,18 @@ pub struct CpuReport {
     pub candidates: Vec<Candidate>,
     /// The compute devices ggml sees after loading (`CPU`, and GPUs when built with them).
     pub devices: Vec<String>,
+    /// On Arm: the features the kernel reports (what ggml's score reads)
+    /// and the variant ggml's rule picks for them among those built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<ArmChoice>,
+}
+
+/// Why an Arm variant was chosen: this CPU's features and ggml's rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArmChoice {
+    pub features: arm::ArmFeatures,
+    /// The variant ggml's rule picks for these features, and its score.
+    pub expected: Option<(String, i32)>,
 }
 
 impl CpuReport {
@@ -387,6 +399,13 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
     }
 
     let (cand, path) = &candidates[i];
+    let arm = arm::detect().map(|features| {
+        let built: Vec<String> = candidates.iter().map(|(c, _)| c.variant.clone()).collect();
+        ArmChoice {
+            features,
+            expected: arm::expected_variant(&built, &features),
+        }
+    });
     Ok(CpuReport {
         variant: cand.variant.clone(),
         library: path.display().to_string(),
@@ -394,6 +413,7 @@ fn select_and_load() -> anyhow::Result<CpuReport> {
         amx,
         devices: devices(),
         candidates: candidates.into_iter().map(|(c, _)| c).collect(),
+        arm,
     })
 }
 
@@ -536,6 +556,7 @@ pub fn run_probe_if_asked() -> Option<i32> {
 mod probe;
 
 mod amx;
+pub mod arm;
 /// The probe's answer, kept until the next boot (or a rebuilt module).
 mod cache;
 pub use amx::*;
@@ -582,6 +603,7 @@ mod tests {
             amx: AmxState::NotListed,
             candidates: vec![],
             devices: vec![],
+            arm: None,
         };
         assert_eq!(r.hint(), None);
         r.amx = AmxState::ProbeFailed {

@@ -197,10 +197,20 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-struct Gpu {
-    name: String,
-    memory_total: u64,
-    memory_free: u64,
+/// The first NVIDIA GPU as a trainer sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpu {
+    pub name: String,
+    /// Bytes NVML reports (0 on a unified-memory GB10: use the OS's).
+    pub memory_total: u64,
+    pub memory_free: u64,
+    /// CUDA compute capability (major, minor), when NVML says.
+    pub compute_capability: Option<(i32, i32)>,
+}
+
+/// The first NVIDIA GPU, if there is one and NVML can be loaded.
+pub fn cuda_gpu() -> Option<Gpu> {
+    nvml_gpu()
 }
 
 /// The first NVIDIA GPU, if NVML (libnvidia-ml) can be loaded.
@@ -213,10 +223,15 @@ fn nvml_gpu() -> Option<Gpu> {
         .memory_info()
         .map(|m| (m.total, m.free))
         .unwrap_or((0, 0));
+    let compute_capability = dev
+        .cuda_compute_capability()
+        .ok()
+        .map(|c| (c.major, c.minor));
     Some(Gpu {
         name,
         memory_total,
         memory_free,
+        compute_capability,
     })
 }
 

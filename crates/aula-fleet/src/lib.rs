@@ -422,3 +422,41 @@ impl Fleet {
         rows
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A trainer's hold follows its measured footprint: shrinking it lets a
+    /// reservation that was waiting for room go.
+    #[tokio::test]
+    async fn a_hold_set_to_its_measured_size_frees_the_rest() {
+        let tasks = tasks::Tasks::new();
+        let fleet = FleetBuilder::new(Settings {
+            exe: "aula".into(),
+            logs: std::env::temp_dir(),
+            budget_bytes: 10_000_000_000,
+            load_timeout: Duration::from_secs(1),
+        })
+        .start(&tasks)
+        .unwrap();
+        let first = fleet.reserve("job 1", 6_000_000_000).await.unwrap();
+        let f2 = fleet.clone();
+        let second = tokio::spawn(async move { f2.reserve("job 2", 7_000_000_000).await });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        first.set_bytes(2_500_000_000);
+        let second = tokio::time::timeout(Duration::from_secs(60), second)
+            .await
+            .expect("the shrunk hold did not let the waiting reservation go")
+            .unwrap()
+            .unwrap();
+        let mut held: Vec<u64> = fleet.holds().iter().map(|h| h.bytes).collect();
+        held.sort();
+        assert_eq!(held, vec![2_500_000_000, 7_000_000_000]);
+        drop(second);
+        drop(first);
+        assert!(fleet.holds().is_empty());
+    }
+}

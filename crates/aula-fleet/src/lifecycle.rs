@@ -116,6 +116,22 @@ pub struct Reservation {
     changes: Arc<watch::Sender<()>>,
 }
 
+impl Reservation {
+    /// Hold `bytes` from now on: a trainer's measured footprint in place of
+    /// the plan's estimate. Loads that were waiting for room are woken (a
+    /// smaller hold frees some); a larger one is held as it is (the
+    /// trainer is already running), and later loads see it.
+    pub fn set_bytes(&self, bytes: u64) {
+        if let Ok(mut r) = self.holds.lock()
+            && let Some(h) = r.iter_mut().find(|h| h.id == self.id)
+        {
+            h.bytes = bytes;
+            h.hold.bytes = bytes;
+        }
+        self.changes.send_replace(());
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Ok(mut r) = self.holds.lock() {

@@ -139,6 +139,56 @@ pub fn cpu_trainer_bytes(shape: &ModelShape, rank: u32, micro_batch: u32, seq_le
     8 * p + TORCH_CPU_RUNTIME_BYTES + 16 * adapters + activations
 }
 
+/// The CUDA runtime, cuBLAS's workspace and PyTorch's caching allocator's
+/// slack before any tensor (an assumption: 1 GB; a job's measured peak is
+/// recorded in its events and corrects the fleet's hold).
+pub const TORCH_CUDA_RUNTIME_BYTES: u64 = 1_000_000_000;
+
+/// Peak memory of Aula's own trainer on a CUDA GPU: LoRA on 16-bit (bf16)
+/// weights, or QLoRA on NF4 weights (4.127 bits per parameter) with bf16
+/// compute, gradient checkpointing on.
+///
+/// * loading: the GGUF dequantised to bf16, 2 B/param (the model is
+///   rebuilt around the same tensors; in the box's memory, which on a
+///   unified-memory box such as the GB10 is the GPU's pool). For QLoRA too:
+///   the bf16 weights are written once to a Hugging Face directory and read
+///   back shard by shard into NF4, so a 70B base (141 GB in bf16) does not
+///   load on a 128 GB GB10 from a GGUF;
+/// * training: the base's weights, adapters on q, k, v, o at 16 B/param
+///   (f32 weight, gradient, AdamW's two moments), activations with
+///   checkpointing (each layer's input, 2 x s x b x h bytes, plus one
+///   layer's 34 x s x b x h), the logits and their gradient in f32
+///   (3 x s x b x vocab x 4 B), and [`TORCH_CUDA_RUNTIME_BYTES`].
+///
+/// The larger of the two. Not yet checked against a measured GPU run
+/// (no GPU was lent to the sessions that wrote it): `scripts/gpu-check.sh`
+/// prints both.
+pub fn gpu_trainer_bytes(
+    shape: &ModelShape,
+    qlora: bool,
+    rank: u32,
+    micro_batch: u32,
+    seq_len: u32,
+) -> u64 {
+    let p = shape.params;
+    let h = u64::from(shape.hidden);
+    let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
+    let kv = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
+    let r = u64::from(rank);
+    let adapters = u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h));
+    let sb = u64::from(seq_len) * u64::from(micro_batch);
+    let activations =
+        u64::from(shape.n_layers) * 2 * sb * h + 34 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;
+    let base = if qlora {
+        (p as f64 * 4.127 / 8.0) as u64
+    } else {
+        2 * p
+    };
+    let loading = 2 * p;
+    let training = base + 16 * adapters + activations + TORCH_CUDA_RUNTIME_BYTES;
+    loading.max(training)
+}
+
 /// All six: three methods, with and without checkpointing.
 pub fn all(shape: &ModelShape, hw: &Hardware, seq_len: u32, rank: u32) -> Vec<FineTune> {
     let mut out = Vec::new();
@@ -154,6 +204,30 @@ pub fn all(shape: &ModelShape, hw: &Hardware, seq_len: u32, rank: u32) -> Vec<Fi
 mod tests {
     use super::*;
     use crate::{catalog, hardware};
+
+    /// The GPU trainer: QLoRA holds the base in about a quarter of LoRA's
+    /// bf16; batches grow only the activations; loading bounds a small
+    /// QLoRA job.
+    #[test]
+    fn gpu_trainer_memory_follows_its_rules() {
+        let m = catalog::find("llama-3.1-8b").unwrap();
+        let lora = gpu_trainer_bytes(&m, false, 16, 4, 2048);
+        let qlora = gpu_trainer_bytes(&m, true, 16, 4, 2048);
+        // bf16 8B: 16 GB of weights; NF4: about 4.1 GB; the rest is the same.
+        let nf4 = (m.params as f64 * 4.127 / 8.0) as u64;
+        assert!(lora > 2 * m.params, "{lora}");
+        assert_eq!(lora - qlora, 2 * m.params - nf4);
+        let bigger = gpu_trainer_bytes(&m, false, 16, 8, 2048);
+        let sbh = 4 * 2048 * u64::from(m.hidden);
+        let logits = 3 * 4 * 2048 * u64::from(m.vocab) * 4;
+        assert_eq!(
+            bigger - lora,
+            u64::from(m.n_layers) * 2 * sbh + 34 * sbh + logits
+        );
+        // A tiny job: the load (two bf16 copies) is the peak.
+        assert_eq!(gpu_trainer_bytes(&m, true, 1, 1, 16), 2 * m.params);
+        assert!(gpu_trainer_bytes(&m, false, 1, 1, 16) > 2 * m.params);
+    }
 
     #[test]
     fn sixteen_bytes_per_parameter_for_full_fine_tuning() {

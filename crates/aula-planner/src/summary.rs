@@ -15,6 +15,30 @@ pub struct FinetunePlan {
     pub train_tokens: u32,
     pub lora_rank: u32,
     pub estimates: Vec<FineTune>,
+    /// Aula's own trainer (adapters on q, k, v, o; micro-batch 1): its
+    /// peak on a CUDA GPU, LoRA in bf16 and QLoRA in NF4 with gradient
+    /// checkpointing, and on the CPU in f32 (`crate::finetune`'s
+    /// `gpu_trainer_bytes` and `cpu_trainer_bytes`).
+    pub aula_trainer: AulaTrainerPlan,
+}
+
+/// Aula's own trainer's peak memory for one model, by where it trains.
+#[derive(Debug, Clone, Serialize)]
+pub struct AulaTrainerPlan {
+    pub gpu_lora_bf16_bytes: u64,
+    pub gpu_qlora_nf4_bytes: u64,
+    pub cpu_lora_f32_bytes: u64,
+}
+
+impl AulaTrainerPlan {
+    pub fn new(shape: &crate::shape::ModelShape, rank: u32, tokens: u32) -> AulaTrainerPlan {
+        use crate::finetune::{cpu_trainer_bytes, gpu_trainer_bytes};
+        AulaTrainerPlan {
+            gpu_lora_bf16_bytes: gpu_trainer_bytes(shape, false, rank, 1, tokens),
+            gpu_qlora_nf4_bytes: gpu_trainer_bytes(shape, true, rank, 1, tokens),
+            cpu_lora_f32_bytes: cpu_trainer_bytes(shape, rank, 1, tokens),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,6 +320,14 @@ impl PlanSummary {
                             .unwrap_or_else(|| "-".into())
                     );
                 }
+                let t = &ft.aula_trainer;
+                let _ = writeln!(
+                    out,
+                    "  Aula's trainer (adapters on q, k, v, o): GPU LoRA bf16 {:.1} GB, GPU QLoRA NF4 {:.1} GB (both with checkpointing), CPU LoRA f32 {:.1} GB",
+                    gb(t.gpu_lora_bf16_bytes),
+                    gb(t.gpu_qlora_nf4_bytes),
+                    gb(t.cpu_lora_f32_bytes)
+                );
             }
         }
         let _ = writeln!(

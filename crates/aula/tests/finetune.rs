@@ -70,6 +70,24 @@ fn train(job: &std::path::Path, stop_at: Option<u64>) -> Vec<serde_json::Value> 
     lines
 }
 
+/// The trainer's own checks of where it trains (CPU, GPU, bf16, QLoRA),
+/// with a stand-in for PyTorch's CUDA side: `trainer/test_aula_train.py`.
+#[test]
+fn the_trainer_checks_its_device_precision_and_qlora() {
+    let out = Command::new(train_python())
+        .args(["-m", "unittest", "-v", "test_aula_train"])
+        .current_dir(repo().join("trainer"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Ran 8 tests") && text.contains("OK"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_lora_trained_on_the_served_weights_changes_the_served_answer() {
     let home = temp_home("finetune");

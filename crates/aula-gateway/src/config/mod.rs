@@ -63,6 +63,9 @@ pub struct FineTuningConfig {
     /// The most tokens one job may train (examples x epochs, estimated at
     /// creation, counted while it trains) [default: 20,000,000].
     pub max_job_tokens: Option<Spanned<u64>>,
+    /// Where trainers run: "auto" (an NVIDIA GPU when there is one, else
+    /// the CPU), "cpu" or "cuda" [default: auto].
+    pub device: Option<Spanned<String>>,
 }
 
 impl FineTuningConfig {
@@ -86,6 +89,13 @@ impl FineTuningConfig {
         }
         if let Some(t) = &self.max_job_tokens {
             s.max_job_tokens = *t.get_ref();
+        }
+        if let Some(d) = self
+            .device
+            .as_ref()
+            .and_then(|d| crate::finetune::device::DeviceSetting::parse(d.get_ref()))
+        {
+            s.device = d;
         }
         s
     }
@@ -379,6 +389,14 @@ impl Config {
             return Err(invalid(format!(
                 "line {}: key `max_job_hours` must be a number of hours from 0.001 to 8760",
                 line_of(text, h.span().start)
+            )));
+        }
+        if let Some(d) = &cfg.fine_tuning.device
+            && crate::finetune::device::DeviceSetting::parse(d.get_ref()).is_none()
+        {
+            return Err(invalid(format!(
+                "line {}: key `device` must be \"auto\", \"cpu\" or \"cuda\"",
+                line_of(text, d.span().start)
             )));
         }
         if let Some(t) = &cfg.fine_tuning.max_job_tokens

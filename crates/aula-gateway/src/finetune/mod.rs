@@ -28,6 +28,7 @@
 //!   removes the adapter.
 
 pub mod api;
+pub mod device;
 pub use crate::training_file as validate;
 pub mod worker;
 
@@ -68,6 +69,8 @@ pub struct FineTuneSettings {
     /// This gateway's id in the database's list of gateways: the jobs it
     /// trains are marked with it.
     pub gateway: String,
+    /// `[fine_tuning] device`.
+    pub device: device::DeviceSetting,
 }
 
 /// `[fine_tuning] max_job_hours` when not set.
@@ -89,6 +92,7 @@ impl Default for FineTuneSettings {
             max_job_time: DEFAULT_MAX_JOB_TIME,
             max_job_tokens: DEFAULT_MAX_JOB_TOKENS,
             gateway: String::new(),
+            device: device::DeviceSetting::Auto,
         }
     }
 }
@@ -140,6 +144,9 @@ pub struct FineTune {
     pub(crate) active: Mutex<HashMap<String, CancellationToken>>,
     /// Wakes the worker (a job created, cancelled or finished).
     pub(crate) wake: tokio::sync::Notify,
+    /// The box's NVIDIA GPU, read at start (None: none, or fine-tuning is
+    /// off or set to the CPU).
+    pub gpu: Option<device::TrainGpu>,
 }
 
 impl FineTune {
@@ -148,8 +155,15 @@ impl FineTune {
         bases: HashMap<String, Base>,
         tuned: Arc<TunedModels>,
     ) -> FineTune {
+        let enabled = settings.is_enabled();
+        let gpu = if enabled && settings.device != device::DeviceSetting::Cpu {
+            device::detect()
+        } else {
+            None
+        };
         FineTune {
-            enabled: settings.is_enabled(),
+            enabled,
+            gpu,
             creating: tokio::sync::Mutex::new(()),
             checked: Default::default(),
             settings,

@@ -62,6 +62,26 @@ pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
         }
     );
     println!("devices:     {}", r.devices.join(", "));
+    if let Some(a) = &r.arm {
+        println!(
+            "arm:         this CPU has {} (the kernel's HWCAP, as ggml reads it)",
+            if a.features.names().is_empty() {
+                "none of DOTPROD FP16 SVE I8MM SVE2 SME".to_string()
+            } else {
+                a.features.names().join(" ")
+            }
+        );
+        match &a.expected {
+            Some((v, s)) if *v == r.variant => println!(
+                "             ggml's rule (every feature a variant was built with, highest score) picks {v} (score {s}): in use"
+            ),
+            Some((v, s)) => println!(
+                "             ggml's rule would pick {v} (score {s}), but {} is in use",
+                r.variant
+            ),
+            None => println!("             no variant built here matches ggml's Arm list"),
+        }
+    }
     println!("variants:");
     for c in &r.candidates {
         let note = if c.variant == r.variant {

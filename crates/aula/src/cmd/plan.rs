@@ -161,6 +161,11 @@ pub fn plan(a: PlanArgs) -> anyhow::Result<()> {
                 train_tokens: a.train_tokens,
                 lora_rank: a.lora_rank,
                 estimates: aula_planner::finetune::all(&w.shape, &hw, a.train_tokens, a.lora_rank),
+                aula_trainer: aula_planner::summary::AulaTrainerPlan::new(
+                    &w.shape,
+                    a.lora_rank,
+                    a.train_tokens,
+                ),
             })
             .collect()
     });

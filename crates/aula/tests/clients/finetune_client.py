@@ -100,6 +100,11 @@ assert len(metrics) == 12, [e.message for e in events]
 assert metrics[0].data["step"] == 12 and metrics[-1].data["step"] == 1, metrics[0].data
 assert metrics[0].data["train_loss"] < metrics[-1].data["train_loss"] / 3, (metrics[0].data, metrics[-1].data)
 assert any("examples" in e.message and "tokens" in e.message for e in events), [e.message for e in events]
+# The trainer's measured peak (this box: the CPU), beside the plan's figure.
+peaks = [e for e in events if e.message.startswith("Peak memory measured on cpu")]
+assert len(peaks) == 2, [e.message for e in events]
+assert all(e.data["peak_bytes"] > 100_000_000 and e.data["planned_bytes"] > 0 for e in peaks), [e.data for e in peaks]
+assert any("Training started on the CPU (LoRA, f32)" in e.message for e in events), [e.message for e in events]
 page = ada.fine_tuning.jobs.list_events(job.id, limit=2)
 assert len(page.data) == 2 and page.has_more
 older = ada.fine_tuning.jobs.list_events(job.id, limit=2, after=page.data[-1].id)

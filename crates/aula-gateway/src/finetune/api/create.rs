@@ -2,7 +2,7 @@
 //! hyperparameters, the caller's limits and the memory plan) and queued.
 
 use super::super::worker::{Spec, event};
-use super::super::{FineTune, Handle, validate};
+use super::super::{FineTune, Handle, device, validate};
 use super::*;
 use crate::auth::Caller;
 use crate::fields::{body_object, groups, only, opt_str};
@@ -141,6 +141,7 @@ pub(super) fn hyperparameters(o: &Map<String, Value>) -> Result<Map<String, Valu
 pub(super) struct Lora {
     pub(super) rank: u32,
     pub(super) alpha: f64,
+    pub(super) qlora: bool,
 }
 
 /// Aula's `lora`: `{rank, alpha, qlora}`.
@@ -148,6 +149,7 @@ pub(super) fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
     let mut l = Lora {
         rank: 8,
         alpha: 16.0,
+        qlora: false,
     };
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(l);
@@ -192,12 +194,8 @@ pub(super) fn lora(v: Option<&Value>) -> Result<Lora, ApiError> {
     }
     match o.get("qlora") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            return Err(ApiError::invalid_param(
-                "lora",
-                "QLoRA is not available: Aula's trainer trains LoRA on the served model's weights in f32 (on the CPU); leave out `lora.qlora`",
-            ));
-        }
+        // Whether this box can: the job's placement says (device.rs).
+        Some(Value::Bool(true)) => l.qlora = true,
         Some(_) => {
             return Err(ApiError::invalid_param(
                 "lora",
@@ -351,6 +349,12 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
         ),
     };
     let lora = lora(o.get("lora"))?;
+    let placement = device::choose(
+        st.finetune.settings.device,
+        st.finetune.gpu.as_ref(),
+        lora.qlora,
+    )
+    .map_err(|e| ApiError::invalid_param(if lora.qlora { "lora" } else { "model" }, e))?;
     let shares =
         groups(o.get("shared_with_groups"), &id, "a fine-tuned model")?.unwrap_or_default();
     // The limits that need no reading first (jobs at once, jobs today): a
@@ -360,20 +364,33 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     if let Some(v) = &validation_file {
         training_data(&st, &id, v, "validation_file").await?;
     }
-    // "auto": 3 epochs; batches of up to 8; the base learning rate x 2.
+    // "auto": 3 epochs; batches of up to 8 on the CPU, on a GPU the most
+    // (up to 16) that fit; the base learning rate x 2.
+    let shape = aula_planner::resolve_model(&base_entry.gguf)
+        .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
+    let room = st
+        .gw
+        .fleet
+        .budget_bytes()
+        .saturating_sub(st.gw.fleet.pinned_bytes());
+    let seq = example_tokens(summary.longest_chars, MAX_EXAMPLE_TOKENS);
+    let batch_size = batch_size.map(|b| b as u32).unwrap_or_else(|| {
+        device::auto_batch(&shape, &placement, lora.rank, seq, summary.examples, room)
+    });
     let spec = Spec {
         training_file,
         validation_file,
         suffix,
         seed,
         n_epochs: n_epochs.unwrap_or(3) as u32,
-        batch_size: batch_size.unwrap_or(8.min(summary.examples as u64)).max(1) as u32,
+        batch_size: batch_size.max(1),
         learning_rate_multiplier: lr.unwrap_or(2.0),
         lora_rank: lora.rank,
         lora_alpha: lora.alpha,
         shared_with_groups: shares,
         examples: summary.examples,
         max_tokens: MAX_EXAMPLE_TOKENS,
+        placement,
     };
     // About 3.5 characters a token: the limits' estimate before the trainer counts.
     let est_tokens = (summary.chars as f64 / 3.5) as u64 * u64::from(spec.n_epochs);
@@ -387,12 +404,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
             ),
         ));
     }
-    let planned = planned_bytes(&base_entry.gguf, &spec, summary.longest_chars)?;
-    let room = st
-        .gw
-        .fleet
-        .budget_bytes()
-        .saturating_sub(st.gw.fleet.pinned_bytes());
+    let planned = device::planned_bytes(&shape, &placement, spec.lora_rank, spec.batch_size, seq);
     if planned > room {
         return Err(ApiError::invalid_param(
             "model",
@@ -448,23 +460,11 @@ pub(super) fn base_names(ft: &FineTune) -> Vec<String> {
     v
 }
 
-/// The planner's estimate of the trainer's peak memory for this job.
-pub(super) fn planned_bytes(
-    gguf: &std::path::Path,
-    spec: &Spec,
-    longest_chars: usize,
-) -> Result<u64, ApiError> {
-    let shape = aula_planner::resolve_model(gguf)
-        .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
-    // The longest example in tokens, bounded at 2 characters a token (English
-    // runs about 4, code and CJK text denser), plus the chat template.
-    let seq = ((longest_chars as f64 / 2.0) as u32 + 32).min(spec.max_tokens);
-    Ok(aula_planner::finetune::cpu_trainer_bytes(
-        &shape,
-        spec.lora_rank,
-        spec.batch_size,
-        seq,
-    ))
+/// The tokens the plan sizes an example at: the longest example, bounded
+/// at 2 characters a token (English runs about 4, code and CJK text
+/// denser), plus the chat template; at most what the trainer keeps.
+pub(super) fn example_tokens(longest_chars: usize, max_tokens: u32) -> u32 {
+    ((longest_chars as f64 / 2.0) as u32 + 32).min(max_tokens)
 }
 
 /// `[[limits]]`: jobs at once, jobs per day, tokens trained per term.

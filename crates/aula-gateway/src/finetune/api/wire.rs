@@ -60,6 +60,9 @@ pub struct AulaJob {
     pub lora_rank: Option<u32>,
     pub lora_alpha: Option<f64>,
     pub qlora: bool,
+    /// Where it trains: `cpu` or `cuda`, and in what precision.
+    pub device: Option<crate::finetune::device::Device>,
+    pub precision: Option<crate::finetune::device::Precision>,
     pub planned_bytes: i64,
     pub trained_tokens_so_far: i64,
     pub shared_with_groups: Vec<String>,
@@ -109,7 +112,9 @@ impl From<&FineTuneJob> for FineTuningJob {
                 user: j.owner.clone(),
                 lora_rank: spec.as_ref().map(|s| s.lora_rank),
                 lora_alpha: spec.as_ref().map(|s| s.lora_alpha),
-                qlora: false,
+                qlora: spec.as_ref().is_some_and(|s| s.placement.qlora),
+                device: spec.as_ref().map(|s| s.placement.device),
+                precision: spec.as_ref().map(|s| s.placement.precision),
                 planned_bytes: j.planned_bytes,
                 trained_tokens_so_far: j.trained_tokens,
                 shared_with_groups: spec

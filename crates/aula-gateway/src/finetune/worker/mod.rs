@@ -54,6 +54,9 @@ pub struct Spec {
     /// Tokens per example the trainer keeps.
     #[serde(default)]
     pub max_tokens: u32,
+    /// Where and how it trains (jobs stored before this: the CPU, f32).
+    #[serde(default)]
+    pub placement: super::device::Placement,
 }
 
 /// The learning rate a multiplier of 1 stands for (LoRA on small models).
@@ -193,6 +196,30 @@ async fn recover(st: &Handle) {
             .set_extra_bytes(base, st.finetune.adapter_bytes(base));
     }
     requeue_orphans(st).await;
+}
+
+/// "the CPU (LoRA, f32)", "the GPU (QLoRA: NF4 base, bf16, gradient checkpointing)".
+pub(crate) fn describe(p: &super::device::Placement) -> String {
+    use super::device::{Device, Precision};
+    let device = match p.device {
+        Device::Cpu => "the CPU",
+        Device::Cuda => "the GPU",
+    };
+    let precision = match p.precision {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+    };
+    let method = if p.qlora {
+        format!("QLoRA: NF4 base, {precision}")
+    } else {
+        format!("LoRA, {precision}")
+    };
+    let ckpt = if p.gradient_checkpointing {
+        ", gradient checkpointing"
+    } else {
+        ""
+    };
+    format!("{device} ({method}{ckpt})")
 }
 
 pub(crate) fn tuned(j: &FineTuneJob) -> Tuned {
@@ -385,13 +412,14 @@ async fn run_job(st: &Handle, j: FineTuneJob, token: CancellationToken) {
         &j.id,
         "info",
         &format!(
-            "Training started: {:.2} GB of the memory budget held for the trainer; it may use at most {:.2} GB.",
+            "Training started on {}: {:.2} GB of the memory budget held for the trainer; it may use at most {:.2} GB.",
+            describe(&spec.placement),
             bytes as f64 / 1e9,
             trainer_memory_limit(bytes) as f64 / 1e9
         ),
     )
     .await;
-    let outcome = train(st, &mut j, &spec, &base.gguf, &token).await;
+    let outcome = train(st, &mut j, &spec, &base.gguf, &token, &hold).await;
     drop(hold);
     match outcome {
         Outcome::Done {

@@ -24,6 +24,7 @@ pub(super) async fn train(
     spec: &Spec,
     gguf: &std::path::Path,
     token: &CancellationToken,
+    hold: &aula_fleet::lifecycle::Reservation,
 ) -> Outcome {
     let settings = &st.finetune.settings;
     let dir = settings.dir.join(&j.id);
@@ -49,6 +50,10 @@ pub(super) async fn train(
         "checkpoint_every": settings.checkpoint_every,
         "max_tokens": spec.max_tokens,
         "threads": settings.threads,
+        "device": spec.placement.device,
+        "precision": spec.placement.precision,
+        "qlora": spec.placement.qlora,
+        "gradient_checkpointing": spec.placement.gradient_checkpointing,
     });
     let job_file = dir.join("job.json");
     if let Err(e) = std::fs::write(&job_file, job.to_string()) {
@@ -139,6 +144,37 @@ pub(super) async fn train(
             "info" => event(st, &j.id, "info", &msg).await,
             "warn" => event(st, &j.id, "warn", &msg).await,
             "error" => last_error = Some(msg),
+            "memory" => {
+                // The trainer's measured peak after its first step (and at
+                // its end): recorded, and from then on the fleet holds it
+                // plus a quarter (later batches may be longer: SmolLM2 on
+                // the CPU peaked 14% above its first step's figure) in
+                // place of the plan's estimate.
+                let Some(peak) = v["peak_bytes"].as_u64() else {
+                    continue;
+                };
+                let device = v["device"].as_str().unwrap_or("cpu");
+                let planned = j.planned_bytes.max(0) as u64;
+                let data = json!({"peak_bytes": peak, "planned_bytes": planned, "device": device,
+                                  "step": v["step"]});
+                let _ = st
+                    .gw
+                    .store
+                    .add_ft_event(
+                        &j.id,
+                        "info",
+                        "message",
+                        &format!(
+                            "Peak memory measured on {device}: {:.2} GB (planned {:.2} GB, {:+.0}%).",
+                            peak as f64 / 1e9,
+                            planned as f64 / 1e9,
+                            (peak as f64 / planned.max(1) as f64 - 1.0) * 100.0
+                        ),
+                        Some(&data.to_string()),
+                    )
+                    .await;
+                hold.set_bytes(peak.saturating_add(peak / 4));
+            }
             "metrics" => {
                 let step = v["step"].as_i64().unwrap_or(0);
                 let total = v["total_steps"].as_i64().unwrap_or(0);
