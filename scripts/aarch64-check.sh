@@ -140,9 +140,9 @@ for cpu in $CPUS; do
 done
 cat "$OUT/variants.md"
 
-step "aula plan --detect, -cpu max"
-if arm max "$XBIN/aula" plan --detect > "$OUT/plan-detect.txt" 2>&1; then
-  head -5 "$OUT/plan-detect.txt" | sed 's/^/  /'
+step "aula plan llama-3.1-8b --detect, -cpu max"
+if arm max "$XBIN/aula" plan llama-3.1-8b --detect > "$OUT/plan-detect.txt" 2>&1; then
+  grep -iE "machine|hardware|memory|cores" "$OUT/plan-detect.txt" | head -4 | sed 's/^/  /'
 else
   echo "aarch64-check: aula plan --detect failed:"; cat "$OUT/plan-detect.txt"; fail=1
 fi
@@ -158,7 +158,7 @@ HOST_AULA="$HOST_TARGET_DIR/release/aula"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-"$HOST_AULA" engine --model "$SMOL" --name smol --port $X86_PORT --parallel 1 --threads 1 --context 512 > "$OUT/engine-x86.log" 2>&1 &
+env -u AULA_CPU_VARIANT "$HOST_AULA" engine --model "$SMOL" --name smol --port $X86_PORT --parallel 1 --threads 1 --context 512 > "$OUT/engine-x86.log" 2>&1 &
 pids+=($!)
 step "aula engine under -cpu $ENGINE_CPU (loading SmolLM2 emulated takes a while)"
 s0=$(date +%s)

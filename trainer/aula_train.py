@@ -3,7 +3,7 @@ as a GGUF LoRA adapter that `aula engine --lora` (llama.cpp) applies.
 
     python aula_train.py JOB.json
 
-JOB.json: {"base_gguf": PATH, "training_file": PATH (JSONL of {"messages": [...]}),
+JOB.json: {"base_gguf": PATH | "base_hf": DIR, "training_file": PATH (JSONL of {"messages": [...]}),
            "out_dir": DIR, "n_epochs": 3, "batch_size": 4, "learning_rate": 2e-4,
            "lora_rank": 8, "lora_alpha": 16, "seed": 42, "checkpoint_every": 10,
            "device": "cpu" | "cuda", "precision": "f32" | "bf16", "qlora": false,
@@ -32,6 +32,11 @@ What it does, in order:
 - writes `adapter.gguf`: `general.type=adapter`, `adapter.type=lora`,
   `adapter.lora.alpha`, tensors `blk.N.<name>.weight.lora_a/.lora_b`, with
   llama.cpp's q/k row permutation applied to lora_b.
+
+With `base_hf` (a model vLLM serves from a Hugging Face directory) it
+trains on that directory's weights (QLoRA quantises them while loading) and
+writes PEFT's adapter directory `adapter/` (adapter_config.json,
+adapter_model.safetensors), which vLLM loads.
 
 Progress goes to stdout as JSON lines ({"type": "metrics", ...}, "checkpoint",
 "done", "error"): the gateway turns them into the job's events.
@@ -166,29 +171,10 @@ def have_module(name):
     return importlib.util.find_spec(name) is not None
 
 
-def main():
-    job = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    import numpy as np
-    import torch
-    from peft import LoraConfig, get_peft_model
+def load_gguf(job, torch, dtype, device, qlora, checkpointing, out):
+    """The base from the GGUF Aula's engine serves: (model, config, tokenizer)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        device, dtype, qlora, checkpointing = placement(job, torch, have_module)
-    except Refused as e:
-        fail(str(e))
-    if device == "cuda":
-        emit("info", message=f"training on {torch.cuda.get_device_name(0)}: "
-                             f"{'QLoRA (NF4 base)' if qlora else 'LoRA'}, {str(dtype).replace('torch.', '')}"
-                             f"{', gradient checkpointing' if checkpointing else ''}")
-
-    seed = int(job.get("seed", 42))
-    random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(max(1, int(job.get("threads") or os.cpu_count() or 1)))
     base = pathlib.Path(job["base_gguf"])
-    out = pathlib.Path(job["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     emit("info", message=f"loading {base.name}")
     tokenizer = AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
     loaded = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, torch_dtype=dtype)
@@ -213,7 +199,7 @@ def main():
     if left:
         fail(f"the base's weights did not all load: {left[:5]}")
     # The adapters' initialisation from the job's seed.
-    torch.manual_seed(seed)
+    torch.manual_seed(int(job.get("seed", 42)))
     if qlora:
         # bitsandbytes quantises while loading: the bf16 weights go through
         # a Hugging Face directory once, and come back in NF4 on the GPU.
@@ -237,7 +223,62 @@ def main():
         # The frozen embeddings' output must carry gradients for the
         # recomputed layers to reach the adapters.
         model.enable_input_require_grads()
-    if config.model_type != "llama":
+    return model, config, tokenizer
+
+
+def load_hf(job, torch, dtype, device, qlora, checkpointing):
+    """The base from the Hugging Face directory vLLM serves."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    base = pathlib.Path(job["base_hf"])
+    emit("info", message=f"loading {base.name} (Hugging Face weights)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    config = AutoConfig.from_pretrained(base)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+        model = AutoModelForCausalLM.from_pretrained(
+            base, torch_dtype=dtype, device_map={"": 0},
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=dtype)
+        if device == "cuda":
+            model = model.to(device)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+    torch.manual_seed(int(job.get("seed", 42)))
+    return model, config, tokenizer
+
+
+def main():
+    job = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    try:
+        device, dtype, qlora, checkpointing = placement(job, torch, have_module)
+    except Refused as e:
+        fail(str(e))
+    if device == "cuda":
+        emit("info", message=f"training on {torch.cuda.get_device_name(0)}: "
+                             f"{'QLoRA (NF4 base)' if qlora else 'LoRA'}, {str(dtype).replace('torch.', '')}"
+                             f"{', gradient checkpointing' if checkpointing else ''}")
+
+    seed = int(job.get("seed", 42))
+    random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, int(job.get("threads") or os.cpu_count() or 1)))
+    out = pathlib.Path(job["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    if job.get("base_hf"):
+        model, config, tokenizer = load_hf(job, torch, dtype, device, qlora, checkpointing)
+    else:
+        model, config, tokenizer = load_gguf(job, torch, dtype, device, qlora, checkpointing, out)
+    if config.model_type != "llama" and not job.get("base_hf"):
         emit("warn", message=f"{config.model_type}: only llama's q/k permutation is known; the adapter may not match")
     rank = int(job.get("lora_rank", 8))
     alpha = float(job.get("lora_alpha", 2 * rank))
@@ -301,6 +342,11 @@ def main():
                 emit("checkpoint", step=step, path=str(ckpt), loss=round(float(loss), 4))
     model.eval()
     emit("memory", device=device, peak_bytes=peak_bytes(torch, device), step=step)
+    if job.get("base_hf"):
+        # PEFT's own format: what vLLM loads.
+        model.save_pretrained(out / "adapter")
+        emit("done", adapter=str(out / "adapter"), trained_tokens=trained_tokens, steps=step)
+        return
     write_adapter(model, config, alpha, out / "adapter.gguf", np)
     if job.get("save_peft"):
         model.save_pretrained(out / "peft")

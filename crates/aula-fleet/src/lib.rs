@@ -16,6 +16,7 @@
 //! gateway owns admission: it gives the fleet a [`Queue`] per model, whose
 //! load the fleet reads (a busy model is never evicted) but never changes.
 
+pub mod adapters;
 pub mod backend;
 pub mod host;
 pub mod launch;
@@ -183,6 +184,7 @@ impl FleetBuilder {
                     },
                     kind: EngineKind::Embedded,
                     replica: 0,
+                    lora_dir: None,
                 };
                 started(template, slots, planned, context)
             }
@@ -195,6 +197,7 @@ impl FleetBuilder {
                 extra_args,
                 precision,
                 plan_as,
+                lora_dir,
             } => {
                 let n = parallel.unwrap_or(match kind {
                     EngineKind::LlamaServer => launch::EMBEDDED_DEFAULT_SLOTS,
@@ -211,6 +214,11 @@ impl FleetBuilder {
                     self.lifecycle.budget_bytes,
                 )
                 .map_err(|e| format!("model `{}`: {e}", spec.name))?;
+                let lora_dir = lora_dir.filter(|_| kind == EngineKind::Vllm);
+                let mut extra_args = extra_args;
+                if lora_dir.is_some() {
+                    extra_args.splice(0..0, adapters::vllm_args());
+                }
                 let launch =
                     launch::external(kind, &spec.name, &model, command, &settings, extra_args);
                 if let Launch::External { program, args } = &launch {
@@ -228,6 +236,7 @@ impl FleetBuilder {
                     launch,
                     kind,
                     replica: 0,
+                    lora_dir,
                 };
                 started(template, n, planned, Some(c))
             }
@@ -340,6 +349,29 @@ impl Fleet {
     /// (bounded) until it is ready.
     pub async fn ensure_loaded(&self, name: &str) -> Result<(), ApiError> {
         self.lifecycle.ensure_loaded(name).await
+    }
+
+    /// Load a LoRA adapter into every running engine of `model` (vLLM's
+    /// run-time adapters, crate::adapters); one not running loads it from
+    /// its adapter directory when it starts.
+    pub async fn load_adapter(
+        &self,
+        model: &str,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        for (base, b) in self.lifecycle.ready_engines(model) {
+            adapters::load(b.client(), &base, b.secret().as_deref(), name, path).await?;
+        }
+        Ok(())
+    }
+
+    /// Unload a LoRA adapter from every running engine of `model`.
+    pub async fn unload_adapter(&self, model: &str, name: &str) -> Result<(), String> {
+        for (base, b) in self.lifecycle.ready_engines(model) {
+            adapters::unload(b.client(), &base, b.secret().as_deref(), name).await?;
+        }
+        Ok(())
     }
 
     /// Load a model Aula starts, now.

@@ -413,6 +413,21 @@ impl Lifecycle {
         }
     }
 
+    /// The engines of `name` serving now: their addresses and backends.
+    pub fn ready_engines(&self, name: &str) -> Vec<(String, Arc<HttpBackend>)> {
+        let Ok(m) = self.get(name) else {
+            return Vec::new();
+        };
+        m.member
+            .engines
+            .iter()
+            .filter_map(|(_, b)| match b.state() {
+                Upstream::Ready(base) => Some((base, b.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Result<Arc<Managed>, ApiError> {
         self.models.get(name).cloned().ok_or_else(|| {
             ApiError::ModelNotFound(format!("`{name}` is not a model this gateway starts"))

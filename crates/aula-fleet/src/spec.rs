@@ -113,6 +113,9 @@ pub enum ModelSource {
         extra_args: Vec<String>,
         precision: Option<String>,
         plan_as: Option<String>,
+        /// vLLM: the directory of LoRA adapters it loads at run time
+        /// (crate::adapters), when fine-tuned models are served on it.
+        lora_dir: Option<PathBuf>,
     },
 }
 

@@ -31,6 +31,8 @@ pub struct EngineSpec {
     pub kind: EngineKind,
     /// Which replica of the model this is (0 for the first).
     pub replica: usize,
+    /// vLLM: the adapters it loads after starting (crate::adapters).
+    pub lora_dir: Option<PathBuf>,
 }
 
 impl EngineSpec {
@@ -172,6 +174,10 @@ impl Supervisor {
                         .replace("{api_key}", key)
                 }));
                 c.env("LLAMA_API_KEY", key).env("VLLM_API_KEY", key);
+                if spec.lora_dir.is_some() {
+                    let (k, v) = crate::adapters::RUNTIME_UPDATES_ENV;
+                    c.env(k, v);
+                }
                 c
             }
             Launch::Embedded { .. } => {
@@ -285,6 +291,12 @@ impl Supervisor {
             };
             match ready {
                 Ok(()) => {
+                    // Its fine-tuned models before its first request.
+                    if let Some(dir) = &spec.lora_dir {
+                        for e in crate::adapters::load_all(&client, &base, Some(&key), dir).await {
+                            tracing::warn!(model = %spec.name, "{e}");
+                        }
+                    }
                     tracing::info!(model = %spec.name, "engine ready after {:.1}s", started.elapsed().as_secs_f64());
                     backend.set_load_time(started.elapsed());
                     backend.set(Upstream::Ready(base.clone()));
@@ -463,6 +475,7 @@ mod tests {
             },
             kind: EngineKind::Embedded,
             replica,
+            lora_dir: None,
         }
     }
 

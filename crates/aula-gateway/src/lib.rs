@@ -137,8 +137,9 @@ pub fn start(
             .find(|s| s.is_embedding())
             .map(|s| s.name.clone());
     }
-    // Chat models on Aula's own engine can be fine-tuned: their engines
-    // serve the adapters fine-tuning writes (one loaded base for all).
+    // Chat models on Aula's own engine, and vLLM models served from a local
+    // Hugging Face directory, can be fine-tuned: their engines serve the
+    // adapters fine-tuning writes (one loaded base for all).
     let mut bases = std::collections::HashMap::new();
     let mut specs = specs;
     let ft_on = access.finetune.is_enabled();
@@ -148,9 +149,27 @@ pub fn start(
         } = &mut spec.source
             && !facts.embedding
         {
-            bases.insert(spec.name.clone(), finetune::Base { gguf: gguf.clone() });
+            bases.insert(spec.name.clone(), finetune::Base::Gguf(gguf.clone()));
             if ft_on {
                 flags.lora_dir = Some(access.finetune.adapters.join(&spec.name));
+            }
+        }
+        if let aula_fleet::spec::ModelSource::External {
+            kind: aula_protocol::admin::EngineKind::Vllm,
+            model,
+            lora_dir,
+            ..
+        } = &mut spec.source
+            && std::path::Path::new(model.as_str())
+                .join("config.json")
+                .is_file()
+        {
+            bases.insert(
+                spec.name.clone(),
+                finetune::Base::Vllm(std::path::PathBuf::from(model.as_str())),
+            );
+            if ft_on {
+                *lora_dir = Some(access.finetune.adapters.join(&spec.name));
             }
         }
     }

@@ -195,7 +195,11 @@ fn ft_gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
 
 /// [`ft_gateway`] with another trainer's Python.
 fn ft_gateway_with(tag: &str, python: &str, extra: &str) -> (TestGateway, Vec<String>) {
-    let g = TestGateway::new(tag).config(&ft_config(python, extra));
+    ft_home(TestGateway::new(tag).config(&ft_config(python, extra)))
+}
+
+/// SmolLM2 in the home's models, the configuration written, and the users.
+fn ft_home(g: TestGateway) -> (TestGateway, Vec<String>) {
     std::os::unix::fs::symlink(model_path(SMOL_FILE), g.home.join("models").join(SMOL_FILE))
         .unwrap();
     g.write_config();
@@ -758,4 +762,158 @@ fn a_trainer_runs_under_a_memory_limit() {
         message.starts_with("MemoryError") && message.contains("may use at most"),
         "{j}"
     );
+}
+
+/// A fine-tune of a model served by vLLM: trained on the Hugging Face
+/// directory vLLM serves (SmolLM2's weights, written from its GGUF by
+/// transformers), stored as a PEFT adapter directory, loaded into the
+/// running engine through vLLM's `/v1/load_lora_adapter`, loaded again
+/// before a restarted engine is ready, and unloaded when the model is
+/// deleted. The engine is a stand-in speaking vLLM's command line and
+/// adapter endpoints (`tests/clients/vllm_standin.py`): no real vLLM here.
+#[test]
+fn a_vllm_base_serves_its_fine_tunes_as_runtime_adapters() {
+    let train = train_python();
+    let python = python_with("openai");
+    let g = TestGateway::new("ft-vllm");
+    // The base's Hugging Face directory, as vLLM would serve it.
+    let hf = g.home.join("models").join("smol-hf");
+    let out = Command::new(&train)
+        .arg("-c")
+        .arg(
+            "import sys\n\
+             from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer\n\
+             p, f, o = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+             AutoTokenizer.from_pretrained(p, gguf_file=f).save_pretrained(o)\n\
+             c = AutoConfig.from_pretrained(p, gguf_file=f)\n\
+             c.__dict__.pop('quantization_config', None)\n\
+             m = AutoModelForCausalLM.from_config(c)\n\
+             m.load_state_dict(AutoModelForCausalLM.from_pretrained(p, gguf_file=f).state_dict(), strict=False)\n\
+             m.tie_weights()\n\
+             m.save_pretrained(o)",
+        )
+        .arg(model_path(SMOL_FILE).parent().unwrap())
+        .arg(SMOL_FILE)
+        .arg(&hf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let standin = repo().join("crates/aula/tests/clients/vllm_standin.py");
+    let g = g.config(&format!(
+        "[[models]]\nname = \"smol-vllm\"\nengine = \"vllm\"\nmodel = \"smol-hf\"\n\
+         command = \"{} {}\"\nparallel = 2\ncontext = 2048\n\n\
+         [fine_tuning]\npython = \"{train}\"\n\n[machine]\nmemory_gb = 20\n",
+        python,
+        standin.display()
+    ));
+    let (g, keys) = ft_home(g);
+    let (ada, bob) = (&keys[2], &keys[3]);
+    let log = g.home.join("logs").join("engine-smol-vllm.log");
+    let s = g.start();
+    let url = s.url.clone();
+    let chat = |url: &str, key: &str, model: &str| {
+        post_auth(
+            &format!("{url}/v1/chat/completions"),
+            Some(key),
+            &serde_json::json!({"model": model, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8}),
+        )
+    };
+    wait_for(
+        "the stand-in to serve",
+        std::time::Duration::from_secs(120),
+        || chat(&url, ada, "smol-vllm").status == 200,
+    );
+    let standin_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Started as vLLM with run-time adapters.
+    assert!(
+        standin_log().contains("LoRA on, max rank 64, run-time updates on"),
+        "{}",
+        standin_log()
+    );
+
+    let data = std::fs::read(repo().join("crates/aula/tests/data/finetune-mascot.jsonl")).unwrap();
+    let file = upload(&url, ada, "mascot.jsonl", &data, "fine-tune");
+    // vLLM's --max-lora-rank bounds the rank a job may ask.
+    let r = post_auth(
+        &format!("{url}/v1/fine_tuning/jobs"),
+        Some(ada),
+        &serde_json::json!({"model": "smol-vllm", "training_file": file, "lora": {"rank": 128}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("--max-lora-rank 64"), "{}", r.text);
+    let id = create_job(
+        &url,
+        ada,
+        serde_json::json!({"model": "smol-vllm", "training_file": file, "suffix": "mascot",
+                           "hyperparameters": {"n_epochs": 1}}),
+    );
+    let done = wait_status(&url, ada, &id, "succeeded", 900);
+    let name = done["fine_tuned_model"].as_str().unwrap().to_string();
+    assert!(name.starts_with("ft:smol-vllm:ada:mascot:"), "{name}");
+    // A PEFT directory, loaded into the running engine.
+    let dir = g.home.join("adapters").join("smol-vllm").join(&name);
+    assert!(
+        dir.join("adapter_config.json").is_file()
+            && dir.join("adapter_model.safetensors").is_file()
+    );
+    assert!(
+        standin_log().contains(&format!("loaded {name} from {}", dir.display())),
+        "{}",
+        standin_log()
+    );
+    let r = chat(&url, ada, &name);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        format!("served by the adapter {name}")
+    );
+    assert_eq!(r.body["model"], name.as_str());
+    let r = chat(&url, ada, "smol-vllm");
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        "served by the base"
+    );
+    assert_eq!(chat(&url, bob, &name).status, 404);
+
+    // A new gateway (and engine): the adapter is loaded before the engine
+    // is ready, so the first request finds it.
+    drop(s);
+    let s = g.start();
+    let url = s.url.clone();
+    wait_for(
+        "the model to be listed",
+        std::time::Duration::from_secs(60),
+        || {
+            get_auth(&format!("{url}/v1/models"), Some(ada))
+                .text
+                .contains(&name)
+        },
+    );
+    let r = chat(&url, ada, &name);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        format!("served by the adapter {name}")
+    );
+    assert_eq!(
+        standin_log().matches(&format!("loaded {name}")).count(),
+        2,
+        "{}",
+        standin_log()
+    );
+
+    // Deleted: unloaded from the engine, its directory gone.
+    let (status, body) = delete_auth(&format!("{url}/v1/models/{name}"), ada);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        standin_log().contains(&format!("unloaded {name}")),
+        "{}",
+        standin_log()
+    );
+    assert!(!dir.exists());
+    assert_eq!(chat(&url, ada, &name).status, 404);
 }

@@ -428,6 +428,8 @@ impl ModelEntry {
                 context: m.context.as_ref().map(|s| *s.get_ref()),
                 extra_args: m.extra_args.clone(),
                 precision: m.precision.as_ref().map(|p| p.get_ref().clone()),
+                // Set by the gateway when fine-tuning serves models on it.
+                lora_dir: None,
                 plan_as: m.plan_as.as_ref().map(|p| p.get_ref().clone()),
             },
             (Some(g), _) => {

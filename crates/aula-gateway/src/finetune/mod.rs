@@ -4,8 +4,9 @@
 //!
 //! Rules it enforces:
 //! * A job's base is a chat model Aula serves from a GGUF with its own
-//!   engine (`aula engine`); anything else is a 400 before anything is
-//!   queued, as is a file that is not the caller's, not `fine-tune`, or not
+//!   engine (`aula engine`), or with vLLM from a local Hugging Face
+//!   directory (the trainer then trains on that directory's weights);
+//!   anything else is a 400 before anything is queued, as is a file that is not the caller's, not `fine-tune`, or not
 //!   valid (the error names the line).
 //! * Per user, `[[limits]]` bound jobs waiting or training at once, jobs
 //!   created per day and tokens trained per term (429/403 at creation).
@@ -22,8 +23,11 @@
 //!   `running` with its gateway id, conditional on `queued`), and the jobs
 //!   of a gateway that left the list of gateways (no heartbeat for 10 s) go
 //!   back to the queue, checked every 5 s by each gateway.
-//! * The model `ft:BASE:USER:SUFFIX:JOBID` is an adapter file served by the
-//!   base's engine (`--lora-dir`): one loaded base for all its fine-tunes.
+//! * The model `ft:BASE:USER:SUFFIX:JOBID` is an adapter served by the
+//!   base's engine: a GGUF file Aula's engine reads from its `--lora-dir`
+//!   (restarted once idle to read a new one), or a PEFT directory a vLLM
+//!   engine loads at run time (aula_fleet::adapters; unloaded when the
+//!   model is deleted). One loaded base for all its fine-tunes.
 //!   Its owner sees it, and the groups a teacher shared it with; deleting it
 //!   removes the adapter.
 
@@ -116,10 +120,25 @@ impl FineTuneSettings {
     }
 }
 
-/// A base model jobs may train on.
-#[derive(Debug, Clone)]
-pub struct Base {
-    pub gguf: PathBuf,
+/// A base model jobs may train on, and how its fine-tunes are served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Base {
+    /// Aula's own engine: trained on the GGUF's weights, served as a GGUF
+    /// adapter the engine reads from its `--lora-dir` at start.
+    Gguf(PathBuf),
+    /// vLLM: trained on the Hugging Face directory it serves, served as a
+    /// PEFT adapter directory it loads at run time (aula_fleet::adapters).
+    Vllm(PathBuf),
+}
+
+impl Base {
+    /// The model's shape, for the trainer's memory plan.
+    pub fn shape(&self) -> Result<aula_planner::shape::ModelShape, String> {
+        match self {
+            Base::Gguf(gguf) => aula_planner::resolve_model(gguf),
+            Base::Vllm(dir) => aula_planner::hf::read(&dir.join("config.json")),
+        }
+    }
 }
 
 pub use crate::tuned::Tuned;
@@ -197,12 +216,14 @@ impl FineTune {
         self.tuned.unpublish(name)
     }
 
-    /// The adapter file of a fine-tuned model.
+    /// The adapter of a fine-tuned model: a GGUF file for Aula's own
+    /// engine, a PEFT directory for vLLM.
     pub fn adapter_path(&self, base: &str, model: &str) -> PathBuf {
-        self.settings
-            .adapters
-            .join(base)
-            .join(format!("{model}.gguf"))
+        let dir = self.settings.adapters.join(base);
+        match self.bases.get(base) {
+            Some(Base::Vllm(_)) => dir.join(model),
+            _ => dir.join(format!("{model}.gguf")),
+        }
     }
 
     /// The bytes of a base's adapters on disk (what they add to its engine).

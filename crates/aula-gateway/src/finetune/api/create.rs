@@ -306,7 +306,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
         return Err(ApiError::invalid_param(
             "model",
             format!(
-                "`{model}` cannot be fine-tuned here: Aula fine-tunes chat models it serves from a GGUF file with its own engine ({})",
+                "`{model}` cannot be fine-tuned here: Aula fine-tunes chat models it serves from a GGUF file with its own engine, or with vLLM from a local Hugging Face directory ({})",
                 base_names(&st.finetune).join(", ")
             ),
         ));
@@ -349,6 +349,17 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
         ),
     };
     let lora = lora(o.get("lora"))?;
+    if matches!(base_entry, super::super::Base::Vllm(_))
+        && lora.rank > aula_fleet::adapters::MAX_LORA_RANK
+    {
+        return Err(ApiError::invalid_param(
+            "lora",
+            format!(
+                "`{base}` is served by vLLM, which Aula starts with --max-lora-rank {}: ask for `lora.rank` at most that",
+                aula_fleet::adapters::MAX_LORA_RANK
+            ),
+        ));
+    }
     let placement = device::choose(
         st.finetune.settings.device,
         st.finetune.gpu.as_ref(),
@@ -366,7 +377,8 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     }
     // "auto": 3 epochs; batches of up to 8 on the CPU, on a GPU the most
     // (up to 16) that fit; the base learning rate x 2.
-    let shape = aula_planner::resolve_model(&base_entry.gguf)
+    let shape = base_entry
+        .shape()
         .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
     let room = st
         .gw

@@ -241,16 +241,8 @@ pub async fn delete_model(
         .await
         .map_err(store_error)?;
     st.finetune.unpublish(&model);
-    let _ = std::fs::remove_file(st.finetune.adapter_path(&t.base, &model));
+    super::worker::remove_adapter(&st, &t.base, &model).await;
     let _ = std::fs::remove_dir_all(st.finetune.settings.dir.join(&t.job_id));
-    st.gw
-        .fleet
-        .set_extra_bytes(&t.base, st.finetune.adapter_bytes(&t.base));
-    let fleet = st.gw.fleet.clone();
-    let base = t.base.clone();
-    tokio::spawn(async move {
-        let _ = fleet.restart_when_idle(&base).await;
-    });
     event(
         &st,
         &t.job_id,

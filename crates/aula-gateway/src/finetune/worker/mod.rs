@@ -419,14 +419,14 @@ async fn run_job(st: &Handle, j: FineTuneJob, token: CancellationToken) {
         ),
     )
     .await;
-    let outcome = train(st, &mut j, &spec, &base.gguf, &token, &hold).await;
+    let outcome = train(st, &mut j, &spec, &base, &token, &hold).await;
     drop(hold);
     match outcome {
         Outcome::Done {
             adapter,
             trained_tokens,
         } => {
-            finish(st, j, &spec, &adapter, trained_tokens).await;
+            finish(st, j, &spec, &base, &adapter, trained_tokens).await;
         }
         Outcome::Failed(message) => fail(st, j, "trainer_failed", &message, None).await,
         Outcome::Cancelled => {
@@ -442,24 +442,85 @@ async fn run_job(st: &Handle, j: FineTuneJob, token: CancellationToken) {
     }
 }
 
+/// Copy the trainer's adapter (a GGUF file, or a PEFT directory for vLLM)
+/// to where its engine reads it, whole or not at all.
+fn store_adapter(adapter: &std::path::Path, target: &std::path::Path) -> std::io::Result<()> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = std::path::PathBuf::from(tmp);
+    if adapter.is_dir() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        for e in std::fs::read_dir(adapter)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                std::fs::copy(e.path(), tmp.join(e.file_name()))?;
+            }
+        }
+    } else {
+        std::fs::copy(adapter, &tmp)?;
+    }
+    std::fs::rename(&tmp, target)
+}
+
+/// Aula's own engine reads its adapters at start: count the new one and
+/// restart the engine (once idle) before the model is announced, so that
+/// its first request finds it.
+async fn serve_gguf_adapter(st: &Handle, base: &str) {
+    st.gw
+        .fleet
+        .set_extra_bytes(base, st.finetune.adapter_bytes(base));
+    let restarted =
+        tokio::time::timeout(Duration::from_secs(60), st.gw.fleet.restart_when_idle(base)).await;
+    if !matches!(restarted, Ok(Ok(()))) {
+        let fleet = st.gw.fleet.clone();
+        let base = base.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = fleet.restart_when_idle(&base).await {
+                tracing::warn!(model = %base, "could not restart to serve a new adapter: {e}");
+            }
+        });
+    }
+}
+
+/// Take a fine-tuned model's adapter away from its base's engine: unloaded
+/// from a vLLM engine at once; for Aula's own engine, counted out and the
+/// engine restarted once idle.
+pub(crate) async fn remove_adapter(st: &Handle, base: &str, model: &str) {
+    let path = st.finetune.adapter_path(base, model);
+    if let Some(super::Base::Vllm(_)) = st.finetune.bases.get(base) {
+        let _ = std::fs::remove_dir_all(&path);
+        if let Err(e) = st.gw.fleet.unload_adapter(base, model).await {
+            tracing::warn!(model = %base, "{e}");
+        }
+        return;
+    }
+    let _ = std::fs::remove_file(&path);
+    st.gw
+        .fleet
+        .set_extra_bytes(base, st.finetune.adapter_bytes(base));
+    let fleet = st.gw.fleet.clone();
+    let base = base.to_string();
+    tokio::spawn(async move {
+        let _ = fleet.restart_when_idle(&base).await;
+    });
+}
+
 /// Publish the adapter as `ft:…` and mark the job succeeded.
 async fn finish(
     st: &Handle,
     mut j: FineTuneJob,
     spec: &Spec,
+    base: &super::Base,
     adapter: &std::path::Path,
     trained_tokens: i64,
 ) {
     let name = super::model_name(&j.base_model, &j.owner, spec.suffix.as_deref(), &j.id);
     let target = st.finetune.adapter_path(&j.base_model, &name);
-    let copied = (|| -> std::io::Result<()> {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = target.with_extension("gguf.part");
-        std::fs::copy(adapter, &tmp)?;
-        std::fs::rename(&tmp, &target)
-    })();
+    let copied = store_adapter(adapter, &target);
     if let Err(e) = copied {
         return fail(
             st,
@@ -470,24 +531,27 @@ async fn finish(
         )
         .await;
     }
-    // The base's engine reads its adapters at start: restart it (once idle)
-    // before the model is announced, so that its first request finds it.
-    st.gw
-        .fleet
-        .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
-    let restarted = tokio::time::timeout(
-        Duration::from_secs(60),
-        st.gw.fleet.restart_when_idle(&j.base_model),
-    )
-    .await;
-    if !matches!(restarted, Ok(Ok(()))) {
-        let fleet = st.gw.fleet.clone();
-        let base = j.base_model.clone();
-        tokio::spawn(async move {
-            if let Err(e) = fleet.restart_when_idle(&base).await {
-                tracing::warn!(model = %base, "could not restart to serve a new adapter: {e}");
-            }
-        });
+    if let super::Base::Vllm(_) = base {
+        // vLLM loads it at run time (its engines not running load the
+        // directory when they start).
+        if let Err(e) = st
+            .gw
+            .fleet
+            .load_adapter(&j.base_model, &name, &target)
+            .await
+        {
+            let _ = std::fs::remove_dir_all(&target);
+            return fail(
+                st,
+                j,
+                "server_error",
+                &format!("vLLM did not load the adapter: {e}"),
+                None,
+            )
+            .await;
+        }
+    } else {
+        serve_gguf_adapter(st, &j.base_model).await;
     }
     j.status = JobStatus::Succeeded;
     j.fine_tuned_model = Some(name.clone());
@@ -498,10 +562,7 @@ async fn finish(
         Some(true) => {}
         Some(false) => {
             // Cancelled at the last moment: no model.
-            let _ = std::fs::remove_file(&target);
-            st.gw
-                .fleet
-                .set_extra_bytes(&j.base_model, st.finetune.adapter_bytes(&j.base_model));
+            remove_adapter(st, &j.base_model, &name).await;
             return;
         }
         None => {

@@ -22,7 +22,7 @@ pub(super) async fn train(
     st: &Handle,
     j: &mut FineTuneJob,
     spec: &Spec,
-    gguf: &std::path::Path,
+    base: &super::super::Base,
     token: &CancellationToken,
     hold: &aula_fleet::lifecycle::Reservation,
 ) -> Outcome {
@@ -37,8 +37,12 @@ pub(super) async fn train(
     {
         return Outcome::Failed(format!("cannot write the trainer: {e}"));
     }
+    let (base_key, base_path) = match base {
+        super::super::Base::Gguf(p) => ("base_gguf", p),
+        super::super::Base::Vllm(d) => ("base_hf", d),
+    };
     let job = json!({
-        "base_gguf": gguf,
+        base_key: base_path,
         "training_file": st.files.path(&spec.training_file),
         "out_dir": dir,
         "n_epochs": spec.n_epochs,
