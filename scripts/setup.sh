@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Install what Aula needs on a fresh Debian 12 machine, fetch the two built-in
-# models from PyPI, and build. Safe to run again: it skips what is done.
-# Reaches only Debian's packages, PyPI and the Rust crate registry.
+# Install what Aula needs on a fresh Debian 12 or 13 (or Ubuntu 24.04, which
+# DGX OS is built on) machine, fetch the two built-in models from PyPI, and
+# build. Safe to run again: it skips what is done. Reaches only the
+# distribution's packages, PyPI and the Rust crate registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -r /etc/os-release ]; then
+  . /etc/os-release
+  echo "aula setup: detected ${PRETTY_NAME:-${ID:-an unknown distribution}}"
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -21,13 +26,26 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-# clang 16 and its OpenMP runtime, for llama.cpp's AMX kernels (see
-# scripts/toolchain.sh); optional: without them the default compiler is used.
-if ! command -v clang-16 >/dev/null 2>&1 || ! ls /usr/lib/llvm-16/lib/libomp.so* >/dev/null 2>&1; then
+# clang 16 or later and its OpenMP runtime, for llama.cpp's AMX kernels
+# (see scripts/toolchain.sh): the distribution's own version (Debian 12:
+# 16, Debian 13: 19, Ubuntu 24.04: 18); optional: without them the default
+# compiler is used.
+if [ -z "${CC:-}" ] && ! (. scripts/toolchain.sh; [ -n "${CC:-}" ]); then
   if command -v apt-get >/dev/null 2>&1; then
-    ($SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q \
-      --no-install-recommends clang-16 libomp-16-dev) \
-      || echo "aula setup: clang-16 is not available; building with the default compiler (no AMX kernels)"
+    $SUDO apt-get update -q || true
+    v=""
+    for c in 16 19 18 20 21 22 17; do
+      if apt-cache show "clang-$c" >/dev/null 2>&1 && apt-cache show "libomp-$c-dev" >/dev/null 2>&1; then
+        v=$c; break
+      fi
+    done
+    if [ -n "$v" ]; then
+      echo "aula setup: installing clang-$v and libomp-$v-dev"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "clang-$v" "libomp-$v-dev" \
+        || echo "aula setup: clang-$v did not install; building with the default compiler (no AMX kernels)"
+    else
+      echo "aula setup: no clang from 16 on is available; building with the default compiler (no AMX kernels)"
+    fi
   fi
 fi
 . scripts/toolchain.sh

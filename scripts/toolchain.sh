@@ -4,16 +4,23 @@
 # processing) need a compiler that both defines __AMX_INT8__ for -mamx-int8
 # and keeps the tile set-up: GCC 12 (Debian 12's default) drops the stores of
 # the tile shapes before _tile_loadconfig, so the kernel faults, and clang 14
-# does not define __AMX_INT8__, so ggml leaves AMX out. clang 16 does both.
-# With it (and its OpenMP runtime) Aula is built with clang; without it, with
-# the default compiler, and `aula engine` simply never uses AMX (its probe
-# says so in `aula doctor`). Both builds run on any x86-64 CPU.
+# does not define __AMX_INT8__, so ggml leaves AMX out. clang 16 does both,
+# and so do later ones. With one of them (and its OpenMP runtime) Aula is
+# built with clang: clang 16 where it is installed (Debian 12's), else the
+# newest from 17 to 22 (Debian 13 has 19, Ubuntu 24.04 18); without one,
+# with the default compiler, and `aula engine` simply never uses AMX (its
+# probe says so in `aula doctor`). Every build runs on any x86-64 CPU.
 #
 # The same choice must be made for every cargo command of one target
 # directory: a changed CC/CXX makes cargo rebuild llama.cpp.
-if [ -z "${CC:-}" ] && command -v clang-16 >/dev/null 2>&1 && command -v clang++-16 >/dev/null 2>&1 \
-   && ls /usr/lib/llvm-16/lib/libomp.so* >/dev/null 2>&1; then
-  export CC=clang-16 CXX=clang++-16
+if [ -z "${CC:-}" ]; then
+  for v in 16 22 21 20 19 18 17; do
+    if command -v "clang-$v" >/dev/null 2>&1 && command -v "clang++-$v" >/dev/null 2>&1 \
+       && ls /usr/lib/llvm-"$v"/lib/libomp.so* >/dev/null 2>&1; then
+      export CC="clang-$v" CXX="clang++-$v"
+      break
+    fi
+  done
 fi
 
 # One Cargo target directory per machine, shared by every clone of Aula on

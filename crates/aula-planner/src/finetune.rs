@@ -153,7 +153,9 @@ pub const TORCH_CUDA_RUNTIME_BYTES: u64 = 1_000_000_000;
 ///   unified-memory box such as the GB10 is the GPU's pool). For QLoRA too:
 ///   the bf16 weights are written once to a Hugging Face directory and read
 ///   back shard by shard into NF4, so a 70B base (141 GB in bf16) does not
-///   load on a 128 GB GB10 from a GGUF;
+///   load on a 128 GB GB10 from a GGUF. From a Hugging Face directory (a
+///   vLLM base, `from_gguf` false) QLoRA quantises shard by shard while
+///   loading: no bf16 copy;
 /// * training: the base's weights, adapters on q, k, v, o at 16 B/param
 ///   (f32 weight, gradient, AdamW's two moments), activations with
 ///   checkpointing (each layer's input, 2 x s x b x h bytes, plus one
@@ -165,6 +167,7 @@ pub const TORCH_CUDA_RUNTIME_BYTES: u64 = 1_000_000_000;
 /// prints both.
 pub fn gpu_trainer_bytes(
     shape: &ModelShape,
+    from_gguf: bool,
     qlora: bool,
     rank: u32,
     micro_batch: u32,
@@ -184,7 +187,7 @@ pub fn gpu_trainer_bytes(
     } else {
         2 * p
     };
-    let loading = 2 * p;
+    let loading = if qlora && !from_gguf { 0 } else { 2 * p };
     let training = base + 16 * adapters + activations + TORCH_CUDA_RUNTIME_BYTES;
     loading.max(training)
 }
@@ -211,13 +214,13 @@ mod tests {
     #[test]
     fn gpu_trainer_memory_follows_its_rules() {
         let m = catalog::find("llama-3.1-8b").unwrap();
-        let lora = gpu_trainer_bytes(&m, false, 16, 4, 2048);
-        let qlora = gpu_trainer_bytes(&m, true, 16, 4, 2048);
+        let lora = gpu_trainer_bytes(&m, true, false, 16, 4, 2048);
+        let qlora = gpu_trainer_bytes(&m, true, true, 16, 4, 2048);
         // bf16 8B: 16 GB of weights; NF4: about 4.1 GB; the rest is the same.
         let nf4 = (m.params as f64 * 4.127 / 8.0) as u64;
         assert!(lora > 2 * m.params, "{lora}");
         assert_eq!(lora - qlora, 2 * m.params - nf4);
-        let bigger = gpu_trainer_bytes(&m, false, 16, 8, 2048);
+        let bigger = gpu_trainer_bytes(&m, true, false, 16, 8, 2048);
         let sbh = 4 * 2048 * u64::from(m.hidden);
         let logits = 3 * 4 * 2048 * u64::from(m.vocab) * 4;
         assert_eq!(
@@ -225,8 +228,11 @@ mod tests {
             u64::from(m.n_layers) * 2 * sbh + 34 * sbh + logits
         );
         // A tiny job: the load (two bf16 copies) is the peak.
-        assert_eq!(gpu_trainer_bytes(&m, true, 1, 1, 16), 2 * m.params);
-        assert!(gpu_trainer_bytes(&m, false, 1, 1, 16) > 2 * m.params);
+        assert_eq!(gpu_trainer_bytes(&m, true, true, 1, 1, 16), 2 * m.params);
+        assert!(gpu_trainer_bytes(&m, true, false, 1, 1, 16) > 2 * m.params);
+        // From Hugging Face weights QLoRA never holds the bf16 copy.
+        let hf = gpu_trainer_bytes(&m, false, true, 1, 1, 16);
+        assert!(hf < m.params, "{hf}");
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub struct FinetunePlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct AulaTrainerPlan {
     pub gpu_lora_bf16_bytes: u64,
+    /// QLoRA of a GGUF base: its bf16 copy at loading is the peak for big models.
     pub gpu_qlora_nf4_bytes: u64,
+    /// QLoRA of a Hugging Face directory (a vLLM base): quantised while loading.
+    pub gpu_qlora_nf4_hf_bytes: u64,
     pub cpu_lora_f32_bytes: u64,
 }
 
@@ -34,8 +37,9 @@ impl AulaTrainerPlan {
     pub fn new(shape: &crate::shape::ModelShape, rank: u32, tokens: u32) -> AulaTrainerPlan {
         use crate::finetune::{cpu_trainer_bytes, gpu_trainer_bytes};
         AulaTrainerPlan {
-            gpu_lora_bf16_bytes: gpu_trainer_bytes(shape, false, rank, 1, tokens),
-            gpu_qlora_nf4_bytes: gpu_trainer_bytes(shape, true, rank, 1, tokens),
+            gpu_lora_bf16_bytes: gpu_trainer_bytes(shape, true, false, rank, 1, tokens),
+            gpu_qlora_nf4_bytes: gpu_trainer_bytes(shape, true, true, rank, 1, tokens),
+            gpu_qlora_nf4_hf_bytes: gpu_trainer_bytes(shape, false, true, rank, 1, tokens),
             cpu_lora_f32_bytes: cpu_trainer_bytes(shape, rank, 1, tokens),
         }
     }
@@ -323,9 +327,10 @@ impl PlanSummary {
                 let t = &ft.aula_trainer;
                 let _ = writeln!(
                     out,
-                    "  Aula's trainer (adapters on q, k, v, o): GPU LoRA bf16 {:.1} GB, GPU QLoRA NF4 {:.1} GB (both with checkpointing), CPU LoRA f32 {:.1} GB",
+                    "  Aula's trainer (adapters on q, k, v, o): GPU LoRA bf16 {:.1} GB, GPU QLoRA NF4 {:.1} GB from a GGUF or {:.1} GB from Hugging Face weights (with checkpointing), CPU LoRA f32 {:.1} GB",
                     gb(t.gpu_lora_bf16_bytes),
                     gb(t.gpu_qlora_nf4_bytes),
+                    gb(t.gpu_qlora_nf4_hf_bytes),
                     gb(t.cpu_lora_f32_bytes)
                 );
             }

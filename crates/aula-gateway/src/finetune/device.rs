@@ -145,6 +145,7 @@ pub fn choose(
 /// The planner's estimate of the trainer's peak memory.
 pub fn planned_bytes(
     shape: &aula_planner::shape::ModelShape,
+    from_gguf: bool,
     p: &Placement,
     rank: u32,
     batch: u32,
@@ -153,7 +154,9 @@ pub fn planned_bytes(
     match p.device {
         Device::Cpu => aula_planner::finetune::cpu_trainer_bytes(shape, rank, batch, seq),
         Device::Cuda => {
-            let b = aula_planner::finetune::gpu_trainer_bytes(shape, p.qlora, rank, batch, seq);
+            let b = aula_planner::finetune::gpu_trainer_bytes(
+                shape, from_gguf, p.qlora, rank, batch, seq,
+            );
             // f32 weights: twice bf16's.
             if p.precision == Precision::F32 && !p.qlora {
                 b + 2 * shape.params
@@ -170,6 +173,7 @@ pub fn planned_bytes(
 /// examples.
 pub fn auto_batch(
     shape: &aula_planner::shape::ModelShape,
+    from_gguf: bool,
     p: &Placement,
     rank: u32,
     seq: u32,
@@ -181,7 +185,7 @@ pub fn auto_batch(
         Device::Cpu => most.min(8),
         Device::Cuda => (1..=most)
             .rev()
-            .find(|b| planned_bytes(shape, p, rank, *b, seq) <= room)
+            .find(|b| planned_bytes(shape, from_gguf, p, rank, *b, seq) <= room)
             .unwrap_or(1),
     }
 }
@@ -262,17 +266,17 @@ mod tests {
     fn the_batch_is_the_largest_that_fits() {
         let shape = aula_planner::catalog::find("llama-3.1-8b").unwrap();
         let p = choose(DeviceSetting::Auto, Some(&gpu((12, 1))), true).unwrap();
-        let at = |b| planned_bytes(&shape, &p, 16, b, 2048);
+        let at = |b| planned_bytes(&shape, true, &p, 16, b, 2048);
         // Room for 5 but not 6.
         let room = at(5) + (at(6) - at(5)) / 2;
-        assert_eq!(auto_batch(&shape, &p, 16, 2048, 1000, room), 5);
-        assert_eq!(auto_batch(&shape, &p, 16, 2048, 3, u64::MAX), 3);
-        assert_eq!(auto_batch(&shape, &p, 16, 2048, 1000, u64::MAX), 16);
-        assert_eq!(auto_batch(&shape, &p, 16, 2048, 1000, 0), 1);
+        assert_eq!(auto_batch(&shape, true, &p, 16, 2048, 1000, room), 5);
+        assert_eq!(auto_batch(&shape, true, &p, 16, 2048, 3, u64::MAX), 3);
+        assert_eq!(auto_batch(&shape, true, &p, 16, 2048, 1000, u64::MAX), 16);
+        assert_eq!(auto_batch(&shape, true, &p, 16, 2048, 1000, 0), 1);
         let cpu = Placement::default();
-        assert_eq!(auto_batch(&shape, &cpu, 16, 2048, 1000, 0), 8);
+        assert_eq!(auto_batch(&shape, true, &cpu, 16, 2048, 1000, 0), 8);
         // QLoRA's plan is below LoRA's by most of the bf16 weights.
         let lora = choose(DeviceSetting::Auto, Some(&gpu((12, 1))), false).unwrap();
-        assert!(planned_bytes(&shape, &lora, 16, 4, 2048) > at(4) + shape.params);
+        assert!(planned_bytes(&shape, true, &lora, 16, 4, 2048) > at(4) + shape.params);
     }
 }

@@ -377,6 +377,7 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
     }
     // "auto": 3 epochs; batches of up to 8 on the CPU, on a GPU the most
     // (up to 16) that fit; the base learning rate x 2.
+    let from_gguf = matches!(base_entry, super::super::Base::Gguf(_));
     let shape = base_entry
         .shape()
         .map_err(|e| ApiError::Internal(format!("the base model cannot be read: {e}")))?;
@@ -387,7 +388,15 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
         .saturating_sub(st.gw.fleet.pinned_bytes());
     let seq = example_tokens(summary.longest_chars, MAX_EXAMPLE_TOKENS);
     let batch_size = batch_size.map(|b| b as u32).unwrap_or_else(|| {
-        device::auto_batch(&shape, &placement, lora.rank, seq, summary.examples, room)
+        device::auto_batch(
+            &shape,
+            from_gguf,
+            &placement,
+            lora.rank,
+            seq,
+            summary.examples,
+            room,
+        )
     });
     let spec = Spec {
         training_file,
@@ -416,7 +425,14 @@ pub async fn create(State(st): State<Handle>, Caller(id): Caller, body: Body) ->
             ),
         ));
     }
-    let planned = device::planned_bytes(&shape, &placement, spec.lora_rank, spec.batch_size, seq);
+    let planned = device::planned_bytes(
+        &shape,
+        from_gguf,
+        &placement,
+        spec.lora_rank,
+        spec.batch_size,
+        seq,
+    );
     if planned > room {
         return Err(ApiError::invalid_param(
             "model",
