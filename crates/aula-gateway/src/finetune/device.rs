@@ -180,7 +180,7 @@ pub fn auto_batch(
     examples: usize,
     room: u64,
 ) -> u32 {
-    let most = (examples.max(1)).min(16) as u32;
+    let most = examples.clamp(1, 16) as u32;
     match p.device {
         Device::Cpu => most.min(8),
         Device::Cuda => (1..=most)
