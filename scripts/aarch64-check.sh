@@ -47,6 +47,8 @@ command -v $GNU-g++ >/dev/null 2>&1 || need+=(g++-$GNU)
 [ -e /usr/$GNU/include/stdio.h ] || need+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v clang-16 >/dev/null 2>&1 || need+=(clang-16)
+# The arm64 OpenMP runtime fetched below is the version of the host's.
+dpkg-query -W -f='${Status}' libomp5-16 2>/dev/null | grep -q "ok installed" || need+=(libomp-16-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "aarch64-check: installing Debian packages: ${need[*]}"
   $SUDO apt-get update -q

@@ -7,7 +7,7 @@ JOB.json: {"base_gguf": PATH | "base_hf": DIR, "training_file": PATH (JSONL of {
            "out_dir": DIR, "n_epochs": 3, "batch_size": 4, "learning_rate": 2e-4,
            "lora_rank": 8, "lora_alpha": 16, "seed": 42, "checkpoint_every": 10,
            "device": "cpu" | "cuda", "precision": "f32" | "bf16", "qlora": false,
-           "gradient_checkpointing": false}
+           "gradient_checkpointing": false, "memory_limit_bytes": N}
 
 Where it trains is the gateway's choice (crates/aula-gateway/src/finetune/
 device.rs); `placement` checks it against what PyTorch sees and refuses with
@@ -105,6 +105,15 @@ def placement(job, torch, have_module):
             raise Refused("QLoRA needs bitsandbytes in the trainer's Python (pip install bitsandbytes)")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     return device, dtype, qlora, bool(job.get("gradient_checkpointing", device == "cuda"))
+
+
+def cuda_memory_fraction(limit_bytes, total_bytes):
+    """The share of the GPU's memory PyTorch may take for this trainer
+    (torch.cuda.set_per_process_memory_fraction), from the gateway's limit
+    for the job; None without a limit."""
+    if not limit_bytes or not total_bytes:
+        return None
+    return max(0.01, min(1.0, limit_bytes / total_bytes))
 
 
 def peak_bytes(torch, device):
@@ -264,6 +273,11 @@ def main():
     except Refused as e:
         fail(str(e))
     if device == "cuda":
+        # The gateway's limit for this job holds on the GPU too: past it,
+        # PyTorch raises out-of-memory and the job fails saying so.
+        share = cuda_memory_fraction(job.get("memory_limit_bytes"), torch.cuda.get_device_properties(0).total_memory)
+        if share is not None:
+            torch.cuda.set_per_process_memory_fraction(share, 0)
         emit("info", message=f"training on {torch.cuda.get_device_name(0)}: "
                              f"{'QLoRA (NF4 base)' if qlora else 'LoRA'}, {str(dtype).replace('torch.', '')}"
                              f"{', gradient checkpointing' if checkpointing else ''}")

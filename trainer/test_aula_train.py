@@ -70,6 +70,13 @@ class Placement(unittest.TestCase):
         with self.assertRaisesRegex(Refused, "'fp8'"):
             placement({"precision": "fp8"}, fake_torch(), have())
 
+    def test_the_jobs_limit_caps_the_gpu_share(self):
+        self.assertEqual(aula_train.cuda_memory_fraction(30e9, 120e9), 0.25)
+        self.assertEqual(aula_train.cuda_memory_fraction(300e9, 120e9), 1.0)
+        self.assertEqual(aula_train.cuda_memory_fraction(1, 120e9), 0.01)
+        self.assertIsNone(aula_train.cuda_memory_fraction(None, 120e9))
+        self.assertIsNone(aula_train.cuda_memory_fraction(30e9, 0))
+
     def test_peak_memory_is_read_from_the_device_it_trains_on(self):
         self.assertEqual(aula_train.peak_bytes(fake_torch(cuda=True), "cuda"), 123_456_789)
         # This process's own peak resident set: some megabytes, in bytes.

@@ -108,6 +108,16 @@ pub fn estimate(
     }
 }
 
+/// Adapter parameters of rank `r` on q, k, v and o only: what Aula's own
+/// trainer trains (`trainer/aula_train.py`'s TARGETS).
+pub fn attention_adapter_params(shape: &ModelShape, rank: u32) -> u64 {
+    let h = u64::from(shape.hidden);
+    let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
+    let kv = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
+    let r = u64::from(rank);
+    u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h))
+}
+
 /// PyTorch's own resident memory before any model (CPU wheel, measured:
 /// BENCHMARKS.md, "Fine-tuning").
 pub const TORCH_CPU_RUNTIME_BYTES: u64 = 1_000_000_000;
@@ -130,10 +140,7 @@ pub const TORCH_CPU_RUNTIME_BYTES: u64 = 1_000_000_000;
 pub fn cpu_trainer_bytes(shape: &ModelShape, rank: u32, micro_batch: u32, seq_len: u32) -> u64 {
     let p = shape.params;
     let h = u64::from(shape.hidden);
-    let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
-    let kv = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
-    let r = u64::from(rank);
-    let adapters = u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h));
+    let adapters = attention_adapter_params(shape, rank);
     let sb = u64::from(seq_len) * u64::from(micro_batch);
     let activations = u64::from(shape.n_layers) * 68 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;
     8 * p + TORCH_CPU_RUNTIME_BYTES + 16 * adapters + activations
@@ -175,10 +182,7 @@ pub fn gpu_trainer_bytes(
 ) -> u64 {
     let p = shape.params;
     let h = u64::from(shape.hidden);
-    let q = u64::from(shape.n_heads) * u64::from(shape.head_dim_k);
-    let kv = u64::from(shape.n_kv_heads) * u64::from(shape.head_dim_k);
-    let r = u64::from(rank);
-    let adapters = u64::from(shape.n_layers) * (r * (h + q) + 2 * r * (h + kv) + r * (q + h));
+    let adapters = attention_adapter_params(shape, rank);
     let sb = u64::from(seq_len) * u64::from(micro_batch);
     let activations =
         u64::from(shape.n_layers) * 2 * sb * h + 34 * sb * h + 3 * sb * u64::from(shape.vocab) * 4;

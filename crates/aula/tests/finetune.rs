@@ -83,7 +83,7 @@ fn the_trainer_checks_its_device_precision_and_qlora() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("Ran 8 tests") && text.contains("OK"),
+        text.contains("Ran 9 tests") && text.contains("OK"),
         "{text}"
     );
 }

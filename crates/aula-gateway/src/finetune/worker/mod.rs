@@ -233,10 +233,23 @@ pub(crate) fn tuned(j: &FineTuneJob) -> Tuned {
 }
 
 pub(crate) async fn event(st: &Handle, job: &str, level: &str, message: &str) {
+    event_with(st, job, level, "message", message, None).await
+}
+
+/// An event of type `kind` (`message` or `metrics`), with its data.
+pub(crate) async fn event_with(
+    st: &Handle,
+    job: &str,
+    level: &str,
+    kind: &str,
+    message: &str,
+    data: Option<serde_json::Value>,
+) {
+    let data = data.map(|d| d.to_string());
     if let Err(e) = st
         .gw
         .store
-        .add_ft_event(job, level, "message", message, None)
+        .add_ft_event(job, level, kind, message, data.as_deref())
         .await
     {
         tracing::warn!("fine-tuning job {job}: an event was not recorded: {e}");

@@ -37,6 +37,9 @@ pub(super) async fn train(
     {
         return Outcome::Failed(format!("cannot write the trainer: {e}"));
     }
+    // The most memory the trainer may use: RLIMIT_DATA on the host (set
+    // below), and on a GPU PyTorch's per-process cap (the trainer sets it).
+    let memory_limit = trainer_memory_limit(j.planned_bytes.max(0) as u64);
     let (base_key, base_path) = match base {
         super::super::Base::Gguf(p) => ("base_gguf", p),
         super::super::Base::Vllm(d) => ("base_hf", d),
@@ -54,6 +57,7 @@ pub(super) async fn train(
         "checkpoint_every": settings.checkpoint_every,
         "max_tokens": spec.max_tokens,
         "threads": settings.threads,
+        "memory_limit_bytes": memory_limit,
         "device": spec.placement.device,
         "precision": spec.placement.precision,
         "qlora": spec.placement.qlora,
@@ -82,7 +86,6 @@ pub(super) async fn train(
         .stderr(stderr)
         .kill_on_drop(true);
     crate::child_env(&mut cmd);
-    let memory_limit = trainer_memory_limit(j.planned_bytes.max(0) as u64);
     #[cfg(target_os = "linux")]
     // SAFETY: between fork and exec only the async-signal-safe prctl and
     // setrlimit run.
@@ -161,23 +164,15 @@ pub(super) async fn train(
                 let planned = j.planned_bytes.max(0) as u64;
                 let data = json!({"peak_bytes": peak, "planned_bytes": planned, "device": device,
                                   "step": v["step"]});
-                let _ = st
-                    .gw
-                    .store
-                    .add_ft_event(
-                        &j.id,
-                        "info",
-                        "message",
-                        &format!(
-                            "Peak memory measured on {device}: {:.2} GB (planned {:.2} GB, {:+.0}%).",
-                            peak as f64 / 1e9,
-                            planned as f64 / 1e9,
-                            (peak as f64 / planned.max(1) as f64 - 1.0) * 100.0
-                        ),
-                        Some(&data.to_string()),
-                    )
-                    .await;
-                hold.set_bytes(peak.saturating_add(peak / 4));
+                let message = format!(
+                    "Peak memory measured on {device}: {:.2} GB (planned {:.2} GB, {:+.0}%).",
+                    peak as f64 / 1e9,
+                    planned as f64 / 1e9,
+                    (peak as f64 / planned.max(1) as f64 - 1.0) * 100.0
+                );
+                event_with(st, &j.id, "info", "message", &message, Some(data)).await;
+                // Never more than the trainer may use.
+                hold.set_bytes(peak.saturating_add(peak / 4).min(memory_limit));
             }
             "metrics" => {
                 let step = v["step"].as_i64().unwrap_or(0);
@@ -191,17 +186,8 @@ pub(super) async fn train(
                     "learning_rate": v["learning_rate"],
                     "tokens_per_s": v["tokens_per_s"],
                 });
-                let _ = st
-                    .gw
-                    .store
-                    .add_ft_event(
-                        &j.id,
-                        "info",
-                        "metrics",
-                        &format!("Step {step}/{total}: training loss={}", v["loss"]),
-                        Some(&data.to_string()),
-                    )
-                    .await;
+                let message = format!("Step {step}/{total}: training loss={}", v["loss"]);
+                event_with(st, &j.id, "info", "metrics", &message, Some(data)).await;
                 // The finish, from the pace since the first step seen.
                 let now = std::time::Instant::now();
                 let (s0, t0) = *first_step.get_or_insert((step, now));
