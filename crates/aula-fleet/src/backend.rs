@@ -395,19 +395,15 @@ impl Backend for Pool {
     ) -> BoxFuture<'_, Result<Response<Body>, ApiError>> {
         use std::sync::atomic::Ordering;
         Box::pin(async move {
-            // With none up, try them all: a health check may be stale, and a
-            // starting engine answers with its own clear 503.
-            let up: Vec<&Member> = self.members.iter().filter(|m| m.up()).collect();
-            let pool = if up.is_empty() {
-                self.members.iter().collect()
-            } else {
-                up
-            };
-            // Fewest outstanding first; a member that cannot be reached
-            // (nothing was sent: safe to send again) is marked down and the
-            // next one tried, so a box that died is routed around at once.
-            let mut pool = pool;
-            pool.sort_by_key(|m| m.outstanding.load(Ordering::SeqCst));
+            // The members up first, fewest outstanding first; then those a
+            // health check marked down (it may be stale, and a starting
+            // engine answers with its own clear 503). A member that cannot
+            // be reached (nothing was sent: safe to send again) is marked
+            // down and the next one tried, so a box that died is routed
+            // around at once, even while a busy machine's health check has
+            // the live one marked down.
+            let mut pool: Vec<&Member> = self.members.iter().collect();
+            pool.sort_by_key(|m| (!m.up(), m.outstanding.load(Ordering::SeqCst)));
             let mut last = None;
             let mut answered = None;
             for m in pool {
