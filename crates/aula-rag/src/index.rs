@@ -181,23 +181,9 @@ impl Index {
         let mut ranked = match q.mode {
             Mode::Dense => dense(),
             Mode::Lexical => lexical(),
-            Mode::Hybrid => {
-                let mut d = dense();
-                let mut l = lexical();
-                top(&mut d, CANDIDATES);
-                top(&mut l, CANDIDATES);
-                let mut fused: std::collections::HashMap<usize, f32> = Default::default();
-                for list in [&d, &l] {
-                    for (rank, (slot, _)) in list.iter().enumerate() {
-                        *fused.entry(*slot).or_default() +=
-                            (RRF_K + 1.0) / (2.0 * (RRF_K + 1.0 + rank as f32));
-                    }
-                }
-                fused.into_iter().collect()
-            }
+            Mode::Hybrid => fuse(dense(), lexical()),
         };
-        ranked.retain(|(_, s)| q.threshold.is_none_or(|t| *s >= t));
-        top(&mut ranked, q.k);
+        finish(&mut ranked, q.threshold, q.k);
         ranked
             .into_iter()
             .filter_map(|(slot, score)| {
@@ -207,10 +193,38 @@ impl Index {
     }
 }
 
-/// Keep the best `n`, best first; ties keep insertion order. Selection
-/// first, so a large store is not sorted whole for ten results.
-fn top(v: &mut Vec<(usize, f32)>, n: usize) {
-    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+/// Reciprocal-rank fusion of a dense and a lexical ranking (each cut to
+/// its best [`CANDIDATES`] first), scaled so that a chunk first in both
+/// scores 1. Keys are whatever names a chunk: a slot here, a row in the
+/// database; a key's order breaks ties.
+pub fn fuse<K: Ord + Clone + std::hash::Hash>(
+    mut dense: Vec<(K, f32)>,
+    mut lexical: Vec<(K, f32)>,
+) -> Vec<(K, f32)> {
+    top(&mut dense, CANDIDATES);
+    top(&mut lexical, CANDIDATES);
+    let mut fused: std::collections::HashMap<K, f32> = Default::default();
+    for list in [&dense, &lexical] {
+        for (rank, (key, _)) in list.iter().enumerate() {
+            *fused.entry(key.clone()).or_default() +=
+                (RRF_K + 1.0) / (2.0 * (RRF_K + 1.0 + rank as f32));
+        }
+    }
+    fused.into_iter().collect()
+}
+
+/// The end of every search: none below `threshold`, the best `k`, best
+/// first (ties by key).
+pub fn finish<K: Ord>(ranked: &mut Vec<(K, f32)>, threshold: Option<f32>, k: usize) {
+    ranked.retain(|(_, s)| threshold.is_none_or(|t| *s >= t));
+    top(ranked, k);
+}
+
+/// Keep the best `n`, best first; ties keep key order (insertion order for
+/// slots). Selection first, so a large store is not sorted whole for ten
+/// results.
+pub fn top<K: Ord>(v: &mut Vec<(K, f32)>, n: usize) {
+    let order = |a: &(K, f32), b: &(K, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if v.len() > n && n > 0 {
         v.select_nth_unstable_by(n - 1, order);
     }

@@ -99,6 +99,11 @@ pub struct Store {
     pg_url: Option<String>,
     /// The SQLite database file (None for PostgreSQL or an in-memory one).
     sqlite_path: Option<std::path::PathBuf>,
+    /// PostgreSQL with pgvector enabled: vector stores search by meaning in
+    /// the database.
+    pgvector: bool,
+    /// Embedding dimensions whose HNSW index exists (made once each).
+    dense_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
 }
 
 impl Store {
@@ -155,15 +160,38 @@ impl Store {
             check_postgres_version(&pool).await?;
         }
         MIGRATOR.run(&pool).await?;
+        let mut pgvector = false;
         if postgres {
             crate::budgets::install(&pool).await?;
+            pgvector = crate::vectors::search::install(&pool).await?;
         }
         Ok(Store {
             pool,
             postgres,
             pg_url: postgres.then(|| url.to_string()),
             sqlite_path: if postgres { None } else { sqlite_file(url) },
+            pgvector,
+            dense_indexes: Default::default(),
         })
+    }
+
+    /// PostgreSQL with pgvector enabled.
+    pub fn pgvector(&self) -> bool {
+        self.pgvector
+    }
+
+    pub(crate) fn dense_index_made(&self, dim: usize) -> bool {
+        self.dense_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&dim)
+    }
+
+    pub(crate) fn mark_dense_index(&self, dim: usize) {
+        self.dense_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dim);
     }
 
     /// The SQLite database file, for the ledger's own writer connection.

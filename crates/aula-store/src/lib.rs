@@ -17,6 +17,7 @@ pub mod leader;
 pub mod ledger;
 pub mod tables;
 pub mod vectors;
+pub mod web_sessions;
 
 pub use db::{Store, StoreError};
 pub use files::{FileQuery, FileRecord};

@@ -16,6 +16,7 @@ use crate::db::{Store, StoreError};
 use base64::Engine as _;
 use sqlx::Row;
 mod files;
+pub mod search;
 
 /// One vector store. JSON fields are kept as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,9 @@ pub struct NewChunk {
     pub text: String,
     pub tokens: i64,
     pub embedding: Vec<f32>,
+    /// Its text's terms as the lexical search analyses them, in order
+    /// (PostgreSQL searches them itself: [`search`]).
+    pub terms: Vec<String>,
 }
 
 /// A stored chunk with what search needs of its file.
@@ -602,6 +606,7 @@ mod tests {
             text: t.into(),
             tokens: 2,
             embedding: vec![0.5, -1.0],
+            terms: t.split(' ').map(String::from).collect(),
         };
         assert!(
             store

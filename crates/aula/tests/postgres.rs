@@ -188,6 +188,24 @@ fn a_second_gateway_needs_postgres() {
         b"shared notes",
         "user_data",
     );
+    // Signed in on the leader's web page.
+    let cookie = web_sign_in(&one.url, key.trim());
+    let usage_page = |s: &Proc, cookie: &str| {
+        ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .get(&format!("{}/usage", s.url))
+            .set("Cookie", cookie)
+            .call()
+            .map_or_else(
+                |e| match e {
+                    ureq::Error::Status(code, _) => code,
+                    e => panic!("{e}"),
+                },
+                |r| r.status(),
+            )
+    };
+    assert_eq!(usage_page(&one, &cookie), 200);
     // The leader dies: the standby takes over.
     unsafe {
         libc::kill(one.pid() as i32, libc::SIGKILL);
@@ -214,6 +232,10 @@ fn a_second_gateway_needs_postgres() {
         (content.status, content.text.as_str()),
         (200, "shared notes")
     );
+    // The web session too: signed in on the dead gateway, still signed in
+    // on the other (sessions live in the database); a made-up one is not.
+    assert_eq!(usage_page(&two, &cookie), 200);
+    assert_eq!(usage_page(&two, "aula_session=made-up"), 303);
 }
 
 /// Budgets shared by two gateways on one PostgreSQL: a class hammering
@@ -595,4 +617,221 @@ where
         f(s.clone()).await;
         s.close().await;
     });
+}
+
+/// Issue 32: vector stores search inside PostgreSQL — BM25 over the
+/// chunks' terms (the in-memory formula, in SQL) and, with pgvector,
+/// cosine similarity on an HNSW index — and rank as the in-memory index
+/// does, filters and thresholds included; chunks written before the search
+/// columns existed are indexed by the gateway's backfill. On a PostgreSQL
+/// without pgvector (Debian's), lexical search still runs in the database
+/// and searches by meaning are left to memory.
+#[test]
+fn vector_stores_search_inside_postgres_as_in_memory() {
+    for pgvector in [true, false] {
+        let pg = if pgvector {
+            Pg::start_with_pgvector("search-vec")
+        } else {
+            Pg::start("search-plain")
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let s = aula_store::Store::open(&pg.url()).await.unwrap();
+            assert_eq!(s.searches_in_database(), (true, pgvector));
+            let ix = fill_search_store(&s).await;
+            compare_searches(&s, &ix, pgvector).await;
+            // Rows from before the search columns: the backfill indexes them.
+            let vec = if pgvector { ", vec = NULL" } else { "" };
+            pg.psql(&format!(
+                "UPDATE chunks SET tsv = NULL, nterms = NULL, dim = NULL{vec}"
+            ));
+            assert_eq!(s.unindexed_chunks(1000).await.unwrap().len(), ix.len());
+            aula_gateway::rag::index_missing(&s).await;
+            assert!(s.unindexed_chunks(1000).await.unwrap().is_empty());
+            compare_searches(&s, &ix, pgvector).await;
+            s.close().await;
+        });
+    }
+}
+
+/// A store of 60 chunks in 12 files (attributes `week` 1-3) with words
+/// from a small vocabulary and 8-dimensional vectors; the same chunks in
+/// an in-memory index.
+async fn fill_search_store(s: &aula_store::Store) -> aula_rag::Index {
+    use aula_store::{FileStatus, NewChunk, StoreFileRecord, VectorStoreRecord};
+    const WORDS: [&str; 16] = [
+        "cell",
+        "plant",
+        "energy",
+        "mitochondria",
+        "light",
+        "water",
+        "protein",
+        "membrane",
+        "growth",
+        "division",
+        "genes",
+        "enzymes",
+        "roots",
+        "leaves",
+        "sugar",
+        "oxygen",
+    ];
+    s.create_vector_store(&VectorStoreRecord {
+        id: "vs_s".into(),
+        owner: "ann".into(),
+        owner_role: aula_store::Role::Teacher,
+        owner_groups: vec![],
+        name: "biology".into(),
+        description: None,
+        metadata: "{}".into(),
+        chunking: "{}".into(),
+        generation: 0,
+        created_ms: 1,
+        last_active_ms: 1,
+        shares: vec![],
+    })
+    .await
+    .unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut ix = aula_rag::Index::new(8);
+    for f in 0..12 {
+        let file_id = format!("file-{f:02}");
+        let attrs = json!({"week": f % 3 + 1});
+        let file = StoreFileRecord {
+            store_id: "vs_s".into(),
+            file_id: file_id.clone(),
+            status: FileStatus::InProgress,
+            error_code: None,
+            error_message: None,
+            attributes: attrs.to_string(),
+            chunking: "{}".into(),
+            usage_bytes: 0,
+            created_ms: 100 + f,
+        };
+        assert!(s.add_store_file(&file, None).await.unwrap());
+        let chunks: Vec<NewChunk> = (0..5)
+            .map(|_| {
+                let n = 3 + (next() % 12) as usize;
+                let text: Vec<&str> = (0..n).map(|_| WORDS[(next() % 16) as usize]).collect();
+                let text = format!("The {} of it.", text.join(" "));
+                NewChunk {
+                    terms: aula_rag::lexical::analyze(&text),
+                    text,
+                    tokens: n as i64,
+                    embedding: (0..8)
+                        .map(|_| (next() % 1000) as f32 / 500.0 - 1.0)
+                        .collect(),
+                }
+            })
+            .collect();
+        assert!(
+            s.complete_store_file("vs_s", &file_id, &chunks, 1)
+                .await
+                .unwrap()
+        );
+        for c in chunks {
+            ix.add(
+                aula_rag::Chunk {
+                    file_id: file_id.as_str().into(),
+                    filename: file_id.as_str().into(),
+                    attributes: std::sync::Arc::new(attrs.as_object().unwrap().clone()),
+                    text: c.text,
+                },
+                c.embedding,
+            )
+            .unwrap();
+        }
+    }
+    ix
+}
+
+/// Each query, mode, filter and threshold: the database's results are the
+/// in-memory index's, in the same order with the same scores.
+async fn compare_searches(s: &aula_store::Store, ix: &aula_rag::Index, pgvector: bool) {
+    use aula_gateway::rag::search::{Request, in_database};
+    use aula_rag::Mode;
+    let week2 =
+        aula_rag::Filter::parse(&json!({"type": "gte", "key": "week", "value": 2})).unwrap();
+    let queries = [
+        (
+            "energy from light",
+            vec![0.3, -0.2, 0.9, 0.1, 0.0, -0.5, 0.4, 0.2],
+        ),
+        (
+            "Mitochondria and membranes",
+            vec![-0.7, 0.1, 0.2, 0.6, -0.3, 0.0, 0.1, -0.9],
+        ),
+        (
+            "roots water sugar oxygen",
+            vec![0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+        ),
+        (
+            "nothing matches this",
+            vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        ),
+    ];
+    let modes: &[Mode] = if pgvector {
+        &[Mode::Lexical, Mode::Dense, Mode::Hybrid]
+    } else {
+        &[Mode::Lexical]
+    };
+    let mut compared = 0;
+    for (text, v) in &queries {
+        for &mode in modes {
+            for filter in [None, Some(&week2)] {
+                for (k, threshold) in [(10, None), (50, None), (5, Some(0.5))] {
+                    let texts = [text.to_string()];
+                    let vectors = [v.clone()];
+                    let want: Vec<(String, String, f32)> = ix
+                        .search(&aula_rag::Query {
+                            texts: &texts,
+                            vectors: &vectors,
+                            mode,
+                            filter,
+                            k,
+                            threshold,
+                        })
+                        .into_iter()
+                        .map(|h| (h.chunk.file_id.to_string(), h.chunk.text.clone(), h.score))
+                        .collect();
+                    let req = Request {
+                        queries: &texts,
+                        mode,
+                        filter,
+                        k,
+                        threshold,
+                    };
+                    let got = in_database(s, "vs_s", &req, &vectors).await.unwrap();
+                    let what = format!(
+                        "{text:?} {mode:?} filter {} k {k} {threshold:?}",
+                        filter.is_some()
+                    );
+                    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+                    for (g, (file, chunk, score)) in got.iter().zip(&want) {
+                        assert_eq!((&g.file_id, &g.text), (file, chunk), "{what}");
+                        assert!(
+                            (g.score - score).abs() < 1e-4,
+                            "{what}: {} vs {score}",
+                            g.score
+                        );
+                        if filter.is_some() {
+                            assert!(g.attributes["week"].as_i64().unwrap() >= 2, "{what}");
+                        }
+                    }
+                    compared += want.len();
+                }
+            }
+        }
+    }
+    assert!(
+        compared > 100,
+        "the queries found too little to compare ({compared})"
+    );
 }

@@ -306,40 +306,7 @@ fn teachers_and_students_use_the_page_in_a_real_browser() {
 /// Sign in with plain HTTP (no browser) and fetch the usage CSV.
 fn agent_csv(base: &str, key: &str) -> String {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let r = agent.get(&format!("{base}/signin")).call().unwrap();
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = r.into_string().unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let r = agent
-        .post(&format!("{base}/signin"))
-        .set("Cookie", &cookie)
-        .send_form(&[("csrf", &csrf), ("token", key), ("next", "/")]);
-    let r = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    assert_eq!(r.status(), 303);
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = web_sign_in(base, key);
     agent
         .get(&format!("{base}/usage?by=user&period=day&format=csv"))
         .set("Cookie", &cookie)

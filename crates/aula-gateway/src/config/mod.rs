@@ -121,6 +121,10 @@ pub struct RagConfig {
     pub embedding_model: Option<String>,
     /// Files ingested at once [default: 2].
     pub ingest_workers: Option<Spanned<usize>>,
+    /// On PostgreSQL: `"database"` searches stores inside it (full-text
+    /// search, and pgvector where installed), `"memory"` loads each store
+    /// into the gateway as on one box [default: "database"].
+    pub search: Option<crate::rag::SearchPlace>,
 }
 
 impl RagConfig {
@@ -131,6 +135,9 @@ impl RagConfig {
         };
         if let Some(w) = &self.ingest_workers {
             s.workers = *w.get_ref();
+        }
+        if let Some(p) = self.search {
+            s.search = p;
         }
         s
     }

@@ -81,6 +81,19 @@ pub struct RagSettings {
     /// This gateway's id in the database's list of gateways: the files its
     /// workers ingest are claimed with it.
     pub gateway: String,
+    /// Where stores are searched on PostgreSQL (`[rag] search`).
+    pub search: SearchPlace,
+}
+
+/// `[rag] search`: on PostgreSQL, search inside the database (the default)
+/// or load each store into the gateway's memory as on one box. SQLite
+/// always searches in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchPlace {
+    #[default]
+    Database,
+    Memory,
 }
 
 impl Default for RagSettings {
@@ -90,6 +103,7 @@ impl Default for RagSettings {
             workers: 2,
             extractor: std::env::current_exe().ok(),
             gateway: String::new(),
+            search: SearchPlace::Database,
         }
     }
 }
@@ -140,6 +154,14 @@ impl Rag {
         }
     }
 
+    /// Does the database search (lexical, by meaning)?
+    pub fn searches_in_database(&self, store: &aula_store::Store) -> (bool, bool) {
+        if self.settings.search == SearchPlace::Memory {
+            return (false, false);
+        }
+        store.searches_in_database()
+    }
+
     pub fn embedding_model(&self) -> Option<&str> {
         self.settings.embedding_model.as_deref()
     }
@@ -175,10 +197,47 @@ impl Rag {
     }
 }
 
-/// Start the ingestion workers under `tasks`.
+/// Start the ingestion workers under `tasks`, and on PostgreSQL the task
+/// that fills the search columns of chunks written before they existed.
 pub fn start(st: &Handle, tasks: &aula_fleet::tasks::Tasks) {
     for _ in 0..st.rag.settings.workers.max(1) {
         tasks.spawn("ingest", ingest::worker(st.clone()));
+    }
+    if st.gw.store.is_postgres() {
+        let store = st.gw.store.clone();
+        tasks.spawn(
+            "search-backfill",
+            async move { index_missing(&store).await },
+        );
+    }
+}
+
+/// Give every chunk without them its search columns (terms, and the
+/// pgvector column once pgvector is enabled), a few hundred at a time.
+pub async fn index_missing(store: &aula_store::Store) {
+    let mut done = 0usize;
+    loop {
+        let batch = match store.unindexed_chunks(500).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("vector stores: reading chunks to index: {e}");
+                return;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for c in &batch {
+            let terms = aula_rag::lexical::analyze(&c.text);
+            if let Err(e) = store.index_chunk(c, &terms).await {
+                tracing::warn!("vector stores: indexing a chunk for search: {e}");
+                return;
+            }
+        }
+        done += batch.len();
+    }
+    if done > 0 {
+        tracing::info!("vector stores: {done} chunks indexed for search in the database");
     }
 }
 

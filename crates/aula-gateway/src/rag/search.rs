@@ -1,7 +1,16 @@
-//! Searching stores: the index of each store is loaded from the database
-//! on first use and again whenever the store's generation has moved (a
-//! file completed or left, here or on another gateway sharing the
-//! database); queries are embedded as the searcher's own call.
+//! Searching stores. Queries are embedded as the searcher's own call.
+//! Where the search runs:
+//! * **On PostgreSQL** (unless `[rag] search = "memory"`) the database
+//!   searches: BM25 over each chunk's terms and, with pgvector, cosine
+//!   similarity on an HNSW index (`aula_store::vectors::search`); the two
+//!   rankings are fused here by the same rule as in memory
+//!   (`aula_rag::index::fuse`). Without pgvector, searches by meaning
+//!   (dense, hybrid) use the in-memory index below; lexical ones still run
+//!   in the database.
+//! * **Otherwise** each store's index is loaded from the database into this
+//!   gateway's memory on first use and again whenever the store's
+//!   generation has moved (a file completed or left, here or on another
+//!   gateway sharing the database).
 
 use super::Handle;
 use super::Loaded;
@@ -58,7 +67,20 @@ pub async fn search(
         super::ingest::embed(st, who, model, &texts).await?
     };
     let mut found = Vec::new();
+    let (lexical_in_db, dense_in_db) = st.rag.searches_in_database(&st.gw.store);
+    let in_db = match req.mode {
+        aula_rag::Mode::Lexical => lexical_in_db,
+        _ => lexical_in_db && dense_in_db,
+    };
     for store_id in stores {
+        if in_db {
+            found.extend(
+                in_database(&st.gw.store, store_id, req, &vectors)
+                    .await
+                    .map_err(crate::files::store_error)?,
+            );
+            continue;
+        }
         let slot = current(st, store_id).await?;
         let guard = slot.lock().await;
         let Some(loaded) = guard.as_ref() else {
@@ -84,6 +106,84 @@ pub async fn search(
     found.sort_by(|a, b| b.score.total_cmp(&a.score));
     found.truncate(req.k);
     Ok(found)
+}
+
+/// Search one store inside the database (see the module's doc): the
+/// chunks of the files the filter keeps, ranked by the database, fused
+/// and cut here.
+pub async fn in_database(
+    store: &aula_store::Store,
+    store_id: &str,
+    req: &Request<'_>,
+    vectors: &[Vec<f32>],
+) -> Result<Vec<Found>, aula_store::StoreError> {
+    use aula_rag::Mode;
+    use aula_store::vectors::search::ChunkKey;
+    // A filter keeps or drops whole files: their list narrows the search.
+    let files: Option<Vec<String>> = match req.filter {
+        None => None,
+        Some(f) => Some(
+            store
+                .store_files(store_id, None)
+                .await?
+                .into_iter()
+                .filter(|r| r.status == aula_store::FileStatus::Completed)
+                .filter(|r| {
+                    let attrs = serde_json::from_str::<Map<String, Value>>(&r.attributes)
+                        .unwrap_or_default();
+                    f.matches(&attrs)
+                })
+                .map(|r| r.file_id)
+                .collect(),
+        ),
+    };
+    if files.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let files = files.as_deref();
+    let depth = match req.mode {
+        Mode::Hybrid => aula_rag::index::CANDIDATES,
+        _ => req.k,
+    };
+    let mut dense: Vec<(ChunkKey, f32)> = Vec::new();
+    if req.mode != Mode::Lexical {
+        // With several queries a chunk keeps its best score.
+        let mut best: std::collections::HashMap<ChunkKey, f32> = Default::default();
+        for v in vectors {
+            for (key, score) in store.dense_search(store_id, v, files, depth).await? {
+                let e = best.entry(key).or_insert(f32::NEG_INFINITY);
+                *e = e.max(score);
+            }
+        }
+        dense = best.into_iter().collect();
+        aula_rag::index::top(&mut dense, depth);
+    }
+    let mut lexical = Vec::new();
+    if req.mode != Mode::Dense {
+        let terms = aula_rag::lexical::analyze(&req.queries.join(" "));
+        lexical = store.lexical_search(store_id, &terms, files, depth).await?;
+    }
+    let mut ranked = match req.mode {
+        Mode::Dense => dense,
+        Mode::Lexical => lexical,
+        Mode::Hybrid => aula_rag::index::fuse(dense, lexical),
+    };
+    aula_rag::index::finish(&mut ranked, req.threshold, req.k);
+    let keys: Vec<ChunkKey> = ranked.iter().map(|(k, _)| k.clone()).collect();
+    let scores: std::collections::HashMap<ChunkKey, f32> = ranked.into_iter().collect();
+    Ok(store
+        .chunk_hits(store_id, &keys)
+        .await?
+        .into_iter()
+        .map(|h| Found {
+            store_id: store_id.to_string(),
+            score: scores.get(&h.key).copied().unwrap_or(0.0),
+            file_id: h.key.1,
+            filename: h.filename,
+            attributes: serde_json::from_str(&h.attributes).unwrap_or_default(),
+            text: h.text,
+        })
+        .collect())
 }
 
 /// A file's id, name and attributes, shared by its chunks.

@@ -77,7 +77,7 @@ pub struct Web {
 impl Web {
     /// The page's settings and its templates (compiled into the binary: a
     /// template that does not parse is a build mistake, named here).
-    pub fn new(settings: WebSettings) -> Result<Web, String> {
+    pub fn new(settings: WebSettings, store: aula_store::Store) -> Result<Web, String> {
         let (base, secure) = match &settings.public_url {
             Some(u) => {
                 let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
@@ -102,7 +102,7 @@ impl Web {
         env.add_filter("urlencode", |s: String| urlencoding(&s).replace('/', "%2F"));
         env.add_filter("date", |ms: Option<i64>| aula_store::tables::date_of(ms));
         Ok(Web {
-            sessions: Sessions::default(),
+            sessions: Sessions::new(store),
             base,
             secure,
             settings,
@@ -209,7 +209,14 @@ pub struct Visitor {
 #[allow(clippy::result_large_err)]
 impl Visitor {
     pub async fn of(st: &Handle, headers: &HeaderMap) -> Result<Visitor, Response> {
-        let (session, fresh) = match st.web.sessions.get(headers) {
+        let unavailable = |e: aula_store::StoreError| {
+            tracing::warn!("web: reading a session: {e}");
+            aula_protocol::ApiError::Unavailable(
+                "the database did not answer; try again in a moment".into(),
+            )
+            .into_response()
+        };
+        let (session, fresh) = match st.web.sessions.get(headers).await.map_err(unavailable)? {
             Some(s) => (s, false),
             None => (st.web.sessions.create(), true),
         };
@@ -226,7 +233,11 @@ impl Visitor {
                 Err(aula_protocol::ApiError::Unauthorized(_)) => {
                     // Revoked or expired since: the session ends here.
                     if session.token.is_some() {
-                        st.web.sessions.forget(&session.id);
+                        st.web
+                            .sessions
+                            .forget(&session.id)
+                            .await
+                            .map_err(unavailable)?;
                     }
                     None
                 }
@@ -442,12 +453,18 @@ pub fn thousands(n: i64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_template_parses_and_the_base_path_is_read_from_the_public_url() {
-        let w = Web::new(WebSettings {
-            public_url: Some("https://box.example/aula/".into()),
-            hub_oauth: None,
-        })
+    #[tokio::test]
+    async fn every_template_parses_and_the_base_path_is_read_from_the_public_url() {
+        let dir = std::env::temp_dir().join(format!("aula-web-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = aula_store::Store::open_in(&dir).await.unwrap();
+        let w = Web::new(
+            WebSettings {
+                public_url: Some("https://box.example/aula/".into()),
+                hub_oauth: None,
+            },
+            store.clone(),
+        )
         .unwrap();
         assert_eq!(w.base, "/aula");
         assert!(w.secure);
@@ -455,7 +472,7 @@ mod tests {
             w.oauth_callback().as_deref(),
             Some("https://box.example/aula/oauth_callback")
         );
-        let w = Web::new(WebSettings::default()).unwrap();
+        let w = Web::new(WebSettings::default(), store).unwrap();
         assert_eq!((w.base.as_str(), w.secure), ("", false));
         assert_eq!(thousands(1234567), "1\u{202f}234\u{202f}567");
         assert_eq!(thousands(-12), "-12");

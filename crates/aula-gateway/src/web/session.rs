@@ -3,26 +3,32 @@
 //! Rules:
 //! - The browser holds only a random session id, in an `HttpOnly`,
 //!   `SameSite=Lax` cookie. The credential behind it (an Aula key, or a
-//!   JupyterHub token, pasted or from the Hub's OAuth) stays in this
-//!   process's memory and is checked again on every page through the same
-//!   [`crate::auth::Authenticator`] as the API: a revoked key or a deleted
-//!   user ends the session at the next click.
+//!   JupyterHub token, pasted or from the Hub's OAuth) is checked again on
+//!   every page through the same [`crate::auth::Authenticator`] as the API:
+//!   a revoked key or a deleted user ends the session at the next click.
+//! - **Signed-in sessions live in the database**, so any gateway sharing it
+//!   serves any signed-in page and a restart signs nobody out. The database
+//!   holds neither the session id nor the credential in a usable form
+//!   (`aula_store::web_sessions`).
+//! - Sessions not signed in (anyone can make one with a page load) stay in
+//!   this gateway's memory: a form loaded from one gateway and sent to
+//!   another after a failover, or a Hub sign-in that comes back to another,
+//!   is asked again.
 //! - Every visitor gets a session (signed in or not), so every form can
 //!   carry a per-session CSRF token; a POST is accepted only with that token
 //!   and not from another site (`Sec-Fetch-Site`, `Origin`).
 //! - Signing in replaces the session id (no fixation); signing out forgets it.
-//! - Sessions end after [`IDLE`] without use or [`MAX_AGE`] in all. A
-//!   restart of the gateway signs everyone out.
-//! - **Visitors cannot sign others out.** Sessions not signed in (anyone can
-//!   make one with a page load) and signed-in sessions are kept apart:
-//!   at most [`MAX_ANONYMOUS`] of the first, where a flood only pushes out
-//!   the least recently used *anonymous* sessions (someone half-way through
-//!   signing in may have to submit the form again); at most
-//!   [`MAX_SESSIONS`] signed in, and at most [`MAX_PER_CREDENTIAL`] for one
-//!   credential (its own oldest goes), so one student signing in over and
-//!   over only ends their own sessions. Past a cap, the oldest eighth is
-//!   dropped at once, so a flood costs no more than a sort per eighth.
+//! - Sessions end after [`IDLE`] without use or [`MAX_AGE`] in all.
+//! - **Visitors cannot sign others out.** At most [`MAX_ANONYMOUS`]
+//!   sessions not signed in, where a flood only pushes out the least
+//!   recently used *anonymous* sessions (someone half-way through signing
+//!   in may have to submit the form again); at most [`MAX_SESSIONS`] signed
+//!   in, and at most [`MAX_PER_CREDENTIAL`] for one credential (its own
+//!   oldest goes), so one student signing in over and over only ends their
+//!   own sessions. Past a cap, the oldest eighth is dropped at once, so a
+//!   flood costs no more than a sort per eighth.
 
+use aula_store::{Store, StoreError};
 use axum::http::{HeaderMap, HeaderValue, header};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,6 +44,13 @@ pub const MAX_ANONYMOUS: usize = 20_000;
 /// Signed-in sessions kept for one credential.
 pub const MAX_PER_CREDENTIAL: usize = 16;
 
+const BOUNDS: aula_store::web_sessions::Bounds = aula_store::web_sessions::Bounds {
+    per_credential: MAX_PER_CREDENTIAL as i64,
+    total: MAX_SESSIONS as i64,
+    idle_ms: IDLE.as_millis() as i64,
+    max_age_ms: MAX_AGE.as_millis() as i64,
+};
+
 #[derive(Clone)]
 pub struct Session {
     pub id: String,
@@ -50,17 +63,11 @@ pub struct Session {
     used: Instant,
 }
 
-#[derive(Default)]
-struct Pools {
-    /// Not signed in.
-    anonymous: HashMap<String, Session>,
-    /// Signed in (`token` is set).
-    signed_in: HashMap<String, Session>,
-}
-
-#[derive(Default)]
 pub struct Sessions {
-    pools: Mutex<Pools>,
+    /// Not signed in: this gateway's own.
+    anonymous: Mutex<HashMap<String, Session>>,
+    /// Signed in: the database's.
+    store: Store,
 }
 
 fn new_id() -> String {
@@ -90,27 +97,49 @@ fn make_room(map: &mut HashMap<String, Session>, cap: usize) {
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pools> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(store: Store) -> Sessions {
+        Sessions {
+            anonymous: Default::default(),
+            store,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.anonymous.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The session the request's cookie names, if it is alive.
-    pub fn get(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, COOKIE)?;
-        let mut pools = self.lock();
-        let pools = &mut *pools;
-        let map = if pools.signed_in.contains_key(&id) {
-            &mut pools.signed_in
-        } else {
-            &mut pools.anonymous
+    pub async fn get(&self, headers: &HeaderMap) -> Result<Option<Session>, StoreError> {
+        let Some(id) = cookie(headers, COOKIE) else {
+            return Ok(None);
         };
-        let s = map.get_mut(&id)?;
-        if !alive(s) {
-            map.remove(&id);
-            return None;
+        {
+            let mut map = self.lock();
+            if let Some(s) = map.get_mut(&id) {
+                if !alive(s) {
+                    map.remove(&id);
+                    return Ok(None);
+                }
+                s.used = Instant::now();
+                return Ok(Some(s.clone()));
+            }
         }
-        s.used = Instant::now();
-        Some(s.clone())
+        let Some(w) = self
+            .store
+            .web_session(&id, aula_store::now_ms(), BOUNDS)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        Ok(Some(Session {
+            id,
+            csrf: w.csrf,
+            token: Some(w.token),
+            oauth: None,
+            created: now,
+            used: now,
+        }))
     }
 
     fn fresh() -> Session {
@@ -128,63 +157,37 @@ impl Sessions {
     /// A new session (not signed in).
     pub fn create(&self) -> Session {
         let s = Self::fresh();
-        let mut pools = self.lock();
-        make_room(&mut pools.anonymous, MAX_ANONYMOUS);
-        pools.anonymous.insert(s.id.clone(), s.clone());
+        let mut map = self.lock();
+        make_room(&mut map, MAX_ANONYMOUS);
+        map.insert(s.id.clone(), s.clone());
         s
     }
 
     /// Sign in: the old session is forgotten, a new one holds `token`.
-    pub fn sign_in(&self, old: &str, token: String) -> Session {
+    pub async fn sign_in(&self, old: &str, token: String) -> Result<Session, StoreError> {
+        self.forget(old).await?;
         let mut s = Self::fresh();
+        self.store
+            .add_web_session(&s.id, &token, &s.csrf, aula_store::now_ms(), BOUNDS)
+            .await?;
         s.token = Some(token);
-        let mut pools = self.lock();
-        pools.anonymous.remove(old);
-        pools.signed_in.remove(old);
-        // This credential's own oldest sessions go first.
-        let mut mine: Vec<(Instant, String)> = pools
-            .signed_in
-            .values()
-            .filter(|o| o.token == s.token)
-            .map(|o| (o.used, o.id.clone()))
-            .collect();
-        if mine.len() >= MAX_PER_CREDENTIAL {
-            mine.sort();
-            for (_, id) in mine.iter().take(mine.len() + 1 - MAX_PER_CREDENTIAL) {
-                pools.signed_in.remove(id);
-            }
-        }
-        make_room(&mut pools.signed_in, MAX_SESSIONS);
-        pools.signed_in.insert(s.id.clone(), s.clone());
-        s
+        Ok(s)
     }
 
     pub fn set_oauth(&self, id: &str, oauth: Option<(String, String)>) {
-        let mut pools = self.lock();
-        let pools = &mut *pools;
-        if let Some(s) = pools
-            .anonymous
-            .get_mut(id)
-            .or_else(|| pools.signed_in.get_mut(id))
-        {
+        if let Some(s) = self.lock().get_mut(id) {
             s.oauth = oauth;
         }
     }
 
-    pub fn forget(&self, id: &str) {
-        let mut pools = self.lock();
-        pools.anonymous.remove(id);
-        pools.signed_in.remove(id);
+    pub async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().remove(id);
+        self.store.forget_web_session(id).await
     }
 
-    /// Sessions held now (for tests and the page's own figures).
-    pub fn len(&self) -> usize {
-        let pools = self.lock();
-        pools.anonymous.len() + pools.signed_in.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Sessions not signed in held by this gateway now.
+    pub fn anonymous(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -302,25 +305,36 @@ mod tests {
         assert!(cross_site(&h));
     }
 
-    #[test]
-    fn signing_in_replaces_the_session_and_cookies_parse() {
-        let s = Sessions::default();
+    async fn sessions(tag: &str) -> Sessions {
+        let dir = std::env::temp_dir().join(format!("aula-sessions-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Sessions::new(Store::open_in(&dir).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn signing_in_replaces_the_session_and_cookies_parse() {
+        let s = sessions("replace").await;
         let a = s.create();
-        let b = s.sign_in(&a.id, "aula-secret".into());
+        let b = s.sign_in(&a.id, "aula-secret".into()).await.unwrap();
         assert_ne!(a.id, b.id);
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("x=1; {COOKIE}={}", a.id)).unwrap(),
         );
-        assert!(s.get(&h).is_none(), "the old id is forgotten");
+        assert!(
+            s.get(&h).await.unwrap().is_none(),
+            "the old id is forgotten"
+        );
         h.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("{COOKIE}={}; y=2", b.id)).unwrap(),
         );
-        assert_eq!(s.get(&h).unwrap().token.as_deref(), Some("aula-secret"));
-        s.forget(&b.id);
-        assert!(s.get(&h).is_none());
+        let got = s.get(&h).await.unwrap().unwrap();
+        assert_eq!(got.token.as_deref(), Some("aula-secret"));
+        assert_eq!(got.csrf, b.csrf, "the form token survives the trip");
+        s.forget(&b.id).await.unwrap();
+        assert!(s.get(&h).await.unwrap().is_none());
         assert!(same_token("abc", "abc") && !same_token("abc", "abd") && !same_token("a", "ab"));
     }
 
@@ -336,16 +350,16 @@ mod tests {
     /// Issue 30, finding 2: 20,100 anonymous page loads signed a teacher
     /// out. A flood of anonymous sessions now only pushes out other
     /// anonymous sessions, and stays within its cap.
-    #[test]
-    fn anonymous_page_loads_never_sign_anyone_out() {
-        let s = Sessions::default();
+    #[tokio::test]
+    async fn anonymous_page_loads_never_sign_anyone_out() {
+        let s = sessions("flood").await;
         let first = s.create();
-        let teacher = s.sign_in(&first.id, "teacher-key".into());
-        for _ in 0..MAX_ANONYMOUS + MAX_SESSIONS + 100 {
+        let teacher = s.sign_in(&first.id, "teacher-key".into()).await.unwrap();
+        for _ in 0..MAX_ANONYMOUS + 100 {
             s.create();
         }
-        assert!(s.len() <= MAX_ANONYMOUS + 1, "{}", s.len());
-        let got = s.get(&with_cookie(&teacher.id));
+        assert!(s.anonymous() <= MAX_ANONYMOUS, "{}", s.anonymous());
+        let got = s.get(&with_cookie(&teacher.id)).await.unwrap();
         assert_eq!(
             got.and_then(|g| g.token).as_deref(),
             Some("teacher-key"),
@@ -354,29 +368,37 @@ mod tests {
     }
 
     /// One credential signing in again and again ends only its own oldest
-    /// sessions, never another user's.
-    #[test]
-    fn one_credential_holds_a_bounded_number_of_sessions() {
-        let s = Sessions::default();
+    /// sessions, never another user's; a second gateway on the same
+    /// database (a restart, or another front gateway) serves them.
+    #[tokio::test]
+    async fn one_credential_holds_a_bounded_number_of_sessions() {
+        let s = sessions("bounded").await;
         let a = s.create();
-        let teacher = s.sign_in(&a.id, "teacher-key".into());
+        let teacher = s.sign_in(&a.id, "teacher-key".into()).await.unwrap();
         let mut last = None;
         for _ in 0..MAX_PER_CREDENTIAL * 3 {
             let anon = s.create();
-            last = Some(s.sign_in(&anon.id, "student-key".into()));
+            last = Some(s.sign_in(&anon.id, "student-key".into()).await.unwrap());
         }
-        assert!(s.get(&with_cookie(&teacher.id)).is_some());
-        assert!(s.get(&with_cookie(&last.unwrap().id)).is_some());
-        let pools = s.lock();
-        let student = pools
-            .signed_in
-            .values()
-            .filter(|x| x.token.as_deref() == Some("student-key"))
-            .count();
-        assert_eq!(student, MAX_PER_CREDENTIAL);
+        let other = Sessions::new(s.store.clone());
         assert!(
-            pools.anonymous.is_empty(),
-            "signing in forgets the anonymous session"
+            other
+                .get(&with_cookie(&teacher.id))
+                .await
+                .unwrap()
+                .is_some()
         );
+        assert!(
+            other
+                .get(&with_cookie(&last.unwrap().id))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            s.store.web_sessions().await.unwrap(),
+            1 + MAX_PER_CREDENTIAL as i64
+        );
+        assert_eq!(s.anonymous(), 0, "signing in forgets the anonymous session");
     }
 }

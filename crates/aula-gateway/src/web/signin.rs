@@ -74,7 +74,24 @@ async fn sign_in_with(st: &Handle, v: &Visitor, token: &str, next: &str) -> Resp
     h.insert(header::AUTHORIZATION, value);
     match st.gw.auth.authenticate(&h).await {
         Ok(id) if id.via != crate::identity::Via::Open => {
-            let s = st.web.sessions.sign_in(&v.session.id, token.to_string());
+            let s = match st
+                .web
+                .sessions
+                .sign_in(&v.session.id, token.to_string())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("web: storing a session: {e}");
+                    return form_page(
+                        st,
+                        v,
+                        next,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Some("The database did not answer: please try again in a moment."),
+                    );
+                }
+            };
             tracing::info!("web: {} signed in", id.name);
             let mut resp = redirect(next);
             resp.headers_mut().append(
@@ -202,7 +219,14 @@ async fn exchange(st: &Handle, code: &str) -> Result<String, String> {
 /// `POST /signout`.
 pub async fn signout(State(st): State<Handle>, headers: HeaderMap, body: Bytes) -> Response {
     let (v, _) = page!(Visitor::post(&st, &headers, &body).await);
-    st.web.sessions.forget(&v.session.id);
+    if let Err(e) = st.web.sessions.forget(&v.session.id).await {
+        tracing::warn!("web: ending a session: {e}");
+        return v.error(
+            &st,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The database did not answer, so you are still signed in: please try again.",
+        );
+    }
     let mut resp = redirect(&format!("{}/signin", st.web.base));
     resp.headers_mut().append(
         header::SET_COOKIE,

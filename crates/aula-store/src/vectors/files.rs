@@ -278,6 +278,9 @@ impl Store {
         chunks: &[NewChunk],
         usage_bytes: i64,
     ) -> Result<bool, StoreError> {
+        if let Some(c) = chunks.first() {
+            self.ensure_dense_index(c.embedding.len()).await?;
+        }
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE vector_store_files SET status = $1, usage_bytes = $2 \
@@ -299,18 +302,39 @@ impl Store {
             .bind(file_id)
             .execute(&mut *tx)
             .await?;
+        // On PostgreSQL the search columns too (vectors::search).
+        let insert = match (self.is_postgres(), self.pgvector()) {
+            (false, _) => {
+                "INSERT INTO chunks (store_id, file_id, seq, text, tokens, embedding) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            }
+            (true, false) => {
+                "INSERT INTO chunks (store_id, file_id, seq, text, tokens, embedding, tsv, nterms, dim) \
+                 VALUES ($1, $2, $3, $4, $5, $6, ($7)::tsvector, $8, $9)"
+            }
+            (true, true) => {
+                "INSERT INTO chunks (store_id, file_id, seq, text, tokens, embedding, tsv, nterms, dim, vec) \
+                 VALUES ($1, $2, $3, $4, $5, $6, ($7)::tsvector, $8, $9, ($10)::vector)"
+            }
+        };
         for (seq, c) in chunks.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO chunks (store_id, file_id, seq, text, tokens, embedding) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(store_id)
-            .bind(file_id)
-            .bind(seq as i64)
-            .bind(&c.text)
-            .bind(c.tokens)
-            .bind(encode_vector(&c.embedding))
-            .execute(&mut *tx)
-            .await?;
+            let mut q = sqlx::query(insert)
+                .bind(store_id)
+                .bind(file_id)
+                .bind(seq as i64)
+                .bind(&c.text)
+                .bind(c.tokens)
+                .bind(encode_vector(&c.embedding));
+            if self.is_postgres() {
+                q = q
+                    .bind(super::search::tsvector(&c.terms))
+                    .bind(c.terms.len() as i32)
+                    .bind(c.embedding.len() as i32);
+                if self.pgvector() {
+                    q = q.bind(super::search::vector_literal(&c.embedding));
+                }
+            }
+            q.execute(&mut *tx).await?;
         }
         bump(&mut tx, store_id).await?;
         tx.commit().await?;

@@ -586,3 +586,42 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Sign in on the web page with plain HTTP (no browser): the session
+/// cookie (`aula_session=...`) of the signed-in session.
+pub fn web_sign_in(base: &str, key: &str) -> String {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let r = agent.get(&format!("{base}/signin")).call().unwrap();
+    let cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = r.into_string().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = agent
+        .post(&format!("{base}/signin"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf", &csrf), ("token", key), ("next", "/")]);
+    let r = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.status(), 303);
+    r.header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}

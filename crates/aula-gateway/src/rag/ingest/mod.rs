@@ -320,6 +320,7 @@ async fn ingest(st: &Handle, row: &StoreFileRecord) -> Result<(Vec<NewChunk>, i6
         .into_iter()
         .zip(vectors)
         .map(|(p, v)| NewChunk {
+            terms: aula_rag::lexical::analyze(&p.text),
             text: p.text,
             tokens: p.tokens as i64,
             embedding: v,
