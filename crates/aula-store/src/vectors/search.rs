@@ -11,7 +11,8 @@
 //!   and each term's document frequency count the whole store; filters
 //!   only narrow the candidates. A term longer than [`MAX_TERM_BYTES`] is
 //!   left out of the index and of queries; a term counts at most 256 times
-//!   in one chunk (PostgreSQL's limit on positions).
+//!   in one chunk (PostgreSQL's limit on positions); a query looks up at
+//!   most [`MAX_QUERY_TERMS`] distinct terms.
 //! * **Dense** uses pgvector, where the extension could be created:
 //!   cosine distance on an HNSW index per embedding dimension (an
 //!   expression index on `vec::vector(D)`, partial on `dim = D`), searched
@@ -106,15 +107,22 @@ pub fn vector_literal(v: &[f32]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// The distinct query terms the database can match, sorted.
+/// Most distinct terms of one query looked up (each is an index lookup);
+/// the first ones in the query count.
+pub const MAX_QUERY_TERMS: usize = 1_024;
+
+/// The distinct query terms the database can match (the first
+/// [`MAX_QUERY_TERMS`]), sorted.
 fn query_terms(terms: &[String]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
     let mut t: Vec<&str> = terms
         .iter()
         .map(String::as_str)
         .filter(|t| !t.is_empty() && t.len() <= MAX_TERM_BYTES && !t.contains(' '))
+        .filter(|t| seen.insert(*t))
+        .take(MAX_QUERY_TERMS)
         .collect();
     t.sort_unstable();
-    t.dedup();
     t
 }
 

@@ -38,6 +38,9 @@ pub const MAX_FILES_PER_CALL: usize = 500;
 
 /// Most query strings one search takes.
 pub const MAX_QUERIES: usize = 10;
+/// Longest query string (characters): a search is a question, not a
+/// document, and each of its terms costs an index lookup.
+pub const MAX_QUERY_CHARS: usize = 8_000;
 
 /// `metadata`: at most 16 string values (keys ≤ 64, values ≤ 512 characters).
 fn metadata(v: Option<&Value>) -> Result<Option<String>, ApiError> {

@@ -48,6 +48,15 @@ pub(crate) fn search_params(
             ));
         }
     };
+    if let Some(q) = queries.iter().find(|q| q.chars().count() > MAX_QUERY_CHARS) {
+        return Err(ApiError::invalid_param(
+            query_key,
+            format!(
+                "a query may be at most {MAX_QUERY_CHARS} characters (this one has {})",
+                q.chars().count()
+            ),
+        ));
+    }
     let filter = match o.get("filters") {
         None | Some(Value::Null) => None,
         Some(f) => {
@@ -163,4 +172,33 @@ pub async fn search(
         has_more: false,
         next_page: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(v: Value) -> Result<SearchParams, ApiError> {
+        search_params(
+            v.as_object().unwrap_or(&Map::new()),
+            "query",
+            "max_num_results",
+        )
+    }
+
+    #[test]
+    fn queries_are_bounded_in_number_and_length() {
+        let long = "w ".repeat(MAX_QUERY_CHARS);
+        let e = params(json!({"query": long})).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("at most 8000 characters")),
+            "{e:?}"
+        );
+        let fine = "w".repeat(MAX_QUERY_CHARS);
+        assert!(params(json!({"query": fine})).is_ok());
+        assert!(params(json!({"query": vec!["a"; MAX_QUERIES + 1]})).is_err());
+        assert!(params(json!({"query": "  "})).is_err());
+    }
 }
