@@ -216,6 +216,7 @@ pub fn start(st: &Handle, tasks: &aula_fleet::tasks::Tasks) {
 /// pgvector column once pgvector is enabled), a few hundred at a time.
 pub async fn index_missing(store: &aula_store::Store) {
     let mut done = 0usize;
+    let mut last: Option<(String, String, i64)> = None;
     loop {
         let batch = match store.unindexed_chunks(500).await {
             Ok(b) => b,
@@ -224,9 +225,17 @@ pub async fn index_missing(store: &aula_store::Store) {
                 return;
             }
         };
-        if batch.is_empty() {
+        let Some(first) = batch.first() else {
             break;
+        };
+        let first = (first.store_id.clone(), first.file_id.clone(), first.seq);
+        if last.as_ref() == Some(&first) {
+            tracing::warn!(
+                "vector stores: a chunk stays unindexed after indexing; stopping ({first:?})"
+            );
+            return;
         }
+        last = Some(first);
         for c in &batch {
             let terms = aula_rag::lexical::analyze(&c.text);
             if let Err(e) = store.index_chunk(c, &terms).await {

@@ -331,7 +331,11 @@ impl Store {
                     .bind(c.terms.len() as i32)
                     .bind(c.embedding.len() as i32);
                 if self.pgvector() {
-                    q = q.bind(super::search::vector_literal(&c.embedding));
+                    // pgvector has no zero-dimensional vector: none is stored.
+                    q = q.bind(
+                        (!c.embedding.is_empty())
+                            .then(|| super::search::vector_literal(&c.embedding)),
+                    );
                 }
             }
             q.execute(&mut *tx).await?;

@@ -355,14 +355,16 @@ impl Store {
         if !self.is_postgres() {
             return Ok(Vec::new());
         }
+        // An empty embedding has no vector to store (dim 0 marks it done).
         let vec_missing = if self.pgvector() {
-            " OR vec IS NULL"
+            " OR (vec IS NULL AND dim > 0)"
         } else {
             ""
         };
         let rows = sqlx::query(&format!(
             "SELECT store_id, file_id, CAST(seq AS BIGINT), text, embedding FROM chunks \
-             WHERE tsv IS NULL OR nterms IS NULL OR dim IS NULL{vec_missing} LIMIT {limit}"
+             WHERE tsv IS NULL OR nterms IS NULL OR dim IS NULL{vec_missing} \
+             ORDER BY store_id, file_id, seq LIMIT {limit}"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -387,7 +389,7 @@ impl Store {
         terms: &[String],
     ) -> Result<(), StoreError> {
         self.ensure_dense_index(c.embedding.len()).await?;
-        let (set_vec, vec) = if self.pgvector() {
+        let (set_vec, vec) = if self.pgvector() && !c.embedding.is_empty() {
             (", vec = ($6)::vector", Some(vector_literal(&c.embedding)))
         } else {
             ("", None)
