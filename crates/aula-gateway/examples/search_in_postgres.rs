@@ -14,7 +14,7 @@
 //! in-memory top 10 the database's top 10 holds (BM25 is the same formula,
 //! so lexical should be 10 of 10; HNSW is approximate).
 
-use aula_gateway::rag::search::{Request, in_database};
+use aula_gateway::rag::search::{Request, StatsCache, in_database};
 use aula_rag::{Chunk, Index, Mode, Query};
 use aula_store::{FileStatus, NewChunk, Role, Store, StoreFileRecord, VectorStoreRecord};
 use std::sync::Arc;
@@ -65,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(&url).await?;
     let (lex, dense) = store.searches_in_database();
     println!("database searches: lexical {lex}, dense (pgvector) {dense}");
+    let stats = StatsCache::default();
     let (dim, vocab, per_file) = (384, 30_000, 50);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for n in sizes {
@@ -157,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     threshold: None,
                 };
                 let t = Instant::now();
-                let found = in_database(&store, &id, &req, &vectors).await?;
+                let found = in_database(&store, &stats, &id, &req, &vectors).await?;
                 db_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 let t = Instant::now();
                 let hits = ix.search(&Query {

@@ -409,6 +409,15 @@ impl Store {
         Ok((c, bytes))
     }
 
+    /// Move a store's generation on (its chunks changed outside a file's
+    /// completion or removal: their search columns were filled in).
+    pub async fn bump_store_generation(&self, store_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        bump(&mut tx, store_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn store_generation(&self, store_id: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT generation FROM vector_stores WHERE id = $1")
             .bind(store_id)

@@ -755,8 +755,9 @@ async fn fill_search_store(s: &aula_store::Store) -> aula_rag::Index {
 /// Each query, mode, filter and threshold: the database's results are the
 /// in-memory index's, in the same order with the same scores.
 async fn compare_searches(s: &aula_store::Store, ix: &aula_rag::Index, pgvector: bool) {
-    use aula_gateway::rag::search::{Request, in_database};
+    use aula_gateway::rag::search::{Request, StatsCache, in_database};
     use aula_rag::Mode;
+    let stats = StatsCache::default();
     let week2 =
         aula_rag::Filter::parse(&json!({"type": "gte", "key": "week", "value": 2})).unwrap();
     let queries = [
@@ -808,7 +809,9 @@ async fn compare_searches(s: &aula_store::Store, ix: &aula_rag::Index, pgvector:
                         k,
                         threshold,
                     };
-                    let got = in_database(s, "vs_s", &req, &vectors).await.unwrap();
+                    let got = in_database(s, &stats, "vs_s", &req, &vectors)
+                        .await
+                        .unwrap();
                     let what = format!(
                         "{text:?} {mode:?} filter {} k {k} {threshold:?}",
                         filter.is_some()

@@ -138,6 +138,8 @@ pub struct Rag {
     /// taken up again when the file is (else a file needing more calls
     /// than its owner may make in a minute would start over for ever).
     pub(crate) partial: Mutex<ingest::PartialWork>,
+    /// BM25's figures of the stores searched in the database.
+    pub(crate) stats: search::StatsCache,
 }
 
 impl Rag {
@@ -151,6 +153,7 @@ impl Rag {
             wake: tokio::sync::Notify::new(),
             creating: tokio::sync::Mutex::new(()),
             partial: Default::default(),
+            stats: Default::default(),
         }
     }
 
@@ -217,6 +220,7 @@ pub fn start(st: &Handle, tasks: &aula_fleet::tasks::Tasks) {
 pub async fn index_missing(store: &aula_store::Store) {
     let mut done = 0usize;
     let mut last: Option<(String, String, i64)> = None;
+    let mut touched = std::collections::BTreeSet::new();
     loop {
         let batch = match store.unindexed_chunks(500).await {
             Ok(b) => b,
@@ -242,8 +246,15 @@ pub async fn index_missing(store: &aula_store::Store) {
                 tracing::warn!("vector stores: indexing a chunk for search: {e}");
                 return;
             }
+            touched.insert(c.store_id.clone());
         }
         done += batch.len();
+    }
+    // What was computed from these stores before (BM25's figures) is stale.
+    for id in touched {
+        if let Err(e) = store.bump_store_generation(&id).await {
+            tracing::warn!("vector stores: {e}");
+        }
     }
     if done > 0 {
         tracing::info!("vector stores: {done} chunks indexed for search in the database");

@@ -16,6 +16,7 @@ use super::Handle;
 use super::Loaded;
 use crate::identity::Identity;
 use aula_protocol::ApiError;
+use aula_store::vectors::search::LexicalStats;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ pub async fn search(
     for store_id in stores {
         if in_db {
             found.extend(
-                in_database(&st.gw.store, store_id, req, &vectors)
+                in_database(&st.gw.store, &st.rag.stats, store_id, req, &vectors)
                     .await
                     .map_err(crate::files::store_error)?,
             );
@@ -108,11 +109,46 @@ pub async fn search(
     Ok(found)
 }
 
+/// Each store's BM25 figures (chunks, average length), computed in the
+/// database once per generation of the store (a pass over its chunks).
+#[derive(Default)]
+pub struct StatsCache(std::sync::Mutex<std::collections::HashMap<String, (i64, LexicalStats)>>);
+
+impl StatsCache {
+    async fn get(
+        &self,
+        store: &aula_store::Store,
+        store_id: &str,
+    ) -> Result<LexicalStats, aula_store::StoreError> {
+        let generation = store.store_generation(store_id).await?.unwrap_or(-1);
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(store_id)
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, s)| *s);
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let s = store.lexical_stats(store_id).await?;
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // As many as there are stores searched; a store deleted leaves its
+        // entry until the cache is this big.
+        if m.len() >= 4 * super::MAX_LOADED_INDEXES {
+            m.clear();
+        }
+        m.insert(store_id.to_string(), (generation, s));
+        Ok(s)
+    }
+}
+
 /// Search one store inside the database (see the module's doc): the
 /// chunks of the files the filter keeps, ranked by the database, fused
 /// and cut here.
 pub async fn in_database(
     store: &aula_store::Store,
+    stats: &StatsCache,
     store_id: &str,
     req: &Request<'_>,
     vectors: &[Vec<f32>],
@@ -161,7 +197,10 @@ pub async fn in_database(
     let mut lexical = Vec::new();
     if req.mode != Mode::Dense {
         let terms = aula_rag::lexical::analyze(&req.queries.join(" "));
-        lexical = store.lexical_search(store_id, &terms, files, depth).await?;
+        let stats = stats.get(store, store_id).await?;
+        lexical = store
+            .lexical_search(store_id, stats, &terms, files, depth)
+            .await?;
     }
     let mut ranked = match req.mode {
         Mode::Dense => dense,

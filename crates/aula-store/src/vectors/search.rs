@@ -54,6 +54,13 @@ pub struct ChunkHit {
     pub text: String,
 }
 
+/// A store's figures that BM25 needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LexicalStats {
+    pub chunks: f64,
+    pub avg_terms: f64,
+}
+
 /// A chunk whose search columns are missing (written before they existed).
 #[derive(Debug, Clone)]
 pub struct UnindexedChunk {
@@ -214,12 +221,30 @@ impl Store {
         Ok(())
     }
 
+    /// What BM25 needs of the whole store: its chunks and their average
+    /// length in terms (one pass over the store: callers keep it while the
+    /// store's generation stays).
+    pub async fn lexical_stats(&self, store_id: &str) -> Result<LexicalStats, StoreError> {
+        let r = sqlx::query(
+            "SELECT CAST(count(*) AS FLOAT8), CAST(COALESCE(avg(nterms), 0) AS FLOAT8) \
+             FROM chunks WHERE store_id = $1",
+        )
+        .bind(store_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LexicalStats {
+            chunks: r.try_get(0)?,
+            avg_terms: r.try_get(1)?,
+        })
+    }
+
     /// BM25 over the store's chunks holding any of `terms` (analysed as
     /// the chunks were), best first, at most `limit`; only chunks of
-    /// `files` when given.
+    /// `files` when given. `stats` are the store's ([`Store::lexical_stats`]).
     pub async fn lexical_search(
         &self,
         store_id: &str,
+        stats: LexicalStats,
         terms: &[String],
         files: Option<&[String]>,
         limit: usize,
@@ -230,9 +255,7 @@ impl Store {
         }
         let tsquery: Vec<String> = terms.iter().map(|t| quote(t)).collect();
         let sql = format!(
-            "WITH stats AS ( \
-               SELECT count(*)::float8 AS n, COALESCE(avg(nterms), 0)::float8 AS avgdl \
-               FROM chunks WHERE store_id = $1), \
+            "WITH stats AS (SELECT CAST($4 AS FLOAT8) AS n, CAST($5 AS FLOAT8) AS avgdl), \
              q AS ( \
                SELECT t.term, ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS idf \
                FROM unnest(string_to_array($2, ' ')) AS t(term) CROSS JOIN stats s \
@@ -253,12 +276,14 @@ impl Store {
              GROUP BY v.created_ms, c.file_id, c.seq \
              ORDER BY score DESC, v.created_ms, c.file_id, c.seq LIMIT {limit}",
             k1p = K1 + 1.0,
-            files = files_clause(files, 4),
+            files = files_clause(files, 6),
         );
         let mut q = sqlx::query(&sql)
             .bind(store_id)
             .bind(terms.join(" "))
-            .bind(tsquery.join(" | "));
+            .bind(tsquery.join(" | "))
+            .bind(stats.chunks)
+            .bind(stats.avg_terms);
         if let Some(f) = joined_files(files) {
             q = q.bind(f);
         }
