@@ -109,37 +109,84 @@ pub async fn search(
     Ok(found)
 }
 
-/// Each store's BM25 figures (chunks, average length), computed in the
-/// database once per generation of the store (a pass over its chunks).
+/// Each store's BM25 figures (chunks, average length, each term's
+/// document frequency), read from the database once per generation of the
+/// store: counting a common term's chunks reads most of the store.
 #[derive(Default)]
-pub struct StatsCache(std::sync::Mutex<std::collections::HashMap<String, (i64, LexicalStats)>>);
+pub struct StatsCache(std::sync::Mutex<std::collections::HashMap<String, Figures>>);
+
+struct Figures {
+    generation: i64,
+    stats: LexicalStats,
+    dfs: std::collections::HashMap<String, f64>,
+}
+
+/// Terms whose frequency is kept per store (past it, that store's start over).
+const MAX_CACHED_TERMS: usize = 100_000;
 
 impl StatsCache {
-    async fn get(
+    /// The store's average chunk length, and each of `terms` that it holds
+    /// with its idf.
+    async fn weighted(
         &self,
         store: &aula_store::Store,
         store_id: &str,
-    ) -> Result<LexicalStats, aula_store::StoreError> {
+        terms: &[&str],
+    ) -> Result<(f64, Vec<(String, f64)>), aula_store::StoreError> {
         let generation = store.store_generation(store_id).await?.unwrap_or(-1);
-        let cached = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = lock()
             .get(store_id)
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, s)| *s);
-        if let Some(s) = cached {
-            return Ok(s);
-        }
-        let s = store.lexical_stats(store_id).await?;
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // As many as there are stores searched; a store deleted leaves its
-        // entry until the cache is this big.
-        if m.len() >= 4 * super::MAX_LOADED_INDEXES {
+            .filter(|f| f.generation == generation)
+            .map(|f| {
+                let missing: Vec<String> = terms
+                    .iter()
+                    .filter(|t| !f.dfs.contains_key(**t))
+                    .map(|t| t.to_string())
+                    .collect();
+                (f.stats, missing)
+            });
+        let (stats, missing) = match cached {
+            Some(c) => c,
+            None => (
+                store.lexical_stats(store_id).await?,
+                terms.iter().map(|t| t.to_string()).collect(),
+            ),
+        };
+        let dfs = store.term_dfs(store_id, &missing).await?;
+        let mut m = lock();
+        if m.len() >= 4 * super::MAX_LOADED_INDEXES && !m.contains_key(store_id) {
             m.clear();
         }
-        m.insert(store_id.to_string(), (generation, s));
-        Ok(s)
+        let f = m.entry(store_id.to_string()).or_insert_with(|| Figures {
+            generation,
+            stats,
+            dfs: Default::default(),
+        });
+        if f.generation != generation {
+            *f = Figures {
+                generation,
+                stats,
+                dfs: Default::default(),
+            };
+        }
+        if f.dfs.len() + missing.len() > MAX_CACHED_TERMS {
+            f.dfs.clear();
+        }
+        f.dfs.extend(missing.into_iter().zip(dfs));
+        let weighted = terms
+            .iter()
+            .filter_map(|t| {
+                let df = *f.dfs.get(*t)?;
+                (df > 0.0).then(|| {
+                    (
+                        t.to_string(),
+                        aula_store::vectors::search::idf(f.stats.chunks, df),
+                    )
+                })
+            })
+            .collect();
+        Ok((f.stats.avg_terms, weighted))
     }
 }
 
@@ -197,9 +244,10 @@ pub async fn in_database(
     let mut lexical = Vec::new();
     if req.mode != Mode::Dense {
         let terms = aula_rag::lexical::analyze(&req.queries.join(" "));
-        let stats = stats.get(store, store_id).await?;
+        let terms = aula_store::vectors::search::query_terms(&terms);
+        let (avg_terms, weighted) = stats.weighted(store, store_id, &terms).await?;
         lexical = store
-            .lexical_search(store_id, stats, &terms, files, depth)
+            .lexical_search(store_id, avg_terms, &weighted, files, depth)
             .await?;
     }
     let mut ranked = match req.mode {

@@ -8,8 +8,10 @@
 //!   GIN index finds the chunks holding any query term, and each one's term
 //!   frequencies are read from its own `tsvector` (only the query's
 //!   lexemes are kept: `setweight` + `ts_filter`). N, the average length
-//!   and each term's document frequency count the whole store; filters
-//!   only narrow the candidates. A term longer than [`MAX_TERM_BYTES`] is
+//!   and each term's document frequency count the whole store (callers
+//!   keep them while the store's generation stays); filters only narrow
+//!   the candidates. MaxScore's pruning keeps it exact while skipping the
+//!   chunks that hold only the commonest terms ([`Store::lexical_search`]). A term longer than [`MAX_TERM_BYTES`] is
 //!   left out of the index and of queries; a term counts at most 256 times
 //!   in one chunk (PostgreSQL's limit on positions); a query looks up at
 //!   most [`MAX_QUERY_TERMS`] distinct terms.
@@ -41,6 +43,11 @@ pub const EF_SEARCH: usize = 200;
 /// BM25's parameters (the in-memory index's: `aula_rag::lexical`).
 pub const K1: f64 = 0.9;
 pub const B: f64 = 0.4;
+
+/// Lucene's idf of a term held by `df` of `n` chunks.
+pub fn idf(n: f64, df: f64) -> f64 {
+    (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+}
 
 /// A chunk's place: its file's attach time, its file, its position there.
 pub type ChunkKey = (i64, String, i64);
@@ -120,7 +127,7 @@ pub const MAX_QUERY_TERMS: usize = 1_024;
 
 /// The distinct query terms the database can match (the first
 /// [`MAX_QUERY_TERMS`]), sorted.
-fn query_terms(terms: &[String]) -> Vec<&str> {
+pub fn query_terms(terms: &[String]) -> Vec<&str> {
     let mut seen = std::collections::HashSet::new();
     let mut t: Vec<&str> = terms
         .iter()
@@ -238,41 +245,99 @@ impl Store {
         })
     }
 
-    /// BM25 over the store's chunks holding any of `terms` (analysed as
-    /// the chunks were), best first, at most `limit`; only chunks of
-    /// `files` when given. `stats` are the store's ([`Store::lexical_stats`]).
+    /// How many of the store's chunks hold each term (in the order given).
+    pub async fn term_dfs(&self, store_id: &str, terms: &[String]) -> Result<Vec<f64>, StoreError> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT t.i, CAST((SELECT count(*) FROM chunks c WHERE c.store_id = $1 \
+               AND c.tsv @@ CAST(quote_literal(t.term) AS tsquery)) AS FLOAT8) \
+             FROM unnest(string_to_array($2, ' ')) WITH ORDINALITY AS t(term, i) ORDER BY t.i",
+        )
+        .bind(store_id)
+        .bind(terms.join(" "))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get::<f64, _>(1)?)).collect()
+    }
+
+    /// BM25 over the store's chunks holding any of the `weighted` terms
+    /// (each with its idf; analysed as the chunks were), best first, at
+    /// most `limit`; only chunks of `files` when given. `avg_terms` is the
+    /// store's average chunk length ([`Store::lexical_stats`]).
+    ///
+    /// Exact, with MaxScore's pruning: a term adds at most idf x (k1 + 1)
+    /// to a chunk's score. The chunks holding the rarer half of the terms
+    /// are scored first; their `limit`-th score is a floor for the final
+    /// one, so the most common terms whose bounds together stay under it
+    /// cannot bring a chunk into the results on their own, and chunks
+    /// holding only those are never read.
     pub async fn lexical_search(
         &self,
         store_id: &str,
-        stats: LexicalStats,
-        terms: &[String],
+        avg_terms: f64,
+        weighted: &[(String, f64)],
         files: Option<&[String]>,
         limit: usize,
     ) -> Result<Vec<(ChunkKey, f32)>, StoreError> {
-        let terms = query_terms(terms);
-        if terms.is_empty() || limit == 0 {
+        let mut w: Vec<&(String, f64)> = weighted
+            .iter()
+            .filter(|(t, idf)| !t.is_empty() && !t.contains(' ') && *idf > 0.0)
+            .collect();
+        if w.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let tsquery: Vec<String> = terms.iter().map(|t| quote(t)).collect();
+        // Most common (lowest idf) first.
+        w.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let half = w.len() / 2;
+        let mut floor = 0.0f64;
+        if half > 0 {
+            let first = self
+                .bm25(store_id, avg_terms, &w, &w[half..], files, limit)
+                .await?;
+            if first.len() == limit {
+                floor = first.last().map_or(0.0, |(_, s)| f64::from(*s));
+            }
+        }
+        // A margin for the scores' rounding to f32.
+        let floor = floor * (1.0 - 1e-4);
+        let (mut skip, mut bound) = (0, 0.0);
+        while skip < w.len() && bound + w[skip].1 * (K1 + 1.0) < floor {
+            bound += w[skip].1 * (K1 + 1.0);
+            skip += 1;
+        }
+        self.bm25(store_id, avg_terms, &w, &w[skip..], files, limit)
+            .await
+    }
+
+    /// BM25 scores (every term of `all`) of the chunks holding any term of
+    /// `candidates`.
+    async fn bm25(
+        &self,
+        store_id: &str,
+        avg_terms: f64,
+        all: &[&(String, f64)],
+        candidates: &[&(String, f64)],
+        files: Option<&[String]>,
+        limit: usize,
+    ) -> Result<Vec<(ChunkKey, f32)>, StoreError> {
+        let terms: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
+        let idfs: Vec<String> = all.iter().map(|(_, i)| i.to_string()).collect();
+        let tsquery: Vec<String> = candidates.iter().map(|(t, _)| quote(t)).collect();
         let sql = format!(
-            "WITH stats AS (SELECT CAST($4 AS FLOAT8) AS n, CAST($5 AS FLOAT8) AS avgdl), \
-             q AS ( \
-               SELECT t.term, ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS idf \
-               FROM unnest(string_to_array($2, ' ')) AS t(term) CROSS JOIN stats s \
-               CROSS JOIN LATERAL ( \
-                 SELECT count(*)::float8 AS df FROM chunks c \
-                 WHERE c.store_id = $1 AND c.tsv @@ (quote_literal(t.term))::tsquery) d \
-               WHERE d.df > 0) \
+            "WITH q AS ( \
+               SELECT term, CAST(idf AS FLOAT8) AS idf \
+               FROM unnest(string_to_array($2, ' '), string_to_array($3, ' ')) AS q(term, idf)) \
              SELECT v.created_ms, c.file_id, CAST(c.seq AS BIGINT), \
-               CAST(SUM(q.idf * u.tf * {k1p} / (u.tf + {K1} * (1 - {B} + {B} * c.nterms / GREATEST(s.avgdl, 1e-9)))) AS FLOAT8) AS score \
+               CAST(SUM(q.idf * u.tf * {k1p} / (u.tf + {K1} * (1 - {B} + {B} * c.nterms / GREATEST(CAST($5 AS FLOAT8), 1e-9)))) AS FLOAT8) AS score \
              FROM chunks c \
              JOIN vector_store_files v ON v.store_id = c.store_id AND v.file_id = c.file_id \
-             CROSS JOIN stats s \
              CROSS JOIN LATERAL ( \
-               SELECT lexeme, COALESCE(array_length(positions, 1), 1)::float8 AS tf \
+               SELECT lexeme, CAST(COALESCE(array_length(positions, 1), 1) AS FLOAT8) AS tf \
                FROM unnest(ts_filter(setweight(c.tsv, 'A', string_to_array($2, ' ')), '{{a}}'))) u \
              JOIN q ON q.term = u.lexeme \
-             WHERE c.store_id = $1 AND c.tsv @@ ($3)::tsquery{files} \
+             WHERE c.store_id = $1 AND c.tsv @@ CAST($4 AS tsquery){files} \
              GROUP BY v.created_ms, c.file_id, c.seq \
              ORDER BY score DESC, v.created_ms, c.file_id, c.seq LIMIT {limit}",
             k1p = K1 + 1.0,
@@ -281,9 +346,9 @@ impl Store {
         let mut q = sqlx::query(&sql)
             .bind(store_id)
             .bind(terms.join(" "))
+            .bind(idfs.join(" "))
             .bind(tsquery.join(" | "))
-            .bind(stats.chunks)
-            .bind(stats.avg_terms);
+            .bind(avg_terms);
         if let Some(f) = joined_files(files) {
             q = q.bind(f);
         }
