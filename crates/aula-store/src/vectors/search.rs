@@ -272,7 +272,9 @@ impl Store {
     /// are scored first; their `limit`-th score is a floor for the final
     /// one, so the most common terms whose bounds together stay under it
     /// cannot bring a chunk into the results on their own, and chunks
-    /// holding only those are never read.
+    /// holding only those are never read. The chunks holding the other
+    /// common terms but none of the rarer half are scored second; none is
+    /// scored twice.
     pub async fn lexical_search(
         &self,
         store_id: &str,
@@ -291,40 +293,72 @@ impl Store {
         // Most common (lowest idf) first.
         w.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let half = w.len() / 2;
-        let mut floor = 0.0f64;
-        if half > 0 {
-            let first = self
-                .bm25(store_id, avg_terms, &w, &w[half..], files, limit)
-                .await?;
-            if first.len() == limit {
-                floor = first.last().map_or(0.0, |(_, s)| f64::from(*s));
-            }
+        if half == 0 {
+            return self
+                .bm25(store_id, avg_terms, &w, &w, &[], files, limit)
+                .await;
         }
+        let mut first = self
+            .bm25(store_id, avg_terms, &w, &w[half..], &[], files, limit)
+            .await?;
+        let floor = if first.len() == limit {
+            first.last().map_or(0.0, |(_, s)| f64::from(*s))
+        } else {
+            0.0
+        };
         // A margin for the scores' rounding to f32.
         let floor = floor * (1.0 - 1e-4);
         let (mut skip, mut bound) = (0, 0.0);
-        while skip < w.len() && bound + w[skip].1 * (K1 + 1.0) < floor {
+        while skip < half && bound + w[skip].1 * (K1 + 1.0) < floor {
             bound += w[skip].1 * (K1 + 1.0);
             skip += 1;
         }
-        self.bm25(store_id, avg_terms, &w, &w[skip..], files, limit)
-            .await
+        if skip < half {
+            // The chunks holding a common term that may matter but none of
+            // the rarer half (those were all scored above).
+            let rest = self
+                .bm25(
+                    store_id,
+                    avg_terms,
+                    &w,
+                    &w[skip..half],
+                    &w[half..],
+                    files,
+                    limit,
+                )
+                .await?;
+            first.extend(rest);
+            first.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            first.truncate(limit);
+        }
+        Ok(first)
     }
 
     /// BM25 scores (every term of `all`) of the chunks holding any term of
-    /// `candidates`.
+    /// `candidates` and none of `excluded`.
+    #[allow(clippy::too_many_arguments)]
     async fn bm25(
         &self,
         store_id: &str,
         avg_terms: f64,
         all: &[&(String, f64)],
         candidates: &[&(String, f64)],
+        excluded: &[&(String, f64)],
         files: Option<&[String]>,
         limit: usize,
     ) -> Result<Vec<(ChunkKey, f32)>, StoreError> {
         let terms: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
         let idfs: Vec<String> = all.iter().map(|(_, i)| i.to_string()).collect();
         let tsquery: Vec<String> = candidates.iter().map(|(t, _)| quote(t)).collect();
+        let excluded: Vec<String> = excluded.iter().map(|(t, _)| quote(t)).collect();
+        let exclude = if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND NOT c.tsv @@ CAST(${} AS tsquery)",
+                if files.is_some() { 7 } else { 6 }
+            )
+        };
         let sql = format!(
             "WITH q AS ( \
                SELECT term, CAST(idf AS FLOAT8) AS idf \
@@ -337,7 +371,7 @@ impl Store {
                SELECT lexeme, CAST(COALESCE(array_length(positions, 1), 1) AS FLOAT8) AS tf \
                FROM unnest(ts_filter(setweight(c.tsv, 'A', string_to_array($2, ' ')), '{{a}}'))) u \
              JOIN q ON q.term = u.lexeme \
-             WHERE c.store_id = $1 AND c.tsv @@ CAST($4 AS tsquery){files} \
+             WHERE c.store_id = $1 AND c.tsv @@ CAST($4 AS tsquery){files}{exclude} \
              GROUP BY v.created_ms, c.file_id, c.seq \
              ORDER BY score DESC, v.created_ms, c.file_id, c.seq LIMIT {limit}",
             k1p = K1 + 1.0,
@@ -351,6 +385,9 @@ impl Store {
             .bind(avg_terms);
         if let Some(f) = joined_files(files) {
             q = q.bind(f);
+        }
+        if !excluded.is_empty() {
+            q = q.bind(excluded.join(" | "));
         }
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(keyed).collect()
