@@ -563,39 +563,7 @@ fn fine_tuning_jobs_train_within_the_budget_and_serve_the_result() {
 /// Sign in to the web page with plain HTTP (no browser) and fetch `path`.
 fn web_page(base: &str, key: &str, path: &str) -> String {
     let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let r = agent.get(&format!("{base}/signin")).call().unwrap();
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let html = r.into_string().unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let r = match agent
-        .post(&format!("{base}/signin"))
-        .set("Cookie", &cookie)
-        .send_form(&[("csrf", &csrf), ("token", key), ("next", "/")])
-    {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{e}"),
-    };
-    assert_eq!(r.status(), 303);
-    let cookie = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = web_sign_in(base, key);
     let r = agent
         .get(&format!("{base}{path}"))
         .set("Cookie", &cookie)

@@ -121,8 +121,9 @@ struct Figures {
     dfs: std::collections::HashMap<String, f64>,
 }
 
-/// Terms whose frequency is kept per store (past it, that store's start over).
-const MAX_CACHED_TERMS: usize = 100_000;
+/// Term frequencies kept, all stores together (past it, all start over).
+/// Only terms a store holds are kept, so made-up query words add nothing.
+const MAX_CACHED_TERMS: usize = 200_000;
 
 impl StatsCache {
     /// The store's average chunk length, and each of `terms` that it holds
@@ -170,14 +171,17 @@ impl StatsCache {
                 dfs: Default::default(),
             };
         }
-        if f.dfs.len() + missing.len() > MAX_CACHED_TERMS {
-            f.dfs.clear();
-        }
-        f.dfs.extend(missing.into_iter().zip(dfs));
+        let fresh: std::collections::HashMap<String, f64> = missing.into_iter().zip(dfs).collect();
+        f.dfs.extend(
+            fresh
+                .iter()
+                .filter(|(_, df)| **df > 0.0)
+                .map(|(t, df)| (t.clone(), *df)),
+        );
         let weighted = terms
             .iter()
             .filter_map(|t| {
-                let df = *f.dfs.get(*t)?;
+                let df = *f.dfs.get(*t).or_else(|| fresh.get(*t))?;
                 (df > 0.0).then(|| {
                     (
                         t.to_string(),
@@ -186,7 +190,11 @@ impl StatsCache {
                 })
             })
             .collect();
-        Ok((f.stats.avg_terms, weighted))
+        let avg_terms = f.stats.avg_terms;
+        if m.values().map(|f| f.dfs.len()).sum::<usize>() > MAX_CACHED_TERMS {
+            m.clear();
+        }
+        Ok((avg_terms, weighted))
     }
 }
 
