@@ -2,26 +2,45 @@
 # Fairness: one heavy user keeps H requests in flight while 8 light users
 # send one request at a time, on a real engine with 4 slots; through
 # `aula serve` (token-fair queue, users by API key) and straight against
-# the engine (first come, first served). Also the light users' idle figure.
+# the engine (first come, first served). Through aula twice: with the
+# engine pausing the heavy user's sequences for light users (`preempt =
+# true`, issue 33 item 3) and without (`preempt = false`, slots only).
+# Also the light users' idle figure, and the heavy user alone (the
+# throughput the pausing run is compared with).
 # Usage: bash scripts/bench-fairness.sh   (after scripts/setup.sh)
+#   DUR=60s HEAVY="32 128" (heavy requests in flight, one run each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
 ENGINE_PORT=${ENGINE_PORT:-19100}
 GW_PORT=${GW_PORT:-19101}
 DUR=${DUR:-60s}
+HEAVY=${HEAVY:-32 128}
 MODEL_FILE=${MODEL_FILE:-$($B home | awk '/smollm2-135m-instruct.q4_1/ {print $NF}')}
 home=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
 export AULA_HOME="$home"
 $B engine --model "$MODEL_FILE" --name smol --port "$ENGINE_PORT" --parallel 4 --queue 512 --context 256 > "$home/engine.log" 2>&1 &
-printf '[[models]]\nname = "smol"\nurl = "http://127.0.0.1:%s"\nparallel = 4\n' "$ENGINE_PORT" > "$home/aula.toml"
+printf '[[models]]\nname = "smol"\nurl = "http://127.0.0.1:%s"\nparallel = 4\npreempt = true\n' "$ENGINE_PORT" > "$home/aula.toml"
+sed 's/preempt = true/preempt = false/' "$home/aula.toml" > "$home/slots.toml"
 : > "$home/keys"
 for u in heavy light1 light2 light3 light4 light5 light6 light7 light8; do
   $B users add "$u" > /dev/null 2>&1
   $B keys create "$u" 2> /dev/null >> "$home/keys"
 done
-$B serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
+# One gateway at a time on this home (a second would stand by): started
+# with the configuration named, once the previous one has gone.
+gw=""
+serve() {
+  if [ -n "$gw" ]; then kill "$gw"; wait "$gw" 2>/dev/null || true; fi
+  $B serve --port "$GW_PORT" --config "$1" >> "$home/serve.log" 2>&1 &
+  gw=$!
+  for _ in $(seq 1 120); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW_PORT/v1/models")" != 000 ] && break
+    sleep 0.5
+  done
+}
+serve "$home/aula.toml"
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$ENGINE_PORT/health" > /dev/null && break; sleep 0.5; done
 sleep 1
 common=(--model smol --stream --prompt-tokens 32 --max-tokens 32 --duration "$DUR" --json)
@@ -29,9 +48,17 @@ common=(--model smol --stream --prompt-tokens 32 --max-tokens 32 --duration "$DU
 tail -n 8 "$home/keys" > "$home/light-keys"
 $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
   | python3 scripts/bench_summary.py "light users alone, through aula" fairness
-for H in 32 128; do
+for H in $HEAVY; do
+  head -n 1 "$home/keys" > "$home/heavy-key"
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 1 --heavy "$H" --keys "$home/heavy-key" \
+    | python3 scripts/bench_summary.py "heavy=$H alone, through aula" fairness
   $B bench --url "http://127.0.0.1:$ENGINE_PORT" "${common[@]}" --users 9 --heavy "$H" \
     | python3 scripts/bench_summary.py "heavy=$H, straight to the engine (FCFS)" fairness
+  serve "$home/slots.toml"
   $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
-    | python3 scripts/bench_summary.py "heavy=$H, through aula (token-fair)" fairness
+    | python3 scripts/bench_summary.py "heavy=$H, through aula, slots only" fairness
+  serve "$home/aula.toml"
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
+    | python3 scripts/bench_summary.py "heavy=$H, through aula, pausing" fairness
 done
+curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; print("engine pausing:", json.load(sys.stdin)["pausing"])'

@@ -75,6 +75,9 @@ pub struct EngineConfig {
     pub lora_dir: Option<PathBuf>,
     /// A Jinja chat template used instead of the model's own.
     pub chat_template_file: Option<PathBuf>,
+    /// Pause an over-share user's youngest sequence for another user's
+    /// request when no slot is free (the scheduler's rules).
+    pub preempt: bool,
 }
 
 /// `--flash-attn`.
@@ -223,6 +226,7 @@ impl Default for EngineConfig {
             lora: Vec::new(),
             lora_dir: None,
             chat_template_file: None,
+            preempt: true,
         }
     }
 }

@@ -188,6 +188,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         .is_err();
     let thread_model = model.clone();
     let parallel = cfg.parallel;
+    let preempt = cfg.preempt;
     let thread_stats = stats.clone();
     let adapter_names: Vec<(String, u64)> =
         served.iter().map(|a| (a.name.clone(), a.bytes)).collect();
@@ -209,6 +210,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
                 adapters: served,
                 current_adapter: None,
                 turn: 0,
+                preempt,
             }
             .run(jobs_rx)
         },
@@ -235,6 +237,7 @@ pub fn load(cfg: &EngineConfig) -> anyhow::Result<Engine> {
         embed: None,
         adapters: adapter_names,
         constraints: constraint::Constraints::new(model.clone()),
+        preempt: cfg.preempt,
     });
     Ok(Engine {
         state,
@@ -348,6 +351,7 @@ pub(super) fn load_embedding(
             stats,
         }),
         constraints: constraint::Constraints::new(model.clone()),
+        preempt: false,
     });
     Ok(Engine {
         state,

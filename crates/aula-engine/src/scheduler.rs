@@ -13,6 +13,34 @@
 //! base); when several are active, steps take turns among them. A
 //! sequence's KV is always computed under its own adapter, and a slot's
 //! cached prefix is reused only by a request with the same adapter.
+//!
+//! Pausing (elastic admission, `--no-preempt` turns it off). Requests may
+//! name their user (the gateway sets OpenAI's `user` field to an opaque id
+//! of the signed-in user). The rules:
+//!
+//! * **Who runs next**: when a slot frees, the waiting request or paused
+//!   sequence whose user has the fewest sequences running goes first; ties
+//!   go to a paused sequence, then to the earliest arrival (without users,
+//!   this is first come, first served).
+//! * **Who is paused**: when no slot is free, a waiting request whose
+//!   user runs `r` sequences pauses the youngest sequence of the user
+//!   running the most, when that user runs at least `r + 2` (so a pause
+//!   never leaves the paused user running fewer than the other, and two
+//!   users never take turns pausing each other), and then takes its slot.
+//!   The paused sequence's KV (and its sampler, grammar and text
+//!   state) is copied to host memory (`llama_state_seq_get_data`), its slot
+//!   goes to the request, and it resumes in a slot that frees
+//!   (`llama_state_seq_set_data`) where it stopped: nothing is recomputed,
+//!   and its answer is the same stream, only later. A paused sequence only
+//!   takes free slots; it never pauses another.
+//! * **Each answer is paused at most once**, and a sequence paused for
+//!   longer than `MAX_PAUSE` goes before everything else in line, so that a
+//!   stream of other users' requests cannot hold it back for long (an
+//!   answer that stays silent would also meet the gateway's idle timeout).
+//! * **Bounds**: at most `parallel` sequences are paused at once, each
+//!   holding at most one slot's KV, so paused state is at most the size of
+//!   the KV cache itself. A request without a user is never paused and
+//!   never pauses anyone; a paused sequence whose client leaves is dropped.
 
 use crate::output::{Pushed, TextAssembler};
 use aula_protocol::{FinishReason, SamplingParams, Usage};
@@ -23,7 +51,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -47,6 +75,9 @@ pub struct Job {
     pub special: bool,
     /// The LoRA adapter (index into the scheduler's) this request runs with.
     pub adapter: Option<usize>,
+    /// Whose request this is (OpenAI's `user`), for pausing; None is never
+    /// paused and never pauses anyone.
+    pub user: Option<String>,
     pub tx: UnboundedSender<Event>,
 }
 
@@ -68,6 +99,11 @@ pub struct Stats {
     pub queued: AtomicUsize,
     /// Prompt tokens whose KV was reused from the slot's previous request.
     pub reused_tokens: std::sync::atomic::AtomicU64,
+    /// Sequences paused now (their KV in host memory).
+    pub paused: AtomicUsize,
+    /// Sequences paused, and resumed, since the engine started.
+    pub pauses: AtomicU64,
+    pub resumes: AtomicU64,
 }
 
 struct Slot {
@@ -86,6 +122,28 @@ struct Slot {
     logits_at: Option<i32>,
     /// Generated tokens already in the KV cache.
     fed_generated: Vec<LlamaToken>,
+    /// When it was admitted (a counter): the youngest is paused first.
+    admitted: u64,
+    /// It has been paused once (and is not paused again).
+    was_paused: bool,
+}
+
+/// A sequence taken out of its slot: everything it needs to go on.
+struct Paused {
+    slot: Slot,
+    kv: llama_cpp_2::context::session::SeqState,
+    since: std::time::Instant,
+}
+
+/// A sequence paused this long resumes before anything else.
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The next in line for a slot: a paused sequence (its index in the paused
+/// list) or a waiting request (its index in the queue).
+#[derive(Clone, Copy)]
+enum Next {
+    Paused(usize),
+    Waiting(usize),
 }
 
 impl Slot {
@@ -95,6 +153,35 @@ impl Slot {
         t.extend_from_slice(&self.fed_generated);
         t
     }
+}
+
+/// Sequences `user` runs now.
+fn running(slots: &[Option<Slot>], user: &Option<String>) -> usize {
+    slots.iter().flatten().filter(|s| &s.job.user == user).count()
+}
+
+/// Who gets the next free slot: a sequence paused for `MAX_PAUSE` or more;
+/// else the paused sequence or waiting request whose user runs the fewest
+/// sequences, ties to a paused one, then to the earliest.
+fn next_in_line(slots: &[Option<Slot>], paused: &[Paused], waiting: &VecDeque<Job>) -> Option<Next> {
+    let paused = paused.iter().enumerate().map(|(k, p)| {
+        let in_time = p.since.elapsed() < MAX_PAUSE;
+        (
+            (in_time, running(slots, &p.slot.job.user), 0, p.slot.admitted as usize),
+            Next::Paused(k),
+        )
+    });
+    let waiting = waiting
+        .iter()
+        .enumerate()
+        .map(|(k, j)| ((true, running(slots, &j.user), 1, k), Next::Waiting(k)));
+    paused.chain(waiting).min_by_key(|(key, _)| *key).map(|(_, n)| n)
+}
+
+/// The waiting request first in line: its user runs the fewest sequences,
+/// ties to the earliest.
+fn first_waiting(slots: &[Option<Slot>], waiting: &VecDeque<Job>) -> Option<usize> {
+    (0..waiting.len()).min_by_key(|k| (running(slots, &waiting[*k].user), *k))
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -117,6 +204,9 @@ pub struct Scheduler<'m> {
     pub current_adapter: Option<usize>,
     /// Round-robin among the adapters that have work.
     pub turn: usize,
+    /// Pause an over-share user's youngest sequence for another user's
+    /// request (module docs).
+    pub preempt: bool,
 }
 
 /// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
@@ -168,9 +258,11 @@ impl Scheduler<'_> {
         let mut cached_adapter: Vec<Option<usize>> = vec![None; self.parallel];
         let mut batch = LlamaBatch::new(self.n_batch, self.parallel as i32);
         let n_vocab = self.model.n_vocab();
+        let mut paused: Vec<Paused> = Vec::new();
+        let mut admissions: u64 = 0;
         loop {
             // 1. Take new work; block only when there is nothing to do.
-            let idle = slots.iter().all(Option::is_none) && waiting.is_empty();
+            let idle = slots.iter().all(Option::is_none) && waiting.is_empty() && paused.is_empty();
             if idle {
                 match jobs.recv_timeout(std::time::Duration::from_millis(500)) {
                     Ok(j) => waiting.push_back(j),
@@ -183,7 +275,10 @@ impl Scheduler<'_> {
                     Ok(j) => waiting.push_back(j),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        if slots.iter().all(Option::is_none) && waiting.is_empty() {
+                        if slots.iter().all(Option::is_none)
+                            && waiting.is_empty()
+                            && paused.is_empty()
+                        {
                             return;
                         }
                         break;
@@ -199,55 +294,120 @@ impl Scheduler<'_> {
                 }
             }
             waiting.retain(|j| !j.tx.is_closed());
-            // 3. Admit waiting requests into free slots, each into the free
-            //    slot whose cached tokens share the longest prefix with it.
-            while let Some(job) = waiting.front() {
-                let best = (0..slots.len())
-                    .filter(|i| slots[*i].is_none())
-                    .max_by_key(|i| {
-                        if cached_adapter[*i] == job.adapter {
-                            common_prefix(&cached[*i], &job.tokens)
-                        } else {
-                            0
-                        }
-                    });
-                let Some(i) = best else { break };
-                let Some(mut job) = waiting.pop_front() else {
+            paused.retain(|p| !p.slot.job.tx.is_closed());
+            // 3. Resume paused sequences and admit waiting requests into
+            //    free slots, in the order of the module docs; with no slot
+            //    free, pause an over-share user's youngest sequence for the
+            //    next in line when the rules allow.
+            let mut paused_for: Option<Next> = None;
+            loop {
+                let next = if slots.iter().all(Option::is_some) {
+                    // No slot free: the first waiting request in line may
+                    // pause someone, and then takes the slot itself.
+                    let Some(k) = first_waiting(&slots, &waiting) else {
+                        break;
+                    };
+                    if !(self.preempt && self.pause_for(k, &mut slots, &mut paused, &waiting)) {
+                        break;
+                    }
+                    paused_for = Some(Next::Waiting(k));
+                    continue;
+                } else if let Some(n) = paused_for.take() {
+                    n
+                } else if let Some(n) = next_in_line(&slots, &paused, &waiting) {
+                    n
+                } else {
                     break;
                 };
-                let seq = i as i32;
-                // At least the last prompt token is decoded again, for its logits.
-                let mut reuse = common_prefix(&cached[i], &job.tokens).min(job.tokens.len() - 1);
-                if !self.reuse_prefix || cached_adapter[i] != job.adapter {
-                    reuse = 0;
+                admissions += 1;
+                match next {
+                    Next::Paused(k) => {
+                        let p = paused.swap_remove(k);
+                        // The free slot with the least cached (its cache is lost).
+                        let Some(i) = (0..slots.len())
+                            .filter(|i| slots[*i].is_none())
+                            .min_by_key(|i| cached[*i].len())
+                        else {
+                            break;
+                        };
+                        self.release(i as i32);
+                        cached[i].clear();
+                        cached_adapter[i] = p.slot.job.adapter;
+                        let mut s = p.slot;
+                        if let Err(e) = self.ctx.state_seq_set(&p.kv, i as i32) {
+                            let _ = s.job.tx.send(Event::Error(format!(
+                                "llama.cpp could not resume a paused sequence: {e}"
+                            )));
+                            self.release(i as i32);
+                            continue;
+                        }
+                        s.seq = i as i32;
+                        s.logits_at = None;
+                        slots[i] = Some(s);
+                        self.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Next::Waiting(k) => {
+                        let Some(mut job) = waiting.remove(k) else {
+                            break;
+                        };
+                        // The free slot whose cached tokens share the longest
+                        // prefix with the prompt.
+                        let Some(i) = (0..slots.len())
+                            .filter(|i| slots[*i].is_none())
+                            .max_by_key(|i| {
+                                if cached_adapter[*i] == job.adapter {
+                                    common_prefix(&cached[*i], &job.tokens)
+                                } else {
+                                    0
+                                }
+                            })
+                        else {
+                            break;
+                        };
+                        let seq = i as i32;
+                        // At least the last prompt token is decoded again, for its logits.
+                        let mut reuse =
+                            common_prefix(&cached[i], &job.tokens).min(job.tokens.len() - 1);
+                        if !self.reuse_prefix || cached_adapter[i] != job.adapter {
+                            reuse = 0;
+                        }
+                        if reuse == 0
+                            || self
+                                .ctx
+                                .kv_cache_seq_rm(seq, Some(reuse as u32), None)
+                                .is_err()
+                        {
+                            reuse = 0;
+                            self.release(seq);
+                        }
+                        cached[i].clear();
+                        cached_adapter[i] = job.adapter;
+                        self.stats
+                            .reused_tokens
+                            .fetch_add(reuse as u64, Ordering::Relaxed);
+                        slots[i] = Some(Slot {
+                            seq,
+                            sampler: sampler_for(
+                                &job.params,
+                                job.grammar.take(),
+                                n_vocab,
+                                job.max_tokens,
+                            ),
+                            text: TextAssembler::new(job.params.stop.clone()),
+                            job,
+                            fed: reuse,
+                            pos: reuse as i32,
+                            next: None,
+                            generated: 0,
+                            logits_at: None,
+                            fed_generated: Vec::new(),
+                            admitted: admissions,
+                            was_paused: false,
+                        });
+                    }
                 }
-                if reuse == 0
-                    || self
-                        .ctx
-                        .kv_cache_seq_rm(seq, Some(reuse as u32), None)
-                        .is_err()
-                {
-                    reuse = 0;
-                    self.release(seq);
-                }
-                cached[i].clear();
-                cached_adapter[i] = job.adapter;
-                self.stats
-                    .reused_tokens
-                    .fetch_add(reuse as u64, Ordering::Relaxed);
-                slots[i] = Some(Slot {
-                    seq,
-                    sampler: sampler_for(&job.params, job.grammar.take(), n_vocab, job.max_tokens),
-                    text: TextAssembler::new(job.params.stop.clone()),
-                    job,
-                    fed: reuse,
-                    pos: reuse as i32,
-                    next: None,
-                    generated: 0,
-                    logits_at: None,
-                    fed_generated: Vec::new(),
-                });
             }
+            self.stats.paused.store(paused.len(), Ordering::Relaxed);
             let busy = slots.iter().filter(|s| s.is_some()).count();
             self.stats.busy.store(busy, Ordering::Relaxed);
             self.stats.queued.store(waiting.len(), Ordering::Relaxed);
@@ -421,6 +581,58 @@ impl Scheduler<'_> {
             self.current_adapter = adapter;
         }
         result
+    }
+
+    /// Pause the youngest sequence of the user running the most, for the
+    /// waiting request `next`, when the module docs' rule allows it;
+    /// whether it did.
+    fn pause_for(
+        &mut self,
+        k: usize,
+        slots: &mut [Option<Slot>],
+        paused: &mut Vec<Paused>,
+        waiting: &VecDeque<Job>,
+    ) -> bool {
+        let user = &waiting[k].user;
+        if user.is_none() || paused.len() >= self.parallel {
+            return false;
+        }
+        let runs = running(slots, user);
+        let victim = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| s.job.user.is_some() && s.job.user != *user && !s.was_paused)
+            .max_by_key(|(_, s)| (running(slots, &s.job.user), s.admitted))
+            .map(|(i, s)| (i, running(slots, &s.job.user)));
+        let Some((i, theirs)) = victim else {
+            return false;
+        };
+        if theirs < runs + 2 {
+            return false;
+        }
+        let kv = match self
+            .ctx
+            .state_seq_get(i as i32, llama_cpp_2::context::session::LlamaStateSeqFlags::empty())
+        {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!("could not pause a sequence (it keeps its slot): {e}");
+                return false;
+            }
+        };
+        let Some(mut slot) = slots[i].take() else {
+            return false;
+        };
+        slot.was_paused = true;
+        self.release(i as i32);
+        paused.push(Paused {
+            slot,
+            kv,
+            since: std::time::Instant::now(),
+        });
+        self.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn release(&mut self, seq: i32) {

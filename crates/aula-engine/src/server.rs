@@ -56,6 +56,8 @@ pub struct EngineState {
     pub adapters: Vec<(String, u64)>,
     /// The grammar engine for `response_format` and required tool calls.
     pub constraints: crate::constraint::Constraints,
+    /// Whether the scheduler pauses over-share users' sequences.
+    pub preempt: bool,
 }
 
 /// An embedding model's side of the engine.
@@ -149,6 +151,14 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
         "kind": "chat",
         "adapters": st.adapters.iter().map(|(n, b)| json!({"name": n, "bytes": b})).collect::<Vec<_>>(),
         "prompt_tokens_reused": st.stats.reused_tokens.load(Ordering::Relaxed),
+        // Elastic admission (scheduler docs): sequences paused for another
+        // user's request, now and since start.
+        "pausing": {
+            "on": st.preempt,
+            "paused": st.stats.paused.load(Ordering::Relaxed),
+            "pauses": st.stats.pauses.load(Ordering::Relaxed),
+            "resumes": st.stats.resumes.load(Ordering::Relaxed),
+        },
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,
         "threads": st.threads,
@@ -414,6 +424,7 @@ fn start(st: Arc<EngineState>, req: &GenerateRequest) -> Result<Queued, ApiError
         params,
         grammar,
         adapter,
+        user: req.user.clone(),
         tx,
     };
     st.jobs

@@ -129,6 +129,10 @@ pub struct ModelSpec {
     pub pinned: bool,
     pub preload: bool,
     pub keep_alive: Option<std::time::Duration>,
+    /// Its engine pauses over-share users' sequences (Aula's own engine):
+    /// the gateway names each request's user to it and admits a user with
+    /// nothing running past its slots.
+    pub preempt: bool,
 }
 
 impl ModelSpec {

@@ -13,6 +13,14 @@
 //! The default bounds let a whole class (`CLASS_SIZE` users) each queue
 //! their per-user bound without filling the queue: a few busy users cannot
 //! lock the rest of the class out with 429s.
+//!
+//! Room for newcomers (`with_room`): for an engine that pauses an
+//! over-share user's sequence for a user with nothing running (Aula's own
+//! engine), up to `room` more requests than `slots` may be sent, each only
+//! to a user with nothing in service here; the engine then pauses the
+//! heaviest user's youngest sequence for it instead of making it wait for
+//! a slot to free. With every slot busy, a user with something running
+//! waits as before.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,6 +90,8 @@ struct UserState {
 
 struct Inner {
     slots: usize,
+    /// Requests beyond `slots`, for users with nothing in service.
+    room: usize,
     busy: usize,
     queued: usize,
     users: HashMap<String, UserState>,
@@ -198,9 +208,16 @@ impl aula_fleet::Queue for FairQueue {
 
 impl FairQueue {
     pub fn new(slots: usize, cfg: FairConfig) -> Arc<FairQueue> {
+        Self::with_room(slots, 0, cfg)
+    }
+
+    /// A queue that may send up to `room` requests beyond `slots`, each to
+    /// a user with nothing in service (module docs).
+    pub fn with_room(slots: usize, room: usize, cfg: FairConfig) -> Arc<FairQueue> {
         Arc::new(FairQueue {
             cfg,
             inner: Mutex::new(Inner {
+                room,
                 slots: slots.max(1),
                 busy: 0,
                 queued: 0,
@@ -292,13 +309,16 @@ impl FairQueue {
 
     /// Hand free slots to the waiting users with the smallest counters.
     fn dispatch(self: &Arc<Self>, g: &mut Inner) {
-        while g.busy < g.slots && g.queued > 0 {
+        while g.busy < g.slots + g.room && g.queued > 0 {
+            // Past the slots, only users with nothing in service.
+            let newcomers_only = g.busy >= g.slots;
             // Smallest counter; ties go to the user with fewer requests
             // running, then to the one served least recently.
             let Some(name) = g
                 .users
                 .iter()
                 .filter(|(_, u)| !u.waiting.is_empty())
+                .filter(|(_, u)| !newcomers_only || u.in_service == 0)
                 .min_by(|a, b| {
                     a.1.counter
                         .total_cmp(&b.1.counter)
@@ -412,6 +432,35 @@ mod tests {
         // The freed slot went to the next waiter at once.
         assert_eq!(q.stats().busy, 2);
         assert_eq!(q.stats().queued, 2);
+    }
+
+    /// With room for newcomers, a user with nothing in service is sent
+    /// past the slots (the engine pauses someone for them); a user with
+    /// something running is not, and the room is bounded.
+    #[test]
+    fn room_past_the_slots_is_only_for_users_with_nothing_running() {
+        let q = FairQueue::with_room(2, 2, cfg());
+        let mut heavy: Vec<Ticket> = (0..5)
+            .map(|_| q.enqueue("heavy", 1.0, 10).unwrap())
+            .collect();
+        let held: Vec<Permit> = heavy.iter_mut().filter_map(granted).collect();
+        assert_eq!(held.len(), 2, "the heavy user gets the slots, not the room");
+        let mut a1 = q.enqueue("a", 1.0, 10).unwrap();
+        let mut a2 = q.enqueue("a", 1.0, 10).unwrap();
+        let pa = granted(&mut a1).expect("a newcomer is sent past the slots");
+        assert!(granted(&mut a2).is_none(), "not a second request of theirs");
+        let mut b = q.enqueue("b", 1.0, 10).unwrap();
+        let pb = granted(&mut b).expect("the room holds two");
+        let mut c = q.enqueue("c", 1.0, 10).unwrap();
+        assert!(granted(&mut c).is_none(), "and no more");
+        assert_eq!(q.stats().busy, 4);
+        drop(pa);
+        // Still past the slots: the freed place goes to a user with
+        // nothing running (c), not to a's or heavy's next.
+        let pc = granted(&mut c).expect("c has nothing running");
+        assert!(granted(&mut a2).is_none());
+        assert!(heavy.iter_mut().all(|t| granted(t).is_none()));
+        drop((pb, pc, held));
     }
 
     #[test]

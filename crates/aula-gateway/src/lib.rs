@@ -179,12 +179,19 @@ pub fn start(
             aliases.push((a.clone(), spec.name.clone()));
         }
         let planned = builder.plan(&spec)?;
-        let queue = fair::FairQueue::new(planned.slots, access.fair);
+        let preempt = spec.preempt && !embedding;
+        // An engine that pauses over-share users gets up to as many again
+        // for users with nothing running (fair.rs).
+        let room = if preempt { planned.slots } else { 0 };
+        let queue = fair::FairQueue::with_room(planned.slots, room, access.fair);
         let (upstream, context) = (planned.upstream_model.clone(), planned.context);
         let backend = builder.add(&spec, planned, queue.clone());
         router.add_as(&spec.name, &upstream, backend, queue);
         if embedding {
             router.set_embedding(&spec.name);
+        }
+        if preempt {
+            router.set_preempt(&spec.name);
         }
         if let Some(c) = context {
             router.set_context(&spec.name, c);

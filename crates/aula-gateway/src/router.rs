@@ -20,6 +20,9 @@ pub struct Route {
     pub context: Option<u32>,
     /// An embedding model (it cannot chat).
     pub embedding: bool,
+    /// The engine pauses over-share users' sequences: each request it is
+    /// sent names its user (an opaque id).
+    pub preempt: bool,
 }
 
 #[derive(Clone, Default)]
@@ -49,9 +52,17 @@ impl ModelRouter {
             queue,
             context: None,
             embedding: false,
+            preempt: false,
         };
         if self.routes.insert(name.to_string(), route).is_none() {
             self.names.push(name.to_string());
+        }
+    }
+
+    /// Mark a model's engine as one that pauses over-share users.
+    pub fn set_preempt(&mut self, name: &str) {
+        if let Some(r) = self.routes.get_mut(name) {
+            r.preempt = true;
         }
     }
 

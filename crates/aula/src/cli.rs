@@ -345,6 +345,13 @@ pub struct EngineArgs {
     /// whose template knows no tools. Checked at start.
     #[arg(long = "chat-template-file", value_name = "PATH")]
     pub chat_template_file: Option<std::path::PathBuf>,
+    /// Never pause a sequence for another user's request. By default, when
+    /// no slot is free and a request's user runs at least two fewer
+    /// sequences than another user, that user's youngest sequence is paused
+    /// (its KV copied to memory) and resumes when a slot frees; only
+    /// requests that name their `user` (as `aula serve` does) take part.
+    #[arg(long = "no-preempt")]
+    pub no_preempt: bool,
     /// Require `Authorization: Bearer <key>` on every request. Taken from the
     /// environment, so that it never shows in the process list; `aula serve`
     /// gives each engine it starts a fresh random one.

@@ -1144,3 +1144,242 @@ fn the_engine_reports_devices_and_placement() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs flash attention"));
 }
+
+/// Issue 33, item 3: with both slots taken by one user, another user's
+/// request pauses the first user's youngest sequence (its KV to memory),
+/// runs, and the paused answer resumes and completes intact: the same
+/// text as the same two requests on a fresh engine without the pause.
+#[test]
+fn a_paused_answer_resumes_and_completes_intact() {
+    let heavy = |n: u32| {
+        let mut b = chat_body(
+            SMOL,
+            &format!("Count from {n} to 1000, one number per line."),
+            160,
+        );
+        b["stream"] = json!(true);
+        b["stream_options"] = json!({"include_usage": true});
+        b["user"] = json!("heavy");
+        b
+    };
+    // Start both heavy streams and hand back each one's text pieces as
+    // they arrive (None at the end of a stream); `started` says when each
+    // has streamed 12 pieces.
+    let run = |url: &str| {
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let handles: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|n| {
+                let resp = ureq::post(url).send_string(&heavy(n).to_string()).unwrap();
+                let started_tx = started_tx.clone();
+                std::thread::spawn(move || {
+                    let mut text = String::new();
+                    let (mut pieces, mut done, mut usage) = (0, false, json!(null));
+                    for line in BufReader::new(resp.into_reader()).lines() {
+                        let line = line.unwrap();
+                        let Some(data) = line.strip_prefix("data: ") else {
+                            continue;
+                        };
+                        if data == "[DONE]" {
+                            done = true;
+                            continue;
+                        }
+                        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                        assert!(v.get("error").is_none(), "{data}");
+                        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                            text.push_str(t);
+                            pieces += 1;
+                            if pieces == 12 {
+                                let _ = started_tx.send(());
+                            }
+                        }
+                        if !v["usage"].is_null() {
+                            usage = v["usage"].clone();
+                        }
+                    }
+                    (text, done, usage)
+                })
+            })
+            .collect();
+        (handles, started)
+    };
+
+    // The reference: the two requests together on a fresh engine.
+    let reference: Vec<(String, bool, serde_json::Value)> = {
+        let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "512"]);
+        let (h, _) = run(&format!("{}/v1/chat/completions", e.url));
+        h.into_iter().map(|t| t.join().unwrap()).collect()
+    };
+
+    // The same on another fresh engine, and a light user's request once
+    // both are streaming.
+    let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "512"]);
+    let url = format!("{}/v1/chat/completions", e.url);
+    let health = format!("{}/health", e.url);
+    let (handles, started) = run(&url);
+    for _ in 0..2 {
+        started
+            .recv_timeout(Duration::from_secs(120))
+            .expect("both heavy streams to run");
+    }
+    assert_eq!(get(&health).body["slots"]["busy"], 2);
+    let mut light = chat_body(SMOL, "Say hello.", 8);
+    light["user"] = json!("light");
+    let l = post(&url, &light);
+    assert_eq!(l.status, 200, "{}", l.text);
+    assert!(l.body["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    let paused: Vec<(String, bool, serde_json::Value)> =
+        handles.into_iter().map(|t| t.join().unwrap()).collect();
+    let h = get(&health).body;
+    assert_eq!(h["pausing"]["pauses"], 1, "{h}");
+    assert_eq!(h["pausing"]["resumes"], 1, "{h}");
+    assert_eq!(h["pausing"]["paused"], 0, "{h}");
+    for ((text, done, usage), (ref_text, ref_done, ref_usage)) in paused.iter().zip(&reference) {
+        assert!(*done && *ref_done, "each stream ends with [DONE]");
+        assert_eq!(usage["prompt_tokens"], ref_usage["prompt_tokens"]);
+        assert!(usage["completion_tokens"].as_u64().unwrap() > 12, "{usage}");
+        if text == ref_text {
+            assert_eq!(usage, ref_usage, "the same tokens were generated");
+        }
+        // Split KV streams have given batched = alone exactly in every run
+        // here (see concurrent_greedy_requests_match_each_alone); a KV
+        // restored wrongly would change the text from the pause on. The
+        // pause came after at least 12 pieces.
+        if text != ref_text {
+            let common = text
+                .chars()
+                .zip(ref_text.chars())
+                .take_while(|(x, y)| x == y)
+                .count();
+            eprintln!("note: the answers diverged after {common} chars:\n {text:?}\n {ref_text:?}");
+            assert!(
+                common >= text.chars().count() * 3 / 4,
+                "the paused answer changed early: {text:?} vs {ref_text:?}"
+            );
+        }
+    }
+}
+
+/// `--no-preempt`: the same load waits for the slot instead: the light
+/// answer comes only after the heavy one has ended.
+#[test]
+fn no_preempt_makes_a_request_wait_for_a_slot() {
+    let e = spawn_engine(
+        SMOL_FILE,
+        &["--parallel", "1", "--context", "512", "--no-preempt"],
+    );
+    let url = format!("{}/v1/chat/completions", e.url);
+    let health = format!("{}/health", e.url);
+    let mut long = chat_body(SMOL, "Count from 1 to 1000, one number per line.", 64);
+    long["stream"] = json!(true);
+    long["user"] = json!("heavy");
+    let resp = ureq::post(&url).send_string(&long.to_string()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
+    let heavy_tx = tx.clone();
+    let reader = std::thread::spawn(move || {
+        let mut first = true;
+        for line in BufReader::new(resp.into_reader()).lines() {
+            let line = line.unwrap();
+            if first && line.starts_with("data: {") {
+                first = false;
+                let _ = heavy_tx.send("heavy streaming");
+            }
+            if line == "data: [DONE]" {
+                let _ = heavy_tx.send("heavy done");
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok("heavy streaming"));
+    let mut light = chat_body(SMOL, "Say hello.", 4);
+    light["user"] = json!("light");
+    let r = post(&url, &light);
+    assert_eq!(r.status, 200, "{}", r.text);
+    tx.send("light done").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok("heavy done"));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok("light done"));
+    let h = get(&health).body;
+    assert_eq!(h["pausing"]["on"], false, "{h}");
+    assert_eq!(h["pausing"]["pauses"], 0, "{h}");
+    reader.join().unwrap();
+}
+
+/// Through `aula serve`: with both slots taken by one student's long
+/// answers, another student's request is let past the slots (`preempt`),
+/// the engine pauses one long answer for it, and the long answers then
+/// complete. Without pausing the short request would wait for a slot.
+#[test]
+fn through_the_gateway_a_light_user_pauses_a_heavy_one() {
+    let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "1024"]);
+    let home = temp_home("preempt");
+    std::fs::write(
+        home.join("aula.toml"),
+        format!(
+            "[[models]]\nname = \"{SMOL}\"\nurl = \"{}/v1\"\nparallel = 2\npreempt = true\n",
+            e.url
+        ),
+    )
+    .unwrap();
+    let key = |name: &str| {
+        let (ok, _, err) = run_aula(&["users", "add", name], &home);
+        assert!(ok, "{err}");
+        let (ok, out, err) = run_aula(&["keys", "create", name], &home);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let (heavy, light) = (key("heavy"), key("light"));
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let url = format!("{}/v1/chat/completions", s.url);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = (1..=2)
+        .map(|n| {
+            let mut long = chat_body(
+                SMOL,
+                &format!("Count from {n} to 1000, one number per line."),
+                400,
+            );
+            long["stream"] = json!(true);
+            // A student's own `user` is replaced on the way to the engine.
+            long["user"] = json!("light");
+            let resp = ureq::post(&url)
+                .set("Authorization", &format!("Bearer {heavy}"))
+                .send_string(&long.to_string())
+                .unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut first = true;
+                for line in BufReader::new(resp.into_reader()).lines() {
+                    let line = line.unwrap();
+                    assert!(!line.contains("\"error\""), "{line}");
+                    if first && line.starts_with("data: {") && line.contains("\"content\"") {
+                        first = false;
+                        let _ = tx.send("heavy streaming".into());
+                    }
+                    if line == "data: [DONE]" {
+                        let _ = tx.send("heavy done".into());
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)).as_deref(),
+            Ok("heavy streaming")
+        );
+    }
+    let r = post_auth(&url, Some(&light), &chat_body(SMOL, "Say hello.", 4));
+    assert_eq!(r.status, 200, "{}", r.text);
+    tx.send("light done".into()).unwrap();
+    // The light answer did not wait for a heavy one to end (without
+    // pausing it would have waited for a slot).
+    let order: Vec<String> = (0..3)
+        .map(|_| rx.recv_timeout(Duration::from_secs(120)).unwrap())
+        .collect();
+    assert_eq!(order[0], "light done", "{order:?}");
+    for r in readers {
+        r.join().unwrap();
+    }
+    let h = get(&format!("{}/health", e.url)).body;
+    assert_eq!(h["pausing"]["pauses"], 1, "{h}");
+    assert_eq!(h["pausing"]["resumes"], 1, "{h}");
+}

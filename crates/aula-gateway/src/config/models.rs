@@ -67,6 +67,12 @@ pub struct ModelEntry {
     /// Engines Aula starts for this model (each with `parallel` slots);
     /// requests go to the one with the fewest outstanding.
     pub replicas: Option<Spanned<usize>>,
+    /// The engine pauses an over-share user's sequence for a user with
+    /// nothing running (Aula's own engine does; see its scheduler): the
+    /// gateway tells it whose request is whose and lets such a user's
+    /// request past `parallel` [default: true for `gguf` models, false for
+    /// `url` ones; only those two may set it].
+    pub preempt: Option<Spanned<bool>>,
 }
 
 /// One server, or several replicas of it (balanced by least outstanding requests).
@@ -117,6 +123,16 @@ pub(super) fn check(
         check_names(m, text, invalid, &mut seen)?;
         check_source(m, text, invalid)?;
         engine_flags(m, text, invalid)?;
+        if let Some(p) = &m.preempt
+            && *p.get_ref()
+            && m.external().is_some()
+        {
+            return Err(invalid(format!(
+                "line {}: key `preempt`: only Aula's own engine pauses sequences \
+                 (a `gguf` model, or a `url` one that is an `aula engine`)",
+                line_of(text, p.span().start)
+            )));
+        }
         if let Some(t) = &m.chat_template_file
             && (m.gguf.is_none() || m.external().is_some())
         {
@@ -477,7 +493,12 @@ impl ModelEntry {
                 key_env: None,
             },
         };
+        let preempt = match &m.preempt {
+            Some(p) => *p.get_ref() && external.is_none(),
+            None => matches!(source, ModelSource::Embedded { .. }),
+        };
         ModelSpec {
+            preempt,
             name: m.name.get_ref().clone(),
             aliases: m.aliases.clone(),
             replicas: m.replicas.as_ref().map(|r| *r.get_ref()).unwrap_or(1),
@@ -532,6 +553,7 @@ pub(super) fn discover(models_dir: &Path) -> Result<Vec<ModelSpec>, String> {
             pinned: false,
             preload: true,
             keep_alive: None,
+            preempt: true,
         })
         .collect())
 }

@@ -163,8 +163,9 @@ async fn admit(
             crate::metrics::limit_refused(e);
             st.live.refused(e);
         })?;
+    let user = route.preempt.then(|| engine_user(&id.name));
     let body = match (embeddings, rewritten, read) {
-        (false, _, read) => for_the_engine(&adm, &resv, obj, rewritten, read)?,
+        (false, _, read) => for_the_engine(&adm, &resv, obj, rewritten, read, user)?,
         (true, false, Some(read)) => read,
         (true, _, _) => to_bytes(obj)?,
     };
@@ -243,17 +244,36 @@ fn find_route(
     }
 }
 
+/// Whose request it is, as an engine that pauses over-share users is told
+/// (OpenAI's `user`): the same for a user's every request while this
+/// gateway runs, and not their name.
+fn engine_user(name: &str) -> String {
+    use std::hash::BuildHasher;
+    static SALT: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    format!(
+        "u{:016x}",
+        SALT.get_or_init(Default::default).hash_one(name)
+    )
+}
+
 /// What a generating call's engine is sent: the ceiling when the request
-/// set no max_tokens, and the usage chunk of a stream (removed again on the
-/// way back when the client did not ask for it). A client's body as it
-/// came when nothing changed.
+/// set no max_tokens, the usage chunk of a stream (removed again on the
+/// way back when the client did not ask for it), and, for an engine that
+/// pauses over-share users, whose request it is (in place of any `user`
+/// the client set). A client's body as it came when nothing changed.
 fn for_the_engine(
     adm: &Admission,
     resv: &crate::limits::Reservation,
     mut obj: serde_json::Map<String, Value>,
     mut rewritten: bool,
     read: Option<Bytes>,
+    user: Option<String>,
 ) -> Result<Bytes, ApiError> {
+    if let Some(u) = user {
+        obj.insert("user".into(), json!(u));
+        rewritten = true;
+    }
     if adm.max_tokens.is_none()
         && let Some(m) = resv.max_tokens
     {

@@ -93,6 +93,10 @@ pub struct GenerateRequest {
     pub response_format: ResponseFormat,
     /// Tools offered (chat only); at most one call per answer.
     pub tools: Option<crate::tools::ToolSpec>,
+    /// OpenAI's `user`: whose request it is. The gateway sets it, on the way
+    /// to Aula's own engine, to an opaque id of the signed-in user, which
+    /// the engine's pausing rules read.
+    pub user: Option<String>,
 }
 
 const COMMON_FIELDS: &[&str] = &[
@@ -359,6 +363,7 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         include_usage,
         response_format: ResponseFormat::Text,
         tools: None,
+        user: opt(obj, "user").and_then(Value::as_str).map(str::to_string),
     })
 }
 

@@ -44,6 +44,7 @@ pub async fn engine(a: EngineArgs) -> anyhow::Result<()> {
             .collect(),
         lora_dir: a.lora_dir.clone(),
         chat_template_file: a.chat_template_file.clone(),
+        preempt: !a.no_preempt,
     };
     // The socket first, the model second: a port is never left free while
     // the model loads.
