@@ -21,7 +21,10 @@ home=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
 export AULA_HOME="$home"
 $B engine --model "$MODEL_FILE" --name smol --port "$ENGINE_PORT" --parallel 4 --queue 512 --context 256 > "$home/engine.log" 2>&1 &
-printf '[[models]]\nname = "smol"\nurl = "http://127.0.0.1:%s"\nparallel = 4\npreempt = true\n' "$ENGINE_PORT" > "$home/aula.toml"
+# The heavy user's whole backlog waits in the queue (the default per-user
+# bound, 16, would answer the rest 429 at once, and the retry storm would
+# take the CPU from the engine).
+printf '[fairness]\nmax_queued_per_user = 256\n\n[[models]]\nname = "smol"\nurl = "http://127.0.0.1:%s"\nparallel = 4\npreempt = true\n' "$ENGINE_PORT" > "$home/aula.toml"
 sed 's/preempt = true/preempt = false/' "$home/aula.toml" > "$home/slots.toml"
 : > "$home/keys"
 for u in heavy light1 light2 light3 light4 light5 light6 light7 light8; do
@@ -50,7 +53,7 @@ $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$hom
   | python3 scripts/bench_summary.py "light users alone, through aula" fairness
 for H in $HEAVY; do
   head -n 1 "$home/keys" > "$home/heavy-key"
-  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 1 --heavy "$H" --keys "$home/heavy-key" \
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 1 --concurrency "$H" --keys "$home/heavy-key" \
     | python3 scripts/bench_summary.py "heavy=$H alone, through aula" fairness
   $B bench --url "http://127.0.0.1:$ENGINE_PORT" "${common[@]}" --users 9 --heavy "$H" \
     | python3 scripts/bench_summary.py "heavy=$H, straight to the engine (FCFS)" fairness

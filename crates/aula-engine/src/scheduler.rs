@@ -19,14 +19,19 @@
 //! of the signed-in user). The rules:
 //!
 //! * **Who runs next**: when a slot frees, the waiting request or paused
-//!   sequence whose user has the fewest sequences running goes first; ties
-//!   go to a paused sequence, then to the earliest arrival (without users,
-//!   this is first come, first served).
+//!   sequence whose user has the fewest sequences running goes first, then
+//!   the one whose user holds the fewest requests (here, or in the
+//!   gateway: its `aula_backlog`); ties go to a paused sequence, then to
+//!   the earliest arrival (without users, first come, first served).
 //! * **Who is paused**: when no slot is free, a waiting request whose
-//!   user runs `r` sequences pauses the youngest sequence of the user
-//!   running the most, when that user runs at least `r + 2` (so a pause
-//!   never leaves the paused user running fewer than the other, and two
-//!   users never take turns pausing each other), and then takes its slot.
+//!   user runs `r` sequences and holds `h` requests (as above) may pause a sequence of a user who runs at least `r + 2`,
+//!   or — when `r` is 0 — of a user who holds more than `h`: a user with
+//!   nothing running is not kept waiting by a user with a backlog, while
+//!   users with one request each (a class chatting) never pause each
+//!   other. Of those, the youngest sequence of the user running the most
+//!   (then holding the most) is paused, and the request takes its slot.
+//!   Neither condition can hold the other way round after the pause, so
+//!   two users never take turns pausing each other.
 //!   The paused sequence's KV (and its sampler, grammar and text
 //!   state) is copied to host memory (`llama_state_seq_get_data`), its slot
 //!   goes to the request, and it resumes in a slot that frees
@@ -78,6 +83,9 @@ pub struct Job {
     /// Whose request this is (OpenAI's `user`), for pausing; None is never
     /// paused and never pauses anyone.
     pub user: Option<String>,
+    /// The user's requests for this model in the gateway (`aula_backlog`,
+    /// itself included; 1 when not given).
+    pub backlog: usize,
     pub tx: UnboundedSender<Event>,
 }
 
@@ -155,33 +163,84 @@ impl Slot {
     }
 }
 
-/// Sequences `user` runs now.
-fn running(slots: &[Option<Slot>], user: &Option<String>) -> usize {
-    slots.iter().flatten().filter(|s| &s.job.user == user).count()
+/// Per user: sequences running, and requests held — what it has here
+/// (running, paused, waiting), or the backlog the gateway reported with any
+/// of them, if larger.
+#[derive(Default, Clone, Copy)]
+struct Load {
+    running: usize,
+    here: usize,
+    backlog: usize,
+}
+
+impl Load {
+    fn held(&self) -> usize {
+        self.here.max(self.backlog)
+    }
+}
+
+type Tally<'a> = std::collections::HashMap<&'a Option<String>, Load>;
+
+fn tally<'a>(
+    slots: &'a [Option<Slot>],
+    paused: &'a [Paused],
+    waiting: &'a VecDeque<Job>,
+) -> Tally<'a> {
+    let mut t = Tally::new();
+    for s in slots.iter().flatten() {
+        t.entry(&s.job.user).or_default().running += 1;
+    }
+    let jobs = slots
+        .iter()
+        .flatten()
+        .map(|s| &s.job)
+        .chain(paused.iter().map(|p| &p.slot.job))
+        .chain(waiting.iter());
+    for j in jobs {
+        let l = t.entry(&j.user).or_default();
+        l.here += 1;
+        l.backlog = l.backlog.max(j.backlog);
+    }
+    t
 }
 
 /// Who gets the next free slot: a sequence paused for `MAX_PAUSE` or more;
 /// else the paused sequence or waiting request whose user runs the fewest
-/// sequences, ties to a paused one, then to the earliest.
-fn next_in_line(slots: &[Option<Slot>], paused: &[Paused], waiting: &VecDeque<Job>) -> Option<Next> {
-    let paused = paused.iter().enumerate().map(|(k, p)| {
+/// sequences, then holds the fewest requests; ties to a paused one, then
+/// to the earliest.
+fn next_in_line(
+    slots: &[Option<Slot>],
+    paused: &[Paused],
+    waiting: &VecDeque<Job>,
+) -> Option<Next> {
+    if paused.is_empty() && waiting.is_empty() {
+        return None;
+    }
+    let t = tally(slots, paused, waiting);
+    let load = |u| t.get(u).copied().unwrap_or_default();
+    let from_paused = paused.iter().enumerate().map(|(k, p)| {
+        let l = load(&p.slot.job.user);
         let in_time = p.since.elapsed() < MAX_PAUSE;
-        (
-            (in_time, running(slots, &p.slot.job.user), 0, p.slot.admitted as usize),
-            Next::Paused(k),
-        )
+        let key = (in_time, l.running, l.held(), 0, p.slot.admitted as usize);
+        (key, Next::Paused(k))
     });
-    let waiting = waiting
-        .iter()
-        .enumerate()
-        .map(|(k, j)| ((true, running(slots, &j.user), 1, k), Next::Waiting(k)));
-    paused.chain(waiting).min_by_key(|(key, _)| *key).map(|(_, n)| n)
+    let from_waiting = waiting.iter().enumerate().map(|(k, j)| {
+        let l = load(&j.user);
+        ((true, l.running, l.held(), 1, k), Next::Waiting(k))
+    });
+    from_paused
+        .chain(from_waiting)
+        .min_by_key(|(key, _)| *key)
+        .map(|(_, n)| n)
 }
 
 /// The waiting request first in line: its user runs the fewest sequences,
-/// ties to the earliest.
-fn first_waiting(slots: &[Option<Slot>], waiting: &VecDeque<Job>) -> Option<usize> {
-    (0..waiting.len()).min_by_key(|k| (running(slots, &waiting[*k].user), *k))
+/// then holds the fewest requests; ties to the earliest.
+fn first_waiting(t: &Tally, waiting: &VecDeque<Job>) -> Option<usize> {
+    (0..waiting.len()).min_by_key(|k| {
+        let l = t.get(&waiting[*k].user).copied().unwrap_or_default();
+        (l.running, l.held(), *k)
+    })
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -304,12 +363,12 @@ impl Scheduler<'_> {
                 let next = if slots.iter().all(Option::is_some) {
                     // No slot free: the first waiting request in line may
                     // pause someone, and then takes the slot itself.
-                    let Some(k) = first_waiting(&slots, &waiting) else {
-                        break;
-                    };
-                    if !(self.preempt && self.pause_for(k, &mut slots, &mut paused, &waiting)) {
+                    if !self.preempt {
                         break;
                     }
+                    let Some(k) = self.pause_for(&mut slots, &mut paused, &waiting) else {
+                        break;
+                    };
                     paused_for = Some(Next::Waiting(k));
                     continue;
                 } else if let Some(n) = paused_for.take() {
@@ -352,15 +411,16 @@ impl Scheduler<'_> {
                         };
                         // The free slot whose cached tokens share the longest
                         // prefix with the prompt.
-                        let Some(i) = (0..slots.len())
-                            .filter(|i| slots[*i].is_none())
-                            .max_by_key(|i| {
-                                if cached_adapter[*i] == job.adapter {
-                                    common_prefix(&cached[*i], &job.tokens)
-                                } else {
-                                    0
-                                }
-                            })
+                        let Some(i) =
+                            (0..slots.len())
+                                .filter(|i| slots[*i].is_none())
+                                .max_by_key(|i| {
+                                    if cached_adapter[*i] == job.adapter {
+                                        common_prefix(&cached[*i], &job.tokens)
+                                    } else {
+                                        0
+                                    }
+                                })
                         else {
                             break;
                         };
@@ -583,47 +643,49 @@ impl Scheduler<'_> {
         result
     }
 
-    /// Pause the youngest sequence of the user running the most, for the
-    /// waiting request `next`, when the module docs' rule allows it;
-    /// whether it did.
+    /// For the first waiting request in line, pause a sequence when the
+    /// module docs' rule allows it: the request's index in `waiting` if so.
     fn pause_for(
         &mut self,
-        k: usize,
         slots: &mut [Option<Slot>],
         paused: &mut Vec<Paused>,
         waiting: &VecDeque<Job>,
-    ) -> bool {
-        let user = &waiting[k].user;
-        if user.is_none() || paused.len() >= self.parallel {
-            return false;
+    ) -> Option<usize> {
+        if waiting.is_empty() || paused.len() >= self.parallel {
+            return None;
         }
-        let runs = running(slots, user);
-        let victim = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
-            .filter(|(_, s)| s.job.user.is_some() && s.job.user != *user && !s.was_paused)
-            .max_by_key(|(_, s)| (running(slots, &s.job.user), s.admitted))
-            .map(|(i, s)| (i, running(slots, &s.job.user)));
-        let Some((i, theirs)) = victim else {
-            return false;
+        let (k, i) = {
+            let t = tally(slots, paused, waiting);
+            let k = first_waiting(&t, waiting)?;
+            let user = &waiting[k].user;
+            user.as_ref()?;
+            let load = |u| t.get(u).copied().unwrap_or_default();
+            let mine = load(user);
+            // The module docs' rule, for each sequence that may be paused.
+            let (i, ..) = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+                .filter(|(_, s)| s.job.user.is_some() && s.job.user != *user && !s.was_paused)
+                .map(|(i, s)| (i, load(&s.job.user), s.admitted))
+                .filter(|(_, theirs, _)| {
+                    theirs.running >= mine.running + 2
+                        || (mine.running == 0 && theirs.held() > mine.held())
+                })
+                .max_by_key(|(_, theirs, admitted)| (theirs.running, theirs.held(), *admitted))?;
+            (k, i)
         };
-        if theirs < runs + 2 {
-            return false;
-        }
-        let kv = match self
-            .ctx
-            .state_seq_get(i as i32, llama_cpp_2::context::session::LlamaStateSeqFlags::empty())
-        {
+        let kv = match self.ctx.state_seq_get(
+            i as i32,
+            llama_cpp_2::context::session::LlamaStateSeqFlags::empty(),
+        ) {
             Ok(kv) => kv,
             Err(e) => {
                 tracing::warn!("could not pause a sequence (it keeps its slot): {e}");
-                return false;
+                return None;
             }
         };
-        let Some(mut slot) = slots[i].take() else {
-            return false;
-        };
+        let mut slot = slots[i].take()?;
         slot.was_paused = true;
         self.release(i as i32);
         paused.push(Paused {
@@ -632,7 +694,7 @@ impl Scheduler<'_> {
             since: std::time::Instant::now(),
         });
         self.stats.pauses.fetch_add(1, Ordering::Relaxed);
-        true
+        Some(k)
     }
 
     fn release(&mut self, seq: i32) {

@@ -425,6 +425,7 @@ fn start(st: Arc<EngineState>, req: &GenerateRequest) -> Result<Queued, ApiError
         grammar,
         adapter,
         user: req.user.clone(),
+        backlog: req.backlog.unwrap_or(1) as usize,
         tx,
     };
     st.jobs

@@ -242,6 +242,14 @@ impl FairQueue {
         }
     }
 
+    /// This user's requests here: in service and waiting.
+    pub fn held(&self, user: &str) -> usize {
+        self.lock()
+            .users
+            .get(user)
+            .map_or(0, |u| u.in_service + u.waiting.len())
+    }
+
     /// This user's counter (for tests and the admin view).
     pub fn counter(&self, user: &str) -> f64 {
         self.lock()

@@ -29,9 +29,9 @@ pub use embeddings::{
 };
 pub use error::ApiError;
 pub use request::{
-    Admission, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND, Prompt,
-    ResponseFormat, SamplingParams, admission_of, parse_chat, parse_chat_object, parse_completion,
-    parse_completion_object, peek_admission, peek_route, plain_messages,
+    Admission, BACKLOG_FIELD, ChatMessage, GenerateRequest, MAX_SCHEMA_BYTES, MAX_TOKENS_BOUND,
+    Prompt, ResponseFormat, SamplingParams, admission_of, parse_chat, parse_chat_object,
+    parse_completion, parse_completion_object, peek_admission, peek_route, plain_messages,
 };
 pub use response::*;
 pub use tools::{MAX_TOOLS, Tool, ToolChoice, ToolSpec, parse_calls, parse_tools};

@@ -1289,7 +1289,10 @@ fn no_preempt_makes_a_request_wait_for_a_slot() {
             }
         }
     });
-    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok("heavy streaming"));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60)),
+        Ok("heavy streaming")
+    );
     let mut light = chat_body(SMOL, "Say hello.", 4);
     light["user"] = json!("light");
     let r = post(&url, &light);

@@ -163,7 +163,11 @@ async fn admit(
             crate::metrics::limit_refused(e);
             st.live.refused(e);
         })?;
-    let user = route.preempt.then(|| engine_user(&id.name));
+    // Whose request this is, and how many the user has for this model
+    // (this one included), for an engine that pauses over-share users.
+    let user = route
+        .preempt
+        .then(|| (engine_user(&id.name), route.queue.held(&id.name) + 1));
     let body = match (embeddings, rewritten, read) {
         (false, _, read) => for_the_engine(&adm, &resv, obj, rewritten, read, user)?,
         (true, false, Some(read)) => read,
@@ -261,17 +265,23 @@ fn engine_user(name: &str) -> String {
 /// set no max_tokens, the usage chunk of a stream (removed again on the
 /// way back when the client did not ask for it), and, for an engine that
 /// pauses over-share users, whose request it is (in place of any `user`
-/// the client set). A client's body as it came when nothing changed.
+/// the client set) and the user's backlog here (`aula_backlog`, which
+/// clients may not set). A client's body as it came when nothing changed.
 fn for_the_engine(
     adm: &Admission,
     resv: &crate::limits::Reservation,
     mut obj: serde_json::Map<String, Value>,
     mut rewritten: bool,
     read: Option<Bytes>,
-    user: Option<String>,
+    user: Option<(String, usize)>,
 ) -> Result<Bytes, ApiError> {
-    if let Some(u) = user {
+    // Only the gateway says what a user's backlog is.
+    if obj.remove(aula_protocol::BACKLOG_FIELD).is_some() {
+        rewritten = true;
+    }
+    if let Some((u, backlog)) = user {
         obj.insert("user".into(), json!(u));
+        obj.insert(aula_protocol::BACKLOG_FIELD.into(), json!(backlog));
         rewritten = true;
     }
     if adm.max_tokens.is_none()
@@ -487,6 +497,46 @@ fn check_max_tokens(adm: &Admission, context: Option<u32>) -> Result<(), ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On the way to an engine that pauses users, `user` and the backlog
+    /// are the gateway's, whatever the client sent; elsewhere the client's
+    /// backlog field is dropped and its `user` kept.
+    #[test]
+    fn the_engine_is_told_whose_request_it_is_and_clients_cannot_say() {
+        let sent = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"user":"someone-else","aula_backlog":1}"#;
+        let (adm, obj) = aula_protocol::peek_admission(sent).unwrap();
+        let resv = crate::limits::Reservation {
+            user: "ada".into(),
+            id: 0,
+            tokens: 0,
+            admitted_ms: 0,
+            max_tokens: None,
+            weight: 1.0,
+            shared: None,
+        };
+        let body = |user| {
+            let b = for_the_engine(
+                &adm,
+                &resv,
+                obj.clone(),
+                false,
+                Some(sent.as_slice().into()),
+                user,
+            )
+            .unwrap();
+            serde_json::from_slice::<Value>(&b).unwrap()
+        };
+        let id = engine_user("ada");
+        assert_eq!(id, engine_user("ada"), "the same user, the same id");
+        assert_ne!(id, engine_user("bob"));
+        assert!(!id.contains("ada"));
+        let told = body(Some((id.clone(), 7)));
+        assert_eq!(told["user"], json!(id));
+        assert_eq!(told["aula_backlog"], 7);
+        let other = body(None);
+        assert_eq!(other["user"], "someone-else");
+        assert!(other.get("aula_backlog").is_none(), "{other}");
+    }
 
     #[test]
     fn usage_is_read_without_building_the_answer() {

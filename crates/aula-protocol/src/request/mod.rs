@@ -97,7 +97,14 @@ pub struct GenerateRequest {
     /// to Aula's own engine, to an opaque id of the signed-in user, which
     /// the engine's pausing rules read.
     pub user: Option<String>,
+    /// [`BACKLOG_FIELD`]: the user's requests for this model in the gateway.
+    pub backlog: Option<u32>,
 }
+
+/// Aula's own field, set by the gateway on the way to Aula's engine (and
+/// removed from what clients send): how many requests this request's user
+/// has for this model in the gateway, running or waiting, itself included.
+pub const BACKLOG_FIELD: &str = "aula_backlog";
 
 const COMMON_FIELDS: &[&str] = &[
     "model",
@@ -113,6 +120,7 @@ const COMMON_FIELDS: &[&str] = &[
     "stream_options",
     "n",
     "user",
+    BACKLOG_FIELD,
     "logit_bias",
     "logprobs",
     "top_logprobs",
@@ -364,6 +372,9 @@ fn parse_common(obj: &Map<String, Value>, prompt: Prompt) -> Result<GenerateRequ
         response_format: ResponseFormat::Text,
         tools: None,
         user: opt(obj, "user").and_then(Value::as_str).map(str::to_string),
+        backlog: opt(obj, BACKLOG_FIELD)
+            .map(|v| parse_u32(v, BACKLOG_FIELD))
+            .transpose()?,
     })
 }
 
