@@ -23,9 +23,10 @@
 //!   the one whose user holds the fewest requests (here, or in the
 //!   gateway: its `aula_backlog`); ties go to a paused sequence, then to
 //!   the earliest arrival (without users, first come, first served).
-//! * **Who is paused**: when no slot is free, a waiting request whose
-//!   user runs `r` sequences and holds `h` requests (as above) may pause a sequence of a user who runs at least `r + 2`,
-//!   or — when `r` is 0 — of a user who holds more than `h`: a user with
+//! * **Who is paused**: when no slot is free, the waiting request first in
+//!   line (as above), whose user runs `r` sequences and holds `h` requests,
+//!   may pause a sequence of a user who runs at least `r + 2`, or — when
+//!   `r` is 0 — of a user who holds more than `h`: a user with
 //!   nothing running is not kept waiting by a user with a backlog, while
 //!   users with one request each (a class chatting) never pause each
 //!   other. Of those, the youngest sequence of the user running the most

@@ -181,8 +181,9 @@ pub fn start(
         let planned = builder.plan(&spec)?;
         let preempt = spec.preempt && !embedding;
         // An engine that pauses over-share users gets up to as many again
-        // for users with nothing running (fair.rs).
-        let room = if preempt { planned.slots } else { 0 };
+        // for users with nothing running (fair.rs), within what an `aula
+        // engine` lets wait by default (`--queue 64`; more would be 503s).
+        let room = if preempt { planned.slots.min(64) } else { 0 };
         let queue = fair::FairQueue::with_room(planned.slots, room, access.fair);
         let (upstream, context) = (planned.upstream_model.clone(), planned.context);
         let backend = builder.add(&spec, planned, queue.clone());
