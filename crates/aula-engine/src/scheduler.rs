@@ -652,7 +652,9 @@ impl Scheduler<'_> {
         paused: &mut Vec<Paused>,
         waiting: &VecDeque<Job>,
     ) -> Option<usize> {
-        if waiting.is_empty() || paused.len() >= self.parallel {
+        // Requests without a user (straight to the engine, first come,
+        // first served) cost no tally.
+        if paused.len() >= self.parallel || !waiting.iter().any(|j| j.user.is_some()) {
             return None;
         }
         let (k, i) = {

@@ -28,17 +28,6 @@ fn config(home: &Path, mock: &Proc, parallel: usize, extra: &str) {
     .unwrap();
 }
 
-fn add_user(home: &Path, name: &str, extra: &[&str]) -> String {
-    let mut args = vec!["users", "add", name];
-    args.extend_from_slice(extra);
-    let (ok, _, err) = run_aula(&args, home);
-    assert!(ok, "users add {name}: {err}");
-    let (ok, out, err) = run_aula(&["keys", "create", name], home);
-    assert!(ok, "keys create {name}: {err}");
-    assert_eq!(out.lines().count(), 1, "the key alone on stdout: {out:?}");
-    out.trim().to_string()
-}
-
 fn usage_json(home: &Path, by: &str) -> Vec<Value> {
     let (ok, out, err) = run_aula(&["usage", "--by", by, "--json"], home);
     assert!(ok, "{err}");

@@ -1261,7 +1261,8 @@ fn a_paused_answer_resumes_and_completes_intact() {
 }
 
 /// `--no-preempt`: the same load waits for the slot instead: the light
-/// answer comes only after the heavy one has ended.
+/// answer comes only after the heavy one has ended. (The heavy request
+/// reports a backlog of 5, so with pausing on the light one would pause it.)
 #[test]
 fn no_preempt_makes_a_request_wait_for_a_slot() {
     let e = spawn_engine(
@@ -1273,6 +1274,7 @@ fn no_preempt_makes_a_request_wait_for_a_slot() {
     let mut long = chat_body(SMOL, "Count from 1 to 1000, one number per line.", 64);
     long["stream"] = json!(true);
     long["user"] = json!("heavy");
+    long["aula_backlog"] = json!(5);
     let resp = ureq::post(&url).send_string(&long.to_string()).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
     let heavy_tx = tx.clone();
@@ -1313,24 +1315,16 @@ fn no_preempt_makes_a_request_wait_for_a_slot() {
 #[test]
 fn through_the_gateway_a_light_user_pauses_a_heavy_one() {
     let e = spawn_engine(SMOL_FILE, &["--parallel", "2", "--context", "1024"]);
-    let home = temp_home("preempt");
-    std::fs::write(
-        home.join("aula.toml"),
-        format!(
-            "[[models]]\nname = \"{SMOL}\"\nurl = \"{}/v1\"\nparallel = 2\npreempt = true\n",
-            e.url
-        ),
-    )
-    .unwrap();
-    let key = |name: &str| {
-        let (ok, _, err) = run_aula(&["users", "add", name], &home);
-        assert!(ok, "{err}");
-        let (ok, out, err) = run_aula(&["keys", "create", name], &home);
-        assert!(ok, "{err}");
-        out.trim().to_string()
-    };
-    let (heavy, light) = (key("heavy"), key("light"));
-    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let g = TestGateway::new("preempt").config(&format!(
+        "[[models]]\nname = \"{SMOL}\"\nurl = \"{}/v1\"\nparallel = 2\npreempt = true\n",
+        e.url
+    ));
+    g.write_config();
+    let (heavy, light) = (
+        add_user(&g.home, "heavy", &[]),
+        add_user(&g.home, "light", &[]),
+    );
+    let s = g.start();
     let url = format!("{}/v1/chat/completions", s.url);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let readers: Vec<_> = (1..=2)

@@ -111,6 +111,19 @@ pub fn run_aula(args: &[&str], home: &std::path::Path) -> (bool, String, String)
     )
 }
 
+/// `aula users add NAME EXTRA...` and `aula keys create NAME` in `home`:
+/// the new user's key.
+pub fn add_user(home: &std::path::Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["users", "add", name];
+    args.extend_from_slice(extra);
+    let (ok, _, err) = run_aula(&args, home);
+    assert!(ok, "users add {name}: {err}");
+    let (ok, out, err) = run_aula(&["keys", "create", name], home);
+    assert!(ok, "keys create {name}: {err}");
+    assert_eq!(out.lines().count(), 1, "the key alone on stdout: {out:?}");
+    out.trim().to_string()
+}
+
 pub fn post_auth(url: &str, key: Option<&str>, body: &Value) -> Resp {
     let mut req = agent().post(url).set("Content-Type", "application/json");
     if let Some(k) = key {
