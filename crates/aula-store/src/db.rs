@@ -160,6 +160,10 @@ impl Store {
             check_postgres_version(&pool).await?;
         }
         MIGRATOR.run(&pool).await?;
+        let sqlite_path = if postgres { None } else { sqlite_file(url) };
+        if let Some(path) = &sqlite_path {
+            crate::ledger::fold_journal(path).await;
+        }
         let mut pgvector = false;
         if postgres {
             crate::budgets::install(&pool).await?;
@@ -169,7 +173,7 @@ impl Store {
             pool,
             postgres,
             pg_url: postgres.then(|| url.to_string()),
-            sqlite_path: if postgres { None } else { sqlite_file(url) },
+            sqlite_path,
             pgvector,
             dense_indexes: Default::default(),
         })

@@ -1,24 +1,26 @@
 //! The usage ledger: one row per admitted request, written when it is
-//! admitted (status `unfinished`) and finalized when it ends. One writer (a
-//! thread with its own connection for SQLite, a task for PostgreSQL) groups
-//! whatever is waiting into one commit (group commit).
+//! admitted (status `unfinished`) and finalized when it ends.
 //!
 //! Rules:
-//! - A request's end waits for the commit that holds its final row
-//!   ([`Ledger::finish`]): when a client has its whole answer, the record of
-//!   it is in the database.
-//! - Its beginning does not wait while the writer is keeping up
+//! - A request's end is durable before the client has the end of its
+//!   answer ([`Ledger::finish`]). On SQLite that means one line appended
+//!   to the ledger's journal, moved into the database within
+//!   [`BEGIN_WITHIN`] by a writer thread in batches ([`journal`] states its
+//!   rules); on PostgreSQL, the commit that holds the row (one writer task
+//!   groups whatever waits into one commit).
+//! - Its beginning does not wait while the writer keeps up
 //!   ([`Ledger::begin`]): the first row waits in memory and is written with
-//!   the next commit or within [`BEGIN_WITHIN`], whichever comes first; a
-//!   request that ends before that is written once, whole (so a short
-//!   request costs one row write and one wake of the writer). When the last
-//!   write failed, or the writer has been stuck on one for
-//!   [`STUCK_AFTER_MS`], a beginning waits for its commit, so a database
-//!   that cannot be written refuses new requests before they run.
+//!   the next commit or within [`BEGIN_WITHIN`]; a request that ends before
+//!   that is written once, whole. When the ledger cannot be written (the
+//!   last PostgreSQL commit failed or has taken [`STUCK_AFTER_MS`], too many
+//!   rows wait for SQLite, or the journal cannot be written), new requests
+//!   are refused before they run.
 //! - So a gateway killed with SIGKILL loses no finished request, and leaves
 //!   every request it had admitted more than [`BEGIN_WITHIN`] before marked
-//!   `unfinished`. What waits in memory is bounded by the admissions of
-//!   [`BEGIN_WITHIN`] + [`STUCK_AFTER_MS`].
+//!   `unfinished`.
+//! - Readers of the database see a finished request within
+//!   [`BEGIN_WITHIN`], or at once after [`Ledger::flush`]; a process that
+//!   opens an SQLite store folds the journal in first.
 //! - Ids are time-ordered ([`new_request_id`]), so each commit appends to
 //!   the same few index pages instead of touching one page per row.
 
@@ -26,6 +28,7 @@ use crate::db::{Store, StoreError};
 use sqlx::Row;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
+pub mod journal;
 mod usage;
 pub use usage::*;
 
@@ -143,66 +146,106 @@ type Ack = oneshot::Sender<Result<(), String>>;
 
 /// Handle to the ledger writer; cheap to clone.
 #[derive(Clone)]
-pub struct Ledger {
+pub struct Ledger(std::sync::Arc<Writer>);
+
+enum Writer {
+    /// SQLite: the journal and its writer thread.
+    Journal(journal::Journal),
+    /// PostgreSQL: a writer task fed by a channel.
+    Channel(Channel),
+}
+
+struct Channel {
     tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
     health: std::sync::Arc<Health>,
-    /// The housekeeping loop (first rows' deadline, SQLite's checkpoints),
-    /// stopped by [`Ledger::close`].
-    checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The loop that writes first rows by their deadline, stopped by
+    /// [`Ledger::close`].
+    housekeeping: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Ledger {
-    /// Start the writer task on the current runtime.
+    /// Start the writer (on SQLite a thread of its own; on PostgreSQL a
+    /// task on the current runtime).
     pub fn start(store: Store) -> Ledger {
+        if let Some(path) = store.sqlite_path() {
+            return Ledger(std::sync::Arc::new(Writer::Journal(
+                journal::Journal::start(path),
+            )));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let health = std::sync::Arc::new(Health::default());
-        let checkpoint = Some(tokio::spawn(housekeeping(
-            store.clone(),
-            tx.downgrade(),
-            health.clone(),
-        )));
-        match store.sqlite_path().map(std::path::Path::to_path_buf) {
-            // SQLite: a thread of its own with its own connection, so a
-            // commit is one hop there and one back (no runtime task, no
-            // driver worker thread in between).
-            Some(path) => {
-                let spawned = std::thread::Builder::new()
-                    .name("aula-ledger".into())
-                    .spawn({
-                        let health = health.clone();
-                        move || sqlite_writer(&path, rx, &health)
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!("cannot start the ledger writer: {e}");
-                }
-            }
-            None => {
-                tokio::spawn(writer(store, rx, health.clone()));
-            }
-        }
-        Ledger {
+        let housekeeping = Some(tokio::spawn(housekeeping(tx.downgrade(), health.clone())));
+        tokio::spawn(writer(store, rx, health.clone()));
+        Ledger(std::sync::Arc::new(Writer::Channel(Channel {
             tx,
             health,
-            checkpoint: std::sync::Arc::new(std::sync::Mutex::new(checkpoint)),
-        }
+            housekeeping: std::sync::Mutex::new(housekeeping),
+        })))
     }
 
-    /// Returns once everything recorded before it is committed.
+    /// Returns once everything recorded before it is in the database.
     pub async fn flush(&self) -> Result<(), String> {
-        self.send(Op::Flush).await
+        match &*self.0 {
+            Writer::Journal(j) => j.flush().await,
+            Writer::Channel(c) => c.send(Op::Flush).await,
+        }
     }
 
     /// At shutdown, once no request is left: commit what is waiting and stop
-    /// the checkpoint loop (the store can be closed after this).
+    /// the writer's loops (the store can be closed after this).
     pub async fn close(&self) {
-        if let Err(e) = self.flush().await {
-            tracing::error!("the ledger could not be written at shutdown: {e}");
-        }
-        if let Some(h) = self.checkpoint.lock().ok().and_then(|mut c| c.take()) {
-            h.abort();
+        match &*self.0 {
+            Writer::Journal(j) => j.close().await,
+            Writer::Channel(c) => {
+                if let Err(e) = c.send(Op::Flush).await {
+                    tracing::error!("the ledger could not be written at shutdown: {e}");
+                }
+                if let Some(h) = c.housekeeping.lock().ok().and_then(|mut h| h.take()) {
+                    h.abort();
+                }
+            }
         }
     }
 
+    /// Record an admitted request. While the writer keeps up, the row goes
+    /// into the next commit and this returns at once; otherwise it returns
+    /// the reason the request must not run (see the module's rules).
+    pub async fn begin(&self, rec: RequestRecord) -> Result<(), String> {
+        match &*self.0 {
+            Writer::Journal(j) => j.begin(rec),
+            Writer::Channel(c) => {
+                if c.health.keeping_up() && !c.tx.is_closed() {
+                    c.health.waiting().push(rec);
+                    Ok(())
+                } else {
+                    c.send(Op::Begin(rec)).await
+                }
+            }
+        }
+    }
+
+    /// Finalize a request; returns once the row is durable.
+    pub async fn finish(&self, f: Finish) -> Result<(), String> {
+        match &*self.0 {
+            Writer::Journal(j) => j.finish(f),
+            Writer::Channel(c) => c.send(Op::Finish(f)).await,
+        }
+    }
+
+    /// Finalize without waiting (for requests whose client is gone).
+    pub fn finish_detached(&self, f: Finish) {
+        match &*self.0 {
+            Writer::Journal(j) => {
+                let _ = j.finish(f);
+            }
+            Writer::Channel(c) => {
+                let _ = c.tx.send((Op::Finish(f), None));
+            }
+        }
+    }
+}
+
+impl Channel {
     async fn send(&self, op: Op) -> Result<(), String> {
         let (ack, done) = oneshot::channel();
         self.tx
@@ -211,41 +254,15 @@ impl Ledger {
         done.await
             .map_err(|_| "the ledger writer has stopped".to_string())?
     }
-
-    /// Record an admitted request. While the writer keeps up, the row goes
-    /// into the next commit and this returns at once; otherwise (the last
-    /// write failed, or one has taken over [`STUCK_AFTER_MS`]) it returns
-    /// once the row is committed, or with the error.
-    pub async fn begin(&self, rec: RequestRecord) -> Result<(), String> {
-        if self.health.keeping_up() && !self.tx.is_closed() {
-            self.health.waiting().push(rec);
-            Ok(())
-        } else {
-            self.send(Op::Begin(rec)).await
-        }
-    }
-
-    /// Finalize a request; returns once it is committed.
-    pub async fn finish(&self, f: Finish) -> Result<(), String> {
-        self.send(Op::Finish(f)).await
-    }
-
-    /// Finalize without waiting (for requests whose client is gone).
-    pub fn finish_detached(&self, f: Finish) {
-        let _ = self.tx.send((Op::Finish(f), None));
-    }
 }
 
-/// Every [`BEGIN_WITHIN`]: a nudge to the writer when first rows wait;
-/// every second on SQLite, a WAL checkpoint.
+/// Every [`BEGIN_WITHIN`]: a nudge to the writer when first rows wait.
 async fn housekeeping(
-    store: Store,
     tx: mpsc::WeakUnboundedSender<(Op, Option<Ack>)>,
     health: std::sync::Arc<Health>,
 ) {
     let mut tick = tokio::time::interval(BEGIN_WITHIN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_checkpoint = std::time::Instant::now();
     loop {
         tick.tick().await;
         if !health.waiting().is_empty() {
@@ -255,12 +272,6 @@ async fn housekeeping(
                 health
                     .failing
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        if !store.is_postgres() && last_checkpoint.elapsed() >= std::time::Duration::from_secs(1) {
-            last_checkpoint = std::time::Instant::now();
-            if let Err(e) = store.checkpoint().await {
-                tracing::debug!("ledger checkpoint: {e}");
             }
         }
     }
@@ -351,51 +362,22 @@ fn answer(batch: &mut Vec<(Op, Option<Ack>)>, result: &Result<(), String>) {
     }
 }
 
-/// The SQLite writer: waits for work, takes whatever else is waiting (up
-/// to 256), writes it in one transaction, answers everyone in it.
-fn sqlite_writer(
-    path: &std::path::Path,
-    mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>,
-    health: &Health,
-) {
-    let mut conn: Option<rusqlite::Connection> = None;
-    let mut batch = Vec::with_capacity(256);
-    // One-row statements, prepared once per connection (rusqlite's cache).
-    let sql = (begin_sql(1), finish_sql(1));
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < 256 {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let waiting = health.take_waiting();
-        health.started();
-        let result = (|| {
-            if conn.is_none() {
-                conn = Some(open_writer(path)?);
-            }
-            match conn.as_mut() {
-                Some(c) => write_batch_sqlite(c, &sql, &waiting, &batch),
-                None => Ok(()),
-            }
-        })()
-        .map_err(|e| {
-            // A busy (locked) database keeps its connection; anything else
-            // gets a fresh one next time.
-            let busy = matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            );
-            if !busy {
-                conn = None;
-            }
-            tracing::error!("ledger write failed: {e}");
-            format!("the usage ledger cannot be written: {e}")
-        });
-        health.ended(&result);
-        answer(&mut batch, &result);
+/// Fold the ledger's journal next to an SQLite database into it (see
+/// [`journal`]): rows a gateway answered but had not yet moved there, from
+/// one still running or one that was killed. A failure is logged, not
+/// fatal: the rows stay in the journal for the next open.
+pub(crate) async fn fold_journal(path: &std::path::Path) {
+    let path = path.to_path_buf();
+    let folded = tokio::task::spawn_blocking(move || {
+        let mut c = open_writer(&path)?;
+        journal::fold(&path, &mut c)
+    })
+    .await;
+    match folded {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!("{n} rows folded in from the ledger's journal"),
+        Ok(Err(e)) => tracing::warn!("the ledger's journal could not be folded in yet: {e}"),
+        Err(e) => tracing::warn!("the ledger's journal could not be folded in: {e}"),
     }
 }
 
@@ -410,7 +392,7 @@ fn begin_sql(rows: usize) -> String {
     format!(
         "INSERT INTO requests (id, user_name, groups, model, admitted_ms, status) VALUES {}",
         placeholders(rows, 5, "'unfinished'")
-    )
+    ) + " ON CONFLICT (id) DO NOTHING"
 }
 
 /// Upsert of `rows` finished requests (a row written before its begin, or
@@ -427,20 +409,21 @@ fn finish_sql(rows: usize) -> String {
 }
 
 /// One transaction for the whole batch: all of it is written or none.
+/// First rows whose request ends in the same batch are left out.
 fn write_batch_sqlite(
     conn: &mut rusqlite::Connection,
-    (begin_sql, finish_sql): &(String, String),
-    waiting: &[RequestRecord],
-    batch: &[(Op, Option<Ack>)],
+    begins: &[RequestRecord],
+    finishes: &[Finish],
 ) -> Result<(), rusqlite::Error> {
-    let (begins, finishes) = rows(waiting, batch);
+    let finished: std::collections::HashSet<&str> =
+        finishes.iter().map(|f| f.record.id.as_str()).collect();
     let tx = conn.transaction()?;
     {
         // `$n` parameters are numbered in order of appearance, so the
         // one-row statements bind by position as sqlx's do.
-        let mut begin = tx.prepare_cached(begin_sql)?;
-        let mut finish = tx.prepare_cached(finish_sql)?;
-        for r in begins {
+        let mut begin = tx.prepare_cached(&begin_sql(1))?;
+        let mut finish = tx.prepare_cached(&finish_sql(1))?;
+        for r in begins.iter().filter(|r| !finished.contains(r.id.as_str())) {
             begin.execute(rusqlite::params![
                 r.id,
                 r.user,
@@ -656,6 +639,9 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // Durable (in the journal) when `finish` returns; in the database
+        // after a flush.
+        ledger.flush().await.unwrap();
         let by_user = store.usage(UsageBy::User, 0).await.unwrap();
         assert_eq!(by_user.len(), 2);
         assert_eq!(
@@ -720,6 +706,7 @@ mod tests {
                 .await
                 .unwrap();
         }
+        ledger.flush().await.unwrap();
         let windows = [0, d0, d0 + day, d0 + 2 * day, d0 + 3 * day, d0 + day + 5];
         let mut before = Vec::new();
         for by in [UsageBy::User, UsageBy::Group, UsageBy::Model] {
@@ -744,6 +731,74 @@ mod tests {
         assert_eq!(before, after);
         let al_all = store.usage_for(UsageBy::User, 0, Some("al")).await.unwrap();
         assert_eq!((al_all.len(), al_all[0].requests), (1, 4));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A finished row is in the journal when `finish` returns, though the
+    /// database is locked; a copy of the files as a crash would leave them
+    /// (the database without the row, the journal) opens with the row; the
+    /// writer moves the row in once the lock is gone, and deletes the
+    /// journal.
+    #[tokio::test]
+    async fn a_finished_row_survives_a_locked_database_and_a_crash() {
+        let (store, dir) = temp_store("journal").await;
+        let ledger = Ledger::start(store.clone());
+        let db = dir.join("aula.db");
+        let locker = rusqlite::Connection::open(&db).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let record = RequestRecord {
+            id: new_request_id(),
+            user: "al".into(),
+            groups: vec!["cs101".into()],
+            model: "m".into(),
+            admitted_ms: 1000,
+        };
+        ledger.begin(record.clone()).await.unwrap();
+        ledger
+            .finish(Finish {
+                record,
+                status: Outcome::Ok,
+                prompt_tokens: Some(7),
+                completion_tokens: Some(3),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // The writer tries, and fails on the lock.
+        assert!(ledger.flush().await.is_err());
+        // What a crash now would leave: the database and the journal.
+        let copy = dir.join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        let mut journal = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("aula.db") {
+                journal += usize::from(name.starts_with("aula.db-ledger-"));
+                std::fs::copy(e.path(), copy.join(&name)).unwrap();
+            }
+        }
+        assert_eq!(journal, 1, "one journal segment");
+        let reopened = Store::open_in(&copy).await.unwrap();
+        assert_eq!(reopened.tokens_by_user_since(0).await.unwrap()["al"], 10);
+        // The copy's segment names this (running) process: it stays, and a
+        // second fold writes nothing new.
+        let again = Store::open_in(&copy).await.unwrap();
+        assert_eq!(again.usage(UsageBy::User, 0).await.unwrap()[0].requests, 1);
+        drop(locker);
+        ledger.flush().await.unwrap();
+        assert_eq!(store.tokens_by_user_since(0).await.unwrap()["al"], 10);
+        assert_eq!(store.unfinished_count().await.unwrap(), 0);
+        let left = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("aula.db-ledger-")
+            })
+            .count();
+        assert_eq!(left, 0, "the journal is deleted once its rows are in");
+        ledger.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
 

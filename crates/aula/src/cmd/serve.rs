@@ -14,6 +14,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     unsafe {
         libc::umask(0o077);
     }
+    // A file-size limit (`ulimit -f`, or a quota enforced as one) makes a
+    // write fail with EFBIG, which the ledger reports and refuses requests
+    // over, rather than killing the gateway with SIGXFSZ.
+    // SAFETY: ignoring a signal changes only this process's disposition.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let (config, config_path) = load_config(a.config.as_deref())?;
     let opts = Options {
         host: a

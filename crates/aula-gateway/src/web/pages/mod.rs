@@ -45,6 +45,21 @@ struct Budget {
     resets: Option<i64>,
 }
 
+/// Usage from the ledger with every answered request in it: the ledger
+/// is flushed first (otherwise a request reaches the database within
+/// 50 ms of its end).
+async fn usage_for(
+    st: &Handle,
+    by: aula_store::UsageBy,
+    since: i64,
+    only: Option<&str>,
+) -> Result<Vec<aula_store::UsageRow>, aula_store::StoreError> {
+    if let Err(e) = st.gw.ledger.flush().await {
+        tracing::debug!("usage read before the ledger's last rows are in: {e}");
+    }
+    st.gw.store.usage_for(by, since, only).await
+}
+
 async fn budgets(st: &Handle, id: &Identity, lim: &LimitFields) -> Vec<Budget> {
     let now = aula_store::now_ms();
     let (day, week, _) = limits::window_starts(now, st.gw.limiter.term_start_ms());

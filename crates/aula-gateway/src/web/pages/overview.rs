@@ -98,10 +98,7 @@ async fn me(st: &Handle, v: &Visitor, id: &Identity) -> Response {
     let lim = limits::effective(&st.gw.limiter.rules(), id);
     let term = st.gw.limiter.term_start_ms();
     let budgets = budgets(st, id, &lim).await;
-    let usage = st
-        .gw
-        .store
-        .usage_for(UsageBy::Model, term, Some(&id.name))
+    let usage = usage_for(st, UsageBy::Model, term, Some(&id.name))
         .await
         .unwrap_or_default();
     v.render(

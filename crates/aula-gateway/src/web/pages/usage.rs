@@ -39,7 +39,7 @@ pub async fn usage(
         .unwrap_or("day");
     let since = period_start(&st, period);
     let only = (!staff).then_some(id.name.as_str());
-    let mut rows = match st.gw.store.usage_for(by, since, only).await {
+    let mut rows = match usage_for(&st, by, since, only).await {
         Ok(r) => r,
         Err(e) => {
             return v.error(

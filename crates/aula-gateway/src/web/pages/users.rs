@@ -197,12 +197,14 @@ pub async fn user(
     let rules = st.gw.limiter.rules();
     let lim = limits::effective(&rules, &ident);
     let budgets = budgets(&st, &ident, &lim).await;
-    let usage = st
-        .gw
-        .store
-        .usage_for(UsageBy::Model, st.gw.limiter.term_start_ms(), Some(&u.name))
-        .await
-        .unwrap_or_default();
+    let usage = usage_for(
+        &st,
+        UsageBy::Model,
+        st.gw.limiter.term_start_ms(),
+        Some(&u.name),
+    )
+    .await
+    .unwrap_or_default();
     let keys = st.gw.store.keys(Some(&u.name)).await.unwrap_or_default();
     v.render(
         &st,
