@@ -8,7 +8,8 @@
 # Usage: bash scripts/bench-gateway.sh   (after scripts/setup.sh; nginx from
 #        Debian's nginx-light, skipped with a note when it is not installed)
 # With BASE=path/to/another/aula, that build's gateway is measured in the
-# same rounds (on BASE_PORT), for before/after comparisons.
+# same rounds (on BASE_PORT), for before/after comparisons; B (default
+# target/release/aula) is the build measured as "aula serve".
 # With TABS=N, each round also measures a gateway with no users (open on
 # loopback, so that `curl` may hold the teachers' live view; no keys or
 # limits) at 16 connections while N web pages hold their live view open (N
@@ -16,7 +17,7 @@
 # ROUNDS (3), N (40,000 requests at 16 connections; a quarter at 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=./target/release/aula
+B=${B:-./target/release/aula}
 MOCK_PORT=${MOCK_PORT:-19000}
 GW_PORT=${GW_PORT:-19001}
 NGINX_PORT=${NGINX_PORT:-19003}
