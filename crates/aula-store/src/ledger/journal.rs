@@ -140,8 +140,9 @@ fn running(pid: u32) -> bool {
 
 /// Write every journal row next to `db` into it (one transaction), and
 /// delete the segments of processes that no longer run. Returns the rows
-/// read. A line cut short by a crash is skipped (its request was not
-/// answered: the line is written before the answer's end is sent).
+/// read. A line cut short (by a crash, or being written as it is read) is
+/// skipped: its request's answer had not ended, since a line is written
+/// before the answer's end is sent.
 pub(crate) fn fold(db: &Path, conn: &mut rusqlite::Connection) -> Result<usize, rusqlite::Error> {
     let found = segments(db);
     if found.is_empty() {
@@ -157,7 +158,8 @@ pub(crate) fn fold(db: &Path, conn: &mut rusqlite::Connection) -> Result<usize, 
             match decode(line) {
                 Some(f) if f.status == Outcome::Unfinished => begins.push(f.record),
                 Some(f) => finishes.push(f),
-                None => tracing::warn!(
+                // Being written by a running gateway, or cut by a crash.
+                None => tracing::debug!(
                     "{}: a ledger journal line cut short, skipped",
                     path.display()
                 ),
