@@ -780,8 +780,18 @@ mod tests {
         assert_eq!(journal, 1, "one journal segment");
         let reopened = Store::open_in(&copy).await.unwrap();
         assert_eq!(reopened.tokens_by_user_since(0).await.unwrap()["al"], 10);
-        // The copy's segment names this (running) process: it stays, and a
-        // second fold writes nothing new.
+        // No journal of this process writes to the copy: its segment was
+        // folded and deleted, and opening again counts the row once.
+        let segments = std::fs::read_dir(&copy)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("aula.db-ledger-")
+            })
+            .count();
+        assert_eq!(segments, 0);
         let again = Store::open_in(&copy).await.unwrap();
         assert_eq!(again.usage(UsageBy::User, 0).await.unwrap()[0].requests, 1);
         drop(locker);

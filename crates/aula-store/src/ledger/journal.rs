@@ -14,9 +14,9 @@
 //!   a request that ends before then is written once, whole.
 //! - Opening the store folds every segment into the database ([`fold`]), so
 //!   any process that opens it (`aula usage`, the next gateway after a
-//!   crash) sees every answered request. Segments of a process that no
-//!   longer runs are deleted after folding; rows are upserts by id, so
-//!   folding twice writes nothing new.
+//!   crash) sees every answered request. Segments no journal can still
+//!   grow (their process has ended) are deleted after folding; rows are
+//!   upserts by id, so folding twice writes nothing new.
 //! - Bounds: at most [`MAX_BACKLOG`] rows wait for the database (a locked
 //!   or failing one); past that, new requests are refused before they run.
 //!   When the journal cannot be written (a full disk), the answer that
@@ -125,10 +125,23 @@ fn segments(db: &Path) -> Vec<(PathBuf, u32, u64)> {
     out
 }
 
-/// Whether process `pid` still runs (so its segments are its own to delete).
-fn running(pid: u32) -> bool {
+/// The databases whose journal this process is writing (a [`Journal`]
+/// lives for them).
+fn live() -> MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static LIVE: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    LIVE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the segments process `pid` wrote for `db` may still grow (so
+/// are its own to delete): this process with a journal open for `db`, or
+/// another process that still runs. A gateway restarted with the pid of
+/// the one that crashed (PID 1 in a container) deletes the old segments.
+fn in_use(db: &Path, pid: u32) -> bool {
     if pid == std::process::id() {
-        return true;
+        return live().contains(db);
     }
     if cfg!(target_os = "linux") {
         Path::new(&format!("/proc/{pid}")).exists()
@@ -169,7 +182,7 @@ pub(crate) fn fold(db: &Path, conn: &mut rusqlite::Connection) -> Result<usize, 
     let n = begins.len() + finishes.len();
     super::write_batch_sqlite(conn, &begins, &finishes)?;
     for (path, pid, _) in found {
-        if !running(pid) {
+        if !in_use(db, pid) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -302,6 +315,7 @@ impl Journal {
             tracing::error!("cannot start the ledger writer: {e}");
             lock(&shared.state).stopped = true;
         }
+        live().insert(db.to_path_buf());
         Journal { shared }
     }
 
@@ -390,6 +404,17 @@ impl Journal {
         }
         let mut s = lock(&self.shared.state);
         s.closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The last handle gone without [`Journal::close`] (a test, an early
+/// exit): the writer commits what waits and ends, instead of sleeping for
+/// ever.
+impl Drop for Journal {
+    fn drop(&mut self) {
+        live().remove(&self.shared.db);
+        lock(&self.shared.state).closing = true;
         self.shared.wake.notify_one();
     }
 }
