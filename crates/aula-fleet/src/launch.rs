@@ -104,6 +104,9 @@ impl crate::spec::EngineFlags {
             "--lora-dir",
             self.lora_dir.as_ref().map(|p| p.display().to_string()),
         );
+        if self.no_preempt {
+            a.push("--no-preempt".into());
+        }
         a
     }
 }
@@ -315,6 +318,7 @@ mod tests {
             cache_type_v: None,
             chat_template_file: Some("/m/t.jinja".into()),
             lora_dir: Some("/a/smol".into()),
+            no_preempt: true,
         };
         assert_eq!(
             f.args(),
@@ -330,7 +334,8 @@ mod tests {
                 "--chat-template-file",
                 "/m/t.jinja",
                 "--lora-dir",
-                "/a/smol"
+                "/a/smol",
+                "--no-preempt"
             ]
         );
         assert!(EngineFlags::default().args().is_empty());

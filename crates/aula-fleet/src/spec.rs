@@ -53,6 +53,9 @@ pub struct EngineFlags {
     pub chat_template_file: Option<PathBuf>,
     /// Where the engine finds the adapters of its fine-tuned models.
     pub lora_dir: Option<PathBuf>,
+    /// The model's `preempt = false`: the engine pauses nobody (the gateway
+    /// then names no user to it, and a client's `user` must not steer it).
+    pub no_preempt: bool,
 }
 
 /// What a model file is, read from its header once, when its spec is made:

@@ -721,6 +721,29 @@ mod tests {
         );
     }
 
+    /// `preempt = false` on an embedded model starts its engine with
+    /// `--no-preempt`, so that no user name (the gateway then sends none,
+    /// and a client's own `user` would be the only one) steers its slots.
+    #[test]
+    fn preempt_false_turns_pausing_off_in_the_engine() {
+        let c = Config::parse(
+            "[[models]]\nname = \"a\"\ngguf = \"a.gguf\"\npreempt = false\n\n\
+             [[models]]\nname = \"b\"\ngguf = \"b.gguf\"\n",
+            "x",
+        )
+        .unwrap();
+        let specs = c.model_specs(Path::new("/m")).unwrap();
+        let flags = |i: usize| match &specs[i].source {
+            ModelSource::Embedded { flags, .. } => flags.args(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (specs[0].preempt, flags(0)),
+            (false, vec!["--no-preempt".to_string()])
+        );
+        assert_eq!((specs[1].preempt, flags(1)), (true, Vec::<String>::new()));
+    }
+
     #[test]
     fn errors_name_key_and_line() {
         let e = err(

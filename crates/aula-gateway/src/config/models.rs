@@ -463,6 +463,7 @@ impl ModelEntry {
                     threads: m.threads.as_ref().map(|s| *s.get_ref()),
                     // Checked when the file was parsed (`engine_flags` in `check`).
                     flags: EngineFlags {
+                        no_preempt: m.preempt.as_ref().is_some_and(|p| !*p.get_ref()),
                         chat_template_file: m
                             .chat_template_file
                             .as_ref()
