@@ -43,6 +43,11 @@ pub const MAX_BACKLOG: usize = 100_000;
 /// After a failed commit, the next try is this much later.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
+/// How often the writer moves SQLite's WAL into the database (passive: it
+/// waits for nobody). Every connection has automatic checkpoints off, so
+/// this is the one for the whole database, ledger or not.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// One journal line: a finished row, or a first row (`status` unfinished)
 /// written while the journal was failing.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -430,9 +435,9 @@ fn writer(sh: &Shared) {
     let mut failed_at: Option<Instant> = None;
     let mut last_checkpoint = Instant::now();
     loop {
-        let (mut begins, mut finishes, mut segments, upto, closing) = {
+        let batch = {
             let mut s = lock(&sh.state);
-            loop {
+            let due = loop {
                 let pending = s.begins.len() + s.finishes.len();
                 let retrying = failed_at.is_some();
                 if s.closing && pending == 0 && !retrying {
@@ -442,38 +447,60 @@ fn writer(sh: &Shared) {
                 let waited = s.since.map(|t| t.elapsed()).unwrap_or_default();
                 let urgent = s.flush || s.closing;
                 if pending > 0 && (urgent || pending >= BATCH || waited >= BEGIN_WITHIN) {
-                    break;
+                    break true;
                 }
                 let retry_in = failed_at.map(|t| RETRY_AFTER.saturating_sub(t.elapsed()));
                 if retrying && (urgent || retry_in == Some(Duration::ZERO)) {
-                    break;
+                    break true;
                 }
-                let wait = match (pending > 0, retry_in) {
-                    (true, Some(r)) => Some(r.min(BEGIN_WITHIN.saturating_sub(waited))),
-                    (true, None) => Some(BEGIN_WITHIN.saturating_sub(waited)),
-                    (false, r) => r,
-                };
-                s = match wait {
-                    Some(d) => {
-                        sh.wake
-                            .wait_timeout(s, d)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                    None => sh.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
-                };
+                let checkpoint_in = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                if checkpoint_in.is_zero() {
+                    break false;
+                }
+                let mut wait = checkpoint_in;
+                if pending > 0 {
+                    wait = wait.min(BEGIN_WITHIN.saturating_sub(waited));
+                }
+                if let Some(r) = retry_in {
+                    wait = wait.min(r);
+                }
+                s = sh
+                    .wake
+                    .wait_timeout(s, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            };
+            if !due {
+                None
+            } else {
+                s.flush = false;
+                s.since = None;
+                // The current segment is closed: rows after this go to a new one.
+                s.segment = None;
+                Some((
+                    std::mem::take(&mut s.begins),
+                    std::mem::take(&mut s.finishes),
+                    std::mem::take(&mut s.written),
+                    s.queued,
+                    s.closing,
+                ))
             }
-            s.flush = false;
-            s.since = None;
-            // The current segment is closed: rows after this go to a new one.
-            s.segment = None;
-            (
-                std::mem::take(&mut s.begins),
-                std::mem::take(&mut s.finishes),
-                std::mem::take(&mut s.written),
-                s.queued,
-                s.closing,
-            )
+        };
+        let Some((mut begins, mut finishes, mut segments, upto, closing)) = batch else {
+            last_checkpoint = Instant::now();
+            let c = match conn.take() {
+                Some(c) => Ok(c),
+                None => super::open_writer(&sh.db),
+            };
+            let checkpointed = c.and_then(|c| {
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .map(|()| c)
+            });
+            match checkpointed {
+                Ok(c) => conn = Some(c),
+                Err(e) => tracing::debug!("checkpoint: {e}"),
+            }
+            continue;
         };
         if failed_at.is_some() {
             retry_begins.append(&mut begins);
@@ -505,14 +532,6 @@ fn writer(sh: &Shared) {
                     p.attempts += 1;
                     p.error = None;
                 });
-                if last_checkpoint.elapsed() >= Duration::from_secs(1) {
-                    last_checkpoint = Instant::now();
-                    if let Some(c) = conn.as_ref()
-                        && let Err(e) = c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
-                    {
-                        tracing::debug!("ledger checkpoint: {e}");
-                    }
-                }
             }
             Err(e) => {
                 // A busy (locked) database keeps its connection; anything
