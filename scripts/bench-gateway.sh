@@ -9,7 +9,10 @@
 #        Debian's nginx-light, skipped with a note when it is not installed)
 # With BASE=path/to/another/aula, that build's gateway is measured in the
 # same rounds (on BASE_PORT), for before/after comparisons; B (default
-# target/release/aula) is the build measured as "aula serve".
+# target/release/aula) is the build measured as "aula serve". Both must sit
+# beside the ggml libraries they were linked with (copy a saved build into
+# target/release, e.g. target/release/aula-base): elsewhere they do not
+# start.
 # With TABS=N, each round also measures a gateway with no users (open on
 # loopback, so that `curl` may hold the teachers' live view; no keys or
 # limits) at 16 connections while N web pages hold their live view open (N
