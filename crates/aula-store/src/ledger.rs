@@ -812,6 +812,42 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// While the database cannot take rows, at most `MAX_BACKLOG` wait for
+    /// it: the next request is refused before it runs, and once the
+    /// database is free every row waiting goes in.
+    #[tokio::test]
+    async fn rows_waiting_for_a_locked_database_are_bounded() {
+        let (store, dir) = temp_store("backlog").await;
+        let ledger = Ledger::start(store.clone());
+        let locker = rusqlite::Connection::open(dir.join("aula.db")).unwrap();
+        locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let rec = |i: usize| RequestRecord {
+            id: format!("r{i:06}"),
+            user: "al".into(),
+            model: "m".into(),
+            admitted_ms: 1000,
+            ..Default::default()
+        };
+        for i in 0..journal::MAX_BACKLOG {
+            ledger.begin(rec(i)).await.unwrap();
+        }
+        let e = ledger.begin(rec(journal::MAX_BACKLOG)).await.unwrap_err();
+        assert!(e.contains("rows wait for the database"), "{e}");
+        drop(locker);
+        // A try that was failing as the lock went may still report it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Err(e) = ledger.flush().await {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+        }
+        assert_eq!(
+            store.unfinished_count().await.unwrap(),
+            journal::MAX_BACKLOG as i64
+        );
+        ledger.begin(rec(journal::MAX_BACKLOG + 1)).await.unwrap();
+        ledger.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[tokio::test]
     async fn keys_and_users() {
         let (store, dir) = temp_store("keys").await;
