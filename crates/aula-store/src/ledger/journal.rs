@@ -113,7 +113,7 @@ fn prefix(db: &Path) -> String {
 }
 
 /// The segments next to `db`, oldest first, with the process that wrote each.
-fn segments(db: &Path) -> Vec<(PathBuf, u32, u64)> {
+pub(super) fn segments(db: &Path) -> Vec<(PathBuf, u32, u64)> {
     let dir = db.parent().unwrap_or(Path::new("."));
     let prefix = prefix(db);
     let mut out: Vec<(PathBuf, u32, u64)> = std::fs::read_dir(dir)
