@@ -125,6 +125,11 @@ struct Slot {
     /// Token sampled last step, to be fed this step.
     next: Option<LlamaToken>,
     sampler: LlamaSampler,
+    /// Plain greedy decoding (no grammar, penalties or temperature): the
+    /// token is the highest logit, read straight from the logits instead
+    /// of through the sampler chain (which first copies every logit into a
+    /// candidate array: 3 MB a token for a 262k-token vocabulary).
+    greedy: bool,
     generated: u32,
     text: TextAssembler,
     /// Index of this sequence's logits in the current batch.
@@ -267,6 +272,34 @@ pub struct Scheduler<'m> {
     /// Pause an over-share user's youngest sequence for another user's
     /// request (module docs).
     pub preempt: bool,
+}
+
+/// The greedy choice: the first of the highest logits, as llama.cpp's
+/// greedy sampler picks it (a NaN is never higher; all NaN: token 0).
+fn first_highest(logits: &[f32]) -> LlamaToken {
+    // Two passes the compiler vectorises: the highest value, then where it
+    // first is.
+    const LANES: usize = 16;
+    let Some(&first) = logits.first().filter(|f| !f.is_nan()) else {
+        return LlamaToken(0);
+    };
+    let mut lanes = [first; LANES];
+    let mut chunks = logits.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+    let mut best = first;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        if v > best {
+            best = v;
+        }
+    }
+    let at = logits.iter().position(|&v| v == best).unwrap_or(0);
+    LlamaToken(at as i32)
 }
 
 /// `max_tokens` bounds the penalty window: llama.cpp allocates it up front.
@@ -446,8 +479,13 @@ impl Scheduler<'_> {
                         self.stats
                             .reused_tokens
                             .fetch_add(reuse as u64, Ordering::Relaxed);
+                        let greedy = job.grammar.is_none()
+                            && job.params.temperature <= 0.0
+                            && job.params.presence_penalty == 0.0
+                            && job.params.frequency_penalty == 0.0;
                         slots[i] = Some(Slot {
                             seq,
+                            greedy,
                             sampler: sampler_for(
                                 &job.params,
                                 job.grammar.take(),
@@ -555,7 +593,11 @@ impl Scheduler<'_> {
                 if s.next.take().is_some() {
                     s.pos += 1;
                 }
-                let tok = s.sampler.sample(&self.ctx, at);
+                let tok = if s.greedy {
+                    first_highest(self.ctx.get_logits_ith(at))
+                } else {
+                    s.sampler.sample(&self.ctx, at)
+                };
                 let vocab = self.model.vocab();
                 let finish = if vocab.is_eog(tok) {
                     Some(FinishReason::Stop)
@@ -709,5 +751,56 @@ impl Scheduler<'_> {
             let _ = s.job.tx.send(Event::Error(msg.to_string()));
             self.release(s.seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_highest;
+
+    /// llama.cpp's greedy sampler: the first index whose logit is higher
+    /// than every earlier one's.
+    fn reference(logits: &[f32]) -> i32 {
+        let mut selected = 0;
+        for i in 1..logits.len() {
+            if logits[i] > logits[selected] {
+                selected = i;
+            }
+        }
+        selected as i32
+    }
+
+    #[test]
+    fn the_greedy_token_is_the_one_llama_cpp_picks() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [1, 2, 15, 16, 17, 31, 33, 1000, 49_152, 262_144] {
+            for _ in 0..20 {
+                // Few distinct values, so ties are common; a NaN or an
+                // infinity now and then.
+                let logits: Vec<f32> = (0..len)
+                    .map(|_| match next() % 1000 {
+                        0 => f32::NAN,
+                        1 => f32::INFINITY,
+                        2 => f32::NEG_INFINITY,
+                        3 => -0.0,
+                        r => (r % 37) as f32 - 18.0,
+                    })
+                    .collect();
+                assert_eq!(first_highest(&logits).0, reference(&logits), "len {len}");
+            }
+        }
+        // The first of equal highest; a leading NaN wins, as in llama.cpp.
+        assert_eq!(first_highest(&[1.0, 3.0, 2.0, 3.0]).0, 1);
+        assert_eq!(first_highest(&[f32::NAN, 3.0]).0, 0);
+        assert_eq!(first_highest(&[0.0, f32::NAN, 1.0]).0, 2);
+        assert_eq!(first_highest(&[0.0, -0.0]).0, 0);
+        assert_eq!(first_highest(&[-0.0, 0.0]).0, 0);
+        assert_eq!(first_highest(&[]).0, 0);
     }
 }
