@@ -9,6 +9,9 @@
 # throughput the pausing run is compared with).
 # Usage: bash scripts/bench-fairness.sh   (after scripts/setup.sh)
 #   DUR=60s HEAVY="32 128" (heavy requests in flight, one run each)
+#   PAIRS=N: instead, N pairs of (light users alone, heavy=H pausing) for
+#   each H, the order swapped every pair, so that the idle figure each
+#   pausing run is compared with was measured beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
@@ -49,10 +52,27 @@ sleep 1
 common=(--model smol --stream --prompt-tokens 32 --max-tokens 32 --duration "$DUR" --json)
 # Idle: the 8 light users alone (user 0 of --keys is the heavy one, so skip it).
 tail -n 8 "$home/keys" > "$home/light-keys"
+head -n 1 "$home/keys" > "$home/heavy-key"
+if [ -n "${PAIRS:-}" ]; then
+  for H in $HEAVY; do
+    for pair in $(seq "$PAIRS"); do
+      idle() {
+        $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
+          | python3 scripts/bench_summary.py "pair $pair: light users alone" fairness
+      }
+      pausing() {
+        $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
+          | python3 scripts/bench_summary.py "pair $pair: heavy=$H, pausing" fairness
+      }
+      if [ $((pair % 2)) = 1 ]; then idle; pausing; else pausing; idle; fi
+    done
+  done
+  curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; print("engine pausing:", json.load(sys.stdin)["pausing"])'
+  exit 0
+fi
 $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
   | python3 scripts/bench_summary.py "light users alone, through aula" fairness
 for H in $HEAVY; do
-  head -n 1 "$home/keys" > "$home/heavy-key"
   $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 1 --concurrency "$H" --keys "$home/heavy-key" \
     | python3 scripts/bench_summary.py "heavy=$H alone, through aula" fairness
   $B bench --url "http://127.0.0.1:$ENGINE_PORT" "${common[@]}" --users 9 --heavy "$H" \
