@@ -41,11 +41,7 @@ fn every_endpoint_answers_in_openai_s_published_shapes() {
     g.write_config();
     let mut keys = Vec::new();
     for (user, role) in [("tina", "teacher"), ("ada", "student")] {
-        let (ok, _, err) = run_aula(&["users", "add", user, "--role", role], &g.home);
-        assert!(ok, "{err}");
-        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
-        assert!(ok, "{err}");
-        keys.push(out.trim().to_string());
+        keys.push(add_user(&g.home, user, &["--role", role]));
     }
     let s = g.start();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");

@@ -13,13 +13,7 @@ fn gateway(tag: &str, limits: &str) -> (TestGateway, Proc, String, String) {
     let g = TestGateway::new(tag)
         .url_model("mock", &mock.url)
         .config(limits);
-    let key = |user: &str| {
-        let (ok, _, err) = run_aula(&["users", "add", user], &g.home);
-        assert!(ok, "{err}");
-        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
-        assert!(ok, "{err}");
-        out.trim().to_string()
-    };
+    let key = |user: &str| add_user(&g.home, user, &[]);
     let (ada, bob) = (key("ada"), key("bob"));
     let s = g.start();
     drop(mock); // no model is needed for files

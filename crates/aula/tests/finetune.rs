@@ -210,11 +210,7 @@ fn ft_home(g: TestGateway) -> (TestGateway, Vec<String>) {
         ("ada", "student"),
         ("bob", "student"),
     ] {
-        let (ok, _, err) = run_aula(&["users", "add", user, "--role", role], &g.home);
-        assert!(ok, "{err}");
-        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
-        assert!(ok, "{err}");
-        keys.push(out.trim().to_string());
+        keys.push(add_user(&g.home, user, &["--role", role]));
     }
     (g, keys)
 }

@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 fn gateway_with_a_key(tag: &str) -> (TempHome, Proc, Proc, String) {
     let mock = spawn_mock(0);
     let g = TestGateway::new(tag).url_model("mock", &mock.url);
-    let (ok, _, err) = run_aula(&["users", "add", "ada"], &g.home);
-    assert!(ok, "{err}");
-    let (ok, out, err) = run_aula(&["keys", "create", "ada"], &g.home);
-    assert!(ok, "{err}");
+    let key = add_user(&g.home, "ada", &[]);
     let s = g.start();
-    (g.home, s, mock, out.trim().to_string())
+    (g.home, s, mock, key)
 }
 
 fn addr(url: &str) -> String {

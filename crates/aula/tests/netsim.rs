@@ -187,10 +187,7 @@ fn gateways_on_a_simulated_network() {
     for h in [&h1, &h2] {
         std::fs::write(h.join("aula.toml"), &config).unwrap();
     }
-    assert!(run_aula(&["users", "add", "sam"], &h1).0);
-    let (ok, key, err) = run_aula(&["keys", "create", "sam"], &h1);
-    assert!(ok, "{err}");
-    let key = key.trim().to_string();
+    let key = add_user(&h1, "sam", &[]);
     let serve = |ns: &str, addr: &str, home: &std::path::Path| {
         spawn_in_env(
             ns,
@@ -230,10 +227,7 @@ fn gateways_on_a_simulated_network() {
     }
 
     // Another user's key, used on both, then revoked: refused by both.
-    assert!(run_aula(&["users", "add", "kit"], &h1).0);
-    let (ok, k2, err) = run_aula(&["keys", "create", "kit"], &h1);
-    assert!(ok, "{err}");
-    let k2 = k2.trim().to_string();
+    let k2 = add_user(&h1, "kit", &[]);
     wait_for(
         "both gateways to know the new key",
         Duration::from_secs(60),

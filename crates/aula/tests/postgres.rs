@@ -22,16 +22,7 @@ fn keys_ledger_and_usage_on_postgres() {
         ),
     )
     .unwrap();
-    let (ok, _, err) = run_aula(
-        &[
-            "users", "add", "pat", "--role", "teacher", "--group", "db101",
-        ],
-        &home,
-    );
-    assert!(ok, "{err}");
-    let (ok, key, err) = run_aula(&["keys", "create", "pat"], &home);
-    assert!(ok, "{err}");
-    let key = key.trim().to_string();
+    let key = add_user(&home, "pat", &["--role", "teacher", "--group", "db101"]);
     assert!(
         !home.join("aula.db").exists(),
         "with a postgres:// URL nothing goes to SQLite"
@@ -152,10 +143,7 @@ fn a_second_gateway_needs_postgres() {
             );
         std::fs::write(h.join("aula.toml"), toml).unwrap();
     }
-    let (ok, _, err) = run_aula(&["users", "add", "sam"], &c);
-    assert!(ok, "{err}");
-    let (ok, key, err) = run_aula(&["keys", "create", "sam"], &c);
-    assert!(ok, "{err}");
+    let key = add_user(&c, "sam", &[]);
     let mut one = spawn_aula(&["serve", "--port", "0"], Some(&c));
     let two = spawn_aula(&["serve", "--port", "0"], Some(&d));
     let body =
@@ -271,10 +259,7 @@ fn budgets_hold_across_two_gateways() {
     }
     let mut keys = std::collections::HashMap::new();
     for u in ["ann", "kim"] {
-        assert!(run_aula(&["users", "add", u], &a).0);
-        let (ok, key, err) = run_aula(&["keys", "create", u], &a);
-        assert!(ok, "{err}");
-        keys.insert(u, key.trim().to_string());
+        keys.insert(u, add_user(&a, u, &[]));
     }
     let mut one = spawn_aula(&["serve", "--port", "0"], Some(&a));
     let two = spawn_aula(&["serve", "--port", "0"], Some(&b));

@@ -37,15 +37,11 @@ fn gateway(tag: &str, extra: &str) -> (TestGateway, Vec<String>) {
         ("ada", "student", Some("cs101")),
         ("bob", "student", None),
     ] {
-        let mut args = vec!["users", "add", user, "--role", role];
+        let mut args = vec!["--role", role];
         if let Some(g) = group {
             args.extend(["--group", g]);
         }
-        let (ok, _, err) = run_aula(&args, &g.home);
-        assert!(ok, "{err}");
-        let (ok, out, err) = run_aula(&["keys", "create", user], &g.home);
-        assert!(ok, "{err}");
-        keys.push(out.trim().to_string());
+        keys.push(add_user(&g.home, user, &args));
     }
     (g, keys)
 }

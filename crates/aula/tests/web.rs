@@ -15,11 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn key_for(home: &std::path::Path, user: &str, role: &str) -> String {
-    let (ok, _, err) = run_aula(&["users", "add", user, "--role", role], home);
-    assert!(ok, "{err}");
-    let (ok, out, err) = run_aula(&["keys", "create", user], home);
-    assert!(ok, "{err}");
-    out.trim().to_string()
+    add_user(home, user, &["--role", role])
 }
 
 fn live_keys(home: &std::path::Path, user: &str) -> usize {
