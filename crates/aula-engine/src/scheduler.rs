@@ -804,3 +804,50 @@ mod tests {
         assert_eq!(first_highest(&[]).0, 0);
     }
 }
+
+/// What greedy decoding costs per token on a 262,144-token vocabulary
+/// (Gemma 3): llama.cpp's sampler path (every logit copied into a
+/// candidate array, then the greedy sampler over it) against
+/// `first_highest`. A measurement, not a check:
+/// `cargo test --release -p aula-engine greedy_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod cost {
+    use super::first_highest;
+    use llama_cpp_2::sampling::LlamaSampler;
+    use llama_cpp_2::token::LlamaToken;
+    use llama_cpp_2::token::data::LlamaTokenData;
+    use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+
+    #[test]
+    #[ignore]
+    fn greedy_cost() {
+        let n = 262_144;
+        let logits: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.01).collect();
+        let mut greedy = LlamaSampler::greedy();
+        let rounds = 500;
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            let mut a = 0;
+            for _ in 0..rounds {
+                let mut cur = LlamaTokenDataArray::from_iter(
+                    logits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+                    false,
+                );
+                greedy.apply(&mut cur);
+                a = cur.selected_token().unwrap().0;
+            }
+            let sampler = t.elapsed() / rounds;
+            let t = std::time::Instant::now();
+            let mut b = 0;
+            for _ in 0..rounds {
+                b = first_highest(std::hint::black_box(&logits)).0;
+            }
+            let direct = t.elapsed() / rounds;
+            assert_eq!(a, b);
+            println!("round {round}: sampler path {sampler:?}, first_highest {direct:?} per token");
+        }
+    }
+}
