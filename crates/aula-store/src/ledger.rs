@@ -796,6 +796,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Two ledgers on one database in one process: the first one ending
+    /// leaves the other's journal in use (a fold must not delete segments
+    /// it still appends to); the last one ending frees them.
+    #[tokio::test]
+    async fn a_journal_stays_in_use_while_any_ledger_on_its_database_lives() {
+        let (store, dir) = temp_store("two-ledgers").await;
+        let db = store.sqlite_path().unwrap().to_path_buf();
+        let pid = std::process::id();
+        let a = Ledger::start(store.clone());
+        let b = Ledger::start(store.clone());
+        assert!(journal::in_use(&db, pid));
+        a.close().await;
+        drop(a);
+        assert!(journal::in_use(&db, pid), "the second ledger still writes");
+        b.close().await;
+        drop(b);
+        assert!(!journal::in_use(&db, pid));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// While the database cannot take rows, at most `MAX_BACKLOG` wait for
     /// it: the next request is refused before it runs, and once the
     /// database is free every row waiting goes in.

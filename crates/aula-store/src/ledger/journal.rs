@@ -130,10 +130,11 @@ pub(super) fn segments(db: &Path) -> Vec<(PathBuf, u32, u64)> {
     out
 }
 
-/// The databases whose journal this process is writing (a [`Journal`]
-/// lives for them).
-fn live() -> MutexGuard<'static, std::collections::HashSet<PathBuf>> {
-    static LIVE: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> =
+/// The databases whose journal this process is writing, with how many
+/// [`Journal`]s live for each (two ledgers on one database in one process
+/// must not mark it free when the first ends).
+fn live() -> MutexGuard<'static, std::collections::HashMap<PathBuf, usize>> {
+    static LIVE: std::sync::OnceLock<Mutex<std::collections::HashMap<PathBuf, usize>>> =
         std::sync::OnceLock::new();
     LIVE.get_or_init(Default::default)
         .lock()
@@ -144,9 +145,9 @@ fn live() -> MutexGuard<'static, std::collections::HashSet<PathBuf>> {
 /// are its own to delete): this process with a journal open for `db`, or
 /// another process that still runs. A gateway restarted with the pid of
 /// the one that crashed (PID 1 in a container) deletes the old segments.
-fn in_use(db: &Path, pid: u32) -> bool {
+pub(super) fn in_use(db: &Path, pid: u32) -> bool {
     if pid == std::process::id() {
-        return live().contains(db);
+        return live().contains_key(db);
     }
     if cfg!(target_os = "linux") {
         Path::new(&format!("/proc/{pid}")).exists()
@@ -320,7 +321,7 @@ impl Journal {
             tracing::error!("cannot start the ledger writer: {e}");
             lock(&shared.state).stopped = true;
         }
-        live().insert(db.to_path_buf());
+        *live().entry(db.to_path_buf()).or_default() += 1;
         Journal { shared }
     }
 
@@ -418,7 +419,14 @@ impl Journal {
 /// ever.
 impl Drop for Journal {
     fn drop(&mut self) {
-        live().remove(&self.shared.db);
+        let mut live = live();
+        if let Some(n) = live.get_mut(&self.shared.db) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.shared.db);
+            }
+        }
+        drop(live);
         lock(&self.shared.state).closing = true;
         self.shared.wake.notify_one();
     }
