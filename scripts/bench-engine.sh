@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}"
 B=./target/release/aula
-MODELS=$($B home | awk '/\.gguf$/ && $2 == "chat" {print $NF}' | grep -i -- "${ONLY:-}")
+MODELS=$($B home | awk '/\.gguf$/ && $2 == "chat" {print $NF}' | grep -i -- "${ONLY:-}" || true)
+[ -n "$MODELS" ] || { echo "no chat model${ONLY:+ matching ONLY=$ONLY} in \`aula home\`" >&2; exit 1; }
 THREADS=${THREADS:-2}
 CTX=${CTX:-1024}          # tokens per sequence
 PAR=4

@@ -54,17 +54,18 @@ common=(--model smol --stream --prompt-tokens 32 --max-tokens 32 --duration "$DU
 tail -n 8 "$home/keys" > "$home/light-keys"
 head -n 1 "$home/keys" > "$home/heavy-key"
 if [ -n "${PAIRS:-}" ]; then
+  # idle PAIR / pausing PAIR H
+  idle() {
+    $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
+      | python3 scripts/bench_summary.py "pair $1: light users alone" fairness
+  }
+  pausing() {
+    $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$2" --keys "$home/keys" \
+      | python3 scripts/bench_summary.py "pair $1: heavy=$2, pausing" fairness
+  }
   for H in $HEAVY; do
     for pair in $(seq "$PAIRS"); do
-      idle() {
-        $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
-          | python3 scripts/bench_summary.py "pair $pair: light users alone" fairness
-      }
-      pausing() {
-        $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
-          | python3 scripts/bench_summary.py "pair $pair: heavy=$H, pausing" fairness
-      }
-      if [ $((pair % 2)) = 1 ]; then idle; pausing; else pausing; idle; fi
+      if [ $((pair % 2)) = 1 ]; then idle "$pair"; pausing "$pair" "$H"; else pausing "$pair" "$H"; idle "$pair"; fi
     done
   done
   curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; print("engine pausing:", json.load(sys.stdin)["pausing"])'
