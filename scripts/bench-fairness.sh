@@ -9,9 +9,17 @@
 # throughput the pausing run is compared with).
 # Usage: bash scripts/bench-fairness.sh   (after scripts/setup.sh)
 #   DUR=60s HEAVY="32 128" (heavy requests in flight, one run each)
-#   PAIRS=N: instead, N pairs of (light users alone, heavy=H pausing) for
-#   each H, the order swapped every pair, so that the idle figure each
-#   pausing run is compared with was measured beside it.
+#   PAIRS=N: instead, N rounds of MODES (default "idle pausing": the light
+#   users alone, and beside the heavy user with pausing; also "alone", the
+#   heavy user alone, and "slots", pausing off) for each H, the order
+#   reversed every other round, so that each figure is compared with ones
+#   measured beside it.
+#   THINK=3s: the light users think this long on average (exponential)
+#   before each request, as students do, instead of asking back to back;
+#   alone they then leave slots free, and what the heavy user costs them
+#   is the wait for a slot (or a pause).
+#   HEAVY_MAX=192: the heavy user's max_tokens (light users ask for 32;
+#   slots are 256 tokens).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
@@ -49,40 +57,48 @@ serve() {
 serve "$home/aula.toml"
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$ENGINE_PORT/health" > /dev/null && break; sleep 0.5; done
 sleep 1
-common=(--model smol --stream --prompt-tokens 32 --max-tokens 32 --duration "$DUR" --json)
+MODES=${MODES:-idle pausing}
+think=(${THINK:+--think "$THINK"})
+heavy_max=(${HEAVY_MAX:+--heavy-max-tokens "$HEAVY_MAX"})
+common=(--model smol --stream --prompt-tokens 32 --duration "$DUR" --json)
 # Idle: the 8 light users alone (user 0 of --keys is the heavy one, so skip it).
 tail -n 8 "$home/keys" > "$home/light-keys"
 head -n 1 "$home/keys" > "$home/heavy-key"
 if [ -n "${PAIRS:-}" ]; then
-  # idle PAIR / pausing PAIR H
-  idle() {
-    $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
-      | python3 scripts/bench_summary.py "pair $1: light users alone" fairness
-  }
-  pausing() {
-    $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$2" --keys "$home/keys" \
-      | python3 scripts/bench_summary.py "pair $1: heavy=$2, pausing" fairness
+  # One scenario of pair P with H heavy requests: idle, alone, slots or pausing.
+  one() {
+    case $1 in
+      idle) serve "$home/aula.toml"; args=(--max-tokens 32 --users 8 "${think[@]}" --keys "$home/light-keys"); label="light users alone" ;;
+      alone) serve "$home/aula.toml"; args=(--users 1 --concurrency "$3" --max-tokens "${HEAVY_MAX:-32}" --keys "$home/heavy-key"); label="heavy=$3 alone" ;;
+      slots) serve "$home/slots.toml"; args=(--max-tokens 32 --users 9 --heavy "$3" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys"); label="heavy=$3, slots only" ;;
+      pausing) serve "$home/aula.toml"; args=(--max-tokens 32 --users 9 --heavy "$3" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys"); label="heavy=$3, pausing" ;;
+    esac
+    $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" "${args[@]}" \
+      | python3 scripts/bench_summary.py "pair $2: $label" fairness
+    curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; h = json.load(sys.stdin); print("  engine pausing so far:", h["pausing"], "prompt tokens reused:", h["prompt_tokens_reused"])'
   }
   for H in $HEAVY; do
     for pair in $(seq "$PAIRS"); do
-      if [ $((pair % 2)) = 1 ]; then idle "$pair"; pausing "$pair" "$H"; else pausing "$pair" "$H"; idle "$pair"; fi
+      order="$MODES"
+      [ $((pair % 2)) = 0 ] && order=$(echo $MODES | tr ' ' '\n' | tac | tr '\n' ' ')
+      for m in $order; do one "$m" "$pair" "$H"; done
     done
   done
   curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; print("engine pausing:", json.load(sys.stdin)["pausing"])'
   exit 0
 fi
-$B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 8 --keys "$home/light-keys" \
+$B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --max-tokens 32 --users 8 "${think[@]}" --keys "$home/light-keys" \
   | python3 scripts/bench_summary.py "light users alone, through aula" fairness
 for H in $HEAVY; do
-  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 1 --concurrency "$H" --keys "$home/heavy-key" \
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --max-tokens "${HEAVY_MAX:-32}" --users 1 --concurrency "$H" --keys "$home/heavy-key" \
     | python3 scripts/bench_summary.py "heavy=$H alone, through aula" fairness
-  $B bench --url "http://127.0.0.1:$ENGINE_PORT" "${common[@]}" --users 9 --heavy "$H" \
+  $B bench --url "http://127.0.0.1:$ENGINE_PORT" "${common[@]}" --max-tokens 32 --users 9 --heavy "$H" "${think[@]}" "${heavy_max[@]}" \
     | python3 scripts/bench_summary.py "heavy=$H, straight to the engine (FCFS)" fairness
   serve "$home/slots.toml"
-  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --max-tokens 32 --users 9 --heavy "$H" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys" \
     | python3 scripts/bench_summary.py "heavy=$H, through aula, slots only" fairness
   serve "$home/aula.toml"
-  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --users 9 --heavy "$H" --keys "$home/keys" \
+  $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" --max-tokens 32 --users 9 --heavy "$H" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys" \
     | python3 scripts/bench_summary.py "heavy=$H, through aula, pausing" fairness
 done
 curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; print("engine pausing:", json.load(sys.stdin)["pausing"])'

@@ -18,7 +18,8 @@ elif kind == "fairness":
     heavy_tokens = per[0]["completion_tokens"] if heavy else 0
     print(f"{label:<42} light ttft p50 {light['p50_ms']:>8.0f} ms  p95 {light['p95_ms']:>8.0f} ms  "
           f"heavy ttft p95 {(heavy or {}).get('p95_ms', 0):>8.0f} ms  out tok/s {r['output_tokens_per_s']:>6.1f}  "
-          f"heavy share {heavy_tokens / max(1, r['completion_tokens']):>4.0%}  e2e p50 {r['e2e']['p50_ms']:>6.0f} ms  errors {errors}")
+          f"heavy share {heavy_tokens / max(1, r['completion_tokens']):>4.0%}  e2e p50 {r['e2e']['p50_ms']:>6.0f} ms  "
+          f"prompt tok/s {r['prompt_tokens'] / max(1e-9, r['duration_s']):>6.1f}  errors {errors}")
 elif kind == "prefill":
     # Prompt tokens per second of time to first token (requests sent one at a time).
     t = r["ttft"]

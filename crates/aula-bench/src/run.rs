@@ -35,14 +35,16 @@ pub struct BenchConfig {
     pub temperature: f32,
     pub progress: bool,
     /// Fairness scenario: user 0 keeps this many requests in flight while
-    /// every other user sends one at a time (concurrency = heavy + users - 1).
+    /// every other user sends one at a time (concurrency = heavy + users - 1);
+    /// with `think`, the other users think before each request.
     pub heavy: Option<usize>,
     /// A class: each user is one worker that waits a random time (exponential,
     /// this mean; seeded per user) before each request, as a student reads
     /// and types. Concurrency is then the number of users.
     pub think: Option<Duration>,
     /// In a class (`think`): users 0..heavy_users do not think, and ask for
-    /// `heavy_max_tokens` (else `max_tokens`), back to back.
+    /// `heavy_max_tokens` (else `max_tokens`), back to back. With `heavy`,
+    /// user 0 asks for `heavy_max_tokens`.
     pub heavy_users: usize,
     pub heavy_max_tokens: Option<u32>,
 }
@@ -267,8 +269,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
     }
     let mut cfg = cfg;
     if cfg.think.is_some() {
-        if cfg.heavy.is_some() {
-            bail!("--think and --heavy are separate scenarios: give one");
+        if cfg.heavy.is_some() && cfg.heavy_users > 0 {
+            bail!("--heavy and --heavy-users are two ways to name heavy users: give one");
         }
         cfg.concurrency = cfg.users;
         if cfg.heavy_users >= cfg.users {
@@ -276,6 +278,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         }
     } else if cfg.heavy_users > 0 {
         bail!("--heavy-users is part of a class: give --think too");
+    }
+    if cfg.heavy_max_tokens.is_some() && cfg.heavy.is_none() && cfg.heavy_users == 0 {
+        bail!("--heavy-max-tokens is for heavy users: give --heavy or --heavy-users too");
     }
     if let Some(h) = cfg.heavy {
         if h == 0 || cfg.users < 2 {
@@ -350,7 +355,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 1 => Some(cfg.keys[0].clone()),
                 n => Some(cfg.keys[user % n].clone()),
             };
-            let heavy = cfg.think.is_some() && user < cfg.heavy_users;
+            // User 0 with --heavy (its requests in flight), users below
+            // --heavy-users in a class: neither thinks.
+            let heavy = match cfg.heavy {
+                Some(_) => user == 0,
+                None => cfg.think.is_some() && user < cfg.heavy_users,
+            };
             let mut thinking = cfg
                 .think
                 .filter(|_| !heavy)

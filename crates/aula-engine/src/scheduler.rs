@@ -35,14 +35,20 @@
 //!   two users never take turns pausing each other.
 //!   The paused sequence's KV (and its sampler, grammar and text
 //!   state) is copied to host memory (`llama_state_seq_get_data`), its slot
-//!   goes to the request, and it resumes in a slot that frees
+//!   goes to the request (which reuses the KV of the prefix they share, the
+//!   chat template's system prompt at least), and it resumes in a slot that frees
 //!   (`llama_state_seq_set_data`) where it stopped: nothing is recomputed,
 //!   and its answer is the same stream, only later. A paused sequence only
 //!   takes free slots; it never pauses another.
-//! * **Each answer is paused at most once**, and a sequence paused for
-//!   longer than `MAX_PAUSE` goes before everything else in line, so that a
-//!   stream of other users' requests cannot hold it back for long (an
-//!   answer that stays silent would also meet the gateway's idle timeout).
+//! * **Each answer is paused for at most `MAX_PAUSE` (10 s) in all**: it
+//!   may be paused again, each time a newcomer finds every slot held, while
+//!   its time paused so far is under `MAX_PAUSE`; once a paused sequence's
+//!   time reaches it, it goes before everything else in line and is not
+//!   paused again, so that a stream of other users' requests cannot hold
+//!   it back for long (an answer that stays silent would also meet the
+//!   gateway's idle timeout). Pausing only once per answer was tried
+//!   first: with long answers, every slot soon held one already paused,
+//!   and newcomers waited for slots again (BENCHMARKS.md, item 3).
 //! * **Bounds**: at most `parallel` sequences are paused at once, each
 //!   holding at most one slot's KV, so paused state is at most the size of
 //!   the KV cache itself. A request without a user is never paused and
@@ -113,6 +119,9 @@ pub struct Stats {
     /// Sequences paused, and resumed, since the engine started.
     pub pauses: AtomicU64,
     pub resumes: AtomicU64,
+    /// Microseconds the scheduler spent copying paused sequences' KV out
+    /// and back in (the context waits meanwhile).
+    pub pause_copy_us: AtomicU64,
 }
 
 struct Slot {
@@ -138,8 +147,9 @@ struct Slot {
     fed_generated: Vec<LlamaToken>,
     /// When it was admitted (a counter): the youngest is paused first.
     admitted: u64,
-    /// It has been paused once (and is not paused again).
-    was_paused: bool,
+    /// Time it has spent paused so far: it may be paused again while this
+    /// is under `MAX_PAUSE`.
+    time_paused: std::time::Duration,
 }
 
 /// A sequence taken out of its slot: everything it needs to go on.
@@ -149,7 +159,8 @@ struct Paused {
     since: std::time::Instant,
 }
 
-/// A sequence paused this long resumes before anything else.
+/// A sequence paused this long in all resumes before anything else, and is
+/// not paused again.
 const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The next in line for a slot: a paused sequence (its index in the paused
@@ -210,7 +221,8 @@ fn tally<'a>(
     t
 }
 
-/// Who gets the next free slot: a sequence paused for `MAX_PAUSE` or more;
+/// Who gets the next free slot: a sequence paused for `MAX_PAUSE` or more
+/// in all;
 /// else the paused sequence or waiting request whose user runs the fewest
 /// sequences, then holds the fewest requests; ties to a paused one, then
 /// to the earliest.
@@ -226,7 +238,7 @@ fn next_in_line(
     let load = |u| t.get(u).copied().unwrap_or_default();
     let from_paused = paused.iter().enumerate().map(|(k, p)| {
         let l = load(&p.slot.job.user);
-        let in_time = p.since.elapsed() < MAX_PAUSE;
+        let in_time = p.slot.time_paused + p.since.elapsed() < MAX_PAUSE;
         let key = (in_time, l.running, l.held(), 0, p.slot.admitted as usize);
         (key, Next::Paused(k))
     });
@@ -400,7 +412,13 @@ impl Scheduler<'_> {
                     if !self.preempt {
                         break;
                     }
-                    let Some(k) = self.pause_for(&mut slots, &mut paused, &waiting) else {
+                    let Some(k) = self.pause_for(
+                        &mut slots,
+                        &mut paused,
+                        &waiting,
+                        &mut cached,
+                        &mut cached_adapter,
+                    ) else {
                         break;
                     };
                     paused_for = Some(Next::Waiting(k));
@@ -427,7 +445,12 @@ impl Scheduler<'_> {
                         cached[i].clear();
                         cached_adapter[i] = p.slot.job.adapter;
                         let mut s = p.slot;
-                        if let Err(e) = self.ctx.state_seq_set(&p.kv, i as i32) {
+                        let copy = std::time::Instant::now();
+                        let restored = self.ctx.state_seq_set(&p.kv, i as i32);
+                        self.stats
+                            .pause_copy_us
+                            .fetch_add(copy.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        if let Err(e) = restored {
                             let _ = s.job.tx.send(Event::Error(format!(
                                 "llama.cpp could not resume a paused sequence: {e}"
                             )));
@@ -436,6 +459,7 @@ impl Scheduler<'_> {
                         }
                         s.seq = i as i32;
                         s.logits_at = None;
+                        s.time_paused += p.since.elapsed();
                         slots[i] = Some(s);
                         self.stats.resumes.fetch_add(1, Ordering::Relaxed);
                     }
@@ -501,7 +525,7 @@ impl Scheduler<'_> {
                             logits_at: None,
                             fed_generated: Vec::new(),
                             admitted: admissions,
-                            was_paused: false,
+                            time_paused: std::time::Duration::ZERO,
                         });
                     }
                 }
@@ -693,6 +717,8 @@ impl Scheduler<'_> {
         slots: &mut [Option<Slot>],
         paused: &mut Vec<Paused>,
         waiting: &VecDeque<Job>,
+        cached: &mut [Vec<LlamaToken>],
+        cached_adapter: &mut [Option<usize>],
     ) -> Option<usize> {
         // Requests without a user (straight to the engine, first come,
         // first served) cost no tally.
@@ -711,7 +737,9 @@ impl Scheduler<'_> {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
-                .filter(|(_, s)| s.job.user.is_some() && s.job.user != *user && !s.was_paused)
+                .filter(|(_, s)| {
+                    s.job.user.is_some() && s.job.user != *user && s.time_paused < MAX_PAUSE
+                })
                 .map(|(i, s)| (i, load(&s.job.user), s.admitted))
                 .filter(|(_, theirs, _)| {
                     theirs.running >= mine.running + 2
@@ -720,19 +748,28 @@ impl Scheduler<'_> {
                 .max_by_key(|(_, theirs, admitted)| (theirs.running, theirs.held(), *admitted))?;
             (k, i)
         };
-        let kv = match self.ctx.state_seq_get(
+        let copy = std::time::Instant::now();
+        let kv = self.ctx.state_seq_get(
             i as i32,
             llama_cpp_2::context::session::LlamaStateSeqFlags::empty(),
-        ) {
+        );
+        self.stats
+            .pause_copy_us
+            .fetch_add(copy.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let kv = match kv {
             Ok(kv) => kv,
             Err(e) => {
                 tracing::warn!("could not pause a sequence (it keeps its slot): {e}");
                 return None;
             }
         };
-        let mut slot = slots[i].take()?;
-        slot.was_paused = true;
-        self.release(i as i32);
+        let slot = slots[i].take()?;
+        // The slot keeps the paused sequence's KV as its cache, as after a
+        // finished request: the request that takes the slot reuses their
+        // common prefix (at least the chat template's system prompt) and
+        // drops the rest.
+        cached[i] = slot.kv_tokens();
+        cached_adapter[i] = slot.job.adapter;
         paused.push(Paused {
             slot,
             kv,

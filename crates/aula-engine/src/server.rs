@@ -158,6 +158,8 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
             "paused": st.stats.paused.load(Ordering::Relaxed),
             "pauses": st.stats.pauses.load(Ordering::Relaxed),
             "resumes": st.stats.resumes.load(Ordering::Relaxed),
+            // Time the context waited while paused KV was copied out and in.
+            "copy_ms": st.stats.pause_copy_us.load(Ordering::Relaxed) / 1000,
         },
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,

@@ -414,16 +414,23 @@ pub struct BenchArgs {
     /// A class: each of --users waits a random time of this mean (exponential)
     /// before each request, one request at a time, as students read and type:
     /// 5s, 30s. The report's answer rate and time to first token are what
-    /// `aula plan --students` predicts.
-    #[arg(long, conflicts_with_all = ["heavy", "concurrency"])]
+    /// `aula plan --students` predicts. With --heavy, users 1.. think and
+    /// user 0 keeps its requests in flight: a class beside one heavy user.
+    #[arg(long, conflicts_with = "concurrency")]
     pub think: Option<String>,
     /// In a class (--think): this many of the users (0, 1, ...) do not
     /// think but ask back to back; the report splits time to first token
     /// between them and the rest.
-    #[arg(long, default_value_t = 0, requires = "think")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        requires = "think",
+        conflicts_with = "heavy"
+    )]
     pub heavy_users: usize,
-    /// The heavy users' max_tokens (default: --max-tokens).
-    #[arg(long, requires = "heavy_users")]
+    /// The heavy users' max_tokens (default: --max-tokens): user 0's with
+    /// --heavy, or those of --heavy-users.
+    #[arg(long)]
     pub heavy_max_tokens: Option<u32>,
 }
 

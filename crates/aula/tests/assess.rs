@@ -232,11 +232,73 @@ fn bench_think_runs_a_class() {
         rate["count"].as_u64().unwrap() > 0 && rate["p50_tps"].as_f64().unwrap() > 0.0,
         "{r}"
     );
-    // --think and --heavy are different scenarios.
+    // --think with --heavy: user 0 keeps 2 requests in flight, users 1 and
+    // 2 think; the report splits the heavy user's time to first token off.
+    // (This mock answers each request's max_tokens.)
+    let follows = spawn_exe(
+        &mock_exe(),
+        &["0", "--token-ms", "1", "--follow-max-tokens"],
+        None,
+    );
     let out = std::process::Command::new(aula_exe())
         .args([
-            "bench", "--url", &mock.url, "--model", "mock", "--users", "3", "--think", "1s",
-            "--heavy", "2",
+            "bench",
+            "--url",
+            &follows.url,
+            "--model",
+            "mock",
+            "--users",
+            "3",
+            "--think",
+            "20ms",
+            "--heavy",
+            "2",
+            "--requests",
+            "12",
+            "--stream",
+            "--max-tokens",
+            "4",
+            "--heavy-max-tokens",
+            "6",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["requests_ok"], 12, "{r}");
+    assert_eq!(r["concurrency"], 4, "{r}");
+    assert!(r["heavy_user_ttft"]["count"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["other_users_ttft"]["count"].as_u64().unwrap() > 0, "{r}");
+    // The heavy user asks for --heavy-max-tokens, the others --max-tokens.
+    for u in r["per_user"].as_array().unwrap() {
+        let per = if u["user"] == 0 { 6 } else { 4 };
+        assert_eq!(
+            u["completion_tokens"],
+            u["requests_ok"].as_u64().unwrap() * per,
+            "{r}"
+        );
+    }
+    // Two ways of naming heavy users at once is refused.
+    let out = std::process::Command::new(aula_exe())
+        .args([
+            "bench",
+            "--url",
+            &mock.url,
+            "--model",
+            "mock",
+            "--users",
+            "3",
+            "--think",
+            "1s",
+            "--heavy",
+            "2",
+            "--heavy-users",
+            "1",
         ])
         .output()
         .unwrap();

@@ -1260,6 +1260,93 @@ fn a_paused_answer_resumes_and_completes_intact() {
     }
 }
 
+/// An answer may be paused again (its time paused in all under 10 s): on
+/// one slot, a heavy answer is paused for a light request, resumes, and is
+/// paused for a second one; both light answers come before the heavy one
+/// ends, and the heavy answer completes. (Pausing at most once per answer
+/// left every slot to already-paused long answers under load.) The light
+/// request reuses the paused answer's KV for the prefix they share.
+#[test]
+fn an_answer_is_paused_again_for_a_second_newcomer() {
+    let e = spawn_engine(SMOL_FILE, &["--parallel", "1", "--context", "512"]);
+    let url = format!("{}/v1/chat/completions", e.url);
+    let health = format!("{}/health", e.url);
+    let mut long = chat_body(SMOL, "Count from 1 to 1000, one number per line.", 400);
+    long["stream"] = json!(true);
+    long["stream_options"] = json!({"include_usage": true});
+    long["user"] = json!("heavy");
+    // It holds more requests than a light user (its backlog in the gateway).
+    long["aula_backlog"] = json!(5);
+    let resp = ureq::post(&url).send_string(&long.to_string()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let heavy_tx = tx.clone();
+    let reader = std::thread::spawn(move || {
+        let mut first = true;
+        let mut usage = json!(null);
+        for line in BufReader::new(resp.into_reader()).lines() {
+            let line = line.unwrap();
+            assert!(!line.contains("\"error\""), "{line}");
+            if first && line.starts_with("data: {") && line.contains("\"content\"") {
+                first = false;
+                let _ = heavy_tx.send("heavy streaming".into());
+            }
+            let chunk = line
+                .strip_prefix("data: ")
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+            if let Some(v) = chunk.filter(|v| !v["usage"].is_null()) {
+                usage = v["usage"].clone();
+            }
+            if line == "data: [DONE]" {
+                let _ = heavy_tx.send("heavy done".into());
+            }
+        }
+        usage
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60)).as_deref(),
+        Ok("heavy streaming")
+    );
+    let mut light = chat_body(SMOL, "Say hello.", 4);
+    light["user"] = json!("light");
+    for n in 1..=2u64 {
+        let r = post(&url, &light);
+        assert_eq!(r.status, 200, "{}", r.text);
+        if n == 1 {
+            // The light request took the paused answer's slot and reused
+            // the KV of their common prefix (the template's system prompt).
+            let h = get(&health).body;
+            assert!(h["prompt_tokens_reused"].as_u64().unwrap() > 0, "{h}");
+        }
+        // The heavy answer resumed after this light one: the event the
+        // next light request waits for.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let h = get(&health).body;
+            assert_eq!(
+                h["pausing"]["pauses"], n,
+                "light request {n} pauses the heavy answer: {h}"
+            );
+            if h["pausing"]["resumes"] == n {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no resume: {h}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "the heavy answer ended before light request {n} was answered"
+        );
+    }
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(120)).as_deref(),
+        Ok("heavy done")
+    );
+    let usage = reader.join().unwrap();
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 12, "{usage}");
+    let h = get(&health).body;
+    assert!(h["pausing"]["copy_ms"].is_u64(), "{h}");
+}
+
 /// `--no-preempt`: the same load waits for the slot instead: the light
 /// answer comes only after the heavy one has ended. (The heavy request
 /// reports a backlog of 5, so with pausing on the light one would pause it.)
