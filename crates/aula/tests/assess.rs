@@ -198,32 +198,23 @@ fn plan_students_says_how_many_and_from_what() {
 #[test]
 fn bench_think_runs_a_class() {
     let mock = spawn_mock(1);
-    let out = std::process::Command::new(aula_exe())
-        .args([
-            "bench",
-            "--url",
-            &mock.url,
-            "--model",
-            "mock",
-            "--users",
-            "3",
-            "--requests",
-            "9",
-            "--think",
-            "20ms",
-            "--stream",
-            "--max-tokens",
-            "4",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &mock.url,
+        "--model",
+        "mock",
+        "--users",
+        "3",
+        "--requests",
+        "9",
+        "--think",
+        "20ms",
+        "--stream",
+        "--max-tokens",
+        "4",
+        "--json",
+    ]);
     assert_eq!(r["requests_ok"], 9, "{r}");
     assert_eq!(r["concurrency"], 3, "{r}");
     assert!((r["think_s"].as_f64().unwrap() - 0.02).abs() < 1e-9, "{r}");
@@ -240,36 +231,27 @@ fn bench_think_runs_a_class() {
         &["0", "--token-ms", "1", "--follow-max-tokens"],
         None,
     );
-    let out = std::process::Command::new(aula_exe())
-        .args([
-            "bench",
-            "--url",
-            &follows.url,
-            "--model",
-            "mock",
-            "--users",
-            "3",
-            "--think",
-            "20ms",
-            "--heavy",
-            "2",
-            "--requests",
-            "12",
-            "--stream",
-            "--max-tokens",
-            "4",
-            "--heavy-max-tokens",
-            "6",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &follows.url,
+        "--model",
+        "mock",
+        "--users",
+        "3",
+        "--think",
+        "20ms",
+        "--heavy",
+        "2",
+        "--requests",
+        "12",
+        "--stream",
+        "--max-tokens",
+        "4",
+        "--heavy-max-tokens",
+        "6",
+        "--json",
+    ]);
     assert_eq!(r["requests_ok"], 12, "{r}");
     assert_eq!(r["concurrency"], 4, "{r}");
     assert!(r["heavy_user_ttft"]["count"].as_u64().unwrap() > 0, "{r}");

@@ -1260,6 +1260,35 @@ fn a_paused_answer_resumes_and_completes_intact() {
     }
 }
 
+/// Read a long streamed answer to its end: "heavy streaming" goes to `tx`
+/// at its first content, "heavy done" at `[DONE]`; no chunk may be an
+/// error. Its usage (null when the stream carried none).
+fn follow_heavy_stream(
+    resp: ureq::Response,
+    tx: &std::sync::mpsc::Sender<String>,
+) -> serde_json::Value {
+    let mut first = true;
+    let mut usage = json!(null);
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        assert!(!line.contains("\"error\""), "{line}");
+        if first && line.starts_with("data: {") && line.contains("\"content\"") {
+            first = false;
+            let _ = tx.send("heavy streaming".into());
+        }
+        let chunk = line
+            .strip_prefix("data: ")
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
+        if let Some(v) = chunk.filter(|v| !v["usage"].is_null()) {
+            usage = v["usage"].clone();
+        }
+        if line == "data: [DONE]" {
+            let _ = tx.send("heavy done".into());
+        }
+    }
+    usage
+}
+
 /// An answer may be paused again (its time paused in all under 10 s): on
 /// one slot, a heavy answer is paused for a light request, resumes, and is
 /// paused for a second one; both light answers come before the heavy one
@@ -1280,28 +1309,7 @@ fn an_answer_is_paused_again_for_a_second_newcomer() {
     let resp = ureq::post(&url).send_string(&long.to_string()).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let heavy_tx = tx.clone();
-    let reader = std::thread::spawn(move || {
-        let mut first = true;
-        let mut usage = json!(null);
-        for line in BufReader::new(resp.into_reader()).lines() {
-            let line = line.unwrap();
-            assert!(!line.contains("\"error\""), "{line}");
-            if first && line.starts_with("data: {") && line.contains("\"content\"") {
-                first = false;
-                let _ = heavy_tx.send("heavy streaming".into());
-            }
-            let chunk = line
-                .strip_prefix("data: ")
-                .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok());
-            if let Some(v) = chunk.filter(|v| !v["usage"].is_null()) {
-                usage = v["usage"].clone();
-            }
-            if line == "data: [DONE]" {
-                let _ = heavy_tx.send("heavy done".into());
-            }
-        }
-        usage
-    });
+    let reader = std::thread::spawn(move || follow_heavy_stream(resp, &heavy_tx));
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(60)).as_deref(),
         Ok("heavy streaming")
@@ -1319,19 +1327,18 @@ fn an_answer_is_paused_again_for_a_second_newcomer() {
         }
         // The heavy answer resumed after this light one: the event the
         // next light request waits for.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let h = get(&health).body;
-            assert_eq!(
-                h["pausing"]["pauses"], n,
-                "light request {n} pauses the heavy answer: {h}"
-            );
-            if h["pausing"]["resumes"] == n {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "no resume: {h}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            "the heavy answer to resume",
+            Duration::from_secs(60),
+            || {
+                let h = get(&health).body;
+                assert_eq!(
+                    h["pausing"]["pauses"], n,
+                    "light request {n} pauses the heavy answer: {h}"
+                );
+                h["pausing"]["resumes"] == n
+            },
+        );
         assert!(
             rx.try_recv().is_err(),
             "the heavy answer ended before light request {n} was answered"
@@ -1429,20 +1436,7 @@ fn through_the_gateway_a_light_user_pauses_a_heavy_one() {
                 .send_string(&long.to_string())
                 .unwrap();
             let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut first = true;
-                for line in BufReader::new(resp.into_reader()).lines() {
-                    let line = line.unwrap();
-                    assert!(!line.contains("\"error\""), "{line}");
-                    if first && line.starts_with("data: {") && line.contains("\"content\"") {
-                        first = false;
-                        let _ = tx.send("heavy streaming".into());
-                    }
-                    if line == "data: [DONE]" {
-                        let _ = tx.send("heavy done".into());
-                    }
-                }
-            })
+            std::thread::spawn(move || follow_heavy_stream(resp, &tx))
         })
         .collect();
     for _ in 0..2 {

@@ -7,24 +7,15 @@ mod common;
 use common::*;
 
 fn plan(file: &str, ctx: u32, par: u32) -> serde_json::Value {
-    let out = std::process::Command::new(aula_exe())
-        .args([
-            "plan",
-            model_path(file).to_str().unwrap(),
-            "--context",
-            &ctx.to_string(),
-            "--parallel",
-            &par.to_string(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = aula_json(&[
+        "plan",
+        model_path(file).to_str().unwrap(),
+        "--context",
+        &ctx.to_string(),
+        "--parallel",
+        &par.to_string(),
+        "--json",
+    ]);
     v["estimates"][0]["memory"]["llama_cpp"].clone()
 }
 

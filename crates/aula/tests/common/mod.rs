@@ -111,6 +111,20 @@ pub fn run_aula(args: &[&str], home: &std::path::Path) -> (bool, String, String)
     )
 }
 
+/// Run `aula ARGS` (no home), which must succeed: its stdout as JSON.
+pub fn aula_json(args: &[&str]) -> Value {
+    let out = Command::new(aula_exe())
+        .args(args)
+        .output()
+        .expect("run aula");
+    assert!(
+        out.status.success(),
+        "aula {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("aula's --json output")
+}
+
 /// `aula users add NAME EXTRA...` and `aula keys create NAME` in `home`:
 /// the new user's key.
 pub fn add_user(home: &std::path::Path, name: &str, extra: &[&str]) -> String {
