@@ -60,6 +60,8 @@ pub struct Recorder {
     /// Each streamed answer's rate after its first token, in milli-tokens/s.
     rate: Histogram<u64>,
     ok: u64,
+    /// Answers closed at the end of a --duration window.
+    cut: u64,
     errors: BTreeMap<String, u64>,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -80,6 +82,7 @@ impl Recorder {
             e2e: hist(),
             rate: hist(),
             ok: 0,
+            cut: 0,
             errors: BTreeMap::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -100,7 +103,10 @@ impl Recorder {
         let Some(u) = self.users.get_mut(s.user) else {
             return;
         };
-        if !s.ok {
+        if s.retried {
+            self.retries += 1;
+        }
+        if !s.ok && !s.cut {
             *self
                 .errors
                 .entry(s.error_kind.clone().unwrap_or_else(|| "unknown".into()))
@@ -108,11 +114,11 @@ impl Recorder {
             u.errors += 1;
             return;
         }
-        self.ok += 1;
-        u.ok += 1;
-        self.prompt_tokens += s.prompt_tokens;
-        self.completion_tokens += s.completion_tokens;
-        u.completion_tokens += s.completion_tokens;
+        // An answer closed at the end of a --duration window counts its
+        // time to first token and the tokens it sent inside the window; it
+        // has no end.
+        self.completion_tokens += s.counted_tokens;
+        u.completion_tokens += s.counted_tokens;
         if let Some(t) = s.ttft {
             rec(&mut self.ttft, t);
             rec(&mut u.ttft, t);
@@ -125,6 +131,13 @@ impl Recorder {
         for d in &s.itl {
             rec(&mut self.itl, *d);
         }
+        if s.cut {
+            self.cut += 1;
+            return;
+        }
+        self.ok += 1;
+        u.ok += 1;
+        self.prompt_tokens += s.prompt_tokens;
         if let Some(t) = s.ttft {
             let after = s.e2e.saturating_sub(t).as_secs_f64();
             if s.completion_tokens > 1 && after > 0.0 {
@@ -147,6 +160,7 @@ impl Recorder {
             concurrency: cfg.concurrency,
             duration_s: secs,
             requests_ok: self.ok,
+            requests_cut: self.cut,
             requests_failed: self.errors.values().sum(),
             errors: self.errors.clone(),
             retries: self.retries,
@@ -202,14 +216,23 @@ pub struct Report {
     pub think_s: Option<f64>,
     pub users: usize,
     pub concurrency: usize,
+    /// The measured time: with --duration, the window (answers still
+    /// running at its end are closed there and counted up to it).
     pub duration_s: f64,
     pub requests_ok: u64,
+    /// With --duration: streamed answers closed at the window's end, after
+    /// their first token; their tokens inside the window are counted.
+    pub requests_cut: u64,
     pub requests_failed: u64,
     pub errors: BTreeMap<String, u64>,
     /// Requests re-sent once because the server closed a kept-alive connection under them.
     pub retries: u64,
     pub requests_per_s: f64,
+    /// Of the answers that ended (a usage comes with an answer's end).
     pub prompt_tokens: u64,
+    /// Output tokens received in the measured time (with --duration, a
+    /// streamed answer cut at the window's end counts its text chunks
+    /// inside it: one per token from llama.cpp engines and Aula's).
     pub completion_tokens: u64,
     pub output_tokens_per_s: f64,
     /// Time to first token (for non-streaming requests: the whole response).
@@ -262,6 +285,12 @@ impl Report {
             self.requests_ok, self.requests_failed, self.duration_s, self.requests_per_s, self.output_tokens_per_s,
             self.prompt_tokens, self.completion_tokens
         ));
+        if self.requests_cut > 0 {
+            s.push_str(&format!(
+                "  {} answers were still streaming when the time was up: closed then, their tokens so far counted\n",
+                self.requests_cut
+            ));
+        }
         s.push_str("  latency (ms):\n");
         s.push_str(&line("time to first token", &self.ttft));
         if let (Some(h), Some(o)) = (&self.heavy_user_ttft, &self.other_users_ttft) {

@@ -120,10 +120,22 @@ pub struct Sample {
     pub e2e: Duration,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// What this answer adds to the run's output tokens: all of them, or
+    /// in a `--duration` run those that arrived inside the window.
+    pub counted_tokens: u64,
     /// The first attempt hit a connection the server had just closed.
     pub retried: bool,
+    /// Still streaming when a `--duration` window ended: closed then, its
+    /// tokens inside the window counted, its end-to-end time not.
+    pub cut: bool,
 }
 
+/// One request. With `window_end` (a `--duration` run), a streamed answer
+/// still running when the window ends is closed once it has its first token
+/// (so every request sent in the window has a time to first token), and
+/// only the text chunks that arrived inside the window are its tokens; a
+/// whole answer that ends after the window keeps its latency but counts no
+/// tokens (they cannot be placed in time).
 async fn one(
     client: &HttpClient,
     url: &str,
@@ -131,6 +143,7 @@ async fn one(
     body: Bytes,
     stream: bool,
     user: usize,
+    window_end: Option<Instant>,
 ) -> Sample {
     let mut s = Sample {
         user,
@@ -186,6 +199,9 @@ async fn one(
                     serde_json::from_slice(&b.to_bytes()).unwrap_or_default();
                 s.prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
                 s.completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                if window_end.is_none_or(|end| start + s.e2e <= end) {
+                    s.counted_tokens = s.completion_tokens;
+                }
                 s.ttft = Some(s.e2e);
                 s.ok = v["choices"].is_array();
                 if !s.ok {
@@ -203,8 +219,30 @@ async fn one(
     let mut reader = aula_protocol::sse::SseReader::default();
     let mut last: Option<Instant> = None;
     let mut chunks = 0u64;
+    // Text chunks that arrived inside the window (all of them without one).
+    let mut in_window = 0u64;
     let mut done = false;
-    while let Some(frame) = body.frame().await {
+    let mut done_at = start;
+    loop {
+        // Past the window with a first token: this answer has been measured
+        // (one that has sent [DONE] is read to its end, keeping its
+        // connection for the next request).
+        let cut_at = window_end.filter(|_| s.ttft.is_some() && !done);
+        if cut_at.is_some_and(|end| Instant::now() >= end) {
+            s.cut = true;
+            break;
+        }
+        let next = match cut_at {
+            Some(end) => match tokio::time::timeout_at(end.into(), body.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    s.cut = true;
+                    break;
+                }
+            },
+            None => body.frame().await,
+        };
+        let Some(frame) = next else { break };
         let Ok(frame) = frame else {
             s.error_kind = Some("stream broken".into());
             s.e2e = start.elapsed();
@@ -217,6 +255,7 @@ async fn one(
         for event in reader.push(data) {
             if event.is_done() {
                 done = true;
+                done_at = now;
                 continue;
             }
             if event.data.is_empty() {
@@ -235,6 +274,9 @@ async fn one(
                 .or(v["choices"][0]["text"].as_str());
             if text.is_some_and(|t| !t.is_empty()) {
                 chunks += 1;
+                if window_end.is_none_or(|end| now < end) {
+                    in_window += 1;
+                }
                 match last {
                     None => s.ttft = Some(now - start),
                     Some(prev) => s.itl.push(now - prev),
@@ -244,9 +286,22 @@ async fn one(
         }
     }
     s.e2e = start.elapsed();
+    if s.cut {
+        // Closed here (dropping the body drops the connection): the
+        // tokens it had sent inside the window are what it produced there.
+        s.completion_tokens = chunks;
+        s.counted_tokens = in_window;
+        return s;
+    }
     if s.completion_tokens == 0 {
         s.completion_tokens = chunks;
     }
+    s.counted_tokens = if window_end.is_some_and(|end| done_at > end) {
+        // Ended after the window (it was waited for its first token).
+        in_window
+    } else {
+        s.completion_tokens
+    };
     if s.error_kind.is_none() && !done {
         s.error_kind = Some("no [DONE]".into());
     }
@@ -382,7 +437,16 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     _ => {}
                 }
                 let body = body_for(&cfg, n as usize, heavy);
-                let sample = one(&client, &url, key.as_deref(), body, cfg.stream, user).await;
+                let sample = one(
+                    &client,
+                    &url,
+                    key.as_deref(),
+                    body,
+                    cfg.stream,
+                    user,
+                    deadline,
+                )
+                .await;
                 if let Ok(mut r) = recorder.lock() {
                     r.add(&sample);
                 }
@@ -403,7 +467,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         let _ = w.await;
     }
     bar.finish_and_clear();
-    let elapsed = start.elapsed();
+    // A --duration run is measured over its window: answers still running
+    // at its end were closed there, and what came after is not counted.
+    let elapsed = match cfg.limit {
+        Limit::Duration(d) => d,
+        Limit::Requests(_) => start.elapsed(),
+    };
     let r = recorder
         .lock()
         .map_err(|_| anyhow::anyhow!("recorder poisoned"))?;

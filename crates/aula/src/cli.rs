@@ -384,7 +384,11 @@ pub struct BenchArgs {
     /// Total requests to send [default: 100 when --duration is not given].
     #[arg(long, conflicts_with = "duration")]
     pub requests: Option<u64>,
-    /// Run for this long instead: 30s, 2m, 500ms.
+    /// Run for this long instead: 30s, 2m, 500ms. The figures are for this
+    /// window: no request starts after it, a streamed answer still running
+    /// at its end is closed once it has its first token (its tokens inside
+    /// the window count), and a whole answer ending after it counts its
+    /// latency, not its tokens.
     #[arg(long)]
     pub duration: Option<String>,
     /// Approximate prompt length in tokens.

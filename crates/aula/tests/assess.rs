@@ -286,3 +286,57 @@ fn bench_think_runs_a_class() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `aula bench --duration`: the figures are for the window. Answers that
+/// would run 20 s each (4,096 tokens at 5 ms) are closed when the window
+/// ends, once they have their first token; only the tokens inside the
+/// window count, and the run's time is the window, not the 20 s. With one
+/// mock slot, the second request waits for the first to be closed and is
+/// still waited for its first token.
+#[test]
+fn bench_duration_measures_its_window() {
+    let mock = spawn_exe(
+        &mock_exe(),
+        &[
+            "0",
+            "--token-ms",
+            "5",
+            "--follow-max-tokens",
+            "--slots",
+            "1",
+        ],
+        None,
+    );
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &mock.url,
+        "--model",
+        "mock",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--stream",
+        "--max-tokens",
+        "4096",
+        "--json",
+    ]);
+    assert_eq!(r["duration_s"], 1.0, "{r}");
+    assert_eq!(r["requests_ok"], 0, "{r}");
+    assert_eq!(r["requests_failed"], 0, "{r}");
+    assert_eq!(r["requests_cut"], 2, "{r}");
+    // Both have a first token: the second got the slot when the first was
+    // closed at the window's end.
+    assert_eq!(r["ttft"]["count"], 2, "{r}");
+    assert!(r["ttft"]["max_ms"].as_f64().unwrap() >= 1000.0, "{r}");
+    assert_eq!(r["e2e"]["count"], 0, "{r}");
+    // At most one token every 5 ms, from one slot, inside 1 s.
+    let tokens = r["completion_tokens"].as_u64().unwrap();
+    assert!(tokens <= 201, "{r}");
+    assert_eq!(
+        r["output_tokens_per_s"].as_f64().unwrap(),
+        tokens as f64,
+        "{r}"
+    );
+}
