@@ -64,6 +64,18 @@ common=(--model smol --stream --prompt-tokens 32 --duration "$DUR" --json)
 # Idle: the 8 light users alone (user 0 of --keys is the heavy one, so skip it).
 tail -n 8 "$home/keys" > "$home/light-keys"
 head -n 1 "$home/keys" > "$home/heavy-key"
+cat > "$home/steps.py" <<'EOF'
+import json, sys, time
+b, h = json.load(open(sys.argv[1])), json.load(sys.stdin)
+wall = time.time() - float(sys.argv[2])
+d = {k: h["steps"][k] - b["steps"][k] for k in h["steps"]}
+n = max(d["count"], 1)
+p = {k: h["pausing"][k] - b["pausing"][k] for k in ("pauses", "copy_ms")}
+print(f"  engine: {d['count'] / wall:.1f} steps/s, {d['tokens'] / n:.2f} tokens fed and {d['sampled'] / n:.2f} "
+      f"sequences sampled a step, {d['decode_ms'] / n:.1f} ms decoding a step ({d['decode_ms'] / 1000 / wall:.0%} of "
+      f"{wall:.0f} s); pauses {p['pauses']}, copies {p['copy_ms']} ms, "
+      f"prompt tokens reused {h['prompt_tokens_reused'] - b['prompt_tokens_reused']}")
+EOF
 if [ -n "${PAIRS:-}" ]; then
   # One scenario of pair P with H heavy requests: idle, alone, slots or pausing.
   one() {
@@ -73,9 +85,14 @@ if [ -n "${PAIRS:-}" ]; then
       slots) serve "$home/slots.toml"; args=(--max-tokens 32 --users 9 --heavy "$3" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys"); label="heavy=$3, slots only" ;;
       pausing) serve "$home/aula.toml"; args=(--max-tokens 32 --users 9 --heavy "$3" "${think[@]}" "${heavy_max[@]}" --keys "$home/keys"); label="heavy=$3, pausing" ;;
     esac
+    curl -s "http://127.0.0.1:$ENGINE_PORT/health" > "$home/before.json"
+    t0=$(date +%s.%N)
     $B bench --url "http://127.0.0.1:$GW_PORT" "${common[@]}" "${args[@]}" \
       | python3 scripts/bench_summary.py "pair $2: $label" fairness
-    curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 -c 'import json,sys; h = json.load(sys.stdin); print("  engine pausing so far:", h["pausing"], "prompt tokens reused:", h["prompt_tokens_reused"])'
+    # The engine's steps during this run (its window and what ran after it
+    # until every answer was closed): how many a second, how full, and the
+    # share of the time llama.cpp spent decoding.
+    curl -s "http://127.0.0.1:$ENGINE_PORT/health" | python3 "$home/steps.py" "$home/before.json" "$t0"
   }
   for H in $HEAVY; do
     for pair in $(seq "$PAIRS"); do

@@ -122,6 +122,13 @@ pub struct Stats {
     /// Microseconds the scheduler spent copying paused sequences' KV out
     /// and back in (the context waits meanwhile).
     pub pause_copy_us: AtomicU64,
+    /// Decode steps since the engine started; the tokens they fed (prompt
+    /// chunks and generated tokens), the sequences they sampled (one
+    /// token each), and the time spent in llama.cpp's decode.
+    pub steps: AtomicU64,
+    pub step_tokens: AtomicU64,
+    pub step_samples: AtomicU64,
+    pub decode_us: AtomicU64,
 }
 
 struct Slot {
@@ -597,7 +604,10 @@ impl Scheduler<'_> {
                 continue;
             }
             // 5. Decode.
-            if let Err(e) = self.ctx.decode(&mut batch) {
+            let started = std::time::Instant::now();
+            let decoded = self.ctx.decode(&mut batch);
+            self.count_step(&slots, batch.n_tokens(), started.elapsed());
+            if let Err(e) = decoded {
                 let msg = format!("llama.cpp decode failed: {e}");
                 tracing::error!("{msg}");
                 for slot in slots.iter_mut() {
@@ -777,6 +787,21 @@ impl Scheduler<'_> {
         });
         self.stats.pauses.fetch_add(1, Ordering::Relaxed);
         Some(k)
+    }
+
+    fn count_step(&self, slots: &[Option<Slot>], tokens: i32, took: std::time::Duration) {
+        let st = &self.stats;
+        st.steps.fetch_add(1, Ordering::Relaxed);
+        st.step_tokens
+            .fetch_add(tokens.max(0) as u64, Ordering::Relaxed);
+        let sampled = slots
+            .iter()
+            .flatten()
+            .filter(|s| s.logits_at.is_some())
+            .count();
+        st.step_samples.fetch_add(sampled as u64, Ordering::Relaxed);
+        st.decode_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn release(&mut self, seq: i32) {

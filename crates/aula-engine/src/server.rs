@@ -161,6 +161,14 @@ async fn health(State(st): State<Arc<EngineState>>) -> Response {
             // Time the context waited while paused KV was copied out and in.
             "copy_ms": st.stats.pause_copy_us.load(Ordering::Relaxed) / 1000,
         },
+        // Decode steps since start: how many, the tokens they fed, the
+        // sequences they sampled, and the time in llama.cpp's decode.
+        "steps": {
+            "count": st.stats.steps.load(Ordering::Relaxed),
+            "tokens": st.stats.step_tokens.load(Ordering::Relaxed),
+            "sampled": st.stats.step_samples.load(Ordering::Relaxed),
+            "decode_ms": st.stats.decode_us.load(Ordering::Relaxed) / 1000,
+        },
         "context_per_sequence": st.context,
         "n_ctx": st.context as usize * st.parallel,
         "threads": st.threads,

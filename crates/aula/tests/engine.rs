@@ -22,19 +22,29 @@ fn smollm2_greedy_stop_stream_usage() {
     assert_eq!(post(&url, &body).status, 200);
     let a = post(&url, &body);
     assert_eq!(a.status, 200, "{}", a.text);
-    let reused_before = get(&format!("{}/health", e.url)).body["prompt_tokens_reused"]
-        .as_u64()
-        .unwrap();
+    let before = get(&format!("{}/health", e.url)).body;
     let b = post(&url, &body);
-    let reused = get(&format!("{}/health", e.url)).body["prompt_tokens_reused"]
-        .as_u64()
-        .unwrap()
-        - reused_before;
+    let after = get(&format!("{}/health", e.url)).body;
+    let delta = |f: &dyn Fn(&serde_json::Value) -> &serde_json::Value| {
+        f(&after).as_u64().unwrap() - f(&before).as_u64().unwrap()
+    };
     assert_eq!(
-        reused,
+        delta(&|h| &h["prompt_tokens_reused"]),
         a.body["usage"]["prompt_tokens"].as_u64().unwrap() - 1,
         "the repeated prompt is reused"
     );
+    // Alone, with all but the last prompt token reused: every step feeds
+    // one token and samples one, one step a token (and one more for the
+    // end of the text when the model stopped by itself).
+    let steps = delta(&|h| &h["steps"]["count"]);
+    let generated = b.body["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(
+        steps == generated || steps == generated + 1,
+        "{steps} steps for {generated} tokens: {after}"
+    );
+    assert_eq!(delta(&|h| &h["steps"]["tokens"]), steps, "{after}");
+    assert_eq!(delta(&|h| &h["steps"]["sampled"]), steps, "{after}");
+    assert!(after["steps"]["decode_ms"].is_u64(), "{after}");
     let text = a.body["choices"][0]["message"]["content"]
         .as_str()
         .unwrap()
