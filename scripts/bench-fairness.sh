@@ -18,6 +18,10 @@
 #   before each request, as students do, instead of asking back to back;
 #   alone they then leave slots free, and what the heavy user costs them
 #   is the wait for a slot (or a pause).
+#   OPEN=1 (with THINK): the light users' questions come at the same
+#   times in every run, their think time counted from the last question
+#   sent, not from its answer (`aula bench --open-loop`), so that runs
+#   answering them at different speeds are given the same work.
 #   HEAVY_MAX=192: the heavy user's max_tokens (light users ask for 32;
 #   slots are 256 tokens).
 set -euo pipefail
@@ -58,7 +62,7 @@ serve "$home/aula.toml"
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$ENGINE_PORT/health" > /dev/null && break; sleep 0.5; done
 sleep 1
 MODES=${MODES:-idle pausing}
-think=(${THINK:+--think "$THINK"})
+think=(${THINK:+--think "$THINK"} ${THINK:+${OPEN:+--open-loop}})
 heavy_max=(${HEAVY_MAX:+--heavy-max-tokens "$HEAVY_MAX"})
 common=(--model smol --stream --prompt-tokens 32 --duration "$DUR" --json)
 # Idle: the 8 light users alone (user 0 of --keys is the heavy one, so skip it).

@@ -156,6 +156,7 @@ impl Recorder {
             model: cfg.model.clone(),
             stream: cfg.stream,
             think_s: cfg.think.map(|d| d.as_secs_f64()),
+            open_loop: cfg.open_loop,
             users: cfg.users,
             concurrency: cfg.concurrency,
             duration_s: secs,
@@ -214,6 +215,10 @@ pub struct Report {
     /// With --think: the mean seconds each user waits before a request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub think_s: Option<f64>,
+    /// With --open-loop: the thinking users' questions came at times fixed
+    /// from the start, not after their answers.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub open_loop: bool,
     pub users: usize,
     pub concurrency: usize,
     /// The measured time: with --duration, the window (answers still
@@ -277,7 +282,12 @@ impl Report {
         ));
         if let Some(t) = self.think_s {
             s.push_str(&format!(
-                "  each user thinks {t:.1} s on average before each request\n"
+                "  each user thinks {t:.1} s on average before each request{}\n",
+                if self.open_loop {
+                    " (after sending the last one, not after its answer)"
+                } else {
+                    ""
+                }
             ));
         }
         s.push_str(&format!(

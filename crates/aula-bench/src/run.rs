@@ -47,6 +47,11 @@ pub struct BenchConfig {
     /// user 0 asks for `heavy_max_tokens`.
     pub heavy_users: usize,
     pub heavy_max_tokens: Option<u32>,
+    /// With `think`: a thinking user's next request comes its think time
+    /// after the previous one was sent, not after its answer (open-loop
+    /// arrivals, the same times in every run); it may have several in
+    /// flight.
+    pub open_loop: bool,
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -333,6 +338,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         }
     } else if cfg.heavy_users > 0 {
         bail!("--heavy-users is part of a class: give --think too");
+    } else if cfg.open_loop {
+        bail!("--open-loop is how thinking users ask: give --think too");
     }
     if cfg.heavy_max_tokens.is_some() && cfg.heavy.is_none() && cfg.heavy_users == 0 {
         bail!("--heavy-max-tokens is for heavy users: give --heavy or --heavy-users too");
@@ -420,6 +427,50 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 .think
                 .filter(|_| !heavy)
                 .map(|mean| (mean, StdRng::seed_from_u64(user as u64)));
+            if cfg.open_loop
+                && let Some((mean, mut rng)) = thinking
+            {
+                // Open loop: arrivals at fixed times from the start, each
+                // request its own task.
+                let mut at = Instant::now();
+                let mut asked = tokio::task::JoinSet::new();
+                loop {
+                    let u: f64 = 1.0 - rng.r#gen::<f64>();
+                    at += mean.mul_f64(-u.ln());
+                    if deadline.is_some_and(|d| at >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if let Limit::Requests(max) = cfg.limit
+                        && n >= max
+                    {
+                        break;
+                    }
+                    let body = body_for(&cfg, n as usize, false);
+                    let (stream, client, recorder, url, key) = (
+                        cfg.stream,
+                        client.clone(),
+                        recorder.clone(),
+                        url.clone(),
+                        key.clone(),
+                    );
+                    asked.spawn(async move {
+                        let sample =
+                            one(&client, &url, key.as_deref(), body, stream, user, deadline).await;
+                        if let Ok(mut r) = recorder.lock() {
+                            r.add(&sample);
+                        }
+                    });
+                    if let Limit::Requests(_) = cfg.limit {
+                        bar.inc(1);
+                    } else {
+                        bar.set_position(start.elapsed().as_secs().min(total));
+                    }
+                }
+                while asked.join_next().await.is_some() {}
+                return;
+            }
             loop {
                 if let Some((mean, rng)) = thinking.as_mut() {
                     // Exponential: -mean x ln(u), u in (0, 1].

@@ -436,6 +436,14 @@ pub struct BenchArgs {
     /// --heavy, or those of --heavy-users.
     #[arg(long)]
     pub heavy_max_tokens: Option<u32>,
+    /// With --think: each user's next question comes its think time after
+    /// the previous question was sent, not after its answer came back
+    /// (open-loop arrivals: users who do not ask less when answers are
+    /// slow), so runs that answer at different speeds get the same
+    /// questions at the same times. A user may then have several questions
+    /// in flight.
+    #[arg(long, requires = "think")]
+    pub open_loop: bool,
 }
 
 #[derive(Debug, Args)]

@@ -340,3 +340,40 @@ fn bench_duration_measures_its_window() {
         "{r}"
     );
 }
+
+/// `aula bench --think --open-loop`: a user's next question does not wait
+/// for its answer. Against a mock whose answers stall after their first
+/// token (they would never end), two closed-loop users could have two
+/// questions in flight; open-loop users keep asking, and at the end of the
+/// window every question is closed, each with its first token.
+#[test]
+fn bench_open_loop_users_do_not_wait_for_answers() {
+    let mock = spawn_exe(
+        &mock_exe(),
+        &["0", "--token-ms", "1", "--stall-after-tokens", "1"],
+        None,
+    );
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &mock.url,
+        "--model",
+        "mock",
+        "--users",
+        "2",
+        "--think",
+        "50ms",
+        "--open-loop",
+        "--duration",
+        "2s",
+        "--stream",
+        "--json",
+    ]);
+    assert_eq!(r["open_loop"], true, "{r}");
+    let cut = r["requests_cut"].as_u64().unwrap();
+    assert!(cut >= 3, "{r}");
+    assert_eq!(r["ttft"]["count"].as_u64().unwrap(), cut, "{r}");
+    assert_eq!(r["requests_ok"], 0, "{r}");
+    let stats = get(&format!("{}/stats", mock.url)).body;
+    assert!(stats["max_in_flight"].as_u64().unwrap() >= 3, "{stats} {r}");
+}

@@ -402,6 +402,7 @@ fn bench_config(
         think: None,
         heavy_users: 0,
         heavy_max_tokens: None,
+        open_loop: false,
     }
 }
 

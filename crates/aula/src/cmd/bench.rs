@@ -44,6 +44,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         think: a.think.as_deref().map(parse_duration).transpose()?,
         heavy_users: a.heavy_users,
         heavy_max_tokens: a.heavy_max_tokens,
+        open_loop: a.open_loop,
     };
     let report = aula_bench::run(cfg).await?;
     print(&if a.json {
