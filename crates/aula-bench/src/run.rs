@@ -434,6 +434,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                 // request its own task.
                 let mut at = Instant::now();
                 let mut asked = tokio::task::JoinSet::new();
+                // A refused key stops this user, as in the closed loop.
+                let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 loop {
                     let u: f64 = 1.0 - rng.r#gen::<f64>();
                     at += mean.mul_f64(-u.ln());
@@ -441,6 +443,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                         break;
                     }
                     tokio::time::sleep_until(at.into()).await;
+                    if refused.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let n = issued.fetch_add(1, Ordering::Relaxed);
                     if let Limit::Requests(max) = cfg.limit
                         && n >= max
@@ -448,16 +453,20 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                         break;
                     }
                     let body = body_for(&cfg, n as usize, false);
-                    let (stream, client, recorder, url, key) = (
+                    let (stream, client, recorder, url, key, refused) = (
                         cfg.stream,
                         client.clone(),
                         recorder.clone(),
                         url.clone(),
                         key.clone(),
+                        refused.clone(),
                     );
                     asked.spawn(async move {
                         let sample =
                             one(&client, &url, key.as_deref(), body, stream, user, deadline).await;
+                        if matches!(sample.error_kind.as_deref(), Some("http 401" | "http 403")) {
+                            refused.store(true, Ordering::Relaxed);
+                        }
                         if let Ok(mut r) = recorder.lock() {
                             r.add(&sample);
                         }

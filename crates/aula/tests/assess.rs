@@ -377,3 +377,34 @@ fn bench_open_loop_users_do_not_wait_for_answers() {
     let stats = get(&format!("{}/stats", mock.url)).body;
     assert!(stats["max_in_flight"].as_u64().unwrap() >= 3, "{stats} {r}");
 }
+
+/// A user whose key is refused stops asking, in the open loop as in the
+/// closed one: two open-loop users with a key the gateway does not know,
+/// asking every 50 ms on average for 2 s (some 80 questions), are refused
+/// for the few they had sent before the first refusal came back.
+#[test]
+fn bench_open_loop_users_stop_when_refused() {
+    let mock = spawn_mock(0);
+    let g = TestGateway::new("bench-refused").url_model("mock", &mock.url);
+    let s = g.start();
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &s.url,
+        "--model",
+        "mock",
+        "--users",
+        "2",
+        "--think",
+        "50ms",
+        "--open-loop",
+        "--duration",
+        "2s",
+        "--api-key",
+        "aula-not-a-key",
+        "--json",
+    ]);
+    let refused = r["errors"]["http 401"].as_u64().unwrap_or(0);
+    assert!((2..=20).contains(&refused), "{r}");
+    assert_eq!(r["requests_failed"].as_u64().unwrap(), refused, "{r}");
+}
