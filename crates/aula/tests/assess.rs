@@ -353,22 +353,7 @@ fn bench_open_loop_users_do_not_wait_for_answers() {
         &["0", "--token-ms", "1", "--stall-after-tokens", "1"],
         None,
     );
-    let r = aula_json(&[
-        "bench",
-        "--url",
-        &mock.url,
-        "--model",
-        "mock",
-        "--users",
-        "2",
-        "--think",
-        "50ms",
-        "--open-loop",
-        "--duration",
-        "2s",
-        "--stream",
-        "--json",
-    ]);
+    let r = open_loop_pair(&mock.url, &["--stream"]);
     assert_eq!(r["open_loop"], true, "{r}");
     let cut = r["requests_cut"].as_u64().unwrap();
     assert!(cut >= 3, "{r}");
@@ -387,10 +372,19 @@ fn bench_open_loop_users_stop_when_refused() {
     let mock = spawn_mock(0);
     let g = TestGateway::new("bench-refused").url_model("mock", &mock.url);
     let s = g.start();
-    let r = aula_json(&[
+    let r = open_loop_pair(&s.url, &["--api-key", "aula-not-a-key"]);
+    let refused = r["errors"]["http 401"].as_u64().unwrap_or(0);
+    assert!((2..=20).contains(&refused), "{r}");
+    assert_eq!(r["requests_failed"].as_u64().unwrap(), refused, "{r}");
+}
+
+/// `aula bench --json` with two open-loop users asking every 50 ms on
+/// average for 2 s, against `url`, with `extra` arguments.
+fn open_loop_pair(url: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "bench",
         "--url",
-        &s.url,
+        url,
         "--model",
         "mock",
         "--users",
@@ -400,11 +394,8 @@ fn bench_open_loop_users_stop_when_refused() {
         "--open-loop",
         "--duration",
         "2s",
-        "--api-key",
-        "aula-not-a-key",
         "--json",
-    ]);
-    let refused = r["errors"]["http 401"].as_u64().unwrap_or(0);
-    assert!((2..=20).contains(&refused), "{r}");
-    assert_eq!(r["requests_failed"].as_u64().unwrap(), refused, "{r}");
+    ];
+    args.extend_from_slice(extra);
+    aula_json(&args)
 }
