@@ -314,6 +314,36 @@ async fn one(
     s
 }
 
+/// [`one`], given up at `give_up` (a `--duration` run: one more window after
+/// its end) if it has not returned by then: a request still without its
+/// first token (or, not streamed, its whole answer) is counted as failed
+/// ("no answer"), so a server that never answers does not hold the run open.
+#[allow(clippy::too_many_arguments)]
+async fn one_until(
+    client: &HttpClient,
+    url: &str,
+    key: Option<&str>,
+    body: Bytes,
+    stream: bool,
+    user: usize,
+    window_end: Option<Instant>,
+    give_up: Option<Instant>,
+) -> Sample {
+    let start = Instant::now();
+    let asked = one(client, url, key, body, stream, user, window_end);
+    let Some(give_up) = give_up else {
+        return asked.await;
+    };
+    tokio::time::timeout_at(give_up.into(), asked)
+        .await
+        .unwrap_or_else(|_| Sample {
+            user,
+            error_kind: Some("no answer".into()),
+            e2e: start.elapsed(),
+            ..Default::default()
+        })
+}
+
 /// The connection was closed before any response came back.
 fn closed_before_reply(e: &hyper_util::client::legacy::Error) -> bool {
     use std::error::Error;
@@ -396,6 +426,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
         Limit::Duration(d) => Some(start + d),
         Limit::Requests(_) => None,
     };
+    // Requests still unanswered one more window after it are given up.
+    let give_up = match cfg.limit {
+        Limit::Duration(d) => Some(start + d * 2),
+        Limit::Requests(_) => None,
+    };
     let mut workers = Vec::with_capacity(cfg.concurrency);
     for w in 0..cfg.concurrency {
         let (cfg, client, issued, recorder, url, bar) = (
@@ -462,8 +497,17 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                         refused.clone(),
                     );
                     asked.spawn(async move {
-                        let sample =
-                            one(&client, &url, key.as_deref(), body, stream, user, deadline).await;
+                        let sample = one_until(
+                            &client,
+                            &url,
+                            key.as_deref(),
+                            body,
+                            stream,
+                            user,
+                            deadline,
+                            give_up,
+                        )
+                        .await;
                         if matches!(sample.error_kind.as_deref(), Some("http 401" | "http 403")) {
                             refused.store(true, Ordering::Relaxed);
                         }
@@ -497,7 +541,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     _ => {}
                 }
                 let body = body_for(&cfg, n as usize, heavy);
-                let sample = one(
+                let sample = one_until(
                     &client,
                     &url,
                     key.as_deref(),
@@ -505,6 +549,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<Report> {
                     cfg.stream,
                     user,
                     deadline,
+                    give_up,
                 )
                 .await;
                 if let Ok(mut r) = recorder.lock() {

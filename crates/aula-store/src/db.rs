@@ -226,7 +226,7 @@ impl Store {
 
 /// Take away group and other permissions (best effort: a file that does not
 /// exist, or one owned by someone else, is left alone).
-fn private(path: &Path, mode: u32) {
+pub(crate) fn private(path: &Path, mode: u32) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -241,7 +241,7 @@ fn private(path: &Path, mode: u32) {
 }
 
 /// The file of a `sqlite://PATH?...` or `sqlite:PATH` URL (None in memory).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

@@ -5,8 +5,10 @@
 //!
 //! [`db`] opens the database; [`identity`] is users, groups and keys;
 //! [`ledger`] writes and sums request records; [`gateways`] is which
-//! gateways use the database; [`budgets`] is the budgets several gateways share.
+//! gateways use the database; [`budgets`] is the budgets several gateways share;
+//! [`backup`] is a checked copy of the SQLite database.
 
+pub mod backup;
 pub mod budgets;
 pub mod db;
 pub mod files;

@@ -37,6 +37,12 @@ pub enum Command {
     Keys(KeysCommand),
     /// Report usage from the ledger.
     Usage(UsageArgs),
+    /// Copy the database (consistent, also while a gateway serves), the configuration and the
+    /// uploads, fine-tuning and adapter folders into a new folder.
+    Backup(BackupArgs),
+    /// Put back a folder made by `aula backup` (no gateway may be serving); what it replaces is
+    /// moved into before-restore-DATE/ in the data directory, not deleted.
+    Restore(BackupArgs),
     /// Show a running gateway's models: state, planned and actual memory, slots, queue, idle time.
     Ps(PsArgs),
     /// Load a model on a running gateway (evicting idle ones if memory is short).
@@ -264,6 +270,14 @@ pub struct UsageArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup folder (new or empty for `aula backup`).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (default: aula.toml in the data directory, if present).
     #[arg(long)]
@@ -388,7 +402,8 @@ pub struct BenchArgs {
     /// window: no request starts after it, a streamed answer still running
     /// at its end is closed once it has its first token (its tokens inside
     /// the window count), and a whole answer ending after it counts its
-    /// latency, not its tokens.
+    /// latency, not its tokens. A request still unanswered one more window
+    /// after the end is given up and counted as failed ("no answer").
     #[arg(long)]
     pub duration: Option<String>,
     /// Approximate prompt length in tokens.

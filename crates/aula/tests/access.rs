@@ -745,3 +745,74 @@ fn queues_are_bounded_and_a_client_that_leaves_is_dropped() {
     );
     drop(s);
 }
+
+/// `aula backup` while a gateway serves, then `aula restore`: the copy holds
+/// every key, every answered request and the uploads; restore refuses while
+/// a gateway serves the data directory, keeps what it replaces, and the
+/// restored box knows the old keys and files, not the newer ones.
+#[test]
+fn a_backup_taken_while_serving_restores_keys_ledger_and_files() {
+    let mock = spawn_mock(0);
+    let home = temp_home("backup");
+    config(&home, &mock, 4, "");
+    let kim = add_user(&home, "kim", &[]);
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let chat = format!("{}/v1/chat/completions", s.url);
+    for _ in 0..3 {
+        assert_eq!(post_auth(&chat, Some(&kim), &body()).status, 200);
+    }
+    let file = upload(&s.url, &kim, "notes.md", b"# Week 1\n", "assistants");
+    let dir = home.join("backup-1");
+    let dir_s = dir.to_str().unwrap();
+    // Taken while the gateway serves: its answered requests are in the copy.
+    let (ok, out, err) = run_aula(&["backup", dir_s], &home);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1 users, 1 keys, 3 requests in the ledger, 1 files"),
+        "{out}"
+    );
+    assert!(
+        dir.join("aula.toml").is_file() && dir.join("files").is_dir(),
+        "{out}"
+    );
+    // A backup never goes over another.
+    let (ok, _, err) = run_aula(&["backup", dir_s], &home);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    // Not while a gateway serves this data directory.
+    let (ok, _, err) = run_aula(&["restore", dir_s], &home);
+    assert!(!ok && err.contains("stop it first"), "{err}");
+    // Changes after the backup: a new user, kim's file deleted.
+    let lee = add_user(&home, "lee", &[]);
+    let del = ureq::delete(&format!("{}/v1/files/{file}", s.url))
+        .set("Authorization", &format!("Bearer {kim}"))
+        .call()
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    drop(s);
+    let (ok, out, err) = run_aula(&["restore", dir_s], &home);
+    assert!(ok, "{err}");
+    assert!(out.contains("is in "), "what was replaced is kept: {out}");
+    let aside: Vec<_> = std::fs::read_dir(&*home)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("before-restore-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{out}");
+    assert!(aside[0].path().join("aula.db").is_file(), "{out}");
+    // The restored box: kim's key and file, the ledger's three requests;
+    // lee (added after the backup) is unknown.
+    let s = spawn_aula(&["serve", "--port", "0"], Some(&home));
+    let chat = format!("{}/v1/chat/completions", s.url);
+    assert_eq!(post_auth(&chat, Some(&kim), &body()).status, 200);
+    assert_eq!(post_auth(&chat, Some(&lee), &body()).status, 401);
+    let got = get_auth(&format!("{}/v1/files/{file}/content", s.url), Some(&kim));
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(got.text, "# Week 1\n");
+    drop(s);
+    let rows = usage_json(&home, "user");
+    assert_eq!(row(&rows, "kim")["ok"].as_i64(), Some(4), "{rows:?}");
+}

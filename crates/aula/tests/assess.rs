@@ -341,6 +341,38 @@ fn bench_duration_measures_its_window() {
     );
 }
 
+/// `aula bench --duration`: a request that has no first token one more
+/// window after the end is given up and counted as failed, so a server that
+/// never answers does not hold the run open (before, this run never ended).
+#[test]
+fn bench_duration_gives_up_on_a_server_that_never_answers() {
+    // Streamed answers send their headers, then nothing, for ever.
+    let mock = spawn_exe(
+        &mock_exe(),
+        &["0", "--token-ms", "1", "--stall-after-tokens", "0"],
+        None,
+    );
+    let r = aula_json(&[
+        "bench",
+        "--url",
+        &mock.url,
+        "--model",
+        "mock",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--stream",
+        "--json",
+    ]);
+    assert_eq!(r["duration_s"], 1.0, "{r}");
+    assert_eq!(r["requests_ok"], 0, "{r}");
+    assert_eq!(r["requests_cut"], 0, "{r}");
+    assert_eq!(r["requests_failed"], 2, "{r}");
+    assert_eq!(r["errors"]["no answer"], 2, "{r}");
+    assert_eq!(r["ttft"]["count"], 0, "{r}");
+}
+
 /// `aula bench --think --open-loop`: a user's next question does not wait
 /// for its answer. Against a mock whose answers stall after their first
 /// token (they would never end), two closed-loop users could have two

@@ -5,6 +5,7 @@
 mod accounts;
 mod admin;
 mod assess;
+mod backup;
 mod bench;
 mod doctor;
 mod engine;
@@ -34,6 +35,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Users(c) => accounts::users(c).await,
         Command::Keys(c) => accounts::keys(c).await,
         Command::Usage(a) => usage::usage(a).await,
+        Command::Backup(a) => backup::backup(a).await,
+        Command::Restore(a) => backup::restore(a).await,
         Command::Ps(a) => admin::ps(a).await,
         Command::Load(a) => admin::load_unload("load", a).await,
         Command::Unload(a) => admin::load_unload("unload", a).await,
