@@ -18,6 +18,10 @@
 # limits) at 16 connections while N web pages hold their live view open (N
 # `/events` streams, as N browser tabs), against the same gateway with none.
 # ROUNDS (3), N (40,000 requests at 16 connections; a quarter at 1).
+# With PROFILE=C (after the rounds): nginx and the gateway each profiled
+# (`perf record -F 999`, flat, Debian's linux-perf) over one more line at C
+# connections, with their context switches per request (all threads, from
+# /proc), and the profile grouped by scripts/perf_groups.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${B:-./target/release/aula}
@@ -117,3 +121,23 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
+if [ -n "${PROFILE:-}" ]; then
+  c=$PROFILE
+  n=$(( c == 16 ? N : N / 4 ))
+  # Context switches of every thread of a process, voluntary or not.
+  switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+  for who in nginx aula; do
+    if [ $who = nginx ]; then pid=$NGINX_PID port=$NGINX_PORT keys=""; else pid=$GW_PID port=$GW_PORT keys="$home/keys"; fi
+    [ -n "$pid" ] || continue
+    s0=$(switches "$pid")
+    perf record -F 999 -p "$pid" -o "$home/$who.perf" > /dev/null 2>&1 &
+    perf_pid=$!
+    sleep 1
+    measure "$who profiled, $c conn" "$port" "$c" "$n" "$pid" $keys
+    kill -INT $perf_pid; wait $perf_pid 2>/dev/null || true
+    s1=$(switches "$pid")
+    echo "    context switches per request: $(python3 -c "print(round(($s1 - $s0) / $n, 2))")"
+    perf report -i "$home/$who.perf" --stdio --no-children --sort dso,sym -g none 2>/dev/null \
+      | python3 scripts/perf_groups.py "$who, $c conn"
+  done
+fi
