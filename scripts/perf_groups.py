@@ -2,7 +2,8 @@
 """A flat perf profile grouped by what the time is spent on.
 
 Usage: perf report -i FILE --stdio --no-children --sort dso,sym -g none | python3 scripts/perf_groups.py LABEL
-Prints one line per group (share of the process's samples), biggest first.
+Prints one line per group (share of the process's samples), biggest first,
+then the 15 biggest symbols.
 Groups: the kernel's scheduling (context switches, wakes) apart from the
 rest of the kernel (TCP on loopback, epoll, system calls); libc (malloc,
 free, memcpy); and, inside Aula's binary, hyper/http, tokio, JSON, the
@@ -24,6 +25,7 @@ RULES = [
 ]
 
 groups = defaultdict(float)
+top = []
 total = 0.0
 for line in sys.stdin:
     m = re.match(r"\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)$", line)
@@ -40,7 +42,11 @@ for line in sys.stdin:
     else:
         g = next((name for name, rx in RULES if rx.search(sym)), f"other ({dso})")
     groups[g] += pct
+    top.append((pct, sym[:70], g))
 label = sys.argv[1] if len(sys.argv) > 1 else ""
 print(f"{label}: {total:.0f}% of samples grouped")
 for g, pct in sorted(groups.items(), key=lambda kv: -kv[1]):
     print(f"  {pct:5.1f}%  {g}")
+print("  the 15 biggest symbols:")
+for pct, sym, g in sorted(top, reverse=True)[:15]:
+    print(f"    {pct:5.1f}%  {sym}  [{g}]")

@@ -64,7 +64,12 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
     let (config, config_path) = load_config(a.db.config.as_deref())?;
     database_file(&config)?;
     let dir = &a.dir;
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("{} is not a folder", dir.display()))?
+            .next()
+            .is_some()
+    {
         bail!(
             "{} is not empty: a backup goes into a new or empty folder",
             dir.display()
