@@ -11,6 +11,10 @@
 # Usage: bash scripts/bench-class-gateway.sh   (after scripts/setup.sh)
 # With BASE=path/to/another/aula, that build's gateway (same users, keys and
 # engine) is measured in the same rounds, for before/after comparisons.
+# With nginx installed (Debian's nginx-light), the same class also goes
+# through nginx as a plain streaming proxy (one worker, keep-alive to the
+# engine, `proxy_buffering off` so that each token is relayed as it comes):
+# the floor for a proxy's CPU per streamed token on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=./target/release/aula
@@ -26,7 +30,7 @@ ROUNDS=${ROUNDS:-2}
 MOCK_PORT=${MOCK_PORT:-19500}
 GW_PORT=${GW_PORT:-19501}
 home=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$home"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; [ -f "$home/nginx.pid" ] && kill "$(cat "$home/nginx.pid")" 2>/dev/null; rm -rf "$home"' EXIT
 printf '[[models]]\nname = "mock"\nurl = "http://127.0.0.1:%s/v1"\nparallel = %s\n\n[[limits]]\nrole = "student"\ntokens_per_day = 1000000000\nrequests_per_minute = 1000000\n' \
   "$MOCK_PORT" "$SLOTS" > "$home/aula.toml"
 : > "$home/keys"
@@ -44,6 +48,28 @@ if [ -n "${BASE:-}" ]; then
 fi
 AULA_HOME="$home" $B serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
 GW_PID=$!
+NGINX_PID=
+if [ -x /usr/sbin/nginx ]; then
+  NGINX_PORT=${NGINX_PORT:-19503}
+  cat > "$home/nginx.conf" <<CONF
+worker_processes 1;
+pid $home/nginx.pid;
+error_log $home/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+CONF
+  /usr/sbin/nginx -c "$home/nginx.conf"
+  for _ in $(seq 50); do [ -s "$home/nginx.pid" ] && break; sleep 0.1; done
+  # The worker does the proxying; the master only supervises.
+  NGINX_PID=$(pgrep -P "$(cat "$home/nginx.pid")" | head -1)
+fi
 for p in "$GW_PORT" ${BASE_PORT:-}; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
 done
@@ -64,18 +90,19 @@ with open(sys.argv[2], "w") as f:
     print(r["requests_ok"], r["completion_tokens"], file=f)
 EOF
 summary() { python3 "$home/summary.py" "$1" "$home/last"; }
-through() { # LABEL PORT PID
+through() { # LABEL PORT PID [KEYS]
   local t0 t1 answers tokens
   t0=$(awk '{print $14 + $15}' "/proc/$3/stat")
-  class "http://127.0.0.1:$2" "$home/keys" | summary "$1"
+  class "http://127.0.0.1:$2" ${4:-} | summary "$1"
   t1=$(awk '{print $14 + $15}' "/proc/$3/stat")
   read -r answers tokens < "$home/last"
-  python3 -c "import sys; t, a, k = (int(x) for x in sys.argv[1:]); print(f'  gateway CPU: {t * 10 / max(a, 1):.2f} ms per request, {t * 10000 / max(k, 1):.1f} us per streamed token')" \
+  python3 -c "import sys; t, a, k = (int(x) for x in sys.argv[1:]); print(f'  proxy CPU: {t * 10 / max(a, 1):.2f} ms per request, {t * 10000 / max(k, 1):.1f} us per streamed token')" \
     "$((t1 - t0))" "$answers" "$tokens"
 }
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
   class "http://127.0.0.1:$MOCK_PORT" | summary "direct"
-  through "through aula" "$GW_PORT" "$GW_PID"
-  [ -n "${BASE:-}" ] && through "through BASE" "$BASE_PORT" "$BASE_PID"
+  [ -n "$NGINX_PID" ] && through "through nginx" "$NGINX_PORT" "$NGINX_PID"
+  through "through aula" "$GW_PORT" "$GW_PID" "$home/keys"
+  [ -n "${BASE:-}" ] && through "through BASE" "$BASE_PORT" "$BASE_PID" "$home/keys"
 done
