@@ -775,9 +775,13 @@ fn a_backup_taken_while_serving_restores_keys_ledger_and_files() {
         dir.join("aula.toml").is_file() && dir.join("files").is_dir(),
         "{out}"
     );
-    // A backup never goes over another.
+    // A backup never goes over another, nor inside what it copies.
     let (ok, _, err) = run_aula(&["backup", dir_s], &home);
     assert!(!ok && err.contains("not empty"), "{err}");
+    let inner = home.join("files").join("backup-2");
+    let (ok, _, err) = run_aula(&["backup", inner.to_str().unwrap()], &home);
+    assert!(!ok && err.contains("which the backup copies"), "{err}");
+    assert!(!inner.exists());
     // Not while a gateway serves this data directory.
     let (ok, _, err) = run_aula(&["restore", dir_s], &home);
     assert!(!ok && err.contains("stop it first"), "{err}");

@@ -75,8 +75,25 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let made = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     private_dir(dir);
+    // A folder inside one it copies would copy itself, without end.
+    let inside = std::fs::canonicalize(dir)?;
+    for (_, from) in items(&config, config_path.as_deref()) {
+        if let Ok(from) = std::fs::canonicalize(&from)
+            && inside.starts_with(&from)
+        {
+            if made {
+                let _ = std::fs::remove_dir(dir);
+            }
+            bail!(
+                "{} is inside {}, which the backup copies: choose a folder outside it",
+                dir.display(),
+                from.display()
+            );
+        }
+    }
     let store = open_store(&config).await?;
     let copied = store.backup_into(&dir.join("aula.db")).await;
     store.close().await;
@@ -129,6 +146,37 @@ pub async fn restore(a: BackupArgs) -> anyhow::Result<()> {
     let _lock = home::lock_data_dir(&h).map_err(|e| anyhow!("{e}"))?;
     let c = aula_store::backup::check_copy(&copy).map_err(|e| anyhow!("{e}"))?;
     let aside = aside_dir(&h)?;
+    let out = swap_in(&config, config_path.as_deref(), from, &db, &aside).with_context(|| {
+        format!(
+            "the restore stopped half-way; what was there before is in {}",
+            aside.display()
+        )
+    })?;
+    print(&format!(
+        "aula.db: {} users, {} keys, {} requests in the ledger, {} files, {} vector stores, \
+         {} fine-tuning jobs, into {}\n{out}restored from {}\n",
+        c.users,
+        c.keys,
+        c.requests,
+        c.files,
+        c.vector_stores,
+        c.fine_tuning_jobs,
+        db.display(),
+        from.display()
+    ));
+    Ok(())
+}
+
+/// Move what the backup in `from` replaces into `aside`, and copy the
+/// backup's in: the database `db` first, then each item. What it did, one
+/// line per item.
+fn swap_in(
+    config: &Config,
+    config_path: Option<&Path>,
+    from: &Path,
+    db: &Path,
+    aside: &Path,
+) -> anyhow::Result<String> {
     // The database and every file beside it that belongs to it: `-wal` and
     // `-shm` (a stale WAL would be replayed onto the restored file) and the
     // ledger's journal segments (folded into the wrong database otherwise).
@@ -152,19 +200,9 @@ pub async fn restore(a: BackupArgs) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(&db_dir)?;
-    copy_all(&copy, &db)?;
-    let mut out = format!(
-        "aula.db: {} users, {} keys, {} requests in the ledger, {} files, {} vector stores, \
-         {} fine-tuning jobs, into {}\n",
-        c.users,
-        c.keys,
-        c.requests,
-        c.files,
-        c.vector_stores,
-        c.fine_tuning_jobs,
-        db.display()
-    );
-    for (name, to) in items(&config, config_path.as_deref()) {
+    copy_all(&from.join("aula.db"), db)?;
+    let mut out = String::new();
+    for (name, to) in items(config, config_path) {
         let src = from.join(name);
         if !src.exists() {
             continue;
@@ -181,7 +219,7 @@ pub async fn restore(a: BackupArgs) -> anyhow::Result<()> {
         };
     }
     if moved.is_empty() {
-        let _ = std::fs::remove_dir(&aside);
+        let _ = std::fs::remove_dir(aside);
     } else {
         out += &format!(
             "what was there before ({}) is in {}\n",
@@ -189,9 +227,7 @@ pub async fn restore(a: BackupArgs) -> anyhow::Result<()> {
             aside.display()
         );
     }
-    out += &format!("restored from {}\n", from.display());
-    print(&out);
-    Ok(())
+    Ok(out)
 }
 
 /// A new `before-restore-DATE[-N]` folder in the data directory.
