@@ -368,8 +368,11 @@ fn bench_duration_gives_up_on_a_server_that_never_answers() {
     assert_eq!(r["duration_s"], 1.0, "{r}");
     assert_eq!(r["requests_ok"], 0, "{r}");
     assert_eq!(r["requests_cut"], 0, "{r}");
-    assert_eq!(r["requests_failed"], 2, "{r}");
-    assert_eq!(r["errors"]["no answer"], 2, "{r}");
+    // Each user's first question (a user started late on a busy machine
+    // may have none); none of them answered.
+    let failed = r["requests_failed"].as_u64().unwrap();
+    assert!((1..=2).contains(&failed), "{r}");
+    assert_eq!(r["errors"]["no answer"].as_u64(), Some(failed), "{r}");
     assert_eq!(r["ttft"]["count"], 0, "{r}");
 }
 
