@@ -198,23 +198,20 @@ fn plan_students_says_how_many_and_from_what() {
 #[test]
 fn bench_think_runs_a_class() {
     let mock = spawn_mock(1);
-    let r = aula_json(&[
-        "bench",
-        "--url",
+    let r = bench_mock(
         &mock.url,
-        "--model",
-        "mock",
-        "--users",
-        "3",
-        "--requests",
-        "9",
-        "--think",
-        "20ms",
-        "--stream",
-        "--max-tokens",
-        "4",
-        "--json",
-    ]);
+        &[
+            "--users",
+            "3",
+            "--requests",
+            "9",
+            "--think",
+            "20ms",
+            "--stream",
+            "--max-tokens",
+            "4",
+        ],
+    );
     assert_eq!(r["requests_ok"], 9, "{r}");
     assert_eq!(r["concurrency"], 3, "{r}");
     assert!((r["think_s"].as_f64().unwrap() - 0.02).abs() < 1e-9, "{r}");
@@ -231,27 +228,24 @@ fn bench_think_runs_a_class() {
         &["0", "--token-ms", "1", "--follow-max-tokens"],
         None,
     );
-    let r = aula_json(&[
-        "bench",
-        "--url",
+    let r = bench_mock(
         &follows.url,
-        "--model",
-        "mock",
-        "--users",
-        "3",
-        "--think",
-        "20ms",
-        "--heavy",
-        "2",
-        "--requests",
-        "12",
-        "--stream",
-        "--max-tokens",
-        "4",
-        "--heavy-max-tokens",
-        "6",
-        "--json",
-    ]);
+        &[
+            "--users",
+            "3",
+            "--think",
+            "20ms",
+            "--heavy",
+            "2",
+            "--requests",
+            "12",
+            "--stream",
+            "--max-tokens",
+            "4",
+            "--heavy-max-tokens",
+            "6",
+        ],
+    );
     assert_eq!(r["requests_ok"], 12, "{r}");
     assert_eq!(r["concurrency"], 4, "{r}");
     assert!(r["heavy_user_ttft"]["count"].as_u64().unwrap() > 0, "{r}");
@@ -307,21 +301,18 @@ fn bench_duration_measures_its_window() {
         ],
         None,
     );
-    let r = aula_json(&[
-        "bench",
-        "--url",
+    let r = bench_mock(
         &mock.url,
-        "--model",
-        "mock",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "--stream",
-        "--max-tokens",
-        "4096",
-        "--json",
-    ]);
+        &[
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--stream",
+            "--max-tokens",
+            "4096",
+        ],
+    );
     assert_eq!(r["duration_s"], 1.0, "{r}");
     assert_eq!(r["requests_ok"], 0, "{r}");
     assert_eq!(r["requests_failed"], 0, "{r}");
@@ -352,19 +343,10 @@ fn bench_duration_gives_up_on_a_server_that_never_answers() {
         &["0", "--token-ms", "1", "--stall-after-tokens", "0"],
         None,
     );
-    let r = aula_json(&[
-        "bench",
-        "--url",
+    let r = bench_mock(
         &mock.url,
-        "--model",
-        "mock",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "--stream",
-        "--json",
-    ]);
+        &["--concurrency", "2", "--duration", "1s", "--stream"],
+    );
     assert_eq!(r["duration_s"], 1.0, "{r}");
     assert_eq!(r["requests_ok"], 0, "{r}");
     assert_eq!(r["requests_cut"], 0, "{r}");
@@ -417,11 +399,6 @@ fn bench_open_loop_users_stop_when_refused() {
 /// average for 2 s, against `url`, with `extra` arguments.
 fn open_loop_pair(url: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
-        "bench",
-        "--url",
-        url,
-        "--model",
-        "mock",
         "--users",
         "2",
         "--think",
@@ -429,8 +406,15 @@ fn open_loop_pair(url: &str, extra: &[&str]) -> serde_json::Value {
         "--open-loop",
         "--duration",
         "2s",
-        "--json",
     ];
     args.extend_from_slice(extra);
-    aula_json(&args)
+    bench_mock(url, &args)
+}
+
+/// `aula bench --url URL --model mock ARGS --json`: its report.
+fn bench_mock(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "--url", url, "--model", "mock"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    aula_json(&all)
 }

@@ -98,17 +98,7 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<()> {
     let copied = store.backup_into(&dir.join("aula.db")).await;
     store.close().await;
     let c = copied?;
-    let mut out = format!(
-        "aula.db: {} users, {} keys, {} requests in the ledger, {} files, {} vector stores, \
-         {} fine-tuning jobs ({:.1} MB)\n",
-        c.users,
-        c.keys,
-        c.requests,
-        c.files,
-        c.vector_stores,
-        c.fine_tuning_jobs,
-        c.bytes as f64 / 1e6
-    );
+    let mut out = format!("aula.db: {}\n", holds(&c));
     for (name, from) in items(&config, config_path.as_deref()) {
         if !from.exists() {
             continue;
@@ -153,14 +143,8 @@ pub async fn restore(a: BackupArgs) -> anyhow::Result<()> {
         )
     })?;
     print(&format!(
-        "aula.db: {} users, {} keys, {} requests in the ledger, {} files, {} vector stores, \
-         {} fine-tuning jobs, into {}\n{out}restored from {}\n",
-        c.users,
-        c.keys,
-        c.requests,
-        c.files,
-        c.vector_stores,
-        c.fine_tuning_jobs,
+        "aula.db: {}, into {}\n{out}restored from {}\n",
+        holds(&c),
         db.display(),
         from.display()
     ));
@@ -228,6 +212,21 @@ fn swap_in(
         );
     }
     Ok(out)
+}
+
+/// What a checked copy of the database holds, in words.
+fn holds(c: &aula_store::backup::CopyCounts) -> String {
+    format!(
+        "{} users, {} keys, {} requests in the ledger, {} files, {} vector stores, \
+         {} fine-tuning jobs ({:.1} MB)",
+        c.users,
+        c.keys,
+        c.requests,
+        c.files,
+        c.vector_stores,
+        c.fine_tuning_jobs,
+        c.bytes as f64 / 1e6
+    )
 }
 
 /// A new `before-restore-DATE[-N]` folder in the data directory.
