@@ -48,28 +48,9 @@ if [ -n "${BASE:-}" ]; then
 fi
 AULA_HOME="$home" $B serve --port "$GW_PORT" > "$home/serve.log" 2>&1 &
 GW_PID=$!
-NGINX_PID=
-if [ -x /usr/sbin/nginx ]; then
-  NGINX_PORT=${NGINX_PORT:-19503}
-  cat > "$home/nginx.conf" <<CONF
-worker_processes 1;
-pid $home/nginx.pid;
-error_log $home/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 256; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-CONF
-  /usr/sbin/nginx -c "$home/nginx.conf"
-  for _ in $(seq 50); do [ -s "$home/nginx.pid" ] && break; sleep 0.1; done
-  # The worker does the proxying; the master only supervises.
-  NGINX_PID=$(pgrep -P "$(cat "$home/nginx.pid")" | head -1)
-fi
+NGINX_PORT=${NGINX_PORT:-19503}
+. scripts/nginx-proxy.sh
+nginx_proxy "$home" "$NGINX_PORT" "$MOCK_PORT" 256 "proxy_buffering off;"
 for p in "$GW_PORT" ${BASE_PORT:-}; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
 done

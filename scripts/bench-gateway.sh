@@ -59,29 +59,8 @@ if [ -n "${TABS:-}" ]; then
   AULA_HOME="$home/open" $B serve --port "$OPEN_PORT" > "$home/open.log" 2>&1 &
   OPEN_PID=$!
 fi
-NGINX_PID=
-if [ -x /usr/sbin/nginx ]; then
-  cat > "$home/nginx.conf" <<EOF
-worker_processes 1;
-pid $home/nginx.pid;
-error_log $home/nginx.err;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
-  /usr/sbin/nginx -c "$home/nginx.conf"
-  for _ in $(seq 50); do [ -s "$home/nginx.pid" ] && break; sleep 0.1; done
-  # The worker does the proxying; the master only supervises.
-  NGINX_PID=$(pgrep -P "$(cat "$home/nginx.pid")" | head -1)
-else
-  echo "nginx is not installed (apt-get install nginx-light): measured without it"
-fi
+. scripts/nginx-proxy.sh
+nginx_proxy "$home" "$NGINX_PORT" "$MOCK_PORT" 64
 for p in "$GW_PORT" ${BASE_PORT:-} ${OPEN_PORT:-}; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && break; sleep 0.2; done
 done
